@@ -1,0 +1,41 @@
+# cove — see README.md.
+GO        ?= go
+PREFIX    ?= /usr/local
+BIN       := bin/cove
+GOBIN     := $(shell $(GO) env GOPATH)/bin
+
+.PHONY: all build up deps test-deps test proto bench-start clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/cove
+
+# Everything cove needs at run time on a Debian host.
+deps:
+	./scripts/install-deps.sh runtime
+
+# First README command: install, build, start server + runner on embedded defaults.
+up: deps build
+	install -m 0755 $(BIN) $(PREFIX)/bin/cove
+	$(PREFIX)/bin/cove up
+
+# Second README command: install what the tests need, then run them all.
+test-deps:
+	./scripts/install-deps.sh test
+
+test: test-deps build
+	./scripts/test.sh
+
+# Regenerate the API code from proto/cove/v1 (generated code is committed).
+proto:
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	$(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@v1.21.1
+	PATH=$(GOBIN):$$PATH protoc -I proto --go_out=proto --go_opt=paths=source_relative \
+		--connect-go_out=proto --connect-go_opt=paths=source_relative proto/cove/v1/cove.proto
+
+bench-start: build
+	$(GO) run ./bench/start
+
+clean:
+	rm -rf bin
