@@ -1,0 +1,194 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/store"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"golang.org/x/crypto/ssh"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+type runnerService struct{ s *Server }
+
+func requireOwner(ctx context.Context) (store.User, error) {
+	u, err := userFrom(ctx)
+	if err != nil {
+		return u, err
+	}
+	if u.Role != store.RoleOwner {
+		return u, connect.NewError(connect.CodePermissionDenied, errors.New("only organization owners may do this"))
+	}
+	return u, nil
+}
+
+func (r *runnerService) CreateJoinToken(ctx context.Context, req *connect.Request[covev1.CreateJoinTokenRequest]) (*connect.Response[covev1.CreateJoinTokenResponse], error) {
+	u, err := requireOwner(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ttl := time.Duration(req.Msg.GetTtlSeconds()) * time.Second
+	if ttl <= 0 {
+		ttl = time.Hour
+	}
+	tok, err := r.s.CreateJoinToken(ctx, u.ID, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&covev1.CreateJoinTokenResponse{JoinToken: tok}), nil
+}
+
+// CreateJoinToken makes a one-time runner join token.
+func (s *Server) CreateJoinToken(ctx context.Context, createdBy string, ttl time.Duration) (string, error) {
+	tok := NewToken(prefixJoinToken)
+	err := s.store.CreateJoinToken(ctx, store.JoinToken{Hash: HashToken(tok), CreatedBy: createdBy, ExpiresAt: s.now().Add(ttl)})
+	return tok, err
+}
+
+func (r *runnerService) JoinRunner(ctx context.Context, req *connect.Request[covev1.JoinRunnerRequest]) (*connect.Response[covev1.JoinRunnerResponse], error) {
+	name := req.Msg.GetName()
+	if name == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("runner name is required"))
+	}
+	id := newID("r-")
+	err := r.s.store.ConsumeJoinToken(ctx, HashToken(req.Msg.GetJoinToken()), id, r.s.now())
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
+		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("join token is invalid, expired or already used"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	tok := NewToken(prefixRunnerToken)
+	now := r.s.now()
+	if err := r.s.store.CreateRunner(ctx, store.Runner{ID: id, Name: name, TokenHash: HashToken(tok),
+		Phase: covev1.RunnerPhase_RUNNER_PHASE_INACTIVE, Capabilities: &covev1.RunnerCapabilities{}, CreatedAt: now}); err != nil {
+		return nil, err
+	}
+	r.s.log.Info("runner joined", "runner", id, "name", name)
+	return connect.NewResponse(&covev1.JoinRunnerResponse{RunnerId: id, RunnerToken: tok}), nil
+}
+
+func (r *runnerService) ListRunners(ctx context.Context, _ *connect.Request[covev1.ListRunnersRequest]) (*connect.Response[covev1.ListRunnersResponse], error) {
+	if _, err := userFrom(ctx); err != nil {
+		return nil, err
+	}
+	runners, err := r.s.store.ListRunners(ctx)
+	if err != nil {
+		return nil, err
+	}
+	load, err := r.s.runnerLoad(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &covev1.ListRunnersResponse{}
+	for _, rn := range runners {
+		out.Runners = append(out.Runners, &covev1.Runner{Id: rn.ID, Name: rn.Name, Phase: rn.Phase, Capabilities: rn.Capabilities,
+			LastSeen: timestamppb.New(rn.LastSeen), Environments: int32(load[rn.ID])})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (r *runnerService) ListEnvironmentClasses(ctx context.Context, _ *connect.Request[covev1.ListEnvironmentClassesRequest]) (*connect.Response[covev1.ListEnvironmentClassesResponse], error) {
+	if _, err := userFrom(ctx); err != nil {
+		return nil, err
+	}
+	runners, err := r.s.store.ListRunners(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]*covev1.EnvironmentClass{}
+	for _, rn := range runners {
+		if rn.Phase != covev1.RunnerPhase_RUNNER_PHASE_ACTIVE {
+			continue
+		}
+		for _, c := range rn.Capabilities.GetClasses() {
+			if _, ok := seen[c.GetId()]; !ok {
+				seen[c.GetId()] = c
+			}
+		}
+	}
+	out := &covev1.ListEnvironmentClassesResponse{}
+	for _, c := range seen {
+		out.Classes = append(out.Classes, c)
+	}
+	sort.Slice(out.Classes, func(i, j int) bool { return out.Classes[i].Id < out.Classes[j].Id })
+	return connect.NewResponse(out), nil
+}
+
+func (r *runnerService) Heartbeat(ctx context.Context, req *connect.Request[covev1.HeartbeatRequest]) (*connect.Response[covev1.HeartbeatResponse], error) {
+	rn, err := runnerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	wasActive := rn.Phase == covev1.RunnerPhase_RUNNER_PHASE_ACTIVE
+	rn.Capabilities = req.Msg.GetCapabilities()
+	rn.LastSeen = r.s.now()
+	rn.Phase = covev1.RunnerPhase_RUNNER_PHASE_ACTIVE
+	if err := r.s.store.UpdateRunner(ctx, rn); err != nil {
+		return nil, err
+	}
+	if !wasActive {
+		r.s.log.Info("runner active", "runner", rn.ID, "name", rn.Name)
+	}
+	resp := &covev1.HeartbeatResponse{UserCa: r.s.userCA.AuthorizedKey()}
+	if k := req.Msg.GetHostPublicKey(); k != "" {
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k))
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("host public key: %w", err))
+		}
+		cert, err := r.s.hostCA.SignHostCert(pub, 24*time.Hour)
+		if err != nil {
+			return nil, fmt.Errorf("sign host certificate: %w", err)
+		}
+		resp.HostCertificate = string(ssh.MarshalAuthorizedKey(cert))
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func (r *runnerService) WatchAssignments(ctx context.Context, req *connect.Request[covev1.WatchAssignmentsRequest], stream *connect.ServerStream[covev1.WatchAssignmentsResponse]) error {
+	rn, err := runnerFrom(ctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(nil); err != nil {
+		return err
+	}
+	return r.s.watch(ctx, store.EnvironmentFilter{RunnerID: rn.ID}, req.Msg.GetSinceRevision(), func(env *covev1.Environment) error {
+		return stream.Send(&covev1.WatchAssignmentsResponse{Environment: env})
+	})
+}
+
+func (r *runnerService) ReportStatus(ctx context.Context, req *connect.Request[covev1.ReportStatusRequest]) (*connect.Response[covev1.ReportStatusResponse], error) {
+	rn, err := runnerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := req.Msg.GetStatus()
+	if st == nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("status is required"))
+	}
+	env, err := r.s.store.UpdateEnvironment(ctx, req.Msg.GetEnvironmentId(), func(env *covev1.Environment) error {
+		if env.GetMetadata().GetRunnerId() != rn.ID {
+			return connect.NewError(connect.CodePermissionDenied, errors.New("environment is not assigned to this runner"))
+		}
+		if env.GetStatus().GetPhase() == phaseDeleted {
+			return connect.NewError(connect.CodeFailedPrecondition, errors.New("environment is deleted"))
+		}
+		prev := env.GetStatus()
+		st.StatusVersion = prev.GetStatusVersion() + 1
+		if st.Phase == phaseRunning && prev.GetPhase() != phaseRunning {
+			env.Metadata.StartedAt = timestamppb.New(r.s.now())
+		}
+		env.Status = st
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&covev1.ReportStatusResponse{Environment: env}), nil
+}

@@ -1,0 +1,159 @@
+// Package server is cove's control plane: the Connect API (gRPC and JSON
+// over HTTP), authentication, the scheduler that assigns environments to
+// runners, and controllers (runner liveness, scheduling retries). State lives
+// in a store.Store; the server never sees repository content.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/sshgw"
+	"github.com/covedev/cove/internal/store"
+	"github.com/covedev/cove/internal/usererr"
+	"github.com/covedev/cove/proto/cove/v1/covev1connect"
+)
+
+// Config configures a Server.
+type Config struct {
+	Store   store.Store
+	DataDir string // holds the SSH CA keys
+	Log     *slog.Logger
+	// A runner without a heartbeat for this long is INACTIVE.
+	RunnerTimeout time.Duration
+	// Lifetime of user SSH certificates.
+	SSHCertTTL time.Duration
+	// Class given to environments created without one.
+	DefaultClass string
+	Now          func() time.Time
+}
+
+// Server implements the cove API.
+type Server struct {
+	store  store.Store
+	log    *slog.Logger
+	userCA *sshgw.CA
+	hostCA *sshgw.CA
+	cfg    Config
+	now    func() time.Time
+}
+
+// New loads (or creates) the SSH CAs and returns a server.
+func New(cfg Config) (*Server, error) {
+	if cfg.RunnerTimeout == 0 {
+		cfg.RunnerTimeout = 30 * time.Second
+	}
+	if cfg.SSHCertTTL == 0 {
+		cfg.SSHCertTTL = 30 * time.Minute
+	}
+	if cfg.DefaultClass == "" {
+		cfg.DefaultClass = "default"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	userCA, err := sshgw.LoadOrCreateCA(filepath.Join(cfg.DataDir, "ssh_user_ca"))
+	if err != nil {
+		return nil, fmt.Errorf("user CA: %w", err)
+	}
+	hostCA, err := sshgw.LoadOrCreateCA(filepath.Join(cfg.DataDir, "ssh_host_ca"))
+	if err != nil {
+		return nil, fmt.Errorf("host CA: %w", err)
+	}
+	return &Server{store: cfg.Store, log: cfg.Log, userCA: userCA, hostCA: hostCA, cfg: cfg, now: cfg.Now}, nil
+}
+
+// Handler serves the API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	opts := connect.WithInterceptors(errorInterceptor(s.log))
+	mux.Handle(covev1connect.NewEnvironmentServiceHandler(&envService{s}, opts))
+	mux.Handle(covev1connect.NewUserServiceHandler(&userService{s}, opts))
+	mux.Handle(covev1connect.NewRunnerServiceHandler(&runnerService{s}, opts))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	return s.authenticate(mux)
+}
+
+// Run runs the controllers until ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	changes := s.store.Changes(ctx)
+	for {
+		if err := s.reconcileRunners(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("runner liveness", "err", err)
+		}
+		if err := s.schedulePending(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("schedule", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-changes:
+		}
+	}
+}
+
+// toConnect maps errors to API codes at the edge. Messages of usererr
+// errors reach the caller; other errors are logged and hidden.
+func toConnect(log *slog.Logger, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return err
+	}
+	msg, visible := usererr.Message(err)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		if !visible {
+			msg = "not found"
+		}
+		return connect.NewError(connect.CodeNotFound, errors.New(msg))
+	case errors.Is(err, store.ErrAlreadyExists):
+		if !visible {
+			msg = "already exists"
+		}
+		return connect.NewError(connect.CodeAlreadyExists, errors.New(msg))
+	case errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeCanceled, err)
+	case visible:
+		return connect.NewError(connect.CodeFailedPrecondition, errors.New(msg))
+	}
+	log.Error("internal error", "err", err)
+	return connect.NewError(connect.CodeInternal, errors.New("internal error (see server log)"))
+}
+
+func errorInterceptor(log *slog.Logger) connect.Interceptor {
+	return &errInterceptor{log: log}
+}
+
+type errInterceptor struct{ log *slog.Logger }
+
+func (e *errInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		resp, err := next(ctx, req)
+		return resp, toConnect(e.log, err)
+	}
+}
+
+func (e *errInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (e *errInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		return toConnect(e.log, next(ctx, conn))
+	}
+}

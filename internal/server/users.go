@@ -1,0 +1,95 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/store"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+)
+
+type userService struct{ s *Server }
+
+func toUserProto(u store.User) *covev1.User {
+	return &covev1.User{Id: u.ID, Name: u.Name, OrganizationId: u.OrganizationID, Role: u.Role}
+}
+
+func (us *userService) WhoAmI(ctx context.Context, _ *connect.Request[covev1.WhoAmIRequest]) (*connect.Response[covev1.WhoAmIResponse], error) {
+	u, err := userFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&covev1.WhoAmIResponse{User: toUserProto(u)}), nil
+}
+
+func (us *userService) CreateToken(ctx context.Context, req *connect.Request[covev1.CreateTokenRequest]) (*connect.Response[covev1.CreateTokenResponse], error) {
+	u, err := userFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	name := req.Msg.GetName()
+	if name == "" {
+		name = "token"
+	}
+	tok, err := us.s.IssueUserToken(ctx, u, name, time.Duration(req.Msg.GetTtlSeconds())*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&covev1.CreateTokenResponse{Token: tok}), nil
+}
+
+func (us *userService) CreateUser(ctx context.Context, req *connect.Request[covev1.CreateUserRequest]) (*connect.Response[covev1.CreateUserResponse], error) {
+	owner, err := requireOwner(ctx)
+	if err != nil {
+		return nil, err
+	}
+	role := req.Msg.GetRole()
+	if role == "" {
+		role = store.RoleMember
+	}
+	if role != store.RoleMember && role != store.RoleOwner {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("role must be %q or %q", store.RoleOwner, store.RoleMember))
+	}
+	if !nameRE.MatchString(req.Msg.GetName()) {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("invalid user name"))
+	}
+	u := store.User{ID: newID("u-"), OrganizationID: owner.OrganizationID, Name: req.Msg.GetName(), Role: role, CreatedAt: us.s.now()}
+	if err := us.s.store.CreateUser(ctx, u); err != nil {
+		if errors.Is(err, store.ErrAlreadyExists) {
+			return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("user %q exists", u.Name))
+		}
+		return nil, err
+	}
+	tok, err := us.s.IssueUserToken(ctx, u, "initial", 0)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&covev1.CreateUserResponse{User: toUserProto(u), Token: tok}), nil
+}
+
+// Bootstrap makes sure the default organization and its first owner exist
+// and returns a fresh token for that owner (used by `cove up` to log the
+// local CLI in).
+func (s *Server) Bootstrap(ctx context.Context, userName string) (store.User, string, error) {
+	org, err := s.store.GetOrganizationByName(ctx, "default")
+	if errors.Is(err, store.ErrNotFound) {
+		org = store.Organization{ID: newID("o-"), Name: "default", CreatedAt: s.now()}
+		err = s.store.CreateOrganization(ctx, org)
+	}
+	if err != nil {
+		return store.User{}, "", fmt.Errorf("default organization: %w", err)
+	}
+	u, err := s.store.GetUserByName(ctx, userName)
+	if errors.Is(err, store.ErrNotFound) {
+		u = store.User{ID: newID("u-"), OrganizationID: org.ID, Name: userName, Role: store.RoleOwner, CreatedAt: s.now()}
+		err = s.store.CreateUser(ctx, u)
+	}
+	if err != nil {
+		return store.User{}, "", fmt.Errorf("user %s: %w", userName, err)
+	}
+	tok, err := s.IssueUserToken(ctx, u, "cove up", 0)
+	return u, tok, err
+}

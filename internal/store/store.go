@@ -1,0 +1,120 @@
+// Package store defines cove's persistent state: organizations, users,
+// tokens, runners and environments. Implementations (sqlite/, later
+// postgres/) share one set of SQL and pass the conformance suite in
+// storetest.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+)
+
+var (
+	// ErrNotFound: the record does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrAlreadyExists: a unique key (name, token) is taken.
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrConflict: the record changed or was used in between (e.g. a join
+	// token already consumed).
+	ErrConflict = errors.New("conflict")
+)
+
+// Roles of a member in an organization.
+const (
+	RoleOwner  = "owner"
+	RoleMember = "member"
+)
+
+type Organization struct {
+	ID, Name  string
+	CreatedAt time.Time
+}
+
+type User struct {
+	ID, OrganizationID, Name, Role string
+	CreatedAt                      time.Time
+}
+
+// Token is a personal access token; only its hash is stored.
+type Token struct {
+	ID, UserID, Name, Hash string
+	CreatedAt              time.Time
+	ExpiresAt              time.Time // zero: never
+}
+
+// JoinToken lets one runner join, once.
+type JoinToken struct {
+	Hash      string
+	CreatedBy string
+	ExpiresAt time.Time
+}
+
+// Runner is a host that runs environments.
+type Runner struct {
+	ID, Name     string
+	TokenHash    string
+	Phase        covev1.RunnerPhase
+	Capabilities *covev1.RunnerCapabilities
+	LastSeen     time.Time
+	CreatedAt    time.Time
+}
+
+// EnvironmentFilter selects environments; zero values match everything.
+type EnvironmentFilter struct {
+	OwnerID        string
+	RunnerID       string
+	IncludeDeleted bool
+	// Only environments whose revision is greater than this.
+	SinceRevision int64
+	// Only environments without a runner.
+	Unassigned bool
+}
+
+// Store is cove's persistent state. Every environment write bumps a
+// store-wide revision and stamps it on the environment, so watchers can
+// resume from a revision and miss no environment's latest state.
+type Store interface {
+	CreateOrganization(ctx context.Context, o Organization) error
+	GetOrganizationByName(ctx context.Context, name string) (Organization, error)
+	CreateUser(ctx context.Context, u User) error
+	GetUser(ctx context.Context, id string) (User, error)
+	GetUserByName(ctx context.Context, name string) (User, error)
+	CreateToken(ctx context.Context, t Token) error
+	GetTokenByHash(ctx context.Context, hash string) (Token, error)
+
+	CreateJoinToken(ctx context.Context, t JoinToken) error
+	// ConsumeJoinToken marks a join token used by runnerID; ErrNotFound if
+	// unknown or expired at now, ErrConflict if already used.
+	ConsumeJoinToken(ctx context.Context, hash, runnerID string, now time.Time) error
+	CreateRunner(ctx context.Context, r Runner) error
+	GetRunner(ctx context.Context, id string) (Runner, error)
+	GetRunnerByTokenHash(ctx context.Context, hash string) (Runner, error)
+	// UpdateRunner writes phase, capabilities and last-seen time.
+	UpdateRunner(ctx context.Context, r Runner) error
+	ListRunners(ctx context.Context) ([]Runner, error)
+
+	// CreateEnvironment stores env (its id and metadata set by the caller)
+	// and returns it with its revision. ErrAlreadyExists if the owner has a
+	// live environment of that name.
+	CreateEnvironment(ctx context.Context, env *covev1.Environment) (*covev1.Environment, error)
+	GetEnvironment(ctx context.Context, id string) (*covev1.Environment, error)
+	// GetEnvironmentByName finds the owner's live (not DELETED) environment.
+	GetEnvironmentByName(ctx context.Context, ownerID, name string) (*covev1.Environment, error)
+	// ListEnvironments returns matching environments ordered by revision.
+	ListEnvironments(ctx context.Context, f EnvironmentFilter) ([]*covev1.Environment, error)
+	// UpdateEnvironment reads the environment, applies fn and writes it back
+	// in one transaction with a new revision. If fn returns an error nothing
+	// is written and the error is returned.
+	UpdateEnvironment(ctx context.Context, id string, fn func(*covev1.Environment) error) (*covev1.Environment, error)
+	// Revision is the store-wide revision of the latest environment write.
+	Revision(ctx context.Context) (int64, error)
+	// Changes returns a channel that receives a value after environment
+	// writes commit (coalesced; a receiver re-reads from its revision).
+	// The channel is closed when ctx is done.
+	Changes(ctx context.Context) <-chan struct{}
+
+	Close() error
+}
