@@ -3,10 +3,10 @@ package server_test
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 	"crypto/ed25519"
 	"crypto/rand"
+	"github.com/covedev/cove/internal/apiclient"
 	"github.com/covedev/cove/internal/server"
 	"github.com/covedev/cove/internal/store/sqlite"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
@@ -47,26 +48,7 @@ func newHarness(t *testing.T) *harness {
 }
 
 func bearer(tok string) connect.ClientOption {
-	return connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+tok)
-			return next(ctx, req)
-		}
-	}), streamBearer(tok))
-}
-
-type streamBearer string
-
-func (s streamBearer) WrapUnary(n connect.UnaryFunc) connect.UnaryFunc { return n }
-func (s streamBearer) WrapStreamingClient(n connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
-		c := n(ctx, spec)
-		c.RequestHeader().Set("Authorization", "Bearer "+string(s))
-		return c
-	}
-}
-func (s streamBearer) WrapStreamingHandler(n connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return n
+	return connect.WithInterceptors(apiclient.Bearer(tok))
 }
 
 func code(err error) connect.Code { return connect.CodeOf(err) }

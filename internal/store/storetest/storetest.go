@@ -107,7 +107,7 @@ func testRunners(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	r := store.Runner{ID: "r1", Name: "host-a", TokenHash: "rh1", Phase: covev1.RunnerPhase_RUNNER_PHASE_ACTIVE,
 		Capabilities: &covev1.RunnerCapabilities{Cpus: 2, MaxEnvironments: 4, Classes: []*covev1.EnvironmentClass{{Id: "small"}}},
-		LastSeen: time.Now(), CreatedAt: time.Now()}
+		LastSeen:     time.Now(), CreatedAt: time.Now()}
 	if err := s.CreateRunner(ctx, r); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,38 @@
+// Command cove is one static binary: the CLI, the server, the runner and
+// the in-environment agent.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/covedev/cove/internal/cli"
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:           "cove",
+		Short:         "Self-hosted cloud development environments",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		cli.UpCommand(),
+		cli.LoginCommand(),
+		cli.WhoAmICommand(),
+		cli.EnvCommand(),
+		cli.SSHCommand(),
+		cli.ConfigSSHCommand(),
+		cli.ServerCommand(),
+		cli.RunnerCommand(),
+		cli.AgentCommand(),
+	)
+	if err := root.Execute(); err != nil {
+		code, remote := cli.ExitCode(err)
+		if !remote {
+			fmt.Fprintln(os.Stderr, "cove:", err)
+		}
+		os.Exit(code)
+	}
+}

@@ -1,0 +1,163 @@
+// Package agent is the in-environment agent: it runs as PID 1 inside every
+// environment, reaps orphaned processes, and serves SSH (shells, commands,
+// sftp, port forwarding) on a unix socket that only the runner's SSH gateway
+// can reach.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/gliderlabs/ssh"
+)
+
+// Config configures the agent.
+type Config struct {
+	SocketPath         string
+	AuthorizedKeysPath string   // authorized_keys format; only these keys may connect
+	HostKeyPath        string   // optional; an ed25519 host key is generated in memory if empty
+	User               string   // default session user: name or uid[:gid] as in an OCI image config ("" = root)
+	WorkDir            string   // sessions start here (the user's home if missing)
+	Env                []string // base environment (from the image config), e.g. PATH=...
+	Log                *slog.Logger
+
+	// Internal knobs for tests.
+	passwdPath    string        // default /etc/passwd
+	groupPath     string        // default /etc/group
+	reap          bool          // act as init (reaper, SIGTERM handling) even when not PID 1
+	sftpServer    []string      // command for the sftp subsystem; default: this executable "agent sftp-server"
+	shutdownGrace time.Duration // how long session processes get after SIGTERM
+}
+
+const defaultShutdownGrace = 5 * time.Second
+
+// Run serves SSH on cfg.SocketPath until ctx is done. When the agent is
+// PID 1 it also acts as init: it reaps every zombie, and on SIGTERM or
+// SIGINT it stops accepting connections, sends SIGTERM to all session
+// processes, waits briefly and returns nil.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.passwdPath == "" {
+		cfg.passwdPath = defaultPasswdPath
+	}
+	if cfg.groupPath == "" {
+		cfg.groupPath = defaultGroupPath
+	}
+	if cfg.shutdownGrace == 0 {
+		cfg.shutdownGrace = defaultShutdownGrace
+	}
+	if len(cfg.sftpServer) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find own executable: %w", err)
+		}
+		cfg.sftpServer = []string{exe, "agent", "sftp-server"}
+	}
+	initMode := cfg.reap || os.Getpid() == 1
+	log := cfg.Log
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	procs := newProcTable(initMode, log)
+	if initMode {
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+		defer signal.Stop(sigs)
+		go func() {
+			select {
+			case sig := <-sigs:
+				log.Info("shutting down", "signal", sig.String())
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		reaperCtx, stopReaper := context.WithCancel(context.Background())
+		defer stopReaper() // runs after the shutdown below has waited for sessions
+		go procs.runReaper(reaperCtx)
+	}
+
+	signer, err := loadHostKey(cfg.HostKeyPath)
+	if err != nil {
+		return err
+	}
+	if _, err := readAuthorizedKeys(cfg.AuthorizedKeysPath); err != nil {
+		return err
+	}
+
+	a := &agent{cfg: cfg, log: log, procs: procs}
+	srv := a.server()
+	srv.AddHostKey(signer)
+
+	ln, err := listenUnix(cfg.SocketPath)
+	if err != nil {
+		return err
+	}
+	log.Info("agent listening", "socket", cfg.SocketPath, "init", initMode)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		if !errors.Is(err, ssh.ErrServerClosed) {
+			a.shutdown(srv, ln)
+			return fmt.Errorf("serve ssh: %w", err)
+		}
+	}
+	a.shutdown(srv, ln)
+	return nil
+}
+
+// shutdown stops accepting connections, asks session processes to exit,
+// kills what is left after the grace period, and closes all connections.
+func (a *agent) shutdown(srv *ssh.Server, ln net.Listener) {
+	ln.Close()
+	if n := a.procs.signalAll(syscall.SIGTERM); n > 0 {
+		a.log.Info("waiting for session processes", "count", n)
+		deadline := time.Now().Add(a.cfg.shutdownGrace)
+		for a.procs.running() > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if n := a.procs.signalAll(syscall.SIGKILL); n > 0 {
+			a.log.Warn("killed session processes", "count", n)
+			deadline := time.Now().Add(time.Second)
+			for a.procs.running() > 0 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+	srv.Close()
+	os.Remove(a.cfg.SocketPath)
+}
+
+// listenUnix listens on path, replacing a stale socket file, with mode 0600.
+func listenUnix(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("listen %s: exists and is not a socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod socket: %w", err)
+	}
+	return ln, nil
+}

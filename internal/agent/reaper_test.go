@@ -1,0 +1,166 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// childrenOf lists the pids whose parent is ppid, with their state letter.
+func childrenOf(ppid int) map[int]string {
+	out := make(map[int]string)
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, path := range stats {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may contain spaces.
+		s := string(data)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 {
+			continue
+		}
+		if p, _ := strconv.Atoi(f[1]); p == ppid {
+			pid, _ := strconv.Atoi(strings.Fields(s)[0])
+			out[pid] = f[0] + " " + s[strings.IndexByte(s, '(')+1:i]
+		}
+	}
+	return out
+}
+
+// TestReaper runs the agent in init mode in a helper process that is a child
+// subreaper, so orphans of sessions are reparented to it as they would be to
+// PID 1: every one must be reaped, every session must still get its own
+// exit status, and SIGTERM must end sessions and the agent cleanly.
+func TestReaper(t *testing.T) {
+	e := newTestEnv(t)
+	hc, err := json.Marshal(helperConfig{
+		Socket: e.sock, AuthorizedKeys: e.cfg.AuthorizedKeysPath,
+		Passwd: e.cfg.passwdPath, Group: e.cfg.groupPath, User: e.cfg.User, WorkDir: e.cfg.WorkDir,
+	})
+	must(t, err)
+	exe, err := os.Executable()
+	must(t, err)
+	helper := exec.Command(exe, "reaper-agent")
+	helper.Env = append(os.Environ(), "COVE_AGENT_HELPER="+string(hc))
+	var logs lockedBuffer
+	helper.Stdout, helper.Stderr = &logs, &logs
+	must(t, helper.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- helper.Wait() }()
+	t.Cleanup(func() {
+		helper.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("helper log:\n%s", logs.String())
+		}
+	})
+	waitSocket(t, e.sock, exited)
+	c := e.client(t)
+	pid := helper.Process.Pid
+
+	// An orphan is reparented to the agent while it runs.
+	out, _, code := run(t, c, "(sleep 0.5 </dev/null >/dev/null 2>&1 &); echo spawned")
+	if out != "spawned\n" || code != 0 {
+		t.Fatalf("got %q exit %d", out, code)
+	}
+	found := false
+	for _, desc := range childrenOf(pid) {
+		if strings.HasSuffix(desc, " sleep") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("orphaned sleep not reparented to the agent: %v", childrenOf(pid))
+	}
+
+	// Many sessions at once, each leaving orphans behind, each with its own status.
+	const n = 20
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			s, err := c.NewSession()
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer s.Close()
+			var stdout bytes.Buffer
+			s.Stdout = &stdout
+			err = s.Run(fmt.Sprintf("(sh -c 'exit 9' &); (sleep 0.1 </dev/null >/dev/null 2>&1 &); echo %d; exit %d", i, i))
+			got := 0
+			if ee, ok := err.(*gossh.ExitError); ok {
+				got = ee.ExitStatus()
+			} else if err != nil {
+				errs <- err
+				return
+			}
+			if got != i || stdout.String() != fmt.Sprintf("%d\n", i) {
+				errs <- fmt.Errorf("session %d: exit %d, output %q", i, got, stdout.String())
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+
+	// All orphans are gone, none left as a zombie.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		left := childrenOf(pid)
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent children left: %v", left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// SIGTERM: the running session is terminated, the agent exits 0.
+	s, err := c.NewSession()
+	must(t, err)
+	must(t, s.Start("sleep 60"))
+	sessionDone := make(chan error, 1)
+	go func() { sessionDone <- s.Wait() }()
+	must(t, helper.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-sessionDone:
+		ee, ok := err.(*gossh.ExitError)
+		if !ok || (ee.Signal() != "TERM" && ee.ExitStatus() != 143) {
+			t.Errorf("session after SIGTERM: %v, want terminated by TERM", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("session survived SIGTERM")
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("agent exit: %v, want 0", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent did not exit after SIGTERM")
+	}
+	if _, err := os.Stat(e.sock); err == nil {
+		t.Errorf("socket %s left behind", e.sock)
+	}
+}

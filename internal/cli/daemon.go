@@ -1,0 +1,140 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	goruntime "runtime"
+	"syscall"
+	"time"
+
+	"github.com/covedev/cove/internal/runner"
+	"github.com/covedev/cove/internal/runtime/container"
+	"github.com/covedev/cove/internal/server"
+	"github.com/covedev/cove/internal/store/sqlite"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+)
+
+// signalContext is cancelled on SIGINT or SIGTERM.
+func signalContext(parent context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+}
+
+func newLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type serverOptions struct {
+	dataDir string
+	listen  string
+}
+
+type runningServer struct {
+	srv *server.Server
+	url string
+}
+
+// startServer opens the store and serves the API (HTTP/1.1 and h2c, so
+// both gRPC and curl work) until ctx ends.
+func startServer(ctx context.Context, log *slog.Logger, o serverOptions, errc chan<- error) (*runningServer, error) {
+	dir := filepath.Join(o.dataDir, "server")
+	if err := os.MkdirAll(o.dataDir, 0o711); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(dir, "cove.db"))
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.New(server.Config{Store: st, DataDir: dir, Log: log.With("component", "server")})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("listen %s: %w", o.listen, err)
+	}
+	hs := &http.Server{Handler: h2c.NewHandler(srv.Handler(), &http2.Server{}), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+		st.Close()
+	}()
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	go func() { _ = srv.Run(ctx) }()
+	url := "http://" + ln.Addr().String()
+	log.Info("server listening", "url", url, "data", dir)
+	return &runningServer{srv: srv, url: url}, nil
+}
+
+type runnerOptions struct {
+	name, server, joinToken, dataDir string
+	sshListen, sshAdvertise          string
+	defaultImage                     string
+	runc, runcRoot, cgroupParent     string
+	rangeBase                        uint32
+	maxEnvs                          int
+	allowLocal                       bool
+	classCPUs                        int32
+	classMemory                      int64
+}
+
+func defaultClass(o runnerOptions) *covev1.EnvironmentClass {
+	cpus, mem := o.classCPUs, o.classMemory
+	if cpus == 0 {
+		cpus = int32(goruntime.NumCPU())
+	}
+	if mem == 0 {
+		var si syscall.Sysinfo_t
+		if syscall.Sysinfo(&si) == nil {
+			mem = int64(si.Totalram) * int64(si.Unit) / 2
+		}
+	}
+	return &covev1.EnvironmentClass{Id: "default", DisplayName: "Default", Cpus: cpus, MemoryBytes: mem, Pids: 8192, Runtime: "container"}
+}
+
+// runRunner runs a runner until ctx ends.
+func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
+	if os.Geteuid() != 0 {
+		return errors.New("the runner must run as root: it creates user namespaces, mounts and cgroups")
+	}
+	if err := container.BecomeSubreaper(); err != nil {
+		return err
+	}
+	rt, err := container.New(container.Config{RuncPath: o.runc, Root: o.runcRoot, CgroupParent: o.cgroupParent, Log: log.With("component", "runtime")})
+	if err != nil {
+		return err
+	}
+	if o.name == "" {
+		o.name, _ = os.Hostname()
+	}
+	r, err := runner.New(runner.Config{
+		Name: o.name, ServerURL: o.server, JoinToken: o.joinToken, DataDir: o.dataDir,
+		SSHListen: o.sshListen, SSHAdvertise: o.sshAdvertise, DefaultImage: o.defaultImage,
+		Classes: []*covev1.EnvironmentClass{defaultClass(o)}, MaxEnvironments: o.maxEnvs,
+		RangeBase: o.rangeBase, AllowLocalSources: o.allowLocal, Runtime: rt,
+		Log: log.With("component", "runner"),
+	})
+	if err != nil {
+		return err
+	}
+	return r.Run(ctx)
+}

@@ -1,0 +1,313 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/apiclient"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// EnvCommand is `cove env`.
+func EnvCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "env", Aliases: []string{"environment", "environments"}, Short: "Create, list, start, stop and delete environments"}
+	cmd.AddCommand(envCreate(), envList(), envGet(), envStart(), envStop(), envDelete())
+	return cmd
+}
+
+func envCreate() *cobra.Command {
+	var name, ref, class, devcontainer, img string
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "create SOURCE",
+		Short: "Create an environment from a git URL or a local repository path",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := clients()
+			if err != nil {
+				return err
+			}
+			src := args[0]
+			if st, err := os.Stat(src); err == nil && st.IsDir() {
+				if src, err = filepath.Abs(src); err != nil {
+					return err
+				}
+			}
+			if name == "" {
+				name = defaultName(src)
+			}
+			resp, err := c.Environments.CreateEnvironment(cmd.Context(), connect.NewRequest(&covev1.CreateEnvironmentRequest{
+				Name: name,
+				Spec: &covev1.EnvironmentSpec{
+					Content:          &covev1.ContentSource{GitUrl: src, Ref: ref},
+					ClassId:          class,
+					DevcontainerPath: devcontainer,
+					DefaultImage:     img,
+				},
+			}))
+			if err != nil {
+				return err
+			}
+			env := resp.Msg.Environment
+			fmt.Fprintf(cmd.ErrOrStderr(), "Environment %s (%s) created.\n", name, env.Id)
+			if !wait {
+				return nil
+			}
+			return waitFor(cmd.Context(), cmd.ErrOrStderr(), c, env, covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING, timeout)
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "environment name (default: from the repository)")
+	cmd.Flags().StringVar(&ref, "ref", "", "branch, tag or commit to check out")
+	cmd.Flags().StringVar(&class, "class", "", "environment class (default: the server's default)")
+	cmd.Flags().StringVar(&devcontainer, "devcontainer", "", "path of devcontainer.json in the repository")
+	cmd.Flags().StringVar(&img, "image", "", "image to use when the repository names none")
+	addWaitFlags(cmd, &wait, &timeout)
+	return cmd
+}
+
+func addWaitFlags(cmd *cobra.Command, wait *bool, timeout *time.Duration) {
+	cmd.Flags().BoolVar(wait, "wait", false, "wait until the change is done; fail if it fails")
+	cmd.Flags().DurationVar(timeout, "timeout", 10*time.Minute, "how long --wait waits")
+}
+
+// defaultName derives a DNS-label name from a source.
+func defaultName(src string) string {
+	base := strings.TrimSuffix(filepath.Base(strings.TrimRight(src, "/")), ".git")
+	var b strings.Builder
+	for _, r := range strings.ToLower(base) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			b.WriteRune(r)
+		default:
+			b.WriteRune('-')
+		}
+	}
+	n := strings.Trim(b.String(), "-")
+	if n == "" {
+		n = "env"
+	}
+	if len(n) > 63 {
+		n = n[:63]
+	}
+	return n
+}
+
+func envList() *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List your environments",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _, err := clients()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Environments.ListEnvironments(cmd.Context(), connect.NewRequest(&covev1.ListEnvironmentsRequest{IncludeDeleted: all}))
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tPHASE\tIMAGE\tSSH\tAGE\tMESSAGE")
+			for _, e := range resp.Msg.Environments {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Metadata.Name, phaseName(e.Status.GetPhase()), e.Status.GetImage(),
+					e.Status.GetSsh().GetHost(), age(e.Metadata.GetCreatedAt().AsTime()), e.Status.GetFailureMessage())
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all", false, "include deleted environments")
+	return cmd
+}
+
+func envGet() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "get NAME",
+		Short: "Show one environment",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := clients()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Environments.GetEnvironment(cmd.Context(), connect.NewRequest(&covev1.GetEnvironmentRequest{Id: args[0]}))
+			if err != nil {
+				return err
+			}
+			e := resp.Msg.Environment
+			out := cmd.OutOrStdout()
+			switch output {
+			case "json":
+				b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(e)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(out, string(b))
+			case "", "text":
+				printEnv(out, e)
+			default:
+				return fmt.Errorf("unknown output format %q (use text or json)", output)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func printEnv(w io.Writer, e *covev1.Environment) {
+	st := e.GetStatus()
+	fmt.Fprintf(w, "Name:        %s\nID:          %s\nPhase:       %s\nDesired:     %s\n", e.Metadata.GetName(), e.Id, phaseName(st.GetPhase()), phaseName(e.Spec.GetDesiredPhase()))
+	fmt.Fprintf(w, "Source:      %s %s\nClass:       %s\nRunner:      %s\n", e.Spec.GetContent().GetGitUrl(), e.Spec.GetContent().GetRef(), e.Spec.GetClassId(), e.Metadata.GetRunnerId())
+	fmt.Fprintf(w, "Image:       %s %s\nWorkspace:   %s\n", st.GetImage(), st.GetImageDigest(), st.GetWorkspaceFolder())
+	fmt.Fprintf(w, "Content:     %s %s\nMachine:     %s %s\n", subName(st.GetContent()), st.GetContent().GetMessage(), subName(st.GetMachine()), st.GetMachine().GetMessage())
+	if s := st.GetSsh(); s != nil {
+		fmt.Fprintf(w, "SSH:         ssh %s   (gateway %s; run `cove config-ssh` once)\n", s.GetHost(), s.GetAddress())
+	}
+	if m := st.GetFailureMessage(); m != "" {
+		fmt.Fprintf(w, "Failure:     %s\n", m)
+	}
+}
+
+func phaseName(p covev1.EnvironmentPhase) string {
+	return strings.TrimPrefix(p.String(), "ENVIRONMENT_PHASE_")
+}
+
+func subName(s *covev1.SubStatus) string {
+	return strings.TrimPrefix(s.GetPhase().String(), "SUB_PHASE_")
+}
+
+func age(t time.Time) string {
+	d := time.Since(t).Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return d.String()
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+func envStart() *cobra.Command {
+	return envSetPhase("start", "Start a stopped environment (or retry a failed start)", covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING)
+}
+
+func envStop() *cobra.Command {
+	return envSetPhase("stop", "Stop an environment; its disk is kept", covev1.EnvironmentPhase_ENVIRONMENT_PHASE_STOPPED)
+}
+
+func envSetPhase(verb, short string, want covev1.EnvironmentPhase) *cobra.Command {
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   verb + " NAME",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := clients()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Environments.UpdateEnvironment(cmd.Context(), connect.NewRequest(&covev1.UpdateEnvironmentRequest{Id: args[0], DesiredPhase: want}))
+			if err != nil {
+				return err
+			}
+			if !wait {
+				return nil
+			}
+			return waitFor(cmd.Context(), cmd.ErrOrStderr(), c, resp.Msg.Environment, want, timeout)
+		},
+	}
+	addWaitFlags(cmd, &wait, &timeout)
+	return cmd
+}
+
+func envDelete() *cobra.Command {
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:     "delete NAME",
+		Aliases: []string{"rm"},
+		Short:   "Delete an environment and everything it stored",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := clients()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Environments.DeleteEnvironment(cmd.Context(), connect.NewRequest(&covev1.DeleteEnvironmentRequest{Id: args[0]}))
+			if err != nil {
+				return err
+			}
+			if !wait {
+				return nil
+			}
+			return waitFor(cmd.Context(), cmd.ErrOrStderr(), c, resp.Msg.Environment, covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED, timeout)
+		},
+	}
+	addWaitFlags(cmd, &wait, &timeout)
+	return cmd
+}
+
+// waitFor watches env until it reaches want for its current spec version,
+// or fails.
+func waitFor(ctx context.Context, log io.Writer, c *apiclient.Clients, env *covev1.Environment, want covev1.EnvironmentPhase, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	version := env.GetSpec().GetSpecVersion()
+	stream, err := c.Environments.WatchEnvironments(ctx, connect.NewRequest(&covev1.WatchEnvironmentsRequest{Id: env.Id}))
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	last := ""
+	// check reports whether e ends the wait, and how.
+	check := func(e *covev1.Environment) (bool, error) {
+		st := e.GetStatus()
+		current := st.GetObservedSpecVersion() >= version || e.GetMetadata().GetRunnerId() == ""
+		if line := phaseName(st.GetPhase()) + " " + st.GetMachine().GetMessage(); line != last && current {
+			fmt.Fprintf(log, "  %s\n", strings.TrimSpace(line))
+			last = line
+		}
+		if st.GetFailureMessage() != "" && current {
+			return true, fmt.Errorf("environment %s: %s", e.GetMetadata().GetName(), st.GetFailureMessage())
+		}
+		if st.GetPhase() == want && st.GetObservedSpecVersion() >= version {
+			if want == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING && st.GetSsh() != nil {
+				fmt.Fprintf(log, "Ready: cove ssh %s   (or `ssh %s` after `cove config-ssh`)\n", e.Metadata.GetName(), st.GetSsh().GetHost())
+			}
+			return true, nil
+		}
+		return false, nil
+	}
+	if done, err := check(env); done {
+		return err
+	}
+	for stream.Receive() {
+		if done, err := check(stream.Msg().GetEnvironment()); done {
+			return err
+		}
+	}
+	if err := stream.Err(); err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("timed out after %s waiting for %s", timeout, phaseName(want))
+		}
+		return err
+	}
+	return errors.New("watch ended before the environment was ready")
+}

@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"github.com/spf13/cobra"
+)
+
+func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
+	f := cmd.Flags()
+	f.StringVar(&o.sshListen, "ssh-listen", "127.0.0.1:7722", "SSH gateway listen address")
+	f.StringVar(&o.sshAdvertise, "ssh-advertise", "", "SSH gateway address users dial (default: the listen address)")
+	f.StringVar(&o.defaultImage, "default-image", "mcr.microsoft.com/devcontainers/base:bookworm", "image for repositories without a devcontainer.json image")
+	f.StringVar(&o.runc, "runc", "runc", "OCI runtime binary")
+	f.StringVar(&o.runcRoot, "runc-root", "/run/cove/runc", "OCI runtime state directory")
+	f.StringVar(&o.cgroupParent, "cgroup-parent", "cove", "parent cgroup of environments")
+	f.Uint32Var(&o.rangeBase, "uid-range-base", 1<<31, "first host uid/gid of environments' user namespace ranges (65536 each)")
+	f.IntVar(&o.maxEnvs, "max-environments", 32, "most environments this runner runs")
+	f.Int32Var(&o.classCPUs, "class-cpus", 0, "CPUs of the default class (default: all)")
+	f.Int64Var(&o.classMemory, "class-memory", 0, "memory bytes of the default class (default: half the host's)")
+}
+
+// RunnerCommand is `cove runner`: run a runner, or manage runners.
+func RunnerCommand() *cobra.Command {
+	o := runnerOptions{}
+	cmd := &cobra.Command{
+		Use:   "runner --server URL [--join-token TOKEN]",
+		Short: "Run a runner on this host (as root), or manage runners",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.server == "" {
+				return fmt.Errorf("--server is required")
+			}
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			o.server = strings.TrimRight(o.server, "/")
+			return runRunner(ctx, newLogger(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.server, "server", "", "server URL")
+	f.StringVar(&o.joinToken, "join-token", "", "one-time join token (from `cove runner join-token`), needed the first time")
+	f.StringVar(&o.name, "name", "", "runner name (default: host name)")
+	f.StringVar(&o.dataDir, "data-dir", filepath.Join("/var/lib/cove", "runner"), "where the runner keeps images and environments")
+	addRunnerFlags(cmd, &o)
+	cmd.AddCommand(runnerJoinToken(), runnerList())
+	return cmd
+}
+
+func runnerJoinToken() *cobra.Command {
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "join-token",
+		Short: "Print a one-time token a new runner joins with (owners only)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, cfg, err := clients()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Runners.CreateJoinToken(cmd.Context(), connect.NewRequest(&covev1.CreateJoinTokenRequest{TtlSeconds: int64(ttl.Seconds())}))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), resp.Msg.JoinToken)
+			fmt.Fprintf(cmd.ErrOrStderr(), "On the new host (as root): cove runner --server %s --join-token %s\n", cfg.Server, resp.Msg.JoinToken)
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
+	return cmd
+}
+
+func runnerList() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List runners",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _, err := clients()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Runners.ListRunners(cmd.Context(), connect.NewRequest(&covev1.ListRunnersRequest{}))
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tID\tPHASE\tENVIRONMENTS\tSSH\tLAST SEEN")
+			for _, r := range resp.Msg.Runners {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s ago\n", r.Name, r.Id, strings.TrimPrefix(r.Phase.String(), "RUNNER_PHASE_"),
+					r.Environments, r.Capabilities.GetMaxEnvironments(), r.Capabilities.GetSshAddress(), age(r.LastSeen.AsTime()))
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+// ServerCommand is `cove server`: the control plane alone.
+func ServerCommand() *cobra.Command {
+	o := serverOptions{}
+	var bootstrapUser string
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control plane (API, scheduler, controllers)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			log := newLogger()
+			errc := make(chan error, 1)
+			rs, err := startServer(ctx, log, o, errc)
+			if err != nil {
+				return err
+			}
+			if bootstrapUser != "" {
+				_, tok, err := rs.srv.Bootstrap(ctx, bootstrapUser)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "Owner %s: cove login --server %s --token %s\n", bootstrapUser, rs.url, tok)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case err := <-errc:
+				return err
+			}
+		},
+	}
+	cmd.Flags().StringVar(&o.dataDir, "data-dir", "/var/lib/cove", "where the server keeps its database and CA keys")
+	cmd.Flags().StringVar(&o.listen, "listen", "127.0.0.1:7780", "API listen address")
+	cmd.Flags().StringVar(&bootstrapUser, "bootstrap-user", "", "make sure this owner exists and print a token for it")
+	return cmd
+}

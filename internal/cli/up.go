@@ -1,0 +1,83 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// UpCommand is `cove up`: server and runner in one process on embedded
+// defaults, with the local CLI logged in.
+func UpCommand() *cobra.Command {
+	so := serverOptions{}
+	ro := runnerOptions{}
+	var userName string
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run a server and a runner on this machine (SQLite, local disk) and log the CLI in",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			log := newLogger()
+			errc := make(chan error, 2)
+			rs, err := startServer(ctx, log, so, errc)
+			if err != nil {
+				return err
+			}
+			if userName == "" {
+				userName = localUserName()
+			}
+			u, tok, err := rs.srv.Bootstrap(ctx, userName)
+			if err != nil {
+				return err
+			}
+			if err := saveConfig(Config{Server: rs.url, Token: tok}); err != nil {
+				return fmt.Errorf("log the CLI in: %w", err)
+			}
+			dir, _ := configDir()
+			log.Info("CLI logged in", "user", u.Name, "config", filepath.Join(dir, "config.json"))
+			ro.server = rs.url
+			ro.dataDir = filepath.Join(so.dataDir, "runner")
+			ro.allowLocal = true
+			if _, err := os.Stat(filepath.Join(ro.dataDir, "runner.json")); err != nil {
+				if ro.joinToken, err = rs.srv.CreateJoinToken(ctx, u.ID, time.Minute); err != nil {
+					return err
+				}
+			}
+			if ro.name == "" {
+				ro.name = "local"
+			}
+			go func() { errc <- runRunner(ctx, log, ro) }()
+			fmt.Fprintf(cmd.ErrOrStderr(), "cove is up: server %s, SSH gateway %s.\nTry: cove env create ./myrepo --name demo --wait\n", rs.url, ro.sshListen)
+			select {
+			case <-ctx.Done():
+				return nil
+			case err := <-errc:
+				return err
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&so.dataDir, "data-dir", "/var/lib/cove", "where cove keeps its database, images and environments")
+	f.StringVar(&so.listen, "listen", "127.0.0.1:7780", "API listen address")
+	f.StringVar(&userName, "user", "", "name of the first user (default: your login name)")
+	addRunnerFlags(cmd, &ro)
+	return cmd
+}
+
+func localUserName() string {
+	if n := os.Getenv("SUDO_USER"); n != "" && n != "root" {
+		return sanitizeName(n)
+	}
+	if u, err := user.Current(); err == nil && u.Username != "" && u.Username != "root" {
+		return sanitizeName(u.Username)
+	}
+	return "admin"
+}
+
+func sanitizeName(s string) string { return defaultName(s) }

@@ -1,0 +1,93 @@
+package image
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sys/unix"
+)
+
+// ensureLayer makes sure the layer with diffID is unpacked in the store,
+// downloading blob if not. Each diffID is unpacked by one goroutine at a time,
+// whichever image asks for it.
+func (s *Store) ensureLayer(ctx context.Context, p *remote.Puller, blob name.Digest, diffID v1.Hash) error {
+	if diffID.Algorithm != "sha256" || len(diffID.Hex) != 64 {
+		return fmt.Errorf("layer %s: unsupported diff id", diffID)
+	}
+	dir := s.layerDir(diffID)
+	if _, err := os.Lstat(dir); err == nil {
+		return nil
+	}
+	for {
+		_, err, _ := s.layers.Do(diffID.String(), func() (any, error) {
+			if _, err := os.Lstat(dir); err == nil {
+				return nil, nil // finished by a flight that just ended
+			}
+			return nil, s.fetchLayer(ctx, p, blob, diffID, dir)
+		})
+		// The pull that ran the flight was cancelled, but not ours: retry.
+		if errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			continue
+		}
+		return err
+	}
+}
+
+func (s *Store) fetchLayer(ctx context.Context, p *remote.Puller, blob name.Digest, diffID v1.Hash, dir string) error {
+	start := time.Now()
+	l, err := p.Layer(ctx, blob)
+	if err != nil {
+		return err
+	}
+	rc, err := l.Uncompressed() // gzip, zstd or plain, detected from the stream
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+
+	tmp, err := s.tmpDir("layer-")
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", diffID, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			os.RemoveAll(tmp)
+		}
+	}()
+
+	h := sha256.New()
+	tr := io.TeeReader(rc, h)
+	if err := unpack(ctx, tmp, tr); err != nil {
+		return fmt.Errorf("unpack layer %s: %w", diffID, err)
+	}
+	// Hash what follows the tar end marker too: the diff id covers it all.
+	if _, err := io.Copy(io.Discard, tr); err != nil {
+		return fmt.Errorf("layer %s: %w", diffID, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != diffID.Hex {
+		return fmt.Errorf("layer %s: content has diff id sha256:%s", diffID, got)
+	}
+	if err := syncDir(tmp); err != nil {
+		return fmt.Errorf("layer %s: sync: %w", diffID, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if errors.Is(err, fs.ErrExist) || errors.Is(err, unix.ENOTEMPTY) {
+			return nil // another process won; its copy is equivalent
+		}
+		return fmt.Errorf("layer %s: commit: %w", diffID, err)
+	}
+	committed = true
+	s.log.Debug("unpacked layer", "diffid", diffID.String(), "blob", blob.DigestStr(), "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}

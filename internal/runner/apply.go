@@ -1,0 +1,305 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/covedev/cove/internal/content"
+	"github.com/covedev/cove/internal/devcontainer"
+	"github.com/covedev/cove/internal/image"
+	"github.com/covedev/cove/internal/runtime"
+	"github.com/covedev/cove/internal/usererr"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"golang.org/x/crypto/ssh"
+)
+
+// Paths inside every environment.
+const (
+	agentBinary  = "/.cove/bin/cove"
+	agentRunDir  = "/.cove/run"
+	agentEtcDir  = "/.cove/etc"
+	workspaces   = "/workspaces"
+	agentTimeout = 60 * time.Second
+)
+
+// apply runs steps in order. *stp is the environment's state (nil before
+// prepare); steps update and persist it.
+func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, stp **envState, steps []step) error {
+	lay := r.layout(env.Id)
+	for _, s := range steps {
+		var err error
+		switch s {
+		case stepPrepare:
+			*stp, err = r.prepare(env.Id, lay)
+		case stepClone:
+			w.sub(&w.content, subInProgress, "cloning "+env.GetSpec().GetContent().GetGitUrl())
+			err = r.clone(ctx, env, lay, *stp)
+			if err != nil {
+				w.sub(&w.content, subFailed, userMessage(err))
+			} else {
+				w.sub(&w.content, subReady, "")
+			}
+		case stepImage:
+			w.sub(&w.machine, subInProgress, "pulling image")
+			err = r.pullImage(ctx, env, lay, *stp)
+		case stepMount:
+			w.sub(&w.machine, subInProgress, "preparing root filesystem")
+			err = r.mount(ctx, lay, *stp)
+		case stepStart:
+			w.sub(&w.machine, subInProgress, "starting")
+			err = r.start(ctx, env, lay, *stp)
+		case stepWaitAgent:
+			err = r.waitAgent(ctx, lay)
+		case stepStop:
+			w.sub(&w.machine, subInProgress, "stopping")
+			err = r.rt.Stop(ctx, env.Id, r.cfg.StopGrace)
+		case stepDeleteContainer:
+			err = r.rt.Delete(ctx, env.Id)
+		case stepUnmount:
+			err = image.UnmountRootfs(ctx, r.rootfsConfig(lay, *stp))
+		case stepRemove:
+			err = r.remove(lay, *stp)
+		}
+		if err != nil {
+			if s != stepClone {
+				if msg, ok := usererr.Message(err); ok {
+					w.sub(&w.machine, subFailed, msg)
+				}
+			}
+			return fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	return nil
+}
+
+func userMessage(err error) string {
+	if msg, ok := usererr.Message(err); ok {
+		return msg
+	}
+	return "internal error (see runner log)"
+}
+
+func (r *Runner) prepare(id string, lay layout) (*envState, error) {
+	m, err := r.ranges.allocate(id)
+	if err != nil {
+		return nil, usererr.Wrap(err, "this runner is full: %v", err)
+	}
+	st := &envState{ID: id, IDMap: m}
+	for _, d := range []string{lay.dir, lay.etc()} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			r.ranges.release(m)
+			return nil, err
+		}
+	}
+	if err := saveState(lay.state(), st); err != nil {
+		r.ranges.release(m)
+		return nil, err
+	}
+	return st, nil
+}
+
+func (r *Runner) clone(ctx context.Context, env *covev1.Environment, lay layout, st *envState) error {
+	src := env.GetSpec().GetContent()
+	if isLocalSource(src.GetGitUrl()) && !r.cfg.AllowLocalSources {
+		return usererr.New("source %q is a local path, which this runner does not accept: use a git URL", src.GetGitUrl())
+	}
+	repo, err := content.Clone(ctx, content.Source{GitURL: src.GetGitUrl(), Ref: src.GetRef()}, content.Options{
+		WorkspaceDir: lay.workspace(), StagingDir: lay.staging(), IDMap: st.IDMap, Log: r.log.With("env", env.Id),
+	})
+	if err != nil {
+		return err
+	}
+	st.RepoName = filepath.Base(repo)
+	st.ContentReady = true
+	return saveState(lay.state(), st)
+}
+
+// pullImage picks the image (devcontainer.json, else the spec's default,
+// else the runner's) and pulls it.
+func (r *Runner) pullImage(ctx context.Context, env *covev1.Environment, lay layout, st *envState) error {
+	ref := env.GetSpec().GetDefaultImage()
+	if ref == "" {
+		ref = r.cfg.DefaultImage
+	}
+	var dc *devcontainer.Config
+	path, err := devcontainer.Find(filepath.Join(lay.workspace(), st.RepoName), env.GetSpec().GetDevcontainerPath())
+	if err != nil {
+		return err
+	}
+	if path != "" {
+		if dc, err = devcontainer.Parse(path); err != nil {
+			return err
+		}
+		if dc.Image != "" {
+			ref = dc.Image
+		}
+	}
+	if ref == "" {
+		return usererr.New("no image: the repository has no devcontainer.json naming one and no default image is configured")
+	}
+	img, err := r.images.Pull(ctx, ref)
+	if err != nil {
+		return err
+	}
+	st.Image, st.ImageDigest, st.Layers, st.Env = ref, img.Digest, img.Layers, img.Config.Env
+	st.User = img.Config.User
+	if dc != nil && dc.ContainerUser != "" {
+		st.User = dc.ContainerUser
+	}
+	if dc != nil && dc.RemoteUser != "" {
+		st.User = dc.RemoteUser
+	}
+	return saveState(lay.state(), st)
+}
+
+func (r *Runner) rootfsConfig(lay layout, st *envState) image.RootfsConfig {
+	cfg := image.RootfsConfig{UpperDir: lay.upper(), WorkDir: lay.work(), LowerDir: lay.lower(), Target: lay.rootfs()}
+	if st != nil {
+		cfg.Layers, cfg.IDMap = st.Layers, st.IDMap
+	}
+	return cfg
+}
+
+// mount prepares the root filesystem and, the first time, gives the
+// workspace to the environment's user.
+func (r *Runner) mount(ctx context.Context, lay layout, st *envState) error {
+	if err := image.MountRootfs(ctx, r.rootfsConfig(lay, st)); err != nil {
+		return err
+	}
+	uid, gid, err := lookupUser(lay.rootfs(), st.User)
+	if err != nil {
+		return err
+	}
+	want := fmt.Sprintf("%d:%d", uid, gid)
+	if st.WorkspaceUser == want {
+		return nil
+	}
+	if err := content.Chown(ctx, lay.workspace(), st.IDMap, uid, gid); err != nil {
+		return fmt.Errorf("give workspace to %s: %w", want, err)
+	}
+	st.WorkspaceUser = want
+	return saveState(lay.state(), st)
+}
+
+func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout, st *envState) error {
+	// The agent's socket directory belongs to root inside the environment.
+	if err := os.MkdirAll(lay.run(), 0o700); err != nil {
+		return err
+	}
+	if err := os.Chown(lay.run(), int(st.IDMap.HostID), int(st.IDMap.HostID)); err != nil {
+		return err
+	}
+	_ = os.Remove(lay.socket())
+	keys := ssh.MarshalAuthorizedKey(r.agentKey.PublicKey())
+	if err := os.WriteFile(filepath.Join(lay.etc(), "runner_keys"), keys, 0o644); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(lay.runtime(), 0o700); err != nil {
+		return err
+	}
+	user := st.User
+	if user == "" {
+		user = "root"
+	}
+	workdir := workspaces
+	if st.RepoName != "" {
+		workdir = workspaces + "/" + st.RepoName
+	}
+	spec := runtime.Spec{
+		ID:       env.Id,
+		Hostname: env.GetMetadata().GetName(),
+		StateDir: lay.runtime(),
+		Rootfs:   lay.rootfs(),
+		IDMap:    st.IDMap,
+		Process: runtime.Process{
+			Args: []string{agentBinary, "agent", "--socket", agentRunDir + "/agent.sock",
+				"--authorized-keys", agentEtcDir + "/runner_keys", "--user", user, "--workdir", workdir},
+			Env: append(withDefaultPath(st.Env), "COVE_ENVIRONMENT_ID="+env.Id, "COVE_ENVIRONMENT_NAME="+env.GetMetadata().GetName()),
+			Cwd: "/",
+		},
+		Mounts: []runtime.Mount{
+			{Source: r.cfg.AgentBinary, Destination: agentBinary, Type: "bind", Options: []string{"bind", "ro"}},
+			{Source: lay.run(), Destination: agentRunDir, Type: "bind", Options: []string{"bind"}},
+			{Source: lay.etc(), Destination: agentEtcDir, Type: "bind", Options: []string{"bind", "ro"}},
+			{Source: lay.workspace(), Destination: workspaces, Type: "bind", Options: []string{"rbind"}},
+		},
+		Resources: r.resources(env.GetSpec().GetClassId()),
+	}
+	if err := r.rt.Start(ctx, spec); err != nil {
+		return err
+	}
+	if !st.StartedOnce {
+		st.StartedOnce = true
+		return saveState(lay.state(), st)
+	}
+	return nil
+}
+
+func withDefaultPath(env []string) []string {
+	out := append([]string(nil), env...)
+	for _, e := range env {
+		if strings.HasPrefix(e, "PATH=") {
+			return out
+		}
+	}
+	return append(out, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+}
+
+func (r *Runner) resources(class string) runtime.Resources {
+	for _, c := range r.cfg.Classes {
+		if c.GetId() == class {
+			return runtime.Resources{CPUMillis: int64(c.GetCpus()) * 1000, MemoryBytes: c.GetMemoryBytes(), Pids: int64(c.GetPids())}
+		}
+	}
+	return runtime.Resources{}
+}
+
+func (r *Runner) waitAgent(ctx context.Context, lay layout) error {
+	deadline := time.Now().Add(agentTimeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = r.probeAgent(ctx, lay.socket()); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return usererr.Wrap(err, "the environment's agent did not start within %s: %s", agentTimeout, tail(filepath.Join(lay.runtime(), "console.log"), 400))
+}
+
+// remove deletes the environment's disk state and frees its uid range. It
+// refuses to cross into anything still mounted (shared image layers).
+func (r *Runner) remove(lay layout, st *envState) error {
+	if err := checkNoMounts(lay.dir); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(lay.dir); err != nil {
+		return fmt.Errorf("remove %s: %w", lay.dir, err)
+	}
+	if st != nil {
+		r.ranges.release(st.IDMap)
+	}
+	return nil
+}
+
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(no output)"
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) > n {
+		s = "…" + s[len(s)-n:]
+	}
+	if s == "" {
+		return "(no output)"
+	}
+	return s
+}

@@ -1,0 +1,201 @@
+package runner
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/covedev/cove/internal/sshgw"
+	"github.com/covedev/cove/internal/usererr"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
+)
+
+// probeAgent completes an SSH handshake with the agent on its socket.
+func (r *Runner) probeAgent(ctx context.Context, sock string) error {
+	d := net.Dialer{Timeout: 2 * time.Second}
+	c, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	conn, chans, reqs, err := ssh.NewClientConn(c, "agent", &ssh.ClientConfig{
+		User: "cove", Auth: []ssh.AuthMethod{ssh.PublicKeys(r.agentKey)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), // the socket is private to the runner
+	})
+	if err != nil {
+		return err
+	}
+	go ssh.DiscardRequests(reqs)
+	go func() {
+		for ch := range chans {
+			_ = ch.Reject(ssh.Prohibited, "probe")
+		}
+	}()
+	return conn.Close()
+}
+
+// isMountPoint reports whether path is the root of a mount (its device
+// differs from its parent's, as it does for an overlay).
+func isMountPoint(path string) bool {
+	var st, parent syscall.Stat_t
+	if syscall.Lstat(path, &st) != nil || syscall.Lstat(filepath.Dir(path), &parent) != nil {
+		return false
+	}
+	return st.Dev != parent.Dev
+}
+
+// checkNoMounts fails if anything under dir is on another device, so that
+// RemoveAll can never descend into shared image layers.
+func checkNoMounts(dir string) error {
+	var root syscall.Stat_t
+	if err := syscall.Lstat(dir, &root); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			return err
+		}
+		if st.Dev != root.Dev {
+			return fmt.Errorf("refusing to remove %s: %s is still mounted", dir, p)
+		}
+		return nil
+	})
+}
+
+// openInRoot opens path inside rootfs, resolving symlinks as if rootfs were
+// "/", so a file planted by the environment cannot make the runner read the
+// host's files.
+func openInRoot(rootfs, path string) (*os.File, error) {
+	dirfd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(dirfd)
+	fd, err := unix.Openat2(dirfd, strings.TrimPrefix(path, "/"), &unix.OpenHow{
+		Flags: unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(rootfs, path)), nil
+}
+
+// lookupUser resolves an image user ("name", "uid", "name:group",
+// "uid:gid"; "" is root) to ids inside the environment via its
+// /etc/passwd and /etc/group.
+func lookupUser(rootfs, spec string) (uint32, uint32, error) {
+	if spec == "" || spec == "root" {
+		return 0, 0, nil
+	}
+	user, group, hasGroup := strings.Cut(spec, ":")
+	var uid, gid uint32
+	uidSet, gidSet := false, false
+	if n, err := strconv.ParseUint(user, 10, 32); err == nil {
+		uid, uidSet = uint32(n), true
+	}
+	if err := scanColonFile(rootfs, "/etc/passwd", func(f []string) bool {
+		if len(f) < 4 || !(f[0] == user || uidSet && f[2] == user) {
+			return false
+		}
+		u, err1 := strconv.ParseUint(f[2], 10, 32)
+		g, err2 := strconv.ParseUint(f[3], 10, 32)
+		if err1 != nil || err2 != nil {
+			return false
+		}
+		uid, gid, uidSet, gidSet = uint32(u), uint32(g), true, true
+		return true
+	}); err != nil {
+		return 0, 0, err
+	}
+	if !uidSet {
+		return 0, 0, usererr.New("user %q not found in the image's /etc/passwd", user)
+	}
+	if hasGroup {
+		gidSet = false
+		if n, err := strconv.ParseUint(group, 10, 32); err == nil {
+			gid, gidSet = uint32(n), true
+		} else if err := scanColonFile(rootfs, "/etc/group", func(f []string) bool {
+			if len(f) < 3 || f[0] != group {
+				return false
+			}
+			g, err := strconv.ParseUint(f[2], 10, 32)
+			if err != nil {
+				return false
+			}
+			gid, gidSet = uint32(g), true
+			return true
+		}); err != nil {
+			return 0, 0, err
+		}
+		if !gidSet {
+			return 0, 0, usererr.New("group %q not found in the image's /etc/group", group)
+		}
+	}
+	if !gidSet {
+		gid = uid
+	}
+	return uid, gid, nil
+}
+
+// scanColonFile calls match for each line's fields until it returns true.
+// A missing file matches nothing.
+func scanColonFile(rootfs, path string, match func([]string) bool) error {
+	f, err := openInRoot(rootfs, path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read image %s: %w", path, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(io.LimitReader(f, 4<<20))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if match(strings.Split(line, ":")) {
+			return nil
+		}
+	}
+	return sc.Err()
+}
+
+// ResolveEnvironment implements sshgw.Resolver: only environments this
+// runner has running are reachable.
+func (r *Runner) ResolveEnvironment(ctx context.Context, envID string) (sshgw.Target, error) {
+	r.mu.Lock()
+	w, ok := r.workers[envID]
+	r.mu.Unlock()
+	if !ok || !w.isRunning() {
+		return sshgw.Target{}, fmt.Errorf("environment %s is not running on this runner", envID)
+	}
+	env := w.latest()
+	return sshgw.Target{
+		OwnerID:     env.GetMetadata().GetOwnerId(),
+		AgentSocket: r.layout(envID).socket(),
+		AgentSigner: r.agentKey,
+	}, nil
+}

@@ -1,0 +1,78 @@
+package runner
+
+import (
+	"github.com/covedev/cove/internal/runtime"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+)
+
+// observed is what exists on the host for one environment.
+type observed struct {
+	stateExists   bool
+	contentReady  bool
+	imageReady    bool
+	rootfsMounted bool
+	container     runtime.Status
+	agentReady    bool
+}
+
+type step string
+
+const (
+	stepPrepare         step = "prepare"          // allocate a uid range, make dirs, write state
+	stepClone           step = "clone"            // content into /workspaces
+	stepImage           step = "image"            // read devcontainer.json, pull the image
+	stepMount           step = "mount"            // overlay rootfs
+	stepStart           step = "start"            // runtime start
+	stepWaitAgent       step = "wait-agent"       // agent answers SSH on its socket
+	stepStop            step = "stop"             // SIGTERM, then SIGKILL after the grace period
+	stepDeleteContainer step = "delete-container" // runtime state and cgroup
+	stepUnmount         step = "unmount"          // overlay and idmapped layers
+	stepRemove          step = "remove"           // all disk state; release the uid range
+)
+
+// plan computes the steps that take o to desired. It is pure: the
+// reconciler observes, plans, applies, and observes again.
+func plan(desired covev1.EnvironmentPhase, o observed) []step {
+	var steps []step
+	live := o.container == runtime.StatusRunning || o.container == runtime.StatusCreated || o.container == runtime.StatusPaused
+	switch desired {
+	case covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING:
+		if !o.stateExists {
+			steps = append(steps, stepPrepare)
+		}
+		if !o.contentReady {
+			steps = append(steps, stepClone)
+		}
+		if !o.imageReady {
+			steps = append(steps, stepImage)
+		}
+		if o.container == runtime.StatusRunning {
+			if !o.agentReady {
+				steps = append(steps, stepWaitAgent)
+			}
+			return steps
+		}
+		if o.container != runtime.StatusAbsent && o.container != "" {
+			// created-but-not-started, paused or exited: start afresh.
+			steps = append(steps, stepStop, stepDeleteContainer)
+		}
+		if !o.rootfsMounted {
+			steps = append(steps, stepMount)
+		}
+		return append(steps, stepStart, stepWaitAgent)
+	case covev1.EnvironmentPhase_ENVIRONMENT_PHASE_STOPPED, covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED:
+		if live {
+			steps = append(steps, stepStop)
+		}
+		if o.container != runtime.StatusAbsent && o.container != "" {
+			steps = append(steps, stepDeleteContainer)
+		}
+		if o.rootfsMounted {
+			steps = append(steps, stepUnmount)
+		}
+		if desired == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED && o.stateExists {
+			steps = append(steps, stepRemove)
+		}
+	}
+	return steps
+}

@@ -1,0 +1,240 @@
+// Package runner turns the environments the server assigns to this host into
+// isolated, running machines. It connects outbound to the server, watches its
+// assignments, and runs one idempotent reconcile loop per environment:
+// observe what exists on the host, plan the next steps, apply them, report
+// status. Environments keep running while the runner restarts; a new runner
+// process adopts them from what it finds on disk and in the runtime.
+package runner
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/covedev/cove/internal/image"
+	"github.com/covedev/cove/internal/runtime"
+	"github.com/covedev/cove/internal/sshgw"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"golang.org/x/crypto/ssh"
+)
+
+// Config configures a runner.
+type Config struct {
+	Name      string
+	ServerURL string
+	// JoinToken is used once, when the data dir holds no runner credentials.
+	JoinToken string
+	DataDir   string
+	// SSHListen is the gateway's listen address; SSHAdvertise is the address
+	// users are told to dial (defaults to the listener's address).
+	SSHListen, SSHAdvertise string
+	DefaultImage            string
+	Classes                 []*covev1.EnvironmentClass
+	MaxEnvironments         int
+	// Host uid/gid ranges for environments: Slots ranges of RangeSize ids
+	// starting at RangeBase.
+	RangeBase, RangeSize uint32
+	RangeSlots           int
+	StopGrace            time.Duration
+	// AllowLocalSources lets environments clone a local path on this host
+	// (read as root). Only `cove up`, where the user is the operator, sets it.
+	AllowLocalSources bool
+	// AgentBinary is the static cove binary mounted into environments
+	// (default: this executable).
+	AgentBinary string
+	Runtime     runtime.Runtime
+	HTTPClient  *http.Client
+	Log         *slog.Logger
+}
+
+// Runner is one runner process.
+type Runner struct {
+	cfg      Config
+	log      *slog.Logger
+	images   *image.Store
+	rt       runtime.Runtime
+	ranges   *rangeAllocator
+	gw       *sshgw.Gateway
+	agentKey ssh.Signer
+	hostKey  ssh.Signer
+	client   *client
+	sshAddr  string
+
+	mu      sync.Mutex
+	workers map[string]*worker
+}
+
+// New prepares a runner: data directories, keys, image store, and the uid
+// ranges of environments already on disk.
+func New(cfg Config) (*Runner, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.RangeSize == 0 {
+		cfg.RangeSize = 65536
+	}
+	if cfg.RangeBase == 0 {
+		cfg.RangeBase = 1 << 31
+	}
+	if cfg.RangeSlots == 0 {
+		cfg.RangeSlots = 1024
+	}
+	if cfg.StopGrace == 0 {
+		cfg.StopGrace = 10 * time.Second
+	}
+	if cfg.MaxEnvironments == 0 {
+		cfg.MaxEnvironments = 32
+	}
+	if cfg.AgentBinary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find own executable: %w", err)
+		}
+		cfg.AgentBinary = exe
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = http.DefaultClient
+	}
+	if cfg.Runtime == nil {
+		return nil, errors.New("runner: no runtime configured")
+	}
+	for _, d := range []string{cfg.DataDir, filepath.Join(cfg.DataDir, "envs"), filepath.Join(cfg.DataDir, "images")} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(d, 0o711); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkTraversable(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	images, err := image.NewStore(filepath.Join(cfg.DataDir, "images"), cfg.Log.With("component", "images"))
+	if err != nil {
+		return nil, err
+	}
+	hostKey, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "ssh_host_ed25519_key"))
+	if err != nil {
+		return nil, fmt.Errorf("gateway host key: %w", err)
+	}
+	agentKey, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "agent_client_ed25519_key"))
+	if err != nil {
+		return nil, fmt.Errorf("agent client key: %w", err)
+	}
+	r := &Runner{
+		cfg: cfg, log: cfg.Log, images: images, rt: cfg.Runtime, agentKey: agentKey, hostKey: hostKey,
+		ranges:  newRangeAllocator(cfg.RangeBase, cfg.RangeSize, cfg.RangeSlots),
+		workers: map[string]*worker{},
+	}
+	r.gw = sshgw.NewGateway(sshgw.Config{HostSigner: hostKey, Resolver: r, Log: cfg.Log.With("component", "sshgw")})
+	if err := r.loadRanges(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// loadRanges re-reserves the uid ranges of environments on disk.
+func (r *Runner) loadRanges() error {
+	ents, err := os.ReadDir(filepath.Join(r.cfg.DataDir, "envs"))
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		st, err := loadState(layout{filepath.Join(r.cfg.DataDir, "envs", e.Name())}.state())
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			r.log.Error("environment state unreadable; leaving it alone", "env", e.Name(), "err", err)
+			continue
+		}
+		if err := r.ranges.reserve(st.ID, st.IDMap); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Run serves the SSH gateway and keeps the session with the server until
+// ctx is done. Environments keep running when it returns.
+func (r *Runner) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", r.cfg.SSHListen)
+	if err != nil {
+		return fmt.Errorf("ssh gateway: %w", err)
+	}
+	r.sshAddr = r.cfg.SSHAdvertise
+	if r.sshAddr == "" {
+		r.sshAddr = ln.Addr().String()
+	}
+	r.log.Info("ssh gateway listening", "addr", ln.Addr().String(), "advertise", r.sshAddr)
+	c, err := r.connect(ctx)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	r.client = c
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); _ = r.gw.Serve(ctx, ln) }()
+	go func() { defer wg.Done(); r.heartbeatLoop(ctx) }()
+	go func() { defer wg.Done(); r.watchLoop(ctx) }()
+	wg.Wait()
+	r.mu.Lock()
+	for _, w := range r.workers {
+		w.cancel()
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// checkTraversable makes sure environments' unprivileged host uids can
+// reach their directories under dir: every parent must be searchable by
+// others (o+x); the contents stay private by their own modes.
+func checkTraversable(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for p := filepath.Dir(abs); ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("data dir %s: parent %s (mode %o) must be searchable by others (chmod o+x) so environments' unprivileged uids can reach their files", abs, p, st.Mode().Perm())
+		}
+		if p == "/" {
+			return nil
+		}
+	}
+}
+
+func loadOrCreateKey(path string) (ssh.Signer, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return ssh.ParsePrivateKey(b)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "cove")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		return nil, err
+	}
+	return ssh.NewSignerFromKey(priv)
+}

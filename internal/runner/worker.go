@@ -1,0 +1,138 @@
+package runner
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// worker runs one environment's reconcile loop. It is the only writer of
+// that environment's status.
+type worker struct {
+	r      *Runner
+	id     string
+	ctx    context.Context
+	cancel context.CancelFunc
+	kick   chan struct{}
+
+	mu       sync.Mutex
+	env      *covev1.Environment
+	running  bool // agent reachable: the gateway may route to it
+	reported *covev1.EnvironmentStatus
+	content  *covev1.SubStatus
+	machine  *covev1.SubStatus
+}
+
+func (r *Runner) newWorker(ctx context.Context, id string) *worker {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &worker{r: r, id: id, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1),
+		content: &covev1.SubStatus{Phase: covev1.SubPhase_SUB_PHASE_PENDING},
+		machine: &covev1.SubStatus{Phase: covev1.SubPhase_SUB_PHASE_PENDING}}
+	go w.loop()
+	return w
+}
+
+// update hands the worker the environment's latest state from the server.
+func (w *worker) update(env *covev1.Environment) {
+	w.mu.Lock()
+	w.env = env
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (w *worker) latest() *covev1.Environment {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.env
+}
+
+func (w *worker) setRunning(v bool) {
+	w.mu.Lock()
+	w.running = v
+	w.mu.Unlock()
+}
+
+func (w *worker) isRunning() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.running
+}
+
+func (w *worker) loop() {
+	log := w.r.log.With("env", w.id)
+	backoff := time.Second
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-w.kick:
+		}
+		for {
+			env := w.latest()
+			done, err := w.r.reconcile(w.ctx, w, env)
+			if done {
+				log.Info("environment deleted; worker exits")
+				w.r.forget(w.id)
+				w.cancel()
+				return
+			}
+			if err == nil {
+				backoff = time.Second
+				break
+			}
+			if w.ctx.Err() != nil {
+				return
+			}
+			log.Warn("reconcile failed; retrying", "err", err, "in", backoff)
+			select {
+			case <-w.ctx.Done():
+				return
+			case <-w.kick:
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 30*time.Second)
+		}
+		// Re-observe periodically: a container may exit on its own.
+		go func() {
+			select {
+			case <-w.ctx.Done():
+			case <-time.After(10 * time.Second):
+				select {
+				case w.kick <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
+}
+
+// setStatus reports st to the server unless it is what was reported last.
+func (w *worker) setStatus(ctx context.Context, st *covev1.EnvironmentStatus) error {
+	w.mu.Lock()
+	st.Content = proto.Clone(w.content).(*covev1.SubStatus)
+	st.Machine = proto.Clone(w.machine).(*covev1.SubStatus)
+	same := w.reported != nil && proto.Equal(w.reported, st)
+	w.mu.Unlock()
+	if same {
+		return nil
+	}
+	if _, err := w.r.report(ctx, w.id, st); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.reported = st
+	w.mu.Unlock()
+	return nil
+}
+
+func (w *worker) sub(s **covev1.SubStatus, phase covev1.SubPhase, msg string) {
+	w.mu.Lock()
+	*s = &covev1.SubStatus{Phase: phase, Message: msg}
+	w.mu.Unlock()
+}

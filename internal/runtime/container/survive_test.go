@@ -1,0 +1,101 @@
+package container
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/covedev/cove/internal/runtime"
+)
+
+const helperEnv = "COVE_CONTAINER_TEST_HELPER"
+
+// TestHelperRunner is not a test: it is the "runner" process that
+// TestSurvivesRunnerDeath starts and kills.
+func TestHelperRunner(t *testing.T) {
+	arg := os.Getenv(helperEnv)
+	if arg == "" {
+		t.Skip("helper process only")
+	}
+	var in struct {
+		Root, CgroupParent string
+		Spec               runtime.Spec
+	}
+	if err := json.Unmarshal([]byte(arg), &in); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := New(Config{Root: in.Root, CgroupParent: in.CgroupParent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(context.Background(), in.Spec); err != nil {
+		t.Fatal(err)
+	}
+	os.Stdout.WriteString("started\n")
+	time.Sleep(time.Minute) // killed by the parent
+}
+
+func TestSurvivesRunnerDeath(t *testing.T) {
+	h := newTestHost(t)
+	spec := h.spec(t, "survivor")
+	arg, err := json.Marshal(map[string]any{"Root": h.root, "CgroupParent": h.cgroupParent, "Spec": spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := h.runtime(t)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := rt.Delete(ctx, spec.ID); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRunner$", "-test.v")
+	cmd.Env = append(os.Environ(), helperEnv+"="+string(arg))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	started := false
+	for sc := bufio.NewScanner(out); sc.Scan(); {
+		if strings.Contains(sc.Text(), "started") {
+			started = true
+			break
+		}
+		t.Log(sc.Text())
+	}
+	// The runner dies without any chance to clean up.
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if !started {
+		t.Fatal("helper runner did not start the container")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	time.Sleep(200 * time.Millisecond)
+	st, err := rt.State(ctx, spec.ID)
+	if err != nil || st.Status != runtime.StatusRunning {
+		t.Fatalf("State after runner death = %+v, %v; want running", st, err)
+	}
+	if got := h.mustExec(t, spec.ID, "echo", "alive"); got != "alive" {
+		t.Errorf("exec after runner death: %q", got)
+	}
+	// The orphaned init was re-parented to this process (the subreaper), so
+	// stopping it leaves no zombie.
+	if err := rt.Stop(ctx, spec.ID, 5*time.Second); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if _, _, ok := procState(st.Pid); ok {
+		t.Errorf("init %d left in /proc after Stop", st.Pid)
+	}
+}

@@ -1,0 +1,226 @@
+// Package runtimetest is the conformance suite every runtime.Runtime
+// implementation runs.
+//
+// The suite drives environments built by the implementation's makeSpec. Their
+// PID 1 must run until stopped and exit promptly on SIGTERM — unless the
+// spec's environment contains IgnoreTermEnv, in which case it must ignore
+// SIGTERM so the suite can check that Stop falls back to SIGKILL. Script is
+// a POSIX shell program with that behaviour.
+package runtimetest
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/covedev/cove/internal/runtime"
+)
+
+// IgnoreTermEnv is added to Spec.Process.Env when PID 1 must ignore SIGTERM.
+const IgnoreTermEnv = "COVE_RUNTIMETEST_IGNORE_TERM=1"
+
+// Script is a shell program for PID 1 with the behaviour the suite expects:
+// run `/bin/sh -c Script`. PID 1 of a pid namespace only receives the
+// signals it handles, hence the explicit traps.
+const Script = `if [ "$COVE_RUNTIMETEST_IGNORE_TERM" = 1 ]; then trap '' TERM; else trap 'exit 0' TERM; fi
+echo ready
+while :; do sleep 1 & wait $!; done`
+
+const opTimeout = 60 * time.Second
+
+// Run runs the conformance suite. newRuntime returns a runtime instance;
+// calling it again must return an independent instance over the same state,
+// as after a runner restart. makeSpec returns a startable spec for id.
+func Run(t *testing.T, newRuntime func(t *testing.T) runtime.Runtime, makeSpec func(t *testing.T, id string) runtime.Spec) {
+	s := &suite{newRuntime: newRuntime, makeSpec: makeSpec}
+	t.Run("StartIdempotent", s.testStartIdempotent)
+	t.Run("StopGraceful", s.testStopGraceful)
+	t.Run("StopKillsAfterGrace", s.testStopKill)
+	t.Run("DeleteIdempotent", s.testDelete)
+	t.Run("Recovery", s.testRecovery)
+	t.Run("Absent", s.testAbsent)
+}
+
+type suite struct {
+	newRuntime func(t *testing.T) runtime.Runtime
+	makeSpec   func(t *testing.T, id string) runtime.Spec
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), opTimeout)
+	t.Cleanup(cancel)
+	return c
+}
+
+// start starts spec and registers its deletion.
+func start(t *testing.T, rt runtime.Runtime, spec runtime.Spec) runtime.State {
+	t.Helper()
+	t.Cleanup(func() {
+		c, cancel := context.WithTimeout(context.Background(), opTimeout)
+		defer cancel()
+		if err := rt.Delete(c, spec.ID); err != nil {
+			t.Errorf("cleanup: delete %s: %v", spec.ID, err)
+		}
+	})
+	if err := rt.Start(ctx(t), spec); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return wantStatus(t, rt, spec.ID, runtime.StatusRunning)
+}
+
+func wantStatus(t *testing.T, rt runtime.Runtime, id string, want runtime.Status) runtime.State {
+	t.Helper()
+	st, err := rt.State(ctx(t), id)
+	if err != nil {
+		t.Fatalf("State: %v", err)
+	}
+	if st.Status != want {
+		t.Fatalf("State(%s) = %q, want %q", id, st.Status, want)
+	}
+	if want == runtime.StatusRunning && st.Pid <= 0 {
+		t.Fatalf("State(%s): running without a pid", id)
+	}
+	if want != runtime.StatusRunning && st.Pid != 0 {
+		t.Errorf("State(%s) = %q with pid %d, want no pid", id, st.Status, st.Pid)
+	}
+	return st
+}
+
+func listed(t *testing.T, rt runtime.Runtime, id string) bool {
+	t.Helper()
+	ids, err := rt.List(ctx(t))
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	return slices.Contains(ids, id)
+}
+
+func (s *suite) testStartIdempotent(t *testing.T) {
+	rt := s.newRuntime(t)
+	spec := s.makeSpec(t, "rtt-start")
+	st := start(t, rt, spec)
+	if err := rt.Start(ctx(t), spec); err != nil {
+		t.Fatalf("second Start: %v", err)
+	}
+	if again := wantStatus(t, rt, spec.ID, runtime.StatusRunning); again.Pid != st.Pid {
+		t.Errorf("second Start replaced the environment: pid %d -> %d", st.Pid, again.Pid)
+	}
+	if !listed(t, rt, spec.ID) {
+		t.Errorf("List does not contain running %s", spec.ID)
+	}
+
+	if err := rt.Stop(ctx(t), spec.ID, 5*time.Second); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	wantStatus(t, rt, spec.ID, runtime.StatusStopped)
+	if !listed(t, rt, spec.ID) {
+		t.Errorf("List does not contain stopped %s", spec.ID)
+	}
+	// A stale stopped environment is replaced.
+	if err := rt.Start(ctx(t), spec); err != nil {
+		t.Fatalf("Start after Stop: %v", err)
+	}
+	if again := wantStatus(t, rt, spec.ID, runtime.StatusRunning); again.Pid == st.Pid {
+		t.Errorf("Start after Stop kept pid %d", st.Pid)
+	}
+}
+
+func (s *suite) testStopGraceful(t *testing.T) {
+	rt := s.newRuntime(t)
+	spec := s.makeSpec(t, "rtt-term")
+	start(t, rt, spec)
+	time.Sleep(300 * time.Millisecond) // let PID 1 install its handler
+	const grace = 20 * time.Second
+	begin := time.Now()
+	if err := rt.Stop(ctx(t), spec.ID, grace); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if d := time.Since(begin); d > grace/2 {
+		t.Errorf("Stop of a process that exits on SIGTERM took %v", d)
+	}
+	wantStatus(t, rt, spec.ID, runtime.StatusStopped)
+	if err := rt.Stop(ctx(t), spec.ID, grace); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+}
+
+func (s *suite) testStopKill(t *testing.T) {
+	rt := s.newRuntime(t)
+	spec := s.makeSpec(t, "rtt-kill")
+	spec.Process.Env = append(spec.Process.Env, IgnoreTermEnv)
+	start(t, rt, spec)
+	time.Sleep(300 * time.Millisecond)
+	const grace = time.Second
+	begin := time.Now()
+	if err := rt.Stop(ctx(t), spec.ID, grace); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	d := time.Since(begin)
+	if d < grace {
+		t.Errorf("Stop returned after %v, before the %v grace period of a process ignoring SIGTERM", d, grace)
+	}
+	if d > grace+15*time.Second {
+		t.Errorf("Stop took %v", d)
+	}
+	wantStatus(t, rt, spec.ID, runtime.StatusStopped)
+}
+
+func (s *suite) testDelete(t *testing.T) {
+	rt := s.newRuntime(t)
+	spec := s.makeSpec(t, "rtt-delete")
+	start(t, rt, spec)
+	// Delete stops a running environment first.
+	if err := rt.Delete(ctx(t), spec.ID); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	wantStatus(t, rt, spec.ID, runtime.StatusAbsent)
+	if listed(t, rt, spec.ID) {
+		t.Errorf("List contains deleted %s", spec.ID)
+	}
+	if err := rt.Delete(ctx(t), spec.ID); err != nil {
+		t.Errorf("second Delete: %v", err)
+	}
+	// The id can be used again.
+	start(t, rt, spec)
+}
+
+func (s *suite) testRecovery(t *testing.T) {
+	rt := s.newRuntime(t)
+	spec := s.makeSpec(t, "rtt-recover")
+	st := start(t, rt, spec)
+
+	// A new instance, as after a runner restart, finds the environment.
+	rt2 := s.newRuntime(t)
+	if !listed(t, rt2, spec.ID) {
+		t.Fatalf("new runtime instance does not list %s", spec.ID)
+	}
+	if again := wantStatus(t, rt2, spec.ID, runtime.StatusRunning); again.Pid != st.Pid {
+		t.Errorf("new instance sees pid %d, want %d", again.Pid, st.Pid)
+	}
+	if err := rt2.Start(ctx(t), spec); err != nil {
+		t.Fatalf("Start on new instance: %v", err)
+	}
+	if again := wantStatus(t, rt2, spec.ID, runtime.StatusRunning); again.Pid != st.Pid {
+		t.Errorf("Start on new instance replaced the environment: pid %d -> %d", st.Pid, again.Pid)
+	}
+	if err := rt2.Stop(ctx(t), spec.ID, 5*time.Second); err != nil {
+		t.Fatalf("Stop on new instance: %v", err)
+	}
+	wantStatus(t, rt, spec.ID, runtime.StatusStopped)
+}
+
+func (s *suite) testAbsent(t *testing.T) {
+	rt := s.newRuntime(t)
+	const id = "rtt-never-created"
+	wantStatus(t, rt, id, runtime.StatusAbsent)
+	if err := rt.Stop(ctx(t), id, time.Second); err != nil {
+		t.Errorf("Stop of absent: %v", err)
+	}
+	if err := rt.Delete(ctx(t), id); err != nil {
+		t.Errorf("Delete of absent: %v", err)
+	}
+	if listed(t, rt, id) {
+		t.Errorf("List contains never created %s", id)
+	}
+}
