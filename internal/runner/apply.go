@@ -32,6 +32,7 @@ func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, 
 	lay := r.layout(env.Id)
 	for _, s := range steps {
 		var err error
+		began := time.Now()
 		switch s {
 		case stepPrepare:
 			*stp, err = r.prepare(env.Id, lay)
@@ -72,6 +73,7 @@ func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, 
 			}
 			return fmt.Errorf("%s: %w", s, err)
 		}
+		r.log.Info("step done", "env", env.Id, "step", string(s), "took", time.Since(began))
 	}
 	return nil
 }
@@ -194,6 +196,13 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 		return err
 	}
 	_ = os.Remove(lay.socket())
+	name := env.GetMetadata().GetName()
+	if err := os.WriteFile(lay.hosts(), []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t"+name+"\n"), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(lay.hostname(), []byte(name+"\n"), 0o644); err != nil {
+		return err
+	}
 	keys := ssh.MarshalAuthorizedKey(r.agentKey.PublicKey())
 	if err := os.WriteFile(filepath.Join(lay.etc(), "runner_keys"), keys, 0o644); err != nil {
 		return err
@@ -226,6 +235,8 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 			{Source: lay.run(), Destination: agentRunDir, Type: "bind", Options: []string{"bind"}},
 			{Source: lay.etc(), Destination: agentEtcDir, Type: "bind", Options: []string{"bind", "ro"}},
 			{Source: lay.workspace(), Destination: workspaces, Type: "bind", Options: []string{"rbind"}},
+			{Source: lay.hosts(), Destination: "/etc/hosts", Type: "bind", Options: []string{"bind", "ro"}},
+			{Source: lay.hostname(), Destination: "/etc/hostname", Type: "bind", Options: []string{"bind", "ro"}},
 		},
 		Resources: r.resources(env.GetSpec().GetClassId()),
 	}

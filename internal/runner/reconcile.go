@@ -87,6 +87,8 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	}
 	if desired != phaseRunning {
 		w.setRunning(false)
+	} else {
+		w.sub(&w.machine, subInProgress, "starting")
 	}
 	if err := w.setStatus(ctx, r.status(env, st, transitional, "")); err != nil {
 		return false, err

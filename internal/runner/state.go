@@ -49,6 +49,8 @@ func (l layout) run() string       { return filepath.Join(l.dir, "run") }
 func (l layout) etc() string       { return filepath.Join(l.dir, "etc") }
 func (l layout) runtime() string   { return filepath.Join(l.dir, "runtime") }
 func (l layout) socket() string    { return filepath.Join(l.run(), "agent.sock") }
+func (l layout) hosts() string     { return filepath.Join(l.dir, "hosts") }
+func (l layout) hostname() string  { return filepath.Join(l.dir, "hostname") }
 
 func loadState(path string) (*envState, error) {
 	b, err := os.ReadFile(path)
