@@ -19,6 +19,7 @@ import (
 	"github.com/covedev/cove/internal/server"
 	"github.com/covedev/cove/internal/store/sqlite"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"github.com/spf13/cobra"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 )
@@ -33,8 +34,16 @@ func newLogger() *slog.Logger {
 }
 
 type serverOptions struct {
-	dataDir string
-	listen  string
+	dataDir       string
+	listen        string
+	runnerTimeout time.Duration
+}
+
+func addServerFlags(cmd *cobra.Command, o *serverOptions) {
+	f := cmd.Flags()
+	f.StringVar(&o.dataDir, "data-dir", "/var/lib/cove", "where cove keeps its database, keys, images and environments")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:7780", "API listen address")
+	f.DurationVar(&o.runnerTimeout, "runner-timeout", 30*time.Second, "a runner without a heartbeat for this long is INACTIVE")
 }
 
 type runningServer struct {
@@ -56,7 +65,7 @@ func startServer(ctx context.Context, log *slog.Logger, o serverOptions, errc ch
 	if err != nil {
 		return nil, err
 	}
-	srv, err := server.New(server.Config{Store: st, DataDir: dir, Log: log.With("component", "server")})
+	srv, err := server.New(server.Config{Store: st, DataDir: dir, Log: log.With("component", "server"), RunnerTimeout: o.runnerTimeout})
 	if err != nil {
 		st.Close()
 		return nil, err

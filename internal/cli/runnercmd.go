@@ -134,8 +134,7 @@ func ServerCommand() *cobra.Command {
 			}
 		},
 	}
-	cmd.Flags().StringVar(&o.dataDir, "data-dir", "/var/lib/cove", "where the server keeps its database and CA keys")
-	cmd.Flags().StringVar(&o.listen, "listen", "127.0.0.1:7780", "API listen address")
+	addServerFlags(cmd, &o)
 	cmd.Flags().StringVar(&bootstrapUser, "bootstrap-user", "", "make sure this owner exists and print a token for it")
 	return cmd
 }

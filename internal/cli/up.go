@@ -63,8 +63,7 @@ func UpCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&so.dataDir, "data-dir", "/var/lib/cove", "where cove keeps its database, images and environments")
-	f.StringVar(&so.listen, "listen", "127.0.0.1:7780", "API listen address")
+	addServerFlags(cmd, &so)
 	f.StringVar(&userName, "user", "", "name of the first user (default: your login name)")
 	addRunnerFlags(cmd, &ro)
 	return cmd

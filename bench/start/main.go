@@ -1,0 +1,175 @@
+// Command start measures how long cove takes from "create an environment"
+// to "the first command over SSH returned", with the image already cached,
+// and compares it with a bare `runc run` of the same root filesystem measured
+// in the same run.
+//
+// It builds cove, serves a test image from an in-process registry on
+// 127.0.0.1, starts `cove up` on free loopback ports with a temporary data
+// directory and a private runc root, does one warm-up run (which pulls the
+// image), then N measured runs. Each run creates an environment through the
+// API, follows it with WatchEnvironments, reads the runner's "step done" log
+// lines for the per-step breakdown, runs `cove ssh NAME -- true` and deletes
+// the environment. It prints p50 and p90 per step, the runc baseline and the
+// ratio between them. Everything it creates is removed at the end, also on
+// failure or interrupt.
+//
+// Usage (as root, from the repository root):
+//
+//	go run ./bench/start [-n 20] [-image busybox|debian] [-cove bin/cove]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	runs    int
+	image   string
+	cove    string
+	runc    string
+	keepLog bool
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.runs, "n", 20, "measured runs (after one warm-up run)")
+	flag.StringVar(&o.image, "image", "busybox", "test image: busybox or debian")
+	flag.StringVar(&o.cove, "cove", "", "cove binary to use (default: build ./cmd/cove into a temporary directory)")
+	flag.StringVar(&o.runc, "runc", "runc", "runc binary, for cove and for the baseline")
+	flag.BoolVar(&o.keepLog, "keep-log", false, "copy cove up's log to ./bench-start.log")
+	flag.Parse()
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, o, os.Stdout)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench/start:", err)
+		os.Exit(1)
+	}
+}
+
+// cleanups runs registered functions in reverse order.
+type cleanups []func()
+
+func (c *cleanups) add(f func()) { *c = append(*c, f) }
+
+func (c *cleanups) run() {
+	for i := len(*c) - 1; i >= 0; i-- {
+		(*c)[i]()
+	}
+	*c = nil
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "# "+format+"\n", args...)
+}
+
+func run(ctx context.Context, o options, out io.Writer) (retErr error) {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("must run as root: cove's runner and runc need it")
+	}
+	if o.runs < 1 {
+		return fmt.Errorf("-n must be at least 1")
+	}
+	var cl cleanups
+	defer cl.run()
+
+	// A private directory tree: parents o+x so the environments' unprivileged
+	// host uids can traverse to their bind mounts.
+	tmp, err := os.MkdirTemp("/var/tmp", "cove-bench-")
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o711); err != nil {
+		return err
+	}
+	cl.add(func() { removeTree(tmp) })
+	runRoot := fmt.Sprintf("/run/cove-bench-%d", os.Getpid())
+	if err := os.MkdirAll(runRoot, 0o700); err != nil {
+		return err
+	}
+	cl.add(func() { removeTree(runRoot) })
+
+	coveBin := o.cove
+	if coveBin == "" {
+		progress("building cove")
+		if coveBin, err = buildCove(ctx, tmp); err != nil {
+			return err
+		}
+	}
+
+	img, imgName, err := loadImage(ctx, o.image)
+	if err != nil {
+		return err
+	}
+	reg, stopReg, err := serveImage(img, imgName)
+	if err != nil {
+		return err
+	}
+	cl.add(stopReg)
+	imageRef := reg + "/" + imgName
+	repo, err := makeRepo(ctx, filepath.Join(tmp, "repo"))
+	if err != nil {
+		return err
+	}
+
+	progress("unpacking %s for the runc baseline", imageRef)
+	base, err := newBaseline(ctx, o.runc, img, filepath.Join(tmp, "bundle"), filepath.Join(runRoot, "runc-baseline"))
+	if err != nil {
+		return err
+	}
+	cl.add(base.cleanup)
+
+	progress("starting cove up")
+	cv, err := startCove(ctx, coveBin, o.runc, tmp, filepath.Join(runRoot, "runc"))
+	if err != nil {
+		return err
+	}
+	cl.add(func() {
+		if retErr != nil {
+			cv.printLogTail(os.Stderr, 40)
+		}
+		if o.keepLog {
+			cv.copyLog("bench-start.log")
+		}
+		cv.stop()
+	})
+	b, err := newBench(ctx, cv, repo, imageRef)
+	if err != nil {
+		return err
+	}
+	cl.add(b.close)
+
+	progress("warm-up (pulls the image; not counted)")
+	if _, err := b.once(ctx, "bench-warmup"); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	if _, err := base.runOnce(ctx, "warmup"); err != nil {
+		return fmt.Errorf("runc warm-up: %w", err)
+	}
+
+	var cove []runResult
+	var runc []time.Duration
+	for i := range o.runs {
+		r, err := b.once(ctx, fmt.Sprintf("bench-%d", i))
+		if err != nil {
+			return fmt.Errorf("run %d: %w", i, err)
+		}
+		d, err := base.runOnce(ctx, fmt.Sprint(i))
+		if err != nil {
+			return fmt.Errorf("runc run %d: %w", i, err)
+		}
+		cove, runc = append(cove, r), append(runc, d)
+		progress("run %d/%d: total %s, runc %s", i+1, o.runs, ms(r.total), ms(d))
+	}
+	printReport(out, machineInfo(ctx, o.runc), imageRef, cove, runc)
+	return nil
+}

@@ -1,0 +1,394 @@
+// Package e2e drives the real cove binary as a user would: `cove up`, the
+// CLI, the real OpenSSH client, runc, git. It needs root and those tools;
+// without them it skips with the reason (CI installs them).
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/covedev/cove/internal/testutil/testimage"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// requireTools skips unless the test can run for real.
+func requireTools(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("e2e needs root (user namespaces, mounts, cgroups); CI runs it as root")
+	}
+	for _, tool := range []string{"runc", "git", "ssh", "scp", "sftp", "rsync", "mmdebstrap"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("e2e needs %s (make test-deps installs it)", tool)
+		}
+	}
+}
+
+// buildCove builds the static binary once per test binary run.
+func buildCove(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("COVE_BINARY"); p != "" {
+		return p
+	}
+	out := filepath.Join(os.TempDir(), fmt.Sprintf("cove-e2e-%d", os.Getpid()))
+	if _, err := os.Stat(out); err == nil {
+		return out
+	}
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/cove")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build cove: %v\n%s", err, b)
+	}
+	return out
+}
+
+// images serves the busybox and Debian test images from an in-process
+// registry and returns its host:port.
+func images(t *testing.T) string {
+	t.Helper()
+	bb, err := testimage.Busybox()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	deb, err := testimage.Debian(ctx, t.Logf)
+	if err != nil {
+		t.Fatalf("debian test image: %v", err)
+	}
+	return testimage.Serve(t, map[string]v1.Image{"test/busybox:latest": bb, "test/debian:latest": deb})
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// env is one user's view: the binary, a config dir and an ssh config.
+type env struct {
+	t       *testing.T
+	cove    string
+	cfgDir  string
+	sshConf string
+}
+
+// run runs cove with args and returns stdout, stderr and the exit code.
+func (e *env) run(args ...string) (string, string, int) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.cove, args...)
+	cmd.Env = append(os.Environ(), "COVE_CONFIG_DIR="+e.cfgDir)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("cove %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// must runs cove and fails the test unless it succeeds.
+func (e *env) must(args ...string) string {
+	e.t.Helper()
+	out, errs, code := e.run(args...)
+	if code != 0 {
+		e.t.Fatalf("cove %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errs)
+	}
+	return out
+}
+
+// ssh runs the real OpenSSH client with the config `cove config-ssh` wrote.
+func (e *env) ssh(args ...string) (string, int) {
+	e.t.Helper()
+	return e.tool("ssh", append([]string{"-F", e.sshConf}, args...)...)
+}
+
+func (e *env) tool(name string, args ...string) (string, int) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), "COVE_CONFIG_DIR="+e.cfgDir)
+	b, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("%s %v: %v", name, args, err)
+	}
+	return string(b), code
+}
+
+// envJSON returns `cove env get NAME -o json` decoded.
+func (e *env) envJSON(name string) map[string]any {
+	e.t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(e.must("env", "get", name, "-o", "json")), &m); err != nil {
+		e.t.Fatal(err)
+	}
+	return m
+}
+
+func field(m map[string]any, path ...string) string {
+	var cur any = m
+	for _, p := range path {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return ""
+		}
+		cur = mm[p]
+	}
+	if cur == nil {
+		return ""
+	}
+	return fmt.Sprint(cur)
+}
+
+// daemon is a cove process (up or runner) the test controls.
+type daemon struct {
+	t    *testing.T
+	args []string
+	cove string
+	env  []string
+	log  string
+	cmd  *exec.Cmd
+}
+
+func (d *daemon) start() {
+	d.t.Helper()
+	f, err := os.OpenFile(d.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	cmd := exec.Command(d.cove, d.args...)
+	cmd.Env = append(os.Environ(), d.env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	f.Close()
+	d.cmd = cmd
+}
+
+// kill9 kills the daemon the hard way, as a crash would.
+func (d *daemon) kill9() {
+	if d.cmd == nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGKILL)
+	_ = d.cmd.Wait()
+	d.cmd = nil
+}
+
+// stop asks the daemon to exit (SIGTERM), then kills it.
+func (d *daemon) stop() {
+	if d.cmd == nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = d.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = d.cmd.Process.Signal(syscall.SIGKILL)
+		<-done
+	}
+	d.cmd = nil
+}
+
+// count counts occurrences of s in the daemon's whole log.
+func (d *daemon) count(s string) int {
+	b, _ := os.ReadFile(d.log)
+	return strings.Count(string(b), s)
+}
+
+func (d *daemon) logTail() string {
+	b, _ := os.ReadFile(d.log)
+	if len(b) > 6000 {
+		b = b[len(b)-6000:]
+	}
+	return string(b)
+}
+
+// waitFor polls f until it returns true or the timeout passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if f() {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s", timeout, what)
+}
+
+// hostLeftovers lists what a runner left on the host: mounts under dir,
+// cgroups named parent, live processes with host uids in [lo, hi), and
+// runc containers under runcRoot. Zombies are reported separately: this
+// sandbox's PID 1 does not reap orphans, so a container whose runner was
+// killed -9 can leave one (systemd reaps them on real hosts).
+func hostLeftovers(dir, parent, runcRoot string, lo, hi uint64) (left []string, zombies []string) {
+	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) > 4 && strings.HasPrefix(fields[4], dir) {
+				left = append(left, "mount "+fields[4])
+			}
+		}
+		f.Close()
+	}
+	for _, base := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		ents, _ := os.ReadDir(base)
+		for _, e := range ents {
+			p := filepath.Join(base, e.Name(), parent)
+			if base == "/sys/fs/cgroup/unified" {
+				p = filepath.Join(base, parent)
+			}
+			sub, err := os.ReadDir(p)
+			if err != nil {
+				continue
+			}
+			for _, s := range sub {
+				if s.IsDir() {
+					left = append(left, "cgroup "+filepath.Join(p, s.Name()))
+				}
+			}
+		}
+	}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		var uid uint64
+		state := ""
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+				uid, _ = strconv.ParseUint(strings.Fields(v)[1], 10, 64)
+			}
+			if v, ok := strings.CutPrefix(line, "State:"); ok {
+				state = strings.TrimSpace(v)
+			}
+		}
+		if uid >= lo && uid < hi {
+			desc := fmt.Sprintf("process %d uid %d %s", pid, uid, state)
+			if strings.HasPrefix(state, "Z") {
+				zombies = append(zombies, desc)
+			} else {
+				left = append(left, desc)
+			}
+		}
+	}
+	if ents, err := os.ReadDir(runcRoot); err == nil {
+		for _, e := range ents {
+			left = append(left, "runc container "+e.Name())
+		}
+	}
+	return left, zombies
+}
+
+// forceClean removes whatever a failed test left: containers, mounts,
+// cgroups, directories.
+func forceClean(t *testing.T, dir, parent string, runcRoots ...string) {
+	for _, root := range runcRoots {
+		ents, _ := os.ReadDir(root)
+		for _, e := range ents {
+			_ = exec.Command("runc", "--root", root, "delete", "--force", e.Name()).Run()
+		}
+		_ = os.RemoveAll(root)
+	}
+	for i := 0; i < 3; i++ {
+		b, _ := os.ReadFile("/proc/self/mountinfo")
+		var mounts []string
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 4 && strings.HasPrefix(f[4], dir) {
+				mounts = append(mounts, f[4])
+			}
+		}
+		for j := len(mounts) - 1; j >= 0; j-- {
+			_ = syscall.Unmount(mounts[j], syscall.MNT_DETACH)
+		}
+	}
+	for _, base := range []string{"/sys/fs/cgroup"} {
+		ents, _ := os.ReadDir(base)
+		for _, e := range ents {
+			p := filepath.Join(base, e.Name(), parent)
+			sub, _ := os.ReadDir(p)
+			for _, s := range sub {
+				if s.IsDir() {
+					_ = os.Remove(filepath.Join(p, s.Name()))
+				}
+			}
+			_ = os.Remove(p)
+		}
+	}
+	_ = os.Remove(filepath.Join("/sys/fs/cgroup/unified", parent))
+	if err := os.RemoveAll(dir); err != nil {
+		t.Logf("cleanup %s: %v", dir, err)
+	}
+}
+
+// gitRepo makes a local repository with the given files committed.
+func gitRepo(t *testing.T, dir string, files map[string]string) string {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "-A"}, {"-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init"}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, b)
+		}
+	}
+	return dir
+}
+
+// sshBackground starts OpenSSH in the background and returns a stop func.
+func (e *env) sshBackground(args ...string) func() {
+	e.t.Helper()
+	cmd := exec.Command("ssh", append([]string{"-F", e.sshConf}, args...)...)
+	cmd.Env = append(os.Environ(), "COVE_CONFIG_DIR="+e.cfgDir)
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	return func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+}
