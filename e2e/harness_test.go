@@ -170,7 +170,7 @@ func field(m map[string]any, path ...string) string {
 type daemon struct {
 	t    *testing.T
 	args []string
-	cove string
+	bin  string
 	env  []string
 	log  string
 	cmd  *exec.Cmd
@@ -182,7 +182,7 @@ func (d *daemon) start() {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	cmd := exec.Command(d.cove, d.args...)
+	cmd := exec.Command(d.bin, d.args...)
 	cmd.Env = append(os.Environ(), d.env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -40,7 +40,7 @@ func newCluster(t *testing.T) *cluster {
 	runcRoot := filepath.Join("/run", "cove-e2e-"+id)
 	c.runcRoots = []string{runcRoot}
 	c.user = &env{t: t, cove: cove, cfgDir: filepath.Join(dir, "user"), sshConf: filepath.Join(dir, "user", "ssh_config")}
-	c.up = &daemon{t: t, cove: cove, log: filepath.Join(dir, "up.log"), env: []string{"COVE_CONFIG_DIR=" + c.user.cfgDir}, args: []string{
+	c.up = &daemon{t: t, bin: cove, log: filepath.Join(dir, "up.log"), env: []string{"COVE_CONFIG_DIR=" + c.user.cfgDir}, args: []string{
 		"up", "--data-dir", filepath.Join(dir, "data"), "--listen", c.server, "--ssh-listen", c.gateway,
 		"--runc-root", runcRoot, "--cgroup-parent", c.cgroup, "--uid-range-base", fmt.Sprint(c.rangeBase),
 		"--max-environments", "8", "--runner-timeout", "4s", "--class-memory", fmt.Sprint(1 << 30),

@@ -129,7 +129,9 @@ func run(ctx context.Context, o options, out io.Writer) (retErr error) {
 	cl.add(base.cleanup)
 
 	progress("starting cove up")
-	cv, err := startCove(ctx, coveBin, o.runc, tmp, filepath.Join(runRoot, "runc"))
+	coveRunc := filepath.Join(runRoot, "runc")
+	cl.add(func() { deleteContainers(o.runc, coveRunc) }) // after cove up stops
+	cv, err := startCove(ctx, coveBin, o.runc, tmp, coveRunc)
 	if err != nil {
 		return err
 	}

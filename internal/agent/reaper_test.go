@@ -60,6 +60,7 @@ func TestReaper(t *testing.T) {
 	helper.Env = append(os.Environ(), "COVE_AGENT_HELPER="+string(hc))
 	var logs lockedBuffer
 	helper.Stdout, helper.Stderr = &logs, &logs
+	helper.WaitDelay = time.Second
 	must(t, helper.Start())
 	exited := make(chan error, 1)
 	go func() { exited <- helper.Wait() }()

@@ -284,14 +284,14 @@ func waitFor(ctx context.Context, log io.Writer, c *apiclient.Clients, env *cove
 			fmt.Fprintf(log, "  %s\n", strings.TrimSpace(line))
 			last = line
 		}
-		if st.GetFailureMessage() != "" && current {
-			return true, fmt.Errorf("environment %s: %s", e.GetMetadata().GetName(), st.GetFailureMessage())
-		}
-		if st.GetPhase() == want && st.GetObservedSpecVersion() >= version {
+		if st.GetPhase() == want && st.GetObservedSpecVersion() >= version && st.GetFailureMessage() == "" {
 			if want == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING && st.GetSsh() != nil {
 				fmt.Fprintf(log, "Ready: cove ssh %s   (or `ssh %s` after `cove config-ssh`)\n", e.Metadata.GetName(), st.GetSsh().GetHost())
 			}
 			return true, nil
+		}
+		if st.GetFailureMessage() != "" && current && want != covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED {
+			return true, fmt.Errorf("environment %s: %s", e.GetMetadata().GetName(), st.GetFailureMessage())
 		}
 		return false, nil
 	}

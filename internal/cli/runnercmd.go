@@ -48,6 +48,7 @@ func RunnerCommand() *cobra.Command {
 	f.StringVar(&o.joinToken, "join-token", "", "one-time join token (from `cove runner join-token`), needed the first time")
 	f.StringVar(&o.name, "name", "", "runner name (default: host name)")
 	f.StringVar(&o.dataDir, "data-dir", filepath.Join("/var/lib/cove", "runner"), "where the runner keeps images and environments")
+	f.BoolVar(&o.allowLocal, "allow-local-sources", false, "accept environments whose source is a path (or file:// URL) on this host; it is read as root, so only for single-user hosts")
 	addRunnerFlags(cmd, &o)
 	cmd.AddCommand(runnerJoinToken(), runnerList())
 	return cmd

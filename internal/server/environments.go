@@ -174,6 +174,9 @@ func (s *Server) setDesiredPhase(ctx context.Context, id string, want covev1.Env
 			case phaseStopped:
 				env.Status.Phase = phaseStopped
 			}
+			if want != phaseRunning {
+				env.Status.FailureMessage = "" // nothing failed: nothing ran
+			}
 			env.Status.ObservedSpecVersion = env.Spec.SpecVersion
 			env.Status.StatusVersion++
 		}
