@@ -43,7 +43,7 @@ func newCluster(t *testing.T) *cluster {
 	c.up = &daemon{t: t, bin: cove, log: filepath.Join(dir, "up.log"), env: []string{"COVE_CONFIG_DIR=" + c.user.cfgDir}, args: []string{
 		"up", "--data-dir", filepath.Join(dir, "data"), "--listen", c.server, "--ssh-listen", c.gateway,
 		"--runc-root", runcRoot, "--cgroup-parent", c.cgroup, "--uid-range-base", fmt.Sprint(c.rangeBase),
-		"--max-environments", "8", "--runner-timeout", "4s", "--class-memory", fmt.Sprint(1 << 30),
+		"--max-environments", "8", "--runner-timeout", "6s", "--class-memory", fmt.Sprint(1 << 30),
 	}}
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -49,10 +49,10 @@ type stepEvent struct {
 
 // cove is a running `cove up`.
 type cove struct {
-	bin, configDir, server, logPath string
-	cmd                             *exec.Cmd
-	exited                          chan struct{}
-	logFile                         *os.File
+	bin, configDir, dataDir, server, logPath string
+	cmd                                      *exec.Cmd
+	exited                                   chan struct{}
+	logFile                                  *os.File
 
 	mu    sync.Mutex
 	steps map[string][]stepEvent // by environment id
@@ -69,12 +69,12 @@ func startCove(ctx context.Context, bin, runc, dir, runcRoot string) (*cove, err
 	if err != nil {
 		return nil, err
 	}
-	c := &cove{bin: bin, configDir: filepath.Join(dir, "config"), server: "http://" + api,
+	c := &cove{bin: bin, configDir: filepath.Join(dir, "config"), dataDir: filepath.Join(dir, "data"), server: "http://" + api,
 		logPath: filepath.Join(dir, "cove-up.log"), exited: make(chan struct{}), steps: map[string][]stepEvent{}}
 	if c.logFile, err = os.Create(c.logPath); err != nil {
 		return nil, err
 	}
-	c.cmd = exec.Command(bin, "up", "--data-dir", filepath.Join(dir, "data"), "--listen", api,
+	c.cmd = exec.Command(bin, "up", "--data-dir", c.dataDir, "--listen", api,
 		"--ssh-listen", sshAddr, "--runc", runc, "--runc-root", runcRoot, "--user", "bench")
 	c.cmd.Env = c.env()
 	c.cmd.Stdout = c.logFile
@@ -141,6 +141,12 @@ func (c *cove) readLog(r io.Reader) {
 		c.mu.Unlock()
 	}
 	_, _ = io.Copy(c.logFile, r)
+}
+
+// agentSocket is where the runner expects environment id's agent socket
+// (the runner's layout: <data>/runner/envs/<id>/run/agent.sock).
+func (c *cove) agentSocket(id string) string {
+	return filepath.Join(c.dataDir, "runner", "envs", id, "run", "agent.sock")
 }
 
 // stepsOf returns the step lines read so far for environment id.

@@ -150,6 +150,7 @@ func run(ctx context.Context, o options, out io.Writer) (retErr error) {
 	}
 	cl.add(b.close)
 
+	mach := machineInfo(ctx, o.runc)
 	progress("warm-up (pulls the image; not counted)")
 	if _, err := b.once(ctx, "bench-warmup"); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
@@ -172,6 +173,7 @@ func run(ctx context.Context, o options, out io.Writer) (retErr error) {
 		cove, runc = append(cove, r), append(runc, d)
 		progress("run %d/%d: total %s, runc %s", i+1, o.runs, ms(r.total), ms(d))
 	}
-	printReport(out, machineInfo(ctx, o.runc), imageRef, cove, runc)
+	mach.loadEnd = loadAvg()
+	printReport(out, mach, imageRef, cove, runc)
 	return nil
 }

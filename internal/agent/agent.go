@@ -137,6 +137,11 @@ func (a *agent) shutdown(srv *ssh.Server, ln net.Listener) {
 			}
 		}
 	}
+	// Let sessions whose process ended report its exit status.
+	deadline := time.Now().Add(time.Second)
+	for a.sessions.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	srv.Close()
 	os.Remove(a.cfg.SocketPath)
 }

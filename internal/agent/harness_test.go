@@ -59,6 +59,7 @@ func ncUnix(path string) int {
 // helperConfig is the agent configuration passed to the reaper-agent helper.
 type helperConfig struct {
 	Socket, AuthorizedKeys, Passwd, Group, User, WorkDir string
+	PID1                                                 bool // runs as PID 1: no subreaper, no reap knob
 }
 
 func reaperAgent() int {
@@ -67,9 +68,15 @@ func reaperAgent() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		fmt.Fprintln(os.Stderr, err)
+	if hc.PID1 != (os.Getpid() == 1) {
+		fmt.Fprintln(os.Stderr, "reaper-agent: pid", os.Getpid())
 		return 2
+	}
+	if !hc.PID1 {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
 	}
 	cfg := Config{
 		SocketPath:         hc.Socket,
@@ -79,7 +86,7 @@ func reaperAgent() int {
 		Log:                slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		passwdPath:         hc.Passwd,
 		groupPath:          hc.Group,
-		reap:               true,
+		reap:               !hc.PID1,
 		shutdownGrace:      2 * time.Second,
 	}
 	if err := Run(context.Background(), cfg); err != nil {

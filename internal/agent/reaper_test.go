@@ -48,25 +48,43 @@ func childrenOf(ppid int) map[int]string {
 // PID 1: every one must be reaped, every session must still get its own
 // exit status, and SIGTERM must end sessions and the agent cleanly.
 func TestReaper(t *testing.T) {
+	t.Run("subreaper", func(t *testing.T) { testReaper(t, false) })
+	t.Run("pid1", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root for a pid namespace")
+		}
+		testReaper(t, true)
+	})
+}
+
+// testReaper runs the helper agent as a child subreaper with the reap knob
+// set, or (pid1) as PID 1 of a new pid namespace, where it must detect that
+// it is init by itself.
+func testReaper(t *testing.T, pid1 bool) {
 	e := newTestEnv(t)
 	hc, err := json.Marshal(helperConfig{
 		Socket: e.sock, AuthorizedKeys: e.cfg.AuthorizedKeysPath,
 		Passwd: e.cfg.passwdPath, Group: e.cfg.groupPath, User: e.cfg.User, WorkDir: e.cfg.WorkDir,
+		PID1: pid1,
 	})
 	must(t, err)
 	exe, err := os.Executable()
 	must(t, err)
 	helper := exec.Command(exe, "reaper-agent")
+	if pid1 {
+		helper.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	}
 	helper.Env = append(os.Environ(), "COVE_AGENT_HELPER="+string(hc))
 	var logs lockedBuffer
 	helper.Stdout, helper.Stderr = &logs, &logs
 	helper.WaitDelay = time.Second
 	must(t, helper.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- helper.Wait() }()
+	exited := make(chan error, 1) // one value, taken by whoever sees the exit first
+	waited := make(chan struct{})
+	go func() { exited <- helper.Wait(); close(waited) }()
 	t.Cleanup(func() {
 		helper.Process.Kill()
-		<-exited
+		<-waited
 		if t.Failed() {
 			t.Logf("helper log:\n%s", logs.String())
 		}
@@ -163,5 +181,8 @@ func TestReaper(t *testing.T) {
 	}
 	if _, err := os.Stat(e.sock); err == nil {
 		t.Errorf("socket %s left behind", e.sock)
+	}
+	if !strings.Contains(logs.String(), "init=true") {
+		t.Errorf("agent did not run in init mode")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
@@ -15,6 +16,8 @@ type agent struct {
 	cfg   Config
 	log   *slog.Logger
 	procs *procTable
+
+	sessions atomic.Int64 // session channels being served
 }
 
 // server builds the SSH server: public key auth against the authorized keys

@@ -52,6 +52,8 @@ func (a *agent) handleSession(srv *ssh.Server, conn *gossh.ServerConn, newChan g
 		a.log.Debug("accept session", "err", err)
 		return
 	}
+	a.sessions.Add(1)
+	defer a.sessions.Add(-1)
 	s := &session{a: a, ch: ch, conn: conn, log: a.log.With("session", ctx.SessionID()[:8])}
 	for req := range reqs {
 		var ok bool

@@ -146,11 +146,11 @@ func TestBackgroundOutputHolder(t *testing.T) {
 	e := newTestEnv(t)
 	e.start(t)
 	start := time.Now()
-	out, _, code := run(t, e.client(t), "sleep 20 & echo started")
+	out, _, code := run(t, e.client(t), "sleep 3 & echo started")
 	if out != "started\n" || code != 0 {
 		t.Errorf("got %q exit %d", out, code)
 	}
-	if d := time.Since(start); d > 5*time.Second {
+	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("session took %v", d)
 	}
 }
@@ -322,5 +322,40 @@ func TestDirectTCPIP(t *testing.T) {
 	if c, err := e.client(t).Dial("tcp", addr); err == nil {
 		c.Close()
 		t.Errorf("dial to closed port %s succeeded", addr)
+	}
+}
+
+func TestHostKeyFile(t *testing.T) {
+	e := newTestEnv(t)
+	host, hostKeyFile := newClientKey(t, e.dir, "host_key")
+	e.cfg.HostKeyPath = hostKeyFile
+	e.start(t)
+	c, err := net.Dial("unix", e.sock)
+	must(t, err)
+	defer c.Close()
+	var seen gossh.PublicKey
+	conf := &gossh.ClientConfig{
+		User: "dev",
+		Auth: []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
+		HostKeyCallback: func(_ string, _ net.Addr, key gossh.PublicKey) error {
+			seen = key
+			return nil
+		},
+	}
+	sc, _, _, err := gossh.NewClientConn(c, "agent", conf)
+	must(t, err)
+	sc.Close()
+	if seen == nil || !bytes.Equal(seen.Marshal(), host.PublicKey().Marshal()) {
+		t.Errorf("server presented a different host key")
+	}
+}
+
+func TestUnknownUser(t *testing.T) {
+	e := newTestEnv(t)
+	e.cfg.User = "nosuchuser"
+	e.start(t)
+	_, stderr, code := run(t, e.client(t), "echo never")
+	if code != 1 || !strings.Contains(stderr, `user "nosuchuser" not found`) {
+		t.Errorf("got exit %d stderr %q", code, stderr)
 	}
 }

@@ -81,6 +81,7 @@ func (r *Runner) capabilities() *covev1.RunnerCapabilities {
 
 func (r *Runner) heartbeatLoop(ctx context.Context) {
 	hostPub := string(ssh.MarshalAuthorizedKey(r.hostKey.PublicKey()))
+	interval := 5 * time.Second
 	for {
 		resp, err := r.client.api.Heartbeat(ctx, connect.NewRequest(&covev1.HeartbeatRequest{Capabilities: r.capabilities(), HostPublicKey: hostPub}))
 		if err != nil {
@@ -88,13 +89,18 @@ func (r *Runner) heartbeatLoop(ctx context.Context) {
 				return
 			}
 			r.log.Warn("heartbeat failed", "err", err)
-		} else if err := r.applyTrust(resp.Msg); err != nil {
-			r.log.Error("heartbeat response", "err", err)
+		} else {
+			if err := r.applyTrust(resp.Msg); err != nil {
+				r.log.Error("heartbeat response", "err", err)
+			}
+			if s := resp.Msg.GetHeartbeatIntervalSeconds(); s > 0 {
+				interval = time.Duration(s) * time.Second
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(5 * time.Second):
+		case <-time.After(interval):
 		}
 	}
 }

@@ -134,8 +134,12 @@ func (r *runnerService) Heartbeat(ctx context.Context, req *connect.Request[cove
 	}
 	if !wasActive {
 		r.s.log.Info("runner active", "runner", rn.ID, "name", rn.Name)
+		if err := r.s.clearRunnerLost(ctx, rn); err != nil {
+			return nil, err
+		}
 	}
-	resp := &covev1.HeartbeatResponse{UserCa: r.s.userCA.AuthorizedKey()}
+	resp := &covev1.HeartbeatResponse{UserCa: r.s.userCA.AuthorizedKey(),
+		HeartbeatIntervalSeconds: max(1, int64(r.s.cfg.RunnerTimeout/time.Second)/4)}
 	if k := req.Msg.GetHostPublicKey(); k != "" {
 		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k))
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/covedev/cove/internal/store"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
@@ -136,7 +137,7 @@ func (s *Server) reconcileRunners(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		msg := fmt.Sprintf("runner %q lost: no heartbeat since %s", r.Name, r.LastSeen.Format("2006-01-02 15:04:05 MST"))
+		msg := runnerLostPrefix(r) + fmt.Sprintf(" no heartbeat since %s", r.LastSeen.Format("2006-01-02 15:04:05 MST"))
 		for _, env := range envs {
 			if _, err := s.store.UpdateEnvironment(ctx, env.Id, func(e *covev1.Environment) error {
 				e.Status.FailureMessage = msg
@@ -145,6 +146,32 @@ func (s *Server) reconcileRunners(ctx context.Context) error {
 			}); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+func runnerLostPrefix(r store.Runner) string { return fmt.Sprintf("runner %q lost:", r.Name) }
+
+// clearRunnerLost removes the "runner lost" message the server set on the
+// runner's environments, now that it is back.
+func (s *Server) clearRunnerLost(ctx context.Context, r store.Runner) error {
+	envs, err := s.store.ListEnvironments(ctx, store.EnvironmentFilter{RunnerID: r.ID})
+	if err != nil {
+		return err
+	}
+	for _, env := range envs {
+		if !strings.HasPrefix(env.GetStatus().GetFailureMessage(), runnerLostPrefix(r)) {
+			continue
+		}
+		if _, err := s.store.UpdateEnvironment(ctx, env.Id, func(e *covev1.Environment) error {
+			if strings.HasPrefix(e.Status.FailureMessage, runnerLostPrefix(r)) {
+				e.Status.FailureMessage = ""
+				e.Status.StatusVersion++
+			}
+			return nil
+		}); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -24,6 +24,9 @@ var applets = []string{"sh", "sleep", "cat", "id", "ls", "mount", "hostname", "e
 	"grep", "test", "true", "false", "touch", "reboot", "swapon", "sysctl", "stat", "wc"}
 
 func TestMain(m *testing.M) {
+	if arg := os.Getenv(helperEnv); arg != "" {
+		helperRunner(arg)
+	}
 	if os.Geteuid() == 0 {
 		// Container inits are orphaned by `runc create`; reap them here
 		// rather than leave zombies to a PID 1 that does not reap.

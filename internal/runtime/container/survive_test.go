@@ -15,29 +15,30 @@ import (
 
 const helperEnv = "COVE_CONTAINER_TEST_HELPER"
 
-// TestHelperRunner is not a test: it is the "runner" process that
-// TestSurvivesRunnerDeath starts and kills.
-func TestHelperRunner(t *testing.T) {
-	arg := os.Getenv(helperEnv)
-	if arg == "" {
-		t.Skip("helper process only")
-	}
+// helperRunner is the "runner" process that TestSurvivesRunnerDeath starts
+// (this test binary, dispatched from TestMain) and kills.
+func helperRunner(arg string) {
 	var in struct {
 		Root, CgroupParent string
 		Spec               runtime.Spec
 	}
+	fail := func(err error) {
+		os.Stderr.WriteString("helper runner: " + err.Error() + "\n")
+		os.Exit(2)
+	}
 	if err := json.Unmarshal([]byte(arg), &in); err != nil {
-		t.Fatal(err)
+		fail(err)
 	}
 	rt, err := New(Config{Root: in.Root, CgroupParent: in.CgroupParent})
 	if err != nil {
-		t.Fatal(err)
+		fail(err)
 	}
 	if err := rt.Start(context.Background(), in.Spec); err != nil {
-		t.Fatal(err)
+		fail(err)
 	}
 	os.Stdout.WriteString("started\n")
 	time.Sleep(time.Minute) // killed by the parent
+	os.Exit(0)
 }
 
 func TestSurvivesRunnerDeath(t *testing.T) {
@@ -56,7 +57,7 @@ func TestSurvivesRunnerDeath(t *testing.T) {
 		}
 	})
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRunner$", "-test.v")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), helperEnv+"="+string(arg))
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -2580,9 +2580,11 @@ type HeartbeatResponse struct {
 	// Host certificate for the runner's SSH gateway, signed by the server's CA.
 	HostCertificate string `protobuf:"bytes,1,opt,name=host_certificate,json=hostCertificate,proto3" json:"host_certificate,omitempty"`
 	// authorized_keys form of the user CA the gateway must trust.
-	UserCa        string `protobuf:"bytes,2,opt,name=user_ca,json=userCa,proto3" json:"user_ca,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UserCa string `protobuf:"bytes,2,opt,name=user_ca,json=userCa,proto3" json:"user_ca,omitempty"`
+	// Send the next heartbeat within this many seconds.
+	HeartbeatIntervalSeconds int64 `protobuf:"varint,3,opt,name=heartbeat_interval_seconds,json=heartbeatIntervalSeconds,proto3" json:"heartbeat_interval_seconds,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *HeartbeatResponse) Reset() {
@@ -2627,6 +2629,13 @@ func (x *HeartbeatResponse) GetUserCa() string {
 		return x.UserCa
 	}
 	return ""
+}
+
+func (x *HeartbeatResponse) GetHeartbeatIntervalSeconds() int64 {
+	if x != nil {
+		return x.HeartbeatIntervalSeconds
+	}
+	return 0
 }
 
 type WatchAssignmentsRequest struct {
@@ -2979,10 +2988,11 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\aclasses\x18\x01 \x03(\v2\x19.cove.v1.EnvironmentClassR\aclasses\"{\n" +
 	"\x10HeartbeatRequest\x12?\n" +
 	"\fcapabilities\x18\x01 \x01(\v2\x1b.cove.v1.RunnerCapabilitiesR\fcapabilities\x12&\n" +
-	"\x0fhost_public_key\x18\x02 \x01(\tR\rhostPublicKey\"W\n" +
+	"\x0fhost_public_key\x18\x02 \x01(\tR\rhostPublicKey\"\x95\x01\n" +
 	"\x11HeartbeatResponse\x12)\n" +
 	"\x10host_certificate\x18\x01 \x01(\tR\x0fhostCertificate\x12\x17\n" +
-	"\auser_ca\x18\x02 \x01(\tR\x06userCa\"@\n" +
+	"\auser_ca\x18\x02 \x01(\tR\x06userCa\x12<\n" +
+	"\x1aheartbeat_interval_seconds\x18\x03 \x01(\x03R\x18heartbeatIntervalSeconds\"@\n" +
 	"\x17WatchAssignmentsRequest\x12%\n" +
 	"\x0esince_revision\x18\x01 \x01(\x03R\rsinceRevision\"R\n" +
 	"\x18WatchAssignmentsResponse\x126\n" +

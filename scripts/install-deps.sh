@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what cove needs on a Debian/Ubuntu host.
+#   install-deps.sh runtime   what `cove up` / `cove runner` need
+#   install-deps.sh test      that plus what the test suite needs
+set -euo pipefail
+
+runtime_pkgs=(runc git ca-certificates openssh-client iproute2 procps)
+test_pkgs=(busybox-static mmdebstrap rsync nftables uidmap openssh-client sqlite3 make)
+
+want=("${runtime_pkgs[@]}")
+if [[ "${1:-runtime}" == test ]]; then
+	want+=("${test_pkgs[@]}")
+fi
+
+missing=()
+for p in "${want[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing+=("$p")
+	fi
+done
+if ((${#missing[@]})); then
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "install-deps: need root to install: ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "install-deps: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Go builds cove; the module needs Go 1.26 or newer.
+export PATH="$PATH:/usr/local/go/bin"
+if ! command -v go >/dev/null; then
+	echo "install-deps: Go is not installed: install Go 1.26+ (https://go.dev/dl/) into /usr/local/go" >&2
+	exit 1
+fi
+echo "install-deps: ok ($(go version | cut -d' ' -f3), $(runc --version | head -1))"

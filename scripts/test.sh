@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test. Tests that need root or a tool skip with the reason when
+# it is missing; `make test` installs the tools and CI runs as root, so they
+# all run there. Skips are listed at the end so a skip is never mistaken for
+# a pass.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+export CGO_ENABLED=0
+log=$(mktemp /tmp/cove-test.XXXXXX)
+
+echo "== go vet"
+go vet ./... || exit 1
+
+echo "== go test (full log: $log)"
+# -p 2: two cores; e2e and runtime tests start real containers.
+go test -count=1 -p 2 -timeout 40m -v ./... >"$log" 2>&1
+status=$?
+# Package results, failures with their messages, skips with their reasons.
+grep -E '^(ok|FAIL|panic:|--- FAIL|--- SKIP|\?)|^\s+[a-z_]+_test\.go:[0-9]+:' "$log" | grep -v '^?' || true
+skips=$(grep -c -- '--- SKIP' "$log" || true)
+passes=$(grep -c -- '--- PASS' "$log" || true)
+fails=$(grep -c -- '--- FAIL' "$log" || true)
+echo "== $passes passed, $fails failed, $skips skipped (tests and subtests)"
+if [[ $status -ne 0 ]]; then
+	echo "== failing output (tail)"
+	tail -n 150 "$log"
+fi
+exit "$status"
