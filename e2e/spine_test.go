@@ -216,3 +216,25 @@ func testLocalForward(t *testing.T, u *env) {
 		t.Fatalf("forwarded reply %q", reply)
 	}
 }
+
+// TestRunnerKilledMidCreate: a runner killed while it creates an environment
+// finishes the half-done steps after it restarts.
+func TestRunnerKilledMidCreate(t *testing.T) {
+	c := newCluster(t)
+	u := c.user
+	reg := images(t)
+	repo := gitRepo(t, filepath.Join(c.dir, "repo"), map[string]string{"README.md": "x\n"})
+	u.must("env", "create", repo, "--name", "half", "--image", reg+"/test/debian:latest")
+	waitFor(t, "the clone step", 60*time.Second, func() bool { return c.up.count("step=clone ") > 0 })
+	c.up.kill9()
+	c.up.start()
+	waitFor(t, "cove up to come back", 30*time.Second, func() bool { _, _, code := u.run("whoami"); return code == 0 })
+	u.must("env", "start", "half", "--wait", "--timeout", "2m")
+	if out, _, code := u.run("ssh", "half", "--", "cat /workspaces/repo/README.md"); code != 0 || out != "x\n" {
+		t.Fatalf("ssh after an interrupted create: %d %q", code, out)
+	}
+	u.must("env", "delete", "half", "--wait")
+	if left, _ := hostLeftovers(c.dir, c.cgroup, c.runcRoots[0], c.rangeBase, c.rangeBase+8*65536); len(left) > 0 {
+		t.Fatalf("left on the host:\n%s", strings.Join(left, "\n"))
+	}
+}

@@ -92,6 +92,7 @@ func startCove(ctx context.Context, bin, runc, dir, runcRoot string) (*cove, err
 	}()
 	if err := c.waitReady(ctx, time.Minute); err != nil {
 		c.stop()
+		c.printLogTail(os.Stderr, 40)
 		return nil, err
 	}
 	return c, nil

@@ -91,9 +91,9 @@ func printReport(w io.Writer, m machine, imageRef string, rs []runResult, runc [
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(name string, ds []time.Duration) {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", name, ms(percentile(ds, 50)), ms(percentile(ds, 90)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, ms(percentile(ds, 50)), ms(percentile(ds, 90)))
 	}
-	fmt.Fprintf(tw, "%s\t%s\t%s\t\n", "cove: create → first command over SSH", "p50", "p90")
+	fmt.Fprintf(tw, "%s\t%s\t%s\n", "cove: create → first command over SSH", fmt.Sprintf("%10s", "p50"), fmt.Sprintf("%10s", "p90"))
 	row("create RPC round trip", column(rs, func(r runResult) time.Duration { return r.api }))
 	row("scheduled (runner_id seen, since create)", column(rs, func(r runResult) time.Duration { return r.scheduled }))
 	row("runner pickup (first runner status seen, since create)", column(rs, func(r runResult) time.Duration { return r.pickup }))
@@ -114,20 +114,20 @@ func printReport(w io.Writer, m machine, imageRef string, rs []runResult, runc [
 	row("first command: cove ssh NAME -- true", column(rs, func(r runResult) time.Duration { return r.ssh }))
 	total := column(rs, func(r runResult) time.Duration { return r.total })
 	row("total: create call → first command returned", total)
-	fmt.Fprintf(tw, "\t\t\t\n%s\t\t\t\n", "not in total:")
+	fmt.Fprintf(tw, "\t\t\n%s\t\t\n", "not in total:") // tabs keep one column block
 	row("second command: cove ssh NAME -- true", column(rs, func(r runResult) time.Duration { return r.ssh2 }))
 	row("agent socket appeared, after start step (diagnostic)", column(rs, func(r runResult) time.Duration { return r.agentAfterStart }))
 	row("delete (RPC → DELETED seen)", column(rs, func(r runResult) time.Duration { return r.delete }))
-	fmt.Fprintf(tw, "\t\t\t\n")
+	fmt.Fprintf(tw, "\t\t\n")
 	row("baseline: runc run /bin/true (same rootfs)", runc)
 	ratio := func(p float64) string {
 		b := percentile(runc, p)
 		if b == 0 {
-			return "n/a"
+			return fmt.Sprintf("%10s", "n/a")
 		}
-		return fmt.Sprintf("%.1fx", float64(percentile(total, p))/float64(b))
+		return fmt.Sprintf("%9.1fx", float64(percentile(total, p))/float64(b))
 	}
-	fmt.Fprintf(tw, "%s\t%s\t%s\t\n", "ratio total / runc", ratio(50), ratio(90))
+	fmt.Fprintf(tw, "%s\t%s\t%s\n", "ratio total / runc", ratio(50), ratio(90))
 	_ = tw.Flush()
 }
 

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/covedev/cove/internal/apiclient"
+	"github.com/covedev/cove/internal/atomicfile"
 )
 
 // Config is the CLI's saved login.
@@ -65,11 +66,7 @@ func saveConfig(c Config) error {
 		return err
 	}
 	b, _ := json.MarshalIndent(c, "", "  ")
-	tmp := filepath.Join(dir, "config.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, "config.json"))
+	return atomicfile.Write(filepath.Join(dir, "config.json"), b, 0o600)
 }
 
 // clients returns API clients for the saved login.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/covedev/cove/internal/atomicfile"
 	"github.com/covedev/cove/internal/sshgw"
 	"github.com/spf13/cobra"
 )
@@ -54,7 +55,7 @@ func ConfigSSHCommand() *cobra.Command {
 			if err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
-			if err := writeFileAtomic(file, replaceBlock(old, block), 0o600); err != nil {
+			if err := atomicfile.Write(file, replaceBlock(old, block), 0o600); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Updated %s: `ssh NAME.cove` now reaches your environments.\n", file)
@@ -102,7 +103,7 @@ func replaceBlock(old []byte, block string) []byte {
 			if end < len(s) && s[end] == '\n' {
 				end++
 			}
-			s = s[:i] + s[end:]
+			s = s[:i] + strings.TrimLeft(s[end:], "\n")
 		}
 	}
 	var b bytes.Buffer

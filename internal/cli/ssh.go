@@ -2,9 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +14,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/atomicfile"
 	"github.com/covedev/cove/internal/sshgw"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/spf13/cobra"
@@ -62,34 +60,22 @@ func sshDir() (string, error) {
 	return d, os.MkdirAll(d, 0o700)
 }
 
-// userKey loads or creates the CLI's SSH key.
+// userKey loads or creates the CLI's SSH key (and its .pub for OpenSSH).
 func userKey() (ssh.Signer, error) {
 	d, err := sshDir()
 	if err != nil {
 		return nil, err
 	}
 	path := filepath.Join(d, "id_ed25519")
-	if b, err := os.ReadFile(path); err == nil {
-		return ssh.ParsePrivateKey(b)
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	signer, err := sshgw.LoadOrCreateKey(path, "cove")
 	if err != nil {
 		return nil, err
 	}
-	block, err := ssh.MarshalPrivateKey(priv, "cove")
-	if err != nil {
-		return nil, err
+	pub := ssh.MarshalAuthorizedKey(signer.PublicKey())
+	if b, err := os.ReadFile(path + ".pub"); err == nil && string(b) == string(pub) {
+		return signer, nil
 	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-		return nil, err
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		return nil, err
-	}
-	return signer, os.WriteFile(path+".pub", ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644)
+	return signer, atomicfile.Write(path+".pub", pub, 0o644)
 }
 
 type sshTarget struct {
@@ -146,19 +132,11 @@ func refreshCert(ctx context.Context, name string) (*sshTarget, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(d, name+".cove-cert.pub"), ssh.MarshalAuthorizedKey(t.cert), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(d, name+".cove-cert.pub"), ssh.MarshalAuthorizedKey(t.cert), 0o644); err != nil {
 		return nil, err
 	}
 	kh := fmt.Sprintf("@cert-authority %s %s", sshgw.HostPrincipal, ssh.MarshalAuthorizedKey(t.hostCA))
-	return t, writeFileAtomic(filepath.Join(d, "known_hosts"), []byte(kh), 0o644)
-}
-
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
-	if err := os.WriteFile(tmp, b, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return t, atomicfile.Write(filepath.Join(d, "known_hosts"), []byte(kh), 0o644)
 }
 
 // proxyStdio pipes stdin/stdout to the gateway (OpenSSH ProxyCommand).

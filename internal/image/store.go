@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/covedev/cove/internal/atomicfile"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sync/singleflight"
 )
@@ -174,23 +175,7 @@ func (s *Store) writeBlob(h v1.Hash, b []byte) error {
 }
 
 func (s *Store) writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Join(s.root, "tmp"), "file-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return atomicfile.Write(path, b, 0o644)
 }
 
 func (s *Store) readIndex() (map[string]string, error) {

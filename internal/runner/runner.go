@@ -8,9 +8,6 @@ package runner
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -123,11 +120,11 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	hostKey, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "ssh_host_ed25519_key"))
+	hostKey, err := sshgw.LoadOrCreateKey(filepath.Join(cfg.DataDir, "ssh_host_ed25519_key"), "cove gateway host key")
 	if err != nil {
 		return nil, fmt.Errorf("gateway host key: %w", err)
 	}
-	agentKey, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "agent_client_ed25519_key"))
+	agentKey, err := sshgw.LoadOrCreateKey(filepath.Join(cfg.DataDir, "agent_client_ed25519_key"), "cove runner to agent")
 	if err != nil {
 		return nil, fmt.Errorf("agent client key: %w", err)
 	}
@@ -217,24 +214,4 @@ func checkTraversable(dir string) error {
 			return nil
 		}
 	}
-}
-
-func loadOrCreateKey(path string) (ssh.Signer, error) {
-	if b, err := os.ReadFile(path); err == nil {
-		return ssh.ParsePrivateKey(b)
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "cove")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-		return nil, err
-	}
-	return ssh.NewSignerFromKey(priv)
 }

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/covedev/cove/internal/atomicfile"
 	"github.com/covedev/cove/internal/idmap"
 )
 
@@ -69,23 +70,7 @@ func saveState(path string, st *envState) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, b, 0o600)
 }
 
 // rangeAllocator hands out distinct host uid/gid ranges, one per

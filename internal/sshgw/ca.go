@@ -60,20 +60,32 @@ type CA struct {
 // new ed25519 key with mode 0600 if the file does not exist. An existing key
 // that is readable by group or others is refused.
 func LoadOrCreateCA(path string) (*CA, error) {
+	signer, err := LoadOrCreateKey(path, "cove ssh ca")
+	if err != nil {
+		return nil, err
+	}
+	return &CA{signer: signer, now: time.Now}, nil
+}
+
+// LoadOrCreateKey loads the ed25519 private key (OpenSSH PEM) at path,
+// creating it with mode 0600 if the file does not exist. An existing key
+// that is readable by group or others is refused. Concurrent creators end
+// up with the same key.
+func LoadOrCreateKey(path, comment string) (ssh.Signer, error) {
 	for range 2 {
-		ca, err := loadCA(path)
+		signer, err := loadKey(path)
 		if err == nil || !errors.Is(err, fs.ErrNotExist) {
-			return ca, err
+			return signer, err
 		}
-		if err := createCA(path); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := createKey(path, comment); err != nil && !errors.Is(err, fs.ErrExist) {
 			return nil, err
 		}
 		// Created (or lost a race against another creator): load it.
 	}
-	return nil, fmt.Errorf("load ssh ca %s: key disappeared while creating it", path)
+	return nil, fmt.Errorf("load ssh key %s: key disappeared while creating it", path)
 }
 
-func loadCA(path string) (*CA, error) {
+func loadKey(path string) (ssh.Signer, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -81,59 +93,59 @@ func loadCA(path string) (*CA, error) {
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("stat ssh ca %s: %w", path, err)
+		return nil, fmt.Errorf("stat ssh key %s: %w", path, err)
 	}
 	if st.Mode().Perm()&0o077 != 0 {
-		return nil, usererr.New("ssh ca key %s is accessible by other users (mode %#o); run chmod 600 on it", path, st.Mode().Perm())
+		return nil, usererr.New("ssh key %s is accessible by other users (mode %#o); run chmod 600 on it", path, st.Mode().Perm())
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {
-		return nil, fmt.Errorf("read ssh ca %s: %w", path, err)
+		return nil, fmt.Errorf("read ssh key %s: %w", path, err)
 	}
 	signer, err := ssh.ParsePrivateKey(data)
 	if err != nil {
-		return nil, usererr.Wrap(err, "ssh ca key %s is not a valid OpenSSH private key: %v", path, err)
+		return nil, usererr.Wrap(err, "ssh key %s is not a valid OpenSSH private key: %v", path, err)
 	}
-	return &CA{signer: signer, now: time.Now}, nil
+	return signer, nil
 }
 
-// createCA writes a new key to path without ever replacing an existing file.
-func createCA(path string) error {
+// createKey writes a new key to path without ever replacing an existing file.
+func createKey(path, comment string) error {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return fmt.Errorf("generate ssh ca key: %w", err)
+		return fmt.Errorf("generate ssh key: %w", err)
 	}
-	block, err := ssh.MarshalPrivateKey(priv, "cove ssh ca")
+	block, err := ssh.MarshalPrivateKey(priv, comment)
 	if err != nil {
-		return fmt.Errorf("marshal ssh ca key: %w", err)
+		return fmt.Errorf("marshal ssh key: %w", err)
 	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create ssh ca directory: %w", err)
+		return fmt.Errorf("create ssh key directory: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".ca-key-*")
+	tmp, err := os.CreateTemp(dir, ".key-*")
 	if err != nil {
-		return fmt.Errorf("create ssh ca key: %w", err)
+		return fmt.Errorf("create ssh key: %w", err)
 	}
 	defer os.Remove(tmp.Name())
 	if err := tmp.Chmod(0o600); err != nil {
 		tmp.Close()
-		return fmt.Errorf("chmod ssh ca key: %w", err)
+		return fmt.Errorf("chmod ssh key: %w", err)
 	}
 	if _, err := tmp.Write(pem.EncodeToMemory(block)); err != nil {
 		tmp.Close()
-		return fmt.Errorf("write ssh ca key: %w", err)
+		return fmt.Errorf("write ssh key: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("sync ssh ca key: %w", err)
+		return fmt.Errorf("sync ssh key: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close ssh ca key: %w", err)
+		return fmt.Errorf("close ssh key: %w", err)
 	}
 	// Link fails if path exists, so a concurrent creator never loses its key.
 	if err := os.Link(tmp.Name(), path); err != nil {
-		return fmt.Errorf("install ssh ca key: %w", err)
+		return fmt.Errorf("install ssh key: %w", err)
 	}
 	return nil
 }
