@@ -1,14 +1,25 @@
 package e2e
 
 import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/apiclient"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"github.com/covedev/cove/proto/cove/v1/covev1connect"
+	"golang.org/x/net/http2"
 )
 
 // cluster is `cove up` plus optional extra runners, all on loopback.
@@ -236,5 +247,45 @@ func TestRunnerKilledMidCreate(t *testing.T) {
 	u.must("env", "delete", "half", "--wait")
 	if left, _ := hostLeftovers(c.dir, c.cgroup, c.runcRoots[0], c.rangeBase, c.rangeBase+8*65536); len(left) > 0 {
 		t.Fatalf("left on the host:\n%s", strings.Join(left, "\n"))
+	}
+}
+
+// TestAPIProtocols: the API answers plain JSON over HTTP/1.1 (curl) and
+// gRPC over h2c, both authenticated.
+func TestAPIProtocols(t *testing.T) {
+	c := newCluster(t)
+	var cfg struct{ Server, Token string }
+	b, err := os.ReadFile(filepath.Join(c.user.cfgDir, "config.json"))
+	if err != nil || json.Unmarshal(b, &cfg) != nil {
+		t.Fatalf("cli config: %v %s", err, b)
+	}
+	post := func(token string) (int, string) {
+		req, _ := http.NewRequest("POST", cfg.Server+"/cove.v1.UserService/WhoAmI", strings.NewReader("{}"))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := post(cfg.Token); code != 200 || !strings.Contains(body, `"role":"owner"`) {
+		t.Fatalf("JSON WhoAmI: %d %s", code, body)
+	}
+	if code, body := post(""); code != 401 || !strings.Contains(body, "unauthenticated") {
+		t.Fatalf("JSON WhoAmI without a token: %d %s", code, body)
+	}
+	h2c := &http.Client{Transport: &http2.Transport{AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}}
+	users := covev1connect.NewUserServiceClient(h2c, cfg.Server, connect.WithGRPC(), connect.WithInterceptors(apiclient.Bearer(cfg.Token)))
+	who, err := users.WhoAmI(context.Background(), connect.NewRequest(&covev1.WhoAmIRequest{}))
+	if err != nil || who.Msg.User.Role != "owner" {
+		t.Fatalf("gRPC WhoAmI: %v %v", who, err)
 	}
 }

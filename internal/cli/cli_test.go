@@ -7,11 +7,11 @@ import (
 
 func TestDefaultName(t *testing.T) {
 	for in, want := range map[string]string{
-		"/home/me/MyRepo":                   "myrepo",
+		"/home/me/MyRepo":                    "myrepo",
 		"https://github.com/org/my_repo.git": "my-repo",
-		"git@host:org/x.y.git":              "x-y",
-		"./":                                "env",
-		strings.Repeat("a", 80):             strings.Repeat("a", 63),
+		"git@host:org/x.y.git":               "x-y",
+		"./":                                 "env",
+		strings.Repeat("a", 80):              strings.Repeat("a", 63),
 	} {
 		if got := defaultName(in); got != want {
 			t.Errorf("defaultName(%q) = %q, want %q", in, got, want)

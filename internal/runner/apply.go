@@ -27,9 +27,14 @@ const (
 )
 
 // apply runs steps in order. *stp is the environment's state (nil before
-// prepare); steps update and persist it.
-func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, stp **envState, steps []step) error {
+// prepare); steps update and persist it. progress reports sub-status
+// changes in the background.
+func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, stp **envState, steps []step, progress func()) error {
 	lay := r.layout(env.Id)
+	mark := func(sub **covev1.SubStatus, phase covev1.SubPhase, msg string) {
+		w.sub(sub, phase, msg)
+		progress()
+	}
 	for _, s := range steps {
 		var err error
 		began := time.Now()
@@ -37,26 +42,26 @@ func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, 
 		case stepPrepare:
 			*stp, err = r.prepare(env.Id, lay)
 		case stepClone:
-			w.sub(&w.content, subInProgress, "cloning "+env.GetSpec().GetContent().GetGitUrl())
+			mark(&w.content, subInProgress, "cloning "+env.GetSpec().GetContent().GetGitUrl())
 			err = r.clone(ctx, env, lay, *stp)
 			if err != nil {
-				w.sub(&w.content, subFailed, userMessage(err))
+				mark(&w.content, subFailed, userMessage(err))
 			} else {
-				w.sub(&w.content, subReady, "")
+				mark(&w.content, subReady, "")
 			}
 		case stepImage:
-			w.sub(&w.machine, subInProgress, "pulling image")
+			mark(&w.machine, subInProgress, "pulling image")
 			err = r.pullImage(ctx, env, lay, *stp)
 		case stepMount:
-			w.sub(&w.machine, subInProgress, "preparing root filesystem")
+			mark(&w.machine, subInProgress, "preparing root filesystem")
 			err = r.mount(ctx, lay, *stp)
 		case stepStart:
-			w.sub(&w.machine, subInProgress, "starting")
+			mark(&w.machine, subInProgress, "starting")
 			err = r.start(ctx, env, lay, *stp)
 		case stepWaitAgent:
 			err = r.waitAgent(ctx, lay)
 		case stepStop:
-			w.sub(&w.machine, subInProgress, "stopping")
+			mark(&w.machine, subInProgress, "stopping")
 			err = r.rt.Stop(ctx, env.Id, r.cfg.StopGrace)
 		case stepDeleteContainer:
 			err = r.rt.Delete(ctx, env.Id)
@@ -68,7 +73,7 @@ func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, 
 		if err != nil {
 			if s != stepClone {
 				if msg, ok := usererr.Message(err); ok {
-					w.sub(&w.machine, subFailed, msg)
+					mark(&w.machine, subFailed, msg)
 				}
 			}
 			return fmt.Errorf("%s: %w", s, err)
@@ -117,6 +122,7 @@ func (r *Runner) clone(ctx context.Context, env *covev1.Environment, lay layout,
 	}
 	st.RepoName = filepath.Base(repo)
 	st.ContentReady = true
+	st.WorkspaceUser = "0:0" // Clone gives the tree to root inside
 	return saveState(lay.state(), st)
 }
 
@@ -272,15 +278,21 @@ func (r *Runner) resources(class string) runtime.Resources {
 func (r *Runner) waitAgent(ctx context.Context, lay layout) error {
 	deadline := time.Now().Add(agentTimeout)
 	var err error
+	// The agent usually listens within a few milliseconds of the start:
+	// poll fast at first, then back off.
+	delay := time.Millisecond
 	for time.Now().Before(deadline) {
-		if err = r.probeAgent(ctx, lay.socket()); err == nil {
+		if _, serr := os.Stat(lay.socket()); serr != nil {
+			err = serr
+		} else if err = r.probeAgent(ctx, lay.socket()); err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(delay):
 		}
+		delay = min(delay*2, 50*time.Millisecond)
 	}
 	return usererr.Wrap(err, "the environment's agent did not start within %s: %s", agentTimeout, tail(filepath.Join(lay.runtime(), "console.log"), 400))
 }

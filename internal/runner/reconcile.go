@@ -54,7 +54,7 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 			return false, err
 		}
 		if len(plan(phaseStopped, obs)) > 0 {
-			return false, r.apply(ctx, w, env, &st, plan(phaseStopped, obs))
+			return false, r.apply(ctx, w, env, &st, plan(phaseStopped, obs), func() {})
 		}
 		return false, w.setStatus(ctx, r.status(env, st, phaseStopped, st.FailureMessage))
 	}
@@ -94,7 +94,8 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 		return false, err
 	}
 	r.log.Info("reconcile", "env", env.Id, "desired", desired, "steps", steps)
-	if err := r.apply(ctx, w, env, &st, steps); err != nil {
+	progress := func() { w.progress(ctx, r.status(env, st, transitional, "")) }
+	if err := r.apply(ctx, w, env, &st, steps, progress); err != nil {
 		msg, visible := usererr.Message(err)
 		if !visible || desired != phaseRunning || st == nil {
 			// Internal errors (and any stop/delete error) are retried; the

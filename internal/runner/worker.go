@@ -18,6 +18,11 @@ type worker struct {
 	cancel context.CancelFunc
 	kick   chan struct{}
 
+	// sendMu orders reports; seq numbers status intents so a progress
+	// report never lands after a newer status.
+	sendMu sync.Mutex
+	seq    uint64
+
 	mu       sync.Mutex
 	env      *covev1.Environment
 	running  bool // agent reachable: the gateway may route to it
@@ -114,6 +119,39 @@ func (w *worker) loop() {
 
 // setStatus reports st to the server unless it is what was reported last.
 func (w *worker) setStatus(ctx context.Context, st *covev1.EnvironmentStatus) error {
+	w.mu.Lock()
+	w.seq++
+	w.mu.Unlock()
+	w.sendMu.Lock()
+	defer w.sendMu.Unlock()
+	return w.send(ctx, st)
+}
+
+// progress reports st in the background (sub-status changes during long
+// steps) without delaying the step; it is dropped if a newer status was
+// reported meanwhile.
+func (w *worker) progress(ctx context.Context, st *covev1.EnvironmentStatus) {
+	w.mu.Lock()
+	w.seq++
+	mine := w.seq
+	w.mu.Unlock()
+	go func() {
+		w.sendMu.Lock()
+		defer w.sendMu.Unlock()
+		w.mu.Lock()
+		stale := w.seq != mine
+		w.mu.Unlock()
+		if stale {
+			return
+		}
+		if err := w.send(ctx, st); err != nil && ctx.Err() == nil {
+			w.r.log.Debug("progress report failed", "env", w.id, "err", err)
+		}
+	}()
+}
+
+// send reports st (with the current sub-statuses); callers hold sendMu.
+func (w *worker) send(ctx context.Context, st *covev1.EnvironmentStatus) error {
 	w.mu.Lock()
 	st.Content = proto.Clone(w.content).(*covev1.SubStatus)
 	st.Machine = proto.Clone(w.machine).(*covev1.SubStatus)

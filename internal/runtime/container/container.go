@@ -155,10 +155,6 @@ func (r *Runtime) Start(ctx context.Context, spec runtime.Spec) error {
 		r.cleanupFailed(spec.ID)
 		return fmt.Errorf("start %s: %w", spec.ID, err)
 	}
-	if _, err := r.runc(ctx, "start", spec.ID); err != nil {
-		r.cleanupFailed(spec.ID)
-		return fmt.Errorf("start %s: %w", spec.ID, err)
-	}
 	r.log.InfoContext(ctx, "container started", "id", spec.ID, "hostID", spec.IDMap.HostID)
 	return nil
 }
@@ -179,7 +175,7 @@ func validate(s runtime.Spec) error {
 	return nil
 }
 
-// create writes the bundle and runs `runc create`.
+// create writes the bundle and runs the container (`runc run --detach`).
 func (r *Runtime) create(ctx context.Context, spec runtime.Spec) error {
 	// A cgroup left behind by a crashed create would hold stale limits.
 	cg := resources.CgroupPath(r.cfg.CgroupParent, spec.ID)
@@ -210,7 +206,7 @@ func (r *Runtime) create(ctx context.Context, spec runtime.Spec) error {
 		return fmt.Errorf("open console log: %w", err)
 	}
 	defer console.Close()
-	return r.runcCreate(ctx, spec.ID, bundle, pidFile, console)
+	return r.runcRun(ctx, spec.ID, bundle, pidFile, console)
 }
 
 // cleanupFailed removes what a failed create or start left behind. It runs

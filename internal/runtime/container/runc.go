@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 )
@@ -44,24 +45,31 @@ func (r *Runtime) runc(ctx context.Context, args ...string) ([]byte, error) {
 // console (the environment's log file). runc runs in a session of its own so
 // the container does not share the runner's session or terminal; the
 // container's init is left behind as a child of this (subreaper) process.
-func (r *Runtime) runcCreate(ctx context.Context, id, bundle, pidFile string, console *os.File) error {
+// runcRun creates and starts the container in one runc process
+// (`runc run --detach`, one fork/exec fewer than create + start).
+func (r *Runtime) runcRun(ctx context.Context, id, bundle, pidFile string, console *os.File) error {
 	start, err := console.Seek(0, io.SeekEnd)
 	if err != nil {
 		return fmt.Errorf("seek console log: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, r.cfg.RuncPath, "--root", r.cfg.Root,
-		"create", "--bundle", bundle, "--pid-file", pidFile, id)
+		"run", "--detach", "--bundle", bundle, "--pid-file", pidFile, id)
 	cmd.Stdout = console
 	cmd.Stderr = console
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Run(); err != nil {
-		return runcError("create", err, readTail(console.Name(), start))
+		return runcError("run", err, readTail(console.Name(), start))
 	}
 	return nil
 }
 
 // state returns runc's view of container id, or errNotExist.
 func (r *Runtime) runcState(ctx context.Context, id string) (runcState, error) {
+	// runc keeps each container's state in <root>/<id>; without it there is
+	// nothing to ask runc about (and a fork/exec is saved).
+	if _, err := os.Stat(filepath.Join(r.cfg.Root, id)); errors.Is(err, os.ErrNotExist) {
+		return runcState{}, errNotExist
+	}
 	out, err := r.runc(ctx, "state", id)
 	if err != nil {
 		return runcState{}, err
