@@ -90,9 +90,9 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	} else {
 		w.sub(&w.machine, subInProgress, "starting")
 	}
-	if err := w.setStatus(ctx, r.status(env, st, transitional, "")); err != nil {
-		return false, err
-	}
+	// The transitional phase goes out in the background: the steps need not
+	// wait for the server.
+	w.progress(ctx, r.status(env, st, transitional, ""))
 	r.log.Info("reconcile", "env", env.Id, "desired", desired, "steps", steps)
 	progress := func() { w.progress(ctx, r.status(env, st, transitional, "")) }
 	if err := r.apply(ctx, w, env, &st, steps, progress); err != nil {
@@ -114,6 +114,13 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 		}
 		w.kickSoon()
 		return false, nil
+	}
+	if desired == phaseRunning && steps[len(steps)-1] == stepWaitAgent {
+		// The agent just answered: the environment is running. Report it now
+		// rather than after another observe pass; the periodic pass checks.
+		w.setRunning(true)
+		w.sub(&w.machine, subReady, "")
+		return false, w.setStatus(ctx, r.status(env, st, phaseRunning, ""))
 	}
 	// Observe again: the next pass reports the final phase.
 	w.kickSoon()
