@@ -34,9 +34,10 @@ func newLogger() *slog.Logger {
 }
 
 type serverOptions struct {
-	dataDir       string
-	listen        string
-	runnerTimeout time.Duration
+	dataDir         string
+	listen          string
+	runnerTimeout   time.Duration
+	tlsCert, tlsKey string
 }
 
 func addServerFlags(cmd *cobra.Command, o *serverOptions) {
@@ -44,6 +45,8 @@ func addServerFlags(cmd *cobra.Command, o *serverOptions) {
 	f.StringVar(&o.dataDir, "data-dir", "/var/lib/cove", "where cove keeps its database, keys, images and environments")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:7780", "API listen address")
 	f.DurationVar(&o.runnerTimeout, "runner-timeout", 30*time.Second, "a runner without a heartbeat for this long is INACTIVE")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "serve the API over HTTPS with this certificate (PEM); needs --tls-key")
+	f.StringVar(&o.tlsKey, "tls-key", "", "private key (PEM) for --tls-cert")
 }
 
 type runningServer struct {
@@ -75,6 +78,12 @@ func startServer(ctx context.Context, log *slog.Logger, o serverOptions, errc ch
 		st.Close()
 		return nil, fmt.Errorf("listen %s: %w", o.listen, err)
 	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		ln.Close()
+		st.Close()
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	// Plain HTTP serves HTTP/1.1 and h2c (gRPC); TLS negotiates HTTP/2.
 	hs := &http.Server{Handler: h2c.NewHandler(srv.Handler(), &http2.Server{}), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -83,13 +92,19 @@ func startServer(ctx context.Context, log *slog.Logger, o serverOptions, errc ch
 		_ = hs.Shutdown(sctx)
 		st.Close()
 	}()
+	serve := func() error { return hs.Serve(ln) }
+	scheme := "http"
+	if o.tlsCert != "" {
+		scheme = "https"
+		serve = func() error { return hs.ServeTLS(ln, o.tlsCert, o.tlsKey) }
+	}
 	go func() {
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()
 	go func() { _ = srv.Run(ctx) }()
-	url := "http://" + ln.Addr().String()
+	url := scheme + "://" + ln.Addr().String()
 	log.Info("server listening", "url", url, "data", dir)
 	return &runningServer{srv: srv, url: url}, nil
 }

@@ -14,8 +14,8 @@ import (
 
 func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 	f := cmd.Flags()
-	f.StringVar(&o.sshListen, "ssh-listen", "127.0.0.1:7722", "SSH gateway listen address")
-	f.StringVar(&o.sshAdvertise, "ssh-advertise", "", "SSH gateway address users dial (default: the listen address)")
+	f.StringVar(&o.sshListen, "ssh-listen", o.sshListen, "SSH gateway listen address")
+	f.StringVar(&o.sshAdvertise, "ssh-advertise", "", "SSH gateway address users dial (default: the listen address, or HOSTNAME:PORT when listening on all addresses)")
 	f.StringVar(&o.defaultImage, "default-image", "mcr.microsoft.com/devcontainers/base:bookworm", "image for repositories without a devcontainer.json image")
 	f.StringVar(&o.runc, "runc", "runc", "OCI runtime binary")
 	f.StringVar(&o.runcRoot, "runc-root", "/run/cove/runc", "OCI runtime state directory")
@@ -28,7 +28,7 @@ func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 
 // RunnerCommand is `cove runner`: run a runner, or manage runners.
 func RunnerCommand() *cobra.Command {
-	o := runnerOptions{}
+	o := runnerOptions{sshListen: ":7722"}
 	cmd := &cobra.Command{
 		Use:   "runner --server URL [--join-token TOKEN]",
 		Short: "Run a runner on this host (as root), or manage runners",

@@ -14,7 +14,7 @@ import (
 // defaults, with the local CLI logged in.
 func UpCommand() *cobra.Command {
 	so := serverOptions{}
-	ro := runnerOptions{}
+	ro := runnerOptions{sshListen: "127.0.0.1:7722"}
 	var userName string
 	cmd := &cobra.Command{
 		Use:   "up",

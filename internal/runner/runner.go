@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -171,7 +172,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	r.sshAddr = r.cfg.SSHAdvertise
 	if r.sshAddr == "" {
-		r.sshAddr = ln.Addr().String()
+		r.sshAddr = advertiseAddr(ln.Addr().(*net.TCPAddr))
 	}
 	r.log.Info("ssh gateway listening", "addr", ln.Addr().String(), "advertise", r.sshAddr)
 	c, err := r.connect(ctx)
@@ -192,6 +193,18 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	return nil
+}
+
+// advertiseAddr is the gateway address users are told to dial when none is
+// configured: the listener's, or this host's name when it listens on every
+// address.
+func advertiseAddr(a *net.TCPAddr) string {
+	if a.IP.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			return net.JoinHostPort(h, strconv.Itoa(a.Port))
+		}
+	}
+	return a.String()
 }
 
 // checkTraversable makes sure environments' unprivileged host uids can
