@@ -145,6 +145,59 @@ func (SubPhase) EnumDescriptor() ([]byte, []int) {
 	return file_cove_v1_cove_proto_rawDescGZIP(), []int{1}
 }
 
+// Who may reach a port through the runner's HTTP proxy.
+type PortVisibility int32
+
+const (
+	PortVisibility_PORT_VISIBILITY_UNSPECIFIED  PortVisibility = 0 // private
+	PortVisibility_PORT_VISIBILITY_PRIVATE      PortVisibility = 1 // the environment's owner
+	PortVisibility_PORT_VISIBILITY_ORGANIZATION PortVisibility = 2 // any member of the owner's organization
+	PortVisibility_PORT_VISIBILITY_PUBLIC       PortVisibility = 3 // anyone, without logging in
+)
+
+// Enum value maps for PortVisibility.
+var (
+	PortVisibility_name = map[int32]string{
+		0: "PORT_VISIBILITY_UNSPECIFIED",
+		1: "PORT_VISIBILITY_PRIVATE",
+		2: "PORT_VISIBILITY_ORGANIZATION",
+		3: "PORT_VISIBILITY_PUBLIC",
+	}
+	PortVisibility_value = map[string]int32{
+		"PORT_VISIBILITY_UNSPECIFIED":  0,
+		"PORT_VISIBILITY_PRIVATE":      1,
+		"PORT_VISIBILITY_ORGANIZATION": 2,
+		"PORT_VISIBILITY_PUBLIC":       3,
+	}
+)
+
+func (x PortVisibility) Enum() *PortVisibility {
+	p := new(PortVisibility)
+	*p = x
+	return p
+}
+
+func (x PortVisibility) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PortVisibility) Descriptor() protoreflect.EnumDescriptor {
+	return file_cove_v1_cove_proto_enumTypes[2].Descriptor()
+}
+
+func (PortVisibility) Type() protoreflect.EnumType {
+	return &file_cove_v1_cove_proto_enumTypes[2]
+}
+
+func (x PortVisibility) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PortVisibility.Descriptor instead.
+func (PortVisibility) EnumDescriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{2}
+}
+
 type RunnerPhase int32
 
 const (
@@ -181,11 +234,11 @@ func (x RunnerPhase) String() string {
 }
 
 func (RunnerPhase) Descriptor() protoreflect.EnumDescriptor {
-	return file_cove_v1_cove_proto_enumTypes[2].Descriptor()
+	return file_cove_v1_cove_proto_enumTypes[3].Descriptor()
 }
 
 func (RunnerPhase) Type() protoreflect.EnumType {
-	return &file_cove_v1_cove_proto_enumTypes[2]
+	return &file_cove_v1_cove_proto_enumTypes[3]
 }
 
 func (x RunnerPhase) Number() protoreflect.EnumNumber {
@@ -194,7 +247,7 @@ func (x RunnerPhase) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RunnerPhase.Descriptor instead.
 func (RunnerPhase) EnumDescriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{2}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{3}
 }
 
 type EnvironmentMetadata struct {
@@ -406,6 +459,59 @@ func (x *Timeouts) GetMaxLifetimeSeconds() int64 {
 	return 0
 }
 
+// PortSpec is the owner's sharing choice for one port.
+type PortSpec struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Port          int32                  `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	Visibility    PortVisibility         `protobuf:"varint,2,opt,name=visibility,proto3,enum=cove.v1.PortVisibility" json:"visibility,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortSpec) Reset() {
+	*x = PortSpec{}
+	mi := &file_cove_v1_cove_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortSpec) ProtoMessage() {}
+
+func (x *PortSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortSpec.ProtoReflect.Descriptor instead.
+func (*PortSpec) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PortSpec) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *PortSpec) GetVisibility() PortVisibility {
+	if x != nil {
+		return x.Visibility
+	}
+	return PortVisibility_PORT_VISIBILITY_UNSPECIFIED
+}
+
 type EnvironmentSpec struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	DesiredPhase EnvironmentPhase       `protobuf:"varint,1,opt,name=desired_phase,json=desiredPhase,proto3,enum=cove.v1.EnvironmentPhase" json:"desired_phase,omitempty"`
@@ -416,14 +522,17 @@ type EnvironmentSpec struct {
 	DevcontainerPath string    `protobuf:"bytes,5,opt,name=devcontainer_path,json=devcontainerPath,proto3" json:"devcontainer_path,omitempty"`
 	Timeouts         *Timeouts `protobuf:"bytes,6,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
 	// Image to use when the repository names none.
-	DefaultImage  string `protobuf:"bytes,7,opt,name=default_image,json=defaultImage,proto3" json:"default_image,omitempty"`
+	DefaultImage string `protobuf:"bytes,7,opt,name=default_image,json=defaultImage,proto3" json:"default_image,omitempty"`
+	// Sharing of ports through the runner's HTTP proxy; ports not listed are
+	// private.
+	Ports         []*PortSpec `protobuf:"bytes,8,rep,name=ports,proto3" json:"ports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EnvironmentSpec) Reset() {
 	*x = EnvironmentSpec{}
-	mi := &file_cove_v1_cove_proto_msgTypes[3]
+	mi := &file_cove_v1_cove_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -435,7 +544,7 @@ func (x *EnvironmentSpec) String() string {
 func (*EnvironmentSpec) ProtoMessage() {}
 
 func (x *EnvironmentSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[3]
+	mi := &file_cove_v1_cove_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -448,7 +557,7 @@ func (x *EnvironmentSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvironmentSpec.ProtoReflect.Descriptor instead.
 func (*EnvironmentSpec) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{3}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EnvironmentSpec) GetDesiredPhase() EnvironmentPhase {
@@ -500,6 +609,13 @@ func (x *EnvironmentSpec) GetDefaultImage() string {
 	return ""
 }
 
+func (x *EnvironmentSpec) GetPorts() []*PortSpec {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
 type SubStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Phase         SubPhase               `protobuf:"varint,1,opt,name=phase,proto3,enum=cove.v1.SubPhase" json:"phase,omitempty"`
@@ -510,7 +626,7 @@ type SubStatus struct {
 
 func (x *SubStatus) Reset() {
 	*x = SubStatus{}
-	mi := &file_cove_v1_cove_proto_msgTypes[4]
+	mi := &file_cove_v1_cove_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +638,7 @@ func (x *SubStatus) String() string {
 func (*SubStatus) ProtoMessage() {}
 
 func (x *SubStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[4]
+	mi := &file_cove_v1_cove_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +651,7 @@ func (x *SubStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubStatus.ProtoReflect.Descriptor instead.
 func (*SubStatus) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{4}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SubStatus) GetPhase() SubPhase {
@@ -564,7 +680,7 @@ type SSHAddress struct {
 
 func (x *SSHAddress) Reset() {
 	*x = SSHAddress{}
-	mi := &file_cove_v1_cove_proto_msgTypes[5]
+	mi := &file_cove_v1_cove_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +692,7 @@ func (x *SSHAddress) String() string {
 func (*SSHAddress) ProtoMessage() {}
 
 func (x *SSHAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[5]
+	mi := &file_cove_v1_cove_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +705,7 @@ func (x *SSHAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SSHAddress.ProtoReflect.Descriptor instead.
 func (*SSHAddress) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{5}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SSHAddress) GetAddress() string {
@@ -606,6 +722,77 @@ func (x *SSHAddress) GetHost() string {
 	return ""
 }
 
+// Port is a TCP port something listens on inside the environment.
+type Port struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Port  int32                  `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	// Listen address inside the environment, e.g. "0.0.0.0", "127.0.0.1", "::".
+	Address    string         `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Visibility PortVisibility `protobuf:"varint,3,opt,name=visibility,proto3,enum=cove.v1.PortVisibility" json:"visibility,omitempty"`
+	// URL of the port through the runner's HTTP proxy.
+	Url           string `protobuf:"bytes,4,opt,name=url,proto3" json:"url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Port) Reset() {
+	*x = Port{}
+	mi := &file_cove_v1_cove_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Port) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Port) ProtoMessage() {}
+
+func (x *Port) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Port.ProtoReflect.Descriptor instead.
+func (*Port) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Port) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *Port) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Port) GetVisibility() PortVisibility {
+	if x != nil {
+		return x.Visibility
+	}
+	return PortVisibility_PORT_VISIBILITY_UNSPECIFIED
+}
+
+func (x *Port) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
 type Activity struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	LastActive *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=last_active,json=lastActive,proto3" json:"last_active,omitempty"`
@@ -617,7 +804,7 @@ type Activity struct {
 
 func (x *Activity) Reset() {
 	*x = Activity{}
-	mi := &file_cove_v1_cove_proto_msgTypes[6]
+	mi := &file_cove_v1_cove_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +816,7 @@ func (x *Activity) String() string {
 func (*Activity) ProtoMessage() {}
 
 func (x *Activity) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[6]
+	mi := &file_cove_v1_cove_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +829,7 @@ func (x *Activity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Activity.ProtoReflect.Descriptor instead.
 func (*Activity) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{6}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Activity) GetLastActive() *timestamppb.Timestamp {
@@ -674,13 +861,17 @@ type EnvironmentStatus struct {
 	ImageDigest string `protobuf:"bytes,10,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
 	// Workspace folder inside the environment, e.g. /workspaces/myrepo.
 	WorkspaceFolder string `protobuf:"bytes,11,opt,name=workspace_folder,json=workspaceFolder,proto3" json:"workspace_folder,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Listening TCP ports, as the agent discovers them.
+	Ports []*Port `protobuf:"bytes,12,rep,name=ports,proto3" json:"ports,omitempty"`
+	// The environment's address on its runner's network.
+	IpAddress     string `protobuf:"bytes,13,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EnvironmentStatus) Reset() {
 	*x = EnvironmentStatus{}
-	mi := &file_cove_v1_cove_proto_msgTypes[7]
+	mi := &file_cove_v1_cove_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +883,7 @@ func (x *EnvironmentStatus) String() string {
 func (*EnvironmentStatus) ProtoMessage() {}
 
 func (x *EnvironmentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[7]
+	mi := &file_cove_v1_cove_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +896,7 @@ func (x *EnvironmentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvironmentStatus.ProtoReflect.Descriptor instead.
 func (*EnvironmentStatus) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{7}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *EnvironmentStatus) GetPhase() EnvironmentPhase {
@@ -785,6 +976,20 @@ func (x *EnvironmentStatus) GetWorkspaceFolder() string {
 	return ""
 }
 
+func (x *EnvironmentStatus) GetPorts() []*Port {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *EnvironmentStatus) GetIpAddress() string {
+	if x != nil {
+		return x.IpAddress
+	}
+	return ""
+}
+
 type Environment struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -800,7 +1005,7 @@ type Environment struct {
 
 func (x *Environment) Reset() {
 	*x = Environment{}
-	mi := &file_cove_v1_cove_proto_msgTypes[8]
+	mi := &file_cove_v1_cove_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +1017,7 @@ func (x *Environment) String() string {
 func (*Environment) ProtoMessage() {}
 
 func (x *Environment) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[8]
+	mi := &file_cove_v1_cove_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +1030,7 @@ func (x *Environment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Environment.ProtoReflect.Descriptor instead.
 func (*Environment) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{8}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Environment) GetId() string {
@@ -873,7 +1078,7 @@ type CreateEnvironmentRequest struct {
 
 func (x *CreateEnvironmentRequest) Reset() {
 	*x = CreateEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[9]
+	mi := &file_cove_v1_cove_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +1090,7 @@ func (x *CreateEnvironmentRequest) String() string {
 func (*CreateEnvironmentRequest) ProtoMessage() {}
 
 func (x *CreateEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[9]
+	mi := &file_cove_v1_cove_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +1103,7 @@ func (x *CreateEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{9}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateEnvironmentRequest) GetName() string {
@@ -924,7 +1129,7 @@ type CreateEnvironmentResponse struct {
 
 func (x *CreateEnvironmentResponse) Reset() {
 	*x = CreateEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[10]
+	mi := &file_cove_v1_cove_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +1141,7 @@ func (x *CreateEnvironmentResponse) String() string {
 func (*CreateEnvironmentResponse) ProtoMessage() {}
 
 func (x *CreateEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[10]
+	mi := &file_cove_v1_cove_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1154,7 @@ func (x *CreateEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{10}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateEnvironmentResponse) GetEnvironment() *Environment {
@@ -969,7 +1174,7 @@ type GetEnvironmentRequest struct {
 
 func (x *GetEnvironmentRequest) Reset() {
 	*x = GetEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[11]
+	mi := &file_cove_v1_cove_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1186,7 @@ func (x *GetEnvironmentRequest) String() string {
 func (*GetEnvironmentRequest) ProtoMessage() {}
 
 func (x *GetEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[11]
+	mi := &file_cove_v1_cove_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1199,7 @@ func (x *GetEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*GetEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{11}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetEnvironmentRequest) GetId() string {
@@ -1013,7 +1218,7 @@ type GetEnvironmentResponse struct {
 
 func (x *GetEnvironmentResponse) Reset() {
 	*x = GetEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[12]
+	mi := &file_cove_v1_cove_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1230,7 @@ func (x *GetEnvironmentResponse) String() string {
 func (*GetEnvironmentResponse) ProtoMessage() {}
 
 func (x *GetEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[12]
+	mi := &file_cove_v1_cove_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1243,7 @@ func (x *GetEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*GetEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{12}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetEnvironmentResponse) GetEnvironment() *Environment {
@@ -1058,7 +1263,7 @@ type ListEnvironmentsRequest struct {
 
 func (x *ListEnvironmentsRequest) Reset() {
 	*x = ListEnvironmentsRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[13]
+	mi := &file_cove_v1_cove_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1275,7 @@ func (x *ListEnvironmentsRequest) String() string {
 func (*ListEnvironmentsRequest) ProtoMessage() {}
 
 func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[13]
+	mi := &file_cove_v1_cove_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1288,7 @@ func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsRequest.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{13}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListEnvironmentsRequest) GetIncludeDeleted() bool {
@@ -1102,7 +1307,7 @@ type ListEnvironmentsResponse struct {
 
 func (x *ListEnvironmentsResponse) Reset() {
 	*x = ListEnvironmentsResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[14]
+	mi := &file_cove_v1_cove_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1319,7 @@ func (x *ListEnvironmentsResponse) String() string {
 func (*ListEnvironmentsResponse) ProtoMessage() {}
 
 func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[14]
+	mi := &file_cove_v1_cove_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1332,7 @@ func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsResponse.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{14}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListEnvironmentsResponse) GetEnvironments() []*Environment {
@@ -1148,7 +1353,7 @@ type UpdateEnvironmentRequest struct {
 
 func (x *UpdateEnvironmentRequest) Reset() {
 	*x = UpdateEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[15]
+	mi := &file_cove_v1_cove_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1365,7 @@ func (x *UpdateEnvironmentRequest) String() string {
 func (*UpdateEnvironmentRequest) ProtoMessage() {}
 
 func (x *UpdateEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[15]
+	mi := &file_cove_v1_cove_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1378,7 @@ func (x *UpdateEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{15}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpdateEnvironmentRequest) GetId() string {
@@ -1199,7 +1404,7 @@ type UpdateEnvironmentResponse struct {
 
 func (x *UpdateEnvironmentResponse) Reset() {
 	*x = UpdateEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[16]
+	mi := &file_cove_v1_cove_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1416,7 @@ func (x *UpdateEnvironmentResponse) String() string {
 func (*UpdateEnvironmentResponse) ProtoMessage() {}
 
 func (x *UpdateEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[16]
+	mi := &file_cove_v1_cove_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1429,7 @@ func (x *UpdateEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*UpdateEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{16}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UpdateEnvironmentResponse) GetEnvironment() *Environment {
@@ -1243,7 +1448,7 @@ type DeleteEnvironmentRequest struct {
 
 func (x *DeleteEnvironmentRequest) Reset() {
 	*x = DeleteEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[17]
+	mi := &file_cove_v1_cove_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1255,7 +1460,7 @@ func (x *DeleteEnvironmentRequest) String() string {
 func (*DeleteEnvironmentRequest) ProtoMessage() {}
 
 func (x *DeleteEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[17]
+	mi := &file_cove_v1_cove_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1268,7 +1473,7 @@ func (x *DeleteEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{17}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteEnvironmentRequest) GetId() string {
@@ -1287,7 +1492,7 @@ type DeleteEnvironmentResponse struct {
 
 func (x *DeleteEnvironmentResponse) Reset() {
 	*x = DeleteEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[18]
+	mi := &file_cove_v1_cove_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1504,7 @@ func (x *DeleteEnvironmentResponse) String() string {
 func (*DeleteEnvironmentResponse) ProtoMessage() {}
 
 func (x *DeleteEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[18]
+	mi := &file_cove_v1_cove_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1517,7 @@ func (x *DeleteEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{18}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteEnvironmentResponse) GetEnvironment() *Environment {
@@ -1334,7 +1539,7 @@ type WatchEnvironmentsRequest struct {
 
 func (x *WatchEnvironmentsRequest) Reset() {
 	*x = WatchEnvironmentsRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[19]
+	mi := &file_cove_v1_cove_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1346,7 +1551,7 @@ func (x *WatchEnvironmentsRequest) String() string {
 func (*WatchEnvironmentsRequest) ProtoMessage() {}
 
 func (x *WatchEnvironmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[19]
+	mi := &file_cove_v1_cove_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1359,7 +1564,7 @@ func (x *WatchEnvironmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEnvironmentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEnvironmentsRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{19}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchEnvironmentsRequest) GetId() string {
@@ -1385,7 +1590,7 @@ type WatchEnvironmentsResponse struct {
 
 func (x *WatchEnvironmentsResponse) Reset() {
 	*x = WatchEnvironmentsResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[20]
+	mi := &file_cove_v1_cove_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1602,7 @@ func (x *WatchEnvironmentsResponse) String() string {
 func (*WatchEnvironmentsResponse) ProtoMessage() {}
 
 func (x *WatchEnvironmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[20]
+	mi := &file_cove_v1_cove_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1615,7 @@ func (x *WatchEnvironmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEnvironmentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEnvironmentsResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{20}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchEnvironmentsResponse) GetEnvironment() *Environment {
@@ -1431,7 +1636,7 @@ type SignSSHCertificateRequest struct {
 
 func (x *SignSSHCertificateRequest) Reset() {
 	*x = SignSSHCertificateRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[21]
+	mi := &file_cove_v1_cove_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1648,7 @@ func (x *SignSSHCertificateRequest) String() string {
 func (*SignSSHCertificateRequest) ProtoMessage() {}
 
 func (x *SignSSHCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[21]
+	mi := &file_cove_v1_cove_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1661,7 @@ func (x *SignSSHCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignSSHCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SignSSHCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{21}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SignSSHCertificateRequest) GetEnvironmentId() string {
@@ -1487,7 +1692,7 @@ type SignSSHCertificateResponse struct {
 
 func (x *SignSSHCertificateResponse) Reset() {
 	*x = SignSSHCertificateResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[22]
+	mi := &file_cove_v1_cove_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +1704,7 @@ func (x *SignSSHCertificateResponse) String() string {
 func (*SignSSHCertificateResponse) ProtoMessage() {}
 
 func (x *SignSSHCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[22]
+	mi := &file_cove_v1_cove_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +1717,7 @@ func (x *SignSSHCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignSSHCertificateResponse.ProtoReflect.Descriptor instead.
 func (*SignSSHCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{22}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SignSSHCertificateResponse) GetCertificate() string {
@@ -1543,6 +1748,110 @@ func (x *SignSSHCertificateResponse) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type SharePortRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Port          int32                  `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	Visibility    PortVisibility         `protobuf:"varint,3,opt,name=visibility,proto3,enum=cove.v1.PortVisibility" json:"visibility,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SharePortRequest) Reset() {
+	*x = SharePortRequest{}
+	mi := &file_cove_v1_cove_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharePortRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharePortRequest) ProtoMessage() {}
+
+func (x *SharePortRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharePortRequest.ProtoReflect.Descriptor instead.
+func (*SharePortRequest) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SharePortRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SharePortRequest) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *SharePortRequest) GetVisibility() PortVisibility {
+	if x != nil {
+		return x.Visibility
+	}
+	return PortVisibility_PORT_VISIBILITY_UNSPECIFIED
+}
+
+type SharePortResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Environment   *Environment           `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SharePortResponse) Reset() {
+	*x = SharePortResponse{}
+	mi := &file_cove_v1_cove_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharePortResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharePortResponse) ProtoMessage() {}
+
+func (x *SharePortResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharePortResponse.ProtoReflect.Descriptor instead.
+func (*SharePortResponse) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SharePortResponse) GetEnvironment() *Environment {
+	if x != nil {
+		return x.Environment
+	}
+	return nil
+}
+
 type User struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Id             string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1556,7 +1865,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_cove_v1_cove_proto_msgTypes[23]
+	mi := &file_cove_v1_cove_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1877,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[23]
+	mi := &file_cove_v1_cove_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1890,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{23}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *User) GetId() string {
@@ -1620,7 +1929,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[24]
+	mi := &file_cove_v1_cove_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1941,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[24]
+	mi := &file_cove_v1_cove_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1954,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{24}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{28}
 }
 
 type WhoAmIResponse struct {
@@ -1657,7 +1966,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[25]
+	mi := &file_cove_v1_cove_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1978,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[25]
+	mi := &file_cove_v1_cove_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1991,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{25}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WhoAmIResponse) GetUser() *User {
@@ -1702,7 +2011,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[26]
+	mi := &file_cove_v1_cove_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +2023,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[26]
+	mi := &file_cove_v1_cove_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +2036,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{26}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateTokenRequest) GetName() string {
@@ -1754,7 +2063,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[27]
+	mi := &file_cove_v1_cove_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +2075,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[27]
+	mi := &file_cove_v1_cove_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +2088,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{27}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -1799,7 +2108,7 @@ type CreateUserRequest struct {
 
 func (x *CreateUserRequest) Reset() {
 	*x = CreateUserRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[28]
+	mi := &file_cove_v1_cove_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1811,7 +2120,7 @@ func (x *CreateUserRequest) String() string {
 func (*CreateUserRequest) ProtoMessage() {}
 
 func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[28]
+	mi := &file_cove_v1_cove_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1824,7 +2133,7 @@ func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
 func (*CreateUserRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{28}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CreateUserRequest) GetName() string {
@@ -1851,7 +2160,7 @@ type CreateUserResponse struct {
 
 func (x *CreateUserResponse) Reset() {
 	*x = CreateUserResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[29]
+	mi := &file_cove_v1_cove_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1863,7 +2172,7 @@ func (x *CreateUserResponse) String() string {
 func (*CreateUserResponse) ProtoMessage() {}
 
 func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[29]
+	mi := &file_cove_v1_cove_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1876,7 +2185,7 @@ func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
 func (*CreateUserResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{29}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateUserResponse) GetUser() *User {
@@ -1894,21 +2203,29 @@ func (x *CreateUserResponse) GetToken() string {
 }
 
 type EnvironmentClass struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	DisplayName   string                 `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
-	Cpus          int32                  `protobuf:"varint,3,opt,name=cpus,proto3" json:"cpus,omitempty"`
-	MemoryBytes   int64                  `protobuf:"varint,4,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
-	DiskBytes     int64                  `protobuf:"varint,5,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
-	Runtime       string                 `protobuf:"bytes,6,opt,name=runtime,proto3" json:"runtime,omitempty"`
-	Pids          int32                  `protobuf:"varint,7,opt,name=pids,proto3" json:"pids,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	DisplayName string                 `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	Cpus        int32                  `protobuf:"varint,3,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryBytes int64                  `protobuf:"varint,4,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	DiskBytes   int64                  `protobuf:"varint,5,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	Runtime     string                 `protobuf:"bytes,6,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	Pids        int32                  `protobuf:"varint,7,opt,name=pids,proto3" json:"pids,omitempty"`
+	// Egress policy: "allow-all" (default), "deny-private" (no RFC 1918, ULA,
+	// CGNAT or link-local destinations) or "allowlist" (only egress_allow).
+	EgressPolicy string `protobuf:"bytes,8,opt,name=egress_policy,json=egressPolicy,proto3" json:"egress_policy,omitempty"`
+	// For "allowlist": CIDR or CIDR:PORT entries, e.g. "192.0.2.0/24:443".
+	EgressAllow []string `protobuf:"bytes,9,rep,name=egress_allow,json=egressAllow,proto3" json:"egress_allow,omitempty"`
+	// Bandwidth limits in bits per second; 0 means unlimited.
+	EgressRateBits  int64 `protobuf:"varint,10,opt,name=egress_rate_bits,json=egressRateBits,proto3" json:"egress_rate_bits,omitempty"`
+	IngressRateBits int64 `protobuf:"varint,11,opt,name=ingress_rate_bits,json=ingressRateBits,proto3" json:"ingress_rate_bits,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *EnvironmentClass) Reset() {
 	*x = EnvironmentClass{}
-	mi := &file_cove_v1_cove_proto_msgTypes[30]
+	mi := &file_cove_v1_cove_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1920,7 +2237,7 @@ func (x *EnvironmentClass) String() string {
 func (*EnvironmentClass) ProtoMessage() {}
 
 func (x *EnvironmentClass) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[30]
+	mi := &file_cove_v1_cove_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1933,7 +2250,7 @@ func (x *EnvironmentClass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvironmentClass.ProtoReflect.Descriptor instead.
 func (*EnvironmentClass) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{30}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *EnvironmentClass) GetId() string {
@@ -1985,6 +2302,34 @@ func (x *EnvironmentClass) GetPids() int32 {
 	return 0
 }
 
+func (x *EnvironmentClass) GetEgressPolicy() string {
+	if x != nil {
+		return x.EgressPolicy
+	}
+	return ""
+}
+
+func (x *EnvironmentClass) GetEgressAllow() []string {
+	if x != nil {
+		return x.EgressAllow
+	}
+	return nil
+}
+
+func (x *EnvironmentClass) GetEgressRateBits() int64 {
+	if x != nil {
+		return x.EgressRateBits
+	}
+	return 0
+}
+
+func (x *EnvironmentClass) GetIngressRateBits() int64 {
+	if x != nil {
+		return x.IngressRateBits
+	}
+	return 0
+}
+
 type RunnerCapabilities struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Runtimes    []string               `protobuf:"bytes,1,rep,name=runtimes,proto3" json:"runtimes,omitempty"`
@@ -1995,14 +2340,16 @@ type RunnerCapabilities struct {
 	// Most environments this runner will run at once.
 	MaxEnvironments int32 `protobuf:"varint,6,opt,name=max_environments,json=maxEnvironments,proto3" json:"max_environments,omitempty"`
 	// host:port users reach the runner's SSH gateway on.
-	SshAddress    string `protobuf:"bytes,7,opt,name=ssh_address,json=sshAddress,proto3" json:"ssh_address,omitempty"`
+	SshAddress string `protobuf:"bytes,7,opt,name=ssh_address,json=sshAddress,proto3" json:"ssh_address,omitempty"`
+	// Base URL of the runner's HTTP port proxy, e.g. "https://runner1:7743".
+	ProxyUrl      string `protobuf:"bytes,8,opt,name=proxy_url,json=proxyUrl,proto3" json:"proxy_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunnerCapabilities) Reset() {
 	*x = RunnerCapabilities{}
-	mi := &file_cove_v1_cove_proto_msgTypes[31]
+	mi := &file_cove_v1_cove_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2361,7 @@ func (x *RunnerCapabilities) String() string {
 func (*RunnerCapabilities) ProtoMessage() {}
 
 func (x *RunnerCapabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[31]
+	mi := &file_cove_v1_cove_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2374,7 @@ func (x *RunnerCapabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunnerCapabilities.ProtoReflect.Descriptor instead.
 func (*RunnerCapabilities) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{31}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RunnerCapabilities) GetRuntimes() []string {
@@ -2079,6 +2426,13 @@ func (x *RunnerCapabilities) GetSshAddress() string {
 	return ""
 }
 
+func (x *RunnerCapabilities) GetProxyUrl() string {
+	if x != nil {
+		return x.ProxyUrl
+	}
+	return ""
+}
+
 type Runner struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -2094,7 +2448,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_cove_v1_cove_proto_msgTypes[32]
+	mi := &file_cove_v1_cove_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2460,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[32]
+	mi := &file_cove_v1_cove_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2473,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{32}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Runner) GetId() string {
@@ -2180,7 +2534,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[33]
+	mi := &file_cove_v1_cove_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +2546,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[33]
+	mi := &file_cove_v1_cove_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +2559,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{33}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateJoinTokenRequest) GetTtlSeconds() int64 {
@@ -2224,7 +2578,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[34]
+	mi := &file_cove_v1_cove_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2236,7 +2590,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[34]
+	mi := &file_cove_v1_cove_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2249,7 +2603,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{34}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreateJoinTokenResponse) GetJoinToken() string {
@@ -2269,7 +2623,7 @@ type JoinRunnerRequest struct {
 
 func (x *JoinRunnerRequest) Reset() {
 	*x = JoinRunnerRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[35]
+	mi := &file_cove_v1_cove_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2281,7 +2635,7 @@ func (x *JoinRunnerRequest) String() string {
 func (*JoinRunnerRequest) ProtoMessage() {}
 
 func (x *JoinRunnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[35]
+	mi := &file_cove_v1_cove_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2294,7 +2648,7 @@ func (x *JoinRunnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRunnerRequest.ProtoReflect.Descriptor instead.
 func (*JoinRunnerRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{35}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *JoinRunnerRequest) GetJoinToken() string {
@@ -2321,7 +2675,7 @@ type JoinRunnerResponse struct {
 
 func (x *JoinRunnerResponse) Reset() {
 	*x = JoinRunnerResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	mi := &file_cove_v1_cove_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2687,7 @@ func (x *JoinRunnerResponse) String() string {
 func (*JoinRunnerResponse) ProtoMessage() {}
 
 func (x *JoinRunnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	mi := &file_cove_v1_cove_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2700,7 @@ func (x *JoinRunnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRunnerResponse.ProtoReflect.Descriptor instead.
 func (*JoinRunnerResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{36}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *JoinRunnerResponse) GetRunnerId() string {
@@ -2371,7 +2725,7 @@ type ListRunnersRequest struct {
 
 func (x *ListRunnersRequest) Reset() {
 	*x = ListRunnersRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	mi := &file_cove_v1_cove_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2737,7 @@ func (x *ListRunnersRequest) String() string {
 func (*ListRunnersRequest) ProtoMessage() {}
 
 func (x *ListRunnersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	mi := &file_cove_v1_cove_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2750,7 @@ func (x *ListRunnersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunnersRequest.ProtoReflect.Descriptor instead.
 func (*ListRunnersRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{37}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{41}
 }
 
 type ListRunnersResponse struct {
@@ -2408,7 +2762,7 @@ type ListRunnersResponse struct {
 
 func (x *ListRunnersResponse) Reset() {
 	*x = ListRunnersResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	mi := &file_cove_v1_cove_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2420,7 +2774,7 @@ func (x *ListRunnersResponse) String() string {
 func (*ListRunnersResponse) ProtoMessage() {}
 
 func (x *ListRunnersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	mi := &file_cove_v1_cove_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2433,7 +2787,7 @@ func (x *ListRunnersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunnersResponse.ProtoReflect.Descriptor instead.
 func (*ListRunnersResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{38}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListRunnersResponse) GetRunners() []*Runner {
@@ -2451,7 +2805,7 @@ type ListEnvironmentClassesRequest struct {
 
 func (x *ListEnvironmentClassesRequest) Reset() {
 	*x = ListEnvironmentClassesRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[39]
+	mi := &file_cove_v1_cove_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2463,7 +2817,7 @@ func (x *ListEnvironmentClassesRequest) String() string {
 func (*ListEnvironmentClassesRequest) ProtoMessage() {}
 
 func (x *ListEnvironmentClassesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[39]
+	mi := &file_cove_v1_cove_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2476,7 +2830,7 @@ func (x *ListEnvironmentClassesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentClassesRequest.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentClassesRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{39}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{43}
 }
 
 type ListEnvironmentClassesResponse struct {
@@ -2488,7 +2842,7 @@ type ListEnvironmentClassesResponse struct {
 
 func (x *ListEnvironmentClassesResponse) Reset() {
 	*x = ListEnvironmentClassesResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[40]
+	mi := &file_cove_v1_cove_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2500,7 +2854,7 @@ func (x *ListEnvironmentClassesResponse) String() string {
 func (*ListEnvironmentClassesResponse) ProtoMessage() {}
 
 func (x *ListEnvironmentClassesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[40]
+	mi := &file_cove_v1_cove_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2513,7 +2867,7 @@ func (x *ListEnvironmentClassesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentClassesResponse.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentClassesResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{40}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListEnvironmentClassesResponse) GetClasses() []*EnvironmentClass {
@@ -2533,7 +2887,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[41]
+	mi := &file_cove_v1_cove_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2545,7 +2899,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[41]
+	mi := &file_cove_v1_cove_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2558,7 +2912,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{41}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *HeartbeatRequest) GetCapabilities() *RunnerCapabilities {
@@ -2589,7 +2943,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[42]
+	mi := &file_cove_v1_cove_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2601,7 +2955,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[42]
+	mi := &file_cove_v1_cove_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2614,7 +2968,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{42}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *HeartbeatResponse) GetHostCertificate() string {
@@ -2647,7 +3001,7 @@ type WatchAssignmentsRequest struct {
 
 func (x *WatchAssignmentsRequest) Reset() {
 	*x = WatchAssignmentsRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[43]
+	mi := &file_cove_v1_cove_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2659,7 +3013,7 @@ func (x *WatchAssignmentsRequest) String() string {
 func (*WatchAssignmentsRequest) ProtoMessage() {}
 
 func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[43]
+	mi := &file_cove_v1_cove_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2672,7 +3026,7 @@ func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{43}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *WatchAssignmentsRequest) GetSinceRevision() int64 {
@@ -2691,7 +3045,7 @@ type WatchAssignmentsResponse struct {
 
 func (x *WatchAssignmentsResponse) Reset() {
 	*x = WatchAssignmentsResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[44]
+	mi := &file_cove_v1_cove_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2703,7 +3057,7 @@ func (x *WatchAssignmentsResponse) String() string {
 func (*WatchAssignmentsResponse) ProtoMessage() {}
 
 func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[44]
+	mi := &file_cove_v1_cove_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2716,7 +3070,7 @@ func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{44}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *WatchAssignmentsResponse) GetEnvironment() *Environment {
@@ -2736,7 +3090,7 @@ type ReportStatusRequest struct {
 
 func (x *ReportStatusRequest) Reset() {
 	*x = ReportStatusRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[45]
+	mi := &file_cove_v1_cove_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2748,7 +3102,7 @@ func (x *ReportStatusRequest) String() string {
 func (*ReportStatusRequest) ProtoMessage() {}
 
 func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[45]
+	mi := &file_cove_v1_cove_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2761,7 +3115,7 @@ func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{45}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReportStatusRequest) GetEnvironmentId() string {
@@ -2787,7 +3141,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[46]
+	mi := &file_cove_v1_cove_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2799,7 +3153,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[46]
+	mi := &file_cove_v1_cove_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2812,7 +3166,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{46}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReportStatusResponse) GetEnvironment() *Environment {
@@ -2820,6 +3174,139 @@ func (x *ReportStatusResponse) GetEnvironment() *Environment {
 		return x.Environment
 	}
 	return nil
+}
+
+// The runner's port proxy asks whether a request may reach a port.
+type AuthorizePortAccessRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EnvironmentId string                 `protobuf:"bytes,1,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
+	Port          int32                  `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	// What the request carried: a personal access token or a port session
+	// token the server issued (cookie); empty for anonymous requests.
+	Token         string `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorizePortAccessRequest) Reset() {
+	*x = AuthorizePortAccessRequest{}
+	mi := &file_cove_v1_cove_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorizePortAccessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorizePortAccessRequest) ProtoMessage() {}
+
+func (x *AuthorizePortAccessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorizePortAccessRequest.ProtoReflect.Descriptor instead.
+func (*AuthorizePortAccessRequest) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *AuthorizePortAccessRequest) GetEnvironmentId() string {
+	if x != nil {
+		return x.EnvironmentId
+	}
+	return ""
+}
+
+func (x *AuthorizePortAccessRequest) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *AuthorizePortAccessRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+type AuthorizePortAccessResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Allowed bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	UserId  string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Why not, for logs and error pages.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// How long the runner may cache this answer.
+	CacheSeconds  int64 `protobuf:"varint,4,opt,name=cache_seconds,json=cacheSeconds,proto3" json:"cache_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorizePortAccessResponse) Reset() {
+	*x = AuthorizePortAccessResponse{}
+	mi := &file_cove_v1_cove_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorizePortAccessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorizePortAccessResponse) ProtoMessage() {}
+
+func (x *AuthorizePortAccessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorizePortAccessResponse.ProtoReflect.Descriptor instead.
+func (*AuthorizePortAccessResponse) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *AuthorizePortAccessResponse) GetAllowed() bool {
+	if x != nil {
+		return x.Allowed
+	}
+	return false
+}
+
+func (x *AuthorizePortAccessResponse) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *AuthorizePortAccessResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AuthorizePortAccessResponse) GetCacheSeconds() int64 {
+	if x != nil {
+		return x.CacheSeconds
+	}
+	return 0
 }
 
 var File_cove_v1_cove_proto protoreflect.FileDescriptor
@@ -2844,7 +3331,12 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x03ref\x18\x02 \x01(\tR\x03ref\"k\n" +
 	"\bTimeouts\x12-\n" +
 	"\x12inactivity_seconds\x18\x01 \x01(\x03R\x11inactivitySeconds\x120\n" +
-	"\x14max_lifetime_seconds\x18\x02 \x01(\x03R\x12maxLifetimeSeconds\"\xc2\x02\n" +
+	"\x14max_lifetime_seconds\x18\x02 \x01(\x03R\x12maxLifetimeSeconds\"W\n" +
+	"\bPortSpec\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\x05R\x04port\x127\n" +
+	"\n" +
+	"visibility\x18\x02 \x01(\x0e2\x17.cove.v1.PortVisibilityR\n" +
+	"visibility\"\xeb\x02\n" +
 	"\x0fEnvironmentSpec\x12>\n" +
 	"\rdesired_phase\x18\x01 \x01(\x0e2\x19.cove.v1.EnvironmentPhaseR\fdesiredPhase\x12!\n" +
 	"\fspec_version\x18\x02 \x01(\x03R\vspecVersion\x120\n" +
@@ -2852,18 +3344,26 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\bclass_id\x18\x04 \x01(\tR\aclassId\x12+\n" +
 	"\x11devcontainer_path\x18\x05 \x01(\tR\x10devcontainerPath\x12-\n" +
 	"\btimeouts\x18\x06 \x01(\v2\x11.cove.v1.TimeoutsR\btimeouts\x12#\n" +
-	"\rdefault_image\x18\a \x01(\tR\fdefaultImage\"N\n" +
+	"\rdefault_image\x18\a \x01(\tR\fdefaultImage\x12'\n" +
+	"\x05ports\x18\b \x03(\v2\x11.cove.v1.PortSpecR\x05ports\"N\n" +
 	"\tSubStatus\x12'\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x11.cove.v1.SubPhaseR\x05phase\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\":\n" +
 	"\n" +
 	"SSHAddress\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04host\x18\x02 \x01(\tR\x04host\"_\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\"\x7f\n" +
+	"\x04Port\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\x05R\x04port\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x127\n" +
+	"\n" +
+	"visibility\x18\x03 \x01(\x0e2\x17.cove.v1.PortVisibilityR\n" +
+	"visibility\x12\x10\n" +
+	"\x03url\x18\x04 \x01(\tR\x03url\"_\n" +
 	"\bActivity\x12;\n" +
 	"\vlast_active\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"lastActive\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xde\x03\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xa2\x04\n" +
 	"\x11EnvironmentStatus\x12/\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x19.cove.v1.EnvironmentPhaseR\x05phase\x12%\n" +
 	"\x0estatus_version\x18\x02 \x01(\x03R\rstatusVersion\x122\n" +
@@ -2876,7 +3376,10 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x05image\x18\t \x01(\tR\x05image\x12!\n" +
 	"\fimage_digest\x18\n" +
 	" \x01(\tR\vimageDigest\x12)\n" +
-	"\x10workspace_folder\x18\v \x01(\tR\x0fworkspaceFolder\"\xd5\x01\n" +
+	"\x10workspace_folder\x18\v \x01(\tR\x0fworkspaceFolder\x12#\n" +
+	"\x05ports\x18\f \x03(\v2\r.cove.v1.PortR\x05ports\x12\x1d\n" +
+	"\n" +
+	"ip_address\x18\r \x01(\tR\tipAddress\"\xd5\x01\n" +
 	"\vEnvironment\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x128\n" +
 	"\bmetadata\x18\x02 \x01(\v2\x1c.cove.v1.EnvironmentMetadataR\bmetadata\x12,\n" +
@@ -2919,7 +3422,15 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x03ssh\x18\x02 \x01(\v2\x13.cove.v1.SSHAddressR\x03ssh\x12\x17\n" +
 	"\ahost_ca\x18\x03 \x01(\tR\x06hostCa\x129\n" +
 	"\n" +
-	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"g\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"o\n" +
+	"\x10SharePortRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\x05R\x04port\x127\n" +
+	"\n" +
+	"visibility\x18\x03 \x01(\x0e2\x17.cove.v1.PortVisibilityR\n" +
+	"visibility\"K\n" +
+	"\x11SharePortResponse\x126\n" +
+	"\venvironment\x18\x01 \x01(\v2\x14.cove.v1.EnvironmentR\venvironment\"g\n" +
 	"\x04User\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12'\n" +
@@ -2939,7 +3450,7 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x04role\x18\x02 \x01(\tR\x04role\"M\n" +
 	"\x12CreateUserResponse\x12!\n" +
 	"\x04user\x18\x01 \x01(\v2\r.cove.v1.UserR\x04user\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token\"\xc9\x01\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\"\xe7\x02\n" +
 	"\x10EnvironmentClass\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x12\n" +
@@ -2948,7 +3459,12 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\n" +
 	"disk_bytes\x18\x05 \x01(\x03R\tdiskBytes\x12\x18\n" +
 	"\aruntime\x18\x06 \x01(\tR\aruntime\x12\x12\n" +
-	"\x04pids\x18\a \x01(\x05R\x04pids\"\x87\x02\n" +
+	"\x04pids\x18\a \x01(\x05R\x04pids\x12#\n" +
+	"\regress_policy\x18\b \x01(\tR\fegressPolicy\x12!\n" +
+	"\fegress_allow\x18\t \x03(\tR\vegressAllow\x12(\n" +
+	"\x10egress_rate_bits\x18\n" +
+	" \x01(\x03R\x0eegressRateBits\x12*\n" +
+	"\x11ingress_rate_bits\x18\v \x01(\x03R\x0fingressRateBits\"\xa4\x02\n" +
 	"\x12RunnerCapabilities\x12\x1a\n" +
 	"\bruntimes\x18\x01 \x03(\tR\bruntimes\x12\x12\n" +
 	"\x04cpus\x18\x02 \x01(\x05R\x04cpus\x12!\n" +
@@ -2958,7 +3474,8 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\aclasses\x18\x05 \x03(\v2\x19.cove.v1.EnvironmentClassR\aclasses\x12)\n" +
 	"\x10max_environments\x18\x06 \x01(\x05R\x0fmaxEnvironments\x12\x1f\n" +
 	"\vssh_address\x18\a \x01(\tR\n" +
-	"sshAddress\"\x90\x02\n" +
+	"sshAddress\x12\x1b\n" +
+	"\tproxy_url\x18\b \x01(\tR\bproxyUrl\"\x90\x02\n" +
 	"\x06Runner\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
@@ -3001,7 +3518,16 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x0eenvironment_id\x18\x01 \x01(\tR\renvironmentId\x122\n" +
 	"\x06status\x18\x02 \x01(\v2\x1a.cove.v1.EnvironmentStatusR\x06status\"N\n" +
 	"\x14ReportStatusResponse\x126\n" +
-	"\venvironment\x18\x01 \x01(\v2\x14.cove.v1.EnvironmentR\venvironment*\xb2\x02\n" +
+	"\venvironment\x18\x01 \x01(\v2\x14.cove.v1.EnvironmentR\venvironment\"m\n" +
+	"\x1aAuthorizePortAccessRequest\x12%\n" +
+	"\x0eenvironment_id\x18\x01 \x01(\tR\renvironmentId\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\"\x8d\x01\n" +
+	"\x1bAuthorizePortAccessResponse\x12\x18\n" +
+	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12#\n" +
+	"\rcache_seconds\x18\x04 \x01(\x03R\fcacheSeconds*\xb2\x02\n" +
 	"\x10EnvironmentPhase\x12!\n" +
 	"\x1dENVIRONMENT_PHASE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aENVIRONMENT_PHASE_CREATING\x10\x01\x12\x1e\n" +
@@ -3017,12 +3543,17 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x11SUB_PHASE_PENDING\x10\x01\x12\x19\n" +
 	"\x15SUB_PHASE_IN_PROGRESS\x10\x02\x12\x13\n" +
 	"\x0fSUB_PHASE_READY\x10\x03\x12\x14\n" +
-	"\x10SUB_PHASE_FAILED\x10\x04*z\n" +
+	"\x10SUB_PHASE_FAILED\x10\x04*\x8c\x01\n" +
+	"\x0ePortVisibility\x12\x1f\n" +
+	"\x1bPORT_VISIBILITY_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17PORT_VISIBILITY_PRIVATE\x10\x01\x12 \n" +
+	"\x1cPORT_VISIBILITY_ORGANIZATION\x10\x02\x12\x1a\n" +
+	"\x16PORT_VISIBILITY_PUBLIC\x10\x03*z\n" +
 	"\vRunnerPhase\x12\x1c\n" +
 	"\x18RUNNER_PHASE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13RUNNER_PHASE_ACTIVE\x10\x01\x12\x19\n" +
 	"\x15RUNNER_PHASE_INACTIVE\x10\x02\x12\x19\n" +
-	"\x15RUNNER_PHASE_DEGRADED\x10\x032\x91\x05\n" +
+	"\x15RUNNER_PHASE_DEGRADED\x10\x032\xd5\x05\n" +
 	"\x12EnvironmentService\x12Z\n" +
 	"\x11CreateEnvironment\x12!.cove.v1.CreateEnvironmentRequest\x1a\".cove.v1.CreateEnvironmentResponse\x12Q\n" +
 	"\x0eGetEnvironment\x12\x1e.cove.v1.GetEnvironmentRequest\x1a\x1f.cove.v1.GetEnvironmentResponse\x12W\n" +
@@ -3030,12 +3561,13 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x11UpdateEnvironment\x12!.cove.v1.UpdateEnvironmentRequest\x1a\".cove.v1.UpdateEnvironmentResponse\x12Z\n" +
 	"\x11DeleteEnvironment\x12!.cove.v1.DeleteEnvironmentRequest\x1a\".cove.v1.DeleteEnvironmentResponse\x12\\\n" +
 	"\x11WatchEnvironments\x12!.cove.v1.WatchEnvironmentsRequest\x1a\".cove.v1.WatchEnvironmentsResponse0\x01\x12]\n" +
-	"\x12SignSSHCertificate\x12\".cove.v1.SignSSHCertificateRequest\x1a#.cove.v1.SignSSHCertificateResponse2\xd9\x01\n" +
+	"\x12SignSSHCertificate\x12\".cove.v1.SignSSHCertificateRequest\x1a#.cove.v1.SignSSHCertificateResponse\x12B\n" +
+	"\tSharePort\x12\x19.cove.v1.SharePortRequest\x1a\x1a.cove.v1.SharePortResponse2\xd9\x01\n" +
 	"\vUserService\x129\n" +
 	"\x06WhoAmI\x12\x16.cove.v1.WhoAmIRequest\x1a\x17.cove.v1.WhoAmIResponse\x12H\n" +
 	"\vCreateToken\x12\x1b.cove.v1.CreateTokenRequest\x1a\x1c.cove.v1.CreateTokenResponse\x12E\n" +
 	"\n" +
-	"CreateUser\x12\x1a.cove.v1.CreateUserRequest\x1a\x1b.cove.v1.CreateUserResponse2\xcd\x04\n" +
+	"CreateUser\x12\x1a.cove.v1.CreateUserRequest\x1a\x1b.cove.v1.CreateUserResponse2\xaf\x05\n" +
 	"\rRunnerService\x12T\n" +
 	"\x0fCreateJoinToken\x12\x1f.cove.v1.CreateJoinTokenRequest\x1a .cove.v1.CreateJoinTokenResponse\x12H\n" +
 	"\vListRunners\x12\x1b.cove.v1.ListRunnersRequest\x1a\x1c.cove.v1.ListRunnersResponse\x12i\n" +
@@ -3044,7 +3576,8 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"JoinRunner\x12\x1a.cove.v1.JoinRunnerRequest\x1a\x1b.cove.v1.JoinRunnerResponse\x12B\n" +
 	"\tHeartbeat\x12\x19.cove.v1.HeartbeatRequest\x1a\x1a.cove.v1.HeartbeatResponse\x12Y\n" +
 	"\x10WatchAssignments\x12 .cove.v1.WatchAssignmentsRequest\x1a!.cove.v1.WatchAssignmentsResponse0\x01\x12K\n" +
-	"\fReportStatus\x12\x1c.cove.v1.ReportStatusRequest\x1a\x1d.cove.v1.ReportStatusResponseB.Z,github.com/covedev/cove/proto/cove/v1;covev1b\x06proto3"
+	"\fReportStatus\x12\x1c.cove.v1.ReportStatusRequest\x1a\x1d.cove.v1.ReportStatusResponse\x12`\n" +
+	"\x13AuthorizePortAccess\x12#.cove.v1.AuthorizePortAccessRequest\x1a$.cove.v1.AuthorizePortAccessResponseB.Z,github.com/covedev/cove/proto/cove/v1;covev1b\x06proto3"
 
 var (
 	file_cove_v1_cove_proto_rawDescOnce sync.Once
@@ -3058,138 +3591,155 @@ func file_cove_v1_cove_proto_rawDescGZIP() []byte {
 	return file_cove_v1_cove_proto_rawDescData
 }
 
-var file_cove_v1_cove_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_cove_v1_cove_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_cove_v1_cove_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_cove_v1_cove_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_cove_v1_cove_proto_goTypes = []any{
 	(EnvironmentPhase)(0),                  // 0: cove.v1.EnvironmentPhase
 	(SubPhase)(0),                          // 1: cove.v1.SubPhase
-	(RunnerPhase)(0),                       // 2: cove.v1.RunnerPhase
-	(*EnvironmentMetadata)(nil),            // 3: cove.v1.EnvironmentMetadata
-	(*ContentSource)(nil),                  // 4: cove.v1.ContentSource
-	(*Timeouts)(nil),                       // 5: cove.v1.Timeouts
-	(*EnvironmentSpec)(nil),                // 6: cove.v1.EnvironmentSpec
-	(*SubStatus)(nil),                      // 7: cove.v1.SubStatus
-	(*SSHAddress)(nil),                     // 8: cove.v1.SSHAddress
-	(*Activity)(nil),                       // 9: cove.v1.Activity
-	(*EnvironmentStatus)(nil),              // 10: cove.v1.EnvironmentStatus
-	(*Environment)(nil),                    // 11: cove.v1.Environment
-	(*CreateEnvironmentRequest)(nil),       // 12: cove.v1.CreateEnvironmentRequest
-	(*CreateEnvironmentResponse)(nil),      // 13: cove.v1.CreateEnvironmentResponse
-	(*GetEnvironmentRequest)(nil),          // 14: cove.v1.GetEnvironmentRequest
-	(*GetEnvironmentResponse)(nil),         // 15: cove.v1.GetEnvironmentResponse
-	(*ListEnvironmentsRequest)(nil),        // 16: cove.v1.ListEnvironmentsRequest
-	(*ListEnvironmentsResponse)(nil),       // 17: cove.v1.ListEnvironmentsResponse
-	(*UpdateEnvironmentRequest)(nil),       // 18: cove.v1.UpdateEnvironmentRequest
-	(*UpdateEnvironmentResponse)(nil),      // 19: cove.v1.UpdateEnvironmentResponse
-	(*DeleteEnvironmentRequest)(nil),       // 20: cove.v1.DeleteEnvironmentRequest
-	(*DeleteEnvironmentResponse)(nil),      // 21: cove.v1.DeleteEnvironmentResponse
-	(*WatchEnvironmentsRequest)(nil),       // 22: cove.v1.WatchEnvironmentsRequest
-	(*WatchEnvironmentsResponse)(nil),      // 23: cove.v1.WatchEnvironmentsResponse
-	(*SignSSHCertificateRequest)(nil),      // 24: cove.v1.SignSSHCertificateRequest
-	(*SignSSHCertificateResponse)(nil),     // 25: cove.v1.SignSSHCertificateResponse
-	(*User)(nil),                           // 26: cove.v1.User
-	(*WhoAmIRequest)(nil),                  // 27: cove.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),                 // 28: cove.v1.WhoAmIResponse
-	(*CreateTokenRequest)(nil),             // 29: cove.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),            // 30: cove.v1.CreateTokenResponse
-	(*CreateUserRequest)(nil),              // 31: cove.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),             // 32: cove.v1.CreateUserResponse
-	(*EnvironmentClass)(nil),               // 33: cove.v1.EnvironmentClass
-	(*RunnerCapabilities)(nil),             // 34: cove.v1.RunnerCapabilities
-	(*Runner)(nil),                         // 35: cove.v1.Runner
-	(*CreateJoinTokenRequest)(nil),         // 36: cove.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),        // 37: cove.v1.CreateJoinTokenResponse
-	(*JoinRunnerRequest)(nil),              // 38: cove.v1.JoinRunnerRequest
-	(*JoinRunnerResponse)(nil),             // 39: cove.v1.JoinRunnerResponse
-	(*ListRunnersRequest)(nil),             // 40: cove.v1.ListRunnersRequest
-	(*ListRunnersResponse)(nil),            // 41: cove.v1.ListRunnersResponse
-	(*ListEnvironmentClassesRequest)(nil),  // 42: cove.v1.ListEnvironmentClassesRequest
-	(*ListEnvironmentClassesResponse)(nil), // 43: cove.v1.ListEnvironmentClassesResponse
-	(*HeartbeatRequest)(nil),               // 44: cove.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),              // 45: cove.v1.HeartbeatResponse
-	(*WatchAssignmentsRequest)(nil),        // 46: cove.v1.WatchAssignmentsRequest
-	(*WatchAssignmentsResponse)(nil),       // 47: cove.v1.WatchAssignmentsResponse
-	(*ReportStatusRequest)(nil),            // 48: cove.v1.ReportStatusRequest
-	(*ReportStatusResponse)(nil),           // 49: cove.v1.ReportStatusResponse
-	(*timestamppb.Timestamp)(nil),          // 50: google.protobuf.Timestamp
+	(PortVisibility)(0),                    // 2: cove.v1.PortVisibility
+	(RunnerPhase)(0),                       // 3: cove.v1.RunnerPhase
+	(*EnvironmentMetadata)(nil),            // 4: cove.v1.EnvironmentMetadata
+	(*ContentSource)(nil),                  // 5: cove.v1.ContentSource
+	(*Timeouts)(nil),                       // 6: cove.v1.Timeouts
+	(*PortSpec)(nil),                       // 7: cove.v1.PortSpec
+	(*EnvironmentSpec)(nil),                // 8: cove.v1.EnvironmentSpec
+	(*SubStatus)(nil),                      // 9: cove.v1.SubStatus
+	(*SSHAddress)(nil),                     // 10: cove.v1.SSHAddress
+	(*Port)(nil),                           // 11: cove.v1.Port
+	(*Activity)(nil),                       // 12: cove.v1.Activity
+	(*EnvironmentStatus)(nil),              // 13: cove.v1.EnvironmentStatus
+	(*Environment)(nil),                    // 14: cove.v1.Environment
+	(*CreateEnvironmentRequest)(nil),       // 15: cove.v1.CreateEnvironmentRequest
+	(*CreateEnvironmentResponse)(nil),      // 16: cove.v1.CreateEnvironmentResponse
+	(*GetEnvironmentRequest)(nil),          // 17: cove.v1.GetEnvironmentRequest
+	(*GetEnvironmentResponse)(nil),         // 18: cove.v1.GetEnvironmentResponse
+	(*ListEnvironmentsRequest)(nil),        // 19: cove.v1.ListEnvironmentsRequest
+	(*ListEnvironmentsResponse)(nil),       // 20: cove.v1.ListEnvironmentsResponse
+	(*UpdateEnvironmentRequest)(nil),       // 21: cove.v1.UpdateEnvironmentRequest
+	(*UpdateEnvironmentResponse)(nil),      // 22: cove.v1.UpdateEnvironmentResponse
+	(*DeleteEnvironmentRequest)(nil),       // 23: cove.v1.DeleteEnvironmentRequest
+	(*DeleteEnvironmentResponse)(nil),      // 24: cove.v1.DeleteEnvironmentResponse
+	(*WatchEnvironmentsRequest)(nil),       // 25: cove.v1.WatchEnvironmentsRequest
+	(*WatchEnvironmentsResponse)(nil),      // 26: cove.v1.WatchEnvironmentsResponse
+	(*SignSSHCertificateRequest)(nil),      // 27: cove.v1.SignSSHCertificateRequest
+	(*SignSSHCertificateResponse)(nil),     // 28: cove.v1.SignSSHCertificateResponse
+	(*SharePortRequest)(nil),               // 29: cove.v1.SharePortRequest
+	(*SharePortResponse)(nil),              // 30: cove.v1.SharePortResponse
+	(*User)(nil),                           // 31: cove.v1.User
+	(*WhoAmIRequest)(nil),                  // 32: cove.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),                 // 33: cove.v1.WhoAmIResponse
+	(*CreateTokenRequest)(nil),             // 34: cove.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),            // 35: cove.v1.CreateTokenResponse
+	(*CreateUserRequest)(nil),              // 36: cove.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),             // 37: cove.v1.CreateUserResponse
+	(*EnvironmentClass)(nil),               // 38: cove.v1.EnvironmentClass
+	(*RunnerCapabilities)(nil),             // 39: cove.v1.RunnerCapabilities
+	(*Runner)(nil),                         // 40: cove.v1.Runner
+	(*CreateJoinTokenRequest)(nil),         // 41: cove.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),        // 42: cove.v1.CreateJoinTokenResponse
+	(*JoinRunnerRequest)(nil),              // 43: cove.v1.JoinRunnerRequest
+	(*JoinRunnerResponse)(nil),             // 44: cove.v1.JoinRunnerResponse
+	(*ListRunnersRequest)(nil),             // 45: cove.v1.ListRunnersRequest
+	(*ListRunnersResponse)(nil),            // 46: cove.v1.ListRunnersResponse
+	(*ListEnvironmentClassesRequest)(nil),  // 47: cove.v1.ListEnvironmentClassesRequest
+	(*ListEnvironmentClassesResponse)(nil), // 48: cove.v1.ListEnvironmentClassesResponse
+	(*HeartbeatRequest)(nil),               // 49: cove.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),              // 50: cove.v1.HeartbeatResponse
+	(*WatchAssignmentsRequest)(nil),        // 51: cove.v1.WatchAssignmentsRequest
+	(*WatchAssignmentsResponse)(nil),       // 52: cove.v1.WatchAssignmentsResponse
+	(*ReportStatusRequest)(nil),            // 53: cove.v1.ReportStatusRequest
+	(*ReportStatusResponse)(nil),           // 54: cove.v1.ReportStatusResponse
+	(*AuthorizePortAccessRequest)(nil),     // 55: cove.v1.AuthorizePortAccessRequest
+	(*AuthorizePortAccessResponse)(nil),    // 56: cove.v1.AuthorizePortAccessResponse
+	(*timestamppb.Timestamp)(nil),          // 57: google.protobuf.Timestamp
 }
 var file_cove_v1_cove_proto_depIdxs = []int32{
-	50, // 0: cove.v1.EnvironmentMetadata.created_at:type_name -> google.protobuf.Timestamp
-	50, // 1: cove.v1.EnvironmentMetadata.started_at:type_name -> google.protobuf.Timestamp
-	0,  // 2: cove.v1.EnvironmentSpec.desired_phase:type_name -> cove.v1.EnvironmentPhase
-	4,  // 3: cove.v1.EnvironmentSpec.content:type_name -> cove.v1.ContentSource
-	5,  // 4: cove.v1.EnvironmentSpec.timeouts:type_name -> cove.v1.Timeouts
-	1,  // 5: cove.v1.SubStatus.phase:type_name -> cove.v1.SubPhase
-	50, // 6: cove.v1.Activity.last_active:type_name -> google.protobuf.Timestamp
-	0,  // 7: cove.v1.EnvironmentStatus.phase:type_name -> cove.v1.EnvironmentPhase
-	7,  // 8: cove.v1.EnvironmentStatus.content:type_name -> cove.v1.SubStatus
-	7,  // 9: cove.v1.EnvironmentStatus.machine:type_name -> cove.v1.SubStatus
-	8,  // 10: cove.v1.EnvironmentStatus.ssh:type_name -> cove.v1.SSHAddress
-	9,  // 11: cove.v1.EnvironmentStatus.activity:type_name -> cove.v1.Activity
-	3,  // 12: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
-	6,  // 13: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
-	10, // 14: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
-	6,  // 15: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
-	11, // 16: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	11, // 17: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	11, // 18: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
-	0,  // 19: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
-	11, // 20: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	11, // 21: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	11, // 22: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
-	8,  // 23: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
-	50, // 24: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
-	26, // 25: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
-	26, // 26: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
-	33, // 27: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
-	2,  // 28: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
-	34, // 29: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
-	50, // 30: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
-	35, // 31: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
-	33, // 32: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
-	34, // 33: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
-	11, // 34: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
-	10, // 35: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
-	11, // 36: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
-	12, // 37: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
-	14, // 38: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
-	16, // 39: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
-	18, // 40: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
-	20, // 41: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
-	22, // 42: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
-	24, // 43: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
-	27, // 44: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
-	29, // 45: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
-	31, // 46: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
-	36, // 47: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
-	40, // 48: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
-	42, // 49: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
-	38, // 50: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
-	44, // 51: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
-	46, // 52: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
-	48, // 53: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
-	13, // 54: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
-	15, // 55: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
-	17, // 56: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
-	19, // 57: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
-	21, // 58: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
-	23, // 59: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
-	25, // 60: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
-	28, // 61: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
-	30, // 62: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
-	32, // 63: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
-	37, // 64: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
-	41, // 65: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
-	43, // 66: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
-	39, // 67: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
-	45, // 68: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
-	47, // 69: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
-	49, // 70: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
-	54, // [54:71] is the sub-list for method output_type
-	37, // [37:54] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	57, // 0: cove.v1.EnvironmentMetadata.created_at:type_name -> google.protobuf.Timestamp
+	57, // 1: cove.v1.EnvironmentMetadata.started_at:type_name -> google.protobuf.Timestamp
+	2,  // 2: cove.v1.PortSpec.visibility:type_name -> cove.v1.PortVisibility
+	0,  // 3: cove.v1.EnvironmentSpec.desired_phase:type_name -> cove.v1.EnvironmentPhase
+	5,  // 4: cove.v1.EnvironmentSpec.content:type_name -> cove.v1.ContentSource
+	6,  // 5: cove.v1.EnvironmentSpec.timeouts:type_name -> cove.v1.Timeouts
+	7,  // 6: cove.v1.EnvironmentSpec.ports:type_name -> cove.v1.PortSpec
+	1,  // 7: cove.v1.SubStatus.phase:type_name -> cove.v1.SubPhase
+	2,  // 8: cove.v1.Port.visibility:type_name -> cove.v1.PortVisibility
+	57, // 9: cove.v1.Activity.last_active:type_name -> google.protobuf.Timestamp
+	0,  // 10: cove.v1.EnvironmentStatus.phase:type_name -> cove.v1.EnvironmentPhase
+	9,  // 11: cove.v1.EnvironmentStatus.content:type_name -> cove.v1.SubStatus
+	9,  // 12: cove.v1.EnvironmentStatus.machine:type_name -> cove.v1.SubStatus
+	10, // 13: cove.v1.EnvironmentStatus.ssh:type_name -> cove.v1.SSHAddress
+	12, // 14: cove.v1.EnvironmentStatus.activity:type_name -> cove.v1.Activity
+	11, // 15: cove.v1.EnvironmentStatus.ports:type_name -> cove.v1.Port
+	4,  // 16: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
+	8,  // 17: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
+	13, // 18: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
+	8,  // 19: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
+	14, // 20: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	14, // 21: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	14, // 22: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
+	0,  // 23: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
+	14, // 24: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	14, // 25: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	14, // 26: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
+	10, // 27: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
+	57, // 28: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 29: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
+	14, // 30: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
+	31, // 31: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
+	31, // 32: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
+	38, // 33: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
+	3,  // 34: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
+	39, // 35: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
+	57, // 36: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
+	40, // 37: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
+	38, // 38: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
+	39, // 39: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
+	14, // 40: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
+	13, // 41: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
+	14, // 42: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
+	15, // 43: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
+	17, // 44: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
+	19, // 45: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
+	21, // 46: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
+	23, // 47: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
+	25, // 48: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
+	27, // 49: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
+	29, // 50: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
+	32, // 51: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
+	34, // 52: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
+	36, // 53: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
+	41, // 54: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
+	45, // 55: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
+	47, // 56: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
+	43, // 57: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
+	49, // 58: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
+	51, // 59: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
+	53, // 60: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
+	55, // 61: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
+	16, // 62: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
+	18, // 63: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
+	20, // 64: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
+	22, // 65: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
+	24, // 66: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
+	26, // 67: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
+	28, // 68: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
+	30, // 69: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
+	33, // 70: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
+	35, // 71: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
+	37, // 72: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
+	42, // 73: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
+	46, // 74: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
+	48, // 75: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
+	44, // 76: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
+	50, // 77: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
+	52, // 78: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
+	54, // 79: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
+	56, // 80: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
+	62, // [62:81] is the sub-list for method output_type
+	43, // [43:62] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_cove_v1_cove_proto_init() }
@@ -3202,8 +3752,8 @@ func file_cove_v1_cove_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cove_v1_cove_proto_rawDesc), len(file_cove_v1_cove_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   47,
+			NumEnums:      4,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

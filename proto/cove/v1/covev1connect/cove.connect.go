@@ -58,6 +58,9 @@ const (
 	// EnvironmentServiceSignSSHCertificateProcedure is the fully-qualified name of the
 	// EnvironmentService's SignSSHCertificate RPC.
 	EnvironmentServiceSignSSHCertificateProcedure = "/cove.v1.EnvironmentService/SignSSHCertificate"
+	// EnvironmentServiceSharePortProcedure is the fully-qualified name of the EnvironmentService's
+	// SharePort RPC.
+	EnvironmentServiceSharePortProcedure = "/cove.v1.EnvironmentService/SharePort"
 	// UserServiceWhoAmIProcedure is the fully-qualified name of the UserService's WhoAmI RPC.
 	UserServiceWhoAmIProcedure = "/cove.v1.UserService/WhoAmI"
 	// UserServiceCreateTokenProcedure is the fully-qualified name of the UserService's CreateToken RPC.
@@ -84,6 +87,9 @@ const (
 	// RunnerServiceReportStatusProcedure is the fully-qualified name of the RunnerService's
 	// ReportStatus RPC.
 	RunnerServiceReportStatusProcedure = "/cove.v1.RunnerService/ReportStatus"
+	// RunnerServiceAuthorizePortAccessProcedure is the fully-qualified name of the RunnerService's
+	// AuthorizePortAccess RPC.
+	RunnerServiceAuthorizePortAccessProcedure = "/cove.v1.RunnerService/AuthorizePortAccess"
 )
 
 // EnvironmentServiceClient is a client for the cove.v1.EnvironmentService service.
@@ -95,6 +101,8 @@ type EnvironmentServiceClient interface {
 	DeleteEnvironment(context.Context, *connect.Request[v1.DeleteEnvironmentRequest]) (*connect.Response[v1.DeleteEnvironmentResponse], error)
 	WatchEnvironments(context.Context, *connect.Request[v1.WatchEnvironmentsRequest]) (*connect.ServerStreamForClient[v1.WatchEnvironmentsResponse], error)
 	SignSSHCertificate(context.Context, *connect.Request[v1.SignSSHCertificateRequest]) (*connect.Response[v1.SignSSHCertificateResponse], error)
+	// Set who may reach a port through the runner's HTTP proxy.
+	SharePort(context.Context, *connect.Request[v1.SharePortRequest]) (*connect.Response[v1.SharePortResponse], error)
 }
 
 // NewEnvironmentServiceClient constructs a client for the cove.v1.EnvironmentService service. By
@@ -150,6 +158,12 @@ func NewEnvironmentServiceClient(httpClient connect.HTTPClient, baseURL string, 
 			connect.WithSchema(environmentServiceMethods.ByName("SignSSHCertificate")),
 			connect.WithClientOptions(opts...),
 		),
+		sharePort: connect.NewClient[v1.SharePortRequest, v1.SharePortResponse](
+			httpClient,
+			baseURL+EnvironmentServiceSharePortProcedure,
+			connect.WithSchema(environmentServiceMethods.ByName("SharePort")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -162,6 +176,7 @@ type environmentServiceClient struct {
 	deleteEnvironment  *connect.Client[v1.DeleteEnvironmentRequest, v1.DeleteEnvironmentResponse]
 	watchEnvironments  *connect.Client[v1.WatchEnvironmentsRequest, v1.WatchEnvironmentsResponse]
 	signSSHCertificate *connect.Client[v1.SignSSHCertificateRequest, v1.SignSSHCertificateResponse]
+	sharePort          *connect.Client[v1.SharePortRequest, v1.SharePortResponse]
 }
 
 // CreateEnvironment calls cove.v1.EnvironmentService.CreateEnvironment.
@@ -199,6 +214,11 @@ func (c *environmentServiceClient) SignSSHCertificate(ctx context.Context, req *
 	return c.signSSHCertificate.CallUnary(ctx, req)
 }
 
+// SharePort calls cove.v1.EnvironmentService.SharePort.
+func (c *environmentServiceClient) SharePort(ctx context.Context, req *connect.Request[v1.SharePortRequest]) (*connect.Response[v1.SharePortResponse], error) {
+	return c.sharePort.CallUnary(ctx, req)
+}
+
 // EnvironmentServiceHandler is an implementation of the cove.v1.EnvironmentService service.
 type EnvironmentServiceHandler interface {
 	CreateEnvironment(context.Context, *connect.Request[v1.CreateEnvironmentRequest]) (*connect.Response[v1.CreateEnvironmentResponse], error)
@@ -208,6 +228,8 @@ type EnvironmentServiceHandler interface {
 	DeleteEnvironment(context.Context, *connect.Request[v1.DeleteEnvironmentRequest]) (*connect.Response[v1.DeleteEnvironmentResponse], error)
 	WatchEnvironments(context.Context, *connect.Request[v1.WatchEnvironmentsRequest], *connect.ServerStream[v1.WatchEnvironmentsResponse]) error
 	SignSSHCertificate(context.Context, *connect.Request[v1.SignSSHCertificateRequest]) (*connect.Response[v1.SignSSHCertificateResponse], error)
+	// Set who may reach a port through the runner's HTTP proxy.
+	SharePort(context.Context, *connect.Request[v1.SharePortRequest]) (*connect.Response[v1.SharePortResponse], error)
 }
 
 // NewEnvironmentServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -259,6 +281,12 @@ func NewEnvironmentServiceHandler(svc EnvironmentServiceHandler, opts ...connect
 		connect.WithSchema(environmentServiceMethods.ByName("SignSSHCertificate")),
 		connect.WithHandlerOptions(opts...),
 	)
+	environmentServiceSharePortHandler := connect.NewUnaryHandler(
+		EnvironmentServiceSharePortProcedure,
+		svc.SharePort,
+		connect.WithSchema(environmentServiceMethods.ByName("SharePort")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/cove.v1.EnvironmentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case EnvironmentServiceCreateEnvironmentProcedure:
@@ -275,6 +303,8 @@ func NewEnvironmentServiceHandler(svc EnvironmentServiceHandler, opts ...connect
 			environmentServiceWatchEnvironmentsHandler.ServeHTTP(w, r)
 		case EnvironmentServiceSignSSHCertificateProcedure:
 			environmentServiceSignSSHCertificateHandler.ServeHTTP(w, r)
+		case EnvironmentServiceSharePortProcedure:
+			environmentServiceSharePortHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -310,6 +340,10 @@ func (UnimplementedEnvironmentServiceHandler) WatchEnvironments(context.Context,
 
 func (UnimplementedEnvironmentServiceHandler) SignSSHCertificate(context.Context, *connect.Request[v1.SignSSHCertificateRequest]) (*connect.Response[v1.SignSSHCertificateResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.EnvironmentService.SignSSHCertificate is not implemented"))
+}
+
+func (UnimplementedEnvironmentServiceHandler) SharePort(context.Context, *connect.Request[v1.SharePortRequest]) (*connect.Response[v1.SharePortResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.EnvironmentService.SharePort is not implemented"))
 }
 
 // UserServiceClient is a client for the cove.v1.UserService service.
@@ -448,6 +482,7 @@ type RunnerServiceClient interface {
 	Heartbeat(context.Context, *connect.Request[v1.HeartbeatRequest]) (*connect.Response[v1.HeartbeatResponse], error)
 	WatchAssignments(context.Context, *connect.Request[v1.WatchAssignmentsRequest]) (*connect.ServerStreamForClient[v1.WatchAssignmentsResponse], error)
 	ReportStatus(context.Context, *connect.Request[v1.ReportStatusRequest]) (*connect.Response[v1.ReportStatusResponse], error)
+	AuthorizePortAccess(context.Context, *connect.Request[v1.AuthorizePortAccessRequest]) (*connect.Response[v1.AuthorizePortAccessResponse], error)
 }
 
 // NewRunnerServiceClient constructs a client for the cove.v1.RunnerService service. By default, it
@@ -503,6 +538,12 @@ func NewRunnerServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(runnerServiceMethods.ByName("ReportStatus")),
 			connect.WithClientOptions(opts...),
 		),
+		authorizePortAccess: connect.NewClient[v1.AuthorizePortAccessRequest, v1.AuthorizePortAccessResponse](
+			httpClient,
+			baseURL+RunnerServiceAuthorizePortAccessProcedure,
+			connect.WithSchema(runnerServiceMethods.ByName("AuthorizePortAccess")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -515,6 +556,7 @@ type runnerServiceClient struct {
 	heartbeat              *connect.Client[v1.HeartbeatRequest, v1.HeartbeatResponse]
 	watchAssignments       *connect.Client[v1.WatchAssignmentsRequest, v1.WatchAssignmentsResponse]
 	reportStatus           *connect.Client[v1.ReportStatusRequest, v1.ReportStatusResponse]
+	authorizePortAccess    *connect.Client[v1.AuthorizePortAccessRequest, v1.AuthorizePortAccessResponse]
 }
 
 // CreateJoinToken calls cove.v1.RunnerService.CreateJoinToken.
@@ -552,6 +594,11 @@ func (c *runnerServiceClient) ReportStatus(ctx context.Context, req *connect.Req
 	return c.reportStatus.CallUnary(ctx, req)
 }
 
+// AuthorizePortAccess calls cove.v1.RunnerService.AuthorizePortAccess.
+func (c *runnerServiceClient) AuthorizePortAccess(ctx context.Context, req *connect.Request[v1.AuthorizePortAccessRequest]) (*connect.Response[v1.AuthorizePortAccessResponse], error) {
+	return c.authorizePortAccess.CallUnary(ctx, req)
+}
+
 // RunnerServiceHandler is an implementation of the cove.v1.RunnerService service.
 type RunnerServiceHandler interface {
 	// Owners: make a one-time token a new runner joins with.
@@ -564,6 +611,7 @@ type RunnerServiceHandler interface {
 	Heartbeat(context.Context, *connect.Request[v1.HeartbeatRequest]) (*connect.Response[v1.HeartbeatResponse], error)
 	WatchAssignments(context.Context, *connect.Request[v1.WatchAssignmentsRequest], *connect.ServerStream[v1.WatchAssignmentsResponse]) error
 	ReportStatus(context.Context, *connect.Request[v1.ReportStatusRequest]) (*connect.Response[v1.ReportStatusResponse], error)
+	AuthorizePortAccess(context.Context, *connect.Request[v1.AuthorizePortAccessRequest]) (*connect.Response[v1.AuthorizePortAccessResponse], error)
 }
 
 // NewRunnerServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -615,6 +663,12 @@ func NewRunnerServiceHandler(svc RunnerServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(runnerServiceMethods.ByName("ReportStatus")),
 		connect.WithHandlerOptions(opts...),
 	)
+	runnerServiceAuthorizePortAccessHandler := connect.NewUnaryHandler(
+		RunnerServiceAuthorizePortAccessProcedure,
+		svc.AuthorizePortAccess,
+		connect.WithSchema(runnerServiceMethods.ByName("AuthorizePortAccess")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/cove.v1.RunnerService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case RunnerServiceCreateJoinTokenProcedure:
@@ -631,6 +685,8 @@ func NewRunnerServiceHandler(svc RunnerServiceHandler, opts ...connect.HandlerOp
 			runnerServiceWatchAssignmentsHandler.ServeHTTP(w, r)
 		case RunnerServiceReportStatusProcedure:
 			runnerServiceReportStatusHandler.ServeHTTP(w, r)
+		case RunnerServiceAuthorizePortAccessProcedure:
+			runnerServiceAuthorizePortAccessHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -666,4 +722,8 @@ func (UnimplementedRunnerServiceHandler) WatchAssignments(context.Context, *conn
 
 func (UnimplementedRunnerServiceHandler) ReportStatus(context.Context, *connect.Request[v1.ReportStatusRequest]) (*connect.Response[v1.ReportStatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.RunnerService.ReportStatus is not implemented"))
+}
+
+func (UnimplementedRunnerServiceHandler) AuthorizePortAccess(context.Context, *connect.Request[v1.AuthorizePortAccessRequest]) (*connect.Response[v1.AuthorizePortAccessResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.RunnerService.AuthorizePortAccess is not implemented"))
 }
