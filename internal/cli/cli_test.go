@@ -34,7 +34,7 @@ func TestReplaceBlockKeepsUserConfig(t *testing.T) {
 		t.Fatalf("%d managed blocks", n)
 	}
 	for _, want := range []string{
-		`Match host *.cove exec "/usr/local/bin/cove ssh --refresh-cert %n"`,
+		`Match host *.cove exec "'/usr/local/bin/cove' ssh --refresh-cert %n"`,
 		`ProxyCommand "/usr/local/bin/cove" ssh --stdio %n`,
 		"HostKeyAlias cove-gateway",
 		`CertificateFile "/home/me/.config/cove/ssh/%n-cert.pub"`,

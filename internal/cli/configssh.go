@@ -78,7 +78,7 @@ func sshConfigBlock(exe, dir string) string {
 	}
 	return strings.Join([]string{
 		markStart,
-		fmt.Sprintf("Match host *.cove exec \"%s%s ssh --refresh-cert %%n\"", env, exe),
+		fmt.Sprintf("Match host *.cove exec \"%s'%s' ssh --refresh-cert %%n\"", env, exe),
 		"Host *.cove",
 		fmt.Sprintf("  ProxyCommand %s%s ssh --stdio %%n", env, q(exe)),
 		"  HostKeyAlias " + sshgw.HostPrincipal,

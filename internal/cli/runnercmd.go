@@ -121,7 +121,7 @@ func ServerCommand() *cobra.Command {
 				return err
 			}
 			if bootstrapUser != "" {
-				_, tok, err := rs.srv.Bootstrap(ctx, bootstrapUser)
+				_, tok, err := rs.srv.Bootstrap(ctx, bootstrapUser, "")
 				if err != nil {
 					return err
 				}
@@ -136,6 +136,6 @@ func ServerCommand() *cobra.Command {
 		},
 	}
 	addServerFlags(cmd, &o)
-	cmd.Flags().StringVar(&bootstrapUser, "bootstrap-user", "", "make sure this owner exists and print a token for it")
+	cmd.Flags().StringVar(&bootstrapUser, "bootstrap-user", "", "create this owner if missing and print a new token for it")
 	return cmd
 }

@@ -32,7 +32,8 @@ func UpCommand() *cobra.Command {
 			if userName == "" {
 				userName = localUserName()
 			}
-			u, tok, err := rs.srv.Bootstrap(ctx, userName)
+			prev, _ := loadConfig()
+			u, tok, err := rs.srv.Bootstrap(ctx, userName, prev.Token)
 			if err != nil {
 				return err
 			}

@@ -38,10 +38,16 @@ func MountRootfs(ctx context.Context, cfg RootfsConfig) error {
 			return fmt.Errorf("rootfs: %w", err)
 		}
 	}
-	for _, d := range []string{cfg.Target, cfg.LowerDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("rootfs: %w", err)
-		}
+	if err := os.MkdirAll(cfg.Target, 0o755); err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	// Only root (the overlay's mounter) reads the layers' views: keep them
+	// away from the environment's and other users' uids.
+	if err := os.MkdirAll(cfg.LowerDir, 0o700); err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	if err := os.Chmod(cfg.LowerDir, 0o700); err != nil {
+		return fmt.Errorf("rootfs: %w", err)
 	}
 
 	if !cfg.noIDMap {

@@ -23,6 +23,9 @@ import (
 
 // probeAgent completes an SSH handshake with the agent on its socket.
 func (r *Runner) probeAgent(ctx context.Context, sock string) error {
+	if err := checkSocket(sock); err != nil {
+		return err
+	}
 	d := net.Dialer{Timeout: 2 * time.Second}
 	c, err := d.DialContext(ctx, "unix", sock)
 	if err != nil {
@@ -44,6 +47,20 @@ func (r *Runner) probeAgent(ctx context.Context, sock string) error {
 		}
 	}()
 	return conn.Close()
+}
+
+// checkSocket refuses anything but a unix socket at path: the agent's run
+// directory belongs to the environment, whose root could plant a symlink to
+// a host socket there.
+func checkSocket(path string) error {
+	st, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	if st.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("%s is not a socket (%s)", path, st.Mode().Type())
+	}
+	return nil
 }
 
 // isMountPoint reports whether path is the root of a mount (its device
@@ -193,6 +210,9 @@ func (r *Runner) ResolveEnvironment(ctx context.Context, envID string) (sshgw.Ta
 		return sshgw.Target{}, fmt.Errorf("environment %s is not running on this runner", envID)
 	}
 	env := w.latest()
+	if err := checkSocket(r.layout(envID).socket()); err != nil {
+		return sshgw.Target{}, fmt.Errorf("environment %s: agent socket: %w", envID, err)
+	}
 	return sshgw.Target{
 		OwnerID:     env.GetMetadata().GetOwnerId(),
 		AgentSocket: r.layout(envID).socket(),

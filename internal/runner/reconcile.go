@@ -45,6 +45,9 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	if errors.Is(err, os.ErrNotExist) {
 		st = nil
 	}
+	if st != nil && st.ContentReady {
+		w.sub(&w.content, subReady, "") // also after a runner restart
+	}
 
 	// A start that failed at this spec version waits for the user (`cove env
 	// start` bumps the version); stop and delete always proceed.

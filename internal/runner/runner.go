@@ -106,11 +106,15 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Runtime == nil {
 		return nil, errors.New("runner: no runtime configured")
 	}
-	for _, d := range []string{cfg.DataDir, filepath.Join(cfg.DataDir, "envs"), filepath.Join(cfg.DataDir, "images")} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
+	// Environments' unprivileged uids must traverse to their own directories;
+	// the image store is only read by root (overlayfs reads lower layers with
+	// the mounter's credentials), so it stays private: its layers keep their
+	// setuid binaries and device nodes.
+	for d, mode := range map[string]os.FileMode{cfg.DataDir: 0o711, filepath.Join(cfg.DataDir, "envs"): 0o711, filepath.Join(cfg.DataDir, "images"): 0o700} {
+		if err := os.MkdirAll(d, mode); err != nil {
 			return nil, err
 		}
-		if err := os.Chmod(d, 0o711); err != nil {
+		if err := os.Chmod(d, mode); err != nil {
 			return nil, err
 		}
 	}

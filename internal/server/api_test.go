@@ -56,7 +56,7 @@ func code(err error) connect.Code { return connect.CodeOf(err) }
 func TestAPIOwnershipRunnersAndWatch(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	_, aliceTok, err := h.srv.Bootstrap(ctx, "alice")
+	_, aliceTok, err := h.srv.Bootstrap(ctx, "alice", "")
 	if err != nil {
 		t.Fatal(err)
 	}

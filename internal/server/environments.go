@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -39,6 +40,11 @@ func (e *envService) CreateEnvironment(ctx context.Context, req *connect.Request
 	spec := req.Msg.GetSpec()
 	if spec == nil || spec.GetContent().GetGitUrl() == "" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("spec.content.gitUrl is required (a git URL or a local path)"))
+	}
+	if isLocalPath(spec.GetContent().GetGitUrl()) && u.Role != store.RoleOwner {
+		// A runner reads local paths as root; only owners (the operator of a
+		// `cove up`) may name one. Runners refuse them unless allowed.
+		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("only organization owners may create environments from a local path; use a git URL"))
 	}
 	if spec.ClassId == "" {
 		spec.ClassId = e.s.cfg.DefaultClass
@@ -77,6 +83,11 @@ func (e *envService) CreateEnvironment(ctx context.Context, req *connect.Request
 	}
 	e.s.log.Info("environment created", "env", id, "name", name, "owner", u.Name, "runner", created.GetMetadata().GetRunnerId())
 	return connect.NewResponse(&covev1.CreateEnvironmentResponse{Environment: created}), nil
+}
+
+// isLocalPath reports whether a content source names a path on a runner.
+func isLocalPath(src string) bool {
+	return strings.HasPrefix(src, "/") || strings.HasPrefix(src, ".") || strings.HasPrefix(src, "file:")
 }
 
 // lookup finds the caller's environment by id or name. Other users'

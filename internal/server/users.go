@@ -70,10 +70,23 @@ func (us *userService) CreateUser(ctx context.Context, req *connect.Request[cove
 	return connect.NewResponse(&covev1.CreateUserResponse{User: toUserProto(u), Token: tok}), nil
 }
 
+// TokenUser returns the user a personal access token belongs to, if the
+// token is valid.
+func (s *Server) TokenUser(ctx context.Context, tok string) (store.User, error) {
+	p, err := s.resolveToken(ctx, tok)
+	if err != nil {
+		return store.User{}, err
+	}
+	if p.user == nil {
+		return store.User{}, store.ErrNotFound
+	}
+	return *p.user, nil
+}
+
 // Bootstrap makes sure the default organization and its first owner exist
-// and returns a fresh token for that owner (used by `cove up` to log the
-// local CLI in).
-func (s *Server) Bootstrap(ctx context.Context, userName string) (store.User, string, error) {
+// and returns a token for that owner (used by `cove up` to log the local CLI
+// in): reuse, when it is still that owner's valid token, else a new one.
+func (s *Server) Bootstrap(ctx context.Context, userName, reuse string) (store.User, string, error) {
 	org, err := s.store.GetOrganizationByName(ctx, "default")
 	if errors.Is(err, store.ErrNotFound) {
 		org = store.Organization{ID: newID("o-"), Name: "default", CreatedAt: s.now()}
@@ -89,6 +102,11 @@ func (s *Server) Bootstrap(ctx context.Context, userName string) (store.User, st
 	}
 	if err != nil {
 		return store.User{}, "", fmt.Errorf("user %s: %w", userName, err)
+	}
+	if reuse != "" {
+		if owner, err := s.TokenUser(ctx, reuse); err == nil && owner.ID == u.ID {
+			return u, reuse, nil
+		}
 	}
 	tok, err := s.IssueUserToken(ctx, u, "cove up", 0)
 	return u, tok, err

@@ -46,7 +46,6 @@ const clockSkew = time.Minute
 var userCertExtensions = []string{
 	"permit-pty",
 	"permit-port-forwarding",
-	"permit-agent-forwarding",
 	"permit-user-rc",
 }
 

@@ -1,0 +1,145 @@
+package agent
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// PortsChannel is the SSH channel type on which the agent streams the
+// environment's listening TCP ports. The client opens it without extra
+// data; the agent accepts and writes one JSON line, an array of Port, right
+// away and again after every change. Data the client sends is ignored; the
+// stream ends when either side closes the channel.
+const PortsChannel = "ports@cove"
+
+// Port is a TCP port something listens on inside the environment.
+type Port struct {
+	Port    int    `json:"port"`
+	Address string `json:"address"` // listen address, e.g. "0.0.0.0", "::", "127.0.0.1"
+}
+
+// DialAddr is the host:port that reaches the port from inside the
+// environment: a loopback address for a wildcard listener.
+func (p Port) DialAddr() string {
+	host := p.Address
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p.Port))
+}
+
+// procNetFiles are the tables of the reading process's network namespace.
+var procNetFiles = []string{"/proc/net/tcp", "/proc/net/tcp6"}
+
+// tcpListen is the "st" column value of a socket in state LISTEN.
+const tcpListen = "0A"
+
+// listeningPorts reads the listening TCP sockets from the given
+// /proc/net/tcp-format files (missing files count as empty: a kernel
+// without IPv6 has no tcp6) and returns one Port per port number, sorted.
+// When a port listens on several addresses the widest wins: "::" over
+// "0.0.0.0" over a specific address over loopback.
+func listeningPorts(files []string) ([]Port, error) {
+	best := map[int]Port{}
+	for _, name := range files {
+		f, err := os.Open(name)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read listening ports: %w", err)
+		}
+		ports, err := parseProcNet(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("parse %s: %w", name, err)
+		}
+		for _, p := range ports {
+			if old, ok := best[p.Port]; !ok || addrRank(p.Address) > addrRank(old.Address) {
+				best[p.Port] = p
+			}
+		}
+	}
+	out := make([]Port, 0, len(best))
+	for _, p := range best {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b Port) int { return a.Port - b.Port })
+	return out, nil
+}
+
+func addrRank(addr string) int {
+	ip := net.ParseIP(addr)
+	switch {
+	case addr == "::":
+		return 4
+	case ip != nil && ip.IsUnspecified():
+		return 3
+	case ip != nil && ip.IsLoopback():
+		return 1
+	default:
+		return 2
+	}
+}
+
+// parseProcNet returns the listening sockets of one /proc/net/tcp or
+// /proc/net/tcp6 table.
+func parseProcNet(r io.Reader) ([]Port, error) {
+	var out []Port
+	sc := bufio.NewScanner(r)
+	first := true
+	for sc.Scan() {
+		if first { // header
+			first = false
+			continue
+		}
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || f[3] != tcpListen {
+			continue
+		}
+		host, port, ok := strings.Cut(f[1], ":")
+		if !ok {
+			return nil, fmt.Errorf("bad local address %q", f[1])
+		}
+		n, err := strconv.ParseUint(port, 16, 16)
+		if err != nil {
+			return nil, fmt.Errorf("bad port in %q", f[1])
+		}
+		ip, err := parseHexIP(host)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Port{Port: int(n), Address: ip.String()})
+	}
+	return out, sc.Err()
+}
+
+// parseHexIP decodes the kernel's address format: the address as 32-bit
+// words, each printed in host byte order.
+func parseHexIP(s string) (net.IP, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil || (len(b) != 4 && len(b) != 16) {
+		return nil, fmt.Errorf("bad address %q", s)
+	}
+	ip := make(net.IP, len(b))
+	for i := 0; i < len(b); i += 4 {
+		binary.BigEndian.PutUint32(ip[i:], binary.NativeEndian.Uint32(b[i:]))
+	}
+	if v4 := ip.To4(); v4 != nil && len(ip) == 16 && !ip.Equal(net.IPv6unspecified) {
+		return v4, nil // v4-mapped
+	}
+	return ip, nil
+}
