@@ -60,6 +60,10 @@ type Spec struct {
 	Process   Process
 	Mounts    []Mount
 	Resources Resources
+	// NetNSPath, if set, is a network namespace (a bind-mounted nsfs file)
+	// the caller prepared for the environment; otherwise the environment
+	// gets a new one with only loopback.
+	NetNSPath string
 	// Devices are extra host device nodes the environment's class grants,
 	// such as /dev/fuse or /dev/net/tun.
 	Devices []string

@@ -115,7 +115,7 @@ func (r *Runtime) ociSpec(s runtime.Spec) (*specs.Spec, error) {
 			NoNewPrivileges: false,
 		},
 		Hostname: hostname,
-		Mounts:   slices.Concat(defaultMounts(), devMounts, ociMounts(s.Mounts)),
+		Mounts:   slices.Concat(defaultMounts(s.NetNSPath != ""), devMounts, ociMounts(s.Mounts)),
 		Linux: &specs.Linux{
 			UIDMappings: idm,
 			GIDMappings: idm,
@@ -126,7 +126,7 @@ func (r *Runtime) ociSpec(s runtime.Spec) (*specs.Spec, error) {
 				{Type: specs.UTSNamespace},
 				{Type: specs.IPCNamespace},
 				{Type: specs.CgroupNamespace},
-				{Type: specs.NetworkNamespace},
+				{Type: specs.NetworkNamespace, Path: s.NetNSPath},
 			},
 			Resources:     ociResources(s.Resources, devRules),
 			CgroupsPath:   resources.CgroupPath(r.cfg.CgroupParent, s.ID),
@@ -138,16 +138,22 @@ func (r *Runtime) ociSpec(s runtime.Spec) (*specs.Spec, error) {
 	return spec, nil
 }
 
-func defaultMounts() []specs.Mount {
+// defaultMounts are the standard container mounts. sharedNetNS: the
+// environment joins a network namespace the runner made (owned by the host's
+// user namespace), where a fresh sysfs cannot be mounted; it gets a
+// read-only bind of /sys instead, as rootless Docker does.
+func defaultMounts(sharedNetNS bool) []specs.Mount {
+	sys := specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}}
+	if sharedNetNS {
+		sys = specs.Mount{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}
+	}
 	return []specs.Mount{
 		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
 		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
 		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-		// The environment has its own network namespace owned by its user
-		// namespace, so a fresh sysfs can be mounted.
-		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		sys,
 		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 	}
 }
