@@ -24,6 +24,8 @@ func main() {
 		cli.EnvCommand(),
 		cli.SSHCommand(),
 		cli.ConfigSSHCommand(),
+		cli.PortsCommand(),
+		cli.PortForwardCommand(),
 		cli.ServerCommand(),
 		cli.RunnerCommand(),
 		cli.AgentCommand(),

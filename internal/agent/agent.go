@@ -1,7 +1,7 @@
 // Package agent is the in-environment agent: it runs as PID 1 inside every
 // environment, reaps orphaned processes, and serves SSH (shells, commands,
-// sftp, port forwarding) on a unix socket that only the runner's SSH gateway
-// can reach.
+// sftp, port forwarding, and a stream of the environment's listening TCP
+// ports, see PortsChannel) on a unix socket that only the runner can reach.
 package agent
 
 import (
@@ -34,6 +34,8 @@ type Config struct {
 	reap          bool          // act as init (reaper, SIGTERM handling) even when not PID 1
 	sftpServer    []string      // command for the sftp subsystem; default: this executable "agent sftp-server"
 	shutdownGrace time.Duration // how long session processes get after SIGTERM
+	portsInterval time.Duration // how often port discovery polls; default 250ms
+	procNetFiles  []string      // default /proc/net/tcp and /proc/net/tcp6
 }
 
 const defaultShutdownGrace = 5 * time.Second
@@ -51,6 +53,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.groupPath == "" {
 		cfg.groupPath = defaultGroupPath
+	}
+	if len(cfg.procNetFiles) == 0 {
+		cfg.procNetFiles = procNetFiles
 	}
 	if cfg.shutdownGrace == 0 {
 		cfg.shutdownGrace = defaultShutdownGrace

@@ -21,7 +21,8 @@ type agent struct {
 }
 
 // server builds the SSH server: public key auth against the authorized keys
-// file, our own session handler, and direct-tcpip forwarding.
+// file, our own session handler, direct-tcpip forwarding, and the port
+// discovery stream.
 func (a *agent) server() *ssh.Server {
 	return &ssh.Server{
 		PublicKeyHandler: func(ctx ssh.Context, key ssh.PublicKey) bool {
@@ -38,6 +39,7 @@ func (a *agent) server() *ssh.Server {
 		ChannelHandlers: map[string]ssh.ChannelHandler{
 			"session":      a.handleSession,
 			"direct-tcpip": a.handleDirectTCPIP,
+			PortsChannel:   a.handlePorts,
 		},
 		ConnectionFailedCallback: func(conn net.Conn, err error) {
 			a.log.Debug("ssh connection failed", "err", err)

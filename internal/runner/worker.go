@@ -29,6 +29,7 @@ type worker struct {
 	reported *covev1.EnvironmentStatus
 	content  *covev1.SubStatus
 	machine  *covev1.SubStatus
+	ports    portWatch // listening ports while running (ports.go)
 }
 
 func (r *Runner) newWorker(ctx context.Context, id string) *worker {
@@ -61,6 +62,7 @@ func (w *worker) setRunning(v bool) {
 	w.mu.Lock()
 	w.running = v
 	w.mu.Unlock()
+	w.watchPorts(v) // ports.go
 }
 
 func (w *worker) isRunning() bool {
@@ -155,6 +157,7 @@ func (w *worker) send(ctx context.Context, st *covev1.EnvironmentStatus) error {
 	w.mu.Lock()
 	st.Content = proto.Clone(w.content).(*covev1.SubStatus)
 	st.Machine = proto.Clone(w.machine).(*covev1.SubStatus)
+	w.decoratePorts(st) // ports.go
 	same := w.reported != nil && proto.Equal(w.reported, st)
 	w.mu.Unlock()
 	if same {

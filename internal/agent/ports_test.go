@@ -1,0 +1,130 @@
+package agent
+
+import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseProcNet(t *testing.T) {
+	dir := t.TempDir()
+	tcp := filepath.Join(dir, "tcp")
+	tcp6 := filepath.Join(dir, "tcp6")
+	must(t, os.WriteFile(tcp, []byte(
+		"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"+
+			"   0: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n"+
+			"   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n"+
+			"   2: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n"+
+			"   3: 0100007F:0016 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 4 1 0 100 0 0 10 0\n"+
+			"   4: 0F02000A:1389 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5 1 0 100 0 0 10 0\n"), 0o644))
+	must(t, os.WriteFile(tcp6, []byte(
+		"  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"+
+			"   0: 00000000000000000000000000000000:0BB8 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 6 1 0 100 0 0 10 0\n"+
+			"   1: 00000000000000000000000001000000:2328 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 7 1 0 100 0 0 10 0\n"+
+			"   2: 0000000000000000FFFF00000100007F:2329 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 8 1 0 100 0 0 10 0\n"), 0o644))
+
+	got, err := listeningPorts([]string{tcp, tcp6, filepath.Join(dir, "missing")})
+	must(t, err)
+	// Port 22 is an established connection, not a listener.
+	want := []Port{
+		{3000, "::"},        // both 127.0.0.1 and :: listen: the wider wins
+		{5001, "10.0.2.15"}, // a specific address
+		{8080, "0.0.0.0"},   // 0.0.0.0 beats 127.0.0.1
+		{9000, "::1"},
+		{9001, "127.0.0.1"}, // v4-mapped
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+
+	for p, addr := range map[Port]string{
+		{3000, "::"}: "[::1]:3000", {8080, "0.0.0.0"}: "127.0.0.1:8080", {5001, "10.0.2.15"}: "10.0.2.15:5001", {9000, "::1"}: "[::1]:9000",
+	} {
+		if got := p.DialAddr(); got != addr {
+			t.Errorf("%v.DialAddr() = %q, want %q", p, got, addr)
+		}
+	}
+}
+
+func TestPortsStream(t *testing.T) {
+	if _, err := os.Stat("/proc/net/tcp"); err != nil {
+		t.Skip("no /proc/net/tcp")
+	}
+	e := newTestEnv(t)
+	e.cfg.portsInterval = 50 * time.Millisecond
+	e.start(t)
+	c := e.client(t)
+
+	ch, reqs, err := c.OpenChannel(PortsChannel, nil)
+	must(t, err)
+	defer ch.Close()
+	go func() {
+		for r := range reqs {
+			r.Reply(false, nil)
+		}
+	}()
+	lines := make(chan []Port, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(ch)
+		for sc.Scan() {
+			var ps []Port
+			if err := json.Unmarshal(sc.Bytes(), &ps); err != nil {
+				t.Errorf("bad line %q: %v", sc.Text(), err)
+				return
+			}
+			lines <- ps
+		}
+	}()
+	has := func(ps []Port, port int) bool {
+		return slices.ContainsFunc(ps, func(p Port) bool { return p.Port == port })
+	}
+	// waitFor returns the first update (the initial list included) for
+	// which cond holds, or fails after a second.
+	waitFor := func(what string, cond func([]Port) bool) []Port {
+		t.Helper()
+		timeout := time.After(time.Second)
+		for {
+			select {
+			case ps, ok := <-lines:
+				if !ok {
+					t.Fatalf("ports stream ended while waiting for %s", what)
+				}
+				if cond(ps) {
+					return ps
+				}
+			case <-timeout:
+				t.Fatalf("no update with %s within 1s", what)
+			}
+		}
+	}
+	first := waitFor("the initial list", func([]Port) bool { return true })
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	if has(first, port) {
+		t.Fatalf("port %d listed before it was opened", port)
+	}
+	ps := waitFor("the new listener", func(ps []Port) bool { return has(ps, port) })
+	i := slices.IndexFunc(ps, func(p Port) bool { return p.Port == port })
+	if ps[i].Address != "127.0.0.1" {
+		t.Errorf("address %q, want 127.0.0.1", ps[i].Address)
+	}
+	ln.Close()
+	waitFor("the listener gone", func(ps []Port) bool { return !has(ps, port) })
+
+	// Closing the channel ends the stream on the agent's side too.
+	ch.Close()
+	for range lines {
+	}
+	if strings.Contains(e.logs.String(), "port discovery") {
+		t.Errorf("discovery errors logged:\n%s", e.logs.String())
+	}
+}

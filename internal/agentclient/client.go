@@ -1,0 +1,125 @@
+// Package agentclient is the runner's client for the agent inside an
+// environment: it connects over the unix socket the runner provides,
+// authenticates with the runner's agent key, and offers the agent's
+// services to the rest of the runner — the stream of listening ports and
+// TCP connections to addresses inside the environment.
+package agentclient
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/covedev/cove/internal/agent"
+	"golang.org/x/crypto/ssh"
+)
+
+// Port is a TCP port something listens on inside the environment.
+type Port = agent.Port
+
+// maxPortsLine bounds one ports update (65536 ports fit easily).
+const maxPortsLine = 8 << 20
+
+// Client is one SSH connection to an environment's agent. It is safe for
+// concurrent use.
+type Client struct {
+	ssh  *ssh.Client
+	done chan struct{} // closed when the connection is gone
+	err  error         // why, once done is closed
+}
+
+// Dial connects to the agent listening on socketPath and authenticates
+// with signer. The socket is private to the runner, so the agent's host key
+// is not checked.
+func Dial(ctx context.Context, socketPath string, signer ssh.Signer) (*Client, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	c, err := d.DialContext(ctx, "unix", socketPath)
+	if err != nil {
+		return nil, fmt.Errorf("dial agent: %w", err)
+	}
+	// Bound the handshake by ctx and a timeout.
+	deadline := time.Now().Add(10 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = c.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	conn, chans, reqs, err := ssh.NewClientConn(c, "agent", &ssh.ClientConfig{
+		User:            "cove",
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), // the socket is private to the runner
+	})
+	if !stop() {
+		err = errors.Join(err, ctx.Err())
+	}
+	if err != nil {
+		c.Close()
+		if conn != nil {
+			conn.Close()
+		}
+		return nil, fmt.Errorf("agent handshake: %w", err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	cl := &Client{ssh: ssh.NewClient(conn, chans, reqs), done: make(chan struct{})}
+	go func() {
+		cl.err = cl.ssh.Wait()
+		close(cl.done)
+	}()
+	return cl, nil
+}
+
+// Close closes the connection; streams and connections on it end.
+func (c *Client) Close() error {
+	return c.ssh.Close()
+}
+
+// Done is closed when the connection to the agent is gone.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// WatchPorts streams the environment's listening TCP ports: fn gets the
+// full list at once and again after every change, from one goroutine. It
+// blocks until ctx is done (and then returns ctx.Err()) or the stream or
+// connection fails.
+func (c *Client) WatchPorts(ctx context.Context, fn func([]Port)) error {
+	ch, reqs, err := c.ssh.OpenChannel(agent.PortsChannel, nil)
+	if err != nil {
+		return fmt.Errorf("open ports stream: %w", err)
+	}
+	go ssh.DiscardRequests(reqs)
+	stop := context.AfterFunc(ctx, func() { ch.Close() })
+	defer stop()
+	defer ch.Close()
+
+	sc := bufio.NewScanner(ch)
+	sc.Buffer(make([]byte, 0, 4096), maxPortsLine)
+	for sc.Scan() {
+		var ports []Port
+		if err := json.Unmarshal(sc.Bytes(), &ports); err != nil {
+			return fmt.Errorf("ports stream: %w", err)
+		}
+		fn(ports)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("ports stream: %w", err)
+	}
+	return fmt.Errorf("ports stream: %w", io.ErrUnexpectedEOF)
+}
+
+// DialTCP opens a TCP connection to addr (host:port) from inside the
+// environment, through the agent (an SSH direct-tcpip channel), so it
+// reaches ports bound to the environment's loopback too.
+func (c *Client) DialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	conn, err := c.ssh.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s in environment: %w", addr, err)
+	}
+	return conn, nil
+}

@@ -1,0 +1,163 @@
+package runner
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/agent"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"github.com/covedev/cove/proto/cove/v1/covev1connect"
+	"golang.org/x/crypto/ssh"
+)
+
+// statusRecorder is a server that records the statuses a runner reports.
+type statusRecorder struct {
+	covev1connect.UnimplementedRunnerServiceHandler
+	got chan *covev1.EnvironmentStatus
+}
+
+func (s *statusRecorder) ReportStatus(ctx context.Context, req *connect.Request[covev1.ReportStatusRequest]) (*connect.Response[covev1.ReportStatusResponse], error) {
+	s.got <- req.Msg.GetStatus()
+	return connect.NewResponse(&covev1.ReportStatusResponse{}), nil
+}
+
+// TestPortsReported runs a real agent where the runner expects an
+// environment's socket and checks that listeners opened and closed "inside"
+// it show up in the reported status, with the spec's sharing.
+func TestPortsReported(t *testing.T) {
+	rec := &statusRecorder{got: make(chan *covev1.EnvironmentStatus, 100)}
+	path, h := covev1connect.NewRunnerServiceHandler(rec)
+	mux := http.NewServeMux()
+	mux.Handle(path, h)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	must(t, err)
+	key, err := ssh.NewSignerFromKey(priv)
+	must(t, err)
+	dir := t.TempDir()
+	r := &Runner{
+		cfg: Config{DataDir: dir}, log: slog.New(slog.DiscardHandler), agentKey: key,
+		client: &client{api: covev1connect.NewRunnerServiceClient(srv.Client(), srv.URL)},
+	}
+	const id = "env1"
+	sock := r.layout(id).socket()
+	must(t, os.MkdirAll(filepath.Dir(sock), 0o700))
+	authKeys := filepath.Join(dir, "authorized_keys")
+	must(t, os.WriteFile(authKeys, ssh.MarshalAuthorizedKey(key.PublicKey()), 0o600))
+	agentCtx, stopAgent := context.WithCancel(context.Background())
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- agent.Run(agentCtx, agent.Config{SocketPath: sock, AuthorizedKeysPath: authKeys}) }()
+	defer func() { stopAgent(); <-agentDone }()
+
+	// A listener whose port the spec shares publicly.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer ln.Close()
+	port := int32(ln.Addr().(*net.TCPAddr).Port)
+
+	w := r.newWorker(context.Background(), id)
+	defer w.cancel()
+	w.mu.Lock()
+	w.env = &covev1.Environment{Id: id, Spec: &covev1.EnvironmentSpec{Ports: []*covev1.PortSpec{
+		{Port: port, Visibility: covev1.PortVisibility_PORT_VISIBILITY_PUBLIC},
+	}}}
+	w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	must(t, w.setStatus(ctx, &covev1.EnvironmentStatus{Phase: phaseRunning}))
+	<-rec.got
+	w.setRunning(true)
+	w.setRunning(true) // idempotent: still one watch
+
+	find := func(st *covev1.EnvironmentStatus, port int32) *covev1.Port {
+		for _, p := range st.GetPorts() {
+			if p.GetPort() == port {
+				return p
+			}
+		}
+		return nil
+	}
+	// waitReport waits up to 1.5s (the stream may first need to connect)
+	// for a report for which cond holds.
+	waitReport := func(what string, cond func(*covev1.EnvironmentStatus) bool) *covev1.EnvironmentStatus {
+		t.Helper()
+		timeout := time.After(1500 * time.Millisecond)
+		for {
+			select {
+			case st := <-rec.got:
+				if cond(st) {
+					return st
+				}
+			case <-timeout:
+				t.Fatalf("no report with %s in time", what)
+			}
+		}
+	}
+	st := waitReport("the shared port", func(st *covev1.EnvironmentStatus) bool { return find(st, port) != nil })
+	if p := find(st, port); p.GetAddress() != "127.0.0.1" || p.GetVisibility() != covev1.PortVisibility_PORT_VISIBILITY_PUBLIC {
+		t.Errorf("shared port reported as %v", p)
+	}
+	if st.GetPhase() != phaseRunning {
+		t.Errorf("ports report has phase %v", st.GetPhase())
+	}
+
+	// A new port is private by default; a closed one disappears.
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	port2 := int32(ln2.Addr().(*net.TCPAddr).Port)
+	st = waitReport("the new port", func(st *covev1.EnvironmentStatus) bool { return find(st, port2) != nil })
+	if v := find(st, port2).GetVisibility(); v != covev1.PortVisibility_PORT_VISIBILITY_PRIVATE {
+		t.Errorf("unlisted port has visibility %v, want PRIVATE", v)
+	}
+	ln2.Close()
+	waitReport("the closed port gone", func(st *covev1.EnvironmentStatus) bool { return find(st, port2) == nil && find(st, port) != nil })
+
+	// Not running: the watch ends and a report carries no ports.
+	w.mu.Lock()
+	done := w.ports.done
+	w.mu.Unlock()
+	w.setRunning(false)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("port watch still running after the environment stopped")
+	}
+	must(t, w.setStatus(ctx, &covev1.EnvironmentStatus{Phase: phaseStopping}))
+	if st := <-rec.got; len(st.GetPorts()) != 0 {
+		t.Errorf("STOPPING report has ports %v", st.GetPorts())
+	}
+
+	// Running again, then the worker ends (environment deleted): the watch
+	// ends with it.
+	must(t, w.setStatus(ctx, &covev1.EnvironmentStatus{Phase: phaseRunning}))
+	w.setRunning(true)
+	waitReport("the port again", func(st *covev1.EnvironmentStatus) bool { return find(st, port) != nil })
+	w.mu.Lock()
+	done = w.ports.done
+	w.mu.Unlock()
+	w.cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("port watch still running after the worker ended")
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
