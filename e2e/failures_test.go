@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -90,12 +91,14 @@ func TestSecondRunner(t *testing.T) {
 		"runner", "--server", "http://" + c.server, "--join-token", token, "--name", "second",
 		"--data-dir", filepath.Join(c.dir, "runner2"), "--ssh-listen", gw2, "--runc-root", runcRoot2,
 		"--cgroup-parent", c.cgroup, "--uid-range-base", fmt.Sprint(base2), "--max-environments", "4",
+		"--bridge", c.bridge + "b", "--subnet", "10.215." + fmt.Sprint(rand.IntN(256)) + ".0/24", "--nft-table", "cove-e2e-" + c.id + "-2",
 	}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("second runner log:\n%s", second.logTail())
 		}
 		second.stop()
+		forceCleanNetwork(c.bridge+"b", "cove-e2e-"+c.id+"-2")
 	})
 	second.start()
 	waitFor(t, "two active runners", 30*time.Second, func() bool {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -29,7 +30,7 @@ func requireTools(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("e2e needs root (user namespaces, mounts, cgroups); CI runs it as root")
 	}
-	for _, tool := range []string{"runc", "git", "ssh", "scp", "sftp", "rsync", "mmdebstrap"} {
+	for _, tool := range []string{"runc", "git", "ssh", "scp", "sftp", "rsync", "mmdebstrap", "ip", "nft"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("e2e needs %s (make test-deps installs it)", tool)
 		}
@@ -382,6 +383,18 @@ func gitRepo(t *testing.T, dir string, files map[string]string) string {
 	return dir
 }
 
+// background runs cove in the background and returns a stop func.
+func (e *env) background(args ...string) func() {
+	e.t.Helper()
+	cmd := exec.Command(e.cove, args...)
+	cmd.Env = append(os.Environ(), "COVE_CONFIG_DIR="+e.cfgDir)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	return func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+}
+
 // sshBackground starts OpenSSH in the background and returns a stop func.
 func (e *env) sshBackground(args ...string) func() {
 	e.t.Helper()
@@ -391,4 +404,28 @@ func (e *env) sshBackground(args ...string) func() {
 		e.t.Fatal(err)
 	}
 	return func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+}
+
+// networkLeftovers lists the bridge and nftables tables a runner left.
+func networkLeftovers(bridge, table string) []string {
+	var left []string
+	if _, err := os.Stat("/sys/class/net/" + bridge); err == nil {
+		left = append(left, "bridge "+bridge)
+	}
+	for _, family := range []string{"inet", "bridge"} {
+		if exec.Command("nft", "list", "table", family, table).Run() == nil {
+			left = append(left, "nftables table "+family+" "+table)
+		}
+	}
+	return left
+}
+
+// forceCleanNetwork removes what a failed test's runner left on the host's
+// network: its bridge and nftables tables (environments' veths and
+// namespace files go with forceClean's unmounts).
+func forceCleanNetwork(bridge, table string) {
+	_ = exec.Command("ip", "link", "del", bridge).Run()
+	for _, family := range []string{"inet", "bridge"} {
+		_ = exec.Command("nft", "delete", "table", family, table).Run()
+	}
 }

@@ -25,6 +25,9 @@ import (
 // cluster is `cove up` plus optional extra runners, all on loopback.
 type cluster struct {
 	t         *testing.T
+	id        string
+	bridge    string
+	subnet    string
 	user      *env
 	up        *daemon
 	dir       string
@@ -32,10 +35,14 @@ type cluster struct {
 	runcRoots []string
 	server    string
 	gateway   string
+	proxy     string
 	rangeBase uint64
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t *testing.T) *cluster { return newClusterWith(t) }
+
+// newClusterWith starts `cove up` with extra flags.
+func newClusterWith(t *testing.T, extra ...string) *cluster {
 	requireTools(t)
 	cove := buildCove(t)
 	id := fmt.Sprintf("%06d", rand.IntN(1000000))
@@ -46,8 +53,9 @@ func newCluster(t *testing.T) *cluster {
 	if err := os.Chmod(dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, dir: dir, cgroup: "cove-e2e-" + id, rangeBase: 3_000_000_000 + uint64(rand.IntN(64))*4*65536*1024/1024}
-	c.server, c.gateway = freePort(t), freePort(t)
+	c := &cluster{t: t, id: id, dir: dir, cgroup: "cove-e2e-" + id, rangeBase: 3_000_000_000 + uint64(rand.IntN(64))*4*65536,
+		bridge: "cvt" + id, subnet: fmt.Sprintf("10.214.%d.0/24", rand.IntN(256))}
+	c.server, c.gateway, c.proxy = freePort(t), freePort(t), freePort(t)
 	runcRoot := filepath.Join("/run", "cove-e2e-"+id)
 	c.runcRoots = []string{runcRoot}
 	c.user = &env{t: t, cove: cove, cfgDir: filepath.Join(dir, "user"), sshConf: filepath.Join(dir, "user", "ssh_config")}
@@ -55,12 +63,15 @@ func newCluster(t *testing.T) *cluster {
 		"up", "--data-dir", filepath.Join(dir, "data"), "--listen", c.server, "--ssh-listen", c.gateway,
 		"--runc-root", runcRoot, "--cgroup-parent", c.cgroup, "--uid-range-base", fmt.Sprint(c.rangeBase),
 		"--max-environments", "8", "--runner-timeout", "6s", "--class-memory", fmt.Sprint(1 << 30),
+		"--bridge", c.bridge, "--subnet", c.subnet, "--nft-table", "cove-e2e-" + id, "--proxy-listen", c.proxy,
 	}}
+	c.up.args = append(c.up.args, extra...)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("cove up log:\n%s", c.up.logTail())
 		}
 		c.up.stop()
+		forceCleanNetwork(c.bridge, "cove-e2e-"+id)
 		forceClean(t, dir, c.cgroup, c.runcRoots...)
 	})
 	c.up.start()
@@ -69,6 +80,14 @@ func newCluster(t *testing.T) *cluster {
 		return code == 0
 	})
 	return c
+}
+
+// token is the CLI's saved personal access token.
+func (c *cluster) token() string {
+	var cfg struct{ Token string }
+	b, _ := os.ReadFile(filepath.Join(c.user.cfgDir, "config.json"))
+	_ = json.Unmarshal(b, &cfg)
+	return cfg.Token
 }
 
 // TestSpine walks through issue 2's user story end to end.
@@ -186,6 +205,11 @@ func TestSpine(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(c.dir, "data", "runner", "envs")); len(ents) != 0 {
 		t.Fatalf("environment directories left: %v", ents)
+	}
+	// With nothing running, a stopped runner leaves no bridge or rules.
+	c.up.stop()
+	if left := networkLeftovers(c.bridge, "cove-e2e-"+c.id); len(left) > 0 {
+		t.Fatalf("network left after the runner stopped with no environments: %v", left)
 	}
 }
 

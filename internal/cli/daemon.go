@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/covedev/cove/internal/netenv"
 	"github.com/covedev/cove/internal/runner"
 	"github.com/covedev/cove/internal/runtime/container"
 	"github.com/covedev/cove/internal/server"
@@ -38,6 +40,7 @@ type serverOptions struct {
 	listen          string
 	runnerTimeout   time.Duration
 	tlsCert, tlsKey string
+	publicURL       string
 }
 
 func addServerFlags(cmd *cobra.Command, o *serverOptions) {
@@ -47,6 +50,7 @@ func addServerFlags(cmd *cobra.Command, o *serverOptions) {
 	f.DurationVar(&o.runnerTimeout, "runner-timeout", 30*time.Second, "a runner without a heartbeat for this long is INACTIVE")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "serve the API over HTTPS with this certificate (PEM); needs --tls-key")
 	f.StringVar(&o.tlsKey, "tls-key", "", "private key (PEM) for --tls-cert")
+	f.StringVar(&o.publicURL, "public-url", "", "the server's external URL, for browser logins to shared ports (default: from each request)")
 }
 
 type runningServer struct {
@@ -68,7 +72,7 @@ func startServer(ctx context.Context, log *slog.Logger, o serverOptions, errc ch
 	if err != nil {
 		return nil, err
 	}
-	srv, err := server.New(server.Config{Store: st, DataDir: dir, Log: log.With("component", "server"), RunnerTimeout: o.runnerTimeout})
+	srv, err := server.New(server.Config{Store: st, DataDir: dir, Log: log.With("component", "server"), RunnerTimeout: o.runnerTimeout, PublicURL: o.publicURL})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -119,6 +123,17 @@ type runnerOptions struct {
 	allowLocal                       bool
 	classCPUs                        int32
 	classMemory                      int64
+	// networking
+	network                           bool
+	bridge, subnet, nftTable          string
+	dnsUpstreams                      []string
+	classEgress                       string
+	classEgressAllow                  []string
+	classEgressRate, classIngressRate int64
+	// port proxy
+	proxyListen, proxyURL, proxyDomain string
+	proxyTLSCert, proxyTLSKey          string
+	serverPublicURL                    string
 }
 
 func defaultClass(o runnerOptions) *covev1.EnvironmentClass {
@@ -132,7 +147,8 @@ func defaultClass(o runnerOptions) *covev1.EnvironmentClass {
 			mem = int64(si.Totalram) * int64(si.Unit) / 2
 		}
 	}
-	return &covev1.EnvironmentClass{Id: "default", DisplayName: "Default", Cpus: cpus, MemoryBytes: mem, Pids: 8192, Runtime: "container"}
+	return &covev1.EnvironmentClass{Id: "default", DisplayName: "Default", Cpus: cpus, MemoryBytes: mem, Pids: 8192, Runtime: "container",
+		EgressPolicy: o.classEgress, EgressAllow: o.classEgressAllow, EgressRateBits: o.classEgressRate, IngressRateBits: o.classIngressRate}
 }
 
 // runRunner runs a runner until ctx ends.
@@ -150,11 +166,25 @@ func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 	if o.name == "" {
 		o.name, _ = os.Hostname()
 	}
+	var nm *netenv.Manager
+	if o.network {
+		subnet, err := netip.ParsePrefix(o.subnet)
+		if err != nil {
+			return fmt.Errorf("--subnet: %w", err)
+		}
+		nm, err = netenv.New(netenv.Config{Bridge: o.bridge, Subnet: subnet, Table: o.nftTable, DNSUpstreams: o.dnsUpstreams,
+			StateDir: filepath.Join(o.dataDir, "net"), Log: log.With("component", "netenv")})
+		if err != nil {
+			return err
+		}
+	}
 	r, err := runner.New(runner.Config{
 		Name: o.name, ServerURL: o.server, JoinToken: o.joinToken, DataDir: o.dataDir,
 		SSHListen: o.sshListen, SSHAdvertise: o.sshAdvertise, DefaultImage: o.defaultImage,
 		Classes: []*covev1.EnvironmentClass{defaultClass(o)}, MaxEnvironments: o.maxEnvs,
-		RangeBase: o.rangeBase, AllowLocalSources: o.allowLocal, Runtime: rt,
+		RangeBase: o.rangeBase, AllowLocalSources: o.allowLocal, Runtime: rt, Network: nm,
+		ProxyListen: o.proxyListen, ProxyURL: o.proxyURL, ProxyDomain: o.proxyDomain,
+		ProxyTLSCert: o.proxyTLSCert, ProxyTLSKey: o.proxyTLSKey, ServerPublicURL: o.serverPublicURL,
 		Log: log.With("component", "runner"),
 	})
 	if err != nil {

@@ -24,11 +24,25 @@ func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 	f.IntVar(&o.maxEnvs, "max-environments", 32, "most environments this runner runs")
 	f.Int32Var(&o.classCPUs, "class-cpus", 0, "CPUs of the default class (default: all)")
 	f.Int64Var(&o.classMemory, "class-memory", 0, "memory bytes of the default class (default: half the host's)")
+	f.BoolVar(&o.network, "network", true, "give environments a bridge, NAT egress, DNS and firewall rules (false: loopback only)")
+	f.StringVar(&o.bridge, "bridge", "cove0", "bridge environments attach to")
+	f.StringVar(&o.subnet, "subnet", "10.213.0.0/16", "environments' addresses; the bridge takes the first")
+	f.StringVar(&o.nftTable, "nft-table", "cove", "nftables table (inet and bridge families) the runner owns")
+	f.StringSliceVar(&o.dnsUpstreams, "dns-upstream", nil, "DNS servers (ip:port) the relay forwards to (default: the host's /etc/resolv.conf)")
+	f.StringVar(&o.classEgress, "class-egress", "allow-all", "egress policy of the default class: allow-all, deny-private or allowlist")
+	f.StringSliceVar(&o.classEgressAllow, "class-egress-allow", nil, "for allowlist: CIDR or CIDR:PORT entries")
+	f.Int64Var(&o.classEgressRate, "class-egress-rate", 0, "egress limit of the default class, bits/s (0: none)")
+	f.Int64Var(&o.classIngressRate, "class-ingress-rate", 0, "ingress limit of the default class, bits/s (0: none)")
+	f.StringVar(&o.proxyListen, "proxy-listen", o.proxyListen, "HTTP port proxy listen address (empty: no proxy)")
+	f.StringVar(&o.proxyURL, "proxy-url", "", "base URL users reach the port proxy on (default: http(s)://LISTEN or HOSTNAME:PORT)")
+	f.StringVar(&o.proxyDomain, "proxy-domain", "", "wildcard domain for the host form PORT--ENV.DOMAIN (DNS for DOMAIN and *.DOMAIN must point here)")
+	f.StringVar(&o.proxyTLSCert, "proxy-tls-cert", "", "serve the port proxy over HTTPS with this certificate (PEM)")
+	f.StringVar(&o.proxyTLSKey, "proxy-tls-key", "", "private key (PEM) for --proxy-tls-cert")
 }
 
 // RunnerCommand is `cove runner`: run a runner, or manage runners.
 func RunnerCommand() *cobra.Command {
-	o := runnerOptions{sshListen: ":7722"}
+	o := runnerOptions{sshListen: ":7722", proxyListen: ":7743"}
 	cmd := &cobra.Command{
 		Use:   "runner --server URL [--join-token TOKEN]",
 		Short: "Run a runner on this host (as root), or manage runners",
@@ -45,6 +59,7 @@ func RunnerCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.server, "server", "", "server URL")
+	f.StringVar(&o.serverPublicURL, "server-public-url", "", "the server's URL as browsers reach it, for port logins (default: --server)")
 	f.StringVar(&o.joinToken, "join-token", "", "one-time join token (from `cove runner join-token`), needed the first time")
 	f.StringVar(&o.name, "name", "", "runner name (default: host name)")
 	f.StringVar(&o.dataDir, "data-dir", filepath.Join("/var/lib/cove", "runner"), "where the runner keeps images and environments")

@@ -14,7 +14,7 @@ import (
 // defaults, with the local CLI logged in.
 func UpCommand() *cobra.Command {
 	so := serverOptions{}
-	ro := runnerOptions{sshListen: "127.0.0.1:7722"}
+	ro := runnerOptions{sshListen: "127.0.0.1:7722", proxyListen: "127.0.0.1:7743"}
 	var userName string
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -43,6 +43,7 @@ func UpCommand() *cobra.Command {
 			dir, _ := configDir()
 			log.Info("CLI logged in", "user", u.Name, "config", filepath.Join(dir, "config.json"))
 			ro.server = rs.url
+			ro.serverPublicURL = so.publicURL
 			ro.dataDir = filepath.Join(so.dataDir, "runner")
 			ro.allowLocal = true
 			if _, err := os.Stat(filepath.Join(ro.dataDir, "runner.json")); err != nil {
@@ -53,13 +54,24 @@ func UpCommand() *cobra.Command {
 			if ro.name == "" {
 				ro.name = "local"
 			}
-			go func() { errc <- runRunner(ctx, log, ro) }()
+			runnerDone := make(chan error, 1)
+			go func() { runnerDone <- runRunner(ctx, log, ro) }()
 			fmt.Fprintf(cmd.ErrOrStderr(), "cove is up: server %s, SSH gateway %s.\nTry: cove env create ./myrepo --name demo --wait\n", rs.url, ro.sshListen)
 			select {
-			case <-ctx.Done():
-				return nil
 			case err := <-errc:
+				cancel()
+				<-runnerDone
 				return err
+			case err := <-runnerDone:
+				return err
+			case <-ctx.Done():
+				// Let the runner finish its shutdown (network cleanup).
+				select {
+				case err := <-runnerDone:
+					return err
+				case <-time.After(20 * time.Second):
+					return nil
+				}
 			}
 		},
 	}

@@ -68,7 +68,7 @@ func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, 
 		case stepUnmount:
 			err = image.UnmountRootfs(ctx, r.rootfsConfig(lay, *stp))
 		case stepRemove:
-			err = r.remove(lay, *stp)
+			err = r.remove(ctx, env.Id, lay, *stp)
 		}
 		if err != nil {
 			if s != stepClone {
@@ -203,7 +203,8 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 	}
 	_ = os.Remove(lay.socket())
 	name := env.GetMetadata().GetName()
-	if err := os.WriteFile(lay.hosts(), []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t"+name+"\n"), 0o644); err != nil {
+	netns, err := r.attachNetwork(ctx, env.Id, name, env.GetSpec().GetClassId(), lay, st)
+	if err != nil {
 		return err
 	}
 	if err := os.WriteFile(lay.hostname(), []byte(name+"\n"), 0o644); err != nil {
@@ -245,6 +246,10 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 			{Source: lay.hostname(), Destination: "/etc/hostname", Type: "bind", Options: []string{"bind", "ro"}},
 		},
 		Resources: r.resources(env.GetSpec().GetClassId()),
+		NetNSPath: netns,
+	}
+	if netns != "" {
+		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: lay.resolvConf(), Destination: "/etc/resolv.conf", Type: "bind", Options: []string{"bind", "ro"}})
 	}
 	if err := r.rt.Start(ctx, spec); err != nil {
 		return err
@@ -299,7 +304,10 @@ func (r *Runner) waitAgent(ctx context.Context, lay layout) error {
 
 // remove deletes the environment's disk state and frees its uid range. It
 // refuses to cross into anything still mounted (shared image layers).
-func (r *Runner) remove(lay layout, st *envState) error {
+func (r *Runner) remove(ctx context.Context, id string, lay layout, st *envState) error {
+	if err := r.detachNetwork(ctx, id); err != nil {
+		return err
+	}
 	if err := checkNoMounts(lay.dir); err != nil {
 		return err
 	}

@@ -133,15 +133,7 @@ func (w *worker) decoratePorts(st *covev1.EnvironmentStatus) {
 			v = covev1.PortVisibility_PORT_VISIBILITY_PRIVATE
 		}
 		st.Ports = append(st.Ports, &covev1.Port{
-			Port: int32(p.Port), Address: p.Address, Visibility: v, Url: portURL(w.env, p.Port),
+			Port: int32(p.Port), Address: p.Address, Visibility: v, Url: w.r.portURL(w.env, p.Port),
 		})
 	}
-}
-
-// portURL is the URL of port through the runner's HTTP port proxy.
-//
-// TODO(ports): return the proxy's /<env>/<port>/ URL (or wildcard host)
-// once the port proxy exists; until then ports have no URL.
-func portURL(env *covev1.Environment, port int) string {
-	return ""
 }

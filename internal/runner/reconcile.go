@@ -149,6 +149,7 @@ func (r *Runner) status(env *covev1.Environment, st *envState, phase covev1.Envi
 		if st.RepoName != "" {
 			s.WorkspaceFolder = "/workspaces/" + st.RepoName
 		}
+		s.IpAddress = st.IP
 	}
 	if phase == phaseRunning {
 		s.Ssh = &covev1.SSHAddress{Address: r.sshAddr, Host: env.GetMetadata().GetName() + ".cove"}

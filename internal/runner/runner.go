@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,7 +20,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/image"
+	"github.com/covedev/cove/internal/netenv"
 	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/sshgw"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
@@ -47,12 +50,22 @@ type Config struct {
 	// AllowLocalSources lets environments clone a local path on this host
 	// (read as root). Only `cove up`, where the user is the operator, sets it.
 	AllowLocalSources bool
+	// HTTP port proxy: listen address, the base URL users reach it on
+	// (default http://<listen address>), an optional wildcard domain for the
+	// host form, optional TLS, and the server's external URL for browser
+	// logins (default ServerURL).
+	ProxyListen, ProxyURL, ProxyDomain string
+	ProxyTLSCert, ProxyTLSKey          string
+	ServerPublicURL                    string
 	// AgentBinary is the static cove binary mounted into environments
 	// (default: this executable).
 	AgentBinary string
 	Runtime     runtime.Runtime
-	HTTPClient  *http.Client
-	Log         *slog.Logger
+	// Network gives environments a bridge, NAT and policy; nil means
+	// loopback-only environments.
+	Network    *netenv.Manager
+	HTTPClient *http.Client
+	Log        *slog.Logger
 }
 
 // Runner is one runner process.
@@ -67,6 +80,8 @@ type Runner struct {
 	hostKey  ssh.Signer
 	client   *client
 	sshAddr  string
+	pool     *agentclient.Pool
+	proxyURL string
 
 	mu      sync.Mutex
 	workers map[string]*worker
@@ -99,6 +114,9 @@ func New(cfg Config) (*Runner, error) {
 			return nil, fmt.Errorf("find own executable: %w", err)
 		}
 		cfg.AgentBinary = exe
+	}
+	if cfg.ServerPublicURL == "" {
+		cfg.ServerPublicURL = cfg.ServerURL
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = http.DefaultClient
@@ -136,6 +154,7 @@ func New(cfg Config) (*Runner, error) {
 	r := &Runner{
 		cfg: cfg, log: cfg.Log, images: images, rt: cfg.Runtime, agentKey: agentKey, hostKey: hostKey,
 		ranges:  newRangeAllocator(cfg.RangeBase, cfg.RangeSize, cfg.RangeSlots),
+		pool:    agentclient.NewPool(agentKey),
 		workers: map[string]*worker{},
 	}
 	r.gw = sshgw.NewGateway(sshgw.Config{HostSigner: hostKey, Resolver: r, Log: cfg.Log.With("component", "sshgw")})
@@ -179,12 +198,34 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.sshAddr = advertiseAddr(ln.Addr().(*net.TCPAddr))
 	}
 	r.log.Info("ssh gateway listening", "addr", ln.Addr().String(), "advertise", r.sshAddr)
+	if r.cfg.Network != nil {
+		// Rebuilds the bridge, rules and DNS relay; running environments'
+		// namespaces are untouched.
+		if err := r.cfg.Network.Start(ctx); err != nil {
+			ln.Close()
+			return fmt.Errorf("network: %w", err)
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := r.cfg.Network.Close(cctx); err != nil {
+				r.log.Warn("network close", "err", err)
+			}
+		}()
+	}
 	c, err := r.connect(ctx)
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	r.client = c
+	proxy, err := r.startProxy(ctx)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer proxy.Close()
+	defer r.pool.Close()
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); _ = r.gw.Serve(ctx, ln) }()
@@ -197,6 +238,39 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	return nil
+}
+
+// startProxy serves the HTTP port proxy, if configured.
+func (r *Runner) startProxy(ctx context.Context) (io.Closer, error) {
+	if r.cfg.ProxyListen == "" {
+		return io.NopCloser(nil), nil
+	}
+	ln, err := net.Listen("tcp", r.cfg.ProxyListen)
+	if err != nil {
+		return nil, fmt.Errorf("port proxy: %w", err)
+	}
+	scheme := "http"
+	if r.cfg.ProxyTLSCert != "" {
+		scheme = "https"
+	}
+	r.proxyURL = r.cfg.ProxyURL
+	if r.proxyURL == "" {
+		r.proxyURL = scheme + "://" + advertiseAddr(ln.Addr().(*net.TCPAddr))
+	}
+	hs := &http.Server{Handler: r.proxyHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		var err error
+		if r.cfg.ProxyTLSCert != "" {
+			err = hs.ServeTLS(ln, r.cfg.ProxyTLSCert, r.cfg.ProxyTLSKey)
+		} else {
+			err = hs.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			r.log.Error("port proxy", "err", err)
+		}
+	}()
+	r.log.Info("port proxy listening", "addr", ln.Addr().String(), "url", r.proxyURL)
+	return hs, nil
 }
 
 // advertiseAddr is the gateway address users are told to dial when none is

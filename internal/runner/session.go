@@ -71,6 +71,7 @@ func (r *Runner) capabilities() *covev1.RunnerCapabilities {
 		Classes:         r.cfg.Classes,
 		MaxEnvironments: int32(r.cfg.MaxEnvironments),
 		SshAddress:      r.sshAddr,
+		ProxyUrl:        r.proxyURL,
 	}
 	var fs syscall.Statfs_t
 	if syscall.Statfs(r.cfg.DataDir, &fs) == nil {

@@ -27,6 +27,7 @@ type envState struct {
 	ImageDigest string   `json:"imageDigest,omitempty"`
 	Layers      []string `json:"layers,omitempty"`
 	User        string   `json:"user,omitempty"` // user sessions run as
+	IP          string   `json:"ip,omitempty"`   // address on the runner's network
 	Env         []string `json:"env,omitempty"`
 	// Started once at least (CREATING vs STARTING).
 	StartedOnce bool `json:"startedOnce,omitempty"`
@@ -39,19 +40,20 @@ type envState struct {
 // layout names the host paths of one environment.
 type layout struct{ dir string }
 
-func (l layout) state() string     { return filepath.Join(l.dir, "state.json") }
-func (l layout) workspace() string { return filepath.Join(l.dir, "workspace") }
-func (l layout) staging() string   { return filepath.Join(l.dir, "staging") }
-func (l layout) upper() string     { return filepath.Join(l.dir, "upper") }
-func (l layout) work() string      { return filepath.Join(l.dir, "work") }
-func (l layout) lower() string     { return filepath.Join(l.dir, "l") }
-func (l layout) rootfs() string    { return filepath.Join(l.dir, "rootfs") }
-func (l layout) run() string       { return filepath.Join(l.dir, "run") }
-func (l layout) etc() string       { return filepath.Join(l.dir, "etc") }
-func (l layout) runtime() string   { return filepath.Join(l.dir, "runtime") }
-func (l layout) socket() string    { return filepath.Join(l.run(), "agent.sock") }
-func (l layout) hosts() string     { return filepath.Join(l.dir, "hosts") }
-func (l layout) hostname() string  { return filepath.Join(l.dir, "hostname") }
+func (l layout) state() string      { return filepath.Join(l.dir, "state.json") }
+func (l layout) workspace() string  { return filepath.Join(l.dir, "workspace") }
+func (l layout) staging() string    { return filepath.Join(l.dir, "staging") }
+func (l layout) upper() string      { return filepath.Join(l.dir, "upper") }
+func (l layout) work() string       { return filepath.Join(l.dir, "work") }
+func (l layout) lower() string      { return filepath.Join(l.dir, "l") }
+func (l layout) rootfs() string     { return filepath.Join(l.dir, "rootfs") }
+func (l layout) run() string        { return filepath.Join(l.dir, "run") }
+func (l layout) etc() string        { return filepath.Join(l.dir, "etc") }
+func (l layout) runtime() string    { return filepath.Join(l.dir, "runtime") }
+func (l layout) socket() string     { return filepath.Join(l.run(), "agent.sock") }
+func (l layout) hosts() string      { return filepath.Join(l.dir, "hosts") }
+func (l layout) hostname() string   { return filepath.Join(l.dir, "hostname") }
+func (l layout) resolvConf() string { return filepath.Join(l.dir, "resolv.conf") }
 
 func loadState(path string) (*envState, error) {
 	b, err := os.ReadFile(path)

@@ -23,13 +23,14 @@ type worker struct {
 	sendMu sync.Mutex
 	seq    uint64
 
-	mu       sync.Mutex
-	env      *covev1.Environment
-	running  bool // agent reachable: the gateway may route to it
-	reported *covev1.EnvironmentStatus
-	content  *covev1.SubStatus
-	machine  *covev1.SubStatus
-	ports    portWatch // listening ports while running (ports.go)
+	mu         sync.Mutex
+	lastActive time.Time // last request through the port proxy
+	env        *covev1.Environment
+	running    bool // agent reachable: the gateway may route to it
+	reported   *covev1.EnvironmentStatus
+	content    *covev1.SubStatus
+	machine    *covev1.SubStatus
+	ports      portWatch // listening ports while running (ports.go)
 }
 
 func (r *Runner) newWorker(ctx context.Context, id string) *worker {

@@ -31,7 +31,10 @@ type Config struct {
 	SSHCertTTL time.Duration
 	// Class given to environments created without one.
 	DefaultClass string
-	Now          func() time.Time
+	// PublicURL is the server's external base URL, used in browser
+	// redirects (port login); empty derives it from the request.
+	PublicURL string
+	Now       func() time.Time
 }
 
 // Server implements the cove API.
@@ -42,6 +45,8 @@ type Server struct {
 	hostCA *sshgw.CA
 	cfg    Config
 	now    func() time.Time
+	// portKey signs port session tokens and browser login cookies.
+	portKey []byte
 }
 
 // New loads (or creates) the SSH CAs and returns a server.
@@ -69,7 +74,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host CA: %w", err)
 	}
-	return &Server{store: cfg.Store, log: cfg.Log, userCA: userCA, hostCA: hostCA, cfg: cfg, now: cfg.Now}, nil
+	portKey, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "port_token_key"))
+	if err != nil {
+		return nil, fmt.Errorf("port token key: %w", err)
+	}
+	return &Server{store: cfg.Store, log: cfg.Log, userCA: userCA, hostCA: hostCA, cfg: cfg, now: cfg.Now, portKey: portKey}, nil
 }
 
 // Handler serves the API.
@@ -79,6 +88,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(covev1connect.NewEnvironmentServiceHandler(&envService{s}, opts))
 	mux.Handle(covev1connect.NewUserServiceHandler(&userService{s}, opts))
 	mux.Handle(covev1connect.NewRunnerServiceHandler(&runnerService{s}, opts))
+	s.registerPortAuth(mux)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	return s.authenticate(mux)
 }

@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// outsideNS makes a network namespace playing "the internet": a veth from the
+// host (198.51.100.1) to it (198.51.100.2), with the test binary serving HTTP
+// and DNS there. Only this namespace and loopback are ever sent traffic.
+func outsideNS(t *testing.T, id string) {
+	t.Helper()
+	ns, hostIf := "cove-out-"+id, "cvo"+id
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", args, err, out)
+		}
+	}
+	run("ip", "netns", "add", ns)
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "link", "del", hostIf).Run()
+		_ = exec.Command("ip", "netns", "del", ns).Run()
+	})
+	run("ip", "link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns)
+	run("ip", "addr", "add", "198.51.100.1/24", "dev", hostIf)
+	run("ip", "link", "set", hostIf, "up")
+	run("ip", "-n", ns, "addr", "add", outsideIP+"/24", "dev", "eth0")
+	run("ip", "-n", ns, "link", "set", "eth0", "up")
+	run("ip", "-n", ns, "link", "set", "lo", "up")
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0])
+	cmd.Env = append(os.Environ(), "COVE_E2E_ROLE=outside")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if line, _ := bufio.NewReader(out).ReadString('\n'); !strings.Contains(line, "outside ready") {
+		t.Fatalf("outside servers: %q", line)
+	}
+}
+
+// TestNetworking: environments reach the outside through NAT and resolve
+// names, but not each other, the host or metadata addresses; their ports are
+// discovered, forwarded over SSH and proxied over HTTP by visibility.
+func TestNetworking(t *testing.T) {
+	requireTools(t)
+	c := newClusterWith(t, "--dns-upstream", outsideIP+":53")
+	u := c.user
+	reg := images(t)
+	outsideNS(t, c.id)
+	repo := gitRepo(t, filepath.Join(c.dir, "repo"), map[string]string{"index.html": "hello from the environment\n"})
+	for _, name := range []string{"a", "b"} {
+		u.must("env", "create", repo, "--name", name, "--image", reg+"/test/busybox:latest", "--wait")
+	}
+	ipB := field(u.envJSON("b"), "status", "ipAddress")
+	if ipB == "" || field(u.envJSON("a"), "status", "ipAddress") == ipB {
+		t.Fatalf("addresses: a=%s b=%s", field(u.envJSON("a"), "status", "ipAddress"), ipB)
+	}
+	sh := func(env, script string) (string, int) {
+		out, errOut, code := u.run("ssh", env, "--", script)
+		return out + errOut, code
+	}
+
+	// (busybox-static's wget crashes in its static name lookup; nc does not.)
+	get := func(env, host string, port int) (string, int) {
+		return sh(env, fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 %s %d`, host, port))
+	}
+	// Egress through NAT, and DNS through the runner's relay.
+	if out, code := get("a", outsideIP, 8000); code != 0 || !strings.Contains(out, "outside saw 198.51.100.1") {
+		t.Fatalf("egress: %d %q", code, out)
+	}
+	if out, code := sh("a", "nslookup outside.test"); code != 0 || !strings.Contains(out, outsideIP) {
+		t.Fatalf("DNS: %d %q", code, out)
+	}
+
+	// Not each other, not the host, not metadata.
+	if out, code := sh("b", "cd /workspaces/repo && httpd -p 8080 && echo started"); code != 0 {
+		t.Fatalf("httpd in b: %q", out)
+	}
+	if out, code := get("b", ipB, 8080); code != 0 || !strings.Contains(out, "200 OK") {
+		t.Fatalf("control: b reaches its own server: %d %q", code, out)
+	}
+	if out, code := get("a", ipB, 8080); code == 0 || strings.Contains(out, "200 OK") {
+		t.Fatalf("env a reached env b: %q", out)
+	}
+	hostLn, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostLn.Close()
+	go http.Serve(hostLn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "host service") }))
+	hostPort := hostLn.Addr().(*net.TCPAddr).Port
+	gw := strings.TrimSuffix(strings.Split(c.subnet, "/")[0], "0") + "1"
+	for _, target := range []string{gw, "198.51.100.1", "169.254.169.254"} {
+		if out, code := get("a", target, hostPort); code == 0 || strings.Contains(out, "host service") {
+			t.Fatalf("env reached %s:%d: %q", target, hostPort, out)
+		}
+	}
+
+	// Ports: discovered, forwarded over SSH, proxied by visibility.
+	if out, code := sh("a", "cd /workspaces/repo && httpd -p 3000 && echo started"); code != 0 {
+		t.Fatalf("httpd in a: %q", out)
+	}
+	waitFor(t, "port 3000 to be discovered", 10*time.Second, func() bool {
+		return strings.Contains(u.must("ports", "list", "a"), "3000")
+	})
+	local := freePort(t)
+	stop := u.background("port-forward", "a", strings.Split(local, ":")[1]+":3000")
+	defer stop()
+	waitFor(t, "cove port-forward", 20*time.Second, func() bool {
+		body, code := httpGet("http://"+local+"/", "")
+		return code == 200 && strings.Contains(body, "hello from the environment")
+	})
+	id := field(u.envJSON("a"), "id")
+	url := "http://" + c.proxy + "/p/" + id + "/3000/"
+	if _, code := httpGet(url, ""); code != 401 {
+		t.Fatalf("anonymous request to a private port: %d", code)
+	}
+	if body, code := httpGet(url, c.token()); code != 200 || !strings.Contains(body, "hello from the environment") {
+		t.Fatalf("owner through the proxy: %d %q", code, body)
+	}
+	u.must("ports", "share", "a", "3000", "--visibility", "public")
+	waitFor(t, "public port to open", 35*time.Second, func() bool {
+		body, code := httpGet(url, "")
+		return code == 200 && strings.Contains(body, "hello from the environment")
+	})
+
+	for _, name := range []string{"a", "b"} {
+		u.must("env", "delete", name, "--wait")
+	}
+	c.up.stop()
+	if left := networkLeftovers(c.bridge, "cove-e2e-"+c.id); len(left) > 0 {
+		t.Fatalf("network left after delete and stop: %v", left)
+	}
+}
+
+func httpGet(url, token string) (string, int) {
+	req, _ := http.NewRequest("GET", url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return err.Error(), 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b), resp.StatusCode
+}

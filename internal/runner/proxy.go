@@ -1,0 +1,114 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/portproxy"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+)
+
+// proxyHandler is the runner's HTTP port proxy: it authorizes each request
+// with the server and reaches the port through the environment's agent
+// (direct-tcpip), so ports bound to the environment's loopback work too.
+func (r *Runner) proxyHandler() http.Handler {
+	return portproxy.New(portproxy.Config{
+		Resolver:   proxyResolver{r},
+		Authorizer: proxyAuthorizer{r},
+		ServerURL:  r.cfg.ServerPublicURL,
+		Domain:     r.cfg.ProxyDomain,
+		Activity:   r.touch,
+		Log:        r.log.With("component", "portproxy"),
+	})
+}
+
+type proxyResolver struct{ r *Runner }
+
+// Resolve finds a running environment by id, or by name when exactly one
+// running environment here has it.
+func (p proxyResolver) Resolve(ctx context.Context, ref string) (portproxy.Target, error) {
+	r := p.r
+	r.mu.Lock()
+	w, ok := r.workers[ref]
+	if !ok {
+		for _, cand := range r.workers {
+			if cand.isRunning() && cand.latest().GetMetadata().GetName() == ref {
+				if w != nil {
+					r.mu.Unlock()
+					return portproxy.Target{}, fmt.Errorf("environment name %q is ambiguous on this runner: use its id", ref)
+				}
+				w = cand
+			}
+		}
+	}
+	r.mu.Unlock()
+	if w == nil || !w.isRunning() {
+		return portproxy.Target{}, fmt.Errorf("environment %q is not running on this runner", ref)
+	}
+	env := w.latest()
+	sock := r.layout(env.Id).socket()
+	return portproxy.Target{
+		EnvID:   env.Id,
+		OwnerID: env.GetMetadata().GetOwnerId(),
+		Dial: func(ctx context.Context, port int) (net.Conn, error) {
+			if err := checkSocket(sock); err != nil {
+				return nil, err
+			}
+			c, err := r.pool.Get(ctx, env.Id, sock)
+			if err != nil {
+				return nil, err
+			}
+			conn, err := c.DialTCP(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+			if err != nil {
+				// Something listening on IPv6 loopback only.
+				if conn6, err6 := c.DialTCP(ctx, net.JoinHostPort("::1", strconv.Itoa(port))); err6 == nil {
+					return conn6, nil
+				}
+			}
+			return conn, err
+		},
+	}, nil
+}
+
+type proxyAuthorizer struct{ r *Runner }
+
+// Authorize asks the server; it knows users, organizations and sharing.
+func (p proxyAuthorizer) Authorize(ctx context.Context, envID string, port int, token string) (bool, string, time.Duration, error) {
+	if p.r.client == nil {
+		return false, "", 0, errors.New("runner is not connected to a server yet")
+	}
+	resp, err := p.r.client.api.AuthorizePortAccess(ctx, connect.NewRequest(&covev1.AuthorizePortAccessRequest{
+		EnvironmentId: envID, Port: int32(port), Token: token,
+	}))
+	if err != nil {
+		return false, "", 0, err
+	}
+	m := resp.Msg
+	return m.GetAllowed(), m.GetUserId(), time.Duration(m.GetCacheSeconds()) * time.Second, nil
+}
+
+// touch records activity on an environment (requests through the proxy).
+func (r *Runner) touch(envID string) {
+	r.mu.Lock()
+	w := r.workers[envID]
+	r.mu.Unlock()
+	if w != nil {
+		w.mu.Lock()
+		w.lastActive = time.Now()
+		w.mu.Unlock()
+	}
+}
+
+// portURL is the URL of port through this runner's HTTP port proxy.
+func (r *Runner) portURL(env *covev1.Environment, port int) string {
+	if r.proxyURL == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s/p/%s/%d/", r.proxyURL, env.Id, port)
+}
