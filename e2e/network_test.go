@@ -139,6 +139,12 @@ func TestNetworking(t *testing.T) {
 		return code == 200 && strings.Contains(body, "hello from the environment")
 	})
 
+	// Requests through the proxy count as activity.
+	waitFor(t, "proxy activity in status", 30*time.Second, func() bool {
+		j := u.envJSON("a")
+		return field(j, "status", "activity", "lastActive") != "" && field(j, "status", "activity", "reason") == "port proxy"
+	})
+
 	for _, name := range []string{"a", "b"} {
 		u.must("env", "delete", name, "--wait")
 	}

@@ -7,6 +7,7 @@ import (
 
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // worker runs one environment's reconcile loop. It is the only writer of
@@ -159,6 +160,11 @@ func (w *worker) send(ctx context.Context, st *covev1.EnvironmentStatus) error {
 	st.Content = proto.Clone(w.content).(*covev1.SubStatus)
 	st.Machine = proto.Clone(w.machine).(*covev1.SubStatus)
 	w.decoratePorts(st) // ports.go
+	if !w.lastActive.IsZero() {
+		// Reported with the next status (the periodic pass sends one within
+		// ~10 s): activity alone does not cost a round trip per request.
+		st.Activity = &covev1.Activity{LastActive: timestamppb.New(w.lastActive.Truncate(time.Second)), Reason: "port proxy"}
+	}
 	same := w.reported != nil && proto.Equal(w.reported, st)
 	w.mu.Unlock()
 	if same {
