@@ -293,3 +293,28 @@ func (e *envService) SignSSHCertificate(ctx context.Context, req *connect.Reques
 		ExpiresAt:   timestamppb.New(time.Unix(int64(cert.ValidBefore), 0)),
 	}), nil
 }
+
+func (e *envService) RebuildEnvironment(ctx context.Context, req *connect.Request[covev1.RebuildEnvironmentRequest]) (*connect.Response[covev1.RebuildEnvironmentResponse], error) {
+	u, err := userFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	env, err := e.s.lookup(ctx, u, req.Msg.GetId())
+	if err != nil {
+		return nil, err
+	}
+	env, err = e.s.store.UpdateEnvironment(ctx, env.Id, func(env *covev1.Environment) error {
+		if env.GetSpec().GetDesiredPhase() == phaseDeleted {
+			return usererr.New("environment %q is being deleted", env.GetMetadata().GetName())
+		}
+		// A rebuild ends running: the runner rebuilds, then starts it.
+		env.Spec.DesiredPhase = phaseRunning
+		env.Spec.RebuildGeneration++
+		env.Spec.SpecVersion++
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&covev1.RebuildEnvironmentResponse{Environment: env}), nil
+}

@@ -525,9 +525,12 @@ type EnvironmentSpec struct {
 	DefaultImage string `protobuf:"bytes,7,opt,name=default_image,json=defaultImage,proto3" json:"default_image,omitempty"`
 	// Sharing of ports through the runner's HTTP proxy; ports not listed are
 	// private.
-	Ports         []*PortSpec `protobuf:"bytes,8,rep,name=ports,proto3" json:"ports,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Ports []*PortSpec `protobuf:"bytes,8,rep,name=ports,proto3" json:"ports,omitempty"`
+	// Bumped by `cove env rebuild`: the runner rebuilds the container's file
+	// system from the current devcontainer.json (the workspace is kept).
+	RebuildGeneration int64 `protobuf:"varint,9,opt,name=rebuild_generation,json=rebuildGeneration,proto3" json:"rebuild_generation,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *EnvironmentSpec) Reset() {
@@ -614,6 +617,13 @@ func (x *EnvironmentSpec) GetPorts() []*PortSpec {
 		return x.Ports
 	}
 	return nil
+}
+
+func (x *EnvironmentSpec) GetRebuildGeneration() int64 {
+	if x != nil {
+		return x.RebuildGeneration
+	}
+	return 0
 }
 
 type SubStatus struct {
@@ -864,9 +874,21 @@ type EnvironmentStatus struct {
 	// Listening TCP ports, as the agent discovers them.
 	Ports []*Port `protobuf:"bytes,12,rep,name=ports,proto3" json:"ports,omitempty"`
 	// The environment's address on its runner's network.
-	IpAddress     string `protobuf:"bytes,13,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IpAddress string `protobuf:"bytes,13,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
+	// devcontainer.json: building (features), lifecycle commands.
+	Devcontainer *SubStatus `protobuf:"bytes,14,opt,name=devcontainer,proto3" json:"devcontainer,omitempty"`
+	// devcontainer.json in use, relative to the repository.
+	DevcontainerPath string `protobuf:"bytes,15,opt,name=devcontainer_path,json=devcontainerPath,proto3" json:"devcontainer_path,omitempty"`
+	// Non-fatal notes about the configuration (unknown properties, ignored
+	// settings).
+	Warnings []string `protobuf:"bytes,16,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// customizations.vscode.extensions, and all customizations as JSON.
+	Extensions         []string `protobuf:"bytes,17,rep,name=extensions,proto3" json:"extensions,omitempty"`
+	CustomizationsJson string   `protobuf:"bytes,18,opt,name=customizations_json,json=customizationsJson,proto3" json:"customizations_json,omitempty"`
+	// The rebuild generation the file system was built from.
+	BuiltGeneration int64 `protobuf:"varint,19,opt,name=built_generation,json=builtGeneration,proto3" json:"built_generation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *EnvironmentStatus) Reset() {
@@ -988,6 +1010,48 @@ func (x *EnvironmentStatus) GetIpAddress() string {
 		return x.IpAddress
 	}
 	return ""
+}
+
+func (x *EnvironmentStatus) GetDevcontainer() *SubStatus {
+	if x != nil {
+		return x.Devcontainer
+	}
+	return nil
+}
+
+func (x *EnvironmentStatus) GetDevcontainerPath() string {
+	if x != nil {
+		return x.DevcontainerPath
+	}
+	return ""
+}
+
+func (x *EnvironmentStatus) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *EnvironmentStatus) GetExtensions() []string {
+	if x != nil {
+		return x.Extensions
+	}
+	return nil
+}
+
+func (x *EnvironmentStatus) GetCustomizationsJson() string {
+	if x != nil {
+		return x.CustomizationsJson
+	}
+	return ""
+}
+
+func (x *EnvironmentStatus) GetBuiltGeneration() int64 {
+	if x != nil {
+		return x.BuiltGeneration
+	}
+	return 0
 }
 
 type Environment struct {
@@ -1748,6 +1812,94 @@ func (x *SignSSHCertificateResponse) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type RebuildEnvironmentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebuildEnvironmentRequest) Reset() {
+	*x = RebuildEnvironmentRequest{}
+	mi := &file_cove_v1_cove_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebuildEnvironmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebuildEnvironmentRequest) ProtoMessage() {}
+
+func (x *RebuildEnvironmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebuildEnvironmentRequest.ProtoReflect.Descriptor instead.
+func (*RebuildEnvironmentRequest) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RebuildEnvironmentRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RebuildEnvironmentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Environment   *Environment           `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebuildEnvironmentResponse) Reset() {
+	*x = RebuildEnvironmentResponse{}
+	mi := &file_cove_v1_cove_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebuildEnvironmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebuildEnvironmentResponse) ProtoMessage() {}
+
+func (x *RebuildEnvironmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebuildEnvironmentResponse.ProtoReflect.Descriptor instead.
+func (*RebuildEnvironmentResponse) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RebuildEnvironmentResponse) GetEnvironment() *Environment {
+	if x != nil {
+		return x.Environment
+	}
+	return nil
+}
+
 type SharePortRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1759,7 +1911,7 @@ type SharePortRequest struct {
 
 func (x *SharePortRequest) Reset() {
 	*x = SharePortRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[25]
+	mi := &file_cove_v1_cove_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +1923,7 @@ func (x *SharePortRequest) String() string {
 func (*SharePortRequest) ProtoMessage() {}
 
 func (x *SharePortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[25]
+	mi := &file_cove_v1_cove_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +1936,7 @@ func (x *SharePortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharePortRequest.ProtoReflect.Descriptor instead.
 func (*SharePortRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{25}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SharePortRequest) GetId() string {
@@ -1817,7 +1969,7 @@ type SharePortResponse struct {
 
 func (x *SharePortResponse) Reset() {
 	*x = SharePortResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[26]
+	mi := &file_cove_v1_cove_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +1981,7 @@ func (x *SharePortResponse) String() string {
 func (*SharePortResponse) ProtoMessage() {}
 
 func (x *SharePortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[26]
+	mi := &file_cove_v1_cove_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +1994,7 @@ func (x *SharePortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharePortResponse.ProtoReflect.Descriptor instead.
 func (*SharePortResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{26}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SharePortResponse) GetEnvironment() *Environment {
@@ -1865,7 +2017,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_cove_v1_cove_proto_msgTypes[27]
+	mi := &file_cove_v1_cove_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +2029,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[27]
+	mi := &file_cove_v1_cove_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +2042,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{27}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *User) GetId() string {
@@ -1929,7 +2081,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[28]
+	mi := &file_cove_v1_cove_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2093,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[28]
+	mi := &file_cove_v1_cove_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2106,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{28}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{30}
 }
 
 type WhoAmIResponse struct {
@@ -1966,7 +2118,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[29]
+	mi := &file_cove_v1_cove_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1978,7 +2130,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[29]
+	mi := &file_cove_v1_cove_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1991,7 +2143,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{29}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WhoAmIResponse) GetUser() *User {
@@ -2011,7 +2163,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[30]
+	mi := &file_cove_v1_cove_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2175,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[30]
+	mi := &file_cove_v1_cove_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2188,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{30}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CreateTokenRequest) GetName() string {
@@ -2063,7 +2215,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[31]
+	mi := &file_cove_v1_cove_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2227,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[31]
+	mi := &file_cove_v1_cove_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2240,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{31}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -2108,7 +2260,7 @@ type CreateUserRequest struct {
 
 func (x *CreateUserRequest) Reset() {
 	*x = CreateUserRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[32]
+	mi := &file_cove_v1_cove_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2272,7 @@ func (x *CreateUserRequest) String() string {
 func (*CreateUserRequest) ProtoMessage() {}
 
 func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[32]
+	mi := &file_cove_v1_cove_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2285,7 @@ func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
 func (*CreateUserRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{32}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CreateUserRequest) GetName() string {
@@ -2160,7 +2312,7 @@ type CreateUserResponse struct {
 
 func (x *CreateUserResponse) Reset() {
 	*x = CreateUserResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[33]
+	mi := &file_cove_v1_cove_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2172,7 +2324,7 @@ func (x *CreateUserResponse) String() string {
 func (*CreateUserResponse) ProtoMessage() {}
 
 func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[33]
+	mi := &file_cove_v1_cove_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2185,7 +2337,7 @@ func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
 func (*CreateUserResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{33}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateUserResponse) GetUser() *User {
@@ -2225,7 +2377,7 @@ type EnvironmentClass struct {
 
 func (x *EnvironmentClass) Reset() {
 	*x = EnvironmentClass{}
-	mi := &file_cove_v1_cove_proto_msgTypes[34]
+	mi := &file_cove_v1_cove_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2389,7 @@ func (x *EnvironmentClass) String() string {
 func (*EnvironmentClass) ProtoMessage() {}
 
 func (x *EnvironmentClass) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[34]
+	mi := &file_cove_v1_cove_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2402,7 @@ func (x *EnvironmentClass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvironmentClass.ProtoReflect.Descriptor instead.
 func (*EnvironmentClass) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{34}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *EnvironmentClass) GetId() string {
@@ -2349,7 +2501,7 @@ type RunnerCapabilities struct {
 
 func (x *RunnerCapabilities) Reset() {
 	*x = RunnerCapabilities{}
-	mi := &file_cove_v1_cove_proto_msgTypes[35]
+	mi := &file_cove_v1_cove_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +2513,7 @@ func (x *RunnerCapabilities) String() string {
 func (*RunnerCapabilities) ProtoMessage() {}
 
 func (x *RunnerCapabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[35]
+	mi := &file_cove_v1_cove_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +2526,7 @@ func (x *RunnerCapabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunnerCapabilities.ProtoReflect.Descriptor instead.
 func (*RunnerCapabilities) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{35}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RunnerCapabilities) GetRuntimes() []string {
@@ -2448,7 +2600,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	mi := &file_cove_v1_cove_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2460,7 +2612,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	mi := &file_cove_v1_cove_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2473,7 +2625,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{36}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Runner) GetId() string {
@@ -2534,7 +2686,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	mi := &file_cove_v1_cove_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2546,7 +2698,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	mi := &file_cove_v1_cove_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2559,7 +2711,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{37}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreateJoinTokenRequest) GetTtlSeconds() int64 {
@@ -2578,7 +2730,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	mi := &file_cove_v1_cove_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2590,7 +2742,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	mi := &file_cove_v1_cove_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2603,7 +2755,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{38}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateJoinTokenResponse) GetJoinToken() string {
@@ -2623,7 +2775,7 @@ type JoinRunnerRequest struct {
 
 func (x *JoinRunnerRequest) Reset() {
 	*x = JoinRunnerRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[39]
+	mi := &file_cove_v1_cove_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2635,7 +2787,7 @@ func (x *JoinRunnerRequest) String() string {
 func (*JoinRunnerRequest) ProtoMessage() {}
 
 func (x *JoinRunnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[39]
+	mi := &file_cove_v1_cove_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2648,7 +2800,7 @@ func (x *JoinRunnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRunnerRequest.ProtoReflect.Descriptor instead.
 func (*JoinRunnerRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{39}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *JoinRunnerRequest) GetJoinToken() string {
@@ -2675,7 +2827,7 @@ type JoinRunnerResponse struct {
 
 func (x *JoinRunnerResponse) Reset() {
 	*x = JoinRunnerResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[40]
+	mi := &file_cove_v1_cove_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2687,7 +2839,7 @@ func (x *JoinRunnerResponse) String() string {
 func (*JoinRunnerResponse) ProtoMessage() {}
 
 func (x *JoinRunnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[40]
+	mi := &file_cove_v1_cove_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2700,7 +2852,7 @@ func (x *JoinRunnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRunnerResponse.ProtoReflect.Descriptor instead.
 func (*JoinRunnerResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{40}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *JoinRunnerResponse) GetRunnerId() string {
@@ -2725,7 +2877,7 @@ type ListRunnersRequest struct {
 
 func (x *ListRunnersRequest) Reset() {
 	*x = ListRunnersRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[41]
+	mi := &file_cove_v1_cove_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +2889,7 @@ func (x *ListRunnersRequest) String() string {
 func (*ListRunnersRequest) ProtoMessage() {}
 
 func (x *ListRunnersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[41]
+	mi := &file_cove_v1_cove_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +2902,7 @@ func (x *ListRunnersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunnersRequest.ProtoReflect.Descriptor instead.
 func (*ListRunnersRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{41}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{43}
 }
 
 type ListRunnersResponse struct {
@@ -2762,7 +2914,7 @@ type ListRunnersResponse struct {
 
 func (x *ListRunnersResponse) Reset() {
 	*x = ListRunnersResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[42]
+	mi := &file_cove_v1_cove_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2774,7 +2926,7 @@ func (x *ListRunnersResponse) String() string {
 func (*ListRunnersResponse) ProtoMessage() {}
 
 func (x *ListRunnersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[42]
+	mi := &file_cove_v1_cove_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2787,7 +2939,7 @@ func (x *ListRunnersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunnersResponse.ProtoReflect.Descriptor instead.
 func (*ListRunnersResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{42}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListRunnersResponse) GetRunners() []*Runner {
@@ -2805,7 +2957,7 @@ type ListEnvironmentClassesRequest struct {
 
 func (x *ListEnvironmentClassesRequest) Reset() {
 	*x = ListEnvironmentClassesRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[43]
+	mi := &file_cove_v1_cove_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2817,7 +2969,7 @@ func (x *ListEnvironmentClassesRequest) String() string {
 func (*ListEnvironmentClassesRequest) ProtoMessage() {}
 
 func (x *ListEnvironmentClassesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[43]
+	mi := &file_cove_v1_cove_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2830,7 +2982,7 @@ func (x *ListEnvironmentClassesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentClassesRequest.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentClassesRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{43}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{45}
 }
 
 type ListEnvironmentClassesResponse struct {
@@ -2842,7 +2994,7 @@ type ListEnvironmentClassesResponse struct {
 
 func (x *ListEnvironmentClassesResponse) Reset() {
 	*x = ListEnvironmentClassesResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[44]
+	mi := &file_cove_v1_cove_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2854,7 +3006,7 @@ func (x *ListEnvironmentClassesResponse) String() string {
 func (*ListEnvironmentClassesResponse) ProtoMessage() {}
 
 func (x *ListEnvironmentClassesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[44]
+	mi := &file_cove_v1_cove_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2867,7 +3019,7 @@ func (x *ListEnvironmentClassesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentClassesResponse.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentClassesResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{44}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListEnvironmentClassesResponse) GetClasses() []*EnvironmentClass {
@@ -2887,7 +3039,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[45]
+	mi := &file_cove_v1_cove_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2899,7 +3051,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[45]
+	mi := &file_cove_v1_cove_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2912,7 +3064,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{45}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *HeartbeatRequest) GetCapabilities() *RunnerCapabilities {
@@ -2943,7 +3095,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[46]
+	mi := &file_cove_v1_cove_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2955,7 +3107,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[46]
+	mi := &file_cove_v1_cove_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2968,7 +3120,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{46}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *HeartbeatResponse) GetHostCertificate() string {
@@ -3001,7 +3153,7 @@ type WatchAssignmentsRequest struct {
 
 func (x *WatchAssignmentsRequest) Reset() {
 	*x = WatchAssignmentsRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[47]
+	mi := &file_cove_v1_cove_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3013,7 +3165,7 @@ func (x *WatchAssignmentsRequest) String() string {
 func (*WatchAssignmentsRequest) ProtoMessage() {}
 
 func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[47]
+	mi := &file_cove_v1_cove_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3026,7 +3178,7 @@ func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{47}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *WatchAssignmentsRequest) GetSinceRevision() int64 {
@@ -3045,7 +3197,7 @@ type WatchAssignmentsResponse struct {
 
 func (x *WatchAssignmentsResponse) Reset() {
 	*x = WatchAssignmentsResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[48]
+	mi := &file_cove_v1_cove_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3057,7 +3209,7 @@ func (x *WatchAssignmentsResponse) String() string {
 func (*WatchAssignmentsResponse) ProtoMessage() {}
 
 func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[48]
+	mi := &file_cove_v1_cove_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3070,7 +3222,7 @@ func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{48}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *WatchAssignmentsResponse) GetEnvironment() *Environment {
@@ -3090,7 +3242,7 @@ type ReportStatusRequest struct {
 
 func (x *ReportStatusRequest) Reset() {
 	*x = ReportStatusRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[49]
+	mi := &file_cove_v1_cove_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3102,7 +3254,7 @@ func (x *ReportStatusRequest) String() string {
 func (*ReportStatusRequest) ProtoMessage() {}
 
 func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[49]
+	mi := &file_cove_v1_cove_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3115,7 +3267,7 @@ func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{49}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReportStatusRequest) GetEnvironmentId() string {
@@ -3141,7 +3293,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[50]
+	mi := &file_cove_v1_cove_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3153,7 +3305,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[50]
+	mi := &file_cove_v1_cove_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3166,7 +3318,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{50}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ReportStatusResponse) GetEnvironment() *Environment {
@@ -3190,7 +3342,7 @@ type AuthorizePortAccessRequest struct {
 
 func (x *AuthorizePortAccessRequest) Reset() {
 	*x = AuthorizePortAccessRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[51]
+	mi := &file_cove_v1_cove_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3202,7 +3354,7 @@ func (x *AuthorizePortAccessRequest) String() string {
 func (*AuthorizePortAccessRequest) ProtoMessage() {}
 
 func (x *AuthorizePortAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[51]
+	mi := &file_cove_v1_cove_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3215,7 +3367,7 @@ func (x *AuthorizePortAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizePortAccessRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizePortAccessRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{51}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *AuthorizePortAccessRequest) GetEnvironmentId() string {
@@ -3253,7 +3405,7 @@ type AuthorizePortAccessResponse struct {
 
 func (x *AuthorizePortAccessResponse) Reset() {
 	*x = AuthorizePortAccessResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[52]
+	mi := &file_cove_v1_cove_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3265,7 +3417,7 @@ func (x *AuthorizePortAccessResponse) String() string {
 func (*AuthorizePortAccessResponse) ProtoMessage() {}
 
 func (x *AuthorizePortAccessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[52]
+	mi := &file_cove_v1_cove_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3278,7 +3430,7 @@ func (x *AuthorizePortAccessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizePortAccessResponse.ProtoReflect.Descriptor instead.
 func (*AuthorizePortAccessResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{52}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *AuthorizePortAccessResponse) GetAllowed() bool {
@@ -3336,7 +3488,7 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x04port\x18\x01 \x01(\x05R\x04port\x127\n" +
 	"\n" +
 	"visibility\x18\x02 \x01(\x0e2\x17.cove.v1.PortVisibilityR\n" +
-	"visibility\"\xeb\x02\n" +
+	"visibility\"\x9a\x03\n" +
 	"\x0fEnvironmentSpec\x12>\n" +
 	"\rdesired_phase\x18\x01 \x01(\x0e2\x19.cove.v1.EnvironmentPhaseR\fdesiredPhase\x12!\n" +
 	"\fspec_version\x18\x02 \x01(\x03R\vspecVersion\x120\n" +
@@ -3345,7 +3497,8 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x11devcontainer_path\x18\x05 \x01(\tR\x10devcontainerPath\x12-\n" +
 	"\btimeouts\x18\x06 \x01(\v2\x11.cove.v1.TimeoutsR\btimeouts\x12#\n" +
 	"\rdefault_image\x18\a \x01(\tR\fdefaultImage\x12'\n" +
-	"\x05ports\x18\b \x03(\v2\x11.cove.v1.PortSpecR\x05ports\"N\n" +
+	"\x05ports\x18\b \x03(\v2\x11.cove.v1.PortSpecR\x05ports\x12-\n" +
+	"\x12rebuild_generation\x18\t \x01(\x03R\x11rebuildGeneration\"N\n" +
 	"\tSubStatus\x12'\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x11.cove.v1.SubPhaseR\x05phase\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\":\n" +
@@ -3363,7 +3516,7 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\bActivity\x12;\n" +
 	"\vlast_active\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"lastActive\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xa2\x04\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x9f\x06\n" +
 	"\x11EnvironmentStatus\x12/\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x19.cove.v1.EnvironmentPhaseR\x05phase\x12%\n" +
 	"\x0estatus_version\x18\x02 \x01(\x03R\rstatusVersion\x122\n" +
@@ -3379,7 +3532,15 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x10workspace_folder\x18\v \x01(\tR\x0fworkspaceFolder\x12#\n" +
 	"\x05ports\x18\f \x03(\v2\r.cove.v1.PortR\x05ports\x12\x1d\n" +
 	"\n" +
-	"ip_address\x18\r \x01(\tR\tipAddress\"\xd5\x01\n" +
+	"ip_address\x18\r \x01(\tR\tipAddress\x126\n" +
+	"\fdevcontainer\x18\x0e \x01(\v2\x12.cove.v1.SubStatusR\fdevcontainer\x12+\n" +
+	"\x11devcontainer_path\x18\x0f \x01(\tR\x10devcontainerPath\x12\x1a\n" +
+	"\bwarnings\x18\x10 \x03(\tR\bwarnings\x12\x1e\n" +
+	"\n" +
+	"extensions\x18\x11 \x03(\tR\n" +
+	"extensions\x12/\n" +
+	"\x13customizations_json\x18\x12 \x01(\tR\x12customizationsJson\x12)\n" +
+	"\x10built_generation\x18\x13 \x01(\x03R\x0fbuiltGeneration\"\xd5\x01\n" +
 	"\vEnvironment\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x128\n" +
 	"\bmetadata\x18\x02 \x01(\v2\x1c.cove.v1.EnvironmentMetadataR\bmetadata\x12,\n" +
@@ -3422,7 +3583,11 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x03ssh\x18\x02 \x01(\v2\x13.cove.v1.SSHAddressR\x03ssh\x12\x17\n" +
 	"\ahost_ca\x18\x03 \x01(\tR\x06hostCa\x129\n" +
 	"\n" +
-	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"o\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"+\n" +
+	"\x19RebuildEnvironmentRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"T\n" +
+	"\x1aRebuildEnvironmentResponse\x126\n" +
+	"\venvironment\x18\x01 \x01(\v2\x14.cove.v1.EnvironmentR\venvironment\"o\n" +
 	"\x10SharePortRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\x05R\x04port\x127\n" +
@@ -3553,7 +3718,7 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x18RUNNER_PHASE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13RUNNER_PHASE_ACTIVE\x10\x01\x12\x19\n" +
 	"\x15RUNNER_PHASE_INACTIVE\x10\x02\x12\x19\n" +
-	"\x15RUNNER_PHASE_DEGRADED\x10\x032\xd5\x05\n" +
+	"\x15RUNNER_PHASE_DEGRADED\x10\x032\xb4\x06\n" +
 	"\x12EnvironmentService\x12Z\n" +
 	"\x11CreateEnvironment\x12!.cove.v1.CreateEnvironmentRequest\x1a\".cove.v1.CreateEnvironmentResponse\x12Q\n" +
 	"\x0eGetEnvironment\x12\x1e.cove.v1.GetEnvironmentRequest\x1a\x1f.cove.v1.GetEnvironmentResponse\x12W\n" +
@@ -3562,7 +3727,8 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x11DeleteEnvironment\x12!.cove.v1.DeleteEnvironmentRequest\x1a\".cove.v1.DeleteEnvironmentResponse\x12\\\n" +
 	"\x11WatchEnvironments\x12!.cove.v1.WatchEnvironmentsRequest\x1a\".cove.v1.WatchEnvironmentsResponse0\x01\x12]\n" +
 	"\x12SignSSHCertificate\x12\".cove.v1.SignSSHCertificateRequest\x1a#.cove.v1.SignSSHCertificateResponse\x12B\n" +
-	"\tSharePort\x12\x19.cove.v1.SharePortRequest\x1a\x1a.cove.v1.SharePortResponse2\xd9\x01\n" +
+	"\tSharePort\x12\x19.cove.v1.SharePortRequest\x1a\x1a.cove.v1.SharePortResponse\x12]\n" +
+	"\x12RebuildEnvironment\x12\".cove.v1.RebuildEnvironmentRequest\x1a#.cove.v1.RebuildEnvironmentResponse2\xd9\x01\n" +
 	"\vUserService\x129\n" +
 	"\x06WhoAmI\x12\x16.cove.v1.WhoAmIRequest\x1a\x17.cove.v1.WhoAmIResponse\x12H\n" +
 	"\vCreateToken\x12\x1b.cove.v1.CreateTokenRequest\x1a\x1c.cove.v1.CreateTokenResponse\x12E\n" +
@@ -3592,7 +3758,7 @@ func file_cove_v1_cove_proto_rawDescGZIP() []byte {
 }
 
 var file_cove_v1_cove_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_cove_v1_cove_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_cove_v1_cove_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_cove_v1_cove_proto_goTypes = []any{
 	(EnvironmentPhase)(0),                  // 0: cove.v1.EnvironmentPhase
 	(SubPhase)(0),                          // 1: cove.v1.SubPhase
@@ -3623,39 +3789,41 @@ var file_cove_v1_cove_proto_goTypes = []any{
 	(*WatchEnvironmentsResponse)(nil),      // 26: cove.v1.WatchEnvironmentsResponse
 	(*SignSSHCertificateRequest)(nil),      // 27: cove.v1.SignSSHCertificateRequest
 	(*SignSSHCertificateResponse)(nil),     // 28: cove.v1.SignSSHCertificateResponse
-	(*SharePortRequest)(nil),               // 29: cove.v1.SharePortRequest
-	(*SharePortResponse)(nil),              // 30: cove.v1.SharePortResponse
-	(*User)(nil),                           // 31: cove.v1.User
-	(*WhoAmIRequest)(nil),                  // 32: cove.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),                 // 33: cove.v1.WhoAmIResponse
-	(*CreateTokenRequest)(nil),             // 34: cove.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),            // 35: cove.v1.CreateTokenResponse
-	(*CreateUserRequest)(nil),              // 36: cove.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),             // 37: cove.v1.CreateUserResponse
-	(*EnvironmentClass)(nil),               // 38: cove.v1.EnvironmentClass
-	(*RunnerCapabilities)(nil),             // 39: cove.v1.RunnerCapabilities
-	(*Runner)(nil),                         // 40: cove.v1.Runner
-	(*CreateJoinTokenRequest)(nil),         // 41: cove.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),        // 42: cove.v1.CreateJoinTokenResponse
-	(*JoinRunnerRequest)(nil),              // 43: cove.v1.JoinRunnerRequest
-	(*JoinRunnerResponse)(nil),             // 44: cove.v1.JoinRunnerResponse
-	(*ListRunnersRequest)(nil),             // 45: cove.v1.ListRunnersRequest
-	(*ListRunnersResponse)(nil),            // 46: cove.v1.ListRunnersResponse
-	(*ListEnvironmentClassesRequest)(nil),  // 47: cove.v1.ListEnvironmentClassesRequest
-	(*ListEnvironmentClassesResponse)(nil), // 48: cove.v1.ListEnvironmentClassesResponse
-	(*HeartbeatRequest)(nil),               // 49: cove.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),              // 50: cove.v1.HeartbeatResponse
-	(*WatchAssignmentsRequest)(nil),        // 51: cove.v1.WatchAssignmentsRequest
-	(*WatchAssignmentsResponse)(nil),       // 52: cove.v1.WatchAssignmentsResponse
-	(*ReportStatusRequest)(nil),            // 53: cove.v1.ReportStatusRequest
-	(*ReportStatusResponse)(nil),           // 54: cove.v1.ReportStatusResponse
-	(*AuthorizePortAccessRequest)(nil),     // 55: cove.v1.AuthorizePortAccessRequest
-	(*AuthorizePortAccessResponse)(nil),    // 56: cove.v1.AuthorizePortAccessResponse
-	(*timestamppb.Timestamp)(nil),          // 57: google.protobuf.Timestamp
+	(*RebuildEnvironmentRequest)(nil),      // 29: cove.v1.RebuildEnvironmentRequest
+	(*RebuildEnvironmentResponse)(nil),     // 30: cove.v1.RebuildEnvironmentResponse
+	(*SharePortRequest)(nil),               // 31: cove.v1.SharePortRequest
+	(*SharePortResponse)(nil),              // 32: cove.v1.SharePortResponse
+	(*User)(nil),                           // 33: cove.v1.User
+	(*WhoAmIRequest)(nil),                  // 34: cove.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),                 // 35: cove.v1.WhoAmIResponse
+	(*CreateTokenRequest)(nil),             // 36: cove.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),            // 37: cove.v1.CreateTokenResponse
+	(*CreateUserRequest)(nil),              // 38: cove.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),             // 39: cove.v1.CreateUserResponse
+	(*EnvironmentClass)(nil),               // 40: cove.v1.EnvironmentClass
+	(*RunnerCapabilities)(nil),             // 41: cove.v1.RunnerCapabilities
+	(*Runner)(nil),                         // 42: cove.v1.Runner
+	(*CreateJoinTokenRequest)(nil),         // 43: cove.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),        // 44: cove.v1.CreateJoinTokenResponse
+	(*JoinRunnerRequest)(nil),              // 45: cove.v1.JoinRunnerRequest
+	(*JoinRunnerResponse)(nil),             // 46: cove.v1.JoinRunnerResponse
+	(*ListRunnersRequest)(nil),             // 47: cove.v1.ListRunnersRequest
+	(*ListRunnersResponse)(nil),            // 48: cove.v1.ListRunnersResponse
+	(*ListEnvironmentClassesRequest)(nil),  // 49: cove.v1.ListEnvironmentClassesRequest
+	(*ListEnvironmentClassesResponse)(nil), // 50: cove.v1.ListEnvironmentClassesResponse
+	(*HeartbeatRequest)(nil),               // 51: cove.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),              // 52: cove.v1.HeartbeatResponse
+	(*WatchAssignmentsRequest)(nil),        // 53: cove.v1.WatchAssignmentsRequest
+	(*WatchAssignmentsResponse)(nil),       // 54: cove.v1.WatchAssignmentsResponse
+	(*ReportStatusRequest)(nil),            // 55: cove.v1.ReportStatusRequest
+	(*ReportStatusResponse)(nil),           // 56: cove.v1.ReportStatusResponse
+	(*AuthorizePortAccessRequest)(nil),     // 57: cove.v1.AuthorizePortAccessRequest
+	(*AuthorizePortAccessResponse)(nil),    // 58: cove.v1.AuthorizePortAccessResponse
+	(*timestamppb.Timestamp)(nil),          // 59: google.protobuf.Timestamp
 }
 var file_cove_v1_cove_proto_depIdxs = []int32{
-	57, // 0: cove.v1.EnvironmentMetadata.created_at:type_name -> google.protobuf.Timestamp
-	57, // 1: cove.v1.EnvironmentMetadata.started_at:type_name -> google.protobuf.Timestamp
+	59, // 0: cove.v1.EnvironmentMetadata.created_at:type_name -> google.protobuf.Timestamp
+	59, // 1: cove.v1.EnvironmentMetadata.started_at:type_name -> google.protobuf.Timestamp
 	2,  // 2: cove.v1.PortSpec.visibility:type_name -> cove.v1.PortVisibility
 	0,  // 3: cove.v1.EnvironmentSpec.desired_phase:type_name -> cove.v1.EnvironmentPhase
 	5,  // 4: cove.v1.EnvironmentSpec.content:type_name -> cove.v1.ContentSource
@@ -3663,83 +3831,87 @@ var file_cove_v1_cove_proto_depIdxs = []int32{
 	7,  // 6: cove.v1.EnvironmentSpec.ports:type_name -> cove.v1.PortSpec
 	1,  // 7: cove.v1.SubStatus.phase:type_name -> cove.v1.SubPhase
 	2,  // 8: cove.v1.Port.visibility:type_name -> cove.v1.PortVisibility
-	57, // 9: cove.v1.Activity.last_active:type_name -> google.protobuf.Timestamp
+	59, // 9: cove.v1.Activity.last_active:type_name -> google.protobuf.Timestamp
 	0,  // 10: cove.v1.EnvironmentStatus.phase:type_name -> cove.v1.EnvironmentPhase
 	9,  // 11: cove.v1.EnvironmentStatus.content:type_name -> cove.v1.SubStatus
 	9,  // 12: cove.v1.EnvironmentStatus.machine:type_name -> cove.v1.SubStatus
 	10, // 13: cove.v1.EnvironmentStatus.ssh:type_name -> cove.v1.SSHAddress
 	12, // 14: cove.v1.EnvironmentStatus.activity:type_name -> cove.v1.Activity
 	11, // 15: cove.v1.EnvironmentStatus.ports:type_name -> cove.v1.Port
-	4,  // 16: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
-	8,  // 17: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
-	13, // 18: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
-	8,  // 19: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
-	14, // 20: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	14, // 21: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	14, // 22: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
-	0,  // 23: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
-	14, // 24: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	14, // 25: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	14, // 26: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
-	10, // 27: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
-	57, // 28: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 29: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
-	14, // 30: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
-	31, // 31: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
-	31, // 32: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
-	38, // 33: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
-	3,  // 34: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
-	39, // 35: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
-	57, // 36: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
-	40, // 37: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
-	38, // 38: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
-	39, // 39: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
-	14, // 40: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
-	13, // 41: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
-	14, // 42: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
-	15, // 43: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
-	17, // 44: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
-	19, // 45: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
-	21, // 46: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
-	23, // 47: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
-	25, // 48: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
-	27, // 49: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
-	29, // 50: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
-	32, // 51: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
-	34, // 52: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
-	36, // 53: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
-	41, // 54: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
-	45, // 55: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
-	47, // 56: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
-	43, // 57: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
-	49, // 58: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
-	51, // 59: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
-	53, // 60: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
-	55, // 61: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
-	16, // 62: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
-	18, // 63: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
-	20, // 64: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
-	22, // 65: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
-	24, // 66: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
-	26, // 67: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
-	28, // 68: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
-	30, // 69: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
-	33, // 70: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
-	35, // 71: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
-	37, // 72: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
-	42, // 73: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
-	46, // 74: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
-	48, // 75: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
-	44, // 76: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
-	50, // 77: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
-	52, // 78: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
-	54, // 79: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
-	56, // 80: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
-	62, // [62:81] is the sub-list for method output_type
-	43, // [43:62] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	9,  // 16: cove.v1.EnvironmentStatus.devcontainer:type_name -> cove.v1.SubStatus
+	4,  // 17: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
+	8,  // 18: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
+	13, // 19: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
+	8,  // 20: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
+	14, // 21: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	14, // 22: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	14, // 23: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
+	0,  // 24: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
+	14, // 25: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	14, // 26: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	14, // 27: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
+	10, // 28: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
+	59, // 29: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 30: cove.v1.RebuildEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	2,  // 31: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
+	14, // 32: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
+	33, // 33: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
+	33, // 34: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
+	40, // 35: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
+	3,  // 36: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
+	41, // 37: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
+	59, // 38: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
+	42, // 39: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
+	40, // 40: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
+	41, // 41: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
+	14, // 42: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
+	13, // 43: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
+	14, // 44: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
+	15, // 45: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
+	17, // 46: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
+	19, // 47: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
+	21, // 48: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
+	23, // 49: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
+	25, // 50: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
+	27, // 51: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
+	31, // 52: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
+	29, // 53: cove.v1.EnvironmentService.RebuildEnvironment:input_type -> cove.v1.RebuildEnvironmentRequest
+	34, // 54: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
+	36, // 55: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
+	38, // 56: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
+	43, // 57: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
+	47, // 58: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
+	49, // 59: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
+	45, // 60: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
+	51, // 61: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
+	53, // 62: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
+	55, // 63: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
+	57, // 64: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
+	16, // 65: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
+	18, // 66: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
+	20, // 67: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
+	22, // 68: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
+	24, // 69: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
+	26, // 70: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
+	28, // 71: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
+	32, // 72: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
+	30, // 73: cove.v1.EnvironmentService.RebuildEnvironment:output_type -> cove.v1.RebuildEnvironmentResponse
+	35, // 74: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
+	37, // 75: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
+	39, // 76: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
+	44, // 77: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
+	48, // 78: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
+	50, // 79: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
+	46, // 80: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
+	52, // 81: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
+	54, // 82: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
+	56, // 83: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
+	58, // 84: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
+	65, // [65:85] is the sub-list for method output_type
+	45, // [45:65] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_cove_v1_cove_proto_init() }
@@ -3753,7 +3925,7 @@ func file_cove_v1_cove_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cove_v1_cove_proto_rawDesc), len(file_cove_v1_cove_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   53,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -61,6 +61,9 @@ const (
 	// EnvironmentServiceSharePortProcedure is the fully-qualified name of the EnvironmentService's
 	// SharePort RPC.
 	EnvironmentServiceSharePortProcedure = "/cove.v1.EnvironmentService/SharePort"
+	// EnvironmentServiceRebuildEnvironmentProcedure is the fully-qualified name of the
+	// EnvironmentService's RebuildEnvironment RPC.
+	EnvironmentServiceRebuildEnvironmentProcedure = "/cove.v1.EnvironmentService/RebuildEnvironment"
 	// UserServiceWhoAmIProcedure is the fully-qualified name of the UserService's WhoAmI RPC.
 	UserServiceWhoAmIProcedure = "/cove.v1.UserService/WhoAmI"
 	// UserServiceCreateTokenProcedure is the fully-qualified name of the UserService's CreateToken RPC.
@@ -103,6 +106,9 @@ type EnvironmentServiceClient interface {
 	SignSSHCertificate(context.Context, *connect.Request[v1.SignSSHCertificateRequest]) (*connect.Response[v1.SignSSHCertificateResponse], error)
 	// Set who may reach a port through the runner's HTTP proxy.
 	SharePort(context.Context, *connect.Request[v1.SharePortRequest]) (*connect.Response[v1.SharePortResponse], error)
+	// Rebuild the environment's file system from its current
+	// devcontainer.json, keeping /workspaces (phase UPDATING).
+	RebuildEnvironment(context.Context, *connect.Request[v1.RebuildEnvironmentRequest]) (*connect.Response[v1.RebuildEnvironmentResponse], error)
 }
 
 // NewEnvironmentServiceClient constructs a client for the cove.v1.EnvironmentService service. By
@@ -164,6 +170,12 @@ func NewEnvironmentServiceClient(httpClient connect.HTTPClient, baseURL string, 
 			connect.WithSchema(environmentServiceMethods.ByName("SharePort")),
 			connect.WithClientOptions(opts...),
 		),
+		rebuildEnvironment: connect.NewClient[v1.RebuildEnvironmentRequest, v1.RebuildEnvironmentResponse](
+			httpClient,
+			baseURL+EnvironmentServiceRebuildEnvironmentProcedure,
+			connect.WithSchema(environmentServiceMethods.ByName("RebuildEnvironment")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -177,6 +189,7 @@ type environmentServiceClient struct {
 	watchEnvironments  *connect.Client[v1.WatchEnvironmentsRequest, v1.WatchEnvironmentsResponse]
 	signSSHCertificate *connect.Client[v1.SignSSHCertificateRequest, v1.SignSSHCertificateResponse]
 	sharePort          *connect.Client[v1.SharePortRequest, v1.SharePortResponse]
+	rebuildEnvironment *connect.Client[v1.RebuildEnvironmentRequest, v1.RebuildEnvironmentResponse]
 }
 
 // CreateEnvironment calls cove.v1.EnvironmentService.CreateEnvironment.
@@ -219,6 +232,11 @@ func (c *environmentServiceClient) SharePort(ctx context.Context, req *connect.R
 	return c.sharePort.CallUnary(ctx, req)
 }
 
+// RebuildEnvironment calls cove.v1.EnvironmentService.RebuildEnvironment.
+func (c *environmentServiceClient) RebuildEnvironment(ctx context.Context, req *connect.Request[v1.RebuildEnvironmentRequest]) (*connect.Response[v1.RebuildEnvironmentResponse], error) {
+	return c.rebuildEnvironment.CallUnary(ctx, req)
+}
+
 // EnvironmentServiceHandler is an implementation of the cove.v1.EnvironmentService service.
 type EnvironmentServiceHandler interface {
 	CreateEnvironment(context.Context, *connect.Request[v1.CreateEnvironmentRequest]) (*connect.Response[v1.CreateEnvironmentResponse], error)
@@ -230,6 +248,9 @@ type EnvironmentServiceHandler interface {
 	SignSSHCertificate(context.Context, *connect.Request[v1.SignSSHCertificateRequest]) (*connect.Response[v1.SignSSHCertificateResponse], error)
 	// Set who may reach a port through the runner's HTTP proxy.
 	SharePort(context.Context, *connect.Request[v1.SharePortRequest]) (*connect.Response[v1.SharePortResponse], error)
+	// Rebuild the environment's file system from its current
+	// devcontainer.json, keeping /workspaces (phase UPDATING).
+	RebuildEnvironment(context.Context, *connect.Request[v1.RebuildEnvironmentRequest]) (*connect.Response[v1.RebuildEnvironmentResponse], error)
 }
 
 // NewEnvironmentServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -287,6 +308,12 @@ func NewEnvironmentServiceHandler(svc EnvironmentServiceHandler, opts ...connect
 		connect.WithSchema(environmentServiceMethods.ByName("SharePort")),
 		connect.WithHandlerOptions(opts...),
 	)
+	environmentServiceRebuildEnvironmentHandler := connect.NewUnaryHandler(
+		EnvironmentServiceRebuildEnvironmentProcedure,
+		svc.RebuildEnvironment,
+		connect.WithSchema(environmentServiceMethods.ByName("RebuildEnvironment")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/cove.v1.EnvironmentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case EnvironmentServiceCreateEnvironmentProcedure:
@@ -305,6 +332,8 @@ func NewEnvironmentServiceHandler(svc EnvironmentServiceHandler, opts ...connect
 			environmentServiceSignSSHCertificateHandler.ServeHTTP(w, r)
 		case EnvironmentServiceSharePortProcedure:
 			environmentServiceSharePortHandler.ServeHTTP(w, r)
+		case EnvironmentServiceRebuildEnvironmentProcedure:
+			environmentServiceRebuildEnvironmentHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -344,6 +373,10 @@ func (UnimplementedEnvironmentServiceHandler) SignSSHCertificate(context.Context
 
 func (UnimplementedEnvironmentServiceHandler) SharePort(context.Context, *connect.Request[v1.SharePortRequest]) (*connect.Response[v1.SharePortResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.EnvironmentService.SharePort is not implemented"))
+}
+
+func (UnimplementedEnvironmentServiceHandler) RebuildEnvironment(context.Context, *connect.Request[v1.RebuildEnvironmentRequest]) (*connect.Response[v1.RebuildEnvironmentResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.EnvironmentService.RebuildEnvironment is not implemented"))
 }
 
 // UserServiceClient is a client for the cove.v1.UserService service.
