@@ -69,6 +69,9 @@ func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, 
 			err = image.UnmountRootfs(ctx, r.rootfsConfig(lay, *stp))
 		case stepRemove:
 			err = r.remove(ctx, env.Id, lay, *stp)
+		case stepReset:
+			mark(&w.machine, subInProgress, "rebuilding")
+			err = r.reset(lay, *stp, env.GetSpec().GetRebuildGeneration())
 		}
 		if err != nil {
 			if s != stepClone {
@@ -316,6 +319,29 @@ func (r *Runner) remove(ctx context.Context, id string, lay layout, st *envState
 	}
 	if st != nil {
 		r.ranges.release(st.IDMap)
+	}
+	return nil
+}
+
+// reset discards the container's file system (the overlay upper and work
+// dirs) so it is rebuilt from the image and devcontainer.json; the
+// workspace stays. The new generation is recorded first: a crash after it
+// just continues with a fresh build.
+func (r *Runner) reset(lay layout, st *envState, generation int64) error {
+	for _, d := range []string{lay.upper(), lay.work()} {
+		if err := checkNoMounts(d); err != nil {
+			return err
+		}
+	}
+	st.BuiltGeneration = generation
+	st.ImageDigest, st.Layers = "", nil
+	if err := saveState(lay.state(), st); err != nil {
+		return err
+	}
+	for _, d := range []string{lay.upper(), lay.work()} {
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("reset %s: %w", d, err)
+		}
 	}
 	return nil
 }

@@ -13,6 +13,9 @@ type observed struct {
 	rootfsMounted bool
 	container     runtime.Status
 	agentReady    bool
+	// rebuild: the spec asks for a newer build generation than the one the
+	// container's file system was built from.
+	rebuild bool
 }
 
 type step string
@@ -28,6 +31,7 @@ const (
 	stepDeleteContainer step = "delete-container" // runtime state and cgroup
 	stepUnmount         step = "unmount"          // overlay and idmapped layers
 	stepRemove          step = "remove"           // all disk state; release the uid range
+	stepReset           step = "reset"            // discard the container file system (upper dir), keep /workspaces
 )
 
 // plan computes the steps that take o to desired. It is pure: the
@@ -37,6 +41,22 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 	live := o.container == runtime.StatusRunning || o.container == runtime.StatusCreated || o.container == runtime.StatusPaused
 	switch desired {
 	case covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING:
+		if o.stateExists && o.rebuild {
+			if live {
+				steps = append(steps, stepStop)
+			}
+			if o.container != runtime.StatusAbsent && o.container != "" {
+				steps = append(steps, stepDeleteContainer)
+			}
+			if o.rootfsMounted {
+				steps = append(steps, stepUnmount)
+			}
+			steps = append(steps, stepReset)
+			if !o.contentReady {
+				steps = append(steps, stepClone)
+			}
+			return append(steps, stepImage, stepMount, stepStart, stepWaitAgent)
+		}
 		if !o.stateExists {
 			steps = append(steps, stepPrepare)
 		}

@@ -47,6 +47,12 @@ func TestPlan(t *testing.T) {
 			[]step{stepStop, stepDeleteContainer, stepUnmount, stepRemove}},
 		{"delete stopped", deleted, with(ready, func(o *observed) { o.container = absent }), []step{stepRemove}},
 		{"delete gone", deleted, observed{container: absent}, nil},
+		{"rebuild running", running, with(ready, func(o *observed) { o.container = up; o.rootfsMounted = true; o.rebuild = true }),
+			[]step{stepStop, stepDeleteContainer, stepUnmount, stepReset, stepImage, stepMount, stepStart, stepWaitAgent}},
+		{"rebuild stopped", running, with(ready, func(o *observed) { o.container = absent; o.rebuild = true }),
+			[]step{stepReset, stepImage, stepMount, stepStart, stepWaitAgent}},
+		{"rebuild before first start is a no-op", running, observed{container: absent, rebuild: true},
+			[]step{stepPrepare, stepClone, stepImage, stepMount, stepStart, stepWaitAgent}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -66,6 +66,7 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	if err != nil {
 		return false, err
 	}
+	obs.rebuild = st != nil && desired == phaseRunning && env.GetSpec().GetRebuildGeneration() > st.BuiltGeneration
 	steps := plan(desired, obs)
 	if len(steps) == 0 {
 		final := map[covev1.EnvironmentPhase]covev1.EnvironmentPhase{phaseRunning: phaseRunning, phaseStopped: phaseStopped, phaseDeleted: phaseDeleted}[desired]
@@ -87,6 +88,9 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	transitional := map[covev1.EnvironmentPhase]covev1.EnvironmentPhase{phaseRunning: phaseStarting, phaseStopped: phaseStopping, phaseDeleted: phaseDeleting}[desired]
 	if transitional == phaseStarting && (st == nil || !st.StartedOnce) {
 		transitional = phaseCreating
+	}
+	if obs.rebuild {
+		transitional = covev1.EnvironmentPhase_ENVIRONMENT_PHASE_UPDATING
 	}
 	if desired != phaseRunning {
 		w.setRunning(false)
@@ -150,6 +154,7 @@ func (r *Runner) status(env *covev1.Environment, st *envState, phase covev1.Envi
 			s.WorkspaceFolder = "/workspaces/" + st.RepoName
 		}
 		s.IpAddress = st.IP
+		s.BuiltGeneration = st.BuiltGeneration
 	}
 	if phase == phaseRunning {
 		s.Ssh = &covev1.SSHAddress{Address: r.sshAddr, Host: env.GetMetadata().GetName() + ".cove"}

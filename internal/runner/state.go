@@ -29,6 +29,8 @@ type envState struct {
 	User        string   `json:"user,omitempty"` // user sessions run as
 	IP          string   `json:"ip,omitempty"`   // address on the runner's network
 	Env         []string `json:"env,omitempty"`
+	// Rebuild generation the container file system was built from.
+	BuiltGeneration int64 `json:"builtGeneration,omitempty"`
 	// Started once at least (CREATING vs STARTING).
 	StartedOnce bool `json:"startedOnce,omitempty"`
 	// A failed attempt at this spec version is not retried until the spec
