@@ -86,6 +86,15 @@ func TestNetworking(t *testing.T) {
 	if out, code := sh("a", "nslookup outside.test"); code != 0 || !strings.Contains(out, outsideIP) {
 		t.Fatalf("DNS: %d %q", code, out)
 	}
+	// Root inside may bind privileged ports and ping, as on its own machine.
+	if out, code := sh("a", "httpd -p 80 -h /tmp && echo bound"); code != 0 || !strings.Contains(out, "bound") {
+		t.Fatalf("bind port 80: %d %q", code, out)
+	}
+	// ICMP echo sockets for every group (iputils ping uses them; this busybox
+	// build's ping only tries raw sockets).
+	if out, code := sh("a", "cat /proc/sys/net/ipv4/ping_group_range /proc/sys/net/ipv4/ip_unprivileged_port_start"); code != 0 || strings.Join(strings.Fields(out), " ") != "0 65535 0" {
+		t.Fatalf("sysctls inside: %d %q", code, out)
+	}
 
 	// Not each other, not the host, not metadata.
 	if out, code := sh("b", "cd /workspaces/repo && httpd -p 8080 && echo started"); code != 0 {

@@ -26,6 +26,7 @@ type Config struct {
 	User               string   // default session user: name or uid[:gid] as in an OCI image config ("" = root)
 	WorkDir            string   // sessions start here (the user's home if missing)
 	Env                []string // base environment (from the image config), e.g. PATH=...
+	LogPath            string   // lifecycle log served by the LogsSubsystem; default DefaultLogPath
 	Log                *slog.Logger
 
 	// Internal knobs for tests.
@@ -36,6 +37,8 @@ type Config struct {
 	shutdownGrace time.Duration // how long session processes get after SIGTERM
 	portsInterval time.Duration // how often port discovery polls; default 250ms
 	procNetFiles  []string      // default /proc/net/tcp and /proc/net/tcp6
+	probeTimeout  time.Duration // bound on the user env probe; default 10s
+	logsPoll      time.Duration // how often a followed log is polled; default 250ms
 }
 
 const defaultShutdownGrace = 5 * time.Second

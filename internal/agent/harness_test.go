@@ -241,7 +241,7 @@ func dialAgent(sock string, signer gossh.Signer) (*gossh.Client, error) {
 		return nil, err
 	}
 	conf := &gossh.ClientConfig{
-		User:            "dev",
+		User:            DefaultUser,
 		Auth:            []gossh.AuthMethod{gossh.PublicKeys(signer)},
 		HostKeyCallback: gossh.InsecureIgnoreHostKey(),
 		Timeout:         5 * time.Second,

@@ -39,6 +39,7 @@ func TestOpenSSH(t *testing.T) {
 		"-o", "UserKnownHostsFile=/dev/null",
 		"-o", "IdentityFile=" + e.keyFile,
 		"-o", "IdentitiesOnly=yes",
+		"-o", "User=" + DefaultUser, // the gateway logs in as DefaultUser
 		"-o", "BatchMode=yes",
 		"-o", "LogLevel=ERROR",
 	}

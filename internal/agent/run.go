@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -39,37 +40,73 @@ func (s *session) start(kind string, payload []byte) (bool, func()) {
 	if s.started {
 		return false, nil
 	}
+	opts, optErr := s.takeOptions()
+	if kind == "subsystem" && arg == LogsSubsystem {
+		s.started = true
+		return true, func() { go s.serveLogs(opts.logsFollow) }
+	}
 	if kind == "subsystem" && arg != "sftp" {
 		s.log.Info("unknown subsystem", "name", arg)
 		return false, nil
 	}
 	s.started = true
+	if optErr != nil && kind != "subsystem" {
+		return true, func() { s.fail(optErr, 1) }
+	}
 
-	acct, err := lookupAccount(s.a.cfg.passwdPath, s.a.cfg.groupPath, s.a.cfg.User)
+	acct, err := lookupAccount(s.a.cfg.passwdPath, s.a.cfg.groupPath, s.sessionUserSpec())
 	if err != nil {
 		if kind == "subsystem" {
 			s.log.Warn("start sftp", "err", err)
 			return false, nil
 		}
-		return true, func() { s.fail(err) }
+		return true, func() { s.fail(err, 1) }
 	}
 	shell := acct.Shell
 	if _, err := os.Stat(shell); err != nil {
 		shell = defaultShell
 	}
+	dir := workDir(s.a.cfg.WorkDir, acct.Home)
+	if opts.dir != "" {
+		dir = opts.dir
+	}
+	env := s.environ(acct, shell)
+	if kind != "subsystem" && opts.probe != "" && opts.probe != ProbeNone {
+		probed, err := s.a.probeUserEnv(opts.probe, shell, os.ProcAttr{
+			Dir: dir, Env: env, Sys: &syscall.SysProcAttr{Credential: credential(acct)},
+		})
+		if err != nil {
+			// The reference CLI goes on without the probed environment.
+			s.log.Warn("user env probe", "mode", opts.probe, "err", err)
+		}
+		// The client's variables (remoteEnv) win over the probed ones.
+		env = mergeEnv(mergeEnv(env, probed), s.env)
+	}
 	var path string
 	var argv []string
-	switch kind {
-	case "shell":
+	switch {
+	case kind == "shell":
 		path, argv = shell, []string{"-" + filepath.Base(shell)} // login shell
-	case "exec":
+	case kind == "exec" && opts.argv:
+		argv, err = parseArgv(arg)
+		if err == nil {
+			path, err = lookPath(argv[0], getEnv(env, "PATH"), dir)
+		}
+		if err != nil {
+			code := 1
+			if errors.Is(err, errNotFound) {
+				code = 127
+			}
+			return true, func() { s.fail(err, code) }
+		}
+	case kind == "exec":
 		path, argv = shell, []string{shell, "-c", arg}
-	case "subsystem":
+	case kind == "subsystem":
 		path, argv = s.a.cfg.sftpServer[0], s.a.cfg.sftpServer
 	}
 	attr := &os.ProcAttr{
-		Dir: workDir(s.a.cfg.WorkDir, acct.Home),
-		Env: s.environ(acct, shell),
+		Dir: dir,
+		Env: env,
 		Sys: &syscall.SysProcAttr{Setsid: true, Credential: credential(acct)},
 	}
 	s.log.Info("session start", "kind", kind, "user", acct.Name, "pty", s.pty != nil && kind != "subsystem", "command", arg)
@@ -85,7 +122,7 @@ func (s *session) start(kind string, payload []byte) (bool, func()) {
 			s.log.Warn("start sftp", "err", err)
 			return false, nil
 		}
-		return true, func() { s.fail(err) }
+		return true, func() { s.fail(err, 1) }
 	}
 	return true, then
 }
@@ -221,12 +258,13 @@ func drained(files []*os.File) bool {
 	return true
 }
 
-// fail reports a session that could not start to the client.
-func (s *session) fail(err error) {
+// fail reports a session that could not start to the client, with exit
+// status code.
+func (s *session) fail(err error, code int) {
 	s.log.Warn("start session", "err", err)
 	fmt.Fprintf(s.ch.Stderr(), "cove agent: %v\r\n", err)
 	s.ch.CloseWrite()
-	sendExit(s.ch, syscall.WaitStatus(1<<8))
+	sendExit(s.ch, syscall.WaitStatus(code<<8))
 	s.ch.Close()
 }
 

@@ -43,6 +43,8 @@ type session struct {
 	started bool
 	proc    *proc    // once started
 	master  *os.File // pty master once started
+
+	closed chan struct{} // closed once the channel's requests end (the channel is gone)
 }
 
 // handleSession serves a "session" channel.
@@ -54,7 +56,7 @@ func (a *agent) handleSession(srv *ssh.Server, conn *gossh.ServerConn, newChan g
 	}
 	a.sessions.Add(1)
 	defer a.sessions.Add(-1)
-	s := &session{a: a, ch: ch, conn: conn, log: a.log.With("session", ctx.SessionID()[:8])}
+	s := &session{a: a, ch: ch, conn: conn, log: a.log.With("session", ctx.SessionID()[:8]), closed: make(chan struct{})}
 	for req := range reqs {
 		var ok bool
 		var then func()
@@ -72,6 +74,7 @@ func (a *agent) handleSession(srv *ssh.Server, conn *gossh.ServerConn, newChan g
 			then()
 		}
 	}
+	close(s.closed)
 	// The channel is gone: hang up a process that is still running, as a
 	// terminal hangup would.
 	s.mu.Lock()

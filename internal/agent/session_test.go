@@ -335,7 +335,7 @@ func TestHostKeyFile(t *testing.T) {
 	defer c.Close()
 	var seen gossh.PublicKey
 	conf := &gossh.ClientConfig{
-		User: "dev",
+		User: DefaultUser,
 		Auth: []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
 		HostKeyCallback: func(_ string, _ net.Addr, key gossh.PublicKey) error {
 			seen = key

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/covedev/cove/internal/agent"
@@ -31,12 +32,33 @@ type Client struct {
 	ssh  *ssh.Client
 	done chan struct{} // closed when the connection is gone
 	err  error         // why, once done is closed
+
+	socketPath string
+	signer     ssh.Signer
+
+	mu     sync.Mutex
+	closed bool
+	users  map[string]*ssh.Client // connections logged in as another user (Exec)
 }
 
 // Dial connects to the agent listening on socketPath and authenticates
 // with signer. The socket is private to the runner, so the agent's host key
 // is not checked.
 func Dial(ctx context.Context, socketPath string, signer ssh.Signer) (*Client, error) {
+	conn, err := dialSSH(ctx, socketPath, signer, agent.DefaultUser)
+	if err != nil {
+		return nil, err
+	}
+	cl := &Client{ssh: conn, done: make(chan struct{}), socketPath: socketPath, signer: signer}
+	go func() {
+		cl.err = cl.ssh.Wait()
+		close(cl.done)
+	}()
+	return cl, nil
+}
+
+// dialSSH connects to the agent and logs in as user (see agent.DefaultUser).
+func dialSSH(ctx context.Context, socketPath string, signer ssh.Signer, user string) (*ssh.Client, error) {
 	d := net.Dialer{Timeout: 5 * time.Second}
 	c, err := d.DialContext(ctx, "unix", socketPath)
 	if err != nil {
@@ -50,7 +72,7 @@ func Dial(ctx context.Context, socketPath string, signer ssh.Signer) (*Client, e
 	_ = c.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	conn, chans, reqs, err := ssh.NewClientConn(c, "agent", &ssh.ClientConfig{
-		User:            "cove",
+		User:            user,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		HostKeyCallback: ssh.InsecureIgnoreHostKey(), // the socket is private to the runner
 	})
@@ -65,16 +87,19 @@ func Dial(ctx context.Context, socketPath string, signer ssh.Signer) (*Client, e
 		return nil, fmt.Errorf("agent handshake: %w", err)
 	}
 	_ = c.SetDeadline(time.Time{})
-	cl := &Client{ssh: ssh.NewClient(conn, chans, reqs), done: make(chan struct{})}
-	go func() {
-		cl.err = cl.ssh.Wait()
-		close(cl.done)
-	}()
-	return cl, nil
+	return ssh.NewClient(conn, chans, reqs), nil
 }
 
 // Close closes the connection; streams and connections on it end.
 func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	users := c.users
+	c.users = nil
+	c.mu.Unlock()
+	for _, u := range users {
+		u.Close()
+	}
 	return c.ssh.Close()
 }
 

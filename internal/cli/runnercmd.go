@@ -20,7 +20,7 @@ func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 	f.StringVar(&o.runc, "runc", "runc", "OCI runtime binary")
 	f.StringVar(&o.runcRoot, "runc-root", "/run/cove/runc", "OCI runtime state directory")
 	f.StringVar(&o.cgroupParent, "cgroup-parent", "cove", "parent cgroup of environments")
-	f.Uint32Var(&o.rangeBase, "uid-range-base", 1<<31, "first host uid/gid of environments' user namespace ranges (65536 each)")
+	f.Uint32Var(&o.rangeBase, "uid-range-base", 1<<24, "first host uid/gid of environments' user namespace ranges (65536 each; keep ranges below 2^31 for ping)")
 	f.IntVar(&o.maxEnvs, "max-environments", 32, "most environments this runner runs")
 	f.Int32Var(&o.classCPUs, "class-cpus", 0, "CPUs of the default class (default: all)")
 	f.Int64Var(&o.classMemory, "class-memory", 0, "memory bytes of the default class (default: half the host's)")

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"regexp"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/usererr"
 )
 
@@ -33,7 +35,7 @@ func (m *Manager) netnsPath(id string) string {
 // Setup gives environment id its network, creating or completing whatever
 // is missing (it converges after a crash part-way). hostname is recorded in
 // the returned /etc/hosts content; the caller sets the UTS hostname.
-func (m *Manager) Setup(ctx context.Context, id, hostname string, p Policy) (Attachment, error) {
+func (m *Manager) Setup(ctx context.Context, id, hostname string, p Policy, ids idmap.Range) (Attachment, error) {
 	if !idRE.MatchString(id) {
 		return Attachment{}, fmt.Errorf("netenv: invalid environment id %q", id)
 	}
@@ -83,6 +85,9 @@ func (m *Manager) Setup(ctx context.Context, id, hostname string, p Policy) (Att
 	}
 	if err := m.configureInside(envNL, e.IP); err != nil {
 		return Attachment{}, err
+	}
+	if err := inNS(envNS, func() error { return m.setEnvSysctls(ids) }); err != nil {
+		return Attachment{}, fmt.Errorf("environment sysctls: %w", err)
 	}
 	if err := setRate(m.nl, hv, p.IngressRate); err != nil {
 		return Attachment{}, fmt.Errorf("ingress rate: %w", err)
@@ -265,4 +270,27 @@ func (m *Manager) configureInside(h *netlink.Handle, ip netip.Addr) error {
 
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// setEnvSysctls lets the environment's users do what they could on their
+// own machine, as Docker does: the namespace belongs to the host's user
+// namespace (so root inside cannot change addresses or routes), which would
+// otherwise also keep root inside from binding ports below 1024, and users
+// from sending ICMP echo (ping) over datagram sockets. It runs inside the
+// environment's network namespace (net sysctls belong to the writer's).
+// ping_group_range takes host gids up to 2^31-1 only; an environment whose
+// range lies above that gets no ping (see the runner's --uid-range-base).
+func (m *Manager) setEnvSysctls(ids idmap.Range) error {
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte("0"), 0o644); err != nil {
+		return err
+	}
+	if ids.Size == 0 {
+		return nil
+	}
+	last := uint64(ids.HostID) + uint64(ids.Size) - 1
+	if last > 1<<31-1 {
+		m.log.Warn("environment gids are above 2^31: ping over datagram sockets stays off", "range", ids.String())
+		return nil
+	}
+	return os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte(fmt.Sprintf("%d %d", ids.HostID, last)), 0o644)
 }

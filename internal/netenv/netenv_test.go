@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/covedev/cove/internal/idmap"
 	"net"
 	"net/netip"
 	"os"
@@ -46,7 +47,7 @@ func startManager(t *testing.T, cfg Config) *Manager {
 
 func setup(t *testing.T, m *Manager, id string, p Policy) Attachment {
 	t.Helper()
-	a, err := m.Setup(context.Background(), id, id+"-host", p)
+	a, err := m.Setup(context.Background(), id, id+"-host", p, idmap.Range{})
 	if err != nil {
 		t.Fatalf("setup %s: %v", id, err)
 	}

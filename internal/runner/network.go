@@ -27,7 +27,7 @@ func (r *Runner) attachNetwork(ctx context.Context, id, name, class string, lay 
 	if r.cfg.Network == nil {
 		return "", os.WriteFile(lay.hosts(), []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t"+name+"\n"), 0o644)
 	}
-	att, err := r.cfg.Network.Setup(ctx, id, name, r.policy(class))
+	att, err := r.cfg.Network.Setup(ctx, id, name, r.policy(class), st.IDMap)
 	if err != nil {
 		return "", fmt.Errorf("network: %w", err)
 	}

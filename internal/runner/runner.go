@@ -97,7 +97,7 @@ func New(cfg Config) (*Runner, error) {
 		cfg.RangeSize = 65536
 	}
 	if cfg.RangeBase == 0 {
-		cfg.RangeBase = 1 << 31
+		cfg.RangeBase = 1 << 24
 	}
 	if cfg.RangeSlots == 0 {
 		cfg.RangeSlots = 1024

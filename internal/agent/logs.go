@@ -1,0 +1,119 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/covedev/cove/internal/usererr"
+)
+
+const defaultLogsPoll = 250 * time.Millisecond
+
+// serveLogs streams the lifecycle log to the channel (the LogsSubsystem).
+// It runs in the agent itself: the file is written by the runner and
+// mounted read-only, so nothing runs as a user.
+func (s *session) serveLogs(follow bool) {
+	go io.Copy(io.Discard, s.ch)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closed: // the client closed the channel or went away
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	path := s.a.cfg.LogPath
+	if path == "" {
+		path = DefaultLogPath
+	}
+	poll := s.a.cfg.logsPoll
+	if poll == 0 {
+		poll = defaultLogsPoll
+	}
+	s.log.Info("session start", "kind", "logs", "follow", follow)
+	status := syscall.WaitStatus(0)
+	if err := streamFile(ctx, path, s.ch, follow, poll); err != nil && ctx.Err() == nil {
+		s.log.Debug("stream logs", "err", err)
+		msg, ok := usererr.Message(err)
+		if !ok {
+			msg = err.Error()
+		}
+		fmt.Fprintf(s.ch.Stderr(), "cove agent: %s\n", msg)
+		status = syscall.WaitStatus(1 << 8)
+	}
+	s.ch.CloseWrite()
+	sendExit(s.ch, status)
+	s.ch.Close()
+	s.log.Info("session end", "kind", "logs", "status", exitDescription(status))
+}
+
+// streamFile copies path to w. With follow it then keeps copying what is
+// appended, starts over when the file is truncated or replaced, waits for
+// a file that does not exist yet, and returns when ctx is done.
+func streamFile(ctx context.Context, path string, w io.Writer, follow bool, poll time.Duration) error {
+	var f *os.File
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
+	var off int64
+	for {
+		if f == nil {
+			var err error
+			f, err = os.Open(path)
+			switch {
+			case errors.Is(err, fs.ErrNotExist) && !follow:
+				return usererr.New("no creation or lifecycle logs yet")
+			case errors.Is(err, fs.ErrNotExist):
+				f = nil
+			case err != nil:
+				return fmt.Errorf("open log: %w", err)
+			}
+			off = 0
+		}
+		if f != nil {
+			n, err := io.Copy(w, f)
+			off += n
+			if err != nil {
+				return fmt.Errorf("stream log: %w", err)
+			}
+		}
+		if !follow {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(poll):
+		}
+		if f == nil {
+			continue
+		}
+		// Replaced (rotated, recreated)? Read the new file from its start
+		// once the old one is drained (the copy above did that).
+		cur, err1 := f.Stat()
+		now, err2 := os.Stat(path)
+		if err2 != nil || err1 != nil || !os.SameFile(cur, now) {
+			if _, err := io.Copy(w, f); err != nil {
+				return fmt.Errorf("stream log: %w", err)
+			}
+			f.Close()
+			f = nil
+			continue
+		}
+		if now.Size() < off { // truncated
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return fmt.Errorf("stream log: %w", err)
+			}
+			off = 0
+		}
+	}
+}

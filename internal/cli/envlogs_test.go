@@ -1,0 +1,163 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/covedev/cove/internal/agent"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"golang.org/x/crypto/ssh"
+)
+
+// startLogsAgent runs a real agent serving logPath and returns a
+// connection to it (the gateway relays the same channel unchanged).
+func startLogsAgent(t *testing.T, logPath string) *ssh.Client {
+	t.Helper()
+	dir := t.TempDir()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock, keys := filepath.Join(dir, "agent.sock"), filepath.Join(dir, "keys")
+	if err := os.WriteFile(keys, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- agent.Run(ctx, agent.Config{SocketPath: sock, AuthorizedKeysPath: keys, LogPath: logPath, User: strconv.Itoa(os.Getuid())})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("agent did not stop")
+		}
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("agent socket never appeared")
+		}
+	}
+	c, err := ssh.Dial("unix", sock, &ssh.ClientConfig{User: agent.DefaultUser, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestStreamLogs(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "lifecycle.log")
+	c := startLogsAgent(t, logPath)
+	ctx := context.Background()
+
+	var stdout, stderr bytes.Buffer
+	code, err := streamLogs(ctx, c, false, &stdout, &stderr)
+	if err != nil || code != 1 || !strings.Contains(stderr.String(), "no creation or lifecycle logs yet") {
+		t.Errorf("missing log: code %d err %v stderr %q", code, err, stderr.String())
+	}
+
+	if err := os.WriteFile(logPath, []byte("Running the postCreateCommand from devcontainer.json...\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	code, err = streamLogs(ctx, c, false, &stdout, &stderr)
+	if err != nil || code != 0 || stdout.String() != "Running the postCreateCommand from devcontainer.json...\n" {
+		t.Errorf("got %q code %d err %v", stdout.String(), code, err)
+	}
+
+	// Follow until cancelled (Ctrl-C).
+	fctx, cancel := context.WithCancel(ctx)
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		_, err := streamLogs(fctx, c, true, &out, &stderr)
+		done <- err
+	}()
+	f, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("later line\n")
+	f.Close()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out.String(), "later line\n"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("followed output %q lacks the appended line", out.String())
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("follow: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("follow did not end when cancelled")
+	}
+}
+
+func TestRebuildDone(t *testing.T) {
+	running := covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING
+	env := func(observed, built int64, phase covev1.EnvironmentPhase, failure string, desired covev1.EnvironmentPhase) *covev1.Environment {
+		return &covev1.Environment{
+			Metadata: &covev1.EnvironmentMetadata{Name: "dev"},
+			Spec:     &covev1.EnvironmentSpec{DesiredPhase: desired, SpecVersion: 5, RebuildGeneration: 2},
+			Status:   &covev1.EnvironmentStatus{ObservedSpecVersion: observed, BuiltGeneration: built, Phase: phase, FailureMessage: failure},
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		e       *covev1.Environment
+		done    bool
+		wantErr string
+	}{
+		{"still running the old build", env(4, 1, running, "", running), false, ""},
+		{"observed but not built yet", env(5, 1, covev1.EnvironmentPhase_ENVIRONMENT_PHASE_UPDATING, "", running), false, ""},
+		{"rebuilt and running", env(5, 2, running, "", running), true, ""},
+		{"old failure is ignored", env(4, 1, running, "old", running), false, ""},
+		{"failed", env(5, 1, covev1.EnvironmentPhase_ENVIRONMENT_PHASE_STOPPED, "pull failed", running), true, "environment dev: pull failed"},
+		{"stopped meanwhile", env(6, 1, covev1.EnvironmentPhase_ENVIRONMENT_PHASE_STOPPED, "", covev1.EnvironmentPhase_ENVIRONMENT_PHASE_STOPPED), true, "no longer meant to run"},
+	} {
+		done, err := rebuildDone(tc.e, 5, 2)
+		if done != tc.done || (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: done %v err %v, want %v %q", tc.name, done, err, tc.done, tc.wantErr)
+		}
+	}
+}

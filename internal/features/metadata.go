@@ -1,0 +1,122 @@
+package features
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/covedev/cove/internal/usererr"
+	"github.com/tailscale/hujson"
+)
+
+// Metadata is a parsed devcontainer-feature.json.
+type Metadata struct {
+	ID            string                     `json:"id"`
+	Version       string                     `json:"version"`
+	Name          string                     `json:"name"`
+	Description   string                     `json:"description,omitempty"`
+	Options       map[string]Option          `json:"options,omitempty"`
+	ContainerEnv  map[string]string          `json:"containerEnv,omitempty"`
+	Mounts        []Mount                    `json:"mounts,omitempty"`
+	CapAdd        []string                   `json:"capAdd,omitempty"`
+	SecurityOpt   []string                   `json:"securityOpt,omitempty"`
+	Privileged    bool                       `json:"privileged,omitempty"`
+	Init          bool                       `json:"init,omitempty"`
+	Entrypoint    string                     `json:"entrypoint,omitempty"`
+	InstallsAfter []string                   `json:"installsAfter,omitempty"`
+	DependsOn     map[string]json.RawMessage `json:"dependsOn,omitempty"`
+	LegacyIDs     []string                   `json:"legacyIds,omitempty"`
+
+	Customizations map[string]json.RawMessage `json:"customizations,omitempty"`
+
+	// Lifecycle commands, kept as written (a string, an array of strings or
+	// an object of named commands); the lifecycle package interprets them.
+	OnCreateCommand      json.RawMessage `json:"onCreateCommand,omitempty"`
+	UpdateContentCommand json.RawMessage `json:"updateContentCommand,omitempty"`
+	PostCreateCommand    json.RawMessage `json:"postCreateCommand,omitempty"`
+	PostStartCommand     json.RawMessage `json:"postStartCommand,omitempty"`
+	PostAttachCommand    json.RawMessage `json:"postAttachCommand,omitempty"`
+}
+
+// Option is one entry of a feature's "options".
+type Option struct {
+	Type        string   `json:"type"` // "string" or "boolean"
+	Default     any      `json:"default,omitempty"`
+	Enum        []string `json:"enum,omitempty"`
+	Proposals   []string `json:"proposals,omitempty"`
+	Description string   `json:"description,omitempty"`
+}
+
+// Mount is a mount a feature asks for, written either as an object or as a
+// Docker --mount string ("type=volume,source=x,target=/y").
+type Mount struct {
+	Type   string `json:"type,omitempty"` // "bind" or "volume"
+	Source string `json:"source,omitempty"`
+	Target string `json:"target"`
+}
+
+// UnmarshalJSON accepts both forms of a mount.
+func (m *Mount) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*m = Mount{}
+		for _, kv := range strings.Split(s, ",") {
+			k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+			switch strings.ToLower(k) {
+			case "type":
+				m.Type = v
+			case "source", "src":
+				m.Source = v
+			case "target", "destination", "dst":
+				m.Target = v
+			}
+		}
+		if m.Target == "" {
+			return fmt.Errorf("mount %q has no target", s)
+		}
+		return nil
+	}
+	type plain Mount
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*m = Mount(p)
+	return nil
+}
+
+// readMetadata parses dir/devcontainer-feature.json; what a feature author
+// got wrong is a user error naming the feature.
+func readMetadata(dir, ref string) (Metadata, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "devcontainer-feature.json"))
+	if err != nil {
+		if os.IsNotExist(err) {
+			return Metadata{}, usererr.New("feature %q has no devcontainer-feature.json at its root", ref)
+		}
+		return Metadata{}, fmt.Errorf("read feature metadata: %w", err)
+	}
+	var m Metadata
+	std, err := hujson.Standardize(b)
+	if err == nil {
+		err = json.Unmarshal(std, &m)
+	}
+	if err != nil {
+		return Metadata{}, usererr.Wrap(err, "feature %q: invalid devcontainer-feature.json: %v", ref, err)
+	}
+	if m.ID == "" {
+		return Metadata{}, usererr.New("feature %q: devcontainer-feature.json has no id", ref)
+	}
+	for id, o := range m.Options {
+		switch o.Type {
+		case "string", "boolean":
+		default:
+			return Metadata{}, usererr.New("feature %q: option %q has unsupported type %q", ref, id, o.Type)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "install.sh")); err != nil {
+		return Metadata{}, usererr.New("feature %q has no install.sh", ref)
+	}
+	return m, nil
+}

@@ -1,0 +1,95 @@
+package features
+
+import (
+	"net"
+	"net/url"
+	"strings"
+
+	"github.com/covedev/cove/internal/usererr"
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// Ref is a feature as written in devcontainer.json (or in a feature's
+// dependsOn): its identifier and the options given to it.
+type Ref struct {
+	ID      string         // as written: OCI reference, tarball URL or ./path
+	Options map[string]any // option id -> value (string or bool)
+}
+
+type sourceKind int
+
+const (
+	kindOCI sourceKind = iota
+	kindTarball
+	kindLocal
+)
+
+func kindOf(id string) sourceKind {
+	switch {
+	case strings.HasPrefix(id, "https://"), strings.HasPrefix(id, "http://"):
+		return kindTarball
+	case strings.HasPrefix(id, "./"), strings.HasPrefix(id, "../"), id == ".":
+		return kindLocal
+	}
+	return kindOCI
+}
+
+// resourceID returns id without its version: the tag or digest of an OCI
+// reference is dropped ("ghcr.io/a/b/node:1" -> "ghcr.io/a/b/node"); other
+// identifiers are returned unchanged. installsAfter and
+// overrideFeatureInstallOrder name features this way.
+func resourceID(id string) string {
+	if kindOf(id) != kindOCI {
+		return id
+	}
+	if i := strings.Index(id, "@"); i >= 0 {
+		id = id[:i]
+	}
+	slash := strings.LastIndex(id, "/")
+	if i := strings.LastIndex(id, ":"); i > slash {
+		id = id[:i]
+	}
+	return strings.ToLower(id)
+}
+
+// parseOCI parses an OCI feature reference; a missing tag means "latest" and
+// loopback registries are spoken to over plain HTTP.
+func parseOCI(id string) (name.Reference, error) {
+	if strings.Count(resourceID(id), "/") < 2 {
+		return nil, usererr.New("invalid feature %q: expected <registry>/<namespace>/<feature>[:<version>], a https:// tarball URL or a ./local path", id)
+	}
+	r, err := name.ParseReference(id)
+	if err != nil {
+		return nil, usererr.Wrap(err, "invalid feature reference %q", id)
+	}
+	if isLoopback(r.Context().RegistryStr()) {
+		if r, err = name.ParseReference(id, name.Insecure); err != nil {
+			return nil, usererr.Wrap(err, "invalid feature reference %q", id)
+		}
+	}
+	return r, nil
+}
+
+// checkTarballURL accepts https URLs, and plain http only to loopback hosts.
+func checkTarballURL(id string) (*url.URL, error) {
+	u, err := url.Parse(id)
+	if err != nil || u.Host == "" {
+		return nil, usererr.New("invalid feature URL %q", id)
+	}
+	if u.Scheme == "http" && !isLoopback(u.Host) {
+		return nil, usererr.New("feature URL %q must use https", id)
+	}
+	return u, nil
+}
+
+func isLoopback(host string) bool {
+	h, _, err := net.SplitHostPort(host)
+	if err != nil {
+		h = strings.Trim(host, "[]")
+	}
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
