@@ -29,6 +29,18 @@ if ((${#missing[@]})); then
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The Dev Containers reference CLI, for the differential tests of
+# internal/devcontainer (they skip without it). Needs node and npm.
+dc_cli_version=0.89.0
+if [[ "${1:-runtime}" == test ]] && ! command -v devcontainer >/dev/null; then
+	if command -v npm >/dev/null; then
+		echo "install-deps: installing @devcontainers/cli@${dc_cli_version}"
+		npm install -g --no-fund --no-audit "@devcontainers/cli@${dc_cli_version}" >/dev/null
+	else
+		echo "install-deps: npm not found; devcontainer differential tests will be skipped" >&2
+	fi
+fi
+
 # Go builds cove; the module needs Go 1.26 or newer.
 export PATH="$PATH:/usr/local/go/bin"
 if ! command -v go >/dev/null; then

@@ -26,6 +26,7 @@ func main() {
 		cli.ConfigSSHCommand(),
 		cli.PortsCommand(),
 		cli.PortForwardCommand(),
+		cli.DevcontainerCommand(),
 		cli.ServerCommand(),
 		cli.RunnerCommand(),
 		cli.AgentCommand(),

@@ -21,7 +21,7 @@ import (
 // EnvCommand is `cove env`.
 func EnvCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "env", Aliases: []string{"environment", "environments"}, Short: "Create, list, start, stop and delete environments"}
-	cmd.AddCommand(envCreate(), envList(), envGet(), envStart(), envStop(), envDelete())
+	cmd.AddCommand(envCreate(), envList(), envGet(), envStart(), envStop(), envDelete(), EnvLogsCommand(), EnvRebuildCommand())
 	return cmd
 }
 

@@ -1,10 +1,13 @@
-// Package devcontainer finds and reads a repository's devcontainer.json
-// (https://containers.dev/implementors/json_reference/).
+// Package devcontainer finds, reads, checks and merges a repository's
+// devcontainer.json (https://containers.dev/implementors/json_reference/)
+// with the semantics of the reference CLI (devcontainers/cli): discovery,
+// JSON with comments, legacy properties, variables (see vars.go for what
+// "local" means on a runner), image metadata merging, and a policy check
+// that refuses, in one message, everything cove cannot honour.
 //
-// This is the minimal subset cove needs to pick an image and a user; features,
-// Dockerfile builds, Compose and lifecycle commands come later. The raw
-// document is kept in Config.Raw so later stages can read more of it without
-// parsing again.
+// The runner calls Load, then MergeImageMetadata with the pulled image's
+// devcontainer.metadata label, Merged.Check, ChooseClass, and later
+// Merged.ResolveContainerEnv once the container's environment is known.
 package devcontainer
 
 import (
@@ -27,17 +30,6 @@ import (
 
 // maxSize bounds the size of a devcontainer.json we are willing to read.
 const maxSize = 1 << 20
-
-// Config is the part of devcontainer.json that cove understands today.
-type Config struct {
-	Name            string
-	Image           string
-	RemoteUser      string
-	ContainerUser   string
-	WorkspaceFolder string
-	// Raw is the whole document, decoded as standard JSON.
-	Raw map[string]any
-}
 
 // Find returns the path of the devcontainer.json to use in repoDir.
 //
@@ -140,6 +132,8 @@ func Parse(path string) (*Config, error) {
 
 var hujsonPos = regexp.MustCompile(`^hujson: line (\d+), column (\d+): (.*)$`)
 
+// parseBytes parses a devcontainer.json document into a Config without
+// folding legacy properties or substituting variables (Read does both).
 func parseBytes(name string, data []byte) (*Config, error) {
 	v, err := hujson.Parse(data)
 	if err != nil {
@@ -148,10 +142,13 @@ func parseBytes(name string, data []byte) (*Config, error) {
 		}
 		return nil, usererr.Wrap(err, "%s: %v", name, err)
 	}
+	src := &source{name: name, pos: map[string]int{}, order: map[string][]string{}}
 	// Standardize replaces comments and trailing commas by spaces, so byte
 	// offsets in std are those of the original file.
 	v.Standardize()
 	std := v.Pack()
+	src.data = std
+	src.walk("", &v)
 	var raw any
 	if err := json.Unmarshal(std, &raw); err != nil {
 		var se *json.SyntaxError
@@ -165,23 +162,9 @@ func parseBytes(name string, data []byte) (*Config, error) {
 	if !ok {
 		return nil, usererr.New("%s:1:1: top-level value must be an object", name)
 	}
-	c := &Config{Raw: obj}
-	for key, dst := range map[string]*string{
-		"name":            &c.Name,
-		"image":           &c.Image,
-		"remoteUser":      &c.RemoteUser,
-		"containerUser":   &c.ContainerUser,
-		"workspaceFolder": &c.WorkspaceFolder,
-	} {
-		val, ok := obj[key]
-		if !ok || val == nil {
-			continue
-		}
-		s, ok := val.(string)
-		if !ok {
-			return nil, usererr.New("%s: %q must be a string, not %s", name, key, jsonType(val))
-		}
-		*dst = s
+	c := &Config{Path: name, Raw: obj, src: src}
+	if err := c.decode(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

@@ -144,8 +144,7 @@ func TestParse(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
-			got := *c
-			got.Raw = nil
+			got := Config{Name: c.Name, Image: c.Image, RemoteUser: c.RemoteUser, ContainerUser: c.ContainerUser, WorkspaceFolder: c.WorkspaceFolder}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("Parse = %+v, want %+v", got, tt.want)
 			}
