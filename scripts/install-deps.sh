@@ -33,6 +33,10 @@ fi
 # internal/devcontainer (they skip without it). Needs node and npm.
 dc_cli_version=0.89.0
 if [[ "${1:-runtime}" == test ]] && ! command -v devcontainer >/dev/null; then
+	if ! command -v npm >/dev/null; then
+		echo "install-deps: installing nodejs and npm (for the reference devcontainer CLI)"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null || true
+	fi
 	if command -v npm >/dev/null; then
 		echo "install-deps: installing @devcontainers/cli@${dc_cli_version}"
 		npm install -g --no-fund --no-audit "@devcontainers/cli@${dc_cli_version}" >/dev/null
