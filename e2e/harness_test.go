@@ -58,7 +58,10 @@ func buildCove(t *testing.T) string {
 
 // images serves the busybox and Debian test images from an in-process
 // registry and returns its host:port.
-func images(t *testing.T) string {
+func images(t *testing.T) string { return imagesWith(t, nil) }
+
+// imagesWith also serves extra artifacts (e.g. features).
+func imagesWith(t *testing.T, extra map[string]v1.Image) string {
 	t.Helper()
 	bb, err := testimage.Busybox()
 	if err != nil {
@@ -70,7 +73,11 @@ func images(t *testing.T) string {
 	if err != nil {
 		t.Fatalf("debian test image: %v", err)
 	}
-	return testimage.Serve(t, map[string]v1.Image{"test/busybox:latest": bb, "test/debian:latest": deb})
+	all := map[string]v1.Image{"test/busybox:latest": bb, "test/debian:latest": deb}
+	for k, v := range extra {
+		all[k] = v
+	}
+	return testimage.Serve(t, all)
 }
 
 func freePort(t *testing.T) string {

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/covedev/cove/internal/content"
-	"github.com/covedev/cove/internal/devcontainer"
 	"github.com/covedev/cove/internal/image"
 	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/usererr"
@@ -29,7 +29,7 @@ const (
 // apply runs steps in order. *stp is the environment's state (nil before
 // prepare); steps update and persist it. progress reports sub-status
 // changes in the background.
-func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, stp **envState, steps []step, progress func()) error {
+func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, stp **envState, steps []step, progress, ready func()) error {
 	lay := r.layout(env.Id)
 	mark := func(sub **covev1.SubStatus, phase covev1.SubPhase, msg string) {
 		w.sub(sub, phase, msg)
@@ -60,6 +60,8 @@ func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, 
 			err = r.start(ctx, env, lay, *stp)
 		case stepWaitAgent:
 			err = r.waitAgent(ctx, lay)
+		case stepDevcontainer:
+			err = r.runDevcontainer(ctx, w, env, lay, *stp, progress, ready)
 		case stepStop:
 			mark(&w.machine, subInProgress, "stopping")
 			err = r.rt.Stop(ctx, env.Id, r.cfg.StopGrace)
@@ -129,25 +131,19 @@ func (r *Runner) clone(ctx context.Context, env *covev1.Environment, lay layout,
 	return saveState(lay.state(), st)
 }
 
-// pullImage picks the image (devcontainer.json, else the spec's default,
-// else the runner's) and pulls it.
+// pullImage reads devcontainer.json (the image, and everything it asks),
+// pulls the image, merges its metadata and prepares features.
 func (r *Runner) pullImage(ctx context.Context, env *covev1.Environment, lay layout, st *envState) error {
+	cfg, warns, err := r.loadDevcontainer(env, filepath.Join(lay.workspace(), st.RepoName))
+	if err != nil {
+		return err
+	}
 	ref := env.GetSpec().GetDefaultImage()
 	if ref == "" {
 		ref = r.cfg.DefaultImage
 	}
-	var dc *devcontainer.Config
-	path, err := devcontainer.Find(filepath.Join(lay.workspace(), st.RepoName), env.GetSpec().GetDevcontainerPath())
-	if err != nil {
-		return err
-	}
-	if path != "" {
-		if dc, err = devcontainer.Parse(path); err != nil {
-			return err
-		}
-		if dc.Image != "" {
-			ref = dc.Image
-		}
+	if cfg != nil && cfg.Image != "" {
+		ref = cfg.Image
 	}
 	if ref == "" {
 		return usererr.New("no image: the repository has no devcontainer.json naming one and no default image is configured")
@@ -156,13 +152,9 @@ func (r *Runner) pullImage(ctx context.Context, env *covev1.Environment, lay lay
 	if err != nil {
 		return err
 	}
-	st.Image, st.ImageDigest, st.Layers, st.Env = ref, img.Digest, img.Layers, img.Config.Env
-	st.User = img.Config.User
-	if dc != nil && dc.ContainerUser != "" {
-		st.User = dc.ContainerUser
-	}
-	if dc != nil && dc.RemoteUser != "" {
-		st.User = dc.RemoteUser
+	st.Image, st.ImageDigest, st.Layers, st.Env, st.User = ref, img.Digest, img.Layers, img.Config.Env, img.Config.User
+	if err := r.applyDevcontainer(ctx, env, lay, st, cfg, warns, img); err != nil {
+		return err
 	}
 	return saveState(lay.state(), st)
 }
@@ -228,6 +220,21 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 	if st.RepoName != "" {
 		workdir = workspaces + "/" + st.RepoName
 	}
+	procEnv := st.Env
+	if st.DC != nil {
+		if st.DC.WorkspaceFolder != "" {
+			workdir = st.DC.WorkspaceFolder
+		}
+		if len(st.DC.ContainerEnv) > 0 {
+			procEnv = st.DC.ContainerEnv
+		}
+		// The agent gives its environment to every session: remoteEnv
+		// applies to what users and tools run (containerEnv to everything).
+		procEnv = append(slices.Clone(procEnv), st.DC.RemoteEnv...)
+	}
+	if err := os.MkdirAll(lay.logDir(), 0o755); err != nil {
+		return err
+	}
 	spec := runtime.Spec{
 		ID:       env.Id,
 		Hostname: env.GetMetadata().GetName(),
@@ -237,7 +244,7 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 		Process: runtime.Process{
 			Args: []string{agentBinary, "agent", "--socket", agentRunDir + "/agent.sock",
 				"--authorized-keys", agentEtcDir + "/runner_keys", "--user", user, "--workdir", workdir},
-			Env: append(withDefaultPath(st.Env), "COVE_ENVIRONMENT_ID="+env.Id, "COVE_ENVIRONMENT_NAME="+env.GetMetadata().GetName()),
+			Env: append(withDefaultPath(procEnv), "COVE_ENVIRONMENT_ID="+env.Id, "COVE_ENVIRONMENT_NAME="+env.GetMetadata().GetName()),
 			Cwd: "/",
 		},
 		Mounts: []runtime.Mount{
@@ -253,6 +260,11 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 	}
 	if netns != "" {
 		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: lay.resolvConf(), Destination: "/etc/resolv.conf", Type: "bind", Options: []string{"bind", "ro"}})
+	}
+	spec.Mounts = append(spec.Mounts, runtime.Mount{Source: lay.logDir(), Destination: logDir, Type: "bind", Options: []string{"bind", "ro"}})
+	if st.DC != nil && st.DC.FeaturesPending {
+		// Writable: install scripts chmod themselves. Per-environment scratch.
+		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: lay.features(), Destination: featuresDir, Type: "bind", Options: []string{"bind"}})
 	}
 	if err := r.rt.Start(ctx, spec); err != nil {
 		return err
@@ -334,7 +346,7 @@ func (r *Runner) reset(lay layout, st *envState, generation int64) error {
 		}
 	}
 	st.BuiltGeneration = generation
-	st.ImageDigest, st.Layers = "", nil
+	st.ImageDigest, st.Layers, st.DC = "", nil, nil
 	if err := saveState(lay.state(), st); err != nil {
 		return err
 	}

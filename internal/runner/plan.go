@@ -16,6 +16,8 @@ type observed struct {
 	// rebuild: the spec asks for a newer build generation than the one the
 	// container's file system was built from.
 	rebuild bool
+	// devcontainerDone: features and lifecycle ran for the running container.
+	devcontainerDone bool
 }
 
 type step string
@@ -32,6 +34,7 @@ const (
 	stepUnmount         step = "unmount"          // overlay and idmapped layers
 	stepRemove          step = "remove"           // all disk state; release the uid range
 	stepReset           step = "reset"            // discard the container file system (upper dir), keep /workspaces
+	stepDevcontainer    step = "devcontainer"     // install features, run lifecycle commands
 )
 
 // plan computes the steps that take o to desired. It is pure: the
@@ -55,7 +58,7 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 			if !o.contentReady {
 				steps = append(steps, stepClone)
 			}
-			return append(steps, stepImage, stepMount, stepStart, stepWaitAgent)
+			return append(steps, stepImage, stepMount, stepStart, stepWaitAgent, stepDevcontainer)
 		}
 		if !o.stateExists {
 			steps = append(steps, stepPrepare)
@@ -70,6 +73,9 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 			if !o.agentReady {
 				steps = append(steps, stepWaitAgent)
 			}
+			if !o.devcontainerDone {
+				steps = append(steps, stepDevcontainer)
+			}
 			return steps
 		}
 		if o.container != runtime.StatusAbsent && o.container != "" {
@@ -79,7 +85,7 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 		if !o.rootfsMounted {
 			steps = append(steps, stepMount)
 		}
-		return append(steps, stepStart, stepWaitAgent)
+		return append(steps, stepStart, stepWaitAgent, stepDevcontainer)
 	case covev1.EnvironmentPhase_ENVIRONMENT_PHASE_STOPPED, covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED:
 		if live {
 			steps = append(steps, stepStop)

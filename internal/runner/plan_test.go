@@ -22,21 +22,27 @@ func TestPlan(t *testing.T) {
 		want    []step
 	}{
 		{"fresh create", running, observed{container: absent},
-			[]step{stepPrepare, stepClone, stepImage, stepMount, stepStart, stepWaitAgent}},
+			[]step{stepPrepare, stepClone, stepImage, stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
 		{"interrupted after clone", running, with(ready, func(o *observed) { o.imageReady = false; o.container = absent }),
-			[]step{stepImage, stepMount, stepStart, stepWaitAgent}},
+			[]step{stepImage, stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
 		{"start a stopped env", running, with(ready, func(o *observed) { o.container = absent }),
-			[]step{stepMount, stepStart, stepWaitAgent}},
+			[]step{stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
 		{"rootfs still mounted", running, with(ready, func(o *observed) { o.container = absent; o.rootfsMounted = true }),
-			[]step{stepStart, stepWaitAgent}},
-		{"adopt running env after restart", running, with(ready, func(o *observed) { o.container = up; o.rootfsMounted = true }),
+			[]step{stepStart, stepWaitAgent, stepDevcontainer}},
+		{"adopt running env after restart", running, with(ready, func(o *observed) { o.container = up; o.rootfsMounted = true; o.devcontainerDone = true }),
 			[]step{stepWaitAgent}},
-		{"steady", running, with(ready, func(o *observed) { o.container = up; o.rootfsMounted = true; o.agentReady = true }),
-			nil},
+		{"steady", running, with(ready, func(o *observed) {
+			o.container = up
+			o.rootfsMounted = true
+			o.agentReady = true
+			o.devcontainerDone = true
+		}), nil},
+		{"lifecycle interrupted", running, with(ready, func(o *observed) { o.container = up; o.rootfsMounted = true; o.agentReady = true }),
+			[]step{stepDevcontainer}},
 		{"crashed container restarts", running, with(ready, func(o *observed) { o.container = exited; o.rootfsMounted = true }),
-			[]step{stepStop, stepDeleteContainer, stepStart, stepWaitAgent}},
+			[]step{stepStop, stepDeleteContainer, stepStart, stepWaitAgent, stepDevcontainer}},
 		{"half-created container", running, with(ready, func(o *observed) { o.container = runtime.StatusCreated; o.rootfsMounted = true }),
-			[]step{stepStop, stepDeleteContainer, stepStart, stepWaitAgent}},
+			[]step{stepStop, stepDeleteContainer, stepStart, stepWaitAgent, stepDevcontainer}},
 		{"stop running", stopped, with(ready, func(o *observed) { o.container = up; o.rootfsMounted = true }),
 			[]step{stepStop, stepDeleteContainer, stepUnmount}},
 		{"stop interrupted after delete", stopped, with(ready, func(o *observed) { o.container = absent; o.rootfsMounted = true }),
@@ -48,11 +54,11 @@ func TestPlan(t *testing.T) {
 		{"delete stopped", deleted, with(ready, func(o *observed) { o.container = absent }), []step{stepRemove}},
 		{"delete gone", deleted, observed{container: absent}, nil},
 		{"rebuild running", running, with(ready, func(o *observed) { o.container = up; o.rootfsMounted = true; o.rebuild = true }),
-			[]step{stepStop, stepDeleteContainer, stepUnmount, stepReset, stepImage, stepMount, stepStart, stepWaitAgent}},
+			[]step{stepStop, stepDeleteContainer, stepUnmount, stepReset, stepImage, stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
 		{"rebuild stopped", running, with(ready, func(o *observed) { o.container = absent; o.rebuild = true }),
-			[]step{stepReset, stepImage, stepMount, stepStart, stepWaitAgent}},
+			[]step{stepReset, stepImage, stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
 		{"rebuild before first start is a no-op", running, observed{container: absent, rebuild: true},
-			[]step{stepPrepare, stepClone, stepImage, stepMount, stepStart, stepWaitAgent}},
+			[]step{stepPrepare, stepClone, stepImage, stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

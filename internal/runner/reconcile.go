@@ -57,7 +57,7 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 			return false, err
 		}
 		if len(plan(phaseStopped, obs)) > 0 {
-			return false, r.apply(ctx, w, env, &st, plan(phaseStopped, obs), func() {})
+			return false, r.apply(ctx, w, env, &st, plan(phaseStopped, obs), func() {}, func() {})
 		}
 		return false, w.setStatus(ctx, r.status(env, st, phaseStopped, st.FailureMessage))
 	}
@@ -102,7 +102,18 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	w.progress(ctx, r.status(env, st, transitional, ""))
 	r.log.Info("reconcile", "env", env.Id, "desired", desired, "steps", steps)
 	progress := func() { w.progress(ctx, r.status(env, st, transitional, "")) }
-	if err := r.apply(ctx, w, env, &st, steps, progress); err != nil {
+	// ready: the devcontainer's waitFor stage is done; later lifecycle
+	// commands go on while users can connect.
+	ready := func() {
+		w.setRunning(true)
+		w.sub(&w.machine, subReady, "")
+		w.progress(ctx, r.status(env, st, phaseRunning, ""))
+	}
+	stepCtx, cancel := context.WithCancel(ctx)
+	w.setStepCancel(version, cancel)
+	defer w.setStepCancel(0, nil)
+	defer cancel()
+	if err := r.apply(stepCtx, w, env, &st, steps, progress, ready); err != nil {
 		msg, visible := usererr.Message(err)
 		if !visible || desired != phaseRunning || st == nil {
 			// Internal errors (and any stop/delete error) are retried; the
@@ -122,7 +133,7 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 		w.kickSoon()
 		return false, nil
 	}
-	if desired == phaseRunning && steps[len(steps)-1] == stepWaitAgent {
+	if last := steps[len(steps)-1]; desired == phaseRunning && (last == stepWaitAgent || last == stepDevcontainer) {
 		// The agent just answered: the environment is running. Report it now
 		// rather than after another observe pass; the periodic pass checks.
 		w.setRunning(true)
@@ -155,6 +166,12 @@ func (r *Runner) status(env *covev1.Environment, st *envState, phase covev1.Envi
 		}
 		s.IpAddress = st.IP
 		s.BuiltGeneration = st.BuiltGeneration
+		if dc := st.DC; dc != nil {
+			s.DevcontainerPath, s.Warnings, s.Extensions, s.CustomizationsJson = dc.ConfigPath, dc.Warnings, dc.Extensions, dc.Customizations
+			if dc.WorkspaceFolder != "" {
+				s.WorkspaceFolder = dc.WorkspaceFolder
+			}
+		}
 	}
 	if phase == phaseRunning {
 		s.Ssh = &covev1.SSHAddress{Address: r.sshAddr, Host: env.GetMetadata().GetName() + ".cove"}
@@ -178,6 +195,7 @@ func (r *Runner) observe(ctx context.Context, id string, st *envState) (observed
 	o.container = cs.Status
 	if o.container == "running" {
 		o.agentReady = r.probeAgent(ctx, lay.socket()) == nil
+		o.devcontainerDone = st == nil || st.DC == nil || st.DC.LifecyclePid == cs.Pid
 	}
 	return o, nil
 }

@@ -29,6 +29,8 @@ type envState struct {
 	User        string   `json:"user,omitempty"` // user sessions run as
 	IP          string   `json:"ip,omitempty"`   // address on the runner's network
 	Env         []string `json:"env,omitempty"`
+	// What devcontainer.json (merged with image and feature metadata) asks.
+	DC *dcState `json:"devcontainer,omitempty"`
 	// Rebuild generation the container file system was built from.
 	BuiltGeneration int64 `json:"builtGeneration,omitempty"`
 	// Started once at least (CREATING vs STARTING).
@@ -56,6 +58,9 @@ func (l layout) socket() string     { return filepath.Join(l.run(), "agent.sock"
 func (l layout) hosts() string      { return filepath.Join(l.dir, "hosts") }
 func (l layout) hostname() string   { return filepath.Join(l.dir, "hostname") }
 func (l layout) resolvConf() string { return filepath.Join(l.dir, "resolv.conf") }
+func (l layout) features() string   { return filepath.Join(l.dir, "features") }
+func (l layout) logDir() string     { return filepath.Join(l.dir, "log") }
+func (l layout) logFile() string    { return filepath.Join(l.logDir(), "lifecycle.log") }
 
 func loadState(path string) (*envState, error) {
 	b, err := os.ReadFile(path)

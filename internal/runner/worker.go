@@ -24,6 +24,11 @@ type worker struct {
 	sendMu sync.Mutex
 	seq    uint64
 
+	// stepCancel cancels long steps (lifecycle commands) when a newer spec
+	// arrives, e.g. a stop during a long postCreateCommand.
+	stepVersion int64
+	stepCancel  context.CancelFunc
+
 	mu         sync.Mutex
 	lastActive time.Time // last request through the port proxy
 	env        *covev1.Environment
@@ -31,7 +36,8 @@ type worker struct {
 	reported   *covev1.EnvironmentStatus
 	content    *covev1.SubStatus
 	machine    *covev1.SubStatus
-	ports      portWatch // listening ports while running (ports.go)
+	devc       *covev1.SubStatus // devcontainer: features, lifecycle; nil until known
+	ports      portWatch         // listening ports while running (ports.go)
 }
 
 func (r *Runner) newWorker(ctx context.Context, id string) *worker {
@@ -47,11 +53,20 @@ func (r *Runner) newWorker(ctx context.Context, id string) *worker {
 func (w *worker) update(env *covev1.Environment) {
 	w.mu.Lock()
 	w.env = env
+	if w.stepCancel != nil && env.GetSpec().GetSpecVersion() != w.stepVersion {
+		w.stepCancel()
+	}
 	w.mu.Unlock()
 	select {
 	case w.kick <- struct{}{}:
 	default:
 	}
+}
+
+func (w *worker) setStepCancel(version int64, cancel context.CancelFunc) {
+	w.mu.Lock()
+	w.stepVersion, w.stepCancel = version, cancel
+	w.mu.Unlock()
 }
 
 func (w *worker) latest() *covev1.Environment {
@@ -159,6 +174,9 @@ func (w *worker) send(ctx context.Context, st *covev1.EnvironmentStatus) error {
 	w.mu.Lock()
 	st.Content = proto.Clone(w.content).(*covev1.SubStatus)
 	st.Machine = proto.Clone(w.machine).(*covev1.SubStatus)
+	if w.devc != nil {
+		st.Devcontainer = proto.Clone(w.devc).(*covev1.SubStatus)
+	}
 	w.decoratePorts(st) // ports.go
 	if !w.lastActive.IsZero() {
 		// Reported with the next status (the periodic pass sends one within

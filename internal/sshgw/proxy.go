@@ -118,6 +118,11 @@ func (p *proxy) allowRequest(r *ssh.Request) bool {
 func bridge(a ssh.Channel, aReqs <-chan *ssh.Request, aFilter func(*ssh.Request) bool, b ssh.Channel, bReqs <-chan *ssh.Request) {
 	aToB := make(chan struct{}) // closed once a's data was sent to b and b got EOF
 	bToA := make(chan struct{})
+	// Requests in flight from each side: a side's channel is closed only
+	// after the replies to its requests were relayed, or a fast command (a
+	// subsystem that answers, writes and exits at once) would leave its
+	// client's request without a reply (EOF).
+	var aPending, bPending sync.WaitGroup
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		copyHalf(b, a)
@@ -130,13 +135,15 @@ func bridge(a ssh.Channel, aReqs <-chan *ssh.Request, aFilter func(*ssh.Request)
 	wg.Go(func() {
 		// aReqs ends when a is closed by its peer; close b once all a's
 		// output reached it.
-		forwardRequests(aReqs, aFilter, b, aToB)
+		forwardRequests(aReqs, aFilter, b, aToB, &aPending)
 		<-aToB
+		bPending.Wait()
 		b.Close()
 	})
 	wg.Go(func() {
-		forwardRequests(bReqs, nil, a, bToA)
+		forwardRequests(bReqs, nil, a, bToA, &bPending)
 		<-bToA
+		aPending.Wait()
 		a.Close()
 	})
 	wg.Wait()
@@ -151,13 +158,12 @@ func copyHalf(dst, src ssh.Channel) {
 	dst.CloseWrite()
 }
 
-// forwardRequests sends src's requests to dst in order, relaying replies.
-// exit-status and exit-signal wait (a bounded time) for dataDone so the
-// peer sees all output and EOF before the exit status, as OpenSSH does.
-func forwardRequests(reqs <-chan *ssh.Request, allow func(*ssh.Request) bool, dst ssh.Channel, dataDone <-chan struct{}) {
+func forwardRequests(reqs <-chan *ssh.Request, allow func(*ssh.Request) bool, dst ssh.Channel, dataDone <-chan struct{}, pending *sync.WaitGroup) {
 	for r := range reqs {
+		pending.Add(1)
 		if allow != nil && !allow(r) {
 			r.Reply(false, nil)
+			pending.Done()
 			continue
 		}
 		if r.Type == "exit-status" || r.Type == "exit-signal" {
@@ -170,5 +176,6 @@ func forwardRequests(reqs <-chan *ssh.Request, allow func(*ssh.Request) bool, ds
 		}
 		ok, err := dst.SendRequest(r.Type, r.WantReply, r.Payload)
 		r.Reply(ok && err == nil, nil)
+		pending.Done()
 	}
 }
