@@ -64,7 +64,10 @@ func TestDevcontainer(t *testing.T) {
 		"image": "` + reg + `/test/debian:latest",
 		"remoteUser": "dev",
 		"containerEnv": {"FROM_CONTAINER_ENV": "yes"},
-		"remoteEnv": {"FROM_REMOTE_ENV": "remote"},
+		"remoteEnv": {"FROM_REMOTE_ENV": "remote-${containerEnv:FROM_CONTAINER_ENV}"},
+		"mounts": [{"type": "volume", "source": "cache", "target": "/cache"}, "type=tmpfs,target=/scratch"],
+		"workspaceMount": "source=${localWorkspaceFolder},target=/src,type=bind",
+		"hostRequirements": {"cpus": 1},
 		"features": {"` + reg + `/features/shout:1": {}},
 		"onCreateCommand": "echo oncreate-$(id -un) >> /tmp/order",
 		"updateContentCommand": ["sh", "-c", "echo update >> /tmp/order"],
@@ -75,9 +78,13 @@ func TestDevcontainer(t *testing.T) {
 	}`
 	repo := gitRepo(t, filepath.Join(c.dir, "app"), map[string]string{"README.md": "app\n", ".devcontainer/devcontainer.json": config})
 	u.must("env", "create", repo, "--name", "dc", "--wait", "--timeout", "4m")
+	// RUNNING comes at waitFor (updateContentCommand); the rest goes on.
+	waitFor(t, "lifecycle commands", 60*time.Second, func() bool {
+		return field(u.envJSON("dc"), "status", "devcontainer", "phase") == "SUB_PHASE_READY"
+	})
 
 	out, errOut, code := u.run("ssh", "dc", "--", "id -un; greet; shout; echo $FROM_CONTAINER_ENV $FROM_REMOTE_ENV $GREETER_HOME; sort /tmp/order; sort /tmp/par; wc -l < /tmp/starts")
-	want := "dev\nhi from greeter\nHI FROM GREETER\nyes remote /opt/greeter\noncreate-dev\nupdate\na\nb\n1\n"
+	want := "dev\nhi from greeter\nHI FROM GREETER\nyes remote-yes /opt/greeter\noncreate-dev\nupdate\na\nb\n1\n"
 	if code != 0 || out != want {
 		t.Fatalf("inside the environment: exit %d\n%s\nstderr: %s\nwant:\n%s\nlogs: %s", code, out, errOut, want, u.must("env", "logs", "dc"))
 	}
@@ -85,6 +92,14 @@ func TestDevcontainer(t *testing.T) {
 	if field(j, "status", "devcontainer", "phase") != "SUB_PHASE_READY" || field(j, "status", "devcontainerPath") != ".devcontainer/devcontainer.json" ||
 		!strings.Contains(field(j, "status", "extensions"), "golang.go") || !strings.Contains(field(j, "status", "warnings"), "unknownThing") {
 		t.Fatalf("status: %v", j["status"])
+	}
+	// Volumes are environment-local and survive a rebuild; tmpfs is fresh;
+	// the repository also appears at workspaceMount's target.
+	if out, errOut, code := u.run("ssh", "dc", "--", "sudo sh -c 'echo kept > /cache/v'; grep -c ' /scratch tmpfs' /proc/mounts; cat /src/README.md"); code != 0 || out != "1\napp\n" {
+		t.Fatalf("mounts: %d %q %q", code, out, errOut)
+	}
+	if out := u.must("env", "get", "dc"); !strings.Contains(out, "golang.go") || !strings.Contains(out, "Devcontainer: READY") {
+		t.Fatalf("env get:\n%s", out)
 	}
 	logs := u.must("env", "logs", "dc")
 	for _, s := range []string{"installed-greeter", "postCreateCommand", "initializeCommand"} {
@@ -131,6 +146,13 @@ func TestDevcontainer(t *testing.T) {
 		t.Fatalf("environment with a failed postCreateCommand not reachable: %d %q", code, out)
 	}
 
+	// A class smaller than hostRequirements ask: a clear failure.
+	big := gitRepo(t, filepath.Join(c.dir, "big"), map[string]string{".devcontainer.json": `{"image": "` + reg + `/test/debian:latest", "hostRequirements": {"memory": "1000tb"}}`})
+	if _, errOut, code := u.run("env", "create", big, "--name", "big", "--wait"); code == 0 || !strings.Contains(errOut, "hostRequirements") {
+		t.Fatalf("oversized hostRequirements: exit %d %q", code, errOut)
+	}
+	u.must("env", "delete", "big", "--wait")
+
 	// Rebuild applies a changed devcontainer.json; /workspaces is kept, the
 	// rest of the file system is rebuilt.
 	edit := `sed -i 's/"FROM_CONTAINER_ENV": "yes"/"FROM_CONTAINER_ENV": "rebuilt"/' /workspaces/app/.devcontainer/devcontainer.json && echo kept > /workspaces/app/mine && sudo touch /usr/local/bin/stray`
@@ -138,8 +160,8 @@ func TestDevcontainer(t *testing.T) {
 		t.Fatalf("edit: %q", out)
 	}
 	u.must("env", "rebuild", "dc", "--wait", "--timeout", "4m")
-	out, _, _ = u.run("ssh", "dc", "--", "echo $FROM_CONTAINER_ENV; cat /workspaces/app/mine; ls /usr/local/bin/stray 2>&1 | grep -c 'No such'; wc -l < /tmp/order")
-	if out != "rebuilt\nkept\n1\n2\n" {
+	out, _, _ = u.run("ssh", "dc", "--", "echo $FROM_CONTAINER_ENV; cat /workspaces/app/mine; ls /usr/local/bin/stray 2>&1 | grep -c 'No such'; wc -l < /tmp/order; cat /cache/v")
+	if out != "rebuilt\nkept\n1\n2\nkept\n" {
 		t.Fatalf("after rebuild: %q", out)
 	}
 	var st struct{ Status struct{ Phase string } }

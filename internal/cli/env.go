@@ -174,6 +174,15 @@ func printEnv(w io.Writer, e *covev1.Environment) {
 	fmt.Fprintf(w, "Source:      %s %s\nClass:       %s\nRunner:      %s\n", e.Spec.GetContent().GetGitUrl(), e.Spec.GetContent().GetRef(), e.Spec.GetClassId(), e.Metadata.GetRunnerId())
 	fmt.Fprintf(w, "Image:       %s %s\nWorkspace:   %s\n", st.GetImage(), st.GetImageDigest(), st.GetWorkspaceFolder())
 	fmt.Fprintf(w, "Content:     %s %s\nMachine:     %s %s\n", subName(st.GetContent()), st.GetContent().GetMessage(), subName(st.GetMachine()), st.GetMachine().GetMessage())
+	if dc := st.GetDevcontainer(); dc != nil {
+		fmt.Fprintf(w, "Devcontainer: %s %s %s\n", subName(dc), st.GetDevcontainerPath(), dc.GetMessage())
+	}
+	if ext := st.GetExtensions(); len(ext) > 0 {
+		fmt.Fprintf(w, "Extensions:  %s\n", strings.Join(ext, ", "))
+	}
+	for _, warn := range st.GetWarnings() {
+		fmt.Fprintf(w, "Warning:     %s\n", warn)
+	}
 	if s := st.GetSsh(); s != nil {
 		fmt.Fprintf(w, "SSH:         ssh %s   (gateway %s; run `cove config-ssh` once)\n", s.GetHost(), s.GetAddress())
 	}

@@ -262,6 +262,29 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: lay.resolvConf(), Destination: "/etc/resolv.conf", Type: "bind", Options: []string{"bind", "ro"}})
 	}
 	spec.Mounts = append(spec.Mounts, runtime.Mount{Source: lay.logDir(), Destination: logDir, Type: "bind", Options: []string{"bind", "ro"}})
+	if st.DC != nil {
+		if st.DC.MountTarget != "" {
+			spec.Mounts = append(spec.Mounts, runtime.Mount{Source: filepath.Join(lay.workspace(), st.RepoName), Destination: st.DC.MountTarget, Type: "bind", Options: []string{"rbind"}})
+		}
+		for _, m := range st.DC.Mounts {
+			opts := []string{"nosuid", "nodev"}
+			if m.ReadOnly {
+				opts = append(opts, "ro")
+			}
+			if m.Type == "tmpfs" {
+				spec.Mounts = append(spec.Mounts, runtime.Mount{Source: "tmpfs", Destination: m.Target, Type: "tmpfs", Options: append(opts, "mode=1777")})
+				continue
+			}
+			dir := volumeDir(lay, m)
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			if err := os.Chown(dir, int(st.IDMap.HostID), int(st.IDMap.HostID)); err != nil {
+				return err
+			}
+			spec.Mounts = append(spec.Mounts, runtime.Mount{Source: dir, Destination: m.Target, Type: "bind", Options: append(opts, "rbind")})
+		}
+	}
 	if st.DC != nil && st.DC.FeaturesPending {
 		// Writable: install scripts chmod themselves. Per-environment scratch.
 		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: lay.features(), Destination: featuresDir, Type: "bind", Options: []string{"bind"}})

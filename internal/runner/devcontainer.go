@@ -28,8 +28,13 @@ const (
 // dcState is what the runner resolved from devcontainer.json (with image and
 // feature metadata merged), persisted with the environment.
 type dcState struct {
-	ConfigPath      string          `json:"configPath,omitempty"` // relative to the repository
-	WorkspaceFolder string          `json:"workspaceFolder,omitempty"`
+	ConfigPath      string `json:"configPath,omitempty"` // relative to the repository
+	WorkspaceFolder string `json:"workspaceFolder,omitempty"`
+	// MountTarget is where the repository appears (workspaceMount's target),
+	// besides /workspaces/<repo>.
+	MountTarget string `json:"mountTarget,omitempty"`
+	// Mounts are devcontainer volume and tmpfs mounts: environment-local.
+	Mounts          []dcMount       `json:"mounts,omitempty"`
 	RemoteUser      string          `json:"remoteUser,omitempty"`
 	ContainerEnv    []string        `json:"containerEnv,omitempty"` // KEY=VALUE, expanded
 	RemoteEnv       []string        `json:"remoteEnv,omitempty"`
@@ -44,6 +49,14 @@ type dcState struct {
 	Warnings       []string `json:"warnings,omitempty"`
 	Extensions     []string `json:"extensions,omitempty"`
 	Customizations string   `json:"customizations,omitempty"`
+}
+
+// dcMount is a volume (environment-local directory) or tmpfs mount.
+type dcMount struct {
+	Type     string `json:"type"`
+	Source   string `json:"source,omitempty"`
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
 }
 
 // allow is what a class permits of privileged devcontainer settings: no
@@ -81,6 +94,9 @@ func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment,
 	if cfg.Workspace.WorkspaceFolder != "" {
 		dc.WorkspaceFolder = cfg.Workspace.WorkspaceFolder
 	}
+	if t := cfg.Workspace.MountTarget; t != "" && t != workspaces+"/"+st.RepoName {
+		dc.MountTarget = t
+	}
 	imageEntries, err := devcontainer.ParseImageMetadata(img.Config.Labels["devcontainer.metadata"])
 	if err != nil {
 		return usererr.Wrap(err, "image %s: devcontainer.metadata label: %v", st.Image, err)
@@ -111,6 +127,19 @@ func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment,
 	if err := merged.Check(r.allow(env.GetSpec().GetClassId())); err != nil {
 		return err
 	}
+	if err := r.checkHostRequirements(env.GetSpec().GetClassId(), merged.HostRequirements()); err != nil {
+		return err
+	}
+	// ${containerEnv:VAR} resolves against the container's environment.
+	dc.ContainerEnv = expandEnv(img.Config.Env, merged.ContainerEnv())
+	if err := merged.ResolveContainerEnv(envMap(dc.ContainerEnv)); err != nil {
+		return err
+	}
+	for _, m := range merged.Mounts() {
+		if m.Type == "volume" || m.Type == "tmpfs" {
+			dc.Mounts = append(dc.Mounts, dcMount{Type: m.Type, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
+		}
+	}
 	if u := merged.ContainerUser(); u != "" {
 		st.User = u
 	}
@@ -119,7 +148,6 @@ func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment,
 	}
 	dc.RemoteUser = st.User
 	dc.UserEnvProbe = merged.UserEnvProbe()
-	dc.ContainerEnv = expandEnv(img.Config.Env, merged.ContainerEnv())
 	for k, v := range merged.RemoteEnv() {
 		if v != nil {
 			dc.RemoteEnv = append(dc.RemoteEnv, k+"="+*v)
@@ -164,6 +192,42 @@ func featureEntry(f features.Feature) (devcontainer.MetadataEntry, error) {
 	}
 	e["id"] = f.Ref.ID
 	return e, nil
+}
+
+// checkHostRequirements fails when the environment's class is smaller than
+// devcontainer.json's hostRequirements ask for.
+func (r *Runner) checkHostRequirements(class string, req *devcontainer.HostRequirements) error {
+	if req == nil {
+		return nil
+	}
+	for _, c := range r.cfg.Classes {
+		if c.GetId() != class {
+			continue
+		}
+		_, err := devcontainer.ChooseClass(req, []devcontainer.Class{{ID: c.GetId(), CPUs: int(c.GetCpus()), Memory: c.GetMemoryBytes(), Storage: c.GetDiskBytes()}})
+		if err != nil {
+			return usererr.Wrap(err, "class %q does not meet devcontainer.json's hostRequirements: %v", class, err)
+		}
+	}
+	return nil
+}
+
+func envMap(env []string) map[string]string {
+	m := make(map[string]string, len(env))
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return m
+}
+
+// volumeDir is the environment-local directory behind a volume mount.
+func volumeDir(lay layout, m dcMount) string {
+	name := m.Source
+	if name == "" {
+		name = "anon-" + strings.ReplaceAll(strings.Trim(m.Target, "/"), "/", "-")
+	}
+	return filepath.Join(lay.dir, "volumes", strings.ReplaceAll(name, "/", "-"))
 }
 
 func (r *Runner) featuresLayer(key string) string {
