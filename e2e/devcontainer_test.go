@@ -68,6 +68,9 @@ func TestDevcontainer(t *testing.T) {
 		"mounts": [{"type": "volume", "source": "cache", "target": "/cache"}, "type=tmpfs,target=/scratch"],
 		"workspaceMount": "source=${localWorkspaceFolder},target=/src,type=bind",
 		"hostRequirements": {"cpus": 1},
+		"forwardPorts": [3000],
+		"portsAttributes": {"3000": {"label": "web app", "onAutoForward": "notify"}},
+		"runArgs": ["--hostname", "devbox", "--env", "RUNARG=1", "--add-host", "db.local:10.9.9.9"],
 		"features": {"` + reg + `/features/shout:1": {}},
 		"onCreateCommand": "echo oncreate-$(id -un) >> /tmp/order",
 		"updateContentCommand": ["sh", "-c", "echo update >> /tmp/order"],
@@ -97,6 +100,12 @@ func TestDevcontainer(t *testing.T) {
 	// the repository also appears at workspaceMount's target.
 	if out, errOut, code := u.run("ssh", "dc", "--", "sudo sh -c 'echo kept > /cache/v'; grep -c ' /scratch tmpfs' /proc/mounts; cat /src/README.md"); code != 0 || out != "1\napp\n" {
 		t.Fatalf("mounts: %d %q %q", code, out, errOut)
+	}
+	if out, _, code := u.run("ssh", "dc", "--", "hostname; echo $RUNARG; grep db.local /etc/hosts"); code != 0 || out != "devbox\n1\n10.9.9.9\tdb.local\n" {
+		t.Fatalf("runArgs: %d %q", code, out)
+	}
+	if out := u.must("ports", "list", "dc"); !strings.Contains(out, "3000") || !strings.Contains(out, "web app") || !strings.Contains(out, "not listening") {
+		t.Fatalf("forwardPorts not reported:\n%s", out)
 	}
 	if out := u.must("env", "get", "dc"); !strings.Contains(out, "golang.go") || !strings.Contains(out, "Devcontainer: READY") {
 		t.Fatalf("env get:\n%s", out)

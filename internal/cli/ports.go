@@ -52,9 +52,13 @@ func portsList() *cobra.Command {
 
 func printPorts(w io.Writer, ports []*covev1.Port) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tADDRESS\tVISIBILITY\tURL")
+	fmt.Fprintln(tw, "PORT\tADDRESS\tVISIBILITY\tLABEL\tURL")
 	for _, p := range ports {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.GetPort(), p.GetAddress(), visibilityName(p.GetVisibility()), p.GetUrl())
+		addr := p.GetAddress()
+		if addr == "" {
+			addr = "(not listening)"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", p.GetPort(), addr, visibilityName(p.GetVisibility()), p.GetLabel(), p.GetUrl())
 	}
 	_ = tw.Flush()
 }

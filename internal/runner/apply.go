@@ -202,8 +202,24 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(lay.hostname(), []byte(name+"\n"), 0o644); err != nil {
+	hostname := name
+	if st.DC != nil && st.DC.Hostname != "" { // runArgs --hostname
+		hostname = st.DC.Hostname
+	}
+	if err := os.WriteFile(lay.hostname(), []byte(hostname+"\n"), 0o644); err != nil {
 		return err
+	}
+	if st.DC != nil && len(st.DC.AddHosts) > 0 { // runArgs --add-host host:ip
+		f, err := os.OpenFile(lay.hosts(), os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		for _, h := range st.DC.AddHosts {
+			if host, ip, ok := strings.Cut(h, ":"); ok {
+				fmt.Fprintf(f, "%s\t%s\n", ip, host)
+			}
+		}
+		f.Close()
 	}
 	keys := ssh.MarshalAuthorizedKey(r.agentKey.PublicKey())
 	if err := os.WriteFile(filepath.Join(lay.etc(), "runner_keys"), keys, 0o644); err != nil {
@@ -237,7 +253,7 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 	}
 	spec := runtime.Spec{
 		ID:       env.Id,
-		Hostname: env.GetMetadata().GetName(),
+		Hostname: hostname,
 		StateDir: lay.runtime(),
 		Rootfs:   lay.rootfs(),
 		IDMap:    st.IDMap,

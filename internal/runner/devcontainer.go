@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/covedev/cove/internal/agentclient"
@@ -34,7 +36,12 @@ type dcState struct {
 	// besides /workspaces/<repo>.
 	MountTarget string `json:"mountTarget,omitempty"`
 	// Mounts are devcontainer volume and tmpfs mounts: environment-local.
-	Mounts          []dcMount       `json:"mounts,omitempty"`
+	Mounts []dcMount `json:"mounts,omitempty"`
+	// Ports are forwardPorts and portsAttributes.
+	Ports dcPorts `json:"ports,omitempty"`
+	// From runArgs' safe subset.
+	Hostname        string          `json:"hostname,omitempty"`
+	AddHosts        []string        `json:"addHosts,omitempty"`
 	RemoteUser      string          `json:"remoteUser,omitempty"`
 	ContainerEnv    []string        `json:"containerEnv,omitempty"` // KEY=VALUE, expanded
 	RemoteEnv       []string        `json:"remoteEnv,omitempty"`
@@ -49,6 +56,50 @@ type dcState struct {
 	Warnings       []string `json:"warnings,omitempty"`
 	Extensions     []string `json:"extensions,omitempty"`
 	Customizations string   `json:"customizations,omitempty"`
+}
+
+// dcPorts are devcontainer.json's port settings.
+type dcPorts struct {
+	Forward []int                  `json:"forward,omitempty"`
+	Attrs   map[string]dcPortAttrs `json:"attrs,omitempty"` // by port or range "3000-3005"
+	Other   *dcPortAttrs           `json:"other,omitempty"`
+}
+
+type dcPortAttrs struct {
+	Label         string `json:"label,omitempty"`
+	OnAutoForward string `json:"onAutoForward,omitempty"`
+}
+
+func (d *dcPorts) forwardPorts() []int {
+	if d == nil {
+		return nil
+	}
+	return d.Forward
+}
+
+// decorate sets p's label and onAutoForward from portsAttributes.
+func (d *dcPorts) decorate(p *covev1.Port) {
+	if d == nil {
+		return
+	}
+	p.Forwarded = slices.Contains(d.Forward, int(p.Port))
+	a := d.Other
+	for pat, attrs := range d.Attrs {
+		lo, hi, isRange := strings.Cut(pat, "-")
+		l, err1 := strconv.Atoi(lo)
+		h := l
+		var err2 error
+		if isRange {
+			h, err2 = strconv.Atoi(hi)
+		}
+		if err1 == nil && err2 == nil && int(p.Port) >= l && int(p.Port) <= h {
+			a = &attrs
+			break
+		}
+	}
+	if a != nil {
+		p.Label, p.OnAutoForward = a.Label, a.OnAutoForward
+	}
 }
 
 // dcMount is a volume (environment-local directory) or tmpfs mount.
@@ -131,10 +182,29 @@ func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment,
 		return err
 	}
 	// ${containerEnv:VAR} resolves against the container's environment.
-	dc.ContainerEnv = expandEnv(img.Config.Env, merged.ContainerEnv())
+	containerEnv := merged.ContainerEnv()
+	for k, v := range cfg.Run.Env { // runArgs -e/--env
+		containerEnv[k] = v
+	}
+	dc.ContainerEnv = expandEnv(img.Config.Env, containerEnv)
 	if err := merged.ResolveContainerEnv(envMap(dc.ContainerEnv)); err != nil {
 		return err
 	}
+	for _, p := range merged.ForwardPorts() {
+		if p.Host == "" {
+			dc.Ports.Forward = append(dc.Ports.Forward, p.Port)
+		}
+	}
+	for pat, a := range merged.PortsAttributes() {
+		if dc.Ports.Attrs == nil {
+			dc.Ports.Attrs = map[string]dcPortAttrs{}
+		}
+		dc.Ports.Attrs[pat] = dcPortAttrs{Label: a.Label, OnAutoForward: a.OnAutoForward}
+	}
+	if o := merged.OtherPortsAttributes(); o != nil {
+		dc.Ports.Other = &dcPortAttrs{Label: o.Label, OnAutoForward: o.OnAutoForward}
+	}
+	dc.Hostname, dc.AddHosts = cfg.Run.Hostname, cfg.Run.AddHosts
 	for _, m := range merged.Mounts() {
 		if m.Type == "volume" || m.Type == "tmpfs" {
 			dc.Mounts = append(dc.Mounts, dcMount{Type: m.Type, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})

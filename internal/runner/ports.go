@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/covedev/cove/internal/agentclient"
@@ -120,20 +121,33 @@ func (w *worker) reportPorts(ctx context.Context) {
 // sharing from the spec (private unless listed). Callers hold w.mu.
 func (w *worker) decoratePorts(st *covev1.EnvironmentStatus) {
 	st.Ports = nil
-	if st.Phase != phaseRunning || len(w.ports.ports) == 0 {
+	if st.Phase != phaseRunning {
 		return
 	}
 	vis := map[int32]covev1.PortVisibility{}
 	for _, p := range w.env.GetSpec().GetPorts() {
 		vis[p.GetPort()] = p.GetVisibility()
 	}
-	for _, p := range w.ports.ports {
-		v := vis[int32(p.Port)]
+	port := func(n int, address string) *covev1.Port {
+		v := vis[int32(n)]
 		if v == covev1.PortVisibility_PORT_VISIBILITY_UNSPECIFIED {
 			v = covev1.PortVisibility_PORT_VISIBILITY_PRIVATE
 		}
-		st.Ports = append(st.Ports, &covev1.Port{
-			Port: int32(p.Port), Address: p.Address, Visibility: v, Url: w.r.portURL(w.env, p.Port),
-		})
+		p := &covev1.Port{Port: int32(n), Address: address, Visibility: v, Url: w.r.portURL(w.env, n)}
+		w.dcPorts.decorate(p)
+		return p
 	}
+	seen := map[int]bool{}
+	for _, p := range w.ports.ports {
+		seen[p.Port] = true
+		st.Ports = append(st.Ports, port(p.Port, p.Address))
+	}
+	// devcontainer.json forwardPorts are reported before anything listens.
+	for _, n := range w.dcPorts.forwardPorts() {
+		if !seen[n] {
+			seen[n] = true
+			st.Ports = append(st.Ports, port(n, ""))
+		}
+	}
+	sort.Slice(st.Ports, func(i, j int) bool { return st.Ports[i].Port < st.Ports[j].Port })
 }

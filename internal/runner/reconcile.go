@@ -48,6 +48,11 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	if st != nil && st.ContentReady {
 		w.sub(&w.content, subReady, "") // also after a runner restart
 	}
+	if st != nil && st.DC != nil {
+		w.mu.Lock()
+		w.dcPorts = &st.DC.Ports
+		w.mu.Unlock()
+	}
 
 	// A start that failed at this spec version waits for the user (`cove env
 	// start` bumps the version); stop and delete always proceed.

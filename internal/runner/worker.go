@@ -37,6 +37,7 @@ type worker struct {
 	content    *covev1.SubStatus
 	machine    *covev1.SubStatus
 	devc       *covev1.SubStatus // devcontainer: features, lifecycle; nil until known
+	dcPorts    *dcPorts          // devcontainer.json forwardPorts/portsAttributes
 	ports      portWatch         // listening ports while running (ports.go)
 }
 

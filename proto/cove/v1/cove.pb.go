@@ -740,7 +740,13 @@ type Port struct {
 	Address    string         `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
 	Visibility PortVisibility `protobuf:"varint,3,opt,name=visibility,proto3,enum=cove.v1.PortVisibility" json:"visibility,omitempty"`
 	// URL of the port through the runner's HTTP proxy.
-	Url           string `protobuf:"bytes,4,opt,name=url,proto3" json:"url,omitempty"`
+	Url string `protobuf:"bytes,4,opt,name=url,proto3" json:"url,omitempty"`
+	// From devcontainer.json portsAttributes (or otherPortsAttributes).
+	Label         string `protobuf:"bytes,5,opt,name=label,proto3" json:"label,omitempty"`
+	OnAutoForward string `protobuf:"bytes,6,opt,name=on_auto_forward,json=onAutoForward,proto3" json:"on_auto_forward,omitempty"`
+	// Listed in devcontainer.json forwardPorts (reported even before anything
+	// listens; address is then empty).
+	Forwarded     bool `protobuf:"varint,7,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -801,6 +807,27 @@ func (x *Port) GetUrl() string {
 		return x.Url
 	}
 	return ""
+}
+
+func (x *Port) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *Port) GetOnAutoForward() string {
+	if x != nil {
+		return x.OnAutoForward
+	}
+	return ""
+}
+
+func (x *Port) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
 }
 
 type Activity struct {
@@ -3505,14 +3532,17 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\n" +
 	"SSHAddress\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04host\x18\x02 \x01(\tR\x04host\"\x7f\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\"\xdb\x01\n" +
 	"\x04Port\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\x05R\x04port\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x127\n" +
 	"\n" +
 	"visibility\x18\x03 \x01(\x0e2\x17.cove.v1.PortVisibilityR\n" +
 	"visibility\x12\x10\n" +
-	"\x03url\x18\x04 \x01(\tR\x03url\"_\n" +
+	"\x03url\x18\x04 \x01(\tR\x03url\x12\x14\n" +
+	"\x05label\x18\x05 \x01(\tR\x05label\x12&\n" +
+	"\x0fon_auto_forward\x18\x06 \x01(\tR\ronAutoForward\x12\x1c\n" +
+	"\tforwarded\x18\a \x01(\bR\tforwarded\"_\n" +
 	"\bActivity\x12;\n" +
 	"\vlast_active\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"lastActive\x12\x16\n" +
