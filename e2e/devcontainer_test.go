@@ -45,8 +45,8 @@ func TestDevcontainer(t *testing.T) {
 	u := c.user
 	greeter := writeFeature(t, filepath.Join(c.dir, "f", "greeter"),
 		`{"id": "greeter", "version": "1.0.0", "options": {"greeting": {"type": "string", "default": "hello"}},
-		  "containerEnv": {"GREETER_HOME": "/opt/greeter"}}`,
-		"#!/bin/sh\nset -e\nmkdir -p /opt/greeter\nprintf '#!/bin/sh\\necho \"%s from greeter\"\\n' \"$GREETING\" > /usr/local/bin/greet\nchmod +x /usr/local/bin/greet\necho installed-greeter\n")
+		  "containerEnv": {"GREETER_HOME": "/opt/greeter"}, "entrypoint": "/opt/greeter/init.sh"}`,
+		"#!/bin/sh\nset -e\nmkdir -p /opt/greeter\nprintf '#!/bin/sh\\ntouch /tmp/greeter-init\\nexec \"$@\"\\n' > /opt/greeter/init.sh\nchmod +x /opt/greeter/init.sh\nprintf '#!/bin/sh\\necho \"%s from greeter\"\\n' \"$GREETING\" > /usr/local/bin/greet\nchmod +x /usr/local/bin/greet\necho installed-greeter\n")
 	reg := imagesWith(t, map[string]v1.Image{"features/greeter:1": greeter})
 	shout := writeFeature(t, filepath.Join(c.dir, "f", "shout"),
 		`{"id": "shout", "version": "1.0.0", "dependsOn": {"`+reg+`/features/greeter:1": {"greeting": "hi"}}}`,
@@ -76,6 +76,7 @@ func TestDevcontainer(t *testing.T) {
 		"updateContentCommand": ["sh", "-c", "echo update >> /tmp/order"],
 		"postCreateCommand": {"a": "echo a >> /tmp/par", "b": ["sh", "-c", "echo b >> /tmp/par"]},
 		"postStartCommand": "echo start >> /tmp/starts",
+		"postAttachCommand": "echo attached >> /tmp/attach",
 		"customizations": {"vscode": {"extensions": ["golang.go"]}},
 		"unknownThing": 1,
 	}`
@@ -100,6 +101,22 @@ func TestDevcontainer(t *testing.T) {
 	// the repository also appears at workspaceMount's target.
 	if out, errOut, code := u.run("ssh", "dc", "--", "sudo sh -c 'echo kept > /cache/v'; grep -c ' /scratch tmpfs' /proc/mounts; cat /src/README.md"); code != 0 || out != "1\napp\n" {
 		t.Fatalf("mounts: %d %q %q", code, out, errOut)
+	}
+	// postAttachCommand: an interactive `cove ssh` attach runs it; a plain
+	// command does not.
+	attach := exec.Command(u.cove, "ssh", "dc")
+	attach.Env = append(os.Environ(), "COVE_CONFIG_DIR="+u.cfgDir)
+	attach.Stdin = strings.NewReader("exit\n")
+	if out, err := attach.CombinedOutput(); err != nil {
+		t.Fatalf("attach: %v %s", err, out)
+	}
+	// The feature's entrypoint ran when the environment started.
+	waitFor(t, "the feature entrypoint", 20*time.Second, func() bool {
+		_, _, code := u.run("ssh", "dc", "--", "test -e /tmp/greeter-init")
+		return code == 0
+	})
+	if out, _, code := u.run("ssh", "dc", "--", "cat /tmp/attach"); code != 0 || out != "attached\n" {
+		t.Fatalf("postAttachCommand: %d %q", code, out)
 	}
 	if out, _, code := u.run("ssh", "dc", "--", "hostname; echo $RUNARG; grep db.local /etc/hosts"); code != 0 || out != "devbox\n1\n10.9.9.9\tdb.local\n" {
 		t.Fatalf("runArgs: %d %q", code, out)
@@ -181,5 +198,4 @@ func TestDevcontainer(t *testing.T) {
 	for _, n := range []string{"dc", "dc2", "bad"} {
 		u.must("env", "delete", n, "--wait")
 	}
-	_ = exec.Command
 }

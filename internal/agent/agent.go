@@ -2,6 +2,37 @@
 // environment, reaps orphaned processes, and serves SSH (shells, commands,
 // sftp, port forwarding, and a stream of the environment's listening TCP
 // ports, see PortsChannel) on a unix socket that only the runner can reach.
+//
+// # Entrypoint chain
+//
+// At start the agent runs one background process, as root, in
+// Config.EntrypointDir: the features' entrypoints in install order
+// (Config.Entrypoints), followed by the image's ENTRYPOINT and CMD
+// (Config.Command, given when devcontainer.json's overrideCommand is false)
+// or else by the reference CLI's keep-alive loop
+// (/bin/sh -c 'trap "exit 0" TERM; while sleep 1000; do :; done'). A feature
+// entrypoint does its setup and then runs `exec "$@"`, so the chain is a
+// single process, a child of the agent, tracked in its process table like a
+// session. Its output goes to the agent's stderr. When it exits, the agent
+// logs it and keeps running (it, not the chain, keeps the environment
+// alive); on shutdown it gets SIGTERM (its process group) like the
+// sessions. With neither entrypoints nor a command nothing is started.
+//
+// # postAttachCommand
+//
+// Config.PostAttachPath names a JSON file with the postAttachCommand list,
+// in the JSON form of lifecycle.Command ([{"Shell": ..., "Args": ...,
+// "Parallel": ..., "Origin": ...}, ...]). A shell, exec or pty session that
+// sends the env request EnvPostAttach=1 first runs that list, as the
+// session's user, in its working directory and environment (after the
+// user env probe), in order, object forms in parallel, stopping at the
+// first failure; headers, output and failures ("postAttachCommand failed
+// with exit code N: ...") go to the session's stderr, or its terminal for a
+// pty session. The session's own command runs afterwards whatever their
+// result, as the specification requires. The file is read per session; a
+// missing file means no commands. If the client closes the channel
+// meanwhile, the running command gets SIGTERM and the session's command is
+// not started.
 package agent
 
 import (
@@ -29,6 +60,20 @@ type Config struct {
 	LogPath            string   // lifecycle log served by the LogsSubsystem; default DefaultLogPath
 	Log                *slog.Logger
 
+	// Entrypoints are the features' entrypoint scripts, in install order;
+	// Command is the image's ENTRYPOINT and CMD (when overrideCommand is
+	// false). The agent runs them as one chain at start, see the package
+	// documentation. EntrypointDir is the chain's working directory (the
+	// image's WorkingDir; "/" when empty or missing).
+	Entrypoints   []string
+	Command       []string
+	EntrypointDir string
+
+	// PostAttachPath is a JSON file holding the postAttachCommand list in
+	// the lifecycle.Command JSON form; sessions that send EnvPostAttach=1
+	// run it first. A missing file means no commands.
+	PostAttachPath string
+
 	// Internal knobs for tests.
 	passwdPath    string        // default /etc/passwd
 	groupPath     string        // default /etc/group
@@ -39,6 +84,7 @@ type Config struct {
 	procNetFiles  []string      // default /proc/net/tcp and /proc/net/tcp6
 	probeTimeout  time.Duration // bound on the user env probe; default 10s
 	logsPoll      time.Duration // how often a followed log is polled; default 250ms
+	entrypointOut *os.File      // the entrypoint chain's stdout and stderr; default os.Stderr
 }
 
 const defaultShutdownGrace = 5 * time.Second
@@ -111,6 +157,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log.Info("agent listening", "socket", cfg.SocketPath, "init", initMode)
+	if _, err := a.startEntrypoint(ctx); err != nil {
+		// Like a container whose entrypoint fails, but the agent stays up
+		// so the user can get in and look.
+		log.Error("entrypoint", "err", err)
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

@@ -60,6 +60,7 @@ func ncUnix(path string) int {
 type helperConfig struct {
 	Socket, AuthorizedKeys, Passwd, Group, User, WorkDir string
 	PID1                                                 bool // runs as PID 1: no subreaper, no reap knob
+	Entrypoints, Command                                 []string
 }
 
 func reaperAgent() int {
@@ -88,6 +89,8 @@ func reaperAgent() int {
 		groupPath:          hc.Group,
 		reap:               !hc.PID1,
 		shutdownGrace:      2 * time.Second,
+		Entrypoints:        hc.Entrypoints,
+		Command:            hc.Command,
 	}
 	if err := Run(context.Background(), cfg); err != nil {
 		fmt.Fprintln(os.Stderr, err)

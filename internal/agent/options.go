@@ -34,6 +34,13 @@ const (
 	// directory.
 	EnvWorkDir = "COVE_WORKDIR"
 
+	// EnvPostAttach set to "1" makes the agent run the postAttachCommand
+	// list (Config.PostAttachPath) before the session's shell or command,
+	// as the session's user, in its directory and environment, with their
+	// output on the session's stderr (the terminal for a pty session). The
+	// session's command runs whatever their result.
+	EnvPostAttach = "COVE_POST_ATTACH"
+
 	// LogsSubsystem is the subsystem that streams the environment's
 	// creation and lifecycle log (Config.LogPath). With the session env
 	// request EnvLogsFollow=1 it keeps streaming what is appended until the
@@ -61,6 +68,7 @@ type sessionOptions struct {
 	argv       bool
 	logsFollow bool
 	dir        string
+	postAttach bool
 }
 
 // takeOptions removes the control variables from s.env and parses them.
@@ -79,6 +87,8 @@ func (s *session) takeOptions() (sessionOptions, error) {
 			o.logsFollow = v == "1"
 		case EnvWorkDir:
 			o.dir = v
+		case EnvPostAttach:
+			o.postAttach = v == "1"
 		default:
 			env = append(env, kv)
 		}

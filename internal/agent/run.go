@@ -111,12 +111,17 @@ func (s *session) start(kind string, payload []byte) (bool, func()) {
 	}
 	s.log.Info("session start", "kind", kind, "user", acct.Name, "pty", s.pty != nil && kind != "subsystem", "command", arg)
 
-	var then func()
-	if s.pty != nil && kind != "subsystem" {
-		then, err = s.startPty(path, argv, attr, acct)
-	} else {
-		then, err = s.startPipes(path, argv, attr)
+	launch := func() (func(), error) {
+		if s.pty != nil && kind != "subsystem" {
+			return s.startPty(path, argv, attr, acct)
+		}
+		return s.startPipes(path, argv, attr)
 	}
+	if opts.postAttach && kind != "subsystem" {
+		x := attachExec{acct: acct, dir: dir, env: append([]string(nil), env...)}
+		return true, func() { go s.attachThenStart(x, launch) }
+	}
+	then, err := launch()
 	if err != nil {
 		if kind == "subsystem" {
 			s.log.Warn("start sftp", "err", err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/agent"
 	"github.com/covedev/cove/internal/atomicfile"
 	"github.com/covedev/cove/internal/sshgw"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
@@ -195,14 +196,17 @@ func runSSH(ctx context.Context, name string, command []string) error {
 	defer sess.Close()
 	sess.Stdin, sess.Stdout, sess.Stderr = os.Stdin, os.Stdout, os.Stderr
 	interactive := term.IsTerminal(int(os.Stdin.Fd()))
-	if len(command) == 0 || interactive {
-		if interactive {
-			restore, err := startPTY(sess)
-			if err != nil {
-				return err
-			}
-			defer restore()
+	if len(command) == 0 {
+		// An interactive attach: devcontainer.json's postAttachCommand runs
+		// first (the agent runs it when asked).
+		_ = sess.Setenv(agent.EnvPostAttach, "1")
+	}
+	if interactive {
+		restore, err := startPTY(sess)
+		if err != nil {
+			return err
 		}
+		defer restore()
 	}
 	if len(command) == 0 {
 		err = sess.Shell()

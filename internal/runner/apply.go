@@ -2,7 +2,9 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"github.com/covedev/cove/internal/lifecycle"
 	"os"
 	"path/filepath"
 	"slices"
@@ -221,6 +223,17 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 		}
 		f.Close()
 	}
+	postAttach := []lifecycle.Command{}
+	if st.DC != nil && st.DC.Hooks.PostAttach != nil {
+		postAttach = st.DC.Hooks.PostAttach
+	}
+	pa, err := json.Marshal(postAttach)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(lay.etc(), "post-attach.json"), pa, 0o644); err != nil {
+		return err
+	}
 	keys := ssh.MarshalAuthorizedKey(r.agentKey.PublicKey())
 	if err := os.WriteFile(filepath.Join(lay.etc(), "runner_keys"), keys, 0o644); err != nil {
 		return err
@@ -258,10 +271,9 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 		Rootfs:   lay.rootfs(),
 		IDMap:    st.IDMap,
 		Process: runtime.Process{
-			Args: []string{agentBinary, "agent", "--socket", agentRunDir + "/agent.sock",
-				"--authorized-keys", agentEtcDir + "/runner_keys", "--user", user, "--workdir", workdir},
-			Env: append(withDefaultPath(procEnv), "COVE_ENVIRONMENT_ID="+env.Id, "COVE_ENVIRONMENT_NAME="+env.GetMetadata().GetName()),
-			Cwd: "/",
+			Args: agentArgs(user, workdir, st.DC),
+			Env:  append(withDefaultPath(procEnv), "COVE_ENVIRONMENT_ID="+env.Id, "COVE_ENVIRONMENT_NAME="+env.GetMetadata().GetName()),
+			Cwd:  "/",
 		},
 		Mounts: []runtime.Mount{
 			{Source: r.cfg.AgentBinary, Destination: agentBinary, Type: "bind", Options: []string{"bind", "ro"}},
@@ -313,6 +325,26 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 		return saveState(lay.state(), st)
 	}
 	return nil
+}
+
+// agentArgs is the agent's command line: PID 1 of the environment.
+func agentArgs(user, workdir string, dc *dcState) []string {
+	args := []string{agentBinary, "agent", "--socket", agentRunDir + "/agent.sock",
+		"--authorized-keys", agentEtcDir + "/runner_keys", "--user", user, "--workdir", workdir,
+		"--post-attach", agentEtcDir + "/post-attach.json"}
+	if dc == nil {
+		return args
+	}
+	for _, ep := range dc.Entrypoints {
+		args = append(args, "--entrypoint", ep)
+	}
+	for _, c := range dc.Command {
+		args = append(args, "--command", c)
+	}
+	if dc.WorkingDir != "" {
+		args = append(args, "--entrypoint-workdir", dc.WorkingDir)
+	}
+	return args
 }
 
 func withDefaultPath(env []string) []string {

@@ -39,6 +39,11 @@ type dcState struct {
 	Mounts []dcMount `json:"mounts,omitempty"`
 	// Ports are forwardPorts and portsAttributes.
 	Ports dcPorts `json:"ports,omitempty"`
+	// Feature entrypoints (install order) and, when overrideCommand is
+	// false, the image's ENTRYPOINT+CMD: the agent starts them.
+	Entrypoints []string `json:"entrypoints,omitempty"`
+	Command     []string `json:"command,omitempty"`
+	WorkingDir  string   `json:"workingDir,omitempty"`
 	// From runArgs' safe subset.
 	Hostname        string          `json:"hostname,omitempty"`
 	AddHosts        []string        `json:"addHosts,omitempty"`
@@ -205,6 +210,10 @@ func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment,
 		dc.Ports.Other = &dcPortAttrs{Label: o.Label, OnAutoForward: o.OnAutoForward}
 	}
 	dc.Hostname, dc.AddHosts = cfg.Run.Hostname, cfg.Run.AddHosts
+	dc.Entrypoints, dc.WorkingDir = merged.Entrypoints(), img.Config.WorkingDir
+	if !merged.OverrideCommand() {
+		dc.Command = append(slices.Clone(img.Config.Entrypoint), img.Config.Cmd...)
+	}
 	for _, m := range merged.Mounts() {
 		if m.Type == "volume" || m.Type == "tmpfs" {
 			dc.Mounts = append(dc.Mounts, dcMount{Type: m.Type, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
@@ -452,6 +461,30 @@ func (r *Runner) runDevcontainer(ctx context.Context, w *worker, env *covev1.Env
 		dc.FeaturesPending = false
 		if err := saveState(lay.state(), st); err != nil {
 			return err
+		}
+		if len(dc.Entrypoints) > 0 {
+			// Feature entrypoints exist only now: start the container again
+			// so the agent runs them, as it would from a cached build.
+			fmt.Fprintln(logf, "Restarting the environment to run feature entrypoints...")
+			if err := r.rt.Stop(ctx, env.Id, r.cfg.StopGrace); err != nil {
+				return err
+			}
+			if err := r.rt.Delete(ctx, env.Id); err != nil {
+				return err
+			}
+			if err := r.start(ctx, env, lay, st); err != nil {
+				return err
+			}
+			if err := r.waitAgent(ctx, lay); err != nil {
+				return err
+			}
+			r.pool.Drop(env.Id)
+			if cs, err = r.rt.State(ctx, env.Id); err != nil {
+				return err
+			}
+			if c, err = r.pool.Get(ctx, env.Id, lay.socket()); err != nil {
+				return err
+			}
 		}
 	}
 	kind := lifecycle.Start

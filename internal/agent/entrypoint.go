@@ -1,0 +1,80 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+)
+
+// keepAliveScript is what the reference devcontainer CLI runs as the
+// container's command when overrideCommand is true: it sleeps until it is
+// asked to stop.
+const keepAliveScript = `trap "exit 0" TERM; while sleep 1000; do :; done`
+
+// entrypointArgv returns the command line of the entrypoint chain: the
+// features' entrypoints, in install order, then the image's ENTRYPOINT and
+// CMD (command) or, without one, the keep-alive loop. Each feature
+// entrypoint does its setup and then runs `exec "$@"`. It returns nil when
+// there is nothing to run (no feature entrypoint and no command: the agent
+// itself keeps the environment alive).
+func entrypointArgv(entrypoints, command []string) []string {
+	if len(entrypoints) == 0 && len(command) == 0 {
+		return nil
+	}
+	argv := append([]string(nil), entrypoints...)
+	if len(command) > 0 {
+		return append(argv, command...)
+	}
+	return append(argv, "/bin/sh", "-c", keepAliveScript)
+}
+
+// startEntrypoint starts the entrypoint chain as root, in the background,
+// with its output going to the agent's log (stderr). It is tracked in the
+// process table like a session, so it is reaped and, on shutdown, receives
+// SIGTERM. Its exit is logged; the agent keeps running.
+func (a *agent) startEntrypoint(ctx context.Context) (*proc, error) {
+	argv := entrypointArgv(a.cfg.Entrypoints, a.cfg.Command)
+	if argv == nil {
+		return nil, nil
+	}
+	env := append([]string(nil), a.cfg.Env...)
+	if getEnv(env, "PATH") == "" {
+		env = setEnv(env, "PATH", defaultPath)
+	}
+	dir := workDir(a.cfg.EntrypointDir, "/")
+	path, err := lookPath(argv[0], getEnv(env, "PATH"), dir)
+	if err != nil {
+		return nil, fmt.Errorf("start entrypoint: %w", err)
+	}
+	out := a.cfg.entrypointOut
+	if out == nil {
+		out = os.Stderr
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, fmt.Errorf("start entrypoint: %w", err)
+	}
+	defer devnull.Close()
+	attr := &os.ProcAttr{
+		Dir:   dir,
+		Env:   env,
+		Files: []*os.File{devnull, out, out},
+		// Its own session and process group: shutdown signals the group.
+		Sys: &syscall.SysProcAttr{Setsid: true},
+	}
+	pr, err := a.procs.start(path, argv, attr)
+	if err != nil {
+		return nil, fmt.Errorf("start entrypoint %s: %w", argv[0], err)
+	}
+	a.log.Info("entrypoint started", "pid", pr.pid, "argv", argv)
+	go func() {
+		ws := pr.wait()
+		if ctx.Err() != nil || (!ws.Signaled() && ws.ExitStatus() == 0) {
+			a.log.Info("entrypoint exited", "pid", pr.pid, "status", exitDescription(ws))
+			return
+		}
+		a.log.Warn("entrypoint exited", "pid", pr.pid, "status", exitDescription(ws))
+	}()
+	return pr, nil
+}
