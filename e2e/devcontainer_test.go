@@ -118,6 +118,12 @@ func TestDevcontainer(t *testing.T) {
 	if out, _, code := u.run("ssh", "dc", "--", "cat /tmp/attach"); code != 0 || out != "attached\n" {
 		t.Fatalf("postAttachCommand: %d %q", code, out)
 	}
+	// userEnvProbe (the spec's default, loginInteractiveShell): what the
+	// user's shell startup files export reaches commands run over SSH.
+	u.must("ssh", "dc", "--", "echo 'export FROM_BASHRC=probed' >> ~/.bashrc")
+	if out, _, code := u.run("ssh", "dc", "--", "echo $FROM_BASHRC"); code != 0 || out != "probed\n" {
+		t.Fatalf("userEnvProbe: %d %q", code, out)
+	}
 	if out, _, code := u.run("ssh", "dc", "--", "hostname; echo $RUNARG; grep db.local /etc/hosts"); code != 0 || out != "devbox\n1\n10.9.9.9\tdb.local\n" {
 		t.Fatalf("runArgs: %d %q", code, out)
 	}

@@ -59,6 +59,9 @@ type Config struct {
 	Env                []string // base environment (from the image config), e.g. PATH=...
 	LogPath            string   // lifecycle log served by the LogsSubsystem; default DefaultLogPath
 	Log                *slog.Logger
+	// UserEnvProbe is devcontainer.json's userEnvProbe: applied to users'
+	// sessions that do not ask for another ("" or "none": no probe).
+	UserEnvProbe string
 
 	// Entrypoints are the features' entrypoint scripts, in install order;
 	// Command is the image's ENTRYPOINT and CMD (when overrideCommand is

@@ -71,6 +71,11 @@ func (s *session) start(kind string, payload []byte) (bool, func()) {
 		dir = opts.dir
 	}
 	env := s.environ(acct, shell)
+	if opts.probe == "" && (s.conn.User() == "" || s.conn.User() == DefaultUser) {
+		// Users' sessions (through the gateway) get devcontainer.json's
+		// userEnvProbe unless the client chose one.
+		opts.probe = s.a.cfg.UserEnvProbe
+	}
 	if kind != "subsystem" && opts.probe != "" && opts.probe != ProbeNone {
 		probed, err := s.a.probeUserEnv(opts.probe, shell, os.ProcAttr{
 			Dir: dir, Env: env, Sys: &syscall.SysProcAttr{Credential: credential(acct)},

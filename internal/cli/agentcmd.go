@@ -29,6 +29,7 @@ func AgentCommand() *cobra.Command {
 	f.StringVar(&cfg.AuthorizedKeysPath, "authorized-keys", "/.cove/etc/runner_keys", "keys allowed to connect")
 	f.StringVar(&cfg.User, "user", "", "user sessions run as")
 	f.StringVar(&cfg.WorkDir, "workdir", "", "directory sessions start in")
+	f.StringVar(&cfg.UserEnvProbe, "user-env-probe", "", "shell environment applied to users' sessions: none, loginShell, interactiveShell, loginInteractiveShell")
 	f.StringArrayVar(&cfg.Entrypoints, "entrypoint", nil, "a feature's entrypoint script, run as a chain before the command (repeatable, in install order)")
 	f.StringArrayVar(&cfg.Command, "command", nil, "one argument of the image's ENTRYPOINT and CMD, run at the end of the entrypoint chain (repeatable; default: sleep forever)")
 	f.StringVar(&cfg.EntrypointDir, "entrypoint-workdir", "/", "working directory of the entrypoint chain (the image's WorkingDir)")

@@ -344,6 +344,9 @@ func agentArgs(user, workdir string, dc *dcState) []string {
 	if dc.WorkingDir != "" {
 		args = append(args, "--entrypoint-workdir", dc.WorkingDir)
 	}
+	if dc.UserEnvProbe != "" {
+		args = append(args, "--user-env-probe", dc.UserEnvProbe)
+	}
 	return args
 }
 
