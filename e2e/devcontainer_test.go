@@ -75,7 +75,7 @@ func TestDevcontainer(t *testing.T) {
 		"onCreateCommand": "echo oncreate-$(id -un) >> /tmp/order",
 		"updateContentCommand": ["sh", "-c", "echo update >> /tmp/order"],
 		"postCreateCommand": {"a": "echo a >> /tmp/par", "b": ["sh", "-c", "echo b >> /tmp/par"]},
-		"postStartCommand": "echo start >> /tmp/starts",
+		"postStartCommand": "echo start-${containerEnv:FROM_CONTAINER_ENV} >> /tmp/starts",
 		"postAttachCommand": "echo attached >> /tmp/attach",
 		"customizations": {"vscode": {"extensions": ["golang.go"]}},
 		"unknownThing": 1,
@@ -115,6 +115,9 @@ func TestDevcontainer(t *testing.T) {
 		_, _, code := u.run("ssh", "dc", "--", "test -e /tmp/greeter-init")
 		return code == 0
 	})
+	if out, _, code := u.run("ssh", "dc", "--", "cat /tmp/starts"); code != 0 || out != "start-yes\n" {
+		t.Fatalf("${containerEnv:...} in a lifecycle command: %d %q", code, out)
+	}
 	if out, _, code := u.run("ssh", "dc", "--", "cat /tmp/attach"); code != 0 || out != "attached\n" {
 		t.Fatalf("postAttachCommand: %d %q", code, out)
 	}

@@ -23,6 +23,9 @@ type Merged struct {
 
 	configEntry bool
 	t           mergedTyped
+	// containerEnv resolves ${containerEnv:VAR} once the container's
+	// environment is known (ResolveContainerEnv); nil before.
+	containerEnv func(match, name string, args []string) string
 }
 
 type mergedTyped struct {
@@ -205,7 +208,7 @@ func (m *Merged) Lifecycle() Lifecycle {
 				continue
 			}
 			if m.configEntry && i == len(m.Entries)-1 {
-				c = m.Config.hook(h) // keeps the file's order of object forms
+				c = m.substituteCommand(m.Config.hook(h)) // keeps the file's order of object forms
 			}
 			*dst[h] = append(*dst[h], LifecycleCommand{Origin: m.origin(i), Command: c})
 		}
@@ -217,6 +220,7 @@ func (m *Merged) Lifecycle() Lifecycle {
 // container's environment is known.
 func (m *Merged) ResolveContainerEnv(env map[string]string) error {
 	r := containerEnvReplacer(env)
+	m.containerEnv = r
 	m.Raw = substituteValue(m.Raw, r).(map[string]any)
 	for i, e := range m.Entries {
 		m.Entries[i] = substituteValue(e, r).(map[string]any)
@@ -263,4 +267,29 @@ func (c *Config) hook(name string) Command {
 		return c.PostAttachCommand
 	}
 	return Command{}
+}
+
+// substituteCommand applies ${containerEnv:VAR} (once resolved) to a
+// command taken from the typed configuration.
+func (m *Merged) substituteCommand(c Command) Command {
+	if m.containerEnv == nil {
+		return c
+	}
+	sub := func(s string) string { return substituteValue(s, m.containerEnv).(string) }
+	c.Shell = sub(c.Shell)
+	if c.Args != nil {
+		args := make([]string, len(c.Args))
+		for i, a := range c.Args {
+			args[i] = sub(a)
+		}
+		c.Args = args
+	}
+	if c.Parallel != nil {
+		par := make([]NamedCommand, len(c.Parallel))
+		for i, n := range c.Parallel {
+			par[i] = NamedCommand{Name: n.Name, Command: m.substituteCommand(n.Command)}
+		}
+		c.Parallel = par
+	}
+	return c
 }

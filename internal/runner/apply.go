@@ -211,10 +211,13 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 	if err := os.WriteFile(lay.hostname(), []byte(hostname+"\n"), 0o644); err != nil {
 		return err
 	}
-	if st.DC != nil && len(st.DC.AddHosts) > 0 { // runArgs --add-host host:ip
+	if st.DC != nil && (len(st.DC.AddHosts) > 0 || st.DC.Hostname != "") { // runArgs --add-host host:ip, --hostname
 		f, err := os.OpenFile(lay.hosts(), os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
 			return err
+		}
+		if st.DC.Hostname != "" {
+			fmt.Fprintf(f, "127.0.1.1\t%s\n", st.DC.Hostname)
 		}
 		for _, h := range st.DC.AddHosts {
 			if host, ip, ok := strings.Cut(h, ":"); ok {

@@ -242,7 +242,7 @@ func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment,
 	if len(fs) == 0 {
 		return nil
 	}
-	dc.FeaturesKey = features.CacheKey(img.Digest+"|"+st.User, fs)
+	dc.FeaturesKey = features.CacheKey(img.Digest+"|"+st.User+"|"+merged.ContainerUser(), fs)
 	if layer := r.featuresLayer(dc.FeaturesKey); dirExists(layer) {
 		st.Layers = append(st.Layers, layer) // installed before: reuse
 		return nil
@@ -336,7 +336,9 @@ func expandEnv(base []string, add map[string]string) []string {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		v := os.Expand(add[k], func(n string) string { return vals[n] })
+		// ${VAR}, $VAR and the spec's ${containerEnv:VAR} all name what the
+		// container has so far.
+		v := os.Expand(add[k], func(n string) string { return vals[strings.TrimPrefix(n, "containerEnv:")] })
 		if _, ok := vals[k]; !ok {
 			order = append(order, k)
 		}
