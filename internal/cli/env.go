@@ -13,6 +13,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/apiclient"
+	dc "github.com/covedev/cove/internal/devcontainer"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -46,6 +47,16 @@ func envCreate() *cobra.Command {
 			}
 			if name == "" {
 				name = defaultName(src)
+			}
+			if class == "" {
+				chosen, err := classForRequirements(cmd.Context(), c, src, devcontainer)
+				if err != nil {
+					return err
+				}
+				if chosen != "" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "Class %s fits devcontainer.json's hostRequirements.\n", chosen)
+					class = chosen
+				}
 			}
 			resp, err := c.Environments.CreateEnvironment(cmd.Context(), connect.NewRequest(&covev1.CreateEnvironmentRequest{
 				Name: name,
@@ -319,4 +330,26 @@ func waitFor(ctx context.Context, log io.Writer, c *apiclient.Clients, env *cove
 		return err
 	}
 	return errors.New("watch ended before the environment was ready")
+}
+
+// classForRequirements picks the smallest class the runners offer that
+// meets a local repository's devcontainer.json hostRequirements ("" when it
+// has none, or the source is not a local directory: the runner checks).
+func classForRequirements(ctx context.Context, c *apiclient.Clients, src, explicit string) (string, error) {
+	if st, err := os.Stat(src); err != nil || !st.IsDir() {
+		return "", nil
+	}
+	cfg, _, err := dc.Read(src, explicit, dc.LoadOptions{})
+	if err != nil || cfg == nil || cfg.HostRequirements == nil {
+		return "", nil // the runner reports configuration errors
+	}
+	resp, err := c.Runners.ListEnvironmentClasses(ctx, connect.NewRequest(&covev1.ListEnvironmentClassesRequest{}))
+	if err != nil {
+		return "", err
+	}
+	var classes []dc.Class
+	for _, k := range resp.Msg.GetClasses() {
+		classes = append(classes, dc.Class{ID: k.GetId(), CPUs: int(k.GetCpus()), Memory: k.GetMemoryBytes(), Storage: k.GetDiskBytes()})
+	}
+	return dc.ChooseClass(cfg.HostRequirements, classes)
 }
