@@ -424,6 +424,13 @@ func (r *Runner) runDevcontainer(ctx context.Context, w *worker, env *covev1.Env
 	if err != nil {
 		return err
 	}
+	if !dc.FeaturesPending && hooksEmpty(dc.Hooks) {
+		// Nothing to run: no agent connection needed.
+		ready()
+		dc.LifecyclePid = cs.Pid
+		w.sub(&w.devc, subReady, "")
+		return saveState(lay.state(), st)
+	}
 	c, err := r.pool.Get(ctx, env.Id, lay.socket())
 	if err != nil {
 		return err
@@ -508,4 +515,9 @@ func (r *Runner) runDevcontainer(ctx context.Context, w *worker, env *covev1.Env
 		return err
 	}
 	return done(subReady, "")
+}
+
+// hooksEmpty reports whether there is no lifecycle command at all.
+func hooksEmpty(h lifecycle.Hooks) bool {
+	return len(h.OnCreate)+len(h.UpdateContent)+len(h.PostCreate)+len(h.PostStart) == 0
 }
