@@ -307,6 +307,13 @@ func TestAPIProtocols(t *testing.T) {
 		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, network, addr)
 		}}}
+	// A token made with `cove token create` logs another machine in.
+	tok := strings.TrimSpace(c.user.must("token", "create", "--name", "laptop"))
+	other := &env{t: t, cove: c.user.cove, cfgDir: filepath.Join(c.dir, "laptop")}
+	other.must("login", "--server", cfg.Server, "--token", tok)
+	if out := other.must("whoami"); !strings.Contains(out, "(owner)") {
+		t.Fatalf("whoami with a created token: %q", out)
+	}
 	users := covev1connect.NewUserServiceClient(h2c, cfg.Server, connect.WithGRPC(), connect.WithInterceptors(apiclient.Bearer(cfg.Token)))
 	who, err := users.WhoAmI(context.Background(), connect.NewRequest(&covev1.WhoAmIRequest{}))
 	if err != nil || who.Msg.User.Role != "owner" {

@@ -21,6 +21,7 @@ func main() {
 		cli.UpCommand(),
 		cli.LoginCommand(),
 		cli.WhoAmICommand(),
+		cli.TokenCommand(),
 		cli.EnvCommand(),
 		cli.SSHCommand(),
 		cli.ConfigSSHCommand(),

@@ -78,10 +78,17 @@ func isBrowser(r *http.Request) bool {
 		strings.Contains(r.Header.Get("Accept"), "text/html") && r.Header.Get("Upgrade") == ""
 }
 
+// requestURL is the URL the browser asked for. Behind a TLS-terminating
+// reverse proxy the scheme comes from X-Forwarded-Proto (the server only
+// accepts return URLs on the runner's advertised proxy URL, so a forged
+// header gains nothing).
 func requestURL(r *http.Request) string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
+		scheme = p
 	}
 	return scheme + "://" + r.Host + r.URL.RequestURI()
 }

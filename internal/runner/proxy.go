@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -109,6 +110,16 @@ func (r *Runner) touch(envID string) {
 func (r *Runner) portURL(env *covev1.Environment, port int) string {
 	if r.proxyURL == "" {
 		return ""
+	}
+	if r.cfg.ProxyDomain != "" {
+		// Host form: one origin per port (see docs/networking.md).
+		if u, err := url.Parse(r.proxyURL); err == nil {
+			host := fmt.Sprintf("%d--%s.%s", port, env.Id, r.cfg.ProxyDomain)
+			if p := u.Port(); p != "" {
+				host = net.JoinHostPort(host, p)
+			}
+			return u.Scheme + "://" + host + "/"
+		}
 	}
 	return fmt.Sprintf("%s/p/%s/%d/", r.proxyURL, env.Id, port)
 }

@@ -8,6 +8,7 @@ package runner
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -244,6 +245,15 @@ func (r *Runner) Run(ctx context.Context) error {
 func (r *Runner) startProxy(ctx context.Context) (io.Closer, error) {
 	if r.cfg.ProxyListen == "" {
 		return io.NopCloser(nil), nil
+	}
+	if (r.cfg.ProxyTLSCert == "") != (r.cfg.ProxyTLSKey == "") {
+		return nil, errors.New("port proxy: --proxy-tls-cert and --proxy-tls-key go together")
+	}
+	if r.cfg.ProxyTLSCert != "" {
+		// Fail now rather than serve nothing while advertising https.
+		if _, err := tls.LoadX509KeyPair(r.cfg.ProxyTLSCert, r.cfg.ProxyTLSKey); err != nil {
+			return nil, fmt.Errorf("port proxy TLS: %w", err)
+		}
 	}
 	ln, err := net.Listen("tcp", r.cfg.ProxyListen)
 	if err != nil {
