@@ -376,7 +376,7 @@ func (r *Runner) waitAgent(ctx context.Context, lay layout) error {
 	deadline := time.Now().Add(agentTimeout)
 	var err error
 	// The agent usually listens within a few milliseconds of the start:
-	// poll fast at first, then back off.
+	// poll every millisecond for the first 50 ms, then back off.
 	delay := time.Millisecond
 	for time.Now().Before(deadline) {
 		if _, serr := os.Stat(lay.socket()); serr != nil {
@@ -389,7 +389,9 @@ func (r *Runner) waitAgent(ctx context.Context, lay layout) error {
 			return ctx.Err()
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, 50*time.Millisecond)
+		if time.Since(deadline.Add(-agentTimeout)) > 50*time.Millisecond {
+			delay = min(delay*2, 50*time.Millisecond)
+		}
 	}
 	return usererr.Wrap(err, "the environment's agent did not start within %s: %s", agentTimeout, tail(filepath.Join(lay.runtime(), "console.log"), 400))
 }
