@@ -45,6 +45,13 @@ if [[ "${1:-runtime}" == test ]] && ! command -v devcontainer >/dev/null; then
 	fi
 fi
 
+# BuildKit's buildkitd for Dockerfile builds (internal/build tests), built
+# from its module at a pinned version into a cache outside the repository
+# (once; later calls return at once).
+if [[ "${1:-runtime}" == test ]]; then
+	PATH="$PATH:/usr/local/go/bin" "$(dirname "$0")/build-buildkit.sh" >/dev/null
+fi
+
 # Go builds cove; the module needs Go 1.26 or newer.
 export PATH="$PATH:/usr/local/go/bin"
 if ! command -v go >/dev/null; then

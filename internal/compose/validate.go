@@ -1,0 +1,312 @@
+package compose
+
+import (
+	"fmt"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/covedev/cove/internal/usererr"
+)
+
+// validator collects every refused key of a project, so that one message
+// names them all, and the warnings for keys that are ignored.
+type validator struct {
+	repo, bindRoot  string
+	allowedCaps     map[string]bool
+	allowPrivileged bool
+
+	problems []string
+	warnings []Warning
+}
+
+func (v *validator) refuse(service, key, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if service == "" {
+		v.problems = append(v.problems, fmt.Sprintf("%s: %s", key, msg))
+		return
+	}
+	v.problems = append(v.problems, fmt.Sprintf("service %q: %s: %s", service, key, msg))
+}
+
+func (v *validator) warn(service, key, msg string) {
+	v.warnings = append(v.warnings, Warning{Service: service, Key: key, Message: msg})
+}
+
+func (v *validator) err() error {
+	if len(v.problems) == 0 {
+		return nil
+	}
+	slices.Sort(v.problems)
+	return usererr.New("docker compose: unsupported settings:\n  - %s", strings.Join(v.problems, "\n  - "))
+}
+
+func (v *validator) project(p *types.Project) {
+	for _, name := range slices.Sorted(maps.Keys(p.Volumes)) {
+		vol := p.Volumes[name]
+		if vol.External {
+			v.refuse("", "volumes."+name+".external", "external volumes are not supported; volumes belong to the environment")
+		}
+		if vol.Driver != "" && vol.Driver != "local" {
+			v.refuse("", "volumes."+name+".driver", "volume driver %q is not supported", vol.Driver)
+		}
+		if len(vol.DriverOpts) > 0 {
+			v.refuse("", "volumes."+name+".driver_opts", "volume driver options are not supported")
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(p.Networks)) {
+		n := p.Networks[name]
+		if n.External {
+			v.refuse("", "networks."+name+".external", "external networks are not supported")
+		}
+		if name != "default" {
+			v.warn("", "networks."+name, "ignored: all services of the environment share one network and reach each other by service name")
+		}
+	}
+	if len(p.Secrets) > 0 {
+		v.refuse("", "secrets", "not supported; use the environment's secrets or env_file")
+	}
+	if len(p.Configs) > 0 {
+		v.refuse("", "configs", "not supported; bind a file of the repository instead")
+	}
+	if len(p.Models) > 0 {
+		v.refuse("", "models", "not supported")
+	}
+	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
+		v.service(p.Services[name])
+	}
+	slices.SortStableFunc(v.warnings, func(a, b Warning) int {
+		return strings.Compare(a.Service+"\x00"+a.Key, b.Service+"\x00"+b.Key)
+	})
+}
+
+func (v *validator) service(s types.ServiceConfig) {
+	n := s.Name
+	switch m := s.NetworkMode; {
+	case m == "" || m == "default" || m == "bridge":
+	case m == "none":
+		v.warn(n, "network_mode", `"none" is ignored: the service joins the environment's network`)
+	default:
+		v.refuse(n, "network_mode", "%q is not supported (only the environment's own network)", m)
+	}
+	if s.Net != "" {
+		v.refuse(n, "net", "not supported")
+	}
+	if s.Pid != "" {
+		v.refuse(n, "pid", "%q is not supported (each service has its own pid namespace)", s.Pid)
+	}
+	if s.Ipc != "" && s.Ipc != "private" && s.Ipc != "shareable" {
+		v.refuse(n, "ipc", "%q is not supported", s.Ipc)
+	}
+	if s.Uts != "" {
+		v.refuse(n, "uts", "%q is not supported", s.Uts)
+	}
+	if s.Cgroup == "host" {
+		v.refuse(n, "cgroup", `"host" is not supported`)
+	}
+	if s.Privileged && !v.allowPrivileged {
+		v.refuse(n, "privileged", "not allowed by the environment's class")
+	}
+	for _, c := range s.CapAdd {
+		if !v.allowedCaps[normCap(c)] {
+			v.refuse(n, "cap_add", "%s is not allowed by the environment's class", c)
+		}
+	}
+	if len(s.Devices) > 0 {
+		v.refuse(n, "devices", "host devices are not supported")
+	}
+	if len(s.DeviceCgroupRules) > 0 {
+		v.refuse(n, "device_cgroup_rules", "not supported")
+	}
+	if len(s.Gpus) > 0 {
+		v.refuse(n, "gpus", "not supported")
+	}
+	for _, o := range s.SecurityOpt {
+		if strings.Contains(o, "unconfined") || strings.HasPrefix(o, "label=disable") || strings.HasPrefix(o, "label:disable") {
+			v.refuse(n, "security_opt", "%q is not allowed", o)
+		} else {
+			v.warn(n, "security_opt", fmt.Sprintf("%q is ignored", o))
+		}
+	}
+	if s.UserNSMode != "" {
+		v.refuse(n, "userns_mode", "not supported (every environment has its own user namespace)")
+	}
+	if s.CgroupParent != "" {
+		v.refuse(n, "cgroup_parent", "not supported (services run in the environment's cgroup)")
+	}
+	if s.UseAPISocket {
+		v.refuse(n, "use_api_socket", "there is no Docker daemon")
+	}
+	if s.Runtime != "" {
+		v.refuse(n, "runtime", "not supported")
+	}
+	if s.Isolation != "" && s.Isolation != "default" {
+		v.refuse(n, "isolation", "not supported")
+	}
+	if len(s.VolumesFrom) > 0 {
+		v.refuse(n, "volumes_from", "not supported; use a named volume")
+	}
+	if s.Provider != nil {
+		v.refuse(n, "provider", "not supported")
+	}
+	if len(s.Secrets) > 0 {
+		v.refuse(n, "secrets", "not supported")
+	}
+	if len(s.Configs) > 0 {
+		v.refuse(n, "configs", "not supported")
+	}
+	if len(s.Models) > 0 {
+		v.refuse(n, "models", "not supported")
+	}
+	if len(s.PreStart) > 0 || len(s.PostStart) > 0 || len(s.PreStop) > 0 {
+		v.refuse(n, "pre_start/post_start/pre_stop", "lifecycle hooks are not supported; use devcontainer.json lifecycle commands")
+	}
+	if s.Scale != nil && *s.Scale > 1 {
+		v.refuse(n, "scale", "more than one replica is not supported")
+	}
+	if s.Deploy != nil && s.Deploy.Replicas != nil && *s.Deploy.Replicas > 1 {
+		v.refuse(n, "deploy.replicas", "more than one replica is not supported")
+	}
+	if s.Image == "" && s.Build == nil {
+		v.refuse(n, "image", "a service needs an image or a build")
+	}
+	v.build(s)
+	v.volumes(s)
+	for _, p := range s.Ports {
+		if p.Protocol != "" && p.Protocol != "tcp" {
+			v.warn(n, "ports", fmt.Sprintf("%d/%s: only tcp ports are reported", p.Target, p.Protocol))
+		}
+	}
+	v.ignored(s)
+}
+
+func (v *validator) build(s types.ServiceConfig) {
+	b, n := s.Build, s.Name
+	if b == nil {
+		return
+	}
+	if b.Context == "" || strings.Contains(b.Context, "://") || strings.HasPrefix(b.Context, "git@") {
+		v.refuse(n, "build.context", "%q: only a directory of the repository is supported", b.Context)
+	} else if _, err := confine(v.repo, b.Context); err != nil {
+		v.refuse(n, "build.context", "%s", relMsg(v.repo, err))
+	}
+	if b.Dockerfile != "" && filepath.IsAbs(b.Dockerfile) {
+		v.refuse(n, "build.dockerfile", "must be relative to the build context")
+	}
+	if b.DockerfileInline != "" {
+		v.refuse(n, "build.dockerfile_inline", "not supported; commit the Dockerfile")
+	}
+	if b.Network != "" && b.Network != "default" {
+		v.refuse(n, "build.network", "%q is not supported", b.Network)
+	}
+	if b.Privileged {
+		v.refuse(n, "build.privileged", "not supported")
+	}
+	if len(b.Entitlements) > 0 {
+		v.refuse(n, "build.entitlements", "not supported")
+	}
+	if len(b.SSH) > 0 {
+		v.refuse(n, "build.ssh", "not supported")
+	}
+	if len(b.Secrets) > 0 {
+		v.refuse(n, "build.secrets", "not supported")
+	}
+	if len(b.AdditionalContexts) > 0 {
+		v.refuse(n, "build.additional_contexts", "not supported")
+	}
+	if len(b.CacheFrom) > 0 || len(b.CacheTo) > 0 {
+		v.warn(n, "build.cache_from/cache_to", "ignored: builds are cached by the runner")
+	}
+	if len(b.Platforms) > 0 {
+		v.warn(n, "build.platforms", "ignored: images are built for the runner's platform")
+	}
+}
+
+func (v *validator) volumes(s types.ServiceConfig) {
+	n := s.Name
+	for _, m := range s.Volumes {
+		switch m.Type {
+		case types.VolumeTypeVolume, types.VolumeTypeTmpfs:
+		case types.VolumeTypeBind:
+			if strings.HasSuffix(m.Source, "docker.sock") {
+				v.refuse(n, "volumes", "%s: there is no Docker daemon to bind", m.Source)
+				continue
+			}
+			p, err := filepath.EvalSymlinks(m.Source)
+			if err != nil {
+				// docker compose creates missing bind sources; cove does
+				// not create host paths, so it must exist.
+				v.refuse(n, "volumes", "bind source %s does not exist", relPath(v.repo, m.Source))
+				continue
+			}
+			if !within(v.bindRoot, p) {
+				v.refuse(n, "volumes", "bind source %s is outside the repository", m.Source)
+			}
+		default:
+			v.refuse(n, "volumes", "%s mounts are not supported", m.Type)
+		}
+	}
+	if s.VolumeDriver != "" {
+		v.refuse(n, "volume_driver", "not supported")
+	}
+}
+
+// ignored warns about keys cove accepts but does not act on.
+func (v *validator) ignored(s types.ServiceConfig) {
+	n := s.Name
+	w := func(set bool, key, msg string) {
+		if set {
+			v.warn(n, key, msg)
+		}
+	}
+	const ign = "ignored"
+	w(s.Deploy != nil, "deploy", "ignored: the environment's class sets resources")
+	w(s.Restart != "" && s.Restart != "no", "restart", "ignored: services live and stop with the environment")
+	w(s.ContainerName != "", "container_name", "ignored: use the service name")
+	w(len(s.Labels) > 0 || len(s.LabelFiles) > 0, "labels", ign)
+	w(len(s.Annotations) > 0, "annotations", ign)
+	w(s.Logging != nil || s.LogDriver != "" || len(s.LogOpt) > 0, "logging", "ignored: output goes to the environment's logs")
+	w(s.CPUCount != 0 || s.CPUPercent != 0 || s.CPUPeriod != 0 || s.CPUQuota != 0 || s.CPUS != 0 ||
+		s.CPUShares != 0 || s.CPUSet != "" || s.CPURTPeriod != 0 || s.CPURTRuntime != 0, "cpus", "ignored: the environment's class sets CPU")
+	w(s.MemLimit != 0 || s.MemReservation != 0 || s.MemSwapLimit != 0 || s.MemSwappiness != 0 || s.OomKillDisable || s.OomScoreAdj != 0,
+		"mem_limit", "ignored: the environment's class sets memory")
+	w(s.PidsLimit != 0, "pids_limit", "ignored: the environment's class sets it")
+	w(s.BlkioConfig != nil, "blkio_config", ign)
+	w(len(s.Ulimits) > 0, "ulimits", ign)
+	w(len(s.Sysctls) > 0, "sysctls", ign)
+	w(s.ShmSize != 0, "shm_size", ign)
+	w(len(s.DNS) > 0 || len(s.DNSSearch) > 0 || len(s.DNSOpts) > 0, "dns", "ignored: the environment's resolver is used")
+	w(s.DomainName != "", "domainname", ign)
+	w(s.MacAddress != "", "mac_address", ign)
+	w(len(s.ExternalLinks) > 0, "external_links", ign)
+	w(s.Platform != "", "platform", "ignored: images run on the runner's platform")
+	w(s.Init != nil && *s.Init, "init", "ignored")
+	w(s.ReadOnly, "read_only", ign)
+	w(s.StopSignal != "" || s.StopGracePeriod != nil, "stop_signal", ign)
+	w(len(s.GroupAdd) > 0, "group_add", ign)
+	w(len(s.StorageOpt) > 0, "storage_opt", ign)
+	w(s.Develop != nil, "develop", ign)
+	w(s.CredentialSpec != nil, "credential_spec", ign)
+	w(s.Umask != nil, "umask", ign)
+	for name, nc := range s.Networks {
+		if nc != nil && (len(nc.Aliases) > 0 || nc.Ipv4Address != "" || nc.Ipv6Address != "") {
+			v.warn(n, "networks."+name, "aliases and addresses are ignored")
+		}
+	}
+	for _, p := range s.Ports {
+		if p.Published != "" || p.HostIP != "" {
+			v.warn(n, "ports", "published ports are reported as environment ports, not bound on the host")
+			break
+		}
+	}
+}
+
+func relPath(repo, p string) string {
+	if r, err := filepath.Rel(repo, p); err == nil && within(repo, p) {
+		return r
+	}
+	return p
+}

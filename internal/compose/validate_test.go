@@ -1,0 +1,199 @@
+package compose
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/covedev/cove/internal/usererr"
+)
+
+func TestRefusedKeys(t *testing.T) {
+	for _, tc := range []struct {
+		key, service, want string
+	}{
+		{"network_mode: host", "", `service "app": network_mode: "host"`},
+		{"network_mode: service:db", "", `network_mode: "service:db"`},
+		{"network_mode: container:abc", "", `network_mode: "container:abc"`},
+		{"pid: host", "", `service "app": pid: "host"`},
+		{"ipc: host", "", `service "app": ipc: "host"`},
+		{"uts: host", "", `uts: "host"`},
+		{"privileged: true", "", `service "app": privileged`},
+		{"cap_add: [SYS_ADMIN]", "", `cap_add: SYS_ADMIN`},
+		{"cap_add: [ALL]", "", `cap_add: ALL`},
+		{"devices: [/dev/kvm]", "", `service "app": devices`},
+		{"security_opt: [seccomp:unconfined]", "", `security_opt: "seccomp:unconfined"`},
+		{"security_opt: [apparmor=unconfined]", "", `security_opt: "apparmor=unconfined"`},
+		{"userns_mode: host", "", `service "app": userns_mode`},
+		{"cgroup_parent: /system", "", `cgroup_parent`},
+		{"cgroup: host", "", `cgroup: "host"`},
+		{"volumes: [/etc:/host-etc]", "", `bind source /etc is outside the repository`},
+		{"volumes: [/var/run/docker.sock:/var/run/docker.sock]", "", `no Docker daemon`},
+		{"volumes: [../..:/up]", "", `outside the repository`},
+		{"volumes: [./link:/link]", "", `outside the repository`}, // symlink to /etc
+		{"volumes: [./nope:/nope]", "", `bind source .devcontainer/nope does not exist`},
+		{"volumes_from: [db]", "", `volumes_from`},
+		{"runtime: runsc", "", `runtime`},
+		{"build: {context: /etc}", "", `build.context`},
+		{"build: {context: ., network: host}", "", `build.network: "host"`},
+		{"{image: debian, scale: 3}", "", `scale`},
+		{"use_api_socket: true", "", `use_api_socket`},
+		{"secrets: [s]", "secrets: {s: {file: ./s.txt}}", `secrets`},
+		{"volumes: [ext:/x]", "volumes: {ext: {external: true}}", `volumes.ext.external`},
+		{"volumes: [nfs:/x]", "volumes: {nfs: {driver_opts: {type: none, o: bind, device: /etc}}}", `volumes.nfs.driver_opts`},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			svc := "image: debian\n    " + tc.key
+			if strings.HasPrefix(tc.key, "{") || strings.HasPrefix(tc.key, "build:") {
+				svc = tc.key
+			}
+			compose := "services:\n  app:\n    " + svc + "\n  db:\n    image: postgres\n" + tc.service + "\n"
+			repo := writeRepo(t, map[string]string{".devcontainer/compose.yml": compose, ".devcontainer/s.txt": "x"})
+			if err := os.Symlink("/etc", filepath.Join(repo, ".devcontainer/link")); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := Load(context.Background(), repo, []string{"compose.yml"}, ".devcontainer", "app", nil, nil)
+			assertUserErr(t, err, tc.want, "unsupported settings")
+		})
+	}
+}
+
+func TestRefusedAllInOneMessage(t *testing.T) {
+	repo := writeRepo(t, map[string]string{".devcontainer/compose.yml": `
+services:
+  app:
+    image: debian
+    network_mode: host
+    privileged: true
+  db:
+    image: postgres
+    pid: host
+    devices: [/dev/sda]
+`})
+	_, _, err := Load(context.Background(), repo, []string{"compose.yml"}, ".devcontainer", "app", nil, nil)
+	assertUserErr(t, err,
+		`service "app": network_mode`, `service "app": privileged`,
+		`service "db": pid`, `service "db": devices`)
+}
+
+func TestAllowedByClass(t *testing.T) {
+	repo := writeRepo(t, map[string]string{".devcontainer/compose.yml": `
+services:
+  app:
+    image: debian
+    privileged: true
+    cap_add: [NET_ADMIN, CAP_SYS_PTRACE]
+    cap_drop: [MKNOD]
+    extra_hosts: ["host.internal:10.0.0.1"]
+    security_opt: [no-new-privileges:true]
+    volumes: ["../..:/workspaces", "/tmp"]
+    tmpfs: [/run]
+    healthcheck: {disable: true}
+`})
+	p, warns, err := LoadWithOptions(context.Background(), Options{
+		RepoDir: repo, ConfigDir: filepath.Join(repo, ".devcontainer"), Files: []string{"compose.yml"}, DevService: "app",
+		AllowedCaps: []string{"net_admin", "SYS_PTRACE"}, AllowPrivileged: true, BindRoot: filepath.Dir(repo),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, _ := p.Service("app")
+	if !slices.Equal(app.CapAdd, []string{"NET_ADMIN", "CAP_SYS_PTRACE"}) || !slices.Equal(app.CapDrop, []string{"MKNOD"}) {
+		t.Errorf("caps add %v drop %v", app.CapAdd, app.CapDrop)
+	}
+	if !slices.Equal(app.ExtraHosts, []string{"host.internal:10.0.0.1"}) {
+		t.Errorf("extra hosts = %v", app.ExtraHosts)
+	}
+	want := []Mount{
+		{Type: MountBind, Source: filepath.Dir(repo), Target: "/workspaces"},
+		{Type: MountVolume, Target: "/tmp"},
+		{Type: MountTmpfs, Target: "/run"},
+	}
+	if !slices.Equal(app.Volumes, want) {
+		t.Errorf("mounts = %+v, want %+v", app.Volumes, want)
+	}
+	if app.Healthcheck == nil || !slices.Equal(app.Healthcheck.Test, []string{"NONE"}) {
+		t.Errorf("healthcheck = %+v", app.Healthcheck)
+	}
+	if !hasWarning(warns, "app", "security_opt") {
+		t.Errorf("warnings = %v", warns)
+	}
+}
+
+func TestWarningsForIgnoredKeys(t *testing.T) {
+	repo := writeRepo(t, map[string]string{".devcontainer/compose.yml": `
+services:
+  app:
+    image: debian
+    container_name: my-app
+    restart: always
+    labels: {a: b}
+    deploy: {resources: {limits: {memory: 1g}}}
+    mem_limit: 1g
+    logging: {driver: json-file}
+    networks: [back]
+networks:
+  back:
+`})
+	_, warns, err := Load(context.Background(), repo, []string{"compose.yml"}, ".devcontainer", "app", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"container_name", "restart", "labels", "deploy", "mem_limit", "logging"} {
+		if !hasWarning(warns, "app", k) {
+			t.Errorf("no warning for %s in %v", k, warns)
+		}
+	}
+	if !hasWarning(warns, "", "networks.back") {
+		t.Errorf("no warning for networks.back in %v", warns)
+	}
+}
+
+func TestDotEnvAndSymlinkedEnvFile(t *testing.T) {
+	repo := writeRepo(t, map[string]string{
+		".devcontainer/compose.yml": `
+services:
+  app:
+    image: "debian:${TAG}"
+    env_file: [secret.env]
+    environment: [FROM_RUNNER]
+`,
+		".devcontainer/.env": "TAG=bookworm\nFROM_RUNNER=dotenv\n",
+	})
+	if err := os.Symlink("/etc/hostname", filepath.Join(repo, ".devcontainer/secret.env")); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := Load(context.Background(), repo, []string{"compose.yml"}, ".devcontainer", "app", nil, nil)
+	assertUserErr(t, err, "env_file", "outside the repository")
+
+	if err := os.Remove(filepath.Join(repo, ".devcontainer/secret.env")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, ".devcontainer/secret.env"), []byte("S=1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := Load(context.Background(), repo, []string{"compose.yml"}, ".devcontainer", "app", nil,
+		map[string]string{"FROM_RUNNER": "runner"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, _ := p.Service("app")
+	if app.Image != "debian:bookworm" || app.Environment["S"] != "1" || app.Environment["FROM_RUNNER"] != "runner" {
+		t.Errorf("image %q env %v", app.Image, app.Environment)
+	}
+
+	// A .env symlinked outside the repository is refused.
+	if err := os.Remove(filepath.Join(repo, ".devcontainer/.env")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/hostname", filepath.Join(repo, ".devcontainer/.env")); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = Load(context.Background(), repo, []string{"compose.yml"}, ".devcontainer", "app", nil, nil)
+	if _, ok := usererr.Message(err); !ok {
+		t.Fatalf("err = %v, want a user error", err)
+	}
+}
