@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/covedev/cove/internal/testutil/testimage"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/net/dns/dnsmessage"
 )
 
@@ -45,6 +47,13 @@ func outside() {
 			}
 		}
 	}()
+	// A registry with the busybox test image, for Dockerfile builds (which
+	// run in their own network namespace and reach only "the internet").
+	if bb, err := testimage.Busybox(); err == nil {
+		if ln, err := net.Listen("tcp", ":5000"); err == nil {
+			_, _ = testimage.ServeOn(ln, map[string]v1.Image{"test/busybox:latest": bb})
+		}
+	}
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
 		fmt.Fprintf(w, "outside saw %s\n", host)

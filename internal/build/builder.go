@@ -16,11 +16,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vishvananda/netns"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,6 +56,11 @@ type Config struct {
 	// "auto" (buildkitd's default when empty). NOTE: "host" and "auto"
 	// without CNI give RUN steps the host's network.
 	NetworkMode string
+	// NetNSPath, if set, is a network namespace (a bind-mounted nsfs file)
+	// buildkitd runs in; RUN steps then share it (NetworkMode "host" inside
+	// it), so they get that namespace's egress policy and no access to the
+	// host's services. The runner uses an environment-like namespace.
+	NetNSPath string
 	// StartTimeout bounds how long Start waits for buildkitd to answer;
 	// 30s when zero.
 	StartTimeout time.Duration
@@ -187,7 +194,7 @@ func (b *Builder) startLocked(ctx context.Context) error {
 	// builds half-way; Stop ends it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(b.runc)+":"+os.Getenv("PATH"))
-	if err := cmd.Start(); err != nil {
+	if err := startIn(b.cfg.NetNSPath, cmd); err != nil {
 		return fmt.Errorf("start buildkitd: %w", err)
 	}
 	exited := make(chan struct{})
@@ -377,4 +384,40 @@ func writerOrDiscard(w io.Writer) io.Writer {
 		return io.Discard
 	}
 	return w
+}
+
+// startIn starts cmd in the network namespace at path ("" = ours): the
+// child is forked from a thread that entered it, and inherits it.
+func startIn(path string, cmd *exec.Cmd) error {
+	if path == "" {
+		return cmd.Start()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return // the thread stays locked and is discarded
+		}
+		defer orig.Close()
+		target, err := netns.GetFromPath(path)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("network namespace %s: %w", path, err)
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
+			return
+		}
+		err = cmd.Start()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
 }

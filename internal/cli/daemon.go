@@ -15,12 +15,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/covedev/cove/internal/build"
 	"github.com/covedev/cove/internal/netenv"
 	"github.com/covedev/cove/internal/runner"
 	"github.com/covedev/cove/internal/runtime/container"
 	"github.com/covedev/cove/internal/server"
 	"github.com/covedev/cove/internal/store/sqlite"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
@@ -32,6 +34,9 @@ func signalContext(parent context.Context) (context.Context, context.CancelFunc)
 }
 
 func newLogger() *slog.Logger {
+	// BuildKit's client logs through logrus; keep its chatter (e.g. an
+	// fsverity check per build) out of the daemon's log.
+	logrus.SetLevel(logrus.ErrorLevel)
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
@@ -134,6 +139,9 @@ type runnerOptions struct {
 	proxyListen, proxyURL, proxyDomain string
 	proxyTLSCert, proxyTLSKey          string
 	serverPublicURL                    string
+	// Dockerfile builds
+	buildkitd               string
+	buildInsecureRegistries []string
 }
 
 func defaultClass(o runnerOptions) *covev1.EnvironmentClass {
@@ -185,10 +193,23 @@ func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 		RangeBase: o.rangeBase, AllowLocalSources: o.allowLocal, Runtime: rt, Network: nm,
 		ProxyListen: o.proxyListen, ProxyURL: o.proxyURL, ProxyDomain: o.proxyDomain,
 		ProxyTLSCert: o.proxyTLSCert, ProxyTLSKey: o.proxyTLSKey, ServerPublicURL: o.serverPublicURL,
+		Buildkitd: buildkitdPath(o.buildkitd), BuildInsecureRegistries: o.buildInsecureRegistries,
 		Log: log.With("component", "runner"),
 	})
 	if err != nil {
 		return err
 	}
 	return r.Run(ctx)
+}
+
+// buildkitdPath is the buildkitd to use: the flag's, else the one
+// scripts/build-buildkit.sh builds, if it is there ("" = no builds).
+func buildkitdPath(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if _, err := os.Stat(build.DefaultBuildkitd); err == nil {
+		return build.DefaultBuildkitd
+	}
+	return ""
 }

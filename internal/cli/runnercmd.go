@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/build"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/spf13/cobra"
 )
@@ -38,6 +39,8 @@ func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 	f.StringVar(&o.proxyDomain, "proxy-domain", "", "wildcard domain for the host form PORT--ENV.DOMAIN (DNS for DOMAIN and *.DOMAIN must point here)")
 	f.StringVar(&o.proxyTLSCert, "proxy-tls-cert", "", "serve the port proxy over HTTPS with this certificate (PEM)")
 	f.StringVar(&o.proxyTLSKey, "proxy-tls-key", "", "private key (PEM) for --proxy-tls-cert")
+	f.StringVar(&o.buildkitd, "buildkitd", "", "buildkitd binary for devcontainer.json Dockerfile builds (default: "+build.DefaultBuildkitd+" if present; none: no builds)")
+	f.StringSliceVar(&o.buildInsecureRegistries, "build-insecure-registry", nil, "registries (host:port) Dockerfile builds reach over plain HTTP")
 }
 
 // RunnerCommand is `cove runner`: run a runner, or manage runners.

@@ -17,6 +17,8 @@ type Allow struct {
 	// Capabilities are the capabilities capAdd may name ("SYS_PTRACE";
 	// "CAP_" prefix and case are ignored). "ALL" allows any.
 	Capabilities []string
+	// Build: the runner can build images from Dockerfiles.
+	Build bool
 }
 
 func (a Allow) capAllowed(c string) bool {
@@ -143,7 +145,11 @@ func (c *Config) Check(allow Allow) error {
 		return err
 	}
 	var probs []problem
-	if c.isDockerfile() {
+	if c.isDockerfile() && allow.Build {
+		if _, err := c.DockerBuild(); err != nil {
+			return err
+		}
+	} else if c.isDockerfile() {
 		prop := "build"
 		if _, ok := c.Raw["dockerFile"]; ok {
 			prop = "dockerFile"

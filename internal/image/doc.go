@@ -14,7 +14,9 @@
 // A layer directory is complete if and only if it exists: it is unpacked into
 // a fresh directory under tmp/, synced, then renamed into place. A runner killed
 // mid-unpack leaves only debris in tmp/, which the next NewStore removes, and
-// the layer is unpacked again on the next Pull. Layers keep the ownership
+// the layer is unpacked again on the next Pull. Import stores images that
+// come from elsewhere (a local build) the same way, under a local name, and
+// shares their layers with pulled images by diff id. Layers keep the ownership
 // recorded in the image (uid 0 on disk is uid 0 in the tar); they are never
 // shifted in place, so one copy serves environments with different id ranges.
 //

@@ -17,10 +17,36 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// layerSource opens the uncompressed tar stream of a layer; src names it in
+// logs (a blob digest or "import").
+type layerSource struct {
+	src  string
+	open func(ctx context.Context) (io.ReadCloser, error)
+}
+
+// remoteLayer is the layerSource of blob, downloaded through p.
+func remoteLayer(p *remote.Puller, blob name.Digest) layerSource {
+	return layerSource{src: blob.DigestStr(), open: func(ctx context.Context) (io.ReadCloser, error) {
+		l, err := p.Layer(ctx, blob)
+		if err != nil {
+			return nil, err
+		}
+		return l.Uncompressed() // gzip, zstd or plain, detected from the stream
+	}}
+}
+
+// localLayer is the layerSource of a layer of an image that is already local
+// (see Import).
+func localLayer(l v1.Layer) layerSource {
+	return layerSource{src: "import", open: func(context.Context) (io.ReadCloser, error) {
+		return l.Uncompressed()
+	}}
+}
+
 // ensureLayer makes sure the layer with diffID is unpacked in the store,
-// downloading blob if not. Each diffID is unpacked by one goroutine at a time,
-// whichever image asks for it.
-func (s *Store) ensureLayer(ctx context.Context, p *remote.Puller, blob name.Digest, diffID v1.Hash) error {
+// reading it from ls if not. Each diffID is unpacked by one goroutine at a
+// time, whichever image (pulled or imported) asks for it.
+func (s *Store) ensureLayer(ctx context.Context, ls layerSource, diffID v1.Hash) error {
 	if diffID.Algorithm != "sha256" || len(diffID.Hex) != 64 {
 		return fmt.Errorf("layer %s: unsupported diff id", diffID)
 	}
@@ -33,7 +59,7 @@ func (s *Store) ensureLayer(ctx context.Context, p *remote.Puller, blob name.Dig
 			if _, err := os.Lstat(dir); err == nil {
 				return nil, nil // finished by a flight that just ended
 			}
-			return nil, s.fetchLayer(ctx, p, blob, diffID, dir)
+			return nil, s.unpackLayer(ctx, ls, diffID, dir)
 		})
 		// The pull that ran the flight was cancelled, but not ours: retry.
 		if errors.Is(err, context.Canceled) && ctx.Err() == nil {
@@ -43,13 +69,9 @@ func (s *Store) ensureLayer(ctx context.Context, p *remote.Puller, blob name.Dig
 	}
 }
 
-func (s *Store) fetchLayer(ctx context.Context, p *remote.Puller, blob name.Digest, diffID v1.Hash, dir string) error {
+func (s *Store) unpackLayer(ctx context.Context, ls layerSource, diffID v1.Hash, dir string) error {
 	start := time.Now()
-	l, err := p.Layer(ctx, blob)
-	if err != nil {
-		return err
-	}
-	rc, err := l.Uncompressed() // gzip, zstd or plain, detected from the stream
+	rc, err := ls.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -88,6 +110,6 @@ func (s *Store) fetchLayer(ctx context.Context, p *remote.Puller, blob name.Dige
 		return fmt.Errorf("layer %s: commit: %w", diffID, err)
 	}
 	committed = true
-	s.log.Debug("unpacked layer", "diffid", diffID.String(), "blob", blob.DigestStr(), "took", time.Since(start).Round(time.Millisecond))
+	s.log.Debug("unpacked layer", "diffid", diffID.String(), "from", ls.src, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }

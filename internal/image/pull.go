@@ -103,7 +103,7 @@ func (s *Store) pull(ctx context.Context, ref string, r name.Reference) (*Image,
 			return nil, usererr.New("image %q: layer %s has unsupported media type %s", ref, l.Digest, l.MediaType)
 		}
 		blob := r.Context().Digest(l.Digest.String())
-		if err := s.ensureLayer(ctx, puller, blob, cfg.RootFS.DiffIDs[i]); err != nil {
+		if err := s.ensureLayer(ctx, remoteLayer(puller, blob), cfg.RootFS.DiffIDs[i]); err != nil {
 			var ue *usererr.Error
 			if errors.As(err, &ue) {
 				return nil, err

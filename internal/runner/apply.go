@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/covedev/cove/internal/lifecycle"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,7 +11,9 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/content"
+	"github.com/covedev/cove/internal/devcontainer"
 	"github.com/covedev/cove/internal/image"
+	"github.com/covedev/cove/internal/lifecycle"
 	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/usererr"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
@@ -53,7 +54,7 @@ func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, 
 			}
 		case stepImage:
 			mark(&w.machine, subInProgress, "pulling image")
-			err = r.pullImage(ctx, env, lay, *stp)
+			err = r.pullImage(ctx, w, env, lay, *stp)
 		case stepMount:
 			mark(&w.machine, subInProgress, "preparing root filesystem")
 			err = r.mount(ctx, lay, *stp)
@@ -135,7 +136,7 @@ func (r *Runner) clone(ctx context.Context, env *covev1.Environment, lay layout,
 
 // pullImage reads devcontainer.json (the image, and everything it asks),
 // pulls the image, merges its metadata and prepares features.
-func (r *Runner) pullImage(ctx context.Context, env *covev1.Environment, lay layout, st *envState) error {
+func (r *Runner) pullImage(ctx context.Context, w *worker, env *covev1.Environment, lay layout, st *envState) error {
 	cfg, warns, err := r.loadDevcontainer(env, filepath.Join(lay.workspace(), st.RepoName))
 	if err != nil {
 		return err
@@ -147,18 +148,37 @@ func (r *Runner) pullImage(ctx context.Context, env *covev1.Environment, lay lay
 	if cfg != nil && cfg.Image != "" {
 		ref = cfg.Image
 	}
-	if ref == "" {
-		return usererr.New("no image: the repository has no devcontainer.json naming one and no default image is configured")
-	}
-	img, err := r.images.Pull(ctx, ref)
-	if err != nil {
-		return err
+	var img *image.Image
+	if b, berr := dockerBuild(cfg); berr != nil {
+		return berr
+	} else if b != nil {
+		mark := func(msg string) { w.sub(&w.machine, subInProgress, msg) }
+		mark("building " + b.Dockerfile)
+		if img, err = r.buildImage(ctx, env, lay, st, cfg, b); err != nil {
+			return err
+		}
+		ref = "built from " + b.Dockerfile
+	} else {
+		if ref == "" {
+			return usererr.New("no image: the repository has no devcontainer.json naming one and no default image is configured")
+		}
+		if img, err = r.images.Pull(ctx, ref); err != nil {
+			return err
+		}
 	}
 	st.Image, st.ImageDigest, st.Layers, st.Env, st.User = ref, img.Digest, img.Layers, img.Config.Env, img.Config.User
 	if err := r.applyDevcontainer(ctx, env, lay, st, cfg, warns, img); err != nil {
 		return err
 	}
 	return saveState(lay.state(), st)
+}
+
+// dockerBuild is cfg's Dockerfile configuration, if any.
+func dockerBuild(cfg *devcontainer.Config) (*devcontainer.DockerBuild, error) {
+	if cfg == nil {
+		return nil, nil
+	}
+	return cfg.DockerBuild()
 }
 
 func (r *Runner) rootfsConfig(lay layout, st *envState) image.RootfsConfig {

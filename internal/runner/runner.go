@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/agentclient"
+	"github.com/covedev/cove/internal/build"
 	"github.com/covedev/cove/internal/image"
 	"github.com/covedev/cove/internal/netenv"
 	"github.com/covedev/cove/internal/runtime"
@@ -58,6 +59,11 @@ type Config struct {
 	ProxyListen, ProxyURL, ProxyDomain string
 	ProxyTLSCert, ProxyTLSKey          string
 	ServerPublicURL                    string
+	// Buildkitd, if set, lets environments build devcontainer.json
+	// Dockerfiles (BuildKit, in a network namespace of its own);
+	// BuildInsecureRegistries are registries it reaches over plain HTTP.
+	Buildkitd               string
+	BuildInsecureRegistries []string
 	// AgentBinary is the static cove binary mounted into environments
 	// (default: this executable).
 	AgentBinary string
@@ -83,6 +89,8 @@ type Runner struct {
 	sshAddr  string
 	pool     *agentclient.Pool
 	proxyURL string
+	buildMu  sync.Mutex
+	builder  *build.Builder // made at the first Dockerfile build
 
 	mu      sync.Mutex
 	workers map[string]*worker
@@ -214,6 +222,12 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	stopBuilder, err := r.startBuilder(ctx)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer stopBuilder()
 	c, err := r.connect(ctx)
 	if err != nil {
 		ln.Close()

@@ -1,0 +1,67 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestDockerfile: a devcontainer.json that builds its image from a
+// Dockerfile (args, a target stage, a base image from "the internet"), a
+// second environment served from BuildKit's cache, and RUN steps that try
+// to reach the host fail with their Dockerfile line.
+func TestDockerfile(t *testing.T) {
+	requireTools(t)
+	c := newClusterWith(t, "--build-insecure-registry", outsideIP+":5000")
+	u := c.user
+	outsideNS(t, c.id)
+	base := outsideIP + ":5000/test/busybox:latest"
+	repo := gitRepo(t, filepath.Join(c.dir, "app"), map[string]string{
+		"README.md":                       "readme\n",
+		".devcontainer/devcontainer.json": `{"build": {"dockerfile": "Dockerfile", "context": "..", "args": {"GREETING": "hej"}, "target": "dev"}}`,
+		".devcontainer/Dockerfile": "FROM " + base + " AS base\nARG GREETING=hello\nRUN echo \"$GREETING\" > /greeting\n" +
+			"FROM base AS dev\nCOPY README.md /readme-copy\nRUN echo dev > /stage\n" +
+			"FROM base AS other\nRUN echo other > /stage\n",
+	})
+	u.must("env", "create", repo, "--name", "built", "--wait", "--timeout", "5m")
+	if out, _, code := u.run("ssh", "built", "--", "cat /greeting /stage /readme-copy"); code != 0 || out != "hej\ndev\nreadme\n" {
+		t.Fatalf("built image: %d %q", code, out)
+	}
+	if logs := u.must("env", "logs", "built"); !strings.Contains(logs, "Building .devcontainer/Dockerfile") {
+		t.Fatalf("build output not in the logs:\n%s", logs)
+	}
+	// Same Dockerfile, context and args: every step comes from the cache.
+	u.must("env", "create", repo, "--name", "built2", "--wait", "--timeout", "5m")
+	if logs := u.must("env", "logs", "built2"); strings.Count(logs, "CACHED") < 3 {
+		t.Fatalf("second build not served from the cache:\n%s", logs)
+	}
+
+	// RUN steps cannot reach the host: neither a service on the bridge
+	// address nor one on the host's other addresses.
+	hostLn, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostLn.Close()
+	go http.Serve(hostLn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "host") }))
+	port := hostLn.Addr().(*net.TCPAddr).Port
+	gw := strings.TrimSuffix(strings.Split(c.subnet, "/")[0], "0") + "1"
+	for i, target := range []string{gw, "198.51.100.1"} {
+		name := fmt.Sprintf("sneaky%d", i)
+		bad := gitRepo(t, filepath.Join(c.dir, name), map[string]string{
+			".devcontainer.json": `{"build": {"dockerfile": "Dockerfile"}}`,
+			"Dockerfile":         fmt.Sprintf("FROM %s\nRUN echo probing\nRUN nc -w 3 %s %d </dev/null\n", base, target, port),
+		})
+		_, errOut, code := u.run("env", "create", bad, "--name", name, "--wait", "--timeout", "5m")
+		if code == 0 || !strings.Contains(errOut, "Dockerfile:3") {
+			t.Fatalf("RUN reaching %s:%d: exit %d %q", target, port, code, errOut)
+		}
+		u.must("env", "delete", name, "--wait")
+	}
+	for _, n := range []string{"built", "built2"} {
+		u.must("env", "delete", n, "--wait")
+	}
+}

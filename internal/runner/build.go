@@ -1,0 +1,118 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/covedev/cove/internal/build"
+	"github.com/covedev/cove/internal/devcontainer"
+	"github.com/covedev/cove/internal/idmap"
+	"github.com/covedev/cove/internal/image"
+	"github.com/covedev/cove/internal/usererr"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+)
+
+// builderNetID names the network attachment Dockerfile builds run in: like
+// an environment's, with the default class's egress policy, so a RUN step
+// reaches what an environment may and nothing on the host.
+const builderNetID = "cove-builder"
+
+// startBuilder arranges for the Dockerfile builder, which is made at the
+// first build (buildkitd and its network cost nothing until then). It
+// returns a func that stops it and releases its network.
+func (r *Runner) startBuilder(ctx context.Context) (func(), error) {
+	return func() {
+		r.buildMu.Lock()
+		b := r.builder
+		r.builder = nil
+		r.buildMu.Unlock()
+		if b == nil {
+			return
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = b.Stop(sctx)
+		if r.cfg.Network != nil {
+			_ = r.cfg.Network.Teardown(sctx, builderNetID)
+		}
+	}, nil
+}
+
+// getBuilder returns the builder, making it (and its network) the first
+// time.
+func (r *Runner) getBuilder(ctx context.Context) (*build.Builder, error) {
+	r.buildMu.Lock()
+	defer r.buildMu.Unlock()
+	if r.builder != nil {
+		return r.builder, nil
+	}
+	if r.cfg.Buildkitd == "" {
+		return nil, usererr.New("this runner cannot build Dockerfiles (no buildkitd configured); use \"image\"")
+	}
+	cfg := build.Config{Dir: filepath.Join(r.cfg.DataDir, "buildkit"), Buildkitd: r.cfg.Buildkitd,
+		InsecureRegistries: r.cfg.BuildInsecureRegistries, Logger: r.log.With("component", "build")}
+	if r.cfg.Network != nil {
+		class := ""
+		if len(r.cfg.Classes) > 0 {
+			class = r.cfg.Classes[0].GetId()
+		}
+		att, err := r.cfg.Network.Setup(ctx, builderNetID, "builder", r.policy(class), idmap.Range{})
+		if err != nil {
+			return nil, fmt.Errorf("builder network: %w", err)
+		}
+		cfg.NetNSPath, cfg.NetworkMode = att.NetNSPath, "host"
+	} else {
+		// Without networking, RUN steps get none rather than the host's.
+		cfg.NetworkMode = "none"
+	}
+	b, err := build.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.builder = b
+	return b, nil
+}
+
+// buildImage builds devcontainer.json's Dockerfile and imports the result
+// into the layer store. BuildKit caches every step: building the same
+// Dockerfile, context and args again does no work, and a changed line
+// rebuilds from that step.
+func (r *Runner) buildImage(ctx context.Context, env *covev1.Environment, lay layout, st *envState, cfg *devcontainer.Config, b *devcontainer.DockerBuild) (*image.Image, error) {
+	builder, err := r.getBuilder(ctx)
+	if err != nil {
+		return nil, err
+	}
+	repoDir := filepath.Join(lay.workspace(), st.RepoName)
+	cfgDir := filepath.Dir(cfg.Path)
+	contextDir := filepath.Join(cfgDir, b.Context)
+	dockerfile := filepath.Join(cfgDir, b.Dockerfile)
+	for _, p := range []string{contextDir, dockerfile} {
+		if rel, err := filepath.Rel(repoDir, p); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+			return nil, usererr.New("build: %s is outside the repository", p)
+		}
+	}
+	if err := os.MkdirAll(lay.logDir(), 0o755); err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(lay.logFile(), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	out := filepath.Join(lay.dir, "build")
+	if err := os.RemoveAll(out); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(out)
+	fmt.Fprintf(logf, "Building %s...\n", strings.TrimPrefix(dockerfile, repoDir+"/"))
+	res, err := builder.Build(ctx, build.Request{ContextDir: contextDir, Dockerfile: dockerfile, Target: b.Target,
+		Args: b.Args, Labels: b.Labels, CacheFrom: b.CacheFrom, OutputDir: out, Log: logf})
+	if err != nil {
+		return nil, err
+	}
+	return r.images.Import(ctx, "cove-build/"+res.Digest.Hex[:16]+":latest", res.Image)
+}
