@@ -45,10 +45,10 @@ if [[ "${1:-runtime}" == test ]] && ! command -v devcontainer >/dev/null; then
 	fi
 fi
 
-# BuildKit's buildkitd for Dockerfile builds (internal/build tests), built
-# from its module at a pinned version into a cache outside the repository
-# (once; later calls return at once).
-if [[ "${1:-runtime}" == test ]]; then
+# BuildKit's buildkitd, for devcontainer.json Dockerfile builds, built from
+# its module at a pinned version into /var/cache/cove-buildkit (once; later
+# calls return at once). Runners use it when it is there.
+if command -v go >/dev/null || [[ -x /usr/local/go/bin/go ]]; then
 	PATH="$PATH:/usr/local/go/bin" "$(dirname "$0")/build-buildkit.sh" >/dev/null
 fi
 
