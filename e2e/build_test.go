@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/covedev/cove/internal/build"
 )
 
 // TestDockerfile: a devcontainer.json that builds its image from a
@@ -15,6 +18,9 @@ import (
 // to reach the host fail with their Dockerfile line.
 func TestDockerfile(t *testing.T) {
 	requireTools(t)
+	if _, err := os.Stat(build.DefaultBuildkitd); err != nil {
+		t.Skipf("needs buildkitd at %s (scripts/build-buildkit.sh; make test builds it)", build.DefaultBuildkitd)
+	}
 	c := newClusterWith(t, "--build-insecure-registry", outsideIP+":5000")
 	u := c.user
 	outsideNS(t, c.id)
