@@ -21,10 +21,12 @@ func TestDockerfile(t *testing.T) {
 	if _, err := os.Stat(build.DefaultBuildkitd); err != nil {
 		t.Skipf("needs buildkitd at %s (scripts/build-buildkit.sh; make test builds it)", build.DefaultBuildkitd)
 	}
-	c := newClusterWith(t, "--build-insecure-registry", outsideIP+":5000")
+	// The base image is named by a host name only the runner's DNS relay
+	// (forwarding to the outside namespace) resolves.
+	c := newClusterWith(t, "--build-insecure-registry", "outside.test:5000", "--dns-upstream", outsideIP+":53")
 	u := c.user
 	outsideNS(t, c.id)
-	base := outsideIP + ":5000/test/busybox:latest"
+	base := "outside.test:5000/test/busybox:latest"
 	repo := gitRepo(t, filepath.Join(c.dir, "app"), map[string]string{
 		"README.md":                       "readme\n",
 		".devcontainer/devcontainer.json": `{"build": {"dockerfile": "Dockerfile", "context": "..", "args": {"GREETING": "hej"}, "target": "dev"}}`,
@@ -44,6 +46,20 @@ func TestDockerfile(t *testing.T) {
 	if logs := u.must("env", "logs", "built2"); strings.Count(logs, "CACHED") < 3 {
 		t.Fatalf("second build not served from the cache:\n%s", logs)
 	}
+
+	// A repository cannot point the build context at host files.
+	sneaky := gitRepo(t, filepath.Join(c.dir, "symlinked"), map[string]string{
+		".devcontainer.json": `{"build": {"dockerfile": "Dockerfile", "context": "ctx"}}`,
+		"Dockerfile":         "FROM " + base + "\nCOPY . /host\n",
+	})
+	if err := os.Symlink("/", filepath.Join(sneaky, "ctx")); err != nil {
+		t.Fatal(err)
+	}
+	gitCommitAll(t, sneaky)
+	if _, errOut, code := u.run("env", "create", sneaky, "--name", "symlinked", "--wait", "--timeout", "2m"); code == 0 || !strings.Contains(errOut, "outside the repository") {
+		t.Fatalf("symlinked build context: exit %d %q", code, errOut)
+	}
+	u.must("env", "delete", "symlinked", "--wait")
 
 	// RUN steps cannot reach the host: neither a service on the bridge
 	// address nor one on the host's other addresses.

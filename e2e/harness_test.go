@@ -436,3 +436,15 @@ func forceCleanNetwork(bridge, table string) {
 		_ = exec.Command("nft", "delete", "table", family, table).Run()
 	}
 }
+
+// gitCommitAll commits everything in a repository made by gitRepo.
+func gitCommitAll(t *testing.T, dir string) {
+	t.Helper()
+	for _, args := range [][]string{{"add", "-A"}, {"-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "more"}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, b)
+		}
+	}
+}

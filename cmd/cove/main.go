@@ -31,6 +31,7 @@ func main() {
 		cli.ServerCommand(),
 		cli.RunnerCommand(),
 		cli.AgentCommand(),
+		cli.WithResolvCommand(),
 	)
 	if err := root.Execute(); err != nil {
 		code, remote := cli.ExitCode(err)

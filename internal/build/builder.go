@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,6 +62,9 @@ type Config struct {
 	// it), so they get that namespace's egress policy and no access to the
 	// host's services. The runner uses an environment-like namespace.
 	NetNSPath string
+	// Wrapper, if set, is a command line buildkitd runs behind (its argv is
+	// appended), e.g. to give it its own /etc/resolv.conf.
+	Wrapper []string
 	// StartTimeout bounds how long Start waits for buildkitd to answer;
 	// 30s when zero.
 	StartTimeout time.Duration
@@ -183,11 +187,12 @@ func (b *Builder) startLocked(ctx context.Context) error {
 	}
 	defer logf.Close() // the child keeps its own descriptor
 
-	cmd := exec.Command(b.cfg.Buildkitd,
+	argv := append(slices.Clone(b.cfg.Wrapper), b.cfg.Buildkitd,
 		"--config", confPath,
 		"--root", filepath.Join(b.cfg.Dir, "root"),
 		"--addr", b.Address(),
 	)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	// Its own process group: a terminal's ^C to the runner does not kill

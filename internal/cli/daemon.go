@@ -193,7 +193,7 @@ func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 		RangeBase: o.rangeBase, AllowLocalSources: o.allowLocal, Runtime: rt, Network: nm,
 		ProxyListen: o.proxyListen, ProxyURL: o.proxyURL, ProxyDomain: o.proxyDomain,
 		ProxyTLSCert: o.proxyTLSCert, ProxyTLSKey: o.proxyTLSKey, ServerPublicURL: o.serverPublicURL,
-		Buildkitd: buildkitdPath(o.buildkitd), BuildInsecureRegistries: o.buildInsecureRegistries,
+		Buildkitd: buildkitdPath(o.buildkitd), BuildInsecureRegistries: o.buildInsecureRegistries, Runc: o.runc,
 		Log: log.With("component", "runner"),
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -53,7 +54,7 @@ func (r *Runner) getBuilder(ctx context.Context) (*build.Builder, error) {
 	if r.cfg.Buildkitd == "" {
 		return nil, usererr.New("this runner cannot build Dockerfiles (no buildkitd configured); use \"image\"")
 	}
-	cfg := build.Config{Dir: filepath.Join(r.cfg.DataDir, "buildkit"), Buildkitd: r.cfg.Buildkitd,
+	cfg := build.Config{Dir: filepath.Join(r.cfg.DataDir, "buildkit"), Buildkitd: r.cfg.Buildkitd, Runc: r.cfg.Runc,
 		InsecureRegistries: r.cfg.BuildInsecureRegistries, Logger: r.log.With("component", "build")}
 	if r.cfg.Network != nil {
 		class := ""
@@ -65,6 +66,14 @@ func (r *Runner) getBuilder(ctx context.Context) (*build.Builder, error) {
 			return nil, fmt.Errorf("builder network: %w", err)
 		}
 		cfg.NetNSPath, cfg.NetworkMode = att.NetNSPath, "host"
+		// buildkitd and its RUN steps read /etc/resolv.conf: give them the
+		// builder namespace's (the runner's DNS relay), not the host's, which
+		// may name a loopback resolver unreachable from there.
+		resolv := filepath.Join(r.cfg.DataDir, "buildkit-resolv.conf")
+		if err := os.WriteFile(resolv, []byte(att.ResolvConf), 0o644); err != nil {
+			return nil, err
+		}
+		cfg.Wrapper = []string{r.cfg.AgentBinary, "internal-with-resolv", resolv, "--"}
 	} else {
 		// Without networking, RUN steps get none rather than the host's.
 		cfg.NetworkMode = "none"
@@ -86,15 +95,26 @@ func (r *Runner) buildImage(ctx context.Context, env *covev1.Environment, lay la
 	if err != nil {
 		return nil, err
 	}
-	repoDir := filepath.Join(lay.workspace(), st.RepoName)
-	cfgDir := filepath.Dir(cfg.Path)
-	contextDir := filepath.Join(cfgDir, b.Context)
-	dockerfile := filepath.Join(cfgDir, b.Dockerfile)
-	for _, p := range []string{contextDir, dockerfile} {
-		if rel, err := filepath.Rel(repoDir, p); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-			return nil, usererr.New("build: %s is outside the repository", p)
-		}
+	repoDir, err := filepath.EvalSymlinks(filepath.Join(lay.workspace(), st.RepoName))
+	if err != nil {
+		return nil, err
 	}
+	cfgDir := filepath.Dir(cfg.Path)
+	// BuildKit reads these paths with symlinks resolved: resolve them first,
+	// so a link in the repository cannot point the build at host files. (The
+	// environment is not running while its image is built.)
+	var resolved []string
+	for _, p := range []string{filepath.Join(cfgDir, b.Context), filepath.Join(cfgDir, b.Dockerfile)} {
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return nil, usererr.New("build: %s: %v", strings.TrimPrefix(p, filepath.Join(lay.workspace(), st.RepoName)+"/"), errors.Unwrap(err))
+		}
+		if rel, err := filepath.Rel(repoDir, real); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+			return nil, usererr.New("build: %s is outside the repository", strings.TrimPrefix(p, filepath.Join(lay.workspace(), st.RepoName)+"/"))
+		}
+		resolved = append(resolved, real)
+	}
+	contextDir, dockerfile := resolved[0], resolved[1]
 	if err := os.MkdirAll(lay.logDir(), 0o755); err != nil {
 		return nil, err
 	}

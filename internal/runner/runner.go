@@ -64,6 +64,8 @@ type Config struct {
 	// BuildInsecureRegistries are registries it reaches over plain HTTP.
 	Buildkitd               string
 	BuildInsecureRegistries []string
+	// Runc is the OCI runtime Dockerfile builds use (as environments do).
+	Runc string
 	// AgentBinary is the static cove binary mounted into environments
 	// (default: this executable).
 	AgentBinary string
