@@ -29,8 +29,8 @@ func TestLoadErrors(t *testing.T) {
 		{name: "nested type", doc: "{\"image\": \"a\",\n \"mounts\": [\"type=volume,target=/a\",\n 3]}", want: []string{`FILE:2:2: "mounts" must be a string or an object with "type", "source" and "target", not a number`}},
 		{name: "bad command", doc: "{\"image\": \"a\", \"postCreateCommand\": 3}", want: []string{`"postCreateCommand" must be a string, an array of strings or an object, not a number`}},
 		{name: "missing image", doc: `{"name": "x"}`, want: []string{`Dev container config (FILE) is missing one of "image", "dockerFile" or "dockerComposeFile" properties.`}},
-		{name: "dockerfile", doc: `{"build": {"dockerfile": "Dockerfile"}}`, want: []string{"build: building an image from a Dockerfile is not supported yet"}},
-		{name: "legacy dockerFile", doc: `{"dockerFile": "Dockerfile", "context": ".."}`, want: []string{"dockerFile: building an image from a Dockerfile is not supported yet"}},
+		{name: "dockerfile", doc: `{"build": {"dockerfile": "Dockerfile"}}`, want: []string{"build: this runner cannot build images from Dockerfiles"}},
+		{name: "legacy dockerFile", doc: `{"dockerFile": "Dockerfile", "context": ".."}`, want: []string{"dockerFile: this runner cannot build images from Dockerfiles"}},
 		{name: "compose", doc: `{"dockerComposeFile": "c.yml", "service": "app"}`, want: []string{"dockerComposeFile: Docker Compose is not supported yet"}},
 		{name: "every offending property", doc: `{
   "image": "a",

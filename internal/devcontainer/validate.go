@@ -154,7 +154,7 @@ func (c *Config) Check(allow Allow) error {
 		if _, ok := c.Raw["dockerFile"]; ok {
 			prop = "dockerFile"
 		}
-		probs = append(probs, problem{prop, prop + ": building an image from a Dockerfile is not supported yet; use \"image\""})
+		probs = append(probs, problem{prop, prop + ": this runner cannot build images from Dockerfiles (it has no buildkitd; see docs/runners.md); use \"image\""})
 	}
 	if _, ok := c.Raw["dockerComposeFile"]; ok {
 		probs = append(probs, problem{"dockerComposeFile", "dockerComposeFile: Docker Compose is not supported yet; use \"image\""})
