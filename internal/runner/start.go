@@ -1,0 +1,224 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/covedev/cove/internal/lifecycle"
+	"github.com/covedev/cove/internal/runtime"
+	"github.com/covedev/cove/internal/usererr"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"golang.org/x/crypto/ssh"
+)
+
+func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout, st *envState) error {
+	// The agent's socket directory belongs to root inside the environment.
+	if err := os.MkdirAll(lay.run(), 0o700); err != nil {
+		return err
+	}
+	if err := os.Chown(lay.run(), int(st.IDMap.HostID), int(st.IDMap.HostID)); err != nil {
+		return err
+	}
+	_ = os.Remove(lay.socket())
+	name := env.GetMetadata().GetName()
+	netns, err := r.attachNetwork(ctx, env.Id, name, env.GetSpec().GetClassId(), lay, st)
+	if err != nil {
+		return err
+	}
+	hostname := name
+	if st.DC != nil && st.DC.Hostname != "" { // runArgs --hostname
+		hostname = st.DC.Hostname
+	}
+	if err := os.WriteFile(lay.hostname(), []byte(hostname+"\n"), 0o644); err != nil {
+		return err
+	}
+	if st.DC != nil && (len(st.DC.AddHosts) > 0 || st.DC.Hostname != "") { // runArgs --add-host host:ip, --hostname
+		f, err := os.OpenFile(lay.hosts(), os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		if st.DC.Hostname != "" {
+			fmt.Fprintf(f, "127.0.1.1\t%s\n", st.DC.Hostname)
+		}
+		for _, h := range st.DC.AddHosts {
+			if host, ip, ok := strings.Cut(h, ":"); ok {
+				fmt.Fprintf(f, "%s\t%s\n", ip, host)
+			}
+		}
+		f.Close()
+	}
+	postAttach := []lifecycle.Command{}
+	if st.DC != nil && st.DC.Hooks.PostAttach != nil {
+		postAttach = st.DC.Hooks.PostAttach
+	}
+	pa, err := json.Marshal(postAttach)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(lay.etc(), "post-attach.json"), pa, 0o644); err != nil {
+		return err
+	}
+	keys := ssh.MarshalAuthorizedKey(r.agentKey.PublicKey())
+	if err := os.WriteFile(filepath.Join(lay.etc(), "runner_keys"), keys, 0o644); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(lay.runtime(), 0o700); err != nil {
+		return err
+	}
+	user := st.User
+	if user == "" {
+		user = "root"
+	}
+	workdir := workspaces
+	if st.RepoName != "" {
+		workdir = workspaces + "/" + st.RepoName
+	}
+	procEnv := st.Env
+	if st.DC != nil {
+		if st.DC.WorkspaceFolder != "" {
+			workdir = st.DC.WorkspaceFolder
+		}
+		if len(st.DC.ContainerEnv) > 0 {
+			procEnv = st.DC.ContainerEnv
+		}
+		// The agent gives its environment to every session: remoteEnv
+		// applies to what users and tools run (containerEnv to everything).
+		procEnv = append(slices.Clone(procEnv), st.DC.RemoteEnv...)
+	}
+	if err := os.MkdirAll(lay.logDir(), 0o755); err != nil {
+		return err
+	}
+	spec := runtime.Spec{
+		ID:       env.Id,
+		Hostname: hostname,
+		StateDir: lay.runtime(),
+		Rootfs:   lay.rootfs(),
+		IDMap:    st.IDMap,
+		Process: runtime.Process{
+			Args: agentArgs(user, workdir, st.DC),
+			Env:  append(withDefaultPath(procEnv), "COVE_ENVIRONMENT_ID="+env.Id, "COVE_ENVIRONMENT_NAME="+env.GetMetadata().GetName()),
+			Cwd:  "/",
+		},
+		Mounts: []runtime.Mount{
+			{Source: r.cfg.AgentBinary, Destination: agentBinary, Type: "bind", Options: []string{"bind", "ro"}},
+			{Source: lay.run(), Destination: agentRunDir, Type: "bind", Options: []string{"bind"}},
+			{Source: lay.etc(), Destination: agentEtcDir, Type: "bind", Options: []string{"bind", "ro"}},
+			{Source: lay.workspace(), Destination: workspaces, Type: "bind", Options: []string{"rbind"}},
+			{Source: lay.hosts(), Destination: "/etc/hosts", Type: "bind", Options: []string{"bind", "ro"}},
+			{Source: lay.hostname(), Destination: "/etc/hostname", Type: "bind", Options: []string{"bind", "ro"}},
+		},
+		Resources: r.resources(env.GetSpec().GetClassId()),
+		NetNSPath: netns,
+	}
+	if netns != "" {
+		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: lay.resolvConf(), Destination: "/etc/resolv.conf", Type: "bind", Options: []string{"bind", "ro"}})
+	}
+	spec.Mounts = append(spec.Mounts, runtime.Mount{Source: lay.logDir(), Destination: logDir, Type: "bind", Options: []string{"bind", "ro"}})
+	if st.DC != nil {
+		if st.DC.MountTarget != "" {
+			spec.Mounts = append(spec.Mounts, runtime.Mount{Source: filepath.Join(lay.workspace(), st.RepoName), Destination: st.DC.MountTarget, Type: "bind", Options: []string{"rbind"}})
+		}
+		for _, m := range st.DC.Mounts {
+			opts := []string{"nosuid", "nodev"}
+			if m.ReadOnly {
+				opts = append(opts, "ro")
+			}
+			if m.Type == "tmpfs" {
+				spec.Mounts = append(spec.Mounts, runtime.Mount{Source: "tmpfs", Destination: m.Target, Type: "tmpfs", Options: append(opts, "mode=1777")})
+				continue
+			}
+			dir := volumeDir(lay, m)
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			if err := os.Chown(dir, int(st.IDMap.HostID), int(st.IDMap.HostID)); err != nil {
+				return err
+			}
+			spec.Mounts = append(spec.Mounts, runtime.Mount{Source: dir, Destination: m.Target, Type: "bind", Options: append(opts, "rbind")})
+		}
+	}
+	if st.DC != nil && st.DC.FeaturesPending {
+		// Writable: install scripts chmod themselves. Per-environment scratch.
+		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: lay.features(), Destination: featuresDir, Type: "bind", Options: []string{"bind"}})
+	}
+	if err := r.rt.Start(ctx, spec); err != nil {
+		return err
+	}
+	if !st.StartedOnce {
+		st.StartedOnce = true
+		return saveState(lay.state(), st)
+	}
+	return nil
+}
+
+// agentArgs is the agent's command line: PID 1 of the environment.
+func agentArgs(user, workdir string, dc *dcState) []string {
+	args := []string{agentBinary, "agent", "--socket", agentRunDir + "/agent.sock",
+		"--authorized-keys", agentEtcDir + "/runner_keys", "--user", user, "--workdir", workdir,
+		"--post-attach", agentEtcDir + "/post-attach.json"}
+	if dc == nil {
+		return args
+	}
+	for _, ep := range dc.Entrypoints {
+		args = append(args, "--entrypoint", ep)
+	}
+	for _, c := range dc.Command {
+		args = append(args, "--command", c)
+	}
+	if dc.WorkingDir != "" {
+		args = append(args, "--entrypoint-workdir", dc.WorkingDir)
+	}
+	if dc.UserEnvProbe != "" {
+		args = append(args, "--user-env-probe", dc.UserEnvProbe)
+	}
+	return args
+}
+
+func withDefaultPath(env []string) []string {
+	out := append([]string(nil), env...)
+	for _, e := range env {
+		if strings.HasPrefix(e, "PATH=") {
+			return out
+		}
+	}
+	return append(out, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+}
+
+func (r *Runner) resources(class string) runtime.Resources {
+	for _, c := range r.cfg.Classes {
+		if c.GetId() == class {
+			return runtime.Resources{CPUMillis: int64(c.GetCpus()) * 1000, MemoryBytes: c.GetMemoryBytes(), Pids: int64(c.GetPids())}
+		}
+	}
+	return runtime.Resources{}
+}
+
+func (r *Runner) waitAgent(ctx context.Context, lay layout) error {
+	deadline := time.Now().Add(agentTimeout)
+	var err error
+	// The agent usually listens within a few milliseconds of the start:
+	// poll every millisecond for the first 50 ms, then back off.
+	delay := time.Millisecond
+	for time.Now().Before(deadline) {
+		if _, serr := os.Stat(lay.socket()); serr != nil {
+			err = serr
+		} else if err = r.probeAgent(ctx, lay.socket()); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		if time.Since(deadline.Add(-agentTimeout)) > 50*time.Millisecond {
+			delay = min(delay*2, 50*time.Millisecond)
+		}
+	}
+	return usererr.Wrap(err, "the environment's agent did not start within %s: %s", agentTimeout, tail(filepath.Join(lay.runtime(), "console.log"), 400))
+}
