@@ -315,6 +315,13 @@ func waitFor(ctx context.Context, log io.Writer, c *apiclient.Clients, env *cove
 		}
 		return false, nil
 	}
+	return watchUntil(ctx, stream, env, check, fmt.Sprintf("timed out after %s waiting for %s", timeout, phaseName(want)))
+}
+
+// watchUntil feeds env, then every update the watch stream brings, to
+// check until it says done. timedOut is the error when ctx's deadline ends
+// the wait.
+func watchUntil(ctx context.Context, stream *connect.ServerStreamForClient[covev1.WatchEnvironmentsResponse], env *covev1.Environment, check func(*covev1.Environment) (bool, error), timedOut string) error {
 	if done, err := check(env); done {
 		return err
 	}
@@ -325,11 +332,11 @@ func waitFor(ctx context.Context, log io.Writer, c *apiclient.Clients, env *cove
 	}
 	if err := stream.Err(); err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("timed out after %s waiting for %s", timeout, phaseName(want))
+			return errors.New(timedOut)
 		}
 		return err
 	}
-	return errors.New("watch ended before the environment was ready")
+	return errors.New("the watch ended before the environment got there")
 }
 
 // classForRequirements picks the smallest class the runners offer that

@@ -183,21 +183,7 @@ func waitRebuilt(ctx context.Context, log io.Writer, c *apiclient.Clients, env *
 		}
 		return done, err
 	}
-	if done, err := check(env); done {
-		return err
-	}
-	for stream.Receive() {
-		if done, err := check(stream.Msg().GetEnvironment()); done {
-			return err
-		}
-	}
-	if err := stream.Err(); err != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("timed out after %s waiting for the rebuild", timeout)
-		}
-		return err
-	}
-	return errors.New("watch ended before the rebuild was done")
+	return watchUntil(ctx, stream, env, check, fmt.Sprintf("timed out after %s waiting for the rebuild", timeout))
 }
 
 // rebuildDone reports whether e has been rebuilt from generation gen (at
