@@ -47,6 +47,12 @@ func TestDockerfile(t *testing.T) {
 		t.Fatalf("second build not served from the cache:\n%s", logs)
 	}
 
+	// buildkitd (and so every RUN step) is not host root: it runs as the
+	// root of a user namespace mapped to an unprivileged range.
+	if uid := buildkitdUID(t, c.dir); uid == "0" || uid == "" {
+		t.Fatalf("buildkitd runs as host uid %q", uid)
+	}
+
 	// A repository cannot point the build context at host files.
 	sneaky := gitRepo(t, filepath.Join(c.dir, "symlinked"), map[string]string{
 		".devcontainer.json": `{"build": {"dockerfile": "Dockerfile", "context": "ctx"}}`,
@@ -86,4 +92,27 @@ func TestDockerfile(t *testing.T) {
 	for _, n := range []string{"built", "built2"} {
 		u.must("env", "delete", n, "--wait")
 	}
+}
+
+// buildkitdUID is the host uid of the buildkitd whose command line names dir.
+func buildkitdUID(t *testing.T, dir string) string {
+	t.Helper()
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(cmdline), "buildkitd") || !strings.Contains(string(cmdline), dir) ||
+			strings.Contains(string(cmdline), "internal-with-resolv") {
+			continue
+		}
+		status, err := os.ReadFile(filepath.Join("/proc", p.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+				return strings.Fields(rest)[0]
+			}
+		}
+	}
+	return ""
 }

@@ -9,33 +9,15 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"slices"
-	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/covedev/cove/internal/lifecycle"
 )
 
-const postAttachStage = "postAttachCommand"
-
-// attachCommand is one postAttachCommand, in the JSON form of
-// lifecycle.Command (Shell: string form, run with /bin/sh -c; Args: array
-// form, no shell; Parallel: object form, members run concurrently). The
-// lifecycle package is not imported: its tests run this agent.
-type attachCommand struct {
-	Shell    string
-	Args     []string
-	Parallel map[string]attachCommand
-	Origin   string
-}
-
-func (c attachCommand) isZero() bool {
-	return c.Shell == "" && len(c.Args) == 0 && len(c.Parallel) == 0
-}
-
-// loadPostAttach reads the postAttachCommand list. A missing file (or no
-// path) means no commands.
-func loadPostAttach(path string) ([]attachCommand, error) {
+// loadPostAttach reads the postAttachCommand list (JSON of
+// []lifecycle.Command). A missing file (or no path) means no commands.
+func loadPostAttach(path string) ([]lifecycle.Command, error) {
 	if path == "" {
 		return nil, nil
 	}
@@ -46,7 +28,7 @@ func loadPostAttach(path string) ([]attachCommand, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read postAttachCommand list: %w", err)
 	}
-	var cmds []attachCommand
+	var cmds []lifecycle.Command
 	if err := json.Unmarshal(data, &cmds); err != nil {
 		return nil, fmt.Errorf("parse postAttachCommand list %s: %w", path, err)
 	}
@@ -61,10 +43,10 @@ type attachExec struct {
 	env  []string
 }
 
-// runPostAttach runs the postAttachCommand list like the lifecycle package
-// runs a stage: in order, a header per command, output to out, stopping at
-// the first failure. Failures are reported to out and never returned: the
-// spec lets the user attach anyway.
+// runPostAttach runs the postAttachCommand list with lifecycle.RunStage:
+// in order, a header per command, output to out, stopping at the first
+// failure. Failures are reported to out and never returned: the spec lets
+// the user attach anyway.
 func (s *session) runPostAttach(ctx context.Context, x attachExec, out io.Writer) {
 	cmds, err := loadPostAttach(s.a.cfg.PostAttachPath)
 	if err != nil {
@@ -72,77 +54,28 @@ func (s *session) runPostAttach(ctx context.Context, x attachExec, out io.Writer
 		fmt.Fprintf(out, "cove: %v\n", err)
 		return
 	}
-	out = &lockedWriter{w: out}
-	for _, c := range cmds {
-		if c.isZero() {
-			continue
-		}
-		origin := c.Origin
-		if origin == "" {
-			origin = "devcontainer.json"
-		}
-		fmt.Fprintf(out, "Running the %s from %s...\n", postAttachStage, origin)
-		if len(c.Parallel) == 0 {
-			fmt.Fprintf(out, "$ %s\n", describeAttach(c))
-			if !s.runAttachOne(ctx, x, "", c, out) {
-				return
-			}
-			continue
-		}
-		names := make([]string, 0, len(c.Parallel))
-		for n, sub := range c.Parallel {
-			if !sub.isZero() {
-				names = append(names, n)
-			}
-		}
-		slices.Sort(names)
-		for _, n := range names {
-			fmt.Fprintf(out, "[%s] $ %s\n", n, describeAttach(c.Parallel[n]))
-		}
-		ok := make([]bool, len(names))
-		var wg sync.WaitGroup
-		for i, n := range names {
-			sub := c.Parallel[n]
-			sub.Parallel = nil // strings and arrays only
-			wg.Go(func() {
-				pw := &prefixWriter{w: out, prefix: "[" + n + "] "}
-				ok[i] = s.runAttachOne(ctx, x, n, sub, pw)
-				pw.Flush()
-			})
-		}
-		wg.Wait()
-		if slices.Contains(ok, false) {
-			return
-		}
-	}
-}
-
-// runAttachOne runs a string or array command and reports its success,
-// writing a failure message to out.
-func (s *session) runAttachOne(ctx context.Context, x attachExec, name string, c attachCommand, out io.Writer) bool {
-	what := postAttachStage
-	if name != "" {
-		what = fmt.Sprintf("%s %q", postAttachStage, name)
-	}
-	code, err := s.execAttach(ctx, x, c, out)
+	f, err := lifecycle.RunStage(ctx, attachRunner{s: s, x: x}, lifecycle.StagePostAttach, cmds, out)
 	switch {
-	case ctx.Err() != nil:
-		return false
-	case err != nil:
-		fmt.Fprintf(out, "cove: %v\n%s could not run: %s\n", err, what, describeAttach(c))
-		s.log.Warn("post attach", "command", describeAttach(c), "err", err)
-		return false
-	case code != 0:
-		fmt.Fprintf(out, "%s failed with exit code %d: %s\n", what, code, describeAttach(c))
-		s.log.Info("post attach failed", "command", describeAttach(c), "code", code)
-		return false
+	case err == nil, ctx.Err() != nil, f == nil:
+	case f.ExitCode >= 0:
+		s.log.Info("post attach failed", "command", f.Command, "code", f.ExitCode)
+	default: // could not run; the cause was written to out
+		s.log.Warn("post attach", "command", f.Command, "err", errors.Unwrap(err))
 	}
-	return true
 }
 
-// execAttach runs one command through the process table and returns its
-// exit code (128+n for signal n).
-func (s *session) execAttach(ctx context.Context, x attachExec, c attachCommand, out io.Writer) (int, error) {
+// attachRunner is a lifecycle.Runner that starts commands through the
+// agent's process table as the session's user, in its directory and
+// environment.
+type attachRunner struct {
+	s *session
+	x attachExec
+}
+
+// Exec runs one string or array command and returns its exit code (128+n
+// for signal n). A cancelled ctx stops the command and returns ctx.Err().
+func (ar attachRunner) Exec(ctx context.Context, c lifecycle.Command, out io.Writer) (int, error) {
+	s, x := ar.s, ar.x
 	var path string
 	var argv []string
 	if len(c.Args) > 0 {
@@ -196,10 +129,11 @@ func (s *session) execAttach(ctx context.Context, x attachExec, c attachCommand,
 		<-copied
 	}
 	ws := pr.wait()
+	code := ws.ExitStatus()
 	if ws.Signaled() {
-		return 128 + int(ws.Signal()), nil
+		code = 128 + int(ws.Signal())
 	}
-	return ws.ExitStatus(), nil
+	return code, ctx.Err()
 }
 
 // attachThenStart runs the postAttachCommands, then launches the session's
@@ -237,22 +171,6 @@ func (s *session) attachThenStart(x attachExec, launch func() (func(), error)) {
 	then()
 }
 
-// describeAttach renders a command as the user wrote it.
-func describeAttach(c attachCommand) string {
-	if len(c.Args) == 0 {
-		return c.Shell
-	}
-	q := make([]string, len(c.Args))
-	for i, a := range c.Args {
-		if a != "" && !strings.ContainsAny(a, " \t\n'\"\\$`;&|<>()*?[]#~!{}") {
-			q[i] = a
-		} else {
-			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-	}
-	return strings.Join(q, " ")
-}
-
 // crlfWriter turns "\n" into "\r\n", as a terminal's output processing would.
 type crlfWriter struct{ w io.Writer }
 
@@ -261,51 +179,4 @@ func (c crlfWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
-}
-
-// lockedWriter serializes writes from commands running in parallel.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-// prefixWriter prefixes every line with prefix and writes whole lines only,
-// so parallel commands' lines do not interleave.
-type prefixWriter struct {
-	mu     sync.Mutex
-	w      io.Writer
-	prefix string
-	buf    []byte
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.buf = append(p.buf, b...)
-	for {
-		i := bytes.IndexByte(p.buf, '\n')
-		if i < 0 {
-			return len(b), nil
-		}
-		if _, err := p.w.Write(append([]byte(p.prefix), p.buf[:i+1]...)); err != nil {
-			return len(b), err
-		}
-		p.buf = p.buf[i+1:]
-	}
-}
-
-// Flush writes a final partial line.
-func (p *prefixWriter) Flush() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.buf) > 0 {
-		p.w.Write(append(append([]byte(p.prefix), p.buf...), '\n'))
-		p.buf = nil
-	}
 }

@@ -93,6 +93,29 @@ func TestPostAttach(t *testing.T) {
 		t.Error("the command after the failing one ran")
 	}
 
+	// A parallel member that fails or cannot run: its output keeps its
+	// prefix, the failure is reported and the list stops.
+	must(t, os.WriteFile(e.cfg.PostAttachPath, []byte(`[{"Parallel": {
+	    "bad": {"Shell": "echo failing; exit 4"}, "gone": {"Args": ["cove-no-such-command"]}}},
+	  {"Shell": "touch `+d+`/never"}]`), 0o644))
+	out, stderr, code = attachSession(t, c, "echo after")
+	if out != "after\n" || code != 0 {
+		t.Errorf("session after a parallel failure: %q exit %d", out, code)
+	}
+	for _, want := range []string{
+		"[bad] failing\n",
+		"postAttachCommand \"bad\" failed with exit code 4: echo failing; exit 4\n",
+		"[gone] cove: ",
+		"postAttachCommand \"gone\" could not run: cove-no-such-command\n",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr %q lacks %q", stderr, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(d, "never")); err == nil {
+		t.Error("the command after the failing one ran")
+	}
+
 	// No list, no commands: the session just runs.
 	must(t, os.Remove(e.cfg.PostAttachPath))
 	if out, stderr, code := attachSession(t, c, "echo bare"); out != "bare\n" || stderr != "" || code != 0 {

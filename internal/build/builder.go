@@ -16,7 +16,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vishvananda/netns"
 	"io"
 	"log/slog"
 	"os"
@@ -29,6 +28,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/covedev/cove/internal/idmap"
+	"github.com/vishvananda/netns"
 
 	bkclient "github.com/moby/buildkit/client"
 )
@@ -62,6 +64,10 @@ type Config struct {
 	// it), so they get that namespace's egress policy and no access to the
 	// host's services. The runner uses an environment-like namespace.
 	NetNSPath string
+	// IDMap, if set, runs buildkitd rootless: as root of a new user
+	// namespace mapped to this host id range, so RUN steps are never host
+	// root (a container escape in a build lands on an unprivileged uid).
+	IDMap idmap.Range
 	// Wrapper, if set, is a command line buildkitd runs behind (its argv is
 	// appended), e.g. to give it its own /etc/resolv.conf.
 	Wrapper []string
@@ -168,8 +174,16 @@ func (b *Builder) ensureLocked(ctx context.Context) (*bkclient.Client, error) {
 }
 
 func (b *Builder) startLocked(ctx context.Context) error {
-	if err := os.MkdirAll(filepath.Join(b.cfg.Dir, "root"), 0o700); err != nil {
+	if err := os.MkdirAll(b.rootDir(), 0o700); err != nil {
 		return fmt.Errorf("buildkitd dir: %w", err)
+	}
+	if r := b.cfg.IDMap; r.Size > 0 {
+		// buildkitd's root inside its user namespace owns its directory.
+		for _, d := range []string{b.cfg.Dir, b.rootDir()} {
+			if err := os.Chown(d, int(r.HostID), int(r.HostID)); err != nil {
+				return fmt.Errorf("buildkitd dir: %w", err)
+			}
+		}
 	}
 	if err := b.killStale(ctx); err != nil {
 		return err
@@ -181,6 +195,11 @@ func (b *Builder) startLocked(ctx context.Context) error {
 	if err := os.WriteFile(confPath, []byte(b.configTOML()), 0o600); err != nil {
 		return fmt.Errorf("write buildkitd config: %w", err)
 	}
+	if r := b.cfg.IDMap; r.Size > 0 {
+		if err := os.Chown(confPath, int(r.HostID), int(r.HostID)); err != nil {
+			return fmt.Errorf("buildkitd config: %w", err)
+		}
+	}
 	logf, err := os.OpenFile(filepath.Join(b.cfg.Dir, "buildkitd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("buildkitd log: %w", err)
@@ -189,16 +208,40 @@ func (b *Builder) startLocked(ctx context.Context) error {
 
 	argv := append(slices.Clone(b.cfg.Wrapper), b.cfg.Buildkitd,
 		"--config", confPath,
-		"--root", filepath.Join(b.cfg.Dir, "root"),
+		"--root", b.rootDir(),
 		"--addr", b.Address(),
 	)
+	if b.cfg.IDMap.Size > 0 {
+		argv = append(argv, "--rootless")
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	// Its own process group: a terminal's ^C to the runner does not kill
 	// builds half-way; Stop ends it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if r := b.cfg.IDMap; r.Size > 0 {
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS
+		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(r.HostID), Size: int(r.Size)}}
+		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(r.HostID), Size: int(r.Size)}}
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(b.runc)+":"+os.Getenv("PATH"))
+	if r := b.cfg.IDMap; r.Size > 0 {
+		// Rootless buildkitd keeps its sockets and state under XDG dirs.
+		xdg := filepath.Join(b.cfg.Dir, "xdg")
+		for _, d := range []string{xdg, filepath.Join(xdg, "run"), filepath.Join(xdg, "config"), filepath.Join(xdg, "data")} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return err
+			}
+			if err := os.Chown(d, int(r.HostID), int(r.HostID)); err != nil {
+				return err
+			}
+		}
+		cmd.Env = append(cmd.Env, "HOME="+xdg, "XDG_RUNTIME_DIR="+filepath.Join(xdg, "run"),
+			"XDG_CONFIG_HOME="+filepath.Join(xdg, "config"), "XDG_DATA_HOME="+filepath.Join(xdg, "data"))
+	}
 	if err := startIn(b.cfg.NetNSPath, cmd); err != nil {
 		return fmt.Errorf("start buildkitd: %w", err)
 	}
@@ -374,6 +417,9 @@ func (b *Builder) configTOML() string {
 		fmt.Fprintf(&s, "  networkMode = %q\n", b.cfg.NetworkMode)
 	}
 	s.WriteString("[worker.containerd]\n  enabled = false\n")
+	if b.cfg.IDMap.Size > 0 {
+		fmt.Fprintf(&s, "[otel]\n  socketPath = %q\n", filepath.Join(b.cfg.Dir, "xdg", "run", "otel-grpc.sock"))
+	}
 	// No `# syntax=` frontend images, no BUILDKIT_SYNTAX: only the built-in
 	// Dockerfile frontend runs.
 	s.WriteString("[frontend.\"gateway.v0\"]\n  enabled = false\n")
@@ -381,6 +427,15 @@ func (b *Builder) configTOML() string {
 		fmt.Fprintf(&s, "[registry.%q]\n  http = true\n  insecure = true\n", r)
 	}
 	return s.String()
+}
+
+// rootDir is buildkitd's state: separate for rootless, whose files belong to
+// the user namespace's range.
+func (b *Builder) rootDir() string {
+	if b.cfg.IDMap.Size > 0 {
+		return filepath.Join(b.cfg.Dir, "root-userns")
+	}
+	return filepath.Join(b.cfg.Dir, "root")
 }
 
 // writerOrDiscard returns w, or io.Discard when w is nil.

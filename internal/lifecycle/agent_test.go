@@ -1,4 +1,4 @@
-package lifecycle
+package lifecycle_test
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/covedev/cove/internal/agent"
 	"github.com/covedev/cove/internal/agentclient"
+	"github.com/covedev/cove/internal/lifecycle"
 	"github.com/covedev/cove/internal/usererr"
 	"golang.org/x/crypto/ssh"
 )
@@ -28,7 +29,7 @@ type agentRunner struct {
 	env []string
 }
 
-func (r *agentRunner) Exec(ctx context.Context, cmd Command, out io.Writer) (int, error) {
+func (r *agentRunner) Exec(ctx context.Context, cmd lifecycle.Command, out io.Writer) (int, error) {
 	return r.c.Exec(ctx, agentclient.ExecRequest{
 		Shell: cmd.Shell, Args: cmd.Args, Dir: r.dir, Env: r.env,
 		UserEnvProbe: agent.ProbeLoginInteractiveShell,
@@ -96,22 +97,22 @@ func TestRunWithAgent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	h := Hooks{
-		Initialize: []Command{sh("touch initialized")},
-		OnCreate: []Command{
+	h := lifecycle.Hooks{
+		Initialize: []lifecycle.Command{sh("touch initialized")},
+		OnCreate: []lifecycle.Command{
 			{Shell: "echo feature > order", Origin: "Feature 'ghcr.io/x/y:1'"},
 			{Args: []string{"sh", "-c", "echo oncreate >> order; echo to stderr >&2"}},
 		},
-		UpdateContent: []Command{sh(`echo "$REMOTE_VAR" >> order`)},
-		PostCreate: []Command{{Parallel: map[string]Command{
+		UpdateContent: []lifecycle.Command{sh(`echo "$REMOTE_VAR" >> order`)},
+		PostCreate: []lifecycle.Command{{Parallel: map[string]lifecycle.Command{
 			"a": sh("while [ ! -e b ]; do sleep 0.05; done; echo a > a"), // waits for b: only passes in parallel
 			"b": {Args: []string{"sh", "-c", "echo b > b; echo from b"}},
 		}}},
-		PostStart: []Command{sh("pwd; echo started >> order")},
+		PostStart: []lifecycle.Command{sh("pwd; echo started >> order")},
 	}
 	var log bytes.Buffer
 	var orderAtReady string
-	res, err := Run(ctx, r, h, Create, &log, func() {
+	res, err := lifecycle.Run(ctx, r, h, lifecycle.Create, &log, func() {
 		b, _ := os.ReadFile(filepath.Join(ws, "order"))
 		orderAtReady = string(b)
 	})
@@ -139,13 +140,13 @@ func TestRunWithAgent(t *testing.T) {
 
 	// A failing command stops the sequence; the agent stays reachable.
 	log.Reset()
-	h = Hooks{
-		PostStart: []Command{
-			{Parallel: map[string]Command{"ok": sh("true"), "bad": {Args: []string{"sh", "-c", "echo failing; exit 7"}}}},
+	h = lifecycle.Hooks{
+		PostStart: []lifecycle.Command{
+			{Parallel: map[string]lifecycle.Command{"ok": sh("true"), "bad": {Args: []string{"sh", "-c", "echo failing; exit 7"}}}},
 			sh("echo never >> order"),
 		},
 	}
-	res, err = Run(ctx, r, h, Start, &log, nil)
+	res, err = lifecycle.Run(ctx, r, h, lifecycle.Start, &log, nil)
 	msg, _ := usererr.Message(err)
 	if want := `postStartCommand "bad" failed with exit code 7: sh -c 'echo failing; exit 7'`; msg != want {
 		t.Errorf("error %v, want %q\nlog:\n%s", err, want, log.String())
@@ -160,11 +161,14 @@ func TestRunWithAgent(t *testing.T) {
 	if strings.Contains(string(order), "never") {
 		t.Error("a command after the failure ran")
 	}
-	res, err = Run(ctx, r, Hooks{PostCreate: []Command{sh("exit 3")}}, Rebuild, &log, nil)
-	if msg, _ := usererr.Message(err); msg != "postCreateCommand failed with exit code 3: exit 3" || res.Failed.Stage != StagePostCreate {
+	res, err = lifecycle.Run(ctx, r, lifecycle.Hooks{PostCreate: []lifecycle.Command{sh("exit 3")}}, lifecycle.Rebuild, &log, nil)
+	if msg, _ := usererr.Message(err); msg != "postCreateCommand failed with exit code 3: exit 3" || res.Failed.Stage != lifecycle.StagePostCreate {
 		t.Errorf("got %v, %+v", err, res.Failed)
 	}
 	if code, err := r.Exec(ctx, sh("exit 0"), io.Discard); err != nil || code != 0 {
 		t.Errorf("agent unreachable after failures: %d %v", code, err)
 	}
 }
+
+// sh is a string-form command.
+func sh(s string) lifecycle.Command { return lifecycle.Command{Shell: s} }

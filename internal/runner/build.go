@@ -55,6 +55,7 @@ func (r *Runner) getBuilder(ctx context.Context) (*build.Builder, error) {
 		return nil, usererr.New("this runner cannot build Dockerfiles (no buildkitd configured); use \"image\"")
 	}
 	cfg := build.Config{Dir: filepath.Join(r.cfg.DataDir, "buildkit"), Buildkitd: r.cfg.Buildkitd, Runc: r.cfg.Runc,
+		IDMap:              r.builderRange(),
 		InsecureRegistries: r.cfg.BuildInsecureRegistries, Logger: r.log.With("component", "build")}
 	if r.cfg.Network != nil {
 		class := ""
@@ -135,4 +136,11 @@ func (r *Runner) buildImage(ctx context.Context, env *covev1.Environment, lay la
 		return nil, err
 	}
 	return r.images.Import(ctx, "cove-build/"+res.Digest.Hex[:16]+":latest", res.Image)
+}
+
+// builderRange is the host id range rootless buildkitd runs as: the last
+// slot, reserved at start so no environment gets it, and the same across
+// runner restarts (its state belongs to it).
+func (r *Runner) builderRange() idmap.Range {
+	return idmap.Range{HostID: r.cfg.RangeBase + uint32(r.cfg.RangeSlots-1)*r.cfg.RangeSize, Size: r.cfg.RangeSize}
 }

@@ -172,6 +172,9 @@ func New(cfg Config) (*Runner, error) {
 	if err := r.loadRanges(); err != nil {
 		return nil, err
 	}
+	if err := r.ranges.reserve(builderNetID, r.builderRange()); err != nil {
+		return nil, fmt.Errorf("builder uid range: %w", err)
+	}
 	return r, nil
 }
 
