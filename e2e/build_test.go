@@ -34,7 +34,10 @@ func TestDockerfile(t *testing.T) {
 			"FROM base AS dev\nCOPY README.md /readme-copy\nRUN echo dev > /stage\n" +
 			"FROM base AS other\nRUN echo other > /stage\n",
 	})
-	u.must("env", "create", repo, "--name", "built", "--wait", "--timeout", "5m")
+	_, progress, code := u.run("env", "create", repo, "--name", "built", "--wait", "--timeout", "5m")
+	if code != 0 || !strings.Contains(progress, "building: [dev 2/2] RUN echo dev > /stage") {
+		t.Fatalf("create with a Dockerfile: exit %d; the CLI should show the build's steps:\n%s", code, progress)
+	}
 	if out, _, code := u.run("ssh", "built", "--", "cat /greeting /stage /readme-copy"); code != 0 || out != "hej\ndev\nreadme\n" {
 		t.Fatalf("built image: %d %q", code, out)
 	}

@@ -49,7 +49,7 @@ func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, 
 			}
 		case stepImage:
 			mark(&w.machine, subInProgress, "pulling image")
-			err = r.pullImage(ctx, w, env, lay, *stp)
+			err = r.pullImage(ctx, func(msg string) { mark(&w.machine, subInProgress, msg) }, env, lay, *stp)
 		case stepMount:
 			mark(&w.machine, subInProgress, "preparing root filesystem")
 			err = r.mount(ctx, lay, *stp)
@@ -131,7 +131,7 @@ func (r *Runner) clone(ctx context.Context, env *covev1.Environment, lay layout,
 
 // pullImage reads devcontainer.json (the image, and everything it asks),
 // pulls the image, merges its metadata and prepares features.
-func (r *Runner) pullImage(ctx context.Context, w *worker, env *covev1.Environment, lay layout, st *envState) error {
+func (r *Runner) pullImage(ctx context.Context, note func(string), env *covev1.Environment, lay layout, st *envState) error {
 	cfg, warns, err := r.loadDevcontainer(env, filepath.Join(lay.workspace(), st.RepoName))
 	if err != nil {
 		return err
@@ -147,9 +147,8 @@ func (r *Runner) pullImage(ctx context.Context, w *worker, env *covev1.Environme
 	if b, berr := dockerBuild(cfg); berr != nil {
 		return berr
 	} else if b != nil {
-		mark := func(msg string) { w.sub(&w.machine, subInProgress, msg) }
-		mark("building " + b.Dockerfile)
-		if img, err = r.buildImage(ctx, env, lay, st, cfg, b); err != nil {
+		note("building " + b.Dockerfile)
+		if img, err = r.buildImage(ctx, env, lay, st, cfg, b, note); err != nil {
 			return err
 		}
 		ref = "built from " + b.Dockerfile

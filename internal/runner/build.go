@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,7 +92,7 @@ func (r *Runner) getBuilder(ctx context.Context) (*build.Builder, error) {
 // into the layer store. BuildKit caches every step: building the same
 // Dockerfile, context and args again does no work, and a changed line
 // rebuilds from that step.
-func (r *Runner) buildImage(ctx context.Context, env *covev1.Environment, lay layout, st *envState, cfg *devcontainer.Config, b *devcontainer.DockerBuild) (*image.Image, error) {
+func (r *Runner) buildImage(ctx context.Context, env *covev1.Environment, lay layout, st *envState, cfg *devcontainer.Config, b *devcontainer.DockerBuild, onStep func(string)) (*image.Image, error) {
 	builder, err := r.getBuilder(ctx)
 	if err != nil {
 		return nil, err
@@ -131,7 +132,7 @@ func (r *Runner) buildImage(ctx context.Context, env *covev1.Environment, lay la
 	defer os.RemoveAll(out)
 	fmt.Fprintf(logf, "Building %s...\n", strings.TrimPrefix(dockerfile, repoDir+"/"))
 	res, err := builder.Build(ctx, build.Request{ContextDir: contextDir, Dockerfile: dockerfile, Target: b.Target,
-		Args: b.Args, Labels: b.Labels, CacheFrom: b.CacheFrom, OutputDir: out, Log: logf})
+		Args: b.Args, Labels: b.Labels, CacheFrom: b.CacheFrom, OutputDir: out, Log: io.MultiWriter(logf, &stepWriter{onStep: onStep})})
 	if err != nil {
 		return nil, err
 	}
@@ -143,4 +144,30 @@ func (r *Runner) buildImage(ctx context.Context, env *covev1.Environment, lay la
 // runner restarts (its state belongs to it).
 func (r *Runner) builderRange() idmap.Range {
 	return idmap.Range{HostID: r.cfg.RangeBase + uint32(r.cfg.RangeSlots-1)*r.cfg.RangeSize, Size: r.cfg.RangeSize}
+}
+
+// stepWriter passes BuildKit's step headers ("#6 [base 2/2] RUN ...") from
+// its plain progress output to onStep, for the status the CLI shows.
+type stepWriter struct {
+	onStep func(string)
+	line   []byte
+}
+
+func (s *stepWriter) Write(p []byte) (int, error) {
+	for _, c := range p {
+		if c != '\n' {
+			if len(s.line) < 200 {
+				s.line = append(s.line, c)
+			}
+			continue
+		}
+		l := string(s.line)
+		s.line = s.line[:0]
+		if i := strings.Index(l, " ["); strings.HasPrefix(l, "#") && i > 0 && !strings.Contains(l, "[internal]") {
+			if s.onStep != nil {
+				s.onStep("building: " + l[i+1:])
+			}
+		}
+	}
+	return len(p), nil
 }
