@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -113,7 +114,8 @@ func TestSecondRunner(t *testing.T) {
 	u.must("env", "create", repo, "--name", "one", "--image", reg+"/test/busybox:latest", "--wait")
 	// The second runner takes only network sources: serve the repository
 	// with git daemon on loopback.
-	gitURL := gitDaemon(t, filepath.Dir(repo)) + "/repo"
+	outsideNS(t, c.id)
+	gitURL := gitDaemon(t, filepath.Dir(repo), outsideIP+":9418", "cove-out-"+c.id) + "/repo"
 	u.must("env", "create", gitURL, "--name", "two", "--image", reg+"/test/busybox:latest", "--wait")
 	one, two := u.envJSON("one"), u.envJSON("two")
 	if field(one, "metadata", "runnerId") == field(two, "metadata", "runnerId") {
@@ -164,21 +166,34 @@ func TestSecondRunner(t *testing.T) {
 }
 
 // gitDaemon serves the repositories under dir over git:// on loopback.
-func gitDaemon(t *testing.T, dir string) string {
+func gitDaemon(t *testing.T, dir, listen string, netns string) string {
 	t.Helper()
-	addr := freePort(t)
+	addr := listen
+	if addr == "" {
+		addr = freePort(t)
+	}
 	host, port, _ := strings.Cut(addr, ":")
-	d := &daemon{t: t, bin: "git", log: filepath.Join(dir, "git-daemon.log"), args: []string{
-		"daemon", "--export-all", "--reuseaddr", "--base-path=" + dir, "--listen=" + host, "--port=" + port, dir}}
+	args := []string{"daemon", "--export-all", "--reuseaddr", "--base-path=" + dir, "--listen=" + host, "--port=" + port, dir}
+	bin := "git"
+	if netns != "" {
+		// Served from the test's "outside" namespace, where environments
+		// (and their clones) can reach it through NAT.
+		bin, args = "ip", append([]string{"netns", "exec", netns, "git"}, args...)
+	}
+	d := &daemon{t: t, bin: bin, log: filepath.Join(dir, "git-daemon.log"), args: args}
 	d.start()
 	t.Cleanup(d.stop)
-	waitFor(t, "git daemon", 10*time.Second, func() bool {
-		conn, err := net.Dial("tcp", addr)
-		if err == nil {
-			conn.Close()
+	dial := func() error {
+		if netns == "" {
+			conn, err := net.Dial("tcp", addr)
+			if err == nil {
+				conn.Close()
+			}
+			return err
 		}
-		return err == nil
-	})
+		return exec.Command("ip", "netns", "exec", netns, "busybox", "nc", "-w", "1", host, port).Run() // stdin: /dev/null
+	}
+	waitFor(t, "git daemon", 10*time.Second, func() bool { return dial() == nil })
 	return "git://" + addr
 }
 

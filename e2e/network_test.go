@@ -120,6 +120,15 @@ func TestNetworking(t *testing.T) {
 		}
 	}
 
+	// Clones run in the environment's network too: a git daemon on the
+	// host, reached through the bridge address, is out of reach.
+	daemonURL := gitDaemon(t, filepath.Dir(repo), "0.0.0.0:"+strings.Split(freePort(t), ":")[1], "")
+	hostGit := strings.Replace(daemonURL, "0.0.0.0", gw, 1) + "/repo"
+	if _, errOut, code := u.run("env", "create", hostGit, "--name", "sneaky", "--image", reg+"/test/busybox:latest", "--wait", "--timeout", "2m"); code == 0 || !strings.Contains(errOut, "git clone") {
+		t.Fatalf("clone from a host service: exit %d %q", code, errOut)
+	}
+	u.must("env", "delete", "sneaky", "--wait")
+
 	// Ports: discovered, forwarded over SSH, proxied by visibility.
 	if out, code := sh("a", "cd /workspaces/repo && httpd -p 3000 && echo started"); code != 0 {
 		t.Fatalf("httpd in a: %q", out)

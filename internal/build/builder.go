@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,7 +29,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/idmap"
-	"github.com/vishvananda/netns"
+	"github.com/covedev/cove/internal/netenv"
 
 	bkclient "github.com/moby/buildkit/client"
 )
@@ -242,7 +241,7 @@ func (b *Builder) startLocked(ctx context.Context) error {
 		cmd.Env = append(cmd.Env, "HOME="+xdg, "XDG_RUNTIME_DIR="+filepath.Join(xdg, "run"),
 			"XDG_CONFIG_HOME="+filepath.Join(xdg, "config"), "XDG_DATA_HOME="+filepath.Join(xdg, "data"))
 	}
-	if err := startIn(b.cfg.NetNSPath, cmd); err != nil {
+	if err := netenv.StartIn(b.cfg.NetNSPath, cmd); err != nil {
 		return fmt.Errorf("start buildkitd: %w", err)
 	}
 	exited := make(chan struct{})
@@ -444,40 +443,4 @@ func writerOrDiscard(w io.Writer) io.Writer {
 		return io.Discard
 	}
 	return w
-}
-
-// startIn starts cmd in the network namespace at path ("" = ours): the
-// child is forked from a thread that entered it, and inherits it.
-func startIn(path string, cmd *exec.Cmd) error {
-	if path == "" {
-		return cmd.Start()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return // the thread stays locked and is discarded
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("network namespace %s: %w", path, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
-			return
-		}
-		err = cmd.Start()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
 }

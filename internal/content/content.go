@@ -94,6 +94,12 @@ type Options struct {
 	IDMap        idmap.Range // the environment's user namespace range
 	UID, GID     uint32      // owner of the clone inside the environment (e.g. 1000, or 0)
 	Log          *slog.Logger
+	// NetNSPath, if set, is the environment's network namespace: the
+	// unprivileged clone runs in it, so a URL reaches only what the
+	// environment may (not the runner host's services). Wrap is a command
+	// line git runs behind there, e.g. to get that namespace's resolv.conf.
+	NetNSPath string
+	Wrap      []string
 }
 
 // marker is what the completion marker records.
@@ -162,7 +168,7 @@ func Clone(ctx context.Context, src Source, opts Options) (repoDir string, err e
 		}
 	}()
 
-	g := &gitRunner{m: opts.IDMap, home: filepath.Join(opts.StagingDir, "home"), url: src.GitURL}
+	g := &gitRunner{m: opts.IDMap, home: filepath.Join(opts.StagingDir, "home"), url: src.GitURL, netns: opts.NetNSPath, wrap: opts.Wrap}
 	from := src.GitURL
 	g.allow = "https:http:ssh:git"
 	if kind == localSource {

@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/covedev/cove/internal/idmap"
+	"github.com/covedev/cove/internal/netenv"
 	"github.com/covedev/cove/internal/usererr"
 )
 
@@ -44,11 +46,13 @@ func execCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
 // gitRunner runs git as root of a user namespace mapped to m.
 type gitRunner struct {
 	m           idmap.Range
-	home        string // HOME, in the staging directory
-	allow       string // GIT_ALLOW_PROTOCOL
-	fileAllowed bool   // cloning from a staged local copy
-	url         string // the user's URL, for messages
-	staged      string // path of the staged copy, replaced by url in messages
+	home        string   // HOME, in the staging directory
+	allow       string   // GIT_ALLOW_PROTOCOL
+	fileAllowed bool     // cloning from a staged local copy
+	url         string   // the user's URL, for messages
+	staged      string   // path of the staged copy, replaced by url in messages
+	netns       string   // network namespace to run git in ("" = the host's)
+	wrap        []string // command git runs behind, e.g. to get the namespace's resolv.conf
 }
 
 func (g *gitRunner) command(ctx context.Context, dir string, args ...string) (*exec.Cmd, error) {
@@ -61,10 +65,21 @@ func (g *gitRunner) command(ctx context.Context, dir string, args ...string) (*e
 		all = append(all, "-c", "protocol.file.allow=always")
 	}
 	all = append(all, args...)
-	cmd := execCommand(ctx, git, all...)
+	name := git
+	if len(g.wrap) > 0 {
+		name, all = g.wrap[0], append(append(slices.Clone(g.wrap[1:]), git), all...)
+	}
+	cmd := execCommand(ctx, name, all...)
+	cmd.Cancel = nil // set again below, with the namespace-aware start
 	cmd.Env = gitEnv(g.home, g.allow)
 	cmd.Dir = dir
 	cmd.SysProcAttr = userNSAttr(g.m)
+	cmd.Cancel = func() error {
+		if cmd.Process == nil {
+			return nil
+		}
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 	return cmd, nil
 }
 
@@ -74,7 +89,15 @@ func (g *gitRunner) git(ctx context.Context, dir string, args ...string) error {
 	if err != nil {
 		return err
 	}
-	return run(cmd)
+	return g.run(cmd)
+}
+
+// run runs cmd in the runner's network namespace for git (see Options).
+func (g *gitRunner) run(cmd *exec.Cmd) error {
+	if g.netns == "" {
+		return run(cmd)
+	}
+	return runWith(cmd, func(c *exec.Cmd) error { return netenv.StartIn(g.netns, c) })
 }
 
 // clone clones from into dest and checks out ref. On failure dest does not

@@ -75,10 +75,19 @@ func (e *cmdError) Unwrap() error { return e.err }
 
 // run runs cmd, returning a *cmdError with its output tail on failure.
 func run(cmd *exec.Cmd) error {
+	return runWith(cmd, (*exec.Cmd).Start)
+}
+
+// runWith is run with start as the way to start cmd.
+func runWith(cmd *exec.Cmd, start func(*exec.Cmd) error) error {
 	out := &tailBuffer{max: 16 << 10}
 	cmd.Stdout = out
 	cmd.Stderr = out
-	if err := cmd.Run(); err != nil {
+	err := start(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if err != nil {
 		return &cmdError{args: cmd.Args, err: err, stderr: out.String()}
 	}
 	return nil

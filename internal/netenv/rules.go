@@ -79,7 +79,7 @@ func (m *Manager) inputRules(c *nftables.Conn, t *nftables.Table) {
 	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
 		rule(c, in, fromBr, isIPv4(), ipAddr(16, netip.PrefixFrom(m.bridgeIP, 32)), l4(proto), dport(53), verdict(expr.VerdictAccept))
 	}
-	rule(c, in, fromBr, verdict(expr.VerdictDrop))
+	rule(c, in, fromBr, reject())
 }
 
 // forwardRules: return traffic in, no routed environment ↔ environment
@@ -89,15 +89,19 @@ func (m *Manager) forwardRules(c *nftables.Conn, t *nftables.Table) {
 	fwd := chain(c, t, "forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter)
 	fromBr := ifname(expr.MetaKeyIIFNAME, m.cfg.Bridge, false, expr.CmpOpEq)
 	toBr := ifname(expr.MetaKeyOIFNAME, m.cfg.Bridge, false, expr.CmpOpEq)
-	drop, accept := verdict(expr.VerdictDrop), verdict(expr.VerdictAccept)
+	// What environments may not do is rejected, not dropped: their tools
+	// fail at once ("administratively prohibited") instead of hanging
+	// until a timeout. Spoofed sources and unsolicited traffic into
+	// environments are dropped.
+	drop, deny, accept := verdict(expr.VerdictDrop), reject(), verdict(expr.VerdictAccept)
 
-	rule(c, fwd, fromBr, toBr, drop)
+	rule(c, fwd, fromBr, toBr, deny)
 	rule(c, fwd, fromBr, ctEstablished(), accept)
 	rule(c, fwd, toBr, ctEstablished(), accept)
 	rule(c, fwd, toBr, drop)
-	rule(c, fwd, fromBr, notIPv4(), drop)
+	rule(c, fwd, fromBr, notIPv4(), deny)
 	rule(c, fwd, fromBr, ipAddrNeq(12, m.cfg.Subnet), drop)
-	rule(c, fwd, fromBr, ipAddr(16, netip.MustParsePrefix("169.254.0.0/16")), drop)
+	rule(c, fwd, fromBr, ipAddr(16, netip.MustParsePrefix("169.254.0.0/16")), deny)
 
 	ids := make([]string, 0, len(m.st.Envs))
 	for id := range m.st.Envs {
@@ -110,7 +114,7 @@ func (m *Manager) forwardRules(c *nftables.Conn, t *nftables.Table) {
 		switch e.Policy.Egress {
 		case EgressDenyPrivate:
 			for _, p := range privateV4 {
-				rule(c, fwd, fromBr, src, ipAddr(16, p), drop)
+				rule(c, fwd, fromBr, src, ipAddr(16, p), deny)
 			}
 		case EgressAllowlist:
 			allow, err := parsePolicy(e.Policy)
@@ -127,7 +131,7 @@ func (m *Manager) forwardRules(c *nftables.Conn, t *nftables.Table) {
 					rule(c, fwd, fromBr, src, ipAddr(16, a.Prefix), l4(proto), dport(a.Port), accept)
 				}
 			}
-			rule(c, fwd, fromBr, src, drop)
+			rule(c, fwd, fromBr, src, deny)
 		}
 	}
 	rule(c, fwd, fromBr, accept)
@@ -154,6 +158,11 @@ func ifname(key expr.MetaKey, name string, prefix bool, op expr.CmpOp) []expr.An
 }
 
 func verdict(k expr.VerdictKind) []expr.Any { return []expr.Any{&expr.Verdict{Kind: k}} }
+
+// reject answers with "administratively prohibited" (ICMP, or ICMPv6).
+func reject() []expr.Any {
+	return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}}
+}
 
 func ctEstablished() []expr.Any {
 	mask := binary.NativeEndian.AppendUint32(nil, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED)

@@ -117,9 +117,18 @@ func (r *Runner) clone(ctx context.Context, env *covev1.Environment, lay layout,
 	if isLocalSource(src.GetGitUrl()) && !r.cfg.AllowLocalSources {
 		return usererr.New("source %q is a local path, which this runner does not accept: use a git URL", src.GetGitUrl())
 	}
-	repo, err := content.Clone(ctx, content.Source{GitURL: src.GetGitUrl(), Ref: src.GetRef()}, content.Options{
-		WorkspaceDir: lay.workspace(), StagingDir: lay.staging(), IDMap: st.IDMap, Log: r.log.With("env", env.Id),
-	})
+	opts := content.Options{WorkspaceDir: lay.workspace(), StagingDir: lay.staging(), IDMap: st.IDMap, Log: r.log.With("env", env.Id)}
+	if r.cfg.Network != nil {
+		// Clone from inside the environment's network: a URL reaches only
+		// what the environment may, never the runner host's services.
+		netns, err := r.attachNetwork(ctx, env.Id, env.GetMetadata().GetName(), env.GetSpec().GetClassId(), lay, st)
+		if err != nil {
+			return err
+		}
+		opts.NetNSPath = netns
+		opts.Wrap = []string{r.cfg.AgentBinary, "internal-with-resolv", lay.resolvConf(), "--"}
+	}
+	repo, err := content.Clone(ctx, content.Source{GitURL: src.GetGitUrl(), Ref: src.GetRef()}, opts)
 	if err != nil {
 		return err
 	}
