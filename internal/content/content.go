@@ -177,6 +177,8 @@ func Clone(ctx context.Context, src Source, opts Options) (repoDir string, err e
 			return "", err
 		}
 		from, g.allow, g.fileAllowed, g.staged = staged, "file", true, staged
+		// Cloning the staged copy is a local file copy: no network needed.
+		g.netns, g.wrap = "", nil
 	}
 
 	log.Info("cloning repository", "dir", dest)

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 
 	"github.com/vishvananda/netlink"
@@ -48,6 +49,9 @@ func (m *Manager) Setup(ctx context.Context, id, hostname string, p Policy, ids 
 		return Attachment{}, err
 	}
 	e := m.st.Envs[id]
+	// The rules depend only on the environments' addresses and policies:
+	// when neither changed, the tables need no rebuild.
+	rulesCurrent := e != nil && reflect.DeepEqual(e.Policy, p) && m.rulesApplied
 	if e == nil {
 		ip, err := m.st.allocate(m.cfg.Subnet, m.bridgeIP)
 		if err != nil {
@@ -99,8 +103,10 @@ func (m *Manager) Setup(ctx context.Context, id, hostname string, p Policy, ids 
 	if err := setRate(envNL, eth0, p.EgressRate); err != nil {
 		return Attachment{}, fmt.Errorf("egress rate: %w", err)
 	}
-	if err := m.applyRules(); err != nil {
-		return Attachment{}, err
+	if !rulesCurrent {
+		if err := m.applyRules(); err != nil {
+			return Attachment{}, err
+		}
 	}
 	m.log.InfoContext(ctx, "environment network set up", "env", id, "ip", e.IP, "veth", hv.Attrs().Name)
 	return m.attachment(id, e), nil

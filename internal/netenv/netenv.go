@@ -75,6 +75,9 @@ type Manager struct {
 	hostNS netns.NsHandle
 	nl     *netlink.Handle
 	relay  *relay
+	// rulesApplied: the tables match st (set by applyRules, cleared when
+	// they are deleted).
+	rulesApplied bool
 }
 
 // hostVethPrefix starts the name of every host-side veth; the bridge-family

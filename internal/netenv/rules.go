@@ -33,6 +33,7 @@ func (m *Manager) applyRules() error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("apply nftables rules (table %s): %w", m.cfg.Table, err)
 	}
+	m.rulesApplied = true
 	return nil
 }
 
@@ -42,6 +43,7 @@ func (m *Manager) deleteRules() error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
+	m.rulesApplied = false
 	for _, f := range []nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFamilyBridge} {
 		t := &nftables.Table{Name: m.cfg.Table, Family: f}
 		c.AddTable(t)
