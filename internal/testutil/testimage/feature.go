@@ -3,6 +3,7 @@ package testimage
 import (
 	"archive/tar"
 	"bytes"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -21,7 +22,21 @@ const featureLayerMediaType = "application/vnd.devcontainers.layer.v1+tar"
 // install.sh, ...) as an OCI artifact, ready for Serve.
 func Feature(dir string) (v1.Image, error) {
 	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
+	if err := TarDir(&buf, dir); err != nil {
+		return nil, err
+	}
+	img, err := mutate.AppendLayers(empty.Image, static.NewLayer(buf.Bytes(), types.MediaType(featureLayerMediaType)))
+	if err != nil {
+		return nil, err
+	}
+	img = mutate.MediaType(img, types.OCIManifestSchema1)
+	return mutate.ConfigMediaType(img, "application/vnd.devcontainers"), nil
+}
+
+// TarDir writes a tar of dir's contents (names "./rel", as feature
+// archives have them) to w.
+func TarDir(w io.Writer, dir string) error {
+	tw := tar.NewWriter(w)
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || p == dir {
 			return err
@@ -50,15 +65,7 @@ func Feature(dir string) (v1.Image, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	img, err := mutate.AppendLayers(empty.Image, static.NewLayer(buf.Bytes(), types.MediaType(featureLayerMediaType)))
-	if err != nil {
-		return nil, err
-	}
-	img = mutate.MediaType(img, types.OCIManifestSchema1)
-	return mutate.ConfigMediaType(img, "application/vnd.devcontainers"), nil
+	return tw.Close()
 }
