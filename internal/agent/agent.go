@@ -5,18 +5,36 @@
 //
 // # Entrypoint chain
 //
-// At start the agent runs one background process, as root, in
-// Config.EntrypointDir: the features' entrypoints in install order
+// At start the agent runs one background process, as Config.CommandUser
+// (root by default), in Config.EntrypointDir: the features' entrypoints in install order
 // (Config.Entrypoints), followed by the image's ENTRYPOINT and CMD
 // (Config.Command, given when devcontainer.json's overrideCommand is false)
 // or else by the reference CLI's keep-alive loop
 // (/bin/sh -c 'trap "exit 0" TERM; while sleep 1000; do :; done'). A feature
 // entrypoint does its setup and then runs `exec "$@"`, so the chain is a
 // single process, a child of the agent, tracked in its process table like a
-// session. Its output goes to the agent's stderr. When it exits, the agent
-// logs it and keeps running (it, not the chain, keeps the environment
-// alive); on shutdown it gets SIGTERM (its process group) like the
+// session. Its output goes to the agent's stdout and stderr (the
+// container's console). When it exits, the agent logs it and keeps running
+// (it, not the chain, keeps the environment alive; see Service mode for
+// the exception); on shutdown it gets SIGTERM (its process group) like the
 // sessions. With neither entrypoints nor a command nothing is started.
+//
+// # Service mode
+//
+// The runner starts each Docker Compose service other than the
+// devcontainer's own as a sibling container whose PID 1 is also the agent,
+// with the service's entrypoint and command as Config.Command, its user as
+// Config.CommandUser, and Config.ExitWithCommand set: the container lives
+// as long as its command, as with Docker. When the chain exits the agent
+// shuts down as on SIGTERM (stops serving, signals what is left, waits the
+// grace period), writes the chain's exit code to Config.ExitCodeFile (for
+// depends_on's service_completed_successfully) and Run returns an
+// *ExitError carrying it (nil for 0): the exit status, 128+signal, or 127
+// when the chain could not start (an unknown user, a missing program, or
+// nothing to run at all). `cove agent --log-file` keeps the agent's own log
+// off the console, which then holds only the service's output; the runner
+// stores it as services/NAME.log beside the lifecycle log, where the
+// logs subsystem serves it (EnvLogsService).
 //
 // # postAttachCommand
 //
@@ -72,6 +90,19 @@ type Config struct {
 	Command       []string
 	EntrypointDir string
 
+	// CommandUser is the user the entrypoint chain runs as, in the OCI
+	// image config form (name, uid, name:group, uid:gid) resolved against
+	// the environment's passwd and group files; "" means root.
+	CommandUser string
+
+	// ExitWithCommand is service mode (a Docker Compose service's
+	// container): when the chain exits, or cannot be started, the agent
+	// shuts down and Run returns nil for exit code 0, else an *ExitError
+	// with the chain's code. ExitCodeFile, if set, then receives that code
+	// as decimal text and a newline (written atomically).
+	ExitWithCommand bool
+	ExitCodeFile    string
+
 	// PostAttachPath is a JSON file holding the postAttachCommand list in
 	// the lifecycle.Command JSON form; sessions that send EnvPostAttach=1
 	// run it first. A missing file means no commands.
@@ -95,7 +126,9 @@ const defaultShutdownGrace = 5 * time.Second
 // Run serves SSH on cfg.SocketPath until ctx is done. When the agent is
 // PID 1 it also acts as init: it reaps every zombie, and on SIGTERM or
 // SIGINT it stops accepting connections, sends SIGTERM to all session
-// processes, waits briefly and returns nil.
+// processes, waits briefly and returns nil. In service mode
+// (cfg.ExitWithCommand) it also shuts down when the entrypoint chain ends,
+// and returns the chain's exit code as an *ExitError (nil for 0).
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -160,10 +193,27 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log.Info("agent listening", "socket", cfg.SocketPath, "init", initMode)
-	if _, err := a.startEntrypoint(ctx); err != nil {
+	chain, err := a.startEntrypoint(ctx)
+	if err == nil && chain == nil && cfg.ExitWithCommand {
+		err = errors.New("no command to run")
+	}
+	switch {
+	case err != nil && cfg.ExitWithCommand:
+		log.Error("entrypoint", "err", err)
+		cancel() // a service whose command cannot start exits at once
+	case err != nil:
 		// Like a container whose entrypoint fails, but the agent stays up
 		// so the user can get in and look.
 		log.Error("entrypoint", "err", err)
+	case cfg.ExitWithCommand:
+		go func() {
+			select {
+			case <-chain.done:
+				log.Info("command exited, shutting down")
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 	}
 
 	serveErr := make(chan error, 1)
@@ -178,6 +228,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	a.shutdown(srv, ln)
+	if cfg.ExitWithCommand {
+		return a.finishService(chain)
+	}
 	return nil
 }
 

@@ -29,27 +29,45 @@ func entrypointArgv(entrypoints, command []string) []string {
 	return append(argv, "/bin/sh", "-c", keepAliveScript)
 }
 
-// startEntrypoint starts the entrypoint chain as root, in the background,
-// with its output going to the agent's log (stderr). It is tracked in the
-// process table like a session, so it is reaped and, on shutdown, receives
-// SIGTERM. Its exit is logged; the agent keeps running.
+// startEntrypoint starts the entrypoint chain as Config.CommandUser (root
+// when empty), in the background, with its output going to the agent's
+// stdout and stderr. It is tracked in the process table like a session, so
+// it is reaped and, on shutdown, receives SIGTERM. Its exit is logged; the
+// agent keeps running unless Config.ExitWithCommand is set (see Run).
 func (a *agent) startEntrypoint(ctx context.Context) (*proc, error) {
 	argv := entrypointArgv(a.cfg.Entrypoints, a.cfg.Command)
 	if argv == nil {
 		return nil, nil
 	}
+	acct, err := lookupAccount(a.cfg.passwdPath, a.cfg.groupPath, a.cfg.CommandUser)
+	if err != nil && a.cfg.CommandUser != "" {
+		return nil, fmt.Errorf("start entrypoint: %w", err)
+	}
+	var cred *syscall.Credential
+	if a.cfg.CommandUser != "" {
+		cred = credential(acct)
+	}
+	// Without CommandUser the chain runs as the agent (root in an
+	// environment) and passwd serves only for HOME.
+	user := ""
+	if acct != nil {
+		user = acct.Name
+	}
 	env := append([]string(nil), a.cfg.Env...)
 	if getEnv(env, "PATH") == "" {
 		env = setEnv(env, "PATH", defaultPath)
+	}
+	if getEnv(env, "HOME") == "" && acct != nil { // as container engines do
+		env = setEnv(env, "HOME", acct.Home)
 	}
 	dir := workDir(a.cfg.EntrypointDir, "/")
 	path, err := lookPath(argv[0], getEnv(env, "PATH"), dir)
 	if err != nil {
 		return nil, fmt.Errorf("start entrypoint: %w", err)
 	}
-	out := a.cfg.entrypointOut
-	if out == nil {
-		out = os.Stderr
+	stdout, stderr := a.cfg.entrypointOut, a.cfg.entrypointOut
+	if stdout == nil {
+		stdout, stderr = os.Stdout, os.Stderr
 	}
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
@@ -59,15 +77,15 @@ func (a *agent) startEntrypoint(ctx context.Context) (*proc, error) {
 	attr := &os.ProcAttr{
 		Dir:   dir,
 		Env:   env,
-		Files: []*os.File{devnull, out, out},
+		Files: []*os.File{devnull, stdout, stderr},
 		// Its own session and process group: shutdown signals the group.
-		Sys: &syscall.SysProcAttr{Setsid: true},
+		Sys: &syscall.SysProcAttr{Setsid: true, Credential: cred},
 	}
 	pr, err := a.procs.start(path, argv, attr)
 	if err != nil {
 		return nil, fmt.Errorf("start entrypoint %s: %w", argv[0], err)
 	}
-	a.log.Info("entrypoint started", "pid", pr.pid, "argv", argv)
+	a.log.Info("entrypoint started", "pid", pr.pid, "argv", argv, "user", user)
 	go func() {
 		ws := pr.wait()
 		if ctx.Err() != nil || (!ws.Signaled() && ws.ExitStatus() == 0) {

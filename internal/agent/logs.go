@@ -7,6 +7,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"regexp"
 	"syscall"
 	"time"
 
@@ -15,10 +17,34 @@ import (
 
 const defaultLogsPoll = 250 * time.Millisecond
 
-// serveLogs streams the lifecycle log to the channel (the LogsSubsystem).
-// It runs in the agent itself: the file is written by the runner and
-// mounted read-only, so nothing runs as a user.
-func (s *session) serveLogs(follow bool) {
+// serviceNameRE is what a Docker Compose service name may look like here:
+// it names a file, so no separators and no leading dot.
+var serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+const maxServiceName = 200
+
+// logSource returns the file a logs session streams and the user error for
+// a missing file: the lifecycle log, or with service the service's output
+// log (services/<service>.log in the lifecycle log's directory).
+func (a *agent) logSource(service string) (path string, missing error, err error) {
+	path = a.cfg.LogPath
+	if path == "" {
+		path = DefaultLogPath
+	}
+	if service == "" {
+		return path, usererr.New("no creation or lifecycle logs yet"), nil
+	}
+	if len(service) > maxServiceName || !serviceNameRE.MatchString(service) {
+		return "", nil, usererr.New("invalid service name %q", service)
+	}
+	path = filepath.Join(filepath.Dir(path), "services", service+".log")
+	return path, usererr.New("no logs for service %q (is it a service of this environment?)", service), nil
+}
+
+// serveLogs streams the lifecycle log, or a service's output log, to the
+// channel (the LogsSubsystem). It runs in the agent itself: the files are
+// written by the runner and mounted read-only, so nothing runs as a user.
+func (s *session) serveLogs(follow bool, service string) {
 	go io.Copy(io.Discard, s.ch)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -29,17 +55,17 @@ func (s *session) serveLogs(follow bool) {
 		case <-ctx.Done():
 		}
 	}()
-	path := s.a.cfg.LogPath
-	if path == "" {
-		path = DefaultLogPath
-	}
 	poll := s.a.cfg.logsPoll
 	if poll == 0 {
 		poll = defaultLogsPoll
 	}
-	s.log.Info("session start", "kind", "logs", "follow", follow)
+	s.log.Info("session start", "kind", "logs", "follow", follow, "service", service)
 	status := syscall.WaitStatus(0)
-	if err := streamFile(ctx, path, s.ch, follow, poll); err != nil && ctx.Err() == nil {
+	path, missing, err := s.a.logSource(service)
+	if err == nil {
+		err = streamFile(ctx, path, s.ch, follow, poll, missing)
+	}
+	if err != nil && ctx.Err() == nil {
 		s.log.Debug("stream logs", "err", err)
 		msg, ok := usererr.Message(err)
 		if !ok {
@@ -56,8 +82,9 @@ func (s *session) serveLogs(follow bool) {
 
 // streamFile copies path to w. With follow it then keeps copying what is
 // appended, starts over when the file is truncated or replaced, waits for
-// a file that does not exist yet, and returns when ctx is done.
-func streamFile(ctx context.Context, path string, w io.Writer, follow bool, poll time.Duration) error {
+// a file that does not exist yet, and returns when ctx is done. Without
+// follow, a missing file returns the error missing.
+func streamFile(ctx context.Context, path string, w io.Writer, follow bool, poll time.Duration, missing error) error {
 	var f *os.File
 	defer func() {
 		if f != nil {
@@ -71,7 +98,7 @@ func streamFile(ctx context.Context, path string, w io.Writer, follow bool, poll
 			f, err = os.Open(path)
 			switch {
 			case errors.Is(err, fs.ErrNotExist) && !follow:
-				return usererr.New("no creation or lifecycle logs yet")
+				return missing
 			case errors.Is(err, fs.ErrNotExist):
 				f = nil
 			case err != nil:

@@ -44,9 +44,12 @@ const (
 	// LogsSubsystem is the subsystem that streams the environment's
 	// creation and lifecycle log (Config.LogPath). With the session env
 	// request EnvLogsFollow=1 it keeps streaming what is appended until the
-	// client closes the channel.
-	LogsSubsystem = "cove-logs"
-	EnvLogsFollow = "COVE_LOGS_FOLLOW"
+	// client closes the channel. With EnvLogsService=NAME it streams the
+	// output of the Docker Compose service NAME instead, which the runner
+	// writes to services/NAME.log beside the lifecycle log.
+	LogsSubsystem  = "cove-logs"
+	EnvLogsFollow  = "COVE_LOGS_FOLLOW"
+	EnvLogsService = "COVE_LOGS_SERVICE"
 
 	// DefaultLogPath is where the runner bind-mounts the lifecycle log
 	// (read-only) inside the environment.
@@ -64,11 +67,12 @@ const (
 // sessionOptions are the control variables a client sent; they are not
 // passed on to the session's process.
 type sessionOptions struct {
-	probe      string
-	argv       bool
-	logsFollow bool
-	dir        string
-	postAttach bool
+	probe       string
+	argv        bool
+	logsFollow  bool
+	logsService string // "" for the lifecycle log
+	dir         string
+	postAttach  bool
 }
 
 // takeOptions removes the control variables from s.env and parses them.
@@ -85,6 +89,8 @@ func (s *session) takeOptions() (sessionOptions, error) {
 			o.argv = v == "1"
 		case EnvLogsFollow:
 			o.logsFollow = v == "1"
+		case EnvLogsService:
+			o.logsService = v
 		case EnvWorkDir:
 			o.dir = v
 		case EnvPostAttach:

@@ -43,7 +43,7 @@ func (s *session) start(kind string, payload []byte) (bool, func()) {
 	opts, optErr := s.takeOptions()
 	if kind == "subsystem" && arg == LogsSubsystem {
 		s.started = true
-		return true, func() { go s.serveLogs(opts.logsFollow) }
+		return true, func() { go s.serveLogs(opts.logsFollow, opts.logsService) }
 	}
 	if kind == "subsystem" && arg != "sftp" {
 		s.log.Info("unknown subsystem", "name", arg)

@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 
@@ -11,6 +14,7 @@ import (
 // AgentCommand is `cove agent`, PID 1 inside every environment.
 func AgentCommand() *cobra.Command {
 	cfg := agent.Config{}
+	var logFile string
 	cmd := &cobra.Command{
 		Use:    "agent",
 		Short:  "Run the in-environment agent (started by the runner)",
@@ -18,10 +22,25 @@ func AgentCommand() *cobra.Command {
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Env = os.Environ()
-			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "agent")
+			logOut := io.Writer(os.Stderr)
+			if logFile != "" {
+				f, err := os.OpenFile(logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+				if err != nil {
+					return fmt.Errorf("open agent log: %w", err)
+				}
+				defer f.Close()
+				logOut = f
+			}
+			cfg.Log = slog.New(slog.NewTextHandler(logOut, nil)).With("component", "agent")
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
-			return agent.Run(ctx, cfg)
+			err := agent.Run(ctx, cfg)
+			var ee *agent.ExitError
+			if errors.As(err, &ee) {
+				// Exit with the service's own code, without a message.
+				return &exitError{code: ee.Code}
+			}
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -34,6 +53,10 @@ func AgentCommand() *cobra.Command {
 	f.StringArrayVar(&cfg.Command, "command", nil, "one argument of the image's ENTRYPOINT and CMD, run at the end of the entrypoint chain (repeatable; default: sleep forever)")
 	f.StringVar(&cfg.EntrypointDir, "entrypoint-workdir", "/", "working directory of the entrypoint chain (the image's WorkingDir)")
 	f.StringVar(&cfg.PostAttachPath, "post-attach", "", "JSON file with the postAttachCommand list, run by sessions that send "+agent.EnvPostAttach+"=1")
+	f.StringVar(&cfg.CommandUser, "command-user", "", "user the entrypoint chain runs as: name, uid, name:group or uid:gid (default root)")
+	f.BoolVar(&cfg.ExitWithCommand, "exit-with-command", false, "service mode: exit with the command's exit code when it ends (127 if it cannot start)")
+	f.StringVar(&cfg.ExitCodeFile, "exit-code-file", "", "with --exit-with-command, write the command's exit code to this file before exiting")
+	f.StringVar(&logFile, "log-file", "", "append the agent's own log to this file instead of stderr")
 	cmd.AddCommand(&cobra.Command{
 		Use:    "sftp-server",
 		Hidden: true,

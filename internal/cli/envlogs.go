@@ -21,12 +21,14 @@ import (
 // EnvLogsCommand is `cove env logs NAME [-f]`.
 func EnvLogsCommand() *cobra.Command {
 	var follow bool
+	var service string
 	cmd := &cobra.Command{
 		Use:   "logs NAME",
 		Short: "Show an environment's creation and lifecycle command logs",
 		Long: "Show the log of an environment's creation (image, features) and its\n" +
 			"devcontainer lifecycle commands (onCreateCommand, postStartCommand, ...).\n" +
-			"With -f, keep streaming new lines until interrupted.",
+			"With -f, keep streaming new lines until interrupted. With --service,\n" +
+			"show the output of one of the environment's Docker Compose services.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := strings.TrimSuffix(args[0], ".cove")
@@ -39,7 +41,7 @@ func EnvLogsCommand() *cobra.Command {
 				return fmt.Errorf("connect to %s via %s: %w", name, t.addr, err)
 			}
 			defer client.Close()
-			code, err := streamLogs(cmd.Context(), client, follow, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			code, err := streamLogs(cmd.Context(), client, logsRequest{follow: follow, service: service}, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -50,14 +52,21 @@ func EnvLogsCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new log lines")
+	cmd.Flags().StringVar(&service, "service", "", "show a Docker Compose service's output instead of the creation and lifecycle logs")
 	return cmd
+}
+
+// logsRequest selects what the logs subsystem streams.
+type logsRequest struct {
+	follow  bool   // keep streaming appended output
+	service string // a Docker Compose service's output; "" for the lifecycle log
 }
 
 // streamLogs opens the agent's logs subsystem on conn (through the gateway
 // or directly) and copies it to stdout and stderr. It returns the
 // subsystem's exit status; when ctx ends (Ctrl-C while following) it
 // closes the stream and returns 0.
-func streamLogs(ctx context.Context, conn ssh.Conn, follow bool, stdout, stderr io.Writer) (int, error) {
+func streamLogs(ctx context.Context, conn ssh.Conn, req logsRequest, stdout, stderr io.Writer) (int, error) {
 	ch, reqs, err := conn.OpenChannel("session", nil)
 	if err != nil {
 		return 0, fmt.Errorf("open logs: %w", err)
@@ -81,10 +90,21 @@ func streamLogs(ctx context.Context, conn ssh.Conn, follow bool, stdout, stderr 
 		}
 		close(status)
 	}()
-	if follow {
-		ok, err := ch.SendRequest("env", true, ssh.Marshal(struct{ Name, Value string }{agent.EnvLogsFollow, "1"}))
+	setenv := func(name, value string) error {
+		ok, err := ch.SendRequest("env", true, ssh.Marshal(struct{ Name, Value string }{name, value}))
 		if err != nil || !ok {
-			return 0, fmt.Errorf("request follow: refused (%v)", err)
+			return fmt.Errorf("request %s: refused (%v)", name, err)
+		}
+		return nil
+	}
+	if req.follow {
+		if err := setenv(agent.EnvLogsFollow, "1"); err != nil {
+			return 0, err
+		}
+	}
+	if req.service != "" {
+		if err := setenv(agent.EnvLogsService, req.service); err != nil {
+			return 0, err
 		}
 	}
 	ok, err := ch.SendRequest("subsystem", true, ssh.Marshal(struct{ Name string }{agent.LogsSubsystem}))

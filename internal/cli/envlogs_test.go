@@ -89,7 +89,7 @@ func TestStreamLogs(t *testing.T) {
 	ctx := context.Background()
 
 	var stdout, stderr bytes.Buffer
-	code, err := streamLogs(ctx, c, false, &stdout, &stderr)
+	code, err := streamLogs(ctx, c, logsRequest{}, &stdout, &stderr)
 	if err != nil || code != 1 || !strings.Contains(stderr.String(), "no creation or lifecycle logs yet") {
 		t.Errorf("missing log: code %d err %v stderr %q", code, err, stderr.String())
 	}
@@ -98,7 +98,7 @@ func TestStreamLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	stdout.Reset()
-	code, err = streamLogs(ctx, c, false, &stdout, &stderr)
+	code, err = streamLogs(ctx, c, logsRequest{}, &stdout, &stderr)
 	if err != nil || code != 0 || stdout.String() != "Running the postCreateCommand from devcontainer.json...\n" {
 		t.Errorf("got %q code %d err %v", stdout.String(), code, err)
 	}
@@ -108,7 +108,7 @@ func TestStreamLogs(t *testing.T) {
 	var out syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		_, err := streamLogs(fctx, c, true, &out, &stderr)
+		_, err := streamLogs(fctx, c, logsRequest{follow: true}, &out, &stderr)
 		done <- err
 	}()
 	f, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
@@ -130,6 +130,34 @@ func TestStreamLogs(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("follow did not end when cancelled")
+	}
+}
+
+func TestStreamServiceLogs(t *testing.T) {
+	dir := t.TempDir()
+	c := startLogsAgent(t, filepath.Join(dir, "lifecycle.log"))
+	ctx := context.Background()
+
+	var stdout, stderr bytes.Buffer
+	code, err := streamLogs(ctx, c, logsRequest{service: "db"}, &stdout, &stderr)
+	if err != nil || code != 1 || !strings.Contains(stderr.String(), `no logs for service "db"`) {
+		t.Errorf("missing service log: code %d err %v stderr %q", code, err, stderr.String())
+	}
+	if err := os.Mkdir(filepath.Join(dir, "services"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "services", "db.log"), []byte("database system is ready\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	code, err = streamLogs(ctx, c, logsRequest{service: "db"}, &stdout, &stderr)
+	if err != nil || code != 0 || stdout.String() != "database system is ready\n" {
+		t.Errorf("got %q code %d err %v", stdout.String(), code, err)
+	}
+	stderr.Reset()
+	code, err = streamLogs(ctx, c, logsRequest{service: "../lifecycle"}, &stdout, &stderr)
+	if err != nil || code != 1 || !strings.Contains(stderr.String(), "invalid service name") {
+		t.Errorf("bad name: code %d err %v stderr %q", code, err, stderr.String())
 	}
 }
 

@@ -13,11 +13,11 @@ import (
 	"github.com/covedev/cove/internal/usererr"
 )
 
-// Compose healthcheck defaults.
+// Compose healthcheck defaults (also Docker's for an image HEALTHCHECK).
 const (
-	defaultHealthInterval = 30 * time.Second
-	defaultHealthTimeout  = 30 * time.Second
-	defaultHealthRetries  = 3
+	DefaultHealthInterval = 30 * time.Second
+	DefaultHealthTimeout  = 30 * time.Second
+	DefaultHealthRetries  = 3
 )
 
 // convert turns a validated compose project into the model, in start order.
@@ -98,9 +98,9 @@ func convertService(s types.ServiceConfig, cp *types.Project) (Service, error) {
 	if h := s.HealthCheck; h != nil {
 		hc := &Healthcheck{
 			Test:     slices.Clone([]string(h.Test)),
-			Interval: dur(h.Interval, defaultHealthInterval),
-			Timeout:  dur(h.Timeout, defaultHealthTimeout),
-			Retries:  defaultHealthRetries,
+			Interval: dur(h.Interval, DefaultHealthInterval),
+			Timeout:  dur(h.Timeout, DefaultHealthTimeout),
+			Retries:  DefaultHealthRetries,
 		}
 		hc.StartPeriod = dur(h.StartPeriod, 0)
 		if h.Retries != nil {

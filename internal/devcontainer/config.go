@@ -25,13 +25,15 @@ type Config struct {
 
 	Name  string `json:"name"`
 	Image string `json:"image"`
-	// Build, DockerFile, Context and DockerComposeFile are recognised only
-	// to refuse them: cove does not build images or run Compose yet.
+	// Build, DockerFile and Context are a Dockerfile configuration (see
+	// DockerBuild); DockerComposeFile, Service and RunServices a Compose
+	// one (see Compose).
 	Build             map[string]any `json:"build"`
 	DockerFile        string         `json:"dockerFile"`
 	Context           string         `json:"context"`
 	DockerComposeFile any            `json:"dockerComposeFile"`
 	Service           string         `json:"service"`
+	RunServices       []string       `json:"runServices"`
 
 	WorkspaceFolder string `json:"workspaceFolder"`
 	// WorkspaceMount is the raw workspaceMount string; only its target is

@@ -31,7 +31,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "missing image", doc: `{"name": "x"}`, want: []string{`Dev container config (FILE) is missing one of "image", "dockerFile" or "dockerComposeFile" properties.`}},
 		{name: "dockerfile", doc: `{"build": {"dockerfile": "Dockerfile"}}`, want: []string{"build: this runner cannot build images from Dockerfiles"}},
 		{name: "legacy dockerFile", doc: `{"dockerFile": "Dockerfile", "context": ".."}`, want: []string{"dockerFile: this runner cannot build images from Dockerfiles"}},
-		{name: "compose", doc: `{"dockerComposeFile": "c.yml", "service": "app"}`, want: []string{"dockerComposeFile: Docker Compose is not supported yet"}},
+		{name: "compose", doc: `{"dockerComposeFile": "c.yml", "service": "app"}`, want: []string{"dockerComposeFile: this runner cannot run Docker Compose configurations"}},
 		{name: "every offending property", doc: `{
   "image": "a",
   "privileged": true,
@@ -70,6 +70,54 @@ func TestLoadErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestLoadCompose(t *testing.T) {
+	allow := LoadOptions{Allow: Allow{Compose: true}}
+	tests := []struct {
+		name, doc string
+		want      *ComposeConfig
+		err       string
+	}{
+		{name: "one file", doc: `{"dockerComposeFile": "c.yml", "service": "app"}`, want: &ComposeConfig{Files: []string{"c.yml"}, Service: "app"}},
+		{name: "files and runServices", doc: `{"dockerComposeFile": ["a.yml", "../b.yml"], "service": "app", "runServices": ["db"], "shutdownAction": "stopCompose"}`,
+			want: &ComposeConfig{Files: []string{"a.yml", "../b.yml"}, Service: "app", RunServices: []string{"db"}}},
+		{name: "no service", doc: `{"dockerComposeFile": "c.yml"}`, err: `FILE:1:2: "service" is required with "dockerComposeFile"`},
+		{name: "empty list", doc: `{"dockerComposeFile": [], "service": "app"}`, err: "FILE:1:2: dockerComposeFile names no file"},
+		{name: "not a name", doc: `{"dockerComposeFile": [3], "service": "app"}`, err: "FILE:1:2: dockerComposeFile must be a file name or a list of file names"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _, err, path := load(t, tt.doc, allow)
+			if tt.err != "" {
+				msg, ok := usererr.Message(err)
+				if want := strings.ReplaceAll(tt.err, "FILE", path); !ok || !strings.Contains(msg, want) {
+					t.Fatalf("Load error = %v, want a user error containing %q", err, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.Compose()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Compose() = %+v, want %+v", got, tt.want)
+			}
+			if c.Workspace.WorkspaceFolder != "" {
+				t.Errorf("compose default workspaceFolder = %q, want empty (the runner decides)", c.Workspace.WorkspaceFolder)
+			}
+		})
+	}
+	c, _, err, _ := load(t, `{"image": "a"}`, allow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cc, err := c.Compose(); cc != nil || err != nil {
+		t.Errorf("Compose() of an image config = %v, %v; want nil, nil", cc, err)
 	}
 }
 

@@ -117,8 +117,16 @@ func (m *Merged) UserEnvProbe() string {
 	return m.t.UserEnvProbe
 }
 
-// OverrideCommand is overrideCommand (default true for image configs).
-func (m *Merged) OverrideCommand() bool { return m.t.OverrideCommand == nil || *m.t.OverrideCommand }
+// OverrideCommand reports whether the keep-alive loop replaces the image's
+// command. The default is true, except for Compose configurations, whose
+// service command runs (as in the spec).
+func (m *Merged) OverrideCommand() bool {
+	if m.t.OverrideCommand != nil {
+		return *m.t.OverrideCommand
+	}
+	_, compose := m.Config.Raw["dockerComposeFile"]
+	return !compose
+}
 
 // Init reports whether any entry asks for an init process.
 func (m *Merged) Init() bool { return m.t.Init }

@@ -19,6 +19,8 @@ type Allow struct {
 	Capabilities []string
 	// Build: the runner can build images from Dockerfiles.
 	Build bool
+	// Compose: the runner can run Docker Compose configurations.
+	Compose bool
 }
 
 func (a Allow) capAllowed(c string) bool {
@@ -137,7 +139,7 @@ func parseRunArgs(args []string) (RunArgs, []problem) {
 
 // Check fails with one user message that names every property cove cannot
 // honour: a missing image (the reference CLI's message, on its own),
-// Dockerfile and Compose configurations (not supported yet), runArgs beyond
+// Dockerfile and Compose configurations the runner cannot run, runArgs beyond
 // the safe subset, bind mounts of host paths, and privileged settings or
 // capabilities that allow does not permit.
 func (c *Config) Check(allow Allow) error {
@@ -156,8 +158,12 @@ func (c *Config) Check(allow Allow) error {
 		}
 		probs = append(probs, problem{prop, prop + ": this runner cannot build images from Dockerfiles (it has no buildkitd; see docs/runners.md); use \"image\""})
 	}
-	if _, ok := c.Raw["dockerComposeFile"]; ok {
-		probs = append(probs, problem{"dockerComposeFile", "dockerComposeFile: Docker Compose is not supported yet; use \"image\""})
+	if _, ok := c.Raw["dockerComposeFile"]; ok && !allow.Compose {
+		probs = append(probs, problem{"dockerComposeFile", "dockerComposeFile: this runner cannot run Docker Compose configurations (it has no environment networking; see docs/runners.md); use \"image\""})
+	} else if ok {
+		if _, err := c.Compose(); err != nil {
+			return err
+		}
 	}
 	probs = append(probs, c.problems...)
 	capAdd := append(slices.Clone(c.CapAdd), c.Run.CapAdd...)

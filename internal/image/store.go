@@ -39,6 +39,8 @@ type Config struct {
 	Cmd        []string
 	WorkingDir string
 	Labels     map[string]string
+	// Healthcheck is the image's HEALTHCHECK (nil if it has none).
+	Healthcheck *v1.HealthConfig
 }
 
 // Store is a content-addressed store of images and unpacked layers. One Store
@@ -137,12 +139,13 @@ func (s *Store) load(ref string, h v1.Hash) (*Image, error) {
 func toConfig(cf *v1.ConfigFile) Config {
 	c := cf.Config
 	return Config{
-		User:       c.User,
-		Env:        c.Env,
-		Entrypoint: c.Entrypoint,
-		Cmd:        c.Cmd,
-		WorkingDir: c.WorkingDir,
-		Labels:     c.Labels,
+		User:        c.User,
+		Env:         c.Env,
+		Entrypoint:  c.Entrypoint,
+		Cmd:         c.Cmd,
+		WorkingDir:  c.WorkingDir,
+		Labels:      c.Labels,
+		Healthcheck: c.Healthcheck,
 	}
 }
 

@@ -1,6 +1,8 @@
 // Package resources manages the cgroups that hold environments: where an
-// environment's cgroup lives, whether it exists and how to remove it, on
-// cgroup v1 (legacy and hybrid hosts) and v2.
+// environment's cgroup lives, whether it exists and how to remove it, and
+// cgroups created with limits of their own that hold other cgroups (the
+// cgroup of an environment made of several containers, each container's
+// cgroup below it), on cgroup v1 (legacy and hybrid hosts) and v2.
 package resources
 
 import (

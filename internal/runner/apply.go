@@ -2,12 +2,14 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/covedev/cove/internal/compose"
 	"github.com/covedev/cove/internal/content"
 	"github.com/covedev/cove/internal/devcontainer"
 	"github.com/covedev/cove/internal/image"
@@ -52,21 +54,23 @@ func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, 
 			err = r.pullImage(ctx, func(msg string) { mark(&w.machine, subInProgress, msg) }, env, lay, *stp)
 		case stepMount:
 			mark(&w.machine, subInProgress, "preparing root filesystem")
-			err = r.mount(ctx, lay, *stp)
+			if err = r.mount(ctx, lay, *stp); err == nil {
+				err = r.mountServices(ctx, lay, *stp)
+			}
 		case stepStart:
 			mark(&w.machine, subInProgress, "starting")
-			err = r.start(ctx, env, lay, *stp)
+			err = r.start(ctx, env, lay, *stp, func(msg string) { mark(&w.machine, subInProgress, msg) })
 		case stepWaitAgent:
 			err = r.waitAgent(ctx, lay)
 		case stepDevcontainer:
 			err = r.runDevcontainer(ctx, w, env, lay, *stp, progress, ready)
 		case stepStop:
 			mark(&w.machine, subInProgress, "stopping")
-			err = r.rt.Stop(ctx, env.Id, r.cfg.StopGrace)
+			err = errors.Join(r.rt.Stop(ctx, env.Id, r.cfg.StopGrace), r.stopServices(ctx, env.Id, *stp))
 		case stepDeleteContainer:
-			err = r.rt.Delete(ctx, env.Id)
+			err = errors.Join(r.rt.Delete(ctx, env.Id), r.deleteServices(ctx, env.Id, *stp))
 		case stepUnmount:
-			err = image.UnmountRootfs(ctx, r.rootfsConfig(lay, *stp))
+			err = errors.Join(image.UnmountRootfs(ctx, r.rootfsConfig(lay, *stp)), r.unmountServices(ctx, lay, *stp))
 		case stepRemove:
 			err = r.remove(ctx, env.Id, lay, *stp)
 		case stepReset:
@@ -153,11 +157,23 @@ func (r *Runner) pullImage(ctx context.Context, note func(string), env *covev1.E
 		ref = cfg.Image
 	}
 	var img *image.Image
+	var proj *compose.Project
+	var composeWarns []compose.Warning
+	st.Compose = nil
+	cc, err := composeConfig(cfg)
+	if err != nil {
+		return err
+	}
 	if b, berr := dockerBuild(cfg); berr != nil {
 		return berr
+	} else if cc != nil {
+		if proj, composeWarns, img, err = r.loadCompose(ctx, note, env, lay, st, cfg, cc); err != nil {
+			return err
+		}
+		ref = img.Ref
 	} else if b != nil {
 		note("building " + b.Dockerfile)
-		if img, err = r.buildImage(ctx, env, lay, st, cfg, b, note); err != nil {
+		if img, err = r.buildImage(ctx, lay, st, devcontainerBuild(cfg, b), note); err != nil {
 			return err
 		}
 		ref = "built from " + b.Dockerfile
@@ -173,7 +189,18 @@ func (r *Runner) pullImage(ctx context.Context, note func(string), env *covev1.E
 	if err := r.applyDevcontainer(ctx, env, lay, st, cfg, warns, img); err != nil {
 		return err
 	}
+	if proj != nil {
+		applyComposeDev(st.DC, proj, composeWarns)
+	}
 	return saveState(lay.state(), st)
+}
+
+// composeConfig is cfg's Docker Compose configuration, if any.
+func composeConfig(cfg *devcontainer.Config) (*devcontainer.ComposeConfig, error) {
+	if cfg == nil {
+		return nil, nil
+	}
+	return cfg.Compose()
 }
 
 // dockerBuild is cfg's Dockerfile configuration, if any.
@@ -236,17 +263,18 @@ func (r *Runner) remove(ctx context.Context, id string, lay layout, st *envState
 // workspace stays. The new generation is recorded first: a crash after it
 // just continues with a fresh build.
 func (r *Runner) reset(lay layout, st *envState, generation int64) error {
-	for _, d := range []string{lay.upper(), lay.work()} {
+	svcDir := filepath.Join(lay.dir, "svc") // every service's file system
+	for _, d := range []string{lay.upper(), lay.work(), svcDir} {
 		if err := checkNoMounts(d); err != nil {
 			return err
 		}
 	}
 	st.BuiltGeneration = generation
-	st.ImageDigest, st.Layers, st.DC = "", nil, nil
+	st.ImageDigest, st.Layers, st.DC, st.Compose = "", nil, nil, nil
 	if err := saveState(lay.state(), st); err != nil {
 		return err
 	}
-	for _, d := range []string{lay.upper(), lay.work()} {
+	for _, d := range []string{lay.upper(), lay.work(), svcDir} {
 		if err := os.RemoveAll(d); err != nil {
 			return fmt.Errorf("reset %s: %w", d, err)
 		}

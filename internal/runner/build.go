@@ -15,7 +15,6 @@ import (
 	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/image"
 	"github.com/covedev/cove/internal/usererr"
-	covev1 "github.com/covedev/cove/proto/cove/v1"
 )
 
 // builderNetID names the network attachment Dockerfile builds run in: like
@@ -88,11 +87,27 @@ func (r *Runner) getBuilder(ctx context.Context) (*build.Builder, error) {
 	return b, nil
 }
 
-// buildImage builds devcontainer.json's Dockerfile and imports the result
-// into the layer store. BuildKit caches every step: building the same
-// Dockerfile, context and args again does no work, and a changed line
-// rebuilds from that step.
-func (r *Runner) buildImage(ctx context.Context, env *covev1.Environment, lay layout, st *envState, cfg *devcontainer.Config, b *devcontainer.DockerBuild, onStep func(string)) (*image.Image, error) {
+// buildSpec is one image build: paths are absolute host paths inside the
+// repository, not yet resolved.
+type buildSpec struct {
+	Context, Dockerfile string
+	Target              string
+	Args, Labels        map[string]string
+	CacheFrom           []string
+}
+
+// devcontainerBuild is devcontainer.json's Dockerfile configuration as a
+// buildSpec (its paths are relative to the folder of devcontainer.json).
+func devcontainerBuild(cfg *devcontainer.Config, b *devcontainer.DockerBuild) buildSpec {
+	cfgDir := filepath.Dir(cfg.Path)
+	return buildSpec{Context: filepath.Join(cfgDir, b.Context), Dockerfile: filepath.Join(cfgDir, b.Dockerfile),
+		Target: b.Target, Args: b.Args, Labels: b.Labels, CacheFrom: b.CacheFrom}
+}
+
+// buildImage builds a Dockerfile and imports the result into the layer
+// store. BuildKit caches every step: building the same Dockerfile, context
+// and args again does no work, and a changed line rebuilds from that step.
+func (r *Runner) buildImage(ctx context.Context, lay layout, st *envState, b buildSpec, onStep func(string)) (*image.Image, error) {
 	builder, err := r.getBuilder(ctx)
 	if err != nil {
 		return nil, err
@@ -101,12 +116,11 @@ func (r *Runner) buildImage(ctx context.Context, env *covev1.Environment, lay la
 	if err != nil {
 		return nil, err
 	}
-	cfgDir := filepath.Dir(cfg.Path)
 	// BuildKit reads these paths with symlinks resolved: resolve them first,
 	// so a link in the repository cannot point the build at host files. (The
 	// environment is not running while its image is built.)
 	var resolved []string
-	for _, p := range []string{filepath.Join(cfgDir, b.Context), filepath.Join(cfgDir, b.Dockerfile)} {
+	for _, p := range []string{b.Context, b.Dockerfile} {
 		real, err := filepath.EvalSymlinks(p)
 		if err != nil {
 			return nil, usererr.New("build: %s: %v", strings.TrimPrefix(p, filepath.Join(lay.workspace(), st.RepoName)+"/"), errors.Unwrap(err))

@@ -91,7 +91,7 @@ func (r *Runner) runDevcontainer(ctx context.Context, w *worker, env *covev1.Env
 			if err := r.rt.Delete(ctx, env.Id); err != nil {
 				return err
 			}
-			if err := r.start(ctx, env, lay, st); err != nil {
+			if err := r.start(ctx, env, lay, st, func(string) {}); err != nil {
 				return err
 			}
 			if err := r.waitAgent(ctx, lay); err != nil {

@@ -71,7 +71,7 @@ type dcMount struct {
 // allow is what a class permits of privileged devcontainer settings: no
 // privileged mode, and the capabilities a container has anyway.
 func (r *Runner) allow(class string) devcontainer.Allow {
-	return devcontainer.Allow{Build: r.cfg.Buildkitd != "", Capabilities: []string{"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW",
+	return devcontainer.Allow{Build: r.cfg.Buildkitd != "", Compose: r.cfg.Network != nil, Capabilities: []string{"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW",
 		"SETGID", "SETUID", "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"}}
 }
 

@@ -10,7 +10,8 @@ type observed struct {
 	stateExists   bool
 	contentReady  bool
 	imageReady    bool
-	rootfsMounted bool
+	rootfsMounted bool // every root file system (the services' too)
+	someMounted   bool // at least one
 	container     runtime.Status
 	agentReady    bool
 	// rebuild: the spec asks for a newer build generation than the one the
@@ -51,7 +52,7 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 			if o.container != runtime.StatusAbsent && o.container != "" {
 				steps = append(steps, stepDeleteContainer)
 			}
-			if o.rootfsMounted {
+			if o.someMounted {
 				steps = append(steps, stepUnmount)
 			}
 			steps = append(steps, stepReset)
@@ -93,7 +94,7 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 		if o.container != runtime.StatusAbsent && o.container != "" {
 			steps = append(steps, stepDeleteContainer)
 		}
-		if o.rootfsMounted {
+		if o.someMounted {
 			steps = append(steps, stepUnmount)
 		}
 		if desired == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED && o.stateExists {

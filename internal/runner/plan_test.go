@@ -27,33 +27,41 @@ func TestPlan(t *testing.T) {
 			[]step{stepImage, stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
 		{"start a stopped env", running, with(ready, func(o *observed) { o.container = absent }),
 			[]step{stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
-		{"rootfs still mounted", running, with(ready, func(o *observed) { o.container = absent; o.rootfsMounted = true }),
+		{"rootfs still mounted", running, with(ready, func(o *observed) { o.container = absent; o.rootfsMounted, o.someMounted = true, true }),
 			[]step{stepStart, stepWaitAgent, stepDevcontainer}},
-		{"adopt running env after restart", running, with(ready, func(o *observed) { o.container = up; o.rootfsMounted = true; o.devcontainerDone = true }),
+		{"adopt running env after restart", running, with(ready, func(o *observed) {
+			o.container = up
+			o.rootfsMounted, o.someMounted = true, true
+			o.devcontainerDone = true
+		}),
 			[]step{stepWaitAgent}},
 		{"steady", running, with(ready, func(o *observed) {
 			o.container = up
-			o.rootfsMounted = true
+			o.rootfsMounted, o.someMounted = true, true
 			o.agentReady = true
 			o.devcontainerDone = true
 		}), nil},
-		{"lifecycle interrupted", running, with(ready, func(o *observed) { o.container = up; o.rootfsMounted = true; o.agentReady = true }),
+		{"lifecycle interrupted", running, with(ready, func(o *observed) { o.container = up; o.rootfsMounted, o.someMounted = true, true; o.agentReady = true }),
 			[]step{stepDevcontainer}},
-		{"crashed container restarts", running, with(ready, func(o *observed) { o.container = exited; o.rootfsMounted = true }),
+		{"crashed container restarts", running, with(ready, func(o *observed) { o.container = exited; o.rootfsMounted, o.someMounted = true, true }),
 			[]step{stepStop, stepDeleteContainer, stepStart, stepWaitAgent, stepDevcontainer}},
-		{"half-created container", running, with(ready, func(o *observed) { o.container = runtime.StatusCreated; o.rootfsMounted = true }),
+		{"half-created container", running, with(ready, func(o *observed) { o.container = runtime.StatusCreated; o.rootfsMounted, o.someMounted = true, true }),
 			[]step{stepStop, stepDeleteContainer, stepStart, stepWaitAgent, stepDevcontainer}},
-		{"stop running", stopped, with(ready, func(o *observed) { o.container = up; o.rootfsMounted = true }),
+		{"stop running", stopped, with(ready, func(o *observed) { o.container = up; o.rootfsMounted, o.someMounted = true, true }),
 			[]step{stepStop, stepDeleteContainer, stepUnmount}},
-		{"stop interrupted after delete", stopped, with(ready, func(o *observed) { o.container = absent; o.rootfsMounted = true }),
+		{"stop interrupted after delete", stopped, with(ready, func(o *observed) { o.container = absent; o.rootfsMounted, o.someMounted = true, true }),
+			[]step{stepUnmount}},
+		{"services' file systems partly mounted, start", running, with(ready, func(o *observed) { o.container = absent; o.someMounted = true }),
+			[]step{stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
+		{"services' file systems partly mounted, stop", stopped, with(ready, func(o *observed) { o.container = absent; o.someMounted = true }),
 			[]step{stepUnmount}},
 		{"already stopped", stopped, with(ready, func(o *observed) { o.container = absent }), nil},
 		{"never started, stop", stopped, observed{container: absent}, nil},
-		{"delete running", deleted, with(ready, func(o *observed) { o.container = up; o.rootfsMounted = true }),
+		{"delete running", deleted, with(ready, func(o *observed) { o.container = up; o.rootfsMounted, o.someMounted = true, true }),
 			[]step{stepStop, stepDeleteContainer, stepUnmount, stepRemove}},
 		{"delete stopped", deleted, with(ready, func(o *observed) { o.container = absent }), []step{stepRemove}},
 		{"delete gone", deleted, observed{container: absent}, nil},
-		{"rebuild running", running, with(ready, func(o *observed) { o.container = up; o.rootfsMounted = true; o.rebuild = true }),
+		{"rebuild running", running, with(ready, func(o *observed) { o.container = up; o.rootfsMounted, o.someMounted = true, true; o.rebuild = true }),
 			[]step{stepStop, stepDeleteContainer, stepUnmount, stepReset, stepImage, stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
 		{"rebuild stopped", running, with(ready, func(o *observed) { o.container = absent; o.rebuild = true }),
 			[]step{stepReset, stepImage, stepMount, stepStart, stepWaitAgent, stepDevcontainer}},

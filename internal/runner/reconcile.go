@@ -193,11 +193,22 @@ func (r *Runner) observe(ctx context.Context, id string, st *envState) (observed
 		o.imageReady = st.ImageDigest != "" && layersPresent(st.Layers)
 	}
 	o.rootfsMounted = isMountPoint(lay.rootfs())
+	o.someMounted = o.rootfsMounted
+	if st != nil && st.Compose != nil {
+		for _, s := range st.Compose.Services {
+			m := isMountPoint(lay.svc(s.Name).rootfs())
+			o.rootfsMounted = o.rootfsMounted && m
+			o.someMounted = o.someMounted || m
+			o.imageReady = o.imageReady && layersPresent(s.Layers)
+		}
+	}
 	cs, err := r.rt.State(ctx, id)
 	if err != nil {
 		return o, fmt.Errorf("runtime state: %w", err)
 	}
-	o.container = cs.Status
+	if o.container, err = r.servicesStatus(ctx, id, st, cs.Status); err != nil {
+		return o, fmt.Errorf("runtime state: %w", err)
+	}
 	if o.container == "running" {
 		o.agentReady = r.probeAgent(ctx, lay.socket()) == nil
 		o.devcontainerDone = st == nil || st.DC == nil || st.DC.LifecyclePid == cs.Pid

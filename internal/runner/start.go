@@ -17,7 +17,10 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout, st *envState) error {
+// start starts the environment's container and, for a Compose
+// configuration, its sibling services around it in start order. note
+// reports progress.
+func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout, st *envState, note func(string)) error {
 	// The agent's socket directory belongs to root inside the environment.
 	if err := os.MkdirAll(lay.run(), 0o700); err != nil {
 		return err
@@ -39,19 +42,25 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 		return err
 	}
 	if st.DC != nil && (len(st.DC.AddHosts) > 0 || st.DC.Hostname != "") { // runArgs --add-host host:ip, --hostname
-		f, err := os.OpenFile(lay.hosts(), os.O_APPEND|os.O_WRONLY, 0o644)
-		if err != nil {
-			return err
-		}
+		var b strings.Builder
 		if st.DC.Hostname != "" {
-			fmt.Fprintf(f, "127.0.1.1\t%s\n", st.DC.Hostname)
+			fmt.Fprintf(&b, "127.0.1.1\t%s\n", st.DC.Hostname)
 		}
 		for _, h := range st.DC.AddHosts {
 			if host, ip, ok := strings.Cut(h, ":"); ok {
-				fmt.Fprintf(f, "%s\t%s\n", ip, host)
+				fmt.Fprintf(&b, "%s\t%s\n", ip, host)
 			}
 		}
-		f.Close()
+		if err := appendFile(lay.hosts(), b.String()); err != nil {
+			return err
+		}
+	}
+	if cs := st.Compose; cs != nil {
+		// Services reach each other by name: they share the network
+		// namespace, so every name is this host.
+		if err := appendFile(lay.hosts(), "127.0.0.1\t"+strings.Join(cs.Order, " ")+"\n"); err != nil {
+			return err
+		}
 	}
 	postAttach := []lifecycle.Command{}
 	if st.DC != nil && st.DC.Hooks.PostAttach != nil {
@@ -124,30 +133,30 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 		if st.DC.MountTarget != "" {
 			spec.Mounts = append(spec.Mounts, runtime.Mount{Source: filepath.Join(lay.workspace(), st.RepoName), Destination: st.DC.MountTarget, Type: "bind", Options: []string{"rbind"}})
 		}
-		for _, m := range st.DC.Mounts {
-			opts := []string{"nosuid", "nodev"}
-			if m.ReadOnly {
-				opts = append(opts, "ro")
-			}
-			if m.Type == "tmpfs" {
-				spec.Mounts = append(spec.Mounts, runtime.Mount{Source: "tmpfs", Destination: m.Target, Type: "tmpfs", Options: append(opts, "mode=1777")})
-				continue
-			}
-			dir := volumeDir(lay, m)
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return err
-			}
-			if err := os.Chown(dir, int(st.IDMap.HostID), int(st.IDMap.HostID)); err != nil {
-				return err
-			}
-			spec.Mounts = append(spec.Mounts, runtime.Mount{Source: dir, Destination: m.Target, Type: "bind", Options: append(opts, "rbind")})
+		vols, err := r.volumeMounts(lay, st, st.DC.Mounts, lay.rootfs())
+		if err != nil {
+			return err
 		}
+		spec.Mounts = append(spec.Mounts, vols...)
 	}
 	if st.DC != nil && st.DC.FeaturesPending {
 		// Writable: install scripts chmod themselves. Per-environment scratch.
 		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: lay.features(), Destination: featuresDir, Type: "bind", Options: []string{"bind"}})
 	}
+	if cs := st.Compose; cs != nil {
+		spec.Group = env.Id // one cgroup for all the services
+		if err := r.startServices(ctx, env, lay, st, netns, true, note); err != nil {
+			return err
+		}
+		if err := r.waitDeps(ctx, env.Id, lay, st, cs.DevService, cs.DevDependsOn, note); err != nil {
+			return err
+		}
+		note("starting")
+	}
 	if err := r.rt.Start(ctx, spec); err != nil {
+		return err
+	}
+	if err := r.startServices(ctx, env, lay, st, netns, false, note); err != nil {
 		return err
 	}
 	if !st.StartedOnce {
@@ -221,4 +230,16 @@ func (r *Runner) waitAgent(ctx context.Context, lay layout) error {
 		}
 	}
 	return usererr.Wrap(err, "the environment's agent did not start within %s: %s", agentTimeout, tail(filepath.Join(lay.runtime(), "console.log"), 400))
+}
+
+func appendFile(path, text string) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -31,6 +31,8 @@ type envState struct {
 	Env         []string `json:"env,omitempty"`
 	// What devcontainer.json (merged with image and feature metadata) asks.
 	DC *dcState `json:"devcontainer,omitempty"`
+	// What a Docker Compose configuration asks (nil for one container).
+	Compose *composeState `json:"compose,omitempty"`
 	// Rebuild generation the container file system was built from.
 	BuiltGeneration int64 `json:"builtGeneration,omitempty"`
 	// Started once at least (CREATING vs STARTING).

@@ -5,7 +5,10 @@
 //
 // The interface is deliberately runtime-neutral: it speaks in environment
 // ids, a prepared root filesystem, an id range for the user namespace, mounts
-// and resource limits — never in OCI or hypervisor terms.
+// and resource limits — never in OCI or hypervisor terms. An environment
+// made of several machines (a Docker Compose devcontainer: the dev container
+// and its services) starts one Spec per machine, all with the same Group, so
+// that they share the environment's limits.
 package runtime
 
 import (
@@ -67,6 +70,16 @@ type Spec struct {
 	// Devices are extra host device nodes the environment's class grants,
 	// such as /dev/fuse or /dev/net/tun.
 	Devices []string
+	// Group, if set, names a group of containers that share one cgroup
+	// (the containers of one environment: its dev container and its
+	// services). The group's cgroup carries Resources as the limits of
+	// the group as a whole; each member's own cgroup sits below it,
+	// without limits of its own. Members of one group must give the same
+	// Resources. The group's cgroup is removed with its last member.
+	Group string
+	// ConsoleLog, if set, is the file the container's output (stdout and
+	// stderr of PID 1) is appended to, instead of console.log in StateDir.
+	ConsoleLog string
 }
 
 // Status is the observed state of an environment's machine.

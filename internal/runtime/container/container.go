@@ -3,6 +3,18 @@
 // its own user, pid, mount, uts, ipc, cgroup and network namespaces, masked
 // and read-only /proc paths, a seccomp profile and a cgroup with its limits.
 //
+// Cgroups live below Config.CgroupParent: a container without a group has
+// its cgroup, with its limits, at <parent>/<id>. The containers of a group
+// (runtime.Spec.Group: the dev container and services of one environment)
+// share the cgroup <parent>/<group>, which this package creates with the
+// group's limits before runc runs a member, and removes with the last
+// member; each member's cgroup is <parent>/<group>/<id>, with only its
+// device rules. Group names and ungrouped container ids therefore share one
+// namespace below the parent.
+//
+// A container's output goes to runtime.Spec.ConsoleLog, or console.log in
+// its state directory.
+//
 // Containers are not tied to the runner process: they keep running while the
 // runner restarts and are found again with List and State.
 package container
@@ -20,7 +32,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/covedev/cove/internal/resources"
 	"github.com/covedev/cove/internal/runtime"
 )
 
@@ -147,22 +158,26 @@ func (r *Runtime) Start(ctx context.Context, spec runtime.Spec) error {
 		return nil
 	case runtime.StatusStopped:
 		r.log.InfoContext(ctx, "deleting stale stopped container", "id", spec.ID)
-		if err := r.delete(ctx, spec.ID); err != nil {
+		if err := r.delete(ctx, spec.ID, spec.Group); err != nil {
 			return fmt.Errorf("start %s: %w", spec.ID, err)
 		}
 	}
 	if err := r.create(ctx, spec); err != nil {
-		r.cleanupFailed(spec.ID)
+		r.cleanupFailed(spec.ID, spec.Group)
 		return fmt.Errorf("start %s: %w", spec.ID, err)
 	}
-	r.log.InfoContext(ctx, "container started", "id", spec.ID, "hostID", spec.IDMap.HostID)
+	r.log.InfoContext(ctx, "container started", "id", spec.ID, "group", spec.Group, "hostID", spec.IDMap.HostID)
 	return nil
 }
 
 func validate(s runtime.Spec) error {
 	switch {
-	case !validID.MatchString(s.ID):
+	case !validName(s.ID):
 		return fmt.Errorf("container: invalid id %q", s.ID)
+	case s.Group != "" && !validName(s.Group):
+		return fmt.Errorf("container %s: invalid group %q", s.ID, s.Group)
+	case s.ConsoleLog != "" && !filepath.IsAbs(s.ConsoleLog):
+		return fmt.Errorf("container %s: console log %q is not absolute", s.ID, s.ConsoleLog)
 	case !filepath.IsAbs(s.StateDir):
 		return fmt.Errorf("container %s: state dir %q is not absolute", s.ID, s.StateDir)
 	case !filepath.IsAbs(s.Rootfs):
@@ -175,15 +190,14 @@ func validate(s runtime.Spec) error {
 	return nil
 }
 
+// validName reports whether s is a valid container id or group name: one
+// that runc accepts and that names a single path element.
+func validName(s string) bool {
+	return validID.MatchString(s) && s != "." && s != ".."
+}
+
 // create writes the bundle and runs the container (`runc run --detach`).
 func (r *Runtime) create(ctx context.Context, spec runtime.Spec) error {
-	// A cgroup left behind by a crashed create would hold stale limits.
-	cg := resources.CgroupPath(r.cfg.CgroupParent, spec.ID)
-	if resources.Exists(cg) {
-		if err := r.removeCgroup(ctx, cg); err != nil {
-			return err
-		}
-	}
 	oci, err := r.ociSpec(spec)
 	if err != nil {
 		return err
@@ -201,20 +215,43 @@ func (r *Runtime) create(ctx context.Context, spec runtime.Spec) error {
 	}
 	pidFile := filepath.Join(spec.StateDir, pidFileName)
 	_ = os.Remove(pidFile)
-	console, err := os.OpenFile(filepath.Join(spec.StateDir, consoleLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	console, err := openConsoleLog(spec)
 	if err != nil {
-		return fmt.Errorf("open console log: %w", err)
+		return err
 	}
 	defer console.Close()
+	// The group's cgroup must exist, with its limits, until runc has made
+	// the member's cgroup below it.
+	if spec.Group != "" {
+		defer r.lockGroup(spec.Group)()
+	}
+	if err := r.prepareCgroup(ctx, spec); err != nil {
+		return err
+	}
 	return r.runcRun(ctx, spec.ID, bundle, pidFile, console)
 }
 
-// cleanupFailed removes what a failed create or start left behind. It runs
-// even when the caller's context is done.
-func (r *Runtime) cleanupFailed(id string) {
+// openConsoleLog opens the file the container's output is appended to.
+func openConsoleLog(spec runtime.Spec) (*os.File, error) {
+	p := spec.ConsoleLog
+	if p == "" {
+		p = filepath.Join(spec.StateDir, consoleLog)
+	} else if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, fmt.Errorf("open console log: %w", err)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open console log: %w", err)
+	}
+	return f, nil
+}
+
+// cleanupFailed removes what a failed create or start of a member of group
+// ("" for none) left behind. It runs even when the caller's context is done.
+func (r *Runtime) cleanupFailed(id, group string) {
 	ctx, cancel := context.WithTimeout(context.Background(), killTimeout)
 	defer cancel()
-	if err := r.delete(ctx, id); err != nil {
+	if err := r.delete(ctx, id, group); err != nil {
 		r.log.Warn("cleanup after failed start", "id", id, "err", err)
 	}
 }
@@ -232,6 +269,7 @@ type state struct {
 	runtime.State
 	pidFile string // "" if unknown
 	bundle  string
+	group   string // "" if none or unknown
 }
 
 // state asks runc about id. A stopped container's init is reaped if it is
@@ -244,7 +282,11 @@ func (r *Runtime) state(ctx context.Context, id string) (state, error) {
 	if err != nil {
 		return state{}, err
 	}
-	st := state{State: runtime.State{Status: runtime.Status(rs.Status), Pid: rs.Pid}, bundle: rs.Bundle}
+	st := state{
+		State:  runtime.State{Status: runtime.Status(rs.Status), Pid: rs.Pid},
+		bundle: rs.Bundle,
+		group:  rs.Annotations[groupAnnotation],
+	}
 	if rs.Bundle != "" {
 		st.pidFile = filepath.Join(filepath.Dir(rs.Bundle), pidFileName)
 	}

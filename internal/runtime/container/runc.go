@@ -26,6 +26,8 @@ type runcState struct {
 	Pid    int    `json:"pid"`
 	Status string `json:"status"`
 	Bundle string `json:"bundle"`
+	// Annotations are those of the container's OCI spec.
+	Annotations map[string]string `json:"annotations"`
 }
 
 // runc runs the runc binary with the runtime's --root and returns its

@@ -14,7 +14,7 @@ import (
 )
 
 const (
-	cpuPeriod   = 100_000 // µs
+	cpuPeriod   = resources.CPUPeriod // µs
 	nofileLimit = 1 << 20
 	defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
@@ -97,9 +97,17 @@ func (r *Runtime) ociSpec(s runtime.Spec) (*specs.Spec, error) {
 	if err != nil {
 		return nil, err
 	}
+	res := s.Resources
+	var annotations map[string]string
+	if s.Group != "" {
+		// The group's cgroup carries the limits.
+		res = runtime.Resources{}
+		annotations = map[string]string{groupAnnotation: s.Group}
+	}
 	spec := &specs.Spec{
-		Version: specs.Version,
-		Root:    &specs.Root{Path: s.Rootfs},
+		Version:     specs.Version,
+		Annotations: annotations,
+		Root:        &specs.Root{Path: s.Rootfs},
 		Process: &specs.Process{
 			Args: s.Process.Args,
 			Env:  env,
@@ -128,8 +136,8 @@ func (r *Runtime) ociSpec(s runtime.Spec) (*specs.Spec, error) {
 				{Type: specs.CgroupNamespace},
 				{Type: specs.NetworkNamespace, Path: s.NetNSPath},
 			},
-			Resources:     ociResources(s.Resources, devRules),
-			CgroupsPath:   resources.CgroupPath(r.cfg.CgroupParent, s.ID),
+			Resources:     ociResources(res, devRules),
+			CgroupsPath:   r.cgroupPath(s.ID, s.Group),
 			MaskedPaths:   maskedPaths,
 			ReadonlyPaths: readonlyPaths,
 			Seccomp:       seccompProfile(caps),

@@ -98,16 +98,21 @@ func waitExited(ctx context.Context, pid int, d time.Duration) bool {
 // Delete implements runtime.Runtime.
 func (r *Runtime) Delete(ctx context.Context, id string) error {
 	defer r.lock(id)()
-	if err := r.delete(ctx, id); err != nil {
+	if err := r.delete(ctx, id, ""); err != nil {
 		return fmt.Errorf("delete %s: %w", id, err)
 	}
 	return nil
 }
 
-func (r *Runtime) delete(ctx context.Context, id string) error {
+// delete removes container id. group is the container's group if known to
+// the caller ("" otherwise); runc's state, while it has one, tells it too.
+func (r *Runtime) delete(ctx context.Context, id, group string) error {
 	st, err := r.state(ctx, id)
 	if err != nil {
 		return err
+	}
+	if st.group != "" {
+		group = st.group
 	}
 	if st.Status != runtime.StatusAbsent && st.Status != runtime.StatusStopped {
 		if err := r.stop(ctx, id, 0); err != nil {
@@ -120,10 +125,8 @@ func (r *Runtime) delete(ctx context.Context, id string) error {
 		}
 		exited(readPid(st.pidFile))
 	}
-	if cg := resources.CgroupPath(r.cfg.CgroupParent, id); resources.Exists(cg) {
-		if err := r.removeCgroup(ctx, cg); err != nil {
-			return err
-		}
+	if err := r.removeCgroups(ctx, id, group); err != nil {
+		return err
 	}
 	if st.bundle != "" {
 		if err := os.RemoveAll(st.bundle); err != nil {

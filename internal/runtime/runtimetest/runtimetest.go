@@ -4,13 +4,18 @@
 // The suite drives environments built by the implementation's makeSpec. Their
 // PID 1 must run until stopped and exit promptly on SIGTERM — unless the
 // spec's environment contains IgnoreTermEnv, in which case it must ignore
-// SIGTERM so the suite can check that Stop falls back to SIGKILL. Script is
-// a POSIX shell program with that behaviour.
+// SIGTERM so the suite can check that Stop falls back to SIGKILL — and print
+// a line "ready" once started. Script is a POSIX shell program with that
+// behaviour. The suite sets Spec.ConsoleLog, Spec.Group and Spec.Resources
+// itself where it tests them.
 package runtimetest
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,6 +45,8 @@ func Run(t *testing.T, newRuntime func(t *testing.T) runtime.Runtime, makeSpec f
 	t.Run("DeleteIdempotent", s.testDelete)
 	t.Run("Recovery", s.testRecovery)
 	t.Run("Absent", s.testAbsent)
+	t.Run("ConsoleLog", s.testConsoleLog)
+	t.Run("Group", s.testGroup)
 }
 
 type suite struct {
@@ -223,4 +230,65 @@ func (s *suite) testAbsent(t *testing.T) {
 	if listed(t, rt, id) {
 		t.Errorf("List contains never created %s", id)
 	}
+}
+
+// waitConsole waits until the file at p holds want n times.
+func waitConsole(t *testing.T, p, want string, n int) {
+	t.Helper()
+	var got string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile(p)
+		if got = string(b); strings.Count(got, want) >= n {
+			return
+		}
+	}
+	t.Fatalf("console log %s = %q, want %q %d times", p, got, want, n)
+}
+
+func (s *suite) testConsoleLog(t *testing.T) {
+	rt := s.newRuntime(t)
+	spec := s.makeSpec(t, "rtt-console")
+	// In a directory that does not exist yet.
+	spec.ConsoleLog = filepath.Join(t.TempDir(), "logs", "console.log")
+	start(t, rt, spec)
+	waitConsole(t, spec.ConsoleLog, "ready\n", 1)
+
+	// A restarted environment appends to the same log.
+	if err := rt.Stop(ctx(t), spec.ID, 5*time.Second); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := rt.Start(ctx(t), spec); err != nil {
+		t.Fatalf("Start after Stop: %v", err)
+	}
+	waitConsole(t, spec.ConsoleLog, "ready\n", 2)
+}
+
+func (s *suite) testGroup(t *testing.T) {
+	rt := s.newRuntime(t)
+	res := runtime.Resources{CPUMillis: 1000, MemoryBytes: 512 << 20, Pids: 500}
+	a, b := s.makeSpec(t, "rtt-group-a"), s.makeSpec(t, "rtt-group-b")
+	a.Group, b.Group = "rtt-group", "rtt-group"
+	a.Resources, b.Resources = res, res
+	start(t, rt, a)
+	stB := start(t, rt, b)
+
+	// Deleting one member leaves the others running.
+	if err := rt.Delete(ctx(t), a.ID); err != nil {
+		t.Fatalf("Delete %s: %v", a.ID, err)
+	}
+	wantStatus(t, rt, a.ID, runtime.StatusAbsent)
+	if st := wantStatus(t, rt, b.ID, runtime.StatusRunning); st.Pid != stB.Pid {
+		t.Errorf("Delete of %s replaced %s: pid %d -> %d", a.ID, b.ID, stB.Pid, st.Pid)
+	}
+	// A member can join again, and a new instance recovers the group.
+	start(t, rt, a)
+	rt2 := s.newRuntime(t)
+	for _, id := range []string{a.ID, b.ID} {
+		if err := rt2.Delete(ctx(t), id); err != nil {
+			t.Fatalf("Delete %s on new instance: %v", id, err)
+		}
+		wantStatus(t, rt2, id, runtime.StatusAbsent)
+	}
+	// The group can be created again after its last member went.
+	start(t, rt2, b)
 }

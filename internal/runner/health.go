@@ -1,0 +1,201 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/covedev/cove/internal/agentclient"
+	"github.com/covedev/cove/internal/compose"
+	"github.com/covedev/cove/internal/runtime"
+	"github.com/covedev/cove/internal/usererr"
+)
+
+// healthPoll bounds how long a dependent waits between health checks: a
+// service is checked at once and then every min(interval, healthPoll) while
+// something waits for it (Docker's start_interval), so a database that is
+// ready in two seconds does not cost its dependents a 30-second interval.
+const healthPoll = time.Second
+
+// waitDeps waits until every dependency of service name is satisfied:
+// started (it was started earlier in start order), healthy (its
+// healthcheck passes) or completed successfully (it exited with code 0).
+func (r *Runner) waitDeps(ctx context.Context, envID string, lay layout, st *envState, name string, deps map[string]compose.Condition, note func(string)) error {
+	for _, dep := range st.Compose.Order {
+		cond, ok := deps[dep]
+		if !ok || dep == st.Compose.DevService {
+			continue // the dev service is started before what comes after it
+		}
+		s, _ := st.Compose.service(dep)
+		switch cond {
+		case compose.ConditionHealthy:
+			note(fmt.Sprintf("waiting for service %s to be healthy", dep))
+			if err := r.waitHealthy(ctx, envID, lay, s); err != nil {
+				return usererr.Wrap(err, "service %s depends on %s being healthy: %s", name, dep, userMessage(err))
+			}
+		case compose.ConditionCompletedSuccessfully:
+			note(fmt.Sprintf("waiting for service %s to complete", dep))
+			if err := r.waitCompleted(ctx, envID, lay, s); err != nil {
+				return usererr.Wrap(err, "service %s depends on %s completing successfully: %s", name, dep, userMessage(err))
+			}
+		}
+	}
+	return nil
+}
+
+// waitHealthy runs s's healthcheck until it passes. It fails when the
+// service exits, or when checks keep failing past its start period plus
+// retries intervals (Docker's "unhealthy").
+func (r *Runner) waitHealthy(ctx context.Context, envID string, lay layout, s *svcState) error {
+	hc := s.Healthcheck
+	if hc == nil || len(hc.Test) == 0 || hc.Test[0] == "NONE" {
+		return usererr.New("service %s has no healthcheck", s.Name)
+	}
+	req := agentclient.ExecRequest{}
+	switch hc.Test[0] {
+	case "CMD":
+		req.Args = hc.Test[1:]
+	case "CMD-SHELL":
+		req.Shell = strings.Join(hc.Test[1:], " ")
+	default:
+		return usererr.New("service %s: healthcheck test must start with CMD, CMD-SHELL or NONE, not %q", s.Name, hc.Test[0])
+	}
+	if len(req.Args) == 0 && req.Shell == "" {
+		return usererr.New("service %s: empty healthcheck test", s.Name)
+	}
+	// Unhealthy, as in Docker: retries failures in a row after the start
+	// period, which at one check per interval takes at least this long.
+	began := time.Now()
+	deadline := began.Add(hc.StartPeriod + time.Duration(max(hc.Retries, 1))*hc.Interval)
+	every := min(hc.Interval, healthPoll)
+	sock := lay.svc(s.Name).socket()
+	var last string
+	failures := 0
+	for {
+		if err := r.serviceRunning(ctx, envID, lay, s); err != nil {
+			return err
+		}
+		if out, ok := r.checkHealth(ctx, sock, req, hc.Timeout); ok {
+			r.log.Info("service healthy", "env", envID, "service", s.Name, "after", time.Since(began).Round(time.Millisecond))
+			return nil
+		} else if out != "" {
+			last = out
+			if time.Since(began) >= hc.StartPeriod {
+				failures++
+			}
+		}
+		if failures == 0 && time.Since(began) > agentTimeout+hc.StartPeriod {
+			return usererr.New("service %s: its health check could not be run for %s (the service's agent did not start): %s", s.Name, agentTimeout, tail(lay.serviceLog(s.Name), 300))
+		}
+		if failures >= max(hc.Retries, 1) && time.Now().After(deadline) {
+			return usererr.New("service %s is unhealthy after %s: %s", s.Name, time.Since(began).Round(time.Second), cmpOrNone(last))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(every):
+		}
+	}
+}
+
+// checkHealth runs one check; out is its output, or why it could not run.
+func (r *Runner) checkHealth(ctx context.Context, sock string, req agentclient.ExecRequest, timeout time.Duration) (out string, ok bool) {
+	if checkSocket(sock) != nil {
+		return "", false // the service's agent is not up yet
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := agentclient.Dial(cctx, sock, r.agentKey)
+	if err != nil {
+		return "", false
+	}
+	defer c.Close()
+	var buf bytes.Buffer
+	req.Stdout, req.Stderr = &buf, &buf
+	code, err := c.Exec(cctx, req)
+	if err != nil {
+		if cctx.Err() != nil && ctx.Err() == nil {
+			return fmt.Sprintf("health check timed out after %s", timeout), false
+		}
+		return err.Error(), false
+	}
+	text := strings.TrimSpace(buf.String())
+	if len(text) > 300 {
+		text = "…" + text[len(text)-300:]
+	}
+	if code != 0 {
+		return fmt.Sprintf("health check exited with code %d: %s", code, text), false
+	}
+	return "", true
+}
+
+// waitCompleted waits for s to exit and checks its exit code.
+func (r *Runner) waitCompleted(ctx context.Context, envID string, lay layout, s *svcState) error {
+	for {
+		cs, err := r.rt.State(ctx, svcID(envID, s.Name))
+		if err != nil {
+			return err
+		}
+		if cs.Status != runtime.StatusRunning && cs.Status != runtime.StatusCreated {
+			code, err := exitCode(lay, s)
+			if err != nil {
+				return usererr.Wrap(err, "service %s stopped without an exit code: %s", s.Name, tail(lay.serviceLog(s.Name), 300))
+			}
+			if code != 0 {
+				return usererr.New("service %s exited with code %d: %s", s.Name, code, tail(lay.serviceLog(s.Name), 300))
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// serviceRunning fails (with the service's exit code and last output) if s
+// is no longer running.
+func (r *Runner) serviceRunning(ctx context.Context, envID string, lay layout, s *svcState) error {
+	cs, err := r.rt.State(ctx, svcID(envID, s.Name))
+	if err != nil {
+		return err
+	}
+	if cs.Status == runtime.StatusRunning {
+		return nil
+	}
+	code := "unknown"
+	if c, err := exitCode(lay, s); err == nil {
+		code = strconv.Itoa(c)
+	}
+	return usererr.New("service %s exited (code %s): %s", s.Name, code, tail(lay.serviceLog(s.Name), 300))
+}
+
+// exitCode reads the exit code the service's agent recorded.
+func exitCode(lay layout, s *svcState) (int, error) {
+	// The directory belongs to the service: no links, a few bytes.
+	f, err := os.OpenFile(filepath.Join(lay.svc(s.Name).run(), filepath.Base(svcExitCode)), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	b := make([]byte, 16)
+	n, err := f.Read(b)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b[:n])))
+}
+
+func cmpOrNone(s string) string {
+	if s == "" {
+		return "(no output)"
+	}
+	return s
+}
