@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/covedev/cove/internal/build"
 )
@@ -92,7 +93,22 @@ func TestDockerfile(t *testing.T) {
 		}
 		u.must("env", "delete", name, "--wait")
 	}
-	for _, n := range []string{"built", "built2"} {
+	// Compose: the dev service and a sibling built from Dockerfiles (the
+	// usual app + db template).
+	composed := gitRepo(t, filepath.Join(c.dir, "composed"), map[string]string{
+		".devcontainer/devcontainer.json": `{"dockerComposeFile": "compose.yml", "service": "app", "workspaceFolder": "/workspaces/composed"}`,
+		".devcontainer/compose.yml": "services:\n  app:\n    build:\n      context: .\n      dockerfile: Dockerfile\n      args: {GREETING: composed}\n      target: dev\n" +
+			"    volumes:\n      - ../..:/workspaces:cached\n    command: sleep infinity\n    depends_on: [db]\n" +
+			"  db:\n    build: {context: ., dockerfile: db.Dockerfile}\n    command: [\"httpd\", \"-f\", \"-p\", \"5432\", \"-h\", \"/www\"]\n",
+		".devcontainer/Dockerfile":    "FROM " + base + " AS base\nARG GREETING=hello\nRUN echo \"$GREETING\" > /greeting\nFROM base AS dev\n",
+		".devcontainer/db.Dockerfile": "FROM " + base + "\nRUN mkdir /www && echo db-built > /www/index.html\n",
+	})
+	u.must("env", "create", composed, "--name", "composed", "--wait", "--timeout", "5m")
+	waitFor(t, "the built db service", 30*time.Second, func() bool {
+		out, _, _ := u.run("ssh", "composed", "--", "cat /greeting; wget -q -O- http://db:5432/")
+		return out == "composed\ndb-built\n"
+	})
+	for _, n := range []string{"built", "built2", "composed"} {
 		u.must("env", "delete", n, "--wait")
 	}
 }

@@ -54,7 +54,8 @@ volumes:
 
 // TestCompose: a dockerComposeFile devcontainer becomes an app container
 // and a database-like sibling in one environment: name resolution both
-// ways, depends_on with a healthcheck, a named volume across stop/start,
+// ways, depends_on with a healthcheck, a feature and lifecycle commands in
+// the dev service, a named volume across stop/start and rebuild,
 // the sibling's logs, its port reported, one cgroup, and refused keys.
 func TestCompose(t *testing.T) {
 	requireTools(t)
@@ -65,15 +66,18 @@ func TestCompose(t *testing.T) {
 		"README.md": "shop\n",
 		".devcontainer/devcontainer.json": `{"dockerComposeFile": ["compose.yml"], "service": "app",
 			"workspaceFolder": "/workspaces/shop", "shutdownAction": "stopCompose",
+			"features": {"./stamp": {}},
 			"postCreateCommand": "echo created-in-$(hostname) > /tmp/created"}`,
+		".devcontainer/stamp/devcontainer-feature.json": `{"id": "stamp", "version": "1.0.0"}`,
+		".devcontainer/stamp/install.sh":                "#!/bin/sh\necho stamped > /etc/stamp\n",
 		".devcontainer/compose.yml": strings.ReplaceAll(composeFile, "REG", reg),
 	})
 	u.must("env", "create", repo, "--name", "shop", "--wait", "--timeout", "4m")
 
 	// SSH lands in the dev service, with its environment and the
 	// repository; it started only once db was healthy.
-	out, errOut, code := u.run("ssh", "shop", "--", "pwd; cat README.md; echo $DB_URL; cat /tmp/db-at-start")
-	if code != 0 || out != "/workspaces/shop\nshop\nhttp://db:8080\n1\n" {
+	out, errOut, code := u.run("ssh", "shop", "--", "pwd; cat README.md; echo $DB_URL; cat /tmp/db-at-start /etc/stamp")
+	if code != 0 || out != "/workspaces/shop\nshop\nhttp://db:8080\n1\nstamped\n" {
 		t.Fatalf("in the app service: exit %d %q %q\nlogs: %s", code, out, errOut, u.must("env", "logs", "shop"))
 	}
 	waitFor(t, "postCreateCommand in the dev service", 30*time.Second, func() bool {
@@ -117,6 +121,11 @@ func TestCompose(t *testing.T) {
 	}
 	if logs := u.must("env", "logs", "shop", "--service", "db"); strings.Count(logs, "db starting") != 2 {
 		t.Fatalf("db's logs after a restart:\n%s", logs)
+	}
+	// A rebuild discards the services' file systems, not the volume.
+	u.must("env", "rebuild", "shop", "--wait", "--timeout", "4m")
+	if out, errOut, code := u.run("ssh", "shop", "--", "wget -q -O- http://db:8080/count; cat /tmp/db-at-start"); code != 0 || out != "3\n3\n" {
+		t.Fatalf("after rebuild: exit %d %q %q", code, out, errOut)
 	}
 
 	// Unsupported keys are refused by name; nothing starts.

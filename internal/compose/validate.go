@@ -89,6 +89,9 @@ func (v *validator) service(s types.ServiceConfig) {
 	case m == "" || m == "default" || m == "bridge":
 	case m == "none":
 		v.warn(n, "network_mode", `"none" is ignored: the service joins the environment's network`)
+	case strings.HasPrefix(m, "service:"):
+		// The devcontainer template's "service:db": every service shares
+		// the environment's network namespace already.
 	default:
 		v.refuse(n, "network_mode", "%q is not supported (only the environment's own network)", m)
 	}

@@ -16,7 +16,6 @@ func TestRefusedKeys(t *testing.T) {
 		key, service, want string
 	}{
 		{"network_mode: host", "", `service "app": network_mode: "host"`},
-		{"network_mode: service:db", "", `network_mode: "service:db"`},
 		{"network_mode: container:abc", "", `network_mode: "container:abc"`},
 		{"pid: host", "", `service "app": pid: "host"`},
 		{"ipc: host", "", `service "app": ipc: "host"`},
@@ -135,6 +134,9 @@ services:
     mem_limit: 1g
     logging: {driver: json-file}
     networks: [back]
+  db:
+    image: postgres
+    network_mode: service:app
 networks:
   back:
 `})
@@ -146,6 +148,9 @@ networks:
 		if !hasWarning(warns, "app", k) {
 			t.Errorf("no warning for %s in %v", k, warns)
 		}
+	}
+	if hasWarning(warns, "db", "network_mode") {
+		t.Errorf("network_mode: service:db (the environment's network anyway) warned: %v", warns)
 	}
 	if !hasWarning(warns, "", "networks.back") {
 		t.Errorf("no warning for networks.back in %v", warns)

@@ -54,9 +54,18 @@ func setup(t *testing.T, m *Manager, id string, p Policy) Attachment {
 	return a
 }
 
+// reachTCP checks that addr answers from ns. A loaded machine may drop
+// the first SYN on a fresh veth, so it tries three times (a refusal check
+// never retries).
 func reachTCP(t *testing.T, ns, addr, wantSeen string) {
 	t.Helper()
-	got, err := tcpProbe(t, ns, addr)
+	var got string
+	var err error
+	for range 3 {
+		if got, err = tcpProbe(t, ns, addr); err == nil && (wantSeen == "" || got == wantSeen) {
+			return
+		}
+	}
 	if err != nil || (wantSeen != "" && got != wantSeen) {
 		t.Fatalf("tcp %s: got %q, %v; want %q", addr, got, err, wantSeen)
 	}

@@ -1,0 +1,162 @@
+package runner
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/covedev/cove/internal/compose"
+	"github.com/covedev/cove/internal/idmap"
+	"github.com/covedev/cove/internal/image"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+func TestResolveCommand(t *testing.T) {
+	ep, cmd := []string{"/entry.sh"}, []string{"postgres"}
+	tests := []struct {
+		name             string
+		entrypoint, comm []string
+		want             []string
+	}{
+		{"image's", nil, nil, []string{"/entry.sh", "postgres"}},
+		{"command replaces CMD", nil, []string{"sleep", "1"}, []string{"/entry.sh", "sleep", "1"}},
+		{"entrypoint drops CMD", []string{"/bin/sh"}, nil, []string{"/bin/sh"}},
+		{"both", []string{"/bin/sh", "-c"}, []string{"echo hi"}, []string{"/bin/sh", "-c", "echo hi"}},
+		{"empty entrypoint clears it", []string{}, nil, []string{}},
+	}
+	for _, tt := range tests {
+		if got := resolveCommand(ep, cmd, tt.entrypoint, tt.comm); !reflect.DeepEqual(got, tt.want) && !(len(got) == 0 && len(tt.want) == 0) {
+			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestMergeEnv(t *testing.T) {
+	got := mergeEnv([]string{"PATH=/bin", "A=1", "B=$A"}, map[string]string{"A": "2", "C": "$PATH"})
+	want := []string{"PATH=/bin", "B=$A", "A=2", "C=$PATH"} // compose values are not expanded again
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("mergeEnv = %q, want %q", got, want)
+	}
+}
+
+func TestImageHealthcheck(t *testing.T) {
+	if imageHealthcheck(image.Config{}) != nil {
+		t.Error("no HEALTHCHECK should give nil")
+	}
+	hc := imageHealthcheck(image.Config{Healthcheck: &v1.HealthConfig{Test: []string{"CMD-SHELL", "true"}, Interval: time.Second}})
+	want := &compose.Healthcheck{Test: []string{"CMD-SHELL", "true"}, Interval: time.Second, Timeout: compose.DefaultHealthTimeout, Retries: compose.DefaultHealthRetries}
+	if !reflect.DeepEqual(hc, want) {
+		t.Errorf("imageHealthcheck = %+v, want %+v", hc, want)
+	}
+}
+
+// TestSecurePath: a volume's initial content is looked up inside the
+// service's root file system, whatever its symlinks say.
+func TestSecurePath(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"var/lib/data", "etc"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	links := map[string]string{"abs": "/var/lib", "rel": "var/lib/data", "escape": "../../../../etc", "hostabs": "/etc"}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(root, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := map[string]string{
+		"/var/lib/data":  "var/lib/data",
+		"/abs/data":      "var/lib/data",
+		"rel":            "var/lib/data",
+		"/escape":        "etc", // clamped at the root, as the container sees it
+		"/hostabs":       "etc",
+		"/../../var/lib": "var/lib",
+	}
+	for in, want := range tests {
+		got, err := securePath(root, in)
+		if err != nil || got != filepath.Join(root, want) {
+			t.Errorf("securePath(%q) = %q, %v; want %q", in, got, err, filepath.Join(root, want))
+		}
+	}
+	if _, err := securePath(root, "/missing"); err == nil {
+		t.Error("a missing path should fail")
+	}
+}
+
+func TestServiceMounts(t *testing.T) {
+	s := compose.Service{Name: "db", Volumes: []compose.Mount{
+		{Type: compose.MountVolume, Source: "data", Target: "/var/lib/data"},
+		{Type: compose.MountVolume, Target: "/cache/x"},
+		{Type: compose.MountBind, Source: "/w/repo", Target: "/src", ReadOnly: true},
+		{Type: compose.MountTmpfs, Target: "/run"},
+	}}
+	want := []dcMount{
+		{Type: "volume", Source: "data", Target: "/var/lib/data"},
+		{Type: "volume", Source: "anon-db-cache-x", Target: "/cache/x"},
+		{Type: "bind", Source: "/w/repo", Target: "/src", ReadOnly: true},
+		{Type: "tmpfs", Target: "/run"},
+	}
+	if got := serviceMounts(s); !reflect.DeepEqual(got, want) {
+		t.Errorf("serviceMounts = %+v, want %+v", got, want)
+	}
+}
+
+// TestMakeVolume: a new volume starts with the image's content at its
+// target (ownership kept); an existing one is left alone; no content makes
+// an empty directory owned by the environment's root.
+func TestMakeVolume(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to set file owners")
+	}
+	root := t.TempDir()
+	data := filepath.Join(root, "rootfs", "var", "lib", "db")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "conf"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(data, 100999, 100999); err != nil {
+		t.Fatal(err)
+	}
+	st := &envState{IDMap: idmapRange(100000)}
+	r := &Runner{}
+	vol := filepath.Join(root, "volumes", "db")
+	if err := r.makeVolume(vol, st, filepath.Join(root, "rootfs"), "/var/lib/db"); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 100999 || fi.Mode().Perm() != 0o700 {
+		t.Errorf("volume dir: uid %d mode %v; want the image dir's 100999 0700", uid, fi.Mode().Perm())
+	}
+	if b, err := os.ReadFile(filepath.Join(vol, "conf")); err != nil || string(b) != "x" {
+		t.Errorf("volume content: %q %v", b, err)
+	}
+	// Existing: untouched.
+	if err := os.Remove(filepath.Join(vol, "conf")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.makeVolume(vol, st, filepath.Join(root, "rootfs"), "/var/lib/db"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(vol, "conf")); err == nil {
+		t.Error("an existing volume was filled again")
+	}
+	// Nothing at the target: empty, owned by the environment's root.
+	empty := filepath.Join(root, "volumes", "empty")
+	if err := r.makeVolume(empty, st, filepath.Join(root, "rootfs"), "/nothing"); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(empty); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 100000 {
+		t.Errorf("empty volume: %v %v", fi, err)
+	}
+}
+
+func idmapRange(host uint32) idmap.Range { return idmap.Range{HostID: host, Size: 65536} }
