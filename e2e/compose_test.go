@@ -17,7 +17,7 @@ services:
   app:
     image: REG/test/busybox:latest
     # Fails (and leaves no file) unless db is already serving.
-    command: ["/bin/sh", "-c", "wget -q -O /tmp/db-at-start http://db:8080/count; exec sleep 1000000"]
+    command: ["/bin/sh", "-c", "echo app starting; wget -q -O /tmp/db-at-start http://db:8080/count; exec sleep 1000000"]
     environment:
       DB_URL: http://db:8080
     volumes:
@@ -98,6 +98,9 @@ func TestCompose(t *testing.T) {
 	// The sibling's output, and its published port reported like any.
 	if logs := u.must("env", "logs", "shop", "--service", "db"); !strings.Contains(logs, "db starting as 0 on db") || !strings.Contains(logs, "db reached app") {
 		t.Fatalf("db's logs:\n%s", logs)
+	}
+	if logs := u.must("env", "logs", "shop", "--service", "app"); !strings.Contains(logs, "app starting") {
+		t.Fatalf("the dev service's logs:\n%s", logs)
 	}
 	if _, errOut, code := u.run("env", "logs", "shop", "--service", "nosuch"); code == 0 || !strings.Contains(errOut, `no logs for service "nosuch"`) {
 		t.Fatalf("logs of an unknown service: exit %d %q", code, errOut)

@@ -258,6 +258,7 @@ func (a *agent) shutdown(srv *ssh.Server, ln net.Listener) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	srv.Close()
+	a.conns.closeAll()
 	os.Remove(a.cfg.SocketPath)
 }
 

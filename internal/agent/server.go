@@ -18,6 +18,7 @@ type agent struct {
 	procs *procTable
 
 	sessions atomic.Int64 // session channels being served
+	conns    connSet
 }
 
 // server builds the SSH server: public key auth against the authorized keys
@@ -41,6 +42,10 @@ func (a *agent) server() *ssh.Server {
 			"direct-tcpip": a.handleDirectTCPIP,
 			PortsChannel:   a.handlePorts,
 		},
+		// gliderlabs/ssh tracks a connection only once its handshake is
+		// done, so one finishing while the server closes would outlive it:
+		// track them from the start.
+		ConnCallback: func(_ ssh.Context, conn net.Conn) net.Conn { return a.conns.add(conn) },
 		ConnectionFailedCallback: func(conn net.Conn, err error) {
 			a.log.Debug("ssh connection failed", "err", err)
 		},
@@ -94,4 +99,51 @@ func (a *agent) handleDirectTCPIP(srv *ssh.Server, conn *gossh.ServerConn, newCh
 		ch.Close()
 		c.Close()
 	}()
+}
+
+// connSet is the agent's open connections, closed together at shutdown.
+type connSet struct {
+	mu     sync.Mutex
+	conns  map[*trackedConn]struct{}
+	closed bool
+}
+
+type trackedConn struct {
+	net.Conn
+	set *connSet
+}
+
+func (c *trackedConn) Close() error {
+	c.set.mu.Lock()
+	delete(c.set.conns, c)
+	c.set.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// add tracks conn; after closeAll it closes conn at once.
+func (s *connSet) add(conn net.Conn) net.Conn {
+	tc := &trackedConn{Conn: conn, set: s}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		conn.Close()
+		return tc
+	}
+	if s.conns == nil {
+		s.conns = map[*trackedConn]struct{}{}
+	}
+	s.conns[tc] = struct{}{}
+	return tc
+}
+
+// closeAll closes every connection, and those added later.
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	s.closed = true
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	for c := range conns {
+		c.Conn.Close()
+	}
 }

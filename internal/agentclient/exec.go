@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/covedev/cove/internal/agent"
 	"golang.org/x/crypto/ssh"
@@ -82,6 +83,14 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest) (int, error) {
 		}
 	}
 	sess.Stdin, sess.Stdout, sess.Stderr = req.Stdin, req.Stdout, req.Stderr
+	if req.Stdout != nil && req.Stderr != nil {
+		// The session copies each stream in its own goroutine, and callers
+		// often pass one buffer for both (whose ReadFrom is not safe for
+		// concurrent use): serialise the writes.
+		var mu sync.Mutex
+		sess.Stdout = lockedWriter{&mu, req.Stdout}
+		sess.Stderr = lockedWriter{&mu, req.Stderr}
+	}
 	if err := sess.Start(string(payload)); err != nil {
 		return -1, fmt.Errorf("exec: %w", err)
 	}
@@ -183,4 +192,17 @@ func signalNumber(name string) int {
 		return 15
 	}
 	return 0
+}
+
+// lockedWriter writes to w holding mu (and hides w's ReadFrom, so that
+// io.Copy goes through Write).
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

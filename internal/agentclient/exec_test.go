@@ -76,3 +76,19 @@ func TestExec(t *testing.T) {
 		t.Errorf("cancelled exec: %v after %v", err, time.Since(start))
 	}
 }
+
+// TestExecOneWriterForBoth: one buffer for stdout and stderr (as health
+// checks and logs pass) loses nothing, however the two copies interleave.
+func TestExecOneWriterForBoth(t *testing.T) {
+	a := newTestAgent(t)
+	c := dial(t, a)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 200 {
+		var buf bytes.Buffer
+		code, err := c.Exec(ctx, ExecRequest{Shell: "echo out; echo err >&2; exit 1", Stdout: &buf, Stderr: &buf})
+		if got := buf.String(); err != nil || code != 1 || (got != "out\nerr\n" && got != "err\nout\n") {
+			t.Fatalf("run %d: exit %d, %v, output %q", i, code, err, got)
+		}
+	}
+}

@@ -61,7 +61,7 @@ func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, 
 			mark(&w.machine, subInProgress, "starting")
 			err = r.start(ctx, env, lay, *stp, func(msg string) { mark(&w.machine, subInProgress, msg) })
 		case stepWaitAgent:
-			err = r.waitAgent(ctx, lay)
+			err = r.waitAgent(ctx, lay, *stp)
 		case stepDevcontainer:
 			err = r.runDevcontainer(ctx, w, env, lay, *stp, progress, ready)
 		case stepStop:

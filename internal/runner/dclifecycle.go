@@ -94,7 +94,7 @@ func (r *Runner) runDevcontainer(ctx context.Context, w *worker, env *covev1.Env
 			if err := r.start(ctx, env, lay, st, func(string) {}); err != nil {
 				return err
 			}
-			if err := r.waitAgent(ctx, lay); err != nil {
+			if err := r.waitAgent(ctx, lay, st); err != nil {
 				return err
 			}
 			r.pool.Drop(env.Id)

@@ -171,16 +171,9 @@ func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay 
 	if err := os.WriteFile(sl.hostname(), []byte(s.Hostname+"\n"), 0o644); err != nil {
 		return err
 	}
-	// The log is the runtime's to append to; the dev container's agent
-	// (the environment's root, not the host's) serves it.
-	if err := os.MkdirAll(filepath.Dir(lay.serviceLog(s.Name)), 0o755); err != nil {
+	if err := touchLog(lay.serviceLog(s.Name)); err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(lay.serviceLog(s.Name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	logf.Close()
 	mounts := []runtime.Mount{
 		{Source: r.cfg.AgentBinary, Destination: agentBinary, Type: "bind", Options: []string{"bind", "ro"}},
 		{Source: sl.run(), Destination: agentRunDir, Type: "bind", Options: []string{"bind"}},

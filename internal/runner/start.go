@@ -145,6 +145,11 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 	}
 	if cs := st.Compose; cs != nil {
 		spec.Group = env.Id // one cgroup for all the services
+		// The dev service's output is a service log like the others'.
+		spec.ConsoleLog = lay.serviceLog(cs.DevService)
+		if err := touchLog(spec.ConsoleLog); err != nil {
+			return err
+		}
 		if err := r.startServices(ctx, env, lay, st, netns, true, note); err != nil {
 			return err
 		}
@@ -208,7 +213,7 @@ func (r *Runner) resources(class string) runtime.Resources {
 	return runtime.Resources{}
 }
 
-func (r *Runner) waitAgent(ctx context.Context, lay layout) error {
+func (r *Runner) waitAgent(ctx context.Context, lay layout, st *envState) error {
 	deadline := time.Now().Add(agentTimeout)
 	var err error
 	// The agent usually listens within a few milliseconds of the start:
@@ -229,7 +234,7 @@ func (r *Runner) waitAgent(ctx context.Context, lay layout) error {
 			delay = min(delay*2, 50*time.Millisecond)
 		}
 	}
-	return usererr.Wrap(err, "the environment's agent did not start within %s: %s", agentTimeout, tail(filepath.Join(lay.runtime(), "console.log"), 400))
+	return usererr.Wrap(err, "the environment's agent did not start within %s: %s", agentTimeout, tail(consoleLog(lay, st), 400))
 }
 
 func appendFile(path, text string) error {
@@ -239,6 +244,28 @@ func appendFile(path, text string) error {
 	}
 	if _, err := f.WriteString(text); err != nil {
 		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// consoleLog is where the environment's container writes its output.
+func consoleLog(lay layout, st *envState) string {
+	if st != nil && st.Compose != nil {
+		return lay.serviceLog(st.Compose.DevService)
+	}
+	return filepath.Join(lay.runtime(), "console.log")
+}
+
+// touchLog creates a log file the runtime appends to, readable by the
+// environment's agent (the environment's root, not the host's), which
+// serves it.
+func touchLog(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
 		return err
 	}
 	return f.Close()
