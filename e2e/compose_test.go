@@ -70,7 +70,7 @@ func TestCompose(t *testing.T) {
 			"postCreateCommand": "echo created-in-$(hostname) > /tmp/created"}`,
 		".devcontainer/stamp/devcontainer-feature.json": `{"id": "stamp", "version": "1.0.0"}`,
 		".devcontainer/stamp/install.sh":                "#!/bin/sh\necho stamped > /etc/stamp\n",
-		".devcontainer/compose.yml": strings.ReplaceAll(composeFile, "REG", reg),
+		".devcontainer/compose.yml":                     strings.ReplaceAll(composeFile, "REG", reg),
 	})
 	u.must("env", "create", repo, "--name", "shop", "--wait", "--timeout", "4m")
 
