@@ -125,7 +125,7 @@ func (r *Runner) buildImage(ctx context.Context, lay layout, st *envState, b bui
 		if err != nil {
 			return nil, usererr.New("build: %s: %v", strings.TrimPrefix(p, filepath.Join(lay.workspace(), st.RepoName)+"/"), errors.Unwrap(err))
 		}
-		if rel, err := filepath.Rel(repoDir, real); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		if !within(repoDir, real) {
 			return nil, usererr.New("build: %s is outside the repository", strings.TrimPrefix(p, filepath.Join(lay.workspace(), st.RepoName)+"/"))
 		}
 		resolved = append(resolved, real)

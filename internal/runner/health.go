@@ -2,10 +2,10 @@ package runner
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -94,7 +94,7 @@ func (r *Runner) waitHealthy(ctx context.Context, envID string, lay layout, s *s
 			return usererr.New("service %s: its health check could not be run for %s (the service's agent did not start): %s", s.Name, agentTimeout, tail(lay.serviceLog(s.Name), 300))
 		}
 		if failures >= max(hc.Retries, 1) && time.Now().After(deadline) {
-			return usererr.New("service %s is unhealthy after %s: %s", s.Name, time.Since(began).Round(time.Second), cmpOrNone(last))
+			return usererr.New("service %s is unhealthy after %s: %s", s.Name, time.Since(began).Round(time.Second), cmp.Or(last, "(no output)"))
 		}
 		select {
 		case <-ctx.Done():
@@ -180,7 +180,7 @@ func (r *Runner) serviceRunning(ctx context.Context, envID string, lay layout, s
 // exitCode reads the exit code the service's agent recorded.
 func exitCode(lay layout, s *svcState) (int, error) {
 	// The directory belongs to the service: no links, a few bytes.
-	f, err := os.OpenFile(filepath.Join(lay.svc(s.Name).run(), filepath.Base(svcExitCode)), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := os.OpenFile(lay.svc(s.Name).exitCode(), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return 0, err
 	}
@@ -191,11 +191,4 @@ func exitCode(lay layout, s *svcState) (int, error) {
 		return 0, err
 	}
 	return strconv.Atoi(strings.TrimSpace(string(b[:n])))
-}
-
-func cmpOrNone(s string) string {
-	if s == "" {
-		return "(no output)"
-	}
-	return s
 }

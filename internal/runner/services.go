@@ -29,6 +29,10 @@ func (l layout) serviceLog(name string) string {
 	return filepath.Join(l.logDir(), "services", name+".log")
 }
 
+// exitCode is the file a service's agent records its command's exit code
+// in (svcExitCode inside the service).
+func (l layout) exitCode() string { return filepath.Join(l.run(), filepath.Base(svcExitCode)) }
+
 // svcID is the runtime id of a sibling service's container.
 func svcID(envID, name string) string { return envID + "-" + name }
 
@@ -160,7 +164,7 @@ func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay 
 	if err := os.Chown(sl.run(), int(st.IDMap.HostID), int(st.IDMap.HostID)); err != nil {
 		return err
 	}
-	for _, f := range []string{sl.socket(), filepath.Join(sl.run(), filepath.Base(svcExitCode))} {
+	for _, f := range []string{sl.socket(), sl.exitCode()} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -309,12 +313,13 @@ func securePath(root, target string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if p != root && !within(root, p) {
+	if !within(root, p) {
 		return "", fmt.Errorf("%s leaves the root filesystem", target)
 	}
 	return p, nil
 }
 
+// within reports whether p is root or below it.
 func within(root, p string) bool {
 	rel, err := filepath.Rel(root, p)
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && !filepath.IsAbs(rel)
