@@ -56,17 +56,14 @@ func (r *runnerService) JoinRunner(ctx context.Context, req *connect.Request[cov
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("runner name is required"))
 	}
 	id := newID("r-")
-	err := r.s.store.ConsumeJoinToken(ctx, HashToken(req.Msg.GetJoinToken()), id, r.s.now())
+	tok := NewToken(prefixRunnerToken)
+	now := r.s.now()
+	err := r.s.store.JoinRunner(ctx, HashToken(req.Msg.GetJoinToken()), store.Runner{ID: id, Name: name, TokenHash: HashToken(tok),
+		Phase: covev1.RunnerPhase_RUNNER_PHASE_INACTIVE, Capabilities: &covev1.RunnerCapabilities{}, CreatedAt: now}, now)
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
 		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("join token is invalid, expired or already used"))
 	}
 	if err != nil {
-		return nil, err
-	}
-	tok := NewToken(prefixRunnerToken)
-	now := r.s.now()
-	if err := r.s.store.CreateRunner(ctx, store.Runner{ID: id, Name: name, TokenHash: HashToken(tok),
-		Phase: covev1.RunnerPhase_RUNNER_PHASE_INACTIVE, Capabilities: &covev1.RunnerCapabilities{}, CreatedAt: now}); err != nil {
 		return nil, err
 	}
 	r.s.log.Info("runner joined", "runner", id, "name", name)

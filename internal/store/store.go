@@ -86,10 +86,11 @@ type Store interface {
 	GetTokenByHash(ctx context.Context, hash string) (Token, error)
 
 	CreateJoinToken(ctx context.Context, t JoinToken) error
-	// ConsumeJoinToken marks a join token used by runnerID; ErrNotFound if
-	// unknown or expired at now, ErrConflict if already used.
-	ConsumeJoinToken(ctx context.Context, hash, runnerID string, now time.Time) error
-	CreateRunner(ctx context.Context, r Runner) error
+	// JoinRunner consumes the join token with hash joinHash and creates r, in
+	// one transaction: ErrNotFound if the token is unknown or expired at
+	// now, ErrConflict if already used. If r cannot be created, the token
+	// stays unused.
+	JoinRunner(ctx context.Context, joinHash string, r Runner, now time.Time) error
 	GetRunner(ctx context.Context, id string) (Runner, error)
 	GetRunnerByTokenHash(ctx context.Context, hash string) (Runner, error)
 	// UpdateRunner writes phase, capabilities and last-seen time.

@@ -18,6 +18,7 @@ import (
 func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("Accounts", func(t *testing.T) { testAccounts(t, newStore(t)) })
 	t.Run("JoinTokenOnce", func(t *testing.T) { testJoinToken(t, newStore(t)) })
+	t.Run("JoinFailureKeepsToken", func(t *testing.T) { testJoinFailureKeepsToken(t, newStore(t)) })
 	t.Run("Runners", func(t *testing.T) { testRunners(t, newStore(t)) })
 	t.Run("Environments", func(t *testing.T) { testEnvironments(t, newStore(t)) })
 	t.Run("Revisions", func(t *testing.T) { testRevisions(t, newStore(t)) })
@@ -76,10 +77,14 @@ func testJoinToken(t *testing.T, s store.Store) {
 	if err := s.CreateJoinToken(ctx, store.JoinToken{Hash: "old", CreatedBy: "u1", ExpiresAt: now.Add(-time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ConsumeJoinToken(ctx, "old", "r0", now); !errors.Is(err, store.ErrNotFound) {
+	if err := s.JoinRunner(ctx, "old", newRunner("r0", "rh0"), now); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("expired token: %v", err)
 	}
-	// Many runners race for one token: exactly one wins.
+	if err := s.JoinRunner(ctx, "nope", newRunner("r0", "rh0"), now); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown token: %v", err)
+	}
+	// Many runners race for one token: exactly one wins, and exactly one
+	// runner exists afterwards.
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	wins := 0
@@ -87,13 +92,13 @@ func testJoinToken(t *testing.T, s store.Store) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			err := s.ConsumeJoinToken(ctx, "j1", fmt.Sprintf("r%d", i), now)
+			err := s.JoinRunner(ctx, "j1", newRunner(fmt.Sprintf("r%d", i), fmt.Sprintf("rh%d", i)), now)
 			if err == nil {
 				mu.Lock()
 				wins++
 				mu.Unlock()
 			} else if !errors.Is(err, store.ErrConflict) {
-				t.Errorf("consume: %v", err)
+				t.Errorf("join: %v", err)
 			}
 		}(i)
 	}
@@ -101,6 +106,42 @@ func testJoinToken(t *testing.T, s store.Store) {
 	if wins != 1 {
 		t.Fatalf("join token consumed %d times, want 1", wins)
 	}
+	if list, err := s.ListRunners(ctx); err != nil || len(list) != 1 {
+		t.Fatalf("runners after the race: %v, %v; want exactly one", list, err)
+	}
+}
+
+// testJoinFailureKeepsToken: a runner that cannot be created (here: its
+// token hash is taken) does not spend the join token.
+func testJoinFailureKeepsToken(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := time.Now()
+	for _, h := range []string{"j1", "j2"} {
+		if err := s.CreateJoinToken(ctx, store.JoinToken{Hash: h, CreatedBy: "u1", ExpiresAt: now.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.JoinRunner(ctx, "j1", newRunner("r1", "taken"), now); err != nil {
+		t.Fatal(err)
+	}
+	err := s.JoinRunner(ctx, "j2", newRunner("r2", "taken"), now)
+	if err == nil {
+		t.Fatal("second runner with the same token hash was created")
+	}
+	if _, err := s.GetRunner(ctx, "r2"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("failed join left a runner behind: %v", err)
+	}
+	if err := s.JoinRunner(ctx, "j2", newRunner("r2", "fresh"), now); err != nil {
+		t.Fatalf("join token spent by the failed creation: %v", err)
+	}
+	if err := s.JoinRunner(ctx, "j2", newRunner("r3", "other"), now); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("join token usable twice: %v", err)
+	}
+}
+
+func newRunner(id, tokenHash string) store.Runner {
+	return store.Runner{ID: id, Name: "host-" + id, TokenHash: tokenHash, Phase: covev1.RunnerPhase_RUNNER_PHASE_INACTIVE,
+		Capabilities: &covev1.RunnerCapabilities{}, CreatedAt: time.Now()}
 }
 
 func testRunners(t *testing.T, s store.Store) {
@@ -108,7 +149,10 @@ func testRunners(t *testing.T, s store.Store) {
 	r := store.Runner{ID: "r1", Name: "host-a", TokenHash: "rh1", Phase: covev1.RunnerPhase_RUNNER_PHASE_ACTIVE,
 		Capabilities: &covev1.RunnerCapabilities{Cpus: 2, MaxEnvironments: 4, Classes: []*covev1.EnvironmentClass{{Id: "small"}}},
 		LastSeen:     time.Now(), CreatedAt: time.Now()}
-	if err := s.CreateRunner(ctx, r); err != nil {
+	if err := s.CreateJoinToken(ctx, store.JoinToken{Hash: "j", CreatedBy: "u1", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.JoinRunner(ctx, "j", r, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.GetRunnerByTokenHash(ctx, "rh1")

@@ -1,0 +1,125 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/covedev/cove/internal/store"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+func (s *Store) CreateJoinToken(ctx context.Context, t store.JoinToken) error {
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO join_tokens (hash, created_by, expires_at) VALUES (?, ?, ?)`), t.Hash, t.CreatedBy, ms(t.ExpiresAt))
+	return s.wrap(err)
+}
+
+func (s *Store) JoinRunner(ctx context.Context, joinHash string, r store.Runner, now time.Time) error {
+	caps, err := marshalCaps(r.Capabilities)
+	if err != nil {
+		return err
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var expires int64
+		var usedBy string
+		err := tx.QueryRowContext(ctx, s.q(`SELECT expires_at, used_by FROM join_tokens WHERE hash = ?`), joinHash).Scan(&expires, &usedBy)
+		if err != nil {
+			return s.wrap(err)
+		}
+		if usedBy != "" {
+			return fmt.Errorf("join token already used: %w", store.ErrConflict)
+		}
+		if expires != 0 && now.UnixMilli() > expires {
+			return fmt.Errorf("join token expired: %w", store.ErrNotFound)
+		}
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE join_tokens SET used_by = ? WHERE hash = ? AND used_by = ''`), r.ID, joinHash)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("join token already used: %w", store.ErrConflict)
+		}
+		// In the same transaction: if the runner cannot be created, the
+		// token is not spent.
+		_, err = tx.ExecContext(ctx, s.q(`INSERT INTO runners (id, name, token_hash, phase, capabilities, last_seen, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+			r.ID, r.Name, r.TokenHash, int32(r.Phase), caps, ms(r.LastSeen), ms(r.CreatedAt))
+		if err != nil {
+			return fmt.Errorf("create runner: %w", s.wrap(err))
+		}
+		return nil
+	})
+}
+
+const runnerCols = `id, name, token_hash, phase, capabilities, last_seen, created_at`
+
+type scanner interface{ Scan(...any) error }
+
+func scanRunner(sc scanner) (store.Runner, error) {
+	var r store.Runner
+	var phase int32
+	var caps string
+	var seen, created int64
+	if err := sc.Scan(&r.ID, &r.Name, &r.TokenHash, &phase, &caps, &seen, &created); err != nil {
+		return r, err
+	}
+	r.Phase = covev1.RunnerPhase(phase)
+	r.LastSeen, r.CreatedAt = fromMS(seen), fromMS(created)
+	r.Capabilities = &covev1.RunnerCapabilities{}
+	if err := protojson.Unmarshal([]byte(caps), r.Capabilities); err != nil {
+		return r, fmt.Errorf("runner %s capabilities: %w", r.ID, err)
+	}
+	return r, nil
+}
+
+func (s *Store) GetRunner(ctx context.Context, id string) (store.Runner, error) {
+	r, err := scanRunner(s.db.QueryRowContext(ctx, s.q(`SELECT `+runnerCols+` FROM runners WHERE id = ?`), id))
+	return r, s.wrap(err)
+}
+
+func (s *Store) GetRunnerByTokenHash(ctx context.Context, hash string) (store.Runner, error) {
+	r, err := scanRunner(s.db.QueryRowContext(ctx, s.q(`SELECT `+runnerCols+` FROM runners WHERE token_hash = ?`), hash))
+	return r, s.wrap(err)
+}
+
+func (s *Store) UpdateRunner(ctx context.Context, r store.Runner) error {
+	caps, err := marshalCaps(r.Capabilities)
+	if err != nil {
+		return err
+	}
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE runners SET phase = ?, capabilities = ?, last_seen = ? WHERE id = ?`),
+		int32(r.Phase), caps, ms(r.LastSeen), r.ID)
+	if err != nil {
+		return s.wrap(err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+func (s *Store) ListRunners(ctx context.Context) ([]store.Runner, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+runnerCols+` FROM runners ORDER BY created_at, id`)
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	defer rows.Close()
+	var out []store.Runner
+	for rows.Next() {
+		r, err := scanRunner(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func marshalCaps(c *covev1.RunnerCapabilities) (string, error) {
+	if c == nil {
+		c = &covev1.RunnerCapabilities{}
+	}
+	b, err := protojson.Marshal(c)
+	return string(b), err
+}
