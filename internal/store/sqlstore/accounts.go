@@ -60,4 +60,3 @@ func (s *Store) GetTokenByHash(ctx context.Context, hash string) (store.Token, e
 	t.CreatedAt, t.ExpiresAt = fromMS(created), fromMS(expires)
 	return t, s.wrap(err)
 }
-
