@@ -60,6 +60,16 @@ func classify(gitURL string) (sourceKind, error) {
 	return 0, usererr.New("invalid git URL %q: use https://, ssh://, git@host:path, file:// or an absolute path", redact(gitURL))
 }
 
+// ClassifySource is the one classification of a content source, shared by
+// Clone, the server (who may name a local source) and the runner (whether
+// it accepts one). local is true for an absolute path or a file:// URL on
+// the runner's host, the scheme compared case-insensitively; err is a user
+// error for a source Clone refuses.
+func ClassifySource(gitURL string) (local bool, err error) {
+	kind, err := classify(gitURL)
+	return err == nil && kind == localSource, err
+}
+
 // localPath returns the host path of a local source.
 func localPath(gitURL string) string {
 	if u, err := url.Parse(gitURL); err == nil && strings.EqualFold(u.Scheme, "file") {

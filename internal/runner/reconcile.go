@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
+	"github.com/covedev/cove/internal/content"
 	"github.com/covedev/cove/internal/usererr"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 )
@@ -228,7 +228,10 @@ func layersPresent(layers []string) bool {
 	return true
 }
 
-// isLocalSource reports whether url names a path on this host.
+// isLocalSource reports whether url names a path on this host, by the one
+// classification content.Clone and the server share (schemes compared
+// case-insensitively); sources it refuses fail in content.Clone.
 func isLocalSource(url string) bool {
-	return strings.HasPrefix(url, "/") || strings.HasPrefix(url, "file://") || strings.HasPrefix(url, ".")
+	local, _ := content.ClassifySource(url)
+	return local
 }

@@ -250,3 +250,15 @@ func newKey(t *testing.T) (string, string) {
 	k2, _ := ssh.NewPublicKey(p2)
 	return string(ssh.MarshalAuthorizedKey(k1)), string(ssh.MarshalAuthorizedKey(k2))
 }
+
+func asConnect(err error, ce **connect.Error) bool { return errors.As(err, ce) }
+
+// contains reports whether s contains every one of subs.
+func contains(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/content"
 	"github.com/covedev/cove/internal/store"
 	"github.com/covedev/cove/internal/usererr"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
@@ -41,10 +42,8 @@ func (e *envService) CreateEnvironment(ctx context.Context, req *connect.Request
 	if spec == nil || spec.GetContent().GetGitUrl() == "" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("spec.content.gitUrl is required (a git URL or a local path)"))
 	}
-	if isLocalPath(spec.GetContent().GetGitUrl()) && u.Role != store.RoleOwner {
-		// A runner reads local paths as root; only owners (the operator of a
-		// `cove up`) may name one. Runners refuse them unless allowed.
-		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("only organization owners may create environments from a local path; use a git URL"))
+	if err := checkSource(u, spec.GetContent().GetGitUrl()); err != nil {
+		return nil, err
 	}
 	if spec.ClassId == "" {
 		spec.ClassId = e.s.cfg.DefaultClass
@@ -85,9 +84,27 @@ func (e *envService) CreateEnvironment(ctx context.Context, req *connect.Request
 	return connect.NewResponse(&covev1.CreateEnvironmentResponse{Environment: created}), nil
 }
 
-// isLocalPath reports whether a content source names a path on a runner.
-func isLocalPath(src string) bool {
-	return strings.HasPrefix(src, "/") || strings.HasPrefix(src, ".") || strings.HasPrefix(src, "file:")
+// checkSource applies the runner's own classification of content sources
+// (content.ClassifySource): a runner reads local paths as root, so only
+// owners (the operator of a `cove up`) may name one, and runners refuse them
+// unless allowed. A source that is local once surrounding white space is
+// trimmed gets the same answer, so the refusal does not depend on spelling.
+func checkSource(u store.User, src string) error {
+	local, err := content.ClassifySource(src)
+	if !local {
+		local, _ = content.ClassifySource(strings.TrimSpace(src))
+	}
+	if local && u.Role != store.RoleOwner {
+		return connect.NewError(connect.CodePermissionDenied, errors.New("only organization owners may create environments from a local path; use a git URL"))
+	}
+	if err != nil {
+		msg, ok := usererr.Message(err)
+		if !ok {
+			msg = err.Error()
+		}
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("spec.content.gitUrl: %s", msg))
+	}
+	return nil
 }
 
 // lookup finds the caller's environment by id or name. Other users'
