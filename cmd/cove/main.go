@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/covedev/cove/internal/cli"
+	"github.com/covedev/cove/internal/termsafe"
 	"github.com/spf13/cobra"
 )
 
@@ -36,7 +37,8 @@ func main() {
 	if err := root.Execute(); err != nil {
 		code, remote := cli.ExitCode(err)
 		if !remote {
-			fmt.Fprintln(os.Stderr, "cove:", err)
+			// Errors carry server and remote text: no control sequences.
+			fmt.Fprintln(os.Stderr, "cove:", termsafe.String(err.Error()))
 		}
 		os.Exit(code)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/covedev/cove/internal/devcontainer"
+	"github.com/covedev/cove/internal/termsafe"
 	"github.com/covedev/cove/internal/usererr"
 	"github.com/spf13/cobra"
 )
@@ -63,7 +64,7 @@ devcontainer.metadata label with --image-metadata to merge it.`,
 				return usererr.New("Dev container config (%s) not found.", filepath.Join(ws, ".devcontainer", "devcontainer.json"))
 			}
 			for _, w := range warns {
-				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", termsafe.String(fmt.Sprint(w))) // may quote the repository's property names
 			}
 			var merged *devcontainer.Merged
 			if includeMerged {

@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/apiclient"
 	dc "github.com/covedev/cove/internal/devcontainer"
+	"github.com/covedev/cove/internal/termsafe"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -71,7 +72,7 @@ func envCreate() *cobra.Command {
 				return err
 			}
 			env := resp.Msg.Environment
-			fmt.Fprintf(cmd.ErrOrStderr(), "Environment %s (%s) created.\n", name, env.Id)
+			fmt.Fprintf(cmd.ErrOrStderr(), "Environment %s (%s) created.\n", termsafe.Line(name), termsafe.Line(env.Id))
 			if !wait {
 				return nil
 			}
@@ -133,8 +134,11 @@ func envList() *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tPHASE\tIMAGE\tSSH\tAGE\tMESSAGE")
 			for _, e := range resp.Msg.Environments {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Metadata.Name, phaseName(e.Status.GetPhase()), e.Status.GetImage(),
-					e.Status.GetSsh().GetHost(), age(e.Metadata.GetCreatedAt().AsTime()), e.Status.GetFailureMessage())
+				// Every cell is text the server (and through it git
+				// servers, registries, repositories) controls.
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", termsafe.Line(e.Metadata.GetName()), phaseName(e.Status.GetPhase()),
+					termsafe.Line(e.Status.GetImage()), termsafe.Line(e.Status.GetSsh().GetHost()), age(e.Metadata.GetCreatedAt().AsTime()),
+					termsafe.Line(e.Status.GetFailureMessage()))
 			}
 			return tw.Flush()
 		},
@@ -179,27 +183,42 @@ func envGet() *cobra.Command {
 	return cmd
 }
 
+// printEnv shows an environment for a terminal. Every field but the
+// phases is text the server, a repository, a git server or a registry
+// controls, so it goes through termsafe; multi-line messages keep their
+// lines, indented so that they cannot pass for other fields.
 func printEnv(w io.Writer, e *covev1.Environment) {
-	st := e.GetStatus()
-	fmt.Fprintf(w, "Name:        %s\nID:          %s\nPhase:       %s\nDesired:     %s\n", e.Metadata.GetName(), e.Id, phaseName(st.GetPhase()), phaseName(e.Spec.GetDesiredPhase()))
-	fmt.Fprintf(w, "Source:      %s %s\nClass:       %s\nRunner:      %s\n", e.Spec.GetContent().GetGitUrl(), e.Spec.GetContent().GetRef(), e.Spec.GetClassId(), e.Metadata.GetRunnerId())
-	fmt.Fprintf(w, "Image:       %s %s\nWorkspace:   %s\n", st.GetImage(), st.GetImageDigest(), st.GetWorkspaceFolder())
-	fmt.Fprintf(w, "Content:     %s %s\nMachine:     %s %s\n", subName(st.GetContent()), st.GetContent().GetMessage(), subName(st.GetMachine()), st.GetMachine().GetMessage())
+	l, st := termsafe.Line, e.GetStatus()
+	fmt.Fprintf(w, "Name:        %s\nID:          %s\nPhase:       %s\nDesired:     %s\n", l(e.Metadata.GetName()), l(e.Id), phaseName(st.GetPhase()), phaseName(e.Spec.GetDesiredPhase()))
+	fmt.Fprintf(w, "Source:      %s %s\nClass:       %s\nRunner:      %s\n", l(e.Spec.GetContent().GetGitUrl()), l(e.Spec.GetContent().GetRef()), l(e.Spec.GetClassId()), l(e.Metadata.GetRunnerId()))
+	fmt.Fprintf(w, "Image:       %s %s\nWorkspace:   %s\n", l(st.GetImage()), l(st.GetImageDigest()), l(st.GetWorkspaceFolder()))
+	fmt.Fprintf(w, "Content:     %s %s\nMachine:     %s %s\n", subName(st.GetContent()), l(st.GetContent().GetMessage()), subName(st.GetMachine()), l(st.GetMachine().GetMessage()))
 	if dc := st.GetDevcontainer(); dc != nil {
-		fmt.Fprintf(w, "Devcontainer: %s %s %s\n", subName(dc), st.GetDevcontainerPath(), dc.GetMessage())
+		fmt.Fprintf(w, "Devcontainer: %s %s %s\n", subName(dc), l(st.GetDevcontainerPath()), l(dc.GetMessage()))
 	}
 	if ext := st.GetExtensions(); len(ext) > 0 {
-		fmt.Fprintf(w, "Extensions:  %s\n", strings.Join(ext, ", "))
+		fmt.Fprintf(w, "Extensions:  %s\n", l(strings.Join(ext, ", ")))
 	}
 	for _, warn := range st.GetWarnings() {
-		fmt.Fprintf(w, "Warning:     %s\n", warn)
+		fmt.Fprintf(w, "Warning:     %s\n", indented(warn))
 	}
 	if s := st.GetSsh(); s != nil {
-		fmt.Fprintf(w, "SSH:         ssh %s   (gateway %s; run `cove config-ssh` once)\n", s.GetHost(), s.GetAddress())
+		fmt.Fprintf(w, "SSH:         ssh %s   (gateway %s; run `cove config-ssh` once)\n", l(s.GetHost()), l(s.GetAddress()))
 	}
 	if m := st.GetFailureMessage(); m != "" {
-		fmt.Fprintf(w, "Failure:     %s\n", m)
+		fmt.Fprintf(w, "Failure:     %s\n", indented(m))
 	}
+}
+
+// indented is remote text made safe, its later lines indented under the
+// first field's value.
+func indented(s string) string { return indentLines(s, "             ") }
+
+// indentLines is remote text made safe, its later lines indented by
+// indent so that they cannot pass for lines of cove's own.
+func indentLines(s, indent string) string {
+	s = strings.TrimRight(termsafe.String(s), "\n")
+	return strings.ReplaceAll(s, "\n", "\n"+indent)
 }
 
 func phaseName(p covev1.EnvironmentPhase) string {
@@ -301,17 +320,17 @@ func waitFor(ctx context.Context, log io.Writer, c *apiclient.Clients, env *cove
 		st := e.GetStatus()
 		current := st.GetObservedSpecVersion() >= version || e.GetMetadata().GetRunnerId() == ""
 		if line := phaseName(st.GetPhase()) + " " + st.GetMachine().GetMessage(); line != last && current {
-			fmt.Fprintf(log, "  %s\n", strings.TrimSpace(line))
+			fmt.Fprintf(log, "  %s\n", termsafe.Line(strings.TrimSpace(line)))
 			last = line
 		}
 		if st.GetPhase() == want && st.GetObservedSpecVersion() >= version && st.GetFailureMessage() == "" {
 			if want == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING && st.GetSsh() != nil {
-				fmt.Fprintf(log, "Ready: cove ssh %s   (or `ssh %s` after `cove config-ssh`)\n", e.Metadata.GetName(), st.GetSsh().GetHost())
+				fmt.Fprintf(log, "Ready: cove ssh %s   (or `ssh %s` after `cove config-ssh`)\n", termsafe.Line(e.Metadata.GetName()), termsafe.Line(st.GetSsh().GetHost()))
 			}
 			return true, nil
 		}
 		if st.GetFailureMessage() != "" && current && want != covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED {
-			return true, fmt.Errorf("environment %s: %s", e.GetMetadata().GetName(), st.GetFailureMessage())
+			return true, fmt.Errorf("environment %s: %s", termsafe.Line(e.GetMetadata().GetName()), indentLines(st.GetFailureMessage(), "  "))
 		}
 		return false, nil
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/covedev/cove/internal/agent"
 	"github.com/covedev/cove/internal/apiclient"
 	"github.com/covedev/cove/internal/sshgw"
+	"github.com/covedev/cove/internal/termsafe"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
@@ -158,7 +159,8 @@ func EnvRebuildCommand() *cobra.Command {
 				return err
 			}
 			env := resp.Msg.Environment
-			fmt.Fprintf(cmd.ErrOrStderr(), "Rebuilding %s (see `cove env logs %s -f`).\n", env.GetMetadata().GetName(), env.GetMetadata().GetName())
+			name := termsafe.Line(env.GetMetadata().GetName())
+			fmt.Fprintf(cmd.ErrOrStderr(), "Rebuilding %s (see `cove env logs %s -f`).\n", name, name)
 			if !wait {
 				return nil
 			}
@@ -190,16 +192,16 @@ func waitRebuilt(ctx context.Context, log io.Writer, c *apiclient.Clients, env *
 				line += " (devcontainer: " + m + ")"
 			}
 			if line != last {
-				fmt.Fprintf(log, "  %s\n", line)
+				fmt.Fprintf(log, "  %s\n", termsafe.Line(line))
 				last = line
 			}
 		}
 		done, err := rebuildDone(e, version, gen)
 		if done && err == nil && st.GetDevcontainer().GetPhase() == covev1.SubPhase_SUB_PHASE_FAILED {
 			fmt.Fprintf(log, "Rebuilt, but a lifecycle command failed: %s\n  see `cove env logs %s`; the environment is reachable to fix it.\n",
-				st.GetDevcontainer().GetMessage(), e.GetMetadata().GetName())
+				termsafe.Line(st.GetDevcontainer().GetMessage()), termsafe.Line(e.GetMetadata().GetName()))
 		} else if done && err == nil && st.GetSsh() != nil {
-			fmt.Fprintf(log, "Ready: cove ssh %s\n", e.GetMetadata().GetName())
+			fmt.Fprintf(log, "Ready: cove ssh %s\n", termsafe.Line(e.GetMetadata().GetName()))
 		}
 		return done, err
 	}
@@ -212,14 +214,14 @@ func rebuildDone(e *covev1.Environment, version, gen int64) (bool, error) {
 	st := e.GetStatus()
 	current := st.GetObservedSpecVersion() >= version
 	if current && st.GetFailureMessage() != "" {
-		return true, fmt.Errorf("environment %s: %s", e.GetMetadata().GetName(), st.GetFailureMessage())
+		return true, fmt.Errorf("environment %s: %s", termsafe.Line(e.GetMetadata().GetName()), indentLines(st.GetFailureMessage(), "  "))
 	}
 	if st.GetPhase() == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING && current && st.GetBuiltGeneration() >= gen {
 		return true, nil
 	}
 	if current && e.GetSpec().GetDesiredPhase() != covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING &&
 		e.GetSpec().GetDesiredPhase() != covev1.EnvironmentPhase_ENVIRONMENT_PHASE_UNSPECIFIED {
-		return true, fmt.Errorf("environment %s is no longer meant to run (%s)", e.GetMetadata().GetName(), phaseName(e.GetSpec().GetDesiredPhase()))
+		return true, fmt.Errorf("environment %s is no longer meant to run (%s)", termsafe.Line(e.GetMetadata().GetName()), phaseName(e.GetSpec().GetDesiredPhase()))
 	}
 	return false, nil
 }

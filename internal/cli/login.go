@@ -7,6 +7,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/apiclient"
+	"github.com/covedev/cove/internal/termsafe"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/spf13/cobra"
 )
@@ -28,7 +29,7 @@ func LoginCommand() *cobra.Command {
 			if err := saveConfig(Config{Server: server, Token: token}); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Logged in to %s as %s.\n", server, who.Msg.User.Name)
+			fmt.Fprintf(cmd.OutOrStdout(), "Logged in to %s as %s.\n", server, termsafe.Line(who.Msg.User.Name))
 			return nil
 		},
 	}
@@ -54,7 +55,7 @@ func WhoAmICommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) on %s\n", who.Msg.User.Name, who.Msg.User.Role, cfg.Server)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) on %s\n", termsafe.Line(who.Msg.User.Name), termsafe.Line(who.Msg.User.Role), cfg.Server)
 			return nil
 		},
 	}

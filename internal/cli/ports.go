@@ -16,6 +16,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/sshgw"
+	"github.com/covedev/cove/internal/termsafe"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
@@ -54,11 +55,13 @@ func printPorts(w io.Writer, ports []*covev1.Port) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PORT\tADDRESS\tVISIBILITY\tLABEL\tURL")
 	for _, p := range ports {
-		addr := p.GetAddress()
+		addr := termsafe.Line(p.GetAddress())
 		if addr == "" {
 			addr = "(not listening)"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", p.GetPort(), addr, visibilityName(p.GetVisibility()), p.GetLabel(), p.GetUrl())
+		// Labels come from the repository's devcontainer.json, addresses
+		// and URLs from the runner: remote text, made safe.
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", p.GetPort(), addr, visibilityName(p.GetVisibility()), termsafe.Line(p.GetLabel()), termsafe.Line(p.GetUrl()))
 	}
 	_ = tw.Flush()
 }
@@ -121,7 +124,7 @@ func portsShare() *cobra.Command {
 			fmt.Fprintf(cmd.ErrOrStderr(), "Port %d of %s is now %s.\n", port, name, visibilityName(v))
 			for _, p := range resp.Msg.GetEnvironment().GetStatus().GetPorts() {
 				if p.GetPort() == int32(port) && p.GetUrl() != "" {
-					fmt.Fprintln(cmd.OutOrStdout(), p.GetUrl())
+					fmt.Fprintln(cmd.OutOrStdout(), termsafe.Line(p.GetUrl()))
 				}
 			}
 			return nil

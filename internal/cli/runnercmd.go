@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/build"
+	"github.com/covedev/cove/internal/termsafe"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/spf13/cobra"
 )
@@ -113,8 +114,9 @@ func runnerList() *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tID\tPHASE\tENVIRONMENTS\tSSH\tLAST SEEN")
 			for _, r := range resp.Msg.Runners {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s ago\n", r.Name, r.Id, strings.TrimPrefix(r.Phase.String(), "RUNNER_PHASE_"),
-					r.Environments, r.Capabilities.GetMaxEnvironments(), r.Capabilities.GetSshAddress(), age(r.LastSeen.AsTime()))
+				// Runners report their own names and addresses: remote text.
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s ago\n", termsafe.Line(r.Name), termsafe.Line(r.Id), strings.TrimPrefix(r.Phase.String(), "RUNNER_PHASE_"),
+					r.Environments, r.Capabilities.GetMaxEnvironments(), termsafe.Line(r.Capabilities.GetSshAddress()), age(r.LastSeen.AsTime()))
 			}
 			return tw.Flush()
 		},

@@ -17,6 +17,7 @@ import (
 	"github.com/covedev/cove/internal/agent"
 	"github.com/covedev/cove/internal/atomicfile"
 	"github.com/covedev/cove/internal/sshgw"
+	"github.com/covedev/cove/internal/termsafe"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
@@ -126,7 +127,7 @@ func certify(ctx context.Context, name string) (*sshTarget, error) {
 func refreshCert(ctx context.Context, name string) (*sshTarget, error) {
 	t, err := certify(ctx, name)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "cove:", err)
+		fmt.Fprintln(os.Stderr, "cove:", termsafe.String(err.Error()))
 		return nil, err
 	}
 	d, err := sshDir()
