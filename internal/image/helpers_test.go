@@ -185,6 +185,7 @@ func newTestStore(t *testing.T) (*Store, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.SetFetchPolicy(loopbackRegistries(t))
 	return s, root
 }
 

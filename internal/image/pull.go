@@ -6,18 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/covedev/cove/internal/hostfetch"
 	"github.com/covedev/cove/internal/usererr"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -41,12 +39,33 @@ func (s *Store) Pull(ctx context.Context, ref string) (*Image, error) {
 	return &c, nil
 }
 
+// SetFetchPolicy sets where pulls may connect (nil: hostfetch.Default()).
+// Call it before the first Pull.
+func (s *Store) SetFetchPolicy(p *hostfetch.Policy) { s.policy = p }
+
+func (s *Store) fetchPolicy() *hostfetch.Policy {
+	if s.policy != nil {
+		return s.policy
+	}
+	return hostfetch.Default()
+}
+
 func (s *Store) pull(ctx context.Context, ref string, r name.Reference) (*Image, error) {
 	host := r.Context().RegistryStr()
+	policy := s.fetchPolicy()
+	if policy.Insecure(host) {
+		// Plain HTTP only to registries the operator listed; the policy's
+		// transport refuses it to any other (go-containerregistry would
+		// otherwise try it for loopback and RFC 1918 names).
+		var err error
+		if r, err = name.ParseReference(ref, name.Insecure); err != nil {
+			return nil, usererr.Wrap(err, "invalid image reference %q", ref)
+		}
+	}
 	puller, err := remote.NewPuller(
 		remote.WithContext(ctx),
 		remote.WithAuth(authn.Anonymous),
-		remote.WithTransport(s.transport),
+		remote.WithTransport(policy.Transport()),
 		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}),
 		remote.WithRetryBackoff(remote.Backoff{Duration: 250 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 3}),
 	)
@@ -108,7 +127,7 @@ func (s *Store) pull(ctx context.Context, ref string, r name.Reference) (*Image,
 			if errors.As(err, &ue) {
 				return nil, err
 			}
-			if isNetworkError(err) || isTransportError(err) {
+			if isNetworkError(err) || isTransportError(err) || isPolicyError(err) {
 				return nil, registryError(ref, host, err)
 			}
 			if errors.Is(err, io.ErrUnexpectedEOF) {
@@ -159,86 +178,12 @@ func isLayerMediaType(mt types.MediaType) bool {
 	return mt.IsLayer()
 }
 
-// parseRef parses an image reference; loopback registries use plain HTTP.
+// parseRef parses an image reference (without choosing a scheme: the pull
+// does, from the fetch policy).
 func parseRef(ref string) (name.Reference, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
 		return nil, usererr.Wrap(err, "invalid image reference %q", ref)
 	}
-	if isLoopbackRegistry(r.Context().RegistryStr()) {
-		r, err = name.ParseReference(ref, name.Insecure)
-		if err != nil {
-			return nil, usererr.Wrap(err, "invalid image reference %q", ref)
-		}
-	}
 	return r, nil
-}
-
-func isLoopbackRegistry(host string) bool {
-	h, _, err := net.SplitHostPort(host)
-	if err != nil {
-		h = strings.Trim(host, "[]")
-	}
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
-}
-
-// registryError turns an error talking to a registry into one a user can act on.
-func registryError(ref, host string, err error) error {
-	if errors.Is(err, context.Canceled) {
-		return fmt.Errorf("pull %s: %w", ref, err)
-	}
-	var te *transport.Error
-	if errors.As(err, &te) {
-		for _, d := range te.Errors {
-			switch d.Code {
-			case transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode, transport.BlobUnknownErrorCode:
-				return usererr.Wrap(err, "image %q not found", ref)
-			case transport.UnauthorizedErrorCode, transport.DeniedErrorCode:
-				return usererr.Wrap(err, "access to image %q denied: unauthorized (only public images are supported)", ref)
-			}
-		}
-		switch te.StatusCode {
-		case 404:
-			return usererr.Wrap(err, "image %q not found", ref)
-		case 401, 403:
-			return usererr.Wrap(err, "access to image %q denied: unauthorized (only public images are supported)", ref)
-		}
-		return usererr.Wrap(err, "registry %s failed: %v", host, err)
-	}
-	if isNetworkError(err) {
-		return usererr.Wrap(err, "registry %s unreachable: %v", host, rootCause(err))
-	}
-	return fmt.Errorf("pull %s: %w", ref, err)
-}
-
-func isTransportError(err error) bool {
-	var te *transport.Error
-	return errors.As(err, &te)
-}
-
-func isNetworkError(err error) bool {
-	var ne net.Error
-	var oe *net.OpError
-	var de *net.DNSError
-	return errors.As(err, &oe) || errors.As(err, &de) || errors.As(err, &ne) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
-}
-
-// rootCause returns the innermost network error's text, which is what a user
-// needs ("dial tcp 127.0.0.1:5000: connect: connection refused").
-func rootCause(err error) error {
-	var oe *net.OpError
-	if errors.As(err, &oe) {
-		return oe
-	}
-	var de *net.DNSError
-	if errors.As(err, &de) {
-		return de
-	}
-	return err
 }

@@ -329,6 +329,7 @@ func TestInterruptedUnpackIsRedone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.SetFetchPolicy(loopbackRegistries(t))
 	if _, err := os.Stat(debris); !os.IsNotExist(err) {
 		t.Errorf("debris kept: %v", err)
 	}

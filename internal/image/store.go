@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 
 	"github.com/covedev/cove/internal/atomicfile"
+	"github.com/covedev/cove/internal/hostfetch"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sync/singleflight"
 )
@@ -49,8 +49,8 @@ type Store struct {
 	root string
 	log  *slog.Logger
 
-	// transport is used for all registry traffic; tests may wrap it.
-	transport http.RoundTripper
+	// policy says where pulls may connect; nil means hostfetch.Default().
+	policy *hostfetch.Policy
 
 	pulls  flights            // by normalized reference
 	layers singleflight.Group // by diffID
@@ -82,7 +82,7 @@ func NewStore(root string, log *slog.Logger) (*Store, error) {
 			return nil, fmt.Errorf("image store: %w", err)
 		}
 	}
-	return &Store{root: root, log: log, transport: http.DefaultTransport}, nil
+	return &Store{root: root, log: log}, nil
 }
 
 // Get returns the image ref was last pulled as, without any network access.
