@@ -28,7 +28,6 @@ func TestClearFailures(t *testing.T) {
 		{"unknown-image", []string{repo, "--image", reg + "/test/nope:latest"}, `image "` + reg + `/test/nope:latest" not found`},
 		{"no-registry", []string{repo, "--image", "127.0.0.1:1/test/busybox:latest"}, "registry 127.0.0.1:1 unreachable"},
 		{"bad-git-url", []string{"file:///nonexistent/repo.git", "--image", reg + "/test/busybox:latest"}, "git clone"},
-		{"no-runner", []string{repo, "--class", "gpu"}, `no active runner offers class "gpu"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -40,7 +39,7 @@ func TestClearFailures(t *testing.T) {
 			if msg := field(j, "status", "failureMessage"); !strings.Contains(msg, tc.want) {
 				t.Fatalf("failureMessage %q, want %q", msg, tc.want)
 			}
-			if tc.name != "no-runner" && field(j, "status", "phase") != "ENVIRONMENT_PHASE_STOPPED" {
+			if field(j, "status", "phase") != "ENVIRONMENT_PHASE_STOPPED" {
 				t.Fatalf("phase %s, want STOPPED", field(j, "status", "phase"))
 			}
 		})
@@ -58,6 +57,13 @@ func TestClearFailures(t *testing.T) {
 	}
 	if _, errOut, code := u.run("env", "start", "unknown-image", "--wait", "--timeout", "1m"); code == 0 || !strings.Contains(errOut, "not found") {
 		t.Fatalf("retrying a failed start: exit %d %q", code, errOut)
+	}
+	// A class no runner offers is refused at creation; nothing is stored.
+	if _, errOut, code := u.run("env", "create", repo, "--name", "no-runner", "--class", "gpu"); code == 0 || !strings.Contains(errOut, `no active runner offers class "gpu"`) {
+		t.Fatalf("unknown class: exit %d %q", code, errOut)
+	}
+	if out := u.must("env", "list"); strings.Contains(out, "no-runner") {
+		t.Fatalf("refused environment listed:\n%s", out)
 	}
 	if _, errOut, code := u.run("env", "create", repo, "--name", "Bad_Name"); code == 0 || !strings.Contains(errOut, "invalid name") {
 		t.Fatalf("bad name: exit %d %q", code, errOut)

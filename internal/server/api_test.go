@@ -28,7 +28,10 @@ type harness struct {
 	url string
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessWith(t, nil) }
+
+// newHarnessWith starts a server whose config configure may change.
+func newHarnessWith(t *testing.T, configure func(*server.Config)) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
@@ -36,7 +39,11 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Store: st, DataDir: dir, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	cfg := server.Config{Store: st, DataDir: dir, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if configure != nil {
+		configure(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

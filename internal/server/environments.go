@@ -39,11 +39,8 @@ func (e *envService) CreateEnvironment(ctx context.Context, req *connect.Request
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("invalid name %q: use lower-case letters, digits and '-' (at most 63)", name))
 	}
 	spec := req.Msg.GetSpec()
-	if spec == nil || spec.GetContent().GetGitUrl() == "" {
-		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("spec.content.gitUrl is required (a git URL or a local path)"))
-	}
-	if err := checkSource(u, spec.GetContent().GetGitUrl()); err != nil {
-		return nil, err
+	if spec == nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("spec is required (at least spec.content.gitUrl)"))
 	}
 	if spec.ClassId == "" {
 		spec.ClassId = e.s.cfg.DefaultClass
@@ -53,7 +50,10 @@ func (e *envService) CreateEnvironment(ctx context.Context, req *connect.Request
 		spec.DesiredPhase = phaseRunning
 	case phaseRunning, phaseStopped:
 	default:
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("desiredPhase must be RUNNING or STOPPED, not %s", spec.DesiredPhase))
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("spec.desiredPhase must be RUNNING or STOPPED, not %s", spec.DesiredPhase))
+	}
+	if err := e.s.validateSpec(ctx, u, spec); err != nil {
+		return nil, err
 	}
 	spec.SpecVersion = 1
 	id := newID("")

@@ -34,7 +34,10 @@ type Config struct {
 	// PublicURL is the server's external base URL, used in browser
 	// redirects (port login); empty derives it from the request.
 	PublicURL string
-	Now       func() time.Time
+	// AllowPrivateImages lets members name images on loopback, private or
+	// link-local registries in spec.defaultImage (owners always may).
+	AllowPrivateImages bool
+	Now                func() time.Time
 }
 
 // Server implements the cove API.
