@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/covedev/cove/internal/connlimit"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -45,8 +46,14 @@ type Config struct {
 	// Clock is used to check certificate validity; time.Now if nil.
 	Clock func() time.Time
 	// HandshakeTimeout bounds the SSH handshake with a user and with an
-	// agent; 30s if zero.
+	// agent; 30s if zero. For users it is the grace time: from accept to
+	// the end of authentication.
 	HandshakeTimeout time.Duration
+	// MaxStartups caps connections that have not finished authentication,
+	// in all and from one source address (IPv4 address or IPv6 /64);
+	// DefaultMaxStartups and DefaultMaxStartupsPerSource if zero, no cap
+	// if negative. See limits.go.
+	MaxStartups, MaxStartupsPerSource int
 }
 
 // Gateway is an SSH server that authenticates users by certificate and
@@ -57,6 +64,7 @@ type Gateway struct {
 	log              *slog.Logger
 	clock            func() time.Time
 	handshakeTimeout time.Duration
+	startups         *connlimit.Limiter
 
 	mu         sync.Mutex
 	userCAs    []ssh.PublicKey
@@ -71,6 +79,7 @@ func NewGateway(cfg Config) *Gateway {
 		log:              cfg.Log,
 		clock:            cfg.Clock,
 		handshakeTimeout: cfg.HandshakeTimeout,
+		startups:         startupLimiter(cfg),
 	}
 	if g.log == nil {
 		g.log = slog.Default()
@@ -127,6 +136,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	ln = g.limitStartups(ln)
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer ln.Close()
@@ -170,6 +180,7 @@ func (g *Gateway) serveConn(ctx context.Context, c net.Conn) {
 	defer hcancel()
 	c.SetDeadline(time.Now().Add(g.handshakeTimeout))
 	sconn, chans, reqs, err := ssh.NewServerConn(c, g.serverConfig(hctx, log))
+	authenticated(c) // or failed: either way no longer a startup
 	if err != nil {
 		log.Debug("ssh handshake failed", "err", err)
 		return
