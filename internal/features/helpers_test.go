@@ -118,7 +118,7 @@ func (r *testRegistry) publish(t *testing.T, repoTag, dir string) string {
 }
 
 func newResolver(t *testing.T) *Resolver {
-	return &Resolver{CacheDir: t.TempDir()}
+	return &Resolver{CacheDir: t.TempDir(), Fetch: loopbackRegistries(t)}
 }
 
 func ids(fs []Feature) []string {

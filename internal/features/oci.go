@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/covedev/cove/internal/hostfetch"
 	"github.com/covedev/cove/internal/usererr"
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -23,14 +24,15 @@ const LayerMediaType = "application/vnd.devcontainers.layer.v1+tar"
 // fetchOCI resolves id to its manifest digest and, unless that digest is
 // cached, downloads and unpacks the feature layer.
 func (r *Resolver) fetchOCI(ctx context.Context, id string) (digest, dir string, err error) {
-	ref, err := parseOCI(id)
+	policy := r.fetchPolicy()
+	ref, err := parseOCI(id, policy)
 	if err != nil {
 		return "", "", err
 	}
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuth(authn.Anonymous),
-		remote.WithTransport(r.transport()),
+		remote.WithTransport(policy.Transport()),
 	}
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
@@ -69,7 +71,7 @@ func (r *Resolver) fetchOCI(ctx context.Context, id string) (digest, dir string,
 	}
 	if err := untar(ctx, rc, tmp); err != nil {
 		os.RemoveAll(tmp)
-		if isNetworkError(err) {
+		if isNetworkError(err) || isPolicyError(err) {
 			return "", "", registryError(id, err)
 		}
 		return "", "", usererr.Wrap(err, "feature %q: bad layer: %v", id, err)
@@ -78,10 +80,15 @@ func (r *Resolver) fetchOCI(ctx context.Context, id string) (digest, dir string,
 	return digest, dir, err
 }
 
-// registryError turns a registry failure into one a user can act on.
+// registryError turns a registry failure into one a user can act on. It
+// never repeats what the registry sent (bodies, error messages): only status
+// codes.
 func registryError(id string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("fetch feature %s: %w", id, err)
+	}
+	if msg, ok := hostfetch.Explain(err); ok {
+		return usererr.Wrap(err, "fetch feature %q: %s", id, msg)
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {
@@ -99,12 +106,20 @@ func registryError(id string, err error) error {
 				return usererr.Wrap(err, "access to feature %q denied (only public features are supported)", id)
 			}
 		}
-		return usererr.Wrap(err, "fetch feature %q: registry error %d", id, te.StatusCode)
+		return usererr.Wrap(err, "fetch feature %q: registry error %s", id, statusText(te.StatusCode))
+	}
+	if msg, ok := tlsProblem(err); ok {
+		return usererr.Wrap(err, "fetch feature %q: %s", id, msg)
 	}
 	if isNetworkError(err) {
-		return usererr.Wrap(err, "fetch feature %q: registry unreachable: %v", id, err)
+		return usererr.Wrap(err, "fetch feature %q: registry unreachable: %v", id, rootCause(err))
 	}
 	return fmt.Errorf("fetch feature %s: %w", id, err)
+}
+
+func isPolicyError(err error) bool {
+	_, ok := hostfetch.Explain(err)
+	return ok
 }
 
 func isNetworkError(err error) bool {

@@ -1,10 +1,10 @@
 package features
 
 import (
-	"net"
 	"net/url"
 	"strings"
 
+	"github.com/covedev/cove/internal/hostfetch"
 	"github.com/covedev/cove/internal/usererr"
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -52,9 +52,10 @@ func resourceID(id string) string {
 	return strings.ToLower(id)
 }
 
-// parseOCI parses an OCI feature reference; a missing tag means "latest" and
-// loopback registries are spoken to over plain HTTP.
-func parseOCI(id string) (name.Reference, error) {
+// parseOCI parses an OCI feature reference; a missing tag means "latest".
+// Registries the fetch policy lists as insecure are spoken to over plain
+// HTTP; the policy's transport refuses plain HTTP to any other.
+func parseOCI(id string, p *hostfetch.Policy) (name.Reference, error) {
 	if strings.Count(resourceID(id), "/") < 2 {
 		return nil, usererr.New("invalid feature %q: expected <registry>/<namespace>/<feature>[:<version>], a https:// tarball URL or a ./local path", id)
 	}
@@ -62,7 +63,7 @@ func parseOCI(id string) (name.Reference, error) {
 	if err != nil {
 		return nil, usererr.Wrap(err, "invalid feature reference %q", id)
 	}
-	if isLoopback(r.Context().RegistryStr()) {
+	if p.Insecure(r.Context().RegistryStr()) {
 		if r, err = name.ParseReference(id, name.Insecure); err != nil {
 			return nil, usererr.Wrap(err, "invalid feature reference %q", id)
 		}
@@ -70,26 +71,15 @@ func parseOCI(id string) (name.Reference, error) {
 	return r, nil
 }
 
-// checkTarballURL accepts https URLs, and plain http only to loopback hosts.
-func checkTarballURL(id string) (*url.URL, error) {
+// checkTarballURL accepts https URLs, and plain http URLs to hosts the fetch
+// policy lists as insecure.
+func checkTarballURL(id string, p *hostfetch.Policy) (*url.URL, error) {
 	u, err := url.Parse(id)
-	if err != nil || u.Host == "" {
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 		return nil, usererr.New("invalid feature URL %q", id)
 	}
-	if u.Scheme == "http" && !isLoopback(u.Host) {
-		return nil, usererr.New("feature URL %q must use https", id)
+	if u.Scheme == "http" && !p.Insecure(u.Host) {
+		return nil, usererr.New("feature URL %q must use https (plain HTTP only to hosts the runner's operator lists with --insecure-registry)", id)
 	}
 	return u, nil
-}
-
-func isLoopback(host string) bool {
-	h, _, err := net.SplitHostPort(host)
-	if err != nil {
-		h = strings.Trim(host, "[]")
-	}
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }

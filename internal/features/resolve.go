@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
+	"github.com/covedev/cove/internal/hostfetch"
 	"github.com/covedev/cove/internal/usererr"
 )
 
@@ -29,7 +29,7 @@ type Feature struct {
 // Resolver fetches features into a cache.
 type Resolver struct {
 	CacheDir  string            // holds sha256/<hex>/ feature directories and tmp/
-	Transport http.RoundTripper // for registries and tarball URLs; nil means http.DefaultTransport
+	Fetch     *hostfetch.Policy // where registries and tarball URLs may be; nil means hostfetch.Default()
 	Log       *slog.Logger      // nil means slog.Default()
 
 	// RootDir is the repository checkout; local features ("./x") must
@@ -151,11 +151,11 @@ func (r *Resolver) log() *slog.Logger {
 	return slog.Default()
 }
 
-func (r *Resolver) transport() http.RoundTripper {
-	if r.Transport != nil {
-		return r.Transport
+func (r *Resolver) fetchPolicy() *hostfetch.Policy {
+	if r.Fetch != nil {
+		return r.Fetch
 	}
-	return http.DefaultTransport
+	return hostfetch.Default()
 }
 
 // cached returns the cache directory of digest if it is complete.

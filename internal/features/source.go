@@ -3,21 +3,26 @@ package features
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 
+	"github.com/covedev/cove/internal/hostfetch"
+	"github.com/covedev/cove/internal/confine"
 	"github.com/covedev/cove/internal/usererr"
 )
 
 // fetchTarball downloads a feature tarball; its digest is the sha256 of the
 // bytes served.
 func (r *Resolver) fetchTarball(ctx context.Context, id string) (digest, dir string, err error) {
-	u, err := checkTarballURL(id)
+	policy := r.fetchPolicy()
+	u, err := checkTarballURL(id, policy)
 	if err != nil {
 		return "", "", err
 	}
@@ -25,16 +30,19 @@ func (r *Resolver) fetchTarball(ctx context.Context, id string) (digest, dir str
 	if err != nil {
 		return "", "", usererr.Wrap(err, "invalid feature URL %q", id)
 	}
-	resp, err := (&http.Client{Transport: r.transport()}).Do(req)
+	// The policy's client: public addresses only (unless allowed), no
+	// redirect from https to http, at most hostfetch.MaxRedirects.
+	resp, err := policy.Client().Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", "", ctx.Err()
 		}
-		return "", "", usererr.Wrap(err, "fetch feature %q: %v", id, err)
+		return "", "", fetchError(id, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", "", usererr.New("fetch feature %q: %s", id, resp.Status)
+		// The status code only: the reason phrase and body are the server's.
+		return "", "", usererr.New("fetch feature %q: HTTP %s", id, statusText(resp.StatusCode))
 	}
 	f, err := os.CreateTemp(filepath.Join(r.CacheDir, "tmp"), "tarball-")
 	if err != nil {
@@ -45,7 +53,10 @@ func (r *Resolver) fetchTarball(ctx context.Context, id string) (digest, dir str
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(resp.Body, maxFeatureSize+1))
 	if err != nil {
-		return "", "", usererr.Wrap(err, "fetch feature %q: %v", id, err)
+		if ctx.Err() != nil {
+			return "", "", ctx.Err()
+		}
+		return "", "", usererr.Wrap(err, "fetch feature %q: download interrupted, try again", id)
 	}
 	if n > maxFeatureSize {
 		return "", "", usererr.New("feature %q is larger than 1 GiB", id)
@@ -69,29 +80,80 @@ func (r *Resolver) fetchTarball(ctx context.Context, id string) (digest, dir str
 	return digest, dir, err
 }
 
+// fetchError describes a failed tarball request without repeating anything
+// the server sent (a redirect's location included).
+func fetchError(id string, err error) error {
+	if msg, ok := hostfetch.Explain(err); ok {
+		return usererr.Wrap(err, "fetch feature %q: %s", id, msg)
+	}
+	if msg, ok := tlsProblem(err); ok {
+		return usererr.Wrap(err, "fetch feature %q: %s", id, msg)
+	}
+	if isNetworkError(err) {
+		return usererr.Wrap(err, "fetch feature %q: unreachable: %v", id, rootCause(err))
+	}
+	return usererr.Wrap(err, "fetch feature %q failed", id)
+}
+
+// tlsProblem explains a TLS failure.
+func tlsProblem(err error) (string, bool) {
+	var ce *tls.CertificateVerificationError
+	if errors.As(err, &ce) {
+		return "the server's TLS certificate is not trusted by this runner", true
+	}
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) {
+		return "the server does not speak TLS", true
+	}
+	return "", false
+}
+
+// rootCause is the innermost dial or DNS error ("dial tcp 203.0.113.7:443:
+// connect: connection refused"), which names no server-sent text.
+func rootCause(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return oe
+	}
+	var de *net.DNSError
+	if errors.As(err, &de) {
+		return de
+	}
+	return errors.New("network error")
+}
+
+func statusText(code int) string {
+	if t := http.StatusText(code); t != "" {
+		return fmt.Sprintf("%d %s", code, t)
+	}
+	return fmt.Sprint(code)
+}
+
 // fetchLocal hashes a feature directory in the repository and copies it into
 // the cache, so later edits of the checkout do not change what is installed.
+// The directory is resolved inside the repository (symlinks in the
+// repository are followed only as far as its root) and read through
+// descriptors: nothing outside the repository is ever read.
 func (r *Resolver) fetchLocal(ctx context.Context, id, configDir string) (digest, dir string, err error) {
 	root := r.RootDir
 	if root == "" {
 		root = configDir
 	}
-	rootReal, err := filepath.EvalSymlinks(root)
+	rel, err := filepath.Rel(root, filepath.Join(configDir, filepath.FromSlash(id)))
+	if err != nil || !filepath.IsLocal(rel) && rel != "." {
+		return "", "", usererr.New("local feature %q is outside the repository", id)
+	}
+	repo, err := confine.OpenDir(root)
 	if err != nil {
 		return "", "", fmt.Errorf("repository dir: %w", err)
 	}
-	src := filepath.Join(configDir, filepath.FromSlash(id))
-	real, err := filepath.EvalSymlinks(src)
+	defer repo.Close()
+	src, err := repo.OpenDir(filepath.ToSlash(rel), confine.InRoot)
 	if err != nil {
-		return "", "", usererr.New("local feature %q not found next to devcontainer.json", id)
+		return "", "", usererr.New("local feature %q not found next to devcontainer.json (or not a directory)", id)
 	}
-	if rel, err := filepath.Rel(rootReal, real); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-		return "", "", usererr.New("local feature %q is outside the repository", id)
-	}
-	if fi, err := os.Stat(real); err != nil || !fi.IsDir() {
-		return "", "", usererr.New("local feature %q is not a directory", id)
-	}
-	if digest, err = dirDigest(ctx, real); err != nil {
+	defer src.Close()
+	if digest, err = dirDigest(ctx, src); err != nil {
 		return "", "", fmt.Errorf("hash local feature %s: %w", id, err)
 	}
 	if dir, ok := r.cached(digest); ok {
@@ -101,7 +163,7 @@ func (r *Resolver) fetchLocal(ctx context.Context, id, configDir string) (digest
 	if err != nil {
 		return "", "", err
 	}
-	if err := copyTree(ctx, real, tmp); err != nil {
+	if err := copyTree(ctx, src, tmp); err != nil {
 		os.RemoveAll(tmp)
 		return "", "", fmt.Errorf("copy local feature %s: %w", id, err)
 	}

@@ -2,6 +2,7 @@ package hostfetch
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -92,6 +93,9 @@ func newTransport(p *Policy) *transport {
 		return guarded.DialContext(ctx, network, addr)
 	}
 	base.ResponseHeaderTimeout = 2 * time.Minute
+	if p.roots != nil {
+		base.TLSClientConfig = &tls.Config{RootCAs: p.roots}
+	}
 	return &transport{p: p, base: base}
 }
 

@@ -18,6 +18,7 @@
 package hostfetch
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -37,6 +38,7 @@ type Policy struct {
 
 	// localAddrs lists the host's own addresses (tests replace it).
 	localAddrs func() ([]netip.Addr, error)
+	roots      *x509.CertPool // nil: the system's
 
 	once sync.Once
 	rt   *transport
@@ -228,6 +230,11 @@ func (p *Policy) String() string {
 	return fmt.Sprintf("public addresses over https; private allowed: [%s]; plain HTTP: [%s]",
 		strings.Join(allow, " "), strings.Join(insecure, " "))
 }
+
+// TrustRoots makes the policy's transport trust these certificate
+// authorities instead of the system's (a private registry's CA; tests). Call
+// it before the first Transport or Client.
+func (p *Policy) TrustRoots(pool *x509.CertPool) { p.roots = pool }
 
 // Transport returns the policy's HTTP transport (one per Policy, so
 // connections are reused). Give it to go-containerregistry with
