@@ -56,8 +56,29 @@ func (e *envService) CreateEnvironment(ctx context.Context, req *connect.Request
 		return nil, err
 	}
 	spec.SpecVersion = 1
+	e.s.quotaMu.Lock()
+	created, err := e.s.createEnvironment(ctx, u, name, spec)
+	e.s.quotaMu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if sched, err := e.s.schedule(ctx, created); err == nil {
+		created = sched
+	} else {
+		e.s.log.Error("schedule", "env", created.Id, "err", err)
+	}
+	e.s.log.Info("environment created", "env", created.Id, "name", name, "owner", u.Name, "runner", created.GetMetadata().GetRunnerId())
+	return connect.NewResponse(&covev1.CreateEnvironmentResponse{Environment: created}), nil
+}
+
+// createEnvironment stores a new environment for u if u has room for it.
+// The caller holds quotaMu.
+func (s *Server) createEnvironment(ctx context.Context, u store.User, name string, spec *covev1.EnvironmentSpec) (*covev1.Environment, error) {
+	if err := s.checkUserCapacity(ctx, u, "", spec.GetDesiredPhase() == phaseRunning); err != nil {
+		return nil, err
+	}
 	id := newID("")
-	now := timestamppb.New(e.s.now())
+	now := timestamppb.New(s.now())
 	env := &covev1.Environment{
 		Id:       id,
 		Metadata: &covev1.EnvironmentMetadata{Id: id, OrganizationId: u.OrganizationID, OwnerId: u.ID, Name: name, CreatedAt: now},
@@ -68,20 +89,11 @@ func (e *envService) CreateEnvironment(ctx context.Context, req *connect.Request
 			Machine: &covev1.SubStatus{Phase: covev1.SubPhase_SUB_PHASE_PENDING},
 		},
 	}
-	created, err := e.s.store.CreateEnvironment(ctx, env)
+	created, err := s.store.CreateEnvironment(ctx, env)
 	if errors.Is(err, store.ErrAlreadyExists) {
 		return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("you already have an environment named %q", name))
 	}
-	if err != nil {
-		return nil, err
-	}
-	if sched, err := e.s.schedule(ctx, created); err == nil {
-		created = sched
-	} else {
-		e.s.log.Error("schedule", "env", id, "err", err)
-	}
-	e.s.log.Info("environment created", "env", id, "name", name, "owner", u.Name, "runner", created.GetMetadata().GetRunnerId())
-	return connect.NewResponse(&covev1.CreateEnvironmentResponse{Environment: created}), nil
+	return created, err
 }
 
 // checkSource applies the runner's own classification of content sources
@@ -161,6 +173,13 @@ func (e *envService) UpdateEnvironment(ctx context.Context, req *connect.Request
 	if err != nil {
 		return nil, err
 	}
+	e.s.quotaMu.Lock()
+	defer e.s.quotaMu.Unlock()
+	if want == phaseRunning && !occupies(env) {
+		if err := e.s.checkUserCapacity(ctx, u, env.Id, true); err != nil {
+			return nil, err
+		}
+	}
 	env, err = e.s.setDesiredPhase(ctx, env.Id, want)
 	if err != nil {
 		return nil, err
@@ -217,6 +236,13 @@ func (e *envService) WatchEnvironments(ctx context.Context, req *connect.Request
 	if err != nil {
 		return err
 	}
+	release, ok := e.s.streams.acquire("user:"+u.ID, e.s.cfg.Limits.WatchesPerUser)
+	if !ok {
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+			"you have %d watches open, the most this server allows per user: close some (other `cove env` waits, watches, browser tabs) and retry",
+			e.s.cfg.Limits.WatchesPerUser))
+	}
+	defer release()
 	only := ""
 	if id := req.Msg.GetId(); id != "" {
 		env, err := e.s.lookup(ctx, u, id)
@@ -319,6 +345,13 @@ func (e *envService) RebuildEnvironment(ctx context.Context, req *connect.Reques
 	env, err := e.s.lookup(ctx, u, req.Msg.GetId())
 	if err != nil {
 		return nil, err
+	}
+	e.s.quotaMu.Lock()
+	defer e.s.quotaMu.Unlock()
+	if !occupies(env) {
+		if err := e.s.checkUserCapacity(ctx, u, env.Id, true); err != nil {
+			return nil, err
+		}
 	}
 	env, err = e.s.store.UpdateEnvironment(ctx, env.Id, func(env *covev1.Environment) error {
 		if env.GetSpec().GetDesiredPhase() == phaseDeleted {

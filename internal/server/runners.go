@@ -156,6 +156,11 @@ func (r *runnerService) WatchAssignments(ctx context.Context, req *connect.Reque
 	if err != nil {
 		return err
 	}
+	release, ok := r.s.streams.acquire("runner:"+rn.ID, maxRunnerWatches)
+	if !ok {
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("runner %s has %d assignment watches open already", rn.Name, maxRunnerWatches))
+	}
+	defer release()
 	if err := stream.Send(nil); err != nil {
 		return err
 	}

@@ -57,7 +57,8 @@ func offersClass(r store.Runner, class string) bool {
 	return false
 }
 
-// runnerLoad counts live environments per runner.
+// runnerLoad counts, per runner, the environments that hold its capacity
+// (see occupies): stopped and failed ones leave room for others.
 func (s *Server) runnerLoad(ctx context.Context) (map[string]int, error) {
 	envs, err := s.store.ListEnvironments(ctx, store.EnvironmentFilter{})
 	if err != nil {
@@ -65,7 +66,7 @@ func (s *Server) runnerLoad(ctx context.Context) (map[string]int, error) {
 	}
 	load := map[string]int{}
 	for _, e := range envs {
-		if id := e.GetMetadata().GetRunnerId(); id != "" {
+		if id := e.GetMetadata().GetRunnerId(); id != "" && occupies(e) {
 			load[id]++
 		}
 	}

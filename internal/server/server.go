@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -37,7 +38,10 @@ type Config struct {
 	// AllowPrivateImages lets members name images on loopback, private or
 	// link-local registries in spec.defaultImage (owners always may).
 	AllowPrivateImages bool
-	Now                func() time.Time
+	// Limits per user; the zero value means unlimited (DefaultLimits has
+	// the flags' defaults).
+	Limits Limits
+	Now    func() time.Time
 }
 
 // Server implements the cove API.
@@ -50,6 +54,10 @@ type Server struct {
 	now    func() time.Time
 	// portKey signs port session tokens and browser login cookies.
 	portKey []byte
+	// quotaMu serializes per-user capacity checks with the write they
+	// allow; streams counts open watch streams.
+	quotaMu sync.Mutex
+	streams streamLimiter
 }
 
 // New loads (or creates) the SSH CAs and returns a server.
