@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -190,7 +191,13 @@ func (d *daemon) start() {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	cmd := exec.Command(d.bin, d.args...)
+	args := d.args
+	if len(args) > 0 && (args[0] == "up" || args[0] == "runner") {
+		// The tests' registries and feature servers listen on the host's
+		// loopback at random ports: allow them, as an operator would.
+		args = append(slices.Clone(args), "--insecure-registry", "127.0.0.1")
+	}
+	cmd := exec.Command(d.bin, args...)
 	cmd.Env = append(os.Environ(), d.env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/build"
+	"github.com/covedev/cove/internal/hostfetch"
 	"github.com/covedev/cove/internal/netenv"
 	"github.com/covedev/cove/internal/runner"
 	"github.com/covedev/cove/internal/runtime/container"
@@ -142,6 +143,9 @@ type runnerOptions struct {
 	// Dockerfile builds
 	buildkitd               string
 	buildInsecureRegistries []string
+	buildAllowCacheFrom     bool
+	// image and feature fetches from the runner host
+	insecureRegistries, allowPrivateFetch []string
 }
 
 func defaultClass(o runnerOptions) *covev1.EnvironmentClass {
@@ -174,6 +178,12 @@ func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 	if o.name == "" {
 		o.name, _ = os.Hostname()
 	}
+	fetch, err := hostfetch.New(o.allowPrivateFetch, o.insecureRegistries)
+	if err != nil {
+		return err
+	}
+	hostfetch.SetDefault(fetch) // image pulls and feature downloads
+	log.Info("image and feature fetches", "policy", fetch.String())
 	var nm *netenv.Manager
 	if o.network {
 		subnet, err := netip.ParsePrefix(o.subnet)

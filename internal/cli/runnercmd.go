@@ -42,6 +42,9 @@ func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 	f.StringVar(&o.proxyTLSKey, "proxy-tls-key", "", "private key (PEM) for --proxy-tls-cert")
 	f.StringVar(&o.buildkitd, "buildkitd", "", "buildkitd binary for devcontainer.json Dockerfile builds (default: "+build.DefaultBuildkitd+" if present; none: no builds)")
 	f.StringSliceVar(&o.buildInsecureRegistries, "build-insecure-registry", nil, "registries (host:port) Dockerfile builds reach over plain HTTP")
+	f.BoolVar(&o.buildAllowCacheFrom, "build-allow-cache-from", false, "let devcontainer.json build.cacheFrom import build cache from registries into this runner's shared BuildKit cache (only if every user may trust every such registry; default: ignored with a warning)")
+	f.StringSliceVar(&o.insecureRegistries, "insecure-registry", nil, "registries and feature hosts (HOST or HOST:PORT, e.g. 127.0.0.1:5000) the runner fetches from over plain HTTP; each is also allowed past the private-address check")
+	f.StringSliceVar(&o.allowPrivateFetch, "allow-private-fetch", nil, "non-public destinations the runner may pull images and features from (CIDR, IP, IP:PORT, HOST or HOST:PORT); by default only public addresses")
 }
 
 // RunnerCommand is `cove runner`: run a runner, or manage runners.
