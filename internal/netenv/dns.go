@@ -16,26 +16,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const (
-	dnsTimeout     = 2 * time.Second  // per upstream attempt
-	dnsIdleTimeout = 10 * time.Second // idle TCP client connection
-	dnsMaxInFlight = 256
-)
-
 // relay forwards DNS queries from environments (UDP and TCP on the bridge
-// address, port 53) to the upstream resolvers, without parsing them.
+// address, port 53) to the upstream resolvers, without parsing them. Its
+// capacity is shared out per source address (one per environment, and one
+// for the builder): separate UDP and TCP budgets per source, so one
+// environment filling its own cannot deny DNS to the others (dnsbudget.go).
 type relay struct {
 	log       *slog.Logger
 	upstreams []string
+	lim       dnsLimits
 	ns        netns.NsHandle // owned copy of the host namespace handle
 	udp       *net.UDPConn
 	tcp       *net.TCPListener
 	cancel    context.CancelFunc
-	sem       chan struct{}
+	udpBudget *budget // in-flight UDP queries
+	tcpBudget *budget // open TCP client connections
 	wg        sync.WaitGroup
 }
 
 func startRelay(ctx context.Context, log *slog.Logger, hostNS netns.NsHandle, ip netip.Addr, upstreams []string) (*relay, error) {
+	return startRelayWith(ctx, log, hostNS, ip, upstreams, defaultDNSLimits)
+}
+
+func startRelayWith(ctx context.Context, log *slog.Logger, hostNS netns.NsHandle, ip netip.Addr, upstreams []string, lim dnsLimits) (*relay, error) {
 	if len(upstreams) == 0 {
 		log.WarnContext(ctx, "no DNS upstreams: environments will not resolve names")
 	}
@@ -43,7 +46,8 @@ func startRelay(ctx context.Context, log *slog.Logger, hostNS netns.NsHandle, ip
 	if err != nil {
 		return nil, fmt.Errorf("dup namespace handle: %w", err)
 	}
-	r := &relay{log: log, upstreams: upstreams, ns: netns.NsHandle(fd), sem: make(chan struct{}, dnsMaxInFlight)}
+	r := &relay{log: log, upstreams: upstreams, lim: lim, ns: netns.NsHandle(fd),
+		udpBudget: newBudget(lim.udpPerSource, lim.udpTotal), tcpBudget: newBudget(lim.tcpPerSource, lim.tcpTotal)}
 	addr := netip.AddrPortFrom(ip, 53)
 	err = inNS(r.ns, func() error {
 		var err error
@@ -82,7 +86,7 @@ func (r *relay) dial(ctx context.Context, network, addr string) (net.Conn, error
 	var c net.Conn
 	err := inNS(r.ns, func() error {
 		var err error
-		d := net.Dialer{Timeout: dnsTimeout}
+		d := net.Dialer{Timeout: r.lim.upstreamTimeout}
 		c, err = d.DialContext(ctx, network, addr)
 		return err
 	})
@@ -103,16 +107,15 @@ func (r *relay) serveUDP(ctx context.Context) {
 		if n < 12 {
 			continue // not a DNS message
 		}
-		q := append([]byte(nil), buf[:n]...)
-		select {
-		case r.sem <- struct{}{}:
-		default:
-			continue // overloaded: drop, the client retries
+		src := from.Addr().Unmap()
+		if !r.udpBudget.take(src) {
+			continue // this source's budget is spent: drop, the client retries
 		}
+		q := append([]byte(nil), buf[:n]...)
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			defer func() { <-r.sem }()
+			defer r.udpBudget.release(src)
 			if resp := r.exchangeUDP(ctx, q); resp != nil {
 				r.udp.WriteToUDPAddrPort(resp, from)
 			}
@@ -134,7 +137,9 @@ func (r *relay) exchangeUDP(ctx context.Context, q []byte) []byte {
 		}
 		resp := func() []byte {
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(dnsTimeout))
+			stop := context.AfterFunc(ctx, func() { c.Close() }) // the relay is closing
+			defer stop()
+			c.SetDeadline(time.Now().Add(r.lim.upstreamTimeout))
 			if _, err := c.Write(q); err != nil {
 				return nil
 			}
@@ -167,17 +172,19 @@ func (r *relay) serveTCP(ctx context.Context) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		select {
-		case r.sem <- struct{}{}:
-		default:
-			c.Close()
+		src := netip.Addr{}
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			src = ta.AddrPort().Addr().Unmap()
+		}
+		if !r.tcpBudget.take(src) {
+			c.Close() // this source holds its share of connections already
 			continue
 		}
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			defer func() { <-r.sem }()
 			defer c.Close()
+			defer r.tcpBudget.release(src) // before the client sees the close
 			stop := context.AfterFunc(ctx, func() { c.Close() })
 			defer stop()
 			r.serveTCPConn(ctx, c)
@@ -186,9 +193,11 @@ func (r *relay) serveTCP(ctx context.Context) {
 }
 
 // serveTCPConn relays length-prefixed queries on one client connection.
+// Each query (the first one too) must arrive whole within lim.tcpIdle, so
+// an idle or trickling client gives its slot back quickly.
 func (r *relay) serveTCPConn(ctx context.Context, c net.Conn) {
 	for {
-		c.SetReadDeadline(time.Now().Add(dnsIdleTimeout))
+		c.SetReadDeadline(time.Now().Add(r.lim.tcpIdle))
 		q, err := readTCPMsg(c)
 		if err != nil {
 			return
@@ -197,7 +206,7 @@ func (r *relay) serveTCPConn(ctx context.Context, c net.Conn) {
 		if resp == nil {
 			return
 		}
-		c.SetWriteDeadline(time.Now().Add(dnsTimeout))
+		c.SetWriteDeadline(time.Now().Add(r.lim.upstreamTimeout))
 		if err := writeTCPMsg(c, resp); err != nil {
 			return
 		}
@@ -214,11 +223,13 @@ func (r *relay) exchangeTCP(ctx context.Context, q []byte) []byte {
 			r.log.DebugContext(ctx, "dns upstream", "upstream", up, "err", err)
 			continue
 		}
-		c.SetDeadline(time.Now().Add(dnsTimeout))
+		stop := context.AfterFunc(ctx, func() { c.Close() }) // the relay is closing
+		c.SetDeadline(time.Now().Add(r.lim.upstreamTimeout))
 		var resp []byte
 		if err := writeTCPMsg(c, q); err == nil {
 			resp, _ = readTCPMsg(c)
 		}
+		stop()
 		c.Close()
 		if resp != nil {
 			return resp
