@@ -9,7 +9,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/store"
@@ -46,9 +45,11 @@ func newID(prefix string) string {
 
 type principalKey struct{}
 
-// principal is who is calling: a user or a runner.
+// principal is who is calling: a user (with the token the call carried)
+// or a runner.
 type principal struct {
 	user   *store.User
+	token  *store.Token
 	runner *store.Runner
 }
 
@@ -62,6 +63,12 @@ func userFrom(ctx context.Context) (store.User, error) {
 		return store.User{}, connect.NewError(connect.CodeUnauthenticated, errors.New("this call needs a user token (run `cove login`)"))
 	}
 	return *p.user, nil
+}
+
+// tokenFrom is the personal access token the call carried (nil for none).
+func tokenFrom(ctx context.Context) *store.Token {
+	p, _ := ctx.Value(principalKey{}).(principal)
+	return p.token
 }
 
 func runnerFrom(ctx context.Context) (store.Runner, error) {
@@ -114,7 +121,7 @@ func (s *Server) resolveToken(ctx context.Context, tok string) (principal, error
 		if err != nil {
 			return principal{}, err
 		}
-		return principal{user: &u}, nil
+		return principal{user: &u, token: &t}, nil
 	case strings.HasPrefix(tok, prefixRunnerToken):
 		r, err := s.store.GetRunnerByTokenHash(ctx, hash)
 		if err != nil {
@@ -129,17 +136,4 @@ func writeAuthError(w http.ResponseWriter, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusUnauthorized)
 	_, _ = w.Write([]byte(`{"code":"unauthenticated","message":"` + msg + `"}`))
-}
-
-// IssueUserToken creates a personal access token for u.
-func (s *Server) IssueUserToken(ctx context.Context, u store.User, name string, ttl time.Duration) (string, error) {
-	tok := NewToken(prefixUserToken)
-	t := store.Token{ID: newID("tok-"), UserID: u.ID, Name: name, Hash: HashToken(tok), CreatedAt: s.now()}
-	if ttl > 0 {
-		t.ExpiresAt = s.now().Add(ttl)
-	}
-	if err := s.store.CreateToken(ctx, t); err != nil {
-		return "", err
-	}
-	return tok, nil
 }

@@ -324,11 +324,19 @@ func (e *envService) SignSSHCertificate(ctx context.Context, req *connect.Reques
 	if _, isCert := pub.(*ssh.Certificate); isCert {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("public key must be a plain key, not a certificate"))
 	}
-	cert, err := e.s.userCA.SignUserCert(pub, env.Id, u.ID, e.s.cfg.SSHCertTTL)
+	// A certificate does not outlive the token that asked for it.
+	ttl := e.s.cfg.SSHCertTTL
+	if t := tokenFrom(ctx); t != nil && !t.ExpiresAt.IsZero() {
+		ttl = min(ttl, t.ExpiresAt.Sub(e.s.now()))
+	}
+	if ttl < time.Second {
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("your token expires now: log in again"))
+	}
+	cert, err := e.s.userCA.SignUserCert(pub, env.Id, u.ID, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("sign certificate: %w", err)
 	}
-	e.s.log.Info("ssh certificate issued", "env", env.Id, "user", u.Name, "ttl", e.s.cfg.SSHCertTTL)
+	e.s.log.Info("ssh certificate issued", "env", env.Id, "user", u.Name, "ttl", ttl)
 	return connect.NewResponse(&covev1.SignSSHCertificateResponse{
 		Certificate: string(ssh.MarshalAuthorizedKey(cert)),
 		Ssh:         env.GetStatus().GetSsh(),

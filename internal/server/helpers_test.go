@@ -18,11 +18,16 @@ type user struct {
 	runners covev1connect.RunnerServiceClient
 }
 
+// client makes clients sending tok ("": anonymous).
 func (h *harness) client(tok string) *user {
+	var opts []connect.ClientOption
+	if tok != "" {
+		opts = append(opts, bearer(tok))
+	}
 	return &user{tok: tok,
-		envs:    covev1connect.NewEnvironmentServiceClient(http.DefaultClient, h.url, bearer(tok)),
-		users:   covev1connect.NewUserServiceClient(http.DefaultClient, h.url, bearer(tok)),
-		runners: covev1connect.NewRunnerServiceClient(http.DefaultClient, h.url, bearer(tok))}
+		envs:    covev1connect.NewEnvironmentServiceClient(http.DefaultClient, h.url, opts...),
+		users:   covev1connect.NewUserServiceClient(http.DefaultClient, h.url, opts...),
+		runners: covev1connect.NewRunnerServiceClient(http.DefaultClient, h.url, opts...)}
 }
 
 // owner bootstraps the organization's first owner, "alice".

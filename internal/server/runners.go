@@ -32,15 +32,42 @@ func (r *runnerService) CreateJoinToken(ctx context.Context, req *connect.Reques
 	if err != nil {
 		return nil, err
 	}
-	ttl := time.Duration(req.Msg.GetTtlSeconds()) * time.Second
-	if ttl <= 0 {
-		ttl = time.Hour
+	exp, err := r.s.joinTokenExpiry(tokenFrom(ctx), req.Msg.GetTtlSeconds())
+	if err != nil {
+		return nil, err
 	}
-	tok, err := r.s.CreateJoinToken(ctx, u.ID, ttl)
+	tok, err := r.s.CreateJoinToken(ctx, u.ID, exp.Sub(r.s.now()))
 	if err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&covev1.CreateJoinTokenResponse{JoinToken: tok}), nil
+}
+
+// Join tokens last an hour unless asked otherwise, at most a week, and
+// never longer than the token asking for one.
+const (
+	defaultJoinTokenTTL = time.Hour
+	maxJoinTokenTTL     = 7 * 24 * time.Hour
+)
+
+func (s *Server) joinTokenExpiry(parent *store.Token, ttlSeconds int64) (time.Time, error) {
+	if ttlSeconds < 0 || ttlSeconds > int64(maxJoinTokenTTL/time.Second) {
+		return time.Time{}, invalidField("ttlSeconds", "%d is out of range: 1-%d seconds (%s), or 0 for %s",
+			ttlSeconds, int64(maxJoinTokenTTL/time.Second), maxJoinTokenTTL, defaultJoinTokenTTL)
+	}
+	now := s.now()
+	exp := now.Add(defaultJoinTokenTTL)
+	if ttlSeconds > 0 {
+		exp = now.Add(time.Duration(ttlSeconds) * time.Second)
+	}
+	if parent == nil || parent.ExpiresAt.IsZero() || !exp.After(parent.ExpiresAt) {
+		return exp, nil
+	}
+	if ttlSeconds == 0 {
+		return parent.ExpiresAt, nil
+	}
+	return time.Time{}, invalidField("ttlSeconds", "a join token cannot outlive the token that creates it, and yours expires at %s: ask for at most %d seconds",
+		parent.ExpiresAt.UTC().Format(time.RFC3339), max(int64(parent.ExpiresAt.Sub(now)/time.Second), 0))
 }
 
 // CreateJoinToken makes a one-time runner join token.
@@ -52,8 +79,8 @@ func (s *Server) CreateJoinToken(ctx context.Context, createdBy string, ttl time
 
 func (r *runnerService) JoinRunner(ctx context.Context, req *connect.Request[covev1.JoinRunnerRequest]) (*connect.Response[covev1.JoinRunnerResponse], error) {
 	name := req.Msg.GetName()
-	if name == "" {
-		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("runner name is required"))
+	if !runnerNameRE.MatchString(name) {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("runner name is required: letters, digits, '.', '_' and '-' (a host name)"))
 	}
 	id := newID("r-")
 	tok := NewToken(prefixRunnerToken)
@@ -122,8 +149,13 @@ func (r *runnerService) Heartbeat(ctx context.Context, req *connect.Request[cove
 	if err != nil {
 		return nil, err
 	}
+	caps, err := r.s.checkCapabilities(req.Msg.GetCapabilities())
+	if err != nil {
+		r.s.log.Warn("runner capabilities refused", "runner", rn.ID, "name", rn.Name, "err", err)
+		return nil, err
+	}
 	wasActive := rn.Phase == covev1.RunnerPhase_RUNNER_PHASE_ACTIVE
-	rn.Capabilities = req.Msg.GetCapabilities()
+	rn.Capabilities = caps
 	rn.LastSeen = r.s.now()
 	rn.Phase = covev1.RunnerPhase_RUNNER_PHASE_ACTIVE
 	if err := r.s.store.UpdateRunner(ctx, rn); err != nil {

@@ -41,7 +41,10 @@ type Config struct {
 	// Limits per user; the zero value means unlimited (DefaultLimits has
 	// the flags' defaults).
 	Limits Limits
-	Now    func() time.Time
+	// MaxRunnerEnvironments bounds the maxEnvironments a runner may
+	// advertise (0: DefaultMaxRunnerEnvironments).
+	MaxRunnerEnvironments int
+	Now                   func() time.Time
 }
 
 // Server implements the cove API.
@@ -67,6 +70,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.SSHCertTTL == 0 {
 		cfg.SSHCertTTL = 30 * time.Minute
+	}
+	if cfg.MaxRunnerEnvironments <= 0 {
+		cfg.MaxRunnerEnvironments = DefaultMaxRunnerEnvironments
 	}
 	if cfg.DefaultClass == "" {
 		cfg.DefaultClass = "default"

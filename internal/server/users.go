@@ -25,22 +25,6 @@ func (us *userService) WhoAmI(ctx context.Context, _ *connect.Request[covev1.Who
 	return connect.NewResponse(&covev1.WhoAmIResponse{User: toUserProto(u)}), nil
 }
 
-func (us *userService) CreateToken(ctx context.Context, req *connect.Request[covev1.CreateTokenRequest]) (*connect.Response[covev1.CreateTokenResponse], error) {
-	u, err := userFrom(ctx)
-	if err != nil {
-		return nil, err
-	}
-	name := req.Msg.GetName()
-	if name == "" {
-		name = "token"
-	}
-	tok, err := us.s.IssueUserToken(ctx, u, name, time.Duration(req.Msg.GetTtlSeconds())*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&covev1.CreateTokenResponse{Token: tok}), nil
-}
-
 func (us *userService) CreateUser(ctx context.Context, req *connect.Request[covev1.CreateUserRequest]) (*connect.Response[covev1.CreateUserResponse], error) {
 	owner, err := requireOwner(ctx)
 	if err != nil {
@@ -63,7 +47,14 @@ func (us *userService) CreateUser(ctx context.Context, req *connect.Request[cove
 		}
 		return nil, err
 	}
-	tok, err := us.s.IssueUserToken(ctx, u, "initial", 0)
+	// The new user's first token expires when the creator's does: a
+	// short-lived token makes no lasting credentials. It is the new user's
+	// own, so revoking the creator's token leaves it alone.
+	var exp time.Time
+	if t := tokenFrom(ctx); t != nil {
+		exp = t.ExpiresAt
+	}
+	tok, _, err := us.s.issueToken(ctx, u, "initial", "", exp)
 	if err != nil {
 		return nil, err
 	}
@@ -108,6 +99,6 @@ func (s *Server) Bootstrap(ctx context.Context, userName, reuse string) (store.U
 			return u, reuse, nil
 		}
 	}
-	tok, err := s.IssueUserToken(ctx, u, "cove up", 0)
+	tok, _, err := s.issueToken(ctx, u, "cove up", "", time.Time{})
 	return u, tok, err
 }

@@ -41,8 +41,10 @@ type User struct {
 // Token is a personal access token; only its hash is stored.
 type Token struct {
 	ID, UserID, Name, Hash string
-	CreatedAt              time.Time
-	ExpiresAt              time.Time // zero: never
+	// ParentID is the token that created this one ("" if none).
+	ParentID  string
+	CreatedAt time.Time
+	ExpiresAt time.Time // zero: never
 }
 
 // JoinToken lets one runner join, once.
@@ -83,7 +85,16 @@ type Store interface {
 	GetUser(ctx context.Context, id string) (User, error)
 	GetUserByName(ctx context.Context, name string) (User, error)
 	CreateToken(ctx context.Context, t Token) error
+	GetToken(ctx context.Context, id string) (Token, error)
 	GetTokenByHash(ctx context.Context, hash string) (Token, error)
+	// ListTokens returns the user's tokens (expired ones too), oldest first.
+	ListTokens(ctx context.Context, userID string) ([]Token, error)
+	// DeleteToken deletes the user's token id and, recursively, the tokens
+	// it created, in one transaction, and returns their ids (id first).
+	// ErrNotFound if the user has no token id.
+	DeleteToken(ctx context.Context, userID, id string) ([]string, error)
+	// DeleteExpiredTokens deletes tokens that expired before now.
+	DeleteExpiredTokens(ctx context.Context, now time.Time) error
 
 	CreateJoinToken(ctx context.Context, t JoinToken) error
 	// JoinRunner consumes the join token with hash joinHash and creates r, in
@@ -92,7 +103,17 @@ type Store interface {
 	// stays unused.
 	JoinRunner(ctx context.Context, joinHash string, r Runner, now time.Time) error
 	GetRunner(ctx context.Context, id string) (Runner, error)
+	// GetRunnerByTokenHash finds the runner whose token, or pending token,
+	// has this hash. The first use of a pending token makes it the
+	// runner's token; the previous one then stops working.
 	GetRunnerByTokenHash(ctx context.Context, hash string) (Runner, error)
+	// SetRunnerNextToken records hash as the runner's pending token
+	// (replacing a pending one); the current token works until then.
+	SetRunnerNextToken(ctx context.Context, id, hash string) error
+	// RevokeRunnerTokens makes the runner's tokens stop working; the record
+	// stays until DeleteRunner.
+	RevokeRunnerTokens(ctx context.Context, id string) error
+	DeleteRunner(ctx context.Context, id string) error
 	// UpdateRunner writes phase, capabilities and last-seen time.
 	UpdateRunner(ctx context.Context, r Runner) error
 	ListRunners(ctx context.Context) ([]Runner, error)

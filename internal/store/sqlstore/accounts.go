@@ -45,18 +45,3 @@ func (s *Store) GetUserByName(ctx context.Context, name string) (store.User, err
 	u, err := scanUser(s.db.QueryRowContext(ctx, s.q(`SELECT `+userCols+` FROM users WHERE name = ?`), name))
 	return u, s.wrap(err)
 }
-
-func (s *Store) CreateToken(ctx context.Context, t store.Token) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO tokens (id, user_id, name, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`),
-		t.ID, t.UserID, t.Name, t.Hash, ms(t.CreatedAt), ms(t.ExpiresAt))
-	return s.wrap(err)
-}
-
-func (s *Store) GetTokenByHash(ctx context.Context, hash string) (store.Token, error) {
-	var t store.Token
-	var created, expires int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT id, user_id, name, hash, created_at, expires_at FROM tokens WHERE hash = ?`), hash).
-		Scan(&t.ID, &t.UserID, &t.Name, &t.Hash, &created, &expires)
-	t.CreatedAt, t.ExpiresAt = fromMS(created), fromMS(expires)
-	return t, s.wrap(err)
-}

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -79,8 +80,49 @@ func (s *Store) GetRunner(ctx context.Context, id string) (store.Runner, error) 
 }
 
 func (s *Store) GetRunnerByTokenHash(ctx context.Context, hash string) (store.Runner, error) {
+	if hash == "" {
+		return store.Runner{}, store.ErrNotFound
+	}
 	r, err := scanRunner(s.db.QueryRowContext(ctx, s.q(`SELECT `+runnerCols+` FROM runners WHERE token_hash = ?`), hash))
+	if !errors.Is(err, sql.ErrNoRows) {
+		return r, s.wrap(err)
+	}
+	// The first use of a pending token makes it current; the old one stops
+	// working.
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE runners SET token_hash = next_token_hash, next_token_hash = '' WHERE next_token_hash = ?`), hash)
+	if err != nil {
+		return store.Runner{}, s.wrap(err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return store.Runner{}, store.ErrNotFound
+	}
+	r, err = scanRunner(s.db.QueryRowContext(ctx, s.q(`SELECT `+runnerCols+` FROM runners WHERE token_hash = ?`), hash))
 	return r, s.wrap(err)
+}
+
+func (s *Store) SetRunnerNextToken(ctx context.Context, id, hash string) error {
+	return s.updateRunnerRow(ctx, `UPDATE runners SET next_token_hash = ? WHERE id = ?`, hash, id)
+}
+
+func (s *Store) RevokeRunnerTokens(ctx context.Context, id string) error {
+	// token_hash is unique and never a hex SHA-256 after this.
+	return s.updateRunnerRow(ctx, `UPDATE runners SET token_hash = ?, next_token_hash = '' WHERE id = ?`, "revoked:"+id, id)
+}
+
+func (s *Store) DeleteRunner(ctx context.Context, id string) error {
+	return s.updateRunnerRow(ctx, `DELETE FROM runners WHERE id = ?`, id)
+}
+
+// updateRunnerRow runs a statement on one runner: ErrNotFound if none.
+func (s *Store) updateRunnerRow(ctx context.Context, query string, args ...any) error {
+	res, err := s.db.ExecContext(ctx, s.q(query), args...)
+	if err != nil {
+		return s.wrap(err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
 }
 
 func (s *Store) UpdateRunner(ctx context.Context, r store.Runner) error {

@@ -20,6 +20,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("JoinTokenOnce", func(t *testing.T) { testJoinToken(t, newStore(t)) })
 	t.Run("JoinFailureKeepsToken", func(t *testing.T) { testJoinFailureKeepsToken(t, newStore(t)) })
 	t.Run("Runners", func(t *testing.T) { testRunners(t, newStore(t)) })
+	t.Run("Tokens", func(t *testing.T) { testTokens(t, newStore(t)) })
+	t.Run("RunnerTokens", func(t *testing.T) { testRunnerTokens(t, newStore(t)) })
 	t.Run("Environments", func(t *testing.T) { testEnvironments(t, newStore(t)) })
 	t.Run("Revisions", func(t *testing.T) { testRevisions(t, newStore(t)) })
 	t.Run("ConcurrentUpdates", func(t *testing.T) { testConcurrent(t, newStore(t)) })

@@ -2235,7 +2235,9 @@ func (x *CreateTokenRequest) GetTtlSeconds() int64 {
 type CreateTokenResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Shown once; stored hashed.
-	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// What the server stored: id, name, expiry.
+	Info          *Token `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2277,6 +2279,272 @@ func (x *CreateTokenResponse) GetToken() string {
 	return ""
 }
 
+func (x *CreateTokenResponse) GetInfo() *Token {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+// Token describes a personal access token (never its secret).
+type Token struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Unset: the token does not expire.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The token that created this one ("" for tokens the server issued at
+	// login, user creation or bootstrap). Revoking a token revokes the
+	// tokens it created.
+	ParentId string `protobuf:"bytes,5,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	// The token making this call.
+	Current       bool `protobuf:"varint,6,opt,name=current,proto3" json:"current,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Token) Reset() {
+	*x = Token{}
+	mi := &file_cove_v1_cove_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Token) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Token) ProtoMessage() {}
+
+func (x *Token) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Token.ProtoReflect.Descriptor instead.
+func (*Token) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *Token) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Token) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Token) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Token) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Token) GetParentId() string {
+	if x != nil {
+		return x.ParentId
+	}
+	return ""
+}
+
+func (x *Token) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
+type ListTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_cove_v1_cove_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{35}
+}
+
+type ListTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*Token               `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ListTokensResponse) GetTokens() []*Token {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+type RevokeTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RevokeTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RevokeTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token and the tokens it created (recursively), all revoked.
+	RevokedIds    []string `protobuf:"bytes,1,rep,name=revoked_ids,json=revokedIds,proto3" json:"revoked_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RevokeTokenResponse) GetRevokedIds() []string {
+	if x != nil {
+		return x.RevokedIds
+	}
+	return nil
+}
+
 type CreateUserRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2287,7 +2555,7 @@ type CreateUserRequest struct {
 
 func (x *CreateUserRequest) Reset() {
 	*x = CreateUserRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[34]
+	mi := &file_cove_v1_cove_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2567,7 @@ func (x *CreateUserRequest) String() string {
 func (*CreateUserRequest) ProtoMessage() {}
 
 func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[34]
+	mi := &file_cove_v1_cove_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2580,7 @@ func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
 func (*CreateUserRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{34}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreateUserRequest) GetName() string {
@@ -2339,7 +2607,7 @@ type CreateUserResponse struct {
 
 func (x *CreateUserResponse) Reset() {
 	*x = CreateUserResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[35]
+	mi := &file_cove_v1_cove_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2351,7 +2619,7 @@ func (x *CreateUserResponse) String() string {
 func (*CreateUserResponse) ProtoMessage() {}
 
 func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[35]
+	mi := &file_cove_v1_cove_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2364,7 +2632,7 @@ func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
 func (*CreateUserResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{35}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateUserResponse) GetUser() *User {
@@ -2404,7 +2672,7 @@ type EnvironmentClass struct {
 
 func (x *EnvironmentClass) Reset() {
 	*x = EnvironmentClass{}
-	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	mi := &file_cove_v1_cove_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2416,7 +2684,7 @@ func (x *EnvironmentClass) String() string {
 func (*EnvironmentClass) ProtoMessage() {}
 
 func (x *EnvironmentClass) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	mi := &file_cove_v1_cove_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2429,7 +2697,7 @@ func (x *EnvironmentClass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvironmentClass.ProtoReflect.Descriptor instead.
 func (*EnvironmentClass) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{36}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *EnvironmentClass) GetId() string {
@@ -2528,7 +2796,7 @@ type RunnerCapabilities struct {
 
 func (x *RunnerCapabilities) Reset() {
 	*x = RunnerCapabilities{}
-	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	mi := &file_cove_v1_cove_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2540,7 +2808,7 @@ func (x *RunnerCapabilities) String() string {
 func (*RunnerCapabilities) ProtoMessage() {}
 
 func (x *RunnerCapabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	mi := &file_cove_v1_cove_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2553,7 +2821,7 @@ func (x *RunnerCapabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunnerCapabilities.ProtoReflect.Descriptor instead.
 func (*RunnerCapabilities) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{37}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RunnerCapabilities) GetRuntimes() []string {
@@ -2627,7 +2895,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	mi := &file_cove_v1_cove_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2639,7 +2907,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	mi := &file_cove_v1_cove_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2652,7 +2920,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{38}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Runner) GetId() string {
@@ -2713,7 +2981,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[39]
+	mi := &file_cove_v1_cove_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2725,7 +2993,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[39]
+	mi := &file_cove_v1_cove_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2738,7 +3006,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{39}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateJoinTokenRequest) GetTtlSeconds() int64 {
@@ -2757,7 +3025,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[40]
+	mi := &file_cove_v1_cove_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2769,7 +3037,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[40]
+	mi := &file_cove_v1_cove_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2782,7 +3050,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{40}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateJoinTokenResponse) GetJoinToken() string {
@@ -2802,7 +3070,7 @@ type JoinRunnerRequest struct {
 
 func (x *JoinRunnerRequest) Reset() {
 	*x = JoinRunnerRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[41]
+	mi := &file_cove_v1_cove_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2814,7 +3082,7 @@ func (x *JoinRunnerRequest) String() string {
 func (*JoinRunnerRequest) ProtoMessage() {}
 
 func (x *JoinRunnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[41]
+	mi := &file_cove_v1_cove_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2827,7 +3095,7 @@ func (x *JoinRunnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRunnerRequest.ProtoReflect.Descriptor instead.
 func (*JoinRunnerRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{41}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *JoinRunnerRequest) GetJoinToken() string {
@@ -2854,7 +3122,7 @@ type JoinRunnerResponse struct {
 
 func (x *JoinRunnerResponse) Reset() {
 	*x = JoinRunnerResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[42]
+	mi := &file_cove_v1_cove_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2866,7 +3134,7 @@ func (x *JoinRunnerResponse) String() string {
 func (*JoinRunnerResponse) ProtoMessage() {}
 
 func (x *JoinRunnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[42]
+	mi := &file_cove_v1_cove_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2879,7 +3147,7 @@ func (x *JoinRunnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRunnerResponse.ProtoReflect.Descriptor instead.
 func (*JoinRunnerResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{42}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *JoinRunnerResponse) GetRunnerId() string {
@@ -2896,6 +3164,179 @@ func (x *JoinRunnerResponse) GetRunnerToken() string {
 	return ""
 }
 
+type RotateRunnerTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateRunnerTokenRequest) Reset() {
+	*x = RotateRunnerTokenRequest{}
+	mi := &file_cove_v1_cove_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateRunnerTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateRunnerTokenRequest) ProtoMessage() {}
+
+func (x *RotateRunnerTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateRunnerTokenRequest.ProtoReflect.Descriptor instead.
+func (*RotateRunnerTokenRequest) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{48}
+}
+
+type RotateRunnerTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The runner's new token. The old one keeps working until the new one is
+	// first used, then stops.
+	RunnerToken   string `protobuf:"bytes,1,opt,name=runner_token,json=runnerToken,proto3" json:"runner_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateRunnerTokenResponse) Reset() {
+	*x = RotateRunnerTokenResponse{}
+	mi := &file_cove_v1_cove_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateRunnerTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateRunnerTokenResponse) ProtoMessage() {}
+
+func (x *RotateRunnerTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateRunnerTokenResponse.ProtoReflect.Descriptor instead.
+func (*RotateRunnerTokenResponse) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *RotateRunnerTokenResponse) GetRunnerToken() string {
+	if x != nil {
+		return x.RunnerToken
+	}
+	return ""
+}
+
+type DeleteRunnerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Runner id (or its name, if no other runner has it).
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRunnerRequest) Reset() {
+	*x = DeleteRunnerRequest{}
+	mi := &file_cove_v1_cove_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRunnerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRunnerRequest) ProtoMessage() {}
+
+func (x *DeleteRunnerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRunnerRequest.ProtoReflect.Descriptor instead.
+func (*DeleteRunnerRequest) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *DeleteRunnerRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeleteRunnerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Environments that were assigned to the runner: now stopped and
+	// unassigned (their content stays on the removed host).
+	ReleasedEnvironmentIds []string `protobuf:"bytes,1,rep,name=released_environment_ids,json=releasedEnvironmentIds,proto3" json:"released_environment_ids,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *DeleteRunnerResponse) Reset() {
+	*x = DeleteRunnerResponse{}
+	mi := &file_cove_v1_cove_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRunnerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRunnerResponse) ProtoMessage() {}
+
+func (x *DeleteRunnerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRunnerResponse.ProtoReflect.Descriptor instead.
+func (*DeleteRunnerResponse) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *DeleteRunnerResponse) GetReleasedEnvironmentIds() []string {
+	if x != nil {
+		return x.ReleasedEnvironmentIds
+	}
+	return nil
+}
+
 type ListRunnersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2904,7 +3345,7 @@ type ListRunnersRequest struct {
 
 func (x *ListRunnersRequest) Reset() {
 	*x = ListRunnersRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[43]
+	mi := &file_cove_v1_cove_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2916,7 +3357,7 @@ func (x *ListRunnersRequest) String() string {
 func (*ListRunnersRequest) ProtoMessage() {}
 
 func (x *ListRunnersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[43]
+	mi := &file_cove_v1_cove_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2929,7 +3370,7 @@ func (x *ListRunnersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunnersRequest.ProtoReflect.Descriptor instead.
 func (*ListRunnersRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{43}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{52}
 }
 
 type ListRunnersResponse struct {
@@ -2941,7 +3382,7 @@ type ListRunnersResponse struct {
 
 func (x *ListRunnersResponse) Reset() {
 	*x = ListRunnersResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[44]
+	mi := &file_cove_v1_cove_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2953,7 +3394,7 @@ func (x *ListRunnersResponse) String() string {
 func (*ListRunnersResponse) ProtoMessage() {}
 
 func (x *ListRunnersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[44]
+	mi := &file_cove_v1_cove_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2966,7 +3407,7 @@ func (x *ListRunnersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunnersResponse.ProtoReflect.Descriptor instead.
 func (*ListRunnersResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{44}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListRunnersResponse) GetRunners() []*Runner {
@@ -2984,7 +3425,7 @@ type ListEnvironmentClassesRequest struct {
 
 func (x *ListEnvironmentClassesRequest) Reset() {
 	*x = ListEnvironmentClassesRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[45]
+	mi := &file_cove_v1_cove_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2996,7 +3437,7 @@ func (x *ListEnvironmentClassesRequest) String() string {
 func (*ListEnvironmentClassesRequest) ProtoMessage() {}
 
 func (x *ListEnvironmentClassesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[45]
+	mi := &file_cove_v1_cove_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3009,7 +3450,7 @@ func (x *ListEnvironmentClassesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentClassesRequest.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentClassesRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{45}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{54}
 }
 
 type ListEnvironmentClassesResponse struct {
@@ -3021,7 +3462,7 @@ type ListEnvironmentClassesResponse struct {
 
 func (x *ListEnvironmentClassesResponse) Reset() {
 	*x = ListEnvironmentClassesResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[46]
+	mi := &file_cove_v1_cove_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3033,7 +3474,7 @@ func (x *ListEnvironmentClassesResponse) String() string {
 func (*ListEnvironmentClassesResponse) ProtoMessage() {}
 
 func (x *ListEnvironmentClassesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[46]
+	mi := &file_cove_v1_cove_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3487,7 @@ func (x *ListEnvironmentClassesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentClassesResponse.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentClassesResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{46}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListEnvironmentClassesResponse) GetClasses() []*EnvironmentClass {
@@ -3066,7 +3507,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[47]
+	mi := &file_cove_v1_cove_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3078,7 +3519,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[47]
+	mi := &file_cove_v1_cove_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3091,7 +3532,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{47}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *HeartbeatRequest) GetCapabilities() *RunnerCapabilities {
@@ -3122,7 +3563,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[48]
+	mi := &file_cove_v1_cove_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3134,7 +3575,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[48]
+	mi := &file_cove_v1_cove_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3147,7 +3588,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{48}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *HeartbeatResponse) GetHostCertificate() string {
@@ -3180,7 +3621,7 @@ type WatchAssignmentsRequest struct {
 
 func (x *WatchAssignmentsRequest) Reset() {
 	*x = WatchAssignmentsRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[49]
+	mi := &file_cove_v1_cove_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3192,7 +3633,7 @@ func (x *WatchAssignmentsRequest) String() string {
 func (*WatchAssignmentsRequest) ProtoMessage() {}
 
 func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[49]
+	mi := &file_cove_v1_cove_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3205,7 +3646,7 @@ func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{49}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *WatchAssignmentsRequest) GetSinceRevision() int64 {
@@ -3224,7 +3665,7 @@ type WatchAssignmentsResponse struct {
 
 func (x *WatchAssignmentsResponse) Reset() {
 	*x = WatchAssignmentsResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[50]
+	mi := &file_cove_v1_cove_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3236,7 +3677,7 @@ func (x *WatchAssignmentsResponse) String() string {
 func (*WatchAssignmentsResponse) ProtoMessage() {}
 
 func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[50]
+	mi := &file_cove_v1_cove_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3249,7 +3690,7 @@ func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{50}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *WatchAssignmentsResponse) GetEnvironment() *Environment {
@@ -3269,7 +3710,7 @@ type ReportStatusRequest struct {
 
 func (x *ReportStatusRequest) Reset() {
 	*x = ReportStatusRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[51]
+	mi := &file_cove_v1_cove_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3281,7 +3722,7 @@ func (x *ReportStatusRequest) String() string {
 func (*ReportStatusRequest) ProtoMessage() {}
 
 func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[51]
+	mi := &file_cove_v1_cove_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3294,7 +3735,7 @@ func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{51}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ReportStatusRequest) GetEnvironmentId() string {
@@ -3320,7 +3761,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[52]
+	mi := &file_cove_v1_cove_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3332,7 +3773,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[52]
+	mi := &file_cove_v1_cove_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3345,7 +3786,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{52}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ReportStatusResponse) GetEnvironment() *Environment {
@@ -3369,7 +3810,7 @@ type AuthorizePortAccessRequest struct {
 
 func (x *AuthorizePortAccessRequest) Reset() {
 	*x = AuthorizePortAccessRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[53]
+	mi := &file_cove_v1_cove_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3381,7 +3822,7 @@ func (x *AuthorizePortAccessRequest) String() string {
 func (*AuthorizePortAccessRequest) ProtoMessage() {}
 
 func (x *AuthorizePortAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[53]
+	mi := &file_cove_v1_cove_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3394,7 +3835,7 @@ func (x *AuthorizePortAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizePortAccessRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizePortAccessRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{53}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *AuthorizePortAccessRequest) GetEnvironmentId() string {
@@ -3432,7 +3873,7 @@ type AuthorizePortAccessResponse struct {
 
 func (x *AuthorizePortAccessResponse) Reset() {
 	*x = AuthorizePortAccessResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[54]
+	mi := &file_cove_v1_cove_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3444,7 +3885,7 @@ func (x *AuthorizePortAccessResponse) String() string {
 func (*AuthorizePortAccessResponse) ProtoMessage() {}
 
 func (x *AuthorizePortAccessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[54]
+	mi := &file_cove_v1_cove_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3457,7 +3898,7 @@ func (x *AuthorizePortAccessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizePortAccessResponse.ProtoReflect.Descriptor instead.
 func (*AuthorizePortAccessResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{54}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *AuthorizePortAccessResponse) GetAllowed() bool {
@@ -3637,9 +4078,27 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x12CreateTokenRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
-	"ttlSeconds\"+\n" +
+	"ttlSeconds\"O\n" +
 	"\x13CreateTokenResponse\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token\";\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\"\n" +
+	"\x04info\x18\x02 \x01(\v2\x0e.cove.v1.TokenR\x04info\"\xd8\x01\n" +
+	"\x05Token\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1b\n" +
+	"\tparent_id\x18\x05 \x01(\tR\bparentId\x12\x18\n" +
+	"\acurrent\x18\x06 \x01(\bR\acurrent\"\x13\n" +
+	"\x11ListTokensRequest\"<\n" +
+	"\x12ListTokensResponse\x12&\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x0e.cove.v1.TokenR\x06tokens\"$\n" +
+	"\x12RevokeTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"6\n" +
+	"\x13RevokeTokenResponse\x12\x1f\n" +
+	"\vrevoked_ids\x18\x01 \x03(\tR\n" +
+	"revokedIds\";\n" +
 	"\x11CreateUserRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\"M\n" +
@@ -3691,7 +4150,14 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"T\n" +
 	"\x12JoinRunnerResponse\x12\x1b\n" +
 	"\trunner_id\x18\x01 \x01(\tR\brunnerId\x12!\n" +
-	"\frunner_token\x18\x02 \x01(\tR\vrunnerToken\"\x14\n" +
+	"\frunner_token\x18\x02 \x01(\tR\vrunnerToken\"\x1a\n" +
+	"\x18RotateRunnerTokenRequest\">\n" +
+	"\x19RotateRunnerTokenResponse\x12!\n" +
+	"\frunner_token\x18\x01 \x01(\tR\vrunnerToken\"%\n" +
+	"\x13DeleteRunnerRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"P\n" +
+	"\x14DeleteRunnerResponse\x128\n" +
+	"\x18released_environment_ids\x18\x01 \x03(\tR\x16releasedEnvironmentIds\"\x14\n" +
 	"\x12ListRunnersRequest\"@\n" +
 	"\x13ListRunnersResponse\x12)\n" +
 	"\arunners\x18\x01 \x03(\v2\x0f.cove.v1.RunnerR\arunners\"\x1f\n" +
@@ -3758,12 +4224,15 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x11WatchEnvironments\x12!.cove.v1.WatchEnvironmentsRequest\x1a\".cove.v1.WatchEnvironmentsResponse0\x01\x12]\n" +
 	"\x12SignSSHCertificate\x12\".cove.v1.SignSSHCertificateRequest\x1a#.cove.v1.SignSSHCertificateResponse\x12B\n" +
 	"\tSharePort\x12\x19.cove.v1.SharePortRequest\x1a\x1a.cove.v1.SharePortResponse\x12]\n" +
-	"\x12RebuildEnvironment\x12\".cove.v1.RebuildEnvironmentRequest\x1a#.cove.v1.RebuildEnvironmentResponse2\xd9\x01\n" +
+	"\x12RebuildEnvironment\x12\".cove.v1.RebuildEnvironmentRequest\x1a#.cove.v1.RebuildEnvironmentResponse2\xea\x02\n" +
 	"\vUserService\x129\n" +
 	"\x06WhoAmI\x12\x16.cove.v1.WhoAmIRequest\x1a\x17.cove.v1.WhoAmIResponse\x12H\n" +
 	"\vCreateToken\x12\x1b.cove.v1.CreateTokenRequest\x1a\x1c.cove.v1.CreateTokenResponse\x12E\n" +
 	"\n" +
-	"CreateUser\x12\x1a.cove.v1.CreateUserRequest\x1a\x1b.cove.v1.CreateUserResponse2\xaf\x05\n" +
+	"CreateUser\x12\x1a.cove.v1.CreateUserRequest\x1a\x1b.cove.v1.CreateUserResponse\x12E\n" +
+	"\n" +
+	"ListTokens\x12\x1a.cove.v1.ListTokensRequest\x1a\x1b.cove.v1.ListTokensResponse\x12H\n" +
+	"\vRevokeToken\x12\x1b.cove.v1.RevokeTokenRequest\x1a\x1c.cove.v1.RevokeTokenResponse2\xd8\x06\n" +
 	"\rRunnerService\x12T\n" +
 	"\x0fCreateJoinToken\x12\x1f.cove.v1.CreateJoinTokenRequest\x1a .cove.v1.CreateJoinTokenResponse\x12H\n" +
 	"\vListRunners\x12\x1b.cove.v1.ListRunnersRequest\x1a\x1c.cove.v1.ListRunnersResponse\x12i\n" +
@@ -3773,7 +4242,9 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\tHeartbeat\x12\x19.cove.v1.HeartbeatRequest\x1a\x1a.cove.v1.HeartbeatResponse\x12Y\n" +
 	"\x10WatchAssignments\x12 .cove.v1.WatchAssignmentsRequest\x1a!.cove.v1.WatchAssignmentsResponse0\x01\x12K\n" +
 	"\fReportStatus\x12\x1c.cove.v1.ReportStatusRequest\x1a\x1d.cove.v1.ReportStatusResponse\x12`\n" +
-	"\x13AuthorizePortAccess\x12#.cove.v1.AuthorizePortAccessRequest\x1a$.cove.v1.AuthorizePortAccessResponseB.Z,github.com/covedev/cove/proto/cove/v1;covev1b\x06proto3"
+	"\x13AuthorizePortAccess\x12#.cove.v1.AuthorizePortAccessRequest\x1a$.cove.v1.AuthorizePortAccessResponse\x12Z\n" +
+	"\x11RotateRunnerToken\x12!.cove.v1.RotateRunnerTokenRequest\x1a\".cove.v1.RotateRunnerTokenResponse\x12K\n" +
+	"\fDeleteRunner\x12\x1c.cove.v1.DeleteRunnerRequest\x1a\x1d.cove.v1.DeleteRunnerResponseB.Z,github.com/covedev/cove/proto/cove/v1;covev1b\x06proto3"
 
 var (
 	file_cove_v1_cove_proto_rawDescOnce sync.Once
@@ -3788,7 +4259,7 @@ func file_cove_v1_cove_proto_rawDescGZIP() []byte {
 }
 
 var file_cove_v1_cove_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_cove_v1_cove_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_cove_v1_cove_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_cove_v1_cove_proto_goTypes = []any{
 	(EnvironmentPhase)(0),                  // 0: cove.v1.EnvironmentPhase
 	(SubPhase)(0),                          // 1: cove.v1.SubPhase
@@ -3828,32 +4299,41 @@ var file_cove_v1_cove_proto_goTypes = []any{
 	(*WhoAmIResponse)(nil),                 // 35: cove.v1.WhoAmIResponse
 	(*CreateTokenRequest)(nil),             // 36: cove.v1.CreateTokenRequest
 	(*CreateTokenResponse)(nil),            // 37: cove.v1.CreateTokenResponse
-	(*CreateUserRequest)(nil),              // 38: cove.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),             // 39: cove.v1.CreateUserResponse
-	(*EnvironmentClass)(nil),               // 40: cove.v1.EnvironmentClass
-	(*RunnerCapabilities)(nil),             // 41: cove.v1.RunnerCapabilities
-	(*Runner)(nil),                         // 42: cove.v1.Runner
-	(*CreateJoinTokenRequest)(nil),         // 43: cove.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),        // 44: cove.v1.CreateJoinTokenResponse
-	(*JoinRunnerRequest)(nil),              // 45: cove.v1.JoinRunnerRequest
-	(*JoinRunnerResponse)(nil),             // 46: cove.v1.JoinRunnerResponse
-	(*ListRunnersRequest)(nil),             // 47: cove.v1.ListRunnersRequest
-	(*ListRunnersResponse)(nil),            // 48: cove.v1.ListRunnersResponse
-	(*ListEnvironmentClassesRequest)(nil),  // 49: cove.v1.ListEnvironmentClassesRequest
-	(*ListEnvironmentClassesResponse)(nil), // 50: cove.v1.ListEnvironmentClassesResponse
-	(*HeartbeatRequest)(nil),               // 51: cove.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),              // 52: cove.v1.HeartbeatResponse
-	(*WatchAssignmentsRequest)(nil),        // 53: cove.v1.WatchAssignmentsRequest
-	(*WatchAssignmentsResponse)(nil),       // 54: cove.v1.WatchAssignmentsResponse
-	(*ReportStatusRequest)(nil),            // 55: cove.v1.ReportStatusRequest
-	(*ReportStatusResponse)(nil),           // 56: cove.v1.ReportStatusResponse
-	(*AuthorizePortAccessRequest)(nil),     // 57: cove.v1.AuthorizePortAccessRequest
-	(*AuthorizePortAccessResponse)(nil),    // 58: cove.v1.AuthorizePortAccessResponse
-	(*timestamppb.Timestamp)(nil),          // 59: google.protobuf.Timestamp
+	(*Token)(nil),                          // 38: cove.v1.Token
+	(*ListTokensRequest)(nil),              // 39: cove.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),             // 40: cove.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),             // 41: cove.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),            // 42: cove.v1.RevokeTokenResponse
+	(*CreateUserRequest)(nil),              // 43: cove.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),             // 44: cove.v1.CreateUserResponse
+	(*EnvironmentClass)(nil),               // 45: cove.v1.EnvironmentClass
+	(*RunnerCapabilities)(nil),             // 46: cove.v1.RunnerCapabilities
+	(*Runner)(nil),                         // 47: cove.v1.Runner
+	(*CreateJoinTokenRequest)(nil),         // 48: cove.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),        // 49: cove.v1.CreateJoinTokenResponse
+	(*JoinRunnerRequest)(nil),              // 50: cove.v1.JoinRunnerRequest
+	(*JoinRunnerResponse)(nil),             // 51: cove.v1.JoinRunnerResponse
+	(*RotateRunnerTokenRequest)(nil),       // 52: cove.v1.RotateRunnerTokenRequest
+	(*RotateRunnerTokenResponse)(nil),      // 53: cove.v1.RotateRunnerTokenResponse
+	(*DeleteRunnerRequest)(nil),            // 54: cove.v1.DeleteRunnerRequest
+	(*DeleteRunnerResponse)(nil),           // 55: cove.v1.DeleteRunnerResponse
+	(*ListRunnersRequest)(nil),             // 56: cove.v1.ListRunnersRequest
+	(*ListRunnersResponse)(nil),            // 57: cove.v1.ListRunnersResponse
+	(*ListEnvironmentClassesRequest)(nil),  // 58: cove.v1.ListEnvironmentClassesRequest
+	(*ListEnvironmentClassesResponse)(nil), // 59: cove.v1.ListEnvironmentClassesResponse
+	(*HeartbeatRequest)(nil),               // 60: cove.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),              // 61: cove.v1.HeartbeatResponse
+	(*WatchAssignmentsRequest)(nil),        // 62: cove.v1.WatchAssignmentsRequest
+	(*WatchAssignmentsResponse)(nil),       // 63: cove.v1.WatchAssignmentsResponse
+	(*ReportStatusRequest)(nil),            // 64: cove.v1.ReportStatusRequest
+	(*ReportStatusResponse)(nil),           // 65: cove.v1.ReportStatusResponse
+	(*AuthorizePortAccessRequest)(nil),     // 66: cove.v1.AuthorizePortAccessRequest
+	(*AuthorizePortAccessResponse)(nil),    // 67: cove.v1.AuthorizePortAccessResponse
+	(*timestamppb.Timestamp)(nil),          // 68: google.protobuf.Timestamp
 }
 var file_cove_v1_cove_proto_depIdxs = []int32{
-	59, // 0: cove.v1.EnvironmentMetadata.created_at:type_name -> google.protobuf.Timestamp
-	59, // 1: cove.v1.EnvironmentMetadata.started_at:type_name -> google.protobuf.Timestamp
+	68, // 0: cove.v1.EnvironmentMetadata.created_at:type_name -> google.protobuf.Timestamp
+	68, // 1: cove.v1.EnvironmentMetadata.started_at:type_name -> google.protobuf.Timestamp
 	2,  // 2: cove.v1.PortSpec.visibility:type_name -> cove.v1.PortVisibility
 	0,  // 3: cove.v1.EnvironmentSpec.desired_phase:type_name -> cove.v1.EnvironmentPhase
 	5,  // 4: cove.v1.EnvironmentSpec.content:type_name -> cove.v1.ContentSource
@@ -3861,7 +4341,7 @@ var file_cove_v1_cove_proto_depIdxs = []int32{
 	7,  // 6: cove.v1.EnvironmentSpec.ports:type_name -> cove.v1.PortSpec
 	1,  // 7: cove.v1.SubStatus.phase:type_name -> cove.v1.SubPhase
 	2,  // 8: cove.v1.Port.visibility:type_name -> cove.v1.PortVisibility
-	59, // 9: cove.v1.Activity.last_active:type_name -> google.protobuf.Timestamp
+	68, // 9: cove.v1.Activity.last_active:type_name -> google.protobuf.Timestamp
 	0,  // 10: cove.v1.EnvironmentStatus.phase:type_name -> cove.v1.EnvironmentPhase
 	9,  // 11: cove.v1.EnvironmentStatus.content:type_name -> cove.v1.SubStatus
 	9,  // 12: cove.v1.EnvironmentStatus.machine:type_name -> cove.v1.SubStatus
@@ -3881,67 +4361,79 @@ var file_cove_v1_cove_proto_depIdxs = []int32{
 	14, // 26: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
 	14, // 27: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
 	10, // 28: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
-	59, // 29: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
+	68, // 29: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
 	14, // 30: cove.v1.RebuildEnvironmentResponse.environment:type_name -> cove.v1.Environment
 	2,  // 31: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
 	14, // 32: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
 	33, // 33: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
-	33, // 34: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
-	40, // 35: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
-	3,  // 36: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
-	41, // 37: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
-	59, // 38: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
-	42, // 39: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
-	40, // 40: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
-	41, // 41: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
-	14, // 42: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
-	13, // 43: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
-	14, // 44: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
-	15, // 45: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
-	17, // 46: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
-	19, // 47: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
-	21, // 48: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
-	23, // 49: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
-	25, // 50: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
-	27, // 51: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
-	31, // 52: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
-	29, // 53: cove.v1.EnvironmentService.RebuildEnvironment:input_type -> cove.v1.RebuildEnvironmentRequest
-	34, // 54: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
-	36, // 55: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
-	38, // 56: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
-	43, // 57: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
-	47, // 58: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
-	49, // 59: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
-	45, // 60: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
-	51, // 61: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
-	53, // 62: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
-	55, // 63: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
-	57, // 64: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
-	16, // 65: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
-	18, // 66: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
-	20, // 67: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
-	22, // 68: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
-	24, // 69: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
-	26, // 70: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
-	28, // 71: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
-	32, // 72: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
-	30, // 73: cove.v1.EnvironmentService.RebuildEnvironment:output_type -> cove.v1.RebuildEnvironmentResponse
-	35, // 74: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
-	37, // 75: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
-	39, // 76: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
-	44, // 77: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
-	48, // 78: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
-	50, // 79: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
-	46, // 80: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
-	52, // 81: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
-	54, // 82: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
-	56, // 83: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
-	58, // 84: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
-	65, // [65:85] is the sub-list for method output_type
-	45, // [45:65] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	38, // 34: cove.v1.CreateTokenResponse.info:type_name -> cove.v1.Token
+	68, // 35: cove.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	68, // 36: cove.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	38, // 37: cove.v1.ListTokensResponse.tokens:type_name -> cove.v1.Token
+	33, // 38: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
+	45, // 39: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
+	3,  // 40: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
+	46, // 41: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
+	68, // 42: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
+	47, // 43: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
+	45, // 44: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
+	46, // 45: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
+	14, // 46: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
+	13, // 47: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
+	14, // 48: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
+	15, // 49: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
+	17, // 50: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
+	19, // 51: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
+	21, // 52: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
+	23, // 53: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
+	25, // 54: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
+	27, // 55: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
+	31, // 56: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
+	29, // 57: cove.v1.EnvironmentService.RebuildEnvironment:input_type -> cove.v1.RebuildEnvironmentRequest
+	34, // 58: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
+	36, // 59: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
+	43, // 60: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
+	39, // 61: cove.v1.UserService.ListTokens:input_type -> cove.v1.ListTokensRequest
+	41, // 62: cove.v1.UserService.RevokeToken:input_type -> cove.v1.RevokeTokenRequest
+	48, // 63: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
+	56, // 64: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
+	58, // 65: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
+	50, // 66: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
+	60, // 67: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
+	62, // 68: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
+	64, // 69: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
+	66, // 70: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
+	52, // 71: cove.v1.RunnerService.RotateRunnerToken:input_type -> cove.v1.RotateRunnerTokenRequest
+	54, // 72: cove.v1.RunnerService.DeleteRunner:input_type -> cove.v1.DeleteRunnerRequest
+	16, // 73: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
+	18, // 74: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
+	20, // 75: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
+	22, // 76: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
+	24, // 77: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
+	26, // 78: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
+	28, // 79: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
+	32, // 80: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
+	30, // 81: cove.v1.EnvironmentService.RebuildEnvironment:output_type -> cove.v1.RebuildEnvironmentResponse
+	35, // 82: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
+	37, // 83: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
+	44, // 84: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
+	40, // 85: cove.v1.UserService.ListTokens:output_type -> cove.v1.ListTokensResponse
+	42, // 86: cove.v1.UserService.RevokeToken:output_type -> cove.v1.RevokeTokenResponse
+	49, // 87: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
+	57, // 88: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
+	59, // 89: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
+	51, // 90: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
+	61, // 91: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
+	63, // 92: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
+	65, // 93: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
+	67, // 94: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
+	53, // 95: cove.v1.RunnerService.RotateRunnerToken:output_type -> cove.v1.RotateRunnerTokenResponse
+	55, // 96: cove.v1.RunnerService.DeleteRunner:output_type -> cove.v1.DeleteRunnerResponse
+	73, // [73:97] is the sub-list for method output_type
+	49, // [49:73] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_cove_v1_cove_proto_init() }
@@ -3955,7 +4447,7 @@ func file_cove_v1_cove_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cove_v1_cove_proto_rawDesc), len(file_cove_v1_cove_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   55,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -70,6 +70,10 @@ const (
 	UserServiceCreateTokenProcedure = "/cove.v1.UserService/CreateToken"
 	// UserServiceCreateUserProcedure is the fully-qualified name of the UserService's CreateUser RPC.
 	UserServiceCreateUserProcedure = "/cove.v1.UserService/CreateUser"
+	// UserServiceListTokensProcedure is the fully-qualified name of the UserService's ListTokens RPC.
+	UserServiceListTokensProcedure = "/cove.v1.UserService/ListTokens"
+	// UserServiceRevokeTokenProcedure is the fully-qualified name of the UserService's RevokeToken RPC.
+	UserServiceRevokeTokenProcedure = "/cove.v1.UserService/RevokeToken"
 	// RunnerServiceCreateJoinTokenProcedure is the fully-qualified name of the RunnerService's
 	// CreateJoinToken RPC.
 	RunnerServiceCreateJoinTokenProcedure = "/cove.v1.RunnerService/CreateJoinToken"
@@ -93,6 +97,12 @@ const (
 	// RunnerServiceAuthorizePortAccessProcedure is the fully-qualified name of the RunnerService's
 	// AuthorizePortAccess RPC.
 	RunnerServiceAuthorizePortAccessProcedure = "/cove.v1.RunnerService/AuthorizePortAccess"
+	// RunnerServiceRotateRunnerTokenProcedure is the fully-qualified name of the RunnerService's
+	// RotateRunnerToken RPC.
+	RunnerServiceRotateRunnerTokenProcedure = "/cove.v1.RunnerService/RotateRunnerToken"
+	// RunnerServiceDeleteRunnerProcedure is the fully-qualified name of the RunnerService's
+	// DeleteRunner RPC.
+	RunnerServiceDeleteRunnerProcedure = "/cove.v1.RunnerService/DeleteRunner"
 )
 
 // EnvironmentServiceClient is a client for the cove.v1.EnvironmentService service.
@@ -385,6 +395,11 @@ type UserServiceClient interface {
 	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
 	// Owners only: add a member to the caller's organization.
 	CreateUser(context.Context, *connect.Request[v1.CreateUserRequest]) (*connect.Response[v1.CreateUserResponse], error)
+	// The caller's unexpired tokens.
+	ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error)
+	// Revoke one of the caller's tokens (and the tokens it created); they
+	// stop working at once.
+	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
 }
 
 // NewUserServiceClient constructs a client for the cove.v1.UserService service. By default, it uses
@@ -416,6 +431,18 @@ func NewUserServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(userServiceMethods.ByName("CreateUser")),
 			connect.WithClientOptions(opts...),
 		),
+		listTokens: connect.NewClient[v1.ListTokensRequest, v1.ListTokensResponse](
+			httpClient,
+			baseURL+UserServiceListTokensProcedure,
+			connect.WithSchema(userServiceMethods.ByName("ListTokens")),
+			connect.WithClientOptions(opts...),
+		),
+		revokeToken: connect.NewClient[v1.RevokeTokenRequest, v1.RevokeTokenResponse](
+			httpClient,
+			baseURL+UserServiceRevokeTokenProcedure,
+			connect.WithSchema(userServiceMethods.ByName("RevokeToken")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -424,6 +451,8 @@ type userServiceClient struct {
 	whoAmI      *connect.Client[v1.WhoAmIRequest, v1.WhoAmIResponse]
 	createToken *connect.Client[v1.CreateTokenRequest, v1.CreateTokenResponse]
 	createUser  *connect.Client[v1.CreateUserRequest, v1.CreateUserResponse]
+	listTokens  *connect.Client[v1.ListTokensRequest, v1.ListTokensResponse]
+	revokeToken *connect.Client[v1.RevokeTokenRequest, v1.RevokeTokenResponse]
 }
 
 // WhoAmI calls cove.v1.UserService.WhoAmI.
@@ -441,12 +470,27 @@ func (c *userServiceClient) CreateUser(ctx context.Context, req *connect.Request
 	return c.createUser.CallUnary(ctx, req)
 }
 
+// ListTokens calls cove.v1.UserService.ListTokens.
+func (c *userServiceClient) ListTokens(ctx context.Context, req *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error) {
+	return c.listTokens.CallUnary(ctx, req)
+}
+
+// RevokeToken calls cove.v1.UserService.RevokeToken.
+func (c *userServiceClient) RevokeToken(ctx context.Context, req *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error) {
+	return c.revokeToken.CallUnary(ctx, req)
+}
+
 // UserServiceHandler is an implementation of the cove.v1.UserService service.
 type UserServiceHandler interface {
 	WhoAmI(context.Context, *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error)
 	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
 	// Owners only: add a member to the caller's organization.
 	CreateUser(context.Context, *connect.Request[v1.CreateUserRequest]) (*connect.Response[v1.CreateUserResponse], error)
+	// The caller's unexpired tokens.
+	ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error)
+	// Revoke one of the caller's tokens (and the tokens it created); they
+	// stop working at once.
+	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
 }
 
 // NewUserServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -474,6 +518,18 @@ func NewUserServiceHandler(svc UserServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(userServiceMethods.ByName("CreateUser")),
 		connect.WithHandlerOptions(opts...),
 	)
+	userServiceListTokensHandler := connect.NewUnaryHandler(
+		UserServiceListTokensProcedure,
+		svc.ListTokens,
+		connect.WithSchema(userServiceMethods.ByName("ListTokens")),
+		connect.WithHandlerOptions(opts...),
+	)
+	userServiceRevokeTokenHandler := connect.NewUnaryHandler(
+		UserServiceRevokeTokenProcedure,
+		svc.RevokeToken,
+		connect.WithSchema(userServiceMethods.ByName("RevokeToken")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/cove.v1.UserService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case UserServiceWhoAmIProcedure:
@@ -482,6 +538,10 @@ func NewUserServiceHandler(svc UserServiceHandler, opts ...connect.HandlerOption
 			userServiceCreateTokenHandler.ServeHTTP(w, r)
 		case UserServiceCreateUserProcedure:
 			userServiceCreateUserHandler.ServeHTTP(w, r)
+		case UserServiceListTokensProcedure:
+			userServiceListTokensHandler.ServeHTTP(w, r)
+		case UserServiceRevokeTokenProcedure:
+			userServiceRevokeTokenHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -503,6 +563,14 @@ func (UnimplementedUserServiceHandler) CreateUser(context.Context, *connect.Requ
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.UserService.CreateUser is not implemented"))
 }
 
+func (UnimplementedUserServiceHandler) ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.UserService.ListTokens is not implemented"))
+}
+
+func (UnimplementedUserServiceHandler) RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.UserService.RevokeToken is not implemented"))
+}
+
 // RunnerServiceClient is a client for the cove.v1.RunnerService service.
 type RunnerServiceClient interface {
 	// Owners: make a one-time token a new runner joins with.
@@ -516,6 +584,10 @@ type RunnerServiceClient interface {
 	WatchAssignments(context.Context, *connect.Request[v1.WatchAssignmentsRequest]) (*connect.ServerStreamForClient[v1.WatchAssignmentsResponse], error)
 	ReportStatus(context.Context, *connect.Request[v1.ReportStatusRequest]) (*connect.Response[v1.ReportStatusResponse], error)
 	AuthorizePortAccess(context.Context, *connect.Request[v1.AuthorizePortAccessRequest]) (*connect.Response[v1.AuthorizePortAccessResponse], error)
+	// Runner-authenticated: replace the caller's runner token.
+	RotateRunnerToken(context.Context, *connect.Request[v1.RotateRunnerTokenRequest]) (*connect.Response[v1.RotateRunnerTokenResponse], error)
+	// Owners: remove a runner; its token stops working at once.
+	DeleteRunner(context.Context, *connect.Request[v1.DeleteRunnerRequest]) (*connect.Response[v1.DeleteRunnerResponse], error)
 }
 
 // NewRunnerServiceClient constructs a client for the cove.v1.RunnerService service. By default, it
@@ -577,6 +649,18 @@ func NewRunnerServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(runnerServiceMethods.ByName("AuthorizePortAccess")),
 			connect.WithClientOptions(opts...),
 		),
+		rotateRunnerToken: connect.NewClient[v1.RotateRunnerTokenRequest, v1.RotateRunnerTokenResponse](
+			httpClient,
+			baseURL+RunnerServiceRotateRunnerTokenProcedure,
+			connect.WithSchema(runnerServiceMethods.ByName("RotateRunnerToken")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteRunner: connect.NewClient[v1.DeleteRunnerRequest, v1.DeleteRunnerResponse](
+			httpClient,
+			baseURL+RunnerServiceDeleteRunnerProcedure,
+			connect.WithSchema(runnerServiceMethods.ByName("DeleteRunner")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -590,6 +674,8 @@ type runnerServiceClient struct {
 	watchAssignments       *connect.Client[v1.WatchAssignmentsRequest, v1.WatchAssignmentsResponse]
 	reportStatus           *connect.Client[v1.ReportStatusRequest, v1.ReportStatusResponse]
 	authorizePortAccess    *connect.Client[v1.AuthorizePortAccessRequest, v1.AuthorizePortAccessResponse]
+	rotateRunnerToken      *connect.Client[v1.RotateRunnerTokenRequest, v1.RotateRunnerTokenResponse]
+	deleteRunner           *connect.Client[v1.DeleteRunnerRequest, v1.DeleteRunnerResponse]
 }
 
 // CreateJoinToken calls cove.v1.RunnerService.CreateJoinToken.
@@ -632,6 +718,16 @@ func (c *runnerServiceClient) AuthorizePortAccess(ctx context.Context, req *conn
 	return c.authorizePortAccess.CallUnary(ctx, req)
 }
 
+// RotateRunnerToken calls cove.v1.RunnerService.RotateRunnerToken.
+func (c *runnerServiceClient) RotateRunnerToken(ctx context.Context, req *connect.Request[v1.RotateRunnerTokenRequest]) (*connect.Response[v1.RotateRunnerTokenResponse], error) {
+	return c.rotateRunnerToken.CallUnary(ctx, req)
+}
+
+// DeleteRunner calls cove.v1.RunnerService.DeleteRunner.
+func (c *runnerServiceClient) DeleteRunner(ctx context.Context, req *connect.Request[v1.DeleteRunnerRequest]) (*connect.Response[v1.DeleteRunnerResponse], error) {
+	return c.deleteRunner.CallUnary(ctx, req)
+}
+
 // RunnerServiceHandler is an implementation of the cove.v1.RunnerService service.
 type RunnerServiceHandler interface {
 	// Owners: make a one-time token a new runner joins with.
@@ -645,6 +741,10 @@ type RunnerServiceHandler interface {
 	WatchAssignments(context.Context, *connect.Request[v1.WatchAssignmentsRequest], *connect.ServerStream[v1.WatchAssignmentsResponse]) error
 	ReportStatus(context.Context, *connect.Request[v1.ReportStatusRequest]) (*connect.Response[v1.ReportStatusResponse], error)
 	AuthorizePortAccess(context.Context, *connect.Request[v1.AuthorizePortAccessRequest]) (*connect.Response[v1.AuthorizePortAccessResponse], error)
+	// Runner-authenticated: replace the caller's runner token.
+	RotateRunnerToken(context.Context, *connect.Request[v1.RotateRunnerTokenRequest]) (*connect.Response[v1.RotateRunnerTokenResponse], error)
+	// Owners: remove a runner; its token stops working at once.
+	DeleteRunner(context.Context, *connect.Request[v1.DeleteRunnerRequest]) (*connect.Response[v1.DeleteRunnerResponse], error)
 }
 
 // NewRunnerServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -702,6 +802,18 @@ func NewRunnerServiceHandler(svc RunnerServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(runnerServiceMethods.ByName("AuthorizePortAccess")),
 		connect.WithHandlerOptions(opts...),
 	)
+	runnerServiceRotateRunnerTokenHandler := connect.NewUnaryHandler(
+		RunnerServiceRotateRunnerTokenProcedure,
+		svc.RotateRunnerToken,
+		connect.WithSchema(runnerServiceMethods.ByName("RotateRunnerToken")),
+		connect.WithHandlerOptions(opts...),
+	)
+	runnerServiceDeleteRunnerHandler := connect.NewUnaryHandler(
+		RunnerServiceDeleteRunnerProcedure,
+		svc.DeleteRunner,
+		connect.WithSchema(runnerServiceMethods.ByName("DeleteRunner")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/cove.v1.RunnerService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case RunnerServiceCreateJoinTokenProcedure:
@@ -720,6 +832,10 @@ func NewRunnerServiceHandler(svc RunnerServiceHandler, opts ...connect.HandlerOp
 			runnerServiceReportStatusHandler.ServeHTTP(w, r)
 		case RunnerServiceAuthorizePortAccessProcedure:
 			runnerServiceAuthorizePortAccessHandler.ServeHTTP(w, r)
+		case RunnerServiceRotateRunnerTokenProcedure:
+			runnerServiceRotateRunnerTokenHandler.ServeHTTP(w, r)
+		case RunnerServiceDeleteRunnerProcedure:
+			runnerServiceDeleteRunnerHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -759,4 +875,12 @@ func (UnimplementedRunnerServiceHandler) ReportStatus(context.Context, *connect.
 
 func (UnimplementedRunnerServiceHandler) AuthorizePortAccess(context.Context, *connect.Request[v1.AuthorizePortAccessRequest]) (*connect.Response[v1.AuthorizePortAccessResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.RunnerService.AuthorizePortAccess is not implemented"))
+}
+
+func (UnimplementedRunnerServiceHandler) RotateRunnerToken(context.Context, *connect.Request[v1.RotateRunnerTokenRequest]) (*connect.Response[v1.RotateRunnerTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.RunnerService.RotateRunnerToken is not implemented"))
+}
+
+func (UnimplementedRunnerServiceHandler) DeleteRunner(context.Context, *connect.Request[v1.DeleteRunnerRequest]) (*connect.Response[v1.DeleteRunnerResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.RunnerService.DeleteRunner is not implemented"))
 }
