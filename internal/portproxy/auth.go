@@ -1,13 +1,10 @@
 package portproxy
 
 import (
-	"crypto/sha256"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 )
 
 // requestToken returns the cove credential a request carries: a bearer
@@ -35,41 +32,32 @@ func bearerToken(r *http.Request) (string, bool) {
 	return "", false
 }
 
-// authorize answers the request itself (redirect, 401, 403, 502) and
-// returns false unless it may go through.
-func (p *proxy) authorize(w http.ResponseWriter, r *http.Request, t Target, rt route) bool {
-	tok := requestToken(r)
-	allowed, ok := p.cache.get(t.EnvID, rt.port, tok)
-	if !ok {
-		var userID string
-		var cacheFor time.Duration
-		var err error
-		allowed, userID, cacheFor, err = p.cfg.Authorizer.Authorize(r.Context(), t.EnvID, rt.port, tok)
-		if err != nil {
-			p.log.Error("port proxy: authorize", "env", t.EnvID, "port", rt.port, "err", err)
-			httpError(w, http.StatusBadGateway, "cannot check access right now; try again")
-			return false
-		}
-		p.log.Debug("port proxy: authorized", "env", t.EnvID, "port", rt.port, "allowed", allowed, "user", userID)
-		p.cache.put(t.EnvID, rt.port, tok, allowed, cacheFor)
-	}
-	if allowed {
-		return true
-	}
+// deny answers a request that may not go through. The answer depends only
+// on the request, never on whether the environment exists: browsers are
+// sent to the server's login with the environment as the URL names it (an
+// id the client already has, or a name the server resolves for the
+// logged-in owner only), other clients get 401 without a credential and
+// 403 with one.
+func (p *proxy) deny(w http.ResponseWriter, r *http.Request, rt route, tok string) {
 	if isBrowser(r) && p.cfg.ServerURL != "" {
-		q := url.Values{"env": {t.EnvID}, "port": {strconv.Itoa(rt.port)}, "return": {requestURL(r)}}
+		q := url.Values{"env": {rt.envRef}, "port": {strconv.Itoa(rt.port)}, "return": {requestURL(r)}}
 		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Referrer-Policy", "no-referrer")
 		http.Redirect(w, r, p.cfg.ServerURL+"/auth/port?"+q.Encode(), http.StatusFound)
-		return false
+		return
 	}
 	if tok == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="cove"`)
-		httpError(w, http.StatusUnauthorized, "this port is not public: send a cove token (Authorization: Bearer ...)")
-		return false
+		httpError(w, http.StatusUnauthorized, "this port is not public, or its environment is not running here: send a cove token (Authorization: Bearer ...)")
+		return
 	}
-	httpError(w, http.StatusForbidden, "access to this port is denied")
-	return false
+	httpError(w, http.StatusForbidden, denied)
 }
+
+// denied is the answer to a credential that may not reach a port, for
+// whatever reason.
+const denied = "access denied: the environment is not running on this runner, or this credential may not reach this port " +
+	"(names work for your own environments only; use the URL from `cove ports list`)"
 
 // isBrowser tells page navigations, which can follow a login redirect,
 // from API calls and scripts, which get a status code.
@@ -94,8 +82,11 @@ func requestURL(r *http.Request) string {
 }
 
 // serveAuth takes a port session token from the server's redirect, stores
-// it in a cookie scoped to the port and sends the browser on.
-func (p *proxy) serveAuth(w http.ResponseWriter, r *http.Request, hostForm bool) {
+// it in a cookie scoped to the port and sends the browser on, if the token
+// does reach that port. Otherwise it says so instead of sending the browser
+// round the login again (a stopped environment would loop). hr is the
+// request's host-form route, if hostForm.
+func (p *proxy) serveAuth(w http.ResponseWriter, r *http.Request, hr route, hostForm bool) {
 	q := r.URL.Query()
 	tok := q.Get("token")
 	if !strings.HasPrefix(tok, prefixPort) {
@@ -108,7 +99,7 @@ func (p *proxy) serveAuth(w http.ResponseWriter, r *http.Request, hostForm bool)
 		httpError(w, http.StatusBadRequest, "return URL must be on this host")
 		return
 	}
-	rt := route{}
+	rt := hr
 	if !hostForm {
 		var ok bool
 		rt, ok = parsePath(ret.EscapedPath())
@@ -116,6 +107,15 @@ func (p *proxy) serveAuth(w http.ResponseWriter, r *http.Request, hostForm bool)
 			httpError(w, http.StatusBadRequest, "return URL is not a port URL")
 			return
 		}
+	}
+	if _, allowed, err := p.access(r.Context(), rt, tok); err != nil || !allowed {
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		if err != nil {
+			httpError(w, http.StatusBadGateway, "cannot check access right now; try again")
+			return
+		}
+		httpError(w, http.StatusForbidden, denied)
+		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: tok, Path: rt.cookiePath(),
 		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
@@ -129,62 +129,4 @@ func (p *proxy) serveAuth(w http.ResponseWriter, r *http.Request, hostForm bool)
 		dest += "?" + ret.RawQuery
 	}
 	http.Redirect(w, r, dest, http.StatusFound)
-}
-
-// decisionCache remembers Authorize answers per (environment, port, token).
-type decisionCache struct {
-	now func() time.Time
-	mu  sync.Mutex
-	m   map[cacheKey]cacheEntry
-}
-
-type cacheKey struct {
-	env   string
-	port  int
-	token [32]byte
-}
-
-type cacheEntry struct {
-	allowed bool
-	until   time.Time
-}
-
-const maxCacheEntries = 10000
-
-func newDecisionCache(now func() time.Time) *decisionCache {
-	return &decisionCache{now: now, m: map[cacheKey]cacheEntry{}}
-}
-
-func (c *decisionCache) key(env string, port int, tok string) cacheKey {
-	return cacheKey{env: env, port: port, token: sha256.Sum256([]byte(tok))}
-}
-
-func (c *decisionCache) get(env string, port int, tok string) (allowed, ok bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[c.key(env, port, tok)]
-	if !ok || !c.now().Before(e.until) {
-		return false, false
-	}
-	return e.allowed, true
-}
-
-func (c *decisionCache) put(env string, port int, tok string, allowed bool, d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := c.now()
-	if len(c.m) >= maxCacheEntries {
-		for k, e := range c.m {
-			if !now.Before(e.until) {
-				delete(c.m, k)
-			}
-		}
-		if len(c.m) >= maxCacheEntries {
-			clear(c.m)
-		}
-	}
-	c.m[c.key(env, port, tok)] = cacheEntry{allowed: allowed, until: now.Add(d)}
 }

@@ -6,6 +6,12 @@
 // through the server's login). WebSockets and streaming responses pass
 // through. The package knows nothing about runners: a Resolver finds the
 // environment and how to dial into it, an Authorizer asks the server.
+//
+// Unauthenticated clients learn nothing: an environment that does not
+// exist, is not running here, or is not theirs gets the same answer as a
+// port they may not reach (resolve.go), and names resolve only for their
+// owner. NewServer bounds what unauthenticated connections can hold
+// (limits.go).
 package portproxy
 
 import (
@@ -26,10 +32,22 @@ type Target struct {
 	Dial func(ctx context.Context, port int) (net.Conn, error)
 }
 
-// Resolver finds an environment running here by id or name (as written in
-// the URL). It returns an error if there is none.
+// Resolver finds environments running here by id.
 type Resolver interface {
-	Resolve(ctx context.Context, envRef string) (Target, error)
+	// Resolve returns the running environment with this id, or an error.
+	// It must not match names: a name means different environments to
+	// different users (see resolve.go).
+	Resolve(ctx context.Context, id string) (Target, error)
+}
+
+// NameResolver is a Resolver that also lists environments by name. Names
+// in URLs resolve only through it; with a Resolver that is not one, they
+// never resolve.
+type NameResolver interface {
+	Resolver
+	// Named returns the ids of the running environments here that have
+	// this name, whoever owns them (names are unique per owner only).
+	Named(ctx context.Context, name string) []string
 }
 
 // Authorizer decides whether a request carrying token (empty when
@@ -155,7 +173,7 @@ func parsePath(escaped string) (route, bool) {
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hr, hostForm := p.parseHost(r.Host)
 	if r.URL.Path == AuthPath {
-		p.serveAuth(w, r, hostForm)
+		p.serveAuth(w, r, hr, hostForm)
 		return
 	}
 	rt := hr
@@ -177,15 +195,17 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	t, err := p.cfg.Resolver.Resolve(r.Context(), rt.envRef)
+	tok := requestToken(r)
+	t, allowed, err := p.access(r.Context(), rt, tok)
 	if err != nil {
-		p.log.Debug("port proxy: resolve", "env", rt.envRef, "err", err)
-		httpError(w, http.StatusNotFound, "environment "+rt.envRef+" is not running here")
+		httpError(w, http.StatusBadGateway, "cannot check access right now; try again")
 		return
 	}
-	if !p.authorize(w, r, t, rt) {
+	if !allowed {
+		p.deny(w, r, rt, tok)
 		return
 	}
+	authenticatedConn(r.Context())
 	p.activity(t.EnvID)
 	p.forward(w, r, t, rt)
 }

@@ -38,8 +38,8 @@ func (c *clock) Add(d time.Duration) {
 // is a real HTTP server on loopback; other ports refuse connections.
 type resolver struct{ backend string }
 
-func (r resolver) Resolve(_ context.Context, ref string) (portproxy.Target, error) {
-	if ref != "env1" && ref != "demo" {
+func (r resolver) Resolve(_ context.Context, id string) (portproxy.Target, error) {
+	if id != "env1" {
 		return portproxy.Target{}, errors.New("not running here")
 	}
 	return portproxy.Target{EnvID: "env1", OwnerID: "u-owner", Dial: func(ctx context.Context, port int) (net.Conn, error) {
@@ -49,6 +49,13 @@ func (r resolver) Resolve(_ context.Context, ref string) (portproxy.Target, erro
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", r.backend)
 	}}, nil
+}
+
+func (r resolver) Named(_ context.Context, name string) []string {
+	if name == "demo" {
+		return []string{"env1"}
+	}
+	return nil
 }
 
 // authorizer allows "cove_pat_good" and "cove_port_good" and counts calls.
@@ -203,7 +210,7 @@ func TestPathFormForwardsAndStripsCredentials(t *testing.T) {
 	if r := do(t, "GET", f.proxyURL+"/p/demo/8080?q=1", nil); r.StatusCode != http.StatusMovedPermanently || r.Header.Get("Location") != "/p/demo/8080/?q=1" {
 		t.Errorf("no slash: %d %q", r.StatusCode, r.Header.Get("Location"))
 	}
-	if r := do(t, "GET", f.proxyURL+"/p/nope/8080/", map[string]string{"Authorization": "Bearer cove_pat_good"}); r.StatusCode != http.StatusNotFound {
+	if r := do(t, "GET", f.proxyURL+"/p/nope/8080/", map[string]string{"Authorization": "Bearer cove_pat_good"}); r.StatusCode != http.StatusForbidden {
 		t.Errorf("unknown env: %d", r.StatusCode)
 	}
 	if r := do(t, "GET", f.proxyURL+"/p/demo/9/", map[string]string{"Authorization": "Bearer cove_pat_good"}); r.StatusCode != http.StatusBadGateway {
@@ -267,7 +274,7 @@ func TestUnauthorized(t *testing.T) {
 		if tc.want == http.StatusFound {
 			loc, err := url.Parse(r.Header.Get("Location"))
 			q := loc.Query()
-			if err != nil || loc.Host != "server.test" || loc.Path != "/auth/port" || q.Get("env") != "env1" || q.Get("port") != "8080" ||
+			if err != nil || loc.Host != "server.test" || loc.Path != "/auth/port" || q.Get("env") != "demo" || q.Get("port") != "8080" ||
 				q.Get("return") != "http://"+host+"/p/demo/8080/echo/?a=b" {
 				t.Errorf("%s: Location %v", tc.name, loc)
 			}
@@ -331,7 +338,7 @@ func TestCacheAndActivity(t *testing.T) {
 	f := newFixture(t, "")
 	f.auth.cacheFor = time.Minute
 	get := func(tok string) int {
-		r := do(t, "GET", f.proxyURL+"/p/demo/8080/echo/", map[string]string{"Authorization": "Bearer " + tok})
+		r := do(t, "GET", f.proxyURL+"/p/env1/8080/echo/", map[string]string{"Authorization": "Bearer " + tok})
 		io.Copy(io.Discard, r.Body)
 		return r.StatusCode
 	}

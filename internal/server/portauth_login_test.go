@@ -30,6 +30,19 @@ func get(t *testing.T, u string, cookies ...*http.Cookie) (*http.Response, strin
 	return send(t, req)
 }
 
+// nav is a browser's top-level page load (with Fetch Metadata).
+func nav(t *testing.T, u string, cookies ...*http.Cookie) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", u, nil)
+	req.Header.Set("Sec-Fetch-Mode", "navigate")
+	req.Header.Set("Sec-Fetch-Dest", "document")
+	req.Header.Set("Sec-Fetch-Site", "same-site")
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
+	return send(t, req)
+}
+
 func postLogin(t *testing.T, base, tok, next, origin string) (*http.Response, string) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", base+"/login", strings.NewReader(url.Values{"token": {tok}, "next": {next}}.Encode()))
@@ -54,7 +67,7 @@ func sessionCookie(t *testing.T, resp *http.Response) *http.Cookie {
 func TestLoginAndAuthPortRedirects(t *testing.T) {
 	w := newPortWorld(t)
 	w.share(t, w.env.Id, 8080, visOrg)
-	ret := testProxyURL + "/p/demo/8080/app/?x=1"
+	ret := testProxyURL + "/p/" + w.env.Id + "/8080/app/?x=1"
 	authPort := "/auth/port?" + url.Values{"env": {w.env.Id}, "port": {"8080"}, "return": {ret}}.Encode()
 
 	// Without a login cookie, /auth/port sends the browser to /login.
@@ -88,7 +101,7 @@ func TestLoginAndAuthPortRedirects(t *testing.T) {
 
 	// Logged in, /auth/port sends the browser to the runner's proxy with a
 	// port token the runner's AuthorizePortAccess accepts for bob.
-	resp, _ = get(t, w.url+authPort, sess)
+	resp, _ = nav(t, w.url+authPort, sess)
 	loc, err = url.Parse(resp.Header.Get("Location"))
 	if resp.StatusCode != http.StatusFound || err != nil || loc.Scheme+"://"+loc.Host != testProxyURL || loc.Path != "/__cove/auth" ||
 		loc.Query().Get("return") != ret {
@@ -106,19 +119,24 @@ func TestLoginAndAuthPortRedirects(t *testing.T) {
 		t.Fatal("session cookie accepted as a port token")
 	}
 
-	// Host form on the proxy's domain is fine; everything else is refused.
+	// The return URL must be this port's URL, naming the environment as
+	// the request does, on the proxy or (host form) its domain; everything
+	// else is refused.
 	q := func(ret string) string {
 		return w.url + "/auth/port?" + url.Values{"env": {w.env.Id}, "port": {"8080"}, "return": {ret}}.Encode()
 	}
-	for _, ok := range []string{"http://8080--demo.proxy.test:7743/", "http://8080--" + w.env.Id + ".proxy.test:7743/x?y"} {
-		if resp, body := get(t, q(ok), sess); resp.StatusCode != http.StatusFound || !strings.HasPrefix(resp.Header.Get("Location"), ok[:strings.Index(ok[7:], "/")+7]+"/__cove/auth?") {
+	for _, ok := range []string{"http://8080--" + w.env.Id + ".proxy.test:7743/x?y", testProxyURL + "/p/" + w.env.Id + "/8080/"} {
+		if resp, body := nav(t, q(ok), sess); resp.StatusCode != http.StatusFound || !strings.HasPrefix(resp.Header.Get("Location"), ok[:strings.Index(ok[7:], "/")+7]+"/__cove/auth?") {
 			t.Errorf("return %s: %d %q %s", ok, resp.StatusCode, resp.Header.Get("Location"), body)
 		}
 	}
-	for _, bad := range []string{"", "http://evil.test/p/demo/8080/", "https://proxy.test:7743/", "http://proxy.test:7744/",
-		"http://8080--demo.evil.test:7743/", "http://8081--demo.proxy.test:7743/", "http://8080--other.proxy.test:7743/",
-		"http://a.8080--demo.proxy.test:7743/", "/p/demo/8080/", "//proxy.test:7743/", "http://x@proxy.test:7743/", "javascript:alert(1)"} {
-		if resp, _ := get(t, q(bad), sess); resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" {
+	id := w.env.Id
+	for _, bad := range []string{"", "http://evil.test/p/" + id + "/8080/", "https://proxy.test:7743/p/" + id + "/8080/", "http://proxy.test:7744/p/" + id + "/8080/",
+		"http://8080--" + id + ".evil.test:7743/", "http://8081--" + id + ".proxy.test:7743/", "http://8080--other.proxy.test:7743/",
+		"http://8080--demo.proxy.test:7743/", testProxyURL + "/p/demo/8080/", testProxyURL + "/p/" + id + "/8081/", testProxyURL + "/",
+		"http://a.8080--" + id + ".proxy.test:7743/", "/p/" + id + "/8080/", "//proxy.test:7743/p/" + id + "/8080/",
+		"http://x@proxy.test:7743/p/" + id + "/8080/", "javascript:alert(1)"} {
+		if resp, _ := nav(t, q(bad), sess); resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" {
 			t.Errorf("return %q: %d %q", bad, resp.StatusCode, resp.Header.Get("Location"))
 		}
 	}
@@ -126,12 +144,12 @@ func TestLoginAndAuthPortRedirects(t *testing.T) {
 	// Carol (another organization) logs in but gets no token for the port.
 	resp, _ = postLogin(t, w.url, w.tok["carol"], "", "")
 	carol := sessionCookie(t, resp)
-	if resp, _ := get(t, w.url+authPort, carol); resp.StatusCode != http.StatusForbidden || resp.Header.Get("Location") != "" {
+	if resp, _ := nav(t, w.url+authPort, carol); resp.StatusCode != http.StatusForbidden || resp.Header.Get("Location") != "" {
 		t.Errorf("carol: %d %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	// A forged session cookie is no login.
 	forged := &http.Cookie{Name: "cove_session", Value: sess.Value[:len(sess.Value)-2] + "xx"}
-	if resp, _ := get(t, w.url+authPort, forged); resp.StatusCode != http.StatusFound || !strings.HasPrefix(resp.Header.Get("Location"), "/login?") {
+	if resp, _ := nav(t, w.url+authPort, forged); resp.StatusCode != http.StatusFound || !strings.HasPrefix(resp.Header.Get("Location"), "/login?") {
 		t.Errorf("forged session: %d %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
 
