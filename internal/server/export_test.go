@@ -9,3 +9,11 @@ func OnStreamReleased(s *Server, f func(key string)) {
 
 // MaxRunnerWatches is the bound on a runner's assignment watches.
 const MaxRunnerWatches = maxRunnerWatches
+
+// Bounds of a reported status.
+const (
+	MaxReportedPorts = maxReportedPorts
+	MaxStatusMessage = maxStatusMessage
+	MaxStatusString  = maxStatusString
+	TruncatedMarker  = truncatedMarker
+)

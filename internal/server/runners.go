@@ -210,6 +210,10 @@ func (r *runnerService) ReportStatus(ctx context.Context, req *connect.Request[c
 	if st == nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("status is required"))
 	}
+	if _, known := covev1.EnvironmentPhase_name[int32(st.GetPhase())]; !known {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("status.phase: unknown phase %d", int32(st.GetPhase())))
+	}
+	sanitizeStatus(st)
 	env, err := r.s.store.UpdateEnvironment(ctx, req.Msg.GetEnvironmentId(), func(env *covev1.Environment) error {
 		if env.GetMetadata().GetRunnerId() != rn.ID {
 			return connect.NewError(connect.CodePermissionDenied, errors.New("environment is not assigned to this runner"))
