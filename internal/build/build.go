@@ -34,8 +34,13 @@ type Request struct {
 	// Labels are added to the image configuration.
 	Labels map[string]string
 	// CacheFrom are image references whose build cache BuildKit may reuse
-	// (registry cache import, like `docker build --cache-from`).
+	// (registry cache import, like `docker build --cache-from`). Ignored,
+	// with a warning in Log, unless Config.AllowCacheFrom.
 	CacheFrom []string
+	// CacheNamespace keeps `RUN --mount=type=cache` contents apart: builds
+	// see only cache mounts made under the same namespace. Required; the
+	// runner uses one per organization (see tenancy.go).
+	CacheNamespace string
 	// NoCache ignores BuildKit's cache for every step.
 	NoCache bool
 	// NoNetwork runs every RUN step without a network (only loopback), like
@@ -65,12 +70,18 @@ type Result struct {
 // A failing step returns a usererr error naming the step, its Dockerfile
 // line and the tail of its output.
 func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
+	if req.ContextDir == "" || req.OutputDir == "" {
+		return nil, errors.New("build: ContextDir and OutputDir are required")
+	}
+	if err := checkNamespace(req.CacheNamespace); err != nil {
+		return nil, err
+	}
+	if err := checkArgs(req.Args); err != nil {
+		return nil, err
+	}
 	c, err := b.getClient(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if req.ContextDir == "" || req.OutputDir == "" {
-		return nil, errors.New("build: ContextDir and OutputDir are required")
 	}
 	dockerfile := req.Dockerfile
 	if dockerfile == "" {
@@ -105,11 +116,9 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 		attrs["target"] = req.Target
 	}
 	for k, v := range req.Args {
-		if k == "BUILDKIT_SYNTAX" {
-			continue
-		}
 		attrs["build-arg:"+k] = v
 	}
+	attrs[cacheNSArg] = req.CacheNamespace
 	for k, v := range req.Labels {
 		attrs["label:"+k] = v
 	}
@@ -120,8 +129,13 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 		attrs["no-cache"] = ""
 	}
 	var cacheImports []bkclient.CacheOptionsEntry
-	for _, ref := range req.CacheFrom {
-		cacheImports = append(cacheImports, bkclient.CacheOptionsEntry{Type: "registry", Attrs: map[string]string{"ref": ref}})
+	if len(req.CacheFrom) > 0 && !b.cfg.AllowCacheFrom {
+		warnCacheFrom(writerOrDiscard(req.Log))
+		b.log.InfoContext(ctx, "build.cacheFrom ignored (--build-allow-cache-from is off)", "refs", len(req.CacheFrom))
+	} else {
+		for _, ref := range req.CacheFrom {
+			cacheImports = append(cacheImports, bkclient.CacheOptionsEntry{Type: "registry", Attrs: map[string]string{"ref": ref}})
+		}
 	}
 
 	opt := bkclient.SolveOpt{

@@ -35,8 +35,8 @@ func buildkitdPath() string {
 }
 
 // startBuilder starts a buildkitd for the test that trusts the loopback
-// registry at registry. It skips when root, runc or buildkitd are missing.
-func startBuilder(t *testing.T, registry string) *Builder {
+// registries given. It skips when root, runc or buildkitd are missing.
+func startBuilder(t *testing.T, registries ...string) *Builder {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run buildkitd")
@@ -55,7 +55,7 @@ func startBuilder(t *testing.T, registry string) *Builder {
 	b, err := New(Config{
 		Dir:                dir,
 		Buildkitd:          bk,
-		InsecureRegistries: []string{registry},
+		InsecureRegistries: registries,
 		Logger:             slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -154,11 +154,12 @@ func TestBuild(t *testing.T) {
 			".devcontainer/Dockerfile": strings.ReplaceAll(stagesDockerfile, "{{BASE}}", base),
 		})
 		req := Request{
-			ContextDir: src,
-			Dockerfile: filepath.Join(dfDir, "Dockerfile"),
-			Target:     "dev",
-			Args:       map[string]string{"GREETING": "bonjour"},
-			OutputDir:  filepath.Join(t.TempDir(), "oci"),
+			CacheNamespace: "test",
+			ContextDir:     src,
+			Dockerfile:     filepath.Join(dfDir, "Dockerfile"),
+			Target:         "dev",
+			Args:           map[string]string{"GREETING": "bonjour"},
+			OutputDir:      filepath.Join(t.TempDir(), "oci"),
 		}
 		var log1 bytes.Buffer
 		req.Log = &log1
@@ -245,7 +246,7 @@ func TestBuild(t *testing.T) {
 			"RUN echo about-to-fail && echo on-stderr >&2 && exit 3\n" +
 			"RUN echo never\n"})
 		var log bytes.Buffer
-		_, err := b.Build(ctx, Request{ContextDir: src, OutputDir: filepath.Join(t.TempDir(), "oci"), Log: &log})
+		_, err := b.Build(ctx, Request{CacheNamespace: "test", ContextDir: src, OutputDir: filepath.Join(t.TempDir(), "oci"), Log: &log})
 		if err == nil {
 			t.Fatal("build with failing RUN succeeded")
 		}
@@ -278,7 +279,7 @@ func TestBuild(t *testing.T) {
 			"Dockerfile": "# syntax=docker/dockerfile:1\nFROM scratch\nCOPY hello.txt /hello.txt\n",
 			"hello.txt":  "hi\n",
 		})
-		res, err := b.Build(ctx, Request{ContextDir: src, OutputDir: filepath.Join(t.TempDir(), "oci")})
+		res, err := b.Build(ctx, Request{CacheNamespace: "test", ContextDir: src, OutputDir: filepath.Join(t.TempDir(), "oci")})
 		if err != nil {
 			t.Fatalf("build: %v", err)
 		}

@@ -54,6 +54,10 @@ type Config struct {
 	// InsecureRegistries are registry hosts ("127.0.0.1:5000") that are
 	// reached over plain HTTP without TLS verification (tests, local mirrors).
 	InsecureRegistries []string
+	// AllowCacheFrom lets requests import build cache from registries
+	// (Request.CacheFrom) into the cache every build shares; only for
+	// runners whose users all trust every registry they may name.
+	AllowCacheFrom bool
 	// NetworkMode is the network of RUN steps: "host", "cni", "bridge" or
 	// "auto" (buildkitd's default when empty). NOTE: "host" and "auto"
 	// without CNI give RUN steps the host's network.

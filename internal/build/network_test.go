@@ -47,7 +47,7 @@ func TestNoNetwork(t *testing.T) {
 		"RUN nc -w 3 " + strings.Replace(ln.Addr().String(), ":", " ", 1) + " </dev/null; echo probe-done-$RANDOM\n"})
 
 	var log bytes.Buffer
-	_, err = b.Build(ctx, Request{ContextDir: src, NoNetwork: true, OutputDir: filepath.Join(t.TempDir(), "oci"), Log: &log})
+	_, err = b.Build(ctx, Request{CacheNamespace: "test", ContextDir: src, NoNetwork: true, OutputDir: filepath.Join(t.TempDir(), "oci"), Log: &log})
 	if err != nil {
 		t.Fatalf("build: %v\n%s", err, log.String())
 	}
@@ -61,7 +61,7 @@ func TestNoNetwork(t *testing.T) {
 	// Default network mode: report (not assert) whether RUN reaches the
 	// host; with buildkitd's "auto" mode and no CNI it does (host network).
 	log.Reset()
-	_, err = b.Build(ctx, Request{ContextDir: src, NoCache: true, OutputDir: filepath.Join(t.TempDir(), "oci"), Log: &log})
+	_, err = b.Build(ctx, Request{CacheNamespace: "test", ContextDir: src, NoCache: true, OutputDir: filepath.Join(t.TempDir(), "oci"), Log: &log})
 	if err != nil {
 		t.Fatalf("build: %v", err)
 	}

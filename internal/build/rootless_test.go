@@ -54,7 +54,7 @@ func TestRootless(t *testing.T) {
 	src := t.TempDir()
 	writeFiles(t, src, map[string]string{"Dockerfile": "FROM " + registry + "/test/busybox:latest\nRUN id -u > /uid && echo built > /proof\n"})
 	var log strings.Builder
-	res, err := b.Build(ctx, Request{ContextDir: src, OutputDir: filepath.Join(t.TempDir(), "oci"), Log: &log})
+	res, err := b.Build(ctx, Request{CacheNamespace: "test", ContextDir: src, OutputDir: filepath.Join(t.TempDir(), "oci"), Log: &log})
 	if err != nil {
 		blog, _ := os.ReadFile(filepath.Join(dir, "buildkitd.log"))
 		t.Fatalf("rootless build: %v\n%s\nbuildkitd log:\n%s", err, log.String(), blog)

@@ -18,7 +18,7 @@ func scratchBuild(ctx context.Context, t *testing.T, b *Builder) {
 	t.Helper()
 	src := t.TempDir()
 	writeFiles(t, src, map[string]string{"Dockerfile": "FROM scratch\nCOPY f /f\n", "f": "x"})
-	res, err := b.Build(ctx, Request{ContextDir: src, OutputDir: filepath.Join(t.TempDir(), "oci")})
+	res, err := b.Build(ctx, Request{CacheNamespace: "test", ContextDir: src, OutputDir: filepath.Join(t.TempDir(), "oci")})
 	if err != nil {
 		t.Fatalf("build: %v", err)
 	}
@@ -110,7 +110,7 @@ func TestStopped(t *testing.T) {
 	default:
 		t.Fatal("buildkitd still running after Stop")
 	}
-	if _, err := b.Build(ctx, Request{ContextDir: t.TempDir(), OutputDir: t.TempDir()}); err == nil {
+	if _, err := b.Build(ctx, Request{CacheNamespace: "test", ContextDir: t.TempDir(), OutputDir: t.TempDir()}); err == nil {
 		t.Fatal("Build on a stopped Builder succeeded")
 	}
 	if _, err := os.Stat(filepath.Join(b.cfg.Dir, "buildkitd.pid")); !os.IsNotExist(err) {
