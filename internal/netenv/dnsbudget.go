@@ -37,7 +37,10 @@ var defaultDNSLimits = dnsLimits{
 	tcpTotal:        1024,
 }
 
-// budget counts what each source address holds.
+// budget counts what each source address holds. A source address stands
+// for one environment: an environment cannot send from another address,
+// since its network namespace belongs to the host's user namespace (no
+// CAP_NET_ADMIN or CAP_NET_RAW there to add addresses or craft packets).
 type budget struct {
 	perSource, total int
 
