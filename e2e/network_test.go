@@ -156,6 +156,27 @@ func TestNetworking(t *testing.T) {
 		body, code := httpGet(url, "")
 		return code == 200 && strings.Contains(body, "hello from the environment")
 	})
+	// By name, a port URL is its owner's only: anonymous requests get the
+	// answer a name nobody has gets, even for a public port, and a
+	// browser's login redirect carries the name, never the id.
+	byName := "http://" + c.proxy + "/p/a/3000/"
+	if body, code := httpGet(byName, c.token()); code != 200 || !strings.Contains(body, "hello from the environment") {
+		t.Fatalf("owner by name: %d %q", code, body)
+	}
+	if _, code := httpGet(byName, ""); code != 401 {
+		t.Fatalf("anonymous by name: %d", code)
+	}
+	req, _ := http.NewRequest("GET", byName, nil)
+	req.Header.Set("Accept", "text/html")
+	resp, err := (&http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || strings.Contains(fmt.Sprint(resp.Header)+string(body), id) {
+		t.Fatalf("browser by name: %d %v: the id must not be disclosed", resp.StatusCode, resp.Header)
+	}
 
 	// Requests through the proxy count as activity.
 	waitFor(t, "proxy activity in status", 30*time.Second, func() bool {
