@@ -19,15 +19,18 @@ type user struct {
 }
 
 // client makes clients sending tok ("": anonymous).
-func (h *harness) client(tok string) *user {
+func (h *harness) client(tok string) *user { return h.clientAt(h.url, tok) }
+
+// clientAt makes clients of the server at base.
+func (h *harness) clientAt(base, tok string) *user {
 	var opts []connect.ClientOption
 	if tok != "" {
 		opts = append(opts, bearer(tok))
 	}
 	return &user{tok: tok,
-		envs:    covev1connect.NewEnvironmentServiceClient(http.DefaultClient, h.url, opts...),
-		users:   covev1connect.NewUserServiceClient(http.DefaultClient, h.url, opts...),
-		runners: covev1connect.NewRunnerServiceClient(http.DefaultClient, h.url, opts...)}
+		envs:    covev1connect.NewEnvironmentServiceClient(http.DefaultClient, base, opts...),
+		users:   covev1connect.NewUserServiceClient(http.DefaultClient, base, opts...),
+		runners: covev1connect.NewRunnerServiceClient(http.DefaultClient, base, opts...)}
 }
 
 // owner bootstraps the organization's first owner, "alice".

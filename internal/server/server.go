@@ -41,6 +41,9 @@ type Config struct {
 	// Limits per user; the zero value means unlimited (DefaultLimits has
 	// the flags' defaults).
 	Limits Limits
+	// RequestBodyTimeout bounds how long a client may take to send a
+	// request body (0: DefaultRequestBodyTimeout).
+	RequestBodyTimeout time.Duration
 	// MaxRunnerEnvironments bounds the maxEnvironments a runner may
 	// advertise (0: DefaultMaxRunnerEnvironments).
 	MaxRunnerEnvironments int
@@ -70,6 +73,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.SSHCertTTL == 0 {
 		cfg.SSHCertTTL = 30 * time.Minute
+	}
+	if cfg.RequestBodyTimeout <= 0 {
+		cfg.RequestBodyTimeout = DefaultRequestBodyTimeout
 	}
 	if cfg.MaxRunnerEnvironments <= 0 {
 		cfg.MaxRunnerEnvironments = DefaultMaxRunnerEnvironments
@@ -101,13 +107,14 @@ func New(cfg Config) (*Server, error) {
 // Handler serves the API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	opts := connect.WithInterceptors(errorInterceptor(s.log))
-	mux.Handle(covev1connect.NewEnvironmentServiceHandler(&envService{s}, opts))
-	mux.Handle(covev1connect.NewUserServiceHandler(&userService{s}, opts))
-	mux.Handle(covev1connect.NewRunnerServiceHandler(&runnerService{s}, opts))
+	// ReadMaxBytes also bounds a message after decompression.
+	opts := []connect.HandlerOption{connect.WithInterceptors(errorInterceptor(s.log)), connect.WithReadMaxBytes(MaxRequestBytes)}
+	mux.Handle(covev1connect.NewEnvironmentServiceHandler(&envService{s}, opts...))
+	mux.Handle(covev1connect.NewUserServiceHandler(&userService{s}, opts...))
+	mux.Handle(covev1connect.NewRunnerServiceHandler(&runnerService{s}, opts...))
 	s.registerPortAuth(mux)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	return s.authenticate(mux)
+	return s.limitRequests(s.authenticate(mux))
 }
 
 // Run runs the controllers until ctx is done.
