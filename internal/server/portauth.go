@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -12,6 +13,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/covedev/cove/internal/store"
 )
 
 // Signed tokens for browser access to ports. Both kinds are
@@ -38,6 +41,8 @@ type claims struct {
 	Env  string `json:"e,omitempty"`
 	Port int    `json:"p,omitempty"`
 	Exp  int64  `json:"x"` // unix seconds
+	// Token is the personal access token a login session came from.
+	Token string `json:"t,omitempty"`
 }
 
 // loadOrCreateKey reads the HMAC key at path (hex), creating a random one
@@ -135,11 +140,42 @@ func (s *Server) verifyPortToken(tok, envID string, port int) (string, time.Time
 	return c.User, time.Unix(c.Exp, 0), nil
 }
 
-func (s *Server) issueSession(userID string) string {
-	return s.sign(prefixSession, claims{User: userID, Exp: s.now().Add(sessionTTL).Unix()})
+// issueSession is the browser login cookie for the user of p, bound to the
+// token p logged in with: it expires no later than that token, and stops
+// working when the token is revoked.
+func (s *Server) issueSession(p principal) string {
+	exp := s.now().Add(sessionTTL)
+	c := claims{User: p.user.ID}
+	if p.token != nil {
+		c.Token = p.token.ID
+		if !p.token.ExpiresAt.IsZero() && p.token.ExpiresAt.Before(exp) {
+			exp = p.token.ExpiresAt
+		}
+	}
+	c.Exp = exp.Unix()
+	return s.sign(prefixSession, c)
 }
 
-func (s *Server) verifySession(tok string) (string, error) {
+// verifySession returns the user a login cookie is for, if the cookie is
+// valid and the token it came from still is (sessions made before they
+// were bound to a token are not: their users log in again).
+func (s *Server) verifySession(ctx context.Context, tok string) (string, error) {
 	c, err := s.verify(prefixSession, tok)
-	return c.User, err
+	if err != nil {
+		return "", err
+	}
+	if c.Token == "" {
+		return "", errBadSignedToken
+	}
+	t, err := s.store.GetToken(ctx, c.Token)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", errBadSignedToken
+	}
+	if err != nil {
+		return "", fmt.Errorf("session token: %w", err)
+	}
+	if t.UserID != c.User || (!t.ExpiresAt.IsZero() && s.now().After(t.ExpiresAt)) {
+		return "", errBadSignedToken
+	}
+	return c.User, nil
 }

@@ -85,7 +85,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		writePage(w, http.StatusUnauthorized, next, "That token is invalid or expired.")
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.issueSession(p.user.ID), Path: "/",
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.issueSession(p), Path: "/",
 		MaxAge: int(sessionTTL.Seconds()), HttpOnly: true, SameSite: http.SameSiteLaxMode,
 		Secure: r.TLS != nil || strings.HasPrefix(s.cfg.PublicURL, "https://")})
 	s.log.Info("browser login", "user", p.user.Name)
@@ -188,7 +188,7 @@ func (s *Server) authPortConfirm(w http.ResponseWriter, r *http.Request) {
 func (s *Server) portAuthUser(w http.ResponseWriter, r *http.Request) (store.User, string, bool) {
 	var uid, session string
 	if c, err := r.Cookie(sessionCookie); err == nil {
-		if uid, _ = s.verifySession(c.Value); uid != "" {
+		if uid, _ = s.verifySession(r.Context(), c.Value); uid != "" {
 			session = c.Value
 		}
 	}

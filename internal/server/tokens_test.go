@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -10,26 +9,6 @@ import (
 	"github.com/covedev/cove/internal/server"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 )
-
-// clock is a settable time source for the server.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Now()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 func (u *user) createToken(ttl int64) (*covev1.CreateTokenResponse, error) {
 	resp, err := u.users.CreateToken(context.Background(), connect.NewRequest(&covev1.CreateTokenRequest{Name: "t", TtlSeconds: ttl}))
@@ -62,7 +41,7 @@ func (u *user) tokens(t *testing.T) map[string]*covev1.Token {
 // user, a join token); nothing it makes outlives it, and once it expires
 // what it made stops working too.
 func TestTokenCannotOutliveItsCreator(t *testing.T) {
-	clk := newClock()
+	clk := &testClock{t: time.Now()}
 	h := newHarnessWith(t, func(c *server.Config) { c.Now = clk.Now })
 	ctx := context.Background()
 	alice := h.owner(t)
@@ -106,7 +85,7 @@ func TestTokenCannotOutliveItsCreator(t *testing.T) {
 	}
 
 	// A minute later all of it is dead; alice's own token is not.
-	clk.advance(61 * time.Second)
+	clk.Add(61 * time.Second)
 	for name, u := range map[string]*user{"short": script, "child": h.client(child.Token), "bob": bob} {
 		if err := u.whoami(); code(err) != connect.CodeUnauthenticated {
 			t.Errorf("%s token after its creator expired: %v", name, err)
