@@ -72,7 +72,7 @@ func RunnerCommand() *cobra.Command {
 	f.StringVar(&o.dataDir, "data-dir", filepath.Join("/var/lib/cove", "runner"), "where the runner keeps images and environments")
 	f.BoolVar(&o.allowLocal, "allow-local-sources", false, "accept environments whose source is a path (or file:// URL) on this host; it is read as root, so only for single-user hosts")
 	addRunnerFlags(cmd, &o)
-	cmd.AddCommand(runnerJoinToken(), runnerList())
+	cmd.AddCommand(runnerJoinToken(), runnerList(), runnerRemove())
 	return cmd
 }
 
