@@ -33,6 +33,7 @@ func main() {
 		cli.RunnerCommand(),
 		cli.AgentCommand(),
 		cli.WithResolvCommand(),
+		cli.SandboxCommand(),
 	)
 	if err := root.Execute(); err != nil {
 		code, remote := cli.ExitCode(err)

@@ -69,6 +69,10 @@ import (
 
 // Config configures the agent.
 type Config struct {
+	// ListenFD, if not 0, is an inherited listening unix socket to serve
+	// on: the runner creates the socket where the environment cannot reach
+	// it and hands it over. Otherwise the agent listens on SocketPath.
+	ListenFD           int
 	SocketPath         string
 	AuthorizedKeysPath string   // authorized_keys format; only these keys may connect
 	HostKeyPath        string   // optional; an ed25519 host key is generated in memory if empty
@@ -188,11 +192,11 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := a.server()
 	srv.AddHostKey(signer)
 
-	ln, err := listenUnix(cfg.SocketPath)
+	ln, err := a.listen()
 	if err != nil {
 		return err
 	}
-	log.Info("agent listening", "socket", cfg.SocketPath, "init", initMode)
+	log.Info("agent listening", "socket", cfg.SocketPath, "fd", cfg.ListenFD, "init", initMode)
 	chain, err := a.startEntrypoint(ctx)
 	if err == nil && chain == nil && cfg.ExitWithCommand {
 		err = errors.New("no command to run")
@@ -259,7 +263,33 @@ func (a *agent) shutdown(srv *ssh.Server, ln net.Listener) {
 	}
 	srv.Close()
 	a.conns.closeAll()
-	os.Remove(a.cfg.SocketPath)
+	if a.cfg.ListenFD == 0 {
+		os.Remove(a.cfg.SocketPath)
+	}
+}
+
+// listen returns the listener to serve on: the inherited one, or a new
+// socket at SocketPath.
+func (a *agent) listen() (net.Listener, error) {
+	if a.cfg.ListenFD == 0 {
+		return listenUnix(a.cfg.SocketPath)
+	}
+	f := os.NewFile(uintptr(a.cfg.ListenFD), "agent-socket")
+	if f == nil {
+		return nil, fmt.Errorf("listen fd %d: not open", a.cfg.ListenFD)
+	}
+	// FileListener dups the descriptor close-on-exec; closing the original
+	// keeps session processes from inheriting the socket.
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("listen fd %d: %w", a.cfg.ListenFD, err)
+	}
+	if _, ok := ln.(*net.UnixListener); !ok {
+		ln.Close()
+		return nil, fmt.Errorf("listen fd %d: not a unix socket", a.cfg.ListenFD)
+	}
+	return ln, nil
 }
 
 // listenUnix listens on path, replacing a stale socket file, with mode 0600.

@@ -26,6 +26,20 @@ type Port = agent.Port
 // maxPortsLine bounds one ports update (65536 ports fit easily).
 const maxPortsLine = 8 << 20
 
+// Endpoint is where one environment's agent listens and how the runner
+// proves who it is to that agent and checks the agent's identity.
+type Endpoint struct {
+	// Socket is the agent's unix socket: a path only the runner can reach
+	// (never inside a directory the environment can write).
+	Socket string
+	// Signer is this environment's own client key: the agent accepts it
+	// and no other environment's agent does.
+	Signer ssh.Signer
+	// HostKey is the only host key accepted from the agent: reaching
+	// another environment's agent fails the handshake.
+	HostKey ssh.PublicKey
+}
+
 // Client is one SSH connection to an environment's agent. It is safe for
 // concurrent use.
 type Client struct {
@@ -33,23 +47,21 @@ type Client struct {
 	done chan struct{} // closed when the connection is gone
 	err  error         // why, once done is closed
 
-	socketPath string
-	signer     ssh.Signer
+	ep Endpoint
 
 	mu     sync.Mutex
 	closed bool
 	users  map[string]*ssh.Client // connections logged in as another user (Exec)
 }
 
-// Dial connects to the agent listening on socketPath and authenticates
-// with signer. The socket is private to the runner, so the agent's host key
-// is not checked.
-func Dial(ctx context.Context, socketPath string, signer ssh.Signer) (*Client, error) {
-	conn, err := dialSSH(ctx, socketPath, signer, agent.DefaultUser)
+// Dial connects to the agent at ep, authenticates with ep.Signer and
+// accepts only ep.HostKey.
+func Dial(ctx context.Context, ep Endpoint) (*Client, error) {
+	conn, err := dialSSH(ctx, ep, agent.DefaultUser)
 	if err != nil {
 		return nil, err
 	}
-	cl := &Client{ssh: conn, done: make(chan struct{}), socketPath: socketPath, signer: signer}
+	cl := &Client{ssh: conn, done: make(chan struct{}), ep: ep}
 	go func() {
 		cl.err = cl.ssh.Wait()
 		close(cl.done)
@@ -58,9 +70,12 @@ func Dial(ctx context.Context, socketPath string, signer ssh.Signer) (*Client, e
 }
 
 // dialSSH connects to the agent and logs in as user (see agent.DefaultUser).
-func dialSSH(ctx context.Context, socketPath string, signer ssh.Signer, user string) (*ssh.Client, error) {
+func dialSSH(ctx context.Context, ep Endpoint, user string) (*ssh.Client, error) {
+	if ep.Signer == nil || ep.HostKey == nil {
+		return nil, errors.New("dial agent: endpoint without client key or host key")
+	}
 	d := net.Dialer{Timeout: 5 * time.Second}
-	c, err := d.DialContext(ctx, "unix", socketPath)
+	c, err := d.DialContext(ctx, "unix", ep.Socket)
 	if err != nil {
 		return nil, fmt.Errorf("dial agent: %w", err)
 	}
@@ -72,9 +87,10 @@ func dialSSH(ctx context.Context, socketPath string, signer ssh.Signer, user str
 	_ = c.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	conn, chans, reqs, err := ssh.NewClientConn(c, "agent", &ssh.ClientConfig{
-		User:            user,
-		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
-		HostKeyCallback: ssh.InsecureIgnoreHostKey(), // the socket is private to the runner
+		User:              user,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(ep.Signer)},
+		HostKeyCallback:   ssh.FixedHostKey(ep.HostKey),
+		HostKeyAlgorithms: []string{ep.HostKey.Type()},
 	})
 	if !stop() {
 		err = errors.Join(err, ctx.Err())

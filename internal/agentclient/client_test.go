@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/pem"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,8 +24,39 @@ import (
 type testAgent struct {
 	sock     string
 	authKeys string
+	hostKey  string // host key file
 	signer   ssh.Signer
+	host     ssh.Signer
 	stop     func()
+	// listener, if set, is handed to the agent as an inherited descriptor
+	// (as the runner does) instead of the agent listening on sock itself.
+	listener *os.File
+}
+
+// ep is the endpoint that reaches this agent.
+func (a *testAgent) ep() Endpoint {
+	return Endpoint{Socket: a.sock, Signer: a.signer, HostKey: a.host.PublicKey()}
+}
+
+// writeHostKey gives the agent a host key of its own, in a file.
+func writeHostKey(t *testing.T, path string) ssh.Signer {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(blk), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func newSigner(t *testing.T) ssh.Signer {
@@ -41,10 +75,11 @@ func newSigner(t *testing.T) ssh.Signer {
 func newTestAgent(t *testing.T) *testAgent {
 	t.Helper()
 	dir := t.TempDir()
-	a := &testAgent{sock: filepath.Join(dir, "agent.sock"), authKeys: filepath.Join(dir, "authorized_keys"), signer: newSigner(t)}
+	a := &testAgent{sock: filepath.Join(dir, "agent.sock"), authKeys: filepath.Join(dir, "authorized_keys"), hostKey: filepath.Join(dir, "host_key"), signer: newSigner(t)}
 	if err := os.WriteFile(a.authKeys, ssh.MarshalAuthorizedKey(a.signer.PublicKey()), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	a.host = writeHostKey(t, a.hostKey)
 	a.start(t)
 	return a
 }
@@ -54,7 +89,15 @@ func (a *testAgent) start(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- agent.Run(ctx, agent.Config{SocketPath: a.sock, AuthorizedKeysPath: a.authKeys}) }()
+	cfg := agent.Config{SocketPath: a.sock, AuthorizedKeysPath: a.authKeys, HostKeyPath: a.hostKey}
+	if a.listener != nil {
+		fd, err := syscall.Dup(int(a.listener.Fd()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ListenFD = fd
+	}
+	go func() { done <- agent.Run(ctx, cfg) }()
 	stopped := false
 	a.stop = func() {
 		if stopped {
@@ -91,7 +134,7 @@ func dial(t *testing.T, a *testAgent) *Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, a.sock, a.signer)
+	c, err := Dial(ctx, a.ep())
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
 	}
@@ -236,18 +279,88 @@ func TestDialRejectsUnknownKey(t *testing.T) {
 	a := newTestAgent(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if c, err := Dial(ctx, a.sock, newSigner(t)); err == nil {
+	wrong := a.ep()
+	wrong.Signer = newSigner(t)
+	if c, err := Dial(ctx, wrong); err == nil {
 		c.Close()
 		t.Fatal("Dial with an unauthorized key succeeded")
 	}
-	if _, err := Dial(ctx, filepath.Join(t.TempDir(), "none.sock"), a.signer); err == nil {
+	missing := a.ep()
+	missing.Socket = filepath.Join(t.TempDir(), "none.sock")
+	if _, err := Dial(ctx, missing); err == nil {
 		t.Fatal("Dial to a missing socket succeeded")
 	}
 }
 
+// TestDialRefusesOtherAgent: an environment that makes the runner reach
+// another environment's agent (the review's F1) gets nothing: with its own
+// client key and pinned host key, the runner's handshake with the wrong
+// agent fails both ways.
+func TestDialRefusesOtherAgent(t *testing.T) {
+	victim := newTestAgent(t)
+	attacker := newTestAgent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// The attacker's endpoint, pointed at the victim's socket.
+	ep := attacker.ep()
+	ep.Socket = victim.sock
+	if c, err := Dial(ctx, ep); err == nil {
+		c.Close()
+		t.Fatal("the attacker's endpoint reached the victim's agent")
+	}
+	// Even holding the victim's client key, the host key pin refuses an
+	// impostor agent.
+	ep = victim.ep()
+	ep.Socket = attacker.sock
+	if c, err := Dial(ctx, ep); err == nil {
+		c.Close()
+		t.Fatal("connected to an agent whose host key is not pinned")
+	}
+	if c, err := Dial(ctx, Endpoint{Socket: victim.sock, Signer: victim.signer}); err == nil {
+		c.Close()
+		t.Fatal("Dial without a pinned host key succeeded")
+	}
+}
+
+// TestInheritedListener: the agent serves on a socket the runner created
+// and handed over as a descriptor.
+func TestInheritedListener(t *testing.T) {
+	dir := t.TempDir()
+	a := &testAgent{sock: filepath.Join(dir, "agent.sock"), authKeys: filepath.Join(dir, "authorized_keys"), hostKey: filepath.Join(dir, "host_key"), signer: newSigner(t)}
+	if err := os.WriteFile(a.authKeys, ssh.MarshalAuthorizedKey(a.signer.PublicKey()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.host = writeHostKey(t, a.hostKey)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: a.sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	f, err := ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	defer f.Close()
+	a.listener = f
+	a.start(t)
+	c := dial(t, a)
+	var out strings.Builder
+	code, err := c.Exec(ctx10(t), ExecRequest{Shell: "echo inherited", Stdout: &out})
+	if err != nil || code != 0 || strings.TrimSpace(out.String()) != "inherited" {
+		t.Fatalf("exec over the inherited socket: %d %v %q", code, err, out.String())
+	}
+}
+
+func ctx10(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 func TestPool(t *testing.T) {
 	a := newTestAgent(t)
-	p := NewPool(a.signer)
+	p := NewPool()
 	defer p.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -256,7 +369,7 @@ func TestPool(t *testing.T) {
 	clients := make(chan *Client, 5)
 	for range 5 {
 		go func() {
-			c, err := p.Get(ctx, "env1", a.sock)
+			c, err := p.Get(ctx, "env1", a.ep())
 			if err != nil {
 				t.Error(err)
 			}
@@ -279,11 +392,11 @@ func TestPool(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("connection not done after the agent stopped")
 	}
-	if _, err := p.Get(ctx, "env1", a.sock); err == nil {
+	if _, err := p.Get(ctx, "env1", a.ep()); err == nil {
 		t.Fatal("Get succeeded with the agent stopped")
 	}
 	a.start(t)
-	second, err := p.Get(ctx, "env1", a.sock)
+	second, err := p.Get(ctx, "env1", a.ep())
 	if err != nil {
 		t.Fatalf("Get after restart: %v", err)
 	}

@@ -140,7 +140,7 @@ func (c *Client) conn(ctx context.Context, user string) (*ssh.Client, error) {
 	}
 	c.mu.Unlock()
 
-	u, err := dialSSH(ctx, c.socketPath, c.signer, user)
+	u, err := dialSSH(ctx, c.ep, user)
 	if err != nil {
 		return nil, err
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-
-	"golang.org/x/crypto/ssh"
 )
 
 var errDropped = errors.New("agent connection dropped while dialing")
@@ -14,8 +12,6 @@ var errDropped = errors.New("agent connection dropped while dialing")
 // replaces a connection that has gone (the agent restarted, the
 // environment was stopped) on the next Get.
 type Pool struct {
-	signer ssh.Signer
-
 	mu      sync.Mutex
 	clients map[string]*poolEntry
 }
@@ -26,15 +22,15 @@ type poolEntry struct {
 	err    error
 }
 
-// NewPool returns a pool whose connections authenticate with signer.
-func NewPool(signer ssh.Signer) *Pool {
-	return &Pool{signer: signer, clients: map[string]*poolEntry{}}
+// NewPool returns an empty pool.
+func NewPool() *Pool {
+	return &Pool{clients: map[string]*poolEntry{}}
 }
 
-// Get returns the connection to environment envID's agent, dialing
-// socketPath if there is none or it has gone. Concurrent callers share one
-// dial. The caller must not Close the client; Drop does.
-func (p *Pool) Get(ctx context.Context, envID, socketPath string) (*Client, error) {
+// Get returns the connection to environment envID's agent, dialing ep if
+// there is none or it has gone. Concurrent callers share one dial. The
+// caller must not Close the client; Drop does.
+func (p *Pool) Get(ctx context.Context, envID string, ep Endpoint) (*Client, error) {
 	for {
 		p.mu.Lock()
 		e, ok := p.clients[envID]
@@ -64,7 +60,7 @@ func (p *Pool) Get(ctx context.Context, envID, socketPath string) (*Client, erro
 		p.clients[envID] = e
 		p.mu.Unlock()
 
-		e.client, e.err = Dial(ctx, socketPath, p.signer)
+		e.client, e.err = Dial(ctx, ep)
 		close(e.ready)
 		if e.err != nil {
 			p.mu.Lock()

@@ -44,7 +44,9 @@ func AgentCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.SocketPath, "socket", "/.cove/run/agent.sock", "unix socket to serve SSH on")
+	f.StringVar(&cfg.SocketPath, "socket", "/.cove/run/agent.sock", "unix socket to serve SSH on (without --listen-fd)")
+	f.IntVar(&cfg.ListenFD, "listen-fd", 0, "serve SSH on this inherited listening unix socket (the runner's) instead of --socket")
+	f.StringVar(&cfg.HostKeyPath, "host-key", "", "SSH host key file (default: a new key in memory)")
 	f.StringVar(&cfg.AuthorizedKeysPath, "authorized-keys", "/.cove/etc/runner_keys", "keys allowed to connect")
 	f.StringVar(&cfg.User, "user", "", "user sessions run as")
 	f.StringVar(&cfg.WorkDir, "workdir", "", "directory sessions start in")

@@ -204,7 +204,7 @@ func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 		ProxyListen: o.proxyListen, ProxyURL: o.proxyURL, ProxyDomain: o.proxyDomain,
 		ProxyTLSCert: o.proxyTLSCert, ProxyTLSKey: o.proxyTLSKey, ServerPublicURL: o.serverPublicURL,
 		Buildkitd: buildkitdPath(o.buildkitd), BuildInsecureRegistries: o.buildInsecureRegistries, Runc: o.runc,
-		Log: log.With("component", "runner"),
+		BuildAllowCacheFrom: o.buildAllowCacheFrom, Log: log.With("component", "runner"),
 	})
 	if err != nil {
 		return err

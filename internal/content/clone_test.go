@@ -99,6 +99,8 @@ func newFixture(t *testing.T) *fixture {
 			IDMap:        m,
 			UID:          1000,
 			GID:          1000,
+			// git runs in the clone sandbox, as the runner runs it.
+			Sandbox: []string{sandboxExe, "internal-sandbox"},
 		},
 	}
 }

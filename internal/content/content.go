@@ -96,10 +96,16 @@ type Options struct {
 	Log          *slog.Logger
 	// NetNSPath, if set, is the environment's network namespace: the
 	// unprivileged clone runs in it, so a URL reaches only what the
-	// environment may (not the runner host's services). Wrap is a command
-	// line git runs behind there, e.g. to get that namespace's resolv.conf.
-	NetNSPath string
-	Wrap      []string
+	// environment may (not the runner host's services); ResolvConf is then
+	// the namespace's resolv.conf.
+	NetNSPath  string
+	ResolvConf string
+	// Sandbox, if set, is the command that starts the clone sandbox (`cove
+	// internal-sandbox`, see SandboxMain): git then runs in mount and pid
+	// namespaces of its own that hold only the host's programs (read-only)
+	// and the workspace and staging directories. The runner always sets
+	// it; without it git sees the host's file system (tests).
+	Sandbox []string
 }
 
 // marker is what the completion marker records.
@@ -168,7 +174,8 @@ func Clone(ctx context.Context, src Source, opts Options) (repoDir string, err e
 		}
 	}()
 
-	g := &gitRunner{m: opts.IDMap, home: filepath.Join(opts.StagingDir, "home"), url: src.GitURL, netns: opts.NetNSPath, wrap: opts.Wrap}
+	g := &gitRunner{m: opts.IDMap, home: filepath.Join(opts.StagingDir, "home"), url: src.GitURL, netns: opts.NetNSPath,
+		sandbox: opts.Sandbox, resolv: opts.ResolvConf, rw: []string{opts.WorkspaceDir, opts.StagingDir}}
 	from := src.GitURL
 	g.allow = "https:http:ssh:git"
 	if kind == localSource {
@@ -178,7 +185,7 @@ func Clone(ctx context.Context, src Source, opts Options) (repoDir string, err e
 		}
 		from, g.allow, g.fileAllowed, g.staged = staged, "file", true, staged
 		// Cloning the staged copy is a local file copy: no network needed.
-		g.netns, g.wrap = "", nil
+		g.netns, g.resolv = "", ""
 	}
 
 	log.Info("cloning repository", "dir", dest)

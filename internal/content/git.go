@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -52,7 +51,9 @@ type gitRunner struct {
 	url         string   // the user's URL, for messages
 	staged      string   // path of the staged copy, replaced by url in messages
 	netns       string   // network namespace to run git in ("" = the host's)
-	wrap        []string // command git runs behind, e.g. to get the namespace's resolv.conf
+	resolv      string   // the namespace's resolv.conf, for the sandbox
+	sandbox     []string // the sandbox command ("" = none), see Options.Sandbox
+	rw          []string // what the sandbox may write: workspace and staging
 }
 
 func (g *gitRunner) command(ctx context.Context, dir string, args ...string) (*exec.Cmd, error) {
@@ -65,15 +66,16 @@ func (g *gitRunner) command(ctx context.Context, dir string, args ...string) (*e
 		all = append(all, "-c", "protocol.file.allow=always")
 	}
 	all = append(all, args...)
-	name := git
-	if len(g.wrap) > 0 {
-		name, all = g.wrap[0], append(append(slices.Clone(g.wrap[1:]), git), all...)
+	name, attr := git, userNSAttr(g.m)
+	if len(g.sandbox) > 0 {
+		full := sandboxArgs(g.sandbox, g.resolv, g.rw, append([]string{git}, all...))
+		name, all, attr = full[0], full[1:], sandboxAttr(g.m)
 	}
 	cmd := execCommand(ctx, name, all...)
 	cmd.Cancel = nil // set again below, with the namespace-aware start
 	cmd.Env = gitEnv(g.home, g.allow)
 	cmd.Dir = dir
-	cmd.SysProcAttr = userNSAttr(g.m)
+	cmd.SysProcAttr = attr
 	cmd.Cancel = func() error {
 		if cmd.Process == nil {
 			return nil

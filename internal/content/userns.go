@@ -122,9 +122,9 @@ var gitConfigArgs = []string{
 	"-c", "advice.detachedHead=false",
 }
 
-// searchable checks that uid (a host uid that is not root and does not own
-// the directories) can traverse every ancestor of dir, so that commands in
-// the user namespace can reach it.
+// searchable checks that uid, with primary group uid too (the root of an
+// environment's range, as commands in its user namespace run), can traverse
+// every ancestor of dir, so that those commands can reach it.
 func searchable(dir string, uid uint32) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
@@ -136,7 +136,9 @@ func searchable(dir string, uid uint32) error {
 			return err
 		}
 		st, ok := fi.Sys().(*syscall.Stat_t)
-		if ok && st.Uid != uid && fi.Mode().Perm()&0o001 == 0 {
+		perm := fi.Mode().Perm()
+		canSearch := perm&0o001 != 0 || ok && (st.Uid == uid && perm&0o100 != 0 || st.Gid == uid && perm&0o010 != 0)
+		if ok && !canSearch {
 			return fmt.Errorf("%s (mode %o) is not searchable by the environment's uid %d: make it o+x", d, fi.Mode().Perm(), uid)
 		}
 		if d == "/" {

@@ -36,3 +36,39 @@ func TestUntarConfined(t *testing.T) {
 		}
 	}
 }
+
+// TestUntarChmodThroughSymlink is the review's F4 reproduction: a feature
+// tarball holding a symlink x -> <host dir> and then the directory entry x/
+// with mode 0777. The runner unpacks as root: the host directory's mode
+// must stay as it was.
+func TestUntarChmodThroughSymlink(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (the runner unpacks as root)")
+	}
+	host := filepath.Join(t.TempDir(), "etc")
+	if err := os.Mkdir(host, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []tar.Header{
+		{Name: "install.sh", Typeflag: tar.TypeReg, Mode: 0o755},
+		{Name: "x", Typeflag: tar.TypeSymlink, Linkname: host},
+		{Name: "x/", Typeflag: tar.TypeDir, Mode: 0o777},
+	} {
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw.Close()
+	dir := filepath.Join(t.TempDir(), "f")
+	os.Mkdir(dir, 0o755)
+	_ = untar(context.Background(), &buf, dir)
+	fi, err := os.Stat(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Fatalf("host directory chmodded through the feature's symlink: %o", fi.Mode().Perm())
+	}
+}

@@ -79,17 +79,21 @@ func TestOrder(t *testing.T) {
 func TestCacheKey(t *testing.T) {
 	a := Feature{Digest: "sha256:a", Env: []string{"X=1"}}
 	b := Feature{Digest: "sha256:b"}
-	k := CacheKey("sha256:img", []Feature{a, b})
-	if k != CacheKey("sha256:img", []Feature{a, b}) {
+	in := []string{"sha256:img", "user=vscode"}
+	k := CacheKey("org1", in, []Feature{a, b})
+	if k != CacheKey("org1", []string{"sha256:img", "user=vscode"}, []Feature{a, b}) {
 		t.Fatal("not stable")
 	}
 	a2 := a
 	a2.Env = []string{"X=2"}
 	for name, other := range map[string]string{
-		"order":   CacheKey("sha256:img", []Feature{b, a}),
-		"options": CacheKey("sha256:img", []Feature{a2, b}),
-		"image":   CacheKey("sha256:img2", []Feature{a, b}),
-		"subset":  CacheKey("sha256:img", []Feature{a}),
+		"order":    CacheKey("org1", in, []Feature{b, a}),
+		"options":  CacheKey("org1", in, []Feature{a2, b}),
+		"image":    CacheKey("org1", []string{"sha256:img2", "user=vscode"}, []Feature{a, b}),
+		"inputs":   CacheKey("org1", []string{"sha256:img", "user=root"}, []Feature{a, b}),
+		"boundary": CacheKey("org1", []string{"sha256:imguser=vscode"}, []Feature{a, b}),
+		"scope":    CacheKey("org2", in, []Feature{a, b}),
+		"subset":   CacheKey("org1", in, []Feature{a}),
 	} {
 		if other == k {
 			t.Errorf("key insensitive to %s", name)

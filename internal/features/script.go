@@ -14,13 +14,19 @@ import (
 	"strings"
 )
 
-// CacheKey identifies the result of installing fs, in this order, on the
-// image with imageDigest: a sha256 over the image digest and each feature's
-// digest and effective options. The caller folds anything else that changes
-// the result (such as the remote user) into imageDigest.
-func CacheKey(imageDigest string, fs []Feature) string {
+// CacheKey identifies the result of installing fs, in this order: a sha256
+// over scope (who may share the result: a layer is reused only within its
+// scope), every other input that shapes what the installation writes
+// (the image digest, users, the container's environment, its command...:
+// the caller lists them all in inputs) and each feature's digest and
+// effective options.
+func CacheKey(scope string, inputs []string, fs []Feature) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "cove-features-v1\x00%s\x00%d\x00", imageDigest, len(fs))
+	fmt.Fprintf(h, "cove-features-v2\x00%s\x00%d\x00", scope, len(inputs))
+	for _, in := range inputs {
+		fmt.Fprintf(h, "%d\x00%s\x00", len(in), in)
+	}
+	fmt.Fprintf(h, "%d\x00", len(fs))
 	for _, f := range fs {
 		fmt.Fprintf(h, "%s\x00%d\x00", f.Digest, len(f.Env))
 		for _, e := range f.Env {
@@ -56,7 +62,7 @@ func Stage(ctx context.Context, feats []Feature, dst string, uid, gid int) error
 		if err := os.RemoveAll(dir); err != nil {
 			return fmt.Errorf("stage feature %s: %w", f.Ref.ID, err)
 		}
-		if err := copyTree(ctx, f.Dir, dir); err != nil {
+		if err := copyTreeAt(ctx, f.Dir, dir); err != nil {
 			return fmt.Errorf("stage feature %s: %w", f.Ref.ID, err)
 		}
 		var env strings.Builder

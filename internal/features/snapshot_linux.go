@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/covedev/cove/internal/treecopy"
+	"github.com/covedev/cove/internal/confine"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,6 +30,11 @@ var droppedXattrs = map[string]bool{
 // (trusted.overlay.opaque) are kept. exclude lists container paths ("/tmp",
 // "/etc/hosts") skipped with everything beneath them.
 //
+// The upper directory belongs to the environment, which may still be
+// running: it is read through descriptors (confine.CopyTree), so a
+// directory swapped for a symlink halfway is copied as the link, never
+// followed to a host file.
+//
 // The copy is made in a temporary sibling of layerDir and renamed into place:
 // layerDir exists only complete. If layerDir already exists, SnapshotLayer
 // leaves it as is and returns nil.
@@ -45,7 +50,13 @@ func SnapshotLayer(upperDir, layerDir string, shift uint32, exclude []string) er
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
-	if err := treecopy.Copy(context.Background(), upperDir, tmp, snapshotOptions(shift, skip)); err != nil {
+	upper, err := confine.OpenDir(upperDir)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	defer upper.Close()
+	if err := confine.CopyTree(context.Background(), upper, tmp, snapshotOptions(shift, skip)); err != nil {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("snapshot %s: %w", upperDir, err)
 	}
@@ -74,8 +85,8 @@ func unshift(id, shift uint32) uint32 {
 // snapshotOptions copies an upper directory into a layer: ids shifted down
 // by shift, excluded container paths (keys of skip, like "/tmp") left out,
 // overlay bookkeeping xattrs dropped and metadata-only copy-ups refused.
-func snapshotOptions(shift uint32, skip map[string]bool) treecopy.Options {
-	return treecopy.Options{
+func snapshotOptions(shift uint32, skip map[string]bool) confine.CopyOptions {
+	return confine.CopyOptions{
 		MapID: func(id uint32) uint32 { return unshift(id, shift) },
 		Exclude: func(rel string) bool {
 			return skip[filepath.Clean("/"+rel)]

@@ -115,7 +115,12 @@ func mountOverlay(cfg RootfsConfig, lowers []string) error {
 	if len(opts) >= os.Getpagesize() {
 		return fmt.Errorf("rootfs: overlay options too long (%d bytes): use a shorter lower dir", len(opts))
 	}
-	if err := unix.Mount("overlay", cfg.Target, "overlay", 0, opts); err != nil {
+	// nodev: an image's device nodes (a 0666 block device, say) are never
+	// usable through the host's view of the overlay. Not nosuid: the flag
+	// would follow the mount into the container (sudo); the overlay's
+	// parents are kept out of other host users' reach instead (the
+	// runner's environment directories).
+	if err := unix.Mount("overlay", cfg.Target, "overlay", unix.MS_NODEV, opts); err != nil {
 		return fmt.Errorf("rootfs: mount overlay at %s: %w", cfg.Target, err)
 	}
 	return nil

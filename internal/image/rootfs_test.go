@@ -73,6 +73,15 @@ func testRootfs(t *testing.T, noIDMap bool) {
 	if err := MountRootfs(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
+	// The host's view of the overlay never makes an image's device nodes
+	// usable (S9 of the 2026-12 review).
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(cfg.Target, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	if sfs.Flags&unix.ST_NODEV == 0 {
+		t.Errorf("overlay mounted without nodev (flags %#x)", sfs.Flags)
+	}
 
 	// Ids are shifted in the view, not on disk.
 	if st := lstat(t, filepath.Join(cfg.Target, "home/user/file")); st.Uid != 201000 || st.Gid != 201000 {

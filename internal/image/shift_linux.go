@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/covedev/cove/internal/idmap"
-	"github.com/covedev/cove/internal/treecopy"
+	"github.com/covedev/cove/internal/confine"
 )
 
 // overflowID is the id unmapped ids show as (the kernel's overflowuid).
@@ -55,7 +55,12 @@ func shiftID(id uint32, r idmap.Range) uint32 {
 // modes, times, xattrs, devices and hard links, with ids shifted into r.
 // Xattrs the destination refuses (trusted.* without privilege) are skipped.
 func copyShifted(ctx context.Context, src, dst string, r idmap.Range) error {
-	return treecopy.Copy(ctx, src, dst, treecopy.Options{
+	d, err := confine.OpenDir(src)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return confine.CopyTree(ctx, d, dst, confine.CopyOptions{
 		MapID:               func(id uint32) uint32 { return shiftID(id, r) },
 		TolerateXattrErrors: true,
 	})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/pem"
 	"io"
 	"net"
 	"os"
@@ -50,14 +51,22 @@ func startAgent(t *testing.T) *agentclient.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock, keys := filepath.Join(dir, "agent.sock"), filepath.Join(dir, "authorized_keys")
+	sock, keys, hostKey := filepath.Join(dir, "agent.sock"), filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "host_key")
 	if err := os.WriteFile(keys, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The test's one key is the agent's host key too.
+	blk, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hostKey, pem.EncodeToMemory(blk), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- agent.Run(ctx, agent.Config{SocketPath: sock, AuthorizedKeysPath: keys, User: strconv.Itoa(os.Getuid())})
+		done <- agent.Run(ctx, agent.Config{SocketPath: sock, AuthorizedKeysPath: keys, HostKeyPath: hostKey, User: strconv.Itoa(os.Getuid())})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -82,7 +91,7 @@ func startAgent(t *testing.T) *agentclient.Client {
 	}
 	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer dcancel()
-	c, err := agentclient.Dial(dctx, sock, signer)
+	c, err := agentclient.Dial(dctx, agentclient.Endpoint{Socket: sock, Signer: signer, HostKey: signer.PublicKey()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,7 +70,7 @@ func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, 
 		case stepDeleteContainer:
 			err = errors.Join(r.rt.Delete(ctx, env.Id), r.deleteServices(ctx, env.Id, *stp))
 		case stepUnmount:
-			err = errors.Join(image.UnmountRootfs(ctx, r.rootfsConfig(lay, *stp)), r.unmountServices(ctx, lay, *stp))
+			err = errors.Join(unstageEnvironment(lay), image.UnmountRootfs(ctx, r.rootfsConfig(lay, *stp)), r.unmountServices(ctx, lay, *stp))
 		case stepRemove:
 			err = r.remove(ctx, env.Id, lay, *stp)
 		case stepReset:
@@ -109,6 +109,10 @@ func (r *Runner) prepare(id string, lay layout) (*envState, error) {
 			return nil, err
 		}
 	}
+	if err := protectEnvDir(lay, st); err != nil {
+		r.ranges.release(m)
+		return nil, err
+	}
 	if err := saveState(lay.state(), st); err != nil {
 		r.ranges.release(m)
 		return nil, err
@@ -121,7 +125,10 @@ func (r *Runner) clone(ctx context.Context, env *covev1.Environment, lay layout,
 	if isLocalSource(src.GetGitUrl()) && !r.cfg.AllowLocalSources {
 		return usererr.New("source %q is a local path, which this runner does not accept: use a git URL", src.GetGitUrl())
 	}
-	opts := content.Options{WorkspaceDir: lay.workspace(), StagingDir: lay.staging(), IDMap: st.IDMap, Log: r.log.With("env", env.Id)}
+	// git runs in the clone sandbox: only the host's programs and this
+	// environment's workspace, and nothing it starts outlives it.
+	opts := content.Options{WorkspaceDir: lay.workspace(), StagingDir: lay.staging(), IDMap: st.IDMap, Log: r.log.With("env", env.Id),
+		Sandbox: []string{r.cfg.AgentBinary, "internal-sandbox"}}
 	if r.cfg.Network != nil {
 		// Clone from inside the environment's network: a URL reaches only
 		// what the environment may, never the runner host's services.
@@ -129,8 +136,7 @@ func (r *Runner) clone(ctx context.Context, env *covev1.Environment, lay layout,
 		if err != nil {
 			return err
 		}
-		opts.NetNSPath = netns
-		opts.Wrap = []string{r.cfg.AgentBinary, "internal-with-resolv", lay.resolvConf(), "--"}
+		opts.NetNSPath, opts.ResolvConf = netns, lay.resolvConf()
 	}
 	repo, err := content.Clone(ctx, content.Source{GitURL: src.GetGitUrl(), Ref: src.GetRef()}, opts)
 	if err != nil {
@@ -145,7 +151,11 @@ func (r *Runner) clone(ctx context.Context, env *covev1.Environment, lay layout,
 // pullImage reads devcontainer.json (the image, and everything it asks),
 // pulls the image, merges its metadata and prepares features.
 func (r *Runner) pullImage(ctx context.Context, note func(string), env *covev1.Environment, lay layout, st *envState) error {
-	cfg, warns, err := r.loadDevcontainer(env, filepath.Join(lay.workspace(), st.RepoName))
+	repoDir, err := r.quiescentRepo(ctx, env.Id, lay, st)
+	if err != nil {
+		return err
+	}
+	cfg, warns, err := r.loadDevcontainer(env, repoDir)
 	if err != nil {
 		return err
 	}
@@ -191,6 +201,9 @@ func (r *Runner) pullImage(ctx context.Context, note func(string), env *covev1.E
 	}
 	if proj != nil {
 		applyComposeDev(st.DC, proj, composeWarns)
+	}
+	if err := checkVolumes(lay, st); err != nil {
+		return err
 	}
 	return saveState(lay.state(), st)
 }
@@ -246,6 +259,9 @@ func (r *Runner) remove(ctx context.Context, id string, lay layout, st *envState
 	if err := r.detachNetwork(ctx, id); err != nil {
 		return err
 	}
+	if err := unstageEnvironment(lay); err != nil {
+		return err
+	}
 	if err := checkNoMounts(lay.dir); err != nil {
 		return err
 	}
@@ -264,6 +280,9 @@ func (r *Runner) remove(ctx context.Context, id string, lay layout, st *envState
 // just continues with a fresh build.
 func (r *Runner) reset(lay layout, st *envState, generation int64) error {
 	svcDir := filepath.Join(lay.dir, "svc") // every service's file system
+	if err := unstageEnvironment(lay); err != nil {
+		return err
+	}
 	for _, d := range []string{lay.upper(), lay.work(), svcDir} {
 		if err := checkNoMounts(d); err != nil {
 			return err

@@ -56,7 +56,8 @@ func (r *Runner) getBuilder(ctx context.Context) (*build.Builder, error) {
 	}
 	cfg := build.Config{Dir: filepath.Join(r.cfg.DataDir, "buildkit"), Buildkitd: r.cfg.Buildkitd, Runc: r.cfg.Runc,
 		IDMap:              r.builderRange(),
-		InsecureRegistries: r.cfg.BuildInsecureRegistries, Logger: r.log.With("component", "build")}
+		InsecureRegistries: r.cfg.BuildInsecureRegistries, AllowCacheFrom: r.cfg.BuildAllowCacheFrom,
+		Logger: r.log.With("component", "build")}
 	if r.cfg.Network != nil {
 		class := ""
 		if len(r.cfg.Classes) > 0 {
@@ -112,13 +113,15 @@ func (r *Runner) buildImage(ctx context.Context, lay layout, st *envState, b bui
 	if err != nil {
 		return nil, err
 	}
-	repoDir, err := filepath.EvalSymlinks(filepath.Join(lay.workspace(), st.RepoName))
+	cacheNS, err := r.buildCacheNamespace(st.ID)
 	if err != nil {
 		return nil, err
 	}
+	// Checked by quiescentRepo: a real directory, and nothing of the
+	// environment runs to change the tree while it is read.
+	repoDir := filepath.Join(lay.workspace(), st.RepoName)
 	// BuildKit reads these paths with symlinks resolved: resolve them first,
-	// so a link in the repository cannot point the build at host files. (The
-	// environment is not running while its image is built.)
+	// so a link in the repository cannot point the build at host files.
 	var resolved []string
 	for _, p := range []string{b.Context, b.Dockerfile} {
 		real, err := filepath.EvalSymlinks(p)
@@ -146,11 +149,29 @@ func (r *Runner) buildImage(ctx context.Context, lay layout, st *envState, b bui
 	defer os.RemoveAll(out)
 	fmt.Fprintf(logf, "Building %s...\n", strings.TrimPrefix(dockerfile, repoDir+"/"))
 	res, err := builder.Build(ctx, build.Request{ContextDir: contextDir, Dockerfile: dockerfile, Target: b.Target,
-		Args: b.Args, Labels: b.Labels, CacheFrom: b.CacheFrom, OutputDir: out, Log: io.MultiWriter(logf, &stepWriter{onStep: onStep})})
+		Args: b.Args, Labels: b.Labels, CacheFrom: b.CacheFrom, CacheNamespace: cacheNS, OutputDir: out,
+		Log: io.MultiWriter(logf, &stepWriter{onStep: onStep})})
 	if err != nil {
 		return nil, err
 	}
 	return r.images.Import(ctx, "cove-build/"+res.Digest.Hex[:16]+":latest", res.Image)
+}
+
+// buildCacheNamespace is the BuildKit cache-mount namespace of envID's
+// builds: its organization's, so organizations never share the contents of
+// `RUN --mount=type=cache` directories (see internal/build/tenancy.go).
+func (r *Runner) buildCacheNamespace(envID string) (string, error) {
+	r.mu.Lock()
+	w := r.workers[envID]
+	r.mu.Unlock()
+	var org string
+	if w != nil {
+		org = w.latest().GetMetadata().GetOrganizationId()
+	}
+	if org == "" {
+		return "", fmt.Errorf("build for environment %s: its organization is unknown", envID)
+	}
+	return "org-" + org, nil
 }
 
 // builderRange is the host id range rootless buildkitd runs as: the last

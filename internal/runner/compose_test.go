@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -53,39 +54,6 @@ func TestImageHealthcheck(t *testing.T) {
 	}
 }
 
-// TestSecurePath: a volume's initial content is looked up inside the
-// service's root file system, whatever its symlinks say.
-func TestSecurePath(t *testing.T) {
-	root := t.TempDir()
-	for _, d := range []string{"var/lib/data", "etc"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	links := map[string]string{"abs": "/var/lib", "rel": "var/lib/data", "escape": "../../../../etc", "hostabs": "/etc"}
-	for name, target := range links {
-		if err := os.Symlink(target, filepath.Join(root, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tests := map[string]string{
-		"/var/lib/data":  "var/lib/data",
-		"/abs/data":      "var/lib/data",
-		"rel":            "var/lib/data",
-		"/escape":        "etc", // clamped at the root, as the container sees it
-		"/hostabs":       "etc",
-		"/../../var/lib": "var/lib",
-	}
-	for in, want := range tests {
-		got, err := securePath(root, in)
-		if err != nil || got != filepath.Join(root, want) {
-			t.Errorf("securePath(%q) = %q, %v; want %q", in, got, err, filepath.Join(root, want))
-		}
-	}
-	if _, err := securePath(root, "/missing"); err == nil {
-		t.Error("a missing path should fail")
-	}
-}
 
 func TestServiceMounts(t *testing.T) {
 	s := compose.Service{Name: "db", Volumes: []compose.Mount{
@@ -156,6 +124,52 @@ func TestMakeVolume(t *testing.T) {
 	}
 	if fi, err := os.Stat(empty); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 100000 {
 		t.Errorf("empty volume: %v %v", fi, err)
+	}
+	// A target the image (or the environment) linked to a host directory:
+	// resolved inside the root file system, never copied from the host.
+	host := filepath.Join(root, "host-secret")
+	if err := os.MkdirAll(host, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(host, "ssh_user_ca"), []byte("HOST-SECRET"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, target := range map[string]string{"abs": host, "rel": "../../host-secret"} {
+		if err := os.Symlink(target, filepath.Join(root, "rootfs", name)); err != nil {
+			t.Fatal(err)
+		}
+		vol := filepath.Join(root, "volumes", "link-"+name)
+		if err := r.makeVolume(vol, st, filepath.Join(root, "rootfs"), "/"+name); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(vol, "ssh_user_ca")); err == nil {
+			t.Errorf("volume %s copied the host directory its target links to", name)
+		}
+	}
+}
+
+// TestVolumeNames is F7 of the 2026-12 review: a volume named ".." (or a
+// path) would mount the environment's runner directory; names are Docker's.
+func TestVolumeNames(t *testing.T) {
+	lay := layout{"/data/envs/e1"}
+	for _, bad := range []string{"..", ".", "a/../..", "../x", "/etc", "x\x00y", "-x", "a"} {
+		if d, err := volumeDir(lay, dcMount{Type: "volume", Source: bad, Target: "/v"}); err == nil {
+			t.Errorf("volume name %q accepted: %s", bad, d)
+		}
+	}
+	for _, good := range []string{"data", "my-vol_1", "x.y", "e1-bashhistory"} {
+		d, err := volumeDir(lay, dcMount{Type: "volume", Source: good, Target: "/v"})
+		if err != nil || d != "/data/envs/e1/volumes/"+good {
+			t.Errorf("volume name %q: %q, %v", good, d, err)
+		}
+	}
+	// Anonymous volumes are named after their target.
+	if d, err := volumeDir(lay, dcMount{Type: "volume", Target: "/var/lib/x"}); err != nil || d != "/data/envs/e1/volumes/anon-var-lib-x" {
+		t.Errorf("anonymous volume: %q, %v", d, err)
+	}
+	st := &envState{DC: &dcState{Mounts: []dcMount{{Type: "volume", Source: "..", Target: "/envdir"}}}}
+	if err := checkVolumes(lay, st); err == nil || !strings.Contains(err.Error(), `".."`) {
+		t.Errorf("checkVolumes: %v", err)
 	}
 }
 

@@ -41,7 +41,7 @@ func (r *Runner) runDevcontainer(ctx context.Context, w *worker, env *covev1.Env
 		w.sub(&w.devc, subReady, "")
 		return saveState(lay.state(), st)
 	}
-	c, err := r.pool.Get(ctx, env.Id, lay.socket())
+	c, err := r.pool.Get(ctx, env.Id, r.agentEndpoint(env.Id))
 	if err != nil {
 		return err
 	}
@@ -101,7 +101,7 @@ func (r *Runner) runDevcontainer(ctx context.Context, w *worker, env *covev1.Env
 			if cs, err = r.rt.State(ctx, env.Id); err != nil {
 				return err
 			}
-			if c, err = r.pool.Get(ctx, env.Id, lay.socket()); err != nil {
+			if c, err = r.pool.Get(ctx, env.Id, r.agentEndpoint(env.Id)); err != nil {
 				return err
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -195,7 +196,7 @@ func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment,
 	if len(fs) == 0 {
 		return nil
 	}
-	dc.FeaturesKey = features.CacheKey(img.Digest+"|"+st.User+"|"+merged.ContainerUser(), fs)
+	dc.FeaturesKey = features.CacheKey(featureScope(env), featureInputs(st, dc, img, merged.ContainerUser()), fs)
 	if layer := r.featuresLayer(dc.FeaturesKey); dirExists(layer) {
 		st.Layers = append(st.Layers, layer) // installed before: reuse
 		return nil
@@ -209,6 +210,38 @@ func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment,
 	}
 	script := features.InstallScript(fs, featuresDir, st.User, merged.ContainerUser())
 	return os.WriteFile(filepath.Join(lay.features(), "install.sh"), []byte(script), 0o644)
+}
+
+// featureScope is who may share an installed-features layer: the members
+// of one organization working on one project (or repository). A layer holds
+// whatever the installation wrote, which the repository's configuration
+// can steer; it is never reused outside the scope that made it.
+func featureScope(env *covev1.Environment) string {
+	md := env.GetMetadata()
+	if p := md.GetProjectId(); p != "" {
+		return "org:" + md.GetOrganizationId() + "|project:" + p
+	}
+	repo := strings.TrimSuffix(strings.TrimRight(env.GetSpec().GetContent().GetGitUrl(), "/"), ".git")
+	return "org:" + md.GetOrganizationId() + "|repo:" + repo
+}
+
+// featureInputs is everything besides the features themselves that shapes
+// what their installation writes: the image, the users, the container's
+// environment (PATH, BASH_ENV... reach the install scripts), what the
+// container runs beside the installation (its command and entrypoints),
+// its mounts, the workspace folder and the remote environment.
+func featureInputs(st *envState, dc *dcState, img *image.Image, containerUser string) []string {
+	var mounts []string
+	for _, m := range dc.Mounts {
+		mounts = append(mounts, fmt.Sprintf("%s:%s:%s:%v", m.Type, m.Source, m.Target, m.ReadOnly))
+	}
+	join := func(s []string) string { return strings.Join(s, "\x00") }
+	return []string{
+		"image=" + img.Digest, "user=" + st.User, "containerUser=" + containerUser,
+		"containerEnv=" + join(dc.ContainerEnv), "remoteEnv=" + join(dc.RemoteEnv),
+		"command=" + join(dc.Command), "entrypoints=" + join(dc.Entrypoints), "workingDir=" + dc.WorkingDir,
+		"mounts=" + join(mounts), "workspaceFolder=" + dc.WorkspaceFolder, "mountTarget=" + dc.MountTarget,
+	}
 }
 
 // featureEntry is a feature's metadata as an image-metadata entry, so the
@@ -253,13 +286,49 @@ func envMap(env []string) map[string]string {
 	return m
 }
 
-// volumeDir is the environment-local directory behind a volume mount.
-func volumeDir(lay layout, m dcMount) string {
+// volumeName is what a named volume may be called (Docker's rule): a
+// single path element that is never "." or "..".
+var volumeName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+
+// volumeDir is the environment-local directory behind a volume mount. A
+// name that is not a plain volume name (a path, "..") is refused: it would
+// name a directory of the runner's instead of a volume.
+func volumeDir(lay layout, m dcMount) (string, error) {
 	name := m.Source
 	if name == "" {
 		name = "anon-" + strings.ReplaceAll(strings.Trim(m.Target, "/"), "/", "-")
+	} else if !volumeName.MatchString(name) {
+		return "", usererr.New("volume name %q (mounted at %s) is not valid: use letters, digits, '_', '.' and '-', starting with a letter or digit", name, m.Target)
 	}
-	return filepath.Join(lay.dir, "volumes", strings.ReplaceAll(name, "/", "-"))
+	name = strings.ReplaceAll(name, "/", "-")
+	dir := filepath.Join(lay.dir, "volumes", name)
+	if name == "." || name == ".." || strings.IndexByte(name, 0) >= 0 || filepath.Dir(dir) != filepath.Join(lay.dir, "volumes") {
+		return "", usererr.New("volume for %s: invalid name %q", m.Target, name)
+	}
+	return dir, nil
+}
+
+// checkVolumes refuses, before anything starts, volume mounts whose names
+// volumeDir would refuse.
+func checkVolumes(lay layout, st *envState) error {
+	var all []dcMount
+	if st.DC != nil {
+		all = append(all, st.DC.Mounts...)
+	}
+	if st.Compose != nil {
+		for _, s := range st.Compose.Services {
+			all = append(all, s.Mounts...)
+		}
+	}
+	for _, m := range all {
+		if m.Type != "volume" {
+			continue
+		}
+		if _, err := volumeDir(lay, m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (r *Runner) featuresLayer(key string) string {

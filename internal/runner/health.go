@@ -4,15 +4,18 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/compose"
+	"github.com/covedev/cove/internal/confine"
 	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/usererr"
 )
@@ -74,14 +77,14 @@ func (r *Runner) waitHealthy(ctx context.Context, envID string, lay layout, s *s
 	began := time.Now()
 	deadline := began.Add(hc.StartPeriod + time.Duration(max(hc.Retries, 1))*hc.Interval)
 	every := min(hc.Interval, healthPoll)
-	sock := lay.svc(s.Name).socket()
+	ep := r.serviceEndpoint(lay, envID, s.Name)
 	var last string
 	failures := 0
 	for {
 		if err := r.serviceRunning(ctx, envID, lay, s); err != nil {
 			return err
 		}
-		if out, ok := r.checkHealth(ctx, sock, req, hc.Timeout); ok {
+		if out, ok := r.checkHealth(ctx, ep, req, hc.Timeout); ok {
 			r.log.Info("service healthy", "env", envID, "service", s.Name, "after", time.Since(began).Round(time.Millisecond))
 			return nil
 		} else if out != "" {
@@ -105,13 +108,10 @@ func (r *Runner) waitHealthy(ctx context.Context, envID string, lay layout, s *s
 }
 
 // checkHealth runs one check; out is its output, or why it could not run.
-func (r *Runner) checkHealth(ctx context.Context, sock string, req agentclient.ExecRequest, timeout time.Duration) (out string, ok bool) {
-	if checkSocket(sock) != nil {
-		return "", false // the service's agent is not up yet
-	}
+func (r *Runner) checkHealth(ctx context.Context, ep agentclient.Endpoint, req agentclient.ExecRequest, timeout time.Duration) (out string, ok bool) {
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := agentclient.Dial(cctx, sock, r.agentKey)
+	c, err := agentclient.Dial(cctx, ep)
 	if err != nil {
 		return "", false
 	}
@@ -177,18 +177,27 @@ func (r *Runner) serviceRunning(ctx context.Context, envID string, lay layout, s
 	return usererr.New("service %s exited (code %s): %s", s.Name, code, tail(lay.serviceLog(s.Name), 300))
 }
 
-// exitCode reads the exit code the service's agent recorded.
+// exitCode reads the exit code the service's agent recorded. The run
+// directory belongs to the service: no links, a regular file, a few bytes.
 func exitCode(lay layout, s *svcState) (int, error) {
-	// The directory belongs to the service: no links, a few bytes.
-	f, err := os.OpenFile(lay.svc(s.Name).exitCode(), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	run, err := confine.OpenDir(lay.svc(s.Name).run())
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	b := make([]byte, 16)
-	n, err := f.Read(b)
+	defer run.Close()
+	b, err := run.ReadFile(filepath.Base(svcExitCode), 16, confine.Beneath)
 	if err != nil {
 		return 0, err
 	}
-	return strconv.Atoi(strings.TrimSpace(string(b[:n])))
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// removeExitCode forgets a previous run's exit code (unlinking a name
+// never follows it).
+func removeExitCode(sl layout) error {
+	err := os.Remove(filepath.Join(sl.run(), filepath.Base(svcExitCode)))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
 }

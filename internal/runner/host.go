@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,52 +14,33 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/covedev/cove/internal/agentclient"
+	"github.com/covedev/cove/internal/confine"
 	"github.com/covedev/cove/internal/sshgw"
 	"github.com/covedev/cove/internal/usererr"
-	"golang.org/x/crypto/ssh"
-	"golang.org/x/sys/unix"
 )
 
-// probeAgent completes an SSH handshake with the agent on its socket.
-func (r *Runner) probeAgent(ctx context.Context, sock string) error {
-	if err := checkSocket(sock); err != nil {
-		return err
-	}
-	d := net.Dialer{Timeout: 2 * time.Second}
-	c, err := d.DialContext(ctx, "unix", sock)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	conn, chans, reqs, err := ssh.NewClientConn(c, "agent", &ssh.ClientConfig{
-		User: "cove", Auth: []ssh.AuthMethod{ssh.PublicKeys(r.agentKey)},
-		HostKeyCallback: ssh.InsecureIgnoreHostKey(), // the socket is private to the runner
-	})
-	if err != nil {
-		return err
-	}
-	go ssh.DiscardRequests(reqs)
-	go func() {
-		for ch := range chans {
-			_ = ch.Reject(ssh.Prohibited, "probe")
-		}
-	}()
-	return conn.Close()
+// agentEndpoint is how the runner reaches the agent of the environment's
+// dev container.
+func (r *Runner) agentEndpoint(envID string) agentclient.Endpoint {
+	return r.keys.endpoint(r.layout(envID).agentSocket(), envID)
 }
 
-// checkSocket refuses anything but a unix socket at path: the agent's run
-// directory belongs to the environment, whose root could plant a symlink to
-// a host socket there.
-func checkSocket(path string) error {
-	st, err := os.Lstat(path)
+// serviceEndpoint is how the runner reaches a sibling service's agent.
+func (r *Runner) serviceEndpoint(lay layout, envID, service string) agentclient.Endpoint {
+	return r.keys.endpoint(lay.svc(service).agentSocket(), svcID(envID, service))
+}
+
+// probeAgent completes an SSH handshake with the agent at ep (its own host
+// key, its own client key).
+func (r *Runner) probeAgent(ctx context.Context, ep agentclient.Endpoint) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := agentclient.Dial(ctx, ep)
 	if err != nil {
 		return err
 	}
-	if st.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("%s is not a socket (%s)", path, st.Mode().Type())
-	}
-	return nil
+	return c.Close()
 }
 
 // isMountPoint reports whether path is the root of a mount (its device
@@ -101,22 +81,16 @@ func checkNoMounts(dir string) error {
 	})
 }
 
-// openInRoot opens path inside rootfs, resolving symlinks as if rootfs were
-// "/", so a file planted by the environment cannot make the runner read the
-// host's files.
+// openInRoot opens the regular file path inside rootfs, resolving symlinks
+// as if rootfs were "/", so a file planted by the environment cannot make
+// the runner read the host's files (or block on a FIFO).
 func openInRoot(rootfs, path string) (*os.File, error) {
-	dirfd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	root, err := confine.OpenDir(rootfs)
 	if err != nil {
 		return nil, err
 	}
-	defer unix.Close(dirfd)
-	fd, err := unix.Openat2(dirfd, strings.TrimPrefix(path, "/"), &unix.OpenHow{
-		Flags: unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), filepath.Join(rootfs, path)), nil
+	defer root.Close()
+	return root.Open(path, confine.InRoot)
 }
 
 // lookupUser resolves an image user ("name", "uid", "name:group",
@@ -210,12 +184,11 @@ func (r *Runner) ResolveEnvironment(ctx context.Context, envID string) (sshgw.Ta
 		return sshgw.Target{}, fmt.Errorf("environment %s is not running on this runner", envID)
 	}
 	env := w.latest()
-	if err := checkSocket(r.layout(envID).socket()); err != nil {
-		return sshgw.Target{}, fmt.Errorf("environment %s: agent socket: %w", envID, err)
-	}
+	ep := r.agentEndpoint(envID)
 	return sshgw.Target{
-		OwnerID:     env.GetMetadata().GetOwnerId(),
-		AgentSocket: r.layout(envID).socket(),
-		AgentSigner: r.agentKey,
+		OwnerID:      env.GetMetadata().GetOwnerId(),
+		AgentSocket:  ep.Socket,
+		AgentSigner:  ep.Signer,
+		AgentHostKey: ep.HostKey,
 	}, nil
 }

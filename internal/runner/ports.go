@@ -54,11 +54,11 @@ func (w *worker) watchPorts(running bool) {
 // followPorts follows the agent's port stream until ctx is done,
 // reconnecting when the agent goes away (it may be restarting).
 func (w *worker) followPorts(ctx context.Context) {
-	sock := w.r.layout(w.id).socket()
+	ep := w.r.agentEndpoint(w.id)
 	log := w.r.log.With("env", w.id)
 	backoff := portsRetryMin
 	for {
-		c, err := agentclient.Dial(ctx, sock, w.r.agentKey)
+		c, err := agentclient.Dial(ctx, ep)
 		if err == nil {
 			err = c.WatchPorts(ctx, func(ps []agentclient.Port) {
 				backoff = portsRetryMin

@@ -2,8 +2,6 @@ package runner
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,7 +15,6 @@ import (
 	"github.com/covedev/cove/internal/agent"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/covedev/cove/proto/cove/v1/covev1connect"
-	"golang.org/x/crypto/ssh"
 )
 
 // statusRecorder is a server that records the statuses a runner reports.
@@ -42,23 +39,24 @@ func TestPortsReported(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	must(t, err)
-	key, err := ssh.NewSignerFromKey(priv)
-	must(t, err)
 	dir := t.TempDir()
+	keys, err := loadAgentKeys(dir)
+	must(t, err)
 	r := &Runner{
-		cfg: Config{DataDir: dir}, log: slog.New(slog.DiscardHandler), agentKey: key,
+		cfg: Config{DataDir: dir}, log: slog.New(slog.DiscardHandler), keys: keys,
 		client: &client{api: covev1connect.NewRunnerServiceClient(srv.Client(), srv.URL)},
 	}
 	const id = "env1"
-	sock := r.layout(id).socket()
+	sock := r.layout(id).agentSocket()
+	etc := filepath.Join(dir, "etc")
 	must(t, os.MkdirAll(filepath.Dir(sock), 0o700))
-	authKeys := filepath.Join(dir, "authorized_keys")
-	must(t, os.WriteFile(authKeys, ssh.MarshalAuthorizedKey(key.PublicKey()), 0o600))
+	must(t, os.MkdirAll(etc, 0o700))
+	must(t, keys.write(etc, id, uint32(os.Getuid())))
 	agentCtx, stopAgent := context.WithCancel(context.Background())
 	agentDone := make(chan error, 1)
-	go func() { agentDone <- agent.Run(agentCtx, agent.Config{SocketPath: sock, AuthorizedKeysPath: authKeys}) }()
+	go func() {
+		agentDone <- agent.Run(agentCtx, agent.Config{SocketPath: sock, AuthorizedKeysPath: filepath.Join(etc, "runner_keys"), HostKeyPath: filepath.Join(etc, "host_key")})
+	}()
 	defer func() { stopAgent(); <-agentDone }()
 
 	// A listener whose port the spec shares publicly.
@@ -89,11 +87,11 @@ func TestPortsReported(t *testing.T) {
 		}
 		return nil
 	}
-	// waitReport waits up to 1.5s (the stream may first need to connect)
-	// for a report for which cond holds.
+	// waitReport waits (the stream may first need to connect) for a report
+	// for which cond holds.
 	waitReport := func(what string, cond func(*covev1.EnvironmentStatus) bool) *covev1.EnvironmentStatus {
 		t.Helper()
-		timeout := time.After(1500 * time.Millisecond)
+		timeout := time.After(30 * time.Second)
 		for {
 			select {
 			case st := <-rec.got:

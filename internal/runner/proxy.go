@@ -31,37 +31,43 @@ func (r *Runner) proxyHandler() http.Handler {
 
 type proxyResolver struct{ r *Runner }
 
-// Resolve finds a running environment by id, or by name when exactly one
-// running environment here has it.
+// proxyServer is the port proxy's HTTP server on ln, with its timeouts
+// and caps on unauthenticated connections (portproxy.NewServer).
+func (r *Runner) proxyServer(ln net.Listener) (*http.Server, net.Listener) {
+	return portproxy.NewServer(r.proxyHandler(), ln, portproxy.Limits{}, r.log.With("component", "portproxy"))
+}
+
+// Named returns the ids of the running environments here named name, of
+// any owner: the proxy decides which one (if any) the request's user owns.
+func (p proxyResolver) Named(_ context.Context, name string) []string {
+	r := p.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ids []string
+	for id, w := range r.workers {
+		if w.isRunning() && w.latest().GetMetadata().GetName() == name {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// Resolve finds the running environment with this id.
 func (p proxyResolver) Resolve(ctx context.Context, ref string) (portproxy.Target, error) {
 	r := p.r
 	r.mu.Lock()
-	w, ok := r.workers[ref]
-	if !ok {
-		for _, cand := range r.workers {
-			if cand.isRunning() && cand.latest().GetMetadata().GetName() == ref {
-				if w != nil {
-					r.mu.Unlock()
-					return portproxy.Target{}, fmt.Errorf("environment name %q is ambiguous on this runner: use its id", ref)
-				}
-				w = cand
-			}
-		}
-	}
+	w := r.workers[ref]
 	r.mu.Unlock()
 	if w == nil || !w.isRunning() {
 		return portproxy.Target{}, fmt.Errorf("environment %q is not running on this runner", ref)
 	}
 	env := w.latest()
-	sock := r.layout(env.Id).socket()
+	ep := r.agentEndpoint(env.Id)
 	return portproxy.Target{
 		EnvID:   env.Id,
 		OwnerID: env.GetMetadata().GetOwnerId(),
 		Dial: func(ctx context.Context, port int) (net.Conn, error) {
-			if err := checkSocket(sock); err != nil {
-				return nil, err
-			}
-			c, err := r.pool.Get(ctx, env.Id, sock)
+			c, err := r.pool.Get(ctx, env.Id, ep)
 			if err != nil {
 				return nil, err
 			}

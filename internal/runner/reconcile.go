@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/covedev/cove/internal/content"
+	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/usererr"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 )
@@ -209,8 +210,14 @@ func (r *Runner) observe(ctx context.Context, id string, st *envState) (observed
 	if o.container, err = r.servicesStatus(ctx, id, st, cs.Status); err != nil {
 		return o, fmt.Errorf("runtime state: %w", err)
 	}
-	if o.container == "running" {
-		o.agentReady = r.probeAgent(ctx, lay.socket()) == nil
+	if o.container == runtime.StatusRunning {
+		if _, err := os.Lstat(lay.agentSocket()); err != nil {
+			// Started by an older runner, whose agent listens inside the
+			// environment: restart it with a socket only the runner reaches.
+			o.container = runtime.StatusStopped
+			return o, nil
+		}
+		o.agentReady = r.probeAgent(ctx, r.agentEndpoint(id)) == nil
 		o.devcontainerDone = st == nil || st.DC == nil || st.DC.LifecyclePid == cs.Pid
 	}
 	return o, nil

@@ -64,6 +64,9 @@ type Config struct {
 	// BuildInsecureRegistries are registries it reaches over plain HTTP.
 	Buildkitd               string
 	BuildInsecureRegistries []string
+	// BuildAllowCacheFrom lets build.cacheFrom import registry build cache
+	// into the builder's cache, which every organization shares.
+	BuildAllowCacheFrom bool
 	// Runc is the OCI runtime Dockerfile builds use (as environments do).
 	Runc string
 	// AgentBinary is the static cove binary mounted into environments
@@ -85,7 +88,7 @@ type Runner struct {
 	rt       runtime.Runtime
 	ranges   *rangeAllocator
 	gw       *sshgw.Gateway
-	agentKey ssh.Signer
+	keys     *agentKeys // each container's agent keys
 	hostKey  ssh.Signer
 	client   *client
 	sshAddr  string
@@ -158,14 +161,14 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway host key: %w", err)
 	}
-	agentKey, err := sshgw.LoadOrCreateKey(filepath.Join(cfg.DataDir, "agent_client_ed25519_key"), "cove runner to agent")
+	keys, err := loadAgentKeys(cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("agent client key: %w", err)
+		return nil, err
 	}
 	r := &Runner{
-		cfg: cfg, log: cfg.Log, images: images, rt: cfg.Runtime, agentKey: agentKey, hostKey: hostKey,
+		cfg: cfg, log: cfg.Log, images: images, rt: cfg.Runtime, keys: keys, hostKey: hostKey,
 		ranges:  newRangeAllocator(cfg.RangeBase, cfg.RangeSize, cfg.RangeSlots),
-		pool:    agentclient.NewPool(agentKey),
+		pool:    agentclient.NewPool(),
 		workers: map[string]*worker{},
 	}
 	r.gw = sshgw.NewGateway(sshgw.Config{HostSigner: hostKey, Resolver: r, Log: cfg.Log.With("component", "sshgw")})
@@ -185,12 +188,21 @@ func (r *Runner) loadRanges() error {
 		return err
 	}
 	for _, e := range ents {
-		st, err := loadState(layout{filepath.Join(r.cfg.DataDir, "envs", e.Name())}.state())
+		lay := layout{filepath.Join(r.cfg.DataDir, "envs", e.Name())}
+		st, err := loadState(lay.state())
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			r.log.Error("environment state unreadable; leaving it alone", "env", e.Name(), "err", err)
+			// Its container may still run with its uid range: never hand
+			// that range to another environment.
+			m, ok := r.recoverRange(lay)
+			r.log.Error("environment state unreadable; leaving it alone", "env", e.Name(), "err", err, "range", m, "rangeKnown", ok)
+			if ok {
+				if err := r.ranges.reserve(e.Name(), m); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		if err := r.ranges.reserve(st.ID, st.IDMap); err != nil {
@@ -286,7 +298,7 @@ func (r *Runner) startProxy(ctx context.Context) (io.Closer, error) {
 	if r.proxyURL == "" {
 		r.proxyURL = scheme + "://" + advertiseAddr(ln.Addr().(*net.TCPAddr))
 	}
-	hs := &http.Server{Handler: r.proxyHandler(), ReadHeaderTimeout: 10 * time.Second}
+	hs, ln := r.proxyServer(ln)
 	go func() {
 		var err error
 		if r.cfg.ProxyTLSCert != "" {

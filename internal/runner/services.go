@@ -10,12 +10,11 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/covedev/cove/internal/confine"
 	"github.com/covedev/cove/internal/image"
 	"github.com/covedev/cove/internal/runtime"
-	"github.com/covedev/cove/internal/treecopy"
 	"github.com/covedev/cove/internal/usererr"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
-	"golang.org/x/sys/unix"
 )
 
 // svc is the layout of one sibling service: the same names as the
@@ -28,10 +27,6 @@ func (l layout) svc(name string) layout { return layout{filepath.Join(l.dir, "sv
 func (l layout) serviceLog(name string) string {
 	return filepath.Join(l.logDir(), "services", name+".log")
 }
-
-// exitCode is the file a service's agent records its command's exit code
-// in (svcExitCode inside the service).
-func (l layout) exitCode() string { return filepath.Join(l.run(), filepath.Base(svcExitCode)) }
 
 // svcID is the runtime id of a sibling service's container.
 func svcID(envID, name string) string { return envID + "-" + name }
@@ -158,16 +153,22 @@ func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay 
 		return nil
 	}
 	sl := lay.svc(s.Name)
+	// The service's run directory (its exit code and agent log) belongs to
+	// root inside the environment; the runner reads it through confine.
 	if err := os.MkdirAll(sl.run(), 0o700); err != nil {
 		return err
 	}
-	if err := os.Chown(sl.run(), int(st.IDMap.HostID), int(st.IDMap.HostID)); err != nil {
+	if err := os.Lchown(sl.run(), int(st.IDMap.HostID), int(st.IDMap.HostID)); err != nil {
 		return err
 	}
-	for _, f := range []string{sl.socket(), sl.exitCode()} {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
+	if err := removeExitCode(sl); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(sl.etc(), 0o711); err != nil {
+		return err
+	}
+	if err := r.keys.write(sl.etc(), id, st.IDMap.HostID); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(sl.runtime(), 0o700); err != nil {
 		return err
@@ -181,21 +182,25 @@ func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay 
 	mounts := []runtime.Mount{
 		{Source: r.cfg.AgentBinary, Destination: agentBinary, Type: "bind", Options: []string{"bind", "ro"}},
 		{Source: sl.run(), Destination: agentRunDir, Type: "bind", Options: []string{"bind"}},
-		{Source: lay.etc(), Destination: agentEtcDir, Type: "bind", Options: []string{"bind", "ro"}},
+		{Source: sl.etc(), Destination: agentEtcDir, Type: "bind", Options: []string{"bind", "ro"}},
 		{Source: lay.hosts(), Destination: "/etc/hosts", Type: "bind", Options: []string{"bind", "ro"}},
 		{Source: sl.hostname(), Destination: "/etc/hostname", Type: "bind", Options: []string{"bind", "ro"}},
 		{Source: lay.resolvConf(), Destination: "/etc/resolv.conf", Type: "bind", Options: []string{"bind", "ro"}},
 	}
-	vols, err := r.volumeMounts(lay, st, s.Mounts, sl.rootfs())
+	stg, err := newStager(lay.workspace(), sl.mnt())
+	if err != nil {
+		return err
+	}
+	vols, err := r.volumeMounts(lay, st, s.Mounts, sl.rootfs(), stg)
 	if err != nil {
 		return fmt.Errorf("service %s: %w", s.Name, err)
 	}
 	user := cmp.Or(s.User, "root")
 	workdir := cmp.Or(s.WorkingDir, "/")
-	args := []string{agentBinary, "agent", "--socket", agentRunDir + "/agent.sock",
-		"--authorized-keys", agentEtcDir + "/runner_keys", "--user", user, "--workdir", workdir,
+	args := append([]string{agentBinary, "agent"}, agentListenArgs...)
+	args = append(args, "--user", user, "--workdir", workdir,
 		"--command-user", user, "--entrypoint-workdir", workdir,
-		"--exit-with-command", "--exit-code-file", svcExitCode, "--log-file", agentRunDir + "/agent.log"}
+		"--exit-with-command", "--exit-code-file", svcExitCode, "--log-file", agentRunDir+"/agent.log")
 	for _, c := range s.Command {
 		args = append(args, "--command", c)
 	}
@@ -216,7 +221,7 @@ func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay 
 		Group:      env.Id,
 		ConsoleLog: lay.serviceLog(s.Name),
 	}
-	if err := r.rt.Start(ctx, spec); err != nil {
+	if err := r.startContainer(ctx, spec, sl.agentSocket()); err != nil {
 		return fmt.Errorf("service %s: %w", s.Name, err)
 	}
 	r.log.Info("service started", "env", env.Id, "service", s.Name)
@@ -227,11 +232,10 @@ func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay 
 // Volumes are directories of the environment (they survive stop, start and
 // rebuild; deleting the environment deletes them); a new volume starts
 // with a copy of what the image has at its target, as Docker's do. Bind
-// sources must still resolve to themselves inside the environment's
-// workspace: the environment owns that tree and could have replaced a
-// directory with a symlink to a host path since the compose files were
-// read.
-func (r *Runner) volumeMounts(lay layout, st *envState, ms []dcMount, rootfs string) ([]runtime.Mount, error) {
+// sources must still be where they were, inside the environment's
+// workspace, with no symlink on the way (the environment owns that tree):
+// they are staged from a descriptor (stg), never mounted by path.
+func (r *Runner) volumeMounts(lay layout, st *envState, ms []dcMount, rootfs string, stg *stager) ([]runtime.Mount, error) {
 	var out []runtime.Mount
 	for _, m := range ms {
 		opts := []string{"nosuid", "nodev"}
@@ -242,14 +246,20 @@ func (r *Runner) volumeMounts(lay layout, st *envState, ms []dcMount, rootfs str
 		case "tmpfs":
 			out = append(out, runtime.Mount{Source: "tmpfs", Destination: m.Target, Type: "tmpfs", Options: append(opts, "mode=1777")})
 		case "bind":
-			real, err := filepath.EvalSymlinks(m.Source)
-			if err != nil || real != m.Source || !within(lay.workspace(), real) {
-				return nil, usererr.New("bind mount %s: its source %s changed (a symlink?) or is gone; only directories of the checkout can be mounted",
-					m.Target, strings.TrimPrefix(m.Source, lay.workspace()))
+			rel, ok := workspaceRel(lay.workspace(), m.Source)
+			if !ok {
+				return nil, usererr.New("bind mount %s: only directories of the checkout can be mounted", m.Target)
 			}
-			out = append(out, runtime.Mount{Source: real, Destination: m.Target, Type: "bind", Options: append(opts, "rbind")})
+			src, err := stg.stage(rel, confine.Beneath, "bind mount "+m.Target)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, runtime.Mount{Source: src, Destination: m.Target, Type: "bind", Options: append(opts, "rbind")})
 		default:
-			dir := volumeDir(lay, m)
+			dir, err := volumeDir(lay, m)
+			if err != nil {
+				return nil, err
+			}
 			if err := r.makeVolume(dir, st, rootfs, m.Target); err != nil {
 				return nil, err
 			}
@@ -261,6 +271,8 @@ func (r *Runner) volumeMounts(lay layout, st *envState, ms []dcMount, rootfs str
 
 // makeVolume creates a volume's directory the first time, filled with what
 // rootfs (a mounted, id-shifted root filesystem; "" for none) has at target.
+// The image's content is resolved inside the root filesystem (a link never
+// leads out of it) and copied through descriptors (confine).
 func (r *Runner) makeVolume(dir string, st *envState, rootfs, target string) error {
 	if dirExists(dir) {
 		return nil
@@ -272,16 +284,18 @@ func (r *Runner) makeVolume(dir string, st *envState, rootfs, target string) err
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
 	}
-	src := ""
+	var src *confine.Dir
 	if rootfs != "" {
-		// The image's content at target (resolved inside the rootfs, never
-		// through a link out of it).
-		if p, err := securePath(rootfs, target); err == nil && dirExists(p) {
-			src = p
+		root, err := confine.OpenDir(rootfs)
+		if err != nil {
+			return err
 		}
+		src, _ = root.OpenDir(target, confine.InRoot) // nothing there: an empty volume
+		root.Close()
 	}
-	if src != "" {
-		if err := treecopy.Copy(context.Background(), src, tmp, treecopy.Options{TolerateXattrErrors: true}); err != nil {
+	if src != nil {
+		defer src.Close()
+		if err := confine.CopyTree(context.Background(), src, tmp, confine.CopyOptions{TolerateXattrErrors: true}); err != nil {
 			return fmt.Errorf("volume %s: copy image content: %w", filepath.Base(dir), err)
 		}
 	} else {
@@ -293,30 +307,6 @@ func (r *Runner) makeVolume(dir string, st *envState, rootfs, target string) err
 		}
 	}
 	return os.Rename(tmp, dir)
-}
-
-// securePath resolves target inside root, following symlinks as if root
-// were / (openat2 RESOLVE_IN_ROOT), and returns the host path it names.
-func securePath(root, target string) (string, error) {
-	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "", &os.PathError{Op: "open", Path: root, Err: err}
-	}
-	defer unix.Close(rootFD)
-	fd, err := unix.Openat2(rootFD, strings.TrimPrefix(filepath.Clean("/"+target), "/"), &unix.OpenHow{
-		Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
-	if err != nil {
-		return "", &os.PathError{Op: "openat2", Path: target, Err: err}
-	}
-	defer unix.Close(fd)
-	p, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
-	if err != nil {
-		return "", err
-	}
-	if !within(root, p) {
-		return "", fmt.Errorf("%s leaves the root filesystem", target)
-	}
-	return p, nil
 }
 
 // within reports whether p is root or below it.

@@ -10,25 +10,20 @@ import (
 	"strings"
 	"time"
 
+	"github.com/covedev/cove/internal/confine"
 	"github.com/covedev/cove/internal/lifecycle"
 	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/usererr"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
-	"golang.org/x/crypto/ssh"
 )
 
 // start starts the environment's container and, for a Compose
 // configuration, its sibling services around it in start order. note
 // reports progress.
 func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout, st *envState, note func(string)) error {
-	// The agent's socket directory belongs to root inside the environment.
-	if err := os.MkdirAll(lay.run(), 0o700); err != nil {
+	if err := protectEnvDir(lay, st); err != nil { // also for directories made by older runners
 		return err
 	}
-	if err := os.Chown(lay.run(), int(st.IDMap.HostID), int(st.IDMap.HostID)); err != nil {
-		return err
-	}
-	_ = os.Remove(lay.socket())
 	name := env.GetMetadata().GetName()
 	netns, err := r.attachNetwork(ctx, env.Id, name, env.GetSpec().GetClassId(), lay, st)
 	if err != nil {
@@ -73,8 +68,7 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 	if err := os.WriteFile(filepath.Join(lay.etc(), "post-attach.json"), pa, 0o644); err != nil {
 		return err
 	}
-	keys := ssh.MarshalAuthorizedKey(r.agentKey.PublicKey())
-	if err := os.WriteFile(filepath.Join(lay.etc(), "runner_keys"), keys, 0o644); err != nil {
+	if err := r.keys.write(lay.etc(), env.Id, st.IDMap.HostID); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(lay.runtime(), 0o700); err != nil {
@@ -116,7 +110,6 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 		},
 		Mounts: []runtime.Mount{
 			{Source: r.cfg.AgentBinary, Destination: agentBinary, Type: "bind", Options: []string{"bind", "ro"}},
-			{Source: lay.run(), Destination: agentRunDir, Type: "bind", Options: []string{"bind"}},
 			{Source: lay.etc(), Destination: agentEtcDir, Type: "bind", Options: []string{"bind", "ro"}},
 			{Source: lay.workspace(), Destination: workspaces, Type: "bind", Options: []string{"rbind"}},
 			{Source: lay.hosts(), Destination: "/etc/hosts", Type: "bind", Options: []string{"bind", "ro"}},
@@ -129,11 +122,21 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: lay.resolvConf(), Destination: "/etc/resolv.conf", Type: "bind", Options: []string{"bind", "ro"}})
 	}
 	spec.Mounts = append(spec.Mounts, runtime.Mount{Source: lay.logDir(), Destination: logDir, Type: "bind", Options: []string{"bind", "ro"}})
+	stg, err := newStager(lay.workspace(), lay.mnt())
+	if err != nil {
+		return err
+	}
 	if st.DC != nil {
 		if st.DC.MountTarget != "" {
-			spec.Mounts = append(spec.Mounts, runtime.Mount{Source: filepath.Join(lay.workspace(), st.RepoName), Destination: st.DC.MountTarget, Type: "bind", Options: []string{"rbind"}})
+			// The checkout itself, staged: the runtime never mounts a path
+			// the environment controls.
+			src, err := stg.stage(st.RepoName, confine.Beneath, "workspaceMount")
+			if err != nil {
+				return err
+			}
+			spec.Mounts = append(spec.Mounts, runtime.Mount{Source: src, Destination: st.DC.MountTarget, Type: "bind", Options: []string{"rbind"}})
 		}
-		vols, err := r.volumeMounts(lay, st, st.DC.Mounts, lay.rootfs())
+		vols, err := r.volumeMounts(lay, st, st.DC.Mounts, lay.rootfs(), stg)
 		if err != nil {
 			return err
 		}
@@ -158,7 +161,7 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 		}
 		note("starting")
 	}
-	if err := r.rt.Start(ctx, spec); err != nil {
+	if err := r.startContainer(ctx, spec, lay.agentSocket()); err != nil {
 		return err
 	}
 	if err := r.startServices(ctx, env, lay, st, netns, false, note); err != nil {
@@ -171,11 +174,34 @@ func (r *Runner) start(ctx context.Context, env *covev1.Environment, lay layout,
 	return nil
 }
 
+// startContainer starts the container of spec unless it runs already,
+// handing its agent a new listening socket at sock.
+func (r *Runner) startContainer(ctx context.Context, spec runtime.Spec, sock string) error {
+	cur, err := r.rt.State(ctx, spec.ID)
+	if err != nil {
+		return err
+	}
+	if cur.Status == runtime.StatusRunning {
+		return nil // its agent keeps the socket it was given
+	}
+	ln, err := listenAgent(sock)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	spec.ExtraFiles = []*os.File{ln}
+	return r.rt.Start(ctx, spec)
+}
+
+// agentListenArgs make the agent serve on the socket the runner hands it
+// (descriptor 3), with its own host key and only its own client key.
+var agentListenArgs = []string{"--listen-fd", "3", "--host-key", agentEtcDir + "/host_key",
+	"--authorized-keys", agentEtcDir + "/runner_keys"}
+
 // agentArgs is the agent's command line: PID 1 of the environment.
 func agentArgs(user, workdir string, dc *dcState) []string {
-	args := []string{agentBinary, "agent", "--socket", agentRunDir + "/agent.sock",
-		"--authorized-keys", agentEtcDir + "/runner_keys", "--user", user, "--workdir", workdir,
-		"--post-attach", agentEtcDir + "/post-attach.json"}
+	args := append([]string{agentBinary, "agent"}, agentListenArgs...)
+	args = append(args, "--user", user, "--workdir", workdir, "--post-attach", agentEtcDir+"/post-attach.json")
 	if dc == nil {
 		return args
 	}
@@ -219,10 +245,9 @@ func (r *Runner) waitAgent(ctx context.Context, lay layout, st *envState) error 
 	// The agent usually listens within a few milliseconds of the start:
 	// poll every millisecond for the first 50 ms, then back off.
 	delay := time.Millisecond
+	ep := r.agentEndpoint(filepath.Base(lay.dir))
 	for time.Now().Before(deadline) {
-		if _, serr := os.Stat(lay.socket()); serr != nil {
-			err = serr
-		} else if err = r.probeAgent(ctx, lay.socket()); err == nil {
+		if err = r.probeAgent(ctx, ep); err == nil {
 			return nil
 		}
 		select {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"syscall"
 
 	"github.com/covedev/cove/internal/atomicfile"
 	"github.com/covedev/cove/internal/idmap"
@@ -56,7 +57,10 @@ func (l layout) rootfs() string     { return filepath.Join(l.dir, "rootfs") }
 func (l layout) run() string        { return filepath.Join(l.dir, "run") }
 func (l layout) etc() string        { return filepath.Join(l.dir, "etc") }
 func (l layout) runtime() string    { return filepath.Join(l.dir, "runtime") }
-func (l layout) socket() string     { return filepath.Join(l.run(), "agent.sock") }
+// agentSocket is where the runner dials the container's agent: in the
+// root-owned environment directory, never in the environment's run
+// directory (the agent gets the listening socket as a descriptor).
+func (l layout) agentSocket() string { return filepath.Join(l.dir, "agent.sock") }
 func (l layout) hosts() string      { return filepath.Join(l.dir, "hosts") }
 func (l layout) hostname() string   { return filepath.Join(l.dir, "hostname") }
 func (l layout) resolvConf() string { return filepath.Join(l.dir, "resolv.conf") }
@@ -138,4 +142,36 @@ func (a *rangeAllocator) inUse() []uint32 {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
+}
+
+// recoverRange finds the uid range of an environment whose state file is
+// unreadable, from what else records it: the group of its directory
+// (protectEnvDir), else the runtime spec of its container (which exists
+// while a container may run with the range). ok is false when neither
+// does: no container of it holds a range then.
+func (r *Runner) recoverRange(lay layout) (m idmap.Range, ok bool) {
+	valid := func(h uint32) bool {
+		return h >= r.cfg.RangeBase && (h-r.cfg.RangeBase)%r.cfg.RangeSize == 0 && int((h-r.cfg.RangeBase)/r.cfg.RangeSize) < r.cfg.RangeSlots
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(lay.dir, &st); err == nil && st.Gid != 0 && valid(st.Gid) {
+		return idmap.Range{HostID: st.Gid, Size: r.cfg.RangeSize}, true
+	}
+	b, err := os.ReadFile(filepath.Join(lay.runtime(), "bundle", "config.json"))
+	if err != nil {
+		return m, false
+	}
+	var spec struct {
+		Linux struct {
+			UIDMappings []struct {
+				HostID uint32 `json:"hostID"`
+				Size   uint32 `json:"size"`
+			} `json:"uidMappings"`
+		} `json:"linux"`
+	}
+	if json.Unmarshal(b, &spec) != nil || len(spec.Linux.UIDMappings) == 0 {
+		return m, false
+	}
+	um := spec.Linux.UIDMappings[0]
+	return idmap.Range{HostID: um.HostID, Size: um.Size}, true
 }

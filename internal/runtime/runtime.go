@@ -13,6 +13,7 @@ package runtime
 
 import (
 	"context"
+	"os"
 	"time"
 
 	"github.com/covedev/cove/internal/idmap"
@@ -80,6 +81,12 @@ type Spec struct {
 	// ConsoleLog, if set, is the file the container's output (stdout and
 	// stderr of PID 1) is appended to, instead of console.log in StateDir.
 	ConsoleLog string
+	// ExtraFiles are open files PID 1 inherits as descriptors 3, 4, ...
+	// The runner hands the agent its listening socket this way, so that the
+	// socket lives where the environment cannot reach it. They are passed
+	// when the environment is created; the caller keeps them and closes
+	// them after Start.
+	ExtraFiles []*os.File
 }
 
 // Status is the observed state of an environment's machine.
@@ -108,7 +115,8 @@ type Runtime interface {
 	// Name identifies the runtime ("container", "vm").
 	Name() string
 	// Start creates and starts the environment. It returns nil if it is
-	// already running; a stale stopped one is deleted and started again.
+	// already running; a stale stopped (or created but never started) one
+	// is deleted and started again.
 	Start(ctx context.Context, spec Spec) error
 	// State reports the environment's state; StatusAbsent if unknown.
 	State(ctx context.Context, id string) (State, error)

@@ -18,7 +18,6 @@ type authResult struct {
 	ownerID string
 	keyID   string
 	serial  uint64
-	target  Target
 	perms   certPerms
 }
 
@@ -54,15 +53,14 @@ func (g *Gateway) authenticate(ctx context.Context, key ssh.PublicKey) (*authRes
 	if owner == "" {
 		return nil, fmt.Errorf("certificate %q has no %s extension", cert.KeyId, OwnerExtension)
 	}
+	// Refuse early what cannot succeed; the target is resolved again
+	// after authentication, right before the dial (resolveAndDial).
 	t, err := g.resolver.ResolveEnvironment(ctx, envID)
 	if err != nil {
 		return nil, fmt.Errorf("resolve environment %s: %w", envID, err)
 	}
-	if t.OwnerID != owner {
-		return nil, fmt.Errorf("certificate %q is for owner %q but environment %s belongs to %q", cert.KeyId, owner, envID, t.OwnerID)
-	}
-	if t.AgentSocket == "" || t.AgentSigner == nil {
-		return nil, fmt.Errorf("environment %s has no agent", envID)
+	if err := checkTarget(t, envID, owner); err != nil {
+		return nil, fmt.Errorf("certificate %q: %w", cert.KeyId, err)
 	}
 	_, pty := cert.Extensions["permit-pty"]
 	_, fwd := cert.Extensions["permit-port-forwarding"]
@@ -72,7 +70,6 @@ func (g *Gateway) authenticate(ctx context.Context, key ssh.PublicKey) (*authRes
 		ownerID: owner,
 		keyID:   cert.KeyId,
 		serial:  cert.Serial,
-		target:  t,
 		perms:   certPerms{pty: pty, portForwarding: fwd, agentForward: agentFwd},
 	}, nil
 }

@@ -2,6 +2,7 @@ package sshgw
 
 import (
 	"crypto/rand"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -240,10 +241,74 @@ func TestHostCertificateVerification(t *testing.T) {
 
 func TestAgentUnreachable(t *testing.T) {
 	e := newTestEnv(t)
-	e.resolver.set("env-down", Target{OwnerID: "alice", AgentSocket: filepath.Join(t.TempDir(), "nope.sock"), AgentSigner: newSigner(t)})
+	e.resolver.set("env-down", Target{OwnerID: "alice", AgentSocket: filepath.Join(t.TempDir(), "nope.sock"), AgentSigner: newSigner(t), AgentHostKey: newSigner(t).PublicKey()})
 	c := e.mustDial(t, "env-down", "alice")
 	_, err := c.NewSession()
 	if err == nil || !strings.Contains(err.Error(), "env-down is not reachable") {
 		t.Fatalf("NewSession = %v", err)
 	}
+}
+
+// hookSigner runs hook before every signature: the client decides when the
+// gateway gets it.
+type hookSigner struct {
+	ssh.Signer
+	hook func()
+}
+
+func (h hookSigner) Sign(r io.Reader, data []byte) (*ssh.Signature, error) {
+	h.hook()
+	return h.Signer.Sign(r, data)
+}
+
+// TestResolvedAgainAfterAuthentication is the review's F1 reproduction 2 at
+// the gateway: while the client stalls its signature, what the
+// environment's name leads to changes (here: to another owner's agent).
+// The gateway resolves again after authentication and refuses, instead of
+// proxying to whatever the first check saw.
+func TestResolvedAgainAfterAuthentication(t *testing.T) {
+	e := newTestEnv(t)
+	s, cert := e.userCert(t, "env-a", "alice")
+	swapped := false
+	stall := hookSigner{Signer: s, hook: func() {
+		if !swapped {
+			swapped = true
+			e.resolver.set("env-a", e.agents["env-b"].target("bob"))
+		}
+	}}
+	c, err := e.dial(t, stall, cert)
+	if !swapped {
+		t.Fatal("the client never signed")
+	}
+	if err == nil {
+		defer c.Close()
+		out, err := run(c, "whoami-agent")
+		if strings.Contains(out, "env-b") {
+			t.Fatalf("alice's session reached bob's agent: %q", out)
+		}
+		if err == nil {
+			t.Fatalf("session after the swap succeeded: %q", out)
+		}
+	}
+	// The same swap, pointed at bob's socket while keeping alice's keys:
+	// the pinned host key refuses bob's agent.
+	a, b := e.agents["env-a"], e.agents["env-b"]
+	tgt := a.target("alice")
+	tgt.AgentSocket = b.socket
+	e.resolver.set("env-a", tgt)
+	c2 := e.mustDial(t, "env-a", "alice")
+	if out, err := run(c2, "whoami-agent"); err == nil || strings.Contains(out, "env-b") {
+		t.Fatalf("session with alice's keys on bob's socket: %q, %v", out, err)
+	}
+}
+
+// run runs cmd in a new session and returns its output.
+func run(c *ssh.Client, cmd string) (string, error) {
+	sess, err := c.NewSession()
+	if err != nil {
+		return "", err
+	}
+	defer sess.Close()
+	out, err := sess.CombinedOutput(cmd)
+	return string(out), err
 }

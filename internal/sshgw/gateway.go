@@ -22,8 +22,8 @@ type Target struct {
 	AgentSocket string
 	// AgentSigner is the client key the agent accepts.
 	AgentSigner ssh.Signer
-	// AgentHostKey, if set, is the only host key accepted from the agent.
-	// The socket is private to the runner, so it may be left nil.
+	// AgentHostKey is the only host key accepted from the agent: a
+	// connection that reaches another environment's agent fails.
 	AgentHostKey ssh.PublicKey
 	// AgentUser is the SSH user name sent to the agent; "cove" if empty.
 	AgentUser string
@@ -194,7 +194,10 @@ func (g *Gateway) serveConn(ctx context.Context, c net.Conn) {
 	log = log.With("env", auth.envID, "owner", auth.ownerID, "key_id", auth.keyID, "serial", auth.serial)
 
 	start := time.Now()
-	agent, achans, areqs, err := g.dialAgent(hctx, auth.target)
+	// Resolve again now, next to the dial: the check made when the client
+	// offered its key may be long past (the client decides when it sends
+	// its signature).
+	agent, achans, areqs, err := g.resolveAndDial(hctx, auth)
 	hcancel()
 	if err != nil {
 		log.Warn("ssh gateway: cannot reach environment agent", "err", err)
@@ -228,6 +231,32 @@ func (g *Gateway) serverConfig(ctx context.Context, log *slog.Logger) *ssh.Serve
 	return cfg
 }
 
+// resolveAndDial finds the authenticated environment's agent and connects
+// to it, checking once more that the environment belongs to the
+// certificate's owner.
+func (g *Gateway) resolveAndDial(ctx context.Context, auth *authResult) (ssh.Conn, <-chan ssh.NewChannel, <-chan *ssh.Request, error) {
+	t, err := g.resolver.ResolveEnvironment(ctx, auth.envID)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("resolve environment: %w", err)
+	}
+	if err := checkTarget(t, auth.envID, auth.ownerID); err != nil {
+		return nil, nil, nil, err
+	}
+	return g.dialAgent(ctx, t)
+}
+
+// checkTarget checks that a resolved target belongs to owner and names the
+// agent completely (socket, client key, pinned host key).
+func checkTarget(t Target, envID, owner string) error {
+	if t.OwnerID != owner {
+		return fmt.Errorf("environment %s belongs to %q, not to the certificate's owner %q", envID, t.OwnerID, owner)
+	}
+	if t.AgentSocket == "" || t.AgentSigner == nil || t.AgentHostKey == nil {
+		return fmt.Errorf("environment %s has no agent (socket, client key and host key are required)", envID)
+	}
+	return nil
+}
+
 // dialAgent connects and authenticates to an environment's agent.
 func (g *Gateway) dialAgent(ctx context.Context, t Target) (ssh.Conn, <-chan ssh.NewChannel, <-chan *ssh.Request, error) {
 	var d net.Dialer
@@ -240,19 +269,16 @@ func (g *Gateway) dialAgent(ctx context.Context, t Target) (ssh.Conn, <-chan ssh
 	}
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
-	hostKey := ssh.InsecureIgnoreHostKey() // the socket is private to the runner
-	if t.AgentHostKey != nil {
-		hostKey = ssh.FixedHostKey(t.AgentHostKey)
-	}
 	user := t.AgentUser
 	if user == "" {
 		user = "cove"
 	}
 	cc, chans, reqs, err := ssh.NewClientConn(nc, "agent", &ssh.ClientConfig{
-		User:            user,
-		Auth:            []ssh.AuthMethod{ssh.PublicKeys(t.AgentSigner)},
-		HostKeyCallback: hostKey,
-		ClientVersion:   "SSH-2.0-cove-gateway",
+		User:              user,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(t.AgentSigner)},
+		HostKeyCallback:   ssh.FixedHostKey(t.AgentHostKey),
+		HostKeyAlgorithms: []string{t.AgentHostKey.Type()},
+		ClientVersion:     "SSH-2.0-cove-gateway",
 	})
 	if err != nil {
 		nc.Close()

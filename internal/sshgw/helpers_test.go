@@ -58,6 +58,12 @@ type fakeAgent struct {
 	name   string
 	socket string
 	client ssh.Signer // the key the gateway must use
+	host   ssh.Signer // the agent's host key, pinned by the gateway
+}
+
+// target is how the gateway reaches the agent, for owner.
+func (a *fakeAgent) target(owner string) Target {
+	return Target{OwnerID: owner, AgentSocket: a.socket, AgentSigner: a.client, AgentHostKey: a.host.PublicKey()}
 }
 
 func startAgent(t *testing.T, name string) *fakeAgent {
@@ -66,6 +72,7 @@ func startAgent(t *testing.T, name string) *fakeAgent {
 		name:   name,
 		socket: filepath.Join(shortTempDir(t), "agent.sock"),
 		client: newSigner(t),
+		host:   newSigner(t),
 	}
 	fwd := &gliderssh.ForwardedTCPHandler{}
 	srv := &gliderssh.Server{
@@ -89,7 +96,7 @@ func startAgent(t *testing.T, name string) *fakeAgent {
 			"cancel-tcpip-forward": fwd.HandleSSHRequest,
 		},
 	}
-	srv.AddHostKey(newSigner(t))
+	srv.AddHostKey(a.host)
 	ln, err := net.Listen("unix", a.socket)
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +236,7 @@ func newTestEnv(t *testing.T) *testEnv {
 	for id, owner := range map[string]string{"env-a": "alice", "env-b": "bob"} {
 		a := startAgent(t, id)
 		e.agents[id] = a
-		e.resolver.set(id, Target{OwnerID: owner, AgentSocket: a.socket, AgentSigner: a.client})
+		e.resolver.set(id, a.target(owner))
 	}
 	e.gw = NewGateway(Config{
 		HostSigner: e.host,

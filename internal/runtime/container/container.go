@@ -151,13 +151,10 @@ func (r *Runtime) Start(ctx context.Context, spec runtime.Spec) error {
 	switch st.Status {
 	case runtime.StatusRunning, runtime.StatusPaused:
 		return nil
-	case runtime.StatusCreated:
-		if _, err := r.runc(ctx, "start", spec.ID); err != nil {
-			return fmt.Errorf("start %s: %w", spec.ID, err)
-		}
-		return nil
-	case runtime.StatusStopped:
-		r.log.InfoContext(ctx, "deleting stale stopped container", "id", spec.ID)
+	case runtime.StatusStopped, runtime.StatusCreated:
+		// A container created but never started holds the descriptors of
+		// an earlier Start (spec.ExtraFiles): make it afresh.
+		r.log.InfoContext(ctx, "deleting stale container", "id", spec.ID, "status", st.Status)
 		if err := r.delete(ctx, spec.ID, spec.Group); err != nil {
 			return fmt.Errorf("start %s: %w", spec.ID, err)
 		}
@@ -228,7 +225,7 @@ func (r *Runtime) create(ctx context.Context, spec runtime.Spec) error {
 	if err := r.prepareCgroup(ctx, spec); err != nil {
 		return err
 	}
-	return r.runcRun(ctx, spec.ID, bundle, pidFile, console)
+	return r.runcRun(ctx, spec.ID, bundle, pidFile, console, spec.ExtraFiles)
 }
 
 // openConsoleLog opens the file the container's output is appended to.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -53,15 +54,25 @@ func TestJoinsPreparedNetNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sysRO := false
+	// /sys and every host mount that came along below it (cgroup
+	// hierarchies here; debugfs, securityfs, bpffs... elsewhere) must be
+	// read-only (S8 of the 2026-12 review).
+	sysMounts := 0
 	for _, line := range strings.Split(string(mounts), "\n") {
 		f := strings.Fields(line)
-		if len(f) > 5 && f[4] == "/sys" {
-			sysRO = strings.HasPrefix(f[5], "ro")
+		if len(f) <= 5 || (f[4] != "/sys" && !strings.HasPrefix(f[4], "/sys/")) {
+			continue
+		}
+		sysMounts++
+		if _, after, _ := strings.Cut(line, " - "); strings.HasPrefix(after, "tmpfs ") {
+			continue // runc's own scratch for the cgroup v1 hierarchies, not the host's
+		}
+		if !slices.Contains(strings.Split(f[5], ","), "ro") {
+			t.Errorf("%s is writable inside (%s)\n%s", f[4], f[5], line)
 		}
 	}
-	if !sysRO {
-		t.Fatalf("/sys is not read-only inside:\n%s", mounts)
+	if sysMounts == 0 {
+		t.Fatalf("no /sys mount inside:\n%s", mounts)
 	}
 }
 

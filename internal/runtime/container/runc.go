@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -49,15 +50,20 @@ func (r *Runtime) runc(ctx context.Context, args ...string) ([]byte, error) {
 // container's init is left behind as a child of this (subreaper) process.
 // runcRun creates and starts the container in one runc process
 // (`runc run --detach`, one fork/exec fewer than create + start).
-func (r *Runtime) runcRun(ctx context.Context, id, bundle, pidFile string, console *os.File) error {
+// extra are handed to the container's PID 1 as descriptors 3, 4, ...
+func (r *Runtime) runcRun(ctx context.Context, id, bundle, pidFile string, console *os.File, extra []*os.File) error {
 	start, err := console.Seek(0, io.SeekEnd)
 	if err != nil {
 		return fmt.Errorf("seek console log: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, r.cfg.RuncPath, "--root", r.cfg.Root,
-		"run", "--detach", "--bundle", bundle, "--pid-file", pidFile, id)
+	args := []string{"--root", r.cfg.Root, "run", "--detach", "--bundle", bundle, "--pid-file", pidFile}
+	if len(extra) > 0 {
+		args = append(args, "--preserve-fds", strconv.Itoa(len(extra)))
+	}
+	cmd := exec.CommandContext(ctx, r.cfg.RuncPath, append(args, id)...)
 	cmd.Stdout = console
 	cmd.Stderr = console
+	cmd.ExtraFiles = extra
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Run(); err != nil {
 		return runcError("run", err, readTail(console.Name(), start))

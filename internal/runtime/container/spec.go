@@ -149,11 +149,15 @@ func (r *Runtime) ociSpec(s runtime.Spec) (*specs.Spec, error) {
 // defaultMounts are the standard container mounts. sharedNetNS: the
 // environment joins a network namespace the runner made (owned by the host's
 // user namespace), where a fresh sysfs cannot be mounted; it gets a
-// read-only bind of /sys instead, as rootless Docker does.
+// read-only bind of /sys instead, as rootless Docker does. The bind is
+// recursively read-only ("rro", mount_setattr with AT_RECURSIVE): the host's
+// mounts below /sys (cgroup hierarchies, and on other hosts debugfs,
+// tracefs, securityfs, bpffs, configfs) come along, and a plain "ro" would
+// leave them writable.
 func defaultMounts(sharedNetNS bool) []specs.Mount {
 	sys := specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}}
 	if sharedNetNS {
-		sys = specs.Mount{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}
+		sys = specs.Mount{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro", "rro"}}
 	}
 	return []specs.Mount{
 		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},

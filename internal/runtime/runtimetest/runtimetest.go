@@ -12,6 +12,7 @@ package runtimetest
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -47,6 +48,7 @@ func Run(t *testing.T, newRuntime func(t *testing.T) runtime.Runtime, makeSpec f
 	t.Run("Absent", s.testAbsent)
 	t.Run("ConsoleLog", s.testConsoleLog)
 	t.Run("Group", s.testGroup)
+	t.Run("ExtraFiles", s.testExtraFiles)
 }
 
 type suite struct {
@@ -291,4 +293,24 @@ func (s *suite) testGroup(t *testing.T) {
 	}
 	// The group can be created again after its last member went.
 	start(t, rt2, b)
+}
+
+// testExtraFiles: PID 1 inherits Spec.ExtraFiles as descriptors 3, 4...
+func (s *suite) testExtraFiles(t *testing.T) {
+	rt := s.newRuntime(t)
+	spec := s.makeSpec(t, "rtt-files")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	spec.ExtraFiles = []*os.File{w}
+	spec.Process.Args = []string{"/bin/sh", "-c", "echo handed-over >&3; exec 3>&-; " + Script}
+	start(t, rt, spec)
+	w.Close()
+	r.SetReadDeadline(time.Now().Add(opTimeout))
+	b, err := io.ReadAll(r) // EOF once PID 1 closed its copy
+	if err != nil || string(b) != "handed-over\n" {
+		t.Fatalf("read from PID 1's descriptor 3: %q, %v", b, err)
+	}
 }

@@ -1,0 +1,79 @@
+package runner
+
+import (
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/covedev/cove/internal/idmap"
+)
+
+// TestUnreadableStateKeepsRange is S5 of the 2026-12 review: an
+// environment whose state file cannot be read (truncated by a full disk,
+// say) may still run with its uid range; a restarted runner must never
+// give that range to a new environment.
+func TestUnreadableStateKeepsRange(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (the environment directory's group records its range)")
+	}
+	const base, size, slots = 1 << 24, 65536, 8
+	dir := t.TempDir()
+	r := &Runner{cfg: Config{DataDir: dir, RangeBase: base, RangeSize: size, RangeSlots: slots}, log: slog.New(slog.DiscardHandler),
+		ranges: newRangeAllocator(base, size, slots)}
+	mk := func(id string, m idmap.Range) layout {
+		lay := r.layout(id)
+		if err := os.MkdirAll(lay.dir, 0o711); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(envState{ID: id, IDMap: m})
+		if err := os.WriteFile(lay.state(), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := protectEnvDir(lay, &envState{IDMap: m}); err != nil {
+			t.Fatal(err)
+		}
+		return lay
+	}
+	first := idmap.Range{HostID: base, Size: size}
+	victim := idmap.Range{HostID: base + size, Size: size}
+	mk("ok", first)
+	// The victim's state is corrupt; its directory still says its range.
+	if err := os.WriteFile(mk("victim", victim).state(), []byte("{trunc"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// An older runner's directory without the group, but with a container
+	// bundle (a container may run with the range).
+	old := idmap.Range{HostID: base + 2*size, Size: size}
+	oldLay := mk("old", old)
+	if err := os.Chown(oldLay.dir, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(oldLay.state(), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bundle := filepath.Join(oldLay.runtime(), "bundle")
+	if err := os.MkdirAll(bundle, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	spec := `{"linux":{"uidMappings":[{"containerID":0,"hostID":` + jsonNum(old.HostID) + `,"size":65536}]}}`
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte(spec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := r.loadRanges(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < slots-3; i++ {
+		m, err := r.ranges.allocate("new")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.HostID == victim.HostID || m.HostID == old.HostID || m.HostID == first.HostID {
+			t.Fatalf("range %d of an environment still on disk handed out again", m.HostID)
+		}
+	}
+}
+
+func jsonNum(n uint32) string { b, _ := json.Marshal(n); return string(b) }
