@@ -167,7 +167,7 @@ echo planted
 		// environment keeps swapping a directory of its upper layer for a
 		// symlink to a host directory. No host file may reach the layer.
 		repo := gitRepo(t, filepath.Join(c.dir, "steal"), map[string]string{
-			".devcontainer/devcontainer.json":              `{"image": "` + bb + `", "features": {"./steal": {}}}`,
+			".devcontainer/devcontainer.json":               `{"image": "` + bb + `", "features": {"./steal": {}}}`,
 			".devcontainer/steal/devcontainer-feature.json": `{"id": "steal", "version": "1.0.0"}`,
 			".devcontainer/steal/install.sh": `#!/bin/sh
 mkdir -p /zzz
@@ -334,4 +334,3 @@ func serveOnce(t *testing.T, path string, body []byte) string {
 	t.Cleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String() + path
 }
-

@@ -133,7 +133,9 @@ func TestFeatureTarballRedirectsRefused(t *testing.T) {
 	target := newCountingServer(t, false, func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, secretBody) })
 	targetTLS := newCountingServer(t, true, func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, secretBody) })
 	var to atomic.Value
-	redirect := func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, to.Load().(string), http.StatusFound) }
+	redirect := func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, to.Load().(string), http.StatusFound)
+	}
 	redirTLS := newCountingServer(t, true, redirect)
 	redirPlain := newCountingServer(t, false, redirect)
 	_, plainPort, _ := net.SplitHostPort(redirPlain.hostPort())

@@ -28,9 +28,9 @@ type Feature struct {
 
 // Resolver fetches features into a cache.
 type Resolver struct {
-	CacheDir  string            // holds sha256/<hex>/ feature directories and tmp/
-	Fetch     *hostfetch.Policy // where registries and tarball URLs may be; nil means hostfetch.Default()
-	Log       *slog.Logger      // nil means slog.Default()
+	CacheDir string            // holds sha256/<hex>/ feature directories and tmp/
+	Fetch    *hostfetch.Policy // where registries and tarball URLs may be; nil means hostfetch.Default()
+	Log      *slog.Logger      // nil means slog.Default()
 
 	// RootDir is the repository checkout; local features ("./x") must
 	// resolve inside it. Empty means the configDir passed to Resolve.

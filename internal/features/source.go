@@ -13,8 +13,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/covedev/cove/internal/hostfetch"
 	"github.com/covedev/cove/internal/confine"
+	"github.com/covedev/cove/internal/hostfetch"
 	"github.com/covedev/cove/internal/usererr"
 )
 

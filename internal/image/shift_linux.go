@@ -6,8 +6,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/confine"
+	"github.com/covedev/cove/internal/idmap"
 )
 
 // overflowID is the id unmapped ids show as (the kernel's overflowuid).

@@ -54,7 +54,6 @@ func TestImageHealthcheck(t *testing.T) {
 	}
 }
 
-
 func TestServiceMounts(t *testing.T) {
 	s := compose.Service{Name: "db", Volumes: []compose.Mount{
 		{Type: compose.MountVolume, Source: "data", Target: "/var/lib/data"},

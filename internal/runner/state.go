@@ -47,26 +47,27 @@ type envState struct {
 // layout names the host paths of one environment.
 type layout struct{ dir string }
 
-func (l layout) state() string      { return filepath.Join(l.dir, "state.json") }
-func (l layout) workspace() string  { return filepath.Join(l.dir, "workspace") }
-func (l layout) staging() string    { return filepath.Join(l.dir, "staging") }
-func (l layout) upper() string      { return filepath.Join(l.dir, "upper") }
-func (l layout) work() string       { return filepath.Join(l.dir, "work") }
-func (l layout) lower() string      { return filepath.Join(l.dir, "l") }
-func (l layout) rootfs() string     { return filepath.Join(l.dir, "rootfs") }
-func (l layout) run() string        { return filepath.Join(l.dir, "run") }
-func (l layout) etc() string        { return filepath.Join(l.dir, "etc") }
-func (l layout) runtime() string    { return filepath.Join(l.dir, "runtime") }
+func (l layout) state() string     { return filepath.Join(l.dir, "state.json") }
+func (l layout) workspace() string { return filepath.Join(l.dir, "workspace") }
+func (l layout) staging() string   { return filepath.Join(l.dir, "staging") }
+func (l layout) upper() string     { return filepath.Join(l.dir, "upper") }
+func (l layout) work() string      { return filepath.Join(l.dir, "work") }
+func (l layout) lower() string     { return filepath.Join(l.dir, "l") }
+func (l layout) rootfs() string    { return filepath.Join(l.dir, "rootfs") }
+func (l layout) run() string       { return filepath.Join(l.dir, "run") }
+func (l layout) etc() string       { return filepath.Join(l.dir, "etc") }
+func (l layout) runtime() string   { return filepath.Join(l.dir, "runtime") }
+
 // agentSocket is where the runner dials the container's agent: in the
 // root-owned environment directory, never in the environment's run
 // directory (the agent gets the listening socket as a descriptor).
 func (l layout) agentSocket() string { return filepath.Join(l.dir, "agent.sock") }
-func (l layout) hosts() string      { return filepath.Join(l.dir, "hosts") }
-func (l layout) hostname() string   { return filepath.Join(l.dir, "hostname") }
-func (l layout) resolvConf() string { return filepath.Join(l.dir, "resolv.conf") }
-func (l layout) features() string   { return filepath.Join(l.dir, "features") }
-func (l layout) logDir() string     { return filepath.Join(l.dir, "log") }
-func (l layout) logFile() string    { return filepath.Join(l.logDir(), "lifecycle.log") }
+func (l layout) hosts() string       { return filepath.Join(l.dir, "hosts") }
+func (l layout) hostname() string    { return filepath.Join(l.dir, "hostname") }
+func (l layout) resolvConf() string  { return filepath.Join(l.dir, "resolv.conf") }
+func (l layout) features() string    { return filepath.Join(l.dir, "features") }
+func (l layout) logDir() string      { return filepath.Join(l.dir, "log") }
+func (l layout) logFile() string     { return filepath.Join(l.logDir(), "lifecycle.log") }
 
 func loadState(path string) (*envState, error) {
 	b, err := os.ReadFile(path)
