@@ -25,5 +25,21 @@ echo "== $passes passed, $fails failed, $skips skipped (tests and subtests)"
 if [[ $status -ne 0 ]]; then
 	echo "== failing output (tail)"
 	tail -n 150 "$log"
+	exit "$status"
 fi
-exit "$status"
+
+# Short fuzz runs of the parsers and unpackers that take hostile input (the
+# seed corpora also run above as ordinary tests). FUZZTIME=0 skips them.
+fuzztime=${FUZZTIME:-30s}
+if [[ "$fuzztime" != 0 ]]; then
+	for target in ./internal/confine:FuzzUnpack ./internal/devcontainer:FuzzParse; do
+		pkg=${target%%:*} fn=${target##*:}
+		echo "== fuzz $fn ($pkg, $fuzztime)"
+		if ! go test -run '^$' -fuzz "^${fn}\$" -fuzztime "$fuzztime" "$pkg" >"$log.fuzz" 2>&1; then
+			tail -n 60 "$log.fuzz"
+			exit 1
+		fi
+		tail -n 1 "$log.fuzz"
+	done
+fi
+exit 0
