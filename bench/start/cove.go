@@ -44,7 +44,6 @@ func buildCove(ctx context.Context, dir string) (string, error) {
 type stepEvent struct {
 	step string
 	took time.Duration
-	seen time.Time // when the line was read
 }
 
 // cove is a running `cove up`.
@@ -75,7 +74,10 @@ func startCove(ctx context.Context, bin, runc, dir, runcRoot string) (*cove, err
 		return nil, err
 	}
 	c.cmd = exec.Command(bin, "up", "--data-dir", c.dataDir, "--listen", api,
-		"--ssh-listen", sshAddr, "--runc", runc, "--runc-root", runcRoot, "--user", "bench")
+		"--ssh-listen", sshAddr, "--runc", runc, "--runc-root", runcRoot, "--user", "bench",
+		// The bench's registry listens on loopback: allow it, as an
+		// operator would.
+		"--insecure-registry", "127.0.0.1")
 	c.cmd.Env = c.env()
 	c.cmd.Stdout = c.logFile
 	stderr, err := c.cmd.StderrPipe()
@@ -117,13 +119,11 @@ var (
 	tookRE     = regexp.MustCompile(`\btook=("?)([^" ]+)`)
 )
 
-// readLog copies cove up's stderr to the log file and records step lines
-// with the time they were read.
+// readLog copies cove up's stderr to the log file and records step lines.
 func (c *cove) readLog(r io.Reader) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		seen := time.Now()
 		line := sc.Text()
 		fmt.Fprintln(c.logFile, line)
 		if !stepDoneRE.MatchString(line) {
@@ -138,16 +138,10 @@ func (c *cove) readLog(r io.Reader) {
 			continue
 		}
 		c.mu.Lock()
-		c.steps[env[2]] = append(c.steps[env[2]], stepEvent{step: step[2], took: d, seen: seen})
+		c.steps[env[2]] = append(c.steps[env[2]], stepEvent{step: step[2], took: d})
 		c.mu.Unlock()
 	}
 	_, _ = io.Copy(c.logFile, r)
-}
-
-// agentSocket is where the runner expects environment id's agent socket
-// (the runner's layout: <data>/runner/envs/<id>/run/agent.sock).
-func (c *cove) agentSocket(id string) string {
-	return filepath.Join(c.dataDir, "runner", "envs", id, "run", "agent.sock")
 }
 
 // stepsOf returns the step lines read so far for environment id.

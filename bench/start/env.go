@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -137,9 +136,6 @@ type runResult struct {
 	api, scheduled, pickup, running time.Duration // since the create call started
 	steps                           map[string]time.Duration
 	ssh, ssh2, total, delete        time.Duration
-	// agentAfterStart is from the runner's "start" step line to the agent's
-	// socket appearing on disk: what wait-agent would take without polling.
-	agentAfterStart time.Duration
 }
 
 // once creates environment name, runs its first command over SSH, and
@@ -158,10 +154,6 @@ func (b *bench) once(ctx context.Context, name string) (runResult, error) {
 	env := resp.Msg.Environment
 	b.observe(created, env)
 	r.api = created.Sub(t0)
-	sockc := make(chan time.Time, 1)
-	sctx, stopSock := context.WithCancel(ctx)
-	defer stopSock()
-	go watchFile(sctx, b.cv.agentSocket(env.Id), sockc)
 
 	timeout := 2 * time.Minute
 	sched, err := b.waitUntil(ctx, env.Id, "scheduling", timeout, func(m *milestones) time.Time { return m.scheduled })
@@ -189,15 +181,8 @@ func (b *bench) once(ctx context.Context, name string) (runResult, error) {
 	}
 	r.ssh2 = time.Since(end)
 
-	var startSeen time.Time
-	if r.steps, startSeen, err = b.createSteps(ctx, env.Id); err != nil {
+	if r.steps, err = b.createSteps(ctx, env.Id); err != nil {
 		return r, err
-	}
-	select {
-	case t := <-sockc:
-		r.agentAfterStart = t.Sub(startSeen)
-	default:
-		return r, fmt.Errorf("the agent answered SSH but its socket %s was never seen", b.cv.agentSocket(env.Id))
 	}
 	d0 := time.Now()
 	if err := b.delete(ctx, env.Id); err != nil {
@@ -207,29 +192,26 @@ func (b *bench) once(ctx context.Context, name string) (runResult, error) {
 	return r, nil
 }
 
-// createSteps returns the durations of the runner's create steps and when
-// the start step's line was read, waiting briefly for the last line.
-func (b *bench) createSteps(ctx context.Context, id string) (map[string]time.Duration, time.Time, error) {
+// createSteps returns the durations of the runner's create steps, waiting
+// briefly for the last line.
+func (b *bench) createSteps(ctx context.Context, id string) (map[string]time.Duration, error) {
 	deadline := time.Now().Add(2 * time.Second)
 	for {
 		evs := b.cv.stepsOf(id)
 		steps := map[string]time.Duration{}
-		var startSeen time.Time
 		for _, e := range evs {
 			steps[e.step] += e.took
-			if e.step == "start" {
-				startSeen = e.seen
-			}
 		}
-		if _, ok := steps["wait-agent"]; ok && !startSeen.IsZero() {
-			return steps, startSeen, nil
+		_, started := steps["start"]
+		if _, ok := steps["wait-agent"]; ok && started {
+			return steps, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, time.Time{}, fmt.Errorf("no \"step done\" log lines for start and wait-agent of %s (got %d lines)", id, len(evs))
+			return nil, fmt.Errorf("no \"step done\" log lines for start and wait-agent of %s (got %d lines)", id, len(evs))
 		}
 		select {
 		case <-ctx.Done():
-			return nil, time.Time{}, ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
@@ -266,19 +248,3 @@ func (b *bench) close() {
 	<-b.done
 }
 
-// watchFile sends the time path first exists, checking every millisecond.
-func watchFile(ctx context.Context, path string, seen chan<- time.Time) {
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for {
-		if _, err := os.Stat(path); err == nil {
-			seen <- time.Now()
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
-}

@@ -116,7 +116,6 @@ func printReport(w io.Writer, m machine, imageRef string, rs []runResult, runc [
 	row("total: create call → first command returned", total)
 	fmt.Fprintf(tw, "\t\t\n%s\t\t\n", "not in total:") // tabs keep one column block
 	row("second command: cove ssh NAME -- true", column(rs, func(r runResult) time.Duration { return r.ssh2 }))
-	row("agent socket appeared, after start step (diagnostic)", column(rs, func(r runResult) time.Duration { return r.agentAfterStart }))
 	row("delete (RPC → DELETED seen)", column(rs, func(r runResult) time.Duration { return r.delete }))
 	fmt.Fprintf(tw, "\t\t\n")
 	row("baseline: runc run /bin/true (same rootfs)", runc)
