@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/covedev/cove/internal/confine"
 	"github.com/covedev/cove/internal/runtime"
@@ -106,14 +105,9 @@ func unstageAll(dir string) error {
 // unstageEnvironment removes the staging points of the environment's dev
 // container and of its services (whatever is on disk: also after a crash).
 func unstageEnvironment(lay layout) error {
-	dirs := []string{lay.mnt()}
 	svcs, _ := filepath.Glob(filepath.Join(lay.dir, "svc", "*", "mnt"))
-	dirs = append(dirs, svcs...)
 	var errs []error
-	for _, d := range dirs {
-		if !strings.HasPrefix(d, lay.dir) {
-			continue
-		}
+	for _, d := range append([]string{lay.mnt()}, svcs...) {
 		errs = append(errs, unstageAll(d))
 	}
 	return errors.Join(errs...)
