@@ -25,8 +25,6 @@ import (
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 )
 
 // signalContext is cancelled on SIGINT or SIGTERM.
@@ -47,6 +45,7 @@ type serverOptions struct {
 	runnerTimeout   time.Duration
 	tlsCert, tlsKey string
 	publicURL       string
+	limits          serverLimitOptions
 }
 
 func addServerFlags(cmd *cobra.Command, o *serverOptions) {
@@ -57,6 +56,7 @@ func addServerFlags(cmd *cobra.Command, o *serverOptions) {
 	f.StringVar(&o.tlsCert, "tls-cert", "", "serve the API over HTTPS with this certificate (PEM); needs --tls-key")
 	f.StringVar(&o.tlsKey, "tls-key", "", "private key (PEM) for --tls-cert")
 	f.StringVar(&o.publicURL, "public-url", "", "the server's external URL, for browser logins to shared ports (default: from each request)")
+	addServerLimitFlags(f, &o.limits)
 }
 
 type runningServer struct {
@@ -78,7 +78,9 @@ func startServer(ctx context.Context, log *slog.Logger, o serverOptions, errc ch
 	if err != nil {
 		return nil, err
 	}
-	srv, err := server.New(server.Config{Store: st, DataDir: dir, Log: log.With("component", "server"), RunnerTimeout: o.runnerTimeout, PublicURL: o.publicURL})
+	cfg := server.Config{Store: st, DataDir: dir, Log: log.With("component", "server"), RunnerTimeout: o.runnerTimeout, PublicURL: o.publicURL}
+	o.limits.apply(&cfg)
+	srv, err := server.New(cfg)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -93,8 +95,9 @@ func startServer(ctx context.Context, log *slog.Logger, o serverOptions, errc ch
 		st.Close()
 		return nil, errors.New("--tls-cert and --tls-key go together")
 	}
-	// Plain HTTP serves HTTP/1.1 and h2c (gRPC); TLS negotiates HTTP/2.
-	hs := &http.Server{Handler: h2c.NewHandler(srv.Handler(), &http2.Server{}), ReadHeaderTimeout: 10 * time.Second}
+	// Plain HTTP serves HTTP/1.1 and HTTP/2 with prior knowledge (gRPC);
+	// TLS negotiates HTTP/2. Size and time limits: see server.NewHTTPServer.
+	hs := server.NewHTTPServer(srv.Handler())
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
