@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -63,7 +64,14 @@ func (s *session) serveLogs(follow bool, service string) {
 	status := syscall.WaitStatus(0)
 	path, missing, err := s.a.logSource(service)
 	if err == nil {
-		err = streamFile(ctx, path, s.ch, follow, poll, missing)
+		err = streamFile(ctx, path, s.ch, follow, func(ctx context.Context) error {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(poll):
+				return nil
+			}
+		}, missing)
 	}
 	if err != nil && ctx.Err() == nil {
 		s.log.Debug("stream logs", "err", err)
@@ -80,18 +88,29 @@ func (s *session) serveLogs(follow bool, service string) {
 	s.log.Info("session end", "kind", "logs", "status", exitDescription(status))
 }
 
-// streamFile copies path to w. With follow it then keeps copying what is
-// appended, starts over when the file is truncated or replaced, waits for
-// a file that does not exist yet, and returns when ctx is done. Without
-// follow, a missing file returns the error missing.
-func streamFile(ctx context.Context, path string, w io.Writer, follow bool, poll time.Duration, missing error) error {
+// tailCheck is how many of the last bytes streamed a follower compares
+// with the file to notice that it was truncated and written again past
+// where the follower was.
+const tailCheck = 64
+
+// streamFile copies path to w, preceded by path.1, the newest part of what
+// the runner's log cap cut off (if there is one). With follow it then keeps
+// copying what is appended, waiting with wait between looks; it starts over
+// from the beginning of the file when the file is truncated (by the log
+// cap, say, even if it grew past the follower's position again before the
+// next look) or replaced, waits for a file that does not exist yet, and
+// returns when wait fails (ctx is done). Without follow, a missing file
+// returns the error missing.
+func streamFile(ctx context.Context, path string, w io.Writer, follow bool, wait func(context.Context) error, missing error) error {
 	var f *os.File
 	defer func() {
 		if f != nil {
 			f.Close()
 		}
 	}()
+	tw := &tailWriter{w: w}
 	var off int64
+	first := true
 	for {
 		if f == nil {
 			var err error
@@ -104,10 +123,16 @@ func streamFile(ctx context.Context, path string, w io.Writer, follow bool, poll
 			case err != nil:
 				return fmt.Errorf("open log: %w", err)
 			}
-			off = 0
+			off, tw.last = 0, tw.last[:0]
+			if f != nil && first {
+				first = false
+				if err := copyRotated(path+".1", w); err != nil {
+					return err
+				}
+			}
 		}
 		if f != nil {
-			n, err := io.Copy(w, f)
+			n, err := io.Copy(tw, f)
 			off += n
 			if err != nil {
 				return fmt.Errorf("stream log: %w", err)
@@ -116,16 +141,14 @@ func streamFile(ctx context.Context, path string, w io.Writer, follow bool, poll
 		if !follow {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(poll):
+		if err := wait(ctx); err != nil {
+			return err
 		}
 		if f == nil {
 			continue
 		}
 		// Replaced (rotated, recreated)? Read the new file from its start
-		// once the old one is drained (the copy above did that).
+		// once the old one is drained.
 		cur, err1 := f.Stat()
 		now, err2 := os.Stat(path)
 		if err2 != nil || err1 != nil || !os.SameFile(cur, now) {
@@ -136,11 +159,53 @@ func streamFile(ctx context.Context, path string, w io.Writer, follow bool, poll
 			f = nil
 			continue
 		}
-		if now.Size() < off { // truncated
+		if now.Size() < off || !tw.stillAt(f, off) { // truncated
 			if _, err := f.Seek(0, io.SeekStart); err != nil {
 				return fmt.Errorf("stream log: %w", err)
 			}
-			off = 0
+			off, tw.last = 0, tw.last[:0]
 		}
 	}
+}
+
+// copyRotated copies the rotated part of a log, if there is one, to w.
+func copyRotated(path string, w io.Writer) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(w, f); err != nil {
+		return fmt.Errorf("stream log: %w", err)
+	}
+	return nil
+}
+
+// tailWriter passes writes on to w and remembers the last tailCheck bytes.
+type tailWriter struct {
+	w    io.Writer
+	last []byte
+}
+
+func (t *tailWriter) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p)
+	t.last = append(t.last, p[:n]...)
+	if len(t.last) > tailCheck {
+		t.last = append(t.last[:0], t.last[len(t.last)-tailCheck:]...)
+	}
+	return n, err
+}
+
+// stillAt reports whether f still holds, just before off, the bytes last
+// streamed from it: if not, it was truncated and written again.
+func (t *tailWriter) stillAt(f *os.File, off int64) bool {
+	if len(t.last) == 0 {
+		return true
+	}
+	buf := make([]byte, len(t.last))
+	_, err := f.ReadAt(buf, off-int64(len(buf)))
+	return err == nil && bytes.Equal(buf, t.last)
 }
