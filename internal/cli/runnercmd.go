@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/build"
+	"github.com/covedev/cove/internal/resources"
 	"github.com/covedev/cove/internal/termsafe"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/spf13/cobra"
@@ -24,8 +25,11 @@ func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 	f.StringVar(&o.cgroupParent, "cgroup-parent", "cove", "parent cgroup of environments")
 	f.Uint32Var(&o.rangeBase, "uid-range-base", 1<<24, "first host uid/gid of environments' user namespace ranges (65536 each; keep ranges below 2^31 for ping)")
 	f.IntVar(&o.maxEnvs, "max-environments", 32, "most environments this runner runs")
-	f.Int32Var(&o.classCPUs, "class-cpus", 0, "CPUs of the default class (default: all)")
-	f.Int64Var(&o.classMemory, "class-memory", 0, "memory bytes of the default class (default: half the host's)")
+	// Sized for this host so a few busy environments cannot OOM it (see
+	// resources.DefaultClassSize and docs/runners.md#classes).
+	defCPUs, defMemory := resources.HostDefaultClassSize()
+	f.Int32Var(&o.classCPUs, "class-cpus", defCPUs, "CPUs of each environment of the default class; defaults to half this host's CPUs, at least 1")
+	f.Int64Var(&o.classMemory, "class-memory", defMemory, "memory limit (bytes) of each environment of the default class; defaults to a quarter of this host's memory after a reserve of min(1 GiB, 10%) for the runner, at least 1 GiB")
 	f.BoolVar(&o.network, "network", true, "give environments a bridge, NAT egress, DNS and firewall rules (false: loopback only)")
 	f.StringVar(&o.bridge, "bridge", "cove0", "bridge environments attach to")
 	f.StringVar(&o.subnet, "subnet", "10.213.0.0/16", "environments' addresses; the bridge takes the first")
