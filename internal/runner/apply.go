@@ -51,12 +51,16 @@ func (r *Runner) apply(ctx context.Context, w *worker, env *covev1.Environment, 
 			}
 		case stepImage:
 			mark(&w.machine, subInProgress, "pulling image")
+			release := r.useStore() // until the state names what it uses (gc.go)
 			err = r.pullImage(ctx, func(msg string) { mark(&w.machine, subInProgress, msg) }, env, lay, *stp)
+			release()
 		case stepMount:
 			mark(&w.machine, subInProgress, "preparing root filesystem")
+			release := r.useStore() // chowned layer copies (gc.go)
 			if err = r.mount(ctx, lay, *stp); err == nil {
 				err = r.mountServices(ctx, lay, *stp)
 			}
+			release()
 		case stepStart:
 			mark(&w.machine, subInProgress, "starting")
 			err = r.start(ctx, env, lay, *stp, func(msg string) { mark(&w.machine, subInProgress, msg) })
@@ -302,7 +306,7 @@ func (r *Runner) reset(lay layout, st *envState, generation int64) error {
 }
 
 func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
+	b, err := readTail(path, int64(n)+4096) // logcap.go
 	if err != nil {
 		return "(no output)"
 	}

@@ -74,9 +74,11 @@ func (r *Runner) runDevcontainer(ctx context.Context, w *worker, env *covev1.Env
 		if err := os.MkdirAll(filepath.Dir(r.featuresLayer(dc.FeaturesKey)), 0o700); err != nil {
 			return err
 		}
+		release := r.useStore() // the snapshot's temporary directory (gc.go)
 		if err := features.SnapshotLayer(lay.upper(), r.featuresLayer(dc.FeaturesKey), st.IDMap.HostID, snapshotExcludes); err != nil {
 			r.log.Warn("features installed but not cached", "env", env.Id, "err", err)
 		}
+		release()
 		dc.FeaturesPending = false
 		if err := saveState(lay.state(), st); err != nil {
 			return err

@@ -121,6 +121,7 @@ func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment,
 		if fs, err = res.Resolve(ctx, refs, filepath.Dir(cfg.Path), cfg.OverrideFeatureInstallOrder); err != nil {
 			return err
 		}
+		features.MarkUsed(fs) // the cache's garbage collection counts from the last use
 	}
 	entries := imageEntries
 	for _, f := range fs {

@@ -96,6 +96,9 @@ type Runner struct {
 	proxyURL string
 	buildMu  sync.Mutex
 	builder  *build.Builder // made at the first Dockerfile build
+	// gcMu keeps garbage collection away from work in progress on the
+	// image store and feature caches (gc.go).
+	gcMu sync.RWMutex
 
 	mu      sync.Mutex
 	workers map[string]*worker
@@ -258,17 +261,21 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	defer proxy.Close()
 	defer r.pool.Close()
+	r.limitEnvironmentsMemory() // cgroupparent.go
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(5)
 	go func() { defer wg.Done(); _ = r.gw.Serve(ctx, ln) }()
 	go func() { defer wg.Done(); r.heartbeatLoop(ctx) }()
 	go func() { defer wg.Done(); r.watchLoop(ctx) }()
+	go func() { defer wg.Done(); r.gcLoop(ctx) }()     // gc.go
+	go func() { defer wg.Done(); r.logCapLoop(ctx) }() // logcap.go
 	wg.Wait()
 	r.mu.Lock()
 	for _, w := range r.workers {
 		w.cancel()
 	}
 	r.mu.Unlock()
+	r.removeCgroupParent() // cgroupparent.go
 	return nil
 }
 
