@@ -88,7 +88,7 @@ func LoadWithOptions(ctx context.Context, o Options) (*Project, []Warning, error
 	}
 	var files []string
 	for _, f := range o.Files {
-		p, err := confine(repo, filepath.Join(configDir, f))
+		p, err := confineFile(repo, filepath.Join(configDir, f))
 		if err != nil {
 			return nil, nil, usererr.Wrap(err, "dockerComposeFile %q: %v", f, relMsg(repo, err))
 		}
@@ -108,13 +108,11 @@ func LoadWithOptions(ctx context.Context, o Options) (*Project, []Warning, error
 	// the repository (it may be a symlink).
 	dotEnv := filepath.Join(workDir, ".env")
 	if _, err := os.Lstat(dotEnv); err == nil {
-		p, err := confine(repo, dotEnv)
+		p, err := confineFile(repo, dotEnv)
 		if err != nil {
 			return nil, nil, usererr.Wrap(err, "compose .env file: %v", relMsg(repo, err))
 		}
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			opts = append(opts, cli.WithEnvFiles(p), cli.WithDotEnv)
-		}
+		opts = append(opts, cli.WithEnvFiles(p), cli.WithDotEnv)
 	}
 	allowed := map[string]bool{}
 	for _, f := range files {
@@ -149,7 +147,7 @@ func LoadWithOptions(ctx context.Context, o Options) (*Project, []Warning, error
 	}
 	for name, s := range cp.Services {
 		for _, ef := range s.EnvFiles {
-			if _, err := confine(repo, ef.Path); err != nil {
+			if _, err := confineFile(repo, ef.Path); err != nil {
 				if errors.Is(err, fs.ErrNotExist) && !bool(ef.Required) {
 					continue
 				}
@@ -224,6 +222,29 @@ func confine(root, p string) (string, error) {
 	}
 	if !within(root, r) {
 		return "", fmt.Errorf("%s is outside the repository", relPath(root, p))
+	}
+	return r, nil
+}
+
+// maxFileSize bounds a Compose file, .env or env_file.
+const maxFileSize = 4 << 20
+
+// confineFile is confine for a file the runner reads: a regular file (never
+// a FIFO that would block the read, or a device), of bounded size.
+func confineFile(root, p string) (string, error) {
+	r, err := confine(root, p)
+	if err != nil {
+		return "", err
+	}
+	st, err := os.Stat(r)
+	if err != nil {
+		return "", err
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", relPath(root, p))
+	}
+	if st.Size() > maxFileSize {
+		return "", fmt.Errorf("%s is larger than %d bytes", relPath(root, p), maxFileSize)
 	}
 	return r, nil
 }

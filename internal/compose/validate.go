@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -83,8 +84,22 @@ func (v *validator) project(p *types.Project) {
 	})
 }
 
+// serviceName is what a service may be called: it names directories on
+// the runner (one per service), so never ".", "..", a path, or anything a
+// hosts file or a shell would read otherwise.
+var serviceName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+// hostname is a DNS name (labels of letters, digits and '-').
+var hostname = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$`)
+
 func (v *validator) service(s types.ServiceConfig) {
 	n := s.Name
+	if !serviceName.MatchString(n) {
+		v.refuse(n, "name", "service names are letters, digits, '_', '.' and '-', starting with a letter or digit")
+	}
+	if s.Hostname != "" && (len(s.Hostname) > 253 || !hostname.MatchString(s.Hostname)) {
+		v.refuse(n, "hostname", "%q is not a valid host name", s.Hostname)
+	}
 	switch m := s.NetworkMode; {
 	case m == "" || m == "default" || m == "bridge":
 	case m == "none":

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/covedev/cove/internal/usererr"
@@ -200,5 +201,44 @@ services:
 	_, _, err = Load(context.Background(), repo, []string{"compose.yml"}, ".devcontainer", "app", nil, nil)
 	if _, ok := usererr.Message(err); !ok {
 		t.Fatalf("err = %v, want a user error", err)
+	}
+}
+
+// TestServiceNamesAndHostnames: service names name directories on the
+// runner; "." would make one service's writable run directory another
+// service's whole host directory (C2 of the attacker's review of the
+// isolation fixes). Host names end up in /etc/hosts.
+func TestServiceNamesAndHostnames(t *testing.T) {
+	for name, tc := range map[string]struct{ services, want string }{
+		"dot":      {"  app:\n    image: debian\n  \".\":\n    image: debian\n", `service ".": name`},
+		"dotdot":   {"  app:\n    image: debian\n  \"..\":\n    image: debian\n", `service "..": name`},
+		"hostname": {"  app:\n    image: debian\n    hostname: \"a\\nb\"\n", `hostname: "a\nb" is not a valid host name`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			repo := writeRepo(t, map[string]string{".devcontainer/compose.yml": "services:\n" + tc.services})
+			_, _, err := Load(context.Background(), repo, []string{"compose.yml"}, ".devcontainer", "app", nil, nil)
+			assertUserErr(t, err, tc.want, "unsupported settings")
+		})
+	}
+	repo := writeRepo(t, map[string]string{".devcontainer/compose.yml": "services:\n  app:\n    image: debian\n    hostname: web.local\n  db-1.x:\n    image: debian\n"})
+	if _, _, err := Load(context.Background(), repo, []string{"compose.yml"}, ".devcontainer", "app", nil, nil); err != nil {
+		t.Fatalf("valid names refused: %v", err)
+	}
+}
+
+// TestSpecialFilesRefused: a FIFO where a Compose file or env_file is
+// would block the runner's read forever (a slot never freed).
+func TestSpecialFilesRefused(t *testing.T) {
+	for name, files := range map[string][]string{"compose file": {"fifo.yml"}, "env_file": {"compose.yml"}} {
+		t.Run(name, func(t *testing.T) {
+			repo := writeRepo(t, map[string]string{".devcontainer/compose.yml": "services:\n  app:\n    image: debian\n    env_file: fifo.yml\n"})
+			if err := syscall.Mkfifo(filepath.Join(repo, ".devcontainer/fifo.yml"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := Load(context.Background(), repo, files, ".devcontainer", "app", nil, nil)
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Fatalf("Load: %v", err)
+			}
+		})
 	}
 }

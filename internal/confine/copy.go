@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -33,7 +32,13 @@ type CopyOptions struct {
 	// NoOwners leaves the copy owned by the copying process (root), modes
 	// without set-id bits.
 	NoOwners bool
+	// Owner, if set, owns everything in the copy (set-id bits dropped),
+	// whatever the source's owners.
+	Owner *Owner
 }
+
+// Owner is a uid and gid.
+type Owner struct{ UID, GID uint32 }
 
 // TypeMask is a set of file types.
 type TypeMask uint16
@@ -182,7 +187,7 @@ func (c *copier) file(e *Entry, parent int) error {
 		return err
 	}
 	out := os.NewFile(uintptr(fd), e.Rel)
-	if _, err := io.Copy(out, in); err != nil {
+	if err := copySparse(out, in); err != nil {
 		out.Close()
 		return err
 	}
@@ -228,6 +233,9 @@ func (c *copier) metaAt(e *Entry, parent int) error {
 }
 
 func (c *copier) ids(e *Entry) (uint32, uint32) {
+	if o := c.opts.Owner; o != nil {
+		return o.UID, o.GID
+	}
 	uid, gid := e.Stat.Uid, e.Stat.Gid
 	if c.opts.MapID != nil {
 		uid, gid = c.opts.MapID(uid), c.opts.MapID(gid)
@@ -237,7 +245,7 @@ func (c *copier) ids(e *Entry) (uint32, uint32) {
 
 func (c *copier) mode(e *Entry) uint32 {
 	m := e.Stat.Mode & 0o7777
-	if c.opts.NoOwners {
+	if c.opts.NoOwners || c.opts.Owner != nil {
 		m &^= unix.S_ISUID | unix.S_ISGID
 	}
 	return m

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -295,5 +296,72 @@ func TestCopyTreeNoOwnersAndTypes(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(dst, "fifo")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("fifo copied although not in Types: %v", err)
+	}
+}
+
+// TestCopyTreeKeepsHoles: a file the environment made sparse (a huge hole
+// costs it nothing) costs the copy no more than its data.
+func TestCopyTreeKeepsHoles(t *testing.T) {
+	src := t.TempDir()
+	f, err := os.Create(filepath.Join(src, "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 4 << 30
+	if _, err := f.WriteAt([]byte("tail"), size-4); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	dst := filepath.Join(t.TempDir(), "out")
+	if err := CopyTree(context.Background(), openDir(t, src), dst, CopyOptions{NoOwners: true}); err != nil {
+		t.Fatal(err)
+	}
+	st := lstat(t, filepath.Join(dst, "sparse"))
+	if st.Size != size {
+		t.Fatalf("size %d, want %d", st.Size, size)
+	}
+	if used := st.Blocks * 512; used > 1<<20 {
+		t.Fatalf("the copy allocates %d bytes for a %d-byte sparse file", used, size)
+	}
+	b := make([]byte, 4)
+	g, _ := os.Open(filepath.Join(dst, "sparse"))
+	defer g.Close()
+	if _, err := g.ReadAt(b, size-4); err != nil || string(b) != "tail" {
+		t.Fatalf("tail %q, %v", b, err)
+	}
+}
+
+// TestWalkLeaksNoDescriptor: a process the runner starts while it walks a
+// hostile tree (a clone, a build) must not inherit the walked directory's
+// descriptor, which would give it that tree past every boundary.
+func TestWalkLeaksNoDescriptor(t *testing.T) {
+	src := t.TempDir()
+	write(t, filepath.Join(src, "a/b/c"), "x")
+	childFDs := func() map[string]bool {
+		out, err := exec.Command("ls", "/proc/self/fd").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]bool{}
+		for _, fd := range strings.Fields(string(out)) {
+			m[fd] = true
+		}
+		return m
+	}
+	before := childFDs() // what a child gets anyway (ls's own directory, what the test inherited)
+	var leaked []string
+	err := Walk(context.Background(), openDir(t, src), func(e *Entry) error {
+		for fd := range childFDs() {
+			if !before[fd] {
+				leaked = append(leaked, e.Rel+":"+fd)
+			}
+		}
+		return nil
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leaked) > 0 {
+		t.Fatalf("children inherited descriptors: %v", leaked)
 	}
 }

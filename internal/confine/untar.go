@@ -123,7 +123,7 @@ func (u *unpacker) openDir(rel string, create bool) (int, error) {
 	if err == nil || !create || !errors.Is(err, unix.ENOENT) {
 		return fd, err
 	}
-	cur, err := unix.Dup(u.root)
+	cur, err := unix.FcntlInt(uintptr(u.root), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
 	}
@@ -230,7 +230,7 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 			return err
 		}
 		f := os.NewFile(uintptr(fd), base)
-		_, err = io.Copy(f, r)
+		_, err = writeSparse(f, r) // a sparse entry's holes cost no disk
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}

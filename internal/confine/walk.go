@@ -209,7 +209,7 @@ func (w *walker) child(c *Entry) error {
 
 // readNames lists a directory's entry names, sorted.
 func readNames(fd int) ([]string, error) {
-	dup, err := unix.Dup(fd)
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}

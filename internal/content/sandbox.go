@@ -90,6 +90,12 @@ func sandboxMain(args []string) (int, error) {
 	if os.Getpid() != 1 {
 		return 0, errors.New("must be PID 1 of a new pid namespace")
 	}
+	// Whatever descriptor reached this process by mistake (one the runner
+	// held open without close-on-exec when it forked) never reaches the
+	// command: it would lead past every boundary below.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return 0, fmt.Errorf("close inherited descriptors: %w", err)
+	}
 	cwd, err := os.Getwd()
 	if err != nil {
 		cwd = "/"

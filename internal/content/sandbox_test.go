@@ -123,3 +123,27 @@ func TestSandboxHoldsOnlyTheWorkspace(t *testing.T) {
 		}
 	}
 }
+
+// TestSandboxDropsInheritedDescriptors: a descriptor the runner leaked into
+// the sandbox by mistake (another environment's directory, say) does not
+// reach the command run there.
+func TestSandboxDropsInheritedDescriptors(t *testing.T) {
+	f := newFixture(t)
+	victim := filepath.Join(f.base, "victim-upper")
+	must(t, os.MkdirAll(victim, 0o755))
+	must(t, os.WriteFile(filepath.Join(victim, "notes"), []byte("VICTIM-NOTES\n"), 0o644))
+	dir, err := os.Open(victim)
+	must(t, err)
+	defer dir.Close()
+	ws := f.opts.WorkspaceDir
+	must(t, os.MkdirAll(ws, 0o755))
+	cmd := sandboxCmd(t, f.opts.IDMap, []string{ws}, "cat /proc/self/fd/3/notes 2>&1; exit 0")
+	cmd.ExtraFiles = []*os.File{dir} // the leak: descriptor 3
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sandbox: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "VICTIM-NOTES") {
+		t.Fatalf("the command read through a leaked descriptor:\n%s", out)
+	}
+}

@@ -88,14 +88,3 @@ func copyTree(ctx context.Context, src *confine.Dir, dst string) error {
 		NoOwners: true, Types: confine.Regular | confine.Directory | confine.Symlink,
 	})
 }
-
-// copyTreeAt is copyTree from a directory the caller trusts by path (the
-// feature cache).
-func copyTreeAt(ctx context.Context, src, dst string) error {
-	d, err := confine.OpenDir(src)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return copyTree(ctx, d, dst)
-}

@@ -2,13 +2,15 @@ package features
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io/fs"
 	"strings"
 
+	"github.com/covedev/cove/internal/confine"
 	"github.com/covedev/cove/internal/usererr"
 	"github.com/tailscale/hujson"
+	"golang.org/x/sys/unix"
 )
 
 // Metadata is a parsed devcontainer-feature.json.
@@ -87,15 +89,25 @@ func (m *Mount) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// maxMetadataSize bounds devcontainer-feature.json.
+const maxMetadataSize = 1 << 20
+
 // readMetadata parses dir/devcontainer-feature.json; what a feature author
-// got wrong is a user error naming the feature.
+// got wrong is a user error naming the feature. The feature's own files may
+// be symlinks to anything: its metadata and install.sh must be regular
+// files of the feature itself (read through confine, never followed).
 func readMetadata(dir, ref string) (Metadata, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "devcontainer-feature.json"))
+	d, err := confine.OpenDir(dir)
 	if err != nil {
-		if os.IsNotExist(err) {
+		return Metadata{}, fmt.Errorf("read feature metadata: %w", err)
+	}
+	defer d.Close()
+	b, err := d.ReadFile("devcontainer-feature.json", maxMetadataSize, confine.Beneath)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
 			return Metadata{}, usererr.New("feature %q has no devcontainer-feature.json at its root", ref)
 		}
-		return Metadata{}, fmt.Errorf("read feature metadata: %w", err)
+		return Metadata{}, usererr.Wrap(err, "feature %q: devcontainer-feature.json must be a regular file of at most %d bytes", ref, maxMetadataSize)
 	}
 	var m Metadata
 	std, err := hujson.Standardize(b)
@@ -115,8 +127,8 @@ func readMetadata(dir, ref string) (Metadata, error) {
 			return Metadata{}, usererr.New("feature %q: option %q has unsupported type %q", ref, id, o.Type)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, "install.sh")); err != nil {
-		return Metadata{}, usererr.New("feature %q has no install.sh", ref)
+	if st, err := d.Stat("install.sh", confine.Beneath); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return Metadata{}, usererr.New("feature %q has no install.sh (a regular file at its root)", ref)
 	}
 	return m, nil
 }

@@ -4,14 +4,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
+
+	"github.com/covedev/cove/internal/confine"
 )
 
 // CacheKey identifies the result of installing fs, in this order: a sha256
@@ -49,20 +52,36 @@ func InstallDirName(i int, f Feature) string {
 	return fmt.Sprintf("%d-%s", i+1, id)
 }
 
+// envFileName is the options file Stage writes into each feature's copy.
+const envFileName = "devcontainer-features.env"
+
 // Stage copies each feature's directory to dst/InstallDirName(i, f), with a
 // devcontainer-features.env file of its options, owned by uid:gid (the
 // container's root as seen from the host). dst is the host path of the
-// containerDir given to InstallScript.
+// containerDir given to InstallScript. A feature's files are its author's:
+// they are copied through confine (set-id bits dropped) and a file of the
+// feature's own at the name of the options file is left out, so the runner
+// never writes through a link the feature shipped.
 func Stage(ctx context.Context, feats []Feature, dst string, uid, gid int) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return fmt.Errorf("stage features: %w", err)
 	}
+	owner := &confine.Owner{UID: uint32(uid), GID: uint32(gid)}
 	for i, f := range feats {
 		dir := filepath.Join(dst, InstallDirName(i, f))
 		if err := os.RemoveAll(dir); err != nil {
 			return fmt.Errorf("stage feature %s: %w", f.Ref.ID, err)
 		}
-		if err := copyTreeAt(ctx, f.Dir, dir); err != nil {
+		src, err := confine.OpenDir(f.Dir)
+		if err != nil {
+			return fmt.Errorf("stage feature %s: %w", f.Ref.ID, err)
+		}
+		err = confine.CopyTree(ctx, src, dir, confine.CopyOptions{
+			Owner: owner, Types: confine.Regular | confine.Directory | confine.Symlink,
+			Exclude: func(rel string) bool { return rel == envFileName },
+		})
+		src.Close()
+		if err != nil {
 			return fmt.Errorf("stage feature %s: %w", f.Ref.ID, err)
 		}
 		var env strings.Builder
@@ -70,20 +89,27 @@ func Stage(ctx context.Context, feats []Feature, dst string, uid, gid int) error
 			k, v, _ := strings.Cut(e, "=")
 			fmt.Fprintf(&env, "%s=%s\n", k, shQuote(v))
 		}
-		if err := os.WriteFile(filepath.Join(dir, "devcontainer-features.env"), []byte(env.String()), 0o644); err != nil {
-			return fmt.Errorf("stage feature %s: %w", f.Ref.ID, err)
-		}
-		err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Lchown(p, uid, gid)
-		})
-		if err != nil {
+		if err := writeNew(filepath.Join(dir, envFileName), env.String(), uid, gid); err != nil {
 			return fmt.Errorf("stage feature %s: %w", f.Ref.ID, err)
 		}
 	}
-	return os.Lchown(dst, uid, gid)
+	d, err := os.Open(dst)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Chown(uid, gid)
+}
+
+// writeNew creates path (which must not exist: never through a link) with
+// content, mode 0644, owned by uid:gid.
+func writeNew(path, content string, uid, gid int) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(content)
+	return errors.Join(err, f.Chown(uid, gid), f.Close())
 }
 
 const scriptHeader = `#!/bin/sh

@@ -179,3 +179,48 @@ func TestInstallScriptChroot(t *testing.T) {
 		t.Errorf("reader output:\n%s", got)
 	}
 }
+
+// TestStageNeverWritesThroughFeatureLinks is C1 of the attacker's review of
+// the isolation fixes: a feature shipping devcontainer-features.env as a
+// symlink to a host file (and option values with newlines) must not make
+// the runner write that file; metadata read through a link is refused.
+func TestStageNeverWritesThroughFeatureLinks(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (the runner stages as root)")
+	}
+	host := filepath.Join(t.TempDir(), "authorized_keys")
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "install.sh"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(host, filepath.Join(src, "devcontainer-features.env")); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "features")
+	f := Feature{Ref: Ref{ID: "./f"}, Dir: src, Meta: Metadata{ID: "f"}, Env: []string{"LIB=\nssh-ed25519 AAAA attacker\n"}}
+	if err := Stage(context.Background(), []Feature{f}, dst, 100000, 100000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(host); err == nil {
+		t.Fatal("the runner wrote a host file through the feature's symlink")
+	}
+	env := filepath.Join(dst, InstallDirName(0, f), "devcontainer-features.env")
+	fi, err := os.Lstat(env)
+	if err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("options file: %v %v", fi, err)
+	}
+
+	// Metadata and install.sh must be the feature's own regular files.
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte(`{"id": "HOST-SECRET"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	meta := t.TempDir()
+	if err := os.Symlink(secret, filepath.Join(meta, "devcontainer-feature.json")); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(meta, "install.sh"), nil, 0o755)
+	if m, err := readMetadata(meta, "./m"); err == nil || strings.Contains(err.Error(), "HOST-SECRET") || m.ID != "" {
+		t.Fatalf("metadata read through a link: %+v %v", m, err)
+	}
+}

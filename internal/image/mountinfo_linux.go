@@ -69,3 +69,26 @@ func unescapeMountinfo(s string) string {
 	}
 	return b.String()
 }
+
+// MountsUnder lists the mount points at or below dir in this process's
+// mount namespace, from mountinfo: bind and idmapped mounts of the same
+// file system included (a device comparison misses those), and without
+// walking dir (whose tree an environment may have made deeper than any
+// path).
+func MountsUnder(dir string) ([]string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	mps, err := mountPoints()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for p := range mps {
+		if p == abs || strings.HasPrefix(p, abs+"/") {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}

@@ -10,6 +10,10 @@ import (
 // errEscape marks a layer entry that would write outside the layer directory.
 var errEscape = confine.ErrEscape
 
+// maxLayerSize bounds what one layer may unpack to (its files' sizes, holes
+// of sparse files included, which cost no disk but take time to read).
+const maxLayerSize = 128 << 30
+
 // opaqueXattr marks an overlayfs opaque directory.
 const opaqueXattr = "trusted.overlay.opaque"
 
@@ -24,5 +28,5 @@ func unpack(ctx context.Context, dir string, r io.Reader) error {
 		return err
 	}
 	defer d.Close()
-	return confine.Unpack(ctx, d, r, confine.UnpackOptions{Whiteouts: true, Owners: true, Devices: true, Xattrs: true})
+	return confine.Unpack(ctx, d, r, confine.UnpackOptions{Whiteouts: true, Owners: true, Devices: true, Xattrs: true, MaxBytes: maxLayerSize})
 }

@@ -42,7 +42,7 @@ func startRelayWith(ctx context.Context, log *slog.Logger, hostNS netns.NsHandle
 	if len(upstreams) == 0 {
 		log.WarnContext(ctx, "no DNS upstreams: environments will not resolve names")
 	}
-	fd, err := unix.Dup(int(hostNS))
+	fd, err := unix.FcntlInt(uintptr(hostNS), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("dup namespace handle: %w", err)
 	}

@@ -266,6 +266,12 @@ func (r *Runner) remove(ctx context.Context, id string, lay layout, st *envState
 	if err := unstageEnvironment(lay); err != nil {
 		return err
 	}
+	// The overlays and the layers' views below them, whatever the plan
+	// saw (a runner that died between unmounting the overlay and its
+	// lower views leaves only the latter).
+	if err := errors.Join(image.UnmountRootfs(ctx, r.rootfsConfig(lay, st)), r.unmountServices(ctx, lay, st)); err != nil {
+		return err
+	}
 	if err := checkNoMounts(lay.dir); err != nil {
 		return err
 	}

@@ -134,6 +134,10 @@ func (r *Runner) buildImage(ctx context.Context, lay layout, st *envState, b bui
 		resolved = append(resolved, real)
 	}
 	contextDir, dockerfile := resolved[0], resolved[1]
+	if fi, err := os.Stat(dockerfile); err != nil || !fi.Mode().IsRegular() {
+		// A FIFO or a device would block or flood the runner's read.
+		return nil, usererr.New("build: %s is not a regular file", strings.TrimPrefix(dockerfile, repoDir+"/"))
+	}
 	if err := os.MkdirAll(lay.logDir(), 0o755); err != nil {
 		return nil, err
 	}

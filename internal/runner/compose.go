@@ -96,6 +96,11 @@ func (r *Runner) loadCompose(ctx context.Context, note func(string), env *covev1
 			devImg = withService(img, s)
 			continue
 		}
+		if !validServiceName(s.Name) {
+			// compose.Load refuses these already; the name becomes a
+			// directory of the runner's, so check again where it does.
+			return nil, nil, nil, usererr.New("docker compose: invalid service name %q", s.Name)
+		}
 		svc := svcState{Name: s.Name, Image: img.Ref, ImageDigest: img.Digest, Layers: img.Layers,
 			Env:  mergeEnv(img.Config.Env, s.Environment),
 			User: cmp.Or(s.User, img.Config.User), WorkingDir: cmp.Or(s.WorkingDir, img.Config.WorkingDir),
@@ -236,4 +241,20 @@ func imageHealthcheck(c image.Config) *compose.Healthcheck {
 		hc.Retries = compose.DefaultHealthRetries
 	}
 	return hc
+}
+
+// validServiceName reports whether name can name a service's directory
+// (envs/<id>/svc/<name>): one plain path element, never "." or "..", so
+// that no service's directory (or the run directory it lets the service
+// write) can be another's.
+func validServiceName(name string) bool {
+	if name == "" || name == "." || name == ".." || len(name) > 63 {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return name[0] != '.' && name[0] != '-' && name[0] != '_'
 }

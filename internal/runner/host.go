@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/confine"
+	"github.com/covedev/cove/internal/image"
 	"github.com/covedev/cove/internal/sshgw"
 	"github.com/covedev/cove/internal/usererr"
 )
@@ -53,32 +55,20 @@ func isMountPoint(path string) bool {
 	return st.Dev != parent.Dev
 }
 
-// checkNoMounts fails if anything under dir is on another device, so that
-// RemoveAll can never descend into shared image layers.
+// checkNoMounts fails if anything at or under dir is a mount point (from
+// mountinfo: bind and idmapped mounts of the same file system too), so
+// that RemoveAll can never descend into shared image layers or a staged
+// workspace.
 func checkNoMounts(dir string) error {
-	var root syscall.Stat_t
-	if err := syscall.Lstat(dir, &root); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
+	mps, err := image.MountsUnder(dir)
+	if err != nil {
 		return err
 	}
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() {
-			return nil
-		}
-		var st syscall.Stat_t
-		if err := syscall.Lstat(p, &st); err != nil {
-			return err
-		}
-		if st.Dev != root.Dev {
-			return fmt.Errorf("refusing to remove %s: %s is still mounted", dir, p)
-		}
-		return nil
-	})
+	if len(mps) > 0 {
+		slices.Sort(mps)
+		return fmt.Errorf("refusing to remove %s: %s is still mounted", dir, mps[0])
+	}
+	return nil
 }
 
 // openInRoot opens the regular file path inside rootfs, resolving symlinks

@@ -98,9 +98,13 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	if obs.rebuild {
 		transitional = covev1.EnvironmentPhase_ENVIRONMENT_PHASE_UPDATING
 	}
-	if desired != phaseRunning {
+	if desired != phaseRunning || obs.rebuild {
+		// A rebuild reinstalls features whose result may be cached for
+		// others: nobody gets in until its waitFor stage is done, as on a
+		// first create.
 		w.setRunning(false)
-	} else {
+	}
+	if desired == phaseRunning {
 		w.sub(&w.machine, subInProgress, "starting")
 	}
 	// The transitional phase goes out in the background: the steps need not

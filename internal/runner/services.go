@@ -46,6 +46,9 @@ func (r *Runner) mountServices(ctx context.Context, lay layout, st *envState) er
 	}
 	for i := range st.Compose.Services {
 		s := &st.Compose.Services[i]
+		if !validServiceName(s.Name) { // a state written before names were checked
+			return usererr.New("docker compose: invalid service name %q: rebuild the environment", s.Name)
+		}
 		if err := os.MkdirAll(lay.svc(s.Name).dir, 0o711); err != nil {
 			return err
 		}

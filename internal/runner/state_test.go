@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/covedev/cove/internal/idmap"
@@ -77,3 +79,28 @@ func TestUnreadableStateKeepsRange(t *testing.T) {
 }
 
 func jsonNum(n uint32) string { b, _ := json.Marshal(n); return string(b) }
+
+// TestCheckNoMountsSeesBindMounts: a bind (or idmapped) mount of the same
+// file system below an environment's directory — a layer's view left by a
+// runner that died halfway — must stop its removal, or RemoveAll would
+// delete the shared layer through it.
+func TestCheckNoMountsSeesBindMounts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mounts)")
+	}
+	layer, envDir := t.TempDir(), t.TempDir()
+	view := filepath.Join(envDir, "l", "0")
+	if err := os.MkdirAll(view, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkNoMounts(envDir); err != nil {
+		t.Fatalf("nothing mounted: %v", err)
+	}
+	if err := syscall.Mount(layer, view, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(view, syscall.MNT_DETACH) })
+	if err := checkNoMounts(envDir); err == nil || !strings.Contains(err.Error(), view) {
+		t.Fatalf("bind mount of the same file system not seen: %v", err)
+	}
+}
