@@ -333,8 +333,13 @@ func checkVolumes(lay layout, st *envState) error {
 }
 
 func (r *Runner) featuresLayer(key string) string {
-	return filepath.Join(r.cfg.DataDir, "images", "features", key)
+	return filepath.Join(r.cfg.DataDir, "images", "features", featuresLayerName(key))
 }
+
+// featuresLayerName is the directory name of a features layer: its key
+// without ':' (overlayfs takes no ':' in a lower directory's path, which a
+// chowned copy of the layer becomes on hosts without idmapped mounts).
+func featuresLayerName(key string) string { return strings.ReplaceAll(key, ":", "-") }
 
 func dirExists(p string) bool {
 	st, err := os.Stat(p)

@@ -103,6 +103,9 @@ func (r *Runner) gcReferences() (*gcRefs, error) {
 		}
 		add(st.IDMap, st.ImageDigest, st.Layers)
 		if st.DC != nil && st.DC.FeaturesKey != "" {
+			// Named by featuresLayerName, or by the key itself (runners
+			// before it).
+			refs.featureLayers[featuresLayerName(st.DC.FeaturesKey)] = true
 			refs.featureLayers[st.DC.FeaturesKey] = true
 		}
 		if st.Compose != nil {
