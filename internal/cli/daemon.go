@@ -11,13 +11,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	goruntime "runtime"
 	"syscall"
 	"time"
 
 	"github.com/covedev/cove/internal/build"
 	"github.com/covedev/cove/internal/hostfetch"
 	"github.com/covedev/cove/internal/netenv"
+	"github.com/covedev/cove/internal/resources"
 	"github.com/covedev/cove/internal/runner"
 	"github.com/covedev/cove/internal/runtime/container"
 	"github.com/covedev/cove/internal/server"
@@ -153,14 +153,14 @@ type runnerOptions struct {
 
 func defaultClass(o runnerOptions) *covev1.EnvironmentClass {
 	cpus, mem := o.classCPUs, o.classMemory
+	// 0 means the host-derived default (a share of the host, after the
+	// runner's reserve), never the whole host.
+	defCPUs, defMem := resources.HostDefaultClassSize()
 	if cpus == 0 {
-		cpus = int32(goruntime.NumCPU())
+		cpus = defCPUs
 	}
 	if mem == 0 {
-		var si syscall.Sysinfo_t
-		if syscall.Sysinfo(&si) == nil {
-			mem = int64(si.Totalram) * int64(si.Unit) / 2
-		}
+		mem = defMem
 	}
 	return &covev1.EnvironmentClass{Id: "default", DisplayName: "Default", Cpus: cpus, MemoryBytes: mem, Pids: 8192, Runtime: "container",
 		EgressPolicy: o.classEgress, EgressAllow: o.classEgressAllow, EgressRateBits: o.classEgressRate, IngressRateBits: o.classIngressRate}

@@ -60,7 +60,15 @@ func (r *Runner) connect(ctx context.Context) (*client, error) {
 		return nil, err
 	}
 	api := covev1connect.NewRunnerServiceClient(r.cfg.HTTPClient, r.cfg.ServerURL, connect.WithInterceptors(apiclient.Bearer(cred.Token)))
-	return &client{id: cred.RunnerID, api: api}, nil
+	c := &client{id: cred.RunnerID, api: api}
+	// A new runner token at every start: a copied runner.json stops working
+	// once the runner has restarted (see rotateCredentials).
+	if nc, _, err := r.rotateCredentials(ctx, path, cred, c); err != nil {
+		r.log.Warn("runner token not rotated; keeping the current one", "err", err)
+	} else {
+		c = nc
+	}
+	return c, nil
 }
 
 func (r *Runner) capabilities() *covev1.RunnerCapabilities {
