@@ -79,6 +79,12 @@ func newClusterWith(t *testing.T, extra ...string) *cluster {
 		_, _, code := c.user.run("whoami")
 		return code == 0
 	})
+	// The runner joins (and rotates its token) in the background: wait
+	// until the server sees it, so creates are scheduled.
+	waitFor(t, "cove up's runner to be active", 30*time.Second, func() bool {
+		out, _, code := c.user.run("runner", "list")
+		return code == 0 && strings.Contains(out, "ACTIVE")
+	})
 	return c
 }
 
