@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -83,7 +84,7 @@ func newClusterWith(t *testing.T, extra ...string) *cluster {
 	// until the server sees it, so creates are scheduled.
 	waitFor(t, "cove up's runner to be active", 30*time.Second, func() bool {
 		out, _, code := c.user.run("runner", "list")
-		return code == 0 && strings.Contains(out, "ACTIVE")
+		return code == 0 && slices.Contains(strings.Fields(out), "ACTIVE")
 	})
 	return c
 }

@@ -89,13 +89,12 @@ func (s *Store) GetRunnerByTokenHash(ctx context.Context, hash string) (store.Ru
 	}
 	// The first use of a pending token makes it current; the old one stops
 	// working.
-	res, err := s.db.ExecContext(ctx, s.q(`UPDATE runners SET token_hash = next_token_hash, next_token_hash = '' WHERE next_token_hash = ?`), hash)
-	if err != nil {
+	if _, err := s.db.ExecContext(ctx, s.q(`UPDATE runners SET token_hash = next_token_hash, next_token_hash = '' WHERE next_token_hash = ?`), hash); err != nil {
 		return store.Runner{}, s.wrap(err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return store.Runner{}, store.ErrNotFound
-	}
+	// Whether this call promoted it or a concurrent first use did (the
+	// heartbeat and the watch start together), it is current now or
+	// unknown.
 	r, err = scanRunner(s.db.QueryRowContext(ctx, s.q(`SELECT `+runnerCols+` FROM runners WHERE token_hash = ?`), hash))
 	return r, s.wrap(err)
 }

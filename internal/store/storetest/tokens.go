@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -102,6 +103,26 @@ func testRunnerTokens(t *testing.T, s store.Store) {
 	}
 	if _, err := s.GetRunnerByTokenHash(ctx, ""); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("empty hash: %v", err)
+	}
+	// The first uses of a new token come together (a runner's heartbeat and
+	// watch start at once): every one of them is let in.
+	if err := s.SetRunnerNextToken(ctx, "r1", "together"); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			r, err := s.GetRunnerByTokenHash(ctx, "together")
+			if err == nil && r.ID != "r1" {
+				err = fmt.Errorf("got runner %q", r.ID)
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent first use of a rotated token: %v", err)
+		}
 	}
 	if err := s.SetRunnerNextToken(ctx, "r1", "next"); err != nil {
 		t.Fatal(err)
