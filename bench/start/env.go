@@ -247,4 +247,3 @@ func (b *bench) close() {
 	b.cancel()
 	<-b.done
 }
-
