@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/covedev/cove/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -156,7 +157,7 @@ func unmountLowers(lowerDir string) error {
 	if err != nil {
 		return fmt.Errorf("rootfs: %w", err)
 	}
-	mps, err := mountPoints()
+	mps, err := mountinfo.Points()
 	if err != nil {
 		return fmt.Errorf("rootfs: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/covedev/cove/internal/idmap"
+	"github.com/covedev/cove/internal/mountinfo"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 )
@@ -28,7 +29,7 @@ func mountsUnder(t *testing.T, dir string) []string {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fs := strings.Fields(sc.Text())
-		if p := unescapeMountinfo(fs[4]); p == dir || strings.HasPrefix(p, dir+"/") {
+		if p := mountinfo.Unescape(fs[4]); p == dir || strings.HasPrefix(p, dir+"/") {
 			out = append(out, p)
 		}
 	}

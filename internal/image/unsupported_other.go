@@ -31,6 +31,3 @@ func UnmountRootfs(context.Context, RootfsConfig) error { return errUnsupported 
 
 // IDMappedMountsSupported is false outside Linux.
 func IDMappedMountsSupported(string) bool { return false }
-
-// MountsUnder is not supported outside Linux.
-func MountsUnder(string) ([]string, error) { return nil, errUnsupported }

@@ -1,16 +1,14 @@
 package resources
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"os"
 	"path"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
+	"github.com/covedev/cove/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,51 +56,20 @@ func RemoveParent(parent string) (removed bool, err error) {
 // hierarchyMounts lists the mount points of the cgroup hierarchies (v1 and
 // v2) in this mount namespace, one per hierarchy.
 func hierarchyMounts() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := mountinfo.Read()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	seen := map[string]bool{}
 	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		fields, after := strings.Fields(pre), strings.Fields(post)
-		if len(fields) < 5 || len(after) < 1 || (after[0] != "cgroup" && after[0] != "cgroup2") {
-			continue
-		}
+	for _, m := range ms {
 		// Cgroup paths are below a mount of the hierarchy's root; the
 		// same hierarchy mounted again (a bind mount) is the same device.
-		if fields[3] != "/" || seen[fields[2]] {
+		if (m.FSType != "cgroup" && m.FSType != "cgroup2") || m.Root != "/" || seen[m.Device] {
 			continue
 		}
-		seen[fields[2]] = true
-		out = append(out, unescapeMountinfo(fields[4]))
+		seen[m.Device] = true
+		out = append(out, m.Point)
 	}
-	return out, sc.Err()
-}
-
-// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return out, nil
 }

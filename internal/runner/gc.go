@@ -181,12 +181,14 @@ func (t *trash) empty() ([]gcItem, error) {
 }
 
 // diskUsage is the space the tree at p takes (hard links counted once). It
-// fails if anything below p is on another device: a mount point, which
-// RemoveAll must never descend into.
+// fails if anything at or below p is a mount point, which RemoveAll must
+// never descend into (checkNoMounts: same-device bind mounts too).
 func diskUsage(p string) (int64, error) {
-	var root syscall.Stat_t
-	if err := syscall.Lstat(p, &root); err != nil {
+	if _, err := os.Lstat(p); err != nil {
 		return 0, err
+	}
+	if err := checkNoMounts(p); err != nil {
+		return 0, fmt.Errorf("%s holds a mount point: %w", p, err)
 	}
 	type inode struct{ dev, ino uint64 }
 	seen := map[inode]bool{}
@@ -198,9 +200,6 @@ func diskUsage(p string) (int64, error) {
 		var st syscall.Stat_t
 		if err := syscall.Lstat(q, &st); err != nil {
 			return err
-		}
-		if uint64(st.Dev) != uint64(root.Dev) {
-			return fmt.Errorf("%s is a mount point", q)
 		}
 		if st.Nlink > 1 && st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 			k := inode{uint64(st.Dev), st.Ino}

@@ -17,7 +17,7 @@ import (
 
 	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/confine"
-	"github.com/covedev/cove/internal/image"
+	"github.com/covedev/cove/internal/mountinfo"
 	"github.com/covedev/cove/internal/sshgw"
 	"github.com/covedev/cove/internal/usererr"
 )
@@ -60,7 +60,7 @@ func isMountPoint(path string) bool {
 // that RemoveAll can never descend into shared image layers or a staged
 // workspace.
 func checkNoMounts(dir string) error {
-	mps, err := image.MountsUnder(dir)
+	mps, err := mountinfo.Under(dir)
 	if err != nil {
 		return err
 	}
