@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/covedev/cove/internal/idmap"
+	"github.com/covedev/cove/internal/tailbuf"
 )
 
 // basePath is the PATH of every command this package runs.
@@ -44,22 +45,6 @@ func checkRange(m idmap.Range, uid, gid uint32) error {
 	return nil
 }
 
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	max int
-	buf []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string { return string(t.buf) }
-
 // cmdError is a failed command with the tail of its output.
 type cmdError struct {
 	args   []string
@@ -80,7 +65,7 @@ func run(cmd *exec.Cmd) error {
 
 // runWith is run with start as the way to start cmd.
 func runWith(cmd *exec.Cmd, start func(*exec.Cmd) error) error {
-	out := &tailBuffer{max: 16 << 10}
+	out := &tailbuf.Buffer{Max: 16 << 10}
 	cmd.Stdout = out
 	cmd.Stderr = out
 	err := start(cmd)

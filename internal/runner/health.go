@@ -16,6 +16,7 @@ import (
 	"github.com/covedev/cove/internal/compose"
 	"github.com/covedev/cove/internal/confine"
 	"github.com/covedev/cove/internal/runtime"
+	"github.com/covedev/cove/internal/tailbuf"
 	"github.com/covedev/cove/internal/usererr"
 )
 
@@ -117,7 +118,7 @@ func (r *Runner) checkHealth(ctx context.Context, ep agentclient.Endpoint, req a
 	defer c.Close()
 	// The check's output is the environment's: keep its end only, however
 	// much it prints.
-	buf := &tailWriter{max: 4096}
+	buf := &tailbuf.Buffer{Max: 4096}
 	req.Stdout, req.Stderr = buf, buf
 	code, err := c.Exec(cctx, req)
 	if err != nil {
@@ -135,26 +136,6 @@ func (r *Runner) checkHealth(ctx context.Context, ep agentclient.Endpoint, req a
 	}
 	return "", true
 }
-
-// tailWriter keeps the last max bytes written to it.
-type tailWriter struct {
-	max int
-	buf []byte
-}
-
-func (t *tailWriter) Write(p []byte) (int, error) {
-	if len(p) >= t.max {
-		t.buf = append(t.buf[:0], p[len(p)-t.max:]...)
-		return len(p), nil
-	}
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailWriter) String() string { return string(t.buf) }
 
 // waitCompleted waits for s to exit and checks its exit code.
 func (r *Runner) waitCompleted(ctx context.Context, envID string, lay layout, s *svcState) error {
