@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/agent/agentproto"
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 )
@@ -244,7 +245,7 @@ func dialAgent(sock string, signer gossh.Signer) (*gossh.Client, error) {
 		return nil, err
 	}
 	conf := &gossh.ClientConfig{
-		User:            DefaultUser,
+		User:            agentproto.DefaultUser,
 		Auth:            []gossh.AuthMethod{gossh.PublicKeys(signer)},
 		HostKeyCallback: gossh.InsecureIgnoreHostKey(),
 		Timeout:         5 * time.Second,

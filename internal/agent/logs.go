@@ -43,7 +43,7 @@ func (a *agent) logSource(service string) (path string, missing error, err error
 }
 
 // serveLogs streams the lifecycle log, or a service's output log, to the
-// channel (the LogsSubsystem). It runs in the agent itself: the files are
+// channel (the agentproto.LogsSubsystem). It runs in the agent itself: the files are
 // written by the runner and mounted read-only, so nothing runs as a user.
 func (s *session) serveLogs(follow bool, service string) {
 	go io.Copy(io.Discard, s.ch)

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/covedev/cove/internal/agent/agentproto"
 )
 
 // TestOpenSSH drives the agent with the real OpenSSH tools, the way users'
@@ -39,7 +41,7 @@ func TestOpenSSH(t *testing.T) {
 		"-o", "UserKnownHostsFile=/dev/null",
 		"-o", "IdentityFile=" + e.keyFile,
 		"-o", "IdentitiesOnly=yes",
-		"-o", "User=" + DefaultUser, // the gateway logs in as DefaultUser
+		"-o", "User=" + agentproto.DefaultUser, // the gateway logs in as agentproto.DefaultUser
 		"-o", "BatchMode=yes",
 		"-o", "LogLevel=ERROR",
 	}

@@ -7,61 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/covedev/cove/internal/agent/agentproto"
 )
 
-// The runner (and only the runner: see sessionUserSpec) steers sessions
-// with these names.
 const (
-	// DefaultUser is the SSH login name that means "the environment's
-	// configured user" (Config.User). The runner's SSH gateway always logs
-	// in with it. Any other login name selects the session user by name or
-	// uid (as in an OCI image config's User field).
-	DefaultUser = "cove"
-
-	// EnvUserEnvProbe, sent as a session "env" request, makes the agent
-	// capture the user's shell environment before running the command and
-	// apply it, as the devcontainer userEnvProbe property does. Values:
-	// loginInteractiveShell, loginShell, interactiveShell, none (default).
-	EnvUserEnvProbe = "COVE_USER_ENV_PROBE"
-
-	// EnvExecArgv set to "1" makes the "exec" request's command a JSON array
-	// of strings, executed directly (argv, no shell; argv[0] is searched in
-	// the session's PATH).
-	EnvExecArgv = "COVE_EXEC_ARGV"
-
-	// EnvWorkDir selects the session's working directory (absolute; it must
-	// exist). Without it sessions start in Config.WorkDir, else the home
-	// directory.
-	EnvWorkDir = "COVE_WORKDIR"
-
-	// EnvPostAttach set to "1" makes the agent run the postAttachCommand
-	// list (Config.PostAttachPath) before the session's shell or command,
-	// as the session's user, in its directory and environment, with their
-	// output on the session's stderr (the terminal for a pty session). The
-	// session's command runs whatever their result.
-	EnvPostAttach = "COVE_POST_ATTACH"
-
-	// LogsSubsystem is the subsystem that streams the environment's
-	// creation and lifecycle log (Config.LogPath). With the session env
-	// request EnvLogsFollow=1 it keeps streaming what is appended until the
-	// client closes the channel. With EnvLogsService=NAME it streams the
-	// output of the Docker Compose service NAME instead, which the runner
-	// writes to services/NAME.log beside the lifecycle log.
-	LogsSubsystem  = "cove-logs"
-	EnvLogsFollow  = "COVE_LOGS_FOLLOW"
-	EnvLogsService = "COVE_LOGS_SERVICE"
-
 	// DefaultLogPath is where the runner bind-mounts the lifecycle log
 	// (read-only) inside the environment.
 	DefaultLogPath = "/.cove/log/lifecycle.log"
-)
-
-// Values of EnvUserEnvProbe.
-const (
-	ProbeNone                  = "none"
-	ProbeLoginShell            = "loginShell"
-	ProbeInteractiveShell      = "interactiveShell"
-	ProbeLoginInteractiveShell = "loginInteractiveShell"
 )
 
 // sessionOptions are the control variables a client sent; they are not
@@ -83,27 +36,25 @@ func (s *session) takeOptions() (sessionOptions, error) {
 	for _, kv := range s.env {
 		k, v, _ := strings.Cut(kv, "=")
 		switch k {
-		case EnvUserEnvProbe:
+		case agentproto.EnvUserEnvProbe:
 			o.probe = v
-		case EnvExecArgv:
+		case agentproto.EnvExecArgv:
 			o.argv = v == "1"
-		case EnvLogsFollow:
+		case agentproto.EnvLogsFollow:
 			o.logsFollow = v == "1"
-		case EnvLogsService:
+		case agentproto.EnvLogsService:
 			o.logsService = v
-		case EnvWorkDir:
+		case agentproto.EnvWorkDir:
 			o.dir = v
-		case EnvPostAttach:
+		case agentproto.EnvPostAttach:
 			o.postAttach = v == "1"
 		default:
 			env = append(env, kv)
 		}
 	}
 	s.env = env
-	switch o.probe {
-	case "", ProbeNone, ProbeLoginShell, ProbeInteractiveShell, ProbeLoginInteractiveShell:
-	default:
-		return o, fmt.Errorf("unknown %s value %q", EnvUserEnvProbe, o.probe)
+	if !agentproto.ValidProbe(o.probe) {
+		return o, fmt.Errorf("unknown %s value %q", agentproto.EnvUserEnvProbe, o.probe)
 	}
 	if o.dir != "" {
 		if !filepath.IsAbs(o.dir) {
@@ -117,22 +68,22 @@ func (s *session) takeOptions() (sessionOptions, error) {
 }
 
 // sessionUserSpec returns the user a connection's sessions run as. The
-// runner's gateway always logs in as DefaultUser, so users reaching the
+// runner's gateway always logs in as agentproto.DefaultUser, so users reaching the
 // environment through it get Config.User. Only the runner's own client
 // (agentclient) uses other login names, to run lifecycle commands as the
 // devcontainer's remoteUser. Both authenticate with the runner's key: the
 // agent trusts whoever holds that key to pick any user, which is no more
 // than it could do anyway (root inside the environment is reachable as
-// DefaultUser when Config.User is root, and the runner controls the
+// agentproto.DefaultUser when Config.User is root, and the runner controls the
 // container).
 func (s *session) sessionUserSpec() string {
-	if u := s.conn.User(); u != "" && u != DefaultUser {
+	if u := s.conn.User(); u != "" && u != agentproto.DefaultUser {
 		return u
 	}
 	return s.a.cfg.User
 }
 
-// parseArgv parses an exec payload sent with EnvExecArgv=1.
+// parseArgv parses an exec payload sent with agentproto.EnvExecArgv=1.
 func parseArgv(cmd string) ([]string, error) {
 	var argv []string
 	if err := json.Unmarshal([]byte(cmd), &argv); err != nil {

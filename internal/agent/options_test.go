@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/agent/agentproto"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -55,7 +56,7 @@ func TestLoginNameSelectsUser(t *testing.T) {
 	e := newTestEnv(t)
 	e.start(t)
 	for _, tc := range []struct{ login, want string }{
-		{DefaultUser, "0 me"}, // Config.User ("me" is the test's own uid)
+		{agentproto.DefaultUser, "0 me"}, // Config.User ("me" is the test's own uid)
 		{"tester", "65534 tester"},
 		{"65534", "65534 tester"},
 		{"0", "0 me"}, // uid 0 is "me" in the test passwd
@@ -75,7 +76,7 @@ func TestExecArgv(t *testing.T) {
 	e := newTestEnv(t)
 	e.start(t)
 	c := e.client(t)
-	argv := map[string]string{EnvExecArgv: "1"}
+	argv := map[string]string{agentproto.EnvExecArgv: "1"}
 	out, stderr, code := runEnv(t, c, argv, `["printf","%s|","a b","$HOME",";","exit 3"]`)
 	if code != 0 || out != "a b|$HOME|;|exit 3|" {
 		t.Errorf("got %q (stderr %q) exit %d", out, stderr, code)
@@ -93,15 +94,15 @@ func TestExecArgv(t *testing.T) {
 	if code != 1 {
 		t.Errorf("bad argv: exit %d, want 1", code)
 	}
-	out, _, _ = runEnv(t, c, map[string]string{EnvWorkDir: e.dir}, "pwd")
+	out, _, _ = runEnv(t, c, map[string]string{agentproto.EnvWorkDir: e.dir}, "pwd")
 	if out != e.dir+"\n" {
-		t.Errorf("%s: pwd = %q, want %q", EnvWorkDir, out, e.dir)
+		t.Errorf("%s: pwd = %q, want %q", agentproto.EnvWorkDir, out, e.dir)
 	}
-	_, stderr, code = runEnv(t, c, map[string]string{EnvWorkDir: "/no/such/dir"}, "pwd")
+	_, stderr, code = runEnv(t, c, map[string]string{agentproto.EnvWorkDir: "/no/such/dir"}, "pwd")
 	if code != 1 || !strings.Contains(stderr, "/no/such/dir does not exist") {
 		t.Errorf("missing work dir: exit %d stderr %q", code, stderr)
 	}
-	_, stderr, code = runEnv(t, c, map[string]string{EnvUserEnvProbe: "bogus"}, "true")
+	_, stderr, code = runEnv(t, c, map[string]string{agentproto.EnvUserEnvProbe: "bogus"}, "true")
 	if code != 1 || !strings.Contains(stderr, "bogus") {
 		t.Errorf("bad probe mode: exit %d stderr %q", code, stderr)
 	}
@@ -121,12 +122,12 @@ func TestUserEnvProbe(t *testing.T) {
 		want string
 	}{
 		{nil, " \n"},
-		{map[string]string{EnvUserEnvProbe: ProbeNone}, " \n"},
-		{map[string]string{EnvUserEnvProbe: ProbeLoginShell}, "login profile\n"},
-		{map[string]string{EnvUserEnvProbe: ProbeInteractiveShell, "ENV": filepath.Join(e.dir, "envrc")}, "interactive \n"},
-		{map[string]string{EnvUserEnvProbe: ProbeLoginInteractiveShell, "ENV": filepath.Join(e.dir, "envrc")}, "interactive profile\n"},
+		{map[string]string{agentproto.EnvUserEnvProbe: agentproto.ProbeNone}, " \n"},
+		{map[string]string{agentproto.EnvUserEnvProbe: agentproto.ProbeLoginShell}, "login profile\n"},
+		{map[string]string{agentproto.EnvUserEnvProbe: agentproto.ProbeInteractiveShell, "ENV": filepath.Join(e.dir, "envrc")}, "interactive \n"},
+		{map[string]string{agentproto.EnvUserEnvProbe: agentproto.ProbeLoginInteractiveShell, "ENV": filepath.Join(e.dir, "envrc")}, "interactive profile\n"},
 		// What the client sends (remoteEnv) wins.
-		{map[string]string{EnvUserEnvProbe: ProbeLoginShell, "PROBED": "client"}, "client profile\n"},
+		{map[string]string{agentproto.EnvUserEnvProbe: agentproto.ProbeLoginShell, "PROBED": "client"}, "client profile\n"},
 	} {
 		out, stderr, code := runEnv(t, c, tc.env, cmd)
 		if code != 0 || out != tc.want {
@@ -134,7 +135,7 @@ func TestUserEnvProbe(t *testing.T) {
 		}
 	}
 	// The probe also applies to argv commands, and keeps the work directory.
-	out, _, _ := runEnv(t, c, map[string]string{EnvUserEnvProbe: ProbeLoginShell, EnvExecArgv: "1"}, `["sh","-c","echo $WHO; pwd"]`)
+	out, _, _ := runEnv(t, c, map[string]string{agentproto.EnvUserEnvProbe: agentproto.ProbeLoginShell, agentproto.EnvExecArgv: "1"}, `["sh","-c","echo $WHO; pwd"]`)
 	if out != "profile\n"+e.cfg.WorkDir+"\n" {
 		t.Errorf("argv with probe: %q", out)
 	}
@@ -168,7 +169,7 @@ func TestLogsSubsystem(t *testing.T) {
 	}
 
 	// Follow: existing content, then appended lines, across a truncation.
-	s := openLogs(t, c, map[string]string{EnvLogsFollow: "1"})
+	s := openLogs(t, c, map[string]string{agentproto.EnvLogsFollow: "1"})
 	lines := bufio.NewScanner(s.ch)
 	expect := func(want string) {
 		t.Helper()
@@ -255,7 +256,7 @@ func openLogs(t *testing.T, c *gossh.Client, env map[string]string) *rawSession 
 			t.Fatalf("env request: %v %v", ok, err)
 		}
 	}
-	ok, err := ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{LogsSubsystem}))
+	ok, err := ch.SendRequest("subsystem", true, gossh.Marshal(struct{ Name string }{agentproto.LogsSubsystem}))
 	if err != nil || !ok {
 		t.Fatalf("subsystem request: %v %v", ok, err)
 	}

@@ -13,33 +13,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/covedev/cove/internal/agent/agentproto"
 )
-
-// PortsChannel is the SSH channel type on which the agent streams the
-// environment's listening TCP ports. The client opens it without extra
-// data; the agent accepts and writes one JSON line, an array of Port, right
-// away and again after every change. Data the client sends is ignored; the
-// stream ends when either side closes the channel.
-const PortsChannel = "ports@cove"
-
-// Port is a TCP port something listens on inside the environment.
-type Port struct {
-	Port    int    `json:"port"`
-	Address string `json:"address"` // listen address, e.g. "0.0.0.0", "::", "127.0.0.1"
-}
-
-// DialAddr is the host:port that reaches the port from inside the
-// environment: a loopback address for a wildcard listener.
-func (p Port) DialAddr() string {
-	host := p.Address
-	switch host {
-	case "", "0.0.0.0":
-		host = "127.0.0.1"
-	case "::":
-		host = "::1"
-	}
-	return net.JoinHostPort(host, strconv.Itoa(p.Port))
-}
 
 // procNetFiles are the tables of the reading process's network namespace.
 var procNetFiles = []string{"/proc/net/tcp", "/proc/net/tcp6"}
@@ -52,8 +28,8 @@ const tcpListen = "0A"
 // without IPv6 has no tcp6) and returns one Port per port number, sorted.
 // When a port listens on several addresses the widest wins: "::" over
 // "0.0.0.0" over a specific address over loopback.
-func listeningPorts(files []string) ([]Port, error) {
-	best := map[int]Port{}
+func listeningPorts(files []string) ([]agentproto.Port, error) {
+	best := map[int]agentproto.Port{}
 	for _, name := range files {
 		f, err := os.Open(name)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -73,11 +49,11 @@ func listeningPorts(files []string) ([]Port, error) {
 			}
 		}
 	}
-	out := make([]Port, 0, len(best))
+	out := make([]agentproto.Port, 0, len(best))
 	for _, p := range best {
 		out = append(out, p)
 	}
-	slices.SortFunc(out, func(a, b Port) int { return a.Port - b.Port })
+	slices.SortFunc(out, func(a, b agentproto.Port) int { return a.Port - b.Port })
 	return out, nil
 }
 
@@ -97,8 +73,8 @@ func addrRank(addr string) int {
 
 // parseProcNet returns the listening sockets of one /proc/net/tcp or
 // /proc/net/tcp6 table.
-func parseProcNet(r io.Reader) ([]Port, error) {
-	var out []Port
+func parseProcNet(r io.Reader) ([]agentproto.Port, error) {
+	var out []agentproto.Port
 	sc := bufio.NewScanner(r)
 	first := true
 	for sc.Scan() {
@@ -122,7 +98,7 @@ func parseProcNet(r io.Reader) ([]Port, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, Port{Port: int(n), Address: ip.String()})
+		out = append(out, agentproto.Port{Port: int(n), Address: ip.String()})
 	}
 	return out, sc.Err()
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/covedev/cove/internal/agent/agentproto"
 )
 
 func TestParseProcNet(t *testing.T) {
@@ -32,24 +34,17 @@ func TestParseProcNet(t *testing.T) {
 	got, err := listeningPorts([]string{tcp, tcp6, filepath.Join(dir, "missing")})
 	must(t, err)
 	// Port 22 is an established connection, not a listener.
-	want := []Port{
-		{3000, "::"},        // both 127.0.0.1 and :: listen: the wider wins
-		{5001, "10.0.2.15"}, // a specific address
-		{8080, "0.0.0.0"},   // 0.0.0.0 beats 127.0.0.1
-		{9000, "::1"},
-		{9001, "127.0.0.1"}, // v4-mapped
+	want := []agentproto.Port{
+		{Port: 3000, Address: "::"},        // both 127.0.0.1 and :: listen: the wider wins
+		{Port: 5001, Address: "10.0.2.15"}, // a specific address
+		{Port: 8080, Address: "0.0.0.0"},   // 0.0.0.0 beats 127.0.0.1
+		{Port: 9000, Address: "::1"},
+		{Port: 9001, Address: "127.0.0.1"}, // v4-mapped
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)
 	}
 
-	for p, addr := range map[Port]string{
-		{3000, "::"}: "[::1]:3000", {8080, "0.0.0.0"}: "127.0.0.1:8080", {5001, "10.0.2.15"}: "10.0.2.15:5001", {9000, "::1"}: "[::1]:9000",
-	} {
-		if got := p.DialAddr(); got != addr {
-			t.Errorf("%v.DialAddr() = %q, want %q", p, got, addr)
-		}
-	}
 }
 
 func TestPortsStream(t *testing.T) {
@@ -61,7 +56,7 @@ func TestPortsStream(t *testing.T) {
 	e.start(t)
 	c := e.client(t)
 
-	ch, reqs, err := c.OpenChannel(PortsChannel, nil)
+	ch, reqs, err := c.OpenChannel(agentproto.PortsChannel, nil)
 	must(t, err)
 	defer ch.Close()
 	go func() {
@@ -69,12 +64,12 @@ func TestPortsStream(t *testing.T) {
 			r.Reply(false, nil)
 		}
 	}()
-	lines := make(chan []Port, 100)
+	lines := make(chan []agentproto.Port, 100)
 	go func() {
 		defer close(lines)
 		sc := bufio.NewScanner(ch)
 		for sc.Scan() {
-			var ps []Port
+			var ps []agentproto.Port
 			if err := json.Unmarshal(sc.Bytes(), &ps); err != nil {
 				t.Errorf("bad line %q: %v", sc.Text(), err)
 				return
@@ -82,12 +77,12 @@ func TestPortsStream(t *testing.T) {
 			lines <- ps
 		}
 	}()
-	has := func(ps []Port, port int) bool {
-		return slices.ContainsFunc(ps, func(p Port) bool { return p.Port == port })
+	has := func(ps []agentproto.Port, port int) bool {
+		return slices.ContainsFunc(ps, func(p agentproto.Port) bool { return p.Port == port })
 	}
 	// waitFor returns the first update (the initial list included) for
 	// which cond holds, or fails after a second.
-	waitFor := func(what string, cond func([]Port) bool) []Port {
+	waitFor := func(what string, cond func([]agentproto.Port) bool) []agentproto.Port {
 		t.Helper()
 		timeout := time.After(time.Second)
 		for {
@@ -104,7 +99,7 @@ func TestPortsStream(t *testing.T) {
 			}
 		}
 	}
-	first := waitFor("the initial list", func([]Port) bool { return true })
+	first := waitFor("the initial list", func([]agentproto.Port) bool { return true })
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
@@ -112,13 +107,13 @@ func TestPortsStream(t *testing.T) {
 	if has(first, port) {
 		t.Fatalf("port %d listed before it was opened", port)
 	}
-	ps := waitFor("the new listener", func(ps []Port) bool { return has(ps, port) })
-	i := slices.IndexFunc(ps, func(p Port) bool { return p.Port == port })
+	ps := waitFor("the new listener", func(ps []agentproto.Port) bool { return has(ps, port) })
+	i := slices.IndexFunc(ps, func(p agentproto.Port) bool { return p.Port == port })
 	if ps[i].Address != "127.0.0.1" {
 		t.Errorf("address %q, want 127.0.0.1", ps[i].Address)
 	}
 	ln.Close()
-	waitFor("the listener gone", func(ps []Port) bool { return !has(ps, port) })
+	waitFor("the listener gone", func(ps []agentproto.Port) bool { return !has(ps, port) })
 
 	// Closing the channel ends the stream on the agent's side too.
 	ch.Close()

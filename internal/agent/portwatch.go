@@ -7,13 +7,14 @@ import (
 	"slices"
 	"time"
 
+	"github.com/covedev/cove/internal/agent/agentproto"
 	"github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 )
 
 const defaultPortsInterval = 250 * time.Millisecond
 
-// handlePorts serves a PortsChannel: it polls the listening ports of the
+// handlePorts serves a agentproto.PortsChannel: it polls the listening ports of the
 // agent's network namespace (the environment's) and writes the full list as
 // a JSON line at once and on every change. Each subscriber polls on its
 // own; there is rarely more than one (the runner).
@@ -41,7 +42,7 @@ func (a *agent) handlePorts(srv *ssh.Server, conn *gossh.ServerConn, newChan gos
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var last []Port
+	var last []agentproto.Port
 	sent, lastErr := false, ""
 	for {
 		ports, err := listeningPorts(a.cfg.procNetFiles)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/agent/agentproto"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -15,7 +16,7 @@ import (
 func attachSession(t *testing.T, c *gossh.Client, cmd string, env ...string) (string, string, int) {
 	t.Helper()
 	s := mustSession(t, c)
-	must(t, s.Setenv(EnvPostAttach, "1"))
+	must(t, s.Setenv(agentproto.EnvPostAttach, "1"))
 	for i := 0; i+1 < len(env); i += 2 {
 		must(t, s.Setenv(env[i], env[i+1]))
 	}
@@ -73,7 +74,7 @@ func TestPostAttach(t *testing.T) {
 	// A pty session gets the output on its terminal.
 	s := mustSession(t, c)
 	must(t, s.RequestPty("xterm", 24, 80, gossh.TerminalModes{}))
-	must(t, s.Setenv(EnvPostAttach, "1"))
+	must(t, s.Setenv(agentproto.EnvPostAttach, "1"))
 	raw, err := s.Output("tty >/dev/null && echo on-a-tty")
 	must(t, err)
 	if !bytes.Contains(raw, []byte("pa-out\r\n")) || !bytes.Contains(raw, []byte("on-a-tty")) {
@@ -132,7 +133,7 @@ func TestPostAttachClientLeaves(t *testing.T) {
 	c := e.client(t)
 	s, err := c.NewSession()
 	must(t, err)
-	must(t, s.Setenv(EnvPostAttach, "1"))
+	must(t, s.Setenv(agentproto.EnvPostAttach, "1"))
 	must(t, s.Start("touch "+e.dir+"/ran"))
 	pid := atoi(t, waitLines(t, pidFile, 1)[0])
 	s.Close()

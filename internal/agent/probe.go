@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/covedev/cove/internal/agent/agentproto"
 )
 
 const (
@@ -23,11 +25,11 @@ const (
 func (a *agent) probeUserEnv(mode, shell string, attr os.ProcAttr) ([]string, error) {
 	var flags []string
 	switch mode {
-	case ProbeLoginShell:
+	case agentproto.ProbeLoginShell:
 		flags = []string{"-l"}
-	case ProbeInteractiveShell:
+	case agentproto.ProbeInteractiveShell:
 		flags = []string{"-i"}
-	case ProbeLoginInteractiveShell:
+	case agentproto.ProbeLoginInteractiveShell:
 		flags = []string{"-l", "-i"}
 	default:
 		return nil, nil

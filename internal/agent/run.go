@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/covedev/cove/internal/agent/agentproto"
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 )
@@ -41,7 +42,7 @@ func (s *session) start(kind string, payload []byte) (bool, func()) {
 		return false, nil
 	}
 	opts, optErr := s.takeOptions()
-	if kind == "subsystem" && arg == LogsSubsystem {
+	if kind == "subsystem" && arg == agentproto.LogsSubsystem {
 		s.started = true
 		return true, func() { go s.serveLogs(opts.logsFollow, opts.logsService) }
 	}
@@ -71,12 +72,12 @@ func (s *session) start(kind string, payload []byte) (bool, func()) {
 		dir = opts.dir
 	}
 	env := s.environ(acct, shell)
-	if opts.probe == "" && (s.conn.User() == "" || s.conn.User() == DefaultUser) {
+	if opts.probe == "" && (s.conn.User() == "" || s.conn.User() == agentproto.DefaultUser) {
 		// Users' sessions (through the gateway) get devcontainer.json's
 		// userEnvProbe unless the client chose one.
 		opts.probe = s.a.cfg.UserEnvProbe
 	}
-	if kind != "subsystem" && opts.probe != "" && opts.probe != ProbeNone {
+	if kind != "subsystem" && opts.probe != "" && opts.probe != agentproto.ProbeNone {
 		probed, err := s.a.probeUserEnv(opts.probe, shell, os.ProcAttr{
 			Dir: dir, Env: env, Sys: &syscall.SysProcAttr{Credential: credential(acct)},
 		})

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/covedev/cove/internal/agent/agentproto"
 	"github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -38,9 +39,9 @@ func (a *agent) server() *ssh.Server {
 			return ok
 		},
 		ChannelHandlers: map[string]ssh.ChannelHandler{
-			"session":      a.handleSession,
-			"direct-tcpip": a.handleDirectTCPIP,
-			PortsChannel:   a.handlePorts,
+			"session":               a.handleSession,
+			"direct-tcpip":          a.handleDirectTCPIP,
+			agentproto.PortsChannel: a.handlePorts,
 		},
 		// gliderlabs/ssh tracks a connection only once its handshake is
 		// done, so one finishing while the server closes would outlive it:

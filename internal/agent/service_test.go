@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/covedev/cove/internal/agent/agentproto"
 )
 
 // runService runs the agent in service mode until Run returns by itself,
@@ -223,19 +225,19 @@ func TestServiceLogs(t *testing.T) {
 		return stdout.String(), stderr.String(), ch.exit()
 	}
 
-	_, stderr, code := logs(map[string]string{EnvLogsService: "db"})
+	_, stderr, code := logs(map[string]string{agentproto.EnvLogsService: "db"})
 	if want := `no logs for service "db" (is it a service of this environment?)`; code != 1 || !strings.Contains(stderr, want) {
 		t.Errorf("missing service log: exit %d stderr %q, want %q", code, stderr, want)
 	}
 	for _, bad := range []string{"../lifecycle", "a/b", ".hidden", "..", "-x", "db\x00", strings.Repeat("x", 300)} {
-		out, stderr, code := logs(map[string]string{EnvLogsService: bad})
+		out, stderr, code := logs(map[string]string{agentproto.EnvLogsService: bad})
 		if code != 1 || !strings.Contains(stderr, "invalid service name") || out != "" {
 			t.Errorf("service %q: exit %d stdout %q stderr %q, want refused", bad, code, out, stderr)
 		}
 	}
 
 	must(t, os.WriteFile(filepath.Join(services, "db.log"), []byte("db ready\n"), 0o644))
-	out, _, code := logs(map[string]string{EnvLogsService: "db"})
+	out, _, code := logs(map[string]string{agentproto.EnvLogsService: "db"})
 	if code != 0 || out != "db ready\n" {
 		t.Errorf("service log: %q exit %d", out, code)
 	}
@@ -244,7 +246,7 @@ func TestServiceLogs(t *testing.T) {
 	}
 
 	// Follow a service whose log does not exist yet.
-	s := openLogs(t, c, map[string]string{EnvLogsService: "cache.v2", EnvLogsFollow: "1"})
+	s := openLogs(t, c, map[string]string{agentproto.EnvLogsService: "cache.v2", agentproto.EnvLogsFollow: "1"})
 	defer s.ch.Close()
 	var got lockedBuffer
 	go io.Copy(&got, s.ch)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/agent/agentproto"
 	"github.com/pkg/sftp"
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -335,7 +336,7 @@ func TestHostKeyFile(t *testing.T) {
 	defer c.Close()
 	var seen gossh.PublicKey
 	conf := &gossh.ClientConfig{
-		User: DefaultUser,
+		User: agentproto.DefaultUser,
 		Auth: []gossh.AuthMethod{gossh.PublicKeys(e.signer)},
 		HostKeyCallback: func(_ string, _ net.Addr, key gossh.PublicKey) error {
 			seen = key

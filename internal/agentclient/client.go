@@ -16,15 +16,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/covedev/cove/internal/agent"
+	"github.com/covedev/cove/internal/agent/agentproto"
 	"golang.org/x/crypto/ssh"
 )
 
 // Port is a TCP port something listens on inside the environment.
-type Port = agent.Port
-
-// maxPortsLine bounds one ports update (65536 ports fit easily).
-const maxPortsLine = 8 << 20
+type Port = agentproto.Port
 
 // Endpoint is where one environment's agent listens and how the runner
 // proves who it is to that agent and checks the agent's identity.
@@ -57,7 +54,7 @@ type Client struct {
 // Dial connects to the agent at ep, authenticates with ep.Signer and
 // accepts only ep.HostKey.
 func Dial(ctx context.Context, ep Endpoint) (*Client, error) {
-	conn, err := dialSSH(ctx, ep, agent.DefaultUser)
+	conn, err := dialSSH(ctx, ep, agentproto.DefaultUser)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +66,7 @@ func Dial(ctx context.Context, ep Endpoint) (*Client, error) {
 	return cl, nil
 }
 
-// dialSSH connects to the agent and logs in as user (see agent.DefaultUser).
+// dialSSH connects to the agent and logs in as user (see agentproto.DefaultUser).
 func dialSSH(ctx context.Context, ep Endpoint, user string) (*ssh.Client, error) {
 	if ep.Signer == nil || ep.HostKey == nil {
 		return nil, errors.New("dial agent: endpoint without client key or host key")
@@ -127,7 +124,7 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 // blocks until ctx is done (and then returns ctx.Err()) or the stream or
 // connection fails.
 func (c *Client) WatchPorts(ctx context.Context, fn func([]Port)) error {
-	ch, reqs, err := c.ssh.OpenChannel(agent.PortsChannel, nil)
+	ch, reqs, err := c.ssh.OpenChannel(agentproto.PortsChannel, nil)
 	if err != nil {
 		return fmt.Errorf("open ports stream: %w", err)
 	}
@@ -137,7 +134,7 @@ func (c *Client) WatchPorts(ctx context.Context, fn func([]Port)) error {
 	defer ch.Close()
 
 	sc := bufio.NewScanner(ch)
-	sc.Buffer(make([]byte, 0, 4096), maxPortsLine)
+	sc.Buffer(make([]byte, 0, 4096), agentproto.MaxPortsLine)
 	for sc.Scan() {
 		var ports []Port
 		if err := json.Unmarshal(sc.Bytes(), &ports); err != nil {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/covedev/cove/internal/agent"
+	"github.com/covedev/cove/internal/agent/agentproto"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -30,7 +30,7 @@ type ExecRequest struct {
 	Args []string
 	// Shell is a command run with /bin/sh -c.
 	Shell string
-	// UserEnvProbe is one of the agent.Probe* values ("" = none).
+	// UserEnvProbe is one of the agentproto.Probe* values ("" = none).
 	UserEnvProbe string
 
 	Stdin          io.Reader // nil: no input
@@ -66,12 +66,12 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest) (int, error) {
 		return -1, fmt.Errorf("exec: open session: %w", err)
 	}
 	defer sess.Close()
-	env := append([]string{agent.EnvExecArgv + "=1"}, req.Env...)
+	env := append([]string{agentproto.EnvExecArgv + "=1"}, req.Env...)
 	if req.Dir != "" {
-		env = append(env, agent.EnvWorkDir+"="+req.Dir)
+		env = append(env, agentproto.EnvWorkDir+"="+req.Dir)
 	}
 	if req.UserEnvProbe != "" {
-		env = append(env, agent.EnvUserEnvProbe+"="+req.UserEnvProbe)
+		env = append(env, agentproto.EnvUserEnvProbe+"="+req.UserEnvProbe)
 	}
 	for _, kv := range env {
 		k, v, ok := strings.Cut(kv, "=")
@@ -119,7 +119,7 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest) (int, error) {
 
 // conn returns the connection logged in as user, dialing it when needed.
 func (c *Client) conn(ctx context.Context, user string) (*ssh.Client, error) {
-	if user == "" || user == agent.DefaultUser {
+	if user == "" || user == agentproto.DefaultUser {
 		return c.ssh, nil
 	}
 	c.mu.Lock()

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/covedev/cove/internal/agent"
+	"github.com/covedev/cove/internal/agent/agentproto"
 	"github.com/covedev/cove/internal/apiclient"
 	"github.com/covedev/cove/internal/sshgw"
 	"github.com/covedev/cove/internal/termsafe"
@@ -99,16 +99,16 @@ func streamLogs(ctx context.Context, conn ssh.Conn, req logsRequest, stdout, std
 		return nil
 	}
 	if req.follow {
-		if err := setenv(agent.EnvLogsFollow, "1"); err != nil {
+		if err := setenv(agentproto.EnvLogsFollow, "1"); err != nil {
 			return 0, err
 		}
 	}
 	if req.service != "" {
-		if err := setenv(agent.EnvLogsService, req.service); err != nil {
+		if err := setenv(agentproto.EnvLogsService, req.service); err != nil {
 			return 0, err
 		}
 	}
-	ok, err := ch.SendRequest("subsystem", true, ssh.Marshal(struct{ Name string }{agent.LogsSubsystem}))
+	ok, err := ch.SendRequest("subsystem", true, ssh.Marshal(struct{ Name string }{agentproto.LogsSubsystem}))
 	if err != nil {
 		return 0, fmt.Errorf("open logs: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/agent"
+	"github.com/covedev/cove/internal/agent/agentproto"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"golang.org/x/crypto/ssh"
 )
@@ -58,7 +59,7 @@ func startLogsAgent(t *testing.T, logPath string) *ssh.Client {
 			t.Fatal("agent socket never appeared")
 		}
 	}
-	c, err := ssh.Dial("unix", sock, &ssh.ClientConfig{User: agent.DefaultUser, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey()})
+	c, err := ssh.Dial("unix", sock, &ssh.ClientConfig{User: agentproto.DefaultUser, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey()})
 	if err != nil {
 		t.Fatal(err)
 	}

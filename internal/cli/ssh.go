@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/covedev/cove/internal/agent"
+	"github.com/covedev/cove/internal/agent/agentproto"
 	"github.com/covedev/cove/internal/atomicfile"
 	"github.com/covedev/cove/internal/sshgw"
 	"github.com/covedev/cove/internal/termsafe"
@@ -200,7 +200,7 @@ func runSSH(ctx context.Context, name string, command []string) error {
 	if len(command) == 0 {
 		// An interactive attach: devcontainer.json's postAttachCommand runs
 		// first (the agent runs it when asked).
-		_ = sess.Setenv(agent.EnvPostAttach, "1")
+		_ = sess.Setenv(agentproto.EnvPostAttach, "1")
 	}
 	if interactive {
 		restore, err := startPTY(sess)

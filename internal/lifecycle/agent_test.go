@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/agent"
+	"github.com/covedev/cove/internal/agent/agentproto"
 	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/lifecycle"
 	"github.com/covedev/cove/internal/usererr"
@@ -33,7 +34,7 @@ type agentRunner struct {
 func (r *agentRunner) Exec(ctx context.Context, cmd lifecycle.Command, out io.Writer) (int, error) {
 	return r.c.Exec(ctx, agentclient.ExecRequest{
 		Shell: cmd.Shell, Args: cmd.Args, Dir: r.dir, Env: r.env,
-		UserEnvProbe: agent.ProbeLoginInteractiveShell,
+		UserEnvProbe: agentproto.ProbeLoginInteractiveShell,
 		Stdout:       out, Stderr: out,
 	})
 }
