@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/covedev/cove/internal/testutil/testimage"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -28,14 +29,8 @@ import (
 // requireTools skips unless the test can run for real.
 func requireTools(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("e2e needs root (user namespaces, mounts, cgroups); CI runs it as root")
-	}
-	for _, tool := range []string{"runc", "git", "ssh", "scp", "sftp", "rsync", "mmdebstrap", "ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("e2e needs %s (make test-deps installs it)", tool)
-		}
-	}
+	testutil.RequireRoot(t, "user namespaces, mounts, cgroups")
+	testutil.RequireTool(t, "runc", "git", "ssh", "scp", "sftp", "rsync", "mmdebstrap", "ip", "nft")
 }
 
 // buildCove builds the static binary once per test binary run.

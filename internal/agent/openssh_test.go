@@ -13,16 +13,13 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/agent/agentproto"
+	"github.com/covedev/cove/internal/testutil"
 )
 
 // TestOpenSSH drives the agent with the real OpenSSH tools, the way users'
 // ssh, sftp, scp and rsync reach it through the gateway.
 func TestOpenSSH(t *testing.T) {
-	for _, bin := range []string{"ssh", "sftp", "scp"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed", bin)
-		}
-	}
+	testutil.RequireTool(t, "ssh", "sftp", "scp")
 	e := newTestEnv(t)
 	wantUID := os.Getuid()
 	if os.Geteuid() == 0 {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/testutil"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -50,9 +51,7 @@ func childrenOf(ppid int) map[int]string {
 func TestReaper(t *testing.T) {
 	t.Run("subreaper", func(t *testing.T) { testReaper(t, false) })
 	t.Run("pid1", func(t *testing.T) {
-		if os.Geteuid() != 0 {
-			t.Skip("needs root for a pid namespace")
-		}
+		testutil.RequireRoot(t, "a pid namespace")
 		testReaper(t, true)
 	})
 }

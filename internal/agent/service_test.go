@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/agent/agentproto"
+	"github.com/covedev/cove/internal/testutil"
 )
 
 // runService runs the agent in service mode until Run returns by itself,
@@ -108,9 +109,7 @@ func TestServiceExitCode(t *testing.T) {
 }
 
 func TestCommandUser(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run the command as another user")
-	}
+	testutil.RequireRoot(t, "to run the command as another user")
 	for _, tc := range []struct{ user, want string }{
 		{"tester", "65534 65534 65534 4242"},
 		{"65534:4242", "65534 4242 4242"},

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/agent/agentproto"
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/pkg/sftp"
 	gossh "golang.org/x/crypto/ssh"
 )
@@ -157,9 +158,7 @@ func TestBackgroundOutputHolder(t *testing.T) {
 }
 
 func TestRunAsUser(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to switch users")
-	}
+	testutil.RequireRoot(t, "to switch users")
 	e := newTestEnv(t)
 	e.cfg.User = "tester"
 	e.start(t)

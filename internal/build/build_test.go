@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/covedev/cove/internal/testutil/testimage"
 	"github.com/covedev/cove/internal/usererr"
 )
@@ -38,12 +39,8 @@ func buildkitdPath() string {
 // registries given. It skips when root, runc or buildkitd are missing.
 func startBuilder(t *testing.T, registries ...string) *Builder {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run buildkitd")
-	}
-	if _, err := exec.LookPath("runc"); err != nil {
-		t.Skip("runc not installed")
-	}
+	testutil.RequireRoot(t, "to run buildkitd")
+	testutil.RequireTool(t, "runc")
 	bk := buildkitdPath()
 	if bk == "" {
 		t.Skip("buildkitd not built: run scripts/build-buildkit.sh (or set COVE_BUILDKITD)")

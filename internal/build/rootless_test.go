@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/idmap"
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/covedev/cove/internal/testutil/testimage"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -21,9 +22,7 @@ import (
 // (root of its own user namespace) and still builds: RUN steps are never
 // host root.
 func TestRootless(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to set up the user namespace")
-	}
+	testutil.RequireRoot(t, "to set up the user namespace")
 	bk := buildkitdPath()
 	if bk == "" {
 		t.Skip("buildkitd not built: run scripts/build-buildkit.sh (or set COVE_BUILDKITD)")

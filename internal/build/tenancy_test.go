@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -17,6 +16,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/covedev/cove/internal/testutil/testimage"
 	"github.com/covedev/cove/internal/usererr"
 )
@@ -103,9 +103,7 @@ func TestCacheMountsPerOrganization(t *testing.T) {
 // Requests without a namespace, or with BUILDKIT_* args, are refused before
 // buildkitd is involved.
 func TestBuildRefusesBadRequests(t *testing.T) {
-	if _, err := exec.LookPath("runc"); err != nil {
-		t.Skip("runc not installed (New needs it)")
-	}
+	testutil.RequireTool(t, "runc") // New needs it
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/covedev/cove/internal/testutil"
 )
 
 // Names and link targets the fuzzer combines: every way a tar entry has
@@ -58,9 +60,7 @@ func fuzzTar(t testing.TB, data []byte) []byte {
 // checks that nothing outside the directory was created, changed, linked
 // or chmodded, whatever the stream held.
 func FuzzUnpack(f *testing.F) {
-	if os.Geteuid() != 0 {
-		f.Skip("needs root (chown, mknod)")
-	}
+	testutil.RequireRoot(f, "chown, mknod")
 	enc := func(typ byte, name, target int, mode byte) []byte {
 		return []byte{byte(bytes.IndexByte(fuzzTypes, typ)), byte(name), byte(target), mode}
 	}

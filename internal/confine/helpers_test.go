@@ -5,14 +5,13 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/covedev/cove/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (chown, mknod, set-id bits, mounts)")
-	}
+	testutil.RequireRoot(t, "chown, mknod, set-id bits, mounts")
 }
 
 func lstat(t testing.TB, p string) *unix.Stat_t {

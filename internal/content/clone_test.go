@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/idmap"
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/covedev/cove/internal/usererr"
 )
 
@@ -30,14 +31,8 @@ type fixture struct {
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (user namespaces with arbitrary id maps, chown)")
-	}
-	for _, b := range []string{"git", "chown"} {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s is not installed", b)
-		}
-	}
+	testutil.RequireRoot(t, "user namespaces with arbitrary id maps, chown")
+	testutil.RequireTool(t, "git", "chown")
 }
 
 // hostGit runs git as host root (the test's own setup, not code under test).

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/covedev/cove/internal/testutil"
 )
 
 func TestUntarConfined(t *testing.T) {
@@ -42,9 +44,7 @@ func TestUntarConfined(t *testing.T) {
 // with mode 0777. The runner unpacks as root: the host directory's mode
 // must stay as it was.
 func TestUntarChmodThroughSymlink(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (the runner unpacks as root)")
-	}
+	testutil.RequireRoot(t, "the runner unpacks as root")
 	host := filepath.Join(t.TempDir(), "etc")
 	if err := os.Mkdir(host, 0o700); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/covedev/cove/internal/testutil"
 )
 
 // toyFeatures resolves two local features: greeter writes $TARGET/greeting
@@ -133,9 +135,7 @@ func TestInstallScriptFailsFast(t *testing.T) {
 // TestInstallScriptChroot runs the script as root in a busybox root
 // filesystem, with a non-root remote user from its /etc/passwd.
 func TestInstallScriptChroot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for chroot")
-	}
+	testutil.RequireRoot(t, "chroot")
 	if _, err := os.Stat("/bin/busybox"); err != nil {
 		t.Skip("needs /bin/busybox")
 	}
@@ -185,9 +185,7 @@ func TestInstallScriptChroot(t *testing.T) {
 // symlink to a host file (and option values with newlines) must not make
 // the runner write that file; metadata read through a link is refused.
 func TestStageNeverWritesThroughFeatureLinks(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (the runner stages as root)")
-	}
+	testutil.RequireRoot(t, "the runner stages as root")
 	host := filepath.Join(t.TempDir(), "authorized_keys")
 	src := t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "install.sh"), []byte("#!/bin/sh\n"), 0o755); err != nil {

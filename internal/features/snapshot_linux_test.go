@@ -5,13 +5,12 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/covedev/cove/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
 func TestSnapshotLayer(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (chown, mknod, trusted xattrs)")
-	}
+	testutil.RequireRoot(t, "chown, mknod, trusted xattrs")
 	const shift = 200000
 	upper := t.TempDir()
 	mk := func(rel string, mode os.FileMode, uid, gid int) string {

@@ -12,13 +12,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -30,9 +30,7 @@ import (
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (lchown, mknod, trusted.* xattrs, mounts)")
-	}
+	testutil.RequireRoot(t, "lchown, mknod, trusted.* xattrs, mounts")
 }
 
 var epoch = time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)

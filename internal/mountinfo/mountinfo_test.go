@@ -6,6 +6,8 @@ import (
 	"slices"
 	"syscall"
 	"testing"
+
+	"github.com/covedev/cove/internal/testutil"
 )
 
 func TestUnescape(t *testing.T) {
@@ -17,9 +19,7 @@ func TestUnescape(t *testing.T) {
 }
 
 func TestUnderSeesBindMounts(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mounts)")
-	}
+	testutil.RequireRoot(t, "mounts")
 	src, dir := t.TempDir(), t.TempDir()
 	target := filepath.Join(dir, "with space")
 	if err := os.Mkdir(target, 0o700); err != nil {

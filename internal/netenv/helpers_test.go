@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/net/dns/dnsmessage"
@@ -34,9 +35,7 @@ var dnsAnswer = [4]byte{198, 51, 100, 99}
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces, nftables)")
-	}
+	testutil.RequireRoot(t, "network namespaces, nftables")
 }
 
 // newNS creates a bind-mounted network namespace removed at cleanup.

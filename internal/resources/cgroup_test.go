@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/covedev/cove/internal/testutil"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -40,9 +41,7 @@ func TestRemoveRefusesRoot(t *testing.T) {
 // the path and a function that adds a pid to it.
 func newCgroup(t *testing.T) (string, func(pid int)) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
-	}
+	testutil.RequireRoot(t, "to create cgroups")
 	parent := fmt.Sprintf("cove-restest-%d", rand.Uint32())
 	p := CgroupPath(parent, "env")
 	t.Cleanup(func() {

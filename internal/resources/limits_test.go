@@ -12,15 +12,14 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
+	"github.com/covedev/cove/internal/testutil"
 )
 
 // testParent returns a fresh cgroup parent path, removed (with everything
 // below it that the test left) when the test ends.
 func testParent(t *testing.T, below ...string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
-	}
+	testutil.RequireRoot(t, "to create cgroups")
 	if cgroups.Mode() == cgroups.Unavailable {
 		t.Skip("no cgroup hierarchy mounted")
 	}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/covedev/cove/internal/testutil"
 )
 
 func TestRemoveParentRefusesRoot(t *testing.T) {
@@ -25,9 +27,7 @@ func TestRemoveParentRefusesRoot(t *testing.T) {
 // of them at the end.
 func cgroupTree(t *testing.T, dirs ...string) []string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
-	}
+	testutil.RequireRoot(t, "to create cgroups")
 	mounts, err := hierarchyMounts()
 	if err != nil {
 		t.Fatal(err)

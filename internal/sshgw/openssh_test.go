@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/testutil"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -27,9 +28,7 @@ type openSSH struct {
 // the CA for cove-gateway, and an ssh_config for host "demo".
 func newOpenSSH(t *testing.T, e *testEnv, env, owner string) *openSSH {
 	t.Helper()
-	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Skip("OpenSSH client (ssh) not installed")
-	}
+	testutil.RequireTool(t, "ssh")
 	dir := shortTempDir(t)
 	priv, s := newKeyPair(t)
 	cert, err := e.ca.SignUserCert(s.PublicKey(), env, owner, time.Hour)
@@ -138,9 +137,7 @@ func TestOpenSSHOwnerMismatchRefused(t *testing.T) {
 func TestOpenSSHSFTP(t *testing.T) {
 	e := newTestEnv(t)
 	o := newOpenSSH(t, e, "env-a", "alice")
-	if _, err := exec.LookPath("sftp"); err != nil {
-		t.Skip("sftp not installed")
-	}
+	testutil.RequireTool(t, "sftp")
 	data := bytes.Repeat([]byte("0123456789abcdef"), 64*1024)
 	local := filepath.Join(o.dir, "local.bin")
 	remote := filepath.Join(o.dir, "remote.bin")

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/covedev/cove/internal/resources"
 	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/runtime/runtimetest"
+	"github.com/covedev/cove/internal/testutil"
 )
 
 const busybox = "/bin/busybox"
@@ -41,12 +41,8 @@ func TestMain(m *testing.M) {
 // requireRunc skips unless the test can run containers.
 func requireRunc(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run containers")
-	}
-	if _, err := exec.LookPath("runc"); err != nil {
-		t.Skip("runc not installed")
-	}
+	testutil.RequireRoot(t, "to run containers")
+	testutil.RequireTool(t, "runc")
 	if _, err := os.Stat(busybox); err != nil {
 		t.Skip("busybox-static not installed (/bin/busybox)")
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/covedev/cove/internal/testutil"
 )
 
 // TestJoinsPreparedNetNS: with Spec.NetNSPath the environment joins that
@@ -17,9 +19,7 @@ import (
 // one, and still starts (sysfs is bound read-only instead of mounted).
 func TestJoinsPreparedNetNS(t *testing.T) {
 	h := newTestHost(t)
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip (iproute2) to prepare a network namespace")
-	}
+	testutil.RequireTool(t, "ip") // to prepare a network namespace
 	name := fmt.Sprintf("cove-rt-%d", rand.IntN(1_000_000))
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)

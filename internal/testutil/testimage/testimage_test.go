@@ -7,11 +7,11 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -200,12 +200,8 @@ func TestDebian(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow: builds a Debian userland with mmdebstrap on first run")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("building the Debian image needs root")
-	}
-	if _, err := exec.LookPath("mmdebstrap"); err != nil {
-		t.Skip("mmdebstrap is not installed")
-	}
+	testutil.RequireRoot(t, "to build the Debian image")
+	testutil.RequireTool(t, "mmdebstrap")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	img, err := Debian(ctx, t.Logf)
