@@ -9,8 +9,12 @@ import (
 
 // keepAliveScript is what the reference devcontainer CLI runs as the
 // container's command when overrideCommand is true: it sleeps until it is
-// asked to stop.
-const keepAliveScript = `trap "exit 0" TERM; while sleep 1000; do :; done`
+// asked to stop. The sleep runs in the background and the shell waits for
+// it with the wait builtin, which a trapped signal interrupts: a shell
+// waiting for a foreground sleep runs its trap only when the sleep ends, so
+// a SIGTERM that reached the shell just before it started the sleep (the
+// sleep never saw it) used to cost the whole shutdown grace and a SIGKILL.
+const keepAliveScript = `trap "exit 0" TERM; while sleep 1000 & wait $!; do :; done`
 
 // entrypointArgv returns the command line of the entrypoint chain: the
 // features' entrypoints, in install order, then the image's ENTRYPOINT and

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/covedev/cove/internal/testutil"
 )
 
 // writeScript writes an executable shell script.
@@ -52,18 +56,51 @@ func (e *testEnv) startStoppable(t *testing.T) (stop func()) {
 // waitLines waits until path has n lines and returns them.
 func waitLines(t *testing.T, path string, n int) []string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var lines []string
+	testutil.WaitNoError(t, fmt.Sprintf("%d lines in %s", n, path), func() error {
 		data, _ := os.ReadFile(path)
-		lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+		lines = strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
 		if len(data) > 0 && len(lines) >= n {
-			return lines
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: got %q, want %d lines", path, data, n)
+		return fmt.Errorf("got %q", data)
+	})
+	return lines
+}
+
+// catchesTERM reports whether process pid has a handler for SIGTERM (for a
+// shell: its trap is set), from the SigCgt mask in /proc/pid/status.
+func catchesTERM(pid int) bool {
+	data, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	for line := range strings.Lines(string(data)) {
+		if mask, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(mask), 16, 64)
+			return err == nil && m&(1<<(syscall.SIGTERM-1)) != 0
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	return false
+}
+
+// waitKeepAlive waits until process pid runs the keep-alive loop with its
+// SIGTERM trap set and its sleep started: before the trap, a SIGTERM kills
+// the shell instead of making it exit 0; before the sleep, a SIGTERM to the
+// process group misses the sleep, which then outlives the shell.
+func waitKeepAlive(t *testing.T, pid int) {
+	t.Helper()
+	testutil.WaitNoError(t, fmt.Sprintf("process %d to run the keep-alive loop with its trap set", pid), func() error {
+		cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if !strings.Contains(string(cmdline), keepAliveScript) {
+			return fmt.Errorf("cmdline %q", cmdline)
+		}
+		if !catchesTERM(pid) {
+			return errors.New("no SIGTERM handler yet")
+		}
+		children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if len(strings.Fields(string(children))) == 0 {
+			return errors.New("no sleep yet")
+		}
+		return nil
+	})
 }
 
 // parentPid returns the parent of pid from /proc/pid/stat.
@@ -86,6 +123,8 @@ func TestEntrypointKeepAlive(t *testing.T) {
 
 	lines := waitLines(t, marker, 2)
 	pid := atoi(t, strings.TrimPrefix(lines[0], "ep1 "))
+	// The chain leads its own process group: nothing of it outlives the test.
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
 	// Install order, one process (each entrypoint execs the next).
 	if len(lines) != 2 || lines[1] != "ep2 "+strconv.Itoa(pid) {
 		t.Fatalf("marker %q", lines)
@@ -94,34 +133,23 @@ func TestEntrypointKeepAlive(t *testing.T) {
 		t.Errorf("chain's parent is %d, want the agent %d", pp, os.Getpid())
 	}
 	// The chain ends in the keep-alive loop.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-		if strings.Contains(string(cmdline), "while sleep 1000") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("chain cmdline %q, want the keep-alive loop", cmdline)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitKeepAlive(t, pid)
 	// Sessions work alongside it.
 	if out, _, code := run(t, e.client(t), "echo ok"); out != "ok\n" || code != 0 {
 		t.Errorf("session: %q exit %d", out, code)
 	}
 
-	// Shutdown sends it SIGTERM; the loop exits 0 at once (not after the
-	// grace period's SIGKILL).
-	start := time.Now()
+	// Shutdown sends it SIGTERM; the loop exits 0 by its trap (status
+	// "exit 0": not killed by the grace period's SIGKILL).
 	stop()
-	if d := time.Since(start); d > e.cfg.shutdownGrace {
-		t.Errorf("shutdown took %v", d)
-	}
 	if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
 		t.Errorf("chain process %d still exists after shutdown", pid)
 	}
 	if !strings.Contains(e.logs.String(), `msg="entrypoint exited" pid=`+strconv.Itoa(pid)+` status="exit 0"`) {
-		t.Errorf("no exit in the log:\n%s", e.logs.String())
+		t.Errorf("no exit 0 in the log:\n%s", e.logs.String())
+	}
+	if strings.Contains(e.logs.String(), "killed session processes") {
+		t.Errorf("the keep-alive loop did not stop on SIGTERM:\n%s", e.logs.String())
 	}
 }
 
@@ -145,13 +173,9 @@ func TestEntrypointCommand(t *testing.T) {
 		t.Errorf("marker %q, want second line %q", lines, want)
 	}
 	// Its exit is logged; the agent goes on.
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(e.logs.String(), `msg="entrypoint exited" pid=`+pid+` status="exit 3"`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no exit in the log:\n%s", e.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "the chain's exit in the agent log", func() bool {
+		return strings.Contains(e.logs.String(), `msg="entrypoint exited" pid=`+pid+` status="exit 3"`)
+	})
 	if out, _, code := run(t, e.client(t), "echo ok"); out != "ok\n" || code != 0 {
 		t.Errorf("session after the chain exited: %q exit %d", out, code)
 	}
@@ -177,9 +201,7 @@ func TestEntrypointArgv(t *testing.T) {
 // TestEntrypointPID1 runs the agent as PID 1 of a new pid namespace, as in
 // an environment: the chain is its child and ends with the agent.
 func TestEntrypointPID1(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a pid namespace")
-	}
+	testutil.RequireRoot(t, "a pid namespace")
 	e := newTestEnv(t)
 	marker := filepath.Join(e.dir, "marker")
 	ep := writeScript(t, e.dir, "ep", `echo "$$ $PPID" >> `+marker+`; exec "$@"`)
@@ -213,20 +235,44 @@ func TestEntrypointPID1(t *testing.T) {
 	if len(got) != 1 || ppid != "1" {
 		t.Fatalf("marker %q, want the chain's parent to be PID 1 (the agent)", got)
 	}
-	start := time.Now()
-	must(t, helper.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("agent exit: %v, want 0", err)
+	// $$ is the chain's pid in the namespace; /proc here shows the host's.
+	var hostPid int
+	testutil.WaitFor(t, "the chain among the agent's children", func() bool {
+		for p := range childrenOf(helper.Process.Pid) {
+			hostPid = p
+			return true
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("agent did not exit after SIGTERM")
+		return false
+	})
+	waitKeepAlive(t, hostPid)
+	must(t, helper.Process.Signal(syscall.SIGTERM))
+	if err := testutil.Receive(t, exited, "the agent to exit after SIGTERM"); err != nil {
+		t.Errorf("agent exit: %v, want 0", err)
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("shutdown took %v: the keep-alive loop did not stop on SIGTERM", d)
-	}
+	// "exit 0": the loop's trap ended it, not the grace period's SIGKILL.
 	if !strings.Contains(logs.String(), `msg="entrypoint exited" pid=`+pid+` status="exit 0"`) {
-		t.Errorf("no chain exit in the log:\n%s", logs.String())
+		t.Errorf("no chain exit 0 in the log:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "killed session processes") {
+		t.Errorf("the keep-alive loop did not stop on SIGTERM:\n%s", logs.String())
+	}
+}
+
+// TestKeepAliveStopsOnTERM sends SIGTERM to the keep-alive shell alone once
+// its trap is set, as when the signal reaches it before it has started the
+// next sleep (the sleep never sees it): the shell must still exit 0 at
+// once, not wait for a sleep of 1000 s.
+func TestKeepAliveStopsOnTERM(t *testing.T) {
+	sh := exec.Command("/bin/sh", "-c", keepAliveScript)
+	sh.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	must(t, sh.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- sh.Wait() }()
+	// The sleep is the shell's child in the shell's process group.
+	t.Cleanup(func() { syscall.Kill(-sh.Process.Pid, syscall.SIGKILL) })
+	waitKeepAlive(t, sh.Process.Pid)
+	must(t, sh.Process.Signal(syscall.SIGTERM))
+	if err := testutil.Receive(t, exited, "the keep-alive shell to exit on SIGTERM"); err != nil {
+		t.Errorf("keep-alive shell: %v, want exit 0 (its trap)", err)
 	}
 }
