@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/covedev/cove/internal/testutil"
 )
 
 // TestReferenceCLI runs the Dev Containers reference CLI
@@ -26,9 +28,10 @@ import (
 //   - The reference CLI's extra top-level objects (featuresConfiguration,
 //     ociAuthDiagnostics) are not compared.
 func TestReferenceCLI(t *testing.T) {
+	testutil.RequireTool(t, "devcontainer")
 	ref, err := exec.LookPath("devcontainer")
 	if err != nil {
-		t.Skip("devcontainer (npm @devcontainers/cli) is not installed; run scripts/install-deps.sh test")
+		t.Fatal(err)
 	}
 	fixtures, err := filepath.Glob("testdata/ref/*")
 	if err != nil || len(fixtures) < 10 {
