@@ -5,7 +5,16 @@ import (
 	"path/filepath"
 
 	"github.com/covedev/cove/internal/idmap"
+	"github.com/covedev/cove/internal/mountinfo"
 )
+
+// Mounted reports whether a root file system is mounted at target (a
+// RootfsConfig's Target): whether target is the root of a mount, bind and
+// idmapped mounts of the same file system included. A missing target is
+// not mounted; neither is a symlink (never followed).
+func Mounted(target string) (bool, error) {
+	return mountinfo.IsMountPoint(target)
+}
 
 // RootfsConfig describes an environment's root file system.
 type RootfsConfig struct {

@@ -21,7 +21,7 @@ func MountRootfs(ctx context.Context, cfg RootfsConfig) error {
 		return err
 	}
 	cfg.Layers = uniqueLayers(cfg.Layers)
-	if ok, err := isMountPoint(cfg.Target); err != nil {
+	if ok, err := Mounted(cfg.Target); err != nil {
 		return fmt.Errorf("rootfs: %w", err)
 	} else if ok {
 		return nil
@@ -134,7 +134,7 @@ func UnmountRootfs(ctx context.Context, cfg RootfsConfig) error {
 		return errors.New("rootfs: target and lower dirs are required")
 	}
 	for range 8 { // stacked mounts, if any
-		ok, err := isMountPoint(cfg.Target)
+		ok, err := Mounted(cfg.Target)
 		if err != nil {
 			return fmt.Errorf("rootfs: %w", err)
 		}

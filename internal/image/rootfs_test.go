@@ -125,7 +125,7 @@ func testRootfs(t *testing.T, noIDMap bool) {
 		}
 	} else {
 		for _, i := range []string{"0", "1", "2"} {
-			if ok, _ := isMountPoint(filepath.Join(cfg.LowerDir, i)); !ok {
+			if ok, _ := Mounted(filepath.Join(cfg.LowerDir, i)); !ok {
 				t.Errorf("lower %s is not an idmapped mount", i)
 			}
 		}

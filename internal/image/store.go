@@ -107,6 +107,21 @@ func (s *Store) Get(ctx context.Context, ref string) (*Image, error) {
 	return s.load(ref, h)
 }
 
+// LayersPresent reports whether every one of layers (directories such as
+// Image.Layers lists, and layers stacked on them) is still there: false
+// for an empty list, or once one was collected or removed.
+func (s *Store) LayersPresent(layers []string) bool {
+	if len(layers) == 0 {
+		return false
+	}
+	for _, l := range layers {
+		if fi, err := os.Stat(l); err != nil || !fi.IsDir() {
+			return false
+		}
+	}
+	return true
+}
+
 // load assembles an Image from the local blobs and layers of manifest h.
 func (s *Store) load(ref string, h v1.Hash) (*Image, error) {
 	raw, err := s.readBlob(h)
