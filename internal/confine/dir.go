@@ -15,6 +15,10 @@ import (
 // (Beneath), "..", an absolute path, or a mount crossing.
 var ErrEscape = errors.New("path leaves its directory")
 
+// ErrNotRegular marks a file Open refuses: neither a regular file nor a
+// directory (a FIFO, a socket, a device).
+var ErrNotRegular = errors.New("not a regular file")
+
 // Resolve is how a relative path is resolved below a Dir.
 type Resolve int
 
@@ -140,7 +144,7 @@ func (d *Dir) Open(rel string, how Resolve) (*os.File, error) {
 	name := path.Join(d.name, c)
 	if t := st.Mode & unix.S_IFMT; t != unix.S_IFREG && t != unix.S_IFDIR {
 		unix.Close(fd)
-		return nil, &os.PathError{Op: "open", Path: name, Err: errors.New("not a regular file")}
+		return nil, &os.PathError{Op: "open", Path: name, Err: ErrNotRegular}
 	}
 	// Reads of a regular file never block; clear O_NONBLOCK for os.File.
 	if err := unix.SetNonblock(fd, false); err != nil {
