@@ -37,10 +37,13 @@ func TestLookupAccount(t *testing.T) {
 		{"", account{Name: "root", UID: 0, GID: 0, Groups: []uint32{0, 10}, Home: "/root", Shell: "/bin/bash"}},
 		{"dev", account{Name: "dev", UID: 1000, GID: 1000, Groups: []uint32{1000, 999, 10}, Home: "/home/dev", Shell: "/usr/bin/zsh"}},
 		{"1000", account{Name: "dev", UID: 1000, GID: 1000, Groups: []uint32{1000, 999, 10}, Home: "/home/dev", Shell: "/usr/bin/zsh"}},
-		{"dev:docker", account{Name: "dev", UID: 1000, GID: 999, Groups: []uint32{999, 10}, Home: "/home/dev", Shell: "/usr/bin/zsh"}},
-		{"1000:4242", account{Name: "dev", UID: 1000, GID: 4242, Groups: []uint32{4242, 999, 10}, Home: "/home/dev", Shell: "/usr/bin/zsh"}},
+		// An explicit group replaces the primary one and drops the
+		// supplementary ones, as in Docker (package passwd).
+		{"dev:docker", account{Name: "dev", UID: 1000, GID: 999, Groups: []uint32{999}, Home: "/home/dev", Shell: "/usr/bin/zsh"}},
+		{"1000:4242", account{Name: "dev", UID: 1000, GID: 4242, Groups: []uint32{4242}, Home: "/home/dev", Shell: "/usr/bin/zsh"}},
 		{"noshell", account{Name: "noshell", UID: 1001, GID: 1001, Groups: []uint32{1001}, Home: "/home/noshell", Shell: "/bin/sh"}},
-		{"5000", account{Name: "5000", UID: 5000, GID: 5000, Groups: []uint32{5000}, Home: "/", Shell: "/bin/sh"}},
+		// A uid passwd does not list runs with gid 0, as in Docker.
+		{"5000", account{Name: "5000", UID: 5000, GID: 0, Groups: []uint32{0}, Home: "/", Shell: "/bin/sh"}},
 		{"5000:65534", account{Name: "5000", UID: 5000, GID: 65534, Groups: []uint32{65534}, Home: "/", Shell: "/bin/sh"}},
 	}
 	for _, tt := range tests {
