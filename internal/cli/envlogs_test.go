@@ -3,9 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/covedev/cove/internal/agent"
 	"github.com/covedev/cove/internal/agent/agentproto"
+	"github.com/covedev/cove/internal/agent/agenttest"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"golang.org/x/crypto/ssh"
 )
@@ -24,47 +22,8 @@ import (
 // connection to it (the gateway relays the same channel unchanged).
 func startLogsAgent(t *testing.T, logPath string) *ssh.Client {
 	t.Helper()
-	dir := t.TempDir()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock, keys := filepath.Join(dir, "agent.sock"), filepath.Join(dir, "keys")
-	if err := os.WriteFile(keys, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- agent.Run(ctx, agent.Config{SocketPath: sock, AuthorizedKeysPath: keys, LogPath: logPath, User: strconv.Itoa(os.Getuid())})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("agent did not stop")
-		}
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("agent socket never appeared")
-		}
-	}
-	c, err := ssh.Dial("unix", sock, &ssh.ClientConfig{User: agentproto.DefaultUser, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	a := agenttest.Start(t, agenttest.Options{Config: agent.Config{LogPath: logPath, User: strconv.Itoa(os.Getuid())}})
+	return a.SSH(t, agentproto.DefaultUser)
 }
 
 type syncBuffer struct {

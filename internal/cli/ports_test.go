@@ -3,19 +3,15 @@ package cli
 import (
 	"bufio"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/covedev/cove/internal/agent"
+	"github.com/covedev/cove/internal/agent/agenttest"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"golang.org/x/crypto/ssh"
 )
@@ -77,20 +73,7 @@ func TestParseVisibility(t *testing.T) {
 // TestPortForward forwards through a real agent (the SSH server the
 // gateway proxies to, which serves direct-tcpip the same way).
 func TestPortForward(t *testing.T) {
-	dir := t.TempDir()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := ssh.NewSignerFromKey(priv)
-	sock, authKeys := filepath.Join(dir, "agent.sock"), filepath.Join(dir, "authorized_keys")
-	if err := os.WriteFile(authKeys, ssh.MarshalAuthorizedKey(key.PublicKey()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	agentCtx, stopAgent := context.WithCancel(context.Background())
-	agentDone := make(chan error, 1)
-	go func() { agentDone <- agent.Run(agentCtx, agent.Config{SocketPath: sock, AuthorizedKeysPath: authKeys}) }()
-	t.Cleanup(func() { stopAgent(); <-agentDone })
+	a := agenttest.Start(t, agenttest.Options{})
 
 	// An echo service "inside the environment".
 	echo, err := net.Listen("tcp", "127.0.0.1:0")
@@ -112,14 +95,8 @@ func TestPortForward(t *testing.T) {
 	connects := 0
 	tun := &tunnel{name: "demo", connect: func(ctx context.Context) (*ssh.Client, error) {
 		connects++
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			c, err := ssh.Dial("unix", sock, &ssh.ClientConfig{User: "dev", Auth: []ssh.AuthMethod{ssh.PublicKeys(key)}, HostKeyCallback: ssh.InsecureIgnoreHostKey()})
-			if err == nil || time.Now().After(deadline) {
-				return c, err
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		return ssh.Dial("unix", a.Endpoint.Socket, &ssh.ClientConfig{User: "dev", Auth: []ssh.AuthMethod{ssh.PublicKeys(a.Endpoint.Signer)},
+			HostKeyCallback: ssh.FixedHostKey(a.Endpoint.HostKey)})
 	}}
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
