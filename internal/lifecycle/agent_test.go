@@ -3,11 +3,7 @@ package lifecycle_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,10 +13,10 @@ import (
 
 	"github.com/covedev/cove/internal/agent"
 	"github.com/covedev/cove/internal/agent/agentproto"
+	"github.com/covedev/cove/internal/agent/agenttest"
 	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/lifecycle"
 	"github.com/covedev/cove/internal/usererr"
-	"golang.org/x/crypto/ssh"
 )
 
 // agentRunner is what the runner does: Runner over agentclient.Exec with
@@ -39,65 +35,11 @@ func (r *agentRunner) Exec(ctx context.Context, cmd lifecycle.Command, out io.Wr
 	})
 }
 
-// startAgent runs a real agent in this process on a temp socket, as the
-// test's own user, and connects to it.
+// startAgent runs a real agent in this process (agenttest), as the test's
+// own user, and connects to it.
 func startAgent(t *testing.T) *agentclient.Client {
 	t.Helper()
-	dir := t.TempDir()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock, keys, hostKey := filepath.Join(dir, "agent.sock"), filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "host_key")
-	if err := os.WriteFile(keys, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// The test's one key is the agent's host key too.
-	blk, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(hostKey, pem.EncodeToMemory(blk), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- agent.Run(ctx, agent.Config{SocketPath: sock, AuthorizedKeysPath: keys, HostKeyPath: hostKey, User: strconv.Itoa(os.Getuid())})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("agent: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("agent did not stop")
-		}
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("agent socket never appeared")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer dcancel()
-	c, err := agentclient.Dial(dctx, agentclient.Endpoint{Socket: sock, Signer: signer, HostKey: signer.PublicKey()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return agenttest.Start(t, agenttest.Options{Config: agent.Config{User: strconv.Itoa(os.Getuid())}}).Dial(t)
 }
 
 func TestRunWithAgent(t *testing.T) {
