@@ -47,9 +47,12 @@ type Options struct {
 	// default a new ed25519 key.
 	HostKey crypto.Signer
 	// Config is the rest of the agent's configuration (User, WorkDir, Env,
-	// LogPath, PostAttachPath, ...). The harness sets its SocketPath,
-	// ListenFD, AuthorizedKeysPath and HostKeyPath; a nil Log logs to a
-	// buffer that is printed if the test fails.
+	// LogPath, PostAttachPath, ...). The harness sets its SocketPath and
+	// ListenFD, and writes the key files unless Config names them
+	// (AuthorizedKeysPath, HostKeyPath: files the code under test wrote;
+	// ClientKey and HostKey must then be the keys they hold — Start's first
+	// handshake checks that). A nil Log logs to a buffer that is printed if
+	// the test fails.
 	Config agent.Config
 }
 
@@ -79,6 +82,10 @@ func Start(t testing.TB, opts Options) *Agent {
 	if opts.Socket == "" {
 		opts.Socket = filepath.Join(dir, "agent.sock")
 	}
+	cfg := opts.Config
+	if (cfg.AuthorizedKeysPath != "" && opts.ClientKey == nil) || (cfg.HostKeyPath != "" && opts.HostKey == nil) {
+		t.Fatal("agenttest: with Config's key files, Options.ClientKey and HostKey must be the keys they hold")
+	}
 	if opts.ClientKey == nil {
 		opts.ClientKey = NewKey(t)
 	}
@@ -93,19 +100,22 @@ func Start(t testing.TB, opts Options) *Agent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := opts.Config
 	cfg.SocketPath = opts.Socket
-	cfg.AuthorizedKeysPath = filepath.Join(dir, "authorized_keys")
-	cfg.HostKeyPath = filepath.Join(dir, "host_key")
-	if err := os.WriteFile(cfg.AuthorizedKeysPath, ssh.MarshalAuthorizedKey(opts.ClientKey.PublicKey()), 0o600); err != nil {
-		t.Fatal(err)
+	if cfg.AuthorizedKeysPath == "" {
+		cfg.AuthorizedKeysPath = filepath.Join(dir, "authorized_keys")
+		if err := os.WriteFile(cfg.AuthorizedKeysPath, ssh.MarshalAuthorizedKey(opts.ClientKey.PublicKey()), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	blk, err := ssh.MarshalPrivateKey(opts.HostKey, "agenttest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(cfg.HostKeyPath, pem.EncodeToMemory(blk), 0o600); err != nil {
-		t.Fatal(err)
+	if cfg.HostKeyPath == "" {
+		cfg.HostKeyPath = filepath.Join(dir, "host_key")
+		blk, err := ssh.MarshalPrivateKey(opts.HostKey, "agenttest")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cfg.HostKeyPath, pem.EncodeToMemory(blk), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if cfg.Log == nil {
 		logs := &lockedBuffer{}

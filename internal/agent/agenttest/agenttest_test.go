@@ -3,13 +3,19 @@ package agenttest
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/covedev/cove/internal/agent"
 	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/testutil"
+	"golang.org/x/crypto/ssh"
 )
 
 func TestStartDialRestart(t *testing.T) {
@@ -56,5 +62,31 @@ func TestStartRefusesOtherClients(t *testing.T) {
 			c.Close()
 			t.Errorf("%s: connected", name)
 		}
+	}
+}
+
+// TestStartWithKeyFiles: the agent reads key files the code under test
+// wrote; Start's handshake proves they hold the keys the test names.
+func TestStartWithKeyFiles(t *testing.T) {
+	dir := t.TempDir()
+	client := NewKey(t)
+	_, host, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, err := ssh.MarshalPrivateKey(host, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, hostKey := filepath.Join(dir, "runner_keys"), filepath.Join(dir, "host_key")
+	if err := os.WriteFile(keys, ssh.MarshalAuthorizedKey(client.PublicKey()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hostKey, pem.EncodeToMemory(blk), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := Start(t, Options{ClientKey: client, HostKey: host, Config: agent.Config{AuthorizedKeysPath: keys, HostKeyPath: hostKey}})
+	if a.Config.AuthorizedKeysPath != keys || a.Config.HostKeyPath != hostKey {
+		t.Errorf("the agent reads %s and %s, want the test's files", a.Config.AuthorizedKeysPath, a.Config.HostKeyPath)
 	}
 }
