@@ -93,10 +93,14 @@ func Read(repoDir, explicit string, opts LoadOptions) (*Config, []Warning, error
 	ws.MountTarget = mountTarget
 	if c.WorkspaceMount != nil {
 		ws.WorkspaceMount = *c.WorkspaceMount
-		if m := ParseMount(*c.WorkspaceMount); m.Target != "" {
+		m, err := ParseMount(*c.WorkspaceMount)
+		if err != nil {
+			warn("workspaceMount", "workspaceMount: %v", err)
+		}
+		if m.Target != "" {
 			ws.MountTarget = m.Target
 		}
-		if m := ParseMount(*c.WorkspaceMount); m.Source != "" && m.Source != local {
+		if m.Source != "" && m.Source != local {
 			warn("workspaceMount", "workspaceMount: only the target is honoured; cove mounts the repository's checkout, not %q", m.Source)
 		}
 	}

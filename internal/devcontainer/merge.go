@@ -217,7 +217,8 @@ func mergeMounts(entries []MetadataEntry) any {
 	target := func(v any) string {
 		switch v := v.(type) {
 		case string:
-			return ParseMount(v).Target
+			m, _ := ParseMount(v) // a bad one is reported by Check
+			return m.Target
 		case map[string]any:
 			t, _ := v["target"].(string)
 			return t

@@ -170,62 +170,6 @@ func jsonKind(b []byte) string {
 	return "number"
 }
 
-// Mount is an entry of "mounts" (or the parsed "workspaceMount"), in either
-// the Docker --mount string form or the object form.
-type Mount struct {
-	Type     string // "bind", "volume", "tmpfs"
-	Source   string
-	Target   string
-	ReadOnly bool
-	External bool
-	// Orig is the string form as written, "" for the object form.
-	Orig string
-}
-
-// ParseMount parses the Docker --mount string form as the reference CLI
-// does: comma-separated key=value pairs, src → source, dst/destination →
-// target.
-func ParseMount(s string) Mount {
-	m := Mount{Orig: s}
-	for _, part := range strings.Split(s, ",") {
-		k, v, _ := strings.Cut(part, "=")
-		switch strings.TrimSpace(k) {
-		case "type":
-			m.Type = v
-		case "source", "src":
-			m.Source = v
-		case "target", "destination", "dst":
-			m.Target = v
-		case "readonly", "ro":
-			m.ReadOnly = v == "" || v == "true" || v == "1"
-		case "external":
-			m.External = v == "true"
-		}
-	}
-	return m
-}
-
-// UnmarshalJSON accepts the string and the object form.
-func (m *Mount) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err == nil {
-		*m = ParseMount(s)
-		return nil
-	}
-	var o struct {
-		Type     string `json:"type"`
-		Source   string `json:"source"`
-		Target   string `json:"target"`
-		External bool   `json:"external"`
-		ReadOnly bool   `json:"readonly"`
-	}
-	if jsonKind(b) != "object" || json.Unmarshal(b, &o) != nil {
-		return typeError(b, reflect.TypeFor[Mount](), `a string or an object with "type", "source" and "target"`)
-	}
-	*m = Mount{Type: o.Type, Source: o.Source, Target: o.Target, External: o.External, ReadOnly: o.ReadOnly}
-	return nil
-}
-
 // Port is an entry of forwardPorts/appPort: a port number, or "host:port".
 type Port struct {
 	Host string // "" for a port of the environment itself

@@ -203,6 +203,8 @@ func policyProblems(privileged bool, capAdd, securityOpt []string, mounts []Moun
 	for i, m := range mounts {
 		prop := fmt.Sprintf("mounts[%d]", i)
 		switch {
+		case m.Problem != "":
+			probs = append(probs, problem{prop, fmt.Sprintf("mounts[%d]: %s", i, m.Problem)})
 		case m.Target == "":
 			probs = append(probs, problem{prop, fmt.Sprintf("mounts[%d]: a mount needs a target", i)})
 		case strings.Contains(m.Source, "docker.sock"):

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"strings"
 
 	"github.com/covedev/cove/internal/confine"
+	"github.com/covedev/cove/internal/devcontainer"
 	"github.com/covedev/cove/internal/usererr"
 	"github.com/tailscale/hujson"
 	"golang.org/x/sys/unix"
@@ -52,42 +52,10 @@ type Option struct {
 }
 
 // Mount is a mount a feature asks for, written either as an object or as a
-// Docker --mount string ("type=volume,source=x,target=/y").
-type Mount struct {
-	Type   string `json:"type,omitempty"` // "bind" or "volume"
-	Source string `json:"source,omitempty"`
-	Target string `json:"target"`
-}
-
-// UnmarshalJSON accepts both forms of a mount.
-func (m *Mount) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err == nil {
-		*m = Mount{}
-		for _, kv := range strings.Split(s, ",") {
-			k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
-			switch strings.ToLower(k) {
-			case "type":
-				m.Type = v
-			case "source", "src":
-				m.Source = v
-			case "target", "destination", "dst":
-				m.Target = v
-			}
-		}
-		if m.Target == "" {
-			return fmt.Errorf("mount %q has no target", s)
-		}
-		return nil
-	}
-	type plain Mount
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	*m = Mount(p)
-	return nil
-}
+// Docker --mount string ("type=volume,source=x,target=/y,readonly"): the
+// devcontainer's own (one parser; a bad string is reported, with the other
+// mounts, when the merged configuration is checked).
+type Mount = devcontainer.Mount
 
 // maxMetadataSize bounds devcontainer-feature.json.
 const maxMetadataSize = 1 << 20
