@@ -39,13 +39,8 @@ func (e *testEnv) startStoppable(t *testing.T) (stop func()) {
 		}
 		stopped = true
 		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("agent did not stop")
+		if err := testutil.Receive(t, done, "the agent to stop"); err != nil {
+			t.Errorf("Run: %v", err)
 		}
 	}
 	t.Cleanup(stop)

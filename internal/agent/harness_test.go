@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/agent/agentproto"
+	"github.com/covedev/cove/internal/testutil"
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 )
@@ -197,33 +198,31 @@ func (e *testEnv) start(t *testing.T) {
 	go func() { done <- Run(ctx, e.cfg) }()
 	t.Cleanup(func() {
 		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("agent did not stop")
+		if err := testutil.Receive(t, done, "the agent to stop"); err != nil {
+			t.Errorf("Run: %v", err)
 		}
 	})
 	waitSocket(t, e.sock, done)
 }
 
-func waitSocket(t *testing.T, sock string, done <-chan error) {
+// waitSocket waits until the agent accepts connections on sock, and fails
+// the test if it exits first (done, buffered: its result is put back for
+// the cleanup that waits for it).
+func waitSocket(t *testing.T, sock string, done chan error) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return
-		}
+	testutil.WaitNoError(t, "the agent socket "+sock, func() error {
 		select {
 		case err := <-done:
+			done <- err
 			t.Fatalf("agent exited: %v", err)
-		case <-time.After(20 * time.Millisecond):
+		default:
 		}
-	}
-	t.Fatalf("agent socket %s never appeared", sock)
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
 }
 
 func newClientKey(t *testing.T, dir, name string) (gossh.Signer, string) {
@@ -240,7 +239,7 @@ func newClientKey(t *testing.T, dir, name string) (gossh.Signer, string) {
 }
 
 func dialAgent(sock string, signer gossh.Signer) (*gossh.Client, error) {
-	c, err := net.DialTimeout("unix", sock, 5*time.Second)
+	c, err := net.DialTimeout("unix", sock, testutil.MaxWait)
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +247,7 @@ func dialAgent(sock string, signer gossh.Signer) (*gossh.Client, error) {
 		User:            agentproto.DefaultUser,
 		Auth:            []gossh.AuthMethod{gossh.PublicKeys(signer)},
 		HostKeyCallback: gossh.InsecureIgnoreHostKey(),
-		Timeout:         5 * time.Second,
+		Timeout:         testutil.MaxWait,
 	}
 	sc, chans, reqs, err := gossh.NewClientConn(c, sock, conf)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/covedev/cove/internal/agent/agentproto"
 	"github.com/covedev/cove/internal/testutil"
@@ -44,7 +43,7 @@ func TestOpenSSH(t *testing.T) {
 	}
 	tool := func(name string, args ...string) (string, int) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 		defer cancel()
 		cmd := exec.CommandContext(ctx, name, args...)
 		cmd.Env = append(os.Environ(), "COVE_SENT=from-client")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/agent/agentproto"
+	"github.com/covedev/cove/internal/testutil"
 )
 
 func TestParseProcNet(t *testing.T) {
@@ -81,10 +82,10 @@ func TestPortsStream(t *testing.T) {
 		return slices.ContainsFunc(ps, func(p agentproto.Port) bool { return p.Port == port })
 	}
 	// waitFor returns the first update (the initial list included) for
-	// which cond holds, or fails after a second.
+	// which cond holds, or fails after testutil.Patience.
 	waitFor := func(what string, cond func([]agentproto.Port) bool) []agentproto.Port {
 		t.Helper()
-		timeout := time.After(time.Second)
+		timeout := time.After(testutil.Patience(t))
 		for {
 			select {
 			case ps, ok := <-lines:
@@ -95,7 +96,7 @@ func TestPortsStream(t *testing.T) {
 					return ps
 				}
 			case <-timeout:
-				t.Fatalf("no update with %s within 1s", what)
+				t.Fatalf("no update with %s", what)
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -92,19 +93,22 @@ func testReaper(t *testing.T, pid1 bool) {
 	c := e.client(t)
 	pid := helper.Process.Pid
 
-	// An orphan is reparented to the agent while it runs.
-	out, _, code := run(t, c, "(sleep 0.5 </dev/null >/dev/null 2>&1 &); echo spawned")
+	// An orphan is reparented to the agent while it runs. It lives until
+	// the test kills it, below, so the look cannot miss it on a slow machine.
+	out, _, code := run(t, c, "(sleep 1000 </dev/null >/dev/null 2>&1 &); echo spawned")
 	if out != "spawned\n" || code != 0 {
 		t.Fatalf("got %q exit %d", out, code)
 	}
-	found := false
-	for _, desc := range childrenOf(pid) {
+	orphan := 0
+	for p, desc := range childrenOf(pid) {
 		if strings.HasSuffix(desc, " sleep") {
-			found = true
+			orphan = p
 		}
 	}
-	if !found {
+	if orphan == 0 {
 		t.Errorf("orphaned sleep not reparented to the agent: %v", childrenOf(pid))
+	} else {
+		must(t, syscall.Kill(orphan, syscall.SIGKILL)) // the agent must reap it
 	}
 
 	// Many sessions at once, each leaving orphans behind, each with its own status.
@@ -142,41 +146,34 @@ func testReaper(t *testing.T, pid1 bool) {
 	}
 
 	// All orphans are gone, none left as a zombie.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		left := childrenOf(pid)
-		if len(left) == 0 {
-			break
+	testutil.WaitNoError(t, "the agent to reap every orphan", func() error {
+		if left := childrenOf(pid); len(left) > 0 {
+			return fmt.Errorf("agent children left: %v", left)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent children left: %v", left)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 
-	// SIGTERM: the running session is terminated, the agent exits 0.
+	// SIGTERM: the running session is terminated, the agent exits 0. The
+	// signal goes once the session's process runs (it said so), not while
+	// the agent may still be starting it.
 	s, err := c.NewSession()
 	must(t, err)
-	must(t, s.Start("sleep 60"))
+	stdout, err := s.StdoutPipe()
+	must(t, err)
+	must(t, s.Start("echo running; exec sleep 60"))
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if line != "running\n" {
+		t.Fatalf("session said %q (%v), want running", line, err)
+	}
 	sessionDone := make(chan error, 1)
 	go func() { sessionDone <- s.Wait() }()
 	must(t, helper.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-sessionDone:
-		ee, ok := err.(*gossh.ExitError)
-		if !ok || (ee.Signal() != "TERM" && ee.ExitStatus() != 143) {
-			t.Errorf("session after SIGTERM: %v, want terminated by TERM", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("session survived SIGTERM")
+	err = testutil.Receive(t, sessionDone, "the session to end after SIGTERM")
+	if ee, ok := err.(*gossh.ExitError); !ok || (ee.Signal() != "TERM" && ee.ExitStatus() != 143) {
+		t.Errorf("session after SIGTERM: %v, want terminated by TERM", err)
 	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("agent exit: %v, want 0", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("agent did not exit after SIGTERM")
+	if err := testutil.Receive(t, exited, "the agent to exit after SIGTERM"); err != nil {
+		t.Errorf("agent exit: %v, want 0", err)
 	}
 	if _, err := os.Stat(e.sock); err == nil {
 		t.Errorf("socket %s left behind", e.sock)

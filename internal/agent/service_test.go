@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -36,7 +37,7 @@ func (e *testEnv) runService(t *testing.T, cancelAfterStart func(stop func())) e
 			t.Errorf("socket %s left behind", e.sock)
 		}
 		return err
-	case <-time.After(15 * time.Second):
+	case <-time.After(testutil.Patience(t)):
 		cancel()
 		t.Fatal("agent did not exit with its command")
 		return nil
@@ -67,7 +68,7 @@ func TestServiceExitCode(t *testing.T) {
 		{name: "success", command: []string{"sh", "-c", "echo served"}, code: 0},
 		{name: "failure", command: []string{"sh", "-c", "exit 3"}, code: 3},
 		{name: "signal", command: []string{"sh", "-c", "kill -KILL $$"}, code: 128 + 9},
-		{name: "stopped", command: []string{"sh", "-c", `trap "exit 5" TERM; while :; do sleep 0.05; done`}, stop: true, code: 5},
+		{name: "stopped", command: []string{"sh", "-c", `trap "exit 5" TERM; echo trapped; while :; do sleep 0.05; done`}, stop: true, code: 5},
 		{name: "missing program", command: []string{"no-such-program-here"}, code: 127, log: "command not found"},
 		{name: "nothing to run", code: 127, log: "no command to run"},
 	} {
@@ -82,15 +83,18 @@ func TestServiceExitCode(t *testing.T) {
 			var stop func(func())
 			if tc.stop {
 				stop = func(cancel func()) {
-					// Let the trap be set before stopping.
-					time.Sleep(200 * time.Millisecond)
+					// Stop once the command says its trap is set.
+					testutil.WaitFor(t, "the command's trap", func() bool {
+						data, _ := os.ReadFile(out.Name())
+						return string(data) == "trapped\n"
+					})
 					cancel()
 				}
 			}
-			start := time.Now()
 			wantExit(t, e.runService(t, stop), tc.code)
-			if d := time.Since(start); d > 5*time.Second {
-				t.Errorf("took %v to exit", d)
+			// Its own exit ended it, not the shutdown grace's SIGKILL.
+			if strings.Contains(e.logs.String(), "killed session processes") {
+				t.Errorf("the command was killed:\n%s", e.logs.String())
 			}
 			data, err := os.ReadFile(e.cfg.ExitCodeFile)
 			if err != nil || string(data) != strconv.Itoa(tc.code)+"\n" {
@@ -178,13 +182,9 @@ func TestCommandUserUnknown(t *testing.T) {
 	e.cfg.CommandUser = "nobody-here"
 	e.cfg.Command = []string{"sh", "-c", "touch " + marker}
 	e.start(t)
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(e.logs.String(), `user \"nobody-here\" not found`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no start failure in the log:\n%s", e.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "the start failure in the agent log", func() bool {
+		return strings.Contains(e.logs.String(), `user \"nobody-here\" not found`)
+	})
 	if out, _, code := run(t, e.client(t), "echo ok"); out != "ok\n" || code != 0 {
 		t.Errorf("session: %q exit %d", out, code)
 	}
@@ -249,18 +249,21 @@ func TestServiceLogs(t *testing.T) {
 	defer s.ch.Close()
 	var got lockedBuffer
 	go io.Copy(&got, s.ch)
-	time.Sleep(100 * time.Millisecond)
+	// Create the log once the follow has started (it then looks for the
+	// file right away and finds none).
+	testutil.WaitFor(t, "the follow to start", func() bool {
+		return strings.Contains(e.logs.String(), "follow=true service=cache.v2")
+	})
 	p := filepath.Join(services, "cache.v2.log")
 	must(t, os.WriteFile(p, []byte("one\n"), 0o644))
 	f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
 	must(t, err)
 	f.WriteString("two\n")
 	f.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for got.String() != "one\ntwo\n" {
-		if time.Now().After(deadline) {
-			t.Fatalf("followed %q, want %q", got.String(), "one\ntwo\n")
+	testutil.WaitNoError(t, "the followed lines", func() error {
+		if g := got.String(); g != "one\ntwo\n" {
+			return fmt.Errorf("followed %q, want %q", g, "one\ntwo\n")
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }

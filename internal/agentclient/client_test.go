@@ -8,11 +8,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/covedev/cove/internal/agent/agenttest"
 	"github.com/covedev/cove/internal/agentclient"
+	"github.com/covedev/cove/internal/testutil"
 )
 
 // newTestAgent runs a real agent in this process (agenttest).
@@ -22,7 +24,7 @@ func newTestAgent(t *testing.T) *agenttest.Agent {
 
 func dial(t *testing.T, a *agenttest.Agent) *agentclient.Client {
 	t.Helper()
-	c, err := agentclient.Dial(ctx10(t), a.Endpoint)
+	c, err := agentclient.Dial(testutil.Context(t), a.Endpoint)
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
 	}
@@ -44,7 +46,7 @@ func TestWatchPorts(t *testing.T) {
 	go func() { watchErr <- c.WatchPorts(ctx, func(ps []agentclient.Port) { updates <- ps }) }()
 	wait := func(what string, cond func([]agentclient.Port) bool) {
 		t.Helper()
-		timeout := time.After(time.Second)
+		timeout := time.After(testutil.Patience(t))
 		for {
 			select {
 			case ps := <-updates:
@@ -54,7 +56,7 @@ func TestWatchPorts(t *testing.T) {
 			case err := <-watchErr:
 				t.Fatalf("WatchPorts returned while waiting for %s: %v", what, err)
 			case <-timeout:
-				t.Fatalf("no update with %s within 1s", what)
+				t.Fatalf("no update with %s", what)
 			}
 		}
 	}
@@ -69,13 +71,8 @@ func TestWatchPorts(t *testing.T) {
 	wait("the listener gone", func(ps []agentclient.Port) bool { return !hasPort(ps, port) })
 
 	cancel()
-	select {
-	case err := <-watchErr:
-		if err != context.Canceled {
-			t.Errorf("WatchPorts after cancel: %v, want context.Canceled", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("WatchPorts did not return after cancel")
+	if err := testutil.Receive(t, watchErr, "WatchPorts to return after cancel"); err != context.Canceled {
+		t.Errorf("WatchPorts after cancel: %v, want context.Canceled", err)
 	}
 	// The connection is still usable.
 	ctx2, cancel2 := context.WithCancel(context.Background())
@@ -89,32 +86,24 @@ func TestWatchPorts(t *testing.T) {
 			}
 		})
 	}()
-	select {
-	case <-got:
-	case <-time.After(5 * time.Second):
-		t.Fatal("second watch on the same connection got nothing")
-	}
+	testutil.Receive(t, got, "an update on a second watch on the same connection")
 
-	// The watch ends with an error when the agent goes away.
+	// The watch ends with an error when the agent goes away (once it
+	// streams: its first update came).
 	ctx3, cancel3 := context.WithCancel(context.Background())
 	defer cancel3()
 	watchErr = make(chan error, 1)
-	go func() { watchErr <- c.WatchPorts(ctx3, func([]agentclient.Port) {}) }()
-	time.Sleep(100 * time.Millisecond)
+	streaming := make(chan struct{})
+	var once sync.Once
+	go func() {
+		watchErr <- c.WatchPorts(ctx3, func([]agentclient.Port) { once.Do(func() { close(streaming) }) })
+	}()
+	testutil.Receive(t, streaming, "the third watch's first update")
 	a.Stop(t)
-	select {
-	case err := <-watchErr:
-		if err == nil || err == context.Canceled {
-			t.Errorf("WatchPorts after agent stop: %v, want a stream error", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("WatchPorts did not return after the agent stopped")
+	if err := testutil.Receive(t, watchErr, "WatchPorts to return after the agent stopped"); err == nil || err == context.Canceled {
+		t.Errorf("WatchPorts after agent stop: %v, want a stream error", err)
 	}
-	select {
-	case <-c.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("Done not closed after the agent stopped")
-	}
+	testutil.Receive(t, c.Done(), "Done to be closed after the agent stopped")
 }
 
 func TestDialTCP(t *testing.T) {
@@ -134,8 +123,7 @@ func TestDialTCP(t *testing.T) {
 			go func() { io.Copy(conn, conn); conn.Close() }()
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := testutil.Context(t)
 	conn, err := c.DialTCP(ctx, ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -154,9 +142,7 @@ func TestDialTCP(t *testing.T) {
 	}
 
 	// A closed port is an error, not a hang.
-	l2, _ := net.Listen("tcp", "127.0.0.1:0")
-	closed := l2.Addr().String()
-	l2.Close()
+	closed := testutil.RefusedAddr(t)
 	if conn, err := c.DialTCP(ctx, closed); err == nil {
 		conn.Close()
 		t.Errorf("DialTCP to closed port %s succeeded", closed)
@@ -165,8 +151,7 @@ func TestDialTCP(t *testing.T) {
 
 func TestDialRejectsUnknownKey(t *testing.T) {
 	a := newTestAgent(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := testutil.Context(t)
 	wrong := a.Endpoint
 	wrong.Signer = agenttest.NewKey(t)
 	if c, err := agentclient.Dial(ctx, wrong); err == nil {
@@ -187,8 +172,7 @@ func TestDialRejectsUnknownKey(t *testing.T) {
 func TestDialRefusesOtherAgent(t *testing.T) {
 	victim := newTestAgent(t)
 	attacker := newTestAgent(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := testutil.Context(t)
 	// The attacker's endpoint, pointed at the victim's socket.
 	ep := attacker.Endpoint
 	ep.Socket = victim.Endpoint.Socket
@@ -220,24 +204,17 @@ func TestInheritedListener(t *testing.T) {
 	}
 	c := dial(t, a)
 	var out strings.Builder
-	code, err := c.Exec(ctx10(t), agentclient.ExecRequest{Shell: "echo inherited", Stdout: &out})
+	code, err := c.Exec(testutil.Context(t), agentclient.ExecRequest{Shell: "echo inherited", Stdout: &out})
 	if err != nil || code != 0 || strings.TrimSpace(out.String()) != "inherited" {
 		t.Fatalf("exec over the inherited socket: %d %v %q", code, err, out.String())
 	}
-}
-
-func ctx10(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 func TestPool(t *testing.T) {
 	a := newTestAgent(t)
 	p := agentclient.NewPool()
 	defer p.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	ctx := testutil.Context(t)
 
 	// Concurrent Gets share one connection.
 	clients := make(chan *agentclient.Client, 5)
@@ -259,13 +236,9 @@ func TestPool(t *testing.T) {
 
 	// The agent restarts: the next Get reconnects.
 	a.Stop(t)
-	// The agent gives sessions a grace period (5 s by default) before it
-	// closes connections; allow for that on a loaded machine.
-	select {
-	case <-first.Done():
-	case <-time.After(15 * time.Second):
-		t.Fatal("connection not done after the agent stopped")
-	}
+	// (The agent gives sessions a grace period before it closes
+	// connections.)
+	testutil.Receive(t, first.Done(), "the connection to be done after the agent stopped")
 	if _, err := p.Get(ctx, "env1", a.Endpoint); err == nil {
 		t.Fatal("Get succeeded with the agent stopped")
 	}
@@ -290,9 +263,5 @@ func TestPool(t *testing.T) {
 
 	// Drop closes it.
 	p.Drop("env1")
-	select {
-	case <-second.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("Drop did not close the connection")
-	}
+	testutil.Receive(t, second.Done(), "Drop to close the connection")
 }

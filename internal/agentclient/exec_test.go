@@ -6,17 +6,17 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
-	"time"
 
 	"github.com/covedev/cove/internal/agentclient"
+	"github.com/covedev/cove/internal/testutil"
 )
 
 func TestExec(t *testing.T) {
 	a := newTestAgent(t)
 	c := dial(t, a)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := testutil.Context(t)
 
 	run := func(req agentclient.ExecRequest) (string, string, int) {
 		t.Helper()
@@ -69,14 +69,49 @@ func TestExec(t *testing.T) {
 		}
 	}
 
-	// Cancelling ctx ends a running command.
+	// Cancelling ctx ends a running command: cancelled once the command
+	// said it runs, Exec returns, and the command is gone.
 	cctx, ccancel := context.WithCancel(ctx)
-	time.AfterFunc(200*time.Millisecond, ccancel)
-	start := time.Now()
-	_, err := c.Exec(cctx, agentclient.ExecRequest{Shell: "sleep 30"})
-	if !errors.Is(err, context.Canceled) || time.Since(start) > 5*time.Second {
-		t.Errorf("cancelled exec: %v after %v", err, time.Since(start))
+	defer ccancel()
+	pidOut := &cancelOnWrite{cancel: ccancel}
+	execErr := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(cctx, agentclient.ExecRequest{Shell: "echo $$; exec sleep 1000", Stdout: pidOut})
+		execErr <- err
+	}()
+	if err := testutil.Receive(t, execErr, "Exec to return after its context was cancelled"); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled exec: %v, want context.Canceled", err)
 	}
+	pid := strings.TrimSpace(pidOut.String())
+	if pid == "" {
+		t.Fatal("the command printed no pid")
+	}
+	testutil.WaitFor(t, "the cancelled command (pid "+pid+") to end", func() bool {
+		_, err := os.Stat("/proc/" + pid)
+		return err != nil
+	})
+}
+
+// cancelOnWrite keeps what is written to it and calls cancel after the
+// first write.
+type cancelOnWrite struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	cancel context.CancelFunc
+}
+
+func (w *cancelOnWrite) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	w.cancel()
+	return len(p), nil
+}
+
+func (w *cancelOnWrite) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 // TestExecOneWriterForBoth: one buffer for stdout and stderr (as health
@@ -84,8 +119,7 @@ func TestExec(t *testing.T) {
 func TestExecOneWriterForBoth(t *testing.T) {
 	a := newTestAgent(t)
 	c := dial(t, a)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := testutil.Context(t)
 	for i := range 200 {
 		var buf bytes.Buffer
 		code, err := c.Exec(ctx, agentclient.ExecRequest{Shell: "echo out; echo err >&2; exit 1", Stdout: &buf, Stderr: &buf})
