@@ -248,3 +248,8 @@ func hostNameservers(path string) []string {
 	}
 	return out
 }
+
+// Namespaced reports that environments get network namespaces of their
+// own (the runner's network interface; its loopback-only alternative does
+// not).
+func (m *Manager) Namespaced() bool { return true }

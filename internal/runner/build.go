@@ -12,6 +12,7 @@ import (
 
 	"github.com/covedev/cove/internal/build"
 	"github.com/covedev/cove/internal/devcontainer"
+	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/image"
 	"github.com/covedev/cove/internal/usererr"
@@ -37,9 +38,7 @@ func (r *Runner) startBuilder(ctx context.Context) (func(), error) {
 		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		_ = b.Stop(sctx)
-		if r.cfg.Network != nil {
-			_ = r.cfg.Network.Teardown(sctx, builderNetID)
-		}
+		_ = r.net.n.Teardown(sctx, builderNetID)
 	}, nil
 }
 
@@ -58,12 +57,12 @@ func (r *Runner) getBuilder(ctx context.Context) (*build.Builder, error) {
 		IDMap:              r.builderRange(),
 		InsecureRegistries: r.cfg.BuildInsecureRegistries, AllowCacheFrom: r.cfg.BuildAllowCacheFrom,
 		Logger: r.log.With("component", "build")}
-	if r.cfg.Network != nil {
+	if r.net.n.Namespaced() {
 		class := ""
 		if len(r.cfg.Classes) > 0 {
 			class = r.cfg.Classes[0].GetId()
 		}
-		att, err := r.cfg.Network.Setup(ctx, builderNetID, "builder", r.policy(class), idmap.Range{})
+		att, err := r.net.n.Setup(ctx, builderNetID, "builder", r.classes.policy(class), idmap.Range{})
 		if err != nil {
 			return nil, fmt.Errorf("builder network: %w", err)
 		}
@@ -108,7 +107,7 @@ func devcontainerBuild(cfg *devcontainer.Config, b *devcontainer.DockerBuild) bu
 // buildImage builds a Dockerfile and imports the result into the layer
 // store. BuildKit caches every step: building the same Dockerfile, context
 // and args again does no work, and a changed line rebuilds from that step.
-func (r *Runner) buildImage(ctx context.Context, lay layout, st *envState, b buildSpec, onStep func(string)) (*image.Image, error) {
+func (r *Runner) buildImage(ctx context.Context, lay envdir.Layout, st *envState, b buildSpec, onStep func(string)) (*image.Image, error) {
 	builder, err := r.getBuilder(ctx)
 	if err != nil {
 		return nil, err
@@ -119,17 +118,17 @@ func (r *Runner) buildImage(ctx context.Context, lay layout, st *envState, b bui
 	}
 	// Checked by quiescentRepo: a real directory, and nothing of the
 	// environment runs to change the tree while it is read.
-	repoDir := filepath.Join(lay.workspace(), st.RepoName)
+	repoDir := filepath.Join(lay.Workspace(), st.Content.RepoName)
 	// BuildKit reads these paths with symlinks resolved: resolve them first,
 	// so a link in the repository cannot point the build at host files.
 	var resolved []string
 	for _, p := range []string{b.Context, b.Dockerfile} {
 		real, err := filepath.EvalSymlinks(p)
 		if err != nil {
-			return nil, usererr.New("build: %s: %v", strings.TrimPrefix(p, filepath.Join(lay.workspace(), st.RepoName)+"/"), errors.Unwrap(err))
+			return nil, usererr.New("build: %s: %v", strings.TrimPrefix(p, filepath.Join(lay.Workspace(), st.Content.RepoName)+"/"), errors.Unwrap(err))
 		}
 		if !within(repoDir, real) {
-			return nil, usererr.New("build: %s is outside the repository", strings.TrimPrefix(p, filepath.Join(lay.workspace(), st.RepoName)+"/"))
+			return nil, usererr.New("build: %s is outside the repository", strings.TrimPrefix(p, filepath.Join(lay.Workspace(), st.Content.RepoName)+"/"))
 		}
 		resolved = append(resolved, real)
 	}
@@ -138,15 +137,15 @@ func (r *Runner) buildImage(ctx context.Context, lay layout, st *envState, b bui
 		// A FIFO or a device would block or flood the runner's read.
 		return nil, usererr.New("build: %s is not a regular file", strings.TrimPrefix(dockerfile, repoDir+"/"))
 	}
-	if err := os.MkdirAll(lay.logDir(), 0o755); err != nil {
+	if err := os.MkdirAll(lay.LogDir(), 0o755); err != nil {
 		return nil, err
 	}
-	logf, err := os.OpenFile(lay.logFile(), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	logf, err := os.OpenFile(lay.LogFile(), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
-	out := filepath.Join(lay.dir, "build")
+	out := filepath.Join(lay.Dir, "build")
 	if err := os.RemoveAll(out); err != nil {
 		return nil, err
 	}

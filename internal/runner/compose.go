@@ -11,6 +11,7 @@ import (
 
 	"github.com/covedev/cove/internal/compose"
 	"github.com/covedev/cove/internal/devcontainer"
+	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/image"
 	"github.com/covedev/cove/internal/usererr"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
@@ -67,18 +68,18 @@ func (c *composeState) service(name string) (*svcState, bool) {
 // (environment, user, working_dir, entrypoint, command) applied to its
 // config, so that the devcontainer.json merge sees them as the
 // container's.
-func (r *Runner) loadCompose(ctx context.Context, note func(string), env *covev1.Environment, lay layout, st *envState, cfg *devcontainer.Config, cc *devcontainer.ComposeConfig) (*compose.Project, []compose.Warning, *image.Image, error) {
-	if r.cfg.Network == nil {
+func (r *Runner) loadCompose(ctx context.Context, note func(string), env *covev1.Environment, lay envdir.Layout, st *envState, cfg *devcontainer.Config, cc *devcontainer.ComposeConfig) (*compose.Project, []compose.Warning, *image.Image, error) {
+	if !r.net.n.Namespaced() {
 		return nil, nil, nil, usererr.New("dockerComposeFile: this runner has no environment networking configured, which Docker Compose services need to reach each other")
 	}
-	repoDir := filepath.Join(lay.workspace(), st.RepoName)
+	repoDir := filepath.Join(lay.Workspace(), st.Content.RepoName)
 	proj, warns, err := compose.LoadWithOptions(ctx, compose.Options{
 		RepoDir: repoDir, ConfigDir: filepath.Dir(cfg.Path), Files: cc.Files,
 		DevService: cc.Service, RunServices: cc.RunServices,
 		Env:         map[string]string{}, // never the runner's environment
 		AllowedCaps: r.allow(env.GetSpec().GetClassId()).Capabilities,
 		// "..:/workspaces" and the like: any directory of the checkout.
-		BindRoot: lay.workspace(),
+		BindRoot: lay.Workspace(),
 	})
 	if err != nil {
 		return nil, nil, nil, err
@@ -115,12 +116,12 @@ func (r *Runner) loadCompose(ctx context.Context, note func(string), env *covev1
 		}
 		cs.Services = append(cs.Services, svc)
 	}
-	st.Compose = cs
+	st.Image.Compose = cs
 	return proj, warns, devImg, nil
 }
 
 // serviceImage pulls or builds a service's image.
-func (r *Runner) serviceImage(ctx context.Context, note func(string), lay layout, st *envState, s compose.Service) (*image.Image, error) {
+func (r *Runner) serviceImage(ctx context.Context, note func(string), lay envdir.Layout, st *envState, s compose.Service) (*image.Image, error) {
 	if b := s.Build; b != nil {
 		note(fmt.Sprintf("building service %s", s.Name))
 		img, err := r.buildImage(ctx, lay, st, buildSpec{Context: b.Context, Dockerfile: filepath.Join(b.Context, b.Dockerfile), Target: b.Target, Args: b.Args}, note)

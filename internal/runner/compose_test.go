@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/compose"
+	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/image"
+	"github.com/covedev/cove/internal/testutil"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -76,9 +78,7 @@ func TestServiceMounts(t *testing.T) {
 // target (ownership kept); an existing one is left alone; no content makes
 // an empty directory owned by the environment's root.
 func TestMakeVolume(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to set file owners")
-	}
+	testutil.RequireRoot(t, "to set file owners")
 	root := t.TempDir()
 	data := filepath.Join(root, "rootfs", "var", "lib", "db")
 	if err := os.MkdirAll(data, 0o700); err != nil {
@@ -90,7 +90,7 @@ func TestMakeVolume(t *testing.T) {
 	if err := os.Chown(data, 100999, 100999); err != nil {
 		t.Fatal(err)
 	}
-	st := &envState{IDMap: idmapRange(100000)}
+	st := &envState{Header: envdir.Header{IDMap: idmapRange(100000)}}
 	r := &Runner{}
 	vol := filepath.Join(root, "volumes", "db")
 	if err := r.makeVolume(vol, st, filepath.Join(root, "rootfs"), "/var/lib/db"); err != nil {
@@ -150,7 +150,7 @@ func TestMakeVolume(t *testing.T) {
 // TestVolumeNames is F7 of the 2026-12 review: a volume named ".." (or a
 // path) would mount the environment's runner directory; names are Docker's.
 func TestVolumeNames(t *testing.T) {
-	lay := layout{"/data/envs/e1"}
+	lay := envdir.Layout{Dir: "/data/envs/e1"}
 	for _, bad := range []string{"..", ".", "a/../..", "../x", "/etc", "x\x00y", "-x", "a"} {
 		if d, err := volumeDir(lay, dcMount{Type: "volume", Source: bad, Target: "/v"}); err == nil {
 			t.Errorf("volume name %q accepted: %s", bad, d)
@@ -166,7 +166,7 @@ func TestVolumeNames(t *testing.T) {
 	if d, err := volumeDir(lay, dcMount{Type: "volume", Target: "/var/lib/x"}); err != nil || d != "/data/envs/e1/volumes/anon-var-lib-x" {
 		t.Errorf("anonymous volume: %q, %v", d, err)
 	}
-	st := &envState{DC: &dcState{Mounts: []dcMount{{Type: "volume", Source: "..", Target: "/envdir"}}}}
+	st := &envState{Image: imageState{DC: &dcState{Mounts: []dcMount{{Type: "volume", Source: "..", Target: "/envdir"}}}}}
 	if err := checkVolumes(lay, st); err == nil || !strings.Contains(err.Error(), `".."`) {
 		t.Errorf("checkVolumes: %v", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/covedev/cove/internal/devcontainer"
+	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/features"
 	"github.com/covedev/cove/internal/image"
 	"github.com/covedev/cove/internal/lifecycle"
@@ -43,22 +44,20 @@ type dcState struct {
 	Command     []string `json:"command,omitempty"`
 	WorkingDir  string   `json:"workingDir,omitempty"`
 	// From runArgs' safe subset.
-	Hostname        string          `json:"hostname,omitempty"`
-	AddHosts        []string        `json:"addHosts,omitempty"`
-	RemoteUser      string          `json:"remoteUser,omitempty"`
-	ContainerEnv    []string        `json:"containerEnv,omitempty"` // KEY=VALUE, expanded
-	RemoteEnv       []string        `json:"remoteEnv,omitempty"`
-	UserEnvProbe    string          `json:"userEnvProbe,omitempty"`
-	Hooks           lifecycle.Hooks `json:"hooks"`
-	FeaturesKey     string          `json:"featuresKey,omitempty"`
-	FeaturesPending bool            `json:"featuresPending,omitempty"` // install at the next start, then cache
-	CreatedDone     bool            `json:"createdDone,omitempty"`
-	// LifecyclePid is the container init the lifecycle last ran for, so a
-	// restarted runner does not run postStartCommand again.
-	LifecyclePid   int      `json:"lifecyclePid,omitempty"`
-	Warnings       []string `json:"warnings,omitempty"`
-	Extensions     []string `json:"extensions,omitempty"`
-	Customizations string   `json:"customizations,omitempty"`
+	Hostname     string          `json:"hostname,omitempty"`
+	AddHosts     []string        `json:"addHosts,omitempty"`
+	RemoteUser   string          `json:"remoteUser,omitempty"`
+	ContainerEnv []string        `json:"containerEnv,omitempty"` // KEY=VALUE, expanded
+	RemoteEnv    []string        `json:"remoteEnv,omitempty"`
+	UserEnvProbe string          `json:"userEnvProbe,omitempty"`
+	Hooks        lifecycle.Hooks `json:"hooks"`
+	FeaturesKey  string          `json:"featuresKey,omitempty"`
+	// FeaturesPending: no cached layer has the features: the features step
+	// installs them at the first start (then caches them).
+	FeaturesPending bool     `json:"featuresPending,omitempty"`
+	Warnings        []string `json:"warnings,omitempty"`
+	Extensions      []string `json:"extensions,omitempty"`
+	Customizations  string   `json:"customizations,omitempty"`
 }
 
 // dcMount is a volume (environment-local directory) or tmpfs mount.
@@ -72,7 +71,7 @@ type dcMount struct {
 // allow is what a class permits of privileged devcontainer settings: no
 // privileged mode, and the capabilities a container has anyway.
 func (r *Runner) allow(class string) devcontainer.Allow {
-	return devcontainer.Allow{Build: r.cfg.Buildkitd != "", Compose: r.cfg.Network != nil, Capabilities: []string{"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW",
+	return devcontainer.Allow{Build: r.cfg.Buildkitd != "", Compose: r.net.n.Namespaced(), Capabilities: []string{"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW",
 		"SETGID", "SETUID", "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"}}
 }
 
@@ -88,13 +87,13 @@ func (r *Runner) loadDevcontainer(env *covev1.Environment, repoDir string) (*dev
 // applyDevcontainer merges image and feature metadata into cfg, checks the
 // result, prepares features (cached layer, or an install at first start)
 // and records everything in st.
-func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment, lay layout, st *envState, cfg *devcontainer.Config, warns []devcontainer.Warning, img *image.Image) error {
-	repoDir := filepath.Join(lay.workspace(), st.RepoName)
-	dc := &dcState{WorkspaceFolder: workspaces + "/" + st.RepoName}
+func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment, lay envdir.Layout, st *envState, cfg *devcontainer.Config, warns []devcontainer.Warning, img *image.Image) error {
+	repoDir := filepath.Join(lay.Workspace(), st.Content.RepoName)
+	dc := &dcState{WorkspaceFolder: workspaces + "/" + st.Content.RepoName}
 	for _, w := range warns {
 		dc.Warnings = append(dc.Warnings, fmt.Sprint(w))
 	}
-	st.DC = dc
+	st.Image.DC = dc
 	if cfg == nil {
 		return nil
 	}
@@ -104,12 +103,12 @@ func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment,
 	if cfg.Workspace.WorkspaceFolder != "" {
 		dc.WorkspaceFolder = cfg.Workspace.WorkspaceFolder
 	}
-	if t := cfg.Workspace.MountTarget; t != "" && t != workspaces+"/"+st.RepoName {
+	if t := cfg.Workspace.MountTarget; t != "" && t != workspaces+"/"+st.Content.RepoName {
 		dc.MountTarget = t
 	}
 	imageEntries, err := devcontainer.ParseImageMetadata(img.Config.Labels["devcontainer.metadata"])
 	if err != nil {
-		return usererr.Wrap(err, "image %s: devcontainer.metadata label: %v", st.Image, err)
+		return usererr.Wrap(err, "image %s: devcontainer.metadata label: %v", st.Image.Ref, err)
 	}
 	var refs []features.Ref
 	for _, f := range cfg.Features {
@@ -175,12 +174,12 @@ func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment,
 		}
 	}
 	if u := merged.ContainerUser(); u != "" {
-		st.User = u
+		st.Image.User = u
 	}
 	if u := merged.RemoteUser(); u != "" {
-		st.User = u
+		st.Image.User = u
 	}
-	dc.RemoteUser = st.User
+	dc.RemoteUser = st.Image.User
 	dc.UserEnvProbe = merged.UserEnvProbe()
 	for k, v := range merged.RemoteEnv() {
 		if v != nil {
@@ -199,18 +198,18 @@ func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment,
 	}
 	dc.FeaturesKey = features.CacheKey(featureScope(env), featureInputs(st, dc, img, merged.ContainerUser()), fs)
 	if layer := r.featuresLayer(dc.FeaturesKey); dirExists(layer) {
-		st.Layers = append(st.Layers, layer) // installed before: reuse
+		st.Image.Layers = append(st.Image.Layers, layer) // installed before: reuse
 		return nil
 	}
 	dc.FeaturesPending = true
-	if err := os.RemoveAll(lay.features()); err != nil {
+	if err := os.RemoveAll(lay.Features()); err != nil {
 		return err
 	}
-	if err := features.Stage(ctx, fs, lay.features(), int(st.IDMap.HostID), int(st.IDMap.HostID)); err != nil {
+	if err := features.Stage(ctx, fs, lay.Features(), int(st.IDMap.HostID), int(st.IDMap.HostID)); err != nil {
 		return err
 	}
-	script := features.InstallScript(fs, featuresDir, st.User, merged.ContainerUser())
-	return os.WriteFile(filepath.Join(lay.features(), "install.sh"), []byte(script), 0o644)
+	script := features.InstallScript(fs, featuresDir, st.Image.User, merged.ContainerUser())
+	return os.WriteFile(filepath.Join(lay.Features(), "install.sh"), []byte(script), 0o644)
 }
 
 // featureScope is who may share an installed-features layer: the members
@@ -238,7 +237,7 @@ func featureInputs(st *envState, dc *dcState, img *image.Image, containerUser st
 	}
 	join := func(s []string) string { return strings.Join(s, "\x00") }
 	return []string{
-		"image=" + img.Digest, "user=" + st.User, "containerUser=" + containerUser,
+		"image=" + img.Digest, "user=" + st.Image.User, "containerUser=" + containerUser,
 		"containerEnv=" + join(dc.ContainerEnv), "remoteEnv=" + join(dc.RemoteEnv),
 		"command=" + join(dc.Command), "entrypoints=" + join(dc.Entrypoints), "workingDir=" + dc.WorkingDir,
 		"mounts=" + join(mounts), "workspaceFolder=" + dc.WorkspaceFolder, "mountTarget=" + dc.MountTarget,
@@ -266,10 +265,7 @@ func (r *Runner) checkHostRequirements(class string, req *devcontainer.HostRequi
 	if req == nil {
 		return nil
 	}
-	for _, c := range r.cfg.Classes {
-		if c.GetId() != class {
-			continue
-		}
+	if c := r.classes.find(class); c != nil {
 		_, err := devcontainer.ChooseClass(req, []devcontainer.Class{{ID: c.GetId(), CPUs: int(c.GetCpus()), Memory: c.GetMemoryBytes(), Storage: c.GetDiskBytes()}})
 		if err != nil {
 			return usererr.Wrap(err, "class %q does not meet devcontainer.json's hostRequirements: %v", class, err)
@@ -294,7 +290,7 @@ var volumeName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
 // volumeDir is the environment-local directory behind a volume mount. A
 // name that is not a plain volume name (a path, "..") is refused: it would
 // name a directory of the runner's instead of a volume.
-func volumeDir(lay layout, m dcMount) (string, error) {
+func volumeDir(lay envdir.Layout, m dcMount) (string, error) {
 	name := m.Source
 	if name == "" {
 		name = "anon-" + strings.ReplaceAll(strings.Trim(m.Target, "/"), "/", "-")
@@ -302,8 +298,8 @@ func volumeDir(lay layout, m dcMount) (string, error) {
 		return "", usererr.New("volume name %q (mounted at %s) is not valid: use letters, digits, '_', '.' and '-', starting with a letter or digit", name, m.Target)
 	}
 	name = strings.ReplaceAll(name, "/", "-")
-	dir := filepath.Join(lay.dir, "volumes", name)
-	if name == "." || name == ".." || strings.IndexByte(name, 0) >= 0 || filepath.Dir(dir) != filepath.Join(lay.dir, "volumes") {
+	dir := filepath.Join(lay.Dir, "volumes", name)
+	if name == "." || name == ".." || strings.IndexByte(name, 0) >= 0 || filepath.Dir(dir) != filepath.Join(lay.Dir, "volumes") {
 		return "", usererr.New("volume for %s: invalid name %q", m.Target, name)
 	}
 	return dir, nil
@@ -311,13 +307,13 @@ func volumeDir(lay layout, m dcMount) (string, error) {
 
 // checkVolumes refuses, before anything starts, volume mounts whose names
 // volumeDir would refuse.
-func checkVolumes(lay layout, st *envState) error {
+func checkVolumes(lay envdir.Layout, st *envState) error {
 	var all []dcMount
-	if st.DC != nil {
-		all = append(all, st.DC.Mounts...)
+	if st.Image.DC != nil {
+		all = append(all, st.Image.DC.Mounts...)
 	}
-	if st.Compose != nil {
-		for _, s := range st.Compose.Services {
+	if st.Image.Compose != nil {
+		for _, s := range st.Image.Compose.Services {
 			all = append(all, s.Mounts...)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/features"
 	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/image"
@@ -39,14 +40,6 @@ const (
 
 // errGCBusy: image, feature or mount work holds the store.
 var errGCBusy = errors.New("image, feature or mount work in progress")
-
-// useStore is held by work that creates or picks up garbage-collectable
-// items until the environment's state file records them. It returns the
-// release function.
-func (r *Runner) useStore() func() {
-	r.gcMu.RLock()
-	return r.gcMu.RUnlock
-}
 
 // gcRefs is what environments on disk use.
 type gcRefs struct {
@@ -88,12 +81,12 @@ func (r *Runner) gcReferences() (*gcRefs, error) {
 		}
 	}
 	for _, e := range ents {
-		lay := layout{filepath.Join(envs, e.Name())}
-		st, err := loadState(lay.state())
+		lay := envdir.Layout{Dir: filepath.Join(envs, e.Name())}
+		st, err := loadState(lay.State())
 		if errors.Is(err, fs.ErrNotExist) {
 			// A directory being made or removed has no state and uses
 			// nothing; one with a container or a root file system does.
-			if _, berr := os.Lstat(filepath.Join(lay.runtime(), "bundle", "config.json")); berr == nil || isMountPoint(lay.rootfs()) {
+			if _, berr := os.Lstat(filepath.Join(lay.Runtime(), "bundle", "config.json")); berr == nil || isMountPoint(lay.Rootfs()) {
 				return nil, fmt.Errorf("environment %s has a container but no state file", e.Name())
 			}
 			continue
@@ -101,15 +94,15 @@ func (r *Runner) gcReferences() (*gcRefs, error) {
 		if err != nil {
 			return nil, fmt.Errorf("environment %s: %w", e.Name(), err)
 		}
-		add(st.IDMap, st.ImageDigest, st.Layers)
-		if st.DC != nil && st.DC.FeaturesKey != "" {
+		add(st.IDMap, st.Image.Digest, st.Image.Layers)
+		if st.Image.DC != nil && st.Image.DC.FeaturesKey != "" {
 			// Named by featuresLayerName, or by the key itself (runners
 			// before it).
-			refs.featureLayers[featuresLayerName(st.DC.FeaturesKey)] = true
-			refs.featureLayers[st.DC.FeaturesKey] = true
+			refs.featureLayers[featuresLayerName(st.Image.DC.FeaturesKey)] = true
+			refs.featureLayers[st.Image.DC.FeaturesKey] = true
 		}
-		if st.Compose != nil {
-			for _, s := range st.Compose.Services {
+		if st.Image.Compose != nil {
+			for _, s := range st.Image.Compose.Services {
 				add(st.IDMap, s.ImageDigest, s.Layers)
 			}
 		}
@@ -218,14 +211,14 @@ func diskUsage(p string) (int64, error) {
 // after cutoff. It returns errGCBusy, having done nothing, while work
 // holds the store.
 func (r *Runner) collectGarbage(ctx context.Context, cutoff time.Time) ([]gcItem, error) {
-	if !r.gcMu.TryLock() {
+	if !r.gc.mu.TryLock() {
 		return nil, errGCBusy
 	}
 	imgTrash := &trash{parent: filepath.Join(r.cfg.DataDir, "images", "tmp")}
 	cacheDir := filepath.Join(r.cfg.DataDir, "features")
 	featTrash := &trash{parent: filepath.Join(cacheDir, "tmp")}
 	err := func() error {
-		defer r.gcMu.Unlock()
+		defer r.gc.mu.Unlock()
 		refs, err := r.gcReferences()
 		if err != nil {
 			return err

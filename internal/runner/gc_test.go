@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/image"
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"golang.org/x/sys/unix"
 )
@@ -31,9 +33,7 @@ const gcLayerBytes = 4096 // bytes of random content per test layer
 
 func newGCFixture(t *testing.T) *gcFixture {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (unpacking image layers keeps their owners)")
-	}
+	testutil.RequireRoot(t, "unpacking image layers keeps their owners")
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	store, err := image.NewStore(filepath.Join(dir, "images"), log)
@@ -43,7 +43,7 @@ func newGCFixture(t *testing.T) *gcFixture {
 	if err := os.MkdirAll(filepath.Join(dir, "envs"), 0o711); err != nil {
 		t.Fatal(err)
 	}
-	f := &gcFixture{r: &Runner{cfg: Config{DataDir: dir}, log: log, images: store}, dir: dir}
+	f := &gcFixture{r: &Runner{cfg: Config{DataDir: dir}, log: log, images: hostImages{store}, gc: &gcLock{}}, dir: dir}
 	ctx := context.Background()
 	imp := func(name string) *image.Image {
 		t.Helper()
@@ -77,8 +77,8 @@ func newGCFixture(t *testing.T) *gcFixture {
 	imgA := imp("cove-build/a:latest")
 	keyA := "sha256:" + strings.Repeat("a", 64)
 	featA := mkdir("images/features/" + keyA)
-	stA := envState{ID: "a", IDMap: rangeA, ImageDigest: imgA.Digest, Layers: append(slices.Clone(imgA.Layers), featA),
-		DC: &dcState{FeaturesKey: keyA}}
+	stA := envState{Header: envdir.Header{ID: "a", IDMap: rangeA}, Image: imageState{Digest: imgA.Digest, Layers: append(slices.Clone(imgA.Layers), featA),
+		DC: &dcState{FeaturesKey: keyA}}}
 	f.used = append(f.used, imgA.Layers...)
 	f.used = append(f.used, featA,
 		mkdir(filepath.Join("images/shifted", rangeDirName(rangeA), filepath.Base(imgA.Layers[0]))),
@@ -90,24 +90,24 @@ func newGCFixture(t *testing.T) *gcFixture {
 	imgB, imgSvc := imp("cove-build/b:latest"), imp("cove-build/svc:latest")
 	keyB := "sha256:" + strings.Repeat("b", 64)
 	featB := mkdir("images/features/" + keyB)
-	stB := envState{ID: "b", IDMap: rangeB, ImageDigest: imgB.Digest, Layers: imgB.Layers, DC: &dcState{FeaturesKey: keyB},
-		Compose: &composeState{Services: []svcState{{Name: "db", ImageDigest: imgSvc.Digest, Layers: imgSvc.Layers}}}}
+	stB := envState{Header: envdir.Header{ID: "b", IDMap: rangeB}, Image: imageState{Digest: imgB.Digest, Layers: imgB.Layers, DC: &dcState{FeaturesKey: keyB},
+		Compose: &composeState{Services: []svcState{{Name: "db", ImageDigest: imgSvc.Digest, Layers: imgSvc.Layers}}}}}
 	f.used = append(f.used, featB)
 	f.used = append(f.used, imgB.Layers...)
 	f.used = append(f.used, imgSvc.Layers...)
 
 	for _, st := range []envState{stA, stB} {
 		lay := f.r.layout(st.ID)
-		if err := os.MkdirAll(lay.dir, 0o700); err != nil {
+		if err := os.MkdirAll(lay.Dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := saveState(lay.state(), &st); err != nil {
+		if err := saveState(lay.State(), &st); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// An environment directory whose creation stopped before its state
 	// was written uses nothing.
-	if err := os.MkdirAll(filepath.Join(f.r.layout("half").dir, "etc"), 0o711); err != nil {
+	if err := os.MkdirAll(filepath.Join(f.r.layout("half").Dir, "etc"), 0o711); err != nil {
 		t.Fatal(err)
 	}
 
@@ -142,7 +142,7 @@ func (f *gcFixture) checkUsed(t *testing.T) {
 	}
 	ctx := context.Background()
 	for _, name := range []string{"cove-build/a:latest", "cove-build/b:latest", "cove-build/svc:latest"} {
-		if _, err := f.r.images.Get(ctx, name); err != nil {
+		if _, err := f.r.images.(hostImages).Get(ctx, name); err != nil {
 			t.Errorf("image %s in use: %v", name, err)
 		}
 	}
@@ -168,7 +168,7 @@ func TestGCKeepsWhatEnvironmentsUse(t *testing.T) {
 	if exists(filepath.Join(f.dir, "images/shifted", rangeDirName(idmap.Range{HostID: 1<<24 + 2*65536, Size: 65536}))) {
 		t.Error("the directory of a range nobody holds survived")
 	}
-	if _, err := f.r.images.Get(ctx, "cove-build/old:latest"); !errors.Is(err, image.ErrNotFound) {
+	if _, err := f.r.images.(hostImages).Get(ctx, "cove-build/old:latest"); !errors.Is(err, image.ErrNotFound) {
 		t.Errorf("collected image: %v, want not found", err)
 	}
 	// Each removed item is reported with its size.
@@ -212,15 +212,15 @@ func TestGCGrace(t *testing.T) {
 func TestGCUnreadableStateStopsRound(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		make func(t *testing.T, lay layout)
+		make func(t *testing.T, lay envdir.Layout)
 	}{
-		{"truncated state", func(t *testing.T, lay layout) {
-			if err := os.WriteFile(lay.state(), []byte(`{"id":"c","lay`), 0o600); err != nil {
+		{"truncated state", func(t *testing.T, lay envdir.Layout) {
+			if err := os.WriteFile(lay.State(), []byte(`{"id":"c","lay`), 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"container without state", func(t *testing.T, lay layout) {
-			bundle := filepath.Join(lay.runtime(), "bundle")
+		{"container without state", func(t *testing.T, lay envdir.Layout) {
+			bundle := filepath.Join(lay.Runtime(), "bundle")
 			if err := os.MkdirAll(bundle, 0o700); err != nil {
 				t.Fatal(err)
 			}
@@ -232,7 +232,7 @@ func TestGCUnreadableStateStopsRound(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newGCFixture(t)
 			lay := f.r.layout("c")
-			if err := os.MkdirAll(lay.dir, 0o700); err != nil {
+			if err := os.MkdirAll(lay.Dir, 0o700); err != nil {
 				t.Fatal(err)
 			}
 			tc.make(t, lay)
@@ -257,7 +257,7 @@ func TestGCUnreadableStateStopsRound(t *testing.T) {
 // round does nothing and says so.
 func TestGCWaitsForWork(t *testing.T) {
 	f := newGCFixture(t)
-	release := f.r.useStore()
+	release := f.r.gc.use()
 	removed, err := f.r.collectGarbage(context.Background(), time.Now().Add(time.Hour))
 	release()
 	if !errors.Is(err, errGCBusy) || len(removed) != 0 {
@@ -276,9 +276,7 @@ func TestGCWaitsForWork(t *testing.T) {
 // TestDiskUsageRefusesMounts: a tree with a mount point below it is never
 // removed (RemoveAll would descend into the mounted file system).
 func TestDiskUsageRefusesMounts(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mount)")
-	}
+	testutil.RequireRoot(t, "mount")
 	dir := t.TempDir()
 	mp := filepath.Join(dir, "item", "mnt")
 	if err := os.MkdirAll(mp, 0o755); err != nil {

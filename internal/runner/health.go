@@ -15,6 +15,7 @@ import (
 	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/compose"
 	"github.com/covedev/cove/internal/confine"
+	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/tailbuf"
 	"github.com/covedev/cove/internal/usererr"
@@ -29,13 +30,13 @@ const healthPoll = time.Second
 // waitDeps waits until every dependency of service name is satisfied:
 // started (it was started earlier in start order), healthy (its
 // healthcheck passes) or completed successfully (it exited with code 0).
-func (r *Runner) waitDeps(ctx context.Context, envID string, lay layout, st *envState, name string, deps map[string]compose.Condition, note func(string)) error {
-	for _, dep := range st.Compose.Order {
+func (r *Runner) waitDeps(ctx context.Context, envID string, lay envdir.Layout, st *envState, name string, deps map[string]compose.Condition, note func(string)) error {
+	for _, dep := range st.Image.Compose.Order {
 		cond, ok := deps[dep]
-		if !ok || dep == st.Compose.DevService {
+		if !ok || dep == st.Image.Compose.DevService {
 			continue // the dev service is started before what comes after it
 		}
-		s, _ := st.Compose.service(dep)
+		s, _ := st.Image.Compose.service(dep)
 		switch cond {
 		case compose.ConditionHealthy:
 			note(fmt.Sprintf("waiting for service %s to be healthy", dep))
@@ -55,7 +56,7 @@ func (r *Runner) waitDeps(ctx context.Context, envID string, lay layout, st *env
 // waitHealthy runs s's healthcheck until it passes. It fails when the
 // service exits, or when checks keep failing past its start period plus
 // retries intervals (Docker's "unhealthy").
-func (r *Runner) waitHealthy(ctx context.Context, envID string, lay layout, s *svcState) error {
+func (r *Runner) waitHealthy(ctx context.Context, envID string, lay envdir.Layout, s *svcState) error {
 	hc := s.Healthcheck
 	if hc == nil || len(hc.Test) == 0 || hc.Test[0] == "NONE" {
 		return usererr.New("service %s has no healthcheck", s.Name)
@@ -94,7 +95,7 @@ func (r *Runner) waitHealthy(ctx context.Context, envID string, lay layout, s *s
 			}
 		}
 		if failures == 0 && time.Since(began) > agentTimeout+hc.StartPeriod {
-			return usererr.New("service %s: its health check could not be run for %s (the service's agent did not start): %s", s.Name, agentTimeout, tail(lay.serviceLog(s.Name), 300))
+			return usererr.New("service %s: its health check could not be run for %s (the service's agent did not start): %s", s.Name, agentTimeout, tail(lay.ServiceLog(s.Name), 300))
 		}
 		if failures >= max(hc.Retries, 1) && time.Now().After(deadline) {
 			return usererr.New("service %s is unhealthy after %s: %s", s.Name, time.Since(began).Round(time.Second), cmp.Or(last, "(no output)"))
@@ -138,7 +139,7 @@ func (r *Runner) checkHealth(ctx context.Context, ep agentclient.Endpoint, req a
 }
 
 // waitCompleted waits for s to exit and checks its exit code.
-func (r *Runner) waitCompleted(ctx context.Context, envID string, lay layout, s *svcState) error {
+func (r *Runner) waitCompleted(ctx context.Context, envID string, lay envdir.Layout, s *svcState) error {
 	for {
 		cs, err := r.rt.State(ctx, svcID(envID, s.Name))
 		if err != nil {
@@ -147,10 +148,10 @@ func (r *Runner) waitCompleted(ctx context.Context, envID string, lay layout, s 
 		if cs.Status != runtime.StatusRunning && cs.Status != runtime.StatusCreated {
 			code, err := exitCode(lay, s)
 			if err != nil {
-				return usererr.Wrap(err, "service %s stopped without an exit code: %s", s.Name, tail(lay.serviceLog(s.Name), 300))
+				return usererr.Wrap(err, "service %s stopped without an exit code: %s", s.Name, tail(lay.ServiceLog(s.Name), 300))
 			}
 			if code != 0 {
-				return usererr.New("service %s exited with code %d: %s", s.Name, code, tail(lay.serviceLog(s.Name), 300))
+				return usererr.New("service %s exited with code %d: %s", s.Name, code, tail(lay.ServiceLog(s.Name), 300))
 			}
 			return nil
 		}
@@ -164,7 +165,7 @@ func (r *Runner) waitCompleted(ctx context.Context, envID string, lay layout, s 
 
 // serviceRunning fails (with the service's exit code and last output) if s
 // is no longer running.
-func (r *Runner) serviceRunning(ctx context.Context, envID string, lay layout, s *svcState) error {
+func (r *Runner) serviceRunning(ctx context.Context, envID string, lay envdir.Layout, s *svcState) error {
 	cs, err := r.rt.State(ctx, svcID(envID, s.Name))
 	if err != nil {
 		return err
@@ -176,13 +177,13 @@ func (r *Runner) serviceRunning(ctx context.Context, envID string, lay layout, s
 	if c, err := exitCode(lay, s); err == nil {
 		code = strconv.Itoa(c)
 	}
-	return usererr.New("service %s exited (code %s): %s", s.Name, code, tail(lay.serviceLog(s.Name), 300))
+	return usererr.New("service %s exited (code %s): %s", s.Name, code, tail(lay.ServiceLog(s.Name), 300))
 }
 
 // exitCode reads the exit code the service's agent recorded. The run
 // directory belongs to the service: no links, a regular file, a few bytes.
-func exitCode(lay layout, s *svcState) (int, error) {
-	run, err := confine.OpenDir(lay.svc(s.Name).run())
+func exitCode(lay envdir.Layout, s *svcState) (int, error) {
+	run, err := confine.OpenDir(lay.Service(s.Name).Run())
 	if err != nil {
 		return 0, err
 	}
@@ -196,8 +197,8 @@ func exitCode(lay layout, s *svcState) (int, error) {
 
 // removeExitCode forgets a previous run's exit code (unlinking a name
 // never follows it).
-func removeExitCode(sl layout) error {
-	err := os.Remove(filepath.Join(sl.run(), filepath.Base(svcExitCode)))
+func removeExitCode(sl envdir.Layout) error {
+	err := os.Remove(filepath.Join(sl.Run(), filepath.Base(svcExitCode)))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

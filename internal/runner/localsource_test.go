@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/covedev/cove/internal/content"
+	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/usererr"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 )
@@ -15,10 +16,10 @@ import (
 // touches the host, and sources the shared classification refuses never
 // count as remote.
 func TestLocalSourcesRefusedWhateverTheSpelling(t *testing.T) {
-	r := &Runner{cfg: Config{AllowLocalSources: false}}
+	c := cloneStep{allowLocal: false}
 	for _, src := range []string{"FILE:///etc", "File:///x", "file:///x", "fIlE://localhost/etc", "/etc"} {
 		env := &covev1.Environment{Id: "e1", Spec: &covev1.EnvironmentSpec{Content: &covev1.ContentSource{GitUrl: src}}}
-		err := r.clone(context.Background(), env, r.layout(env.Id), nil)
+		err := c.do(context.Background(), &stepEnv{env: env, lay: envdir.New(t.TempDir(), env.Id)})
 		msg, visible := usererr.Message(err)
 		if !visible || !strings.Contains(msg, "local path, which this runner does not accept") {
 			t.Errorf("%q: got %v, want the local-source refusal", src, err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/atomicfile"
+	"github.com/covedev/cove/internal/envdir"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,12 +30,12 @@ const (
 )
 
 // envLogs lists the log files of one environment that may grow.
-func envLogs(lay layout) []string {
-	out := []string{lay.logFile(), filepath.Join(lay.runtime(), "console.log")}
-	ents, _ := os.ReadDir(filepath.Join(lay.logDir(), "services"))
+func envLogs(lay envdir.Layout) []string {
+	out := []string{lay.LogFile(), filepath.Join(lay.Runtime(), "console.log")}
+	ents, _ := os.ReadDir(filepath.Join(lay.LogDir(), "services"))
 	for _, e := range ents {
 		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".log") {
-			out = append(out, filepath.Join(lay.logDir(), "services", e.Name()))
+			out = append(out, filepath.Join(lay.LogDir(), "services", e.Name()))
 		}
 	}
 	return out
@@ -49,7 +50,7 @@ func (r *Runner) capLogs() {
 		return
 	}
 	for _, e := range ents {
-		for _, p := range envLogs(layout{filepath.Join(envs, e.Name())}) {
+		for _, p := range envLogs(envdir.Layout{Dir: filepath.Join(envs, e.Name())}) {
 			cut, err := capLog(p, logMaxBytes, logKeepBytes)
 			if err != nil {
 				r.log.Warn("log cap", "env", e.Name(), "log", p, "err", err)

@@ -130,7 +130,7 @@ func TestCapLogsCoversEnvironmentLogs(t *testing.T) {
 	dir := t.TempDir()
 	r := &Runner{cfg: Config{DataDir: dir}, log: slog.New(slog.DiscardHandler)}
 	lay := r.layout("e1")
-	want := []string{lay.logFile(), filepath.Join(lay.runtime(), "console.log"), lay.serviceLog("db"), lay.serviceLog("web")}
+	want := []string{lay.LogFile(), filepath.Join(lay.Runtime(), "console.log"), lay.ServiceLog("db"), lay.ServiceLog("web")}
 	for _, p := range want {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)

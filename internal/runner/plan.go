@@ -35,8 +35,15 @@ const (
 	stepUnmount         step = "unmount"          // overlay and idmapped layers
 	stepRemove          step = "remove"           // all disk state; release the uid range
 	stepReset           step = "reset"            // discard the container file system (upper dir), keep /workspaces
-	stepDevcontainer    step = "devcontainer"     // install features, run lifecycle commands
+	stepFeatures        step = "features"         // install features, cache them as a layer
+	stepRestart         step = "restart"          // start again for feature entrypoints
+	stepLifecycle       step = "lifecycle"        // run lifecycle commands
 )
+
+// devcontainerSteps follow a start (each does nothing when it has nothing
+// to do): features, the restart their entrypoints need, lifecycle
+// commands.
+var devcontainerSteps = []step{stepFeatures, stepRestart, stepLifecycle}
 
 // plan computes the steps that take o to desired. It is pure: the
 // reconciler observes, plans, applies, and observes again.
@@ -59,7 +66,7 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 			if !o.contentReady {
 				steps = append(steps, stepClone)
 			}
-			return append(steps, stepImage, stepMount, stepStart, stepWaitAgent, stepDevcontainer)
+			return append(append(steps, stepImage, stepMount, stepStart, stepWaitAgent), devcontainerSteps...)
 		}
 		if !o.stateExists {
 			steps = append(steps, stepPrepare)
@@ -75,7 +82,7 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 				steps = append(steps, stepWaitAgent)
 			}
 			if !o.devcontainerDone {
-				steps = append(steps, stepDevcontainer)
+				steps = append(steps, devcontainerSteps...)
 			}
 			return steps
 		}
@@ -86,7 +93,7 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 		if !o.rootfsMounted {
 			steps = append(steps, stepMount)
 		}
-		return append(steps, stepStart, stepWaitAgent, stepDevcontainer)
+		return append(append(steps, stepStart, stepWaitAgent), devcontainerSteps...)
 	case covev1.EnvironmentPhase_ENVIRONMENT_PHASE_STOPPED, covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED:
 		if live {
 			steps = append(steps, stepStop)

@@ -22,13 +22,13 @@ func TestPlan(t *testing.T) {
 		want    []step
 	}{
 		{"fresh create", running, observed{container: absent},
-			[]step{stepPrepare, stepClone, stepImage, stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
+			[]step{stepPrepare, stepClone, stepImage, stepMount, stepStart, stepWaitAgent, stepFeatures, stepRestart, stepLifecycle}},
 		{"interrupted after clone", running, with(ready, func(o *observed) { o.imageReady = false; o.container = absent }),
-			[]step{stepImage, stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
+			[]step{stepImage, stepMount, stepStart, stepWaitAgent, stepFeatures, stepRestart, stepLifecycle}},
 		{"start a stopped env", running, with(ready, func(o *observed) { o.container = absent }),
-			[]step{stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
+			[]step{stepMount, stepStart, stepWaitAgent, stepFeatures, stepRestart, stepLifecycle}},
 		{"rootfs still mounted", running, with(ready, func(o *observed) { o.container = absent; o.rootfsMounted, o.someMounted = true, true }),
-			[]step{stepStart, stepWaitAgent, stepDevcontainer}},
+			[]step{stepStart, stepWaitAgent, stepFeatures, stepRestart, stepLifecycle}},
 		{"adopt running env after restart", running, with(ready, func(o *observed) {
 			o.container = up
 			o.rootfsMounted, o.someMounted = true, true
@@ -42,17 +42,17 @@ func TestPlan(t *testing.T) {
 			o.devcontainerDone = true
 		}), nil},
 		{"lifecycle interrupted", running, with(ready, func(o *observed) { o.container = up; o.rootfsMounted, o.someMounted = true, true; o.agentReady = true }),
-			[]step{stepDevcontainer}},
+			[]step{stepFeatures, stepRestart, stepLifecycle}},
 		{"crashed container restarts", running, with(ready, func(o *observed) { o.container = exited; o.rootfsMounted, o.someMounted = true, true }),
-			[]step{stepStop, stepDeleteContainer, stepStart, stepWaitAgent, stepDevcontainer}},
+			[]step{stepStop, stepDeleteContainer, stepStart, stepWaitAgent, stepFeatures, stepRestart, stepLifecycle}},
 		{"half-created container", running, with(ready, func(o *observed) { o.container = runtime.StatusCreated; o.rootfsMounted, o.someMounted = true, true }),
-			[]step{stepStop, stepDeleteContainer, stepStart, stepWaitAgent, stepDevcontainer}},
+			[]step{stepStop, stepDeleteContainer, stepStart, stepWaitAgent, stepFeatures, stepRestart, stepLifecycle}},
 		{"stop running", stopped, with(ready, func(o *observed) { o.container = up; o.rootfsMounted, o.someMounted = true, true }),
 			[]step{stepStop, stepDeleteContainer, stepUnmount}},
 		{"stop interrupted after delete", stopped, with(ready, func(o *observed) { o.container = absent; o.rootfsMounted, o.someMounted = true, true }),
 			[]step{stepUnmount}},
 		{"services' file systems partly mounted, start", running, with(ready, func(o *observed) { o.container = absent; o.someMounted = true }),
-			[]step{stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
+			[]step{stepMount, stepStart, stepWaitAgent, stepFeatures, stepRestart, stepLifecycle}},
 		{"services' file systems partly mounted, stop", stopped, with(ready, func(o *observed) { o.container = absent; o.someMounted = true }),
 			[]step{stepUnmount}},
 		{"already stopped", stopped, with(ready, func(o *observed) { o.container = absent }), nil},
@@ -62,11 +62,11 @@ func TestPlan(t *testing.T) {
 		{"delete stopped", deleted, with(ready, func(o *observed) { o.container = absent }), []step{stepRemove}},
 		{"delete gone", deleted, observed{container: absent}, nil},
 		{"rebuild running", running, with(ready, func(o *observed) { o.container = up; o.rootfsMounted, o.someMounted = true, true; o.rebuild = true }),
-			[]step{stepStop, stepDeleteContainer, stepUnmount, stepReset, stepImage, stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
+			[]step{stepStop, stepDeleteContainer, stepUnmount, stepReset, stepImage, stepMount, stepStart, stepWaitAgent, stepFeatures, stepRestart, stepLifecycle}},
 		{"rebuild stopped", running, with(ready, func(o *observed) { o.container = absent; o.rebuild = true }),
-			[]step{stepReset, stepImage, stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
+			[]step{stepReset, stepImage, stepMount, stepStart, stepWaitAgent, stepFeatures, stepRestart, stepLifecycle}},
 		{"rebuild before first start is a no-op", running, observed{container: absent, rebuild: true},
-			[]step{stepPrepare, stepClone, stepImage, stepMount, stepStart, stepWaitAgent, stepDevcontainer}},
+			[]step{stepPrepare, stepClone, stepImage, stepMount, stepStart, stepWaitAgent, stepFeatures, stepRestart, stepLifecycle}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/agent"
+	"github.com/covedev/cove/internal/agent/agenttest"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/covedev/cove/proto/cove/v1/covev1connect"
 )
@@ -47,17 +48,15 @@ func TestPortsReported(t *testing.T) {
 		client: &client{api: covev1connect.NewRunnerServiceClient(srv.Client(), srv.URL)},
 	}
 	const id = "env1"
-	sock := r.layout(id).agentSocket()
+	sock := r.layout(id).AgentSocket()
 	etc := filepath.Join(dir, "etc")
 	must(t, os.MkdirAll(filepath.Dir(sock), 0o700))
 	must(t, os.MkdirAll(etc, 0o700))
 	must(t, keys.write(etc, id, uint32(os.Getuid())))
-	agentCtx, stopAgent := context.WithCancel(context.Background())
-	agentDone := make(chan error, 1)
-	go func() {
-		agentDone <- agent.Run(agentCtx, agent.Config{SocketPath: sock, AuthorizedKeysPath: filepath.Join(etc, "runner_keys"), HostKeyPath: filepath.Join(etc, "host_key")})
-	}()
-	defer func() { stopAgent(); <-agentDone }()
+	// The agent reads the key files the runner wrote; the harness's first
+	// handshake, with the runner's keys for id, proves they match.
+	agenttest.Start(t, agenttest.Options{Socket: sock, ClientKey: keys.client(id), HostKey: keys.derive("host", id),
+		Config: agent.Config{AuthorizedKeysPath: filepath.Join(etc, "runner_keys"), HostKeyPath: filepath.Join(etc, "host_key")}})
 
 	// A listener whose port the spec shares publicly.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

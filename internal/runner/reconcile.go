@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/covedev/cove/internal/content"
+	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/usererr"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
@@ -28,8 +28,8 @@ const (
 	subFailed     = covev1.SubPhase_SUB_PHASE_FAILED
 )
 
-func (r *Runner) layout(id string) layout {
-	return layout{filepath.Join(r.cfg.DataDir, "envs", id)}
+func (r *Runner) layout(id string) envdir.Layout {
+	return envdir.New(r.cfg.DataDir, id)
 }
 
 // reconcile brings one environment towards its spec: observe, plan, apply
@@ -39,40 +39,40 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	desired := env.GetSpec().GetDesiredPhase()
 	version := env.GetSpec().GetSpecVersion()
 	lay := r.layout(env.Id)
-	st, err := loadState(lay.state())
+	st, err := loadState(lay.State())
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return false, err
 	}
 	if errors.Is(err, os.ErrNotExist) {
 		st = nil
 	}
-	if st != nil && st.ContentReady {
+	if st != nil && st.Content.Ready {
 		w.sub(&w.content, subReady, "") // also after a runner restart
 	}
-	if st != nil && st.DC != nil {
+	if st != nil && st.Image.DC != nil {
 		w.mu.Lock()
-		w.dcPorts = &st.DC.Ports
+		w.dcPorts = &st.Image.DC.Ports
 		w.mu.Unlock()
 	}
 
 	// A start that failed at this spec version waits for the user (`cove env
 	// start` bumps the version); stop and delete always proceed.
-	if st != nil && desired == phaseRunning && st.FailedSpecVersion == version {
+	if st != nil && desired == phaseRunning && st.Failure.SpecVersion == version {
 		obs, err := r.observe(ctx, env.Id, st)
 		if err != nil {
 			return false, err
 		}
-		if len(plan(phaseStopped, obs)) > 0 {
-			return false, r.apply(ctx, w, env, &st, plan(phaseStopped, obs), func() {}, func() {})
+		if steps := plan(phaseStopped, obs); len(steps) > 0 {
+			return false, r.apply(ctx, &stepEnv{env: env, lay: lay, st: st, rep: w.reporter(ctx, phaseStopped, func(ph covev1.EnvironmentPhase) *covev1.EnvironmentStatus { return r.status(env, st, ph, "") })}, steps)
 		}
-		return false, w.setStatus(ctx, r.status(env, st, phaseStopped, st.FailureMessage))
+		return false, w.setStatus(ctx, r.status(env, st, phaseStopped, st.Failure.Message))
 	}
 
 	obs, err := r.observe(ctx, env.Id, st)
 	if err != nil {
 		return false, err
 	}
-	obs.rebuild = st != nil && desired == phaseRunning && env.GetSpec().GetRebuildGeneration() > st.BuiltGeneration
+	obs.rebuild = st != nil && desired == phaseRunning && env.GetSpec().GetRebuildGeneration() > st.Rebuild.Generation
 	steps := plan(desired, obs)
 	if len(steps) == 0 {
 		final := map[covev1.EnvironmentPhase]covev1.EnvironmentPhase{phaseRunning: phaseRunning, phaseStopped: phaseStopped, phaseDeleted: phaseDeleted}[desired]
@@ -92,7 +92,7 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	}
 
 	transitional := map[covev1.EnvironmentPhase]covev1.EnvironmentPhase{phaseRunning: phaseStarting, phaseStopped: phaseStopping, phaseDeleted: phaseDeleting}[desired]
-	if transitional == phaseStarting && (st == nil || !st.StartedOnce) {
+	if transitional == phaseStarting && !startedOnce(st) {
 		transitional = phaseCreating
 	}
 	if obs.rebuild {
@@ -111,19 +111,15 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	// wait for the server.
 	w.progress(ctx, r.status(env, st, transitional, ""))
 	r.log.Info("reconcile", "env", env.Id, "desired", desired, "steps", steps)
-	progress := func() { w.progress(ctx, r.status(env, st, transitional, "")) }
-	// ready: the devcontainer's waitFor stage is done; later lifecycle
-	// commands go on while users can connect.
-	ready := func() {
-		w.setRunning(true)
-		w.sub(&w.machine, subReady, "")
-		w.progress(ctx, r.status(env, st, phaseRunning, ""))
-	}
 	stepCtx, cancel := context.WithCancel(ctx)
 	w.setStepCancel(version, cancel)
 	defer w.setStepCancel(0, nil)
 	defer cancel()
-	if err := r.apply(stepCtx, w, env, &st, steps, progress, ready); err != nil {
+	e := &stepEnv{env: env, lay: lay, st: st}
+	e.rep = w.reporter(ctx, transitional, func(ph covev1.EnvironmentPhase) *covev1.EnvironmentStatus { return r.status(env, e.st, ph, "") })
+	err = r.apply(stepCtx, e, steps)
+	st = e.st
+	if err != nil {
 		msg, visible := usererr.Message(err)
 		if !visible || desired != phaseRunning || st == nil {
 			// Internal errors (and any stop/delete error) are retried; the
@@ -136,14 +132,14 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 		// A start failed for a reason the user must fix: record it, put the
 		// environment in a clear STOPPED state, keep everything on disk.
 		r.log.Warn("environment failed to start", "env", env.Id, "reason", msg, "err", err)
-		st.FailedSpecVersion, st.FailureMessage = version, msg
-		if err := saveState(lay.state(), st); err != nil {
+		st.Failure = failureState{SpecVersion: version, Message: msg}
+		if err := saveState(lay.State(), st); err != nil {
 			return false, err
 		}
 		w.kickSoon()
 		return false, nil
 	}
-	if last := steps[len(steps)-1]; desired == phaseRunning && (last == stepWaitAgent || last == stepDevcontainer) {
+	if last := steps[len(steps)-1]; desired == phaseRunning && (last == stepWaitAgent || last == stepLifecycle) {
 		// The agent just answered: the environment is running. Report it now
 		// rather than after another observe pass; the periodic pass checks.
 		w.setRunning(true)
@@ -170,13 +166,13 @@ func (r *Runner) status(env *covev1.Environment, st *envState, phase covev1.Envi
 		FailureMessage:      failure,
 	}
 	if st != nil {
-		s.Image, s.ImageDigest = st.Image, st.ImageDigest
-		if st.RepoName != "" {
-			s.WorkspaceFolder = "/workspaces/" + st.RepoName
+		s.Image, s.ImageDigest = st.Image.Ref, st.Image.Digest
+		if st.Content.RepoName != "" {
+			s.WorkspaceFolder = "/workspaces/" + st.Content.RepoName
 		}
-		s.IpAddress = st.IP
-		s.BuiltGeneration = st.BuiltGeneration
-		if dc := st.DC; dc != nil {
+		s.IpAddress = st.Network.IP
+		s.BuiltGeneration = st.Rebuild.Generation
+		if dc := st.Image.DC; dc != nil {
 			s.DevcontainerPath, s.Warnings, s.Extensions, s.CustomizationsJson = dc.ConfigPath, dc.Warnings, dc.Extensions, dc.Customizations
 			if dc.WorkspaceFolder != "" {
 				s.WorkspaceFolder = dc.WorkspaceFolder
@@ -194,17 +190,17 @@ func (r *Runner) observe(ctx context.Context, id string, st *envState) (observed
 	lay := r.layout(id)
 	o := observed{stateExists: st != nil}
 	if st != nil {
-		o.contentReady = st.ContentReady
-		o.imageReady = st.ImageDigest != "" && layersPresent(st.Layers)
+		o.contentReady = st.Content.Ready
+		o.imageReady = st.Image.Digest != "" && r.images.has(st.Image.Layers)
 	}
-	o.rootfsMounted = isMountPoint(lay.rootfs())
+	o.rootfsMounted = r.images.mounted(lay.Rootfs())
 	o.someMounted = o.rootfsMounted
-	if st != nil && st.Compose != nil {
-		for _, s := range st.Compose.Services {
-			m := isMountPoint(lay.svc(s.Name).rootfs())
+	if st != nil && st.Image.Compose != nil {
+		for _, s := range st.Image.Compose.Services {
+			m := r.images.mounted(lay.Service(s.Name).Rootfs())
 			o.rootfsMounted = o.rootfsMounted && m
 			o.someMounted = o.someMounted || m
-			o.imageReady = o.imageReady && layersPresent(s.Layers)
+			o.imageReady = o.imageReady && r.images.has(s.Layers)
 		}
 	}
 	cs, err := r.rt.State(ctx, id)
@@ -215,14 +211,14 @@ func (r *Runner) observe(ctx context.Context, id string, st *envState) (observed
 		return o, fmt.Errorf("runtime state: %w", err)
 	}
 	if o.container == runtime.StatusRunning {
-		if _, err := os.Lstat(lay.agentSocket()); err != nil {
+		if _, err := os.Lstat(lay.AgentSocket()); err != nil {
 			// Started by an older runner, whose agent listens inside the
 			// environment: restart it with a socket only the runner reaches.
 			o.container = runtime.StatusStopped
 			return o, nil
 		}
-		o.agentReady = r.probeAgent(ctx, r.agentEndpoint(id)) == nil
-		o.devcontainerDone = st == nil || st.DC == nil || st.DC.LifecyclePid == cs.Pid
+		o.agentReady = r.agents.probe(ctx, r.agentEndpoint(id)) == nil
+		o.devcontainerDone = st == nil || (st.Image.DC == nil || st.Lifecycle.Pid == cs.Pid) && !st.Features.RestartPending
 	}
 	return o, nil
 }
@@ -245,4 +241,20 @@ func layersPresent(layers []string) bool {
 func isLocalSource(url string) bool {
 	local, _ := content.ClassifySource(url)
 	return local
+}
+
+// failureState is the reconcile loop's section: a start that failed for a
+// reason the user must fix, at a spec version, is not retried until the
+// spec changes (`cove env start` bumps it).
+type failureState struct {
+	SpecVersion int64  `json:"specVersion,omitempty"`
+	Message     string `json:"message,omitempty"`
+}
+
+// startedOnce reports whether the environment has started before
+// (STARTING rather than CREATING): recorded by the start step, or implied
+// by lifecycle commands having run in a container of it (a runner killed
+// between a start and its record).
+func startedOnce(st *envState) bool {
+	return st != nil && (st.Start.StartedOnce || st.Lifecycle.Pid != 0)
 }

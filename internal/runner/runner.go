@@ -23,6 +23,9 @@ import (
 
 	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/build"
+	"github.com/covedev/cove/internal/content"
+	"github.com/covedev/cove/internal/envdir"
+	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/image"
 	"github.com/covedev/cove/internal/netenv"
 	"github.com/covedev/cove/internal/runtime"
@@ -84,8 +87,13 @@ type Config struct {
 type Runner struct {
 	cfg      Config
 	log      *slog.Logger
-	images   *image.Store
+	images   imageStore
 	rt       runtime.Runtime
+	net      envNet
+	agents   agentDialer
+	clock    clock
+	classes  classes
+	steps    map[step]stepper // what each planned step does (steps.go)
 	ranges   *rangeAllocator
 	gw       *sshgw.Gateway
 	keys     *agentKeys // each container's agent keys
@@ -96,9 +104,7 @@ type Runner struct {
 	proxyURL string
 	buildMu  sync.Mutex
 	builder  *build.Builder // made at the first Dockerfile build
-	// gcMu keeps garbage collection away from work in progress on the
-	// image store and feature caches (gc.go).
-	gcMu sync.RWMutex
+	gc       *gcLock
 
 	mu      sync.Mutex
 	workers map[string]*worker
@@ -168,12 +174,42 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	d := deps{images: hostImages{images}, net: loopbackNetwork{}, pool: agentclient.NewPool(), clock: realClock{},
+		clone: content.Clone, chown: content.Chown}
+	if cfg.Network != nil {
+		d.net = cfg.Network
+	}
+	d.agents = agentPool{d.pool}
+	return newRunner(cfg, d, keys, hostKey)
+}
+
+// deps are the runner's collaborators on the host (deps.go): New wires the
+// real ones, tests fakes.
+type deps struct {
+	images imageStore
+	net    network
+	agents agentDialer
+	pool   *agentclient.Pool
+	clock  clock
+	clone  cloner
+	chown  func(ctx context.Context, dir string, m idmap.Range, uid, gid uint32) error
+}
+
+// newRunner is the composition root: the runner, its steps and what they
+// use, from cfg (defaults applied) and d.
+func newRunner(cfg Config, d deps, keys *agentKeys, hostKey ssh.Signer) (*Runner, error) {
+	if d.pool == nil {
+		d.pool = agentclient.NewPool()
+	}
 	r := &Runner{
-		cfg: cfg, log: cfg.Log, images: images, rt: cfg.Runtime, keys: keys, hostKey: hostKey,
+		cfg: cfg, log: cfg.Log, images: d.images, rt: cfg.Runtime, keys: keys, hostKey: hostKey,
+		net: envNet{n: d.net, classes: cfg.Classes}, agents: d.agents, clock: d.clock, classes: cfg.Classes,
 		ranges:  newRangeAllocator(cfg.RangeBase, cfg.RangeSize, cfg.RangeSlots),
-		pool:    agentclient.NewPool(),
+		pool:    d.pool,
+		gc:      &gcLock{},
 		workers: map[string]*worker{},
 	}
+	r.steps = r.makeSteps(d)
 	r.gw = sshgw.NewGateway(sshgw.Config{HostSigner: hostKey, Resolver: r, Log: cfg.Log.With("component", "sshgw")})
 	if err := r.loadRanges(); err != nil {
 		return nil, err
@@ -191,8 +227,8 @@ func (r *Runner) loadRanges() error {
 		return err
 	}
 	for _, e := range ents {
-		lay := layout{filepath.Join(r.cfg.DataDir, "envs", e.Name())}
-		st, err := loadState(lay.state())
+		lay := envdir.Layout{Dir: filepath.Join(r.cfg.DataDir, "envs", e.Name())}
+		st, err := loadState(lay.State())
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
@@ -227,21 +263,19 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.sshAddr = advertiseAddr(ln.Addr().(*net.TCPAddr))
 	}
 	r.log.Info("ssh gateway listening", "addr", ln.Addr().String(), "advertise", r.sshAddr)
-	if r.cfg.Network != nil {
-		// Rebuilds the bridge, rules and DNS relay; running environments'
-		// namespaces are untouched.
-		if err := r.cfg.Network.Start(ctx); err != nil {
-			ln.Close()
-			return fmt.Errorf("network: %w", err)
-		}
-		defer func() {
-			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := r.cfg.Network.Close(cctx); err != nil {
-				r.log.Warn("network close", "err", err)
-			}
-		}()
+	// Rebuilds the bridge, rules and DNS relay; running environments'
+	// namespaces are untouched.
+	if err := r.net.n.Start(ctx); err != nil {
+		ln.Close()
+		return fmt.Errorf("network: %w", err)
 	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.net.n.Close(cctx); err != nil {
+			r.log.Warn("network close", "err", err)
+		}
+	}()
 	stopBuilder, err := r.startBuilder(ctx)
 	if err != nil {
 		ln.Close()

@@ -9,24 +9,15 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/covedev/cove/internal/confine"
+	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/image"
 	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/usererr"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 )
-
-// svc is the layout of one sibling service: the same names as the
-// environment's (upper, work, rootfs, run, runtime...) under svc/<name>.
-func (l layout) svc(name string) layout { return layout{filepath.Join(l.dir, "svc", name)} }
-
-// serviceLog is the file a sibling service's output goes to; the dev
-// container sees it read-only under /.cove/log/services, where the agent's
-// logs subsystem serves it (`cove env logs NAME --service SVC`).
-func (l layout) serviceLog(name string) string {
-	return filepath.Join(l.logDir(), "services", name+".log")
-}
 
 // svcID is the runtime id of a sibling service's container.
 func svcID(envID, name string) string { return envID + "-" + name }
@@ -34,25 +25,25 @@ func svcID(envID, name string) string { return envID + "-" + name }
 // Paths inside a sibling service's container.
 const svcExitCode = agentRunDir + "/exit-code"
 
-func (r *Runner) svcRootfs(lay layout, st *envState, s *svcState) image.RootfsConfig {
-	sl := lay.svc(s.Name)
-	return image.RootfsConfig{UpperDir: sl.upper(), WorkDir: sl.work(), LowerDir: sl.lower(), Target: sl.rootfs(), Layers: s.Layers, IDMap: st.IDMap}
+func svcRootfs(lay envdir.Layout, st *envState, s *svcState) image.RootfsConfig {
+	sl := lay.Service(s.Name)
+	return image.RootfsConfig{UpperDir: sl.Upper(), WorkDir: sl.Work(), LowerDir: sl.Lower(), Target: sl.Rootfs(), Layers: s.Layers, IDMap: st.IDMap}
 }
 
 // mountServices prepares every sibling's root filesystem (idempotent).
-func (r *Runner) mountServices(ctx context.Context, lay layout, st *envState) error {
-	if st.Compose == nil {
+func mountServices(ctx context.Context, images imageStore, lay envdir.Layout, st *envState) error {
+	if st.Image.Compose == nil {
 		return nil
 	}
-	for i := range st.Compose.Services {
-		s := &st.Compose.Services[i]
+	for i := range st.Image.Compose.Services {
+		s := &st.Image.Compose.Services[i]
 		if !validServiceName(s.Name) { // a state written before names were checked
 			return usererr.New("docker compose: invalid service name %q: rebuild the environment", s.Name)
 		}
-		if err := os.MkdirAll(lay.svc(s.Name).dir, 0o711); err != nil {
+		if err := os.MkdirAll(lay.Service(s.Name).Dir, 0o711); err != nil {
 			return err
 		}
-		if err := image.MountRootfs(ctx, r.svcRootfs(lay, st, s)); err != nil {
+		if err := images.mount(ctx, svcRootfs(lay, st, s)); err != nil {
 			return fmt.Errorf("service %s: %w", s.Name, err)
 		}
 	}
@@ -60,14 +51,14 @@ func (r *Runner) mountServices(ctx context.Context, lay layout, st *envState) er
 }
 
 // unmountServices undoes mountServices.
-func (r *Runner) unmountServices(ctx context.Context, lay layout, st *envState) error {
-	if st == nil || st.Compose == nil {
+func unmountServices(ctx context.Context, images imageStore, lay envdir.Layout, st *envState) error {
+	if st == nil || st.Image.Compose == nil {
 		return nil
 	}
 	var errs []error
-	for i := range st.Compose.Services {
-		s := &st.Compose.Services[i]
-		if err := image.UnmountRootfs(ctx, r.svcRootfs(lay, st, s)); err != nil {
+	for i := range st.Image.Compose.Services {
+		s := &st.Image.Compose.Services[i]
+		if err := images.unmount(ctx, svcRootfs(lay, st, s)); err != nil {
 			errs = append(errs, fmt.Errorf("service %s: %w", s.Name, err))
 		}
 	}
@@ -75,13 +66,13 @@ func (r *Runner) unmountServices(ctx context.Context, lay layout, st *envState) 
 }
 
 // stopServices stops the siblings, dependents first.
-func (r *Runner) stopServices(ctx context.Context, envID string, st *envState) error {
-	if st == nil || st.Compose == nil {
+func stopServices(ctx context.Context, rt runtime.Runtime, grace time.Duration, envID string, st *envState) error {
+	if st == nil || st.Image.Compose == nil {
 		return nil
 	}
 	var errs []error
-	for _, s := range slices.Backward(st.Compose.Services) {
-		if err := r.rt.Stop(ctx, svcID(envID, s.Name), r.cfg.StopGrace); err != nil {
+	for _, s := range slices.Backward(st.Image.Compose.Services) {
+		if err := rt.Stop(ctx, svcID(envID, s.Name), grace); err != nil {
 			errs = append(errs, fmt.Errorf("service %s: %w", s.Name, err))
 		}
 	}
@@ -89,13 +80,13 @@ func (r *Runner) stopServices(ctx context.Context, envID string, st *envState) e
 }
 
 // deleteServices removes the siblings' containers.
-func (r *Runner) deleteServices(ctx context.Context, envID string, st *envState) error {
-	if st == nil || st.Compose == nil {
+func deleteServices(ctx context.Context, rt runtime.Runtime, envID string, st *envState) error {
+	if st == nil || st.Image.Compose == nil {
 		return nil
 	}
 	var errs []error
-	for _, s := range slices.Backward(st.Compose.Services) {
-		if err := r.rt.Delete(ctx, svcID(envID, s.Name)); err != nil {
+	for _, s := range slices.Backward(st.Image.Compose.Services) {
+		if err := rt.Delete(ctx, svcID(envID, s.Name)); err != nil {
 			errs = append(errs, fmt.Errorf("service %s: %w", s.Name, err))
 		}
 	}
@@ -106,10 +97,10 @@ func (r *Runner) deleteServices(ctx context.Context, envID string, st *envState)
 // environment whose dev container is gone but whose services still run is
 // "stopped" (so that stop, delete and start clean them up).
 func (r *Runner) servicesStatus(ctx context.Context, envID string, st *envState, dev runtime.Status) (runtime.Status, error) {
-	if st == nil || st.Compose == nil || (dev != runtime.StatusAbsent && dev != "") {
+	if st == nil || st.Image.Compose == nil || (dev != runtime.StatusAbsent && dev != "") {
 		return dev, nil
 	}
-	for _, s := range st.Compose.Services {
+	for _, s := range st.Image.Compose.Services {
 		cs, err := r.rt.State(ctx, svcID(envID, s.Name))
 		if err != nil {
 			return dev, err
@@ -124,8 +115,8 @@ func (r *Runner) servicesStatus(ctx context.Context, envID string, st *envState,
 // startServices starts the siblings that come before (before=true) or
 // after the dev service in start order, each once its dependencies are
 // satisfied. Running services are left alone.
-func (r *Runner) startServices(ctx context.Context, env *covev1.Environment, lay layout, st *envState, netns string, before bool, note func(string)) error {
-	cs := st.Compose
+func (r *Runner) startServices(ctx context.Context, env *covev1.Environment, lay envdir.Layout, st *envState, netns string, before bool, note func(string)) error {
+	cs := st.Image.Compose
 	if cs == nil {
 		return nil
 	}
@@ -146,7 +137,7 @@ func (r *Runner) startServices(ctx context.Context, env *covev1.Environment, lay
 	return nil
 }
 
-func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay layout, st *envState, s *svcState, netns string) error {
+func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay envdir.Layout, st *envState, s *svcState, netns string) error {
 	id := svcID(env.Id, s.Name)
 	cur, err := r.rt.State(ctx, id)
 	if err != nil {
@@ -155,46 +146,46 @@ func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay 
 	if cur.Status == runtime.StatusRunning {
 		return nil
 	}
-	sl := lay.svc(s.Name)
+	sl := lay.Service(s.Name)
 	// The service's run directory (its exit code and agent log) belongs to
 	// root inside the environment; the runner reads it through confine.
-	if err := os.MkdirAll(sl.run(), 0o700); err != nil {
+	if err := os.MkdirAll(sl.Run(), 0o700); err != nil {
 		return err
 	}
-	if err := os.Lchown(sl.run(), int(st.IDMap.HostID), int(st.IDMap.HostID)); err != nil {
+	if err := os.Lchown(sl.Run(), int(st.IDMap.HostID), int(st.IDMap.HostID)); err != nil {
 		return err
 	}
 	if err := removeExitCode(sl); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(sl.etc(), 0o711); err != nil {
+	if err := os.MkdirAll(sl.Etc(), 0o711); err != nil {
 		return err
 	}
-	if err := r.keys.write(sl.etc(), id, st.IDMap.HostID); err != nil {
+	if err := r.keys.write(sl.Etc(), id, st.IDMap.HostID); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(sl.runtime(), 0o700); err != nil {
+	if err := os.MkdirAll(sl.Runtime(), 0o700); err != nil {
 		return err
 	}
-	if err := os.WriteFile(sl.hostname(), []byte(s.Hostname+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(sl.Hostname(), []byte(s.Hostname+"\n"), 0o644); err != nil {
 		return err
 	}
-	if err := touchLog(lay.serviceLog(s.Name)); err != nil {
+	if err := touchLog(lay.ServiceLog(s.Name)); err != nil {
 		return err
 	}
 	mounts := []runtime.Mount{
 		{Source: r.cfg.AgentBinary, Destination: agentBinary, Type: "bind", Options: []string{"bind", "ro"}},
-		{Source: sl.run(), Destination: agentRunDir, Type: "bind", Options: []string{"bind"}},
-		{Source: sl.etc(), Destination: agentEtcDir, Type: "bind", Options: []string{"bind", "ro"}},
-		{Source: lay.hosts(), Destination: "/etc/hosts", Type: "bind", Options: []string{"bind", "ro"}},
-		{Source: sl.hostname(), Destination: "/etc/hostname", Type: "bind", Options: []string{"bind", "ro"}},
-		{Source: lay.resolvConf(), Destination: "/etc/resolv.conf", Type: "bind", Options: []string{"bind", "ro"}},
+		{Source: sl.Run(), Destination: agentRunDir, Type: "bind", Options: []string{"bind"}},
+		{Source: sl.Etc(), Destination: agentEtcDir, Type: "bind", Options: []string{"bind", "ro"}},
+		{Source: lay.Hosts(), Destination: "/etc/hosts", Type: "bind", Options: []string{"bind", "ro"}},
+		{Source: sl.Hostname(), Destination: "/etc/hostname", Type: "bind", Options: []string{"bind", "ro"}},
+		{Source: lay.ResolvConf(), Destination: "/etc/resolv.conf", Type: "bind", Options: []string{"bind", "ro"}},
 	}
-	stg, err := newStager(lay.workspace(), sl.mnt())
+	stg, err := newStager(lay.Workspace(), sl.Mnt())
 	if err != nil {
 		return err
 	}
-	vols, err := r.volumeMounts(lay, st, s.Mounts, sl.rootfs(), stg)
+	vols, err := r.volumeMounts(lay, st, s.Mounts, sl.Rootfs(), stg)
 	if err != nil {
 		return fmt.Errorf("service %s: %w", s.Name, err)
 	}
@@ -210,8 +201,8 @@ func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay 
 	spec := runtime.Spec{
 		ID:       id,
 		Hostname: s.Hostname,
-		StateDir: sl.runtime(),
-		Rootfs:   sl.rootfs(),
+		StateDir: sl.Runtime(),
+		Rootfs:   sl.Rootfs(),
 		IDMap:    st.IDMap,
 		Process: runtime.Process{
 			Args: args,
@@ -219,12 +210,12 @@ func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay 
 			Cwd:  "/",
 		},
 		Mounts:     append(mounts, vols...),
-		Resources:  r.resources(env.GetSpec().GetClassId()),
+		Resources:  r.classes.resources(env.GetSpec().GetClassId()),
 		NetNSPath:  netns,
 		Group:      env.Id,
-		ConsoleLog: lay.serviceLog(s.Name),
+		ConsoleLog: lay.ServiceLog(s.Name),
 	}
-	if err := r.startContainer(ctx, spec, sl.agentSocket()); err != nil {
+	if err := r.startContainer(ctx, spec, sl.AgentSocket()); err != nil {
 		return fmt.Errorf("service %s: %w", s.Name, err)
 	}
 	r.log.Info("service started", "env", env.Id, "service", s.Name)
@@ -238,7 +229,7 @@ func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay 
 // sources must still be where they were, inside the environment's
 // workspace, with no symlink on the way (the environment owns that tree):
 // they are staged from a descriptor (stg), never mounted by path.
-func (r *Runner) volumeMounts(lay layout, st *envState, ms []dcMount, rootfs string, stg *stager) ([]runtime.Mount, error) {
+func (r *Runner) volumeMounts(lay envdir.Layout, st *envState, ms []dcMount, rootfs string, stg *stager) ([]runtime.Mount, error) {
 	var out []runtime.Mount
 	for _, m := range ms {
 		opts := []string{"nosuid", "nodev"}
@@ -249,7 +240,7 @@ func (r *Runner) volumeMounts(lay layout, st *envState, ms []dcMount, rootfs str
 		case "tmpfs":
 			out = append(out, runtime.Mount{Source: "tmpfs", Destination: m.Target, Type: "tmpfs", Options: append(opts, "mode=1777")})
 		case "bind":
-			rel, ok := workspaceRel(lay.workspace(), m.Source)
+			rel, ok := workspaceRel(lay.Workspace(), m.Source)
 			if !ok {
 				return nil, usererr.New("bind mount %s: only directories of the checkout can be mounted", m.Target)
 			}

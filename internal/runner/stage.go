@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/covedev/cove/internal/confine"
+	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/usererr"
 )
@@ -23,9 +24,6 @@ import (
 // staging point in a root-owned directory (confine.Stage), and gives the
 // runtime the staging point. The staged mounts live as long as the
 // container and are removed with its root file system.
-
-// mnt is the root-owned directory of a container's staging points.
-func (l layout) mnt() string { return filepath.Join(l.dir, "mnt") }
 
 // stager stages the bind sources of one container.
 type stager struct {
@@ -104,10 +102,10 @@ func unstageAll(dir string) error {
 
 // unstageEnvironment removes the staging points of the environment's dev
 // container and of its services (whatever is on disk: also after a crash).
-func unstageEnvironment(lay layout) error {
-	svcs, _ := filepath.Glob(filepath.Join(lay.dir, "svc", "*", "mnt"))
+func unstageEnvironment(lay envdir.Layout) error {
+	svcs, _ := filepath.Glob(filepath.Join(lay.Dir, "svc", "*", "mnt"))
 	var errs []error
-	for _, d := range append([]string{lay.mnt()}, svcs...) {
+	for _, d := range append([]string{lay.Mnt()}, svcs...) {
 		errs = append(errs, unstageAll(d))
 	}
 	return errors.Join(errs...)
@@ -121,10 +119,10 @@ func unstageEnvironment(lay layout) error {
 // every read makes), and the checkout directory itself must not have been
 // replaced by a symlink (its path is then the workspace's own, which only
 // root can write).
-func (r *Runner) quiescentRepo(ctx context.Context, envID string, lay layout, st *envState) (string, error) {
+func (r *Runner) quiescentRepo(ctx context.Context, envID string, lay envdir.Layout, st *envState) (string, error) {
 	ids := []string{envID}
-	if st.Compose != nil {
-		for _, s := range st.Compose.Services {
+	if st.Image.Compose != nil {
+		for _, s := range st.Image.Compose.Services {
 			ids = append(ids, svcID(envID, s.Name))
 		}
 	}
@@ -137,17 +135,17 @@ func (r *Runner) quiescentRepo(ctx context.Context, envID string, lay layout, st
 			return "", fmt.Errorf("container %s is %s while its configuration is read", id, cs.Status)
 		}
 	}
-	ws, err := confine.OpenDir(lay.workspace())
+	ws, err := confine.OpenDir(lay.Workspace())
 	if err != nil {
 		return "", err
 	}
 	defer ws.Close()
-	repo, err := ws.OpenDir(st.RepoName, confine.Beneath)
+	repo, err := ws.OpenDir(st.Content.RepoName, confine.Beneath)
 	if err != nil {
-		return "", usererr.Wrap(err, "the repository's checkout /workspaces/%s is not a directory any more (replaced by a symlink?): rebuild cannot read its configuration", st.RepoName)
+		return "", usererr.Wrap(err, "the repository's checkout /workspaces/%s is not a directory any more (replaced by a symlink?): rebuild cannot read its configuration", st.Content.RepoName)
 	}
 	repo.Close()
-	return filepath.Join(lay.workspace(), st.RepoName), nil
+	return filepath.Join(lay.Workspace(), st.Content.RepoName), nil
 }
 
 // protectEnvDir keeps the environment's host directory (its overlay root
@@ -157,13 +155,13 @@ func (r *Runner) quiescentRepo(ctx context.Context, envID string, lay layout, st
 // environment's processes reach what they need through their mount
 // namespace, never through this path; runc (as the environment's root)
 // and the clone (likewise) only traverse it.
-func protectEnvDir(lay layout, st *envState) error {
-	f, err := os.Open(lay.dir)
+func protectEnvDir(lay envdir.Layout, st *envState) error {
+	f, err := os.Open(lay.Dir)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := f.Chown(0, int(st.IDMap.HostID)); err != nil {
+	if err := f.Chown(os.Geteuid(), int(st.IDMap.HostID)); err != nil { // the runner's user: root in production
 		return err
 	}
 	return f.Chmod(0o710)

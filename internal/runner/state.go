@@ -10,84 +10,37 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/covedev/cove/internal/atomicfile"
+	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/idmap"
 )
 
 // envState is what the runner keeps on disk for one environment, so a
-// restarted runner knows what it had done. It is written atomically.
+// restarted runner knows what it had done: the header (id, uid range) and
+// one section per step, each written only by the step that owns it (the
+// step files define them). The reconcile loop saves it after every step
+// (envdir versions and migrates the file).
 type envState struct {
-	ID    string      `json:"id"`
-	IDMap idmap.Range `json:"idMap"`
-	// Content
-	RepoName      string `json:"repoName,omitempty"`
-	ContentReady  bool   `json:"contentReady,omitempty"`
-	WorkspaceUser string `json:"workspaceUser,omitempty"` // "uid:gid" the workspace was given to
-	// Image
-	Image       string   `json:"image,omitempty"`
-	ImageDigest string   `json:"imageDigest,omitempty"`
-	Layers      []string `json:"layers,omitempty"`
-	User        string   `json:"user,omitempty"` // user sessions run as
-	IP          string   `json:"ip,omitempty"`   // address on the runner's network
-	Env         []string `json:"env,omitempty"`
-	// What devcontainer.json (merged with image and feature metadata) asks.
-	DC *dcState `json:"devcontainer,omitempty"`
-	// What a Docker Compose configuration asks (nil for one container).
-	Compose *composeState `json:"compose,omitempty"`
-	// Rebuild generation the container file system was built from.
-	BuiltGeneration int64 `json:"builtGeneration,omitempty"`
-	// Started once at least (CREATING vs STARTING).
-	StartedOnce bool `json:"startedOnce,omitempty"`
-	// A failed attempt at this spec version is not retried until the spec
-	// changes.
-	FailedSpecVersion int64  `json:"failedSpecVersion,omitempty"`
-	FailureMessage    string `json:"failureMessage,omitempty"`
+	envdir.Header
+	Content   contentState   `json:"content"`
+	Mount     mountState     `json:"mount"`
+	Network   networkState   `json:"network"`
+	Image     imageState     `json:"image"`
+	Features  featuresState  `json:"features"`
+	Lifecycle lifecycleState `json:"lifecycle"`
+	Start     startState     `json:"start"`
+	Rebuild   rebuildState   `json:"rebuild"`
+	Failure   failureState   `json:"failure"`
 }
 
-// layout names the host paths of one environment.
-type layout struct{ dir string }
-
-func (l layout) state() string     { return filepath.Join(l.dir, "state.json") }
-func (l layout) workspace() string { return filepath.Join(l.dir, "workspace") }
-func (l layout) staging() string   { return filepath.Join(l.dir, "staging") }
-func (l layout) upper() string     { return filepath.Join(l.dir, "upper") }
-func (l layout) work() string      { return filepath.Join(l.dir, "work") }
-func (l layout) lower() string     { return filepath.Join(l.dir, "l") }
-func (l layout) rootfs() string    { return filepath.Join(l.dir, "rootfs") }
-func (l layout) run() string       { return filepath.Join(l.dir, "run") }
-func (l layout) etc() string       { return filepath.Join(l.dir, "etc") }
-func (l layout) runtime() string   { return filepath.Join(l.dir, "runtime") }
-
-// agentSocket is where the runner dials the container's agent: in the
-// root-owned environment directory, never in the environment's run
-// directory (the agent gets the listening socket as a descriptor).
-func (l layout) agentSocket() string { return filepath.Join(l.dir, "agent.sock") }
-func (l layout) hosts() string       { return filepath.Join(l.dir, "hosts") }
-func (l layout) hostname() string    { return filepath.Join(l.dir, "hostname") }
-func (l layout) resolvConf() string  { return filepath.Join(l.dir, "resolv.conf") }
-func (l layout) features() string    { return filepath.Join(l.dir, "features") }
-func (l layout) logDir() string      { return filepath.Join(l.dir, "log") }
-func (l layout) logFile() string     { return filepath.Join(l.logDir(), "lifecycle.log") }
-
 func loadState(path string) (*envState, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
 	var st envState
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", path, err)
+	if err := envdir.Load(path, &st); err != nil {
+		return nil, err
 	}
 	return &st, nil
 }
 
-func saveState(path string, st *envState) error {
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	return atomicfile.Write(path, b, 0o600)
-}
+func saveState(path string, st *envState) error { return envdir.Save(path, st) }
 
 // rangeAllocator hands out distinct host uid/gid ranges, one per
 // environment. Allocations are persisted in each environment's state file,
@@ -150,15 +103,15 @@ func (a *rangeAllocator) inUse() []uint32 {
 // (protectEnvDir), else the runtime spec of its container (which exists
 // while a container may run with the range). ok is false when neither
 // does: no container of it holds a range then.
-func (r *Runner) recoverRange(lay layout) (m idmap.Range, ok bool) {
+func (r *Runner) recoverRange(lay envdir.Layout) (m idmap.Range, ok bool) {
 	valid := func(h uint32) bool {
 		return h >= r.cfg.RangeBase && (h-r.cfg.RangeBase)%r.cfg.RangeSize == 0 && int((h-r.cfg.RangeBase)/r.cfg.RangeSize) < r.cfg.RangeSlots
 	}
 	var st syscall.Stat_t
-	if err := syscall.Lstat(lay.dir, &st); err == nil && st.Gid != 0 && valid(st.Gid) {
+	if err := syscall.Lstat(lay.Dir, &st); err == nil && st.Gid != 0 && valid(st.Gid) {
 		return idmap.Range{HostID: st.Gid, Size: r.cfg.RangeSize}, true
 	}
-	b, err := os.ReadFile(filepath.Join(lay.runtime(), "bundle", "config.json"))
+	b, err := os.ReadFile(filepath.Join(lay.Runtime(), "bundle", "config.json"))
 	if err != nil {
 		return m, false
 	}

@@ -9,7 +9,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/idmap"
+	"github.com/covedev/cove/internal/testutil"
 )
 
 // TestUnreadableStateKeepsRange is S5 of the 2026-12 review: an
@@ -17,23 +19,21 @@ import (
 // say) may still run with its uid range; a restarted runner must never
 // give that range to a new environment.
 func TestUnreadableStateKeepsRange(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (the environment directory's group records its range)")
-	}
+	testutil.RequireRoot(t, "the environment directory's group records its range")
 	const base, size, slots = 1 << 24, 65536, 8
 	dir := t.TempDir()
 	r := &Runner{cfg: Config{DataDir: dir, RangeBase: base, RangeSize: size, RangeSlots: slots}, log: slog.New(slog.DiscardHandler),
 		ranges: newRangeAllocator(base, size, slots)}
-	mk := func(id string, m idmap.Range) layout {
+	mk := func(id string, m idmap.Range) envdir.Layout {
 		lay := r.layout(id)
-		if err := os.MkdirAll(lay.dir, 0o711); err != nil {
+		if err := os.MkdirAll(lay.Dir, 0o711); err != nil {
 			t.Fatal(err)
 		}
-		b, _ := json.Marshal(envState{ID: id, IDMap: m})
-		if err := os.WriteFile(lay.state(), b, 0o600); err != nil {
+		b, _ := json.Marshal(envState{Header: envdir.Header{ID: id, IDMap: m}})
+		if err := os.WriteFile(lay.State(), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := protectEnvDir(lay, &envState{IDMap: m}); err != nil {
+		if err := protectEnvDir(lay, &envState{Header: envdir.Header{IDMap: m}}); err != nil {
 			t.Fatal(err)
 		}
 		return lay
@@ -42,20 +42,20 @@ func TestUnreadableStateKeepsRange(t *testing.T) {
 	victim := idmap.Range{HostID: base + size, Size: size}
 	mk("ok", first)
 	// The victim's state is corrupt; its directory still says its range.
-	if err := os.WriteFile(mk("victim", victim).state(), []byte("{trunc"), 0o600); err != nil {
+	if err := os.WriteFile(mk("victim", victim).State(), []byte("{trunc"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// An older runner's directory without the group, but with a container
 	// bundle (a container may run with the range).
 	old := idmap.Range{HostID: base + 2*size, Size: size}
 	oldLay := mk("old", old)
-	if err := os.Chown(oldLay.dir, 0, 0); err != nil {
+	if err := os.Chown(oldLay.Dir, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(oldLay.state(), nil, 0o600); err != nil {
+	if err := os.WriteFile(oldLay.State(), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bundle := filepath.Join(oldLay.runtime(), "bundle")
+	bundle := filepath.Join(oldLay.Runtime(), "bundle")
 	if err := os.MkdirAll(bundle, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -85,9 +85,7 @@ func jsonNum(n uint32) string { b, _ := json.Marshal(n); return string(b) }
 // runner that died halfway — must stop its removal, or RemoveAll would
 // delete the shared layer through it.
 func TestCheckNoMountsSeesBindMounts(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mounts)")
-	}
+	testutil.RequireRoot(t, "mounts")
 	layer, envDir := t.TempDir(), t.TempDir()
 	view := filepath.Join(envDir, "l", "0")
 	if err := os.MkdirAll(view, 0o700); err != nil {

@@ -203,3 +203,38 @@ func (w *worker) sub(s **covev1.SubStatus, phase covev1.SubPhase, msg string) {
 	*s = &covev1.SubStatus{Phase: phase, Message: msg}
 	w.mu.Unlock()
 }
+
+// reporter is the worker as a step's reporter: sub-status changes go out
+// in the background in phase; ready reports RUNNING.
+func (w *worker) reporter(ctx context.Context, phase covev1.EnvironmentPhase, status func(covev1.EnvironmentPhase) *covev1.EnvironmentStatus) reporter {
+	return &workerReporter{w: w, ctx: ctx, phase: phase, status: status}
+}
+
+type workerReporter struct {
+	w      *worker
+	ctx    context.Context
+	phase  covev1.EnvironmentPhase
+	status func(covev1.EnvironmentPhase) *covev1.EnvironmentStatus
+}
+
+func (p *workerReporter) sub(which subStatus, phase covev1.SubPhase, msg string) {
+	w := p.w
+	switch which {
+	case subContent:
+		w.sub(&w.content, phase, msg)
+	case subMachine:
+		w.sub(&w.machine, phase, msg)
+	case subDevcontainer:
+		w.sub(&w.devc, phase, msg)
+	}
+	w.progress(p.ctx, p.status(p.phase))
+}
+
+// ready: the devcontainer's waitFor stage is done; later lifecycle
+// commands go on while users can connect.
+func (p *workerReporter) ready() {
+	w := p.w
+	w.setRunning(true)
+	w.sub(&w.machine, subReady, "")
+	w.progress(p.ctx, p.status(phaseRunning))
+}

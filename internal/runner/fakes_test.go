@@ -1,0 +1,181 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/covedev/cove/internal/agentclient"
+	"github.com/covedev/cove/internal/image"
+	"github.com/covedev/cove/internal/runtime"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// The far side of the runner's host boundaries, in memory: they survive a
+// runner "killed" by a test as containers and mounts survive a real one.
+
+// fakeRuntime runs no processes: a container is a status and a pid.
+type fakeRuntime struct {
+	mu      sync.Mutex
+	state   map[string]runtime.State
+	nextPid int
+	starts  map[string]int // Start calls that started something, per id
+}
+
+func newFakeRuntime() *fakeRuntime {
+	return &fakeRuntime{state: map[string]runtime.State{}, nextPid: 1000, starts: map[string]int{}}
+}
+
+func (f *fakeRuntime) Name() string { return "fake" }
+
+func (f *fakeRuntime) Start(_ context.Context, spec runtime.Spec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.state[spec.ID].Status == runtime.StatusRunning {
+		return nil
+	}
+	if _, err := os.Stat(spec.Rootfs); err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	f.nextPid++
+	f.state[spec.ID] = runtime.State{Status: runtime.StatusRunning, Pid: f.nextPid}
+	f.starts[spec.ID]++
+	return nil
+}
+
+func (f *fakeRuntime) State(_ context.Context, id string) (runtime.State, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if s, ok := f.state[id]; ok {
+		return s, nil
+	}
+	return runtime.State{Status: runtime.StatusAbsent}, nil
+}
+
+func (f *fakeRuntime) Stop(_ context.Context, id string, _ time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if s, ok := f.state[id]; ok {
+		f.state[id] = runtime.State{Status: runtime.StatusStopped}
+		_ = s
+	}
+	return nil
+}
+
+func (f *fakeRuntime) Delete(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.state, id)
+	return nil
+}
+
+func (f *fakeRuntime) List(context.Context) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var ids []string
+	for id := range f.state {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+func (f *fakeRuntime) running(id string) (runtime.State, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.state[id]
+	return s, s.Status == runtime.StatusRunning
+}
+
+// fakeImages "pulls" every reference as one layer directory and mounts by
+// making the target directory.
+type fakeImages struct {
+	dir     string
+	mu      sync.Mutex
+	mounts  map[string]bool
+	layers  map[string]bool
+	pullErr error // returned by Pull when set
+}
+
+func newFakeImages(dir string) *fakeImages {
+	return &fakeImages{dir: dir, mounts: map[string]bool{}, layers: map[string]bool{}}
+}
+
+func (f *fakeImages) Pull(_ context.Context, ref string) (*image.Image, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.pullErr != nil {
+		return nil, f.pullErr
+	}
+	l := f.dir + "/layer-" + fmt.Sprint(len(ref))
+	f.layers[l] = true
+	return &image.Image{Ref: ref, Digest: "sha256:feed", Layers: []string{l}}, nil
+}
+
+func (f *fakeImages) Import(ctx context.Context, name string, _ v1.Image) (*image.Image, error) {
+	return f.Pull(ctx, name)
+}
+
+func (f *fakeImages) CollectGarbage(context.Context, image.Keep, time.Time, func(string) error) error {
+	return nil
+}
+
+func (f *fakeImages) has(layers []string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, l := range layers {
+		if !f.layers[l] {
+			return false
+		}
+	}
+	return len(layers) > 0
+}
+
+func (f *fakeImages) mount(_ context.Context, cfg image.RootfsConfig) error {
+	if err := os.MkdirAll(cfg.Target, 0o755); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mounts[cfg.Target] = true
+	return nil
+}
+
+func (f *fakeImages) unmount(_ context.Context, cfg image.RootfsConfig) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.mounts, cfg.Target)
+	return nil
+}
+
+func (f *fakeImages) mounted(target string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mounts[target]
+}
+
+// fakeAgents answers for every container the fake runtime runs; idOf
+// maps an agent socket to its container's id.
+type fakeAgents struct {
+	rt   *fakeRuntime
+	idOf func(sock string) string
+}
+
+func (f fakeAgents) probe(_ context.Context, ep agentclient.Endpoint) error {
+	if _, err := os.Lstat(ep.Socket); err != nil {
+		return err
+	}
+	if _, ok := f.rt.running(f.idOf(ep.Socket)); !ok {
+		return fmt.Errorf("no agent at %s", ep.Socket)
+	}
+	return nil
+}
+
+func (fakeAgents) client(context.Context, string, agentclient.Endpoint) (*agentclient.Client, error) {
+	return nil, fmt.Errorf("fake agents run no commands")
+}
+
+func (fakeAgents) drop(string) {}

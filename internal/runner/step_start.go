@@ -1,0 +1,28 @@
+package runner
+
+import (
+	"context"
+)
+
+// startState is the start step's section.
+type startState struct {
+	// StartedOnce: the environment started at least once (CREATING vs
+	// STARTING).
+	StartedOnce bool `json:"startedOnce,omitempty"`
+}
+
+// startStep starts the environment's containers: a Compose project's
+// services that come before the dev service, the dev container with its
+// agent, then the rest.
+type startStep struct {
+	start func(ctx context.Context, e *stepEnv, note func(string)) error
+}
+
+func (s startStep) run(ctx context.Context, e *stepEnv) error {
+	e.rep.sub(subMachine, subInProgress, "starting")
+	if err := s.start(ctx, e, func(msg string) { e.rep.sub(subMachine, subInProgress, msg) }); err != nil {
+		return err
+	}
+	e.st.Start.StartedOnce = true
+	return nil
+}

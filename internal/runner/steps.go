@@ -1,0 +1,36 @@
+package runner
+
+import (
+	"context"
+)
+
+// makeSteps wires each planned step to its stepper and what it needs.
+func (r *Runner) makeSteps(d deps) map[step]stepper {
+	stop := stopStep{rt: r.rt, grace: r.cfg.StopGrace}
+	del := deleteStep{rt: r.rt}
+	start := startStep{start: r.start}
+	wait := waitAgentStep{agents: r.agents, endpoint: r.agentEndpoint, clock: r.clock}
+	return map[step]stepper{
+		stepPrepare: prepareStep{ranges: r.ranges},
+		stepClone: cloneStep{net: r.net, clone: d.clone, allowLocal: r.cfg.AllowLocalSources,
+			sandbox: []string{r.cfg.AgentBinary, "internal-sandbox"}},
+		stepImage:           imageStep{resolve: r.pullImage, gc: r.gc},
+		stepMount:           mountStep{images: r.images, gc: r.gc, chown: d.chown},
+		stepStart:           start,
+		stepWaitAgent:       wait,
+		stepFeatures:        featuresStep{rt: r.rt, agents: r.agents, endpoint: r.agentEndpoint, layer: r.featuresLayer, gc: r.gc, log: r.log},
+		stepRestart:         restartStep{stop: stop, del: del, start: start, wait: wait, agents: r.agents, state: r.containerPid},
+		stepLifecycle:       lifecycleStep{rt: r.rt, agents: r.agents, endpoint: r.agentEndpoint},
+		stepStop:            stop,
+		stepDeleteContainer: del,
+		stepUnmount:         unmountStep{images: r.images},
+		stepRemove:          removeStep{net: r.net, images: r.images, ranges: r.ranges},
+		stepReset:           resetStep{},
+	}
+}
+
+// containerPid is the pid of container id's init (0 when none runs).
+func (r *Runner) containerPid(ctx context.Context, id string) (int, error) {
+	cs, err := r.rt.State(ctx, id)
+	return cs.Pid, err
+}
