@@ -9,12 +9,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/covedev/cove/internal/agent/agentproto"
 	"golang.org/x/crypto/ssh"
@@ -68,38 +66,10 @@ func Dial(ctx context.Context, ep Endpoint) (*Client, error) {
 
 // dialSSH connects to the agent and logs in as user (see agentproto.DefaultUser).
 func dialSSH(ctx context.Context, ep Endpoint, user string) (*ssh.Client, error) {
-	if ep.Signer == nil || ep.HostKey == nil {
-		return nil, errors.New("dial agent: endpoint without client key or host key")
-	}
-	d := net.Dialer{Timeout: 5 * time.Second}
-	c, err := d.DialContext(ctx, "unix", ep.Socket)
+	conn, chans, reqs, err := DialConn(ctx, ep, DialOptions{User: user})
 	if err != nil {
-		return nil, fmt.Errorf("dial agent: %w", err)
+		return nil, err
 	}
-	// Bound the handshake by ctx and a timeout.
-	deadline := time.Now().Add(10 * time.Second)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	_ = c.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-	conn, chans, reqs, err := ssh.NewClientConn(c, "agent", &ssh.ClientConfig{
-		User:              user,
-		Auth:              []ssh.AuthMethod{ssh.PublicKeys(ep.Signer)},
-		HostKeyCallback:   ssh.FixedHostKey(ep.HostKey),
-		HostKeyAlgorithms: []string{ep.HostKey.Type()},
-	})
-	if !stop() {
-		err = errors.Join(err, ctx.Err())
-	}
-	if err != nil {
-		c.Close()
-		if conn != nil {
-			conn.Close()
-		}
-		return nil, fmt.Errorf("agent handshake: %w", err)
-	}
-	_ = c.SetDeadline(time.Time{})
 	return ssh.NewClient(conn, chans, reqs), nil
 }
 

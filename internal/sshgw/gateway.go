@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/connlimit"
 	"golang.org/x/crypto/ssh"
 )
@@ -257,39 +258,12 @@ func checkTarget(t Target, envID, owner string) error {
 	return nil
 }
 
-// dialAgent connects and authenticates to an environment's agent.
+// dialAgent connects and authenticates to an environment's agent, through
+// agentclient's one dialer (pinned host key, the environment's own client
+// key, bounded by ctx).
 func (g *Gateway) dialAgent(ctx context.Context, t Target) (ssh.Conn, <-chan ssh.NewChannel, <-chan *ssh.Request, error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "unix", t.AgentSocket)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("dial agent: %w", err)
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		nc.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { nc.Close() })
-	defer stop()
-	user := t.AgentUser
-	if user == "" {
-		user = "cove"
-	}
-	cc, chans, reqs, err := ssh.NewClientConn(nc, "agent", &ssh.ClientConfig{
-		User:              user,
-		Auth:              []ssh.AuthMethod{ssh.PublicKeys(t.AgentSigner)},
-		HostKeyCallback:   ssh.FixedHostKey(t.AgentHostKey),
-		HostKeyAlgorithms: []string{t.AgentHostKey.Type()},
-		ClientVersion:     "SSH-2.0-cove-gateway",
-	})
-	if err != nil {
-		nc.Close()
-		return nil, nil, nil, fmt.Errorf("agent handshake: %w", err)
-	}
-	if !stop() { // ctx ended during the handshake and closed nc
-		cc.Close()
-		return nil, nil, nil, fmt.Errorf("agent handshake: %w", ctx.Err())
-	}
-	nc.SetDeadline(time.Time{})
-	return cc, chans, reqs, nil
+	ep := agentclient.Endpoint{Socket: t.AgentSocket, Signer: t.AgentSigner, HostKey: t.AgentHostKey}
+	return agentclient.DialConn(ctx, ep, agentclient.DialOptions{User: t.AgentUser, ClientVersion: "SSH-2.0-cove-gateway"})
 }
 
 // refuse keeps an authenticated user connection whose agent is unreachable
