@@ -9,13 +9,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/covedev/cove/internal/agent"
 	"github.com/covedev/cove/internal/agent/agentproto"
 	"github.com/covedev/cove/internal/agent/agenttest"
 	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/lifecycle"
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/covedev/cove/internal/usererr"
 )
 
@@ -46,8 +46,7 @@ func TestRunWithAgent(t *testing.T) {
 	c := startAgent(t)
 	ws := t.TempDir()
 	r := &agentRunner{c: c, dir: ws, env: []string{"REMOTE_VAR=remote value"}}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := testutil.Context(t)
 
 	h := lifecycle.Hooks{
 		Initialize: []lifecycle.Command{sh("touch initialized")},

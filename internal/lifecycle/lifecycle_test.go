@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/covedev/cove/internal/usererr"
 )
 
-// fakeRunner interprets tiny scripts: "exit N", "echo TEXT", "sleep",
-// "error" (could not run); it records what ran, in order.
+// fakeRunner interprets tiny scripts: "exit N", "echo TEXT", "sleep"
+// (until ctx is done), "error" (could not run); it records what ran, in
+// order.
 type fakeRunner struct {
 	mu      sync.Mutex
 	ran     []string
@@ -51,11 +53,8 @@ func (f *fakeRunner) Exec(ctx context.Context, c Command, out io.Writer) (int, e
 	case strings.HasPrefix(cmd, "echo "):
 		fmt.Fprintln(out, strings.TrimPrefix(cmd, "echo "))
 	case strings.HasPrefix(cmd, "sleep"):
-		select {
-		case <-time.After(100 * time.Millisecond):
-		case <-ctx.Done():
-			return -1, ctx.Err()
-		}
+		<-ctx.Done()
+		return -1, ctx.Err()
 	case cmd == "error":
 		return -1, errors.New("agent went away")
 	}
@@ -231,18 +230,30 @@ func TestRunLog(t *testing.T) {
 	}
 }
 
+// TestParallelRunsConcurrently: each member waits until all three run, so
+// the stage ends only if they run at once (run one after the other, the
+// first would give up after testutil.Patience and the count would be 1).
 func TestParallelRunsConcurrently(t *testing.T) {
-	r := &fakeRunner{}
-	h := Hooks{PostStart: []Command{{Parallel: map[string]Command{"a": sh("sleep"), "b": sh("sleep"), "c": sh("sleep")}}}}
-	start := time.Now()
+	const n = 3
+	arrived := make(chan struct{}, n)
+	allIn := make(chan struct{})
+	var once sync.Once
+	r := &fakeRunner{onExec: func(string) {
+		arrived <- struct{}{}
+		if len(arrived) == n {
+			once.Do(func() { close(allIn) })
+		}
+		select {
+		case <-allIn:
+		case <-time.After(testutil.Patience(t)):
+		}
+	}}
+	h := Hooks{PostStart: []Command{{Parallel: map[string]Command{"a": sh("true"), "b": sh("true"), "c": sh("true")}}}}
 	if _, err := Run(context.Background(), r, h, Start, io.Discard, nil); err != nil {
 		t.Fatal(err)
 	}
-	if r.maxPar != 3 {
-		t.Errorf("at most %d members ran at once, want 3", r.maxPar)
-	}
-	if d := time.Since(start); d > 250*time.Millisecond {
-		t.Errorf("three 100ms members took %v", d)
+	if r.maxPar != n {
+		t.Errorf("at most %d members ran at once, want %d", r.maxPar, n)
 	}
 }
 
