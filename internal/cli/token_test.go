@@ -3,48 +3,27 @@ package cli
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/apiclient"
-	"github.com/covedev/cove/internal/server"
-	"github.com/covedev/cove/internal/store/sqlite"
+	"github.com/covedev/cove/internal/server/servertest"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/spf13/cobra"
 )
 
-// cliServer runs an API server in-process and logs the CLI in to it as a
-// new owner.
-func cliServer(t *testing.T) *server.Server {
+// cliServer runs an API server in-process (servertest) and logs the CLI in
+// to it as its owner, alice.
+func cliServer(t *testing.T) *servertest.Server {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "cove.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{Store: st, DataDir: dir, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { hs.Close(); st.Close() })
-	_, tok, err := srv.Bootstrap(ctx, "alice", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := servertest.Start(t, servertest.Options{AdminName: "alice"})
 	t.Setenv("COVE_CONFIG_DIR", t.TempDir())
-	t.Setenv("COVE_SERVER", hs.URL)
-	t.Setenv("COVE_TOKEN", tok)
-	return srv
+	t.Setenv("COVE_SERVER", s.URL)
+	t.Setenv("COVE_TOKEN", s.Admin.Token)
+	return s
 }
 
 func runCmd(t *testing.T, cmd *cobra.Command, args ...string) (string, string, error) {
@@ -97,14 +76,7 @@ func TestTokenCommands(t *testing.T) {
 func TestRunnerRemoveCommand(t *testing.T) {
 	srv := cliServer(t)
 	ctx := context.Background()
-	owner, _, err := srv.Bootstrap(ctx, "alice", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	jt, err := srv.CreateJoinToken(ctx, owner.ID, time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
+	jt := srv.JoinToken(t)
 	c, _, err := clients()
 	if err != nil {
 		t.Fatal(err)

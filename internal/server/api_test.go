@@ -3,11 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +13,7 @@ import (
 	"crypto/rand"
 	"github.com/covedev/cove/internal/apiclient"
 	"github.com/covedev/cove/internal/server"
-	"github.com/covedev/cove/internal/store/sqlite"
+	"github.com/covedev/cove/internal/server/servertest"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/covedev/cove/proto/cove/v1/covev1connect"
 	"golang.org/x/crypto/ssh"
@@ -30,28 +26,12 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness { return newHarnessWith(t, nil) }
 
-// newHarnessWith starts a server whose config configure may change.
+// newHarnessWith starts a server (servertest) whose config configure may
+// change; the tests bootstrap their owner themselves.
 func newHarnessWith(t *testing.T, configure func(*server.Config)) *harness {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	dir := t.TempDir()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "cove.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := server.Config{Store: st, DataDir: dir, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if configure != nil {
-		configure(&cfg)
-	}
-	srv, err := server.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	done := make(chan struct{})
-	go func() { srv.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); hs.Close(); <-done; st.Close() })
-	return &harness{srv: srv, url: hs.URL}
+	s := servertest.Start(t, servertest.Options{Configure: configure, NoAdmin: true})
+	return &harness{srv: s.Server, url: s.URL}
 }
 
 func bearer(tok string) connect.ClientOption {
