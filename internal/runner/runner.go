@@ -296,6 +296,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer proxy.Close()
 	defer r.pool.Close()
 	r.limitEnvironmentsMemory() // cgroupparent.go
+	if err := r.sweep(ctx); err != nil { // sweep.go: before any worker adopts
+		r.log.Warn("start-up sweep", "err", err)
+	}
 	var wg sync.WaitGroup
 	wg.Add(5)
 	go func() { defer wg.Done(); _ = r.gw.Serve(ctx, ln) }()
