@@ -295,7 +295,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	defer proxy.Close()
 	defer r.pool.Close()
-	r.limitEnvironmentsMemory() // cgroupparent.go
+	r.limitEnvironmentsMemory()          // cgroupparent.go
 	if err := r.sweep(ctx); err != nil { // sweep.go: before any worker adopts
 		r.log.Warn("start-up sweep", "err", err)
 	}
