@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/covedev/cove/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,9 +42,7 @@ func TestIsMountPointWithoutMounts(t *testing.T) {
 // A bind mount of a directory of the same file system is a mount point:
 // the device comparison the runner used before said it was not.
 func TestIsMountPointSeesSameDeviceBindMounts(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mounts)")
-	}
+	testutil.RequireRoot(t, "mounts")
 	dir := t.TempDir()
 	src, target := filepath.Join(dir, "src"), filepath.Join(dir, "with space")
 	for _, d := range []string{src, target} {
