@@ -1,6 +1,7 @@
 package envdir
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,10 +71,32 @@ func Decode(b []byte, v Versioned) error {
 
 // Save writes v to path atomically as the current version.
 func Save(path string, v Versioned) error {
-	v.StateHeader().Version = StateVersion
-	b, err := json.MarshalIndent(v, "", "  ")
+	b, err := Encode(v)
 	if err != nil {
 		return err
 	}
 	return atomicfile.Write(path, b, 0o600)
+}
+
+// Encode is what Save writes for v.
+func Encode(v Versioned) ([]byte, error) {
+	v.StateHeader().Version = StateVersion
+	return json.MarshalIndent(v, "", "  ")
+}
+
+// SaveIfChanged saves v unless what it would write equals prev, and
+// returns what the file now holds (Save costs a synchronous write: the
+// runner saves after every step, most of which change nothing).
+func SaveIfChanged(path string, v Versioned, prev []byte) ([]byte, error) {
+	b, err := Encode(v)
+	if err != nil {
+		return prev, err
+	}
+	if bytes.Equal(b, prev) {
+		return prev, nil
+	}
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
+		return prev, err
+	}
+	return b, nil
 }

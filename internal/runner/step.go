@@ -55,6 +55,10 @@ type reporter interface {
 // machine sub-status (the clone step reports on the content sub-status
 // itself).
 func (r *Runner) apply(ctx context.Context, e *stepEnv, steps []step) error {
+	var saved []byte // what the state file holds, as far as this run knows
+	if e.st != nil {
+		saved, _ = envdir.Encode(e.st)
+	}
 	for _, s := range steps {
 		sp, ok := r.steps[s]
 		if !ok {
@@ -63,7 +67,8 @@ func (r *Runner) apply(ctx context.Context, e *stepEnv, steps []step) error {
 		began := r.clock.Now()
 		err := sp.run(ctx, e)
 		if e.st != nil {
-			if serr := saveState(e.lay.State(), e.st); serr != nil {
+			var serr error
+			if saved, serr = envdir.SaveIfChanged(e.lay.State(), e.st, saved); serr != nil {
 				err = errors.Join(err, fmt.Errorf("save state: %w", serr))
 			}
 		}
