@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -12,8 +13,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 )
@@ -278,21 +279,16 @@ func TestNoGoroutineLeaks(t *testing.T) {
 		c.Wait()
 		close(waited)
 	}()
-	select {
-	case <-waited:
-	case <-time.After(5 * time.Second):
-		t.Fatal("client connection still open after the gateway stopped")
-	}
+	testutil.Receive(t, waited, "the client connection to close after the gateway stopped")
 }
 
 func waitGoroutines(t *testing.T, max int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > max {
-		if time.Now().After(deadline) {
+	testutil.WaitNoError(t, fmt.Sprintf("at most %d goroutines", max), func() error {
+		if n := runtime.NumGoroutine(); n > max {
 			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines, want <= %d:\n%s", runtime.NumGoroutine(), max, buf[:runtime.Stack(buf, true)])
+			return fmt.Errorf("%d goroutines:\n%s", n, buf[:runtime.Stack(buf, true)])
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }

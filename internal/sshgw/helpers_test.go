@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/testutil"
 	gliderssh "github.com/gliderlabs/ssh"
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
@@ -144,7 +145,7 @@ func (a *fakeAgent) handle(s gliderssh.Session) {
 		case w := <-winCh:
 			fmt.Fprintf(s, "resize=%dx%d\n", w.Width, w.Height)
 			s.Exit(0)
-		case <-time.After(10 * time.Second):
+		case <-time.After(testutil.MaxWait):
 			s.Exit(1)
 		}
 	case "wait-signal":
@@ -155,7 +156,7 @@ func (a *fakeAgent) handle(s gliderssh.Session) {
 		case sig := <-sigs:
 			fmt.Fprintf(s, "signal=%s\n", sig)
 			s.Exit(0)
-		case <-time.After(10 * time.Second):
+		case <-time.After(testutil.MaxWait):
 			s.Exit(1)
 		}
 	case "die-signal":
@@ -266,7 +267,7 @@ func newTestEnv(t *testing.T) *testEnv {
 			cancel()
 			select {
 			case serveErr = <-served:
-			case <-time.After(10 * time.Second):
+			case <-time.After(testutil.Patience(t)):
 				serveErr = errors.New("Serve did not return after cancel")
 			}
 		})
@@ -303,7 +304,7 @@ func (e *testEnv) userCert(t *testing.T, env, owner string) (ssh.Signer, *ssh.Ce
 func (e *testEnv) dial(t *testing.T, s ssh.Signer, cert *ssh.Certificate) (*ssh.Client, error) {
 	t.Helper()
 	cfg := ClientConfig(s, cert, e.ca.PublicKey())
-	cfg.Timeout = 10 * time.Second
+	cfg.Timeout = testutil.Patience(t)
 	return ssh.Dial("tcp", e.addr, cfg)
 }
 
@@ -348,7 +349,7 @@ func startEchoServer(t *testing.T) string {
 // echoRoundTrip writes msg to c, half-closes if possible, and checks the echo.
 func echoRoundTrip(t *testing.T, c net.Conn, msg string) {
 	t.Helper()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.SetDeadline(time.Now().Add(testutil.Patience(t)))
 	if _, err := io.WriteString(c, msg); err != nil {
 		t.Fatalf("write: %v", err)
 	}

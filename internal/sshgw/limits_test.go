@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/connlimit"
+	"github.com/covedev/cove/internal/testutil"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -51,13 +52,13 @@ func startLimitedGateway(t *testing.T, e *testEnv, cfg Config) (*Gateway, string
 // 127.0.0.2, another source) that never speaks SSH.
 func rawConn(t *testing.T, addr, from string) net.Conn {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: testutil.Patience(t)}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatalf("dial from %s: %v", from, err)
 	}
 	t.Cleanup(func() { c.Close() })
-	c.SetReadDeadline(time.Now().Add(30 * time.Second)) // a hang fails instead of blocking the test run
+	c.SetReadDeadline(time.Now().Add(testutil.Patience(t))) // a hang fails instead of blocking the test run
 	return c
 }
 
@@ -95,7 +96,7 @@ func TestMaxStartups(t *testing.T) {
 	dial := func() (*ssh.Client, error) {
 		s, cert := e.userCert(t, "env-a", "alice")
 		cfg := ClientConfig(s, cert, e.ca.PublicKey())
-		cfg.Timeout = 10 * time.Second
+		cfg.Timeout = testutil.Patience(t)
 		return ssh.Dial("tcp", addr, cfg)
 	}
 	before, err := dial()
@@ -105,8 +106,7 @@ func TestMaxStartups(t *testing.T) {
 	defer before.Close()
 	// The client learns of its success before the gateway's handshake
 	// returns: wait for the gateway to take the connection off its count.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := testutil.Context(t)
 	if err := gw.WaitStartups(ctx, func(s connlimit.Stats) bool { return s.Pending == 0 }); err != nil {
 		t.Fatalf("an authenticated session still counts as a startup: %+v", gw.Startups())
 	}
@@ -208,7 +208,7 @@ func TestGraceTimeBoundsStalledSignature(t *testing.T) {
 	e := newTestEnv(t)
 	gw, addr := startLimitedGateway(t, e, Config{HandshakeTimeout: 2 * time.Second})
 	key, cert := e.userCert(t, "env-a", "alice")
-	nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	nc, err := net.DialTimeout("tcp", addr, testutil.Patience(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,9 +235,7 @@ func TestGraceTimeBoundsStalledSignature(t *testing.T) {
 	if !signer.cutOff.Load() {
 		t.Fatal("the gateway did not close the connection while the signature was pending")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := gw.WaitStartups(ctx, func(s connlimit.Stats) bool { return s.Pending == 0 }); err != nil {
+	if err := gw.WaitStartups(testutil.Context(t), func(s connlimit.Stats) bool { return s.Pending == 0 }); err != nil {
 		t.Fatalf("stalled connection still holds a startup slot: %+v", gw.Startups())
 	}
 }

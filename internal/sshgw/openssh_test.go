@@ -63,9 +63,9 @@ func newOpenSSH(t *testing.T, e *testEnv, env, owner string) *openSSH {
   BatchMode yes
   PasswordAuthentication no
   KbdInteractiveAuthentication no
-  ConnectTimeout 10
+  ConnectTimeout %d
   LogLevel ERROR
-`, port, HostPrincipal, dir, key, key)
+`, port, HostPrincipal, dir, key, key, int(testutil.Patience(t).Seconds()))
 	path := filepath.Join(dir, "ssh_config")
 	write(path, []byte(cfg))
 	return &openSSH{dir: dir, cfg: path}
@@ -73,7 +73,7 @@ func newOpenSSH(t *testing.T, e *testEnv, env, owner string) *openSSH {
 
 func (o *openSSH) run(t *testing.T, name string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + o.dir}
@@ -167,12 +167,9 @@ func TestOpenSSHLocalForward(t *testing.T) {
 	o := newOpenSSH(t, e, "env-a", "alice")
 	echo := startEchoServer(t)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	local := ln.Addr().String()
-	ln.Close()
+	// The local end is a unix socket in the test's directory: no TCP port
+	// that another program could take between choosing it and ssh binding it.
+	local := filepath.Join(o.dir, "fwd.sock")
 
 	cmd := exec.Command("ssh", "-F", o.cfg, "-N", "-o", "ExitOnForwardFailure=yes", "-L", local+":"+echo, "demo")
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + o.dir}
@@ -188,23 +185,18 @@ func TestOpenSSHLocalForward(t *testing.T) {
 		<-exited
 	})
 
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		conn, err := net.Dial("tcp", local)
-		if err == nil {
-			echoRoundTrip(t, conn, "forwarded by OpenSSH")
-			conn.Close()
-			return
-		}
+	var conn net.Conn
+	testutil.WaitNoError(t, "the local forward", func() error {
 		select {
 		case err := <-exited:
 			exited <- err
 			t.Fatalf("ssh -L exited: %v: %s", err, errOut.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("local forward never came up: %v: %s", err, errOut.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		var err error
+		conn, err = net.Dial("unix", local)
+		return err
+	})
+	echoRoundTrip(t, conn, "forwarded by OpenSSH")
+	conn.Close()
 }
