@@ -9,6 +9,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/covedev/cove/internal/testutil"
 )
 
 func tcp(ip string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: 40000} }
@@ -122,7 +124,7 @@ func TestListen(t *testing.T) {
 	if _, err := s1.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	c1.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c1.SetReadDeadline(time.Now().Add(testutil.Patience(t)))
 	if _, err := io.ReadFull(c1, make([]byte, 1)); err != nil {
 		t.Fatalf("authenticated connection: %v", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/portproxy"
+	"github.com/covedev/cove/internal/testutil"
 )
 
 // TestPendingConnectionCap floods the proxy with connections that never
@@ -39,7 +40,7 @@ func TestPendingConnectionCap(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		c.SetDeadline(time.Now().Add(30 * time.Second)) // a hang fails rather than blocks
+		c.SetDeadline(time.Now().Add(testutil.Patience(t))) // a hang fails rather than blocks
 		return c, bufio.NewReader(c)
 	}
 	request := func(c net.Conn, br *bufio.Reader, auth string) int {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/testutil"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"golang.org/x/net/websocket"
 )
@@ -74,7 +75,7 @@ func TestServerAndProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	ws.SetDeadline(time.Now().Add(10 * time.Second))
+	ws.SetDeadline(time.Now().Add(testutil.Patience(t)))
 	var got string
 	if err := websocket.Message.Send(ws, "ping"); err != nil {
 		t.Fatal(err)

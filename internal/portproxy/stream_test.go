@@ -2,12 +2,12 @@ package portproxy_test
 
 import (
 	"bufio"
-	"context"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/testutil"
 	"golang.org/x/net/websocket"
 )
 
@@ -23,7 +23,7 @@ func TestWebSocketEcho(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	ws.SetDeadline(time.Now().Add(10 * time.Second))
+	ws.SetDeadline(time.Now().Add(testutil.Patience(t)))
 	for _, msg := range []string{"hello", "through the proxy"} {
 		if err := websocket.Message.Send(ws, msg); err != nil {
 			t.Fatal(err)
@@ -47,9 +47,7 @@ func TestStreaming(t *testing.T) {
 	f := newFixture(t, "")
 	req, _ := http.NewRequest("GET", f.proxyURL+"/p/demo/8080/stream", nil)
 	req.Header.Set("Authorization", "Bearer cove_pat_good")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	resp, err := http.DefaultClient.Do(req.WithContext(testutil.Context(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
