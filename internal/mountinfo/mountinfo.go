@@ -1,7 +1,7 @@
 // Package mountinfo reads this process's mount table
 // (/proc/self/mountinfo): what is mounted where, seen by the kernel, bind
 // and idmapped mounts of one file system included (comparing devices
-// misses those).
+// misses those). IsMountPoint is cove's one "is this a mount point" test.
 package mountinfo
 
 import (
