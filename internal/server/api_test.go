@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 	"crypto/ed25519"
@@ -14,6 +13,7 @@ import (
 	"github.com/covedev/cove/internal/apiclient"
 	"github.com/covedev/cove/internal/server"
 	"github.com/covedev/cove/internal/server/servertest"
+	"github.com/covedev/cove/internal/testutil"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/covedev/cove/proto/cove/v1/covev1connect"
 	"golang.org/x/crypto/ssh"
@@ -125,7 +125,7 @@ func TestAPIOwnershipRunnersAndWatch(t *testing.T) {
 	}
 
 	// Watch from the current revision, then let the runner come up.
-	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, testutil.Patience(t))
 	defer cancel()
 	assignments, err := runner.WatchAssignments(wctx, connect.NewRequest(&covev1.WatchAssignmentsRequest{}))
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/server"
+	"github.com/covedev/cove/internal/testutil"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/covedev/cove/proto/cove/v1/covev1connect"
 )
@@ -155,7 +156,7 @@ func TestSlowBodyCutWatchesLive(t *testing.T) {
 	}
 	// The server gives up on the body: it answers and closes, or just
 	// closes. (The guard only keeps a broken server from hanging the test.)
-	_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
+	_ = conn.SetReadDeadline(time.Now().Add(testutil.Patience(t)))
 	if b, err := io.ReadAll(bufio.NewReader(conn)); err != nil {
 		t.Fatalf("slow client: the server did not close the connection: %v %q", err, b)
 	}

@@ -4,10 +4,10 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/server"
+	"github.com/covedev/cove/internal/testutil"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 )
 
@@ -200,11 +200,7 @@ func TestWatchCapPerUser(t *testing.T) {
 	}
 	// Closing one frees a slot.
 	cancelFirst()
-	select {
-	case <-released:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the closed watch never released its slot")
-	}
+	testutil.Receive(t, released, "the closed watch to release its slot")
 	again, err := watch(bob, ctx)
 	if err != nil {
 		t.Fatalf("after closing one: %v", err)
