@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/covedev/cove/internal/build"
@@ -23,46 +25,57 @@ import (
 // reaches what an environment may and nothing on the host.
 const builderNetID = "cove-builder"
 
-// startBuilder arranges for the Dockerfile builder, which is made at the
-// first build (buildkitd and its network cost nothing until then). It
-// returns a func that stops it and releases its network.
-func (r *Runner) startBuilder(ctx context.Context) (func(), error) {
-	return func() {
-		r.buildMu.Lock()
-		b := r.builder
-		r.builder = nil
-		r.buildMu.Unlock()
-		if b == nil {
-			return
-		}
-		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		_ = b.Stop(sctx)
-		_ = r.net.n.Teardown(sctx, builderNetID)
-	}, nil
+// builders makes the Dockerfile builder at the first build (buildkitd and
+// its network cost nothing until then) and stops it with the runner.
+type builders struct {
+	cfg     Config
+	net     network
+	classes classes
+	log     *slog.Logger
+
+	mu sync.Mutex
+	b  *build.Builder
 }
 
-// getBuilder returns the builder, making it (and its network) the first
-// time.
-func (r *Runner) getBuilder(ctx context.Context) (*build.Builder, error) {
-	r.buildMu.Lock()
-	defer r.buildMu.Unlock()
-	if r.builder != nil {
-		return r.builder, nil
+// enabled reports whether this runner can build Dockerfiles.
+func (bs *builders) enabled() bool { return bs.cfg.Buildkitd != "" }
+
+// stop stops the builder, if made, and releases its network.
+func (bs *builders) stop() {
+	bs.mu.Lock()
+	b := bs.b
+	bs.b = nil
+	bs.mu.Unlock()
+	if b == nil {
+		return
 	}
-	if r.cfg.Buildkitd == "" {
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_ = b.Stop(sctx)
+	_ = bs.net.Teardown(sctx, builderNetID)
+}
+
+// get returns the builder, making it (and its network) the first time.
+func (bs *builders) get(ctx context.Context) (*build.Builder, error) {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if bs.b != nil {
+		return bs.b, nil
+	}
+	if !bs.enabled() {
 		return nil, usererr.New("this runner cannot build Dockerfiles (no buildkitd configured); use \"image\"")
 	}
-	cfg := build.Config{Dir: filepath.Join(r.cfg.DataDir, "buildkit"), Buildkitd: r.cfg.Buildkitd, Runc: r.cfg.Runc,
-		IDMap:              r.builderRange(),
-		InsecureRegistries: r.cfg.BuildInsecureRegistries, AllowCacheFrom: r.cfg.BuildAllowCacheFrom,
-		Logger: r.log.With("component", "build")}
-	if r.net.n.Namespaced() {
+	c := bs.cfg
+	cfg := build.Config{Dir: filepath.Join(c.DataDir, "buildkit"), Buildkitd: c.Buildkitd, Runc: c.Runc,
+		IDMap:              builderRange(c),
+		InsecureRegistries: c.BuildInsecureRegistries, AllowCacheFrom: c.BuildAllowCacheFrom,
+		Logger: bs.log.With("component", "build")}
+	if bs.net.Namespaced() {
 		class := ""
-		if len(r.cfg.Classes) > 0 {
-			class = r.cfg.Classes[0].GetId()
+		if len(bs.classes) > 0 {
+			class = bs.classes[0].GetId()
 		}
-		att, err := r.net.n.Setup(ctx, builderNetID, "builder", r.classes.policy(class), idmap.Range{})
+		att, err := bs.net.Setup(ctx, builderNetID, "builder", bs.classes.policy(class), idmap.Range{})
 		if err != nil {
 			return nil, fmt.Errorf("builder network: %w", err)
 		}
@@ -70,11 +83,11 @@ func (r *Runner) getBuilder(ctx context.Context) (*build.Builder, error) {
 		// buildkitd and its RUN steps read /etc/resolv.conf: give them the
 		// builder namespace's (the runner's DNS relay), not the host's, which
 		// may name a loopback resolver unreachable from there.
-		resolv := filepath.Join(r.cfg.DataDir, "buildkit-resolv.conf")
+		resolv := filepath.Join(c.DataDir, "buildkit-resolv.conf")
 		if err := os.WriteFile(resolv, []byte(att.ResolvConf), 0o644); err != nil {
 			return nil, err
 		}
-		cfg.Wrapper = []string{r.cfg.AgentBinary, "internal-with-resolv", resolv, "--"}
+		cfg.Wrapper = []string{c.AgentBinary, "internal-with-resolv", resolv, "--"}
 	} else {
 		// Without networking, RUN steps get none rather than the host's.
 		cfg.NetworkMode = "none"
@@ -83,7 +96,7 @@ func (r *Runner) getBuilder(ctx context.Context) (*build.Builder, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.builder = b
+	bs.b = b
 	return b, nil
 }
 
@@ -107,12 +120,12 @@ func devcontainerBuild(cfg *devcontainer.Config, b *devcontainer.DockerBuild) bu
 // buildImage builds a Dockerfile and imports the result into the layer
 // store. BuildKit caches every step: building the same Dockerfile, context
 // and args again does no work, and a changed line rebuilds from that step.
-func (r *Runner) buildImage(ctx context.Context, lay envdir.Layout, st *envState, b buildSpec, onStep func(string)) (*image.Image, error) {
-	builder, err := r.getBuilder(ctx)
+func (im *imageStep) buildImage(ctx context.Context, org string, lay envdir.Layout, st *envState, b buildSpec, onStep func(string)) (*image.Image, error) {
+	builder, err := im.builds.get(ctx)
 	if err != nil {
 		return nil, err
 	}
-	cacheNS, err := r.buildCacheNamespace(st.ID)
+	cacheNS, err := buildCacheNamespace(org, st.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -157,20 +170,14 @@ func (r *Runner) buildImage(ctx context.Context, lay envdir.Layout, st *envState
 	if err != nil {
 		return nil, err
 	}
-	return r.images.Import(ctx, "cove-build/"+res.Digest.Hex[:16]+":latest", res.Image)
+	return im.images.Import(ctx, "cove-build/"+res.Digest.Hex[:16]+":latest", res.Image)
 }
 
-// buildCacheNamespace is the BuildKit cache-mount namespace of envID's
-// builds: its organization's, so organizations never share the contents of
-// `RUN --mount=type=cache` directories (see internal/build/tenancy.go).
-func (r *Runner) buildCacheNamespace(envID string) (string, error) {
-	r.mu.Lock()
-	w := r.workers[envID]
-	r.mu.Unlock()
-	var org string
-	if w != nil {
-		org = w.latest().GetMetadata().GetOrganizationId()
-	}
+// buildCacheNamespace is the BuildKit cache-mount namespace of an
+// environment's builds: its organization's, so organizations never share
+// the contents of `RUN --mount=type=cache` directories (see
+// internal/build/tenancy.go).
+func buildCacheNamespace(org, envID string) (string, error) {
 	if org == "" {
 		return "", fmt.Errorf("build for environment %s: its organization is unknown", envID)
 	}
@@ -180,8 +187,8 @@ func (r *Runner) buildCacheNamespace(envID string) (string, error) {
 // builderRange is the host id range rootless buildkitd runs as: the last
 // slot, reserved at start so no environment gets it, and the same across
 // runner restarts (its state belongs to it).
-func (r *Runner) builderRange() idmap.Range {
-	return idmap.Range{HostID: r.cfg.RangeBase + uint32(r.cfg.RangeSlots-1)*r.cfg.RangeSize, Size: r.cfg.RangeSize}
+func builderRange(cfg Config) idmap.Range {
+	return idmap.Range{HostID: cfg.RangeBase + uint32(cfg.RangeSlots-1)*cfg.RangeSize, Size: cfg.RangeSize}
 }
 
 // stepWriter passes BuildKit's step headers ("#6 [base 2/2] RUN ...") from

@@ -68,8 +68,8 @@ func (c *composeState) service(name string) (*svcState, bool) {
 // (environment, user, working_dir, entrypoint, command) applied to its
 // config, so that the devcontainer.json merge sees them as the
 // container's.
-func (r *Runner) loadCompose(ctx context.Context, note func(string), env *covev1.Environment, lay envdir.Layout, st *envState, cfg *devcontainer.Config, cc *devcontainer.ComposeConfig) (*compose.Project, []compose.Warning, *image.Image, error) {
-	if !r.net.n.Namespaced() {
+func (im *imageStep) loadCompose(ctx context.Context, note func(string), env *covev1.Environment, lay envdir.Layout, st *envState, cfg *devcontainer.Config, cc *devcontainer.ComposeConfig) (*compose.Project, []compose.Warning, *image.Image, error) {
+	if !im.net.n.Namespaced() {
 		return nil, nil, nil, usererr.New("dockerComposeFile: this runner has no environment networking configured, which Docker Compose services need to reach each other")
 	}
 	repoDir := filepath.Join(lay.Workspace(), st.Content.RepoName)
@@ -77,7 +77,7 @@ func (r *Runner) loadCompose(ctx context.Context, note func(string), env *covev1
 		RepoDir: repoDir, ConfigDir: filepath.Dir(cfg.Path), Files: cc.Files,
 		DevService: cc.Service, RunServices: cc.RunServices,
 		Env:         map[string]string{}, // never the runner's environment
-		AllowedCaps: r.allow(env.GetSpec().GetClassId()).Capabilities,
+		AllowedCaps: im.allow(env.GetSpec().GetClassId()).Capabilities,
 		// "..:/workspaces" and the like: any directory of the checkout.
 		BindRoot: lay.Workspace(),
 	})
@@ -88,7 +88,7 @@ func (r *Runner) loadCompose(ctx context.Context, note func(string), env *covev1
 	var devImg *image.Image
 	for _, s := range proj.Services {
 		cs.Order = append(cs.Order, s.Name)
-		img, err := r.serviceImage(ctx, note, lay, st, s)
+		img, err := im.serviceImage(ctx, note, env.GetMetadata().GetOrganizationId(), lay, st, s)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -121,10 +121,10 @@ func (r *Runner) loadCompose(ctx context.Context, note func(string), env *covev1
 }
 
 // serviceImage pulls or builds a service's image.
-func (r *Runner) serviceImage(ctx context.Context, note func(string), lay envdir.Layout, st *envState, s compose.Service) (*image.Image, error) {
+func (im *imageStep) serviceImage(ctx context.Context, note func(string), org string, lay envdir.Layout, st *envState, s compose.Service) (*image.Image, error) {
 	if b := s.Build; b != nil {
 		note(fmt.Sprintf("building service %s", s.Name))
-		img, err := r.buildImage(ctx, lay, st, buildSpec{Context: b.Context, Dockerfile: filepath.Join(b.Context, b.Dockerfile), Target: b.Target, Args: b.Args}, note)
+		img, err := im.buildImage(ctx, org, lay, st, buildSpec{Context: b.Context, Dockerfile: filepath.Join(b.Context, b.Dockerfile), Target: b.Target, Args: b.Args}, note)
 		if err != nil {
 			return nil, fmt.Errorf("service %s: %w", s.Name, err)
 		}
@@ -135,7 +135,7 @@ func (r *Runner) serviceImage(ctx context.Context, note func(string), lay envdir
 		return nil, usererr.New("docker compose: service %q has neither image nor build", s.Name)
 	}
 	note(fmt.Sprintf("pulling %s for service %s", s.Image, s.Name))
-	img, err := r.images.Pull(ctx, s.Image)
+	img, err := im.images.Pull(ctx, s.Image)
 	if err != nil {
 		if msg, ok := usererr.Message(err); ok {
 			return nil, usererr.Wrap(err, "service %s: %s", s.Name, msg)

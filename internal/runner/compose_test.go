@@ -91,9 +91,8 @@ func TestMakeVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := &envState{Header: envdir.Header{IDMap: idmapRange(100000)}}
-	r := &Runner{}
 	vol := filepath.Join(root, "volumes", "db")
-	if err := r.makeVolume(vol, st, filepath.Join(root, "rootfs"), "/var/lib/db"); err != nil {
+	if err := makeVolume(vol, st, filepath.Join(root, "rootfs"), "/var/lib/db"); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(vol)
@@ -110,7 +109,7 @@ func TestMakeVolume(t *testing.T) {
 	if err := os.Remove(filepath.Join(vol, "conf")); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.makeVolume(vol, st, filepath.Join(root, "rootfs"), "/var/lib/db"); err != nil {
+	if err := makeVolume(vol, st, filepath.Join(root, "rootfs"), "/var/lib/db"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(vol, "conf")); err == nil {
@@ -118,7 +117,7 @@ func TestMakeVolume(t *testing.T) {
 	}
 	// Nothing at the target: empty, owned by the environment's root.
 	empty := filepath.Join(root, "volumes", "empty")
-	if err := r.makeVolume(empty, st, filepath.Join(root, "rootfs"), "/nothing"); err != nil {
+	if err := makeVolume(empty, st, filepath.Join(root, "rootfs"), "/nothing"); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(empty); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 100000 {
@@ -138,7 +137,7 @@ func TestMakeVolume(t *testing.T) {
 			t.Fatal(err)
 		}
 		vol := filepath.Join(root, "volumes", "link-"+name)
-		if err := r.makeVolume(vol, st, filepath.Join(root, "rootfs"), "/"+name); err != nil {
+		if err := makeVolume(vol, st, filepath.Join(root, "rootfs"), "/"+name); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := os.Stat(filepath.Join(vol, "ssh_user_ca")); err == nil {

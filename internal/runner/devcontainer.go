@@ -70,16 +70,16 @@ type dcMount struct {
 
 // allow is what a class permits of privileged devcontainer settings: no
 // privileged mode, and the capabilities a container has anyway.
-func (r *Runner) allow(class string) devcontainer.Allow {
-	return devcontainer.Allow{Build: r.cfg.Buildkitd != "", Compose: r.net.n.Namespaced(), Capabilities: []string{"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW",
+func (im *imageStep) allow(class string) devcontainer.Allow {
+	return devcontainer.Allow{Build: im.builds.enabled(), Compose: im.net.n.Namespaced(), Capabilities: []string{"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW",
 		"SETGID", "SETUID", "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"}}
 }
 
 // resolveDevcontainer reads the repository's devcontainer.json (nil, nil if
 // it has none) and returns the image it names.
-func (r *Runner) loadDevcontainer(env *covev1.Environment, repoDir string) (*devcontainer.Config, []devcontainer.Warning, error) {
+func (im *imageStep) loadDevcontainer(env *covev1.Environment, repoDir string) (*devcontainer.Config, []devcontainer.Warning, error) {
 	return devcontainer.Load(repoDir, env.GetSpec().GetDevcontainerPath(), devcontainer.LoadOptions{
-		LocalWorkspaceFolder: repoDir, DevcontainerID: env.Id, Allow: r.allow(env.GetSpec().GetClassId()),
+		LocalWorkspaceFolder: repoDir, DevcontainerID: env.Id, Allow: im.allow(env.GetSpec().GetClassId()),
 		LocalEnv: map[string]string{}, // the environment's own variables (secrets come later), never the runner's
 	})
 }
@@ -87,7 +87,7 @@ func (r *Runner) loadDevcontainer(env *covev1.Environment, repoDir string) (*dev
 // applyDevcontainer merges image and feature metadata into cfg, checks the
 // result, prepares features (cached layer, or an install at first start)
 // and records everything in st.
-func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment, lay envdir.Layout, st *envState, cfg *devcontainer.Config, warns []devcontainer.Warning, img *image.Image) error {
+func (im *imageStep) applyDevcontainer(ctx context.Context, env *covev1.Environment, lay envdir.Layout, st *envState, cfg *devcontainer.Config, warns []devcontainer.Warning, img *image.Image) error {
 	repoDir := filepath.Join(lay.Workspace(), st.Content.RepoName)
 	dc := &dcState{WorkspaceFolder: workspaces + "/" + st.Content.RepoName}
 	for _, w := range warns {
@@ -116,7 +116,7 @@ func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment,
 	}
 	var fs []features.Feature
 	if len(refs) > 0 {
-		res := &features.Resolver{CacheDir: filepath.Join(r.cfg.DataDir, "features"), RootDir: repoDir, Log: r.log.With("env", env.Id)}
+		res := &features.Resolver{CacheDir: filepath.Join(im.dataDir, "features"), RootDir: repoDir, Log: im.log.With("env", env.Id)}
 		if fs, err = res.Resolve(ctx, refs, filepath.Dir(cfg.Path), cfg.OverrideFeatureInstallOrder); err != nil {
 			return err
 		}
@@ -134,10 +134,10 @@ func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment,
 	if err != nil {
 		return err
 	}
-	if err := merged.Check(r.allow(env.GetSpec().GetClassId())); err != nil {
+	if err := merged.Check(im.allow(env.GetSpec().GetClassId())); err != nil {
 		return err
 	}
-	if err := r.checkHostRequirements(env.GetSpec().GetClassId(), merged.HostRequirements()); err != nil {
+	if err := im.checkHostRequirements(env.GetSpec().GetClassId(), merged.HostRequirements()); err != nil {
 		return err
 	}
 	// ${containerEnv:VAR} resolves against the container's environment.
@@ -197,7 +197,7 @@ func (r *Runner) applyDevcontainer(ctx context.Context, env *covev1.Environment,
 		return nil
 	}
 	dc.FeaturesKey = features.CacheKey(featureScope(env), featureInputs(st, dc, img, merged.ContainerUser()), fs)
-	if layer := r.featuresLayer(dc.FeaturesKey); dirExists(layer) {
+	if layer := featuresLayer(im.dataDir, dc.FeaturesKey); dirExists(layer) {
 		st.Image.Layers = append(st.Image.Layers, layer) // installed before: reuse
 		return nil
 	}
@@ -261,11 +261,11 @@ func featureEntry(f features.Feature) (devcontainer.MetadataEntry, error) {
 
 // checkHostRequirements fails when the environment's class is smaller than
 // devcontainer.json's hostRequirements ask for.
-func (r *Runner) checkHostRequirements(class string, req *devcontainer.HostRequirements) error {
+func (im *imageStep) checkHostRequirements(class string, req *devcontainer.HostRequirements) error {
 	if req == nil {
 		return nil
 	}
-	if c := r.classes.find(class); c != nil {
+	if c := im.classes.find(class); c != nil {
 		_, err := devcontainer.ChooseClass(req, []devcontainer.Class{{ID: c.GetId(), CPUs: int(c.GetCpus()), Memory: c.GetMemoryBytes(), Storage: c.GetDiskBytes()}})
 		if err != nil {
 			return usererr.Wrap(err, "class %q does not meet devcontainer.json's hostRequirements: %v", class, err)
@@ -328,8 +328,8 @@ func checkVolumes(lay envdir.Layout, st *envState) error {
 	return nil
 }
 
-func (r *Runner) featuresLayer(key string) string {
-	return filepath.Join(r.cfg.DataDir, "images", "features", featuresLayerName(key))
+func featuresLayer(dataDir, key string) string {
+	return filepath.Join(dataDir, "images", "features", featuresLayerName(key))
 }
 
 // featuresLayerName is the directory name of a features layer: its key

@@ -30,7 +30,7 @@ const healthPoll = time.Second
 // waitDeps waits until every dependency of service name is satisfied:
 // started (it was started earlier in start order), healthy (its
 // healthcheck passes) or completed successfully (it exited with code 0).
-func (r *Runner) waitDeps(ctx context.Context, envID string, lay envdir.Layout, st *envState, name string, deps map[string]compose.Condition, note func(string)) error {
+func (m *startStep) waitDeps(ctx context.Context, envID string, lay envdir.Layout, st *envState, name string, deps map[string]compose.Condition, note func(string)) error {
 	for _, dep := range st.Image.Compose.Order {
 		cond, ok := deps[dep]
 		if !ok || dep == st.Image.Compose.DevService {
@@ -40,12 +40,12 @@ func (r *Runner) waitDeps(ctx context.Context, envID string, lay envdir.Layout, 
 		switch cond {
 		case compose.ConditionHealthy:
 			note(fmt.Sprintf("waiting for service %s to be healthy", dep))
-			if err := r.waitHealthy(ctx, envID, lay, s); err != nil {
+			if err := m.waitHealthy(ctx, envID, lay, s); err != nil {
 				return usererr.Wrap(err, "service %s depends on %s being healthy: %s", name, dep, userMessage(err))
 			}
 		case compose.ConditionCompletedSuccessfully:
 			note(fmt.Sprintf("waiting for service %s to complete", dep))
-			if err := r.waitCompleted(ctx, envID, lay, s); err != nil {
+			if err := m.waitCompleted(ctx, envID, lay, s); err != nil {
 				return usererr.Wrap(err, "service %s depends on %s completing successfully: %s", name, dep, userMessage(err))
 			}
 		}
@@ -56,7 +56,7 @@ func (r *Runner) waitDeps(ctx context.Context, envID string, lay envdir.Layout, 
 // waitHealthy runs s's healthcheck until it passes. It fails when the
 // service exits, or when checks keep failing past its start period plus
 // retries intervals (Docker's "unhealthy").
-func (r *Runner) waitHealthy(ctx context.Context, envID string, lay envdir.Layout, s *svcState) error {
+func (m *startStep) waitHealthy(ctx context.Context, envID string, lay envdir.Layout, s *svcState) error {
 	hc := s.Healthcheck
 	if hc == nil || len(hc.Test) == 0 || hc.Test[0] == "NONE" {
 		return usererr.New("service %s has no healthcheck", s.Name)
@@ -78,15 +78,15 @@ func (r *Runner) waitHealthy(ctx context.Context, envID string, lay envdir.Layou
 	began := time.Now()
 	deadline := began.Add(hc.StartPeriod + time.Duration(max(hc.Retries, 1))*hc.Interval)
 	every := min(hc.Interval, healthPoll)
-	ep := r.serviceEndpoint(lay, envID, s.Name)
+	ep := m.keys.endpoint(lay.Service(s.Name).AgentSocket(), svcID(envID, s.Name))
 	var last string
 	failures := 0
 	for {
-		if err := r.serviceRunning(ctx, envID, lay, s); err != nil {
+		if err := m.serviceRunning(ctx, envID, lay, s); err != nil {
 			return err
 		}
-		if out, ok := r.checkHealth(ctx, ep, req, hc.Timeout); ok {
-			r.log.Info("service healthy", "env", envID, "service", s.Name, "after", time.Since(began).Round(time.Millisecond))
+		if out, ok := m.checkHealth(ctx, ep, req, hc.Timeout); ok {
+			m.log.Info("service healthy", "env", envID, "service", s.Name, "after", time.Since(began).Round(time.Millisecond))
 			return nil
 		} else if out != "" {
 			last = out
@@ -109,7 +109,7 @@ func (r *Runner) waitHealthy(ctx context.Context, envID string, lay envdir.Layou
 }
 
 // checkHealth runs one check; out is its output, or why it could not run.
-func (r *Runner) checkHealth(ctx context.Context, ep agentclient.Endpoint, req agentclient.ExecRequest, timeout time.Duration) (out string, ok bool) {
+func (m *startStep) checkHealth(ctx context.Context, ep agentclient.Endpoint, req agentclient.ExecRequest, timeout time.Duration) (out string, ok bool) {
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c, err := agentclient.Dial(cctx, ep)
@@ -139,9 +139,9 @@ func (r *Runner) checkHealth(ctx context.Context, ep agentclient.Endpoint, req a
 }
 
 // waitCompleted waits for s to exit and checks its exit code.
-func (r *Runner) waitCompleted(ctx context.Context, envID string, lay envdir.Layout, s *svcState) error {
+func (m *startStep) waitCompleted(ctx context.Context, envID string, lay envdir.Layout, s *svcState) error {
 	for {
-		cs, err := r.rt.State(ctx, svcID(envID, s.Name))
+		cs, err := m.rt.State(ctx, svcID(envID, s.Name))
 		if err != nil {
 			return err
 		}
@@ -165,8 +165,8 @@ func (r *Runner) waitCompleted(ctx context.Context, envID string, lay envdir.Lay
 
 // serviceRunning fails (with the service's exit code and last output) if s
 // is no longer running.
-func (r *Runner) serviceRunning(ctx context.Context, envID string, lay envdir.Layout, s *svcState) error {
-	cs, err := r.rt.State(ctx, svcID(envID, s.Name))
+func (m *startStep) serviceRunning(ctx context.Context, envID string, lay envdir.Layout, s *svcState) error {
+	cs, err := m.rt.State(ctx, svcID(envID, s.Name))
 	if err != nil {
 		return err
 	}

@@ -21,19 +21,19 @@ const (
 
 // pullImage reads devcontainer.json (the image, and everything it asks),
 // pulls the image, merges its metadata and prepares features.
-func (r *Runner) pullImage(ctx context.Context, note func(string), e *stepEnv) error {
+func (im *imageStep) pullImage(ctx context.Context, note func(string), e *stepEnv) error {
 	env, lay, st := e.env, e.lay, e.st
-	repoDir, err := r.quiescentRepo(ctx, env.Id, lay, st)
+	repoDir, err := im.quiescentRepo(ctx, env.Id, lay, st)
 	if err != nil {
 		return err
 	}
-	cfg, warns, err := r.loadDevcontainer(env, repoDir)
+	cfg, warns, err := im.loadDevcontainer(env, repoDir)
 	if err != nil {
 		return err
 	}
 	ref := env.GetSpec().GetDefaultImage()
 	if ref == "" {
-		ref = r.cfg.DefaultImage
+		ref = im.defaultImage
 	}
 	if cfg != nil && cfg.Image != "" {
 		ref = cfg.Image
@@ -49,13 +49,13 @@ func (r *Runner) pullImage(ctx context.Context, note func(string), e *stepEnv) e
 	if b, berr := dockerBuild(cfg); berr != nil {
 		return berr
 	} else if cc != nil {
-		if proj, composeWarns, img, err = r.loadCompose(ctx, note, env, lay, st, cfg, cc); err != nil {
+		if proj, composeWarns, img, err = im.loadCompose(ctx, note, env, lay, st, cfg, cc); err != nil {
 			return err
 		}
 		ref = img.Ref
 	} else if b != nil {
 		note("building " + b.Dockerfile)
-		if img, err = r.buildImage(ctx, lay, st, devcontainerBuild(cfg, b), note); err != nil {
+		if img, err = im.buildImage(ctx, env.GetMetadata().GetOrganizationId(), lay, st, devcontainerBuild(cfg, b), note); err != nil {
 			return err
 		}
 		ref = "built from " + b.Dockerfile
@@ -63,12 +63,12 @@ func (r *Runner) pullImage(ctx context.Context, note func(string), e *stepEnv) e
 		if ref == "" {
 			return usererr.New("no image: the repository has no devcontainer.json naming one and no default image is configured")
 		}
-		if img, err = r.images.Pull(ctx, ref); err != nil {
+		if img, err = im.images.Pull(ctx, ref); err != nil {
 			return err
 		}
 	}
 	st.Image.Ref, st.Image.Digest, st.Image.Layers, st.Image.Env, st.Image.User = ref, img.Digest, img.Layers, img.Config.Env, img.Config.User
-	if err := r.applyDevcontainer(ctx, env, lay, st, cfg, warns, img); err != nil {
+	if err := im.applyDevcontainer(ctx, env, lay, st, cfg, warns, img); err != nil {
 		return err
 	}
 	if proj != nil {

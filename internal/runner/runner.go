@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/agentclient"
-	"github.com/covedev/cove/internal/build"
 	"github.com/covedev/cove/internal/content"
 	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/idmap"
@@ -102,8 +101,7 @@ type Runner struct {
 	sshAddr  string
 	pool     *agentclient.Pool
 	proxyURL string
-	buildMu  sync.Mutex
-	builder  *build.Builder // made at the first Dockerfile build
+	builds   *builders // the Dockerfile builder, made at the first build
 	gc       *gcLock
 
 	mu      sync.Mutex
@@ -208,13 +206,14 @@ func newRunner(cfg Config, d deps, keys *agentKeys, hostKey ssh.Signer) (*Runner
 		pool:    d.pool,
 		gc:      &gcLock{},
 		workers: map[string]*worker{},
+		builds:  &builders{cfg: cfg, net: d.net, classes: cfg.Classes, log: cfg.Log},
 	}
 	r.steps = r.makeSteps(d)
 	r.gw = sshgw.NewGateway(sshgw.Config{HostSigner: hostKey, Resolver: r, Log: cfg.Log.With("component", "sshgw")})
 	if err := r.loadRanges(); err != nil {
 		return nil, err
 	}
-	if err := r.ranges.reserve(builderNetID, r.builderRange()); err != nil {
+	if err := r.ranges.reserve(builderNetID, builderRange(cfg)); err != nil {
 		return nil, fmt.Errorf("builder uid range: %w", err)
 	}
 	return r, nil
@@ -276,12 +275,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.log.Warn("network close", "err", err)
 		}
 	}()
-	stopBuilder, err := r.startBuilder(ctx)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	defer stopBuilder()
+	defer r.builds.stop()
 	c, err := r.connect(ctx)
 	if err != nil {
 		ln.Close()

@@ -115,7 +115,7 @@ func (r *Runner) servicesStatus(ctx context.Context, envID string, st *envState,
 // startServices starts the siblings that come before (before=true) or
 // after the dev service in start order, each once its dependencies are
 // satisfied. Running services are left alone.
-func (r *Runner) startServices(ctx context.Context, env *covev1.Environment, lay envdir.Layout, st *envState, netns string, before bool, note func(string)) error {
+func (m *startStep) startServices(ctx context.Context, env *covev1.Environment, lay envdir.Layout, st *envState, netns string, before bool, note func(string)) error {
 	cs := st.Image.Compose
 	if cs == nil {
 		return nil
@@ -126,20 +126,20 @@ func (r *Runner) startServices(ctx context.Context, env *covev1.Environment, lay
 			continue
 		}
 		s, _ := cs.service(name)
-		if err := r.waitDeps(ctx, env.Id, lay, st, s.Name, s.DependsOn, note); err != nil {
+		if err := m.waitDeps(ctx, env.Id, lay, st, s.Name, s.DependsOn, note); err != nil {
 			return err
 		}
 		note("starting service " + s.Name)
-		if err := r.startService(ctx, env, lay, st, s, netns); err != nil {
+		if err := m.startService(ctx, env, lay, st, s, netns); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay envdir.Layout, st *envState, s *svcState, netns string) error {
+func (m *startStep) startService(ctx context.Context, env *covev1.Environment, lay envdir.Layout, st *envState, s *svcState, netns string) error {
 	id := svcID(env.Id, s.Name)
-	cur, err := r.rt.State(ctx, id)
+	cur, err := m.rt.State(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -161,7 +161,7 @@ func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay 
 	if err := os.MkdirAll(sl.Etc(), 0o711); err != nil {
 		return err
 	}
-	if err := r.keys.write(sl.Etc(), id, st.IDMap.HostID); err != nil {
+	if err := m.keys.write(sl.Etc(), id, st.IDMap.HostID); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(sl.Runtime(), 0o700); err != nil {
@@ -174,7 +174,7 @@ func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay 
 		return err
 	}
 	mounts := []runtime.Mount{
-		{Source: r.cfg.AgentBinary, Destination: agentBinary, Type: "bind", Options: []string{"bind", "ro"}},
+		{Source: m.agentBinary, Destination: agentBinary, Type: "bind", Options: []string{"bind", "ro"}},
 		{Source: sl.Run(), Destination: agentRunDir, Type: "bind", Options: []string{"bind"}},
 		{Source: sl.Etc(), Destination: agentEtcDir, Type: "bind", Options: []string{"bind", "ro"}},
 		{Source: lay.Hosts(), Destination: "/etc/hosts", Type: "bind", Options: []string{"bind", "ro"}},
@@ -185,7 +185,7 @@ func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay 
 	if err != nil {
 		return err
 	}
-	vols, err := r.volumeMounts(lay, st, s.Mounts, sl.Rootfs(), stg)
+	vols, err := m.volumeMounts(lay, st, s.Mounts, sl.Rootfs(), stg)
 	if err != nil {
 		return fmt.Errorf("service %s: %w", s.Name, err)
 	}
@@ -210,15 +210,15 @@ func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay 
 			Cwd:  "/",
 		},
 		Mounts:     append(mounts, vols...),
-		Resources:  r.classes.resources(env.GetSpec().GetClassId()),
+		Resources:  m.classes.resources(env.GetSpec().GetClassId()),
 		NetNSPath:  netns,
 		Group:      env.Id,
 		ConsoleLog: lay.ServiceLog(s.Name),
 	}
-	if err := r.startContainer(ctx, spec, sl.AgentSocket()); err != nil {
+	if err := m.startContainer(ctx, spec, sl.AgentSocket()); err != nil {
 		return fmt.Errorf("service %s: %w", s.Name, err)
 	}
-	r.log.Info("service started", "env", env.Id, "service", s.Name)
+	m.log.Info("service started", "env", env.Id, "service", s.Name)
 	return nil
 }
 
@@ -229,7 +229,7 @@ func (r *Runner) startService(ctx context.Context, env *covev1.Environment, lay 
 // sources must still be where they were, inside the environment's
 // workspace, with no symlink on the way (the environment owns that tree):
 // they are staged from a descriptor (stg), never mounted by path.
-func (r *Runner) volumeMounts(lay envdir.Layout, st *envState, ms []dcMount, rootfs string, stg *stager) ([]runtime.Mount, error) {
+func (sp *startStep) volumeMounts(lay envdir.Layout, st *envState, ms []dcMount, rootfs string, stg *stager) ([]runtime.Mount, error) {
 	var out []runtime.Mount
 	for _, m := range ms {
 		opts := []string{"nosuid", "nodev"}
@@ -254,7 +254,7 @@ func (r *Runner) volumeMounts(lay envdir.Layout, st *envState, ms []dcMount, roo
 			if err != nil {
 				return nil, err
 			}
-			if err := r.makeVolume(dir, st, rootfs, m.Target); err != nil {
+			if err := makeVolume(dir, st, rootfs, m.Target); err != nil {
 				return nil, err
 			}
 			out = append(out, runtime.Mount{Source: dir, Destination: m.Target, Type: "bind", Options: append(opts, "rbind")})
@@ -267,7 +267,7 @@ func (r *Runner) volumeMounts(lay envdir.Layout, st *envState, ms []dcMount, roo
 // rootfs (a mounted, id-shifted root filesystem; "" for none) has at target.
 // The image's content is resolved inside the root filesystem (a link never
 // leads out of it) and copied through descriptors (confine).
-func (r *Runner) makeVolume(dir string, st *envState, rootfs, target string) error {
+func makeVolume(dir string, st *envState, rootfs, target string) error {
 	if dirExists(dir) {
 		return nil
 	}

@@ -119,7 +119,7 @@ func unstageEnvironment(lay envdir.Layout) error {
 // every read makes), and the checkout directory itself must not have been
 // replaced by a symlink (its path is then the workspace's own, which only
 // root can write).
-func (r *Runner) quiescentRepo(ctx context.Context, envID string, lay envdir.Layout, st *envState) (string, error) {
+func (im *imageStep) quiescentRepo(ctx context.Context, envID string, lay envdir.Layout, st *envState) (string, error) {
 	ids := []string{envID}
 	if st.Image.Compose != nil {
 		for _, s := range st.Image.Compose.Services {
@@ -127,7 +127,7 @@ func (r *Runner) quiescentRepo(ctx context.Context, envID string, lay envdir.Lay
 		}
 	}
 	for _, id := range ids {
-		cs, err := r.rt.State(ctx, id)
+		cs, err := im.rt.State(ctx, id)
 		if err != nil {
 			return "", err
 		}

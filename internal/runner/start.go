@@ -18,13 +18,13 @@ import (
 // start starts the environment's container and, for a Compose
 // configuration, its sibling services around it in start order. note
 // reports progress.
-func (r *Runner) start(ctx context.Context, e *stepEnv, note func(string)) error {
+func (m *startStep) start(ctx context.Context, e *stepEnv, note func(string)) error {
 	env, lay, st := e.env, e.lay, e.st
 	if err := protectEnvDir(lay, st); err != nil { // also for directories made by older runners
 		return err
 	}
 	name := env.GetMetadata().GetName()
-	att, err := r.net.attach(ctx, e)
+	att, err := m.net.attach(ctx, e)
 	if err != nil {
 		return err
 	}
@@ -68,7 +68,7 @@ func (r *Runner) start(ctx context.Context, e *stepEnv, note func(string)) error
 	if err := os.WriteFile(filepath.Join(lay.Etc(), "post-attach.json"), pa, 0o644); err != nil {
 		return err
 	}
-	if err := r.keys.write(lay.Etc(), env.Id, st.IDMap.HostID); err != nil {
+	if err := m.keys.write(lay.Etc(), env.Id, st.IDMap.HostID); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(lay.Runtime(), 0o700); err != nil {
@@ -109,13 +109,13 @@ func (r *Runner) start(ctx context.Context, e *stepEnv, note func(string)) error
 			Cwd:  "/",
 		},
 		Mounts: []runtime.Mount{
-			{Source: r.cfg.AgentBinary, Destination: agentBinary, Type: "bind", Options: []string{"bind", "ro"}},
+			{Source: m.agentBinary, Destination: agentBinary, Type: "bind", Options: []string{"bind", "ro"}},
 			{Source: lay.Etc(), Destination: agentEtcDir, Type: "bind", Options: []string{"bind", "ro"}},
 			{Source: lay.Workspace(), Destination: workspaces, Type: "bind", Options: []string{"rbind"}},
 			{Source: lay.Hosts(), Destination: "/etc/hosts", Type: "bind", Options: []string{"bind", "ro"}},
 			{Source: lay.Hostname(), Destination: "/etc/hostname", Type: "bind", Options: []string{"bind", "ro"}},
 		},
-		Resources: r.classes.resources(env.GetSpec().GetClassId()),
+		Resources: m.classes.resources(env.GetSpec().GetClassId()),
 		NetNSPath: netns,
 	}
 	if netns != "" {
@@ -136,7 +136,7 @@ func (r *Runner) start(ctx context.Context, e *stepEnv, note func(string)) error
 			}
 			spec.Mounts = append(spec.Mounts, runtime.Mount{Source: src, Destination: st.Image.DC.MountTarget, Type: "bind", Options: []string{"rbind"}})
 		}
-		vols, err := r.volumeMounts(lay, st, st.Image.DC.Mounts, lay.Rootfs(), stg)
+		vols, err := m.volumeMounts(lay, st, st.Image.DC.Mounts, lay.Rootfs(), stg)
 		if err != nil {
 			return err
 		}
@@ -153,24 +153,24 @@ func (r *Runner) start(ctx context.Context, e *stepEnv, note func(string)) error
 		if err := touchLog(spec.ConsoleLog); err != nil {
 			return err
 		}
-		if err := r.startServices(ctx, env, lay, st, netns, true, note); err != nil {
+		if err := m.startServices(ctx, env, lay, st, netns, true, note); err != nil {
 			return err
 		}
-		if err := r.waitDeps(ctx, env.Id, lay, st, cs.DevService, cs.DevDependsOn, note); err != nil {
+		if err := m.waitDeps(ctx, env.Id, lay, st, cs.DevService, cs.DevDependsOn, note); err != nil {
 			return err
 		}
 		note("starting")
 	}
-	if err := r.startContainer(ctx, spec, lay.AgentSocket()); err != nil {
+	if err := m.startContainer(ctx, spec, lay.AgentSocket()); err != nil {
 		return err
 	}
-	return r.startServices(ctx, env, lay, st, netns, false, note)
+	return m.startServices(ctx, env, lay, st, netns, false, note)
 }
 
 // startContainer starts the container of spec unless it runs already,
 // handing its agent a new listening socket at sock.
-func (r *Runner) startContainer(ctx context.Context, spec runtime.Spec, sock string) error {
-	cur, err := r.rt.State(ctx, spec.ID)
+func (m *startStep) startContainer(ctx context.Context, spec runtime.Spec, sock string) error {
+	cur, err := m.rt.State(ctx, spec.ID)
 	if err != nil {
 		return err
 	}
@@ -183,7 +183,7 @@ func (r *Runner) startContainer(ctx context.Context, spec runtime.Spec, sock str
 	}
 	defer ln.Close()
 	spec.ExtraFiles = []*os.File{ln}
-	return r.rt.Start(ctx, spec)
+	return m.rt.Start(ctx, spec)
 }
 
 // agentListenArgs make the agent serve on the socket the runner hands it

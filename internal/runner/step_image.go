@@ -2,6 +2,9 @@ package runner
 
 import (
 	"context"
+	"log/slog"
+
+	"github.com/covedev/cove/internal/runtime"
 )
 
 // imageState is the image step's section: the image and everything the
@@ -21,13 +24,20 @@ type imageState struct {
 // images it names and prepares features. It runs only with the
 // environment's containers stopped (quiescentRepo).
 type imageStep struct {
-	resolve func(ctx context.Context, note func(string), e *stepEnv) error
-	gc      *gcLock
+	rt           runtime.Runtime
+	images       imageStore
+	net          envNet
+	builds       *builders
+	classes      classes
+	dataDir      string // the features cache and layers live under it
+	defaultImage string
+	gc           *gcLock
+	log          *slog.Logger
 }
 
-func (i imageStep) run(ctx context.Context, e *stepEnv) error {
+func (im *imageStep) run(ctx context.Context, e *stepEnv) error {
 	e.rep.sub(subMachine, subInProgress, "pulling image")
-	release := i.gc.use() // until the state names what it uses (gc.go)
+	release := im.gc.use() // until the state names what it uses (gc.go)
 	defer release()
-	return i.resolve(ctx, func(msg string) { e.rep.sub(subMachine, subInProgress, msg) }, e)
+	return im.pullImage(ctx, func(msg string) { e.rep.sub(subMachine, subInProgress, msg) }, e)
 }

@@ -2,6 +2,9 @@ package runner
 
 import (
 	"context"
+	"log/slog"
+
+	"github.com/covedev/cove/internal/runtime"
 )
 
 // startState is the start step's section.
@@ -15,12 +18,17 @@ type startState struct {
 // services that come before the dev service, the dev container with its
 // agent, then the rest.
 type startStep struct {
-	start func(ctx context.Context, e *stepEnv, note func(string)) error
+	rt          runtime.Runtime
+	net         envNet
+	keys        *agentKeys
+	agentBinary string // mounted at /.cove/bin/cove
+	classes     classes
+	log         *slog.Logger
 }
 
-func (s startStep) run(ctx context.Context, e *stepEnv) error {
+func (m *startStep) run(ctx context.Context, e *stepEnv) error {
 	e.rep.sub(subMachine, subInProgress, "starting")
-	if err := s.start(ctx, e, func(msg string) { e.rep.sub(subMachine, subInProgress, msg) }); err != nil {
+	if err := m.start(ctx, e, func(msg string) { e.rep.sub(subMachine, subInProgress, msg) }); err != nil {
 		return err
 	}
 	e.st.Start.StartedOnce = true

@@ -8,17 +8,18 @@ import (
 func (r *Runner) makeSteps(d deps) map[step]stepper {
 	stop := stopStep{rt: r.rt, grace: r.cfg.StopGrace}
 	del := deleteStep{rt: r.rt}
-	start := startStep{start: r.start}
+	start := &startStep{rt: r.rt, net: r.net, keys: r.keys, agentBinary: r.cfg.AgentBinary, classes: r.classes, log: r.log}
 	wait := waitAgentStep{agents: r.agents, endpoint: r.agentEndpoint, clock: r.clock}
 	return map[step]stepper{
 		stepPrepare: prepareStep{ranges: r.ranges},
 		stepClone: cloneStep{net: r.net, clone: d.clone, allowLocal: r.cfg.AllowLocalSources,
 			sandbox: []string{r.cfg.AgentBinary, "internal-sandbox"}},
-		stepImage:           imageStep{resolve: r.pullImage, gc: r.gc},
+		stepImage: &imageStep{rt: r.rt, images: r.images, net: r.net, builds: r.builds, classes: r.classes, dataDir: r.cfg.DataDir,
+			defaultImage: r.cfg.DefaultImage, gc: r.gc, log: r.log},
 		stepMount:           mountStep{images: r.images, gc: r.gc, chown: d.chown},
 		stepStart:           start,
 		stepWaitAgent:       wait,
-		stepFeatures:        featuresStep{rt: r.rt, agents: r.agents, endpoint: r.agentEndpoint, layer: r.featuresLayer, gc: r.gc, log: r.log},
+		stepFeatures:        featuresStep{rt: r.rt, agents: r.agents, endpoint: r.agentEndpoint, layer: func(key string) string { return featuresLayer(r.cfg.DataDir, key) }, gc: r.gc, log: r.log},
 		stepRestart:         restartStep{stop: stop, del: del, start: start, wait: wait, agents: r.agents, state: r.containerPid},
 		stepLifecycle:       lifecycleStep{rt: r.rt, agents: r.agents, endpoint: r.agentEndpoint},
 		stepStop:            stop,
