@@ -34,14 +34,17 @@ type imageStore interface {
 // hostImages is the image store of this host.
 type hostImages struct{ *image.Store }
 
-func (hostImages) has(layers []string) bool { return layersPresent(layers) }
+func (h hostImages) has(layers []string) bool { return h.LayersPresent(layers) }
 func (hostImages) mount(ctx context.Context, cfg image.RootfsConfig) error {
 	return image.MountRootfs(ctx, cfg)
 }
 func (hostImages) unmount(ctx context.Context, cfg image.RootfsConfig) error {
 	return image.UnmountRootfs(ctx, cfg)
 }
-func (hostImages) mounted(target string) bool { return isMountPoint(target) }
+func (hostImages) mounted(target string) bool {
+	m, err := image.Mounted(target)
+	return err == nil && m
+}
 
 // agentDialer reaches environments' agents: a handshake to see one
 // answers, and pooled connections for commands.

@@ -86,7 +86,7 @@ func (r *Runner) gcReferences() (*gcRefs, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			// A directory being made or removed has no state and uses
 			// nothing; one with a container or a root file system does.
-			if _, berr := os.Lstat(filepath.Join(lay.Runtime(), "bundle", "config.json")); berr == nil || isMountPoint(lay.Rootfs()) {
+			if _, berr := os.Lstat(filepath.Join(lay.Runtime(), "bundle", "config.json")); berr == nil || r.images.mounted(lay.Rootfs()) {
 				return nil, fmt.Errorf("environment %s has a container but no state file", e.Name())
 			}
 			continue

@@ -9,7 +9,6 @@ import (
 	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/confine"
 	"github.com/covedev/cove/internal/envdir"
-	"github.com/covedev/cove/internal/image"
 	"github.com/covedev/cove/internal/mountinfo"
 	"github.com/covedev/cove/internal/passwd"
 	"github.com/covedev/cove/internal/sshgw"
@@ -36,13 +35,6 @@ func (r *Runner) probeAgent(ctx context.Context, ep agentclient.Endpoint) error 
 		return err
 	}
 	return c.Close()
-}
-
-// isMountPoint reports whether path is the root of a mount, same-device
-// bind mounts included (image.Mounted).
-func isMountPoint(path string) bool {
-	ok, err := image.Mounted(path)
-	return err == nil && ok
 }
 
 // checkNoMounts fails if anything at or under dir is a mount point (from

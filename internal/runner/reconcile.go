@@ -223,18 +223,6 @@ func (r *Runner) observe(ctx context.Context, id string, st *envState) (observed
 	return o, nil
 }
 
-func layersPresent(layers []string) bool {
-	if len(layers) == 0 {
-		return false
-	}
-	for _, l := range layers {
-		if _, err := os.Stat(l); err != nil {
-			return false
-		}
-	}
-	return true
-}
-
 // isLocalSource reports whether url names a path on this host, by the one
 // classification content.Clone and the server share (schemes compared
 // case-insensitively); sources it refuses fail in content.Clone.

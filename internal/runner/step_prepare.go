@@ -29,10 +29,9 @@ func (p prepareStep) run(_ context.Context, e *stepEnv) error {
 		p.ranges.release(m)
 		return err
 	}
-	if err := saveState(e.lay.State(), st); err != nil { // the range is taken from here on
-		p.ranges.release(m)
-		return err
-	}
+	// The loop saves the state (and with it the range) when this returns;
+	// a runner killed before that leaves a directory without state, which
+	// the next prepare reuses.
 	e.st = st
 	return nil
 }
