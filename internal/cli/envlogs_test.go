@@ -3,17 +3,18 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/covedev/cove/internal/agent"
 	"github.com/covedev/cove/internal/agent/agentproto"
 	"github.com/covedev/cove/internal/agent/agenttest"
+	"github.com/covedev/cove/internal/testutil"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"golang.org/x/crypto/ssh"
 )
@@ -77,19 +78,15 @@ func TestStreamLogs(t *testing.T) {
 	}
 	f.WriteString("later line\n")
 	f.Close()
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out.String(), "later line\n"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("followed output %q lacks the appended line", out.String())
+	testutil.WaitNoError(t, "the appended line in the followed output", func() error {
+		if got := out.String(); !strings.Contains(got, "later line\n") {
+			return fmt.Errorf("got %q", got)
 		}
-	}
+		return nil
+	})
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("follow: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("follow did not end when cancelled")
+	if err := testutil.Receive(t, done, "the follow to end when cancelled"); err != nil {
+		t.Errorf("follow: %v", err)
 	}
 }
 

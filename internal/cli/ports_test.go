@@ -9,9 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/covedev/cove/internal/agent/agenttest"
+	"github.com/covedev/cove/internal/testutil"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"golang.org/x/crypto/ssh"
 )
@@ -134,13 +134,8 @@ func TestPortForward(t *testing.T) {
 	}
 
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("portForward: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("portForward did not return after cancel")
+	if err := testutil.Receive(t, done, "portForward to return after cancel"); err != nil {
+		t.Errorf("portForward: %v", err)
 	}
 	if c, err := net.Dial("tcp", local); err == nil {
 		c.Close()
