@@ -119,7 +119,7 @@ func (w *worker) loop() {
 			case <-w.ctx.Done():
 				return
 			case <-w.kick:
-			case <-time.After(backoff):
+			case <-w.r.clock.After(backoff):
 			}
 			backoff = min(backoff*2, 30*time.Second)
 		}
@@ -127,7 +127,7 @@ func (w *worker) loop() {
 		go func() {
 			select {
 			case <-w.ctx.Done():
-			case <-time.After(10 * time.Second):
+			case <-w.r.clock.After(10 * time.Second):
 				select {
 				case w.kick <- struct{}{}:
 				default:

@@ -1,0 +1,205 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/covedev/cove/internal/envdir"
+	"github.com/covedev/cove/internal/idmap"
+	"github.com/covedev/cove/internal/lifecycle"
+	"github.com/covedev/cove/internal/runtime"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+)
+
+// recorder is a reporter that keeps what steps report.
+type recorder struct {
+	subs    map[subStatus][]covev1.SubPhase
+	msgs    map[subStatus][]string
+	readies int
+}
+
+func newRecorder() *recorder {
+	return &recorder{subs: map[subStatus][]covev1.SubPhase{}, msgs: map[subStatus][]string{}}
+}
+
+func (r *recorder) sub(which subStatus, phase covev1.SubPhase, msg string) {
+	r.subs[which] = append(r.subs[which], phase)
+	r.msgs[which] = append(r.msgs[which], msg)
+}
+func (r *recorder) ready() { r.readies++ }
+
+func testStepEnv(t *testing.T, st *envState) (*stepEnv, *recorder) {
+	rec := newRecorder()
+	env := &covev1.Environment{Id: "e1", Metadata: &covev1.EnvironmentMetadata{Name: "dev"}, Spec: &covev1.EnvironmentSpec{RebuildGeneration: 4}}
+	lay := envdir.New(t.TempDir(), "e1")
+	if err := os.MkdirAll(lay.Dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	return &stepEnv{env: env, lay: lay, st: st, rep: rec}, rec
+}
+
+// countingStep counts its runs.
+type countingStep struct{ n *int }
+
+func (c countingStep) run(context.Context, *stepEnv) error { *c.n++; return nil }
+
+func TestRestartStep(t *testing.T) {
+	for _, tt := range []struct {
+		name         string
+		pending      bool
+		installedPid int
+		runningPid   int
+		wantRestarts int
+	}{
+		{"nothing pending", false, 0, 7, 0},
+		{"installed in the running container", true, 7, 7, 1},
+		{"container started afresh since", true, 7, 9, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &envState{Features: featuresState{Installed: true, InstalledPid: tt.installedPid, RestartPending: tt.pending}}
+			e, _ := testStepEnv(t, st)
+			n := 0
+			c := countingStep{&n}
+			s := restartStep{stop: c, del: c, start: c, wait: c, agents: fakeAgents{}, state: func(context.Context, string) (int, error) { return tt.runningPid, nil }}
+			if err := s.run(context.Background(), e); err != nil {
+				t.Fatal(err)
+			}
+			if n != 4*tt.wantRestarts {
+				t.Errorf("ran %d sub-steps, want %d", n, 4*tt.wantRestarts)
+			}
+			if st.Features.RestartPending {
+				t.Error("restart still pending")
+			}
+		})
+	}
+	// A failing sub-step leaves the restart pending: it is planned again.
+	st := &envState{Features: featuresState{Installed: true, InstalledPid: 7, RestartPending: true}}
+	e, _ := testStepEnv(t, st)
+	boom := stepFunc(func(context.Context, *stepEnv) error { return errors.New("boom") })
+	s := restartStep{stop: boom, del: boom, start: boom, wait: boom, agents: fakeAgents{}, state: func(context.Context, string) (int, error) { return 7, nil }}
+	if err := s.run(context.Background(), e); err == nil || !st.Features.RestartPending {
+		t.Fatalf("err %v, pending %v: want an error and the restart still pending", err, st.Features.RestartPending)
+	}
+}
+
+// stepFunc is a stepper from a function.
+type stepFunc func(context.Context, *stepEnv) error
+
+func (f stepFunc) run(ctx context.Context, e *stepEnv) error { return f(ctx, e) }
+
+func TestResetStep(t *testing.T) {
+	st := &envState{Image: imageState{Ref: "img", Digest: "sha256:x", Layers: []string{"/l"}, DC: &dcState{FeaturesKey: "k"}},
+		Features: featuresState{Installed: true}, Lifecycle: lifecycleState{CreatedDone: true, Pid: 3}, Content: contentState{RepoName: "app", Ready: true}}
+	e, _ := testStepEnv(t, st)
+	for _, d := range []string{e.lay.Upper(), e.lay.Work(), e.lay.Service("db").Upper(), e.lay.Workspace()} {
+		if err := os.MkdirAll(filepath.Join(d, "x"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := (resetStep{}).run(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	if st.Rebuild.Generation != 4 || st.Image.Digest != "" || st.Image.DC != nil || st.Features.Installed || st.Lifecycle.CreatedDone || st.Lifecycle.Pid != 0 {
+		t.Errorf("state after reset: %+v", st)
+	}
+	if st.Image.Ref != "img" || !st.Content.Ready {
+		t.Errorf("reset dropped what it does not own: %+v", st)
+	}
+	for _, d := range []string{e.lay.Upper(), e.lay.Work(), e.lay.Services()} {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left: %v", d, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.lay.Workspace(), "x")); err != nil {
+		t.Errorf("workspace lost: %v", err)
+	}
+	// The state on disk says the new generation before anything is gone.
+	saved, err := loadState(e.lay.State())
+	if err != nil || saved.Rebuild.Generation != 4 {
+		t.Errorf("saved state %+v, %v", saved, err)
+	}
+}
+
+func TestLifecycleStepWithoutCommands(t *testing.T) {
+	rt := newFakeRuntime()
+	rt.state["e1"] = runtime.State{Status: runtime.StatusRunning, Pid: 42}
+	for _, tt := range []struct {
+		name string
+		st   *envState
+	}{
+		{"no devcontainer.json", &envState{}},
+		{"no commands", &envState{Image: imageState{DC: &dcState{}}}},
+		{"features failed in this container", &envState{Image: imageState{DC: &dcState{Hooks: hooksWithPostStart()}}, Features: featuresState{FailedPid: 42}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e, rec := testStepEnv(t, tt.st)
+			s := lifecycleStep{rt: rt, agents: fakeAgents{rt: rt, idOf: func(string) string { return "e1" }}}
+			if err := s.run(context.Background(), e); err != nil {
+				t.Fatal(err)
+			}
+			if rec.readies != 1 || tt.st.Lifecycle.Pid != 42 {
+				t.Errorf("ready %d times, lifecycle pid %d: want ready once and pid 42", rec.readies, tt.st.Lifecycle.Pid)
+			}
+		})
+	}
+}
+
+func TestFeaturesStepNothingPending(t *testing.T) {
+	rt := newFakeRuntime()
+	rt.state["e1"] = runtime.State{Status: runtime.StatusRunning, Pid: 42}
+	for name, st := range map[string]*envState{
+		"no features":       {Image: imageState{DC: &dcState{}}},
+		"installed":         {Image: imageState{DC: &dcState{FeaturesPending: true}}, Features: featuresState{Installed: true}},
+		"failed here":       {Image: imageState{DC: &dcState{FeaturesPending: true}}, Features: featuresState{FailedPid: 42}},
+		"no devcontainer":   {},
+		"cached layer used": {Image: imageState{DC: &dcState{FeaturesKey: "k"}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e, rec := testStepEnv(t, st)
+			// The fake agents refuse every command: a step that tried to
+			// install would fail.
+			s := featuresStep{rt: rt, agents: fakeAgents{rt: rt, idOf: func(string) string { return "e1" }}}
+			if err := s.run(context.Background(), e); err != nil {
+				t.Fatalf("ran an installation: %v", err)
+			}
+			if len(rec.subs) != 0 {
+				t.Errorf("reported %v", rec.msgs)
+			}
+		})
+	}
+}
+
+func TestPrepareStep(t *testing.T) {
+	e, _ := testStepEnv(t, nil)
+	if err := os.Remove(e.lay.Dir); err != nil {
+		t.Fatal(err)
+	}
+	ranges := newRangeAllocator(uint32(os.Getgid()), 1, 1)
+	if os.Getuid() != os.Getgid() {
+		t.Skip("the environment's range is the test's own gid, which it gives the directory to")
+	}
+	if err := (prepareStep{ranges: ranges}).run(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	if e.st == nil || e.st.ID != "e1" || e.st.IDMap != (idmap.Range{HostID: uint32(os.Getgid()), Size: 1}) {
+		t.Fatalf("state %+v", e.st)
+	}
+	fi, err := os.Stat(e.lay.Dir)
+	if err != nil || fi.Mode().Perm() != 0o710 {
+		t.Errorf("environment directory: %v %v", fi.Mode(), err)
+	}
+	// The runner is full: a clear message, nothing allocated.
+	e2, _ := testStepEnv(t, nil)
+	e2.env.Id = "e2"
+	err = (prepareStep{ranges: ranges}).run(context.Background(), e2)
+	if msg := userMessage(err); err == nil || msg == "internal error (see runner log)" || e2.st != nil {
+		t.Errorf("second environment on a full runner: %v (%q), state %v", err, msg, e2.st)
+	}
+}
+
+func hooksWithPostStart() lifecycle.Hooks {
+	return lifecycle.Hooks{PostStart: []lifecycle.Command{{Shell: "echo hi"}}}
+}
