@@ -9,12 +9,13 @@ import (
 	"strings"
 
 	"github.com/covedev/cove/internal/agent/agentproto"
+	"github.com/covedev/cove/internal/guest"
 )
 
 const (
 	// DefaultLogPath is where the runner bind-mounts the lifecycle log
 	// (read-only) inside the environment.
-	DefaultLogPath = "/.cove/log/lifecycle.log"
+	DefaultLogPath = guest.LifecycleLog
 )
 
 // sessionOptions are the control variables a client sent; they are not

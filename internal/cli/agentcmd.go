@@ -9,6 +9,7 @@ import (
 
 	"github.com/covedev/cove/internal/agent"
 	"github.com/covedev/cove/internal/agent/agentproto"
+	"github.com/covedev/cove/internal/guest"
 	"github.com/spf13/cobra"
 )
 
@@ -45,10 +46,10 @@ func AgentCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.SocketPath, "socket", "/.cove/run/agent.sock", "unix socket to serve SSH on (without --listen-fd)")
+	f.StringVar(&cfg.SocketPath, "socket", guest.AgentSocket, "unix socket to serve SSH on (without --listen-fd)")
 	f.IntVar(&cfg.ListenFD, "listen-fd", 0, "serve SSH on this inherited listening unix socket (the runner's) instead of --socket")
 	f.StringVar(&cfg.HostKeyPath, "host-key", "", "SSH host key file (default: a new key in memory)")
-	f.StringVar(&cfg.AuthorizedKeysPath, "authorized-keys", "/.cove/etc/runner_keys", "keys allowed to connect")
+	f.StringVar(&cfg.AuthorizedKeysPath, "authorized-keys", guest.RunnerKeys, "keys allowed to connect")
 	f.StringVar(&cfg.User, "user", "", "user sessions run as")
 	f.StringVar(&cfg.WorkDir, "workdir", "", "directory sessions start in")
 	f.StringVar(&cfg.UserEnvProbe, "user-env-probe", "", "shell environment applied to users' sessions: none, loginShell, interactiveShell, loginInteractiveShell")
