@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/net/dns/dnsmessage"
@@ -97,7 +98,7 @@ func (l *dnsLab) upstreamUDP(c net.PacketConn) {
 func (l *dnsLab) dial(network string, src netip.Addr) (net.Conn, error) {
 	var c net.Conn
 	err := in(l.t, l.ns, func() (err error) {
-		d := net.Dialer{Timeout: 10 * time.Second}
+		d := net.Dialer{Timeout: testutil.Patience(l.t)}
 		if network == "tcp" {
 			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
 		} else {
@@ -132,7 +133,7 @@ func (l *dnsLab) resolve(network string, src netip.Addr, name string) error {
 	q := query(l.t, 4242, name)
 	var resp []byte
 	if network == "tcp" {
-		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.SetDeadline(time.Now().Add(testutil.Patience(l.t)))
 		if err := writeTCPMsg(c, q); err != nil {
 			return err
 		}
@@ -141,20 +142,11 @@ func (l *dnsLab) resolve(network string, src netip.Addr, name string) error {
 		}
 	} else {
 		buf := make([]byte, 1500)
-		for try := 0; ; try++ {
-			if _, err := c.Write(q); err != nil {
-				return err
-			}
-			c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			n, err := c.Read(buf)
-			if err == nil {
-				resp = buf[:n]
-				break
-			}
-			if try == 4 {
-				return err
-			}
+		n, err := exchange(c, q, buf, testutil.Patience(l.t))
+		if err != nil {
+			return err
 		}
+		resp = buf[:n]
 	}
 	var m dnsmessage.Message
 	if err := m.Unpack(resp); err != nil || m.ID != 4242 || len(m.Answers) == 0 {

@@ -22,13 +22,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// blockedTimeout is how long a probe that must fail waits for an answer (a
+// dropped packet gets none). A probe that must succeed waits up to
+// testutil.Patience, sending datagrams again every resendEvery meanwhile.
 const (
-	probeTimeout = 700 * time.Millisecond
-	outsideIP    = "198.51.100.2"
-	hostOutIP    = "198.51.100.1"
-	privateIP    = "10.99.0.2"
-	metadataIP   = "169.254.169.254"
-	dnsName      = "outside.test."
+	blockedTimeout = 700 * time.Millisecond
+	resendEvery    = 500 * time.Millisecond
+)
+
+const (
+	outsideIP  = "198.51.100.2"
+	hostOutIP  = "198.51.100.1"
+	privateIP  = "10.99.0.2"
+	metadataIP = "169.254.169.254"
+	dnsName    = "outside.test."
 )
 
 var dnsAnswer = [4]byte{198, 51, 100, 99}
@@ -94,24 +101,26 @@ func linkUp(t *testing.T, h *netlink.Handle, name string) netlink.Link {
 	return l
 }
 
-// tcpProbe connects from namespace ns and returns what the server sends.
-func tcpProbe(t *testing.T, ns, addr string) (string, error) {
+// tcpProbe connects from namespace ns, trying for up to timeout, and
+// returns what the server sends.
+func tcpProbe(t *testing.T, ns, addr string, timeout time.Duration) (string, error) {
 	var c net.Conn
 	err := in(t, ns, func() (err error) {
-		c, err = net.DialTimeout("tcp4", addr, probeTimeout)
+		c, err = net.DialTimeout("tcp4", addr, timeout)
 		return err
 	})
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
+	c.SetDeadline(time.Now().Add(testutil.Patience(t)))
 	b, err := io.ReadAll(c)
 	return strings.TrimSpace(string(b)), err
 }
 
-// udpProbe sends a datagram from namespace ns and returns the reply.
-func udpProbe(t *testing.T, ns, addr string) (string, error) {
+// udpProbe sends a datagram from namespace ns, again every resendEvery,
+// and returns the first reply within timeout.
+func udpProbe(t *testing.T, ns, addr string, timeout time.Duration) (string, error) {
 	var c net.Conn
 	if err := in(t, ns, func() (err error) {
 		c, err = net.Dial("udp4", addr)
@@ -120,17 +129,39 @@ func udpProbe(t *testing.T, ns, addr string) (string, error) {
 		return "", err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(probeTimeout))
-	if _, err := c.Write([]byte("ping")); err != nil {
-		return "", err
-	}
 	buf := make([]byte, 512)
-	n, err := c.Read(buf)
+	n, err := exchange(c, []byte("ping"), buf, timeout)
 	return strings.TrimSpace(string(buf[:n])), err
 }
 
-// ping sends one ICMP echo from namespace ns and waits for the reply.
-func ping(t *testing.T, ns, dst string) error {
+// exchange writes msg to the datagram connection c, again every
+// resendEvery (a datagram may be lost), and reads the first reply into buf
+// within timeout.
+func exchange(c net.Conn, msg, buf []byte, timeout time.Duration) (int, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		if _, err := c.Write(msg); err != nil {
+			return 0, err
+		}
+		c.SetReadDeadline(earlier(deadline, time.Now().Add(resendEvery)))
+		n, err := c.Read(buf)
+		var ne net.Error
+		if err == nil || !errors.As(err, &ne) || !ne.Timeout() || time.Now().After(deadline) {
+			return n, err
+		}
+	}
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// ping sends ICMP echoes from namespace ns (again every resendEvery) and
+// waits up to timeout for a reply.
+func ping(t *testing.T, ns, dst string, timeout time.Duration) error {
 	var pc *icmp.PacketConn
 	if err := in(t, ns, func() (err error) {
 		pc, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
@@ -145,13 +176,22 @@ func ping(t *testing.T, ns, dst string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := pc.WriteTo(b, &net.IPAddr{IP: net.ParseIP(dst)}); err != nil {
-		return err
-	}
-	pc.SetReadDeadline(time.Now().Add(probeTimeout))
+	deadline := time.Now().Add(timeout)
+	var resend time.Time
 	buf := make([]byte, 1500)
 	for {
+		if time.Now().After(resend) {
+			if _, err := pc.WriteTo(b, &net.IPAddr{IP: net.ParseIP(dst)}); err != nil {
+				return err
+			}
+			resend = time.Now().Add(resendEvery)
+			pc.SetReadDeadline(earlier(deadline, resend))
+		}
 		n, peer, err := pc.ReadFrom(buf)
+		var ne net.Error
+		if err != nil && errors.As(err, &ne) && ne.Timeout() && time.Now().Before(deadline) {
+			continue // send again
+		}
 		if err != nil {
 			return err
 		}
@@ -177,13 +217,13 @@ func dnsQuery(t *testing.T, ns, network, server, name string) (netip.Addr, error
 	}
 	var c net.Conn
 	if err := in(t, ns, func() (err error) {
-		c, err = net.DialTimeout(network, server, probeTimeout)
+		c, err = net.DialTimeout(network, server, testutil.Patience(t))
 		return err
 	}); err != nil {
 		return netip.Addr{}, err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(3 * time.Second))
+	c.SetDeadline(time.Now().Add(testutil.Patience(t)))
 	var resp []byte
 	if network == "tcp" {
 		if err := writeTCPMsg(c, b); err != nil {
@@ -193,11 +233,8 @@ func dnsQuery(t *testing.T, ns, network, server, name string) (netip.Addr, error
 			return netip.Addr{}, err
 		}
 	} else {
-		if _, err := c.Write(b); err != nil {
-			return netip.Addr{}, err
-		}
 		buf := make([]byte, 1500)
-		n, err := c.Read(buf)
+		n, err := exchange(c, b, buf, testutil.Patience(t))
 		if err != nil {
 			return netip.Addr{}, err
 		}
@@ -281,7 +318,7 @@ func serveDNSTCP(l net.Listener) {
 		}
 		go func() {
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.SetDeadline(time.Now().Add(testutil.MaxWait))
 			for {
 				q, err := readTCPMsg(c)
 				if err != nil {

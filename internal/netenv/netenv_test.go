@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -54,15 +55,16 @@ func setup(t *testing.T, m *Manager, id string, p Policy) Attachment {
 	return a
 }
 
-// reachTCP checks that addr answers from ns. A loaded machine may drop
-// the first SYN on a fresh veth, so it tries three times (a refusal check
-// never retries).
+// reachTCP checks that addr answers from ns, waiting up to
+// testutil.Patience (a loaded machine may drop the first SYN on a fresh
+// veth; the kernel sends it again meanwhile). It tries three times; a
+// refusal check never retries.
 func reachTCP(t *testing.T, ns, addr, wantSeen string) {
 	t.Helper()
 	var got string
 	var err error
 	for range 3 {
-		if got, err = tcpProbe(t, ns, addr); err == nil && (wantSeen == "" || got == wantSeen) {
+		if got, err = tcpProbe(t, ns, addr, testutil.Patience(t)); err == nil && (wantSeen == "" || got == wantSeen) {
 			return
 		}
 	}
@@ -73,7 +75,7 @@ func reachTCP(t *testing.T, ns, addr, wantSeen string) {
 
 func reachUDP(t *testing.T, ns, addr, wantSeen string) {
 	t.Helper()
-	got, err := udpProbe(t, ns, addr)
+	got, err := udpProbe(t, ns, addr, testutil.Patience(t))
 	if err != nil || (wantSeen != "" && got != wantSeen) {
 		t.Fatalf("udp %s: got %q, %v; want %q", addr, got, err, wantSeen)
 	}
@@ -81,14 +83,14 @@ func reachUDP(t *testing.T, ns, addr, wantSeen string) {
 
 func blockedTCP(t *testing.T, ns, addr string) {
 	t.Helper()
-	if got, err := tcpProbe(t, ns, addr); err == nil {
+	if got, err := tcpProbe(t, ns, addr, blockedTimeout); err == nil {
 		t.Fatalf("tcp %s reachable (got %q), want blocked", addr, got)
 	}
 }
 
 func blockedUDP(t *testing.T, ns, addr string) {
 	t.Helper()
-	if got, err := udpProbe(t, ns, addr); err == nil {
+	if got, err := udpProbe(t, ns, addr, blockedTimeout); err == nil {
 		t.Fatalf("udp %s reachable (got %q), want blocked", addr, got)
 	}
 }
@@ -170,7 +172,7 @@ func TestEnvironmentNetwork(t *testing.T) {
 	t.Run("egress through NAT", func(t *testing.T) {
 		reachTCP(t, a.NetNSPath, outsideIP+":7000", hostOutIP)
 		reachUDP(t, a.NetNSPath, outsideIP+":7000", hostOutIP)
-		if err := ping(t, a.NetNSPath, outsideIP); err != nil {
+		if err := ping(t, a.NetNSPath, outsideIP, testutil.Patience(t)); err != nil {
 			t.Fatalf("ping outside: %v", err)
 		}
 	})
@@ -190,12 +192,12 @@ func TestEnvironmentNetwork(t *testing.T) {
 		// Controls: the host reaches env-b, so the servers are up.
 		reachTCP(t, w.host, bAddr, "")
 		reachUDP(t, w.host, bAddr, "")
-		if err := ping(t, w.host, b.IP.String()); err != nil {
+		if err := ping(t, w.host, b.IP.String(), testutil.Patience(t)); err != nil {
 			t.Fatalf("control ping host → env-b: %v", err)
 		}
 		blockedTCP(t, a.NetNSPath, bAddr)
 		blockedUDP(t, a.NetNSPath, bAddr)
-		if err := ping(t, a.NetNSPath, b.IP.String()); err == nil {
+		if err := ping(t, a.NetNSPath, b.IP.String(), blockedTimeout); err == nil {
 			t.Fatal("env-a pings env-b")
 		}
 	})
@@ -208,7 +210,7 @@ func TestEnvironmentNetwork(t *testing.T) {
 			blockedTCP(t, a.NetNSPath, ip+":7001")
 			blockedUDP(t, a.NetNSPath, ip+":7001")
 		}
-		if err := ping(t, a.NetNSPath, br); err == nil {
+		if err := ping(t, a.NetNSPath, br, blockedTimeout); err == nil {
 			t.Fatal("env-a pings the bridge address")
 		}
 	})
@@ -276,14 +278,14 @@ func TestEnvironmentNetwork(t *testing.T) {
 	t.Run("restart keeps connectivity", func(t *testing.T) {
 		var conn net.Conn
 		must(t, in(t, a.NetNSPath, func() (err error) {
-			conn, err = net.DialTimeout("tcp4", outsideIP+":7003", probeTimeout)
+			conn, err = net.DialTimeout("tcp4", outsideIP+":7003", testutil.Patience(t))
 			return err
 		}))
 		defer conn.Close()
 		r := bufio.NewReader(conn)
 		echo := func(s string) {
 			t.Helper()
-			conn.SetDeadline(time.Now().Add(2 * time.Second))
+			conn.SetDeadline(time.Now().Add(testutil.Patience(t)))
 			fmt.Fprintln(conn, s)
 			if got, err := r.ReadString('\n'); err != nil || got != s+"\n" {
 				t.Fatalf("echo %q: %q, %v", s, got, err)
