@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
+	"github.com/covedev/cove/internal/testutil"
 
 	"github.com/covedev/cove/internal/runtime"
 )
@@ -199,16 +200,13 @@ func TestConsoleLog(t *testing.T) {
 	spec.Process.Args = []string{"/bin/sh", "-c", "echo hello out; echo hello err >&2; exec sleep 1000"}
 	startSpec(t, rt, spec)
 
-	var got string
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	testutil.WaitNoError(t, "both streams in the console log", func() error {
 		b, _ := os.ReadFile(spec.ConsoleLog)
-		if got = string(b); strings.Contains(got, "hello out") && strings.Contains(got, "hello err") {
-			break
+		if got := string(b); !strings.Contains(got, "hello out\n") || !strings.Contains(got, "hello err\n") {
+			return fmt.Errorf("console log %s = %q", spec.ConsoleLog, got)
 		}
-	}
-	if !strings.Contains(got, "hello out\n") || !strings.Contains(got, "hello err\n") {
-		t.Fatalf("console log %s = %q, want both streams", spec.ConsoleLog, got)
-	}
+		return nil
+	})
 	if fi, err := os.Stat(spec.ConsoleLog); err != nil || fi.Mode().Perm() != 0o640 {
 		t.Errorf("console log mode: %v, %v", fi.Mode(), err)
 	}

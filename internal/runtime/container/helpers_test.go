@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/resources"
@@ -61,7 +60,7 @@ func newTestHost(t *testing.T) *testHost {
 		cgroupParent: fmt.Sprintf("cove-test-%d", rand.Uint32()),
 	}
 	t.Cleanup(func() {
-		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 		defer cancel()
 		if err := resources.Remove(c, "/"+h.cgroupParent); err != nil {
 			t.Errorf("remove cgroup parent: %v", err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
+	"github.com/covedev/cove/internal/testutil"
 
 	"github.com/covedev/cove/internal/runtime"
 )
@@ -20,7 +21,7 @@ import (
 // seccomp profile) and returns the combined output.
 func (h *testHost) exec(t *testing.T, id string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "runc", append([]string{"--root", h.root, "exec", id}, args...)...)
 	var out bytes.Buffer
