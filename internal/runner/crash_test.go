@@ -17,6 +17,7 @@ import (
 	"github.com/covedev/cove/internal/content"
 	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/runtime"
+	"github.com/covedev/cove/internal/runtime/runtimetest"
 	"github.com/covedev/cove/internal/sshgw"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/covedev/cove/proto/cove/v1/covev1connect"
@@ -45,7 +46,7 @@ var errCrash = errors.New("runner killed")
 type crashWorld struct {
 	t      *testing.T
 	dir    string
-	rt     *fakeRuntime
+	rt     *runtimetest.Fake
 	images *fakeImages
 	api    *client
 	srv    *lastStatus
@@ -67,7 +68,7 @@ func newCrashWorld(t *testing.T) *crashWorld {
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
 	dir := t.TempDir()
-	return &crashWorld{t: t, dir: dir, rt: newFakeRuntime(), images: newFakeImages(filepath.Join(dir, "fake-layers")), srv: srv,
+	return &crashWorld{t: t, dir: dir, rt: runtimetest.NewFake(), images: newFakeImages(filepath.Join(dir, "fake-layers")), srv: srv,
 		api: &client{api: covev1connect.NewRunnerServiceClient(hs.Client(), hs.URL)}}
 }
 
@@ -276,7 +277,7 @@ func (c *crashWorld) check(env *covev1.Environment) {
 	r := c.runner(0, false)
 	lay := r.layout(env.Id)
 	st, err := loadState(lay.State())
-	cs, running := c.rt.running(env.Id)
+	cs, running := running(c.rt, env.Id)
 	last := c.srv.last[env.Id]
 	switch env.Spec.DesiredPhase {
 	case phaseRunning:

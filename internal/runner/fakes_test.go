@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
 	"sync"
 	"time"
 
@@ -17,77 +16,10 @@ import (
 // The far side of the runner's host boundaries, in memory: they survive a
 // runner "killed" by a test as containers and mounts survive a real one.
 
-// fakeRuntime runs no processes: a container is a status and a pid.
-type fakeRuntime struct {
-	mu      sync.Mutex
-	state   map[string]runtime.State
-	nextPid int
-	starts  map[string]int // Start calls that started something, per id
-}
-
-func newFakeRuntime() *fakeRuntime {
-	return &fakeRuntime{state: map[string]runtime.State{}, nextPid: 1000, starts: map[string]int{}}
-}
-
-func (f *fakeRuntime) Name() string { return "fake" }
-
-func (f *fakeRuntime) Start(_ context.Context, spec runtime.Spec) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.state[spec.ID].Status == runtime.StatusRunning {
-		return nil
-	}
-	if _, err := os.Stat(spec.Rootfs); err != nil {
-		return fmt.Errorf("rootfs: %w", err)
-	}
-	f.nextPid++
-	f.state[spec.ID] = runtime.State{Status: runtime.StatusRunning, Pid: f.nextPid}
-	f.starts[spec.ID]++
-	return nil
-}
-
-func (f *fakeRuntime) State(_ context.Context, id string) (runtime.State, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if s, ok := f.state[id]; ok {
-		return s, nil
-	}
-	return runtime.State{Status: runtime.StatusAbsent}, nil
-}
-
-func (f *fakeRuntime) Stop(_ context.Context, id string, _ time.Duration) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if s, ok := f.state[id]; ok {
-		f.state[id] = runtime.State{Status: runtime.StatusStopped}
-		_ = s
-	}
-	return nil
-}
-
-func (f *fakeRuntime) Delete(_ context.Context, id string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.state, id)
-	return nil
-}
-
-func (f *fakeRuntime) List(context.Context) ([]string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var ids []string
-	for id := range f.state {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids, nil
-}
-
-func (f *fakeRuntime) running(id string) (runtime.State, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	s := f.state[id]
-	return s, s.Status == runtime.StatusRunning
+// running reports whether rt runs container id, with its state.
+func running(rt runtime.Runtime, id string) (runtime.State, bool) {
+	s, err := rt.State(context.Background(), id)
+	return s, err == nil && s.Status == runtime.StatusRunning
 }
 
 // fakeImages "pulls" every reference as one layer directory and mounts by
@@ -160,7 +92,7 @@ func (f *fakeImages) mounted(target string) bool {
 // fakeAgents answers for every container the fake runtime runs; idOf
 // maps an agent socket to its container's id.
 type fakeAgents struct {
-	rt   *fakeRuntime
+	rt   runtime.Runtime
 	idOf func(sock string) string
 }
 
@@ -168,7 +100,7 @@ func (f fakeAgents) probe(_ context.Context, ep agentclient.Endpoint) error {
 	if _, err := os.Lstat(ep.Socket); err != nil {
 		return err
 	}
-	if _, ok := f.rt.running(f.idOf(ep.Socket)); !ok {
+	if _, ok := running(f.rt, f.idOf(ep.Socket)); !ok {
 		return fmt.Errorf("no agent at %s", ep.Socket)
 	}
 	return nil

@@ -37,8 +37,8 @@ func TestContinuesFromMainState(t *testing.T) {
 	// What the old runner left running: the dev container (its lifecycle
 	// ran in pid 4242) and the db service, both file systems mounted, the
 	// agent's socket.
-	c.rt.state[id] = runtime.State{Status: runtime.StatusRunning, Pid: 4242}
-	c.rt.state[svcID(id, "db")] = runtime.State{Status: runtime.StatusRunning, Pid: 4243}
+	c.rt.Set(id, runtime.State{Status: runtime.StatusRunning, Pid: 4242})
+	c.rt.Set(svcID(id, "db"), runtime.State{Status: runtime.StatusRunning, Pid: 4243})
 	for _, l := range append(st.Image.Layers, st.Image.Compose.Services[0].Layers...) {
 		c.images.layers[l] = true
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/lifecycle"
 	"github.com/covedev/cove/internal/runtime"
+	"github.com/covedev/cove/internal/runtime/runtimetest"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 )
 
@@ -124,8 +125,8 @@ func TestResetStep(t *testing.T) {
 }
 
 func TestLifecycleStepWithoutCommands(t *testing.T) {
-	rt := newFakeRuntime()
-	rt.state["e1"] = runtime.State{Status: runtime.StatusRunning, Pid: 42}
+	rt := runtimetest.NewFake()
+	rt.Set("e1", runtime.State{Status: runtime.StatusRunning, Pid: 42})
 	for _, tt := range []struct {
 		name string
 		st   *envState
@@ -148,8 +149,8 @@ func TestLifecycleStepWithoutCommands(t *testing.T) {
 }
 
 func TestFeaturesStepNothingPending(t *testing.T) {
-	rt := newFakeRuntime()
-	rt.state["e1"] = runtime.State{Status: runtime.StatusRunning, Pid: 42}
+	rt := runtimetest.NewFake()
+	rt.Set("e1", runtime.State{Status: runtime.StatusRunning, Pid: 42})
 	for name, st := range map[string]*envState{
 		"no features":       {Image: imageState{DC: &dcState{}}},
 		"installed":         {Image: imageState{DC: &dcState{FeaturesPending: true}}, Features: featuresState{Installed: true}},

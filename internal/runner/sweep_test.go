@@ -22,7 +22,7 @@ func TestSweep(t *testing.T) {
 	must(t, saveState(r.layout(env.Id).State(), st))
 	running := runtime.State{Status: runtime.StatusRunning, Pid: 7}
 	for _, id := range []string{"env1-db", "env1-cache", "other-runner-env", "env1-old-svc"} {
-		c.rt.state[id] = running
+		c.rt.Set(id, running)
 	}
 	must(t, r.sweep(context.Background()))
 	for id, want := range map[string]runtime.Status{

@@ -30,7 +30,8 @@ type worker struct {
 	stepCancel  context.CancelFunc
 
 	mu         sync.Mutex
-	lastActive time.Time // last request through the port proxy
+	retryIn    time.Duration // the wait before the next pass if this one fails
+	lastActive time.Time     // last request through the port proxy
 	env        *covev1.Environment
 	running    bool // agent reachable: the gateway may route to it
 	reported   *covev1.EnvironmentStatus
@@ -83,6 +84,16 @@ func (w *worker) setRunning(v bool) {
 	w.watchPorts(v) // ports.go
 }
 
+// retryDelay is how long the loop waits before it retries a failed pass.
+func (w *worker) retryDelay() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.retryIn == 0 {
+		return time.Second
+	}
+	return w.retryIn
+}
+
 func (w *worker) isRunning() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -100,6 +111,9 @@ func (w *worker) loop() {
 		}
 		for {
 			env := w.latest()
+			w.mu.Lock()
+			w.retryIn = backoff
+			w.mu.Unlock()
 			done, err := w.r.reconcile(w.ctx, w, env)
 			if done {
 				log.Info("environment deleted; worker exits")
@@ -213,8 +227,10 @@ func (w *worker) reporter(ctx context.Context, phase covev1.EnvironmentPhase, st
 type workerReporter struct {
 	w      *worker
 	ctx    context.Context
-	phase  covev1.EnvironmentPhase
 	status func(covev1.EnvironmentPhase) *covev1.EnvironmentStatus
+
+	mu    sync.Mutex
+	phase covev1.EnvironmentPhase // the transitional phase until ready
 }
 
 func (p *workerReporter) sub(which subStatus, phase covev1.SubPhase, msg string) {
@@ -227,14 +243,22 @@ func (p *workerReporter) sub(which subStatus, phase covev1.SubPhase, msg string)
 	case subDevcontainer:
 		w.sub(&w.devc, phase, msg)
 	}
-	w.progress(p.ctx, p.status(p.phase))
+	p.mu.Lock()
+	envPhase := p.phase
+	p.mu.Unlock()
+	w.progress(p.ctx, p.status(envPhase))
 }
 
 // ready: the devcontainer's waitFor stage is done; later lifecycle
-// commands go on while users can connect.
+// commands go on while users can connect. From here on the environment is
+// RUNNING: a later sub-status change never reports the transitional phase
+// again (a client that saw RUNNING must not see UPDATING after it).
 func (p *workerReporter) ready() {
 	w := p.w
 	w.setRunning(true)
 	w.sub(&w.machine, subReady, "")
+	p.mu.Lock()
+	p.phase = phaseRunning
+	p.mu.Unlock()
 	w.progress(p.ctx, p.status(phaseRunning))
 }

@@ -40,15 +40,26 @@ const opTimeout = 60 * time.Second
 // as after a runner restart. makeSpec returns a startable spec for id.
 func Run(t *testing.T, newRuntime func(t *testing.T) runtime.Runtime, makeSpec func(t *testing.T, id string) runtime.Spec) {
 	s := &suite{newRuntime: newRuntime, makeSpec: makeSpec}
-	t.Run("StartIdempotent", s.testStartIdempotent)
-	t.Run("StopGraceful", s.testStopGraceful)
+	s.runState(t)
 	t.Run("StopKillsAfterGrace", s.testStopKill)
-	t.Run("DeleteIdempotent", s.testDelete)
-	t.Run("Recovery", s.testRecovery)
-	t.Run("Absent", s.testAbsent)
 	t.Run("ConsoleLog", s.testConsoleLog)
 	t.Run("Group", s.testGroup)
 	t.Run("ExtraFiles", s.testExtraFiles)
+}
+
+// RunState runs the part of the suite that is about the environments'
+// states alone (start, stop, delete, recovery by a new instance, absent
+// environments), which a runtime without processes (Fake) passes too.
+func RunState(t *testing.T, newRuntime func(t *testing.T) runtime.Runtime, makeSpec func(t *testing.T, id string) runtime.Spec) {
+	(&suite{newRuntime: newRuntime, makeSpec: makeSpec}).runState(t)
+}
+
+func (s *suite) runState(t *testing.T) {
+	t.Run("StartIdempotent", s.testStartIdempotent)
+	t.Run("StopGraceful", s.testStopGraceful)
+	t.Run("DeleteIdempotent", s.testDelete)
+	t.Run("Recovery", s.testRecovery)
+	t.Run("Absent", s.testAbsent)
 }
 
 type suite struct {
