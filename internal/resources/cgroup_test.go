@@ -45,7 +45,7 @@ func newCgroup(t *testing.T) (string, func(pid int)) {
 	parent := fmt.Sprintf("cove-restest-%d", rand.Uint32())
 	p := CgroupPath(parent, "env")
 	t.Cleanup(func() {
-		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 		defer cancel()
 		_ = Remove(c, p)
 		if err := Remove(c, "/"+parent); err != nil {
@@ -108,7 +108,9 @@ func TestExistsAndRemove(t *testing.T) {
 
 func TestRemoveWaitsForExitingProcesses(t *testing.T) {
 	p, add := newCgroup(t)
-	cmd := exec.Command("sleep", "0.5")
+	// It lives until the test kills it below: not a sleep that might end
+	// before the first Remove on a loaded machine.
+	cmd := exec.Command("sleep", "1000")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +129,10 @@ func TestRemoveWaitsForExitingProcesses(t *testing.T) {
 		t.Fatal("cgroup with a running process was removed")
 	}
 	// ...a longer one succeeds once it has exited.
-	long, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	long, cancel2 := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel2()
 	if err := Remove(long, p); err != nil {
 		t.Fatalf("Remove: %v", err)

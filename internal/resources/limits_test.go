@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/containerd/cgroups/v3"
 	"github.com/covedev/cove/internal/testutil"
@@ -25,7 +24,7 @@ func testParent(t *testing.T, below ...string) string {
 	}
 	parent := fmt.Sprintf("/cove-restest-%d", rand.Uint32())
 	t.Cleanup(func() {
-		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 		defer cancel()
 		for i := len(below) - 1; i >= 0; i-- {
 			_ = Remove(c, filepath.Join(parent, below[i]))
@@ -116,7 +115,7 @@ func TestRemoveIfUnused(t *testing.T) {
 	if err := Create(m, Limits{}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 
 	if used, err := InUse(g); err != nil || !used {
@@ -159,7 +158,7 @@ func TestInUseByProcess(t *testing.T) {
 	if used, err := InUse(p); err != nil || !used {
 		t.Fatalf("InUse(with a process) = %v, %v", used, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
 	if removed, err := RemoveIfUnused(ctx, p); err != nil || removed {
 		t.Fatalf("RemoveIfUnused(with a process) = %v, %v; want false, nil", removed, err)
