@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/agent"
 	"github.com/covedev/cove/internal/agent/agenttest"
+	"github.com/covedev/cove/internal/testutil"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/covedev/cove/proto/cove/v1/covev1connect"
 )
@@ -71,8 +72,7 @@ func TestPortsReported(t *testing.T) {
 		{Port: port, Visibility: covev1.PortVisibility_PORT_VISIBILITY_PUBLIC},
 	}}}
 	w.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := testutil.Context(t)
 	must(t, w.setStatus(ctx, &covev1.EnvironmentStatus{Phase: phaseRunning}))
 	<-rec.got
 	w.setRunning(true)
@@ -90,7 +90,7 @@ func TestPortsReported(t *testing.T) {
 	// for which cond holds.
 	waitReport := func(what string, cond func(*covev1.EnvironmentStatus) bool) *covev1.EnvironmentStatus {
 		t.Helper()
-		timeout := time.After(30 * time.Second)
+		timeout := time.After(testutil.Patience(t))
 		for {
 			select {
 			case st := <-rec.got:
@@ -126,13 +126,12 @@ func TestPortsReported(t *testing.T) {
 	done := w.ports.done
 	w.mu.Unlock()
 	w.setRunning(false)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("port watch still running after the environment stopped")
-	}
+	testutil.Receive(t, done, "the port watch to end after the environment stopped")
 	must(t, w.setStatus(ctx, &covev1.EnvironmentStatus{Phase: phaseStopping}))
-	if st := <-rec.got; len(st.GetPorts()) != 0 {
+	// (Reports the watch sent before it ended may still be queued: any
+	// listener on this host changes the ports.)
+	st = waitReport("the STOPPING report", func(st *covev1.EnvironmentStatus) bool { return st.GetPhase() == phaseStopping })
+	if len(st.GetPorts()) != 0 {
 		t.Errorf("STOPPING report has ports %v", st.GetPorts())
 	}
 
@@ -145,11 +144,7 @@ func TestPortsReported(t *testing.T) {
 	done = w.ports.done
 	w.mu.Unlock()
 	w.cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("port watch still running after the worker ended")
-	}
+	testutil.Receive(t, done, "the port watch to end after the worker ended")
 }
 
 func must(t *testing.T, err error) {
