@@ -3,6 +3,7 @@ package testutil
 import (
 	"errors"
 	"net"
+	"strconv"
 	"syscall"
 	"testing"
 )
@@ -19,5 +20,26 @@ func TestRefusedAddr(t *testing.T) {
 	if ln, err := net.Listen("tcp", addr); err == nil {
 		ln.Close()
 		t.Errorf("could listen on %s", addr)
+	}
+}
+
+func TestFreePort(t *testing.T) {
+	seen := map[string]bool{}
+	for range 20 {
+		addr := FreePort(t)
+		if seen[addr] {
+			t.Fatalf("%s handed out twice", addr)
+		}
+		seen[addr] = true
+		_, p, _ := net.SplitHostPort(addr)
+		port, _ := strconv.Atoi(p)
+		if port >= ephemeralLow() {
+			t.Errorf("%s is in the ephemeral range (from %d)", addr, ephemeralLow())
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("listen on %s: %v", addr, err)
+		}
+		ln.Close()
 	}
 }

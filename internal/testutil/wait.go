@@ -17,7 +17,15 @@ const MaxWait = 2 * time.Minute
 // when the test binary's deadline (go test -timeout) comes sooner, keeping a
 // margin for the test to report the failure and clean up.
 func Patience(t testing.TB) time.Duration {
-	wait := MaxWait
+	return PatienceUpTo(t, MaxWait)
+}
+
+// PatienceUpTo is Patience for what may take longer than MaxWait on a busy
+// machine (an environment that clones, pulls and installs features before
+// it runs): up to longest, or less when the test binary's deadline comes
+// sooner.
+func PatienceUpTo(t testing.TB, longest time.Duration) time.Duration {
+	wait := longest
 	if td, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
 		if deadline, ok := td.Deadline(); ok {
 			left := time.Until(deadline)

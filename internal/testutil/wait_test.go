@@ -51,6 +51,12 @@ func TestPatience(t *testing.T) {
 	if got := Patience(&fakeT{TB: t, deadline: time.Now().Add(-time.Second)}); got != 0 {
 		t.Errorf("deadline passed: %v, want 0", got)
 	}
+	if got := PatienceUpTo(&fakeT{TB: t}, 3*MaxWait); got != 3*MaxWait {
+		t.Errorf("PatienceUpTo without a deadline: %v, want 3*MaxWait", got)
+	}
+	if got := PatienceUpTo(&fakeT{TB: t, deadline: time.Now().Add(soon)}, 3*MaxWait); got <= 0 || got >= soon {
+		t.Errorf("PatienceUpTo, deadline in %v: %v, want less", soon, got)
+	}
 }
 
 func TestWaitFor(t *testing.T) {
