@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/hostfetch"
 	"github.com/covedev/cove/internal/usererr"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -57,15 +58,15 @@ func resourceID(id string) string {
 // HTTP; the policy's transport refuses plain HTTP to any other.
 func parseOCI(id string, p *hostfetch.Policy) (name.Reference, error) {
 	if strings.Count(resourceID(id), "/") < 2 {
-		return nil, usererr.New("invalid feature %q: expected <registry>/<namespace>/<feature>[:<version>], a https:// tarball URL or a ./local path", id)
+		return nil, errdefs.InvalidArgument(usererr.New("invalid feature %q: expected <registry>/<namespace>/<feature>[:<version>], a https:// tarball URL or a ./local path", id))
 	}
 	r, err := name.ParseReference(id)
 	if err != nil {
-		return nil, usererr.Wrap(err, "invalid feature reference %q", id)
+		return nil, usererr.Wrap(errdefs.InvalidArgument(err), "invalid feature reference %q", id)
 	}
 	if p.Insecure(r.Context().RegistryStr()) {
 		if r, err = name.ParseReference(id, name.Insecure); err != nil {
-			return nil, usererr.Wrap(err, "invalid feature reference %q", id)
+			return nil, usererr.Wrap(errdefs.InvalidArgument(err), "invalid feature reference %q", id)
 		}
 	}
 	return r, nil
@@ -76,10 +77,10 @@ func parseOCI(id string, p *hostfetch.Policy) (name.Reference, error) {
 func checkTarballURL(id string, p *hostfetch.Policy) (*url.URL, error) {
 	u, err := url.Parse(id)
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return nil, usererr.New("invalid feature URL %q", id)
+		return nil, errdefs.InvalidArgument(usererr.New("invalid feature URL %q", id))
 	}
 	if u.Scheme == "http" && !p.Insecure(u.Host) {
-		return nil, usererr.New("feature URL %q must use https (plain HTTP only to hosts the runner's operator lists with --insecure-registry)", id)
+		return nil, errdefs.PermissionDenied(usererr.New("feature URL %q must use https (plain HTTP only to hosts the runner's operator lists with --insecure-registry)", id))
 	}
 	return u, nil
 }

@@ -3,18 +3,17 @@ package features
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 
 	"github.com/covedev/cove/internal/confine"
-	"github.com/covedev/cove/internal/hostfetch"
+	"github.com/covedev/cove/internal/errdefs"
+	"github.com/covedev/cove/internal/registryerr"
 	"github.com/covedev/cove/internal/usererr"
 )
 
@@ -28,21 +27,22 @@ func (r *Resolver) fetchTarball(ctx context.Context, id string) (digest, dir str
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return "", "", usererr.Wrap(err, "invalid feature URL %q", id)
+		return "", "", usererr.Wrap(errdefs.InvalidArgument(err), "invalid feature URL %q", id)
 	}
 	// The policy's client: public addresses only (unless allowed), no
 	// redirect from https to http, at most hostfetch.MaxRedirects.
+	subj := tarballSubject(id, u)
 	resp, err := policy.Client().Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", "", ctx.Err()
 		}
-		return "", "", fetchError(id, err)
+		return "", "", subj.Error(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		// The status code only: the reason phrase and body are the server's.
-		return "", "", usererr.New("fetch feature %q: HTTP %s", id, statusText(resp.StatusCode))
+		return "", "", subj.Status(resp.StatusCode)
 	}
 	f, err := os.CreateTemp(filepath.Join(r.CacheDir, "tmp"), "tarball-")
 	if err != nil {
@@ -56,10 +56,10 @@ func (r *Resolver) fetchTarball(ctx context.Context, id string) (digest, dir str
 		if ctx.Err() != nil {
 			return "", "", ctx.Err()
 		}
-		return "", "", usererr.Wrap(err, "fetch feature %q: download interrupted, try again", id)
+		return "", "", usererr.Wrap(errdefs.Unavailable(err), "fetch feature %q: download interrupted, try again", id)
 	}
 	if n > maxFeatureSize {
-		return "", "", usererr.New("feature %q is larger than 1 GiB", id)
+		return "", "", errdefs.InvalidArgument(usererr.New("feature %q is larger than 1 GiB", id))
 	}
 	digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
 	if dir, ok := r.cached(digest); ok {
@@ -74,59 +74,17 @@ func (r *Resolver) fetchTarball(ctx context.Context, id string) (digest, dir str
 	}
 	if err := untar(ctx, f, tmp); err != nil {
 		os.RemoveAll(tmp)
-		return "", "", usererr.Wrap(err, "feature %q is not a valid feature tarball: %v", id, err)
+		return "", "", usererr.Wrap(errdefs.InvalidArgument(err), "feature %q is not a valid feature tarball: %v", id, err)
 	}
 	dir, err = r.commit(tmp, digest)
 	return digest, dir, err
 }
 
-// fetchError describes a failed tarball request without repeating anything
-// the server sent (a redirect's location included).
-func fetchError(id string, err error) error {
-	if msg, ok := hostfetch.Explain(err); ok {
-		return usererr.Wrap(err, "fetch feature %q: %s", id, msg)
-	}
-	if msg, ok := tlsProblem(err); ok {
-		return usererr.Wrap(err, "fetch feature %q: %s", id, msg)
-	}
-	if isNetworkError(err) {
-		return usererr.Wrap(err, "fetch feature %q: unreachable: %v", id, rootCause(err))
-	}
-	return usererr.Wrap(err, "fetch feature %q failed", id)
-}
-
-// tlsProblem explains a TLS failure.
-func tlsProblem(err error) (string, bool) {
-	var ce *tls.CertificateVerificationError
-	if errors.As(err, &ce) {
-		return "the server's TLS certificate is not trusted by this runner", true
-	}
-	var rh tls.RecordHeaderError
-	if errors.As(err, &rh) {
-		return "the server does not speak TLS", true
-	}
-	return "", false
-}
-
-// rootCause is the innermost dial or DNS error ("dial tcp 203.0.113.7:443:
-// connect: connection refused"), which names no server-sent text.
-func rootCause(err error) error {
-	var oe *net.OpError
-	if errors.As(err, &oe) {
-		return oe
-	}
-	var de *net.DNSError
-	if errors.As(err, &de) {
-		return de
-	}
-	return errors.New("network error")
-}
-
-func statusText(code int) string {
-	if t := http.StatusText(code); t != "" {
-		return fmt.Sprintf("%d %s", code, t)
-	}
-	return fmt.Sprint(code)
+// tarballSubject names a tarball fetch in messages: the status code and
+// root causes only, never anything the server sent (a redirect's location
+// included).
+func tarballSubject(id string, u *url.URL) registryerr.Subject {
+	return registryerr.Subject{Kind: "feature", Ref: id, Host: u.Host, Prefix: fmt.Sprintf("fetch feature %q: ", id), Server: "server " + u.Host}
 }
 
 // fetchLocal hashes a feature directory in the repository and copies it into
@@ -141,7 +99,7 @@ func (r *Resolver) fetchLocal(ctx context.Context, id, configDir string) (digest
 	}
 	rel, err := filepath.Rel(root, filepath.Join(configDir, filepath.FromSlash(id)))
 	if err != nil || !filepath.IsLocal(rel) && rel != "." {
-		return "", "", usererr.New("local feature %q is outside the repository", id)
+		return "", "", errdefs.InvalidArgument(usererr.New("local feature %q is outside the repository", id))
 	}
 	repo, err := confine.OpenDir(root)
 	if err != nil {
@@ -150,7 +108,7 @@ func (r *Resolver) fetchLocal(ctx context.Context, id, configDir string) (digest
 	defer repo.Close()
 	src, err := repo.OpenDir(filepath.ToSlash(rel), confine.InRoot)
 	if err != nil {
-		return "", "", usererr.New("local feature %q not found next to devcontainer.json (or not a directory)", id)
+		return "", "", errdefs.NotFound(usererr.New("local feature %q not found next to devcontainer.json (or not a directory)", id))
 	}
 	defer src.Close()
 	if digest, err = dirDigest(ctx, src); err != nil {

@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"syscall"
 	"time"
+
+	"github.com/covedev/cove/internal/errdefs"
 )
 
 // MaxRedirects is how many redirects one fetch follows.
@@ -26,6 +28,10 @@ func (e *DeniedError) Error() string {
 	return fmt.Sprintf("address %s is not allowed (%s)", e.Addr, e.Reason)
 }
 
+// ErrorCategory: a refusal by the operator's policy, which retrying does not
+// change.
+func (e *DeniedError) ErrorCategory() errdefs.Category { return errdefs.CategoryPermissionDenied }
+
 // PlainHTTPError is a plain-HTTP request to a host not listed as insecure.
 type PlainHTTPError struct{ Host string }
 
@@ -33,10 +39,16 @@ func (e *PlainHTTPError) Error() string {
 	return fmt.Sprintf("plain HTTP to %s is not allowed", e.Host)
 }
 
+// ErrorCategory: a refusal by the operator's policy.
+func (e *PlainHTTPError) ErrorCategory() errdefs.Category { return errdefs.CategoryPermissionDenied }
+
 // RedirectError is a redirect the policy refused.
 type RedirectError struct{ Reason string }
 
 func (e *RedirectError) Error() string { return "redirect refused: " + e.Reason }
+
+// ErrorCategory: a refusal by the policy.
+func (e *RedirectError) ErrorCategory() errdefs.Category { return errdefs.CategoryPermissionDenied }
 
 // Explain returns a message a user can act on (and that holds nothing a
 // server sent) if err was caused by the policy.
@@ -117,7 +129,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return fail(&PlainHTTPError{Host: h})
 		}
 	default:
-		return fail(fmt.Errorf("unsupported URL scheme %q", safeScheme(req.URL.Scheme)))
+		return fail(errdefs.InvalidArgument(fmt.Errorf("unsupported URL scheme %q", safeScheme(req.URL.Scheme))))
 	}
 	return t.base.RoundTrip(req)
 }

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/covedev/cove/internal/errdefs"
 )
 
 const secret = "internal-secret-page: db_password=hunter2"
@@ -293,5 +295,32 @@ func TestDefault(t *testing.T) {
 	t.Cleanup(func() { SetDefault(nil) })
 	if Default() != p {
 		t.Fatal("SetDefault not used")
+	}
+}
+
+// Every refusal of the policy is PermissionDenied, so a retry loop does not
+// knock on a refused address again and again: the loopback service, a plain
+// HTTP request and a redirect loop, each performed for real.
+func TestRefusalsArePermissionDenied(t *testing.T) {
+	s := newStub(t, true, nil)
+	loop := newStub(t, true, func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/loop", http.StatusFound) })
+	p := mustPolicy(t, []string{"localhost:" + loop.port()}, nil)
+	trust(p, s)
+	p.Transport().(*transport).base.TLSClientConfig.ServerName = "example.com" // in the test certificate
+	for _, url := range []string{
+		"https://127.0.0.1:" + s.port() + "/v2/",
+		"http://127.0.0.1:" + s.port() + "/v2/",
+		"https://localhost:" + loop.port() + "/loop",
+	} {
+		_, err := get(t, p.Client(), url)
+		if err == nil {
+			t.Fatalf("GET %s succeeded", url)
+		}
+		if c := errdefs.CategoryOf(err); c != errdefs.CategoryPermissionDenied || errdefs.Retryable(err) {
+			t.Errorf("GET %s: %v is %s (retryable %v), want permission denied", url, err, c, errdefs.Retryable(err))
+		}
+	}
+	if n := s.conns.Load(); n != 0 {
+		t.Fatalf("the refused service saw %d connections", n)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/usererr"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -81,7 +82,7 @@ func (s *Store) importImage(ctx context.Context, name, indexName string, img v1.
 		// The unpack checks the stream against the config's diff id.
 		if err := s.ensureLayer(ctx, localLayer(l), cfg.RootFS.DiffIDs[i]); err != nil {
 			if errors.Is(err, errEscape) {
-				return nil, usererr.Wrap(err, "image %q refused: %v", name, err)
+				return nil, usererr.Wrap(errdefs.InvalidArgument(err), "image %q refused: %v", name, err)
 			}
 			return nil, fmt.Errorf("import %s: %w", name, err)
 		}

@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/hostfetch"
+	"github.com/covedev/cove/internal/registryerr"
 	"github.com/covedev/cove/internal/usererr"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -59,7 +61,7 @@ func (s *Store) pull(ctx context.Context, ref string, r name.Reference) (*Image,
 		// otherwise try it for loopback and RFC 1918 names).
 		var err error
 		if r, err = name.ParseReference(ref, name.Insecure); err != nil {
-			return nil, usererr.Wrap(err, "invalid image reference %q", ref)
+			return nil, usererr.Wrap(errdefs.InvalidArgument(err), "invalid image reference %q", ref)
 		}
 	}
 	puller, err := remote.NewPuller(
@@ -72,21 +74,22 @@ func (s *Store) pull(ctx context.Context, ref string, r name.Reference) (*Image,
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", ref, err)
 	}
+	registryError := registryerr.Subject{Kind: "image", Ref: ref, Host: host}.Error
 	start := time.Now()
 	desc, err := puller.Get(ctx, r)
 	if err != nil {
-		return nil, registryError(ref, host, err)
+		return nil, registryError(err)
 	}
 	rimg, err := desc.Image() // resolves an index to the linux/GOARCH image
 	if err != nil {
 		if strings.Contains(err.Error(), "no child with platform") {
-			return nil, usererr.Wrap(err, "image %q has no linux/%s variant", ref, runtime.GOARCH)
+			return nil, usererr.Wrap(errdefs.NotFound(err), "image %q has no linux/%s variant", ref, runtime.GOARCH)
 		}
-		return nil, registryError(ref, host, err)
+		return nil, registryError(err)
 	}
 	rawManifest, err := rimg.RawManifest()
 	if err != nil {
-		return nil, registryError(ref, host, err)
+		return nil, registryError(err)
 	}
 	mdgst, err := rimg.Digest()
 	if err != nil {
@@ -94,14 +97,14 @@ func (s *Store) pull(ctx context.Context, ref string, r name.Reference) (*Image,
 	}
 	m, err := v1.ParseManifest(bytes.NewReader(rawManifest))
 	if err != nil {
-		return nil, usererr.Wrap(err, "image %q has an invalid manifest", ref)
+		return nil, usererr.Wrap(errdefs.InvalidArgument(err), "image %q has an invalid manifest", ref)
 	}
 
 	rawCfg, err := s.readBlob(m.Config.Digest)
 	if errors.Is(err, ErrNotFound) {
 		rawCfg, err = s.fetchBlob(ctx, puller, r.Context().Digest(m.Config.Digest.String()))
 		if err != nil {
-			return nil, registryError(ref, host, err)
+			return nil, registryError(err)
 		}
 		if err := s.writeBlob(m.Config.Digest, rawCfg); err != nil {
 			return nil, fmt.Errorf("pull %s: store config: %w", ref, err)
@@ -111,15 +114,15 @@ func (s *Store) pull(ctx context.Context, ref string, r name.Reference) (*Image,
 	}
 	cfg, err := v1.ParseConfigFile(bytes.NewReader(rawCfg))
 	if err != nil {
-		return nil, usererr.Wrap(err, "image %q has an invalid config", ref)
+		return nil, usererr.Wrap(errdefs.InvalidArgument(err), "image %q has an invalid config", ref)
 	}
 	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
-		return nil, usererr.New("image %q is invalid: %d layers but %d diff ids", ref, len(m.Layers), len(cfg.RootFS.DiffIDs))
+		return nil, errdefs.InvalidArgument(usererr.New("image %q is invalid: %d layers but %d diff ids", ref, len(m.Layers), len(cfg.RootFS.DiffIDs)))
 	}
 
 	for i, l := range m.Layers {
 		if !isLayerMediaType(l.MediaType) {
-			return nil, usererr.New("image %q: layer %s has unsupported media type %s", ref, l.Digest, l.MediaType)
+			return nil, errdefs.InvalidArgument(usererr.New("image %q: layer %s has unsupported media type %s", ref, l.Digest, l.MediaType))
 		}
 		blob := r.Context().Digest(l.Digest.String())
 		if err := s.ensureLayer(ctx, remoteLayer(puller, blob), cfg.RootFS.DiffIDs[i]); err != nil {
@@ -127,14 +130,11 @@ func (s *Store) pull(ctx context.Context, ref string, r name.Reference) (*Image,
 			if errors.As(err, &ue) {
 				return nil, err
 			}
-			if isNetworkError(err) || isTransportError(err) || isPolicyError(err) {
-				return nil, registryError(ref, host, err)
-			}
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil, usererr.Wrap(err, "download of image %q from %s was interrupted, try again", ref, host)
+			if registryerr.IsFetch(err) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, registryError(err)
 			}
 			if errors.Is(err, errEscape) {
-				return nil, usererr.Wrap(err, "image %q refused: %v", ref, err)
+				return nil, usererr.Wrap(errdefs.InvalidArgument(err), "image %q refused: %v", ref, err)
 			}
 			return nil, fmt.Errorf("pull %s: %w", ref, err)
 		}
@@ -183,7 +183,7 @@ func isLayerMediaType(mt types.MediaType) bool {
 func parseRef(ref string) (name.Reference, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
-		return nil, usererr.Wrap(err, "invalid image reference %q", ref)
+		return nil, usererr.Wrap(errdefs.InvalidArgument(err), "invalid image reference %q", ref)
 	}
 	return r, nil
 }

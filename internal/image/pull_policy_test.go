@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/hostfetch"
 	"github.com/covedev/cove/internal/usererr"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -66,6 +67,9 @@ func TestPullRefusesLoopbackWithoutAllowance(t *testing.T) {
 		if !strings.Contains(msg, "is not allowed (loopback)") || !strings.Contains(msg, "--insecure-registry") {
 			t.Errorf("Pull(%s): %q, want the address refused", ref, msg)
 		}
+		if c := errdefs.CategoryOf(err); c != errdefs.CategoryPermissionDenied {
+			t.Errorf("Pull(%s): category %s, want permission denied (not retried)", ref, c)
+		}
 	}
 	if n := conns.Load(); n != 0 {
 		t.Fatalf("the loopback service saw %d connections", n)
@@ -101,6 +105,9 @@ func TestRegistryErrorNamesCodesOnly(t *testing.T) {
 	msg := userMessage(t, err)
 	if want := "registry " + host + " failed: HTTP 429 Too Many Requests (TOOMANYREQUESTS)"; msg != want {
 		t.Errorf("got %q, want %q", msg, want)
+	}
+	if c := errdefs.CategoryOf(err); c != errdefs.CategoryUnavailable {
+		t.Errorf("a rate limit is %s, want unavailable (retried with backoff)", c)
 	}
 	if conns.Load() == 0 {
 		t.Fatal("the registry was not reached")

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/usererr"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -296,11 +297,14 @@ func TestPullUserErrors(t *testing.T) {
 	l.Close()
 
 	s, _ := newTestStore(t)
-	cases := []struct{ ref, want string }{
-		{reg.host + "/test/exists:nope", `image "` + reg.host + `/test/exists:nope" not found`},
-		{reg.host + "/test/missing:v1", `image "` + reg.host + `/test/missing:v1" not found`},
-		{closed + "/test/x:v1", "registry " + closed + " unreachable: "},
-		{"Bad//Ref::", `invalid image reference "Bad//Ref::"`},
+	cases := []struct {
+		ref, want string
+		cat       errdefs.Category // what a retry loop decides by
+	}{
+		{reg.host + "/test/exists:nope", `image "` + reg.host + `/test/exists:nope" not found`, errdefs.CategoryNotFound},
+		{reg.host + "/test/missing:v1", `image "` + reg.host + `/test/missing:v1" not found`, errdefs.CategoryNotFound},
+		{closed + "/test/x:v1", "registry " + closed + " unreachable: ", errdefs.CategoryUnavailable},
+		{"Bad//Ref::", `invalid image reference "Bad//Ref::"`, errdefs.CategoryInvalidArgument},
 	}
 	for _, c := range cases {
 		_, err := s.Pull(ctxT(t), c.ref)
@@ -308,6 +312,9 @@ func TestPullUserErrors(t *testing.T) {
 		t.Logf("%s: %s", c.ref, msg)
 		if !ok || !strings.HasPrefix(msg, c.want) {
 			t.Errorf("Pull(%q) = %v (user message %q), want %q", c.ref, err, msg, c.want)
+		}
+		if got := errdefs.CategoryOf(err); got != c.cat {
+			t.Errorf("Pull(%q): category %s, want %s", c.ref, got, c.cat)
 		}
 	}
 }
@@ -341,6 +348,9 @@ func TestInterruptedUnpackIsRedone(t *testing.T) {
 	_, err = s.Pull(ctxT(t), ref)
 	if msg, _ := usererr.Message(err); !strings.Contains(msg, "interrupted") {
 		t.Fatalf("pull of a truncated layer: %v (user message %q)", err, msg)
+	}
+	if !errdefs.Retryable(err) {
+		t.Errorf("an interrupted download is not retryable: %v (%s)", err, errdefs.CategoryOf(err))
 	}
 	if ents, _ := os.ReadDir(filepath.Join(root, "layers", "sha256")); len(ents) != 0 {
 		t.Errorf("partial layer committed: %v", ents)

@@ -15,13 +15,15 @@ import (
 	"sync"
 
 	"github.com/covedev/cove/internal/atomicfile"
+	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/hostfetch"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sync/singleflight"
 )
 
-// ErrNotFound is returned (wrapped) by Get for an image that was not pulled.
-var ErrNotFound = errors.New("image not found")
+// ErrNotFound is returned (wrapped) by Get for an image that was not
+// pulled; its category is NotFound.
+var ErrNotFound = errdefs.NotFound(errors.New("image not found"))
 
 // Image is a pulled image whose layers are all unpacked in the store.
 type Image struct {
