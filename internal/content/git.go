@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/netenv"
 	"github.com/covedev/cove/internal/usererr"
@@ -122,7 +123,7 @@ func (g *gitRunner) clone(ctx context.Context, from, ref, dest string) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return usererr.Wrap(err, "git clone %s failed: commit %s not found in the repository", redact(g.url), ref)
+			return usererr.Wrap(errdefs.NotFound(err), "git clone %s failed: commit %s not found in the repository", redact(g.url), ref)
 		}
 	}
 	return nil
@@ -141,7 +142,8 @@ func (g *gitRunner) cloneOnce(ctx context.Context, from, ref string, useBranch b
 }
 
 // userError turns a failed git command into a user-visible error carrying
-// the useful part of git's output.
+// the useful part of git's output, with the category git's output tells
+// (gitCategory): a network or server failure is Unavailable, and retried.
 func (g *gitRunner) userError(ctx context.Context, what string, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("%s %s: %w", what, redact(g.url), ctx.Err())
@@ -159,6 +161,9 @@ func (g *gitRunner) userError(ctx context.Context, what string, err error) error
 	}
 	if msg == "" {
 		msg = ce.err.Error()
+	}
+	if cat, ok := gitCategory(ce.stderr); ok {
+		err = errdefs.WithCategory(err, cat)
 	}
 	return usererr.Wrap(err, "%s %s failed: %s", what, redact(g.url), msg)
 }
@@ -200,7 +205,7 @@ func stage(ctx context.Context, log *slog.Logger, gitURL string, opts Options) (
 	p := localPath(gitURL)
 	if _, err := os.Stat(p); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return "", usererr.Wrap(err, "git clone %s failed: no such directory", gitURL)
+			return "", usererr.Wrap(errdefs.NotFound(err), "git clone %s failed: no such directory", gitURL)
 		}
 		return "", usererr.Wrap(err, "git clone %s failed: %v", gitURL, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/usererr"
 )
 
@@ -27,11 +28,11 @@ var scpLike = regexp.MustCompile(`^(?:[A-Za-z0-9._~-]+@)?[A-Za-z0-9.-]+:[^/]?`)
 func classify(gitURL string) (sourceKind, error) {
 	switch {
 	case gitURL == "":
-		return 0, usererr.New("no git URL given")
+		return 0, errdefs.InvalidArgument(usererr.New("no git URL given"))
 	case strings.HasPrefix(gitURL, "-"):
-		return 0, usererr.New("invalid git URL %q", gitURL)
+		return 0, errdefs.InvalidArgument(usererr.New("invalid git URL %q", gitURL))
 	case strings.ContainsAny(gitURL, "\x00\n\r"):
-		return 0, usererr.New("invalid git URL: contains control characters")
+		return 0, errdefs.InvalidArgument(usererr.New("invalid git URL: contains control characters"))
 	case filepath.IsAbs(gitURL):
 		return localSource, nil
 	}
@@ -39,25 +40,25 @@ func classify(gitURL string) (sourceKind, error) {
 		switch strings.ToLower(u.Scheme) {
 		case "https", "http", "ssh", "git":
 			if u.Host == "" {
-				return 0, usererr.New("invalid git URL %q: no host", redact(gitURL))
+				return 0, errdefs.InvalidArgument(usererr.New("invalid git URL %q: no host", redact(gitURL)))
 			}
 			return remoteSource, nil
 		case "file":
 			if u.Host != "" && u.Host != "localhost" {
-				return 0, usererr.New("invalid git URL %q: file URLs must be local", gitURL)
+				return 0, errdefs.InvalidArgument(usererr.New("invalid git URL %q: file URLs must be local", gitURL))
 			}
 			return localSource, nil
 		default:
-			return 0, usererr.New("unsupported git URL scheme %q (use https, ssh, git, file or a local path)", u.Scheme)
+			return 0, errdefs.InvalidArgument(usererr.New("unsupported git URL scheme %q (use https, ssh, git, file or a local path)", u.Scheme))
 		}
 	}
 	if strings.Contains(gitURL, "::") {
-		return 0, usererr.New("unsupported git URL %q", redact(gitURL))
+		return 0, errdefs.InvalidArgument(usererr.New("unsupported git URL %q", redact(gitURL)))
 	}
 	if scpLike.MatchString(gitURL) {
 		return remoteSource, nil
 	}
-	return 0, usererr.New("invalid git URL %q: use https://, ssh://, git@host:path, file:// or an absolute path", redact(gitURL))
+	return 0, errdefs.InvalidArgument(usererr.New("invalid git URL %q: use https://, ssh://, git@host:path, file:// or an absolute path", redact(gitURL)))
 }
 
 // ClassifySource is the one classification of a content source, shared by
@@ -137,7 +138,7 @@ func checkRef(ref string) error {
 		return nil
 	}
 	if strings.HasPrefix(ref, "-") || len(ref) > 255 || strings.ContainsAny(ref, " \t\n\r\x00~^:?*[\\") || strings.Contains(ref, "..") {
-		return usererr.New("invalid git ref %q", ref)
+		return errdefs.InvalidArgument(usererr.New("invalid git ref %q", ref))
 	}
 	return nil
 }
