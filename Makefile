@@ -4,7 +4,7 @@ PREFIX    ?= /usr/local
 BIN       := bin/cove
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: all build up deps test-deps test proto bench-start clean
+.PHONY: all build up deps test-deps test test-stress proto bench-start clean
 
 all: build
 
@@ -26,6 +26,12 @@ test-deps:
 
 test: test-deps build
 	./scripts/test.sh
+
+# `make test` RUNS times in a row (default 5) beside a CPU hog (stress-ng
+# --cpu CPU_HOGS, default all cores), as on a loaded machine: tests that
+# assume how fast things happen fail here. See docs/testing.md.
+test-stress: test-deps build
+	./scripts/test-stress.sh
 
 # Regenerate the API code from proto/cove/v1 (generated code is committed).
 proto:

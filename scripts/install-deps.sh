@@ -5,7 +5,7 @@
 set -euo pipefail
 
 runtime_pkgs=(runc git ca-certificates openssh-client iproute2 procps)
-test_pkgs=(busybox-static mmdebstrap rsync nftables uidmap openssh-client sqlite3 make)
+test_pkgs=(busybox-static mmdebstrap rsync nftables uidmap openssh-client sqlite3 make stress-ng)
 
 want=("${runtime_pkgs[@]}")
 if [[ "${1:-runtime}" == test ]]; then
