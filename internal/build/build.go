@@ -16,6 +16,7 @@ import (
 	"github.com/tonistiigi/fsutil"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/usererr"
 )
 
@@ -81,17 +82,19 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	}
 	c, err := b.getClient(ctx)
 	if err != nil {
-		return nil, err
+		// The builder is stopped, or buildkitd does not start or answer:
+		// not the Dockerfile's fault, and it may come back.
+		return nil, errdefs.Unavailable(err)
 	}
 	dockerfile := req.Dockerfile
 	if dockerfile == "" {
 		dockerfile = filepath.Join(req.ContextDir, "Dockerfile")
 	}
 	if st, err := os.Stat(req.ContextDir); err != nil || !st.IsDir() {
-		return nil, usererr.New("build context %s is not a directory", req.ContextDir)
+		return nil, errdefs.InvalidArgument(usererr.New("build context %s is not a directory", req.ContextDir))
 	}
 	if _, err := os.Stat(dockerfile); err != nil {
-		return nil, usererr.New("Dockerfile %s not found", dockerfile)
+		return nil, errdefs.NotFound(usererr.New("Dockerfile %s not found", dockerfile))
 	}
 	contextFS, err := fsutil.NewFS(req.ContextDir)
 	if err != nil {

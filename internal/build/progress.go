@@ -10,6 +10,7 @@ import (
 	"github.com/moby/buildkit/solver/errdefs"
 	digest "github.com/opencontainers/go-digest"
 
+	coveerrdefs "github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/usererr"
 )
 
@@ -77,7 +78,8 @@ func (p *progress) failedStep() (name, tail string, ok bool) {
 }
 
 // buildError turns a solve error into a user-visible one: the failing step,
-// its place in the Dockerfile and its last output lines.
+// its place in the Dockerfile and its last output lines, with its category
+// (solveCategory).
 func (p *progress) buildError(err error) error {
 	var msg strings.Builder
 	msg.WriteString("Dockerfile build failed")
@@ -100,7 +102,7 @@ func (p *progress) buildError(err error) error {
 	if tail != "" {
 		fmt.Fprintf(&msg, "\noutput (last lines):\n%s", tail)
 	}
-	return usererr.Wrap(err, "%s", msg.String())
+	return usererr.Wrap(coveerrdefs.WithCategory(err, solveCategory(err)), "%s", msg.String())
 }
 
 // cleanError strips gRPC framing from a solve error's text.

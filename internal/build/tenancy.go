@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/usererr"
 )
 
@@ -38,7 +39,7 @@ const cacheNSArg = "build-arg:BUILDKIT_CACHE_MOUNT_NS"
 func checkArgs(args map[string]string) error {
 	for k := range args {
 		if strings.HasPrefix(strings.ToUpper(k), "BUILDKIT_") {
-			return usererr.New("build arg %q is refused: BUILDKIT_* arguments are BuildKit settings, which the runner chooses (rename the argument)", k)
+			return errdefs.InvalidArgument(usererr.New("build arg %q is refused: BUILDKIT_* arguments are BuildKit settings, which the runner chooses (rename the argument)", k))
 		}
 	}
 	return nil
@@ -49,11 +50,11 @@ func checkArgs(args map[string]string) error {
 // nothing to keep one organization's cache mounts from another's.
 func checkNamespace(ns string) error {
 	if ns == "" || len(ns) > 128 {
-		return fmt.Errorf("build: a cache namespace (1-128 characters) is required")
+		return errdefs.InvalidArgument(fmt.Errorf("build: a cache namespace (1-128 characters) is required"))
 	}
 	for _, c := range ns {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("build: cache namespace %q: only letters, digits, '-', '_' and '.'", ns)
+			return errdefs.InvalidArgument(fmt.Errorf("build: cache namespace %q: only letters, digits, '-', '_' and '.'", ns))
 		}
 	}
 	return nil
