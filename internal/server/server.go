@@ -6,7 +6,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -17,7 +16,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/sshgw"
 	"github.com/covedev/cove/internal/store"
-	"github.com/covedev/cove/internal/usererr"
 	"github.com/covedev/cove/proto/cove/v1/covev1connect"
 )
 
@@ -136,37 +134,6 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-changes:
 		}
 	}
-}
-
-// toConnect maps errors to API codes at the edge. Messages of usererr
-// errors reach the caller; other errors are logged and hidden.
-func toConnect(log *slog.Logger, err error) error {
-	if err == nil {
-		return nil
-	}
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		return err
-	}
-	msg, visible := usererr.Message(err)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		if !visible {
-			msg = "not found"
-		}
-		return connect.NewError(connect.CodeNotFound, errors.New(msg))
-	case errors.Is(err, store.ErrAlreadyExists):
-		if !visible {
-			msg = "already exists"
-		}
-		return connect.NewError(connect.CodeAlreadyExists, errors.New(msg))
-	case errors.Is(err, context.Canceled):
-		return connect.NewError(connect.CodeCanceled, err)
-	case visible:
-		return connect.NewError(connect.CodeFailedPrecondition, errors.New(msg))
-	}
-	log.Error("internal error", "err", err)
-	return connect.NewError(connect.CodeInternal, errors.New("internal error (see server log)"))
 }
 
 func errorInterceptor(log *slog.Logger) connect.Interceptor {

@@ -9,14 +9,17 @@ import (
 	"errors"
 	"time"
 
+	"github.com/covedev/cove/internal/errdefs"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 )
 
 var (
-	// ErrNotFound: the record does not exist.
-	ErrNotFound = errors.New("not found")
-	// ErrAlreadyExists: a unique key (name, token) is taken.
-	ErrAlreadyExists = errors.New("already exists")
+	// ErrNotFound: the record does not exist (category NotFound, which
+	// the API answers with CodeNotFound).
+	ErrNotFound = errdefs.NotFound(errors.New("not found"))
+	// ErrAlreadyExists: a unique key (name, token) is taken (category
+	// AlreadyExists).
+	ErrAlreadyExists = errdefs.AlreadyExists(errors.New("already exists"))
 	// ErrConflict: the record changed or was used in between (e.g. a join
 	// token already consumed).
 	ErrConflict = errors.New("conflict")
