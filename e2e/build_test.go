@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/covedev/cove/internal/build"
 )
@@ -104,7 +103,7 @@ func TestDockerfile(t *testing.T) {
 		".devcontainer/db.Dockerfile": "FROM " + base + "\nRUN mkdir /www && echo db-built > /www/index.html\n",
 	})
 	u.must("env", "create", composed, "--name", "composed", "--wait", "--timeout", "5m")
-	waitFor(t, "the built db service", 30*time.Second, func() bool {
+	waitFor(t, "the built db service", func() bool {
 		out, _, _ := u.run("ssh", "composed", "--", "cat /greeting; wget -q -O- http://db:5432/")
 		return out == "composed\ndb-built\n"
 	})

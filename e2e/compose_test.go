@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/covedev/cove/internal/testutil"
 )
 
 // composeFile is an app (the dev service) and a database-like sibling: an
@@ -80,13 +82,13 @@ func TestCompose(t *testing.T) {
 	if code != 0 || out != "/workspaces/shop\nshop\nhttp://db:8080\n1\nstamped\n" {
 		t.Fatalf("in the app service: exit %d %q %q\nlogs: %s", code, out, errOut, u.must("env", "logs", "shop"))
 	}
-	waitFor(t, "postCreateCommand in the dev service", 30*time.Second, func() bool {
+	waitFor(t, "postCreateCommand in the dev service", func() bool {
 		out, _, _ := u.run("ssh", "shop", "--", "cat /tmp/created")
 		return strings.HasPrefix(out, "created-in-")
 	})
 	// app → db by name, and db → app by name.
 	u.must("ssh", "shop", "--", "mkdir -p /tmp/h && echo hi-from-app > /tmp/h/hello && httpd -p 9090 -h /tmp/h")
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(testutil.PatienceUpTo(t, maxWait)); ; time.Sleep(200 * time.Millisecond) {
 		if out, _, _ := u.run("ssh", "shop", "--", "wget -q -O- http://db:8080/from-app"); out == "hi-from-app\n" {
 			break
 		}
@@ -105,7 +107,7 @@ func TestCompose(t *testing.T) {
 	if _, errOut, code := u.run("env", "logs", "shop", "--service", "nosuch"); code == 0 || !strings.Contains(errOut, `no logs for service "nosuch"`) {
 		t.Fatalf("logs of an unknown service: exit %d %q", code, errOut)
 	}
-	waitFor(t, "db's port reported", 20*time.Second, func() bool {
+	waitFor(t, "db's port reported", func() bool {
 		return strings.Contains(u.must("ports", "list", "shop"), "8080")
 	})
 	j := u.envJSON("shop")

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/covedev/cove/internal/testutil/testimage"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -83,7 +82,7 @@ func TestDevcontainer(t *testing.T) {
 	repo := gitRepo(t, filepath.Join(c.dir, "app"), map[string]string{"README.md": "app\n", ".devcontainer/devcontainer.json": config})
 	u.must("env", "create", repo, "--name", "dc", "--wait", "--timeout", "4m")
 	// RUNNING comes at waitFor (updateContentCommand); the rest goes on.
-	waitFor(t, "lifecycle commands", 60*time.Second, func() bool {
+	waitFor(t, "lifecycle commands", func() bool {
 		return field(u.envJSON("dc"), "status", "devcontainer", "phase") == "SUB_PHASE_READY"
 	})
 
@@ -111,7 +110,7 @@ func TestDevcontainer(t *testing.T) {
 		t.Fatalf("attach: %v %s", err, out)
 	}
 	// The feature's entrypoint ran when the environment started.
-	waitFor(t, "the feature entrypoint", 20*time.Second, func() bool {
+	waitFor(t, "the feature entrypoint", func() bool {
 		_, _, code := u.run("ssh", "dc", "--", "test -e /tmp/greeter-init")
 		return code == 0
 	})
@@ -150,7 +149,7 @@ func TestDevcontainer(t *testing.T) {
 	u.must("env", "stop", "dc", "--wait")
 	u.must("env", "start", "dc", "--wait")
 	// RUNNING comes at waitFor; postStartCommand may still be running.
-	waitFor(t, "lifecycle commands after the start", 60*time.Second, func() bool {
+	waitFor(t, "lifecycle commands after the start", func() bool {
 		return field(u.envJSON("dc"), "status", "devcontainer", "phase") == "SUB_PHASE_READY"
 	})
 	if out, _, _ := u.run("ssh", "dc", "--", "wc -l < /tmp/starts; wc -l < /tmp/order"); out != "2\n2\n" {
@@ -170,7 +169,7 @@ func TestDevcontainer(t *testing.T) {
 	// A failing postCreateCommand: the environment stays reachable.
 	bad := gitRepo(t, filepath.Join(c.dir, "bad"), map[string]string{".devcontainer.json": `{"image": "` + reg + `/test/debian:latest", "postCreateCommand": "echo trying; exit 3"}`})
 	u.must("env", "create", bad, "--name", "bad", "--wait", "--timeout", "4m")
-	waitFor(t, "the postCreateCommand to fail", 60*time.Second, func() bool {
+	waitFor(t, "the postCreateCommand to fail", func() bool {
 		return field(u.envJSON("bad"), "status", "devcontainer", "phase") != "SUB_PHASE_IN_PROGRESS"
 	})
 	j = u.envJSON("bad")

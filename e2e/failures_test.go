@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestClearFailures: each bad input ends with a clear phase and message,
@@ -108,7 +107,7 @@ func TestSecondRunner(t *testing.T) {
 		forceCleanNetwork(c.bridge+"b", "cove-e2e-"+c.id+"-2")
 	})
 	second.start()
-	waitFor(t, "two active runners", 30*time.Second, func() bool {
+	waitFor(t, "two active runners", func() bool {
 		n := 0
 		for _, f := range strings.Fields(u.must("runner", "list")) {
 			if f == "ACTIVE" { // not INACTIVE
@@ -142,7 +141,7 @@ func TestSecondRunner(t *testing.T) {
 
 	// Lose the second runner: the owner is told.
 	second.kill9()
-	waitFor(t, "the lost runner to be reported", 30*time.Second, func() bool {
+	waitFor(t, "the lost runner to be reported", func() bool {
 		return strings.Contains(field(u.envJSON("two"), "status", "failureMessage"), `runner "second" lost`)
 	})
 	if !strings.Contains(u.must("runner", "list"), "INACTIVE") {
@@ -152,13 +151,13 @@ func TestSecondRunner(t *testing.T) {
 	// adopts the environment, which kept running.
 	second.args = removeFlag(second.args, "--join-token")
 	second.start()
-	waitFor(t, "env two healthy again", 60*time.Second, func() bool {
+	waitFor(t, "env two healthy again", func() bool {
 		j := u.envJSON("two")
 		return field(j, "status", "failureMessage") == "" && field(j, "status", "phase") == "ENVIRONMENT_PHASE_RUNNING"
 	})
 	// The server clears "lost" at the first heartbeat; the runner adopts the
 	// environment when its assignment watch delivers it, moments later.
-	waitFor(t, "ssh into env two after the runner came back", 30*time.Second, func() bool {
+	waitFor(t, "ssh into env two after the runner came back", func() bool {
 		out, _, code := u.run("ssh", "two", "--", "cat /workspaces/repo/README.md")
 		return code == 0 && out == "x\n"
 	})
@@ -205,7 +204,7 @@ func gitDaemon(t *testing.T, dir, listen string, netns string) string {
 		}
 		return exec.Command("ip", "netns", "exec", netns, "busybox", "nc", "-w", "1", host, port).Run() // stdin: /dev/null
 	}
-	waitFor(t, "git daemon", 10*time.Second, func() bool { return dial() == nil })
+	waitFor(t, "git daemon", func() bool { return dial() == nil })
 	return "git://" + addr
 }
 

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,15 +75,17 @@ func imagesWith(t *testing.T, extra map[string]v1.Image) string {
 	return testimage.Serve(t, all)
 }
 
+// freePort returns a loopback address for a cove daemon or a tool to
+// listen on (testutil.FreePort: a port no other test is handed meanwhile).
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testutil.FreePort(t)
 }
+
+// maxWait bounds waitFor: what the tests wait for (an environment that
+// clones, pulls, builds and installs features) can take minutes on a
+// machine busy with other tests.
+const maxWait = 10 * time.Minute
 
 // env is one user's view: the binary, a config dir and an ssh config.
 type env struct {
@@ -223,7 +224,8 @@ func (d *daemon) stop() {
 	go func() { _ = d.cmd.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(15 * time.Second):
+	case <-time.After(testutil.Patience(d.t)):
+		d.t.Errorf("cove %s did not exit on SIGTERM; killing it", strings.Join(d.args, " "))
 		_ = d.cmd.Process.Signal(syscall.SIGKILL)
 		<-done
 	}
@@ -244,17 +246,19 @@ func (d *daemon) logTail() string {
 	return string(b)
 }
 
-// waitFor polls f until it returns true or the timeout passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, f func() bool) {
+// waitFor polls f (every 200 ms: f often runs cove) until it returns true,
+// for up to testutil.PatienceUpTo(t, maxWait).
+func waitFor(t *testing.T, what string, f func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	patience := testutil.PatienceUpTo(t, maxWait)
+	deadline := time.Now().Add(patience)
 	for time.Now().Before(deadline) {
 		if f() {
 			return
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	t.Fatalf("gave up after %s waiting for %s", patience, what)
 }
 
 // hostLeftovers lists what a runner left on the host: mounts under dir,

@@ -66,7 +66,7 @@ echo planted
 		})
 		carol.must("env", "create", repo, "--name", "plant", "--wait", "--timeout", "3m")
 		carolID := field(carol.envJSON("plant"), "id")
-		waitFor(t, "carol's lifecycle commands", 60*time.Second, func() bool {
+		waitFor(t, "carol's lifecycle commands", func() bool {
 			return field(carol.envJSON("plant"), "status", "devcontainer", "phase") == "SUB_PHASE_READY"
 		})
 		logs := carol.must("env", "logs", "plant")
@@ -180,7 +180,7 @@ echo swapping
 `,
 		})
 		carol.must("env", "create", repo, "--name", "steal", "--wait", "--timeout", "3m")
-		waitFor(t, "the features installed", 60*time.Second, func() bool {
+		waitFor(t, "the features installed", func() bool {
 			return field(carol.envJSON("steal"), "status", "devcontainer", "phase") == "SUB_PHASE_READY"
 		})
 		carol.must("env", "stop", "steal", "--wait")

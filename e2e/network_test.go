@@ -11,7 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/covedev/cove/internal/testutil"
 )
 
 // outsideNS makes a network namespace playing "the internet": a veth from the
@@ -133,13 +134,13 @@ func TestNetworking(t *testing.T) {
 	if out, code := sh("a", "cd /workspaces/repo && httpd -p 3000 && echo started"); code != 0 {
 		t.Fatalf("httpd in a: %q", out)
 	}
-	waitFor(t, "port 3000 to be discovered", 10*time.Second, func() bool {
+	waitFor(t, "port 3000 to be discovered", func() bool {
 		return strings.Contains(u.must("ports", "list", "a"), "3000")
 	})
 	local := freePort(t)
 	stop := u.background("port-forward", "a", strings.Split(local, ":")[1]+":3000")
 	defer stop()
-	waitFor(t, "cove port-forward", 20*time.Second, func() bool {
+	waitFor(t, "cove port-forward", func() bool {
 		body, code := httpGet("http://"+local+"/", "")
 		return code == 200 && strings.Contains(body, "hello from the environment")
 	})
@@ -152,7 +153,7 @@ func TestNetworking(t *testing.T) {
 		t.Fatalf("owner through the proxy: %d %q", code, body)
 	}
 	u.must("ports", "share", "a", "3000", "--visibility", "public")
-	waitFor(t, "public port to open", 35*time.Second, func() bool {
+	waitFor(t, "public port to open", func() bool {
 		body, code := httpGet(url, "")
 		return code == 200 && strings.Contains(body, "hello from the environment")
 	})
@@ -168,7 +169,7 @@ func TestNetworking(t *testing.T) {
 	}
 	req, _ := http.NewRequest("GET", byName, nil)
 	req.Header.Set("Accept", "text/html")
-	resp, err := (&http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	resp, err := (&http.Client{Timeout: testutil.MaxWait, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestNetworking(t *testing.T) {
 	}
 
 	// Requests through the proxy count as activity.
-	waitFor(t, "proxy activity in status", 30*time.Second, func() bool {
+	waitFor(t, "proxy activity in status", func() bool {
 		j := u.envJSON("a")
 		return field(j, "status", "activity", "lastActive") != "" && field(j, "status", "activity", "reason") == "port proxy"
 	})
@@ -198,7 +199,7 @@ func httpGet(url, token string) (string, int) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	resp, err := (&http.Client{Timeout: testutil.MaxWait}).Do(req)
 	if err != nil {
 		return err.Error(), 0
 	}

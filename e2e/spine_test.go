@@ -76,13 +76,13 @@ func newClusterWith(t *testing.T, extra ...string) *cluster {
 		forceClean(t, dir, c.cgroup, c.runcRoots...)
 	})
 	c.up.start()
-	waitFor(t, "cove up to log the CLI in", 30*time.Second, func() bool {
+	waitFor(t, "cove up to log the CLI in", func() bool {
 		_, _, code := c.user.run("whoami")
 		return code == 0
 	})
 	// The runner joins (and rotates its token) in the background: wait
 	// until the server sees it, so creates are scheduled.
-	waitFor(t, "cove up's runner to be active", 30*time.Second, func() bool {
+	waitFor(t, "cove up's runner to be active", func() bool {
 		out, _, code := c.user.run("runner", "list")
 		return code == 0 && slices.Contains(strings.Fields(out), "ACTIVE")
 	})
@@ -188,8 +188,8 @@ func TestSpine(t *testing.T) {
 	startsBefore := c.up.count("step=start ")
 	c.up.kill9()
 	c.up.start()
-	waitFor(t, "cove up to come back", 30*time.Second, func() bool { _, _, code := u.run("whoami"); return code == 0 })
-	waitFor(t, "the environment to be reachable again", 60*time.Second, func() bool {
+	waitFor(t, "cove up to come back", func() bool { _, _, code := u.run("whoami"); return code == 0 })
+	waitFor(t, "the environment to be reachable again", func() bool {
 		_, code := u.ssh("demo.cove", "--", "true")
 		return code == 0
 	})
@@ -241,7 +241,7 @@ func testLocalForward(t *testing.T, u *env) {
 	ctxCmd := u.sshBackground("-N", "-L", lport+":127.0.0.1:8765", "demo.cove")
 	defer ctxCmd()
 	var reply string
-	waitFor(t, "ssh -L to forward", 20*time.Second, func() bool {
+	waitFor(t, "ssh -L to forward", func() bool {
 		conn, err := net.DialTimeout("tcp", lport, time.Second)
 		if err != nil {
 			return false
@@ -267,10 +267,10 @@ func TestRunnerKilledMidCreate(t *testing.T) {
 	reg := images(t)
 	repo := gitRepo(t, filepath.Join(c.dir, "repo"), map[string]string{"README.md": "x\n"})
 	u.must("env", "create", repo, "--name", "half", "--image", reg+"/test/debian:latest")
-	waitFor(t, "the clone step", 60*time.Second, func() bool { return c.up.count("step=clone ") > 0 })
+	waitFor(t, "the clone step", func() bool { return c.up.count("step=clone ") > 0 })
 	c.up.kill9()
 	c.up.start()
-	waitFor(t, "cove up to come back", 30*time.Second, func() bool { _, _, code := u.run("whoami"); return code == 0 })
+	waitFor(t, "cove up to come back", func() bool { _, _, code := u.run("whoami"); return code == 0 })
 	u.must("env", "start", "half", "--wait", "--timeout", "2m")
 	if out, _, code := u.run("ssh", "half", "--", "cat /workspaces/repo/README.md"); code != 0 || out != "x\n" {
 		t.Fatalf("ssh after an interrupted create: %d %q", code, out)

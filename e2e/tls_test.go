@@ -32,7 +32,7 @@ func TestServerTLS(t *testing.T) {
 	t.Cleanup(srv.stop)
 	var token string
 	re := regexp.MustCompile(`--token (cove_pat_\S+)`)
-	waitFor(t, "the bootstrap token", 20*time.Second, func() bool {
+	waitFor(t, "the bootstrap token", func() bool {
 		m := re.FindStringSubmatch(srv.logTail())
 		if m != nil {
 			token = m[1]
