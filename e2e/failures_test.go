@@ -25,7 +25,6 @@ func TestClearFailures(t *testing.T) {
 		want string
 	}{
 		{"unknown-image", []string{repo, "--image", reg + "/test/nope:latest"}, `image "` + reg + `/test/nope:latest" not found`},
-		{"no-registry", []string{repo, "--image", "127.0.0.1:1/test/busybox:latest"}, "registry 127.0.0.1:1 unreachable"},
 		{"bad-git-url", []string{"file:///nonexistent/repo.git", "--image", reg + "/test/busybox:latest"}, "git clone"},
 	}
 	for _, tc := range cases {
@@ -43,6 +42,20 @@ func TestClearFailures(t *testing.T) {
 			}
 		})
 	}
+
+	// A registry that does not answer is a failure that may heal: the
+	// environment is not stopped, and its status says why it waits and
+	// when it tries again.
+	u.must("env", "create", "--name", "no-registry", repo, "--image", "127.0.0.1:1/test/busybox:latest")
+	waitFor(t, "the retry shown in the machine sub-status", func() bool {
+		j := u.envJSON("no-registry")
+		msg := field(j, "status", "machine", "message")
+		return strings.Contains(msg, "registry 127.0.0.1:1 unreachable") && strings.Contains(msg, "retrying in")
+	})
+	if j := u.envJSON("no-registry"); field(j, "status", "phase") == "ENVIRONMENT_PHASE_STOPPED" || field(j, "status", "failureMessage") != "" {
+		t.Fatalf("an unreachable registry stopped the environment: %s %q", field(j, "status", "phase"), field(j, "status", "failureMessage"))
+	}
+	u.must("env", "delete", "no-registry", "--wait")
 
 	// The failed start kept the cloned workspace; fixing the input (here:
 	// the registry comes back under the same name) and starting again works.

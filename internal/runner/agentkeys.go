@@ -16,6 +16,7 @@ import (
 
 	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/atomicfile"
+	"github.com/covedev/cove/internal/guest"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -79,14 +80,14 @@ func (k *agentKeys) host(id string) ssh.Signer { return k.signer("host", id) }
 // accepts, and its host key, readable by the container's root (host uid
 // owner) only.
 func (k *agentKeys) write(etcDir, id string, owner uint32) error {
-	if err := os.WriteFile(filepath.Join(etcDir, "runner_keys"), ssh.MarshalAuthorizedKey(k.client(id).PublicKey()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(etcDir, guest.RunnerKeysName), ssh.MarshalAuthorizedKey(k.client(id).PublicKey()), 0o644); err != nil {
 		return err
 	}
 	blk, err := ssh.MarshalPrivateKey(k.derive("host", id), "cove agent "+id)
 	if err != nil {
 		return err
 	}
-	p := filepath.Join(etcDir, "host_key")
+	p := filepath.Join(etcDir, guest.HostKeyName)
 	f, err := os.OpenFile(p+".new", os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if errors.Is(err, fs.ErrExist) { // left by a crash
 		if err = os.Remove(p + ".new"); err == nil {

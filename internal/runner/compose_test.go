@@ -3,76 +3,15 @@ package runner
 import (
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
-	"github.com/covedev/cove/internal/compose"
+	"github.com/covedev/cove/internal/envconfig"
 	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/idmap"
-	"github.com/covedev/cove/internal/image"
 	"github.com/covedev/cove/internal/testutil"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
-
-func TestResolveCommand(t *testing.T) {
-	ep, cmd := []string{"/entry.sh"}, []string{"postgres"}
-	tests := []struct {
-		name             string
-		entrypoint, comm []string
-		want             []string
-	}{
-		{"image's", nil, nil, []string{"/entry.sh", "postgres"}},
-		{"command replaces CMD", nil, []string{"sleep", "1"}, []string{"/entry.sh", "sleep", "1"}},
-		{"entrypoint drops CMD", []string{"/bin/sh"}, nil, []string{"/bin/sh"}},
-		{"both", []string{"/bin/sh", "-c"}, []string{"echo hi"}, []string{"/bin/sh", "-c", "echo hi"}},
-		{"empty entrypoint clears it", []string{}, nil, []string{}},
-	}
-	for _, tt := range tests {
-		if got := resolveCommand(ep, cmd, tt.entrypoint, tt.comm); !reflect.DeepEqual(got, tt.want) && !(len(got) == 0 && len(tt.want) == 0) {
-			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
-		}
-	}
-}
-
-func TestMergeEnv(t *testing.T) {
-	got := mergeEnv([]string{"PATH=/bin", "A=1", "B=$A"}, map[string]string{"A": "2", "C": "$PATH"})
-	want := []string{"PATH=/bin", "B=$A", "A=2", "C=$PATH"} // compose values are not expanded again
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("mergeEnv = %q, want %q", got, want)
-	}
-}
-
-func TestImageHealthcheck(t *testing.T) {
-	if imageHealthcheck(image.Config{}) != nil {
-		t.Error("no HEALTHCHECK should give nil")
-	}
-	hc := imageHealthcheck(image.Config{Healthcheck: &v1.HealthConfig{Test: []string{"CMD-SHELL", "true"}, Interval: time.Second}})
-	want := &compose.Healthcheck{Test: []string{"CMD-SHELL", "true"}, Interval: time.Second, Timeout: compose.DefaultHealthTimeout, Retries: compose.DefaultHealthRetries}
-	if !reflect.DeepEqual(hc, want) {
-		t.Errorf("imageHealthcheck = %+v, want %+v", hc, want)
-	}
-}
-
-func TestServiceMounts(t *testing.T) {
-	s := compose.Service{Name: "db", Volumes: []compose.Mount{
-		{Type: compose.MountVolume, Source: "data", Target: "/var/lib/data"},
-		{Type: compose.MountVolume, Target: "/cache/x"},
-		{Type: compose.MountBind, Source: "/w/repo", Target: "/src", ReadOnly: true},
-		{Type: compose.MountTmpfs, Target: "/run"},
-	}}
-	want := []dcMount{
-		{Type: "volume", Source: "data", Target: "/var/lib/data"},
-		{Type: "volume", Source: "anon-db-cache-x", Target: "/cache/x"},
-		{Type: "bind", Source: "/w/repo", Target: "/src", ReadOnly: true},
-		{Type: "tmpfs", Target: "/run"},
-	}
-	if got := serviceMounts(s); !reflect.DeepEqual(got, want) {
-		t.Errorf("serviceMounts = %+v, want %+v", got, want)
-	}
-}
 
 // TestMakeVolume: a new volume starts with the image's content at its
 // target (ownership kept); an existing one is left alone; no content makes
@@ -151,23 +90,23 @@ func TestMakeVolume(t *testing.T) {
 func TestVolumeNames(t *testing.T) {
 	lay := envdir.Layout{Dir: "/data/envs/e1"}
 	for _, bad := range []string{"..", ".", "a/../..", "../x", "/etc", "x\x00y", "-x", "a"} {
-		if d, err := volumeDir(lay, dcMount{Type: "volume", Source: bad, Target: "/v"}); err == nil {
+		if d, err := volumeDir(lay, envconfig.ConfigMount{Type: "volume", Source: bad, Target: "/v"}); err == nil {
 			t.Errorf("volume name %q accepted: %s", bad, d)
 		}
 	}
 	for _, good := range []string{"data", "my-vol_1", "x.y", "e1-bashhistory"} {
-		d, err := volumeDir(lay, dcMount{Type: "volume", Source: good, Target: "/v"})
+		d, err := volumeDir(lay, envconfig.ConfigMount{Type: "volume", Source: good, Target: "/v"})
 		if err != nil || d != "/data/envs/e1/volumes/"+good {
 			t.Errorf("volume name %q: %q, %v", good, d, err)
 		}
 	}
 	// Anonymous volumes are named after their target.
-	if d, err := volumeDir(lay, dcMount{Type: "volume", Target: "/var/lib/x"}); err != nil || d != "/data/envs/e1/volumes/anon-var-lib-x" {
+	if d, err := volumeDir(lay, envconfig.ConfigMount{Type: "volume", Target: "/var/lib/x"}); err != nil || d != "/data/envs/e1/volumes/anon-var-lib-x" {
 		t.Errorf("anonymous volume: %q, %v", d, err)
 	}
-	st := &envState{Image: imageState{DC: &dcState{Mounts: []dcMount{{Type: "volume", Source: "..", Target: "/envdir"}}}}}
-	if err := checkVolumes(lay, st); err == nil || !strings.Contains(err.Error(), `".."`) {
-		t.Errorf("checkVolumes: %v", err)
+	st := &envState{Image: envconfig.Resolved{DC: &envconfig.DevcontainerState{Mounts: []envconfig.ConfigMount{{Type: "volume", Source: "..", Target: "/envdir"}}}}}
+	if err := envconfig.CheckVolumes(&st.Image); err == nil || !strings.Contains(err.Error(), `".."`) {
+		t.Errorf("CheckVolumes: %v", err)
 	}
 }
 

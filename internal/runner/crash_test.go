@@ -14,8 +14,10 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/confine"
 	"github.com/covedev/cove/internal/content"
 	"github.com/covedev/cove/internal/idmap"
+	"github.com/covedev/cove/internal/netenv"
 	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/runtime/runtimetest"
 	"github.com/covedev/cove/internal/sshgw"
@@ -51,6 +53,9 @@ type crashWorld struct {
 	api    *client
 	srv    *lastStatus
 	clones int
+	// compose: the repository is a Docker Compose configuration (an app
+	// and a db service) and the runner has environment networking.
+	compose bool
 	// crashed is the step the runner was killed in; mid: before the
 	// state recorded it.
 	crashed step
@@ -95,23 +100,38 @@ func (c *crashWorld) runner(crashAt int, mid bool) *Runner {
 	id := uint32(os.Getuid())
 	cfg := Config{DataDir: c.dir, Runtime: c.rt, DefaultImage: "registry.invalid/dev:1", RangeBase: id, RangeSize: 1, RangeSlots: 4,
 		AgentBinary: "/bin/true", Log: slog.New(slog.DiscardHandler)}
-	d := deps{images: c.images, net: loopbackNetwork{}, clock: realClock{},
+	var nw network = loopbackNetwork{}
+	if c.compose {
+		nw = fakeNetwork{}
+	}
+	d := deps{images: c.images, net: nw, clock: realClock{},
 		clone: func(_ context.Context, _ content.Source, opts content.Options) (string, error) {
 			c.clones++
 			repo := filepath.Join(opts.WorkspaceDir, "app")
-			if err := os.MkdirAll(repo, 0o755); err != nil {
-				return "", err
+			files := map[string]string{"README": "hi\n"}
+			if c.compose {
+				files[".devcontainer/devcontainer.json"] = `{"dockerComposeFile": "compose.yaml", "service": "app", "workspaceFolder": "/workspaces/app"}`
+				files[".devcontainer/compose.yaml"] = composeYAML
 			}
-			return repo, os.WriteFile(filepath.Join(repo, "README"), []byte("hi\n"), 0o644)
+			for name, text := range files {
+				if err := os.MkdirAll(filepath.Dir(filepath.Join(repo, name)), 0o755); err != nil {
+					return "", err
+				}
+				if err := os.WriteFile(filepath.Join(repo, name), []byte(text), 0o644); err != nil {
+					return "", err
+				}
+			}
+			return repo, nil
 		},
-		chown: func(context.Context, string, idmap.Range, uint32, uint32) error { return nil },
+		chown:  func(context.Context, string, idmap.Range, uint32, uint32) error { return nil },
+		stager: func(ws, _ string) (binder, error) { return pathBinder(ws), nil },
 	}
 	r, err := newRunner(cfg, d, keys, hostKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.agents = fakeAgents{rt: c.rt, idOf: func(sock string) string { return filepath.Base(filepath.Dir(sock)) }}
-	r.steps = r.makeSteps(deps{images: c.images, net: loopbackNetwork{}, agents: r.agents, clock: realClock{}, clone: d.clone, chown: d.chown})
+	r.steps = r.makeSteps(deps{images: c.images, net: nw, agents: r.agents, clock: realClock{}, clone: d.clone, chown: d.chown, stager: d.stager})
 	r.client = c.api
 	if crashAt > 0 {
 		n := 0
@@ -127,6 +147,44 @@ func (c *crashWorld) runner(crashAt int, mid bool) *Runner {
 	}
 	return r
 }
+
+// composeYAML is an app with a db service it depends on, and a volume.
+const composeYAML = `
+services:
+  app:
+    image: registry.invalid/app:1
+    command: ["sleep", "infinity"]
+    volumes:
+      - ../..:/workspaces
+    depends_on: [db]
+  db:
+    image: registry.invalid/db:1
+    command: ["db", "--serve"]
+    volumes:
+      - dbdata:/data
+volumes:
+  dbdata:
+`
+
+// pathBinder "stages" a directory of the workspace by naming it (the fake
+// runtime mounts nothing).
+type pathBinder string
+
+func (b pathBinder) stage(rel string, _ confine.Resolve, _ string) (string, error) {
+	return filepath.Join(string(b), rel), nil
+}
+
+// fakeNetwork gives environments a "namespace" without making one.
+type fakeNetwork struct{}
+
+func (fakeNetwork) Setup(_ context.Context, id, hostname string, _ netenv.Policy, _ idmap.Range) (netenv.Attachment, error) {
+	return netenv.Attachment{ID: id, NetNSPath: "/run/fake-netns/" + id, Hostname: hostname, ResolvConf: "nameserver 10.0.0.1\n",
+		Hosts: "127.0.0.1\tlocalhost\n"}, nil
+}
+func (fakeNetwork) Teardown(context.Context, string) error { return nil }
+func (fakeNetwork) Start(context.Context) error            { return nil }
+func (fakeNetwork) Close(context.Context) error            { return nil }
+func (fakeNetwork) Namespaced() bool                       { return true }
 
 // crashingStep runs a step and then, once, "kills the runner".
 type crashingStep struct {
@@ -198,26 +256,33 @@ func (c *crashWorld) reconcileUntil(r *Runner, env *covev1.Environment) error {
 // nothing done twice that must happen once.
 func TestCrashRestartConverges(t *testing.T) {
 	type transition struct {
-		name string
-		from []func(*covev1.EnvironmentSpec) // the specs the environment converged to first
-		to   func(*covev1.EnvironmentSpec)
+		name    string
+		compose bool
+		from    []func(*covev1.EnvironmentSpec) // the specs the environment converged to first
+		to      func(*covev1.EnvironmentSpec)
 	}
 	run := func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseRunning }
 	stop := func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseStopped }
 	del := func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseDeleted }
 	rebuild := func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseRunning; s.RebuildGeneration++ }
 	transitions := []transition{
-		{"create", nil, run},
-		{"stop", []func(*covev1.EnvironmentSpec){run}, stop},
-		{"start", []func(*covev1.EnvironmentSpec){run, stop}, run},
-		{"rebuild", []func(*covev1.EnvironmentSpec){run}, rebuild},
-		{"delete", []func(*covev1.EnvironmentSpec){run}, del},
-		{"delete stopped", []func(*covev1.EnvironmentSpec){run, stop}, del},
+		{"create", false, nil, run},
+		{"stop", false, []func(*covev1.EnvironmentSpec){run}, stop},
+		{"start", false, []func(*covev1.EnvironmentSpec){run, stop}, run},
+		{"rebuild", false, []func(*covev1.EnvironmentSpec){run}, rebuild},
+		{"delete", false, []func(*covev1.EnvironmentSpec){run}, del},
+		{"delete stopped", false, []func(*covev1.EnvironmentSpec){run, stop}, del},
+		{"compose create", true, nil, run},
+		{"compose stop", true, []func(*covev1.EnvironmentSpec){run}, stop},
+		{"compose start", true, []func(*covev1.EnvironmentSpec){run, stop}, run},
+		{"compose rebuild", true, []func(*covev1.EnvironmentSpec){run}, rebuild},
+		{"compose delete", true, []func(*covev1.EnvironmentSpec){run}, del},
 	}
 	for _, tr := range transitions {
 		// Count the steps of an uninterrupted transition.
 		steps := func() int {
 			c := newCrashWorld(t)
+			c.compose = tr.compose
 			env := c.env()
 			for _, f := range tr.from {
 				c.converge(c.runner(0, false), env, f)
@@ -237,6 +302,7 @@ func TestCrashRestartConverges(t *testing.T) {
 			for _, mid := range []bool{false, true} {
 				t.Run(fmt.Sprintf("%s/step%d/mid=%v", tr.name, k, mid), func(t *testing.T) {
 					c := newCrashWorld(t)
+					c.compose = tr.compose
 					env := c.env()
 					for _, f := range tr.from {
 						c.converge(c.runner(0, false), env, f)
@@ -277,14 +343,14 @@ func (c *crashWorld) check(env *covev1.Environment) {
 	r := c.runner(0, false)
 	lay := r.layout(env.Id)
 	st, err := loadState(lay.State())
-	cs, running := running(c.rt, env.Id)
+	cs, devRunning := running(c.rt, env.Id)
 	last := c.srv.last[env.Id]
 	switch env.Spec.DesiredPhase {
 	case phaseRunning:
 		if err != nil {
 			t.Fatalf("state: %v", err)
 		}
-		if !running {
+		if !devRunning {
 			t.Fatalf("container is %s, want running", cs.Status)
 		}
 		if !c.images.mounted(lay.Rootfs()) {
@@ -305,6 +371,14 @@ func (c *crashWorld) check(env *covev1.Environment) {
 		if last.GetPhase() != phaseRunning {
 			t.Errorf("last reported phase %s, want RUNNING", last.GetPhase())
 		}
+		if c.compose {
+			if _, ok := running(c.rt, svcID(env.Id, "db")); !ok || !c.images.mounted(lay.Service("db").Rootfs()) {
+				t.Error("db service not running on its root file system")
+			}
+			if st.Image.Compose == nil || len(st.Image.Compose.Services) != 1 {
+				t.Errorf("compose state %+v", st.Image.Compose)
+			}
+		}
 		if got := r.ranges.inUse(); len(got) != 2 { // the environment's and the builder's
 			t.Errorf("ranges in use %v, want the environment's and the builder's", got)
 		}
@@ -312,10 +386,12 @@ func (c *crashWorld) check(env *covev1.Environment) {
 		if err != nil {
 			t.Fatalf("state: %v", err)
 		}
-		if s, _ := c.rt.State(context.Background(), env.Id); s.Status != runtime.StatusAbsent {
-			t.Errorf("container is %s, want absent", s.Status)
+		for _, id := range []string{env.Id, svcID(env.Id, "db")} {
+			if s, _ := c.rt.State(context.Background(), id); s.Status != runtime.StatusAbsent {
+				t.Errorf("container %s is %s, want absent", id, s.Status)
+			}
 		}
-		if c.images.mounted(lay.Rootfs()) {
+		if c.images.mounted(lay.Rootfs()) || c.images.mounted(lay.Service("db").Rootfs()) {
 			t.Error("root file system still mounted")
 		}
 		if last.GetPhase() != phaseStopped {

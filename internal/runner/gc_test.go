@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/envconfig"
 	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/image"
@@ -77,8 +78,8 @@ func newGCFixture(t *testing.T) *gcFixture {
 	imgA := imp("cove-build/a:latest")
 	keyA := "sha256:" + strings.Repeat("a", 64)
 	featA := mkdir("images/features/" + keyA)
-	stA := envState{Header: envdir.Header{ID: "a", IDMap: rangeA}, Image: imageState{Digest: imgA.Digest, Layers: append(slices.Clone(imgA.Layers), featA),
-		DC: &dcState{FeaturesKey: keyA}}}
+	stA := envState{Header: envdir.Header{ID: "a", IDMap: rangeA}, Image: envconfig.Resolved{Digest: imgA.Digest, Layers: append(slices.Clone(imgA.Layers), featA),
+		DC: &envconfig.DevcontainerState{FeaturesKey: keyA}}}
 	f.used = append(f.used, imgA.Layers...)
 	f.used = append(f.used, featA,
 		mkdir(filepath.Join("images/shifted", rangeDirName(rangeA), filepath.Base(imgA.Layers[0]))),
@@ -90,8 +91,8 @@ func newGCFixture(t *testing.T) *gcFixture {
 	imgB, imgSvc := imp("cove-build/b:latest"), imp("cove-build/svc:latest")
 	keyB := "sha256:" + strings.Repeat("b", 64)
 	featB := mkdir("images/features/" + keyB)
-	stB := envState{Header: envdir.Header{ID: "b", IDMap: rangeB}, Image: imageState{Digest: imgB.Digest, Layers: imgB.Layers, DC: &dcState{FeaturesKey: keyB},
-		Compose: &composeState{Services: []svcState{{Name: "db", ImageDigest: imgSvc.Digest, Layers: imgSvc.Layers}}}}}
+	stB := envState{Header: envdir.Header{ID: "b", IDMap: rangeB}, Image: envconfig.Resolved{Digest: imgB.Digest, Layers: imgB.Layers, DC: &envconfig.DevcontainerState{FeaturesKey: keyB},
+		Compose: &envconfig.ComposeState{Services: []envconfig.ServiceState{{Name: "db", ImageDigest: imgSvc.Digest, Layers: imgSvc.Layers}}}}}
 	f.used = append(f.used, featB)
 	f.used = append(f.used, imgB.Layers...)
 	f.used = append(f.used, imgSvc.Layers...)

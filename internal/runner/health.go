@@ -15,7 +15,9 @@ import (
 	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/compose"
 	"github.com/covedev/cove/internal/confine"
+	"github.com/covedev/cove/internal/envconfig"
 	"github.com/covedev/cove/internal/envdir"
+	"github.com/covedev/cove/internal/guest"
 	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/tailbuf"
 	"github.com/covedev/cove/internal/usererr"
@@ -36,7 +38,7 @@ func (m *startStep) waitDeps(ctx context.Context, envID string, lay envdir.Layou
 		if !ok || dep == st.Image.Compose.DevService {
 			continue // the dev service is started before what comes after it
 		}
-		s, _ := st.Image.Compose.service(dep)
+		s, _ := st.Image.Compose.Service(dep)
 		switch cond {
 		case compose.ConditionHealthy:
 			note(fmt.Sprintf("waiting for service %s to be healthy", dep))
@@ -56,7 +58,7 @@ func (m *startStep) waitDeps(ctx context.Context, envID string, lay envdir.Layou
 // waitHealthy runs s's healthcheck until it passes. It fails when the
 // service exits, or when checks keep failing past its start period plus
 // retries intervals (Docker's "unhealthy").
-func (m *startStep) waitHealthy(ctx context.Context, envID string, lay envdir.Layout, s *svcState) error {
+func (m *startStep) waitHealthy(ctx context.Context, envID string, lay envdir.Layout, s *envconfig.ServiceState) error {
 	hc := s.Healthcheck
 	if hc == nil || len(hc.Test) == 0 || hc.Test[0] == "NONE" {
 		return usererr.New("service %s has no healthcheck", s.Name)
@@ -139,7 +141,7 @@ func (m *startStep) checkHealth(ctx context.Context, ep agentclient.Endpoint, re
 }
 
 // waitCompleted waits for s to exit and checks its exit code.
-func (m *startStep) waitCompleted(ctx context.Context, envID string, lay envdir.Layout, s *svcState) error {
+func (m *startStep) waitCompleted(ctx context.Context, envID string, lay envdir.Layout, s *envconfig.ServiceState) error {
 	for {
 		cs, err := m.rt.State(ctx, svcID(envID, s.Name))
 		if err != nil {
@@ -165,7 +167,7 @@ func (m *startStep) waitCompleted(ctx context.Context, envID string, lay envdir.
 
 // serviceRunning fails (with the service's exit code and last output) if s
 // is no longer running.
-func (m *startStep) serviceRunning(ctx context.Context, envID string, lay envdir.Layout, s *svcState) error {
+func (m *startStep) serviceRunning(ctx context.Context, envID string, lay envdir.Layout, s *envconfig.ServiceState) error {
 	cs, err := m.rt.State(ctx, svcID(envID, s.Name))
 	if err != nil {
 		return err
@@ -182,13 +184,13 @@ func (m *startStep) serviceRunning(ctx context.Context, envID string, lay envdir
 
 // exitCode reads the exit code the service's agent recorded. The run
 // directory belongs to the service: no links, a regular file, a few bytes.
-func exitCode(lay envdir.Layout, s *svcState) (int, error) {
+func exitCode(lay envdir.Layout, s *envconfig.ServiceState) (int, error) {
 	run, err := confine.OpenDir(lay.Service(s.Name).Run())
 	if err != nil {
 		return 0, err
 	}
 	defer run.Close()
-	b, err := run.ReadFile(filepath.Base(svcExitCode), 16, confine.Beneath)
+	b, err := run.ReadFile(filepath.Base(guest.ExitCodeFile), 16, confine.Beneath)
 	if err != nil {
 		return 0, err
 	}
@@ -198,7 +200,7 @@ func exitCode(lay envdir.Layout, s *svcState) (int, error) {
 // removeExitCode forgets a previous run's exit code (unlinking a name
 // never follows it).
 func removeExitCode(sl envdir.Layout) error {
-	err := os.Remove(filepath.Join(sl.Run(), filepath.Base(svcExitCode)))
+	err := os.Remove(filepath.Join(sl.Run(), filepath.Base(guest.ExitCodeFile)))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

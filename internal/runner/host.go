@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/confine"
@@ -23,18 +22,6 @@ func (r *Runner) agentEndpoint(envID string) agentclient.Endpoint {
 // serviceEndpoint is how the runner reaches a sibling service's agent.
 func (r *Runner) serviceEndpoint(lay envdir.Layout, envID, service string) agentclient.Endpoint {
 	return r.keys.endpoint(lay.Service(service).AgentSocket(), svcID(envID, service))
-}
-
-// probeAgent completes an SSH handshake with the agent at ep (its own host
-// key, its own client key).
-func (r *Runner) probeAgent(ctx context.Context, ep agentclient.Endpoint) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	c, err := agentclient.Dial(ctx, ep)
-	if err != nil {
-		return err
-	}
-	return c.Close()
 }
 
 // checkNoMounts fails if anything at or under dir is a mount point (from

@@ -134,7 +134,7 @@ func (w *worker) decoratePorts(st *covev1.EnvironmentStatus) {
 			v = covev1.PortVisibility_PORT_VISIBILITY_PRIVATE
 		}
 		p := &covev1.Port{Port: int32(n), Address: address, Visibility: v, Url: w.r.portURL(w.env, n)}
-		w.dcPorts.decorate(p)
+		decoratePort(w.dcPorts, p)
 		return p
 	}
 	seen := map[int]bool{}
@@ -143,7 +143,7 @@ func (w *worker) decoratePorts(st *covev1.EnvironmentStatus) {
 		st.Ports = append(st.Ports, port(p.Port, p.Address))
 	}
 	// devcontainer.json forwardPorts are reported before anything listens.
-	for _, n := range w.dcPorts.forwardPorts() {
+	for _, n := range w.dcPorts.ForwardPorts() {
 		if !seen[n] {
 			seen[n] = true
 			st.Ports = append(st.Ports, port(n, ""))

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/covedev/cove/internal/content"
 	"github.com/covedev/cove/internal/envdir"
+	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/usererr"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
@@ -121,11 +123,13 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	st = e.st
 	if err != nil {
 		msg, visible := usererr.Message(err)
-		if !visible || desired != phaseRunning || st == nil {
-			// Internal errors (and any stop/delete error) are retried; the
-			// sub-status says so, so nobody waits without knowing why.
-			r.log.Error("reconcile step failed", "env", env.Id, "err", err)
-			w.sub(&w.machine, subInProgress, "retrying after error: "+err.Error())
+		if !visible || desired != phaseRunning || st == nil || errdefs.Retryable(err) {
+			// Internal errors, failures that may heal on their own (a
+			// registry or git server unreachable) and any stop/delete error
+			// are retried with backoff; the sub-status says so, so nobody
+			// waits without knowing why.
+			r.log.Error("reconcile step failed", "env", env.Id, "err", err, "category", errdefs.CategoryOf(err))
+			w.sub(&w.machine, subInProgress, retryMessage(err, w.retryDelay()))
 			_ = w.setStatus(ctx, r.status(env, st, transitional, ""))
 			return false, err
 		}
@@ -245,4 +249,14 @@ type failureState struct {
 // between a start and its record).
 func startedOnce(st *envState) bool {
 	return st != nil && (st.Start.StartedOnce || st.Lifecycle.Pid != 0)
+}
+
+// retryMessage is the machine sub-status while a failed step waits to be
+// retried: the error's message when users may see it ("registry
+// unreachable: …, retrying in 8s"), else the error.
+func retryMessage(err error, in time.Duration) string {
+	if msg, ok := usererr.Message(err); ok {
+		return fmt.Sprintf("%s, retrying in %s", msg, in.Round(time.Second))
+	}
+	return "retrying after error: " + err.Error()
 }

@@ -173,7 +173,8 @@ func New(cfg Config) (*Runner, error) {
 		return nil, err
 	}
 	d := deps{images: hostImages{images}, net: loopbackNetwork{}, pool: agentclient.NewPool(), clock: realClock{},
-		clone: content.Clone, chown: content.Chown}
+		clone: content.Clone, chown: content.Chown,
+		stager: func(ws, dir string) (binder, error) { return newStager(ws, dir) }}
 	if cfg.Network != nil {
 		d.net = cfg.Network
 	}
@@ -191,6 +192,7 @@ type deps struct {
 	clock  clock
 	clone  cloner
 	chown  func(ctx context.Context, dir string, m idmap.Range, uid, gid uint32) error
+	stager func(workspace, dir string) (binder, error)
 }
 
 // newRunner is the composition root: the runner, its steps and what they
@@ -198,6 +200,9 @@ type deps struct {
 func newRunner(cfg Config, d deps, keys *agentKeys, hostKey ssh.Signer) (*Runner, error) {
 	if d.pool == nil {
 		d.pool = agentclient.NewPool()
+	}
+	if d.stager == nil {
+		d.stager = func(ws, dir string) (binder, error) { return newStager(ws, dir) }
 	}
 	r := &Runner{
 		cfg: cfg, log: cfg.Log, images: d.images, rt: cfg.Runtime, keys: keys, hostKey: hostKey,

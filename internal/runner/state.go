@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/covedev/cove/internal/envconfig"
 	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/idmap"
 )
@@ -21,15 +22,15 @@ import (
 // (envdir versions and migrates the file).
 type envState struct {
 	envdir.Header
-	Content   contentState   `json:"content"`
-	Mount     mountState     `json:"mount"`
-	Network   networkState   `json:"network"`
-	Image     imageState     `json:"image"`
-	Features  featuresState  `json:"features"`
-	Lifecycle lifecycleState `json:"lifecycle"`
-	Start     startState     `json:"start"`
-	Rebuild   rebuildState   `json:"rebuild"`
-	Failure   failureState   `json:"failure"`
+	Content   contentState       `json:"content"`
+	Mount     mountState         `json:"mount"`
+	Network   networkState       `json:"network"`
+	Image     envconfig.Resolved `json:"image"`
+	Features  featuresState      `json:"features"`
+	Lifecycle lifecycleState     `json:"lifecycle"`
+	Start     startState         `json:"start"`
+	Rebuild   rebuildState       `json:"rebuild"`
+	Failure   failureState       `json:"failure"`
 }
 
 func loadState(path string) (*envState, error) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/features"
+	"github.com/covedev/cove/internal/guest"
 	"github.com/covedev/cove/internal/runtime"
 )
 
@@ -62,18 +63,14 @@ func (f featuresStep) run(ctx context.Context, e *stepEnv) error {
 	if st.Features.FailedPid == cs.Pid && cs.Pid != 0 {
 		return nil // failed in this container; the next start tries again
 	}
-	c, err := f.agents.client(ctx, e.id(), f.endpoint(e.id()))
-	if err != nil {
-		return err
-	}
-	logf, err := os.OpenFile(e.lay.LogFile(), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	c, logf, err := agentAndLog(ctx, f.agents, f.endpoint, e)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
 	e.rep.sub(subDevcontainer, subInProgress, "installing features")
 	fmt.Fprintln(logf, "Installing features...")
-	code, err := c.Exec(ctx, agentclient.ExecRequest{User: "root", Dir: "/", Shell: "sh " + featuresDir + "/install.sh", Stdout: logf, Stderr: logf})
+	code, err := c.Exec(ctx, agentclient.ExecRequest{User: "root", Dir: "/", Shell: "sh " + guest.FeaturesInstallScript, Stdout: logf, Stderr: logf})
 	if err != nil {
 		return fmt.Errorf("install features: %w", err)
 	}
@@ -94,4 +91,18 @@ func (f featuresStep) run(ctx context.Context, e *stepEnv) error {
 	release()
 	st.Features = featuresState{Installed: true, InstalledPid: cs.Pid, RestartPending: len(dc.Entrypoints) > 0}
 	return nil
+}
+
+// agentAndLog connects to the dev container's agent (pooled) and opens the
+// lifecycle log, which commands run through the agent write to.
+func agentAndLog(ctx context.Context, agents agentDialer, endpoint func(string) agentclient.Endpoint, e *stepEnv) (*agentclient.Client, *os.File, error) {
+	c, err := agents.client(ctx, e.id(), endpoint(e.id()))
+	if err != nil {
+		return nil, nil, err
+	}
+	logf, err := os.OpenFile(e.lay.LogFile(), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, logf, nil
 }

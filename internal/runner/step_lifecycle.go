@@ -2,9 +2,9 @@ package runner
 
 import (
 	"context"
-	"os"
 
 	"github.com/covedev/cove/internal/agentclient"
+	"github.com/covedev/cove/internal/envconfig"
 	"github.com/covedev/cove/internal/lifecycle"
 	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/usererr"
@@ -44,17 +44,13 @@ func (l lifecycleStep) run(ctx context.Context, e *stepEnv) error {
 		st.Lifecycle.Pid = cs.Pid
 		return nil
 	}
-	if hooksEmpty(dc.Hooks) {
+	if envconfig.HooksEmpty(dc.Hooks) {
 		e.rep.ready()
 		st.Lifecycle.Pid = cs.Pid
 		e.rep.sub(subDevcontainer, subReady, "")
 		return nil
 	}
-	c, err := l.agents.client(ctx, e.id(), l.endpoint(e.id()))
-	if err != nil {
-		return err
-	}
-	logf, err := os.OpenFile(e.lay.LogFile(), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	c, logf, err := agentAndLog(ctx, l.agents, l.endpoint, e)
 	if err != nil {
 		return err
 	}

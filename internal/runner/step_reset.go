@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+
+	"github.com/covedev/cove/internal/envconfig"
 )
 
 // rebuildState is the reset step's section.
@@ -34,7 +36,7 @@ func (resetStep) run(_ context.Context, e *stepEnv) error {
 		}
 	}
 	st.Rebuild.Generation = e.env.GetSpec().GetRebuildGeneration()
-	st.Image, st.Features, st.Lifecycle = imageState{Ref: st.Image.Ref}, featuresState{}, lifecycleState{}
+	st.Image, st.Features, st.Lifecycle = envconfig.Resolved{Ref: st.Image.Ref}, featuresState{}, lifecycleState{}
 	if err := saveState(lay.State(), st); err != nil { // before anything is removed
 		return err
 	}

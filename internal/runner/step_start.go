@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/covedev/cove/internal/confine"
 	"github.com/covedev/cove/internal/runtime"
 )
 
@@ -24,6 +25,14 @@ type startStep struct {
 	agentBinary string // mounted at /.cove/bin/cove
 	classes     classes
 	log         *slog.Logger
+	// stager stages one container's bind sources (newStager).
+	stager func(workspace, dir string) (binder, error)
+}
+
+// binder gives a directory of the workspace a staging point the runtime
+// can mount (stage.go).
+type binder interface {
+	stage(rel string, how confine.Resolve, what string) (string, error)
 }
 
 func (m *startStep) run(ctx context.Context, e *stepEnv) error {

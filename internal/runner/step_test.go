@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/covedev/cove/internal/envconfig"
 	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/lifecycle"
@@ -92,7 +93,7 @@ type stepFunc func(context.Context, *stepEnv) error
 func (f stepFunc) run(ctx context.Context, e *stepEnv) error { return f(ctx, e) }
 
 func TestResetStep(t *testing.T) {
-	st := &envState{Image: imageState{Ref: "img", Digest: "sha256:x", Layers: []string{"/l"}, DC: &dcState{FeaturesKey: "k"}},
+	st := &envState{Image: envconfig.Resolved{Ref: "img", Digest: "sha256:x", Layers: []string{"/l"}, DC: &envconfig.DevcontainerState{FeaturesKey: "k"}},
 		Features: featuresState{Installed: true}, Lifecycle: lifecycleState{CreatedDone: true, Pid: 3}, Content: contentState{RepoName: "app", Ready: true}}
 	e, _ := testStepEnv(t, st)
 	for _, d := range []string{e.lay.Upper(), e.lay.Work(), e.lay.Service("db").Upper(), e.lay.Workspace()} {
@@ -132,8 +133,8 @@ func TestLifecycleStepWithoutCommands(t *testing.T) {
 		st   *envState
 	}{
 		{"no devcontainer.json", &envState{}},
-		{"no commands", &envState{Image: imageState{DC: &dcState{}}}},
-		{"features failed in this container", &envState{Image: imageState{DC: &dcState{Hooks: hooksWithPostStart()}}, Features: featuresState{FailedPid: 42}}},
+		{"no commands", &envState{Image: envconfig.Resolved{DC: &envconfig.DevcontainerState{}}}},
+		{"features failed in this container", &envState{Image: envconfig.Resolved{DC: &envconfig.DevcontainerState{Hooks: hooksWithPostStart()}}, Features: featuresState{FailedPid: 42}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e, rec := testStepEnv(t, tt.st)
@@ -152,11 +153,11 @@ func TestFeaturesStepNothingPending(t *testing.T) {
 	rt := runtimetest.NewFake()
 	rt.Set("e1", runtime.State{Status: runtime.StatusRunning, Pid: 42})
 	for name, st := range map[string]*envState{
-		"no features":       {Image: imageState{DC: &dcState{}}},
-		"installed":         {Image: imageState{DC: &dcState{FeaturesPending: true}}, Features: featuresState{Installed: true}},
-		"failed here":       {Image: imageState{DC: &dcState{FeaturesPending: true}}, Features: featuresState{FailedPid: 42}},
+		"no features":       {Image: envconfig.Resolved{DC: &envconfig.DevcontainerState{}}},
+		"installed":         {Image: envconfig.Resolved{DC: &envconfig.DevcontainerState{FeaturesPending: true}}, Features: featuresState{Installed: true}},
+		"failed here":       {Image: envconfig.Resolved{DC: &envconfig.DevcontainerState{FeaturesPending: true}}, Features: featuresState{FailedPid: 42}},
 		"no devcontainer":   {},
-		"cached layer used": {Image: imageState{DC: &dcState{FeaturesKey: "k"}}},
+		"cached layer used": {Image: envconfig.Resolved{DC: &envconfig.DevcontainerState{FeaturesKey: "k"}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			e, rec := testStepEnv(t, st)

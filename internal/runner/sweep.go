@@ -77,6 +77,6 @@ func (r *Runner) owns(env, service string) bool {
 	if st.Image.Compose == nil {
 		return false
 	}
-	_, ok := st.Image.Compose.service(service)
+	_, ok := st.Image.Compose.Service(service)
 	return ok
 }

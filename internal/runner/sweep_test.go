@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/covedev/cove/internal/envconfig"
 	"github.com/covedev/cove/internal/runtime"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 )
@@ -18,7 +19,7 @@ func TestSweep(t *testing.T) {
 	c.converge(r, env, func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseRunning })
 	st, err := loadState(r.layout(env.Id).State())
 	must(t, err)
-	st.Image.Compose = &composeState{DevService: "app", Order: []string{"db", "app"}, Services: []svcState{{Name: "db"}}}
+	st.Image.Compose = &envconfig.ComposeState{DevService: "app", Order: []string{"db", "app"}, Services: []envconfig.ServiceState{{Name: "db"}}}
 	must(t, saveState(r.layout(env.Id).State(), st))
 	running := runtime.State{Status: runtime.StatusRunning, Pid: 7}
 	for _, id := range []string{"env1-db", "env1-cache", "other-runner-env", "env1-old-svc"} {

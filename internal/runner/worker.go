@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/covedev/cove/internal/envconfig"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -38,7 +39,7 @@ type worker struct {
 	content    *covev1.SubStatus
 	machine    *covev1.SubStatus
 	devc       *covev1.SubStatus // devcontainer: features, lifecycle; nil until known
-	dcPorts    *dcPorts          // devcontainer.json forwardPorts/portsAttributes
+	dcPorts    *envconfig.Ports  // devcontainer.json forwardPorts/portsAttributes
 	ports      portWatch         // listening ports while running (ports.go)
 }
 

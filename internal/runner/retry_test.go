@@ -1,0 +1,69 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/covedev/cove/internal/errdefs"
+	"github.com/covedev/cove/internal/usererr"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+)
+
+// TestTransientFailuresRetry: an image step that fails because the
+// registry is unreachable is retried — the status says so and when — and
+// the environment comes up once the registry answers, with nobody typing
+// `cove env start`; a registry that says the image does not exist stops it
+// with the message until the spec changes.
+func TestTransientFailuresRetry(t *testing.T) {
+	c := newCrashWorld(t)
+	env := c.env()
+	env.Spec.DesiredPhase, env.Spec.SpecVersion = phaseRunning, 1
+	r := c.runner(0, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &worker{r: r, id: env.Id, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), env: env,
+		content: &covev1.SubStatus{}, machine: &covev1.SubStatus{}, retryIn: 8e9}
+
+	c.images.pullErr = usererr.Wrap(errdefs.Unavailable(errors.New("connection refused")), "registry registry.invalid unreachable: connection refused")
+	if _, err := r.reconcile(ctx, w, env); err == nil {
+		t.Fatal("reconcile succeeded with the registry down")
+	}
+	st, err := loadState(r.layout(env.Id).State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Failure.SpecVersion != 0 {
+		t.Fatalf("a transient failure stopped the environment: %+v", st.Failure)
+	}
+	last := c.srv.last[env.Id]
+	if msg := last.GetMachine().GetMessage(); !strings.Contains(msg, "unreachable") || !strings.Contains(msg, "retrying in 8s") {
+		t.Errorf("machine sub-status %q, want the reason and the retry", msg)
+	}
+	if last.GetPhase() == phaseStopped {
+		t.Errorf("phase %s during a retry", last.GetPhase())
+	}
+	c.images.pullErr = nil // the registry is back
+	if err := c.reconcileUntil(r, env); err != nil {
+		t.Fatal(err)
+	}
+	c.check(env)
+
+	// Terminal: the image does not exist.
+	c2 := newCrashWorld(t)
+	env2 := c2.env()
+	env2.Spec.DesiredPhase, env2.Spec.SpecVersion = phaseRunning, 1
+	c2.images.pullErr = usererr.Wrap(errdefs.NotFound(errors.New("MANIFEST_UNKNOWN")), "image registry.invalid/dev:1 not found")
+	r2 := c2.runner(0, false)
+	w2 := &worker{r: r2, id: env2.Id, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), env: env2,
+		content: &covev1.SubStatus{}, machine: &covev1.SubStatus{}}
+	for pass := 0; pass < 2; pass++ { // the failure, then the pass that reports it
+		if _, err := r2.reconcile(ctx, w2, env2); err != nil {
+			t.Fatalf("pass %d: %v", pass, err)
+		}
+	}
+	if got := c2.srv.last[env2.Id]; got.GetPhase() != phaseStopped || !strings.Contains(got.GetFailureMessage(), "not found") {
+		t.Errorf("status %v %q, want STOPPED with the message", got.GetPhase(), got.GetFailureMessage())
+	}
+}
