@@ -20,23 +20,23 @@ type cgroupParentRemover interface {
 // environment is left on this runner (R3 of the 2026-12 review). With
 // environments on disk it stays: they keep running, or start again, under
 // it.
-func (r *Runner) removeCgroupParent() {
-	c, ok := r.rt.(cgroupParentRemover)
+func (j *janitor) removeCgroupParent() {
+	c, ok := j.rt.(cgroupParentRemover)
 	if !ok {
 		return
 	}
-	ents, err := os.ReadDir(filepath.Join(r.cfg.DataDir, "envs"))
+	ents, err := os.ReadDir(filepath.Join(j.dataDir, "envs"))
 	if err != nil || len(ents) > 0 {
 		return
 	}
 	removed, err := c.RemoveCgroupParent()
 	switch {
 	case err != nil:
-		r.log.Warn("cgroup parent not removed", "err", err)
+		j.log.Warn("cgroup parent not removed", "err", err)
 	case removed:
-		r.log.Info("no environments left: cgroup parent removed")
+		j.log.Info("no environments left: cgroup parent removed")
 	default:
-		r.log.Info("cgroup parent kept: something still runs below it")
+		j.log.Info("cgroup parent kept: something still runs below it")
 	}
 }
 
@@ -50,16 +50,16 @@ type cgroupParentLimiter interface {
 // the host's memory less resources.HostReserve (R4 of the 2026-12 review):
 // however many are busy, the kernel reclaims and OOM-kills inside
 // environments before it touches the runner, its gateway and proxy.
-func (r *Runner) limitEnvironmentsMemory() {
-	l, ok := r.rt.(cgroupParentLimiter)
+func (j *janitor) limitEnvironmentsMemory() {
+	l, ok := j.rt.(cgroupParentLimiter)
 	host := memTotal()
 	if !ok || host <= 0 {
 		return
 	}
 	reserve := resources.HostReserve(host)
 	if err := l.LimitCgroupParent(host - reserve); err != nil {
-		r.log.Warn("environments' memory not capped as a whole", "err", err)
+		j.log.Warn("environments' memory not capped as a whole", "err", err)
 		return
 	}
-	r.log.Info("environments' memory capped as a whole", "bytes", host-reserve, "hostBytes", host, "reservedBytes", reserve)
+	j.log.Info("environments' memory capped as a whole", "bytes", host-reserve, "hostBytes", host, "reservedBytes", reserve)
 }

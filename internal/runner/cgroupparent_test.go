@@ -32,14 +32,14 @@ func TestRemoveCgroupParentOnlyWithoutEnvironments(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "envs", "e1"), 0o711); err != nil {
 		t.Fatal(err)
 	}
-	r.removeCgroupParent()
+	r.janitor().removeCgroupParent()
 	if rt.calls != 0 {
 		t.Fatal("cgroup parent removed while an environment exists")
 	}
 	if err := os.Remove(filepath.Join(dir, "envs", "e1")); err != nil {
 		t.Fatal(err)
 	}
-	r.removeCgroupParent()
+	r.janitor().removeCgroupParent()
 	if rt.calls != 1 {
 		t.Fatalf("cgroup parent removal called %d times with no environments, want 1", rt.calls)
 	}
@@ -51,7 +51,7 @@ func TestRemoveCgroupParentOnlyWithoutEnvironments(t *testing.T) {
 func TestLimitEnvironmentsMemory(t *testing.T) {
 	rt := &parentRuntime{}
 	r := &Runner{log: slog.New(slog.DiscardHandler), rt: rt}
-	r.limitEnvironmentsMemory()
+	r.janitor().limitEnvironmentsMemory()
 	host := memTotal()
 	if want := host - resources.HostReserve(host); rt.limit != want || want <= 0 || want >= host {
 		t.Errorf("environments capped at %d bytes of %d, want %d", rt.limit, host, want)

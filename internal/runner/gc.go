@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/covedev/cove/internal/features"
 	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/image"
+	"github.com/covedev/cove/internal/runtime"
 )
 
 // Garbage collection of the runner's disk: image blobs and layers, chowned
@@ -47,14 +49,30 @@ type gcRefs struct {
 	featureLayers map[string]bool // names under images/features
 }
 
+// janitor keeps the host tidy while the runner runs: garbage collection
+// of images and feature caches (gc.go), log caps (logcap.go) and the
+// environments' cgroup parent (cgroupparent.go).
+type janitor struct {
+	dataDir string
+	log     *slog.Logger
+	images  imageStore
+	rt      runtime.Runtime
+	gc      *gcLock
+}
+
+// janitor is the runner's janitor.
+func (r *Runner) janitor() *janitor {
+	return &janitor{dataDir: r.cfg.DataDir, log: r.log, images: r.images, rt: r.rt, gc: r.gc}
+}
+
 func rangeDirName(m idmap.Range) string {
 	return strconv.FormatUint(uint64(m.HostID), 10) + "-" + strconv.FormatUint(uint64(m.Size), 10)
 }
 
 // gcReferences reads every environment's state. It fails if one cannot be
 // read: then nothing may be collected.
-func (r *Runner) gcReferences() (*gcRefs, error) {
-	envs := filepath.Join(r.cfg.DataDir, "envs")
+func (j *janitor) gcReferences() (*gcRefs, error) {
+	envs := filepath.Join(j.dataDir, "envs")
 	ents, err := os.ReadDir(envs)
 	if err != nil {
 		return nil, err
@@ -86,7 +104,7 @@ func (r *Runner) gcReferences() (*gcRefs, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			// A directory being made or removed has no state and uses
 			// nothing; one with a container or a root file system does.
-			if _, berr := os.Lstat(filepath.Join(lay.Runtime(), "bundle", "config.json")); berr == nil || r.images.mounted(lay.Rootfs()) {
+			if _, berr := os.Lstat(filepath.Join(lay.Runtime(), "bundle", "config.json")); berr == nil || j.images.mounted(lay.Rootfs()) {
 				return nil, fmt.Errorf("environment %s has a container but no state file", e.Name())
 			}
 			continue
@@ -210,25 +228,25 @@ func diskUsage(p string) (int64, error) {
 // collectGarbage removes what no environment uses and nothing changed
 // after cutoff. It returns errGCBusy, having done nothing, while work
 // holds the store.
-func (r *Runner) collectGarbage(ctx context.Context, cutoff time.Time) ([]gcItem, error) {
-	if !r.gc.mu.TryLock() {
+func (j *janitor) collectGarbage(ctx context.Context, cutoff time.Time) ([]gcItem, error) {
+	if !j.gc.mu.TryLock() {
 		return nil, errGCBusy
 	}
-	imgTrash := &trash{parent: filepath.Join(r.cfg.DataDir, "images", "tmp")}
-	cacheDir := filepath.Join(r.cfg.DataDir, "features")
+	imgTrash := &trash{parent: filepath.Join(j.dataDir, "images", "tmp")}
+	cacheDir := filepath.Join(j.dataDir, "features")
 	featTrash := &trash{parent: filepath.Join(cacheDir, "tmp")}
 	err := func() error {
-		defer r.gc.mu.Unlock()
-		refs, err := r.gcReferences()
+		defer j.gc.mu.Unlock()
+		refs, err := j.gcReferences()
 		if err != nil {
 			return err
 		}
-		if err := r.images.CollectGarbage(ctx, refs.keep, cutoff, imgTrash.add); err != nil {
+		if err := j.images.CollectGarbage(ctx, refs.keep, cutoff, imgTrash.add); err != nil {
 			return err
 		}
 		// Installed-features layers (images/features/<key>) and
 		// interrupted snapshots (<key>.tmp-*).
-		dir := filepath.Join(r.cfg.DataDir, "images", "features")
+		dir := filepath.Join(j.dataDir, "images", "features")
 		ents, err := os.ReadDir(dir)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
@@ -281,30 +299,30 @@ func changedAt(fi fs.FileInfo) time.Time {
 }
 
 // gcRound runs one collection and logs what it removed.
-func (r *Runner) gcRound(ctx context.Context, why string) error {
+func (j *janitor) gcRound(ctx context.Context, why string) error {
 	began := time.Now()
-	removed, err := r.collectGarbage(ctx, began.Add(-gcGrace))
+	removed, err := j.collectGarbage(ctx, began.Add(-gcGrace))
 	var total int64
 	for _, it := range removed {
-		r.log.Info("garbage removed", "path", it.path, "bytes", it.bytes)
+		j.log.Info("garbage removed", "path", it.path, "bytes", it.bytes)
 		total += it.bytes
 	}
 	if errors.Is(err, errGCBusy) {
-		r.log.Info("garbage collection postponed", "reason", err, "why", why)
+		j.log.Info("garbage collection postponed", "reason", err, "why", why)
 		return err
 	}
 	if err != nil {
-		r.log.Error("garbage collection stopped: nothing more is removed this round", "err", err, "why", why, "removed", len(removed), "bytes", total)
+		j.log.Error("garbage collection stopped: nothing more is removed this round", "err", err, "why", why, "removed", len(removed), "bytes", total)
 		return err
 	}
-	r.log.Info("garbage collection done", "why", why, "removed", len(removed), "bytes", total, "took", time.Since(began).Round(time.Millisecond))
+	j.log.Info("garbage collection done", "why", why, "removed", len(removed), "bytes", total, "took", time.Since(began).Round(time.Millisecond))
 	return nil
 }
 
 // gcLoop collects garbage at start, every gcInterval, and sooner when the
 // data dir's file system fills up. A round that finds the store busy is
 // retried at the next check.
-func (r *Runner) gcLoop(ctx context.Context) {
+func (j *janitor) gcLoop(ctx context.Context) {
 	due := time.Now()
 	tick := time.NewTicker(gcCheckInterval)
 	defer tick.Stop()
@@ -312,10 +330,10 @@ func (r *Runner) gcLoop(ctx context.Context) {
 		why := ""
 		if !time.Now().Before(due) {
 			why = "scheduled"
-		} else if used, ok := diskUsed(r.cfg.DataDir); ok && used > gcFillThreshold {
+		} else if used, ok := diskUsed(j.dataDir); ok && used > gcFillThreshold {
 			why = fmt.Sprintf("data dir file system %.0f%% full", used*100)
 		}
-		if why != "" && !errors.Is(r.gcRound(ctx, why), errGCBusy) {
+		if why != "" && !errors.Is(j.gcRound(ctx, why), errGCBusy) {
 			due = time.Now().Add(gcInterval)
 		}
 		select {

@@ -156,7 +156,7 @@ func (f *gcFixture) checkUsed(t *testing.T) {
 func TestGCKeepsWhatEnvironmentsUse(t *testing.T) {
 	f := newGCFixture(t)
 	ctx := context.Background()
-	removed, err := f.r.collectGarbage(ctx, time.Now().Add(time.Hour))
+	removed, err := f.r.janitor().collectGarbage(ctx, time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestGCKeepsWhatEnvironmentsUse(t *testing.T) {
 func TestGCGrace(t *testing.T) {
 	f := newGCFixture(t)
 	before := time.Now().Add(-gcGrace)
-	removed, err := f.r.collectGarbage(context.Background(), before)
+	removed, err := f.r.janitor().collectGarbage(context.Background(), before)
 	if err != nil || len(removed) != 0 {
 		t.Fatalf("removed %v (%v) within the grace period", removed, err)
 	}
@@ -237,7 +237,7 @@ func TestGCUnreadableStateStopsRound(t *testing.T) {
 				t.Fatal(err)
 			}
 			tc.make(t, lay)
-			removed, err := f.r.collectGarbage(context.Background(), time.Now().Add(time.Hour))
+			removed, err := f.r.janitor().collectGarbage(context.Background(), time.Now().Add(time.Hour))
 			if err == nil || !strings.Contains(err.Error(), "environment c") {
 				t.Fatalf("round went ahead: removed %v, err %v", removed, err)
 			}
@@ -259,7 +259,7 @@ func TestGCUnreadableStateStopsRound(t *testing.T) {
 func TestGCWaitsForWork(t *testing.T) {
 	f := newGCFixture(t)
 	release := f.r.gc.use()
-	removed, err := f.r.collectGarbage(context.Background(), time.Now().Add(time.Hour))
+	removed, err := f.r.janitor().collectGarbage(context.Background(), time.Now().Add(time.Hour))
 	release()
 	if !errors.Is(err, errGCBusy) || len(removed) != 0 {
 		t.Fatalf("round during work: removed %v, err %v", removed, err)
@@ -269,7 +269,7 @@ func TestGCWaitsForWork(t *testing.T) {
 			t.Errorf("%s removed during work", p)
 		}
 	}
-	if _, err := f.r.collectGarbage(context.Background(), time.Now().Add(time.Hour)); err != nil {
+	if _, err := f.r.janitor().collectGarbage(context.Background(), time.Now().Add(time.Hour)); err != nil {
 		t.Fatalf("round after the work: %v", err)
 	}
 }

@@ -42,31 +42,31 @@ func envLogs(lay envdir.Layout) []string {
 }
 
 // capLogs checks every environment's logs once.
-func (r *Runner) capLogs() {
-	envs := filepath.Join(r.cfg.DataDir, "envs")
+func (j *janitor) capLogs() {
+	envs := filepath.Join(j.dataDir, "envs")
 	ents, err := os.ReadDir(envs)
 	if err != nil {
-		r.log.Warn("log caps", "err", err)
+		j.log.Warn("log caps", "err", err)
 		return
 	}
 	for _, e := range ents {
 		for _, p := range envLogs(envdir.Layout{Dir: filepath.Join(envs, e.Name())}) {
 			cut, err := capLog(p, logMaxBytes, logKeepBytes)
 			if err != nil {
-				r.log.Warn("log cap", "env", e.Name(), "log", p, "err", err)
+				j.log.Warn("log cap", "env", e.Name(), "log", p, "err", err)
 			} else if cut > 0 {
-				r.log.Info("log rotated", "env", e.Name(), "log", p, "bytesDropped", cut, "kept", p+".1")
+				j.log.Info("log rotated", "env", e.Name(), "log", p, "bytesDropped", cut, "kept", p+".1")
 			}
 		}
 	}
 }
 
 // logCapLoop keeps environments' logs under their cap until ctx ends.
-func (r *Runner) logCapLoop(ctx context.Context) {
+func (j *janitor) logCapLoop(ctx context.Context) {
 	tick := time.NewTicker(logCheckInterval)
 	defer tick.Stop()
 	for {
-		r.capLogs()
+		j.capLogs()
 		select {
 		case <-ctx.Done():
 			return

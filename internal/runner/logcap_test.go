@@ -151,7 +151,7 @@ func TestCapLogsCoversEnvironmentLogs(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("logs checked: %v, want %v", got, want)
 	}
-	r.capLogs()
+	r.janitor().capLogs()
 	for _, p := range want {
 		fi, err := os.Stat(p)
 		if err != nil || fi.Size() > logMaxBytes {

@@ -294,7 +294,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	defer proxy.Close()
 	defer r.pool.Close()
-	r.limitEnvironmentsMemory()          // cgroupparent.go
+	j := r.janitor()
+	j.limitEnvironmentsMemory()          // cgroupparent.go
 	if err := r.sweep(ctx); err != nil { // sweep.go: before any worker adopts
 		r.log.Warn("start-up sweep", "err", err)
 	}
@@ -303,15 +304,15 @@ func (r *Runner) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); _ = r.gw.Serve(ctx, ln) }()
 	go func() { defer wg.Done(); r.heartbeatLoop(ctx) }()
 	go func() { defer wg.Done(); r.watchLoop(ctx) }()
-	go func() { defer wg.Done(); r.gcLoop(ctx) }()     // gc.go
-	go func() { defer wg.Done(); r.logCapLoop(ctx) }() // logcap.go
+	go func() { defer wg.Done(); j.gcLoop(ctx) }()     // gc.go
+	go func() { defer wg.Done(); j.logCapLoop(ctx) }() // logcap.go
 	wg.Wait()
 	r.mu.Lock()
 	for _, w := range r.workers {
 		w.cancel()
 	}
 	r.mu.Unlock()
-	r.removeCgroupParent() // cgroupparent.go
+	j.removeCgroupParent() // cgroupparent.go
 	return nil
 }
 
