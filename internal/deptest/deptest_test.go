@@ -81,7 +81,9 @@ var rules = []rule{
 	{pkg: "internal/devcontainer", bans: hostBans},
 	{pkg: "internal/compose", bans: hostBans},
 	{pkg: "internal/lifecycle", bans: hostBans},
-	{pkg: "internal/envconfig", optional: true, bans: hostBans},
+	{pkg: "internal/envconfig", bans: hostBans},
+	{pkg: "internal/guest", bans: hostBans},
+	{pkg: "internal/passwd", bans: hostBans},
 }
 
 var exceptions = []exception{
