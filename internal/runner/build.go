@@ -37,6 +37,15 @@ type builders struct {
 	b  *build.Builder
 }
 
+// Build builds req with the builder, made at the first call.
+func (bs *builders) Build(ctx context.Context, req build.Request) (*build.Result, error) {
+	b, err := bs.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return b.Build(ctx, req)
+}
+
 // enabled reports whether this runner can build Dockerfiles.
 func (bs *builders) enabled() bool { return bs.cfg.Buildkitd != "" }
 
@@ -121,10 +130,6 @@ func devcontainerBuild(cfg *devcontainer.Config, b *devcontainer.DockerBuild) bu
 // store. BuildKit caches every step: building the same Dockerfile, context
 // and args again does no work, and a changed line rebuilds from that step.
 func (im *imageStep) buildImage(ctx context.Context, org string, lay envdir.Layout, st *envState, b buildSpec, onStep func(string)) (*image.Image, error) {
-	builder, err := im.builds.get(ctx)
-	if err != nil {
-		return nil, err
-	}
 	cacheNS, err := buildCacheNamespace(org, st.ID)
 	if err != nil {
 		return nil, err
@@ -164,7 +169,7 @@ func (im *imageStep) buildImage(ctx context.Context, org string, lay envdir.Layo
 	}
 	defer os.RemoveAll(out)
 	fmt.Fprintf(logf, "Building %s...\n", strings.TrimPrefix(dockerfile, repoDir+"/"))
-	res, err := builder.Build(ctx, build.Request{ContextDir: contextDir, Dockerfile: dockerfile, Target: b.Target,
+	res, err := im.builds.Build(ctx, build.Request{ContextDir: contextDir, Dockerfile: dockerfile, Target: b.Target,
 		Args: b.Args, Labels: b.Labels, CacheFrom: b.CacheFrom, CacheNamespace: cacheNS, OutputDir: out,
 		Log: io.MultiWriter(logf, &stepWriter{onStep: onStep})})
 	if err != nil {

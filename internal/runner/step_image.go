@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/covedev/cove/internal/build"
 	"github.com/covedev/cove/internal/runtime"
 )
 
@@ -14,12 +15,19 @@ type imageStep struct {
 	rt           runtime.Runtime
 	images       imageStore
 	net          envNet
-	builds       *builders
+	builds       imageBuilder
 	classes      classes
 	dataDir      string // the features cache and layers live under it
 	defaultImage string
 	gc           *gcLock
 	log          *slog.Logger
+}
+
+// imageBuilder builds Dockerfiles (builders: BuildKit, made at the first
+// build).
+type imageBuilder interface {
+	enabled() bool
+	Build(ctx context.Context, req build.Request) (*build.Result, error)
 }
 
 func (im *imageStep) run(ctx context.Context, e *stepEnv) error {
