@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/runtime"
+	"github.com/covedev/cove/internal/testutil"
 )
 
 const helperEnv = "COVE_CONTAINER_TEST_HELPER"
@@ -81,8 +82,11 @@ func TestSurvivesRunnerDeath(t *testing.T) {
 		t.Fatal("helper runner did not start the container")
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 	defer cancel()
+	// Nothing marks the moment a container that dies with its runner would
+	// be gone: give it a moment. (This pause can only miss a regression,
+	// never fail the test on a slow machine; the exec below must work.)
 	time.Sleep(200 * time.Millisecond)
 	st, err := rt.State(ctx, spec.ID)
 	if err != nil || st.Status != runtime.StatusRunning {
