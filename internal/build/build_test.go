@@ -65,7 +65,7 @@ func startBuilder(t *testing.T, registries ...string) *Builder {
 		t.Skipf("buildkitd does not start here: %v\n%s", err, log)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 		defer cancel()
 		if err := b.Stop(ctx); err != nil {
 			t.Errorf("stop buildkitd: %v", err)

@@ -45,7 +45,7 @@ func TestRootless(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
+		sctx, scancel := context.WithTimeout(context.Background(), testutil.Patience(t))
 		defer scancel()
 		_ = b.Stop(sctx)
 		_ = os.RemoveAll(dir)

@@ -2,6 +2,7 @@ package build
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/covedev/cove/internal/testutil"
 )
 
 // scratchBuild builds a registry-free image and checks it worked.
@@ -77,11 +80,7 @@ func TestStaleBuildkitd(t *testing.T) {
 		t.Fatalf("start over a stale buildkitd: %v", err)
 	}
 	t.Cleanup(func() { _ = second.Stop(context.Background()) })
-	select {
-	case <-staleExited:
-	case <-time.After(15 * time.Second):
-		t.Fatalf("stale buildkitd %d still running", stalePid)
-	}
+	testutil.Receive(t, staleExited, fmt.Sprintf("the stale buildkitd %d to exit", stalePid))
 	data, err := os.ReadFile(filepath.Join(first.cfg.Dir, "buildkitd.pid"))
 	if err != nil {
 		t.Fatal(err)
