@@ -16,7 +16,7 @@ var snapshotExcludes = []string{guest.Root, guest.Workspaces, guest.Hosts, guest
 
 // agentRunner runs lifecycle commands as the environment's remote user.
 type agentRunner struct {
-	c   *agentclient.Client
+	c   execer
 	dc  *envconfig.DevcontainerState
 	env []string
 }

@@ -50,8 +50,14 @@ func (hostImages) mounted(target string) bool {
 // answers, and pooled connections for commands.
 type agentDialer interface {
 	probe(ctx context.Context, ep agentclient.Endpoint) error
-	client(ctx context.Context, key string, ep agentclient.Endpoint) (*agentclient.Client, error)
+	client(ctx context.Context, key string, ep agentclient.Endpoint) (execer, error)
 	drop(key string)
+}
+
+// execer runs commands in an environment through its agent
+// (*agentclient.Client).
+type execer interface {
+	Exec(ctx context.Context, req agentclient.ExecRequest) (int, error)
 }
 
 // agentPool dials agents over their unix sockets, keeping one connection
@@ -69,7 +75,7 @@ func (agentPool) probe(ctx context.Context, ep agentclient.Endpoint) error {
 	}
 	return c.Close()
 }
-func (p agentPool) client(ctx context.Context, key string, ep agentclient.Endpoint) (*agentclient.Client, error) {
+func (p agentPool) client(ctx context.Context, key string, ep agentclient.Endpoint) (execer, error) {
 	return p.Get(ctx, key, ep)
 }
 func (p agentPool) drop(key string) { p.Drop(key) }

@@ -94,6 +94,7 @@ func (f *fakeImages) mounted(target string) bool {
 type fakeAgents struct {
 	rt   runtime.Runtime
 	idOf func(sock string) string
+	exec execer // runs commands, if set
 }
 
 func (f fakeAgents) probe(_ context.Context, ep agentclient.Endpoint) error {
@@ -106,8 +107,27 @@ func (f fakeAgents) probe(_ context.Context, ep agentclient.Endpoint) error {
 	return nil
 }
 
-func (fakeAgents) client(context.Context, string, agentclient.Endpoint) (*agentclient.Client, error) {
-	return nil, fmt.Errorf("fake agents run no commands")
+func (f fakeAgents) client(context.Context, string, agentclient.Endpoint) (execer, error) {
+	if f.exec == nil {
+		return nil, fmt.Errorf("fake agents run no commands")
+	}
+	return f.exec, nil
+}
+
+// scriptedExec answers commands with exit codes in turn and records them.
+type scriptedExec struct {
+	codes []int
+	ran   []string
+}
+
+func (s *scriptedExec) Exec(_ context.Context, req agentclient.ExecRequest) (int, error) {
+	s.ran = append(s.ran, req.User+": "+req.Shell)
+	if len(s.codes) == 0 {
+		return 0, nil
+	}
+	c := s.codes[0]
+	s.codes = s.codes[1:]
+	return c, nil
 }
 
 func (fakeAgents) drop(string) {}

@@ -67,7 +67,7 @@ func (p proxyResolver) Resolve(ctx context.Context, ref string) (portproxy.Targe
 		EnvID:   env.Id,
 		OwnerID: env.GetMetadata().GetOwnerId(),
 		Dial: func(ctx context.Context, port int) (net.Conn, error) {
-			c, err := r.agents.client(ctx, env.Id, ep)
+			c, err := r.pool.Get(ctx, env.Id, ep)
 			if err != nil {
 				return nil, err
 			}

@@ -123,7 +123,15 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	st = e.st
 	if err != nil {
 		msg, visible := usererr.Message(err)
-		if !visible || desired != phaseRunning || st == nil || errdefs.Retryable(err) {
+		retry := errdefs.Retryable(err)
+		if visible && retry && desired == phaseRunning && w.countRetry(version) > maxStartRetries {
+			// What may heal has not healed: stop waiting (a registry or
+			// server that keeps failing is someone's to fix, and retrying
+			// a build forever loads the shared builder).
+			retry = false
+			msg += fmt.Sprintf(" (gave up after %d attempts; `cove env start` tries again)", maxStartRetries)
+		}
+		if !visible || desired != phaseRunning || st == nil || retry {
 			// Internal errors, failures that may heal on their own (a
 			// registry or git server unreachable) and any stop/delete error
 			// are retried with backoff; the sub-status says so, so nobody
@@ -144,16 +152,23 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 		return false, nil
 	}
 	if last := steps[len(steps)-1]; desired == phaseRunning && (last == stepWaitAgent || last == stepLifecycle) {
+		w.resetRetries()
 		// The agent just answered: the environment is running. Report it now
 		// rather than after another observe pass; the periodic pass checks.
 		w.setRunning(true)
 		w.sub(&w.machine, subReady, "")
 		return false, w.setStatus(ctx, r.status(env, st, phaseRunning, ""))
 	}
+	w.resetRetries()
 	// Observe again: the next pass reports the final phase.
 	w.kickSoon()
 	return false, nil
 }
+
+// maxStartRetries is how many times a start that failed for a reason that
+// may heal (a registry unreachable) is retried, with the worker's backoff
+// (1 s doubling to 30 s: about 5 minutes), before the failure is recorded.
+const maxStartRetries = 12
 
 func (w *worker) kickSoon() {
 	select {

@@ -67,3 +67,43 @@ func TestTransientFailuresRetry(t *testing.T) {
 		t.Errorf("status %v %q, want STOPPED with the message", got.GetPhase(), got.GetFailureMessage())
 	}
 }
+
+// TestRetriesEnd: a failure that may heal but does not is retried
+// maxStartRetries times, then recorded (the environment stops with the
+// reason), so that nothing — a registry that stays down, a build whose
+// error merely looks transient — is retried forever; a new start tries
+// again.
+func TestRetriesEnd(t *testing.T) {
+	c := newCrashWorld(t)
+	env := c.env()
+	env.Spec.DesiredPhase, env.Spec.SpecVersion = phaseRunning, 1
+	r := c.runner(0, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &worker{r: r, id: env.Id, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), env: env,
+		content: &covev1.SubStatus{}, machine: &covev1.SubStatus{}}
+	c.images.pullErr = usererr.Wrap(errdefs.Unavailable(errors.New("503")), "registry registry.invalid: 503 Service Unavailable")
+	for i := 1; i <= maxStartRetries; i++ {
+		if _, err := r.reconcile(ctx, w, env); err == nil {
+			t.Fatalf("attempt %d: no error", i)
+		}
+	}
+	if _, err := r.reconcile(ctx, w, env); err != nil {
+		t.Fatalf("the last attempt: %v, want the failure recorded", err)
+	}
+	st, err := loadState(r.layout(env.Id).State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Failure.SpecVersion != 1 || !strings.Contains(st.Failure.Message, "503") || !strings.Contains(st.Failure.Message, "gave up after") {
+		t.Fatalf("failure %+v", st.Failure)
+	}
+	// `cove env start` (a new spec version) tries again, and the
+	// registry is back.
+	c.images.pullErr = nil
+	env.Spec.SpecVersion++
+	if err := c.reconcileUntil(r, env); err != nil {
+		t.Fatal(err)
+	}
+	c.check(env)
+}

@@ -26,6 +26,11 @@ type featuresState struct {
 	// FailedPid is the container init in which the installation failed:
 	// the lifecycle commands do not run in it.
 	FailedPid int `json:"failedPid,omitempty"`
+	// Entered: users were let into this file system before the features
+	// were installed in it (an installation failed), so whatever it holds
+	// is theirs as much as the features': it is never cached as a layer
+	// others start from. A rebuild starts a fresh file system.
+	Entered bool `json:"entered,omitempty"`
 }
 
 // featuresPending reports whether st's features still need installing in
@@ -75,27 +80,35 @@ func (f featuresStep) run(ctx context.Context, e *stepEnv) error {
 		return fmt.Errorf("install features: %w", err)
 	}
 	if code != 0 {
-		st.Features.FailedPid = cs.Pid
+		st.Features.FailedPid, st.Features.Entered = cs.Pid, true
 		e.rep.sub(subDevcontainer, subFailed, fmt.Sprintf("installing features failed with exit code %d (see `cove env logs %s`)", code, e.env.GetMetadata().GetName()))
 		e.rep.ready()
 		return nil
 	}
-	layer := f.layer(dc.FeaturesKey)
+	if st.Features.Entered {
+		f.log.Info("features installed, not cached: users had this file system before", "env", e.id())
+	} else if err := f.cache(e, dc.FeaturesKey); err != nil {
+		f.log.Warn("features installed but not cached", "env", e.id(), "err", err)
+	}
+	st.Features = featuresState{Installed: true, InstalledPid: cs.Pid, RestartPending: len(dc.Entrypoints) > 0, Entered: st.Features.Entered}
+	return nil
+}
+
+// cache snapshots the container's file system, which holds exactly the
+// image and the features' installation, as the features layer of key.
+func (f featuresStep) cache(e *stepEnv, key string) error {
+	layer := f.layer(key)
 	if err := os.MkdirAll(filepath.Dir(layer), 0o700); err != nil {
 		return err
 	}
 	release := f.gc.use() // the snapshot's temporary directory (gc.go)
-	if err := features.SnapshotLayer(e.lay.Upper(), layer, st.IDMap.HostID, snapshotExcludes); err != nil {
-		f.log.Warn("features installed but not cached", "env", e.id(), "err", err)
-	}
-	release()
-	st.Features = featuresState{Installed: true, InstalledPid: cs.Pid, RestartPending: len(dc.Entrypoints) > 0}
-	return nil
+	defer release()
+	return features.SnapshotLayer(e.lay.Upper(), layer, e.st.IDMap.HostID, snapshotExcludes)
 }
 
 // agentAndLog connects to the dev container's agent (pooled) and opens the
 // lifecycle log, which commands run through the agent write to.
-func agentAndLog(ctx context.Context, agents agentDialer, endpoint func(string) agentclient.Endpoint, e *stepEnv) (*agentclient.Client, *os.File, error) {
+func agentAndLog(ctx context.Context, agents agentDialer, endpoint func(string) agentclient.Endpoint, e *stepEnv) (execer, *os.File, error) {
 	c, err := agents.client(ctx, e.id(), endpoint(e.id()))
 	if err != nil {
 		return nil, nil, err

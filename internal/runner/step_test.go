@@ -3,10 +3,12 @@ package runner
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/envconfig"
 	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/idmap"
@@ -53,35 +55,51 @@ func TestRestartStep(t *testing.T) {
 		name         string
 		pending      bool
 		installedPid int
-		runningPid   int
-		wantRestarts int
+		wantRestart  bool
 	}{
-		{"nothing pending", false, 0, 7, 0},
-		{"installed in the running container", true, 7, 7, 1},
-		{"container started afresh since", true, 7, 9, 0},
+		{"nothing pending", false, 0, false},
+		{"installed in the running container", true, 0, true}, // pid filled in below
+		{"container started afresh since", true, 1, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			st := &envState{Features: featuresState{Installed: true, InstalledPid: tt.installedPid, RestartPending: tt.pending}}
+			rt := runtimetest.NewFake()
+			must(t, rt.Start(context.Background(), runtime.Spec{ID: "e1"}))
+			must(t, rt.Start(context.Background(), runtime.Spec{ID: "e1-db"}))
+			cs, _ := rt.State(context.Background(), "e1")
+			installed := tt.installedPid
+			if installed == 0 {
+				installed = cs.Pid
+			}
+			st := &envState{Features: featuresState{Installed: true, InstalledPid: installed, RestartPending: tt.pending}}
 			e, _ := testStepEnv(t, st)
 			n := 0
 			c := countingStep{&n}
-			s := restartStep{stop: c, del: c, start: c, wait: c, agents: fakeAgents{}, state: func(context.Context, string) (int, error) { return tt.runningPid, nil }}
+			// The "start" starts the dev container again, as the start step does.
+			start := stepFunc(func(ctx context.Context, e *stepEnv) error { n++; return rt.Start(ctx, runtime.Spec{ID: "e1"}) })
+			s := restartStep{rt: rt, start: start, wait: c, agents: fakeAgents{}}
 			if err := s.run(context.Background(), e); err != nil {
 				t.Fatal(err)
 			}
-			if n != 4*tt.wantRestarts {
-				t.Errorf("ran %d sub-steps, want %d", n, 4*tt.wantRestarts)
+			restarted := rt.Starts("e1") == 2
+			if restarted != tt.wantRestart || (tt.wantRestart && n != 2) {
+				t.Errorf("restarted %v (%d sub-steps), want %v", restarted, n, tt.wantRestart)
+			}
+			if rt.Starts("e1-db") != 1 {
+				t.Error("a Compose service was restarted with the dev container")
 			}
 			if st.Features.RestartPending {
 				t.Error("restart still pending")
 			}
 		})
 	}
-	// A failing sub-step leaves the restart pending: it is planned again.
-	st := &envState{Features: featuresState{Installed: true, InstalledPid: 7, RestartPending: true}}
+	// A failing start leaves the restart pending: it is planned again.
+	rt := runtimetest.NewFake()
+	must(t, rt.Start(context.Background(), runtime.Spec{ID: "e1"}))
+	cs, _ := rt.State(context.Background(), "e1")
+	st := &envState{Features: featuresState{Installed: true, InstalledPid: cs.Pid, RestartPending: true}}
 	e, _ := testStepEnv(t, st)
 	boom := stepFunc(func(context.Context, *stepEnv) error { return errors.New("boom") })
-	s := restartStep{stop: boom, del: boom, start: boom, wait: boom, agents: fakeAgents{}, state: func(context.Context, string) (int, error) { return 7, nil }}
+	s := restartStep{rt: rt, start: boom, wait: boom, agents: fakeAgents{}}
 	if err := s.run(context.Background(), e); err == nil || !st.Features.RestartPending {
 		t.Fatalf("err %v, pending %v: want an error and the restart still pending", err, st.Features.RestartPending)
 	}
@@ -204,4 +222,43 @@ func TestPrepareStep(t *testing.T) {
 
 func hooksWithPostStart() lifecycle.Hooks {
 	return lifecycle.Hooks{PostStart: []lifecycle.Command{{Shell: "echo hi"}}}
+}
+
+// TestFailedFeaturesAreNeverCached: when an installation fails, users get
+// into the environment (to fix it) and can write anything to its file
+// system, including the staged install script; a later installation that
+// succeeds in that file system must not become the cached features layer
+// the project's other environments start from.
+func TestFailedFeaturesAreNeverCached(t *testing.T) {
+	rt := runtimetest.NewFake()
+	must(t, rt.Start(context.Background(), runtime.Spec{ID: "e1"}))
+	exec := &scriptedExec{codes: []int{1, 0}}
+	layers := t.TempDir()
+	snapshots := 0
+	st := &envState{Image: envconfig.Resolved{DC: &envconfig.DevcontainerState{FeaturesPending: true, FeaturesKey: "sha256:k"}}}
+	e, rec := testStepEnv(t, st)
+	must(t, os.MkdirAll(e.lay.LogDir(), 0o755))
+	f := featuresStep{rt: rt, agents: fakeAgents{rt: rt, idOf: func(string) string { return "e1" }, exec: exec},
+		endpoint: func(string) agentclient.Endpoint { return agentclient.Endpoint{} },
+		layer:    func(key string) string { snapshots++; return filepath.Join(layers, key) }, gc: &gcLock{},
+		log: slog.New(slog.DiscardHandler)}
+	// The first installation fails: users are let in.
+	must(t, f.run(context.Background(), e))
+	if rec.readies != 1 || !st.Features.Entered || st.Features.Installed {
+		t.Fatalf("after a failed install: ready %d, features %+v", rec.readies, st.Features)
+	}
+	// The next start (a new container) installs again, successfully.
+	must(t, rt.Stop(context.Background(), "e1", 0))
+	must(t, rt.Delete(context.Background(), "e1"))
+	must(t, rt.Start(context.Background(), runtime.Spec{ID: "e1"}))
+	must(t, f.run(context.Background(), e))
+	if !st.Features.Installed || len(exec.ran) != 2 {
+		t.Fatalf("second install: features %+v, ran %q", st.Features, exec.ran)
+	}
+	if snapshots != 0 {
+		t.Fatal("a file system users had before the installation was cached as the features layer")
+	}
+	if _, err := os.Stat(filepath.Join(layers, "sha256:k")); err == nil {
+		t.Fatal("features layer written")
+	}
 }

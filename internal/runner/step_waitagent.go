@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/internal/agentclient"
+	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/usererr"
 )
 
@@ -40,5 +41,8 @@ func (w waitAgentStep) run(ctx context.Context, e *stepEnv) error {
 			delay = min(delay*2, 50*time.Millisecond)
 		}
 	}
-	return usererr.Wrap(err, "the environment's agent did not start within %s: %s", agentTimeout, tail(consoleLog(e.lay, e.st), 400))
+	// Terminal whatever the probe's error says (a stalled handshake ends
+	// in a deadline, which alone would be retried): what runs inside the
+	// environment never decides that the runner tries forever.
+	return errdefs.FailedPrecondition(usererr.Wrap(err, "the environment's agent did not start within %s: %s", agentTimeout, tail(consoleLog(e.lay, e.st), 400)))
 }

@@ -1,9 +1,5 @@
 package runner
 
-import (
-	"context"
-)
-
 // makeSteps wires each planned step to its stepper and what it needs.
 func (r *Runner) makeSteps(d deps) map[step]stepper {
 	stop := stopStep{rt: r.rt, grace: r.cfg.StopGrace}
@@ -20,7 +16,7 @@ func (r *Runner) makeSteps(d deps) map[step]stepper {
 		stepStart:           start,
 		stepWaitAgent:       wait,
 		stepFeatures:        featuresStep{rt: r.rt, agents: r.agents, endpoint: r.agentEndpoint, layer: func(key string) string { return featuresLayer(r.cfg.DataDir, key) }, gc: r.gc, log: r.log},
-		stepRestart:         restartStep{stop: stop, del: del, start: start, wait: wait, agents: r.agents, state: r.containerPid},
+		stepRestart:         restartStep{rt: r.rt, grace: r.cfg.StopGrace, start: start, wait: wait, agents: r.agents},
 		stepLifecycle:       lifecycleStep{rt: r.rt, agents: r.agents, endpoint: r.agentEndpoint},
 		stepStop:            stop,
 		stepDeleteContainer: del,
@@ -28,10 +24,4 @@ func (r *Runner) makeSteps(d deps) map[step]stepper {
 		stepRemove:          removeStep{net: r.net, images: r.images, ranges: r.ranges},
 		stepReset:           resetStep{},
 	}
-}
-
-// containerPid is the pid of container id's init (0 when none runs).
-func (r *Runner) containerPid(ctx context.Context, id string) (int, error) {
-	cs, err := r.rt.State(ctx, id)
-	return cs.Pid, err
 }

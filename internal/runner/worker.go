@@ -30,17 +30,20 @@ type worker struct {
 	stepVersion int64
 	stepCancel  context.CancelFunc
 
-	mu         sync.Mutex
-	retryIn    time.Duration // the wait before the next pass if this one fails
-	lastActive time.Time     // last request through the port proxy
-	env        *covev1.Environment
-	running    bool // agent reachable: the gateway may route to it
-	reported   *covev1.EnvironmentStatus
-	content    *covev1.SubStatus
-	machine    *covev1.SubStatus
-	devc       *covev1.SubStatus // devcontainer: features, lifecycle; nil until known
-	dcPorts    *envconfig.Ports  // devcontainer.json forwardPorts/portsAttributes
-	ports      portWatch         // listening ports while running (ports.go)
+	mu      sync.Mutex
+	retryIn time.Duration // the wait before the next pass if this one fails
+	// retries counts the failed passes that may heal at retryVersion.
+	retries      int
+	retryVersion int64
+	lastActive   time.Time // last request through the port proxy
+	env          *covev1.Environment
+	running      bool // agent reachable: the gateway may route to it
+	reported     *covev1.EnvironmentStatus
+	content      *covev1.SubStatus
+	machine      *covev1.SubStatus
+	devc         *covev1.SubStatus // devcontainer: features, lifecycle; nil until known
+	dcPorts      *envconfig.Ports  // devcontainer.json forwardPorts/portsAttributes
+	ports        portWatch         // listening ports while running (ports.go)
 }
 
 func (r *Runner) newWorker(ctx context.Context, id string) *worker {
@@ -83,6 +86,25 @@ func (w *worker) setRunning(v bool) {
 	w.running = v
 	w.mu.Unlock()
 	w.watchPorts(v) // ports.go
+}
+
+// countRetry counts one more failed pass at spec version v and returns
+// how many there were at v.
+func (w *worker) countRetry(v int64) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.retryVersion != v {
+		w.retryVersion, w.retries = v, 0
+	}
+	w.retries++
+	return w.retries
+}
+
+// resetRetries forgets failed passes: a pass succeeded.
+func (w *worker) resetRetries() {
+	w.mu.Lock()
+	w.retries = 0
+	w.mu.Unlock()
 }
 
 // retryDelay is how long the loop waits before it retries a failed pass.
