@@ -60,21 +60,11 @@ func (m *startStep) waitDeps(ctx context.Context, envID string, lay envdir.Layou
 // retries intervals (Docker's "unhealthy").
 func (m *startStep) waitHealthy(ctx context.Context, envID string, lay envdir.Layout, s *envconfig.ServiceState) error {
 	hc := s.Healthcheck
-	if hc == nil || len(hc.Test) == 0 || hc.Test[0] == "NONE" {
-		return usererr.New("service %s has no healthcheck", s.Name)
+	he, err := envconfig.HealthCommand(s.Name, hc)
+	if err != nil {
+		return err
 	}
-	req := agentclient.ExecRequest{}
-	switch hc.Test[0] {
-	case "CMD":
-		req.Args = hc.Test[1:]
-	case "CMD-SHELL":
-		req.Shell = strings.Join(hc.Test[1:], " ")
-	default:
-		return usererr.New("service %s: healthcheck test must start with CMD, CMD-SHELL or NONE, not %q", s.Name, hc.Test[0])
-	}
-	if len(req.Args) == 0 && req.Shell == "" {
-		return usererr.New("service %s: empty healthcheck test", s.Name)
-	}
+	req := agentclient.ExecRequest{Args: he.Args, Shell: he.Shell}
 	// Unhealthy, as in Docker: retries failures in a row after the start
 	// period, which at one check per interval takes at least this long.
 	began := time.Now()
