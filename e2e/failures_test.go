@@ -108,7 +108,7 @@ func TestSecondRunner(t *testing.T) {
 	gw2 := freePort(t)
 	second := &daemon{t: t, bin: u.cove, log: filepath.Join(c.dir, "runner2.log"), args: []string{
 		"runner", "--server", "http://" + c.server, "--join-token", token, "--name", "second",
-		"--data-dir", filepath.Join(c.dir, "runner2"), "--ssh-listen", gw2, "--runc-root", runcRoot2,
+		"--data-dir", filepath.Join(c.dir, "runner2"), "--ssh-listen", gw2, "--proxy-listen", freePort(t), "--runc-root", runcRoot2,
 		"--cgroup-parent", c.cgroup, "--uid-range-base", fmt.Sprint(base2), "--max-environments", "4",
 		"--bridge", c.bridge + "b", "--subnet", "10.215." + fmt.Sprint(rand.IntN(256)) + ".0/24", "--nft-table", "cove-e2e-" + c.id + "-2",
 	}}

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -85,7 +86,7 @@ func freePort(t *testing.T) string {
 // maxWait bounds waitFor: what the tests wait for (an environment that
 // clones, pulls, builds and installs features) can take minutes on a
 // machine busy with other tests.
-const maxWait = 10 * time.Minute
+const maxWait = 5 * time.Minute
 
 // env is one user's view: the binary, a config dir and an ssh config.
 type env struct {
@@ -179,6 +180,28 @@ type daemon struct {
 	env  []string
 	log  string
 	cmd  *exec.Cmd
+
+	exited  chan struct{} // closed once cmd has exited
+	exitErr error         // cmd.Wait's result, set before exited is closed
+}
+
+// running holds the daemons started and not yet stopped or killed:
+// waitFor gives up at once, with the log, when one of them exits by itself
+// (no use waiting minutes for a runner that could not start).
+var running sync.Map // *daemon → struct{}
+
+// checkDaemons fails the test if a running daemon has exited.
+func checkDaemons(t *testing.T, what string) {
+	t.Helper()
+	running.Range(func(k, _ any) bool {
+		d := k.(*daemon)
+		select {
+		case <-d.exited:
+			t.Fatalf("%s %s exited (%v) while the test waited for %s; its log:\n%s", d.bin, strings.Join(d.args, " "), d.exitErr, what, d.logTail())
+		default:
+		}
+		return true
+	})
 }
 
 func (d *daemon) start() {
@@ -202,6 +225,10 @@ func (d *daemon) start() {
 	}
 	f.Close()
 	d.cmd = cmd
+	exited := make(chan struct{})
+	d.exited = exited
+	go func() { d.exitErr = cmd.Wait(); close(exited) }()
+	running.Store(d, struct{}{})
 }
 
 // kill9 kills the daemon the hard way, as a crash would.
@@ -209,8 +236,9 @@ func (d *daemon) kill9() {
 	if d.cmd == nil {
 		return
 	}
+	running.Delete(d)
 	_ = d.cmd.Process.Signal(syscall.SIGKILL)
-	_ = d.cmd.Wait()
+	<-d.exited
 	d.cmd = nil
 }
 
@@ -219,15 +247,14 @@ func (d *daemon) stop() {
 	if d.cmd == nil {
 		return
 	}
+	running.Delete(d)
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = d.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-d.exited:
 	case <-time.After(testutil.Patience(d.t)):
-		d.t.Errorf("cove %s did not exit on SIGTERM; killing it", strings.Join(d.args, " "))
+		d.t.Errorf("%s %s did not exit on SIGTERM; killing it", d.bin, strings.Join(d.args, " "))
 		_ = d.cmd.Process.Signal(syscall.SIGKILL)
-		<-done
+		<-d.exited
 	}
 	d.cmd = nil
 }
@@ -247,7 +274,8 @@ func (d *daemon) logTail() string {
 }
 
 // waitFor polls f (every 200 ms: f often runs cove) until it returns true,
-// for up to testutil.PatienceUpTo(t, maxWait).
+// for up to testutil.PatienceUpTo(t, maxWait). It fails at once when a
+// daemon the test started exits meanwhile.
 func waitFor(t *testing.T, what string, f func() bool) {
 	t.Helper()
 	patience := testutil.PatienceUpTo(t, maxWait)
@@ -256,6 +284,7 @@ func waitFor(t *testing.T, what string, f func() bool) {
 		if f() {
 			return
 		}
+		checkDaemons(t, what)
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("gave up after %s waiting for %s", patience, what)
