@@ -9,6 +9,7 @@ import (
 	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/usererr"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // TestTransientFailuresRetry: an image step that fails because the
@@ -106,4 +107,31 @@ func TestRetriesEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.check(env)
+}
+
+// TestStatusEchoDoesNotWake: the status a runner reports comes back to it
+// through its assignment watch; only a changed spec wakes the worker, so a
+// failed pass waits for its backoff instead of being retried at once (in a
+// loop as fast as the server answers).
+func TestStatusEchoDoesNotWake(t *testing.T) {
+	w := &worker{kick: make(chan struct{}, 1)}
+	env := &covev1.Environment{Id: "e1", Spec: &covev1.EnvironmentSpec{SpecVersion: 3, DesiredPhase: phaseRunning}}
+	w.update(env)
+	if len(w.kick) != 1 {
+		t.Fatal("a new environment did not wake the worker")
+	}
+	<-w.kick
+	echo := proto.Clone(env).(*covev1.Environment)
+	echo.Status = &covev1.EnvironmentStatus{Phase: phaseCreating, Machine: &covev1.SubStatus{Message: "registry unreachable, retrying in 8s"}}
+	echo.Revision = 9
+	w.update(echo)
+	if len(w.kick) != 0 {
+		t.Fatal("the runner's own status report woke the worker")
+	}
+	started := proto.Clone(echo).(*covev1.Environment)
+	started.Spec.SpecVersion = 4
+	w.update(started)
+	if len(w.kick) != 1 {
+		t.Fatal("a new spec did not wake the worker")
+	}
 }

@@ -56,13 +56,20 @@ func (r *Runner) newWorker(ctx context.Context, id string) *worker {
 }
 
 // update hands the worker the environment's latest state from the server.
+// Only a new spec wakes the loop: the status this runner reports comes
+// back through the same watch, and waking on it would retry a failed pass
+// at once instead of after its backoff.
 func (w *worker) update(env *covev1.Environment) {
 	w.mu.Lock()
+	prev := w.env
 	w.env = env
 	if w.stepCancel != nil && env.GetSpec().GetSpecVersion() != w.stepVersion {
 		w.stepCancel()
 	}
 	w.mu.Unlock()
+	if prev != nil && proto.Equal(prev.GetSpec(), env.GetSpec()) {
+		return
+	}
 	select {
 	case w.kick <- struct{}{}:
 	default:
