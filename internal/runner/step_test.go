@@ -6,15 +6,20 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/covedev/cove/internal/agentclient"
+	"github.com/covedev/cove/internal/content"
 	"github.com/covedev/cove/internal/envconfig"
 	"github.com/covedev/cove/internal/envdir"
+	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/lifecycle"
 	"github.com/covedev/cove/internal/runtime"
 	"github.com/covedev/cove/internal/runtime/runtimetest"
+	"github.com/covedev/cove/internal/usererr"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 )
 
@@ -260,5 +265,111 @@ func TestFailedFeaturesAreNeverCached(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(layers, "sha256:k")); err == nil {
 		t.Fatal("features layer written")
+	}
+}
+
+// jumpClock is a clock whose waits return at once, moving its time on.
+type jumpClock struct{ now time.Time }
+
+func (c *jumpClock) Now() time.Time                  { return c.now }
+func (c *jumpClock) Since(t time.Time) time.Duration { return c.now.Sub(t) }
+func (c *jumpClock) After(d time.Duration) <-chan time.Time {
+	c.now = c.now.Add(d)
+	ch := make(chan time.Time, 1)
+	ch <- c.now
+	return ch
+}
+
+func TestWaitAgentStep(t *testing.T) {
+	rt := runtimetest.NewFake()
+	e, _ := testStepEnv(t, &envState{})
+	sock := e.lay.AgentSocket()
+	ep := func(string) agentclient.Endpoint { return agentclient.Endpoint{Socket: sock} }
+	agents := fakeAgents{rt: rt, idOf: func(string) string { return "e1" }}
+	clk := &jumpClock{now: time.Unix(1e9, 0)}
+	w := waitAgentStep{agents: agents, endpoint: ep, clock: clk}
+
+	// Nothing answers: after agentTimeout, a visible error that is not
+	// retried (nothing inside an environment decides the runner retries).
+	err := w.run(context.Background(), e)
+	if msg, ok := usererr.Message(err); !ok || !strings.Contains(msg, "did not start within") || errdefs.Retryable(err) {
+		t.Fatalf("no agent: %v (visible %v, retryable %v)", err, ok, errdefs.Retryable(err))
+	}
+	if waited := clk.now.Sub(time.Unix(1e9, 0)); waited < agentTimeout {
+		t.Errorf("gave up after %s, before %s", waited, agentTimeout)
+	}
+	// The agent answers: done.
+	must(t, rt.Start(context.Background(), runtime.Spec{ID: "e1"}))
+	must(t, os.WriteFile(sock, nil, 0o600))
+	if err := w.run(context.Background(), e); err != nil {
+		t.Fatalf("agent answering: %v", err)
+	}
+}
+
+func TestMountStepGivesTheWorkspaceOnce(t *testing.T) {
+	st := &envState{}
+	e, rec := testStepEnv(t, st)
+	images := newFakeImages(t.TempDir())
+	chowns := 0
+	m := mountStep{images: images, gc: &gcLock{}, chown: func(context.Context, string, idmap.Range, uint32, uint32) error { chowns++; return nil }}
+	// Root's workspace for a root user: nothing to give.
+	must(t, m.run(context.Background(), e))
+	if chowns != 0 || !images.mounted(e.lay.Rootfs()) {
+		t.Fatalf("root user: %d chowns, mounted %v", chowns, images.mounted(e.lay.Rootfs()))
+	}
+	// A user of the image: given once, recorded.
+	must(t, os.MkdirAll(filepath.Join(e.lay.Rootfs(), "etc"), 0o755))
+	must(t, os.WriteFile(filepath.Join(e.lay.Rootfs(), "etc", "passwd"), []byte("root:x:0:0::/root:/bin/sh\ndev:x:1000:1000::/home/dev:/bin/sh\n"), 0o644))
+	st.Image.User = "dev"
+	must(t, m.run(context.Background(), e))
+	must(t, m.run(context.Background(), e))
+	if chowns != 1 || st.Mount.WorkspaceOwner != "1000:1000" {
+		t.Errorf("%d chowns, owner %q: want one, 1000:1000", chowns, st.Mount.WorkspaceOwner)
+	}
+	// An unknown user is the image's fault, said plainly.
+	st.Image.User = "ghost"
+	if msg, ok := usererr.Message(m.run(context.Background(), e)); !ok || !strings.Contains(msg, "ghost") {
+		t.Errorf("unknown user: %q", msg)
+	}
+	if len(rec.subs[subMachine]) == 0 {
+		t.Error("no progress reported")
+	}
+}
+
+func TestCloneStep(t *testing.T) {
+	st := &envState{}
+	e, rec := testStepEnv(t, st)
+	e.env.Spec.Content = &covev1.ContentSource{GitUrl: "https://git.invalid/team/app.git"}
+	var got content.Options
+	c := cloneStep{net: envNet{n: loopbackNetwork{}}, clone: func(_ context.Context, src content.Source, opts content.Options) (string, error) {
+		got = opts
+		if src.GitURL != "https://git.invalid/team/app.git" {
+			t.Errorf("cloned %q", src.GitURL)
+		}
+		return filepath.Join(opts.WorkspaceDir, "app"), nil
+	}, sandbox: []string{"/cove", "internal-sandbox"}}
+	must(t, c.run(context.Background(), e))
+	if st.Content != (contentState{RepoName: "app", Ready: true}) || got.WorkspaceDir != e.lay.Workspace() || got.NetNSPath != "" || len(got.Sandbox) != 2 {
+		t.Errorf("content %+v, options %+v", st.Content, got)
+	}
+	if b, err := os.ReadFile(e.lay.Hosts()); err != nil || !strings.Contains(string(b), "dev") {
+		t.Errorf("hosts file %q, %v", b, err)
+	}
+	if p := rec.subs[subContent]; len(p) != 2 || p[1] != subReady {
+		t.Errorf("content sub-statuses %v", p)
+	}
+	// A failed clone says why on the content sub-status and records
+	// nothing.
+	st2 := &envState{}
+	e2, rec2 := testStepEnv(t, st2)
+	e2.env.Spec.Content = &covev1.ContentSource{GitUrl: "https://git.invalid/team/app.git"}
+	c.clone = func(context.Context, content.Source, content.Options) (string, error) {
+		return "", usererr.New("git clone: repository not found")
+	}
+	if err := c.run(context.Background(), e2); err == nil || st2.Content.Ready {
+		t.Fatalf("failed clone: %v, content %+v", err, st2.Content)
+	}
+	if m := rec2.msgs[subContent]; len(m) != 2 || m[1] != "git clone: repository not found" {
+		t.Errorf("content messages %q", m)
 	}
 }
