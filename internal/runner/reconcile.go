@@ -51,11 +51,7 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	if st != nil && st.Content.Ready {
 		w.sub(&w.content, subReady, "") // also after a runner restart
 	}
-	if st != nil && st.Image.DC != nil {
-		w.mu.Lock()
-		w.dcPorts = &st.Image.DC.Ports
-		w.mu.Unlock()
-	}
+	w.setDevcontainerPorts(st)
 
 	// A start that failed at this spec version waits for the user (`cove env
 	// start` bumps the version); stop and delete always proceed.
@@ -118,9 +114,13 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	defer w.setStepCancel(0, nil)
 	defer cancel()
 	e := &stepEnv{env: env, lay: lay, st: st}
-	e.rep = w.reporter(ctx, transitional, func(ph covev1.EnvironmentPhase) *covev1.EnvironmentStatus { return r.status(env, e.st, ph, "") })
+	e.rep = w.reporter(ctx, transitional, func(ph covev1.EnvironmentPhase) *covev1.EnvironmentStatus {
+		w.setDevcontainerPorts(e.st) // forwardPorts as soon as the image step resolved them
+		return r.status(env, e.st, ph, "")
+	})
 	err = r.apply(stepCtx, e, steps)
 	st = e.st
+	w.setDevcontainerPorts(st) // the image step may just have resolved them
 	if err != nil {
 		msg, visible := usererr.Message(err)
 		retry := errdefs.Retryable(err)

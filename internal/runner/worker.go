@@ -114,6 +114,17 @@ func (w *worker) resetRetries() {
 	w.mu.Unlock()
 }
 
+// setDevcontainerPorts reports devcontainer.json's forwardPorts and
+// portsAttributes with every status from now on (none without a resolved
+// configuration).
+func (w *worker) setDevcontainerPorts(st *envState) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if st != nil && st.Image.DC != nil {
+		w.dcPorts = &st.Image.DC.Ports
+	}
+}
+
 // retryDelay is how long the loop waits before it retries a failed pass.
 func (w *worker) retryDelay() time.Duration {
 	w.mu.Lock()
