@@ -1,7 +1,6 @@
 package hostfetch
 
 import (
-	"context"
 	"errors"
 	"io"
 	"log"
@@ -12,9 +11,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/covedev/cove/internal/errdefs"
+	"github.com/covedev/cove/internal/testutil"
 )
 
 const secret = "internal-secret-page: db_password=hunter2"
@@ -62,9 +61,7 @@ func trust(p *Policy, s *stub) {
 
 func get(t *testing.T, c *http.Client, url string) (*http.Response, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(testutil.Context(t), http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -188,9 +188,7 @@ func newTestStore(t *testing.T) (*Store, string) {
 }
 
 func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
+	return testutil.Context(t)
 }
 
 func digestOf(t *testing.T, l v1.Layer) v1.Hash {
