@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -110,7 +109,7 @@ func TestSecondRunner(t *testing.T) {
 		"runner", "--server", "http://" + c.server, "--join-token", token, "--name", "second",
 		"--data-dir", filepath.Join(c.dir, "runner2"), "--ssh-listen", gw2, "--proxy-listen", freePort(t), "--runc-root", runcRoot2,
 		"--cgroup-parent", c.cgroup, "--uid-range-base", fmt.Sprint(base2), "--max-environments", "4",
-		"--bridge", c.bridge + "b", "--subnet", "10.215." + fmt.Sprint(rand.IntN(256)) + ".0/24", "--nft-table", "cove-e2e-" + c.id + "-2",
+		"--bridge", c.bridge + "b", "--subnet", freeSubnet(t, "10.215"), "--nft-table", "cove-e2e-" + c.id + "-2",
 	}}
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -10,6 +10,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,6 +84,60 @@ func imagesWith(t *testing.T, extra map[string]v1.Image) string {
 func freePort(t *testing.T) string {
 	t.Helper()
 	return testutil.FreePort(t)
+}
+
+// reserve takes one of n slots of a resource the host's e2e runs share (a
+// subnet, a uid range) for the rest of the test, so that no other e2e run
+// on this host (a concurrent `make test`, another checkout) gets the same
+// one: it holds the abstract unix socket @cove-e2e-KIND-SLOT, which only
+// one process can bind and which is gone when the test ends or its process
+// dies (no file is left). free, if set, must also hold for the slot (no
+// interface has an address in the subnet, say).
+func reserve(t *testing.T, kind string, n int, free func(slot int) bool) int {
+	t.Helper()
+	first := rand.IntN(n)
+	for i := range n {
+		slot := (first + i) % n
+		if free != nil && !free(slot) {
+			continue
+		}
+		ln, err := net.Listen("unix", fmt.Sprintf("@cove-e2e-%s-%d", kind, slot))
+		if err != nil {
+			continue // another run holds it
+		}
+		t.Cleanup(func() { ln.Close() }) // after the cleanups registered later, which tear down what used it
+		return slot
+	}
+	t.Fatalf("all %d %s slots are taken by other e2e runs", n, kind)
+	return 0
+}
+
+// freeSubnet reserves a /24 in prefix (two octets, "10.214") that no
+// interface has an address in.
+func freeSubnet(t *testing.T, prefix string) string {
+	t.Helper()
+	slot := reserve(t, "subnet-"+prefix, 256, func(slot int) bool {
+		p := netip.MustParsePrefix(fmt.Sprintf("%s.%d.0/24", prefix, slot))
+		addrs, _ := net.InterfaceAddrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok && p.Contains(ip.Unmap()) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	return fmt.Sprintf("%s.%d.0/24", prefix, slot)
+}
+
+// uidRangeBase reserves the host uids a cluster's runners use:
+// [base, base+32*65536), room for cove up's environments and a second
+// runner's (TestSecondRunner's at base+16*65536), which the leftover checks
+// look through.
+func uidRangeBase(t *testing.T) uint64 {
+	t.Helper()
+	return 1_500_000_000 + uint64(reserve(t, "uids", 64, nil))*32*65536
 }
 
 // maxWait bounds waitFor: what the tests wait for (an environment that

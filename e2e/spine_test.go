@@ -54,8 +54,8 @@ func newClusterWith(t *testing.T, extra ...string) *cluster {
 	if err := os.Chmod(dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, id: id, dir: dir, cgroup: "cove-e2e-" + id, rangeBase: 1_500_000_000 + uint64(rand.IntN(64))*4*65536,
-		bridge: "cvt" + id, subnet: fmt.Sprintf("10.214.%d.0/24", rand.IntN(256))}
+	c := &cluster{t: t, id: id, dir: dir, cgroup: "cove-e2e-" + id, rangeBase: uidRangeBase(t),
+		bridge: "cvt" + id, subnet: freeSubnet(t, "10.214")}
 	c.server, c.gateway, c.proxy = freePort(t), freePort(t), freePort(t)
 	runcRoot := filepath.Join("/run", "cove-e2e-"+id)
 	c.runcRoots = []string{runcRoot}
