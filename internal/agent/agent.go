@@ -1,7 +1,7 @@
 // Package agent is the in-environment agent: it runs as PID 1 inside every
 // environment, reaps orphaned processes, and serves SSH (shells, commands,
 // sftp, port forwarding, and a stream of the environment's listening TCP
-// ports, see PortsChannel) on a unix socket that only the runner can reach.
+// ports, see agentproto.PortsChannel) on a unix socket that only the runner can reach.
 //
 // # Entrypoint chain
 //
@@ -10,7 +10,7 @@
 // (Config.Entrypoints), followed by the image's ENTRYPOINT and CMD
 // (Config.Command, given when devcontainer.json's overrideCommand is false)
 // or else by the reference CLI's keep-alive loop
-// (/bin/sh -c 'trap "exit 0" TERM; while sleep 1000; do :; done'). A feature
+// (/bin/sh -c 'trap "exit 0" TERM; while sleep 1000 & wait $!; do :; done'). A feature
 // entrypoint does its setup and then runs `exec "$@"`, so the chain is a
 // single process, a child of the agent, tracked in its process table like a
 // session. Its output goes to the agent's stdout and stderr (the
@@ -34,14 +34,14 @@
 // nothing to run at all). `cove agent --log-file` keeps the agent's own log
 // off the console, which then holds only the service's output; the runner
 // stores it as services/NAME.log beside the lifecycle log, where the
-// logs subsystem serves it (EnvLogsService).
+// logs subsystem serves it (agentproto.EnvLogsService).
 //
 // # postAttachCommand
 //
 // Config.PostAttachPath names a JSON file with the postAttachCommand list,
 // in the JSON form of lifecycle.Command ([{"Shell": ..., "Args": ...,
 // "Parallel": ..., "Origin": ...}, ...]). A shell, exec or pty session that
-// sends the env request EnvPostAttach=1 first runs that list, as the
+// sends the env request agentproto.EnvPostAttach=1 first runs that list, as the
 // session's user, in its working directory and environment (after the
 // user env probe), in order, object forms in parallel, stopping at the
 // first failure; headers, output and failures ("postAttachCommand failed
@@ -79,7 +79,7 @@ type Config struct {
 	User               string   // default session user: name or uid[:gid] as in an OCI image config ("" = root)
 	WorkDir            string   // sessions start here (the user's home if missing)
 	Env                []string // base environment (from the image config), e.g. PATH=...
-	LogPath            string   // lifecycle log served by the LogsSubsystem; default DefaultLogPath
+	LogPath            string   // lifecycle log served by the agentproto.LogsSubsystem; default DefaultLogPath
 	Log                *slog.Logger
 	// UserEnvProbe is devcontainer.json's userEnvProbe: applied to users'
 	// sessions that do not ask for another ("" or "none": no probe).
@@ -108,7 +108,7 @@ type Config struct {
 	ExitCodeFile    string
 
 	// PostAttachPath is a JSON file holding the postAttachCommand list in
-	// the lifecycle.Command JSON form; sessions that send EnvPostAttach=1
+	// the lifecycle.Command JSON form; sessions that send agentproto.EnvPostAttach=1
 	// run it first. A missing file means no commands.
 	PostAttachPath string
 

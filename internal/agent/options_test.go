@@ -6,11 +6,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/covedev/cove/internal/agent/agentproto"
+	"github.com/covedev/cove/internal/testutil"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -29,7 +31,7 @@ func dialAgentAs(sock string, signer gossh.Signer, user string) (*gossh.Client, 
 		User:            user,
 		Auth:            []gossh.AuthMethod{gossh.PublicKeys(signer)},
 		HostKeyCallback: gossh.InsecureIgnoreHostKey(),
-		Timeout:         5 * time.Second,
+		Timeout:         testutil.MaxWait,
 	}
 	return gossh.Dial("unix", sock, conf)
 }
@@ -50,9 +52,7 @@ func runEnv(t *testing.T, c *gossh.Client, env map[string]string, cmd string) (s
 }
 
 func TestLoginNameSelectsUser(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to switch users")
-	}
+	testutil.RequireRoot(t, "to switch users")
 	e := newTestEnv(t)
 	e.start(t)
 	for _, tc := range []struct{ login, want string }{
@@ -181,13 +181,8 @@ func TestLogsSubsystem(t *testing.T) {
 				got <- "EOF"
 			}
 		}()
-		select {
-		case g := <-got:
-			if g != want {
-				t.Fatalf("followed line %q, want %q", g, want)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no followed line, want %q", want)
+		if g := testutil.Receive(t, got, "followed line "+strconv.Quote(want)); g != want {
+			t.Fatalf("followed line %q, want %q", g, want)
 		}
 	}
 	expect("line 1")
@@ -207,13 +202,9 @@ func TestLogsSubsystem(t *testing.T) {
 	// Closing the channel ends the follow on the agent's side.
 	before := strings.Count(e.logs.String(), `kind=logs status`)
 	s.ch.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for strings.Count(e.logs.String(), `kind=logs status`) == before {
-		if time.Now().After(deadline) {
-			t.Fatal("follow did not stop after the client closed the channel")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "the follow to stop after the client closed the channel", func() bool {
+		return strings.Count(e.logs.String(), `kind=logs status`) > before
+	})
 }
 
 type rawSession struct {
@@ -226,7 +217,7 @@ func (r *rawSession) exit() int {
 	select {
 	case c := <-r.status:
 		return c
-	case <-time.After(5 * time.Second):
+	case <-time.After(testutil.MaxWait):
 		return -1
 	}
 }
