@@ -1,8 +1,9 @@
 package runner
 
 import (
+	"github.com/covedev/cove/internal/devcontainer"
+	"github.com/covedev/cove/internal/envconfig"
 	"github.com/covedev/cove/internal/netenv"
-	"github.com/covedev/cove/internal/runtime"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 )
 
@@ -28,11 +29,13 @@ func (cs classes) policy(id string) netenv.Policy {
 		EgressRate: c.GetEgressRateBits(), IngressRate: c.GetIngressRateBits()}
 }
 
-// resources are the limits of class id's containers.
-func (cs classes) resources(id string) runtime.Resources {
+// resolution is class id as envconfig reads it, with what it allows (nil
+// when this runner offers no class of that id).
+func (cs classes) resolution(id string, allow devcontainer.Allow) *envconfig.Class {
 	c := cs.find(id)
 	if c == nil {
-		return runtime.Resources{}
+		return nil
 	}
-	return runtime.Resources{CPUMillis: int64(c.GetCpus()) * 1000, MemoryBytes: c.GetMemoryBytes(), Pids: int64(c.GetPids())}
+	return &envconfig.Class{ID: c.GetId(), CPUs: int(c.GetCpus()), MemoryBytes: c.GetMemoryBytes(), DiskBytes: c.GetDiskBytes(),
+		Pids: int64(c.GetPids()), Allow: allow}
 }

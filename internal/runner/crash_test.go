@@ -212,14 +212,19 @@ func (c crashingStep) run(ctx context.Context, e *stepEnv) error {
 	return errors.Join(errCrash, err)
 }
 
+// testWorker is a worker for env whose loop the test drives (it calls
+// r.reconcile itself).
+func testWorker(ctx context.Context, cancel context.CancelFunc, r *Runner, env *covev1.Environment) *worker {
+	return &worker{r: r, id: env.Id, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), env: env,
+		content: &covev1.SubStatus{}, machine: &covev1.SubStatus{}}
+}
+
 // reconcileUntil runs r's reconcile loop for env until there is nothing
 // left to do or a step crashes (then it returns errCrash).
 func (c *crashWorld) reconcileUntil(r *Runner, env *covev1.Environment) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w := &worker{r: r, id: env.Id, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1),
-		content: &covev1.SubStatus{}, machine: &covev1.SubStatus{}}
-	w.env = env
+	w := testWorker(ctx, cancel, r, env)
 	for pass := 0; pass < 20; pass++ {
 		done, err := r.reconcile(ctx, w, env)
 		if errors.Is(err, errCrash) {

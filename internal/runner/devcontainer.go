@@ -21,17 +21,6 @@ func (im *imageStep) allow() devcontainer.Allow {
 	return envconfig.Allow(im.builds.enabled(), im.net.n.Namespaced())
 }
 
-// class is the environment class id as resolution reads it (nil when this
-// runner offers no class of that id).
-func (im *imageStep) class(id string) *envconfig.Class {
-	c := im.classes.find(id)
-	if c == nil {
-		return nil
-	}
-	return &envconfig.Class{ID: c.GetId(), CPUs: int(c.GetCpus()), MemoryBytes: c.GetMemoryBytes(), DiskBytes: c.GetDiskBytes(),
-		Pids: int64(c.GetPids()), Allow: im.allow()}
-}
-
 // volumeDir is the environment-local directory behind a volume mount
 // (envconfig.VolumeName refuses names that are not plain volume names).
 func volumeDir(lay envdir.Layout, m envconfig.ConfigMount) (string, error) {

@@ -36,7 +36,7 @@ func (im *imageStep) pullImage(ctx context.Context, note func(string), e *stepEn
 	if err != nil {
 		return err
 	}
-	in := envconfig.Input{Identity: identity(env, st), Class: im.class(env.GetSpec().GetClassId()), Allow: allow,
+	in := envconfig.Input{Identity: identity(env, st), Class: im.classes.resolution(env.GetSpec().GetClassId(), allow), Allow: allow,
 		Config: cfg, Warnings: warns, RepoDir: repoDir}
 	cc, err := composeConfig(cfg)
 	if err != nil {

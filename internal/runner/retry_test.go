@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/usererr"
@@ -24,8 +25,8 @@ func TestTransientFailuresRetry(t *testing.T) {
 	r := c.runner(0, false)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w := &worker{r: r, id: env.Id, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), env: env,
-		content: &covev1.SubStatus{}, machine: &covev1.SubStatus{}, retryIn: 8e9}
+	w := testWorker(ctx, cancel, r, env)
+	w.retryIn = 8 * time.Second
 
 	c.images.pullErr = usererr.Wrap(errdefs.Unavailable(errors.New("connection refused")), "registry registry.invalid unreachable: connection refused")
 	if _, err := r.reconcile(ctx, w, env); err == nil {
@@ -57,8 +58,7 @@ func TestTransientFailuresRetry(t *testing.T) {
 	env2.Spec.DesiredPhase, env2.Spec.SpecVersion = phaseRunning, 1
 	c2.images.pullErr = usererr.Wrap(errdefs.NotFound(errors.New("MANIFEST_UNKNOWN")), "image registry.invalid/dev:1 not found")
 	r2 := c2.runner(0, false)
-	w2 := &worker{r: r2, id: env2.Id, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), env: env2,
-		content: &covev1.SubStatus{}, machine: &covev1.SubStatus{}}
+	w2 := testWorker(ctx, cancel, r2, env2)
 	for pass := 0; pass < 2; pass++ { // the failure, then the pass that reports it
 		if _, err := r2.reconcile(ctx, w2, env2); err != nil {
 			t.Fatalf("pass %d: %v", pass, err)
@@ -81,8 +81,7 @@ func TestRetriesEnd(t *testing.T) {
 	r := c.runner(0, false)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w := &worker{r: r, id: env.Id, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), env: env,
-		content: &covev1.SubStatus{}, machine: &covev1.SubStatus{}}
+	w := testWorker(ctx, cancel, r, env)
 	c.images.pullErr = usererr.Wrap(errdefs.Unavailable(errors.New("503")), "registry registry.invalid: 503 Service Unavailable")
 	for i := 1; i <= maxStartRetries; i++ {
 		if _, err := r.reconcile(ctx, w, env); err == nil {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/covedev/cove/internal/confine"
+	"github.com/covedev/cove/internal/devcontainer"
 	"github.com/covedev/cove/internal/envconfig"
 	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/guest"
@@ -27,12 +28,9 @@ func (m *startStep) start(ctx context.Context, e *stepEnv, note func(string)) er
 	if err != nil {
 		return err
 	}
-	var class *envconfig.Class
-	if c := m.classes.find(env.GetSpec().GetClassId()); c != nil {
-		class = &envconfig.Class{ID: c.GetId(), CPUs: int(c.GetCpus()), MemoryBytes: c.GetMemoryBytes(), DiskBytes: c.GetDiskBytes(), Pids: int64(c.GetPids())}
-	}
-	machines, err := envconfig.Machines(identity(env, st), &st.Image,
-		envconfig.Options{Class: class, Networked: att.netns != "", FeaturesInstalled: st.Features.Installed})
+	machines, err := envconfig.Machines(identity(env, st), &st.Image, envconfig.Options{
+		Class:     m.classes.resolution(env.GetSpec().GetClassId(), devcontainer.Allow{}), // sizes only
+		Networked: att.netns != "", FeaturesInstalled: st.Features.Installed})
 	if err != nil {
 		return err
 	}
