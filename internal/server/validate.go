@@ -24,6 +24,7 @@ const (
 	maxTimeoutSecs  = 366 * 24 * 3600 // a timeout longer than a year is a mistake
 	maxSharedPorts  = 1024            // entries in spec.ports
 	maxImageRefLen  = 512             // bytes of defaultImage
+	maxLocalEnv     = 64              // variables in spec.localEnv
 	fieldPrefixSpec = "spec"          // field paths in messages start here
 	controlCharText = "a control character"
 )
@@ -94,6 +95,8 @@ func checkStrings(field string, m protoreflect.Message) error {
 			for i := 0; i < l.Len() && err == nil; i++ {
 				err = checkValue(fmt.Sprintf("%s[%d]", name, i), fd, l.Get(i))
 			}
+		case fd.IsMap() && name == fieldPrefixSpec+".localEnv":
+			err = checkLocalEnv(name, v.Map())
 		case fd.IsMap():
 			err = invalidField(name, "maps are not accepted here")
 		default:
@@ -118,6 +121,33 @@ func checkValue(name string, fd protoreflect.FieldDescriptor, v protoreflect.Val
 		return checkStrings(name, v.Message())
 	}
 	return nil
+}
+
+// envNameRE is what a ${localEnv:VAR} variable name looks like.
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+
+// checkLocalEnv bounds the ${localEnv:…} values a CLI sent: names that are
+// variable names, values like any other spec string.
+func checkLocalEnv(field string, m protoreflect.Map) error {
+	if m.Len() > maxLocalEnv {
+		return invalidField(field, "%d variables, at most %d", m.Len(), maxLocalEnv)
+	}
+	var err error
+	m.Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
+		name := k.String()
+		if !envNameRE.MatchString(name) {
+			err = invalidField(field, "%q is not a variable name", name)
+			return false
+		}
+		str := v.String()
+		if len(str) > maxSpecString {
+			err = invalidField(field+"."+name, "too long (%d bytes, at most %d)", len(str), maxSpecString)
+		} else if strings.IndexFunc(str, func(r rune) bool { return r != '\t' && unicode.IsControl(r) }) >= 0 {
+			err = invalidField(field+"."+name, "contains %s (only single-line values can be sent)", controlCharText)
+		}
+		return err == nil
+	})
+	return err
 }
 
 func hasDotDot(p string) bool {

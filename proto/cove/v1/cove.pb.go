@@ -529,8 +529,12 @@ type EnvironmentSpec struct {
 	// Bumped by `cove env rebuild`: the runner rebuilds the container's file
 	// system from the current devcontainer.json (the workspace is kept).
 	RebuildGeneration int64 `protobuf:"varint,9,opt,name=rebuild_generation,json=rebuildGeneration,proto3" json:"rebuild_generation,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Values of the ${localEnv:VAR} variables devcontainer.json references,
+	// sent by the creating CLI from the user's shell (only those variables).
+	// A variable not listed resolves to its default, or "".
+	LocalEnv      map[string]string `protobuf:"bytes,10,rep,name=local_env,json=localEnv,proto3" json:"local_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EnvironmentSpec) Reset() {
@@ -624,6 +628,13 @@ func (x *EnvironmentSpec) GetRebuildGeneration() int64 {
 		return x.RebuildGeneration
 	}
 	return 0
+}
+
+func (x *EnvironmentSpec) GetLocalEnv() map[string]string {
+	if x != nil {
+		return x.LocalEnv
+	}
+	return nil
 }
 
 type SubStatus struct {
@@ -746,7 +757,12 @@ type Port struct {
 	OnAutoForward string `protobuf:"bytes,6,opt,name=on_auto_forward,json=onAutoForward,proto3" json:"on_auto_forward,omitempty"`
 	// Listed in devcontainer.json forwardPorts (reported even before anything
 	// listens; address is then empty).
-	Forwarded     bool `protobuf:"varint,7,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	Forwarded bool `protobuf:"varint,7,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// portsAttributes.protocol: "http" (default) or "https".
+	Protocol string `protobuf:"bytes,8,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// The Docker Compose service a "service:port" forwardPorts entry names
+	// (empty: the dev container's).
+	Service       string `protobuf:"bytes,9,opt,name=service,proto3" json:"service,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -830,6 +846,166 @@ func (x *Port) GetForwarded() bool {
 	return false
 }
 
+func (x *Port) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *Port) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+// InstalledFeature is a Dev Container Feature installed in the environment.
+type InstalledFeature struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As written in devcontainer.json (e.g. ghcr.io/devcontainers/features/go:1).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The feature's own version (devcontainer-feature.json).
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Content digest of what was installed (OCI manifest digest, or of the
+	// local folder / tarball).
+	Digest        string            `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	Options       map[string]string `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstalledFeature) Reset() {
+	*x = InstalledFeature{}
+	mi := &file_cove_v1_cove_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstalledFeature) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstalledFeature) ProtoMessage() {}
+
+func (x *InstalledFeature) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstalledFeature.ProtoReflect.Descriptor instead.
+func (*InstalledFeature) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *InstalledFeature) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *InstalledFeature) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *InstalledFeature) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *InstalledFeature) GetOptions() map[string]string {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+// Volume is storage mounted into the environment besides its workspace.
+type Volume struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "named", "anonymous", "tmpfs" or "bind" (a folder of the repository).
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// A named volume's name; a bind mount's source inside the repository.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Mount point inside the environment.
+	Target string `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	// The Docker Compose service it is mounted in (empty: the dev container).
+	Service       string `protobuf:"bytes,4,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Volume) Reset() {
+	*x = Volume{}
+	mi := &file_cove_v1_cove_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Volume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Volume) ProtoMessage() {}
+
+func (x *Volume) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Volume.ProtoReflect.Descriptor instead.
+func (*Volume) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Volume) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Volume) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Volume) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Volume) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
 type Activity struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	LastActive *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=last_active,json=lastActive,proto3" json:"last_active,omitempty"`
@@ -841,7 +1017,7 @@ type Activity struct {
 
 func (x *Activity) Reset() {
 	*x = Activity{}
-	mi := &file_cove_v1_cove_proto_msgTypes[8]
+	mi := &file_cove_v1_cove_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +1029,7 @@ func (x *Activity) String() string {
 func (*Activity) ProtoMessage() {}
 
 func (x *Activity) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[8]
+	mi := &file_cove_v1_cove_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +1042,7 @@ func (x *Activity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Activity.ProtoReflect.Descriptor instead.
 func (*Activity) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{8}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Activity) GetLastActive() *timestamppb.Timestamp {
@@ -914,13 +1090,22 @@ type EnvironmentStatus struct {
 	CustomizationsJson string   `protobuf:"bytes,18,opt,name=customizations_json,json=customizationsJson,proto3" json:"customizations_json,omitempty"`
 	// The rebuild generation the file system was built from.
 	BuiltGeneration int64 `protobuf:"varint,19,opt,name=built_generation,json=builtGeneration,proto3" json:"built_generation,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// devcontainer.json's name.
+	DevcontainerName string              `protobuf:"bytes,20,opt,name=devcontainer_name,json=devcontainerName,proto3" json:"devcontainer_name,omitempty"`
+	Features         []*InstalledFeature `protobuf:"bytes,21,rep,name=features,proto3" json:"features,omitempty"`
+	Volumes          []*Volume           `protobuf:"bytes,22,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	// Lifecycle commands (onCreate … postStart): IN_PROGRESS while any still
+	// runs after the environment is ready (waitFor), READY when all have
+	// finished, FAILED (with the command and its output's tail in message)
+	// when one failed. The environment stays RUNNING either way.
+	Lifecycle     *SubStatus `protobuf:"bytes,23,opt,name=lifecycle,proto3" json:"lifecycle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EnvironmentStatus) Reset() {
 	*x = EnvironmentStatus{}
-	mi := &file_cove_v1_cove_proto_msgTypes[9]
+	mi := &file_cove_v1_cove_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1117,7 @@ func (x *EnvironmentStatus) String() string {
 func (*EnvironmentStatus) ProtoMessage() {}
 
 func (x *EnvironmentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[9]
+	mi := &file_cove_v1_cove_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1130,7 @@ func (x *EnvironmentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvironmentStatus.ProtoReflect.Descriptor instead.
 func (*EnvironmentStatus) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{9}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *EnvironmentStatus) GetPhase() EnvironmentPhase {
@@ -1081,6 +1266,34 @@ func (x *EnvironmentStatus) GetBuiltGeneration() int64 {
 	return 0
 }
 
+func (x *EnvironmentStatus) GetDevcontainerName() string {
+	if x != nil {
+		return x.DevcontainerName
+	}
+	return ""
+}
+
+func (x *EnvironmentStatus) GetFeatures() []*InstalledFeature {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
+func (x *EnvironmentStatus) GetVolumes() []*Volume {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+func (x *EnvironmentStatus) GetLifecycle() *SubStatus {
+	if x != nil {
+		return x.Lifecycle
+	}
+	return nil
+}
+
 type Environment struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1096,7 +1309,7 @@ type Environment struct {
 
 func (x *Environment) Reset() {
 	*x = Environment{}
-	mi := &file_cove_v1_cove_proto_msgTypes[10]
+	mi := &file_cove_v1_cove_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1321,7 @@ func (x *Environment) String() string {
 func (*Environment) ProtoMessage() {}
 
 func (x *Environment) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[10]
+	mi := &file_cove_v1_cove_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1334,7 @@ func (x *Environment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Environment.ProtoReflect.Descriptor instead.
 func (*Environment) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{10}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Environment) GetId() string {
@@ -1169,7 +1382,7 @@ type CreateEnvironmentRequest struct {
 
 func (x *CreateEnvironmentRequest) Reset() {
 	*x = CreateEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[11]
+	mi := &file_cove_v1_cove_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1394,7 @@ func (x *CreateEnvironmentRequest) String() string {
 func (*CreateEnvironmentRequest) ProtoMessage() {}
 
 func (x *CreateEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[11]
+	mi := &file_cove_v1_cove_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1407,7 @@ func (x *CreateEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{11}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateEnvironmentRequest) GetName() string {
@@ -1220,7 +1433,7 @@ type CreateEnvironmentResponse struct {
 
 func (x *CreateEnvironmentResponse) Reset() {
 	*x = CreateEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[12]
+	mi := &file_cove_v1_cove_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1445,7 @@ func (x *CreateEnvironmentResponse) String() string {
 func (*CreateEnvironmentResponse) ProtoMessage() {}
 
 func (x *CreateEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[12]
+	mi := &file_cove_v1_cove_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1458,7 @@ func (x *CreateEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{12}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateEnvironmentResponse) GetEnvironment() *Environment {
@@ -1265,7 +1478,7 @@ type GetEnvironmentRequest struct {
 
 func (x *GetEnvironmentRequest) Reset() {
 	*x = GetEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[13]
+	mi := &file_cove_v1_cove_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1490,7 @@ func (x *GetEnvironmentRequest) String() string {
 func (*GetEnvironmentRequest) ProtoMessage() {}
 
 func (x *GetEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[13]
+	mi := &file_cove_v1_cove_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1503,7 @@ func (x *GetEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*GetEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{13}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetEnvironmentRequest) GetId() string {
@@ -1309,7 +1522,7 @@ type GetEnvironmentResponse struct {
 
 func (x *GetEnvironmentResponse) Reset() {
 	*x = GetEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[14]
+	mi := &file_cove_v1_cove_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1534,7 @@ func (x *GetEnvironmentResponse) String() string {
 func (*GetEnvironmentResponse) ProtoMessage() {}
 
 func (x *GetEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[14]
+	mi := &file_cove_v1_cove_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1547,7 @@ func (x *GetEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*GetEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{14}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetEnvironmentResponse) GetEnvironment() *Environment {
@@ -1354,7 +1567,7 @@ type ListEnvironmentsRequest struct {
 
 func (x *ListEnvironmentsRequest) Reset() {
 	*x = ListEnvironmentsRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[15]
+	mi := &file_cove_v1_cove_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1579,7 @@ func (x *ListEnvironmentsRequest) String() string {
 func (*ListEnvironmentsRequest) ProtoMessage() {}
 
 func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[15]
+	mi := &file_cove_v1_cove_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1592,7 @@ func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsRequest.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{15}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListEnvironmentsRequest) GetIncludeDeleted() bool {
@@ -1398,7 +1611,7 @@ type ListEnvironmentsResponse struct {
 
 func (x *ListEnvironmentsResponse) Reset() {
 	*x = ListEnvironmentsResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[16]
+	mi := &file_cove_v1_cove_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1623,7 @@ func (x *ListEnvironmentsResponse) String() string {
 func (*ListEnvironmentsResponse) ProtoMessage() {}
 
 func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[16]
+	mi := &file_cove_v1_cove_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1636,7 @@ func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsResponse.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{16}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListEnvironmentsResponse) GetEnvironments() []*Environment {
@@ -1444,7 +1657,7 @@ type UpdateEnvironmentRequest struct {
 
 func (x *UpdateEnvironmentRequest) Reset() {
 	*x = UpdateEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[17]
+	mi := &file_cove_v1_cove_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1669,7 @@ func (x *UpdateEnvironmentRequest) String() string {
 func (*UpdateEnvironmentRequest) ProtoMessage() {}
 
 func (x *UpdateEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[17]
+	mi := &file_cove_v1_cove_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1682,7 @@ func (x *UpdateEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{17}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdateEnvironmentRequest) GetId() string {
@@ -1495,7 +1708,7 @@ type UpdateEnvironmentResponse struct {
 
 func (x *UpdateEnvironmentResponse) Reset() {
 	*x = UpdateEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[18]
+	mi := &file_cove_v1_cove_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +1720,7 @@ func (x *UpdateEnvironmentResponse) String() string {
 func (*UpdateEnvironmentResponse) ProtoMessage() {}
 
 func (x *UpdateEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[18]
+	mi := &file_cove_v1_cove_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +1733,7 @@ func (x *UpdateEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*UpdateEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{18}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateEnvironmentResponse) GetEnvironment() *Environment {
@@ -1539,7 +1752,7 @@ type DeleteEnvironmentRequest struct {
 
 func (x *DeleteEnvironmentRequest) Reset() {
 	*x = DeleteEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[19]
+	mi := &file_cove_v1_cove_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1764,7 @@ func (x *DeleteEnvironmentRequest) String() string {
 func (*DeleteEnvironmentRequest) ProtoMessage() {}
 
 func (x *DeleteEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[19]
+	mi := &file_cove_v1_cove_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1777,7 @@ func (x *DeleteEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{19}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeleteEnvironmentRequest) GetId() string {
@@ -1583,7 +1796,7 @@ type DeleteEnvironmentResponse struct {
 
 func (x *DeleteEnvironmentResponse) Reset() {
 	*x = DeleteEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[20]
+	mi := &file_cove_v1_cove_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1808,7 @@ func (x *DeleteEnvironmentResponse) String() string {
 func (*DeleteEnvironmentResponse) ProtoMessage() {}
 
 func (x *DeleteEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[20]
+	mi := &file_cove_v1_cove_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1821,7 @@ func (x *DeleteEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{20}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeleteEnvironmentResponse) GetEnvironment() *Environment {
@@ -1630,7 +1843,7 @@ type WatchEnvironmentsRequest struct {
 
 func (x *WatchEnvironmentsRequest) Reset() {
 	*x = WatchEnvironmentsRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[21]
+	mi := &file_cove_v1_cove_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1642,7 +1855,7 @@ func (x *WatchEnvironmentsRequest) String() string {
 func (*WatchEnvironmentsRequest) ProtoMessage() {}
 
 func (x *WatchEnvironmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[21]
+	mi := &file_cove_v1_cove_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1655,7 +1868,7 @@ func (x *WatchEnvironmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEnvironmentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEnvironmentsRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{21}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WatchEnvironmentsRequest) GetId() string {
@@ -1681,7 +1894,7 @@ type WatchEnvironmentsResponse struct {
 
 func (x *WatchEnvironmentsResponse) Reset() {
 	*x = WatchEnvironmentsResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[22]
+	mi := &file_cove_v1_cove_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1693,7 +1906,7 @@ func (x *WatchEnvironmentsResponse) String() string {
 func (*WatchEnvironmentsResponse) ProtoMessage() {}
 
 func (x *WatchEnvironmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[22]
+	mi := &file_cove_v1_cove_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1706,7 +1919,7 @@ func (x *WatchEnvironmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEnvironmentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEnvironmentsResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{22}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchEnvironmentsResponse) GetEnvironment() *Environment {
@@ -1727,7 +1940,7 @@ type SignSSHCertificateRequest struct {
 
 func (x *SignSSHCertificateRequest) Reset() {
 	*x = SignSSHCertificateRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[23]
+	mi := &file_cove_v1_cove_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +1952,7 @@ func (x *SignSSHCertificateRequest) String() string {
 func (*SignSSHCertificateRequest) ProtoMessage() {}
 
 func (x *SignSSHCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[23]
+	mi := &file_cove_v1_cove_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +1965,7 @@ func (x *SignSSHCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignSSHCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SignSSHCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{23}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SignSSHCertificateRequest) GetEnvironmentId() string {
@@ -1783,7 +1996,7 @@ type SignSSHCertificateResponse struct {
 
 func (x *SignSSHCertificateResponse) Reset() {
 	*x = SignSSHCertificateResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[24]
+	mi := &file_cove_v1_cove_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +2008,7 @@ func (x *SignSSHCertificateResponse) String() string {
 func (*SignSSHCertificateResponse) ProtoMessage() {}
 
 func (x *SignSSHCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[24]
+	mi := &file_cove_v1_cove_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +2021,7 @@ func (x *SignSSHCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignSSHCertificateResponse.ProtoReflect.Descriptor instead.
 func (*SignSSHCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{24}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SignSSHCertificateResponse) GetCertificate() string {
@@ -1848,7 +2061,7 @@ type RebuildEnvironmentRequest struct {
 
 func (x *RebuildEnvironmentRequest) Reset() {
 	*x = RebuildEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[25]
+	mi := &file_cove_v1_cove_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1860,7 +2073,7 @@ func (x *RebuildEnvironmentRequest) String() string {
 func (*RebuildEnvironmentRequest) ProtoMessage() {}
 
 func (x *RebuildEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[25]
+	mi := &file_cove_v1_cove_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1873,7 +2086,7 @@ func (x *RebuildEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebuildEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*RebuildEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{25}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RebuildEnvironmentRequest) GetId() string {
@@ -1892,7 +2105,7 @@ type RebuildEnvironmentResponse struct {
 
 func (x *RebuildEnvironmentResponse) Reset() {
 	*x = RebuildEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[26]
+	mi := &file_cove_v1_cove_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1904,7 +2117,7 @@ func (x *RebuildEnvironmentResponse) String() string {
 func (*RebuildEnvironmentResponse) ProtoMessage() {}
 
 func (x *RebuildEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[26]
+	mi := &file_cove_v1_cove_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1917,7 +2130,7 @@ func (x *RebuildEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebuildEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*RebuildEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{26}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RebuildEnvironmentResponse) GetEnvironment() *Environment {
@@ -1938,7 +2151,7 @@ type SharePortRequest struct {
 
 func (x *SharePortRequest) Reset() {
 	*x = SharePortRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[27]
+	mi := &file_cove_v1_cove_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2163,7 @@ func (x *SharePortRequest) String() string {
 func (*SharePortRequest) ProtoMessage() {}
 
 func (x *SharePortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[27]
+	mi := &file_cove_v1_cove_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2176,7 @@ func (x *SharePortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharePortRequest.ProtoReflect.Descriptor instead.
 func (*SharePortRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{27}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SharePortRequest) GetId() string {
@@ -1996,7 +2209,7 @@ type SharePortResponse struct {
 
 func (x *SharePortResponse) Reset() {
 	*x = SharePortResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[28]
+	mi := &file_cove_v1_cove_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2221,7 @@ func (x *SharePortResponse) String() string {
 func (*SharePortResponse) ProtoMessage() {}
 
 func (x *SharePortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[28]
+	mi := &file_cove_v1_cove_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2234,7 @@ func (x *SharePortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharePortResponse.ProtoReflect.Descriptor instead.
 func (*SharePortResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{28}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SharePortResponse) GetEnvironment() *Environment {
@@ -2044,7 +2257,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_cove_v1_cove_proto_msgTypes[29]
+	mi := &file_cove_v1_cove_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2269,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[29]
+	mi := &file_cove_v1_cove_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2282,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{29}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *User) GetId() string {
@@ -2108,7 +2321,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[30]
+	mi := &file_cove_v1_cove_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2333,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[30]
+	mi := &file_cove_v1_cove_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2346,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{30}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{32}
 }
 
 type WhoAmIResponse struct {
@@ -2145,7 +2358,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[31]
+	mi := &file_cove_v1_cove_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2157,7 +2370,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[31]
+	mi := &file_cove_v1_cove_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2170,7 +2383,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{31}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WhoAmIResponse) GetUser() *User {
@@ -2190,7 +2403,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[32]
+	mi := &file_cove_v1_cove_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2202,7 +2415,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[32]
+	mi := &file_cove_v1_cove_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2215,7 +2428,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{32}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CreateTokenRequest) GetName() string {
@@ -2244,7 +2457,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[33]
+	mi := &file_cove_v1_cove_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +2469,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[33]
+	mi := &file_cove_v1_cove_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +2482,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{33}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -2306,7 +2519,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_cove_v1_cove_proto_msgTypes[34]
+	mi := &file_cove_v1_cove_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2318,7 +2531,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[34]
+	mi := &file_cove_v1_cove_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2331,7 +2544,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{34}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Token) GetId() string {
@@ -2384,7 +2597,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[35]
+	mi := &file_cove_v1_cove_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2609,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[35]
+	mi := &file_cove_v1_cove_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2622,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{35}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{37}
 }
 
 type ListTokensResponse struct {
@@ -2421,7 +2634,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	mi := &file_cove_v1_cove_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2433,7 +2646,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	mi := &file_cove_v1_cove_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2446,7 +2659,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{36}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListTokensResponse) GetTokens() []*Token {
@@ -2465,7 +2678,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	mi := &file_cove_v1_cove_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +2690,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	mi := &file_cove_v1_cove_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +2703,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{37}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -2510,7 +2723,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	mi := &file_cove_v1_cove_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2735,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	mi := &file_cove_v1_cove_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2748,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{38}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RevokeTokenResponse) GetRevokedIds() []string {
@@ -2555,7 +2768,7 @@ type CreateUserRequest struct {
 
 func (x *CreateUserRequest) Reset() {
 	*x = CreateUserRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[39]
+	mi := &file_cove_v1_cove_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +2780,7 @@ func (x *CreateUserRequest) String() string {
 func (*CreateUserRequest) ProtoMessage() {}
 
 func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[39]
+	mi := &file_cove_v1_cove_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +2793,7 @@ func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
 func (*CreateUserRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{39}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateUserRequest) GetName() string {
@@ -2607,7 +2820,7 @@ type CreateUserResponse struct {
 
 func (x *CreateUserResponse) Reset() {
 	*x = CreateUserResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[40]
+	mi := &file_cove_v1_cove_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2619,7 +2832,7 @@ func (x *CreateUserResponse) String() string {
 func (*CreateUserResponse) ProtoMessage() {}
 
 func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[40]
+	mi := &file_cove_v1_cove_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2632,7 +2845,7 @@ func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
 func (*CreateUserResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{40}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CreateUserResponse) GetUser() *User {
@@ -2672,7 +2885,7 @@ type EnvironmentClass struct {
 
 func (x *EnvironmentClass) Reset() {
 	*x = EnvironmentClass{}
-	mi := &file_cove_v1_cove_proto_msgTypes[41]
+	mi := &file_cove_v1_cove_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2684,7 +2897,7 @@ func (x *EnvironmentClass) String() string {
 func (*EnvironmentClass) ProtoMessage() {}
 
 func (x *EnvironmentClass) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[41]
+	mi := &file_cove_v1_cove_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2697,7 +2910,7 @@ func (x *EnvironmentClass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvironmentClass.ProtoReflect.Descriptor instead.
 func (*EnvironmentClass) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{41}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *EnvironmentClass) GetId() string {
@@ -2796,7 +3009,7 @@ type RunnerCapabilities struct {
 
 func (x *RunnerCapabilities) Reset() {
 	*x = RunnerCapabilities{}
-	mi := &file_cove_v1_cove_proto_msgTypes[42]
+	mi := &file_cove_v1_cove_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2808,7 +3021,7 @@ func (x *RunnerCapabilities) String() string {
 func (*RunnerCapabilities) ProtoMessage() {}
 
 func (x *RunnerCapabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[42]
+	mi := &file_cove_v1_cove_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2821,7 +3034,7 @@ func (x *RunnerCapabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunnerCapabilities.ProtoReflect.Descriptor instead.
 func (*RunnerCapabilities) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{42}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RunnerCapabilities) GetRuntimes() []string {
@@ -2895,7 +3108,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_cove_v1_cove_proto_msgTypes[43]
+	mi := &file_cove_v1_cove_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2907,7 +3120,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[43]
+	mi := &file_cove_v1_cove_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2920,7 +3133,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{43}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Runner) GetId() string {
@@ -2981,7 +3194,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[44]
+	mi := &file_cove_v1_cove_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2993,7 +3206,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[44]
+	mi := &file_cove_v1_cove_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3006,7 +3219,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{44}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateJoinTokenRequest) GetTtlSeconds() int64 {
@@ -3025,7 +3238,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[45]
+	mi := &file_cove_v1_cove_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3037,7 +3250,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[45]
+	mi := &file_cove_v1_cove_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3050,7 +3263,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{45}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CreateJoinTokenResponse) GetJoinToken() string {
@@ -3070,7 +3283,7 @@ type JoinRunnerRequest struct {
 
 func (x *JoinRunnerRequest) Reset() {
 	*x = JoinRunnerRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[46]
+	mi := &file_cove_v1_cove_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3082,7 +3295,7 @@ func (x *JoinRunnerRequest) String() string {
 func (*JoinRunnerRequest) ProtoMessage() {}
 
 func (x *JoinRunnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[46]
+	mi := &file_cove_v1_cove_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3095,7 +3308,7 @@ func (x *JoinRunnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRunnerRequest.ProtoReflect.Descriptor instead.
 func (*JoinRunnerRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{46}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *JoinRunnerRequest) GetJoinToken() string {
@@ -3122,7 +3335,7 @@ type JoinRunnerResponse struct {
 
 func (x *JoinRunnerResponse) Reset() {
 	*x = JoinRunnerResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[47]
+	mi := &file_cove_v1_cove_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3134,7 +3347,7 @@ func (x *JoinRunnerResponse) String() string {
 func (*JoinRunnerResponse) ProtoMessage() {}
 
 func (x *JoinRunnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[47]
+	mi := &file_cove_v1_cove_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3147,7 +3360,7 @@ func (x *JoinRunnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRunnerResponse.ProtoReflect.Descriptor instead.
 func (*JoinRunnerResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{47}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *JoinRunnerResponse) GetRunnerId() string {
@@ -3172,7 +3385,7 @@ type RotateRunnerTokenRequest struct {
 
 func (x *RotateRunnerTokenRequest) Reset() {
 	*x = RotateRunnerTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[48]
+	mi := &file_cove_v1_cove_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3184,7 +3397,7 @@ func (x *RotateRunnerTokenRequest) String() string {
 func (*RotateRunnerTokenRequest) ProtoMessage() {}
 
 func (x *RotateRunnerTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[48]
+	mi := &file_cove_v1_cove_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3197,7 +3410,7 @@ func (x *RotateRunnerTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRunnerTokenRequest.ProtoReflect.Descriptor instead.
 func (*RotateRunnerTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{48}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{50}
 }
 
 type RotateRunnerTokenResponse struct {
@@ -3211,7 +3424,7 @@ type RotateRunnerTokenResponse struct {
 
 func (x *RotateRunnerTokenResponse) Reset() {
 	*x = RotateRunnerTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[49]
+	mi := &file_cove_v1_cove_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3223,7 +3436,7 @@ func (x *RotateRunnerTokenResponse) String() string {
 func (*RotateRunnerTokenResponse) ProtoMessage() {}
 
 func (x *RotateRunnerTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[49]
+	mi := &file_cove_v1_cove_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3236,7 +3449,7 @@ func (x *RotateRunnerTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRunnerTokenResponse.ProtoReflect.Descriptor instead.
 func (*RotateRunnerTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{49}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RotateRunnerTokenResponse) GetRunnerToken() string {
@@ -3256,7 +3469,7 @@ type DeleteRunnerRequest struct {
 
 func (x *DeleteRunnerRequest) Reset() {
 	*x = DeleteRunnerRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[50]
+	mi := &file_cove_v1_cove_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3268,7 +3481,7 @@ func (x *DeleteRunnerRequest) String() string {
 func (*DeleteRunnerRequest) ProtoMessage() {}
 
 func (x *DeleteRunnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[50]
+	mi := &file_cove_v1_cove_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3281,7 +3494,7 @@ func (x *DeleteRunnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRunnerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRunnerRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{50}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DeleteRunnerRequest) GetId() string {
@@ -3302,7 +3515,7 @@ type DeleteRunnerResponse struct {
 
 func (x *DeleteRunnerResponse) Reset() {
 	*x = DeleteRunnerResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[51]
+	mi := &file_cove_v1_cove_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3314,7 +3527,7 @@ func (x *DeleteRunnerResponse) String() string {
 func (*DeleteRunnerResponse) ProtoMessage() {}
 
 func (x *DeleteRunnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[51]
+	mi := &file_cove_v1_cove_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3327,7 +3540,7 @@ func (x *DeleteRunnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRunnerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRunnerResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{51}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DeleteRunnerResponse) GetReleasedEnvironmentIds() []string {
@@ -3345,7 +3558,7 @@ type ListRunnersRequest struct {
 
 func (x *ListRunnersRequest) Reset() {
 	*x = ListRunnersRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[52]
+	mi := &file_cove_v1_cove_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3357,7 +3570,7 @@ func (x *ListRunnersRequest) String() string {
 func (*ListRunnersRequest) ProtoMessage() {}
 
 func (x *ListRunnersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[52]
+	mi := &file_cove_v1_cove_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3370,7 +3583,7 @@ func (x *ListRunnersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunnersRequest.ProtoReflect.Descriptor instead.
 func (*ListRunnersRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{52}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{54}
 }
 
 type ListRunnersResponse struct {
@@ -3382,7 +3595,7 @@ type ListRunnersResponse struct {
 
 func (x *ListRunnersResponse) Reset() {
 	*x = ListRunnersResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[53]
+	mi := &file_cove_v1_cove_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3394,7 +3607,7 @@ func (x *ListRunnersResponse) String() string {
 func (*ListRunnersResponse) ProtoMessage() {}
 
 func (x *ListRunnersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[53]
+	mi := &file_cove_v1_cove_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3407,7 +3620,7 @@ func (x *ListRunnersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunnersResponse.ProtoReflect.Descriptor instead.
 func (*ListRunnersResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{53}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListRunnersResponse) GetRunners() []*Runner {
@@ -3425,7 +3638,7 @@ type ListEnvironmentClassesRequest struct {
 
 func (x *ListEnvironmentClassesRequest) Reset() {
 	*x = ListEnvironmentClassesRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[54]
+	mi := &file_cove_v1_cove_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3437,7 +3650,7 @@ func (x *ListEnvironmentClassesRequest) String() string {
 func (*ListEnvironmentClassesRequest) ProtoMessage() {}
 
 func (x *ListEnvironmentClassesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[54]
+	mi := &file_cove_v1_cove_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3450,7 +3663,7 @@ func (x *ListEnvironmentClassesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentClassesRequest.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentClassesRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{54}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{56}
 }
 
 type ListEnvironmentClassesResponse struct {
@@ -3462,7 +3675,7 @@ type ListEnvironmentClassesResponse struct {
 
 func (x *ListEnvironmentClassesResponse) Reset() {
 	*x = ListEnvironmentClassesResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[55]
+	mi := &file_cove_v1_cove_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3474,7 +3687,7 @@ func (x *ListEnvironmentClassesResponse) String() string {
 func (*ListEnvironmentClassesResponse) ProtoMessage() {}
 
 func (x *ListEnvironmentClassesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[55]
+	mi := &file_cove_v1_cove_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3487,7 +3700,7 @@ func (x *ListEnvironmentClassesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentClassesResponse.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentClassesResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{55}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListEnvironmentClassesResponse) GetClasses() []*EnvironmentClass {
@@ -3507,7 +3720,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[56]
+	mi := &file_cove_v1_cove_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3519,7 +3732,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[56]
+	mi := &file_cove_v1_cove_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3532,7 +3745,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{56}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *HeartbeatRequest) GetCapabilities() *RunnerCapabilities {
@@ -3563,7 +3776,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[57]
+	mi := &file_cove_v1_cove_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3575,7 +3788,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[57]
+	mi := &file_cove_v1_cove_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3588,7 +3801,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{57}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *HeartbeatResponse) GetHostCertificate() string {
@@ -3621,7 +3834,7 @@ type WatchAssignmentsRequest struct {
 
 func (x *WatchAssignmentsRequest) Reset() {
 	*x = WatchAssignmentsRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[58]
+	mi := &file_cove_v1_cove_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3633,7 +3846,7 @@ func (x *WatchAssignmentsRequest) String() string {
 func (*WatchAssignmentsRequest) ProtoMessage() {}
 
 func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[58]
+	mi := &file_cove_v1_cove_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3646,7 +3859,7 @@ func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{58}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *WatchAssignmentsRequest) GetSinceRevision() int64 {
@@ -3665,7 +3878,7 @@ type WatchAssignmentsResponse struct {
 
 func (x *WatchAssignmentsResponse) Reset() {
 	*x = WatchAssignmentsResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[59]
+	mi := &file_cove_v1_cove_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3677,7 +3890,7 @@ func (x *WatchAssignmentsResponse) String() string {
 func (*WatchAssignmentsResponse) ProtoMessage() {}
 
 func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[59]
+	mi := &file_cove_v1_cove_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3690,7 +3903,7 @@ func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{59}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *WatchAssignmentsResponse) GetEnvironment() *Environment {
@@ -3710,7 +3923,7 @@ type ReportStatusRequest struct {
 
 func (x *ReportStatusRequest) Reset() {
 	*x = ReportStatusRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[60]
+	mi := &file_cove_v1_cove_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3722,7 +3935,7 @@ func (x *ReportStatusRequest) String() string {
 func (*ReportStatusRequest) ProtoMessage() {}
 
 func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[60]
+	mi := &file_cove_v1_cove_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3735,7 +3948,7 @@ func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{60}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ReportStatusRequest) GetEnvironmentId() string {
@@ -3761,7 +3974,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[61]
+	mi := &file_cove_v1_cove_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3773,7 +3986,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[61]
+	mi := &file_cove_v1_cove_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3786,7 +3999,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{61}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ReportStatusResponse) GetEnvironment() *Environment {
@@ -3810,7 +4023,7 @@ type AuthorizePortAccessRequest struct {
 
 func (x *AuthorizePortAccessRequest) Reset() {
 	*x = AuthorizePortAccessRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[62]
+	mi := &file_cove_v1_cove_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3822,7 +4035,7 @@ func (x *AuthorizePortAccessRequest) String() string {
 func (*AuthorizePortAccessRequest) ProtoMessage() {}
 
 func (x *AuthorizePortAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[62]
+	mi := &file_cove_v1_cove_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3835,7 +4048,7 @@ func (x *AuthorizePortAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizePortAccessRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizePortAccessRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{62}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *AuthorizePortAccessRequest) GetEnvironmentId() string {
@@ -3873,7 +4086,7 @@ type AuthorizePortAccessResponse struct {
 
 func (x *AuthorizePortAccessResponse) Reset() {
 	*x = AuthorizePortAccessResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[63]
+	mi := &file_cove_v1_cove_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3885,7 +4098,7 @@ func (x *AuthorizePortAccessResponse) String() string {
 func (*AuthorizePortAccessResponse) ProtoMessage() {}
 
 func (x *AuthorizePortAccessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[63]
+	mi := &file_cove_v1_cove_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3898,7 +4111,7 @@ func (x *AuthorizePortAccessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizePortAccessResponse.ProtoReflect.Descriptor instead.
 func (*AuthorizePortAccessResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{63}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *AuthorizePortAccessResponse) GetAllowed() bool {
@@ -3956,7 +4169,7 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x04port\x18\x01 \x01(\x05R\x04port\x127\n" +
 	"\n" +
 	"visibility\x18\x02 \x01(\x0e2\x17.cove.v1.PortVisibilityR\n" +
-	"visibility\"\x9a\x03\n" +
+	"visibility\"\x9c\x04\n" +
 	"\x0fEnvironmentSpec\x12>\n" +
 	"\rdesired_phase\x18\x01 \x01(\x0e2\x19.cove.v1.EnvironmentPhaseR\fdesiredPhase\x12!\n" +
 	"\fspec_version\x18\x02 \x01(\x03R\vspecVersion\x120\n" +
@@ -3966,14 +4179,19 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\btimeouts\x18\x06 \x01(\v2\x11.cove.v1.TimeoutsR\btimeouts\x12#\n" +
 	"\rdefault_image\x18\a \x01(\tR\fdefaultImage\x12'\n" +
 	"\x05ports\x18\b \x03(\v2\x11.cove.v1.PortSpecR\x05ports\x12-\n" +
-	"\x12rebuild_generation\x18\t \x01(\x03R\x11rebuildGeneration\"N\n" +
+	"\x12rebuild_generation\x18\t \x01(\x03R\x11rebuildGeneration\x12C\n" +
+	"\tlocal_env\x18\n" +
+	" \x03(\v2&.cove.v1.EnvironmentSpec.LocalEnvEntryR\blocalEnv\x1a;\n" +
+	"\rLocalEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
 	"\tSubStatus\x12'\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x11.cove.v1.SubPhaseR\x05phase\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\":\n" +
 	"\n" +
 	"SSHAddress\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04host\x18\x02 \x01(\tR\x04host\"\xdb\x01\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\"\x91\x02\n" +
 	"\x04Port\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\x05R\x04port\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x127\n" +
@@ -3983,11 +4201,26 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x03url\x18\x04 \x01(\tR\x03url\x12\x14\n" +
 	"\x05label\x18\x05 \x01(\tR\x05label\x12&\n" +
 	"\x0fon_auto_forward\x18\x06 \x01(\tR\ronAutoForward\x12\x1c\n" +
-	"\tforwarded\x18\a \x01(\bR\tforwarded\"_\n" +
+	"\tforwarded\x18\a \x01(\bR\tforwarded\x12\x1a\n" +
+	"\bprotocol\x18\b \x01(\tR\bprotocol\x12\x18\n" +
+	"\aservice\x18\t \x01(\tR\aservice\"\xd2\x01\n" +
+	"\x10InstalledFeature\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12@\n" +
+	"\aoptions\x18\x04 \x03(\v2&.cove.v1.InstalledFeature.OptionsEntryR\aoptions\x1a:\n" +
+	"\fOptionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"b\n" +
+	"\x06Volume\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06target\x18\x03 \x01(\tR\x06target\x12\x18\n" +
+	"\aservice\x18\x04 \x01(\tR\aservice\"_\n" +
 	"\bActivity\x12;\n" +
 	"\vlast_active\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"lastActive\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x9f\x06\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xe0\a\n" +
 	"\x11EnvironmentStatus\x12/\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x19.cove.v1.EnvironmentPhaseR\x05phase\x12%\n" +
 	"\x0estatus_version\x18\x02 \x01(\x03R\rstatusVersion\x122\n" +
@@ -4011,7 +4244,11 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"extensions\x18\x11 \x03(\tR\n" +
 	"extensions\x12/\n" +
 	"\x13customizations_json\x18\x12 \x01(\tR\x12customizationsJson\x12)\n" +
-	"\x10built_generation\x18\x13 \x01(\x03R\x0fbuiltGeneration\"\xd5\x01\n" +
+	"\x10built_generation\x18\x13 \x01(\x03R\x0fbuiltGeneration\x12+\n" +
+	"\x11devcontainer_name\x18\x14 \x01(\tR\x10devcontainerName\x125\n" +
+	"\bfeatures\x18\x15 \x03(\v2\x19.cove.v1.InstalledFeatureR\bfeatures\x12)\n" +
+	"\avolumes\x18\x16 \x03(\v2\x0f.cove.v1.VolumeR\avolumes\x120\n" +
+	"\tlifecycle\x18\x17 \x01(\v2\x12.cove.v1.SubStatusR\tlifecycle\"\xd5\x01\n" +
 	"\vEnvironment\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x128\n" +
 	"\bmetadata\x18\x02 \x01(\v2\x1c.cove.v1.EnvironmentMetadataR\bmetadata\x12,\n" +
@@ -4259,7 +4496,7 @@ func file_cove_v1_cove_proto_rawDescGZIP() []byte {
 }
 
 var file_cove_v1_cove_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_cove_v1_cove_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_cove_v1_cove_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
 var file_cove_v1_cove_proto_goTypes = []any{
 	(EnvironmentPhase)(0),                  // 0: cove.v1.EnvironmentPhase
 	(SubPhase)(0),                          // 1: cove.v1.SubPhase
@@ -4273,167 +4510,176 @@ var file_cove_v1_cove_proto_goTypes = []any{
 	(*SubStatus)(nil),                      // 9: cove.v1.SubStatus
 	(*SSHAddress)(nil),                     // 10: cove.v1.SSHAddress
 	(*Port)(nil),                           // 11: cove.v1.Port
-	(*Activity)(nil),                       // 12: cove.v1.Activity
-	(*EnvironmentStatus)(nil),              // 13: cove.v1.EnvironmentStatus
-	(*Environment)(nil),                    // 14: cove.v1.Environment
-	(*CreateEnvironmentRequest)(nil),       // 15: cove.v1.CreateEnvironmentRequest
-	(*CreateEnvironmentResponse)(nil),      // 16: cove.v1.CreateEnvironmentResponse
-	(*GetEnvironmentRequest)(nil),          // 17: cove.v1.GetEnvironmentRequest
-	(*GetEnvironmentResponse)(nil),         // 18: cove.v1.GetEnvironmentResponse
-	(*ListEnvironmentsRequest)(nil),        // 19: cove.v1.ListEnvironmentsRequest
-	(*ListEnvironmentsResponse)(nil),       // 20: cove.v1.ListEnvironmentsResponse
-	(*UpdateEnvironmentRequest)(nil),       // 21: cove.v1.UpdateEnvironmentRequest
-	(*UpdateEnvironmentResponse)(nil),      // 22: cove.v1.UpdateEnvironmentResponse
-	(*DeleteEnvironmentRequest)(nil),       // 23: cove.v1.DeleteEnvironmentRequest
-	(*DeleteEnvironmentResponse)(nil),      // 24: cove.v1.DeleteEnvironmentResponse
-	(*WatchEnvironmentsRequest)(nil),       // 25: cove.v1.WatchEnvironmentsRequest
-	(*WatchEnvironmentsResponse)(nil),      // 26: cove.v1.WatchEnvironmentsResponse
-	(*SignSSHCertificateRequest)(nil),      // 27: cove.v1.SignSSHCertificateRequest
-	(*SignSSHCertificateResponse)(nil),     // 28: cove.v1.SignSSHCertificateResponse
-	(*RebuildEnvironmentRequest)(nil),      // 29: cove.v1.RebuildEnvironmentRequest
-	(*RebuildEnvironmentResponse)(nil),     // 30: cove.v1.RebuildEnvironmentResponse
-	(*SharePortRequest)(nil),               // 31: cove.v1.SharePortRequest
-	(*SharePortResponse)(nil),              // 32: cove.v1.SharePortResponse
-	(*User)(nil),                           // 33: cove.v1.User
-	(*WhoAmIRequest)(nil),                  // 34: cove.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),                 // 35: cove.v1.WhoAmIResponse
-	(*CreateTokenRequest)(nil),             // 36: cove.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),            // 37: cove.v1.CreateTokenResponse
-	(*Token)(nil),                          // 38: cove.v1.Token
-	(*ListTokensRequest)(nil),              // 39: cove.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),             // 40: cove.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),             // 41: cove.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),            // 42: cove.v1.RevokeTokenResponse
-	(*CreateUserRequest)(nil),              // 43: cove.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),             // 44: cove.v1.CreateUserResponse
-	(*EnvironmentClass)(nil),               // 45: cove.v1.EnvironmentClass
-	(*RunnerCapabilities)(nil),             // 46: cove.v1.RunnerCapabilities
-	(*Runner)(nil),                         // 47: cove.v1.Runner
-	(*CreateJoinTokenRequest)(nil),         // 48: cove.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),        // 49: cove.v1.CreateJoinTokenResponse
-	(*JoinRunnerRequest)(nil),              // 50: cove.v1.JoinRunnerRequest
-	(*JoinRunnerResponse)(nil),             // 51: cove.v1.JoinRunnerResponse
-	(*RotateRunnerTokenRequest)(nil),       // 52: cove.v1.RotateRunnerTokenRequest
-	(*RotateRunnerTokenResponse)(nil),      // 53: cove.v1.RotateRunnerTokenResponse
-	(*DeleteRunnerRequest)(nil),            // 54: cove.v1.DeleteRunnerRequest
-	(*DeleteRunnerResponse)(nil),           // 55: cove.v1.DeleteRunnerResponse
-	(*ListRunnersRequest)(nil),             // 56: cove.v1.ListRunnersRequest
-	(*ListRunnersResponse)(nil),            // 57: cove.v1.ListRunnersResponse
-	(*ListEnvironmentClassesRequest)(nil),  // 58: cove.v1.ListEnvironmentClassesRequest
-	(*ListEnvironmentClassesResponse)(nil), // 59: cove.v1.ListEnvironmentClassesResponse
-	(*HeartbeatRequest)(nil),               // 60: cove.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),              // 61: cove.v1.HeartbeatResponse
-	(*WatchAssignmentsRequest)(nil),        // 62: cove.v1.WatchAssignmentsRequest
-	(*WatchAssignmentsResponse)(nil),       // 63: cove.v1.WatchAssignmentsResponse
-	(*ReportStatusRequest)(nil),            // 64: cove.v1.ReportStatusRequest
-	(*ReportStatusResponse)(nil),           // 65: cove.v1.ReportStatusResponse
-	(*AuthorizePortAccessRequest)(nil),     // 66: cove.v1.AuthorizePortAccessRequest
-	(*AuthorizePortAccessResponse)(nil),    // 67: cove.v1.AuthorizePortAccessResponse
-	(*timestamppb.Timestamp)(nil),          // 68: google.protobuf.Timestamp
+	(*InstalledFeature)(nil),               // 12: cove.v1.InstalledFeature
+	(*Volume)(nil),                         // 13: cove.v1.Volume
+	(*Activity)(nil),                       // 14: cove.v1.Activity
+	(*EnvironmentStatus)(nil),              // 15: cove.v1.EnvironmentStatus
+	(*Environment)(nil),                    // 16: cove.v1.Environment
+	(*CreateEnvironmentRequest)(nil),       // 17: cove.v1.CreateEnvironmentRequest
+	(*CreateEnvironmentResponse)(nil),      // 18: cove.v1.CreateEnvironmentResponse
+	(*GetEnvironmentRequest)(nil),          // 19: cove.v1.GetEnvironmentRequest
+	(*GetEnvironmentResponse)(nil),         // 20: cove.v1.GetEnvironmentResponse
+	(*ListEnvironmentsRequest)(nil),        // 21: cove.v1.ListEnvironmentsRequest
+	(*ListEnvironmentsResponse)(nil),       // 22: cove.v1.ListEnvironmentsResponse
+	(*UpdateEnvironmentRequest)(nil),       // 23: cove.v1.UpdateEnvironmentRequest
+	(*UpdateEnvironmentResponse)(nil),      // 24: cove.v1.UpdateEnvironmentResponse
+	(*DeleteEnvironmentRequest)(nil),       // 25: cove.v1.DeleteEnvironmentRequest
+	(*DeleteEnvironmentResponse)(nil),      // 26: cove.v1.DeleteEnvironmentResponse
+	(*WatchEnvironmentsRequest)(nil),       // 27: cove.v1.WatchEnvironmentsRequest
+	(*WatchEnvironmentsResponse)(nil),      // 28: cove.v1.WatchEnvironmentsResponse
+	(*SignSSHCertificateRequest)(nil),      // 29: cove.v1.SignSSHCertificateRequest
+	(*SignSSHCertificateResponse)(nil),     // 30: cove.v1.SignSSHCertificateResponse
+	(*RebuildEnvironmentRequest)(nil),      // 31: cove.v1.RebuildEnvironmentRequest
+	(*RebuildEnvironmentResponse)(nil),     // 32: cove.v1.RebuildEnvironmentResponse
+	(*SharePortRequest)(nil),               // 33: cove.v1.SharePortRequest
+	(*SharePortResponse)(nil),              // 34: cove.v1.SharePortResponse
+	(*User)(nil),                           // 35: cove.v1.User
+	(*WhoAmIRequest)(nil),                  // 36: cove.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),                 // 37: cove.v1.WhoAmIResponse
+	(*CreateTokenRequest)(nil),             // 38: cove.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),            // 39: cove.v1.CreateTokenResponse
+	(*Token)(nil),                          // 40: cove.v1.Token
+	(*ListTokensRequest)(nil),              // 41: cove.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),             // 42: cove.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),             // 43: cove.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),            // 44: cove.v1.RevokeTokenResponse
+	(*CreateUserRequest)(nil),              // 45: cove.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),             // 46: cove.v1.CreateUserResponse
+	(*EnvironmentClass)(nil),               // 47: cove.v1.EnvironmentClass
+	(*RunnerCapabilities)(nil),             // 48: cove.v1.RunnerCapabilities
+	(*Runner)(nil),                         // 49: cove.v1.Runner
+	(*CreateJoinTokenRequest)(nil),         // 50: cove.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),        // 51: cove.v1.CreateJoinTokenResponse
+	(*JoinRunnerRequest)(nil),              // 52: cove.v1.JoinRunnerRequest
+	(*JoinRunnerResponse)(nil),             // 53: cove.v1.JoinRunnerResponse
+	(*RotateRunnerTokenRequest)(nil),       // 54: cove.v1.RotateRunnerTokenRequest
+	(*RotateRunnerTokenResponse)(nil),      // 55: cove.v1.RotateRunnerTokenResponse
+	(*DeleteRunnerRequest)(nil),            // 56: cove.v1.DeleteRunnerRequest
+	(*DeleteRunnerResponse)(nil),           // 57: cove.v1.DeleteRunnerResponse
+	(*ListRunnersRequest)(nil),             // 58: cove.v1.ListRunnersRequest
+	(*ListRunnersResponse)(nil),            // 59: cove.v1.ListRunnersResponse
+	(*ListEnvironmentClassesRequest)(nil),  // 60: cove.v1.ListEnvironmentClassesRequest
+	(*ListEnvironmentClassesResponse)(nil), // 61: cove.v1.ListEnvironmentClassesResponse
+	(*HeartbeatRequest)(nil),               // 62: cove.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),              // 63: cove.v1.HeartbeatResponse
+	(*WatchAssignmentsRequest)(nil),        // 64: cove.v1.WatchAssignmentsRequest
+	(*WatchAssignmentsResponse)(nil),       // 65: cove.v1.WatchAssignmentsResponse
+	(*ReportStatusRequest)(nil),            // 66: cove.v1.ReportStatusRequest
+	(*ReportStatusResponse)(nil),           // 67: cove.v1.ReportStatusResponse
+	(*AuthorizePortAccessRequest)(nil),     // 68: cove.v1.AuthorizePortAccessRequest
+	(*AuthorizePortAccessResponse)(nil),    // 69: cove.v1.AuthorizePortAccessResponse
+	nil,                                    // 70: cove.v1.EnvironmentSpec.LocalEnvEntry
+	nil,                                    // 71: cove.v1.InstalledFeature.OptionsEntry
+	(*timestamppb.Timestamp)(nil),          // 72: google.protobuf.Timestamp
 }
 var file_cove_v1_cove_proto_depIdxs = []int32{
-	68, // 0: cove.v1.EnvironmentMetadata.created_at:type_name -> google.protobuf.Timestamp
-	68, // 1: cove.v1.EnvironmentMetadata.started_at:type_name -> google.protobuf.Timestamp
+	72, // 0: cove.v1.EnvironmentMetadata.created_at:type_name -> google.protobuf.Timestamp
+	72, // 1: cove.v1.EnvironmentMetadata.started_at:type_name -> google.protobuf.Timestamp
 	2,  // 2: cove.v1.PortSpec.visibility:type_name -> cove.v1.PortVisibility
 	0,  // 3: cove.v1.EnvironmentSpec.desired_phase:type_name -> cove.v1.EnvironmentPhase
 	5,  // 4: cove.v1.EnvironmentSpec.content:type_name -> cove.v1.ContentSource
 	6,  // 5: cove.v1.EnvironmentSpec.timeouts:type_name -> cove.v1.Timeouts
 	7,  // 6: cove.v1.EnvironmentSpec.ports:type_name -> cove.v1.PortSpec
-	1,  // 7: cove.v1.SubStatus.phase:type_name -> cove.v1.SubPhase
-	2,  // 8: cove.v1.Port.visibility:type_name -> cove.v1.PortVisibility
-	68, // 9: cove.v1.Activity.last_active:type_name -> google.protobuf.Timestamp
-	0,  // 10: cove.v1.EnvironmentStatus.phase:type_name -> cove.v1.EnvironmentPhase
-	9,  // 11: cove.v1.EnvironmentStatus.content:type_name -> cove.v1.SubStatus
-	9,  // 12: cove.v1.EnvironmentStatus.machine:type_name -> cove.v1.SubStatus
-	10, // 13: cove.v1.EnvironmentStatus.ssh:type_name -> cove.v1.SSHAddress
-	12, // 14: cove.v1.EnvironmentStatus.activity:type_name -> cove.v1.Activity
-	11, // 15: cove.v1.EnvironmentStatus.ports:type_name -> cove.v1.Port
-	9,  // 16: cove.v1.EnvironmentStatus.devcontainer:type_name -> cove.v1.SubStatus
-	4,  // 17: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
-	8,  // 18: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
-	13, // 19: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
-	8,  // 20: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
-	14, // 21: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	14, // 22: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	14, // 23: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
-	0,  // 24: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
-	14, // 25: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	14, // 26: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	14, // 27: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
-	10, // 28: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
-	68, // 29: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 30: cove.v1.RebuildEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	2,  // 31: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
-	14, // 32: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
-	33, // 33: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
-	38, // 34: cove.v1.CreateTokenResponse.info:type_name -> cove.v1.Token
-	68, // 35: cove.v1.Token.created_at:type_name -> google.protobuf.Timestamp
-	68, // 36: cove.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	38, // 37: cove.v1.ListTokensResponse.tokens:type_name -> cove.v1.Token
-	33, // 38: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
-	45, // 39: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
-	3,  // 40: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
-	46, // 41: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
-	68, // 42: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
-	47, // 43: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
-	45, // 44: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
-	46, // 45: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
-	14, // 46: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
-	13, // 47: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
-	14, // 48: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
-	15, // 49: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
-	17, // 50: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
-	19, // 51: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
-	21, // 52: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
-	23, // 53: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
-	25, // 54: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
-	27, // 55: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
-	31, // 56: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
-	29, // 57: cove.v1.EnvironmentService.RebuildEnvironment:input_type -> cove.v1.RebuildEnvironmentRequest
-	34, // 58: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
-	36, // 59: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
-	43, // 60: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
-	39, // 61: cove.v1.UserService.ListTokens:input_type -> cove.v1.ListTokensRequest
-	41, // 62: cove.v1.UserService.RevokeToken:input_type -> cove.v1.RevokeTokenRequest
-	48, // 63: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
-	56, // 64: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
-	58, // 65: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
-	50, // 66: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
-	60, // 67: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
-	62, // 68: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
-	64, // 69: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
-	66, // 70: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
-	52, // 71: cove.v1.RunnerService.RotateRunnerToken:input_type -> cove.v1.RotateRunnerTokenRequest
-	54, // 72: cove.v1.RunnerService.DeleteRunner:input_type -> cove.v1.DeleteRunnerRequest
-	16, // 73: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
-	18, // 74: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
-	20, // 75: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
-	22, // 76: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
-	24, // 77: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
-	26, // 78: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
-	28, // 79: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
-	32, // 80: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
-	30, // 81: cove.v1.EnvironmentService.RebuildEnvironment:output_type -> cove.v1.RebuildEnvironmentResponse
-	35, // 82: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
-	37, // 83: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
-	44, // 84: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
-	40, // 85: cove.v1.UserService.ListTokens:output_type -> cove.v1.ListTokensResponse
-	42, // 86: cove.v1.UserService.RevokeToken:output_type -> cove.v1.RevokeTokenResponse
-	49, // 87: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
-	57, // 88: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
-	59, // 89: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
-	51, // 90: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
-	61, // 91: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
-	63, // 92: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
-	65, // 93: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
-	67, // 94: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
-	53, // 95: cove.v1.RunnerService.RotateRunnerToken:output_type -> cove.v1.RotateRunnerTokenResponse
-	55, // 96: cove.v1.RunnerService.DeleteRunner:output_type -> cove.v1.DeleteRunnerResponse
-	73, // [73:97] is the sub-list for method output_type
-	49, // [49:73] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	70, // 7: cove.v1.EnvironmentSpec.local_env:type_name -> cove.v1.EnvironmentSpec.LocalEnvEntry
+	1,  // 8: cove.v1.SubStatus.phase:type_name -> cove.v1.SubPhase
+	2,  // 9: cove.v1.Port.visibility:type_name -> cove.v1.PortVisibility
+	71, // 10: cove.v1.InstalledFeature.options:type_name -> cove.v1.InstalledFeature.OptionsEntry
+	72, // 11: cove.v1.Activity.last_active:type_name -> google.protobuf.Timestamp
+	0,  // 12: cove.v1.EnvironmentStatus.phase:type_name -> cove.v1.EnvironmentPhase
+	9,  // 13: cove.v1.EnvironmentStatus.content:type_name -> cove.v1.SubStatus
+	9,  // 14: cove.v1.EnvironmentStatus.machine:type_name -> cove.v1.SubStatus
+	10, // 15: cove.v1.EnvironmentStatus.ssh:type_name -> cove.v1.SSHAddress
+	14, // 16: cove.v1.EnvironmentStatus.activity:type_name -> cove.v1.Activity
+	11, // 17: cove.v1.EnvironmentStatus.ports:type_name -> cove.v1.Port
+	9,  // 18: cove.v1.EnvironmentStatus.devcontainer:type_name -> cove.v1.SubStatus
+	12, // 19: cove.v1.EnvironmentStatus.features:type_name -> cove.v1.InstalledFeature
+	13, // 20: cove.v1.EnvironmentStatus.volumes:type_name -> cove.v1.Volume
+	9,  // 21: cove.v1.EnvironmentStatus.lifecycle:type_name -> cove.v1.SubStatus
+	4,  // 22: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
+	8,  // 23: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
+	15, // 24: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
+	8,  // 25: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
+	16, // 26: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	16, // 27: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	16, // 28: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
+	0,  // 29: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
+	16, // 30: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	16, // 31: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	16, // 32: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
+	10, // 33: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
+	72, // 34: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 35: cove.v1.RebuildEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	2,  // 36: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
+	16, // 37: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
+	35, // 38: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
+	40, // 39: cove.v1.CreateTokenResponse.info:type_name -> cove.v1.Token
+	72, // 40: cove.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	72, // 41: cove.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 42: cove.v1.ListTokensResponse.tokens:type_name -> cove.v1.Token
+	35, // 43: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
+	47, // 44: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
+	3,  // 45: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
+	48, // 46: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
+	72, // 47: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
+	49, // 48: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
+	47, // 49: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
+	48, // 50: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
+	16, // 51: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
+	15, // 52: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
+	16, // 53: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
+	17, // 54: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
+	19, // 55: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
+	21, // 56: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
+	23, // 57: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
+	25, // 58: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
+	27, // 59: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
+	29, // 60: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
+	33, // 61: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
+	31, // 62: cove.v1.EnvironmentService.RebuildEnvironment:input_type -> cove.v1.RebuildEnvironmentRequest
+	36, // 63: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
+	38, // 64: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
+	45, // 65: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
+	41, // 66: cove.v1.UserService.ListTokens:input_type -> cove.v1.ListTokensRequest
+	43, // 67: cove.v1.UserService.RevokeToken:input_type -> cove.v1.RevokeTokenRequest
+	50, // 68: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
+	58, // 69: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
+	60, // 70: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
+	52, // 71: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
+	62, // 72: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
+	64, // 73: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
+	66, // 74: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
+	68, // 75: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
+	54, // 76: cove.v1.RunnerService.RotateRunnerToken:input_type -> cove.v1.RotateRunnerTokenRequest
+	56, // 77: cove.v1.RunnerService.DeleteRunner:input_type -> cove.v1.DeleteRunnerRequest
+	18, // 78: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
+	20, // 79: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
+	22, // 80: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
+	24, // 81: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
+	26, // 82: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
+	28, // 83: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
+	30, // 84: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
+	34, // 85: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
+	32, // 86: cove.v1.EnvironmentService.RebuildEnvironment:output_type -> cove.v1.RebuildEnvironmentResponse
+	37, // 87: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
+	39, // 88: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
+	46, // 89: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
+	42, // 90: cove.v1.UserService.ListTokens:output_type -> cove.v1.ListTokensResponse
+	44, // 91: cove.v1.UserService.RevokeToken:output_type -> cove.v1.RevokeTokenResponse
+	51, // 92: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
+	59, // 93: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
+	61, // 94: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
+	53, // 95: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
+	63, // 96: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
+	65, // 97: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
+	67, // 98: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
+	69, // 99: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
+	55, // 100: cove.v1.RunnerService.RotateRunnerToken:output_type -> cove.v1.RotateRunnerTokenResponse
+	57, // 101: cove.v1.RunnerService.DeleteRunner:output_type -> cove.v1.DeleteRunnerResponse
+	78, // [78:102] is the sub-list for method output_type
+	54, // [54:78] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_cove_v1_cove_proto_init() }
@@ -4447,7 +4693,7 @@ func file_cove_v1_cove_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cove_v1_cove_proto_rawDesc), len(file_cove_v1_cove_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   64,
+			NumMessages:   68,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
