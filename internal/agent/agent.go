@@ -119,7 +119,7 @@ type Config struct {
 	sftpServer    []string      // command for the sftp subsystem; default: this executable "agent sftp-server"
 	shutdownGrace time.Duration // how long session processes get after SIGTERM
 	portsInterval time.Duration // how often port discovery polls; default 250ms
-	procNetFiles  []string      // default /proc/net/tcp and /proc/net/tcp6
+	procNetFiles  []string      // tables to read instead of sock_diag (tests); nil: sock_diag
 	probeTimeout  time.Duration // bound on the user env probe; default 10s
 	logsPoll      time.Duration // how often a followed log is polled; default 250ms
 	entrypointOut *os.File      // the entrypoint chain's stdout and stderr; default os.Stderr
@@ -142,9 +142,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.groupPath == "" {
 		cfg.groupPath = defaultGroupPath
-	}
-	if len(cfg.procNetFiles) == 0 {
-		cfg.procNetFiles = procNetFiles
 	}
 	if cfg.shutdownGrace == 0 {
 		cfg.shutdownGrace = defaultShutdownGrace

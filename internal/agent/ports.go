@@ -25,11 +25,9 @@ const tcpListen = "0A"
 
 // listeningPorts reads the listening TCP sockets from the given
 // /proc/net/tcp-format files (missing files count as empty: a kernel
-// without IPv6 has no tcp6) and returns one Port per port number, sorted.
-// When a port listens on several addresses the widest wins: "::" over
-// "0.0.0.0" over a specific address over loopback.
+// without IPv6 has no tcp6), merged by mergePorts.
 func listeningPorts(files []string) ([]agentproto.Port, error) {
-	best := map[int]agentproto.Port{}
+	var all []agentproto.Port
 	for _, name := range files {
 		f, err := os.Open(name)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -43,10 +41,19 @@ func listeningPorts(files []string) ([]agentproto.Port, error) {
 		if err != nil {
 			return nil, fmt.Errorf("parse %s: %w", name, err)
 		}
-		for _, p := range ports {
-			if old, ok := best[p.Port]; !ok || addrRank(p.Address) > addrRank(old.Address) {
-				best[p.Port] = p
-			}
+		all = append(all, ports...)
+	}
+	return mergePorts(all), nil
+}
+
+// mergePorts returns one Port per port number, sorted. When a port listens
+// on several addresses the widest wins: "::" over "0.0.0.0" over a specific
+// address over loopback.
+func mergePorts(all []agentproto.Port) []agentproto.Port {
+	best := map[int]agentproto.Port{}
+	for _, p := range all {
+		if old, ok := best[p.Port]; !ok || addrRank(p.Address) > addrRank(old.Address) {
+			best[p.Port] = p
 		}
 	}
 	out := make([]agentproto.Port, 0, len(best))
@@ -54,7 +61,27 @@ func listeningPorts(files []string) ([]agentproto.Port, error) {
 		out = append(out, p)
 	}
 	slices.SortFunc(out, func(a, b agentproto.Port) int { return a.Port - b.Port })
-	return out, nil
+	return out
+}
+
+// portLister returns how the agent discovers listening ports: sock_diag,
+// falling back to the /proc/net tables (files) on a kernel without it.
+// With files set explicitly (tests), only the files are read.
+func portLister(files []string) func() ([]agentproto.Port, error) {
+	if files != nil {
+		return func() ([]agentproto.Port, error) { return listeningPorts(files) }
+	}
+	useProc := false
+	return func() ([]agentproto.Port, error) {
+		if !useProc {
+			ports, err := listeningPortsDiag()
+			if !errors.Is(err, errNoSockDiag) {
+				return ports, err
+			}
+			useProc = true
+		}
+		return listeningPorts(procNetFiles)
+	}
 }
 
 func addrRank(addr string) int {

@@ -15,7 +15,7 @@ import (
 const defaultPortsInterval = 250 * time.Millisecond
 
 // handlePorts serves a agentproto.PortsChannel: it polls the listening ports of the
-// agent's network namespace (the environment's) and writes the full list as
+// agent's network namespace (the environment's; sock_diag, see sockdiag.go) and writes the full list as
 // a JSON line at once and on every change. Each subscriber polls on its
 // own; there is rarely more than one (the runner).
 func (a *agent) handlePorts(srv *ssh.Server, conn *gossh.ServerConn, newChan gossh.NewChannel, sctx ssh.Context) {
@@ -44,8 +44,9 @@ func (a *agent) handlePorts(srv *ssh.Server, conn *gossh.ServerConn, newChan gos
 	defer t.Stop()
 	var last []agentproto.Port
 	sent, lastErr := false, ""
+	list := portLister(a.cfg.procNetFiles)
 	for {
-		ports, err := listeningPorts(a.cfg.procNetFiles)
+		ports, err := list()
 		switch {
 		case err != nil:
 			if err.Error() != lastErr {
