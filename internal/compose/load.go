@@ -145,6 +145,7 @@ func LoadWithOptions(ctx context.Context, o Options) (*Project, []Warning, error
 	if err != nil {
 		return nil, nil, err
 	}
+	normalizeVolumes(cp)
 	for name, s := range cp.Services {
 		for _, ef := range s.EnvFiles {
 			if _, err := confineFile(repo, ef.Path); err != nil {

@@ -3,6 +3,7 @@ package compose
 import (
 	"fmt"
 	"maps"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -19,6 +20,8 @@ type validator struct {
 	repo, bindRoot  string
 	allowedCaps     map[string]bool
 	allowPrivileged bool
+	// declared are the top-level volumes.
+	declared types.Volumes
 
 	problems []string
 	warnings []Warning
@@ -46,6 +49,7 @@ func (v *validator) err() error {
 }
 
 func (v *validator) project(p *types.Project) {
+	v.declared = p.Volumes
 	for _, name := range slices.Sorted(maps.Keys(p.Volumes)) {
 		vol := p.Volumes[name]
 		if vol.External {
@@ -246,8 +250,16 @@ func (v *validator) build(s types.ServiceConfig) {
 func (v *validator) volumes(s types.ServiceConfig) {
 	n := s.Name
 	for _, m := range s.Volumes {
+		if !path.IsAbs(m.Target) {
+			v.refuse(n, "volumes", "target %q is not an absolute path in the container (short syntax: [SOURCE:]TARGET[:MODE], e.g. \"data:/var/lib/db\")", m.Target)
+			continue
+		}
 		switch m.Type {
-		case types.VolumeTypeVolume, types.VolumeTypeTmpfs:
+		case types.VolumeTypeVolume:
+			if _, ok := v.declared[m.Source]; m.Source != "" && !ok {
+				v.refuse(n, "volumes", "named volume %q is not declared: add it under the top-level \"volumes:\" key (as docker compose requires)", m.Source)
+			}
+		case types.VolumeTypeTmpfs:
 		case types.VolumeTypeBind:
 			if strings.HasSuffix(m.Source, "docker.sock") {
 				v.refuse(n, "volumes", "%s: there is no Docker daemon to bind", m.Source)
