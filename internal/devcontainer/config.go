@@ -87,8 +87,8 @@ type Config struct {
 
 	src      *source
 	subst    *substituter
-	explicit bool // the path was given, not discovered
-	problems []problem
+	explicit bool      // the path was given, not discovered
+	problems []Refusal // runArgs refused (parseRunArgs)
 }
 
 // Workspace is the reference CLI's "workspace" object of read-configuration.
@@ -182,23 +182,7 @@ func (c *Config) decode() error {
 	if err := json.Unmarshal(b, p); err != nil {
 		return c.typeErr(err)
 	}
-	if v, ok := c.Raw["appPort"]; ok && v != nil {
-		list, isList := v.([]any)
-		if !isList {
-			list = []any{v}
-		}
-		for i, e := range list {
-			eb, _ := json.Marshal(e)
-			var port Port
-			if err := port.UnmarshalJSON(eb); err != nil {
-				if !isList {
-					return c.typeErr(withField(err, "appPort"))
-				}
-				return c.typeErr(withField(err, fmt.Sprintf("appPort[%d]", i)))
-			}
-			c.AppPort = append(c.AppPort, port)
-		}
-	}
+	c.readAppPort()
 	if v, ok := c.Raw["features"]; ok && v != nil {
 		m, ok := v.(map[string]any)
 		if !ok {
@@ -221,7 +205,7 @@ func (c *Config) decode() error {
 			}
 		}
 	}
-	c.Run, c.problems = parseRunArgs(c.RunArgs)
+	c.Run, c.problems = parseRunArgs(c.RunArgs, c.Loc)
 	if c.src != nil {
 		// Raw is a map: restore the file's order of object-form commands.
 		for hook, cmd := range map[string]*Command{"initializeCommand": &c.InitializeCommand,

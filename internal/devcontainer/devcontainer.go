@@ -114,7 +114,10 @@ func relTo(base, p string) string {
 // Parse reads the devcontainer.json at path. It accepts JSON with comments
 // and trailing commas; syntax errors are user-visible as
 // "FILE:LINE:COL: message".
-func Parse(path string) (*Config, error) {
+func Parse(path string) (*Config, error) { return parseFile(path, path) }
+
+// parseFile is Parse, naming the file name in messages.
+func parseFile(path, name string) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, usererr.Wrap(err, "read devcontainer file: %v", err)
@@ -125,9 +128,9 @@ func Parse(path string) (*Config, error) {
 		return nil, usererr.Wrap(err, "read devcontainer file: %v", err)
 	}
 	if buf.Len() > maxSize {
-		return nil, usererr.New("%s: file is larger than %d bytes", path, maxSize)
+		return nil, usererr.New("%s: file is larger than %d bytes", name, maxSize)
 	}
-	return parseBytes(path, buf.Bytes())
+	return parseBytes(name, buf.Bytes())
 }
 
 var hujsonPos = regexp.MustCompile(`^hujson: line (\d+), column (\d+): (.*)$`)

@@ -51,10 +51,13 @@ func Read(repoDir, explicit string, opts LoadOptions) (*Config, []Warning, error
 	if err != nil || p == "" {
 		return nil, nil, err
 	}
-	c, err := Parse(p)
+	// Messages name the file relative to the repository: on a runner, the
+	// checkout's own path means nothing to the user.
+	c, err := parseFile(p, filepath.ToSlash(relTo(repoDir, p)))
 	if err != nil {
 		return nil, nil, err
 	}
+	c.Path = p
 	c.explicit = explicit != ""
 	var warns []Warning
 	warn := func(prop, format string, args ...any) {
@@ -238,7 +241,7 @@ func (c *Config) missingImage() error {
 	if hasImage || hasCompose || c.isDockerfile() {
 		return nil
 	}
-	return usererr.New(`Dev container config (%s) is missing one of "image", "dockerFile" or "dockerComposeFile" properties.`, c.Path)
+	return usererr.New(`Dev container config (%s) is missing one of "image", "dockerFile" or "dockerComposeFile" properties.`, c.File())
 }
 
 func (c *Config) isDockerfile() bool {

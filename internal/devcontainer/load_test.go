@@ -14,7 +14,7 @@ func load(t *testing.T, doc string, opts LoadOptions) (*Config, []Warning, error
 	dir := writeFiles(t, map[string]string{"repo/.devcontainer/devcontainer.json": doc})
 	repo := filepath.Join(dir, "repo")
 	c, w, err := Load(repo, "", opts)
-	return c, w, err, filepath.Join(repo, ".devcontainer", "devcontainer.json")
+	return c, w, err, ".devcontainer/devcontainer.json" // messages name it relative to the repository
 }
 
 func TestLoadErrors(t *testing.T) {
@@ -29,9 +29,9 @@ func TestLoadErrors(t *testing.T) {
 		{name: "nested type", doc: "{\"image\": \"a\",\n \"mounts\": [\"type=volume,target=/a\",\n 3]}", want: []string{`FILE:2:2: "mounts" must be a string or an object with "type", "source" and "target", not a number`}},
 		{name: "bad command", doc: "{\"image\": \"a\", \"postCreateCommand\": 3}", want: []string{`"postCreateCommand" must be a string, an array of strings or an object, not a number`}},
 		{name: "missing image", doc: `{"name": "x"}`, want: []string{`Dev container config (FILE) is missing one of "image", "dockerFile" or "dockerComposeFile" properties.`}},
-		{name: "dockerfile", doc: `{"build": {"dockerfile": "Dockerfile"}}`, want: []string{"build: this runner cannot build images from Dockerfiles"}},
-		{name: "legacy dockerFile", doc: `{"dockerFile": "Dockerfile", "context": ".."}`, want: []string{"dockerFile: this runner cannot build images from Dockerfiles"}},
-		{name: "compose", doc: `{"dockerComposeFile": "c.yml", "service": "app"}`, want: []string{"dockerComposeFile: this runner cannot run Docker Compose configurations"}},
+		{name: "dockerfile", doc: `{"build": {"dockerfile": "Dockerfile"}}`, want: []string{"FILE:1:2: build: this runner cannot build images from Dockerfiles"}},
+		{name: "legacy dockerFile", doc: `{"dockerFile": "Dockerfile", "context": ".."}`, want: []string{"FILE:1:2: dockerFile: this runner cannot build images from Dockerfiles"}},
+		{name: "compose", doc: `{"dockerComposeFile": "c.yml", "service": "app"}`, want: []string{"FILE:1:2: dockerComposeFile: this runner cannot run Docker Compose configurations"}},
 		{name: "every offending property", doc: `{
   "image": "a",
   "privileged": true,
@@ -40,16 +40,18 @@ func TestLoadErrors(t *testing.T) {
   "mounts": ["source=/var/run/docker.sock,target=/var/run/docker.sock,type=bind", {"type": "bind", "source": "/home", "target": "/h"}, "type=volume,source=ok,target=/ok"],
   "securityOpt": ["seccomp=unconfined"]
 }`, want: []string{
-			"FILE: cove cannot run this dev container configuration:",
-			"FILE:5:15: runArgs: --network=host (a network setting sharing the host's) is not allowed",
-			"runArgs: --pid host (a PID namespace setting sharing the host's) is not allowed",
-			"runArgs: --privileged (privileged mode)",
-			"runArgs: -v /var/run/docker.sock:/var/run/docker.sock (a host volume sharing the host's)",
-			"FILE:3:3: privileged: true is not allowed",
-			"FILE:4:3: capAdd: SYS_ADMIN, NET_ADMIN, SYS_MODULE not allowed on this runner (allowed: SYS_PTRACE)",
-			"mounts[0]: mounting the Docker socket /var/run/docker.sock is not allowed",
-			`FILE:6:83: mounts[1]: bind mount of host path "/home" is not allowed`,
-			`securityOpt: "seccomp=unconfined" is not allowed`,
+			"FILE: cove cannot run this dev container configuration (10 problems):",
+			`FILE:5:15: runArgs[0]: "--network=host" asks for the runner host's network`,
+			`FILE:5:33: runArgs[1]: "--pid host" shares the runner host's namespace`,
+			`FILE:5:50: runArgs[3]: "--privileged" is refused: privileged mode`,
+			"FILE:5:66: runArgs[4] (also mounts[0] at FILE:6:14): mounting the Docker socket /var/run/docker.sock would give the environment root on the runner host",
+			"no class offers Docker today",
+			"FILE:3:3: privileged: privileged mode gives the environment every capability",
+			"FILE:4:28: capAdd[1]: capability SYS_ADMIN is not granted by this runner's classes (they grant: SYS_PTRACE)",
+			"FILE:4:41: capAdd[2]: capability NET_ADMIN",
+			"FILE:5:117: runArgs[6]: capability SYS_MODULE",
+			`FILE:6:83: mounts[1]: bind mount of host path "/home"`,
+			`FILE:7:19: securityOpt[0]: "seccomp=unconfined" turns off the system-call filter`,
 		}, not: []string{"mounts[2]", "-e", "not an option"}},
 	}
 	for _, tt := range tests {
