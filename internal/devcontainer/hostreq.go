@@ -99,23 +99,153 @@ type Class struct {
 	Disabled bool
 }
 
+// sizeRE is the spec's grammar for hostRequirements sizes (a whole number
+// of bytes, or of kb, mb, gb or tb: powers of 1024). The spec and the
+// reference CLI write the unit in lower case; cove also reads "8GB" and
+// "8Gb" as 8gb rather than ignoring the requirement, as the reference
+// does.
+var sizeRE = regexp.MustCompile(`^(\d+)([tgmkTGMK][bB])?$`)
+
+// ParseSize parses a hostRequirements size ("32gb", "8GB", "512mb",
+// "1073741824"). Anything else is a user error that says how to write
+// one; prop names the property ("hostRequirements.storage").
+func ParseSize(prop, s string) (int64, error) {
+	if sizeRE.MatchString(s) {
+		return ParseBytes(strings.ToLower(s)), nil
+	}
+	return 0, usererr.New("%s: %q is not a size: write a whole number with an optional unit kb, mb, gb or tb (powers of 1024), e.g. \"32gb\" or \"512mb\"", prop, s)
+}
+
+// parseSize is ParseSize for a requirement cove checks: "" is no
+// requirement.
+func parseSize(prop, s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	return ParseSize(prop, s)
+}
+
+// CheckedHostRequirements is HostRequirements as cove checks them: the
+// largest of every entry, with sizes read by ParseSize (so "8GB" counts
+// instead of being dropped as the reference's merge drops it), or a user
+// error naming the entry and the size that is not one. nil when nothing
+// is required.
+func (m *Merged) CheckedHostRequirements() (*HostRequirements, error) {
+	var out HostRequirements
+	if hr := m.t.HostRequirements; hr != nil {
+		out = *hr
+	}
+	var mem, storage, gpuMem int64
+	for i, e := range m.Entries {
+		hr, _ := e["hostRequirements"].(map[string]any)
+		where := func(prop string) string {
+			if m.configEntry && i == len(m.Entries)-1 && m.Config != nil {
+				return m.Config.At("hostRequirements." + prop)
+			}
+			return m.origin(i)
+		}
+		for prop, dst := range map[string]*int64{"memory": &mem, "storage": &storage} {
+			str, ok := hr[prop].(string)
+			if !ok {
+				continue
+			}
+			n, err := ParseSize("hostRequirements."+prop, str)
+			if err != nil {
+				return nil, usererr.Wrap(err, "%s: %v", where(prop), err)
+			}
+			*dst = max(*dst, n)
+		}
+		if g, ok := hr["gpu"].(map[string]any); ok {
+			if str, ok := g["memory"].(string); ok {
+				n, err := ParseSize("hostRequirements.gpu.memory", str)
+				if err != nil {
+					return nil, usererr.Wrap(err, "%s: %v", where("gpu.memory"), err)
+				}
+				gpuMem = max(gpuMem, n)
+			}
+		}
+	}
+	out.Memory, out.Storage = "", ""
+	if mem > 0 {
+		out.Memory = strconv.FormatInt(mem, 10)
+	}
+	if storage > 0 {
+		out.Storage = strconv.FormatInt(storage, 10)
+	}
+	if gpuMem > 0 {
+		out.GPU.Memory = strconv.FormatInt(gpuMem, 10)
+	}
+	if out.CPUs == 0 && mem == 0 && storage == 0 && !out.GPU.Required && !out.GPU.Optional {
+		return nil, nil
+	}
+	return &out, nil
+}
+
+// requirement is a HostRequirements in numbers.
+type requirement struct {
+	cpus          int
+	memory, store int64
+	gpus          int
+}
+
+func readRequirement(req *HostRequirements) (requirement, error) {
+	var r requirement
+	if req == nil {
+		return r, nil
+	}
+	var err error
+	r.cpus = req.CPUs
+	if r.memory, err = parseSize("hostRequirements.memory", req.Memory); err != nil {
+		return r, err
+	}
+	if r.store, err = parseSize("hostRequirements.storage", req.Storage); err != nil {
+		return r, err
+	}
+	if req.GPU.Required {
+		r.gpus = max(1, req.GPU.Cores)
+	}
+	return r, nil
+}
+
+// Unmet says what class c lacks for req, one phrase per requirement, in
+// human units ("needs 64 GB of storage; class standard has 40 GB"); nil
+// when c meets req. A size that is not one is a user error.
+func Unmet(req *HostRequirements, c Class) ([]string, error) {
+	r, err := readRequirement(req)
+	if err != nil {
+		return nil, err
+	}
+	return r.unmet(c), nil
+}
+
+func (r requirement) unmet(c Class) []string {
+	var out []string
+	if c.CPUs < r.cpus {
+		out = append(out, fmt.Sprintf("needs %d CPUs; class %s has %d", r.cpus, c.ID, c.CPUs))
+	}
+	if c.Memory < r.memory {
+		out = append(out, fmt.Sprintf("needs %s of memory; class %s has %s", HumanBytes(r.memory), c.ID, HumanBytes(c.Memory)))
+	}
+	if c.Storage < r.store {
+		out = append(out, fmt.Sprintf("needs %s of storage; class %s has %s", HumanBytes(r.store), c.ID, HumanBytes(c.Storage)))
+	}
+	if c.GPUs < r.gpus {
+		out = append(out, fmt.Sprintf("needs a GPU; class %s has none", c.ID))
+	}
+	return out
+}
+
 // ChooseClass returns the smallest class (by CPUs, then memory, then
 // storage) that meets req, or a user error naming what no class offers.
 // A nil req fits any class; an optional GPU is not required.
 func ChooseClass(req *HostRequirements, classes []Class) (string, error) {
-	var r HostRequirements
-	if req != nil {
-		r = *req
-	}
-	mem := parseSize(r.Memory)
-	storage := parseSize(r.Storage)
-	gpus := 0
-	if r.GPU.Required {
-		gpus = max(1, r.GPU.Cores)
+	r, err := readRequirement(req)
+	if err != nil {
+		return "", err
 	}
 	best := -1
 	for i, c := range classes {
-		if c.Disabled || c.CPUs < r.CPUs || c.Memory < mem || c.Storage < storage || c.GPUs < gpus {
+		if c.Disabled || len(r.unmet(c)) > 0 {
 			continue
 		}
 		if best < 0 || less(c, classes[best]) {
@@ -126,16 +256,16 @@ func ChooseClass(req *HostRequirements, classes []Class) (string, error) {
 		return classes[best].ID, nil
 	}
 	var want []string
-	if r.CPUs > 0 {
-		want = append(want, fmt.Sprintf("%d CPUs", r.CPUs))
+	if r.cpus > 0 {
+		want = append(want, fmt.Sprintf("%d CPUs", r.cpus))
 	}
-	if mem > 0 {
-		want = append(want, fmt.Sprintf("%s memory", r.Memory))
+	if r.memory > 0 {
+		want = append(want, HumanBytes(r.memory)+" of memory")
 	}
-	if storage > 0 {
-		want = append(want, fmt.Sprintf("%s storage", r.Storage))
+	if r.store > 0 {
+		want = append(want, HumanBytes(r.store)+" of storage")
 	}
-	if gpus > 0 {
+	if r.gpus > 0 {
 		want = append(want, "a GPU")
 	}
 	if len(want) == 0 {
@@ -144,7 +274,7 @@ func ChooseClass(req *HostRequirements, classes []Class) (string, error) {
 	var offered []string
 	for _, c := range classes {
 		if !c.Disabled {
-			offered = append(offered, fmt.Sprintf("%s (%d CPUs, %s memory, %s storage)", c.ID, c.CPUs, human(c.Memory), human(c.Storage)))
+			offered = append(offered, fmt.Sprintf("%s (%d CPUs, %s memory, %s storage)", c.ID, c.CPUs, HumanBytes(c.Memory), HumanBytes(c.Storage)))
 		}
 	}
 	if len(offered) == 0 {
@@ -152,9 +282,6 @@ func ChooseClass(req *HostRequirements, classes []Class) (string, error) {
 	}
 	return "", usererr.New("hostRequirements: no environment class has %s; classes: %s", strings.Join(want, ", "), strings.Join(offered, "; "))
 }
-
-// parseSize is ParseBytes, also accepting upper-case units ("4GB").
-func parseSize(s string) int64 { return ParseBytes(strings.ToLower(strings.TrimSpace(s))) }
 
 func less(a, b Class) bool {
 	if a.CPUs != b.CPUs {
@@ -169,12 +296,21 @@ func less(a, b Class) bool {
 	return a.GPUs < b.GPUs
 }
 
-func human(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%dgb", n>>30)
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%dmb", n>>20)
+// HumanBytes writes n bytes in the spec's units (powers of 1024) as
+// people read them: "64 GB", "1.5 TB", "512 MB", "100 bytes".
+func HumanBytes(n int64) string {
+	units := []struct {
+		name string
+		size int64
+	}{{"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}}
+	for _, u := range units {
+		if n >= u.size {
+			v := strconv.FormatFloat(math.Floor(float64(n)/float64(u.size)*10)/10, 'f', -1, 64)
+			return v + " " + u.name
+		}
 	}
-	return strconv.FormatInt(n, 10)
+	if n == 1 {
+		return "1 byte"
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
 }

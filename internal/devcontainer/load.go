@@ -108,6 +108,7 @@ func Read(repoDir, explicit string, opts LoadOptions) (*Config, []Warning, error
 		}
 	}
 	c.Workspace = ws
+	warns = append(warns, c.PortWarnings()...)
 
 	for _, k := range c.keysInOrder() {
 		if !knownProperties[k] {

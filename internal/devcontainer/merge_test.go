@@ -12,7 +12,7 @@ func TestMergeRules(t *testing.T) {
 	c, _, err, _ := load(t, `{"image": "a", "remoteUser": "me", "containerEnv": {"B": "cfg"},
 	  "remoteEnv": {"R": null}, "capAdd": ["SYS_PTRACE"], "postCreateCommand": {"x": "cfg-x", "y": ["cfg", "y"]},
 	  "forwardPorts": [3000], "mounts": ["type=volume,source=cfg,target=/data"],
-	  "customizations": {"vscode": {"extensions": ["c"]}}, "features": {"b": {}, "a": "1"}}`,
+	  "customizations": {"vscode": {"extensions": ["c"]}}, "features": {"r.io/f/b": {}, "r.io/f/a": "1"}}`,
 		LoadOptions{Allow: Allow{Capabilities: []string{"SYS_PTRACE", "NET_RAW"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +69,7 @@ func TestMergeRules(t *testing.T) {
 	if hr == nil || hr.CPUs != 2 || ParseBytes(hr.Memory) != 2<<30 || !hr.GPU.Required {
 		t.Errorf("hostRequirements = %+v", hr)
 	}
-	if f := m.Features(); len(f) != 2 || f[0].ID != "b" || f[1].Options["version"] != "1" {
+	if f := m.Features(); len(f) != 2 || f[0].ID != "r.io/f/b" || f[1].Options["version"] != "1" {
 		t.Errorf("features = %+v", f)
 	}
 	// The image adds NET_RAW (allowed) but the check still sees every entry.
@@ -112,7 +112,7 @@ func TestChooseClass(t *testing.T) {
 		{&HostRequirements{Memory: "17179869184", Storage: "60gb"}, "large", ""},
 		{&HostRequirements{GPU: GPURequirement{Optional: true}}, "small", ""},
 		{&HostRequirements{GPU: GPURequirement{Required: true}}, "gpu", ""},
-		{&HostRequirements{CPUs: 32, Memory: "1tb"}, "", "hostRequirements: no environment class has 32 CPUs, 1tb memory"},
+		{&HostRequirements{CPUs: 32, Memory: "1tb"}, "", "hostRequirements: no environment class has 32 CPUs, 1 TB of memory"},
 	} {
 		got, err := ChooseClass(tt.req, classes)
 		if tt.err != "" {

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
-	"strconv"
-	"strings"
 )
 
 // Command is a lifecycle command (onCreateCommand, postStartCommand, ...).
@@ -168,43 +166,6 @@ func jsonKind(b []byte) string {
 		return "null"
 	}
 	return "number"
-}
-
-// Port is an entry of forwardPorts/appPort: a port number, or "host:port".
-type Port struct {
-	Host string // "" for a port of the environment itself
-	Port int
-}
-
-func (p Port) String() string {
-	if p.Host == "" {
-		return strconv.Itoa(p.Port)
-	}
-	return p.Host + ":" + strconv.Itoa(p.Port)
-}
-
-// UnmarshalJSON accepts 3000, "3000" and "db:5432".
-func (p *Port) UnmarshalJSON(b []byte) error {
-	var n int
-	if err := json.Unmarshal(b, &n); err == nil {
-		*p = Port{Port: n}
-		return nil
-	}
-	var s string
-	if err := json.Unmarshal(b, &s); err == nil {
-		host, port, ok := strings.Cut(s, ":")
-		if !ok {
-			host, port = "", s
-		}
-		if host == "localhost" {
-			host = ""
-		}
-		if n, err := strconv.Atoi(port); err == nil && n > 0 && n < 65536 {
-			*p = Port{Host: host, Port: n}
-			return nil
-		}
-	}
-	return typeError(b, reflect.TypeFor[Port](), `a port number or a "host:port" string`)
 }
 
 // PortAttributes is a value of portsAttributes / otherPortsAttributes.
