@@ -35,6 +35,9 @@ func main() {
 		cli.WithResolvCommand(),
 		cli.SandboxCommand(),
 	)
+	// A mistyped subcommand is an error with suggestions, not a group's help
+	// and exit 0 that scripts take for success.
+	cli.RejectUnknownSubcommands(root)
 	if err := root.Execute(); err != nil {
 		code, remote := cli.ExitCode(err)
 		if !remote {
