@@ -1,6 +1,7 @@
 package devcontainer
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -143,7 +144,23 @@ func (rs *Refusals) Err(subject string) error {
 	if len(rs.list) == 0 {
 		return nil
 	}
-	e := &RefusalError{Subject: subject, Refusals: rs.List()}
+	// In the file's order; values from elsewhere (features, the image)
+	// after those, as they were found.
+	list := rs.List()
+	for i := range list {
+		slices.SortStableFunc(list[i].Locations, fileOrder)
+	}
+	slices.SortStableFunc(list, func(a, b Refusal) int {
+		var pa, pb Location
+		if len(a.Locations) > 0 {
+			pa = a.Locations[0]
+		}
+		if len(b.Locations) > 0 {
+			pb = b.Locations[0]
+		}
+		return fileOrder(pa, pb)
+	})
+	e := &RefusalError{Subject: subject, Refusals: list}
 	return usererr.Wrap(e, "%s", e.Error())
 }
 
@@ -230,4 +247,15 @@ func sourcePath(p string) string {
 		p = p[i+j+2:]
 	}
 	return b.String() + p
+}
+
+// fileOrder orders locations by line and column, those without a line last.
+func fileOrder(a, b Location) int {
+	switch {
+	case a.Line == 0 || b.Line == 0:
+		return cmp.Compare(min(b.Line, 1), min(a.Line, 1))
+	case a.Line != b.Line:
+		return cmp.Compare(a.Line, b.Line)
+	}
+	return cmp.Compare(a.Col, b.Col)
 }

@@ -122,7 +122,7 @@ func parseRunArgsAt(args []string, loc func(string) Location) (RunArgs, runArgsA
 	var at runArgsAt
 	var refs []Refusal
 	for i := 0; i < len(args); i++ {
-		a := args[i]
+		a, start := args[i], i
 		here := []Location{loc(fmt.Sprintf("runArgs[%d]", i))}
 		name, val, hasVal := strings.Cut(a, "=")
 		if !strings.HasPrefix(name, "-") {
@@ -145,7 +145,7 @@ func parseRunArgsAt(args []string, loc func(string) Location) (RunArgs, runArgsA
 		switch name {
 		case "--cap-add":
 			r.CapAdd = append(r.CapAdd, val)
-			at.capAdd = append(at.capAdd, i)
+			at.capAdd = append(at.capAdd, start)
 		case "--cap-drop":
 			r.CapDrop = append(r.CapDrop, val)
 		case "--env", "-e":
@@ -162,7 +162,7 @@ func parseRunArgsAt(args []string, loc func(string) Location) (RunArgs, runArgsA
 			r.Labels[k] = v
 		case "--security-opt":
 			r.SecurityOpt = append(r.SecurityOpt, val)
-			at.securityOpt = append(at.securityOpt, i)
+			at.securityOpt = append(at.securityOpt, start)
 		case "--init":
 			r.Init = !hasVal || val == "true"
 		case "--hostname", "-h":
