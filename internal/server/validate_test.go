@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -26,6 +27,14 @@ func TestSpecValidation(t *testing.T) {
 		s := gitSpec("https://example.com/a.git")
 		edit(s)
 		return s
+	}
+	localEnv := func(n int, v string) func(*covev1.EnvironmentSpec) {
+		return func(s *covev1.EnvironmentSpec) {
+			s.LocalEnv = map[string]string{}
+			for i := range n {
+				s.LocalEnv[fmt.Sprintf("V%d", i)] = v
+			}
+		}
 	}
 	ports := func(p ...*covev1.PortSpec) func(*covev1.EnvironmentSpec) {
 		return func(s *covev1.EnvironmentSpec) { s.Ports = p }
@@ -61,6 +70,15 @@ func TestSpecValidation(t *testing.T) {
 		{"devcontainerPath absolute", base(func(s *covev1.EnvironmentSpec) { s.DevcontainerPath = "/etc/x.json" }), connect.CodeInvalidArgument, "spec.devcontainerPath"},
 		{"huge string", base(func(s *covev1.EnvironmentSpec) { s.DevcontainerPath = strings.Repeat("a", 1<<16) }), connect.CodeInvalidArgument, "spec.devcontainerPath"},
 		{"deleted", base(func(s *covev1.EnvironmentSpec) { s.DesiredPhase = covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED }), connect.CodeInvalidArgument, "spec.desiredPhase"},
+		// spec.localEnv: what a CLI sends for ${localEnv:…}, bounded.
+		{"localEnv 65 variables", base(localEnv(65, "v")), connect.CodeInvalidArgument, "spec.localEnv"},
+		{"localEnv name with a dash", base(func(s *covev1.EnvironmentSpec) { s.LocalEnv = map[string]string{"A-B": "x"} }), connect.CodeInvalidArgument, "spec.localEnv"},
+		{"localEnv name with a digit first", base(func(s *covev1.EnvironmentSpec) { s.LocalEnv = map[string]string{"1A": "x"} }), connect.CodeInvalidArgument, "spec.localEnv"},
+		{"localEnv empty name", base(func(s *covev1.EnvironmentSpec) { s.LocalEnv = map[string]string{"": "x"} }), connect.CodeInvalidArgument, "spec.localEnv"},
+		{"localEnv long name", base(func(s *covev1.EnvironmentSpec) { s.LocalEnv = map[string]string{strings.Repeat("A", 129): "x"} }), connect.CodeInvalidArgument, "spec.localEnv"},
+		{"localEnv huge value", base(func(s *covev1.EnvironmentSpec) { s.LocalEnv = map[string]string{"BIG": strings.Repeat("a", 4097)} }), connect.CodeInvalidArgument, "spec.localEnv.BIG"},
+		{"localEnv multi-line value", base(func(s *covev1.EnvironmentSpec) { s.LocalEnv = map[string]string{"ML": "a\nb"} }), connect.CodeInvalidArgument, "spec.localEnv.ML"},
+		{"localEnv escape in value", base(func(s *covev1.EnvironmentSpec) { s.LocalEnv = map[string]string{"ESC": "x\x1b]52;c;eA==\x07"} }), connect.CodeInvalidArgument, "spec.localEnv.ESC"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,12 +98,18 @@ func TestSpecValidation(t *testing.T) {
 		DevcontainerPath: ".devcontainer/go/devcontainer.json", DefaultImage: "ghcr.io/org/img:1",
 		Timeouts: &covev1.Timeouts{InactivitySeconds: 1800, MaxLifetimeSeconds: 86400},
 		Ports:    []*covev1.PortSpec{{Port: 8080, Visibility: covev1.PortVisibility_PORT_VISIBILITY_PUBLIC}}}
+	localEnv(64, strings.Repeat("v", 4096))(good) // the most a CLI may send
+	good.LocalEnv["TZ"] = "Europe/Paris\twith a tab"
+	delete(good.LocalEnv, "V0")
 	env, err := bob.create("good", good)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if env.Spec.ClassId != "large" || env.Spec.Ports[0].Port != 8080 || env.Spec.Timeouts.InactivitySeconds != 1800 {
 		t.Fatalf("stored spec %v", env.Spec)
+	}
+	if got := env.Spec.GetLocalEnv(); len(got) != 64 || got["TZ"] != "Europe/Paris\twith a tab" || got["V63"] != strings.Repeat("v", 4096) {
+		t.Fatalf("stored localEnv has %d variables, TZ %q", len(got), got["TZ"])
 	}
 	// Owners run the hosts: they may name a loopback registry.
 	if _, err := alice.create("local-img", &covev1.EnvironmentSpec{Content: &covev1.ContentSource{GitUrl: "https://example.com/a.git"},
