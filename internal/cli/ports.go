@@ -53,15 +53,24 @@ func portsList() *cobra.Command {
 
 func printPorts(w io.Writer, ports []*covev1.Port) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tADDRESS\tVISIBILITY\tLABEL\tURL")
+	fmt.Fprintln(tw, "PORT\tSERVICE\tADDRESS\tPROTOCOL\tVISIBILITY\tLABEL\tURL")
 	for _, p := range ports {
 		addr := termsafe.Line(p.GetAddress())
 		if addr == "" {
 			addr = "(not listening)"
 		}
+		// The Compose service ("-": the dev container's own port) and
+		// the protocol the port proxy speaks to it (portsAttributes).
+		svc, proto := termsafe.Line(p.GetService()), termsafe.Line(p.GetProtocol())
+		if svc == "" {
+			svc = "-"
+		}
+		if proto == "" {
+			proto = "http"
+		}
 		// Labels come from the repository's devcontainer.json, addresses
 		// and URLs from the runner: remote text, made safe.
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", p.GetPort(), addr, visibilityName(p.GetVisibility()), termsafe.Line(p.GetLabel()), termsafe.Line(p.GetUrl()))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", p.GetPort(), svc, addr, proto, visibilityName(p.GetVisibility()), termsafe.Line(p.GetLabel()), termsafe.Line(p.GetUrl()))
 	}
 	_ = tw.Flush()
 }

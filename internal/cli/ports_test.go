@@ -63,9 +63,11 @@ func TestParseVisibility(t *testing.T) {
 		t.Error("unspecified visibility is not shown as private")
 	}
 	var sb strings.Builder
-	printPorts(&sb, []*covev1.Port{{Port: 3000, Address: "0.0.0.0", Visibility: covev1.PortVisibility_PORT_VISIBILITY_PUBLIC, Url: "http://x/"}})
-	if lines := strings.Split(strings.TrimSpace(sb.String()), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[0], "PORT") ||
-		strings.Join(strings.Fields(lines[1]), " ") != "3000 0.0.0.0 public http://x/" {
+	printPorts(&sb, []*covev1.Port{{Port: 3000, Address: "0.0.0.0", Visibility: covev1.PortVisibility_PORT_VISIBILITY_PUBLIC, Url: "http://x/"},
+		{Port: 5432, Service: "db", Protocol: "https", Label: "pg"}})
+	if lines := strings.Split(strings.TrimSpace(sb.String()), "\n"); len(lines) != 3 || !strings.HasPrefix(lines[0], "PORT") ||
+		strings.Join(strings.Fields(lines[1]), " ") != "3000 - 0.0.0.0 http public http://x/" ||
+		strings.Join(strings.Fields(lines[2]), " ") != "5432 db (not listening) https private pg" {
 		t.Errorf("table:\n%s", sb.String())
 	}
 }

@@ -2,8 +2,11 @@ package envconfig
 
 import (
 	"path"
+	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/covedev/cove/internal/guest"
 
 	"github.com/covedev/cove/internal/usererr"
 )
@@ -54,4 +57,60 @@ func CheckVolumes(r *Resolved) error {
 		}
 	}
 	return nil
+}
+
+// VolumeInfo is a volume of an environment as its status reports it.
+type VolumeInfo struct {
+	// Kind is "named", "anonymous", "tmpfs" or "bind" (a folder of the
+	// workspace).
+	Kind string
+	// Name is a named volume's name, or a bind mount's source as the
+	// environment sees it (under /workspaces).
+	Name    string
+	Target  string
+	Service string // the Docker Compose service ("" for the dev container)
+}
+
+// Volumes lists what r mounts besides the workspace: the dev container's
+// volumes, tmpfs and bind mounts (with Compose, reported against the dev
+// service), then every sibling service's. workspace is the host directory
+// mounted at /workspaces, so a bind's source is shown as the environment
+// sees it, never as a runner path.
+func Volumes(r *Resolved, workspace string) []VolumeInfo {
+	if r == nil {
+		return nil
+	}
+	var out []VolumeInfo
+	add := func(service string, ms []ConfigMount) {
+		for _, m := range ms {
+			v := VolumeInfo{Target: m.Target, Service: service}
+			switch {
+			case m.Type == "tmpfs":
+				v.Kind = "tmpfs"
+			case m.Type == "bind":
+				v.Kind, v.Name = "bind", guest.Workspaces
+				if rel, err := filepath.Rel(workspace, m.Source); err == nil && filepath.IsLocal(rel) {
+					v.Name = path.Join(guest.Workspaces, filepath.ToSlash(rel))
+				}
+			case m.Source == "" || strings.HasPrefix(m.Source, "anon-"):
+				v.Kind = "anonymous"
+			default:
+				v.Kind, v.Name = "named", m.Source
+			}
+			out = append(out, v)
+		}
+	}
+	if r.DC != nil {
+		dev := ""
+		if r.Compose != nil {
+			dev = r.Compose.DevService
+		}
+		add(dev, r.DC.Mounts)
+	}
+	if r.Compose != nil {
+		for _, s := range r.Compose.Services {
+			add(s.Name, s.Mounts)
+		}
+	}
+	return out
 }

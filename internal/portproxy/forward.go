@@ -2,6 +2,7 @@ package portproxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -49,16 +50,32 @@ func newTransport() *http.Transport {
 	}
 }
 
+// newTLSTransport is newTransport for ports that serve HTTPS: TLS over
+// the connection dialled inside the environment, without verifying the
+// application's certificate (see Target.HTTPS).
+func newTLSTransport() *http.Transport {
+	t := newTransport()
+	t.TLSClientConfig = &tls.Config{
+		InsecureSkipVerify: true, //nolint:gosec // the env's own cert, on its loopback, reached through its agent
+		ServerName:         "localhost",
+	}
+	return t
+}
+
 // forward sends the request to the port inside the environment.
 func (p *proxy) forward(w http.ResponseWriter, r *http.Request, t Target, rt route) {
 	ctx := context.WithValue(r.Context(), dialKey{}, dialer{envID: t.EnvID, dial: t.Dial})
+	tr, scheme := p.tr, "http"
+	if t.HTTPS != nil && t.HTTPS(rt.port) {
+		tr, scheme = p.tlsTr, "https"
+	}
 	rp := &httputil.ReverseProxy{
-		Transport:     p.tr,
+		Transport:     tr,
 		FlushInterval: -1,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetXForwarded()
 			out := pr.Out
-			out.URL.Scheme = "http"
+			out.URL.Scheme = scheme
 			out.URL.Host = t.EnvID + ":" + strconv.Itoa(rt.port)
 			out.URL.Path, out.URL.RawPath = splitEscaped(rt.rest)
 			// Development servers check Host against localhost; the
@@ -80,6 +97,10 @@ func (p *proxy) forward(w http.ResponseWriter, r *http.Request, t Target, rt rou
 				return
 			}
 			p.log.Info("port proxy: upstream", "env", t.EnvID, "port", rt.port, "err", err)
+			if scheme == "https" {
+				httpError(w, http.StatusBadGateway, fmt.Sprintf("port %d in the environment does not answer over HTTPS (devcontainer.json portsAttributes gives it protocol \"https\"; remove that if it serves plain HTTP)", rt.port))
+				return
+			}
 			httpError(w, http.StatusBadGateway, fmt.Sprintf("nothing answers on port %d in the environment", rt.port))
 		},
 	}

@@ -30,6 +30,12 @@ type Target struct {
 	EnvID, OwnerID string
 	// Dial connects to a TCP port inside the environment.
 	Dial func(ctx context.Context, port int) (net.Conn, error)
+	// HTTPS, if set, reports whether a port serves HTTPS
+	// (devcontainer.json portsAttributes.protocol): the proxy then speaks
+	// TLS to it. The certificate is not verified: it is the application's
+	// own, usually self-signed, and the connection never leaves the
+	// runner (it is dialled inside the environment, on its loopback).
+	HTTPS func(port int) bool
 }
 
 // Resolver finds environments running here by id.
@@ -91,6 +97,7 @@ type proxy struct {
 	now   func() time.Time
 	cache *decisionCache
 	tr    *http.Transport
+	tlsTr *http.Transport // for HTTPS ports
 
 	mu         sync.Mutex
 	lastActive map[string]time.Time
@@ -109,6 +116,7 @@ func New(cfg Config) http.Handler {
 	p.cfg.ServerURL = strings.TrimSuffix(cfg.ServerURL, "/")
 	p.cache = newDecisionCache(p.now)
 	p.tr = newTransport()
+	p.tlsTr = newTLSTransport()
 	return p
 }
 

@@ -80,6 +80,11 @@ func (p proxyResolver) Resolve(ctx context.Context, ref string) (portproxy.Targe
 			}
 			return conn, err
 		},
+		HTTPS: func(port int) bool {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			return portHTTPS(w.dcPorts, port)
+		},
 	}, nil
 }
 

@@ -160,6 +160,11 @@ func New(cfg Config) (*Runner, error) {
 	if err := checkTraversable(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	classes, err := withDisk(cfg.Classes, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Classes = classes
 	images, err := image.NewStore(filepath.Join(cfg.DataDir, "images"), cfg.Log.With("component", "images"))
 	if err != nil {
 		return nil, err
