@@ -161,6 +161,9 @@ func LoadWithOptions(ctx context.Context, o Options) (*Project, []Warning, error
 	}
 
 	v := &validator{repo: repo, bindRoot: bindRoot, allowedCaps: normCaps(o.AllowedCaps), allowPrivileged: o.AllowPrivileged}
+	for _, f := range files {
+		v.files = append(v.files, filepath.ToSlash(relPath(repo, f)))
+	}
 	v.project(cp)
 	if err := v.err(); err != nil {
 		return nil, nil, err

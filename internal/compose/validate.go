@@ -17,7 +17,10 @@ import (
 // validator collects every refused key of a project, so that one message
 // names them all, and the warnings for keys that are ignored.
 type validator struct {
-	repo, bindRoot  string
+	repo, bindRoot string
+	// files are the compose files, relative to the repository (messages
+	// name them: compose-go gives no positions).
+	files           []string
 	allowedCaps     map[string]bool
 	allowPrivileged bool
 	// declared are the top-level volumes.
@@ -28,13 +31,46 @@ type validator struct {
 }
 
 func (v *validator) refuse(service, key, format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	if service == "" {
-		v.problems = append(v.problems, fmt.Sprintf("%s: %s", key, msg))
-		return
-	}
-	v.problems = append(v.problems, fmt.Sprintf("service %q: %s: %s", service, key, msg))
+	v.refuseFix(service, key, "", format, args...)
 }
+
+// refuseFix refuses a key of a service ("" for a top-level key), saying
+// what to do instead (remedy, "" when removing it is all there is). The
+// key is named by its path in the file: services.<service>.<key>.
+func (v *validator) refuseFix(service, key, remedy, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if remedy != "" {
+		msg += ". To fix: " + remedy
+	}
+	switch {
+	case service == "":
+	case strings.Contains(service, ".") || !serviceName.MatchString(service):
+		key = fmt.Sprintf("services[%q].%s", service, key)
+	default:
+		key = "services." + service + "." + key
+	}
+	v.problems = append(v.problems, fmt.Sprintf("%s: %s", key, msg))
+}
+
+// granted lists the capabilities the validator allows, for messages.
+func (v *validator) granted() string {
+	if len(v.allowedCaps) == 0 {
+		return "none"
+	}
+	var caps []string
+	for c := range v.allowedCaps {
+		caps = append(caps, strings.TrimPrefix(c, "CAP_"))
+	}
+	slices.Sort(caps)
+	return strings.Join(caps, ", ")
+}
+
+const (
+	noDocker    = "remove it; Docker inside an environment needs a class that offers it, and no class offers Docker today"
+	ownNS       = "remove it: every service has its own namespace, and the host's would break the environment's isolation"
+	useForward  = `remove it; services share the environment's network and reach each other by service name; to reach a port from your machine, list it in devcontainer.json "forwardPorts"`
+	askOperator = "remove it, or ask the runner's operator for a class that grants it"
+)
 
 func (v *validator) warn(service, key, msg string) {
 	v.warnings = append(v.warnings, Warning{Service: service, Key: key, Message: msg})
@@ -45,7 +81,12 @@ func (v *validator) err() error {
 		return nil
 	}
 	slices.Sort(v.problems)
-	return usererr.New("docker compose: unsupported settings:\n  - %s", strings.Join(v.problems, "\n  - "))
+	v.problems = slices.Compact(v.problems)
+	where := "docker compose"
+	if len(v.files) > 0 {
+		where = strings.Join(v.files, ", ") + " (docker compose)"
+	}
+	return usererr.New("%s: unsupported settings, cove cannot run these services:\n  - %s", where, strings.Join(v.problems, "\n  - "))
 }
 
 func (v *validator) project(p *types.Project) {
@@ -112,33 +153,34 @@ func (v *validator) service(s types.ServiceConfig) {
 		// The devcontainer template's "service:db": every service shares
 		// the environment's network namespace already.
 	default:
-		v.refuse(n, "network_mode", "%q is not supported (only the environment's own network)", m)
+		v.refuseFix(n, "network_mode", useForward, "%q is not supported (only the environment's own network)", m)
 	}
 	if s.Net != "" {
-		v.refuse(n, "net", "not supported")
+		v.refuseFix(n, "net", useForward, "not supported")
 	}
 	if s.Pid != "" {
-		v.refuse(n, "pid", "%q is not supported (each service has its own pid namespace)", s.Pid)
+		v.refuseFix(n, "pid", ownNS, "%q is not supported (each service has its own pid namespace)", s.Pid)
 	}
 	if s.Ipc != "" && s.Ipc != "private" && s.Ipc != "shareable" {
-		v.refuse(n, "ipc", "%q is not supported", s.Ipc)
+		v.refuseFix(n, "ipc", ownNS, "%q is not supported", s.Ipc)
 	}
 	if s.Uts != "" {
-		v.refuse(n, "uts", "%q is not supported", s.Uts)
+		v.refuseFix(n, "uts", ownNS, "%q is not supported", s.Uts)
 	}
 	if s.Cgroup == "host" {
-		v.refuse(n, "cgroup", `"host" is not supported`)
+		v.refuseFix(n, "cgroup", ownNS, `"host" is not supported`)
 	}
 	if s.Privileged && !v.allowPrivileged {
-		v.refuse(n, "privileged", "not allowed by the environment's class")
+		v.refuseFix(n, "privileged", fmt.Sprintf("remove it and add only the capabilities the service needs with cap_add (this runner grants: %s)", v.granted()),
+			"privileged mode gives the service every capability and the host's devices, and no class of this runner allows it")
 	}
 	for _, c := range s.CapAdd {
 		if !v.allowedCaps[normCap(c)] {
-			v.refuse(n, "cap_add", "%s is not allowed by the environment's class", c)
+			v.refuseFix(n, "cap_add", askOperator, "%s is not granted by this runner's classes (they grant: %s)", c, v.granted())
 		}
 	}
 	if len(s.Devices) > 0 {
-		v.refuse(n, "devices", "host devices are not supported")
+		v.refuseFix(n, "devices", "remove it; host devices are never passed to an environment", "host devices are not supported")
 	}
 	if len(s.DeviceCgroupRules) > 0 {
 		v.refuse(n, "device_cgroup_rules", "not supported")
@@ -148,19 +190,19 @@ func (v *validator) service(s types.ServiceConfig) {
 	}
 	for _, o := range s.SecurityOpt {
 		if strings.Contains(o, "unconfined") || strings.HasPrefix(o, "label=disable") || strings.HasPrefix(o, "label:disable") {
-			v.refuse(n, "security_opt", "%q is not allowed", o)
+			v.refuseFix(n, "security_opt", "remove it", "%q is not allowed: it loosens the service's confinement, which only privileged classes allow, and this runner has none", o)
 		} else {
 			v.warn(n, "security_opt", fmt.Sprintf("%q is ignored", o))
 		}
 	}
 	if s.UserNSMode != "" {
-		v.refuse(n, "userns_mode", "not supported (every environment has its own user namespace)")
+		v.refuseFix(n, "userns_mode", "remove it", "not supported (every environment has its own user namespace)")
 	}
 	if s.CgroupParent != "" {
 		v.refuse(n, "cgroup_parent", "not supported (services run in the environment's cgroup)")
 	}
 	if s.UseAPISocket {
-		v.refuse(n, "use_api_socket", "there is no Docker daemon")
+		v.refuseFix(n, "use_api_socket", noDocker, "there is no Docker daemon")
 	}
 	if s.Runtime != "" {
 		v.refuse(n, "runtime", "not supported")
@@ -262,18 +304,18 @@ func (v *validator) volumes(s types.ServiceConfig) {
 		case types.VolumeTypeTmpfs:
 		case types.VolumeTypeBind:
 			if strings.HasSuffix(m.Source, "docker.sock") {
-				v.refuse(n, "volumes", "%s: there is no Docker daemon to bind", m.Source)
+				v.refuseFix(n, "volumes", noDocker, "%s: mounting the Docker socket would give the environment root on the runner host, and there is no Docker daemon to bind", m.Source)
 				continue
 			}
 			p, err := filepath.EvalSymlinks(m.Source)
 			if err != nil {
 				// docker compose creates missing bind sources; cove does
 				// not create host paths, so it must exist.
-				v.refuse(n, "volumes", "bind source %s does not exist", relPath(v.repo, m.Source))
+				v.refuseFix(n, "volumes", "create it in the repository, or use a named volume", "bind source %s does not exist (cove does not create host paths)", relPath(v.repo, m.Source))
 				continue
 			}
 			if !within(v.bindRoot, p) {
-				v.refuse(n, "volumes", "bind source %s is outside the repository", m.Source)
+				v.refuseFix(n, "volumes", "bind a directory of the repository, or use a named volume for data", "bind source %s is outside the repository: an environment sees no files of the runner host", m.Source)
 			}
 		default:
 			v.refuse(n, "volumes", "%s mounts are not supported", m.Type)

@@ -16,18 +16,18 @@ func TestRefusedKeys(t *testing.T) {
 	for _, tc := range []struct {
 		key, service, want string
 	}{
-		{"network_mode: host", "", `service "app": network_mode: "host"`},
+		{"network_mode: host", "", `services.app.network_mode: "host"`},
 		{"network_mode: container:abc", "", `network_mode: "container:abc"`},
-		{"pid: host", "", `service "app": pid: "host"`},
-		{"ipc: host", "", `service "app": ipc: "host"`},
+		{"pid: host", "", `services.app.pid: "host"`},
+		{"ipc: host", "", `services.app.ipc: "host"`},
 		{"uts: host", "", `uts: "host"`},
-		{"privileged: true", "", `service "app": privileged`},
+		{"privileged: true", "", `services.app.privileged`},
 		{"cap_add: [SYS_ADMIN]", "", `cap_add: SYS_ADMIN`},
 		{"cap_add: [ALL]", "", `cap_add: ALL`},
-		{"devices: [/dev/kvm]", "", `service "app": devices`},
+		{"devices: [/dev/kvm]", "", `services.app.devices`},
 		{"security_opt: [seccomp:unconfined]", "", `security_opt: "seccomp:unconfined"`},
 		{"security_opt: [apparmor=unconfined]", "", `security_opt: "apparmor=unconfined"`},
-		{"userns_mode: host", "", `service "app": userns_mode`},
+		{"userns_mode: host", "", `services.app.userns_mode`},
 		{"cgroup_parent: /system", "", `cgroup_parent`},
 		{"cgroup: host", "", `cgroup: "host"`},
 		{"volumes: [/etc:/host-etc]", "", `bind source /etc is outside the repository`},
@@ -75,8 +75,8 @@ services:
 `})
 	_, _, err := Load(context.Background(), repo, []string{"compose.yml"}, ".devcontainer", "app", nil, nil)
 	assertUserErr(t, err,
-		`service "app": network_mode`, `service "app": privileged`,
-		`service "db": pid`, `service "db": devices`)
+		`services.app.network_mode`, `services.app.privileged`,
+		`services.db.pid`, `services.db.devices`)
 }
 
 func TestAllowedByClass(t *testing.T) {
@@ -210,8 +210,8 @@ services:
 // isolation fixes). Host names end up in /etc/hosts.
 func TestServiceNamesAndHostnames(t *testing.T) {
 	for name, tc := range map[string]struct{ services, want string }{
-		"dot":      {"  app:\n    image: debian\n  \".\":\n    image: debian\n", `service ".": name`},
-		"dotdot":   {"  app:\n    image: debian\n  \"..\":\n    image: debian\n", `service "..": name`},
+		"dot":      {"  app:\n    image: debian\n  \".\":\n    image: debian\n", `services["."].name`},
+		"dotdot":   {"  app:\n    image: debian\n  \"..\":\n    image: debian\n", `services[".."].name`},
 		"hostname": {"  app:\n    image: debian\n    hostname: \"a\\nb\"\n", `hostname: "a\nb" is not a valid host name`},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -239,6 +239,29 @@ func TestSpecialFilesRefused(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
 				t.Fatalf("Load: %v", err)
 			}
+		})
+	}
+}
+
+// TestRefusalNamesFileAndRemedy: a refused Compose key is named by the
+// compose file (relative to the repository) and its path in it, with what
+// to do instead; the configuration is not loaded.
+func TestRefusalNamesFileAndRemedy(t *testing.T) {
+	for _, tc := range []struct{ key, want string }{
+		{"network_mode: host", `services.app.network_mode: "host" is not supported (only the environment's own network). To fix: remove it; services share the environment's network and reach each other by service name; to reach a port from your machine, list it in devcontainer.json "forwardPorts"`},
+		{"volumes: [/var/run/docker.sock:/var/run/docker.sock]", "services.app.volumes: /var/run/docker.sock: mounting the Docker socket would give the environment root on the runner host, and there is no Docker daemon to bind. To fix: remove it; Docker inside an environment needs a class that offers it, and no class offers Docker today"},
+		{"privileged: true", "services.app.privileged: privileged mode gives the service every capability and the host's devices, and no class of this runner allows it. To fix: remove it and add only the capabilities the service needs with cap_add (this runner grants: CHOWN)"},
+		{"cap_add: [SYS_ADMIN]", "services.app.cap_add: SYS_ADMIN is not granted by this runner's classes (they grant: CHOWN). To fix: remove it, or ask the runner's operator for a class that grants it"},
+		{"security_opt: [seccomp=unconfined]", `services.app.security_opt: "seccomp=unconfined" is not allowed: it loosens the service's confinement, which only privileged classes allow, and this runner has none. To fix: remove it`},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			repo := writeRepo(t, map[string]string{".devcontainer/compose.yml": "services:\n  app:\n    image: debian\n    " + tc.key + "\n"})
+			p, _, err := LoadWithOptions(context.Background(), Options{RepoDir: repo, Files: []string{"compose.yml"}, ConfigDir: ".devcontainer",
+				DevService: "app", AllowedCaps: []string{"CHOWN"}})
+			if p != nil {
+				t.Fatal("the project was loaded")
+			}
+			assertUserErr(t, err, ".devcontainer/compose.yml (docker compose): unsupported settings, cove cannot run these services:\n  - "+tc.want)
 		})
 	}
 }

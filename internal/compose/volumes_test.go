@@ -66,7 +66,7 @@ volumes:
 `})
 		_, _, err := Load(context.Background(), repo, []string{"docker-compose.yml"}, ".devcontainer", "app", nil, nil)
 		msg, ok := usererr.Message(err)
-		if !ok || !strings.Contains(msg, tc.want) || !strings.Contains(msg, `service "app"`) {
+		if !ok || !strings.Contains(msg, tc.want) || !strings.Contains(msg, "services.app.volumes: ") {
 			t.Errorf("%s: err = %v, want a user error containing %q", tc.vol, err, tc.want)
 		}
 	}
