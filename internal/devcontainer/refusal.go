@@ -164,6 +164,10 @@ func (rs *Refusals) Err(subject string) error {
 	return usererr.Wrap(e, "%s", e.Error())
 }
 
+// maxListed bounds the problems one message lists (an environment's
+// failure message is bounded; the first ones are what to fix first).
+const maxListed = 15
+
 // RefusalError is a configuration refused for one or more problems.
 type RefusalError struct {
 	// Subject names what was refused: the configuration's file.
@@ -181,7 +185,11 @@ func (e *RefusalError) Error() string {
 		fmt.Fprintf(&b, " (%d problems)", len(e.Refusals))
 	}
 	b.WriteString(":")
-	for _, r := range e.Refusals {
+	for i, r := range e.Refusals {
+		if i == maxListed && len(e.Refusals) > maxListed+1 {
+			fmt.Fprintf(&b, "\n  - and %d more problems; fix these first", len(e.Refusals)-maxListed)
+			break
+		}
 		b.WriteString("\n  - " + r.String())
 	}
 	return b.String()

@@ -216,3 +216,23 @@ func TestMergedRefusalNamesOrigin(t *testing.T) {
 		t.Errorf("message refuses NET_ADMIN, which the runner grants:\n%s", msg)
 	}
 }
+
+// TestRefusalMessageBounded: a configuration with very many problems
+// (a repository may list thousands of runArgs) gets a message of bounded
+// size that lists the first ones and counts the rest.
+func TestRefusalMessageBounded(t *testing.T) {
+	args := make([]string, 10*maxListed)
+	for i := range args {
+		args[i] = fmt.Sprintf("%q", fmt.Sprintf("--frob%d", i))
+	}
+	msg, lines := refusedLines(t, `{"image": "a", "runArgs": [`+strings.Join(args, ", ")+`]}`, Allow{})
+	if len(lines) != maxListed+1 {
+		t.Fatalf("%d lines, want %d problems and a count of the rest:\n%s", len(lines), maxListed, msg)
+	}
+	if want := fmt.Sprintf("and %d more problems", len(args)-maxListed); !strings.Contains(lines[maxListed], want) {
+		t.Errorf("last line %q lacks %q", lines[maxListed], want)
+	}
+	if !strings.Contains(msg, fmt.Sprintf("(%d problems)", len(args))) {
+		t.Errorf("header does not count every problem:\n%s", msg)
+	}
+}
