@@ -100,3 +100,22 @@ func optionList(m Metadata) string {
 	sort.Strings(ids)
 	return strings.Join(ids, ", ")
 }
+
+// GivenOptions are the options devcontainer.json (or a dependsOn) gave f,
+// by option id, each as install.sh receives it (booleans "true" or
+// "false"); nil when none were given. The defaults are left out: they are
+// the feature's, not the user's.
+func (f Feature) GivenOptions() map[string]string {
+	if len(f.Ref.Options) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(f.Ref.Options))
+	for id, v := range f.Ref.Options {
+		s, err := optionValue(f.Meta.Options[id], v)
+		if err != nil {
+			s = fmt.Sprint(v) // optionEnv refused it before any Feature was made
+		}
+		out[id] = s
+	}
+	return out
+}

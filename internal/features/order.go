@@ -87,7 +87,8 @@ func softMatch(entry string, g *Feature) bool {
 		return true
 	}
 	base := e[strings.LastIndex(e, "/")+1:]
-	if base != strings.ToLower(g.Meta.ID) && !slices.Contains(g.Meta.LegacyIDs, base) {
+	legacy := slices.ContainsFunc(g.Meta.LegacyIDs, func(l string) bool { return strings.EqualFold(l, base) })
+	if !strings.EqualFold(base, g.Meta.ID) && !legacy {
 		return false
 	}
 	// Same id: it must also come from the same place (registry namespace),
@@ -105,7 +106,7 @@ func compareFeatures(a, b *Feature) int {
 	if c := strings.Compare(resourceID(a.Ref.ID), resourceID(b.Ref.ID)); c != 0 {
 		return c
 	}
-	if c := strings.Compare(a.Ref.ID, b.Ref.ID); c != 0 {
+	if c := strings.Compare(canonicalID(a.Ref.ID), canonicalID(b.Ref.ID)); c != 0 {
 		return c
 	}
 	if c := slices.Compare(a.Env, b.Env); c != 0 {

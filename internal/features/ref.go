@@ -35,6 +35,18 @@ func kindOf(id string) sourceKind {
 	return kindOCI
 }
 
+// canonicalID is id as the reference implementation resolves it: an OCI
+// reference is lower-cased whole (registry, repository, tag and digest, as
+// devcontainers/cli's getRef does, so "…/features/Chain-A:1" is the
+// feature "…/features/chain-a:1"); a tarball URL or a local path is taken
+// as written.
+func canonicalID(id string) string {
+	if kindOf(id) != kindOCI {
+		return id
+	}
+	return strings.ToLower(id)
+}
+
 // resourceID returns id without its version: the tag or digest of an OCI
 // reference is dropped ("ghcr.io/a/b/node:1" -> "ghcr.io/a/b/node"); other
 // identifiers are returned unchanged. installsAfter and
@@ -53,19 +65,21 @@ func resourceID(id string) string {
 	return strings.ToLower(id)
 }
 
-// parseOCI parses an OCI feature reference; a missing tag means "latest".
-// Registries the fetch policy lists as insecure are spoken to over plain
+// parseOCI parses an OCI feature reference, case-insensitively
+// (canonicalID); a missing tag means "latest". Messages name id as
+// written. Registries the fetch policy lists as insecure are spoken to over plain
 // HTTP; the policy's transport refuses plain HTTP to any other.
 func parseOCI(id string, p *hostfetch.Policy) (name.Reference, error) {
 	if strings.Count(resourceID(id), "/") < 2 {
 		return nil, errdefs.InvalidArgument(usererr.New("invalid feature %q: expected <registry>/<namespace>/<feature>[:<version>], a https:// tarball URL or a ./local path", id))
 	}
-	r, err := name.ParseReference(id)
+	canon := canonicalID(id)
+	r, err := name.ParseReference(canon)
 	if err != nil {
 		return nil, usererr.Wrap(errdefs.InvalidArgument(err), "invalid feature reference %q", id)
 	}
 	if p.Insecure(r.Context().RegistryStr()) {
-		if r, err = name.ParseReference(id, name.Insecure); err != nil {
+		if r, err = name.ParseReference(canon, name.Insecure); err != nil {
 			return nil, usererr.Wrap(errdefs.InvalidArgument(err), "invalid feature reference %q", id)
 		}
 	}

@@ -58,13 +58,13 @@ func (r *Resolver) Resolve(ctx context.Context, refs []Ref, configDir string, ov
 
 	var resolve func(ref Ref) (*Feature, error)
 	resolve = func(ref Ref) (*Feature, error) {
-		fe, ok := byID[ref.ID]
+		fe, ok := byID[canonicalID(ref.ID)]
 		if !ok {
 			var err error
 			if fe, err = r.fetch(ctx, ref.ID, configDir); err != nil {
 				return nil, err
 			}
-			byID[ref.ID] = fe
+			byID[canonicalID(ref.ID)] = fe
 		}
 		env, err := optionEnv(ref, fe.meta)
 		if err != nil {
@@ -104,6 +104,16 @@ func (r *Resolver) Resolve(ctx context.Context, refs []Ref, configDir string, ov
 		}
 	}
 	return order(all, overrideOrder)
+}
+
+// Dependencies are the ids (as written in dependsOn) of the features f
+// depends on.
+func (f Feature) Dependencies() []string {
+	out := make([]string, len(f.deps))
+	for i, d := range f.deps {
+		out[i] = d.Ref.ID
+	}
+	return out
 }
 
 // dependsOnOptions reads a dependsOn value: an options object, or a string
