@@ -97,4 +97,8 @@ type ImageHealthcheck struct {
 type Feature struct {
 	ID       string
 	Metadata []byte
+	// RequiredBy are the ids of the features that depend on this one (in
+	// their dependsOn), for messages; empty for a feature of
+	// devcontainer.json's own.
+	RequiredBy []string
 }
