@@ -3,10 +3,7 @@ package devcontainer
 import (
 	"fmt"
 	"path"
-	"sort"
 	"strings"
-
-	"github.com/covedev/cove/internal/usererr"
 )
 
 // DockerBuild is a Dockerfile configuration: `build` (or the legacy
@@ -29,6 +26,7 @@ func (c *Config) DockerBuild() (*DockerBuild, error) {
 		return nil, nil
 	}
 	b := &DockerBuild{Context: ".", Args: map[string]string{}, Labels: map[string]string{}}
+	var rs Refusals
 	str := func(v any) string { s, _ := v.(string); return s }
 	if c.Build != nil {
 		b.Dockerfile = str(c.Build["dockerfile"])
@@ -50,13 +48,13 @@ func (c *Config) DockerBuild() (*DockerBuild, error) {
 			}
 		}
 		if opts, ok := c.Build["options"].([]any); ok {
-			var bad []string
 			for i := 0; i < len(opts); i++ {
-				o := str(opts[i])
+				o, at := str(opts[i]), c.Loc(fmt.Sprintf("build.options[%d]", i))
 				name, val, hasVal := strings.Cut(o, "=")
-				if !hasVal && i+1 < len(opts) && (name == "--build-arg" || name == "--label" || name == "--target") {
+				if !hasVal && i+1 < len(opts) && (name == "--build-arg" || name == "--label" || name == "--target" || name == "--network") {
 					i++
 					val = str(opts[i])
+					o += " " + val
 				}
 				switch name {
 				case "--build-arg":
@@ -67,13 +65,15 @@ func (c *Config) DockerBuild() (*DockerBuild, error) {
 					b.Labels[k] = v
 				case "--target":
 					b.Target = val
+				case "--network":
+					rs.Add(Refusal{Key: "build:" + o, Locations: []Location{at},
+						Reason: fmt.Sprintf("%q: a build always uses the runner's build network, never the host's or another one", o),
+						Remedy: "remove it"})
 				default:
-					bad = append(bad, o)
+					rs.Add(Refusal{Key: "build:" + name, Locations: []Location{at},
+						Reason: fmt.Sprintf("docker build option %q is not supported", o),
+						Remedy: `remove it; build.options may hold --build-arg, --label and --target (or use "build.args" and "build.target")`})
 				}
-			}
-			if len(bad) > 0 {
-				sort.Strings(bad)
-				return nil, usererr.New("%s: build.options: %s not allowed (cove accepts --build-arg, --label and --target)", c.At("build.options"), strings.Join(bad, ", "))
 			}
 		}
 	}
@@ -84,12 +84,20 @@ func (c *Config) DockerBuild() (*DockerBuild, error) {
 		}
 	}
 	if b.Dockerfile == "" {
-		return nil, usererr.New("%s: build.dockerfile is required", c.At("build"))
+		rs.Add(Refusal{Locations: []Location{c.Loc("build")}, Reason: "build.dockerfile is required",
+			Remedy: `add "dockerfile": "Dockerfile", the Dockerfile's path relative to devcontainer.json's folder`})
 	}
-	for _, p := range []string{b.Dockerfile, b.Context} {
+	for prop, p := range map[string]string{"build.dockerfile": b.Dockerfile, "build.context": b.Context} {
 		if path.IsAbs(p) {
-			return nil, usererr.New("%s: build paths must be relative to devcontainer.json's folder, not %q", c.At("build"), p)
+			if _, legacy := c.Raw["dockerFile"]; legacy {
+				prop = map[string]string{"build.dockerfile": "dockerFile", "build.context": "context"}[prop]
+			}
+			rs.Add(Refusal{Locations: []Location{c.Loc(prop)}, Reason: fmt.Sprintf("%q is an absolute path: build paths are relative to devcontainer.json's folder and stay in the repository", p),
+				Remedy: "write it relative to devcontainer.json's folder"})
 		}
+	}
+	if err := rs.Err(c.File()); err != nil {
+		return nil, err
 	}
 	return b, nil
 }

@@ -21,8 +21,9 @@ func TestDockerBuild(t *testing.T) {
 			&DockerBuild{Dockerfile: "Dockerfile.dev", Context: "src", Args: map[string]string{}, Labels: map[string]string{}}, ""},
 		{"safe options", `{"build": {"dockerfile": "D", "options": ["--build-arg", "X=1", "--label=a=b", "--target=t"]}}`,
 			&DockerBuild{Dockerfile: "D", Context: ".", Args: map[string]string{"X": "1"}, Labels: map[string]string{"a": "b"}, Target: "t"}, ""},
-		{"unsafe options", `{"build": {"dockerfile": "D", "options": ["--network=host", "--add-host=x:1.2.3.4"]}}`, nil, "--add-host=x:1.2.3.4, --network=host not allowed"},
-		{"absolute dockerfile", `{"build": {"dockerfile": "/etc/passwd"}}`, nil, "must be relative"},
+		{"unsafe options", `{"build": {"dockerfile": "D", "options": ["--network=host", "--add-host=x:1.2.3.4"]}}`, nil, `build.options[0]: "--network=host": a build always uses the runner's build network`},
+		{"unsafe options, each named", `{"build": {"dockerfile": "D", "options": ["--network=host", "--add-host=x:1.2.3.4"]}}`, nil, `build.options[1]: docker build option "--add-host=x:1.2.3.4" is not supported. To fix: remove it`},
+		{"absolute dockerfile", `{"build": {"dockerfile": "/etc/passwd"}}`, nil, `build.dockerfile: "/etc/passwd" is an absolute path`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
