@@ -112,6 +112,20 @@ type Config struct {
 	// run it first. A missing file means no commands.
 	PostAttachPath string
 
+	// RemoteEnvPath is a JSON file holding devcontainer.json's remoteEnv
+	// as a list of KEY=VALUE: users' sessions (the gateway's login name,
+	// agentproto.DefaultUser) get it after the user env probe and before
+	// what the client sends. A missing file means none. remoteEnv is
+	// never in the agent's own environment, so the entrypoint chain and
+	// what it starts do not see it.
+	RemoteEnvPath string
+
+	// KeepProfilePath patches /etc/profile once at start (see
+	// keepProfilePath) so that login shells keep the PATH they are given
+	// instead of resetting it, as the reference CLI does in the dev
+	// container.
+	KeepProfilePath bool
+
 	// Internal knobs for tests.
 	passwdPath    string        // default /etc/passwd
 	groupPath     string        // default /etc/group
@@ -123,6 +137,8 @@ type Config struct {
 	probeTimeout  time.Duration // bound on the user env probe; default 10s
 	logsPoll      time.Duration // how often a followed log is polled; default 250ms
 	entrypointOut *os.File      // the entrypoint chain's stdout and stderr; default os.Stderr
+	profilePath   string        // default /etc/profile
+	profileMarker string        // default /var/devcontainer/.patchEtcProfileMarker
 }
 
 const defaultShutdownGrace = 5 * time.Second
@@ -186,6 +202,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	a := &agent{cfg: cfg, log: log, procs: procs}
+	if cfg.KeepProfilePath {
+		a.keepProfilePath() // before the first session's probe
+	}
 	srv := a.server()
 	srv.AddHostKey(signer)
 

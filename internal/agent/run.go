@@ -72,10 +72,17 @@ func (s *session) start(kind string, payload []byte) (bool, func()) {
 		dir = opts.dir
 	}
 	env := s.environ(acct, shell)
-	if opts.probe == "" && (s.conn.User() == "" || s.conn.User() == agentproto.DefaultUser) {
+	userSession := s.conn.User() == "" || s.conn.User() == agentproto.DefaultUser
+	var remoteEnv []string
+	if userSession && kind != "subsystem" {
 		// Users' sessions (through the gateway) get devcontainer.json's
-		// userEnvProbe unless the client chose one.
-		opts.probe = s.a.cfg.UserEnvProbe
+		// userEnvProbe unless the client chose one, and its remoteEnv.
+		if opts.probe == "" {
+			opts.probe = s.a.cfg.UserEnvProbe
+		}
+		if remoteEnv, err = loadRemoteEnv(s.a.cfg.RemoteEnvPath); err != nil {
+			s.log.Warn("remoteEnv", "err", err)
+		}
 	}
 	if kind != "subsystem" && opts.probe != "" && opts.probe != agentproto.ProbeNone {
 		probed, err := s.a.probeUserEnv(opts.probe, shell, os.ProcAttr{
@@ -85,9 +92,12 @@ func (s *session) start(kind string, payload []byte) (bool, func()) {
 			// The reference CLI goes on without the probed environment.
 			s.log.Warn("user env probe", "mode", opts.probe, "err", err)
 		}
-		// The client's variables (remoteEnv) win over the probed ones.
-		env = mergeEnv(mergeEnv(env, probed), s.env)
+		env = mergeEnv(env, probed)
 	}
+	// remoteEnv wins over the probed variables, as in the reference CLI;
+	// what the client sends (a lifecycle command's remoteEnv, the user's
+	// SendEnv) wins over both.
+	env = mergeEnv(mergeEnv(env, remoteEnv), s.env)
 	var path string
 	var argv []string
 	switch {

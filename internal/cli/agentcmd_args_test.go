@@ -23,11 +23,12 @@ func TestAgentTakesRunnerArgs(t *testing.T) {
 	want := []map[string]any{
 		{"listen-fd": guest.ListenFD, "host-key": guest.HostKey, "authorized-keys": guest.RunnerKeys, "user": "dev", "workdir": "/workspaces/repo",
 			"post-attach": guest.PostAttach, "entrypoint": []string{"/e1", "/e2"}, "command": []string{"/init", "--flag", "a b"},
-			"entrypoint-workdir": "/srv", "user-env-probe": "loginShell", "command-user": "", "exit-with-command": false, "exit-code-file": "", "log-file": ""},
+			"entrypoint-workdir": "/srv", "user-env-probe": "loginShell", "command-user": "", "exit-with-command": false, "exit-code-file": "", "log-file": "",
+			"remote-env": guest.RemoteEnv, "keep-profile-path": true},
 		{"listen-fd": guest.ListenFD, "host-key": guest.HostKey, "authorized-keys": guest.RunnerKeys, "user": "postgres", "workdir": "/var/lib/db",
 			"post-attach": "", "entrypoint": []string{}, "command": []string{"postgres", "-c", "x=1"},
 			"entrypoint-workdir": "/var/lib/db", "user-env-probe": "", "command-user": "postgres", "exit-with-command": true,
-			"exit-code-file": guest.ExitCodeFile, "log-file": guest.AgentLog},
+			"exit-code-file": guest.ExitCodeFile, "log-file": guest.AgentLog, "remote-env": "", "keep-profile-path": false},
 	}
 	for i, m := range ms {
 		if m.Process.Args[0] != guest.AgentBinary || m.Process.Args[1] != "agent" {

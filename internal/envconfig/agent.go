@@ -23,6 +23,14 @@ type Agent struct {
 	CommandUser, EntrypointWorkDir string
 	// UserEnvProbe is the shell environment users' sessions get.
 	UserEnvProbe string
+	// RemoteEnv is the remoteEnv file (guest.RemoteEnv; "" for none):
+	// users' sessions get it on top of the probed environment. It is
+	// never in the container's own environment.
+	RemoteEnv string
+	// KeepProfilePath makes the agent patch /etc/profile once, inside the
+	// container, so that login shells keep the container's PATH (as the
+	// reference CLI does for the dev container).
+	KeepProfilePath bool
 	// ExitWithCommand makes the agent exit with the command's exit code
 	// (a service), first writing it to ExitCodeFile.
 	ExitWithCommand bool
@@ -70,6 +78,13 @@ func (a Agent) Args() []string {
 	}
 	if a.UserEnvProbe != "" {
 		args = append(args, "--user-env-probe", a.UserEnvProbe)
+	}
+	// Flags added later go last: the order of the older ones is kept.
+	if a.RemoteEnv != "" {
+		args = append(args, "--remote-env", a.RemoteEnv)
+	}
+	if a.KeepProfilePath {
+		args = append(args, "--keep-profile-path")
 	}
 	return args
 }

@@ -48,6 +48,11 @@ type Machine struct {
 	// PostAttach is the content of guest.PostAttach (dev container only):
 	// the postAttachCommand list, JSON.
 	PostAttach []byte
+	// RemoteEnv is the content of guest.RemoteEnv (dev container only):
+	// remoteEnv as a JSON list of KEY=VALUE, which the agent gives users'
+	// sessions. It is not in Process.Env: remoteEnv is not the
+	// container's environment.
+	RemoteEnv []byte
 	// DependsOn is what must be satisfied before it starts (Compose).
 	DependsOn map[string]compose.Condition
 	// Healthcheck is a sibling's health check (nil for none).
@@ -229,18 +234,27 @@ func devMachine(id Identity, r *Resolved, res Resources, o Options) (Machine, er
 		return Machine{}, fmt.Errorf("postAttachCommand: %w", err)
 	}
 	m.PostAttach = pa
-	m.Agent = Agent{User: cmp.Or(r.User, "root"), WorkDir: guest.WorkspaceFolder(id.RepoName), PostAttach: guest.PostAttach}
+	remoteEnv := []string{}
+	if dc != nil && dc.RemoteEnv != nil {
+		remoteEnv = dc.RemoteEnv
+	}
+	if m.RemoteEnv, err = json.Marshal(remoteEnv); err != nil {
+		return Machine{}, fmt.Errorf("remoteEnv: %w", err)
+	}
+	m.Agent = Agent{User: cmp.Or(r.User, "root"), WorkDir: guest.WorkspaceFolder(id.RepoName), PostAttach: guest.PostAttach,
+		RemoteEnv: guest.RemoteEnv, KeepProfilePath: true}
 	procEnv := r.Env
 	if dc != nil {
 		if dc.WorkspaceFolder != "" {
 			m.Agent.WorkDir = dc.WorkspaceFolder
 		}
+		// containerEnv is the container's environment (every process
+		// has it); remoteEnv is not: the agent gives it to users'
+		// sessions (guest.RemoteEnv) and the runner to lifecycle
+		// commands.
 		if len(dc.ContainerEnv) > 0 {
 			procEnv = dc.ContainerEnv
 		}
-		// The agent gives its environment to every session: remoteEnv
-		// applies to what users and tools run (containerEnv to everything).
-		procEnv = append(slices.Clone(procEnv), dc.RemoteEnv...)
 		m.Agent.Entrypoints, m.Agent.Command = dc.Entrypoints, dc.Command
 		m.Agent.EntrypointWorkDir, m.Agent.UserEnvProbe = dc.WorkingDir, dc.UserEnvProbe
 		m.Ports, m.Hooks = &dc.Ports, dc.Hooks

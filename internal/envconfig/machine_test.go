@@ -23,6 +23,11 @@ const (
 
 func args(s string) []string { return strings.Fields(s) }
 
+// devSuffix ends the dev container's agent command line: remoteEnv is a
+// file the agent gives users' sessions (not the container's environment),
+// and login shells keep the container's PATH.
+const devSuffix = " --remote-env /.cove/etc/remote-env.json --keep-profile-path"
+
 // mountsOf lists mounts as "kind source target type opts".
 func mountsOf(ms []Mount) []string {
 	var out []string
@@ -60,22 +65,22 @@ func TestMachinesSingle(t *testing.T) {
 		mounts    []string
 	}{
 		{name: "before resolution", r: Resolved{}, class: smallClass,
-			want: Machine{ID: "e1", Dev: true, Hostname: "nm", Resources: smallResources, PostAttach: []byte("[]"),
-				Process: Process{Args: args(agentPrefix + "--user root --workdir /workspaces --post-attach /.cove/etc/post-attach.json"),
+			want: Machine{ID: "e1", Dev: true, Hostname: "nm", Resources: smallResources, PostAttach: []byte("[]"), RemoteEnv: []byte("[]"),
+				Process: Process{Args: args(agentPrefix + "--user root --workdir /workspaces --post-attach /.cove/etc/post-attach.json" + devSuffix),
 					Env: []string{defaultPath, "COVE_ENVIRONMENT_ID=e1", "COVE_ENVIRONMENT_NAME=nm"}, Cwd: "/"}},
 			mounts: append(devMounts[:5:5], "log  /.cove/log bind bind,ro")},
 		{name: "image only", repo: "repo", r: Resolved{User: "u1", Env: []string{"HOME=/root"}, DC: &DevcontainerState{WorkspaceFolder: "/workspaces/repo"}}, networked: true,
-			want: Machine{ID: "e1", Dev: true, Hostname: "nm", PostAttach: []byte("[]"), Ports: &Ports{},
-				Process: Process{Args: args(agentPrefix + "--user u1 --workdir /workspaces/repo --post-attach /.cove/etc/post-attach.json"),
+			want: Machine{ID: "e1", Dev: true, Hostname: "nm", PostAttach: []byte("[]"), RemoteEnv: []byte("[]"), Ports: &Ports{},
+				Process: Process{Args: args(agentPrefix + "--user u1 --workdir /workspaces/repo --post-attach /.cove/etc/post-attach.json" + devSuffix),
 					Env: []string{"HOME=/root", defaultPath, "COVE_ENVIRONMENT_ID=e1", "COVE_ENVIRONMENT_NAME=nm"}, Cwd: "/"}},
 			mounts: append(devMounts[:5:5], "resolv.conf  /etc/resolv.conf bind bind,ro", "log  /.cove/log bind bind,ro")},
 		{name: "devcontainer", repo: "repo", r: Resolved{User: "ru", Env: []string{"HOME=/root"}, DC: full}, class: smallClass, networked: true,
 			want: Machine{ID: "e1", Dev: true, Hostname: "myhost", Resources: smallResources,
 				HostsLines: []string{"127.0.1.1\tmyhost", "10.0.0.2\tdb", "::1\tv6"},
-				PostAttach: []byte(`[{"Shell":"echo hi","Args":null,"Parallel":null,"Origin":"devcontainer.json"}]`),
+				PostAttach: []byte(`[{"Shell":"echo hi","Args":null,"Parallel":null,"Origin":"devcontainer.json"}]`), RemoteEnv: []byte(`["R=1"]`),
 				Process: Process{Args: args(agentPrefix + "--user ru --workdir /work/here --post-attach /.cove/etc/post-attach.json " +
-					"--entrypoint /e1 --command /init --command x --entrypoint-workdir /srv --user-env-probe loginShell"),
-					Env: []string{"PATH=/opt", "A=1", "R=1", "COVE_ENVIRONMENT_ID=e1", "COVE_ENVIRONMENT_NAME=nm"}, Cwd: "/"},
+					"--entrypoint /e1 --command /init --command x --entrypoint-workdir /srv --user-env-probe loginShell" + devSuffix),
+					Env: []string{"PATH=/opt", "A=1", "COVE_ENVIRONMENT_ID=e1", "COVE_ENVIRONMENT_NAME=nm"}, Cwd: "/"},
 				Ports: &full.Ports, Hooks: full.Hooks, Warnings: []string{"w"}, Extensions: []string{"a.b"}},
 			mounts: append(devMounts[:5:5], "resolv.conf  /etc/resolv.conf bind bind,ro", "log  /.cove/log bind bind,ro",
 				"checkout  /src bind rbind",
@@ -88,10 +93,10 @@ func TestMachinesSingle(t *testing.T) {
 		{name: "features installed", repo: "repo", r: Resolved{User: "ru", DC: full}, installed: true,
 			want: Machine{ID: "e1", Dev: true, Hostname: "myhost",
 				HostsLines: []string{"127.0.1.1\tmyhost", "10.0.0.2\tdb", "::1\tv6"},
-				PostAttach: []byte(`[{"Shell":"echo hi","Args":null,"Parallel":null,"Origin":"devcontainer.json"}]`),
+				PostAttach: []byte(`[{"Shell":"echo hi","Args":null,"Parallel":null,"Origin":"devcontainer.json"}]`), RemoteEnv: []byte(`["R=1"]`),
 				Process: Process{Args: args(agentPrefix + "--user ru --workdir /work/here --post-attach /.cove/etc/post-attach.json " +
-					"--entrypoint /e1 --command /init --command x --entrypoint-workdir /srv --user-env-probe loginShell"),
-					Env: []string{"PATH=/opt", "A=1", "R=1", "COVE_ENVIRONMENT_ID=e1", "COVE_ENVIRONMENT_NAME=nm"}, Cwd: "/"},
+					"--entrypoint /e1 --command /init --command x --entrypoint-workdir /srv --user-env-probe loginShell" + devSuffix),
+					Env: []string{"PATH=/opt", "A=1", "COVE_ENVIRONMENT_ID=e1", "COVE_ENVIRONMENT_NAME=nm"}, Cwd: "/"},
 				Ports: &full.Ports, Hooks: full.Hooks, Warnings: []string{"w"}, Extensions: []string{"a.b"}},
 			mounts: append(devMounts[:5:5], "log  /.cove/log bind bind,ro",
 				"checkout  /src bind rbind",
@@ -159,8 +164,8 @@ func TestMachinesCompose(t *testing.T) {
 			append(svcMounts[:6:6], "volume data /var/lib/pg bind nosuid,nodev,rbind", "tmpfs tmpfs /run tmpfs nosuid,nodev,mode=1777")},
 		{Machine{ID: "e1", Dev: true, Service: "app", Group: "e1", Hostname: "apphost", Resources: smallResources,
 			DependsOn:  map[string]compose.Condition{"db": compose.ConditionStarted},
-			HostsLines: []string{"127.0.1.1\tapphost", "1.2.3.4\tx", "127.0.0.1\tdb app worker"}, PostAttach: []byte("[]"), Ports: &r.DC.Ports,
-			Process: Process{Args: args(agentPrefix + "--user ru --workdir /workspaces/repo --post-attach /.cove/etc/post-attach.json"),
+			HostsLines: []string{"127.0.1.1\tapphost", "1.2.3.4\tx", "127.0.0.1\tdb app worker"}, PostAttach: []byte("[]"), RemoteEnv: []byte("[]"), Ports: &r.DC.Ports,
+			Process: Process{Args: args(agentPrefix + "--user ru --workdir /workspaces/repo --post-attach /.cove/etc/post-attach.json" + devSuffix),
 				Env: []string{"PATH=/x", "COVE_ENVIRONMENT_ID=e1", "COVE_ENVIRONMENT_NAME=nm"}, Cwd: "/"}},
 			append(devMounts[:5:5], "resolv.conf  /etc/resolv.conf bind bind,ro", "log  /.cove/log bind bind,ro",
 				"bind /ws/repo/sub /sub bind nosuid,nodev,ro,rbind", "volume anon-app-cache /cache bind nosuid,nodev,rbind")},

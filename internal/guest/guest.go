@@ -46,6 +46,10 @@ const (
 	// PostAttach is the postAttachCommand list (JSON), run by sessions
 	// that ask for it.
 	PostAttach = EtcDir + "/" + PostAttachName
+	// RemoteEnv is devcontainer.json's remoteEnv (a JSON list of
+	// KEY=VALUE), which the agent gives users' sessions on top of the
+	// user env probe; it is never in the container's own environment.
+	RemoteEnv = EtcDir + "/" + RemoteEnvName
 	// ExitCodeFile is where a service container's agent writes its
 	// command's exit code before it exits.
 	ExitCodeFile = RunDir + "/exit-code"
@@ -74,6 +78,7 @@ const (
 	HostKeyName    = "host_key"
 	RunnerKeysName = "runner_keys"
 	PostAttachName = "post-attach.json"
+	RemoteEnvName  = "remote-env.json"
 )
 
 // ListenFD is the descriptor of the listening socket the runner hands the

@@ -18,6 +18,7 @@ func TestContract(t *testing.T) {
 		HostKey:               "/.cove/etc/host_key",
 		RunnerKeys:            "/.cove/etc/runner_keys",
 		PostAttach:            "/.cove/etc/post-attach.json",
+		RemoteEnv:             "/.cove/etc/remote-env.json",
 		ExitCodeFile:          "/.cove/run/exit-code",
 		AgentLog:              "/.cove/run/agent.log",
 		AgentSocket:           "/.cove/run/agent.sock",

@@ -98,6 +98,9 @@ func (m *startStep) startMachine(ctx context.Context, e *stepEnv, mc envconfig.M
 		if err := os.WriteFile(filepath.Join(lay.Etc(), guest.PostAttachName), mc.PostAttach, 0o644); err != nil {
 			return err
 		}
+		if err := writeRemoteEnv(lay.Etc(), mc.RemoteEnv, st.IDMap.HostID); err != nil {
+			return err
+		}
 		if err := os.MkdirAll(lay.LogDir(), 0o755); err != nil {
 			return err
 		}
