@@ -28,13 +28,18 @@ import (
 //     ':' is the default.
 //   - ${containerEnv:VAR} and ${containerEnv:VAR:default}: resolved only
 //     once the container exists, against its environment, by
-//     Merged.ResolveContainerEnv; left as is until then.
+//     Merged.ResolveContainerEnv; left as is until then. It is defined for
+//     remoteEnv, lifecycle commands and the rest, not for containerEnv
+//     itself, where it stays as written (as in the reference CLI).
 //   - ${devcontainerId}: a stable id for the environment. The spec derives
 //     it from the container's id labels; cove derives it from the
 //     environment id (DevcontainerID). Left as is when unknown (as the
 //     reference CLI does before a container exists).
 //
-// Unknown variables are left unchanged.
+// Unknown variables (${foo}, ${foo:bar}, a ${localEnv} without a name) are
+// left unchanged, as the reference CLI leaves them. Plain ${VAR} and $VAR
+// are not devcontainer.json variables: what they mean in containerEnv is
+// envconfig's (envconfig.ContainerEnv).
 var variableRE = regexp.MustCompile(`\$\{(.*?)\}`)
 
 // substituter resolves the local variables of one configuration.

@@ -9,22 +9,51 @@ import (
 	"github.com/covedev/cove/internal/lifecycle"
 )
 
-func TestExpandEnv(t *testing.T) {
+// TestContainerEnv: the features' containerEnv expands like Dockerfile
+// ENV lines; the configuration's expands only variables the image or a
+// feature sets and keeps every other reference as written, with a
+// warning that says what to write instead.
+func TestContainerEnv(t *testing.T) {
 	tests := []struct {
-		base []string
-		add  map[string]string
-		want []string
+		name     string
+		base     []string
+		features []map[string]string
+		config   map[string]string
+		want     []string
+		warns    []string // substrings, one per warning
 	}{
-		{nil, nil, []string{}},
-		{[]string{"PATH=/bin", "A=1", "A=2"}, nil, []string{"PATH=/bin", "A=2"}},
-		{[]string{"PATH=/bin", "HOME=/root"}, map[string]string{"PATH": "/opt:${PATH}", "B": "$HOME/b", "C": "${containerEnv:HOME}", "D": "$$x $UNSET"},
-			[]string{"PATH=/opt:/bin", "HOME=/root", "B=/root/b", "C=/root", "D=x "}}, // $$ names the (unset) variable "$", as os.Expand reads it
-		// In name order: B sees A's new value, A does not see B's.
-		{nil, map[string]string{"B": "[$A]", "A": "a$B"}, []string{"A=a", "B=[a]"}},
+		{"nothing", nil, nil, nil, []string{}, nil},
+		{"image duplicates", []string{"PATH=/bin", "A=1", "A=2"}, nil, nil, []string{"PATH=/bin", "A=2"}, nil},
+		{"features in order, Docker ENV style",
+			[]string{"PATH=/bin"},
+			[]map[string]string{{"PATH": "/f1:${PATH}", "LIB": "/l:$LIB"}, {"PATH": "/f2:$PATH", "X": "${containerEnv:PATH}"}},
+			nil,
+			[]string{"PATH=/f2:/f1:/bin", "LIB=/l:", "X=${containerEnv:PATH}"}, nil},
+		{"configuration: known variables expand, the rest stays",
+			[]string{"PATH=/bin", "HOME=/root"},
+			[]map[string]string{{"TOOL": "/opt/tool"}},
+			map[string]string{"PATH": "/opt:${PATH}", "B": "$HOME/b", "T": "${TOOL}/bin", "C": "${containerEnv:HOME}",
+				"U": "${foo:bar} ${localEnv} $UNSET ${UNSET2}", "D": "$$x", "L": "plain"},
+			[]string{"PATH=/opt:/bin", "HOME=/root", "TOOL=/opt/tool", "B=/root/b", "C=${containerEnv:HOME}", "D=$$x", "L=plain", "T=/opt/tool/bin",
+				"U=${foo:bar} ${localEnv} $UNSET ${UNSET2}"},
+			[]string{"containerEnv.C: ${containerEnv:HOME} is kept as written", "write ${HOME}",
+				"containerEnv.D: $x kept as written", "containerEnv.U: ${foo:bar}, ${localEnv}, $UNSET, ${UNSET2} kept as written"}},
+		{"configuration values do not see each other",
+			nil, nil, map[string]string{"B": "[$A]", "A": "a"}, []string{"A=a", "B=[$A]"}, []string{"containerEnv.B: $A kept"}},
 	}
 	for _, tt := range tests {
-		if got := ExpandEnv(tt.base, tt.add); !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("ExpandEnv(%q, %q) = %q, want %q", tt.base, tt.add, got, tt.want)
+		got, warns := ContainerEnv(tt.base, tt.features, tt.config)
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: ContainerEnv = %q, want %q", tt.name, got, tt.want)
+		}
+		joined := strings.Join(warns, "\n")
+		for _, w := range tt.warns {
+			if !strings.Contains(joined, w) {
+				t.Errorf("%s: warnings %q lack %q", tt.name, warns, w)
+			}
+		}
+		if len(tt.warns) == 0 && len(warns) > 0 {
+			t.Errorf("%s: unexpected warnings %q", tt.name, warns)
 		}
 	}
 	if m := EnvMap([]string{"A=1", "B", "A=2=3"}); !reflect.DeepEqual(m, map[string]string{"A": "2=3", "B": ""}) {
