@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -151,4 +152,37 @@ type mountObject struct {
 	Target   string `json:"target"`
 	External bool   `json:"external,omitempty"`
 	ReadOnly bool   `json:"readonly,omitempty"`
+}
+
+// RepoBindSource is the path, relative to the repository, that a bind
+// mount's source names when it is inside the repository: an absolute path
+// under workspace (the local workspace folder, as ${localWorkspaceFolder}
+// gives it: "${localWorkspaceFolder}/.devcontainer/data") or a relative
+// path, taken relative to the repository. ok is false for any other host
+// path, ".." that climbs out included. The check is lexical: the runner
+// resolves the path inside the checkout when it mounts it, following no
+// symbolic link (internal/confine), so a link in the repository cannot
+// lead it elsewhere.
+func RepoBindSource(source, workspace string) (rel string, ok bool) {
+	if source == "" || workspace == "" || strings.IndexByte(source, 0) >= 0 {
+		return "", false
+	}
+	p := source
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(workspace, p)
+	}
+	rel, err := filepath.Rel(filepath.Clean(workspace), filepath.Clean(p))
+	if err != nil || !filepath.IsLocal(rel) && rel != "." {
+		return "", false
+	}
+	return rel, true
+}
+
+// LocalWorkspaceFolder is the repository's folder as ${localWorkspaceFolder}
+// gives it ("" for a configuration not read by Read or Load).
+func (c *Config) LocalWorkspaceFolder() string {
+	if c == nil || c.subst == nil {
+		return ""
+	}
+	return c.subst.localWorkspaceFolder
 }

@@ -253,7 +253,7 @@ func (c *Config) Check(allow Allow) error {
 		rs.Add(r)
 	}
 	_, at, _ := parseRunArgsAt(c.RunArgs, c.Loc)
-	p := policyInput{allow: allow}
+	p := policyInput{allow: allow, workspace: c.LocalWorkspaceFolder()}
 	if c.Privileged != nil && *c.Privileged {
 		p.privileged = []Location{c.Loc("privileged")}
 	}
@@ -295,6 +295,7 @@ type located[T any] struct {
 // features can also set, each value with its location.
 type policyInput struct {
 	allow       Allow
+	workspace   string // the repository's folder: bind mounts of its folders are allowed
 	privileged  []Location
 	capAdd      []located[string]
 	securityOpt []located[string]
@@ -323,7 +324,7 @@ func (p policyInput) check(rs *Refusals) {
 		}
 	}
 	for _, m := range p.mounts {
-		if r, ok := mountRefusal(m.v, m.at); ok {
+		if r, ok := mountRefusal(m.v, m.at, p.workspace); ok {
 			rs.Add(r)
 		}
 	}
@@ -355,7 +356,7 @@ func securityOptRefusal(o string, at Location, allow Allow) (Refusal, bool) {
 }
 
 // mountRefusal refuses a mount cove does not make.
-func mountRefusal(m Mount, at Location) (Refusal, bool) {
+func mountRefusal(m Mount, at Location, workspace string) (Refusal, bool) {
 	const example = `"type=volume,source=NAME,target=/PATH"`
 	switch {
 	case m.Problem != "":
@@ -367,9 +368,12 @@ func mountRefusal(m Mount, at Location) (Refusal, bool) {
 	case strings.Contains(m.Source, "docker.sock"):
 		return dockerSocket([]Location{at}, m.Source), true
 	case m.Type == "bind":
+		if _, ok := RepoBindSource(m.Source, workspace); ok {
+			return Refusal{}, false // a folder of the repository, mounted confined to it by the runner
+		}
 		return Refusal{Locations: []Location{at},
-			Reason: fmt.Sprintf("bind mount of host path %q: an environment sees no files of the runner host", m.Source),
-			Remedy: `use type=volume for data that must persist (` + example + `); files of the repository are already in the environment, under the workspace folder`}, true
+			Reason: fmt.Sprintf("bind mount of host path %q: an environment sees no files of the runner host, only folders of the repository", m.Source),
+			Remedy: `bind a folder of the repository ("source=${localWorkspaceFolder}/.devcontainer/data"), or use type=volume for data that must persist (` + example + `)`}, true
 	case m.Type == "volume", m.Type == "tmpfs":
 		return Refusal{}, false
 	}
@@ -421,7 +425,7 @@ func legacyFeature(id string, at Location) (Refusal, bool) {
 // entry, each refusal located in the devcontainer.json or named by the
 // entry it comes from (a feature, the image's metadata).
 func (m *Merged) check(allow Allow) error {
-	p := policyInput{allow: allow}
+	p := policyInput{allow: allow, workspace: m.Config.LocalWorkspaceFolder()}
 	for i, e := range m.Entries {
 		if truthy(e["privileged"]) {
 			p.privileged = append(p.privileged, m.loc(i, "privileged"))
