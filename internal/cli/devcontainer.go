@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/covedev/cove/internal/devcontainer"
+	"github.com/covedev/cove/internal/envconfig"
 	"github.com/covedev/cove/internal/termsafe"
 	"github.com/covedev/cove/internal/usererr"
 	"github.com/spf13/cobra"
@@ -18,6 +19,23 @@ func DevcontainerCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "devcontainer", Short: "Inspect devcontainer.json as cove reads it"}
 	cmd.AddCommand(devcontainerReadConfiguration())
 	return cmd
+}
+
+// wouldRefuse is the message of Check (and, merged, Merged.Check) under
+// the default runner policy, "" when it would run.
+func wouldRefuse(c *devcontainer.Config, m *devcontainer.Merged) string {
+	allow := envconfig.Allow(true, true)
+	err := c.Check(allow)
+	if err == nil && m != nil {
+		err = m.Check(allow)
+	}
+	if err == nil {
+		return ""
+	}
+	if msg, ok := usererr.Message(err); ok {
+		return msg
+	}
+	return err.Error()
 }
 
 func devcontainerReadConfiguration() *cobra.Command {
@@ -84,8 +102,16 @@ devcontainer.metadata label with --image-metadata to merge it.`,
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), string(b))
-			return err
+			if _, err = fmt.Fprintln(cmd.OutOrStdout(), string(b)); err != nil {
+				return err
+			}
+			// The JSON is the reference CLI's; what a runner would refuse
+			// is said on standard error, as warnings are.
+			if msg := wouldRefuse(c, merged); msg != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: a cove runner with the default policy (Dockerfiles and Compose allowed, Docker's default capabilities) would refuse this configuration:\n  %s\n",
+					strings.ReplaceAll(termsafe.String(msg), "\n", "\n  "))
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
