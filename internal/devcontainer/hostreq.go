@@ -314,3 +314,27 @@ func HumanBytes(n int64) string {
 	}
 	return strconv.FormatInt(n, 10) + " bytes"
 }
+
+// HostRequirementWarnings are the hostRequirements sizes that are not
+// sizes, each with its position: read-configuration prints the file as
+// the reference CLI does (which ignores them) and warns; creating an
+// environment refuses them.
+func (c *Config) HostRequirementWarnings() []Warning {
+	hr, _ := c.Raw["hostRequirements"].(map[string]any)
+	var out []Warning
+	check := func(prop string, v any) {
+		s, ok := v.(string)
+		if !ok {
+			return
+		}
+		if _, err := ParseSize(prop, s); err != nil {
+			out = append(out, Warning{Pos: c.At(prop), Property: prop, Message: err.Error() + "; an environment with it is refused"})
+		}
+	}
+	check("hostRequirements.memory", hr["memory"])
+	check("hostRequirements.storage", hr["storage"])
+	if g, ok := hr["gpu"].(map[string]any); ok {
+		check("hostRequirements.gpu.memory", g["memory"])
+	}
+	return out
+}

@@ -76,3 +76,25 @@ func TestCheckedHostRequirements(t *testing.T) {
 		t.Errorf("error = %v, want a user error at devcontainer.json:2 saying the size is not one", err)
 	}
 }
+
+// read-configuration warns about a size that is not one, with its position.
+func TestHostRequirementWarnings(t *testing.T) {
+	_, warns, err, _ := load(t, `{"image": "a",
+  "hostRequirements": {"memory": "8GB", "storage": "64 gigs", "gpu": {"memory": "lots"}}}`, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range warns {
+		got = append(got, w.String())
+	}
+	all := strings.Join(got, "\n")
+	for _, want := range []string{`devcontainer.json:2:41: hostRequirements.storage: "64 gigs" is not a size`, `hostRequirements.gpu.memory: "lots" is not a size`} {
+		if !strings.Contains(all, want) {
+			t.Errorf("warnings lack %q:\n%s", want, all)
+		}
+	}
+	if strings.Contains(all, "hostRequirements.memory") {
+		t.Errorf("8GB warned about:\n%s", all)
+	}
+}

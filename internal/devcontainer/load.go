@@ -109,6 +109,7 @@ func Read(repoDir, explicit string, opts LoadOptions) (*Config, []Warning, error
 	}
 	c.Workspace = ws
 	warns = append(warns, c.PortWarnings()...)
+	warns = append(warns, c.HostRequirementWarnings()...)
 
 	for _, k := range c.keysInOrder() {
 		if !knownProperties[k] {

@@ -105,3 +105,26 @@ func TestVolumesList(t *testing.T) {
 		t.Errorf("volumes =\n%+v\nwant\n%+v", got, want)
 	}
 }
+
+// A bind mount of a folder of the repository becomes a bind of that folder
+// of the checkout (the runner stages it confined to the workspace).
+func TestResolveRepoBind(t *testing.T) {
+	repo := checkout(t, map[string]string{
+		".devcontainer/devcontainer.json": `{"image": "x", "mounts": [
+		  "source=${localWorkspaceFolder}/.devcontainer/data,target=/data,type=bind,readonly",
+		  {"type": "bind", "source": "tools", "target": "/tools"}]}`,
+		".devcontainer/data/a": "1", "tools/t": "2"})
+	cfg, warns := loadConfigIn(t, repo, false)
+	res, err := Resolve(Input{Identity: Identity{ID: "e1", RepoName: "repo"}, Class: smallClass, Allow: Allow(false, false),
+		Config: cfg, Warnings: warns, RepoDir: repo, Image: testImage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ConfigMount{
+		{Type: "bind", Source: filepath.Join(repo, ".devcontainer/data"), Target: "/data", ReadOnly: true},
+		{Type: "bind", Source: filepath.Join(repo, "tools"), Target: "/tools"},
+	}
+	if !reflect.DeepEqual(res.DC.Mounts, want) {
+		t.Errorf("mounts = %+v, want %+v", res.DC.Mounts, want)
+	}
+}
