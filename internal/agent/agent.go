@@ -139,6 +139,8 @@ type Config struct {
 	entrypointOut *os.File      // the entrypoint chain's stdout and stderr; default os.Stderr
 	profilePath   string        // default /etc/profile
 	profileMarker string        // default /var/devcontainer/.patchEtcProfileMarker
+	envFilePath   string        // default /etc/environment
+	envFileMarker string        // default /var/devcontainer/.patchEtcEnvironmentMarker
 }
 
 const defaultShutdownGrace = 5 * time.Second

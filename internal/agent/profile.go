@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 )
 
@@ -17,6 +18,10 @@ const (
 	// defaultProfileMarker is the reference CLI's own marker: an image
 	// committed from a container it set up is not patched twice.
 	defaultProfileMarker = "/var/devcontainer/.patchEtcProfileMarker"
+	defaultEnvFilePath   = "/etc/environment"
+	// defaultEnvFileMarker is the reference CLI's marker for its
+	// /etc/environment edit.
+	defaultEnvFileMarker = "/var/devcontainer/.patchEtcEnvironmentMarker"
 	// maxProfileSize bounds what is read of /etc/profile: a larger file
 	// is left alone.
 	maxProfileSize = 1 << 20
@@ -54,12 +59,13 @@ func patchProfile(b []byte) []byte {
 }
 
 // keepProfilePath patches the container's /etc/profile once (the marker
-// file records it, as the reference CLI's does), from inside the
-// container: the agent is root in the environment's user namespace and
-// sees only the environment's own files. A missing /etc/profile, or one
-// that is not a regular file (a symbolic link, a directory) or is
-// unreasonably large, is left alone; so is a read-only root. Nothing here
-// stops the agent: a failure is logged.
+// file records it, as the reference CLI's does) and appends the
+// container's environment to /etc/environment once (its own marker),
+// from inside the container: the agent is root in the environment's user
+// namespace and sees only the environment's own files. A missing
+// /etc/profile, or one that is not a regular file (a symbolic link, a
+// directory) or is unreasonably large, is left alone; so is a read-only
+// root. Nothing here stops the agent: a failure is logged.
 func (a *agent) keepProfilePath() {
 	profile, marker := a.cfg.profilePath, a.cfg.profileMarker
 	if profile == "" {
@@ -68,26 +74,85 @@ func (a *agent) keepProfilePath() {
 	if marker == "" {
 		marker = defaultProfileMarker
 	}
+	if a.firstTime(marker, profile) {
+		changed, err := patchProfileFile(profile)
+		switch {
+		case err != nil:
+			a.log.Warn("keep PATH in login shells: left as is", "path", profile, "err", err)
+		case changed:
+			a.log.Info("login shells keep the container's PATH", "patched", profile)
+		}
+	}
+	envFile, envMarker := a.cfg.envFilePath, a.cfg.envFileMarker
+	if envFile == "" {
+		envFile = defaultEnvFilePath
+	}
+	if envMarker == "" {
+		envMarker = defaultEnvFileMarker
+	}
+	if a.firstTime(envMarker, envFile) {
+		if err := appendEnvFile(envFile, a.cfg.Env); err != nil {
+			a.log.Warn("keep the container's environment for PAM sessions: left as is", "path", envFile, "err", err)
+		}
+	}
+}
+
+// firstTime creates marker and reports whether it did: false when it
+// exists (the edit of file was done before, by this agent or the
+// reference CLI) or cannot be created (then file is left alone, and the
+// log says why).
+func (a *agent) firstTime(marker, file string) bool {
 	if _, err := os.Lstat(marker); err == nil {
-		return // done before (by this agent or the reference CLI)
+		return false
 	}
 	if err := os.MkdirAll(filepath.Dir(marker), 0o755); err != nil {
-		a.log.Warn("keep PATH in login shells: cannot record the patch; /etc/profile left as is", "err", err)
-		return
+		a.log.Warn("cannot record an edit: left as is", "path", file, "err", err)
+		return false
 	}
 	f, err := os.OpenFile(marker, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
-		a.log.Warn("keep PATH in login shells: cannot record the patch; /etc/profile left as is", "err", err)
-		return
+		a.log.Warn("cannot record an edit: left as is", "path", file, "err", err)
+		return false
 	}
 	f.Close()
-	changed, err := patchProfileFile(profile)
-	switch {
-	case err != nil:
-		a.log.Warn("keep PATH in login shells: /etc/profile left as is", "path", profile, "err", err)
-	case changed:
-		a.log.Info("login shells keep the container's PATH", "patched", profile)
+	return true
+}
+
+// appendEnvFile appends env (the container's environment) to the
+// pam_env file path as NAME="VALUE" lines, as the reference CLI does, so
+// that a session PAM sets up from scratch (su -, sudo -i, a login) starts
+// from the container's PATH and variables. HOME (set per user) and values
+// the file format cannot hold (a newline or a double quote) are left out.
+// The file is created if missing; a symbolic link or anything but a
+// regular file is left alone.
+func appendEnvFile(path string, env []string) error {
+	var b bytes.Buffer
+	for _, kv := range env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || k == "HOME" || strings.ContainsAny(k, " \t\n\"=#") || strings.ContainsAny(v, "\n\"") {
+			continue
+		}
+		fmt.Fprintf(&b, "\n%s=\"%s\"", k, v)
 	}
+	if b.Len() == 0 {
+		return nil
+	}
+	b.WriteByte('\n')
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o644)
+	if errors.Is(err, syscall.ELOOP) {
+		return fmt.Errorf("%s is a symbolic link", path)
+	}
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if err == nil {
+		_, err = f.Write(b.Bytes())
+	}
+	return errors.Join(err, f.Close())
 }
 
 // patchProfileFile applies patchProfile to the regular file path,

@@ -82,7 +82,8 @@ func TestKeepProfilePath(t *testing.T) {
 	newAgent := func(t *testing.T) (*agent, string, string, *lockedBuffer) {
 		dir := t.TempDir()
 		logs := &lockedBuffer{}
-		a := &agent{cfg: Config{profilePath: filepath.Join(dir, "etc", "profile"), profileMarker: filepath.Join(dir, "var", "devcontainer", "marker")},
+		a := &agent{cfg: Config{profilePath: filepath.Join(dir, "etc", "profile"), profileMarker: filepath.Join(dir, "var", "devcontainer", "marker"),
+			envFilePath: filepath.Join(dir, "etc", "environment"), envFileMarker: filepath.Join(dir, "var", "devcontainer", "env-marker")},
 			log: slog.New(slog.NewTextHandler(logs, nil))}
 		must(t, os.MkdirAll(filepath.Join(dir, "etc"), 0o755))
 		return a, a.cfg.profilePath, a.cfg.profileMarker, logs
@@ -149,4 +150,38 @@ func TestKeepProfilePath(t *testing.T) {
 			t.Error("an oversized profile was changed")
 		}
 	})
+}
+
+// TestKeepEtcEnvironment: the container's environment is appended to
+// /etc/environment once, as NAME="VALUE" lines a PAM session (su -, sudo
+// -i) reads, without HOME or values the format cannot hold; a symbolic
+// link is left alone.
+func TestKeepEtcEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(dir, "etc"), 0o755))
+	envFile := filepath.Join(dir, "etc", "environment")
+	must(t, os.WriteFile(envFile, []byte("LANG=C.UTF-8"), 0o644)) // no final newline
+	a := &agent{cfg: Config{profilePath: filepath.Join(dir, "etc", "profile"), profileMarker: filepath.Join(dir, "m1"),
+		envFilePath: envFile, envFileMarker: filepath.Join(dir, "m2"),
+		Env: []string{"PATH=/opt/f/bin:/usr/bin:/bin", "HOME=/root", "MARK=c1", "Q=a\"b", "NL=a\nb", "EMPTY="}},
+		log: slog.New(slog.DiscardHandler)}
+	a.keepProfilePath()
+	a.keepProfilePath() // once
+	want := "LANG=C.UTF-8\nPATH=\"/opt/f/bin:/usr/bin:/bin\"\nMARK=\"c1\"\nEMPTY=\"\"\n"
+	if b, _ := os.ReadFile(envFile); string(b) != want {
+		t.Errorf("/etc/environment:\n%q\nwant\n%q", b, want)
+	}
+
+	// A symbolic link: neither it nor its target changes.
+	dir2 := t.TempDir()
+	target := filepath.Join(dir2, "target")
+	must(t, os.WriteFile(target, []byte("X=1\n"), 0o644))
+	link := filepath.Join(dir2, "environment")
+	must(t, os.Symlink(target, link))
+	if err := appendEnvFile(link, []string{"A=1"}); err == nil {
+		t.Error("appended through a symbolic link")
+	}
+	if b, _ := os.ReadFile(target); string(b) != "X=1\n" {
+		t.Errorf("the link's target changed: %q", b)
+	}
 }
