@@ -58,7 +58,7 @@ func AgentCommand() *cobra.Command {
 	f.StringVar(&cfg.EntrypointDir, "entrypoint-workdir", "/", "working directory of the entrypoint chain (the image's WorkingDir)")
 	f.StringVar(&cfg.PostAttachPath, "post-attach", "", "JSON file with the postAttachCommand list, run by sessions that send "+agentproto.EnvPostAttach+"=1")
 	f.StringVar(&cfg.RemoteEnvPath, "remote-env", "", "JSON file with remoteEnv (a list of KEY=VALUE) for users' sessions, applied after the user env probe")
-	f.BoolVar(&cfg.KeepProfilePath, "keep-profile-path", false, "patch /etc/profile once so that login shells keep the container's PATH (the dev container)")
+	f.BoolVar(&cfg.KeepProfilePath, "keep-profile-path", false, "patch /etc/profile and /etc/environment once so that login shells keep the container's PATH and environment (the dev container)")
 	f.StringVar(&cfg.CommandUser, "command-user", "", "user the entrypoint chain runs as: name, uid, name:group or uid:gid (default root)")
 	f.BoolVar(&cfg.ExitWithCommand, "exit-with-command", false, "service mode: exit with the command's exit code when it ends (127 if it cannot start)")
 	f.StringVar(&cfg.ExitCodeFile, "exit-code-file", "", "with --exit-with-command, write the command's exit code to this file before exiting")

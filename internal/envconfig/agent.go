@@ -27,9 +27,10 @@ type Agent struct {
 	// users' sessions get it on top of the probed environment. It is
 	// never in the container's own environment.
 	RemoteEnv string
-	// KeepProfilePath makes the agent patch /etc/profile once, inside the
-	// container, so that login shells keep the container's PATH (as the
-	// reference CLI does for the dev container).
+	// KeepProfilePath makes the agent patch /etc/profile and
+	// /etc/environment once, inside the container, so that login shells
+	// keep the container's PATH (as the reference CLI does for the dev
+	// container).
 	KeepProfilePath bool
 	// ExitWithCommand makes the agent exit with the command's exit code
 	// (a service), first writing it to ExitCodeFile.
