@@ -128,3 +128,28 @@ func TestResolveRepoBind(t *testing.T) {
 		t.Errorf("mounts = %+v, want %+v", res.DC.Mounts, want)
 	}
 }
+
+// The features cache key does not depend on where the runner keeps the
+// checkout: a repository bind's host path names the environment, so two
+// environments of one repository would never share the installed layer.
+func TestRepoBindFeatureKeyStable(t *testing.T) {
+	doc := `{"image": "x", "features": {"./f1": {}}, "mounts": ["source=${localWorkspaceFolder}/d,target=/d,type=bind"]}`
+	var inputs [][]string
+	for range 2 {
+		repo := checkout(t, map[string]string{".devcontainer/devcontainer.json": doc, "d/x": "1"})
+		cfg, warns := loadConfigIn(t, repo, false)
+		res, err := Resolve(Input{Identity: Identity{ID: "e1", RepoName: "repo"}, Class: smallClass, Allow: Allow(false, false),
+			Config: cfg, Warnings: warns, RepoDir: repo, Image: testImage,
+			Features: []Feature{{ID: "./f1", Metadata: []byte(`{"id":"f1","version":"1.0.0"}`)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.DC.Mounts) != 1 || res.DC.Mounts[0].Source != filepath.Join(repo, "d") {
+			t.Fatalf("mounts = %+v", res.DC.Mounts)
+		}
+		inputs = append(inputs, res.Features.Inputs)
+	}
+	if !reflect.DeepEqual(inputs[0], inputs[1]) {
+		t.Errorf("feature inputs differ between two checkouts of one repository:\n%q\n%q", inputs[0], inputs[1])
+	}
+}
