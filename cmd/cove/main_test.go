@@ -55,7 +55,7 @@ func TestMistypedSubcommand(t *testing.T) {
 		{[]string{"ports", "lst"}, []string{`unknown command "lst" for "cove ports"`}, "list"},
 		{[]string{"devcontainer", "read-config"}, []string{`unknown command "read-config" for "cove devcontainer"`}, "read-configuration"},
 		{[]string{"tokn"}, []string{`unknown command "tokn" for "cove"`}, "token"},
-		{[]string{"runner", "lst"}, []string{`unknown command "lst" for "cove runner"`}, ""},
+		{[]string{"runner", "lst"}, []string{`unknown command "lst" for "cove runner"`}, "list"},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			code, stdout, stderr := cove(t, tt.args...)

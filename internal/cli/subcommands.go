@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -14,18 +15,25 @@ import (
 // suggestions, instead of printing its help and exiting 0 (cobra's
 // behaviour for a group without Run) or running the group's own command
 // with the word ignored (a group with Run and no Args, like `cove runner`).
-// A group given no word still prints its help.
+// A group given no word still prints its help (or runs, if it runs
+// itself).
 func RejectUnknownSubcommands(root *cobra.Command) {
 	for _, c := range root.Commands() {
 		RejectUnknownSubcommands(c)
 	}
-	if !root.HasSubCommands() || root.Args != nil {
+	if !root.HasSubCommands() || root.Args != nil && !isNoArgs(root.Args) {
 		return
 	}
 	root.Args = unknownSubcommand
 	if !root.Runnable() {
 		root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	}
+}
+
+// isNoArgs reports whether args is cobra.NoArgs, which refuses the same
+// words without suggestions.
+func isNoArgs(args cobra.PositionalArgs) bool {
+	return reflect.ValueOf(args).Pointer() == reflect.ValueOf(cobra.NoArgs).Pointer()
 }
 
 // unknownSubcommand refuses any positional argument of a command group.
