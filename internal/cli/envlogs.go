@@ -140,7 +140,7 @@ func streamLogs(ctx context.Context, conn ssh.Conn, req logsRequest, stdout, std
 
 // EnvRebuildCommand is `cove env rebuild NAME [--wait]`.
 func EnvRebuildCommand() *cobra.Command {
-	var wait bool
+	var wait, waitAll bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "rebuild NAME",
@@ -161,13 +161,17 @@ func EnvRebuildCommand() *cobra.Command {
 			env := resp.Msg.Environment
 			name := termsafe.Line(env.GetMetadata().GetName())
 			fmt.Fprintf(cmd.ErrOrStderr(), "Rebuilding %s (see `cove env logs %s -f`).\n", name, name)
-			if !wait {
+			if !wait && !waitAll {
 				return nil
 			}
-			return waitRebuilt(cmd.Context(), cmd.ErrOrStderr(), c, env, timeout)
+			if err := waitRebuilt(cmd.Context(), cmd.ErrOrStderr(), c, env, timeout); err != nil || !waitAll {
+				return err
+			}
+			return waitLifecycle(cmd.Context(), cmd.ErrOrStderr(), c, env, timeout) // envwait.go
 		},
 	}
 	addWaitFlags(cmd, &wait, &timeout)
+	addWaitAllFlag(cmd, &waitAll)
 	return cmd
 }
 
@@ -205,7 +209,7 @@ func waitRebuilt(ctx context.Context, log io.Writer, c *apiclient.Clients, env *
 		}
 		return done, err
 	}
-	return watchUntil(ctx, stream, env, check, fmt.Sprintf("timed out after %s waiting for the rebuild", timeout))
+	return watchEnv(ctx, stream, env, check, fmt.Sprintf("timed out after %s waiting for the rebuild", timeout))
 }
 
 // rebuildDone reports whether e has been rebuilt from generation gen (at
