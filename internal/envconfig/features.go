@@ -9,6 +9,15 @@ import (
 	"github.com/covedev/cove/internal/devcontainer"
 )
 
+// InstalledFeature is one feature of an environment, as its status
+// reports it (DevcontainerState.Features: persisted in the state file).
+type InstalledFeature struct {
+	ID      string            `json:"id"`                // as written in devcontainer.json (or a dependsOn)
+	Version string            `json:"version,omitempty"` // devcontainer-feature.json's
+	Digest  string            `json:"digest,omitempty"`  // of the manifest, tarball or folder
+	Options map[string]string `json:"options,omitempty"` // as given
+}
+
 // featureAsks is what a feature's devcontainer-feature.json may ask of the
 // container that cove can refuse.
 type featureAsks struct {
