@@ -221,7 +221,7 @@ func Unmet(req *HostRequirements, c Class) ([]string, error) {
 func (r requirement) unmet(c Class) []string {
 	var out []string
 	if c.CPUs < r.cpus {
-		out = append(out, fmt.Sprintf("needs %d CPUs; class %s has %d", r.cpus, c.ID, c.CPUs))
+		out = append(out, fmt.Sprintf("needs %s; class %s has %d", cpus(r.cpus), c.ID, c.CPUs))
 	}
 	if c.Memory < r.memory {
 		out = append(out, fmt.Sprintf("needs %s of memory; class %s has %s", HumanBytes(r.memory), c.ID, HumanBytes(c.Memory)))
@@ -257,7 +257,7 @@ func ChooseClass(req *HostRequirements, classes []Class) (string, error) {
 	}
 	var want []string
 	if r.cpus > 0 {
-		want = append(want, fmt.Sprintf("%d CPUs", r.cpus))
+		want = append(want, cpus(r.cpus))
 	}
 	if r.memory > 0 {
 		want = append(want, HumanBytes(r.memory)+" of memory")
@@ -274,13 +274,21 @@ func ChooseClass(req *HostRequirements, classes []Class) (string, error) {
 	var offered []string
 	for _, c := range classes {
 		if !c.Disabled {
-			offered = append(offered, fmt.Sprintf("%s (%d CPUs, %s memory, %s storage)", c.ID, c.CPUs, HumanBytes(c.Memory), HumanBytes(c.Storage)))
+			offered = append(offered, fmt.Sprintf("%s (%s, %s memory, %s storage)", c.ID, cpus(c.CPUs), HumanBytes(c.Memory), HumanBytes(c.Storage)))
 		}
 	}
 	if len(offered) == 0 {
 		offered = []string{"none"}
 	}
 	return "", usererr.New("hostRequirements: no environment class has %s; classes: %s", strings.Join(want, ", "), strings.Join(offered, "; "))
+}
+
+// cpus is "1 CPU", "4 CPUs".
+func cpus(n int) string {
+	if n == 1 {
+		return "1 CPU"
+	}
+	return fmt.Sprintf("%d CPUs", n)
 }
 
 func less(a, b Class) bool {
