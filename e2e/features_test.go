@@ -79,6 +79,9 @@ func TestFeatures(t *testing.T) {
 	if _, _, code := u.run("env", "create", priv, "--name", "fp", "--wait", "--timeout", "4m"); code == 0 {
 		t.Fatal("an environment with a privileged feature started")
 	}
+	if ph := field(u.envJSON("fp"), "status", "phase"); ph != "ENVIRONMENT_PHASE_STOPPED" {
+		t.Errorf("environment with a privileged feature: phase %s, want STOPPED (never started)", ph)
+	}
 	get = u.must("env", "get", "fp")
 	t.Logf("env get of the refused environment:\n%s", get)
 	for _, want := range []string{
