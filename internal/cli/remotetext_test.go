@@ -38,7 +38,7 @@ func hostileEnv() *covev1.Environment {
 		Status: &covev1.EnvironmentStatus{
 			Phase: covev1.EnvironmentPhase_ENVIRONMENT_PHASE_STOPPED, ObservedSpecVersion: 1,
 			Image: hostile("img"), ImageDigest: hostile("sha256:x"), WorkspaceFolder: hostile("/workspaces/r"),
-			Content: sub("content-msg"), Machine: sub("machine-msg"), Devcontainer: sub("dc-msg"), DevcontainerPath: hostile(".devcontainer"),
+			Content: sub("content-msg"), Machine: sub("machine-msg"), Devcontainer: sub("dc-msg"), Lifecycle: sub("lc-msg"), DevcontainerPath: hostile(".devcontainer"),
 			Warnings: []string{hostile("warn-msg")}, Extensions: []string{hostile("ext")},
 			Ssh:            &covev1.SSHAddress{Host: hostile("demo.cove"), Address: hostile("gw:2222")},
 			FailureMessage: hostile("remote: repository not found"),
@@ -91,7 +91,7 @@ func TestRemoteTextIsSanitized(t *testing.T) {
 		visible []string
 	}{
 		{"env list", EnvCommand, []string{"list"}, []string{"demo", "img", "remote: repository not found"}},
-		{"env get", EnvCommand, []string{"get", "demo"}, []string{"id1", "machine-msg", "dc-msg", "warn-msg", "remote: repository not found", "demo.cove"}},
+		{"env get", EnvCommand, []string{"get", "demo"}, []string{"id1", "machine-msg", "dc-msg", "lc-msg", "warn-msg", "remote: repository not found", "demo.cove"}},
 		{"ports list", PortsCommand, []string{"list", "demo"}, []string{"web-label", "http://proxy.test/p/id1/3000/"}},
 		{"ports share", PortsCommand, []string{"share", "demo", "3000", "--visibility", "public"}, []string{"http://proxy.test/p/id1/3000/"}},
 		{"env create --wait", EnvCommand, []string{"create", "https://git.test/r.git", "--wait"}, []string{"machine-msg", "remote: repository not found"}},
