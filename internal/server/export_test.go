@@ -12,8 +12,11 @@ const MaxRunnerWatches = maxRunnerWatches
 
 // Bounds of a reported status.
 const (
-	MaxReportedPorts = maxReportedPorts
-	MaxStatusMessage = maxStatusMessage
-	MaxStatusString  = maxStatusString
-	TruncatedMarker  = truncatedMarker
+	MaxReportedPorts    = maxReportedPorts
+	MaxStatusMessage    = maxStatusMessage
+	MaxStatusString     = maxStatusString
+	TruncatedMarker     = truncatedMarker
+	MaxReportedFeatures = maxReportedFeatures
+	MaxReportedVolumes  = maxReportedVolumes
+	MaxMapEntries       = maxMapEntries
 )

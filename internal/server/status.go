@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -22,6 +23,9 @@ const (
 	maxStatusString     = 1 << 10  // anything else
 	maxCustomizations   = 64 << 10 // customizationsJson (dropped, not cut: cut JSON is not JSON)
 	truncatedMarker     = " …[truncated]"
+	maxReportedFeatures = 100 // installed features
+	maxReportedVolumes  = 256 // volumes
+	maxMapEntries       = 64  // entries of any map (a feature's options)
 )
 
 // stringLimits are the fields allowed more (or less) than maxStatusString,
@@ -72,6 +76,14 @@ func sanitizeStatus(st *covev1.EnvironmentStatus) {
 		notes = append(notes, fmt.Sprintf("%d more warnings not shown", n-keep))
 		st.Warnings = st.Warnings[:keep]
 	}
+	if n := len(st.GetFeatures()); n > maxReportedFeatures {
+		notes = append(notes, fmt.Sprintf("%d more features than shown (at most %d)", n-maxReportedFeatures, maxReportedFeatures))
+		st.Features = st.Features[:maxReportedFeatures]
+	}
+	if n := len(st.GetVolumes()); n > maxReportedVolumes {
+		notes = append(notes, fmt.Sprintf("%d more volumes than shown (at most %d)", n-maxReportedVolumes, maxReportedVolumes))
+		st.Volumes = st.Volumes[:maxReportedVolumes]
+	}
 	st.Warnings = append(st.Warnings, notes...)
 	cleanStrings(st.ProtoReflect())
 }
@@ -86,6 +98,9 @@ func cleanStrings(m protoreflect.Message) {
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		switch {
 		case fd.IsMap():
+			if fd.MapKey().Kind() == protoreflect.StringKind && fd.MapValue().Kind() == protoreflect.StringKind {
+				cleanStringMap(fd, v.Map())
+			}
 		case fd.IsList():
 			l := v.List()
 			for i := 0; i < l.Len(); i++ {
@@ -107,6 +122,28 @@ func cleanStrings(m protoreflect.Message) {
 	})
 	for _, s := range sets {
 		m.Set(s.fd, protoreflect.ValueOfString(s.v))
+	}
+}
+
+// cleanStringMap applies the string bounds to a map<string, string>'s keys
+// and values and keeps at most maxMapEntries of them (the first by key).
+func cleanStringMap(fd protoreflect.FieldDescriptor, m protoreflect.Map) {
+	type entry struct{ k, v string }
+	var all []entry
+	m.Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
+		all = append(all, entry{k.String(), v.String()})
+		return true
+	})
+	slices.SortFunc(all, func(a, b entry) int { return strings.Compare(a.k, b.k) })
+	for _, e := range all {
+		m.Clear(protoreflect.ValueOfString(e.k).MapKey())
+	}
+	for i, e := range all {
+		if i == maxMapEntries {
+			break
+		}
+		k := cleanString(fd.MapKey(), e.k)
+		m.Set(protoreflect.ValueOfString(k).MapKey(), protoreflect.ValueOfString(cleanString(fd.MapValue(), e.v)))
 	}
 }
 

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -78,5 +79,58 @@ func TestOversizedStatusReport(t *testing.T) {
 	bad := &covev1.EnvironmentStatus{Phase: 42}
 	if _, err := runner.ReportStatus(ctx, connect.NewRequest(&covev1.ReportStatusRequest{EnvironmentId: env.Id, Status: bad})); code(err) != connect.CodeInvalidArgument {
 		t.Fatalf("unknown phase: %v", err)
+	}
+}
+
+// TestStatusFeatureFlood: a runner's report of installed features and
+// volumes (a repository and features' authors choose their ids and option
+// values) is bounded like every other field: list lengths, a feature's
+// options map (entries, key and value sizes), control characters in keys
+// and values.
+func TestStatusFeatureFlood(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	alice := h.owner(t)
+	runner, _, _ := h.joinRunner(t, alice, "host-a", &covev1.RunnerCapabilities{MaxEnvironments: 4,
+		Classes: []*covev1.EnvironmentClass{{Id: "default"}}})
+	env, err := alice.create("demo", gitSpec("https://example.com/a.git"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := map[string]string{"\x1b[2Jkey": "v\x1b]52;c;ZXZpbA==\x07" + strings.Repeat("x", 4*server.MaxStatusString)}
+	for i := range 100 {
+		opts[fmt.Sprintf("o%04d", i)] = "v"
+	}
+	st := &covev1.EnvironmentStatus{Phase: covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING, ObservedSpecVersion: 1}
+	for range 300 {
+		st.Features = append(st.Features, &covev1.InstalledFeature{Id: "ghcr.io/x/y:1", Options: opts})
+		st.Volumes = append(st.Volumes, &covev1.Volume{Kind: "named", Name: "data\x1b[2J", Target: "/data"})
+	}
+	if _, err := runner.ReportStatus(ctx, connect.NewRequest(&covev1.ReportStatusRequest{EnvironmentId: env.Id, Status: st})); err != nil {
+		t.Fatal(err)
+	}
+	got, err := alice.envs.GetEnvironment(ctx, connect.NewRequest(&covev1.GetEnvironmentRequest{Id: env.Id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := got.Msg.Environment.Status
+	if len(s.Features) != server.MaxReportedFeatures || len(s.Volumes) != server.MaxReportedVolumes {
+		t.Fatalf("stored %d features and %d volumes, want %d and %d", len(s.Features), len(s.Volumes), server.MaxReportedFeatures, server.MaxReportedVolumes)
+	}
+	if !contains(strings.Join(s.Warnings, "\n"), "more features than shown", "more volumes than shown") {
+		t.Fatalf("warnings do not say what was dropped: %q", s.Warnings)
+	}
+	for _, f := range s.Features {
+		if len(f.Options) != server.MaxMapEntries {
+			t.Fatalf("a feature's options stored with %d entries, want %d", len(f.Options), server.MaxMapEntries)
+		}
+		for k, v := range f.Options {
+			if strings.ContainsRune(k+v, '\x1b') || len(v) > server.MaxStatusString {
+				t.Fatalf("option stored as %.40q=%.40q (%d bytes)", k, v, len(v))
+			}
+		}
+	}
+	if v := s.Volumes[0].Name; strings.ContainsRune(v, '\x1b') {
+		t.Fatalf("volume name stored as %q", v)
 	}
 }
