@@ -72,6 +72,12 @@ func TestEnvPath(t *testing.T) {
 		t.Errorf("postCreateCommand saw %q (exit %d, %s), want %q\nlogs: %s", out, code, errOut, want, u.must("env", "logs", "pe"))
 	}
 
+	// A session PAM sets up from scratch (su -) starts from the container's
+	// environment (/etc/environment) and keeps its PATH (/etc/profile).
+	if out, errOut, code := u.run("ssh", "pe", "--", `sudo su - dev -c 'echo "$(command -v envtool):$CONTAINER_MARK"'`); code != 0 || out != "/opt/envtool/bin/envtool:c1\n" {
+		t.Errorf("su - dev: %q (exit %d, %s)", out, code, errOut)
+	}
+
 	// `cove ssh NAME -- cmd`.
 	if out, errOut, code := u.run("ssh", "pe", "--", probe); code != 0 || !strings.Contains(out, "RESULT="+want+"\n") {
 		t.Errorf("cove ssh -- cmd: %q (exit %d, %s), want %q", out, code, errOut, want)
