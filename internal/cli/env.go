@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,68 +22,7 @@ import (
 // EnvCommand is `cove env`.
 func EnvCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "env", Aliases: []string{"environment", "environments"}, Short: "Create, list, start, stop and delete environments"}
-	cmd.AddCommand(envCreate(), envList(), envGet(), envStart(), envStop(), envDelete(), EnvLogsCommand(), EnvRebuildCommand())
-	return cmd
-}
-
-func envCreate() *cobra.Command {
-	var name, ref, class, devcontainer, img string
-	var wait bool
-	var timeout time.Duration
-	cmd := &cobra.Command{
-		Use:   "create SOURCE",
-		Short: "Create an environment from a git URL or a local repository path",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := clients()
-			if err != nil {
-				return err
-			}
-			src := args[0]
-			if st, err := os.Stat(src); err == nil && st.IsDir() {
-				if src, err = filepath.Abs(src); err != nil {
-					return err
-				}
-			}
-			if name == "" {
-				name = defaultName(src)
-			}
-			if class == "" {
-				chosen, err := classForRequirements(cmd.Context(), c, src, devcontainer)
-				if err != nil {
-					return err
-				}
-				if chosen != "" {
-					fmt.Fprintf(cmd.ErrOrStderr(), "Class %s fits devcontainer.json's hostRequirements.\n", chosen)
-					class = chosen
-				}
-			}
-			resp, err := c.Environments.CreateEnvironment(cmd.Context(), connect.NewRequest(&covev1.CreateEnvironmentRequest{
-				Name: name,
-				Spec: &covev1.EnvironmentSpec{
-					Content:          &covev1.ContentSource{GitUrl: src, Ref: ref},
-					ClassId:          class,
-					DevcontainerPath: devcontainer,
-					DefaultImage:     img,
-				},
-			}))
-			if err != nil {
-				return err
-			}
-			env := resp.Msg.Environment
-			fmt.Fprintf(cmd.ErrOrStderr(), "Environment %s (%s) created.\n", termsafe.Line(name), termsafe.Line(env.Id))
-			if !wait {
-				return nil
-			}
-			return waitFor(cmd.Context(), cmd.ErrOrStderr(), c, env, covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING, timeout)
-		},
-	}
-	cmd.Flags().StringVar(&name, "name", "", "environment name (default: from the repository)")
-	cmd.Flags().StringVar(&ref, "ref", "", "branch, tag or commit to check out")
-	cmd.Flags().StringVar(&class, "class", "", "environment class (default: the server's default)")
-	cmd.Flags().StringVar(&devcontainer, "devcontainer", "", "path of devcontainer.json in the repository")
-	cmd.Flags().StringVar(&img, "image", "", "image to use when the repository names none")
-	addWaitFlags(cmd, &wait, &timeout)
+	cmd.AddCommand(envCreateCommand(), envList(), envGet(), envStart(), envStop(), envDelete(), EnvLogsCommand(), EnvRebuildCommand())
 	return cmd
 }
 
@@ -136,9 +74,10 @@ func envList() *cobra.Command {
 			for _, e := range resp.Msg.Environments {
 				// Every cell is text the server (and through it git
 				// servers, registries, repositories) controls.
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", termsafe.Line(e.Metadata.GetName()), phaseName(e.Status.GetPhase()),
+				phase, msg := listPhase(e.GetStatus()) // envwait.go
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", termsafe.Line(e.Metadata.GetName()), phase,
 					termsafe.Line(e.Status.GetImage()), termsafe.Line(e.Status.GetSsh().GetHost()), age(e.Metadata.GetCreatedAt().AsTime()),
-					termsafe.Line(e.Status.GetFailureMessage()))
+					termsafe.Line(msg))
 			}
 			return tw.Flush()
 		},
@@ -196,9 +135,17 @@ func printEnv(w io.Writer, e *covev1.Environment) {
 	if dc := st.GetDevcontainer(); dc != nil {
 		fmt.Fprintf(w, "Devcontainer: %s %s %s\n", subName(dc), l(st.GetDevcontainerPath()), l(dc.GetMessage()))
 	}
+	if n := st.GetDevcontainerName(); n != "" {
+		fmt.Fprintf(w, "Config name: %s\n", l(n))
+	}
+	if lc := st.GetLifecycle(); lc != nil {
+		fmt.Fprintf(w, "Lifecycle:   %s %s\n", subName(lc), indented(lc.GetMessage()))
+	}
 	if ext := st.GetExtensions(); len(ext) > 0 {
 		fmt.Fprintf(w, "Extensions:  %s\n", l(strings.Join(ext, ", ")))
 	}
+	printFeatures(w, st.GetFeatures())
+	printVolumes(w, st.GetVolumes())
 	for _, warn := range st.GetWarnings() {
 		fmt.Fprintf(w, "Warning:     %s\n", indented(warn))
 	}
@@ -251,7 +198,7 @@ func envStop() *cobra.Command {
 }
 
 func envSetPhase(verb, short string, want covev1.EnvironmentPhase) *cobra.Command {
-	var wait bool
+	var wait, waitAll bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   verb + " NAME",
@@ -266,13 +213,16 @@ func envSetPhase(verb, short string, want covev1.EnvironmentPhase) *cobra.Comman
 			if err != nil {
 				return err
 			}
-			if !wait {
+			if !wait && !waitAll {
 				return nil
 			}
-			return waitFor(cmd.Context(), cmd.ErrOrStderr(), c, resp.Msg.Environment, want, timeout)
+			return waitForEnv(cmd.Context(), cmd.ErrOrStderr(), c, resp.Msg.Environment, want, timeout, waitAll)
 		},
 	}
 	addWaitFlags(cmd, &wait, &timeout)
+	if want == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING {
+		addWaitAllFlag(cmd, &waitAll) // envwait.go
+	}
 	return cmd
 }
 
@@ -296,66 +246,11 @@ func envDelete() *cobra.Command {
 			if !wait {
 				return nil
 			}
-			return waitFor(cmd.Context(), cmd.ErrOrStderr(), c, resp.Msg.Environment, covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED, timeout)
+			return waitForEnv(cmd.Context(), cmd.ErrOrStderr(), c, resp.Msg.Environment, covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED, timeout, false)
 		},
 	}
 	addWaitFlags(cmd, &wait, &timeout)
 	return cmd
-}
-
-// waitFor watches env until it reaches want for its current spec version,
-// or fails.
-func waitFor(ctx context.Context, log io.Writer, c *apiclient.Clients, env *covev1.Environment, want covev1.EnvironmentPhase, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	version := env.GetSpec().GetSpecVersion()
-	stream, err := c.Environments.WatchEnvironments(ctx, connect.NewRequest(&covev1.WatchEnvironmentsRequest{Id: env.Id}))
-	if err != nil {
-		return err
-	}
-	defer stream.Close()
-	last := ""
-	// check reports whether e ends the wait, and how.
-	check := func(e *covev1.Environment) (bool, error) {
-		st := e.GetStatus()
-		current := st.GetObservedSpecVersion() >= version || e.GetMetadata().GetRunnerId() == ""
-		if line := phaseName(st.GetPhase()) + " " + st.GetMachine().GetMessage(); line != last && current {
-			fmt.Fprintf(log, "  %s\n", termsafe.Line(strings.TrimSpace(line)))
-			last = line
-		}
-		if st.GetPhase() == want && st.GetObservedSpecVersion() >= version && st.GetFailureMessage() == "" {
-			if want == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING && st.GetSsh() != nil {
-				fmt.Fprintf(log, "Ready: cove ssh %s   (or `ssh %s` after `cove config-ssh`)\n", termsafe.Line(e.Metadata.GetName()), termsafe.Line(st.GetSsh().GetHost()))
-			}
-			return true, nil
-		}
-		if st.GetFailureMessage() != "" && current && want != covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED {
-			return true, fmt.Errorf("environment %s: %s", termsafe.Line(e.GetMetadata().GetName()), indentLines(st.GetFailureMessage(), "  "))
-		}
-		return false, nil
-	}
-	return watchUntil(ctx, stream, env, check, fmt.Sprintf("timed out after %s waiting for %s", timeout, phaseName(want)))
-}
-
-// watchUntil feeds env, then every update the watch stream brings, to
-// check until it says done. timedOut is the error when ctx's deadline ends
-// the wait.
-func watchUntil(ctx context.Context, stream *connect.ServerStreamForClient[covev1.WatchEnvironmentsResponse], env *covev1.Environment, check func(*covev1.Environment) (bool, error), timedOut string) error {
-	if done, err := check(env); done {
-		return err
-	}
-	for stream.Receive() {
-		if done, err := check(stream.Msg().GetEnvironment()); done {
-			return err
-		}
-	}
-	if err := stream.Err(); err != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return errors.New(timedOut)
-		}
-		return err
-	}
-	return errors.New("the watch ended before the environment got there")
 }
 
 // classForRequirements picks the smallest class the runners offer that

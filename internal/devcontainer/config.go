@@ -182,23 +182,7 @@ func (c *Config) decode() error {
 	if err := json.Unmarshal(b, p); err != nil {
 		return c.typeErr(err)
 	}
-	if v, ok := c.Raw["appPort"]; ok && v != nil {
-		list, isList := v.([]any)
-		if !isList {
-			list = []any{v}
-		}
-		for i, e := range list {
-			eb, _ := json.Marshal(e)
-			var port Port
-			if err := port.UnmarshalJSON(eb); err != nil {
-				if !isList {
-					return c.typeErr(withField(err, "appPort"))
-				}
-				return c.typeErr(withField(err, fmt.Sprintf("appPort[%d]", i)))
-			}
-			c.AppPort = append(c.AppPort, port)
-		}
-	}
+	c.readAppPort()
 	if v, ok := c.Raw["features"]; ok && v != nil {
 		m, ok := v.(map[string]any)
 		if !ok {

@@ -199,7 +199,8 @@ func TestVariables(t *testing.T) {
 	if err := m.ResolveContainerEnv(map[string]string{"PATH": "/bin"}); err != nil {
 		t.Fatal(err)
 	}
-	if got := m.ContainerEnv(); got["G"] != "/bin" || got["W"] != "myrepo" {
+	// ${containerEnv:...} is not defined inside containerEnv: it stays.
+	if got := m.ContainerEnv(); got["G"] != "${containerEnv:PATH}" || got["W"] != "myrepo" {
 		t.Fatalf("merged containerEnv = %v", got)
 	}
 	if re := m.RemoteEnv(); *re["P"] != "/bin:/x" || *re["Q"] != "dflt" {

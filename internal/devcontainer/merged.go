@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 
 	"github.com/covedev/cove/internal/usererr"
 )
@@ -224,32 +223,23 @@ func (m *Merged) Lifecycle() Lifecycle {
 	return l
 }
 
-// ResolveContainerEnv substitutes ${containerEnv:VAR} everywhere, once the
-// container's environment is known.
+// ResolveContainerEnv substitutes ${containerEnv:VAR} everywhere but in
+// containerEnv itself, once the container's environment is known. The
+// variable is defined for remoteEnv and what comes later; inside
+// containerEnv it stays as written, as the reference CLI leaves it.
 func (m *Merged) ResolveContainerEnv(env map[string]string) error {
 	r := containerEnvReplacer(env)
 	m.containerEnv = r
-	m.Raw = substituteValue(m.Raw, r).(map[string]any)
+	m.Raw = substituteExceptContainerEnv(m.Raw, r)
 	for i, e := range m.Entries {
-		m.Entries[i] = substituteValue(e, r).(map[string]any)
+		m.Entries[i] = substituteExceptContainerEnv(e, r)
 	}
 	return m.decode()
 }
 
-// Check is Config.Check for what image metadata adds: privileged mode,
-// capabilities, security options and mounts from every entry.
-func (m *Merged) Check(allow Allow) error {
-	probs := policyProblems(m.t.Privileged, m.CapAdd(), m.SecurityOpt(), m.t.Mounts, allow)
-	if len(probs) == 0 {
-		return nil
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s with its image's metadata: cove cannot run this dev container configuration:", m.Config.Path)
-	for _, p := range probs {
-		fmt.Fprintf(&b, "\n  %s", p.msg)
-	}
-	return usererr.New("%s", b.String())
-}
+// Check is Config.Check for what image metadata and features add (see
+// Merged.check).
+func (m *Merged) Check(allow Allow) error { return m.check(allow) }
 
 func unionStrings(a, b []string) []string {
 	var out []string

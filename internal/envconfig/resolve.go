@@ -3,7 +3,6 @@ package envconfig
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -21,6 +20,9 @@ type Input struct {
 	// Class is the environment's class, nil when the runner offers no
 	// class of its id (then hostRequirements are not checked).
 	Class *Class
+	// Classes are the classes the runner offers, for messages naming
+	// those that would allow what a configuration asks for.
+	Classes []*Class
 	// Allow is the runner's policy for settings that weaken isolation
 	// (see the package func Allow).
 	Allow devcontainer.Allow
@@ -113,6 +115,7 @@ func resolveDevcontainer(in Input, img Image, res *Result) error {
 	if rel, err := filepath.Rel(in.RepoDir, cfg.Path); err == nil {
 		dc.ConfigPath = rel
 	}
+	dc.Name = cfg.Name
 	if cfg.Workspace.WorkspaceFolder != "" {
 		dc.WorkspaceFolder = cfg.Workspace.WorkspaceFolder
 	}
@@ -130,6 +133,9 @@ func resolveDevcontainer(in Input, img Image, res *Result) error {
 		}
 		entries = append(entries, e)
 	}
+	if err := CheckFeatures(cfg, in.Features, in.Allow, in.Classes); err != nil {
+		return err
+	}
 	merged, err := devcontainer.Merge(cfg, entries)
 	if err != nil {
 		return err
@@ -137,43 +143,38 @@ func resolveDevcontainer(in Input, img Image, res *Result) error {
 	if err := merged.Check(in.Allow); err != nil {
 		return err
 	}
-	if err := CheckHostRequirements(in.Class, merged.HostRequirements()); err != nil {
+	req, err := merged.CheckedHostRequirements()
+	if err != nil {
 		return err
 	}
-	// ${containerEnv:VAR} resolves against the container's environment.
-	containerEnv := merged.ContainerEnv()
-	if containerEnv == nil {
-		containerEnv = map[string]string{}
+	if err := CheckHostRequirements(in.Class, req); err != nil {
+		return err
 	}
-	for k, v := range cfg.Run.Env { // runArgs -e/--env
-		containerEnv[k] = v
-	}
-	dc.ContainerEnv = ExpandEnv(img.Config.Env, containerEnv)
+	// The container's environment: the image's, the features'
+	// containerEnv, then the configuration's.
+	dc.ContainerEnv = devContainerEnv(in, cfg, merged, img, dc)
+	// ${containerEnv:VAR} resolves against the container's environment
+	// (in remoteEnv, lifecycle commands... not in containerEnv).
 	if err := merged.ResolveContainerEnv(EnvMap(dc.ContainerEnv)); err != nil {
 		return err
 	}
-	for _, p := range merged.ForwardPorts() {
-		if p.Host == "" {
-			dc.Ports.Forward = append(dc.Ports.Forward, p.Port)
-		}
-	}
-	for pat, a := range merged.PortsAttributes() {
-		if dc.Ports.Attrs == nil {
-			dc.Ports.Attrs = map[string]PortAttrs{}
-		}
-		dc.Ports.Attrs[pat] = PortAttrs{Label: a.Label, OnAutoForward: a.OnAutoForward}
-	}
-	if o := merged.OtherPortsAttributes(); o != nil {
-		dc.Ports.Other = &PortAttrs{Label: o.Label, OnAutoForward: o.OnAutoForward}
-	}
+	resolvePorts(dc, merged, composeServices(in.Compose))
 	dc.Hostname, dc.AddHosts = cfg.Run.Hostname, slices.Clone(cfg.Run.AddHosts)
 	dc.Entrypoints, dc.WorkingDir = merged.Entrypoints(), img.Config.WorkingDir
 	if !merged.OverrideCommand() {
 		dc.Command = append(slices.Clone(img.Config.Entrypoint), img.Config.Cmd...)
 	}
 	for _, m := range merged.Mounts() {
-		if m.Type == "volume" || m.Type == "tmpfs" {
+		switch m.Type {
+		case "volume", "tmpfs":
 			dc.Mounts = append(dc.Mounts, ConfigMount{Type: m.Type, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
+		case "bind":
+			// A folder of the repository (Check refused the rest): the
+			// runner mounts it resolved inside the checkout, through no
+			// symbolic link.
+			if rel, ok := devcontainer.RepoBindSource(m.Source, cfg.LocalWorkspaceFolder()); ok {
+				dc.Mounts = append(dc.Mounts, ConfigMount{Type: "bind", Source: filepath.Join(in.RepoDir, rel), Target: m.Target, ReadOnly: m.ReadOnly})
+			}
 		}
 	}
 	if u := merged.ContainerUser(); u != "" {
@@ -232,7 +233,13 @@ func FeatureScope(id Identity) string {
 func FeatureInputs(user, containerUser, imageDigest string, dc *DevcontainerState) []string {
 	var mounts []string
 	for _, m := range dc.Mounts {
-		mounts = append(mounts, fmt.Sprintf("%s:%s:%s:%v", m.Type, m.Source, m.Target, m.ReadOnly))
+		src := m.Source
+		if m.Type == "bind" {
+			// A folder of the checkout, whose host path names the
+			// environment: like the workspace, its content is not an input.
+			src = ""
+		}
+		mounts = append(mounts, fmt.Sprintf("%s:%s:%s:%v", m.Type, src, m.Target, m.ReadOnly))
 	}
 	join := func(s []string) string { return strings.Join(s, "\x00") }
 	return []string{
@@ -259,15 +266,18 @@ func FeatureEntry(f Feature) (devcontainer.MetadataEntry, error) {
 }
 
 // CheckHostRequirements fails with a user error when class is smaller
-// than devcontainer.json's hostRequirements ask for. A nil class or
-// requirement passes.
+// than devcontainer.json's hostRequirements ask for, saying what is
+// missing in human units. A nil class or requirement passes.
 func CheckHostRequirements(class *Class, req *devcontainer.HostRequirements) error {
 	if req == nil || class == nil {
 		return nil
 	}
-	_, err := devcontainer.ChooseClass(req, []devcontainer.Class{{ID: class.ID, CPUs: class.CPUs, Memory: class.MemoryBytes, Storage: class.DiskBytes}})
+	unmet, err := devcontainer.Unmet(req, devcontainer.Class{ID: class.ID, CPUs: class.CPUs, Memory: class.MemoryBytes, Storage: class.DiskBytes})
 	if err != nil {
-		return usererr.Wrap(err, "class %q does not meet devcontainer.json's hostRequirements: %v", class.ID, err)
+		return err
+	}
+	if len(unmet) > 0 {
+		return usererr.New("class %q does not meet devcontainer.json's hostRequirements: %s; create the environment with a larger class (cove env create --class) or lower hostRequirements", class.ID, strings.Join(unmet, ", "))
 	}
 	return nil
 }
@@ -280,39 +290,6 @@ func EnvMap(env []string) map[string]string {
 		m[k] = v
 	}
 	return m
-}
-
-// ExpandEnv applies add over base (KEY=VALUE pairs; add in name order),
-// expanding ${VAR}, $VAR and ${containerEnv:VAR} in add's values against
-// what is set so far, as Docker's ENV does. Variables keep base's order;
-// new ones follow.
-func ExpandEnv(base []string, add map[string]string) []string {
-	vals := map[string]string{}
-	var order []string
-	for _, kv := range base {
-		k, v, _ := strings.Cut(kv, "=")
-		if _, ok := vals[k]; !ok {
-			order = append(order, k)
-		}
-		vals[k] = v
-	}
-	keys := make([]string, 0, len(add))
-	for k := range add {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		v := os.Expand(add[k], func(n string) string { return vals[strings.TrimPrefix(n, "containerEnv:")] })
-		if _, ok := vals[k]; !ok {
-			order = append(order, k)
-		}
-		vals[k] = v
-	}
-	out := make([]string, 0, len(order))
-	for _, k := range order {
-		out = append(out, k+"="+vals[k])
-	}
-	return out
 }
 
 // Extensions lists customizations.vscode.extensions.

@@ -104,7 +104,7 @@ func TestResolveWithoutDevcontainer(t *testing.T) {
 func TestResolveDevcontainer(t *testing.T) {
 	repo := checkout(t, map[string]string{".devcontainer/devcontainer.json": `{
   "image": "x",
-  "containerEnv": {"FOO": "bar", "PATH": "/opt/bin:${containerEnv:PATH}", "REF": "$HOME/x"},
+  "containerEnv": {"FOO": "bar", "PATH": "/opt/bin:${PATH}", "REF": "$HOME/x", "LATER": "${containerEnv:PATH}", "ODD": "${foo:bar}"},
   "remoteEnv": {"R1": "v1", "R0": null, "RP": "${containerEnv:FOO}-r"},
   "runArgs": ["--hostname", "myhost", "--add-host", "db:10.0.0.2", "--add-host=v6:::1", "-e", "RUNE=1", "--env", "FOO=fromrun"],
   "forwardPorts": [3000, "db:5432", "localhost:8080"],
@@ -154,7 +154,8 @@ func TestResolveDevcontainer(t *testing.T) {
   "hostname": "myhost",
   "addHosts": ["db:10.0.0.2", "v6:::1"],
   "remoteUser": "imguser",
-  "containerEnv": ["PATH=/opt/bin:/usr/bin:/bin", "HOME=/root", "FOO=fromrun", "IMG=1", "P2=/usr/bin:/bin:/img", "REF=/root/x", "RUNE=1"],
+  "containerEnv": ["PATH=/opt/bin:/usr/bin:/bin", "HOME=/root", "FOO=fromrun", "IMG=1", "LATER=${containerEnv:PATH}", "ODD=${foo:bar}",
+    "P2=${containerEnv:PATH}:/img", "REF=/root/x", "RUNE=1"],
   "remoteEnv": ["R1=v1", "RP=fromrun-r"],
   "userEnvProbe": "loginShell",
   "hooks": {
@@ -171,7 +172,11 @@ func TestResolveDevcontainer(t *testing.T) {
     "PostAttach": [{"Shell": "echo attach", "Args": null, "Parallel": null, "Origin": "devcontainer.json"}],
     "WaitFor": "postCreateCommand"
   },
-  "warnings": ["REPO/.devcontainer/devcontainer.json:7:3: appPort is deprecated: its ports are forwarded like forwardPorts, not published on the runner"],
+  "warnings": [".devcontainer/devcontainer.json:7:3: appPort is deprecated: its ports are forwarded like forwardPorts, not published on the runner",
+    "containerEnv.LATER: ${containerEnv:PATH} is kept as written: ${containerEnv:...} is defined in remoteEnv and lifecycle commands, not inside containerEnv (as in the reference CLI); write ${PATH} to build on the image's value, or set LATER in remoteEnv",
+    "containerEnv.ODD: ${foo:bar} kept as written: only variables the image or a feature sets are expanded (the reference CLI expands none); set the variable in the image, or drop the reference",
+    "containerEnv.P2: ${containerEnv:PATH} is kept as written: ${containerEnv:...} is defined in remoteEnv and lifecycle commands, not inside containerEnv (as in the reference CLI); write ${PATH} to build on the image's value, or set P2 in remoteEnv",
+    "forwardPorts: \"db:5432\" names \"db\", but only Docker Compose configurations have services; the port is not forwarded (write 5432 for the dev container's port)"],
   "extensions": ["img.ext", "a.b", "c.d"],
   "customizations": "{\"other\":[{\"k\":\"v\"}],\"vscode\":[{\"extensions\":[\"img.ext\"]},{\"extensions\":[\"a.b\",\"c.d\"],\"settings\":{\"x\":1}}]}"
 }`)
@@ -197,7 +202,7 @@ func TestResolveFeatures(t *testing.T) {
 	}
 	want := &FeatureInstall{Scope: "org:org1|repo:https://example.com/o/repo", RemoteUser: "ru", ContainerUser: "", Inputs: []string{
 		"image=sha256:abc", "user=ru", "containerUser=",
-		"containerEnv=PATH=/f1/bin:/usr/bin:/bin\x00HOME=/root\x00F1=1\x00IMG=1\x00P2=/usr/bin:/bin:/img", "remoteEnv=", "command=",
+		"containerEnv=PATH=/f1/bin:/usr/bin:/bin\x00HOME=/root\x00F1=1\x00IMG=1\x00P2=${containerEnv:PATH}:/img", "remoteEnv=", "command=",
 		"entrypoints=/usr/local/share/f1.sh\x00/f2.sh", "workingDir=/srv", "mounts=volume:f1vol:/f1v:false\x00volume:v1:/v1:false",
 		"workspaceFolder=/workspaces/repo", "mountTarget="}}
 	if !reflect.DeepEqual(res.Features, want) {
@@ -214,8 +219,9 @@ func TestResolveFeatures(t *testing.T) {
   "entrypoints": ["/usr/local/share/f1.sh", "/f2.sh"],
   "workingDir": "/srv",
   "remoteUser": "ru",
-  "containerEnv": ["PATH=/f1/bin:/usr/bin:/bin", "HOME=/root", "F1=1", "IMG=1", "P2=/usr/bin:/bin:/img"],
+  "containerEnv": ["PATH=/f1/bin:/usr/bin:/bin", "HOME=/root", "F1=1", "IMG=1", "P2=${containerEnv:PATH}:/img"],
   "userEnvProbe": "loginInteractiveShell",
+  "warnings": ["containerEnv.P2: ${containerEnv:PATH} is kept as written: ${containerEnv:...} is defined in remoteEnv and lifecycle commands, not inside containerEnv (as in the reference CLI); write ${PATH} to build on the image's value, or set P2 in remoteEnv"],
   "hooks": {
     "Initialize": null, "OnCreate": [], "UpdateContent": [],
     "PostCreate": [
@@ -237,7 +243,7 @@ func TestResolveFeatures(t *testing.T) {
 func TestResolveCompose(t *testing.T) {
 	repo := checkout(t, map[string]string{
 		".devcontainer/devcontainer.json": `{"dockerComposeFile":"compose.yaml","service":"app","workspaceFolder":"/workspaces/repo",` +
-			`"features":{"./f1":{}},"containerEnv":{"X":"${containerEnv:APPENV}"},"postStartCommand":"echo s"}`,
+			`"features":{"./f1":{}},"containerEnv":{"X":"${APPENV}"},"postStartCommand":"echo s"}`,
 		".devcontainer/compose.yaml": `
 services:
   app:
@@ -341,11 +347,15 @@ func TestResolveRefuses(t *testing.T) {
 		want  string // the message's beginning, after the config's path
 	}{
 		{"class too small", big, "", smallClass,
-			`class "small" does not meet devcontainer.json's hostRequirements: hostRequirements: no environment class has 64 CPUs; classes: small (2 CPUs, 4gb memory, 20gb storage)`},
+			`class "small" does not meet devcontainer.json's hostRequirements: needs 64 CPUs; class small has 2; create the environment with a larger class`},
+		{"storage in human units", map[string]string{".devcontainer/devcontainer.json": `{"image":"x","hostRequirements":{"storage":"64GB"}}`}, "", smallClass,
+			`class "small" does not meet devcontainer.json's hostRequirements: needs 64 GB of storage; class small has 20 GB;`},
+		{"malformed size", map[string]string{".devcontainer/devcontainer.json": `{"image":"x","hostRequirements":{"storage":"64 GB"}}`}, "", smallClass,
+			`.devcontainer/devcontainer.json:1:34: hostRequirements.storage: "64 GB" is not a size: write a whole number with an optional unit kb, mb, gb or tb`},
 		{"privileged image", plain, `{"privileged":true}`, nil,
-			"REPO/.devcontainer/devcontainer.json with its image's metadata: cove cannot run this dev container configuration:\n  privileged: true is not allowed on this runner"},
+			".devcontainer/devcontainer.json with its image's and features' metadata: cove cannot run this dev container configuration:\n  - the image's metadata (label devcontainer.metadata): privileged: privileged mode gives the environment every capability"},
 		{"capability from the image", plain, `[{"capAdd":["SYS_ADMIN"]}]`, nil,
-			"REPO/.devcontainer/devcontainer.json with its image's metadata: cove cannot run this dev container configuration:\n  capAdd: SYS_ADMIN not allowed on this runner"},
+			".devcontainer/devcontainer.json with its image's and features' metadata: cove cannot run this dev container configuration:\n  - the image's metadata (label devcontainer.metadata): capAdd[0]: capability SYS_ADMIN is not granted by this runner's classes"},
 		{"bad metadata label", plain, `42`, nil,
 			"image example.com/img:1: devcontainer.metadata label: image label devcontainer.metadata must be an array or an object, not a number"},
 	}

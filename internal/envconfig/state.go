@@ -48,6 +48,7 @@ type Resolved struct {
 // leaves them zero.
 type DevcontainerState struct {
 	ConfigPath      string `json:"configPath,omitempty"` // relative to the repository
+	Name            string `json:"name,omitempty"`       // devcontainer.json's name
 	WorkspaceFolder string `json:"workspaceFolder,omitempty"`
 	// MountTarget is where the repository appears (workspaceMount's target),
 	// besides /workspaces/<repo>.
@@ -76,6 +77,11 @@ type DevcontainerState struct {
 	Warnings        []string `json:"warnings,omitempty"`
 	Extensions      []string `json:"extensions,omitempty"`
 	Customizations  string   `json:"customizations,omitempty"`
+
+	// Features are the features of FeaturesKey, in install order
+	// (dependencies included): what `cove env get` lists once they are
+	// installed. Set by the runner with FeaturesKey.
+	Features []InstalledFeature `json:"features,omitempty"`
 }
 
 // ConfigMount is a mount the configuration asks for: a volume (an
@@ -94,12 +100,17 @@ type Ports struct {
 	Forward []int                `json:"forward,omitempty"`
 	Attrs   map[string]PortAttrs `json:"attrs,omitempty"` // by port or range "3000-3005"
 	Other   *PortAttrs           `json:"other,omitempty"`
+	// Services are the forwardPorts entries "SERVICE:PORT" naming a
+	// Docker Compose service (its port is also in Forward).
+	Services []ServicePort `json:"services,omitempty"`
 }
 
 // PortAttrs are the attributes of a port that cove reports.
 type PortAttrs struct {
 	Label         string `json:"label,omitempty"`
 	OnAutoForward string `json:"onAutoForward,omitempty"`
+	// Protocol is "http" or "https": how the port proxy speaks to it.
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // ForwardPorts are the ports to forward (nil for nil p).

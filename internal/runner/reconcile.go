@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/covedev/cove/internal/content"
@@ -105,6 +106,9 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	if desired == phaseRunning {
 		w.sub(&w.machine, subInProgress, "starting")
 	}
+	if slices.Contains(steps, stepLifecycle) {
+		lifecyclePending(st) // step_lifecycle.go: status.lifecycle is no longer the last run's
+	}
 	// The transitional phase goes out in the background: the steps need not
 	// wait for the server.
 	w.progress(ctx, r.status(env, st, transitional, ""))
@@ -196,8 +200,14 @@ func (r *Runner) status(env *covev1.Environment, st *envState, phase covev1.Envi
 			if dc.WorkspaceFolder != "" {
 				s.WorkspaceFolder = dc.WorkspaceFolder
 			}
+			s.DevcontainerName = dc.Name
+			if !featuresPending(st) {
+				s.Features = featuresStatus(dc.Features)
+			}
 		}
+		s.Volumes = volumesStatus(r.layout(env.Id).Workspace(), st)
 	}
+	s.Lifecycle = lifecycleStatus(st) // step_lifecycle.go
 	if phase == phaseRunning {
 		s.Ssh = &covev1.SSHAddress{Address: r.sshAddr, Host: env.GetMetadata().GetName() + ".cove"}
 	}

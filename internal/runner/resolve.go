@@ -2,7 +2,6 @@ package runner
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,13 +30,14 @@ func (im *imageStep) pullImage(ctx context.Context, note func(string), e *stepEn
 	allow := im.allow()
 	cfg, warns, err := devcontainer.Load(repoDir, env.GetSpec().GetDevcontainerPath(), devcontainer.LoadOptions{
 		LocalWorkspaceFolder: repoDir, DevcontainerID: env.Id, Allow: allow,
-		LocalEnv: map[string]string{}, // the environment's own variables (secrets come later), never the runner's
+		LocalEnv: localEnv(env), // what the creating CLI sent, never the runner's own environment
 	})
 	if err != nil {
 		return err
 	}
+	warns = append(warns, unsentLocalEnv(cfg, env)...)
 	in := envconfig.Input{Identity: identity(env, st), Class: im.classes.resolution(env.GetSpec().GetClassId(), allow), Allow: allow,
-		Config: cfg, Warnings: warns, RepoDir: repoDir}
+		Config: cfg, Warnings: warns, RepoDir: repoDir, Classes: im.classes.resolutions(allow)}
 	cc, err := composeConfig(cfg)
 	if err != nil {
 		return err
@@ -111,15 +111,8 @@ func (im *imageStep) resolveFeatures(ctx context.Context, env *covev1.Environmen
 		return nil, nil, err
 	}
 	features.MarkUsed(fs) // the cache's garbage collection counts from the last use
-	out := make([]envconfig.Feature, 0, len(fs))
-	for _, f := range fs {
-		meta, err := json.Marshal(f.Meta)
-		if err != nil {
-			return nil, nil, err
-		}
-		out = append(out, envconfig.Feature{ID: f.Ref.ID, Metadata: meta})
-	}
-	return fs, out, nil
+	out, err := envconfigFeatures(fs)
+	return fs, out, err
 }
 
 // prepareFeatures keys the features: a cached layer with the key is added
@@ -128,9 +121,10 @@ func (im *imageStep) resolveFeatures(ctx context.Context, env *covev1.Environmen
 func (im *imageStep) prepareFeatures(ctx context.Context, lay envdir.Layout, st *envState, fs []features.Feature, fi *envconfig.FeatureInstall) error {
 	dc := st.Image.DC
 	dc.FeaturesKey = features.CacheKey(fi.Scope, fi.Inputs, fs)
+	dc.Features = installedFeatures(fs)
 	if layer := featuresLayer(im.dataDir, dc.FeaturesKey); dirExists(layer) {
 		st.Image.Layers = append(st.Image.Layers, layer) // installed before: reuse
-		return nil
+		return logFeaturesReused(lay, dc.FeaturesKey, dc.Features)
 	}
 	dc.FeaturesPending = true
 	if err := os.RemoveAll(lay.Features()); err != nil {
