@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,7 +43,7 @@ func TestEnvPath(t *testing.T) {
 		"image": "` + reg + `/test/debian:latest",
 		"remoteUser": "dev",
 		"features": {"./envtool": {}},
-		"containerEnv": {"CONTAINER_MARK": "c1"},
+		"containerEnv": {"CONTAINER_MARK": "c1", "TOOLS": "${ENVTOOL_HOME}/bin", "KEPT": "${containerEnv:HOME}", "ODD": "${foo:bar}"},
 		"remoteEnv": {"REMOTE_MARK": "r1", "PATH": "${containerEnv:PATH}:/opt/remote/bin"},
 		"postCreateCommand": "echo \"$(command -v envtool):$(command -v remotetool):$REMOTE_MARK:$CONTAINER_MARK\" > /tmp/postcreate"
 	}`
@@ -122,6 +123,18 @@ func TestEnvPath(t *testing.T) {
 	}
 	if !has("CONTAINER_MARK=c1") || !has("ENVTOOL_HOME=/opt/envtool") || !has("PATH=/opt/envtool/bin:") {
 		t.Errorf("PID 1 lacks containerEnv:\n%s", out)
+	}
+	// containerEnv's variables: one a feature sets expands; the others
+	// stay as written (as the reference CLI leaves them), with warnings.
+	if !slices.Contains(pid1, "TOOLS=/opt/envtool/bin") ||
+		!slices.Contains(pid1, "KEPT=${containerEnv:HOME}") || !slices.Contains(pid1, "ODD=${foo:bar}") {
+		t.Errorf("containerEnv variables:\n%s", out)
+	}
+	warnings := field(u.envJSON("pe"), "status", "warnings")
+	for _, w := range []string{"containerEnv.KEPT: ${containerEnv:HOME} is kept as written", "write ${HOME}", "containerEnv.ODD: ${foo:bar} kept as written"} {
+		if !strings.Contains(warnings, w) {
+			t.Errorf("status.warnings lack %q: %s", w, warnings)
+		}
 	}
 	if has("REMOTE_MARK=") || strings.Contains(out, "/opt/remote/bin") {
 		t.Errorf("remoteEnv leaked into PID 1's environment:\n%s", out)
