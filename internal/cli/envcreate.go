@@ -31,6 +31,7 @@ const (
 func envCreateCommand() *cobra.Command {
 	var name, ref, class, devcontainer, img, configDir string
 	var wait, waitAll, dryRun, verbose bool
+	var allowLocalEnv []string
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "create SOURCE",
@@ -40,7 +41,11 @@ func envCreateCommand() *cobra.Command {
 			"sends the values of the variables the configuration references (only those, from\n" +
 			"this shell) with the environment's spec. It reads the configuration from SOURCE when\n" +
 			"it is a local path; for a git URL, from the current directory when it is a checkout\n" +
-			"of that repository, or from --config-dir. --dry-run shows what would be sent.",
+			"of that repository, or from --config-dir. --dry-run shows what would be sent.\n\n" +
+			"A repository chooses what it references, and its code can read what is sent: a\n" +
+			"variable whose name looks like a credential (…TOKEN, …SECRET, …PASSWORD, …KEY,\n" +
+			"AWS_…) is sent only when you name it with --local-env NAME, and cove's own\n" +
+			"COVE_TOKEN, COVE_SERVER and COVE_CONFIG_DIR never are.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := clients()
@@ -67,7 +72,11 @@ func envCreateCommand() *cobra.Command {
 					class = chosen
 				}
 			}
-			le := collectLocalEnv(cmd.Context(), src, devcontainer, configDir, os.LookupEnv)
+			allowed := map[string]bool{}
+			for _, n := range allowLocalEnv {
+				allowed[n] = true
+			}
+			le := collectLocalEnv(cmd.Context(), src, devcontainer, configDir, allowed, os.LookupEnv)
 			le.explain(stderr, verbose || dryRun)
 			req := &covev1.CreateEnvironmentRequest{
 				Name: name,
@@ -107,6 +116,7 @@ func envCreateCommand() *cobra.Command {
 	cmd.Flags().StringVar(&img, "image", "", "image to use when the repository names none")
 	cmd.Flags().StringVar(&configDir, "config-dir", "", "a local checkout of a git URL SOURCE whose devcontainer.json says which ${localEnv:…} variables to send")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the request that would be sent (with the ${localEnv:…} values) and create nothing")
+	cmd.Flags().StringSliceVar(&allowLocalEnv, "local-env", nil, "send this ${localEnv:…} variable although its name looks like a credential (repeatable; cove's own COVE_TOKEN, COVE_SERVER, COVE_CONFIG_DIR are never sent)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "say where the ${localEnv:…} variables come from")
 	addWaitFlags(cmd, &wait, &timeout)
 	addWaitAllFlag(cmd, &waitAll)
@@ -127,7 +137,7 @@ type localEnvPlan struct {
 // help) and picks, from lookup (the process environment), the values of the
 // variables it references. It never fails: what it cannot read, it does
 // not send, and says why.
-func collectLocalEnv(ctx context.Context, src, devcontainerPath, configDir string, lookup func(string) (string, bool)) localEnvPlan {
+func collectLocalEnv(ctx context.Context, src, devcontainerPath, configDir string, allowed map[string]bool, lookup func(string) (string, bool)) localEnvPlan {
 	var p localEnvPlan
 	dir := configDir
 	if dir == "" {
@@ -156,9 +166,12 @@ func collectLocalEnv(ctx context.Context, src, devcontainerPath, configDir strin
 	p.from = path
 	for _, r := range cfg.LocalEnvReferences() {
 		v, ok := lookup(r.Name)
+		blocked := localEnvBlocked(r.Name, allowed)
 		switch {
 		case !ok:
 			p.unset = append(p.unset, r.Name)
+		case blocked != "":
+			p.refused = append(p.refused, r.Name+": "+blocked)
 		case !dc.EnvNameRE.MatchString(r.Name):
 			p.refused = append(p.refused, r.Name+": not a name cove can send")
 		case len(v) > maxLocalEnvValue:

@@ -277,10 +277,10 @@ func TestLocalEnvForGitURL(t *testing.T) {
 	}
 	t.Chdir(filepath.Join(checkout, "sub"))
 	ctx := context.Background()
-	if p := collectLocalEnv(ctx, "https://git.example/team/app", "", "", lookup); p.values["COVE_T_A"] != "a" {
+	if p := collectLocalEnv(ctx, "https://git.example/team/app", "", "", nil, lookup); p.values["COVE_T_A"] != "a" {
 		t.Errorf("in a checkout of the URL: %+v", p)
 	}
-	p := collectLocalEnv(ctx, "https://git.example/team/other.git", "", "", lookup)
+	p := collectLocalEnv(ctx, "https://git.example/team/other.git", "", "", nil, lookup)
 	if len(p.values) != 0 || !strings.Contains(p.why, "not a checkout of") {
 		t.Errorf("in a checkout of another repository: %+v", p)
 	}
@@ -289,7 +289,7 @@ func TestLocalEnvForGitURL(t *testing.T) {
 	if !strings.Contains(buf.String(), "No ${localEnv:…} values sent") || !strings.Contains(buf.String(), "--config-dir") {
 		t.Errorf("verbose explanation:\n%s", buf.String())
 	}
-	if p := collectLocalEnv(ctx, "https://git.example/team/other.git", "", checkout, lookup); p.values["COVE_T_A"] != "a" {
+	if p := collectLocalEnv(ctx, "https://git.example/team/other.git", "", checkout, nil, lookup); p.values["COVE_T_A"] != "a" {
 		t.Errorf("with --config-dir: %+v", p)
 	}
 }
