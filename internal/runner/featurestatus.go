@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/covedev/cove/internal/devcontainer"
 	"github.com/covedev/cove/internal/envconfig"
@@ -84,7 +85,11 @@ func featuresStatus(fs []envconfig.InstalledFeature) []*covev1.InstalledFeature 
 			}
 			v := f.Options[k]
 			if len(v) > maxStatusOptionValue {
-				v = v[:maxStatusOptionValue] + "…"
+				cut := maxStatusOptionValue
+				for cut > 0 && !utf8.RuneStart(v[cut]) {
+					cut--
+				}
+				v = v[:cut] + "…"
 			}
 			opts[k] = v
 		}

@@ -189,6 +189,7 @@ func (r *Runner) forget(id string) {
 }
 
 func (r *Runner) report(ctx context.Context, id string, st *covev1.EnvironmentStatus) (*covev1.Environment, error) {
+	validUTF8(st.ProtoReflect())
 	resp, err := r.client.api.ReportStatus(ctx, connect.NewRequest(&covev1.ReportStatusRequest{EnvironmentId: id, Status: st}))
 	if err != nil {
 		return nil, err

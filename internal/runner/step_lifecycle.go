@@ -175,5 +175,5 @@ func outputTail(log, msg string) string {
 		}
 		t = "…" + t[i:]
 	}
-	return t
+	return strings.ToValidUTF8(t, "\uFFFD") // a command's output is any bytes
 }
