@@ -492,31 +492,3 @@ func (m *Merged) mountLoc(k int, mt Mount) Location {
 	}
 	return Location{Origin: "the merged configuration", Path: fmt.Sprintf("mounts[%d]", k)}
 }
-
-// problem is a refusal as the merged check before Merged.check formatted
-// it (kept while merged.go moves to Merged.check).
-type problem struct{ prop, msg string }
-
-// policyProblems is policyInput.check without locations.
-func policyProblems(privileged bool, capAdd, securityOpt []string, mounts []Mount, allow Allow) []problem {
-	p := policyInput{allow: allow}
-	if privileged {
-		p.privileged = []Location{{Path: "privileged"}}
-	}
-	for i, v := range capAdd {
-		p.capAdd = append(p.capAdd, located[string]{v, Location{Path: fmt.Sprintf("capAdd[%d]", i)}})
-	}
-	for i, v := range securityOpt {
-		p.securityOpt = append(p.securityOpt, located[string]{v, Location{Path: fmt.Sprintf("securityOpt[%d]", i)}})
-	}
-	for i, v := range mounts {
-		p.mounts = append(p.mounts, located[Mount]{v, Location{Path: fmt.Sprintf("mounts[%d]", i)}})
-	}
-	var rs Refusals
-	p.check(&rs)
-	var out []problem
-	for _, r := range rs.List() {
-		out = append(out, problem{r.Locations[0].Path, r.String()})
-	}
-	return out
-}
