@@ -158,6 +158,11 @@ func resolveDevcontainer(in Input, img Image, res *Result) error {
 	if err := merged.ResolveContainerEnv(EnvMap(dc.ContainerEnv)); err != nil {
 		return err
 	}
+	// Again: ${containerEnv:…} may have changed what was checked (a mount
+	// source that looked like a folder of the repository).
+	if err := merged.Check(in.Allow); err != nil {
+		return err
+	}
 	resolvePorts(dc, merged, composeServices(in.Compose))
 	dc.Hostname, dc.AddHosts = cfg.Run.Hostname, slices.Clone(cfg.Run.AddHosts)
 	dc.Entrypoints, dc.WorkingDir = merged.Entrypoints(), img.Config.WorkingDir
@@ -172,9 +177,11 @@ func resolveDevcontainer(in Input, img Image, res *Result) error {
 			// A folder of the repository (Check refused the rest): the
 			// runner mounts it resolved inside the checkout, through no
 			// symbolic link.
-			if rel, ok := devcontainer.RepoBindSource(m.Source, cfg.LocalWorkspaceFolder()); ok {
-				dc.Mounts = append(dc.Mounts, ConfigMount{Type: "bind", Source: filepath.Join(in.RepoDir, rel), Target: m.Target, ReadOnly: m.ReadOnly})
+			rel, ok := devcontainer.RepoBindSource(m.Source, cfg.LocalWorkspaceFolder())
+			if !ok {
+				return fmt.Errorf("mount of %s at %s: only folders of the repository can be bind-mounted", m.Source, m.Target)
 			}
+			dc.Mounts = append(dc.Mounts, ConfigMount{Type: "bind", Source: filepath.Join(in.RepoDir, rel), Target: m.Target, ReadOnly: m.ReadOnly})
 		}
 	}
 	if u := merged.ContainerUser(); u != "" {
