@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"syscall"
+
+	"github.com/covedev/cove/internal/guest"
 )
 
 const (
@@ -121,15 +123,18 @@ func (a *agent) firstTime(marker, file string) bool {
 // appendEnvFile appends env (the container's environment) to the
 // pam_env file path as NAME="VALUE" lines, as the reference CLI does, so
 // that a session PAM sets up from scratch (su -, sudo -i, a login) starts
-// from the container's PATH and variables. HOME (set per user) and values
-// the file format cannot hold (a newline or a double quote) are left out.
+// from the container's PATH and variables. HOME (set per user), values
+// the file format cannot hold (a newline or a double quote) and the
+// environment's own id and name are left out: the file becomes part of
+// the features layer, which environments of the same project share.
 // The file is created if missing; a symbolic link or anything but a
 // regular file is left alone.
 func appendEnvFile(path string, env []string) error {
 	var b bytes.Buffer
 	for _, kv := range env {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" || k == "HOME" || strings.ContainsAny(k, " \t\n\"=#") || strings.ContainsAny(v, "\n\"") {
+		if !ok || k == "" || k == "HOME" || k == guest.EnvEnvironmentID || k == guest.EnvEnvironmentName ||
+			strings.ContainsAny(k, " \t\n\"=#") || strings.ContainsAny(v, "\n\"") {
 			continue
 		}
 		fmt.Fprintf(&b, "\n%s=\"%s\"", k, v)

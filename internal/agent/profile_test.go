@@ -163,7 +163,7 @@ func TestKeepEtcEnvironment(t *testing.T) {
 	must(t, os.WriteFile(envFile, []byte("LANG=C.UTF-8"), 0o644)) // no final newline
 	a := &agent{cfg: Config{profilePath: filepath.Join(dir, "etc", "profile"), profileMarker: filepath.Join(dir, "m1"),
 		envFilePath: envFile, envFileMarker: filepath.Join(dir, "m2"),
-		Env: []string{"PATH=/opt/f/bin:/usr/bin:/bin", "HOME=/root", "MARK=c1", "Q=a\"b", "NL=a\nb", "EMPTY="}},
+		Env: []string{"PATH=/opt/f/bin:/usr/bin:/bin", "HOME=/root", "MARK=c1", "Q=a\"b", "NL=a\nb", "EMPTY=", "COVE_ENVIRONMENT_ID=env-of-alice", "COVE_ENVIRONMENT_NAME=alices"}},
 		log: slog.New(slog.DiscardHandler)}
 	a.keepProfilePath()
 	a.keepProfilePath() // once
