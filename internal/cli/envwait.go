@@ -39,7 +39,10 @@ func waitForEnv(ctx context.Context, log io.Writer, c *apiclient.Clients, env *c
 	check := func(e *covev1.Environment) (bool, error) {
 		st := e.GetStatus()
 		current := st.GetObservedSpecVersion() >= version || e.GetMetadata().GetRunnerId() == ""
-		if line := phaseName(st.GetPhase()) + " " + st.GetMachine().GetMessage(); line != last && current && !ready {
+		// Progress shows a message's first line: a multi-line one (a
+		// refusal listing every problem) comes whole with the failure.
+		msg, _, _ := strings.Cut(st.GetMachine().GetMessage(), "\n")
+		if line := phaseName(st.GetPhase()) + " " + msg; line != last && current && !ready {
 			fmt.Fprintf(log, "  %s\n", termsafe.Line(strings.TrimSpace(line)))
 			last = line
 		}
