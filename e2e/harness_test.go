@@ -156,10 +156,28 @@ type env struct {
 // run runs cove with args and returns stdout, stderr and the exit code.
 func (e *env) run(args ...string) (string, string, int) {
 	e.t.Helper()
+	return e.runEnv(nil, nil, args...)
+}
+
+// runEnv runs cove with args, with extra environment variables and
+// without those named in drop, and returns stdout, stderr and the exit
+// code.
+func (e *env) runEnv(extra, drop []string, args ...string) (string, string, int) {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e.cove, args...)
-	cmd.Env = append(os.Environ(), "COVE_CONFIG_DIR="+e.cfgDir)
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		keep := true
+		for _, d := range drop {
+			keep = keep && name != d
+		}
+		if keep {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, append(extra, "COVE_CONFIG_DIR="+e.cfgDir)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

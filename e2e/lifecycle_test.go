@@ -1,45 +1,10 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
-
-// runEnv runs the CLI like e.run, with extra environment variables and
-// without those named in drop.
-func (e *env) runEnv(extra, drop []string, args ...string) (string, string, int) {
-	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, e.cove, args...)
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		keep := true
-		for _, d := range drop {
-			keep = keep && name != d
-		}
-		if keep {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, append(extra, "COVE_CONFIG_DIR="+e.cfgDir)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatalf("cove %v: %v", args, err)
-	}
-	return out.String(), errb.String(), code
-}
 
 // TestLateLifecycleFailureAndLocalEnv drives the real binary:
 //   - ${localEnv:VAR} in containerEnv gets the value from the creating

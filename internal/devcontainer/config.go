@@ -111,34 +111,55 @@ type source struct {
 	order map[string][]string // object path → keys in file order
 }
 
-// walk records the offset of every value under path ("a.b", "a[2]").
+// walk records the offset of every value under path ("a.b", "a[2]"): an
+// object member's at its name.
 func (s *source) walk(path string, v *hujson.Value) {
-	if path != "" {
-		if _, ok := s.pos[path]; !ok {
-			s.pos[path] = v.StartOffset
-		}
-	}
-	switch t := v.Value.(type) {
-	case *hujson.Object:
-		for i := range t.Members {
-			m := &t.Members[i]
-			var key string
-			if lit, ok := m.Name.Value.(hujson.Literal); ok {
-				_ = json.Unmarshal(lit, &key)
-			}
-			p := key
-			if path != "" {
-				p = path + "." + key
-			}
+	walkJSON(path, v, func(p string, v *hujson.Value, parent string, m *hujson.ObjectMember) {
+		switch {
+		case m != nil:
 			s.pos[p] = m.Name.StartOffset
-			s.order[path] = append(s.order[path], key)
-			s.walk(p, &m.Value)
+			s.order[parent] = append(s.order[parent], memberKey(m))
+		case p != "":
+			if _, ok := s.pos[p]; !ok {
+				s.pos[p] = v.StartOffset
+			}
 		}
-	case *hujson.Array:
-		for i := range t.Elements {
-			s.walk(fmt.Sprintf("%s[%d]", path, i), &t.Elements[i])
+	})
+}
+
+// walkJSON calls fn for v (at path) and every value under it, parents
+// first, in file order. For an object member's value, parent is the
+// object's path and m the member; otherwise m is nil.
+func walkJSON(path string, v *hujson.Value, fn func(path string, v *hujson.Value, parent string, m *hujson.ObjectMember)) {
+	var rec func(path string, v *hujson.Value, parent string, m *hujson.ObjectMember)
+	rec = func(path string, v *hujson.Value, parent string, m *hujson.ObjectMember) {
+		fn(path, v, parent, m)
+		switch t := v.Value.(type) {
+		case *hujson.Object:
+			for i := range t.Members {
+				m := &t.Members[i]
+				p := memberKey(m)
+				if path != "" {
+					p = path + "." + p
+				}
+				rec(p, &m.Value, path, m)
+			}
+		case *hujson.Array:
+			for i := range t.Elements {
+				rec(fmt.Sprintf("%s[%d]", path, i), &t.Elements[i], path, nil)
+			}
 		}
 	}
+	rec(path, v, "", nil)
+}
+
+// memberKey is an object member's name, unquoted.
+func memberKey(m *hujson.ObjectMember) string {
+	var key string
+	if lit, ok := m.Name.Value.(hujson.Literal); ok {
+		_ = json.Unmarshal(lit, &key)
+	}
+	return key
 }
 
 // at is "FILE:LINE:COL" for a property path, or its closest known parent.

@@ -1,7 +1,6 @@
 package devcontainer
 
 import (
-	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
@@ -45,53 +44,32 @@ func LocalEnvReferences(name string, data []byte) ([]LocalEnvRef, error) {
 	v.Standardize()
 	std := v.Pack()
 	var refs []LocalEnvRef
-	var walk func(path string, v *hujson.Value)
-	walk = func(path string, v *hujson.Value) {
-		switch t := v.Value.(type) {
-		case *hujson.Object:
-			for i := range t.Members {
-				m := &t.Members[i]
-				var key string
-				if lit, ok := m.Name.Value.(hujson.Literal); ok {
-					_ = json.Unmarshal(lit, &key)
-				}
-				p := key
-				if path != "" {
-					p = path + "." + key
-				}
-				walk(p, &m.Value)
-			}
-		case *hujson.Array:
-			for i := range t.Elements {
-				walk(fmt.Sprintf("%s[%d]", path, i), &t.Elements[i])
-			}
-		case hujson.Literal:
-			if t.Kind() != '"' {
-				return
-			}
-			s := t.String()
-			line, col := lineColumn(std, v.StartOffset)
-			pos := fmt.Sprintf("%s:%d:%d", name, line, col)
-			substituteString(s, func(match, kind string, args []string) string {
-				if (kind != "localEnv" && kind != "env") || len(args) == 0 || args[0] == "" {
-					return match
-				}
-				r := LocalEnvRef{Name: args[0], Pos: pos, Property: path}
-				if len(args) > 1 {
-					r.Default, r.HasDefault = args[1], true
-				}
-				i := slices.IndexFunc(refs, func(x LocalEnvRef) bool { return x.Name == r.Name })
-				switch {
-				case i < 0:
-					refs = append(refs, r)
-				case !refs[i].HasDefault && r.HasDefault:
-					refs[i].Default, refs[i].HasDefault = r.Default, true
-				}
-				return match
-			})
+	walkJSON("", &v, func(path string, v *hujson.Value, _ string, _ *hujson.ObjectMember) {
+		t, ok := v.Value.(hujson.Literal)
+		if !ok || t.Kind() != '"' {
+			return
 		}
-	}
-	walk("", &v)
+		s := t.String()
+		line, col := lineColumn(std, v.StartOffset)
+		pos := fmt.Sprintf("%s:%d:%d", name, line, col)
+		substituteString(s, func(match, kind string, args []string) string {
+			if (kind != "localEnv" && kind != "env") || len(args) == 0 || args[0] == "" {
+				return match
+			}
+			r := LocalEnvRef{Name: args[0], Pos: pos, Property: path}
+			if len(args) > 1 {
+				r.Default, r.HasDefault = args[1], true
+			}
+			i := slices.IndexFunc(refs, func(x LocalEnvRef) bool { return x.Name == r.Name })
+			switch {
+			case i < 0:
+				refs = append(refs, r)
+			case !refs[i].HasDefault && r.HasDefault:
+				refs[i].Default, refs[i].HasDefault = r.Default, true
+			}
+			return match
+		})
+	})
 	return refs, nil
 }
 
