@@ -1098,7 +1098,10 @@ type EnvironmentStatus struct {
 	// runs after the environment is ready (waitFor), READY when all have
 	// finished, FAILED (with the command and its output's tail in message)
 	// when one failed. The environment stays RUNNING either way.
-	Lifecycle     *SubStatus `protobuf:"bytes,23,opt,name=lifecycle,proto3" json:"lifecycle,omitempty"`
+	Lifecycle *SubStatus `protobuf:"bytes,23,opt,name=lifecycle,proto3" json:"lifecycle,omitempty"`
+	// What the environment uses, sampled by its runner (absent while it is
+	// not running).
+	Usage         *ResourceUsage `protobuf:"bytes,24,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1294,6 +1297,163 @@ func (x *EnvironmentStatus) GetLifecycle() *SubStatus {
 	return nil
 }
 
+func (x *EnvironmentStatus) GetUsage() *ResourceUsage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+// ResourceUsage is an environment's use of its runner's resources, all its
+// containers together.
+type ResourceUsage struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SampledAt *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=sampled_at,json=sampledAt,proto3" json:"sampled_at,omitempty"`
+	// CPU: average cores used since the previous sample, the current limit
+	// (cores; 0: none) and the time spent throttled since the previous sample.
+	CpuCores       float64 `protobuf:"fixed64,2,opt,name=cpu_cores,json=cpuCores,proto3" json:"cpu_cores,omitempty"`
+	CpuLimitCores  float64 `protobuf:"fixed64,3,opt,name=cpu_limit_cores,json=cpuLimitCores,proto3" json:"cpu_limit_cores,omitempty"`
+	CpuThrottledMs int64   `protobuf:"varint,4,opt,name=cpu_throttled_ms,json=cpuThrottledMs,proto3" json:"cpu_throttled_ms,omitempty"`
+	// Memory in use (without reclaimable page cache where the kernel says) and
+	// the hard limit (0: none).
+	MemoryBytes      int64 `protobuf:"varint,5,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	MemoryLimitBytes int64 `protobuf:"varint,6,opt,name=memory_limit_bytes,json=memoryLimitBytes,proto3" json:"memory_limit_bytes,omitempty"`
+	// Bytes read and written on block devices since the environment started.
+	IoReadBytes  int64 `protobuf:"varint,7,opt,name=io_read_bytes,json=ioReadBytes,proto3" json:"io_read_bytes,omitempty"`
+	IoWriteBytes int64 `protobuf:"varint,8,opt,name=io_write_bytes,json=ioWriteBytes,proto3" json:"io_write_bytes,omitempty"`
+	// Disk space the environment's files take (workspace, changes to the
+	// image, volumes) and its quota (0: none).
+	DiskBytes      int64 `protobuf:"varint,9,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	DiskLimitBytes int64 `protobuf:"varint,10,opt,name=disk_limit_bytes,json=diskLimitBytes,proto3" json:"disk_limit_bytes,omitempty"`
+	Pids           int32 `protobuf:"varint,11,opt,name=pids,proto3" json:"pids,omitempty"`
+	PidsLimit      int32 `protobuf:"varint,12,opt,name=pids_limit,json=pidsLimit,proto3" json:"pids_limit,omitempty"`
+	// Processes killed for lack of memory since the environment started.
+	OomKills      int32 `protobuf:"varint,13,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResourceUsage) Reset() {
+	*x = ResourceUsage{}
+	mi := &file_cove_v1_cove_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourceUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourceUsage) ProtoMessage() {}
+
+func (x *ResourceUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourceUsage.ProtoReflect.Descriptor instead.
+func (*ResourceUsage) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ResourceUsage) GetSampledAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SampledAt
+	}
+	return nil
+}
+
+func (x *ResourceUsage) GetCpuCores() float64 {
+	if x != nil {
+		return x.CpuCores
+	}
+	return 0
+}
+
+func (x *ResourceUsage) GetCpuLimitCores() float64 {
+	if x != nil {
+		return x.CpuLimitCores
+	}
+	return 0
+}
+
+func (x *ResourceUsage) GetCpuThrottledMs() int64 {
+	if x != nil {
+		return x.CpuThrottledMs
+	}
+	return 0
+}
+
+func (x *ResourceUsage) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *ResourceUsage) GetMemoryLimitBytes() int64 {
+	if x != nil {
+		return x.MemoryLimitBytes
+	}
+	return 0
+}
+
+func (x *ResourceUsage) GetIoReadBytes() int64 {
+	if x != nil {
+		return x.IoReadBytes
+	}
+	return 0
+}
+
+func (x *ResourceUsage) GetIoWriteBytes() int64 {
+	if x != nil {
+		return x.IoWriteBytes
+	}
+	return 0
+}
+
+func (x *ResourceUsage) GetDiskBytes() int64 {
+	if x != nil {
+		return x.DiskBytes
+	}
+	return 0
+}
+
+func (x *ResourceUsage) GetDiskLimitBytes() int64 {
+	if x != nil {
+		return x.DiskLimitBytes
+	}
+	return 0
+}
+
+func (x *ResourceUsage) GetPids() int32 {
+	if x != nil {
+		return x.Pids
+	}
+	return 0
+}
+
+func (x *ResourceUsage) GetPidsLimit() int32 {
+	if x != nil {
+		return x.PidsLimit
+	}
+	return 0
+}
+
+func (x *ResourceUsage) GetOomKills() int32 {
+	if x != nil {
+		return x.OomKills
+	}
+	return 0
+}
+
 type Environment struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1309,7 +1469,7 @@ type Environment struct {
 
 func (x *Environment) Reset() {
 	*x = Environment{}
-	mi := &file_cove_v1_cove_proto_msgTypes[12]
+	mi := &file_cove_v1_cove_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1481,7 @@ func (x *Environment) String() string {
 func (*Environment) ProtoMessage() {}
 
 func (x *Environment) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[12]
+	mi := &file_cove_v1_cove_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1494,7 @@ func (x *Environment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Environment.ProtoReflect.Descriptor instead.
 func (*Environment) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{12}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Environment) GetId() string {
@@ -1382,7 +1542,7 @@ type CreateEnvironmentRequest struct {
 
 func (x *CreateEnvironmentRequest) Reset() {
 	*x = CreateEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[13]
+	mi := &file_cove_v1_cove_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1554,7 @@ func (x *CreateEnvironmentRequest) String() string {
 func (*CreateEnvironmentRequest) ProtoMessage() {}
 
 func (x *CreateEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[13]
+	mi := &file_cove_v1_cove_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1567,7 @@ func (x *CreateEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{13}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateEnvironmentRequest) GetName() string {
@@ -1433,7 +1593,7 @@ type CreateEnvironmentResponse struct {
 
 func (x *CreateEnvironmentResponse) Reset() {
 	*x = CreateEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[14]
+	mi := &file_cove_v1_cove_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1445,7 +1605,7 @@ func (x *CreateEnvironmentResponse) String() string {
 func (*CreateEnvironmentResponse) ProtoMessage() {}
 
 func (x *CreateEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[14]
+	mi := &file_cove_v1_cove_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1458,7 +1618,7 @@ func (x *CreateEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{14}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateEnvironmentResponse) GetEnvironment() *Environment {
@@ -1478,7 +1638,7 @@ type GetEnvironmentRequest struct {
 
 func (x *GetEnvironmentRequest) Reset() {
 	*x = GetEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[15]
+	mi := &file_cove_v1_cove_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1650,7 @@ func (x *GetEnvironmentRequest) String() string {
 func (*GetEnvironmentRequest) ProtoMessage() {}
 
 func (x *GetEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[15]
+	mi := &file_cove_v1_cove_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1663,7 @@ func (x *GetEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*GetEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{15}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetEnvironmentRequest) GetId() string {
@@ -1522,7 +1682,7 @@ type GetEnvironmentResponse struct {
 
 func (x *GetEnvironmentResponse) Reset() {
 	*x = GetEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[16]
+	mi := &file_cove_v1_cove_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1694,7 @@ func (x *GetEnvironmentResponse) String() string {
 func (*GetEnvironmentResponse) ProtoMessage() {}
 
 func (x *GetEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[16]
+	mi := &file_cove_v1_cove_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1707,7 @@ func (x *GetEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*GetEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{16}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetEnvironmentResponse) GetEnvironment() *Environment {
@@ -1567,7 +1727,7 @@ type ListEnvironmentsRequest struct {
 
 func (x *ListEnvironmentsRequest) Reset() {
 	*x = ListEnvironmentsRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[17]
+	mi := &file_cove_v1_cove_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1739,7 @@ func (x *ListEnvironmentsRequest) String() string {
 func (*ListEnvironmentsRequest) ProtoMessage() {}
 
 func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[17]
+	mi := &file_cove_v1_cove_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1752,7 @@ func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsRequest.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{17}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListEnvironmentsRequest) GetIncludeDeleted() bool {
@@ -1611,7 +1771,7 @@ type ListEnvironmentsResponse struct {
 
 func (x *ListEnvironmentsResponse) Reset() {
 	*x = ListEnvironmentsResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[18]
+	mi := &file_cove_v1_cove_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1783,7 @@ func (x *ListEnvironmentsResponse) String() string {
 func (*ListEnvironmentsResponse) ProtoMessage() {}
 
 func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[18]
+	mi := &file_cove_v1_cove_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1796,7 @@ func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsResponse.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{18}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListEnvironmentsResponse) GetEnvironments() []*Environment {
@@ -1657,7 +1817,7 @@ type UpdateEnvironmentRequest struct {
 
 func (x *UpdateEnvironmentRequest) Reset() {
 	*x = UpdateEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[19]
+	mi := &file_cove_v1_cove_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1829,7 @@ func (x *UpdateEnvironmentRequest) String() string {
 func (*UpdateEnvironmentRequest) ProtoMessage() {}
 
 func (x *UpdateEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[19]
+	mi := &file_cove_v1_cove_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1842,7 @@ func (x *UpdateEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{19}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateEnvironmentRequest) GetId() string {
@@ -1708,7 +1868,7 @@ type UpdateEnvironmentResponse struct {
 
 func (x *UpdateEnvironmentResponse) Reset() {
 	*x = UpdateEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[20]
+	mi := &file_cove_v1_cove_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +1880,7 @@ func (x *UpdateEnvironmentResponse) String() string {
 func (*UpdateEnvironmentResponse) ProtoMessage() {}
 
 func (x *UpdateEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[20]
+	mi := &file_cove_v1_cove_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +1893,7 @@ func (x *UpdateEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*UpdateEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{20}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UpdateEnvironmentResponse) GetEnvironment() *Environment {
@@ -1752,7 +1912,7 @@ type DeleteEnvironmentRequest struct {
 
 func (x *DeleteEnvironmentRequest) Reset() {
 	*x = DeleteEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[21]
+	mi := &file_cove_v1_cove_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1924,7 @@ func (x *DeleteEnvironmentRequest) String() string {
 func (*DeleteEnvironmentRequest) ProtoMessage() {}
 
 func (x *DeleteEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[21]
+	mi := &file_cove_v1_cove_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1937,7 @@ func (x *DeleteEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{21}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeleteEnvironmentRequest) GetId() string {
@@ -1796,7 +1956,7 @@ type DeleteEnvironmentResponse struct {
 
 func (x *DeleteEnvironmentResponse) Reset() {
 	*x = DeleteEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[22]
+	mi := &file_cove_v1_cove_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1808,7 +1968,7 @@ func (x *DeleteEnvironmentResponse) String() string {
 func (*DeleteEnvironmentResponse) ProtoMessage() {}
 
 func (x *DeleteEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[22]
+	mi := &file_cove_v1_cove_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1821,7 +1981,7 @@ func (x *DeleteEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{22}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeleteEnvironmentResponse) GetEnvironment() *Environment {
@@ -1843,7 +2003,7 @@ type WatchEnvironmentsRequest struct {
 
 func (x *WatchEnvironmentsRequest) Reset() {
 	*x = WatchEnvironmentsRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[23]
+	mi := &file_cove_v1_cove_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +2015,7 @@ func (x *WatchEnvironmentsRequest) String() string {
 func (*WatchEnvironmentsRequest) ProtoMessage() {}
 
 func (x *WatchEnvironmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[23]
+	mi := &file_cove_v1_cove_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +2028,7 @@ func (x *WatchEnvironmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEnvironmentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEnvironmentsRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{23}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchEnvironmentsRequest) GetId() string {
@@ -1894,7 +2054,7 @@ type WatchEnvironmentsResponse struct {
 
 func (x *WatchEnvironmentsResponse) Reset() {
 	*x = WatchEnvironmentsResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[24]
+	mi := &file_cove_v1_cove_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1906,7 +2066,7 @@ func (x *WatchEnvironmentsResponse) String() string {
 func (*WatchEnvironmentsResponse) ProtoMessage() {}
 
 func (x *WatchEnvironmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[24]
+	mi := &file_cove_v1_cove_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1919,7 +2079,7 @@ func (x *WatchEnvironmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEnvironmentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEnvironmentsResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{24}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchEnvironmentsResponse) GetEnvironment() *Environment {
@@ -1940,7 +2100,7 @@ type SignSSHCertificateRequest struct {
 
 func (x *SignSSHCertificateRequest) Reset() {
 	*x = SignSSHCertificateRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[25]
+	mi := &file_cove_v1_cove_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2112,7 @@ func (x *SignSSHCertificateRequest) String() string {
 func (*SignSSHCertificateRequest) ProtoMessage() {}
 
 func (x *SignSSHCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[25]
+	mi := &file_cove_v1_cove_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2125,7 @@ func (x *SignSSHCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignSSHCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SignSSHCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{25}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SignSSHCertificateRequest) GetEnvironmentId() string {
@@ -1996,7 +2156,7 @@ type SignSSHCertificateResponse struct {
 
 func (x *SignSSHCertificateResponse) Reset() {
 	*x = SignSSHCertificateResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[26]
+	mi := &file_cove_v1_cove_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2168,7 @@ func (x *SignSSHCertificateResponse) String() string {
 func (*SignSSHCertificateResponse) ProtoMessage() {}
 
 func (x *SignSSHCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[26]
+	mi := &file_cove_v1_cove_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2181,7 @@ func (x *SignSSHCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignSSHCertificateResponse.ProtoReflect.Descriptor instead.
 func (*SignSSHCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{26}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SignSSHCertificateResponse) GetCertificate() string {
@@ -2061,7 +2221,7 @@ type RebuildEnvironmentRequest struct {
 
 func (x *RebuildEnvironmentRequest) Reset() {
 	*x = RebuildEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[27]
+	mi := &file_cove_v1_cove_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2073,7 +2233,7 @@ func (x *RebuildEnvironmentRequest) String() string {
 func (*RebuildEnvironmentRequest) ProtoMessage() {}
 
 func (x *RebuildEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[27]
+	mi := &file_cove_v1_cove_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2086,7 +2246,7 @@ func (x *RebuildEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebuildEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*RebuildEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{27}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RebuildEnvironmentRequest) GetId() string {
@@ -2105,7 +2265,7 @@ type RebuildEnvironmentResponse struct {
 
 func (x *RebuildEnvironmentResponse) Reset() {
 	*x = RebuildEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[28]
+	mi := &file_cove_v1_cove_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2117,7 +2277,7 @@ func (x *RebuildEnvironmentResponse) String() string {
 func (*RebuildEnvironmentResponse) ProtoMessage() {}
 
 func (x *RebuildEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[28]
+	mi := &file_cove_v1_cove_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2130,7 +2290,7 @@ func (x *RebuildEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebuildEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*RebuildEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{28}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RebuildEnvironmentResponse) GetEnvironment() *Environment {
@@ -2151,7 +2311,7 @@ type SharePortRequest struct {
 
 func (x *SharePortRequest) Reset() {
 	*x = SharePortRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[29]
+	mi := &file_cove_v1_cove_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2323,7 @@ func (x *SharePortRequest) String() string {
 func (*SharePortRequest) ProtoMessage() {}
 
 func (x *SharePortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[29]
+	mi := &file_cove_v1_cove_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2336,7 @@ func (x *SharePortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharePortRequest.ProtoReflect.Descriptor instead.
 func (*SharePortRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{29}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SharePortRequest) GetId() string {
@@ -2209,7 +2369,7 @@ type SharePortResponse struct {
 
 func (x *SharePortResponse) Reset() {
 	*x = SharePortResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[30]
+	mi := &file_cove_v1_cove_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2381,7 @@ func (x *SharePortResponse) String() string {
 func (*SharePortResponse) ProtoMessage() {}
 
 func (x *SharePortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[30]
+	mi := &file_cove_v1_cove_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2394,7 @@ func (x *SharePortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharePortResponse.ProtoReflect.Descriptor instead.
 func (*SharePortResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{30}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SharePortResponse) GetEnvironment() *Environment {
@@ -2257,7 +2417,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_cove_v1_cove_proto_msgTypes[31]
+	mi := &file_cove_v1_cove_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2269,7 +2429,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[31]
+	mi := &file_cove_v1_cove_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2282,7 +2442,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{31}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *User) GetId() string {
@@ -2321,7 +2481,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[32]
+	mi := &file_cove_v1_cove_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2493,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[32]
+	mi := &file_cove_v1_cove_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2506,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{32}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{33}
 }
 
 type WhoAmIResponse struct {
@@ -2358,7 +2518,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[33]
+	mi := &file_cove_v1_cove_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2370,7 +2530,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[33]
+	mi := &file_cove_v1_cove_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2383,7 +2543,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{33}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WhoAmIResponse) GetUser() *User {
@@ -2403,7 +2563,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[34]
+	mi := &file_cove_v1_cove_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2575,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[34]
+	mi := &file_cove_v1_cove_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2588,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{34}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateTokenRequest) GetName() string {
@@ -2457,7 +2617,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[35]
+	mi := &file_cove_v1_cove_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2469,7 +2629,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[35]
+	mi := &file_cove_v1_cove_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2482,7 +2642,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{35}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -2519,7 +2679,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	mi := &file_cove_v1_cove_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2531,7 +2691,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	mi := &file_cove_v1_cove_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2544,7 +2704,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{36}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Token) GetId() string {
@@ -2597,7 +2757,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	mi := &file_cove_v1_cove_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2609,7 +2769,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	mi := &file_cove_v1_cove_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2622,7 +2782,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{37}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{38}
 }
 
 type ListTokensResponse struct {
@@ -2634,7 +2794,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	mi := &file_cove_v1_cove_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2646,7 +2806,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	mi := &file_cove_v1_cove_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2659,7 +2819,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{38}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListTokensResponse) GetTokens() []*Token {
@@ -2678,7 +2838,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[39]
+	mi := &file_cove_v1_cove_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2690,7 +2850,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[39]
+	mi := &file_cove_v1_cove_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2703,7 +2863,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{39}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -2723,7 +2883,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[40]
+	mi := &file_cove_v1_cove_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2735,7 +2895,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[40]
+	mi := &file_cove_v1_cove_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2748,7 +2908,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{40}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RevokeTokenResponse) GetRevokedIds() []string {
@@ -2768,7 +2928,7 @@ type CreateUserRequest struct {
 
 func (x *CreateUserRequest) Reset() {
 	*x = CreateUserRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[41]
+	mi := &file_cove_v1_cove_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2780,7 +2940,7 @@ func (x *CreateUserRequest) String() string {
 func (*CreateUserRequest) ProtoMessage() {}
 
 func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[41]
+	mi := &file_cove_v1_cove_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2793,7 +2953,7 @@ func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
 func (*CreateUserRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{41}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CreateUserRequest) GetName() string {
@@ -2820,7 +2980,7 @@ type CreateUserResponse struct {
 
 func (x *CreateUserResponse) Reset() {
 	*x = CreateUserResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[42]
+	mi := &file_cove_v1_cove_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2832,7 +2992,7 @@ func (x *CreateUserResponse) String() string {
 func (*CreateUserResponse) ProtoMessage() {}
 
 func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[42]
+	mi := &file_cove_v1_cove_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2845,7 +3005,7 @@ func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
 func (*CreateUserResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{42}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CreateUserResponse) GetUser() *User {
@@ -2885,7 +3045,7 @@ type EnvironmentClass struct {
 
 func (x *EnvironmentClass) Reset() {
 	*x = EnvironmentClass{}
-	mi := &file_cove_v1_cove_proto_msgTypes[43]
+	mi := &file_cove_v1_cove_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2897,7 +3057,7 @@ func (x *EnvironmentClass) String() string {
 func (*EnvironmentClass) ProtoMessage() {}
 
 func (x *EnvironmentClass) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[43]
+	mi := &file_cove_v1_cove_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2910,7 +3070,7 @@ func (x *EnvironmentClass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvironmentClass.ProtoReflect.Descriptor instead.
 func (*EnvironmentClass) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{43}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *EnvironmentClass) GetId() string {
@@ -3009,7 +3169,7 @@ type RunnerCapabilities struct {
 
 func (x *RunnerCapabilities) Reset() {
 	*x = RunnerCapabilities{}
-	mi := &file_cove_v1_cove_proto_msgTypes[44]
+	mi := &file_cove_v1_cove_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3021,7 +3181,7 @@ func (x *RunnerCapabilities) String() string {
 func (*RunnerCapabilities) ProtoMessage() {}
 
 func (x *RunnerCapabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[44]
+	mi := &file_cove_v1_cove_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3034,7 +3194,7 @@ func (x *RunnerCapabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunnerCapabilities.ProtoReflect.Descriptor instead.
 func (*RunnerCapabilities) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{44}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RunnerCapabilities) GetRuntimes() []string {
@@ -3108,7 +3268,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_cove_v1_cove_proto_msgTypes[45]
+	mi := &file_cove_v1_cove_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3120,7 +3280,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[45]
+	mi := &file_cove_v1_cove_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3133,7 +3293,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{45}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Runner) GetId() string {
@@ -3194,7 +3354,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[46]
+	mi := &file_cove_v1_cove_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3206,7 +3366,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[46]
+	mi := &file_cove_v1_cove_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3219,7 +3379,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{46}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CreateJoinTokenRequest) GetTtlSeconds() int64 {
@@ -3238,7 +3398,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[47]
+	mi := &file_cove_v1_cove_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3250,7 +3410,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[47]
+	mi := &file_cove_v1_cove_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3263,7 +3423,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{47}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CreateJoinTokenResponse) GetJoinToken() string {
@@ -3283,7 +3443,7 @@ type JoinRunnerRequest struct {
 
 func (x *JoinRunnerRequest) Reset() {
 	*x = JoinRunnerRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[48]
+	mi := &file_cove_v1_cove_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3295,7 +3455,7 @@ func (x *JoinRunnerRequest) String() string {
 func (*JoinRunnerRequest) ProtoMessage() {}
 
 func (x *JoinRunnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[48]
+	mi := &file_cove_v1_cove_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3308,7 +3468,7 @@ func (x *JoinRunnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRunnerRequest.ProtoReflect.Descriptor instead.
 func (*JoinRunnerRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{48}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *JoinRunnerRequest) GetJoinToken() string {
@@ -3335,7 +3495,7 @@ type JoinRunnerResponse struct {
 
 func (x *JoinRunnerResponse) Reset() {
 	*x = JoinRunnerResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[49]
+	mi := &file_cove_v1_cove_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3347,7 +3507,7 @@ func (x *JoinRunnerResponse) String() string {
 func (*JoinRunnerResponse) ProtoMessage() {}
 
 func (x *JoinRunnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[49]
+	mi := &file_cove_v1_cove_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3360,7 +3520,7 @@ func (x *JoinRunnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRunnerResponse.ProtoReflect.Descriptor instead.
 func (*JoinRunnerResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{49}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *JoinRunnerResponse) GetRunnerId() string {
@@ -3385,7 +3545,7 @@ type RotateRunnerTokenRequest struct {
 
 func (x *RotateRunnerTokenRequest) Reset() {
 	*x = RotateRunnerTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[50]
+	mi := &file_cove_v1_cove_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3397,7 +3557,7 @@ func (x *RotateRunnerTokenRequest) String() string {
 func (*RotateRunnerTokenRequest) ProtoMessage() {}
 
 func (x *RotateRunnerTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[50]
+	mi := &file_cove_v1_cove_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3410,7 +3570,7 @@ func (x *RotateRunnerTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRunnerTokenRequest.ProtoReflect.Descriptor instead.
 func (*RotateRunnerTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{50}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{51}
 }
 
 type RotateRunnerTokenResponse struct {
@@ -3424,7 +3584,7 @@ type RotateRunnerTokenResponse struct {
 
 func (x *RotateRunnerTokenResponse) Reset() {
 	*x = RotateRunnerTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[51]
+	mi := &file_cove_v1_cove_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3436,7 +3596,7 @@ func (x *RotateRunnerTokenResponse) String() string {
 func (*RotateRunnerTokenResponse) ProtoMessage() {}
 
 func (x *RotateRunnerTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[51]
+	mi := &file_cove_v1_cove_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3449,7 +3609,7 @@ func (x *RotateRunnerTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRunnerTokenResponse.ProtoReflect.Descriptor instead.
 func (*RotateRunnerTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{51}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RotateRunnerTokenResponse) GetRunnerToken() string {
@@ -3469,7 +3629,7 @@ type DeleteRunnerRequest struct {
 
 func (x *DeleteRunnerRequest) Reset() {
 	*x = DeleteRunnerRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[52]
+	mi := &file_cove_v1_cove_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3481,7 +3641,7 @@ func (x *DeleteRunnerRequest) String() string {
 func (*DeleteRunnerRequest) ProtoMessage() {}
 
 func (x *DeleteRunnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[52]
+	mi := &file_cove_v1_cove_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3494,7 +3654,7 @@ func (x *DeleteRunnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRunnerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRunnerRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{52}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DeleteRunnerRequest) GetId() string {
@@ -3515,7 +3675,7 @@ type DeleteRunnerResponse struct {
 
 func (x *DeleteRunnerResponse) Reset() {
 	*x = DeleteRunnerResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[53]
+	mi := &file_cove_v1_cove_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3527,7 +3687,7 @@ func (x *DeleteRunnerResponse) String() string {
 func (*DeleteRunnerResponse) ProtoMessage() {}
 
 func (x *DeleteRunnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[53]
+	mi := &file_cove_v1_cove_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3540,7 +3700,7 @@ func (x *DeleteRunnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRunnerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRunnerResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{53}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *DeleteRunnerResponse) GetReleasedEnvironmentIds() []string {
@@ -3558,7 +3718,7 @@ type ListRunnersRequest struct {
 
 func (x *ListRunnersRequest) Reset() {
 	*x = ListRunnersRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[54]
+	mi := &file_cove_v1_cove_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3570,7 +3730,7 @@ func (x *ListRunnersRequest) String() string {
 func (*ListRunnersRequest) ProtoMessage() {}
 
 func (x *ListRunnersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[54]
+	mi := &file_cove_v1_cove_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3583,7 +3743,7 @@ func (x *ListRunnersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunnersRequest.ProtoReflect.Descriptor instead.
 func (*ListRunnersRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{54}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{55}
 }
 
 type ListRunnersResponse struct {
@@ -3595,7 +3755,7 @@ type ListRunnersResponse struct {
 
 func (x *ListRunnersResponse) Reset() {
 	*x = ListRunnersResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[55]
+	mi := &file_cove_v1_cove_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3607,7 +3767,7 @@ func (x *ListRunnersResponse) String() string {
 func (*ListRunnersResponse) ProtoMessage() {}
 
 func (x *ListRunnersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[55]
+	mi := &file_cove_v1_cove_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3620,7 +3780,7 @@ func (x *ListRunnersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunnersResponse.ProtoReflect.Descriptor instead.
 func (*ListRunnersResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{55}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListRunnersResponse) GetRunners() []*Runner {
@@ -3638,7 +3798,7 @@ type ListEnvironmentClassesRequest struct {
 
 func (x *ListEnvironmentClassesRequest) Reset() {
 	*x = ListEnvironmentClassesRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[56]
+	mi := &file_cove_v1_cove_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3650,7 +3810,7 @@ func (x *ListEnvironmentClassesRequest) String() string {
 func (*ListEnvironmentClassesRequest) ProtoMessage() {}
 
 func (x *ListEnvironmentClassesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[56]
+	mi := &file_cove_v1_cove_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3663,7 +3823,7 @@ func (x *ListEnvironmentClassesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentClassesRequest.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentClassesRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{56}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{57}
 }
 
 type ListEnvironmentClassesResponse struct {
@@ -3675,7 +3835,7 @@ type ListEnvironmentClassesResponse struct {
 
 func (x *ListEnvironmentClassesResponse) Reset() {
 	*x = ListEnvironmentClassesResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[57]
+	mi := &file_cove_v1_cove_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3687,7 +3847,7 @@ func (x *ListEnvironmentClassesResponse) String() string {
 func (*ListEnvironmentClassesResponse) ProtoMessage() {}
 
 func (x *ListEnvironmentClassesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[57]
+	mi := &file_cove_v1_cove_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3700,7 +3860,7 @@ func (x *ListEnvironmentClassesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentClassesResponse.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentClassesResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{57}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListEnvironmentClassesResponse) GetClasses() []*EnvironmentClass {
@@ -3720,7 +3880,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[58]
+	mi := &file_cove_v1_cove_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3732,7 +3892,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[58]
+	mi := &file_cove_v1_cove_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3745,7 +3905,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{58}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *HeartbeatRequest) GetCapabilities() *RunnerCapabilities {
@@ -3776,7 +3936,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[59]
+	mi := &file_cove_v1_cove_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3788,7 +3948,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[59]
+	mi := &file_cove_v1_cove_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3801,7 +3961,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{59}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *HeartbeatResponse) GetHostCertificate() string {
@@ -3834,7 +3994,7 @@ type WatchAssignmentsRequest struct {
 
 func (x *WatchAssignmentsRequest) Reset() {
 	*x = WatchAssignmentsRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[60]
+	mi := &file_cove_v1_cove_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3846,7 +4006,7 @@ func (x *WatchAssignmentsRequest) String() string {
 func (*WatchAssignmentsRequest) ProtoMessage() {}
 
 func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[60]
+	mi := &file_cove_v1_cove_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3859,7 +4019,7 @@ func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{60}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *WatchAssignmentsRequest) GetSinceRevision() int64 {
@@ -3878,7 +4038,7 @@ type WatchAssignmentsResponse struct {
 
 func (x *WatchAssignmentsResponse) Reset() {
 	*x = WatchAssignmentsResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[61]
+	mi := &file_cove_v1_cove_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3890,7 +4050,7 @@ func (x *WatchAssignmentsResponse) String() string {
 func (*WatchAssignmentsResponse) ProtoMessage() {}
 
 func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[61]
+	mi := &file_cove_v1_cove_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3903,7 +4063,7 @@ func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{61}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *WatchAssignmentsResponse) GetEnvironment() *Environment {
@@ -3923,7 +4083,7 @@ type ReportStatusRequest struct {
 
 func (x *ReportStatusRequest) Reset() {
 	*x = ReportStatusRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[62]
+	mi := &file_cove_v1_cove_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3935,7 +4095,7 @@ func (x *ReportStatusRequest) String() string {
 func (*ReportStatusRequest) ProtoMessage() {}
 
 func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[62]
+	mi := &file_cove_v1_cove_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3948,7 +4108,7 @@ func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{62}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ReportStatusRequest) GetEnvironmentId() string {
@@ -3974,7 +4134,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[63]
+	mi := &file_cove_v1_cove_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3986,7 +4146,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[63]
+	mi := &file_cove_v1_cove_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3999,7 +4159,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{63}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ReportStatusResponse) GetEnvironment() *Environment {
@@ -4023,7 +4183,7 @@ type AuthorizePortAccessRequest struct {
 
 func (x *AuthorizePortAccessRequest) Reset() {
 	*x = AuthorizePortAccessRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[64]
+	mi := &file_cove_v1_cove_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4035,7 +4195,7 @@ func (x *AuthorizePortAccessRequest) String() string {
 func (*AuthorizePortAccessRequest) ProtoMessage() {}
 
 func (x *AuthorizePortAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[64]
+	mi := &file_cove_v1_cove_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4048,7 +4208,7 @@ func (x *AuthorizePortAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizePortAccessRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizePortAccessRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{64}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *AuthorizePortAccessRequest) GetEnvironmentId() string {
@@ -4086,7 +4246,7 @@ type AuthorizePortAccessResponse struct {
 
 func (x *AuthorizePortAccessResponse) Reset() {
 	*x = AuthorizePortAccessResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[65]
+	mi := &file_cove_v1_cove_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4098,7 +4258,7 @@ func (x *AuthorizePortAccessResponse) String() string {
 func (*AuthorizePortAccessResponse) ProtoMessage() {}
 
 func (x *AuthorizePortAccessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[65]
+	mi := &file_cove_v1_cove_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4111,7 +4271,7 @@ func (x *AuthorizePortAccessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizePortAccessResponse.ProtoReflect.Descriptor instead.
 func (*AuthorizePortAccessResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{65}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *AuthorizePortAccessResponse) GetAllowed() bool {
@@ -4220,7 +4380,7 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\bActivity\x12;\n" +
 	"\vlast_active\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"lastActive\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xe0\a\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x8e\b\n" +
 	"\x11EnvironmentStatus\x12/\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x19.cove.v1.EnvironmentPhaseR\x05phase\x12%\n" +
 	"\x0estatus_version\x18\x02 \x01(\x03R\rstatusVersion\x122\n" +
@@ -4248,7 +4408,26 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x11devcontainer_name\x18\x14 \x01(\tR\x10devcontainerName\x125\n" +
 	"\bfeatures\x18\x15 \x03(\v2\x19.cove.v1.InstalledFeatureR\bfeatures\x12)\n" +
 	"\avolumes\x18\x16 \x03(\v2\x0f.cove.v1.VolumeR\avolumes\x120\n" +
-	"\tlifecycle\x18\x17 \x01(\v2\x12.cove.v1.SubStatusR\tlifecycle\"\xd5\x01\n" +
+	"\tlifecycle\x18\x17 \x01(\v2\x12.cove.v1.SubStatusR\tlifecycle\x12,\n" +
+	"\x05usage\x18\x18 \x01(\v2\x16.cove.v1.ResourceUsageR\x05usage\"\xed\x03\n" +
+	"\rResourceUsage\x129\n" +
+	"\n" +
+	"sampled_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tsampledAt\x12\x1b\n" +
+	"\tcpu_cores\x18\x02 \x01(\x01R\bcpuCores\x12&\n" +
+	"\x0fcpu_limit_cores\x18\x03 \x01(\x01R\rcpuLimitCores\x12(\n" +
+	"\x10cpu_throttled_ms\x18\x04 \x01(\x03R\x0ecpuThrottledMs\x12!\n" +
+	"\fmemory_bytes\x18\x05 \x01(\x03R\vmemoryBytes\x12,\n" +
+	"\x12memory_limit_bytes\x18\x06 \x01(\x03R\x10memoryLimitBytes\x12\"\n" +
+	"\rio_read_bytes\x18\a \x01(\x03R\vioReadBytes\x12$\n" +
+	"\x0eio_write_bytes\x18\b \x01(\x03R\fioWriteBytes\x12\x1d\n" +
+	"\n" +
+	"disk_bytes\x18\t \x01(\x03R\tdiskBytes\x12(\n" +
+	"\x10disk_limit_bytes\x18\n" +
+	" \x01(\x03R\x0ediskLimitBytes\x12\x12\n" +
+	"\x04pids\x18\v \x01(\x05R\x04pids\x12\x1d\n" +
+	"\n" +
+	"pids_limit\x18\f \x01(\x05R\tpidsLimit\x12\x1b\n" +
+	"\toom_kills\x18\r \x01(\x05R\boomKills\"\xd5\x01\n" +
 	"\vEnvironment\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x128\n" +
 	"\bmetadata\x18\x02 \x01(\v2\x1c.cove.v1.EnvironmentMetadataR\bmetadata\x12,\n" +
@@ -4496,7 +4675,7 @@ func file_cove_v1_cove_proto_rawDescGZIP() []byte {
 }
 
 var file_cove_v1_cove_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_cove_v1_cove_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
+var file_cove_v1_cove_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_cove_v1_cove_proto_goTypes = []any{
 	(EnvironmentPhase)(0),                  // 0: cove.v1.EnvironmentPhase
 	(SubPhase)(0),                          // 1: cove.v1.SubPhase
@@ -4514,77 +4693,78 @@ var file_cove_v1_cove_proto_goTypes = []any{
 	(*Volume)(nil),                         // 13: cove.v1.Volume
 	(*Activity)(nil),                       // 14: cove.v1.Activity
 	(*EnvironmentStatus)(nil),              // 15: cove.v1.EnvironmentStatus
-	(*Environment)(nil),                    // 16: cove.v1.Environment
-	(*CreateEnvironmentRequest)(nil),       // 17: cove.v1.CreateEnvironmentRequest
-	(*CreateEnvironmentResponse)(nil),      // 18: cove.v1.CreateEnvironmentResponse
-	(*GetEnvironmentRequest)(nil),          // 19: cove.v1.GetEnvironmentRequest
-	(*GetEnvironmentResponse)(nil),         // 20: cove.v1.GetEnvironmentResponse
-	(*ListEnvironmentsRequest)(nil),        // 21: cove.v1.ListEnvironmentsRequest
-	(*ListEnvironmentsResponse)(nil),       // 22: cove.v1.ListEnvironmentsResponse
-	(*UpdateEnvironmentRequest)(nil),       // 23: cove.v1.UpdateEnvironmentRequest
-	(*UpdateEnvironmentResponse)(nil),      // 24: cove.v1.UpdateEnvironmentResponse
-	(*DeleteEnvironmentRequest)(nil),       // 25: cove.v1.DeleteEnvironmentRequest
-	(*DeleteEnvironmentResponse)(nil),      // 26: cove.v1.DeleteEnvironmentResponse
-	(*WatchEnvironmentsRequest)(nil),       // 27: cove.v1.WatchEnvironmentsRequest
-	(*WatchEnvironmentsResponse)(nil),      // 28: cove.v1.WatchEnvironmentsResponse
-	(*SignSSHCertificateRequest)(nil),      // 29: cove.v1.SignSSHCertificateRequest
-	(*SignSSHCertificateResponse)(nil),     // 30: cove.v1.SignSSHCertificateResponse
-	(*RebuildEnvironmentRequest)(nil),      // 31: cove.v1.RebuildEnvironmentRequest
-	(*RebuildEnvironmentResponse)(nil),     // 32: cove.v1.RebuildEnvironmentResponse
-	(*SharePortRequest)(nil),               // 33: cove.v1.SharePortRequest
-	(*SharePortResponse)(nil),              // 34: cove.v1.SharePortResponse
-	(*User)(nil),                           // 35: cove.v1.User
-	(*WhoAmIRequest)(nil),                  // 36: cove.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),                 // 37: cove.v1.WhoAmIResponse
-	(*CreateTokenRequest)(nil),             // 38: cove.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),            // 39: cove.v1.CreateTokenResponse
-	(*Token)(nil),                          // 40: cove.v1.Token
-	(*ListTokensRequest)(nil),              // 41: cove.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),             // 42: cove.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),             // 43: cove.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),            // 44: cove.v1.RevokeTokenResponse
-	(*CreateUserRequest)(nil),              // 45: cove.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),             // 46: cove.v1.CreateUserResponse
-	(*EnvironmentClass)(nil),               // 47: cove.v1.EnvironmentClass
-	(*RunnerCapabilities)(nil),             // 48: cove.v1.RunnerCapabilities
-	(*Runner)(nil),                         // 49: cove.v1.Runner
-	(*CreateJoinTokenRequest)(nil),         // 50: cove.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),        // 51: cove.v1.CreateJoinTokenResponse
-	(*JoinRunnerRequest)(nil),              // 52: cove.v1.JoinRunnerRequest
-	(*JoinRunnerResponse)(nil),             // 53: cove.v1.JoinRunnerResponse
-	(*RotateRunnerTokenRequest)(nil),       // 54: cove.v1.RotateRunnerTokenRequest
-	(*RotateRunnerTokenResponse)(nil),      // 55: cove.v1.RotateRunnerTokenResponse
-	(*DeleteRunnerRequest)(nil),            // 56: cove.v1.DeleteRunnerRequest
-	(*DeleteRunnerResponse)(nil),           // 57: cove.v1.DeleteRunnerResponse
-	(*ListRunnersRequest)(nil),             // 58: cove.v1.ListRunnersRequest
-	(*ListRunnersResponse)(nil),            // 59: cove.v1.ListRunnersResponse
-	(*ListEnvironmentClassesRequest)(nil),  // 60: cove.v1.ListEnvironmentClassesRequest
-	(*ListEnvironmentClassesResponse)(nil), // 61: cove.v1.ListEnvironmentClassesResponse
-	(*HeartbeatRequest)(nil),               // 62: cove.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),              // 63: cove.v1.HeartbeatResponse
-	(*WatchAssignmentsRequest)(nil),        // 64: cove.v1.WatchAssignmentsRequest
-	(*WatchAssignmentsResponse)(nil),       // 65: cove.v1.WatchAssignmentsResponse
-	(*ReportStatusRequest)(nil),            // 66: cove.v1.ReportStatusRequest
-	(*ReportStatusResponse)(nil),           // 67: cove.v1.ReportStatusResponse
-	(*AuthorizePortAccessRequest)(nil),     // 68: cove.v1.AuthorizePortAccessRequest
-	(*AuthorizePortAccessResponse)(nil),    // 69: cove.v1.AuthorizePortAccessResponse
-	nil,                                    // 70: cove.v1.EnvironmentSpec.LocalEnvEntry
-	nil,                                    // 71: cove.v1.InstalledFeature.OptionsEntry
-	(*timestamppb.Timestamp)(nil),          // 72: google.protobuf.Timestamp
+	(*ResourceUsage)(nil),                  // 16: cove.v1.ResourceUsage
+	(*Environment)(nil),                    // 17: cove.v1.Environment
+	(*CreateEnvironmentRequest)(nil),       // 18: cove.v1.CreateEnvironmentRequest
+	(*CreateEnvironmentResponse)(nil),      // 19: cove.v1.CreateEnvironmentResponse
+	(*GetEnvironmentRequest)(nil),          // 20: cove.v1.GetEnvironmentRequest
+	(*GetEnvironmentResponse)(nil),         // 21: cove.v1.GetEnvironmentResponse
+	(*ListEnvironmentsRequest)(nil),        // 22: cove.v1.ListEnvironmentsRequest
+	(*ListEnvironmentsResponse)(nil),       // 23: cove.v1.ListEnvironmentsResponse
+	(*UpdateEnvironmentRequest)(nil),       // 24: cove.v1.UpdateEnvironmentRequest
+	(*UpdateEnvironmentResponse)(nil),      // 25: cove.v1.UpdateEnvironmentResponse
+	(*DeleteEnvironmentRequest)(nil),       // 26: cove.v1.DeleteEnvironmentRequest
+	(*DeleteEnvironmentResponse)(nil),      // 27: cove.v1.DeleteEnvironmentResponse
+	(*WatchEnvironmentsRequest)(nil),       // 28: cove.v1.WatchEnvironmentsRequest
+	(*WatchEnvironmentsResponse)(nil),      // 29: cove.v1.WatchEnvironmentsResponse
+	(*SignSSHCertificateRequest)(nil),      // 30: cove.v1.SignSSHCertificateRequest
+	(*SignSSHCertificateResponse)(nil),     // 31: cove.v1.SignSSHCertificateResponse
+	(*RebuildEnvironmentRequest)(nil),      // 32: cove.v1.RebuildEnvironmentRequest
+	(*RebuildEnvironmentResponse)(nil),     // 33: cove.v1.RebuildEnvironmentResponse
+	(*SharePortRequest)(nil),               // 34: cove.v1.SharePortRequest
+	(*SharePortResponse)(nil),              // 35: cove.v1.SharePortResponse
+	(*User)(nil),                           // 36: cove.v1.User
+	(*WhoAmIRequest)(nil),                  // 37: cove.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),                 // 38: cove.v1.WhoAmIResponse
+	(*CreateTokenRequest)(nil),             // 39: cove.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),            // 40: cove.v1.CreateTokenResponse
+	(*Token)(nil),                          // 41: cove.v1.Token
+	(*ListTokensRequest)(nil),              // 42: cove.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),             // 43: cove.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),             // 44: cove.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),            // 45: cove.v1.RevokeTokenResponse
+	(*CreateUserRequest)(nil),              // 46: cove.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),             // 47: cove.v1.CreateUserResponse
+	(*EnvironmentClass)(nil),               // 48: cove.v1.EnvironmentClass
+	(*RunnerCapabilities)(nil),             // 49: cove.v1.RunnerCapabilities
+	(*Runner)(nil),                         // 50: cove.v1.Runner
+	(*CreateJoinTokenRequest)(nil),         // 51: cove.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),        // 52: cove.v1.CreateJoinTokenResponse
+	(*JoinRunnerRequest)(nil),              // 53: cove.v1.JoinRunnerRequest
+	(*JoinRunnerResponse)(nil),             // 54: cove.v1.JoinRunnerResponse
+	(*RotateRunnerTokenRequest)(nil),       // 55: cove.v1.RotateRunnerTokenRequest
+	(*RotateRunnerTokenResponse)(nil),      // 56: cove.v1.RotateRunnerTokenResponse
+	(*DeleteRunnerRequest)(nil),            // 57: cove.v1.DeleteRunnerRequest
+	(*DeleteRunnerResponse)(nil),           // 58: cove.v1.DeleteRunnerResponse
+	(*ListRunnersRequest)(nil),             // 59: cove.v1.ListRunnersRequest
+	(*ListRunnersResponse)(nil),            // 60: cove.v1.ListRunnersResponse
+	(*ListEnvironmentClassesRequest)(nil),  // 61: cove.v1.ListEnvironmentClassesRequest
+	(*ListEnvironmentClassesResponse)(nil), // 62: cove.v1.ListEnvironmentClassesResponse
+	(*HeartbeatRequest)(nil),               // 63: cove.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),              // 64: cove.v1.HeartbeatResponse
+	(*WatchAssignmentsRequest)(nil),        // 65: cove.v1.WatchAssignmentsRequest
+	(*WatchAssignmentsResponse)(nil),       // 66: cove.v1.WatchAssignmentsResponse
+	(*ReportStatusRequest)(nil),            // 67: cove.v1.ReportStatusRequest
+	(*ReportStatusResponse)(nil),           // 68: cove.v1.ReportStatusResponse
+	(*AuthorizePortAccessRequest)(nil),     // 69: cove.v1.AuthorizePortAccessRequest
+	(*AuthorizePortAccessResponse)(nil),    // 70: cove.v1.AuthorizePortAccessResponse
+	nil,                                    // 71: cove.v1.EnvironmentSpec.LocalEnvEntry
+	nil,                                    // 72: cove.v1.InstalledFeature.OptionsEntry
+	(*timestamppb.Timestamp)(nil),          // 73: google.protobuf.Timestamp
 }
 var file_cove_v1_cove_proto_depIdxs = []int32{
-	72, // 0: cove.v1.EnvironmentMetadata.created_at:type_name -> google.protobuf.Timestamp
-	72, // 1: cove.v1.EnvironmentMetadata.started_at:type_name -> google.protobuf.Timestamp
+	73, // 0: cove.v1.EnvironmentMetadata.created_at:type_name -> google.protobuf.Timestamp
+	73, // 1: cove.v1.EnvironmentMetadata.started_at:type_name -> google.protobuf.Timestamp
 	2,  // 2: cove.v1.PortSpec.visibility:type_name -> cove.v1.PortVisibility
 	0,  // 3: cove.v1.EnvironmentSpec.desired_phase:type_name -> cove.v1.EnvironmentPhase
 	5,  // 4: cove.v1.EnvironmentSpec.content:type_name -> cove.v1.ContentSource
 	6,  // 5: cove.v1.EnvironmentSpec.timeouts:type_name -> cove.v1.Timeouts
 	7,  // 6: cove.v1.EnvironmentSpec.ports:type_name -> cove.v1.PortSpec
-	70, // 7: cove.v1.EnvironmentSpec.local_env:type_name -> cove.v1.EnvironmentSpec.LocalEnvEntry
+	71, // 7: cove.v1.EnvironmentSpec.local_env:type_name -> cove.v1.EnvironmentSpec.LocalEnvEntry
 	1,  // 8: cove.v1.SubStatus.phase:type_name -> cove.v1.SubPhase
 	2,  // 9: cove.v1.Port.visibility:type_name -> cove.v1.PortVisibility
-	71, // 10: cove.v1.InstalledFeature.options:type_name -> cove.v1.InstalledFeature.OptionsEntry
-	72, // 11: cove.v1.Activity.last_active:type_name -> google.protobuf.Timestamp
+	72, // 10: cove.v1.InstalledFeature.options:type_name -> cove.v1.InstalledFeature.OptionsEntry
+	73, // 11: cove.v1.Activity.last_active:type_name -> google.protobuf.Timestamp
 	0,  // 12: cove.v1.EnvironmentStatus.phase:type_name -> cove.v1.EnvironmentPhase
 	9,  // 13: cove.v1.EnvironmentStatus.content:type_name -> cove.v1.SubStatus
 	9,  // 14: cove.v1.EnvironmentStatus.machine:type_name -> cove.v1.SubStatus
@@ -4595,91 +4775,93 @@ var file_cove_v1_cove_proto_depIdxs = []int32{
 	12, // 19: cove.v1.EnvironmentStatus.features:type_name -> cove.v1.InstalledFeature
 	13, // 20: cove.v1.EnvironmentStatus.volumes:type_name -> cove.v1.Volume
 	9,  // 21: cove.v1.EnvironmentStatus.lifecycle:type_name -> cove.v1.SubStatus
-	4,  // 22: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
-	8,  // 23: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
-	15, // 24: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
-	8,  // 25: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
-	16, // 26: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	16, // 27: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	16, // 28: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
-	0,  // 29: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
-	16, // 30: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	16, // 31: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	16, // 32: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
-	10, // 33: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
-	72, // 34: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
-	16, // 35: cove.v1.RebuildEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	2,  // 36: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
-	16, // 37: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
-	35, // 38: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
-	40, // 39: cove.v1.CreateTokenResponse.info:type_name -> cove.v1.Token
-	72, // 40: cove.v1.Token.created_at:type_name -> google.protobuf.Timestamp
-	72, // 41: cove.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	40, // 42: cove.v1.ListTokensResponse.tokens:type_name -> cove.v1.Token
-	35, // 43: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
-	47, // 44: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
-	3,  // 45: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
-	48, // 46: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
-	72, // 47: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
-	49, // 48: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
-	47, // 49: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
-	48, // 50: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
-	16, // 51: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
-	15, // 52: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
-	16, // 53: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
-	17, // 54: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
-	19, // 55: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
-	21, // 56: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
-	23, // 57: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
-	25, // 58: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
-	27, // 59: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
-	29, // 60: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
-	33, // 61: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
-	31, // 62: cove.v1.EnvironmentService.RebuildEnvironment:input_type -> cove.v1.RebuildEnvironmentRequest
-	36, // 63: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
-	38, // 64: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
-	45, // 65: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
-	41, // 66: cove.v1.UserService.ListTokens:input_type -> cove.v1.ListTokensRequest
-	43, // 67: cove.v1.UserService.RevokeToken:input_type -> cove.v1.RevokeTokenRequest
-	50, // 68: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
-	58, // 69: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
-	60, // 70: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
-	52, // 71: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
-	62, // 72: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
-	64, // 73: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
-	66, // 74: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
-	68, // 75: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
-	54, // 76: cove.v1.RunnerService.RotateRunnerToken:input_type -> cove.v1.RotateRunnerTokenRequest
-	56, // 77: cove.v1.RunnerService.DeleteRunner:input_type -> cove.v1.DeleteRunnerRequest
-	18, // 78: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
-	20, // 79: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
-	22, // 80: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
-	24, // 81: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
-	26, // 82: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
-	28, // 83: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
-	30, // 84: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
-	34, // 85: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
-	32, // 86: cove.v1.EnvironmentService.RebuildEnvironment:output_type -> cove.v1.RebuildEnvironmentResponse
-	37, // 87: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
-	39, // 88: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
-	46, // 89: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
-	42, // 90: cove.v1.UserService.ListTokens:output_type -> cove.v1.ListTokensResponse
-	44, // 91: cove.v1.UserService.RevokeToken:output_type -> cove.v1.RevokeTokenResponse
-	51, // 92: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
-	59, // 93: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
-	61, // 94: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
-	53, // 95: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
-	63, // 96: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
-	65, // 97: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
-	67, // 98: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
-	69, // 99: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
-	55, // 100: cove.v1.RunnerService.RotateRunnerToken:output_type -> cove.v1.RotateRunnerTokenResponse
-	57, // 101: cove.v1.RunnerService.DeleteRunner:output_type -> cove.v1.DeleteRunnerResponse
-	78, // [78:102] is the sub-list for method output_type
-	54, // [54:78] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	16, // 22: cove.v1.EnvironmentStatus.usage:type_name -> cove.v1.ResourceUsage
+	73, // 23: cove.v1.ResourceUsage.sampled_at:type_name -> google.protobuf.Timestamp
+	4,  // 24: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
+	8,  // 25: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
+	15, // 26: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
+	8,  // 27: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
+	17, // 28: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	17, // 29: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	17, // 30: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
+	0,  // 31: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
+	17, // 32: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	17, // 33: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	17, // 34: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
+	10, // 35: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
+	73, // 36: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
+	17, // 37: cove.v1.RebuildEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	2,  // 38: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
+	17, // 39: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
+	36, // 40: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
+	41, // 41: cove.v1.CreateTokenResponse.info:type_name -> cove.v1.Token
+	73, // 42: cove.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	73, // 43: cove.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 44: cove.v1.ListTokensResponse.tokens:type_name -> cove.v1.Token
+	36, // 45: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
+	48, // 46: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
+	3,  // 47: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
+	49, // 48: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
+	73, // 49: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
+	50, // 50: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
+	48, // 51: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
+	49, // 52: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
+	17, // 53: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
+	15, // 54: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
+	17, // 55: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
+	18, // 56: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
+	20, // 57: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
+	22, // 58: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
+	24, // 59: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
+	26, // 60: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
+	28, // 61: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
+	30, // 62: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
+	34, // 63: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
+	32, // 64: cove.v1.EnvironmentService.RebuildEnvironment:input_type -> cove.v1.RebuildEnvironmentRequest
+	37, // 65: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
+	39, // 66: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
+	46, // 67: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
+	42, // 68: cove.v1.UserService.ListTokens:input_type -> cove.v1.ListTokensRequest
+	44, // 69: cove.v1.UserService.RevokeToken:input_type -> cove.v1.RevokeTokenRequest
+	51, // 70: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
+	59, // 71: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
+	61, // 72: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
+	53, // 73: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
+	63, // 74: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
+	65, // 75: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
+	67, // 76: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
+	69, // 77: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
+	55, // 78: cove.v1.RunnerService.RotateRunnerToken:input_type -> cove.v1.RotateRunnerTokenRequest
+	57, // 79: cove.v1.RunnerService.DeleteRunner:input_type -> cove.v1.DeleteRunnerRequest
+	19, // 80: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
+	21, // 81: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
+	23, // 82: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
+	25, // 83: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
+	27, // 84: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
+	29, // 85: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
+	31, // 86: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
+	35, // 87: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
+	33, // 88: cove.v1.EnvironmentService.RebuildEnvironment:output_type -> cove.v1.RebuildEnvironmentResponse
+	38, // 89: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
+	40, // 90: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
+	47, // 91: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
+	43, // 92: cove.v1.UserService.ListTokens:output_type -> cove.v1.ListTokensResponse
+	45, // 93: cove.v1.UserService.RevokeToken:output_type -> cove.v1.RevokeTokenResponse
+	52, // 94: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
+	60, // 95: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
+	62, // 96: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
+	54, // 97: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
+	64, // 98: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
+	66, // 99: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
+	68, // 100: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
+	70, // 101: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
+	56, // 102: cove.v1.RunnerService.RotateRunnerToken:output_type -> cove.v1.RotateRunnerTokenResponse
+	58, // 103: cove.v1.RunnerService.DeleteRunner:output_type -> cove.v1.DeleteRunnerResponse
+	80, // [80:104] is the sub-list for method output_type
+	56, // [56:80] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_cove_v1_cove_proto_init() }
@@ -4693,7 +4875,7 @@ func file_cove_v1_cove_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cove_v1_cove_proto_rawDesc), len(file_cove_v1_cove_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   68,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
