@@ -28,6 +28,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/covedev/cove/bench/internal/benchkit"
 )
 
 type options struct {
@@ -56,22 +58,6 @@ func main() {
 	}
 }
 
-// cleanups runs registered functions in reverse order.
-type cleanups []func()
-
-func (c *cleanups) add(f func()) { *c = append(*c, f) }
-
-func (c *cleanups) run() {
-	for i := len(*c) - 1; i >= 0; i-- {
-		(*c)[i]()
-	}
-	*c = nil
-}
-
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "# "+format+"\n", args...)
-}
-
 func run(ctx context.Context, o options, out io.Writer) (retErr error) {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root: cove's runner and runc need it")
@@ -79,101 +65,90 @@ func run(ctx context.Context, o options, out io.Writer) (retErr error) {
 	if o.runs < 1 {
 		return fmt.Errorf("-n must be at least 1")
 	}
-	var cl cleanups
-	defer cl.run()
-
-	// A private directory tree: parents o+x so the environments' unprivileged
-	// host uids can traverse to their bind mounts.
-	tmp, err := os.MkdirTemp("/var/tmp", "cove-bench-")
+	var cl benchkit.Cleanups
+	defer cl.Run()
+	tmp, runRoot, err := benchkit.Workdir(&cl)
 	if err != nil {
 		return err
 	}
-	if err := os.Chmod(tmp, 0o711); err != nil {
-		return err
-	}
-	cl.add(func() { removeTree(tmp) })
-	runRoot := fmt.Sprintf("/run/cove-bench-%d", os.Getpid())
-	if err := os.MkdirAll(runRoot, 0o700); err != nil {
-		return err
-	}
-	cl.add(func() { removeTree(runRoot) })
 
 	coveBin := o.cove
 	if coveBin == "" {
-		progress("building cove")
-		if coveBin, err = buildCove(ctx, tmp); err != nil {
+		benchkit.Progress("building cove")
+		if coveBin, err = benchkit.BuildCove(ctx, tmp); err != nil {
 			return err
 		}
 	}
 
-	img, imgName, err := loadImage(ctx, o.image)
+	img, imgName, err := benchkit.LoadImage(ctx, o.image)
 	if err != nil {
 		return err
 	}
-	reg, stopReg, err := serveImage(img, imgName)
+	reg, stopReg, err := benchkit.ServeImage(img, imgName)
 	if err != nil {
 		return err
 	}
-	cl.add(stopReg)
+	cl.Add(stopReg)
 	imageRef := reg + "/" + imgName
-	repo, err := makeRepo(ctx, filepath.Join(tmp, "repo"))
+	repo, err := benchkit.MakeRepo(ctx, filepath.Join(tmp, "repo"))
 	if err != nil {
 		return err
 	}
 
-	progress("unpacking %s for the runc baseline", imageRef)
-	base, err := newBaseline(ctx, o.runc, img, filepath.Join(tmp, "bundle"), filepath.Join(runRoot, "runc-baseline"))
+	benchkit.Progress("unpacking %s for the runc baseline", imageRef)
+	base, err := benchkit.NewBaseline(ctx, o.runc, img, filepath.Join(tmp, "bundle"), filepath.Join(runRoot, "runc-baseline"), "/bin/true")
 	if err != nil {
 		return err
 	}
-	cl.add(base.cleanup)
+	cl.Add(base.Cleanup)
 
-	progress("starting cove up")
+	benchkit.Progress("starting cove up")
 	coveRunc := filepath.Join(runRoot, "runc")
-	cl.add(func() { deleteContainers(o.runc, coveRunc) }) // after cove up stops
-	cv, err := startCove(ctx, coveBin, o.runc, tmp, coveRunc)
+	cl.Add(func() { benchkit.RemoveCgroups(benchkit.DefaultCgroupParent()) })
+	cl.Add(func() { benchkit.DeleteContainers(o.runc, coveRunc) }) // after cove up stops
+	cv, err := benchkit.StartCove(ctx, benchkit.CoveOptions{Bin: coveBin, Runc: o.runc, Dir: tmp, RuncRoot: coveRunc})
 	if err != nil {
 		return err
 	}
-	cl.add(func() {
+	cl.Add(func() {
 		if retErr != nil {
-			cv.printLogTail(os.Stderr, 40)
+			cv.PrintLogTail(os.Stderr, 40)
 		}
 		if o.keepLog {
-			cv.copyLog("bench-start.log")
+			cv.CopyLog("bench-start.log")
 		}
-		cv.stop()
+		cv.Stop()
 	})
-	b, err := newBench(ctx, cv, repo, imageRef)
+	b, err := benchkit.NewEnvs(ctx, cv, repo, imageRef)
 	if err != nil {
 		return err
 	}
-	cl.add(b.close)
+	cl.Add(b.Close)
 
-	mach := machineInfo(ctx, o.runc)
-	progress("warm-up (pulls the image; not counted)")
-	if _, err := b.once(ctx, "bench-warmup"); err != nil {
+	mach := benchkit.MachineInfo(ctx, o.runc)
+	benchkit.Progress("warm-up (pulls the image; not counted)")
+	if _, err := once(ctx, b, "bench-warmup"); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
-	if _, err := base.runOnce(ctx, "warmup"); err != nil {
+	if _, err := base.RunOnce(ctx, "warmup"); err != nil {
 		return fmt.Errorf("runc warm-up: %w", err)
 	}
 
 	var cove []runResult
 	var runc []time.Duration
 	for i := range o.runs {
-		r, err := b.once(ctx, fmt.Sprintf("bench-%d", i))
+		r, err := once(ctx, b, fmt.Sprintf("bench-%d", i))
 		if err != nil {
 			return fmt.Errorf("run %d: %w", i, err)
 		}
-		d, err := base.runOnce(ctx, fmt.Sprint(i))
+		d, err := base.RunOnce(ctx, fmt.Sprint(i))
 		if err != nil {
 			return fmt.Errorf("runc run %d: %w", i, err)
 		}
 		cove, runc = append(cove, r), append(runc, d)
-		progress("run %d/%d: total %s, runc %s", i+1, o.runs, ms(r.total), ms(d))
+		benchkit.Progress("run %d/%d: total %s, runc %s", i+1, o.runs, benchkit.Ms(r.total), benchkit.Ms(d))
 	}
-	mach.loadEnd = loadAvg()
+	mach.LoadEnd = benchkit.LoadAvg()
 	printReport(out, mach, imageRef, cove, runc)
 	return nil
 }

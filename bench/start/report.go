@@ -1,78 +1,17 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"fmt"
 	"io"
-	"math"
-	"os"
-	"os/exec"
-	"runtime"
 	"slices"
-	"strings"
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/covedev/cove/bench/internal/benchkit"
 )
 
 // createSteps are the runner's steps for a new environment, in order.
 var createStepOrder = []string{"prepare", "clone", "image", "mount", "start", "wait-agent"}
-
-// percentile is the nearest-rank p-th percentile (0 < p ≤ 100) of ds.
-func percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(math.Ceil(p/100*float64(len(s)))) - 1
-	return s[max(0, min(i, len(s)-1))]
-}
-
-func ms(d time.Duration) string {
-	return fmt.Sprintf("%7.1f ms", float64(d)/float64(time.Millisecond))
-}
-
-// machine describes where the figures were measured.
-type machine struct {
-	when                   time.Time
-	cpus                   int
-	cpuModel, kernel, runc string
-	loadStart, loadEnd     string // 1, 5 and 15 minute load averages
-}
-
-func machineInfo(ctx context.Context, runc string) machine {
-	m := machine{when: time.Now(), cpus: runtime.NumCPU(), cpuModel: "unknown", kernel: "unknown", runc: "unknown", loadStart: loadAvg()}
-	var u unix.Utsname
-	if unix.Uname(&u) == nil {
-		m.kernel = unix.ByteSliceToString(u.Release[:])
-	}
-	if out, err := exec.CommandContext(ctx, runc, "--version").Output(); err == nil {
-		m.runc = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
-	}
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.cpuModel = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	return m
-}
-
-// loadAvg is the 1, 5 and 15 minute load averages.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "unknown"
-}
 
 // column extracts one duration per run.
 func column(rs []runResult, f func(runResult) time.Duration) []time.Duration {
@@ -83,15 +22,15 @@ func column(rs []runResult, f func(runResult) time.Duration) []time.Duration {
 	return out
 }
 
-func printReport(w io.Writer, m machine, imageRef string, rs []runResult, runc []time.Duration) {
-	fmt.Fprintf(w, "cove start benchmark, %s\n", m.when.UTC().Format(time.RFC3339))
-	fmt.Fprintf(w, "machine: %d CPUs (%s), kernel %s, %s\n", m.cpus, m.cpuModel, m.kernel, m.runc)
-	fmt.Fprintf(w, "load:    %s at start, %s at end (1/5/15 min)\n", m.loadStart, m.loadEnd)
+func printReport(w io.Writer, m benchkit.Machine, imageRef string, rs []runResult, runc []time.Duration) {
+	fmt.Fprintf(w, "cove start benchmark, %s\n", m.When.UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "machine: %d CPUs (%s), kernel %s, %s\n", m.CPUs, m.CPUModel, m.Kernel, m.Runc)
+	fmt.Fprintf(w, "load:    %s at start, %s at end (1/5/15 min)\n", m.LoadStart, m.LoadEnd)
 	fmt.Fprintf(w, "image:   %s (cached), %d runs after 1 warm-up\n\n", imageRef, len(rs))
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(name string, ds []time.Duration) {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, ms(percentile(ds, 50)), ms(percentile(ds, 90)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, benchkit.Ms(benchkit.Percentile(ds, 50)), benchkit.Ms(benchkit.Percentile(ds, 90)))
 	}
 	fmt.Fprintf(tw, "%s\t%s\t%s\n", "cove: create → first command over SSH", fmt.Sprintf("%10s", "p50"), fmt.Sprintf("%10s", "p90"))
 	row("create RPC round trip", column(rs, func(r runResult) time.Duration { return r.api }))
@@ -120,11 +59,11 @@ func printReport(w io.Writer, m machine, imageRef string, rs []runResult, runc [
 	fmt.Fprintf(tw, "\t\t\n")
 	row("baseline: runc run /bin/true (same rootfs)", runc)
 	ratio := func(p float64) string {
-		b := percentile(runc, p)
+		b := benchkit.Percentile(runc, p)
 		if b == 0 {
 			return fmt.Sprintf("%10s", "n/a")
 		}
-		return fmt.Sprintf("%9.1fx", float64(percentile(total, p))/float64(b))
+		return fmt.Sprintf("%9.1fx", float64(benchkit.Percentile(total, p))/float64(b))
 	}
 	fmt.Fprintf(tw, "%s\t%s\t%s\n", "ratio total / runc", ratio(50), ratio(90))
 	_ = tw.Flush()

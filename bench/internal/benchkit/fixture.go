@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"bufio"
@@ -16,21 +16,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// loadImage returns the named test image and its "repo:tag".
-func loadImage(ctx context.Context, which string) (v1.Image, string, error) {
+// LoadImage returns the named test image and its "repo:tag".
+func LoadImage(ctx context.Context, which string) (v1.Image, string, error) {
 	switch which {
 	case "busybox":
 		img, err := testimage.Busybox()
 		return img, "test/busybox:latest", err
 	case "debian":
-		img, err := testimage.Debian(ctx, progress)
+		img, err := testimage.Debian(ctx, Progress)
 		return img, "test/debian:latest", err
 	}
 	return nil, "", fmt.Errorf("unknown image %q (use busybox or debian)", which)
 }
 
-// serveImage serves img as name from an in-process registry on loopback.
-func serveImage(img v1.Image, name string) (addr string, stop func(), err error) {
+// ServeImage serves img as name from an in-process registry on loopback.
+func ServeImage(img v1.Image, name string) (addr string, stop func(), err error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
@@ -42,8 +42,8 @@ func serveImage(img v1.Image, name string) (addr string, stop func(), err error)
 	return ln.Addr().String(), stop, nil
 }
 
-// makeRepo makes a small git repository without devcontainer.json.
-func makeRepo(ctx context.Context, dir string) (string, error) {
+// MakeRepo makes a small git repository without devcontainer.json.
+func MakeRepo(ctx context.Context, dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
@@ -70,21 +70,21 @@ func makeRepo(ctx context.Context, dir string) (string, error) {
 	return dir, nil
 }
 
-// removeTree unmounts whatever is still mounted under dir (deepest first)
+// RemoveTree unmounts whatever is still mounted under dir (deepest first)
 // and removes it. It leaves dir in place if a mount cannot be removed, so
 // nothing is deleted through a mount.
-func removeTree(dir string) {
+func RemoveTree(dir string) {
 	for _, m := range mountsUnder(dir) {
 		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil {
-			progress("cleanup: unmount %s: %v", m, err)
+			Progress("cleanup: unmount %s: %v", m, err)
 		}
 	}
 	if left := mountsUnder(dir); len(left) > 0 {
-		progress("cleanup: %s still has mounts (%s); not removing it", dir, strings.Join(left, ", "))
+		Progress("cleanup: %s still has mounts (%s); not removing it", dir, strings.Join(left, ", "))
 		return
 	}
 	if err := os.RemoveAll(dir); err != nil {
-		progress("cleanup: %v", err)
+		Progress("cleanup: %v", err)
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"bufio"
@@ -23,8 +23,8 @@ import (
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 )
 
-// buildCove builds ./cmd/cove of the enclosing module into dir.
-func buildCove(ctx context.Context, dir string) (string, error) {
+// BuildCove builds ./cmd/cove of the enclosing module into dir.
+func BuildCove(ctx context.Context, dir string) (string, error) {
 	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
@@ -40,45 +40,75 @@ func buildCove(ctx context.Context, dir string) (string, error) {
 	return bin, nil
 }
 
-// stepEvent is one "step done" line of the runner's log.
-type stepEvent struct {
-	step string
-	took time.Duration
+// StepEvent is one "step done" line of the runner's log.
+type StepEvent struct {
+	Step string
+	Took time.Duration
 }
 
-// cove is a running `cove up`.
-type cove struct {
-	bin, configDir, dataDir, server, logPath string
-	cmd                                      *exec.Cmd
-	exited                                   chan struct{}
-	logFile                                  *os.File
+// Cove is a running `cove up`.
+type Cove struct {
+	// Bin is the cove binary; ConfigDir the CLI configuration `cove up`
+	// wrote (COVE_CONFIG_DIR); DataDir its data directory; Server the
+	// API's URL; SSHAddr the SSH gateway's address; CgroupParent the
+	// environments' parent cgroup.
+	Bin, ConfigDir, DataDir, Server, SSHAddr, CgroupParent string
+	logPath                                                string
+	cmd                                                    *exec.Cmd
+	exited                                                 chan struct{}
+	logFile                                                *os.File
 
 	mu    sync.Mutex
-	steps map[string][]stepEvent // by environment id
+	steps map[string][]StepEvent // by environment id
 }
 
-// startCove starts `cove up` with its data under dir and waits until the
+// CoveOptions says how to start `cove up`.
+type CoveOptions struct {
+	Bin      string   // cove binary
+	Runc     string   // runc binary
+	Dir      string   // data, configuration and log go below it
+	RuncRoot string   // private runc state directory
+	Args     []string // more flags for `cove up`
+	// CgroupParent is the environments' parent cgroup (default
+	// DefaultCgroupParent()).
+	CgroupParent string
+}
+
+// DefaultCgroupParent is the environments' parent cgroup of this bench
+// process's `cove up`: its own, so other cove instances keep theirs.
+func DefaultCgroupParent() string { return fmt.Sprintf("cove-bench-%d", os.Getpid()) }
+
+// Pid is the process id of `cove up` (server and runner in one process).
+func (c *Cove) Pid() int { return c.cmd.Process.Pid }
+
+// StartCove starts `cove up` with its data under o.Dir and waits until the
 // API answers and a runner is active.
-func startCove(ctx context.Context, bin, runc, dir, runcRoot string) (*cove, error) {
-	api, err := freePort()
+func StartCove(ctx context.Context, o CoveOptions) (*Cove, error) {
+	api, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	sshAddr, err := freePort()
+	sshAddr, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	c := &cove{bin: bin, configDir: filepath.Join(dir, "config"), dataDir: filepath.Join(dir, "data"), server: "http://" + api,
-		logPath: filepath.Join(dir, "cove-up.log"), exited: make(chan struct{}), steps: map[string][]stepEvent{}}
+	c := &Cove{Bin: o.Bin, ConfigDir: filepath.Join(o.Dir, "config"), DataDir: filepath.Join(o.Dir, "data"), Server: "http://" + api,
+		SSHAddr: sshAddr, CgroupParent: o.CgroupParent,
+		logPath: filepath.Join(o.Dir, "cove-up.log"), exited: make(chan struct{}), steps: map[string][]StepEvent{}}
+	if c.CgroupParent == "" {
+		c.CgroupParent = DefaultCgroupParent()
+	}
 	if c.logFile, err = os.Create(c.logPath); err != nil {
 		return nil, err
 	}
-	c.cmd = exec.Command(bin, "up", "--data-dir", c.dataDir, "--listen", api,
-		"--ssh-listen", sshAddr, "--runc", runc, "--runc-root", runcRoot, "--user", "bench",
+	args := []string{"up", "--data-dir", c.DataDir, "--listen", api,
+		"--ssh-listen", sshAddr, "--runc", o.Runc, "--runc-root", o.RuncRoot, "--user", "bench",
+		"--cgroup-parent", c.CgroupParent,
 		// The bench's registry listens on loopback: allow it, as an
 		// operator would.
-		"--insecure-registry", "127.0.0.1")
-	c.cmd.Env = c.env()
+		"--insecure-registry", "127.0.0.1"}
+	c.cmd = exec.Command(o.Bin, append(args, o.Args...)...)
+	c.cmd.Env = c.Env()
 	c.cmd.Stdout = c.logFile
 	stderr, err := c.cmd.StderrPipe()
 	if err != nil {
@@ -93,23 +123,23 @@ func startCove(ctx context.Context, bin, runc, dir, runcRoot string) (*cove, err
 		close(c.exited)
 	}()
 	if err := c.waitReady(ctx, time.Minute); err != nil {
-		c.stop()
-		c.printLogTail(os.Stderr, 40)
+		c.Stop()
+		c.PrintLogTail(os.Stderr, 40)
 		return nil, err
 	}
 	return c, nil
 }
 
-// env is the environment of cove processes: the bench's own CLI
+// Env is the environment of cove processes: the bench's own CLI
 // configuration, nothing inherited that would point elsewhere.
-func (c *cove) env() []string {
+func (c *Cove) Env() []string {
 	var env []string
 	for _, e := range os.Environ() {
 		if !strings.HasPrefix(e, "COVE_") {
 			env = append(env, e)
 		}
 	}
-	return append(env, "COVE_CONFIG_DIR="+c.configDir)
+	return append(env, "COVE_CONFIG_DIR="+c.ConfigDir)
 }
 
 var (
@@ -120,7 +150,7 @@ var (
 )
 
 // readLog copies cove up's stderr to the log file and records step lines.
-func (c *cove) readLog(r io.Reader) {
+func (c *Cove) readLog(r io.Reader) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -138,21 +168,21 @@ func (c *cove) readLog(r io.Reader) {
 			continue
 		}
 		c.mu.Lock()
-		c.steps[env[2]] = append(c.steps[env[2]], stepEvent{step: step[2], took: d})
+		c.steps[env[2]] = append(c.steps[env[2]], StepEvent{Step: step[2], Took: d})
 		c.mu.Unlock()
 	}
 	_, _ = io.Copy(c.logFile, r)
 }
 
-// stepsOf returns the step lines read so far for environment id.
-func (c *cove) stepsOf(id string) []stepEvent {
+// StepsOf returns the step lines read so far for environment id.
+func (c *Cove) StepsOf(id string) []StepEvent {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]stepEvent(nil), c.steps[id]...)
+	return append([]StepEvent(nil), c.steps[id]...)
 }
 
 // waitReady waits for /healthz, the CLI's login and an active runner.
-func (c *cove) waitReady(ctx context.Context, timeout time.Duration) error {
+func (c *Cove) waitReady(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		if err := c.ready(ctx); err == nil {
@@ -170,8 +200,8 @@ func (c *cove) waitReady(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
-func (c *cove) ready(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.server+"/healthz", nil)
+func (c *Cove) ready(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Server+"/healthz", nil)
 	if err != nil {
 		return err
 	}
@@ -183,11 +213,11 @@ func (c *cove) ready(ctx context.Context) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("healthz: %s", resp.Status)
 	}
-	tok, err := c.token()
+	tok, err := c.Token()
 	if err != nil {
 		return err
 	}
-	rs, err := apiclient.New(http.DefaultClient, c.server, tok).Runners.ListRunners(ctx, connect.NewRequest(&covev1.ListRunnersRequest{}))
+	rs, err := apiclient.New(http.DefaultClient, c.Server, tok).Runners.ListRunners(ctx, connect.NewRequest(&covev1.ListRunnersRequest{}))
 	if err != nil {
 		return err
 	}
@@ -199,9 +229,9 @@ func (c *cove) ready(ctx context.Context) error {
 	return fmt.Errorf("no active runner yet")
 }
 
-// token is the CLI token `cove up` wrote.
-func (c *cove) token() (string, error) {
-	b, err := os.ReadFile(filepath.Join(c.configDir, "config.json"))
+// Token is the CLI token `cove up` wrote.
+func (c *Cove) Token() (string, error) {
+	b, err := os.ReadFile(filepath.Join(c.ConfigDir, "config.json"))
 	if err != nil {
 		return "", err
 	}
@@ -217,10 +247,10 @@ func (c *cove) token() (string, error) {
 	return cfg.Token, nil
 }
 
-// cli runs the cove CLI and returns its standard output.
-func (c *cove) cli(ctx context.Context, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, c.bin, args...)
-	cmd.Env = c.env()
+// CLI runs the cove CLI and returns its standard output.
+func (c *Cove) CLI(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, c.Bin, args...)
+	cmd.Env = c.Env()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -230,8 +260,8 @@ func (c *cove) cli(ctx context.Context, args ...string) ([]byte, error) {
 	return out, nil
 }
 
-// stop sends SIGTERM and waits, then SIGKILL.
-func (c *cove) stop() {
+// Stop sends SIGTERM and waits, then SIGKILL.
+func (c *Cove) Stop() {
 	select {
 	case <-c.exited:
 	default:
@@ -246,7 +276,7 @@ func (c *cove) stop() {
 	c.logFile.Close()
 }
 
-func (c *cove) printLogTail(w io.Writer, n int) {
+func (c *Cove) PrintLogTail(w io.Writer, n int) {
 	b, err := os.ReadFile(c.logPath)
 	if err != nil {
 		return
@@ -258,14 +288,14 @@ func (c *cove) printLogTail(w io.Writer, n int) {
 	fmt.Fprintf(w, "--- last %d lines of cove up's log ---\n%s\n---\n", len(lines), strings.Join(lines, "\n"))
 }
 
-func (c *cove) copyLog(dst string) {
+func (c *Cove) CopyLog(dst string) {
 	if b, err := os.ReadFile(c.logPath); err == nil {
 		_ = os.WriteFile(dst, b, 0o644)
 	}
 }
 
-// freePort returns a loopback address that was free a moment ago.
-func freePort() (string, error) {
+// FreePort returns a loopback address that was free a moment ago.
+func FreePort() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
