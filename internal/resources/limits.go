@@ -20,13 +20,17 @@ import (
 const CPUPeriod = 100_000
 
 // limitControllers are the controllers Create sets limits with.
-var limitControllers = []string{"cpu", "memory", "pids"}
+var limitControllers = []string{"cpu", "memory", "pids", "io"}
 
 // Limits are the limits of a cgroup. A zero field means unlimited.
 type Limits struct {
 	CPUMillis   int64 // 1000 = one CPU
 	MemoryBytes int64
 	Pids        int64
+	// MemoryHighBytes, SwapBytes and IO: see memio.go.
+	MemoryHighBytes int64      // reclaim target
+	SwapBytes       int64      // swap beyond MemoryBytes; NoSwap: none
+	IO              []DeviceIO // block IO limits per device
 }
 
 // Create creates the cgroup at p (a path like CgroupPath returns) in every
@@ -71,6 +75,9 @@ func createV1(p string, l Limits) error {
 	}
 	if l.Pids > 0 {
 		res.Pids = &specs.LinuxPids{Limit: ptr(l.Pids)}
+	}
+	if err := memIOV1(p, res, l); err != nil {
+		return err
 	}
 	// cgroup1.New creates the directories that are missing and writes the
 	// limits whether or not they existed.
@@ -129,6 +136,13 @@ func createV2(mountpoint, p string, l Limits) error {
 			limit = l.MemoryBytes
 		}
 		res.Memory = &cgroup2.Memory{Max: &limit}
+		memIOV2(res, l)
+	}
+	ioOK, err := has("io", l.hasIO())
+	if err != nil {
+		return err
+	} else if ioOK {
+		res.IO = &cgroup2.IO{} // enabled on the way; io.max is written by applyV2
 	}
 	if ok, err := has("pids", l.Pids > 0); err != nil {
 		return err
@@ -143,8 +157,11 @@ func createV2(mountpoint, p string, l Limits) error {
 	if _, err := cgroup2.NewManager(mountpoint, p, res); err != nil {
 		return err
 	}
-	// The members below p are accounted by the same controllers.
 	dir := filepath.Join(mountpoint, p)
+	if err := applyV2(dir, l, ioOK); err != nil {
+		return err
+	}
+	// The members below p are accounted by the same controllers.
 	own, err := readControllers(dir)
 	if err != nil {
 		return err

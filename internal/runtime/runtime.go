@@ -34,6 +34,22 @@ type Resources struct {
 	CPUMillis   int64 // 1000 = one CPU
 	MemoryBytes int64
 	Pids        int64
+	// MemoryHighBytes is the reclaim target: memory above it is reclaimed
+	// first (v1 soft limit, v2 memory.high).
+	MemoryHighBytes int64
+	// SwapBytes is the swap allowed beyond MemoryBytes; NoSwap: none.
+	SwapBytes int64
+	// IO limits block IO per device.
+	IO []DeviceIO
+}
+
+// NoSwap as Resources.SwapBytes: no swap at all.
+const NoSwap = -1
+
+// DeviceIO limits IO on one block device (a whole disk); zero: unlimited.
+type DeviceIO struct {
+	Major, Minor                           int64
+	ReadBPS, WriteBPS, ReadIOPS, WriteIOPS uint64
 }
 
 // Process describes the environment's first process (PID 1, the cove agent).

@@ -36,7 +36,16 @@ func (r *Runtime) lockGroup(group string) func() {
 
 // limits are the limits spec's group cgroup carries.
 func limits(res runtime.Resources) resources.Limits {
-	return resources.Limits{CPUMillis: res.CPUMillis, MemoryBytes: res.MemoryBytes, Pids: res.Pids}
+	l := resources.Limits{CPUMillis: res.CPUMillis, MemoryBytes: res.MemoryBytes, Pids: res.Pids,
+		MemoryHighBytes: res.MemoryHighBytes, SwapBytes: res.SwapBytes}
+	if res.SwapBytes == runtime.NoSwap {
+		l.SwapBytes = resources.NoSwap
+	}
+	for _, d := range res.IO {
+		l.IO = append(l.IO, resources.DeviceIO{Major: d.Major, Minor: d.Minor,
+			ReadBPS: d.ReadBPS, WriteBPS: d.WriteBPS, ReadIOPS: d.ReadIOPS, WriteIOPS: d.WriteIOPS})
+	}
+	return l
 }
 
 // prepareCgroup gets the cgroup of a container about to be created ready:

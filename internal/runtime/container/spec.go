@@ -215,6 +215,7 @@ func ociResources(res runtime.Resources, devRules []specs.LinuxDeviceCgroup) *sp
 	if res.Pids > 0 {
 		out.Pids = &specs.LinuxPids{Limit: ptr(res.Pids)}
 	}
+	resources.SpecMemoryIO(out, limits(res))
 	return out
 }
 
