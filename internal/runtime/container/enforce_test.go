@@ -205,6 +205,28 @@ func TestMemoryHogOOMKilledInside(t *testing.T) {
 	spec.Resources = runtime.Resources{MemoryBytes: limit, Pids: 256, SwapBytes: runtime.NoSwap}
 	startSpec(t, rt, spec)
 	sess := h.session(t, spec.ID)
+	// Other tests' kills are skipped.
+	cg := resources.CgroupPath(h.cgroupParent, spec.ID)
+	kills := make(chan resources.OOMKill, 16)
+	w, err := resources.OpenOOMKills()
+	if err != nil {
+		t.Fatal(err)
+	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan error, 1)
+	go func() {
+		watched <- w.Watch(watchCtx, func(k resources.OOMKill) {
+			if k.Cgroup == cg {
+				kills <- k
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		stopWatch()
+		if err := <-watched; err != nil {
+			t.Errorf("watch OOM kills: %v", err)
+		}
+	})
 
 	// dd holds one block of bs bytes in memory: twice the limit.
 	out, err := h.exec(t, spec.ID, "dd", "if=/dev/zero", "of=/dev/null", fmt.Sprintf("bs=%d", 2*limit), "count=4")
@@ -212,12 +234,23 @@ func TestMemoryHogOOMKilledInside(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 128+9 {
 		t.Errorf("hog: %v (%s), want killed by SIGKILL (exit 137)", err, out)
 	}
+	if out, err := h.exec(t, spec.ID, "true"); err != nil {
+		t.Errorf("environment after the hog: %v: %s", err, out)
+	}
 	mem := h.cgroupFile(t, "memory", spec.ID, "memory.oom_control")
 	if cgroups.Mode() == cgroups.Unified {
 		mem = h.cgroupFile(t, "memory", spec.ID, "memory.events")
 	}
 	if n := counter(t, mem, "oom_kill"); n < 1 {
 		t.Errorf("no OOM kill counted in the environment's cgroup: %q", mem)
+	}
+	// The kernel log names the killed process and the environment's
+	// cgroup, for the runner to report.
+	if k := testutil.Receive(t, kills, "the OOM kill in the kernel log"); k.Task != "dd" {
+		t.Errorf("killed: %+v, want dd", k)
+	}
+	if n, err := resources.MemoryLimit(cg); err != nil || n != limit {
+		t.Errorf("memory limit of %s = %d, %v; want %d", cg, n, err, limit)
 	}
 	if got := sess.run(t, "echo alive"); len(got) != 1 || got[0] != "alive" {
 		t.Errorf("session after the hog: %q", got)
