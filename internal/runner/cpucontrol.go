@@ -1,0 +1,77 @@
+package runner
+
+import (
+	"context"
+	goruntime "runtime"
+	"sync"
+
+	"github.com/covedev/cove/internal/cpucontrol"
+	"github.com/covedev/cove/internal/resources"
+)
+
+// The CPU control loop (internal/cpucontrol, docs/resources.md): about
+// once a second it reads the cgroup of every running environment
+// (<cgroup parent>/<environment id>, all its containers below it) and sets
+// its CFS quota and weight: each environment is guaranteed its class's
+// CPUs (scaled down in proportion when the classes promise more than the
+// host has) and may burst, up to the whole host, into what the others
+// leave idle. `cove runner` starts it (--cpu-control, on by default).
+
+// StartCPUControl starts the loop over the environments' cgroups below
+// cgroupParent (the runtime's) until ctx is done, and returns a function
+// that waits for it to stop. Stopping puts every environment back to its
+// class's static quota.
+func (r *Runner) StartCPUControl(ctx context.Context, cgroupParent string) (stop func()) {
+	if cgroupParent == "" {
+		return func() {}
+	}
+	files, err := resources.HostCPUFiles()
+	if err != nil {
+		r.log.Warn("CPU control loop off: environments keep their classes' static CPU limits", "err", err)
+		return func() {}
+	}
+	l := r.cpuLoop(files, cgroupParent, goruntime.NumCPU())
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); l.Run(ctx, cpucontrol.DefaultInterval) }()
+	r.log.Info("CPU control loop on", "interval", cpucontrol.DefaultInterval, "hostCPUs", goruntime.NumCPU())
+	return func() { cancel(); wg.Wait() }
+}
+
+// cpuLoop is the loop over this runner's environments (below
+// cgroupParent) on a host of ncpu CPUs, reading and writing cgroups
+// through cg.
+func (r *Runner) cpuLoop(cg cpucontrol.Cgroups, cgroupParent string, ncpu int) *cpucontrol.Loop {
+	return &cpucontrol.Loop{
+		Controller: cpucontrol.New(cpucontrol.Params{Capacity: int64(ncpu) * 1000}),
+		Cgroups:    cg,
+		Envs:       func() []cpucontrol.Env { return r.cpuEnvs(cgroupParent) },
+		Log:        r.log.With("component", "cpucontrol"),
+	}
+}
+
+// cpuEnvs are the running environments with their classes' guarantees.
+// The burst ceiling is the whole host (classes have no ceiling of their
+// own yet).
+func (r *Runner) cpuEnvs(cgroupParent string) []cpucontrol.Env {
+	r.mu.Lock()
+	ws := make([]*worker, 0, len(r.workers))
+	for _, w := range r.workers {
+		ws = append(ws, w)
+	}
+	r.mu.Unlock()
+	var out []cpucontrol.Env
+	for _, w := range ws {
+		if !w.isRunning() {
+			continue
+		}
+		c := r.classes.find(w.latest().GetSpec().GetClassId())
+		if c == nil || c.GetCpus() <= 0 {
+			continue // no CPU limit to manage
+		}
+		out = append(out, cpucontrol.Env{ID: w.id, Cgroup: resources.CgroupPath(cgroupParent, w.id),
+			Guarantee: int64(c.GetCpus()) * 1000})
+	}
+	return out
+}

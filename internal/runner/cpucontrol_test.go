@@ -1,0 +1,70 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/covedev/cove/internal/resources"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+)
+
+// memCgroups are cgroups in memory: what the loop wrote, by path.
+type memCgroups struct {
+	mu  sync.Mutex
+	set map[string]resources.CPULimits
+	has map[string]bool
+}
+
+func (m *memCgroups) Read(p string) (resources.CPUStat, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.has[p] {
+		return resources.CPUStat{}, fmt.Errorf("%s: %w", p, fs.ErrNotExist)
+	}
+	return resources.CPUStat{}, nil
+}
+
+func (m *memCgroups) Set(p string, l resources.CPULimits) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.set[p] = l
+	return nil
+}
+
+// TestCPULoopControlsRunningEnvironments: the loop controls the running
+// environments' cgroups below the cgroup parent with their classes'
+// guarantees, and leaves stopped ones and classes without a CPU limit
+// alone.
+func TestCPULoopControlsRunningEnvironments(t *testing.T) {
+	r := &Runner{log: slog.Default(), workers: map[string]*worker{},
+		classes: classes{{Id: "small", Cpus: 1}, {Id: "big", Cpus: 4}, {Id: "free"}}}
+	for _, e := range []struct {
+		id, class string
+		running   bool
+	}{{"e1", "small", true}, {"e2", "big", true}, {"e3", "small", false}, {"e4", "free", true}, {"e5", "gone", true}} {
+		r.workers[e.id] = &worker{id: e.id, running: e.running,
+			env: &covev1.Environment{Id: e.id, Spec: &covev1.EnvironmentSpec{ClassId: e.class}}}
+	}
+	cg := &memCgroups{set: map[string]resources.CPULimits{}, has: map[string]bool{}}
+	for _, id := range []string{"e1", "e2", "e3", "e4", "e5"} {
+		cg.has[resources.CgroupPath("cove", id)] = true
+	}
+	l := r.cpuLoop(cg, "cove", 8)
+	l.Tick(context.Background())
+	want := map[string]resources.CPULimits{
+		"/cove/e1": {QuotaMillis: 1000, WeightMillis: 1000},
+		"/cove/e2": {QuotaMillis: 4000, WeightMillis: 4000},
+	}
+	if len(cg.set) != len(want) {
+		t.Errorf("limits set: %v; want %v", cg.set, want)
+	}
+	for p, w := range want {
+		if got := cg.set[p]; got != w {
+			t.Errorf("%s: %+v, want %+v", p, got, w)
+		}
+	}
+}
