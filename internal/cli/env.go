@@ -22,7 +22,7 @@ import (
 // EnvCommand is `cove env`.
 func EnvCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "env", Aliases: []string{"environment", "environments"}, Short: "Create, list, start, stop and delete environments"}
-	cmd.AddCommand(envCreateCommand(), envList(), envGet(), envStart(), envStop(), envDelete(), EnvLogsCommand(), EnvRebuildCommand())
+	cmd.AddCommand(envCreateCommand(), envList(), envGet(), envStart(), envStop(), envDelete(), EnvLogsCommand(), EnvRebuildCommand(), envTop())
 	return cmd
 }
 
@@ -148,6 +148,9 @@ func printEnv(w io.Writer, e *covev1.Environment) {
 	printVolumes(w, st.GetVolumes())
 	for _, warn := range st.GetWarnings() {
 		fmt.Fprintf(w, "Warning:     %s\n", indented(warn))
+	}
+	if u := usageLine(st.GetUsage(), time.Now()); u != "" { // envusage.go
+		fmt.Fprintf(w, "Usage:       %s\n", u)
 	}
 	if s := st.GetSsh(); s != nil {
 		fmt.Fprintf(w, "SSH:         ssh %s   (gateway %s; run `cove config-ssh` once)\n", l(s.GetHost()), l(s.GetAddress()))
