@@ -17,12 +17,21 @@ import (
 // host has) and may burst, up to the whole host, into what the others
 // leave idle. `cove runner` starts it (--cpu-control, on by default).
 
-// StartCPUControl starts the loop over the environments' cgroups below
-// cgroupParent (the runtime's) until ctx is done, and returns a function
-// that waits for it to stop. Stopping puts every environment back to its
-// class's static quota.
-func (r *Runner) StartCPUControl(ctx context.Context, cgroupParent string) (stop func()) {
-	if cgroupParent == "" {
+// CPUControl configures the CPU control loop.
+type CPUControl struct {
+	// CgroupParent is the runtime's cgroup parent, which environments'
+	// cgroups are below.
+	CgroupParent string
+	// Burst is the most CPUs an environment may burst to, by class id
+	// (none or 0: the whole host; at least the class's CPUs).
+	Burst map[string]int32
+}
+
+// StartCPUControl starts the loop over the environments' cgroups until
+// ctx is done, and returns a function that waits for it to stop. Stopping
+// puts every environment back to its class's static quota.
+func (r *Runner) StartCPUControl(ctx context.Context, c CPUControl) (stop func()) {
+	if c.CgroupParent == "" {
 		return func() {}
 	}
 	files, err := resources.HostCPUFiles()
@@ -30,7 +39,7 @@ func (r *Runner) StartCPUControl(ctx context.Context, cgroupParent string) (stop
 		r.log.Warn("CPU control loop off: environments keep their classes' static CPU limits", "err", err)
 		return func() {}
 	}
-	l := r.cpuLoop(files, cgroupParent, goruntime.NumCPU())
+	l := r.cpuLoop(files, c, goruntime.NumCPU())
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -39,22 +48,20 @@ func (r *Runner) StartCPUControl(ctx context.Context, cgroupParent string) (stop
 	return func() { cancel(); wg.Wait() }
 }
 
-// cpuLoop is the loop over this runner's environments (below
-// cgroupParent) on a host of ncpu CPUs, reading and writing cgroups
-// through cg.
-func (r *Runner) cpuLoop(cg cpucontrol.Cgroups, cgroupParent string, ncpu int) *cpucontrol.Loop {
+// cpuLoop is the loop over this runner's environments on a host of ncpu
+// CPUs, reading and writing cgroups through cg.
+func (r *Runner) cpuLoop(cg cpucontrol.Cgroups, c CPUControl, ncpu int) *cpucontrol.Loop {
 	return &cpucontrol.Loop{
 		Controller: cpucontrol.New(cpucontrol.Params{Capacity: int64(ncpu) * 1000}),
 		Cgroups:    cg,
-		Envs:       func() []cpucontrol.Env { return r.cpuEnvs(cgroupParent) },
+		Envs:       func() []cpucontrol.Env { return r.cpuEnvs(c) },
 		Log:        r.log.With("component", "cpucontrol"),
 	}
 }
 
-// cpuEnvs are the running environments with their classes' guarantees.
-// The burst ceiling is the whole host (classes have no ceiling of their
-// own yet).
-func (r *Runner) cpuEnvs(cgroupParent string) []cpucontrol.Env {
+// cpuEnvs are the running environments with their classes' guarantees
+// and burst ceilings.
+func (r *Runner) cpuEnvs(cc CPUControl) []cpucontrol.Env {
 	r.mu.Lock()
 	ws := make([]*worker, 0, len(r.workers))
 	for _, w := range r.workers {
@@ -70,8 +77,8 @@ func (r *Runner) cpuEnvs(cgroupParent string) []cpucontrol.Env {
 		if c == nil || c.GetCpus() <= 0 {
 			continue // no CPU limit to manage
 		}
-		out = append(out, cpucontrol.Env{ID: w.id, Cgroup: resources.CgroupPath(cgroupParent, w.id),
-			Guarantee: int64(c.GetCpus()) * 1000})
+		out = append(out, cpucontrol.Env{ID: w.id, Cgroup: resources.CgroupPath(cc.CgroupParent, w.id),
+			Guarantee: int64(c.GetCpus()) * 1000, Ceiling: int64(cc.Burst[c.GetId()]) * 1000})
 	}
 	return out
 }

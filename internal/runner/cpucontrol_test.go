@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/covedev/cove/internal/resources"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
@@ -14,9 +15,10 @@ import (
 
 // memCgroups are cgroups in memory: what the loop wrote, by path.
 type memCgroups struct {
-	mu  sync.Mutex
-	set map[string]resources.CPULimits
-	has map[string]bool
+	mu    sync.Mutex
+	set   map[string]resources.CPULimits
+	has   map[string]bool
+	stats map[string]resources.CPUStat
 }
 
 func (m *memCgroups) Read(p string) (resources.CPUStat, error) {
@@ -25,7 +27,7 @@ func (m *memCgroups) Read(p string) (resources.CPUStat, error) {
 	if !m.has[p] {
 		return resources.CPUStat{}, fmt.Errorf("%s: %w", p, fs.ErrNotExist)
 	}
-	return resources.CPUStat{}, nil
+	return m.stats[p], nil
 }
 
 func (m *memCgroups) Set(p string, l resources.CPULimits) error {
@@ -49,11 +51,13 @@ func TestCPULoopControlsRunningEnvironments(t *testing.T) {
 		r.workers[e.id] = &worker{id: e.id, running: e.running,
 			env: &covev1.Environment{Id: e.id, Spec: &covev1.EnvironmentSpec{ClassId: e.class}}}
 	}
-	cg := &memCgroups{set: map[string]resources.CPULimits{}, has: map[string]bool{}}
+	cg := &memCgroups{set: map[string]resources.CPULimits{}, has: map[string]bool{}, stats: map[string]resources.CPUStat{}}
 	for _, id := range []string{"e1", "e2", "e3", "e4", "e5"} {
 		cg.has[resources.CgroupPath("cove", id)] = true
 	}
-	l := r.cpuLoop(cg, "cove", 8)
+	l := r.cpuLoop(cg, CPUControl{CgroupParent: "cove", Burst: map[string]int32{"small": 2}}, 8)
+	now := time.Date(2026, 12, 3, 16, 0, 0, 0, time.UTC)
+	l.Now = func() time.Time { return now }
 	l.Tick(context.Background())
 	want := map[string]resources.CPULimits{
 		"/cove/e1": {QuotaMillis: 1000, WeightMillis: 1000},
@@ -66,5 +70,13 @@ func TestCPULoopControlsRunningEnvironments(t *testing.T) {
 		if got := cg.set[p]; got != w {
 			t.Errorf("%s: %+v, want %+v", p, got, w)
 		}
+	}
+	// e1 throttled for a second on an idle host of 8 CPUs: it bursts to
+	// its class's ceiling of 2 CPUs, not to the host.
+	now = now.Add(time.Second)
+	cg.stats["/cove/e1"] = resources.CPUStat{Usage: time.Second, NrThrottled: 10}
+	l.Tick(context.Background())
+	if got := cg.set["/cove/e1"].QuotaMillis; got != 2000 {
+		t.Errorf("e1's burst: quota %d, want its class's ceiling 2000", got)
 	}
 }
