@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd/cgroups/v3"
@@ -52,7 +53,7 @@ type cpuV1 interface {
 }
 
 type cpuacctV1 interface {
-	Stat(string, *v1stats.Metrics) error
+	Path(string) string
 }
 
 // CPUFilesV1 is CPU control on cgroup v1 hierarchies mounted below root
@@ -131,16 +132,24 @@ func (c *CPUFiles) readThrottling(p string) (CPUStat, error) {
 	return CPUStat{NrThrottled: m.CPU.Throttling.ThrottledPeriods, Throttled: time.Duration(m.CPU.Throttling.ThrottledTime)}, nil
 }
 
+// readV1 reads cpuacct.usage and cpu.stat: not cpuacct's Stat, which
+// also reads the per-CPU and user/system figures the loop has no use for,
+// every second for every environment.
 func (c *CPUFiles) readV1(p string) (CPUStat, error) {
-	m := &v1stats.Metrics{CPU: &v1stats.CPUStat{Usage: &v1stats.CPUUsage{}, Throttling: &v1stats.Throttle{}}}
-	if err := c.acct.Stat(p, m); err != nil {
+	b, err := os.ReadFile(filepath.Join(c.acct.Path(p), "cpuacct.usage"))
+	if err != nil {
 		return CPUStat{}, err
 	}
-	if err := c.cpu.Stat(p, m); err != nil {
+	usage, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return CPUStat{}, fmt.Errorf("cpuacct.usage: %w", err)
+	}
+	st, err := c.readThrottling(p)
+	if err != nil {
 		return CPUStat{}, err
 	}
-	return CPUStat{Usage: time.Duration(m.CPU.Usage.Total), NrThrottled: m.CPU.Throttling.ThrottledPeriods,
-		Throttled: time.Duration(m.CPU.Throttling.ThrottledTime)}, nil
+	st.Usage = time.Duration(usage)
+	return st, nil
 }
 
 // readCPUV2 reads dir's cpu.stat (usage_usec, nr_throttled, throttled_usec).
@@ -328,8 +337,18 @@ func (c *CPUFiles) quota(dir string) (int64, error) {
 // limitedChildren are the cgroups below dir (parents before their
 // children) that have a quota of their own.
 func (c *CPUFiles) limitedChildren(dir string) ([]string, error) {
+	// A directory's link count is 2 plus its subdirectories on cgroupfs
+	// (and most file systems): most environments have none, and a stat
+	// costs less than listing the directory every second.
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return nil, err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink == 2 {
+		return nil, nil
+	}
 	var out []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) && p != dir { // removed meanwhile
 				return fs.SkipDir
