@@ -1,6 +1,7 @@
 package resources
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/containerd/cgroups/v3"
@@ -52,4 +53,19 @@ func TestMemoryLimit(t *testing.T) {
 	if n, err := MemoryLimit(g); err != nil || n != 0 {
 		t.Errorf("MemoryLimit without a limit = %d, %v; want 0", n, err)
 	}
+}
+
+// FuzzParseOOMKill: kernel log records carry names chosen inside
+// environments; reading them never panics and a kill always has an
+// absolute cgroup path.
+func FuzzParseOOMKill(f *testing.F) {
+	f.Add("oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=hog,mems_allowed=0,oom_memcg=/cove/env1,task_memcg=/cove/env1,task=dd,pid=2211,uid=0")
+	f.Add("3,1,2,-;oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/a,task_memcg=/a,task=,pid=,pid=1")
+	f.Add("oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=relative,task_memcg=/a,task=x,pid=1")
+	f.Fuzz(func(t *testing.T, rec string) {
+		k, ok := ParseOOMKill(rec)
+		if ok && !strings.HasPrefix(k.Cgroup, "/") {
+			t.Errorf("ParseOOMKill(%q) = %+v: cgroup not absolute", rec, k)
+		}
+	})
 }
