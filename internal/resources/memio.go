@@ -175,12 +175,15 @@ func (l Limits) hasIO() bool {
 // memory.low on v2, not the reclaim target, so on v2 memory.high goes in
 // the unified map.
 func SpecMemoryIO(out *specs.LinuxResources, l Limits) {
+	specMemoryIO(out, l, cgroups.Mode() == cgroups.Unified)
+}
+
+func specMemoryIO(out *specs.LinuxResources, l Limits, unified bool) {
 	if l.MemoryHighBytes > 0 || (l.MemoryBytes > 0 && l.SwapBytes != 0) {
 		if out.Memory == nil {
 			out.Memory = &specs.LinuxMemory{}
 		}
 	}
-	unified := cgroups.Mode() == cgroups.Unified
 	if l.MemoryHighBytes > 0 {
 		if unified {
 			if out.Unified == nil {

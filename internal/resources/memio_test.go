@@ -169,6 +169,17 @@ func TestCreateV1MemoryHighSwapIO(t *testing.T) {
 func TestSpecMemoryIO(t *testing.T) {
 	l := Limits{MemoryBytes: 1 << 30, MemoryHighBytes: 900 << 20, SwapBytes: NoSwap,
 		IO: []DeviceIO{{Major: 8, Minor: 0, WriteBPS: 5 << 20}}}
+	// v2 (runc reads the unified map and converts memory+swap and the
+	// throttles), whatever this host runs.
+	v2 := &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr(int64(1 << 30))}}
+	specMemoryIO(v2, l, true)
+	if v2.Unified["memory.high"] != fmt.Sprint(900<<20) || v2.Memory.Reservation != nil {
+		t.Errorf("v2: memory.high = %q, reservation %v; want memory.high only (runc maps the reservation to memory.low)", v2.Unified["memory.high"], v2.Memory.Reservation)
+	}
+	if v2.Memory.Swap == nil || *v2.Memory.Swap != 1<<30 {
+		t.Errorf("v2: memory+swap = %v, want the memory limit (swap.max 0)", v2.Memory.Swap)
+	}
+
 	out := &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr(int64(1 << 30))}}
 	SpecMemoryIO(out, l)
 	if cgroups.Mode() == cgroups.Unified {
