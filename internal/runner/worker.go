@@ -44,6 +44,7 @@ type worker struct {
 	devc         *covev1.SubStatus // devcontainer: features, lifecycle; nil until known
 	dcPorts      *envconfig.Ports  // devcontainer.json forwardPorts/portsAttributes
 	ports        portWatch         // listening ports while running (ports.go)
+	usage        usageState        // resource usage while running (usage.go)
 }
 
 func (r *Runner) newWorker(ctx context.Context, id string) *worker {
@@ -234,6 +235,7 @@ func (w *worker) send(ctx context.Context, st *covev1.EnvironmentStatus) error {
 		st.Devcontainer = proto.Clone(w.devc).(*covev1.SubStatus)
 	}
 	w.decoratePorts(st) // ports.go
+	w.decorateUsage(st) // usage.go
 	if !w.lastActive.IsZero() {
 		// Reported with the next status (the periodic pass sends one within
 		// ~10 s): activity alone does not cost a round trip per request.
