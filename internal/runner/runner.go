@@ -45,7 +45,11 @@ type Config struct {
 	SSHListen, SSHAdvertise string
 	DefaultImage            string
 	Classes                 []*covev1.EnvironmentClass
-	MaxEnvironments         int
+	// ClassLimits are the classes' memory reclaim target, swap and block
+	// IO limits by class id (classlimits.go); a class without an entry
+	// gets the defaults.
+	ClassLimits     map[string]ClassLimits
+	MaxEnvironments int
 	// Host uid/gid ranges for environments: Slots ranges of RangeSize ids
 	// starting at RangeBase.
 	RangeBase, RangeSize uint32
@@ -80,6 +84,9 @@ type Config struct {
 	Network    *netenv.Manager
 	HTTPClient *http.Client
 	Log        *slog.Logger
+	// classLimits is ClassLimits checked, with the disk IO limits apply
+	// to (New fills it in).
+	classLimits classLimits
 }
 
 // Runner is one runner process.
@@ -165,6 +172,12 @@ func New(cfg Config) (*Runner, error) {
 		return nil, err
 	}
 	cfg.Classes = classes
+	if cfg.classLimits, err = newClassLimits(cfg.ClassLimits, cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if w := cfg.classLimits.swapWarning(); w != "" {
+		cfg.Log.Warn(w)
+	}
 	images, err := image.NewStore(filepath.Join(cfg.DataDir, "images"), cfg.Log.With("component", "images"))
 	if err != nil {
 		return nil, err
@@ -304,6 +317,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err := r.sweep(ctx); err != nil { // sweep.go: before any worker adopts
 		r.log.Warn("start-up sweep", "err", err)
 	}
+	oomDone := make(chan struct{})
+	go func() { defer close(oomDone); r.oomLoop(ctx) }() // oomreport.go
+	defer func() { <-oomDone }()
 	var wg sync.WaitGroup
 	wg.Add(5)
 	go func() { defer wg.Done(); _ = r.gw.Serve(ctx, ln) }()

@@ -24,6 +24,7 @@ type startStep struct {
 	keys        *agentKeys
 	agentBinary string // mounted at /.cove/bin/cove
 	classes     classes
+	limits      classLimits // memory reclaim, swap and IO limits by class
 	log         *slog.Logger
 	// stager stages one container's bind sources (newStager).
 	stager func(workspace, dir string) (binder, error)

@@ -4,7 +4,7 @@ package runner
 func (r *Runner) makeSteps(d deps) map[step]stepper {
 	stop := stopStep{rt: r.rt, grace: r.cfg.StopGrace}
 	del := deleteStep{rt: r.rt}
-	start := &startStep{rt: r.rt, net: r.net, keys: r.keys, agentBinary: r.cfg.AgentBinary, classes: r.classes, log: r.log, stager: d.stager}
+	start := &startStep{rt: r.rt, net: r.net, keys: r.keys, agentBinary: r.cfg.AgentBinary, classes: r.classes, limits: r.cfg.classLimits, log: r.log, stager: d.stager}
 	wait := waitAgentStep{agents: r.agents, endpoint: r.agentEndpoint, clock: r.clock}
 	return map[step]stepper{
 		stepPrepare: prepareStep{ranges: r.ranges},
