@@ -4,7 +4,7 @@ PREFIX    ?= /usr/local
 BIN       := bin/cove
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: all build up deps test-deps test test-stress proto bench-start clean
+.PHONY: all build up deps test-deps test test-stress proto bench-start bench-density bench-interactive clean
 
 all: build
 
@@ -42,6 +42,16 @@ proto:
 
 bench-start: build
 	$(GO) run ./bench/start
+
+# N idle environments (default 100): CPU and memory each, N-th start time
+# next to the first. As root; see docs/performance.md.
+bench-density: build
+	$(GO) run ./bench/density -cove $(BIN)
+
+# Keystroke echo latency over OpenSSH while environments saturate the CPUs,
+# per CPU policy. As root; see docs/performance.md.
+bench-interactive: build
+	$(GO) run ./bench/interactive -cove $(BIN)
 
 clean:
 	rm -rf bin

@@ -109,6 +109,10 @@ func StartCove(ctx context.Context, o CoveOptions) (*Cove, error) {
 		"--insecure-registry", "127.0.0.1"}
 	c.cmd = exec.Command(o.Bin, append(args, o.Args...)...)
 	c.cmd.Env = c.Env()
+	// Its own process group: ^C in the terminal reaches the bench only,
+	// which then deletes its environments through the API before it stops
+	// cove up.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.cmd.Stdout = c.logFile
 	stderr, err := c.cmd.StderrPipe()
 	if err != nil {

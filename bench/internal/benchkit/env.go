@@ -185,3 +185,17 @@ func (b *Envs) Close() {
 	b.cancel()
 	<-b.done
 }
+
+// ID is the id of environment name.
+func (b *Envs) ID(ctx context.Context, name string) (string, error) {
+	resp, err := b.API.Environments.ListEnvironments(ctx, connect.NewRequest(&covev1.ListEnvironmentsRequest{}))
+	if err != nil {
+		return "", fmt.Errorf("list environments: %w", err)
+	}
+	for _, e := range resp.Msg.Environments {
+		if e.GetMetadata().GetName() == name && e.GetStatus().GetPhase() != phaseDeleted {
+			return e.Id, nil
+		}
+	}
+	return "", fmt.Errorf("no environment named %s", name)
+}

@@ -109,15 +109,23 @@ func (b *Baseline) StartDetached(ctx context.Context, suffix string) (string, ti
 			return id, 0, err
 		}
 	}
+	// The container keeps runc's stdio: files, not pipes, or Wait would
+	// wait for the container to exit.
+	errFile, err := os.CreateTemp("", "cove-bench-runc-stderr-")
+	if err != nil {
+		return id, 0, err
+	}
+	defer os.Remove(errFile.Name())
+	defer errFile.Close()
 	cmd := exec.CommandContext(ctx, b.Runc, "--root", b.Root, "run", "--detach", "--bundle", b.Bundle, id)
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	cmd.Stderr = errFile // Stdin and Stdout: /dev/null
 	t0 := time.Now()
-	err := cmd.Run()
+	err = cmd.Run()
 	d := time.Since(t0)
 	if err != nil {
 		b.Delete(id)
-		return id, 0, fmt.Errorf("runc run --detach %s: %w: %s", id, err, strings.TrimSpace(stderr.String()))
+		msg, _ := os.ReadFile(errFile.Name())
+		return id, 0, fmt.Errorf("runc run --detach %s: %w: %s", id, err, strings.TrimSpace(string(msg)))
 	}
 	return id, d, nil
 }

@@ -1,0 +1,59 @@
+// Command interactive measures keystroke echo latency over an SSH pty into
+// an environment while it and its neighbours saturate the host's CPUs.
+//
+// It starts `cove up` and four environments (A and three neighbours, the
+// default class), writes an OpenSSH configuration with `cove config-ssh`,
+// and runs the real OpenSSH client (`ssh -tt A.cove`: cove's SSH gateway,
+// then the agent) on a local pty. It types 200 keystrokes into A's shell,
+// each time measuring how long until the shell's echo arrives, and erases
+// each with a backspace. It measures: idle; while A runs 8 CPU spinners;
+// while A and the three neighbours each run 8. Each loaded case is
+// measured under every policy: no CPU control (no CFS quota), a static CFS
+// quota of the class's CPUs per environment (cove's default, Gitpod's
+// baseline), and cove's CPU control loop (`cove up --cpu-control`, in a
+// second `cove up` with its own environments, when the binary has the
+// flag). It prints p50 and p99 per case and the ratios the issue sets
+// targets for. Everything it creates is removed at the end, also on
+// failure or interrupt.
+//
+// Usage (as root, from the repository root):
+//
+//	go run ./bench/interactive [-keys 200] [-spinners 8] [-cove bin/cove]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	keys, spinners int
+	gap, settle    time.Duration
+	cove, runc     string
+	keepLog        bool
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.keys, "keys", 200, "keystrokes per measurement")
+	flag.IntVar(&o.spinners, "spinners", 8, "CPU spinners each loaded environment runs")
+	flag.DurationVar(&o.gap, "gap", 10*time.Millisecond, "pause between keystrokes (typing cadence)")
+	flag.DurationVar(&o.settle, "settle", 5*time.Second, "wait after starting the load before typing (the control loop reacts within seconds)")
+	flag.StringVar(&o.cove, "cove", "", "cove binary to use (default: build ./cmd/cove into a temporary directory)")
+	flag.StringVar(&o.runc, "runc", "runc", "runc binary")
+	flag.BoolVar(&o.keepLog, "keep-log", false, "copy cove up's log to ./bench-interactive.log")
+	flag.Parse()
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, o, os.Stdout)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench/interactive:", err)
+		os.Exit(1)
+	}
+}

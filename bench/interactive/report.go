@@ -1,0 +1,72 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/covedev/cove/bench/internal/benchkit"
+)
+
+// The targets for cove's control under full load.
+const (
+	targetP99         = 10 * time.Millisecond
+	targetIdleRatio   = 2.0 // cove p99 ≤ 2 × idle p99
+	targetStaticRatio = 5.0 // static quota p99 ≥ 5 × cove p99
+)
+
+func printReport(w io.Writer, mach benchkit.Machine, o options, cpus float64, idle measurement, ms []measurement, control bool) {
+	fmt.Fprintf(w, "cove interactive benchmark, %s\n", mach.When.UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "machine: %d CPUs (%s), kernel %s, %s, cgroups %s\n", mach.CPUs, mach.CPUModel, mach.Kernel, mach.Runc, mach.Cgroups)
+	fmt.Fprintf(w, "load:    %s at start, %s at end (1/5/15 min)\n", mach.LoadStart, mach.LoadEnd)
+	fmt.Fprintf(w, "%d keystrokes per case, echo over OpenSSH → cove's SSH gateway → agent → busybox sh on a pty;\n", o.keys)
+	fmt.Fprintf(w, "a loaded environment runs %d CPU spinners; class: %g CPUs per environment\n\n", o.spinners, cpus)
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "policy\tcase\t%10s\t%10s\t%8s\t%8s\tp99 / idle p99\t\n", "p50", "p99", "CPUs", "A CPUs")
+	row := func(m measurement) {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%8.2f\t%8.2f\t%9.1fx\t\n", m.policy, m.load, benchkit.Ms(p(m, 50)), benchkit.Ms(p(m, 99)),
+			m.cpus, m.aCPUs, ratio(p(m, 99), p(idle, 99)))
+	}
+	row(idle)
+	for _, m := range ms {
+		row(m)
+	}
+	if !control {
+		fmt.Fprintf(tw, "%s\t%s\t%10s\t%10s\t\t\t\t\n", controlName, "(all)", "not available", "")
+	}
+	_ = tw.Flush()
+
+	full := loadName(len(envNames))
+	static, cove := find(ms, "static CFS quota (class CPUs)", full), find(ms, controlName, full)
+	fmt.Fprintf(w, "\ntargets, %s:\n", full)
+	if cove == nil {
+		fmt.Fprintf(w, "  cove's control loop: not available in this cove (no --cpu-control): targets not measured\n")
+		return
+	}
+	c99 := p(*cove, 99)
+	fmt.Fprintf(w, "  cove p99 %s (target < %s)\n", benchkit.Ms(c99), benchkit.Ms(targetP99))
+	fmt.Fprintf(w, "  cove p99 / idle p99 %.1fx (target ≤ %.0fx)\n", ratio(c99, p(idle, 99)), targetIdleRatio)
+	if static != nil {
+		fmt.Fprintf(w, "  static quota p99 / cove p99 %.1fx (target ≥ %.0fx)\n", ratio(p(*static, 99), c99), targetStaticRatio)
+	}
+}
+
+func p(m measurement, q float64) time.Duration { return benchkit.Percentile(m.lat, q) }
+
+func ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func find(ms []measurement, policy, load string) *measurement {
+	for i := range ms {
+		if ms[i].policy == policy && ms[i].load == load {
+			return &ms[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/covedev/cove/bench/internal/benchkit"
+)
+
+// The environments: A is typed into, the others are its neighbours.
+var envNames = []string{"a", "n1", "n2", "n3"}
+
+// policy is a way of controlling the environments' CPU.
+type policy struct {
+	name string
+	// apply sets it on the environments' cgroups (nil: leave cove's).
+	apply func(cgroups []string) error
+}
+
+// measurement is one case's keystroke latencies and the CPU the
+// environments used meanwhile.
+type measurement struct {
+	policy, load string
+	lat          []time.Duration
+	cpus         float64 // CPUs the four environments used together
+	aCPUs        float64 // of which A
+}
+
+// fixture is what every cove up session shares: the image, the repository
+// and the cove binary.
+type fixture struct {
+	o                  options
+	coveBin, imageRef  string
+	repo, tmp, runRoot string
+}
+
+func run(ctx context.Context, o options, out io.Writer) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("must run as root: cove's runner and runc need it")
+	}
+	if o.keys < 1 || o.spinners < 1 {
+		return fmt.Errorf("-keys and -spinners must be at least 1")
+	}
+	if _, err := exec.LookPath("ssh"); err != nil {
+		return fmt.Errorf("the OpenSSH client (ssh) is needed: %w", err)
+	}
+	var cl benchkit.Cleanups
+	defer cl.Run()
+	tmp, runRoot, err := benchkit.Workdir(&cl)
+	if err != nil {
+		return err
+	}
+	f := fixture{o: o, coveBin: o.cove, tmp: tmp, runRoot: runRoot}
+	if f.coveBin == "" {
+		benchkit.Progress("building cove")
+		if f.coveBin, err = benchkit.BuildCove(ctx, tmp); err != nil {
+			return err
+		}
+	}
+	img, imgName, err := benchkit.LoadImage(ctx, "busybox")
+	if err != nil {
+		return err
+	}
+	reg, stopReg, err := benchkit.ServeImage(img, imgName)
+	if err != nil {
+		return err
+	}
+	cl.Add(stopReg)
+	f.imageRef = reg + "/" + imgName
+	if f.repo, err = benchkit.MakeRepo(ctx, filepath.Join(tmp, "repo")); err != nil {
+		return err
+	}
+	mach := benchkit.MachineInfo(ctx, o.runc)
+
+	cpus := 0.0 // the class's CPUs, read from the quota cove set
+	none := policy{name: "no control (no CFS quota)", apply: func(cgs []string) error {
+		for _, cg := range cgs {
+			if err := benchkit.SetCPUQuota(cg, 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
+	static := policy{name: "static CFS quota (class CPUs)", apply: func(cgs []string) error {
+		for _, cg := range cgs {
+			if err := benchkit.SetCPUQuota(cg, cpus); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
+	control := hasControlFlag(ctx, f.coveBin)
+	var plainArgs []string
+	if control {
+		// The loop is on by default: the first policies are measured
+		// without it.
+		plainArgs = []string{"--cpu-control=false"}
+	}
+	var ms []measurement
+	var idle measurement
+	err = f.session(ctx, "plain", plainArgs, func(s *session) error {
+		if cpus, err = s.classCPUs(); err != nil {
+			return err
+		}
+		if idle, err = s.measure(ctx, static.name, "idle", 0); err != nil {
+			return err
+		}
+		for _, p := range []policy{none, static} {
+			if err := p.apply(s.cgroups); err != nil {
+				return err
+			}
+			for _, load := range []int{1, len(envNames)} {
+				m, err := s.measure(ctx, p.name, loadName(load), load)
+				if err != nil {
+					return err
+				}
+				ms = append(ms, m)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
+	if control {
+		err = f.session(ctx, "control", []string{"--cpu-control=true"}, func(s *session) error {
+			m, err := s.measure(ctx, controlName, "idle", 0)
+			if err != nil {
+				return err
+			}
+			ms = append(ms, m)
+			for _, load := range []int{1, len(envNames)} {
+				m, err := s.measure(ctx, controlName, loadName(load), load)
+				if err != nil {
+					return err
+				}
+				ms = append(ms, m)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	mach.LoadEnd = benchkit.LoadAvg()
+	printReport(out, mach, o, cpus, idle, ms, control)
+	return nil
+}
+
+func loadName(envs int) string {
+	if envs == 1 {
+		return "A loaded"
+	}
+	return fmt.Sprintf("A + %d neighbours loaded", envs-1)
+}
+
+const controlName = "cove's control loop (--cpu-control)"
+
+// hasControlFlag reports whether this cove's `cove up` has --cpu-control,
+// cove's CPU control loop.
+func hasControlFlag(ctx context.Context, bin string) bool {
+	out, _ := exec.CommandContext(ctx, bin, "up", "--help").CombinedOutput()
+	return strings.Contains(string(out), "--cpu-control")
+}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/covedev/cove/bench/internal/benchkit"
+)
+
+// session is one `cove up` with the four environments running and a
+// terminal open in A.
+type session struct {
+	f       *fixture
+	cv      *benchkit.Cove
+	cgroups []string // of the environments (which is which does not matter: all are measured together, A by name)
+	aCgroup string
+	term    *terminal
+}
+
+// session starts cove up with args, the environments and a terminal in A,
+// runs body and removes everything again.
+func (f *fixture) session(ctx context.Context, name string, args []string, body func(*session) error) (retErr error) {
+	var cl benchkit.Cleanups
+	defer cl.Run()
+	dir := filepath.Join(f.tmp, name)
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return err
+	}
+	benchkit.Progress("starting cove up %s", strings.Join(args, " "))
+	coveRunc := filepath.Join(f.runRoot, name+"-runc")
+	cgParent := benchkit.DefaultCgroupParent() + "-" + name
+	cl.Add(func() { benchkit.RemoveCgroups(cgParent) })
+	cl.Add(func() { benchkit.DeleteContainers(f.o.runc, coveRunc) }) // after cove up stops
+	cv, err := benchkit.StartCove(ctx, benchkit.CoveOptions{Bin: f.coveBin, Runc: f.o.runc, Dir: dir, RuncRoot: coveRunc,
+		CgroupParent: cgParent, Args: args})
+	if err != nil {
+		return err
+	}
+	cl.Add(func() {
+		if retErr != nil {
+			cv.PrintLogTail(os.Stderr, 40)
+		}
+		if f.o.keepLog {
+			cv.CopyLog("bench-interactive-" + name + ".log")
+		}
+		cv.Stop()
+	})
+	envs, err := benchkit.NewEnvs(ctx, cv, f.repo, f.imageRef)
+	if err != nil {
+		return err
+	}
+	cl.Add(envs.Close)
+	s := &session{f: f, cv: cv}
+	for _, n := range envNames {
+		id, _, err := envs.Create(ctx, n, "")
+		if err != nil {
+			return err
+		}
+		if _, err := envs.WaitRunning(ctx, id, 2*time.Minute); err != nil {
+			return err
+		}
+		cg := "/" + cgParent + "/" + id
+		if _, err := benchkit.CgroupCPU(cg); err != nil {
+			return fmt.Errorf("environment %s's cgroup: %w", n, err)
+		}
+		s.cgroups = append(s.cgroups, cg)
+		if n == envNames[0] {
+			s.aCgroup = cg
+		}
+	}
+	config := filepath.Join(dir, "ssh_config")
+	if _, err := cv.CLI(ctx, "config-ssh", "--ssh-config", config); err != nil {
+		return err
+	}
+	benchkit.Progress("opening a terminal in %s with OpenSSH", envNames[0])
+	if s.term, err = openTerminal(ctx, cv.Env(), config, envNames[0]+".cove"); err != nil {
+		return err
+	}
+	cl.Add(s.term.close)
+	return body(s)
+}
+
+// classCPUs reads the CPUs cove's static quota gives A.
+func (s *session) classCPUs() (float64, error) {
+	q, err := benchkit.CPUQuota(s.aCgroup)
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(q) // v1: "100000"; v2: "100000 100000"
+	if len(f) == 0 || f[0] == "-1" || f[0] == "max" {
+		return 0, fmt.Errorf("environment %s has no CPU quota (%q): start cove without the CPU control loop", envNames[0], q)
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return 0, fmt.Errorf("quota %q: %w", q, err)
+	}
+	return v / 100000, nil
+}
+
+// spinScript is the load: spinners busy loops, each in its own session so it
+// outlives the command that started it, their pids in /tmp.
+func spinScript(n int) string {
+	return fmt.Sprintf(`rm -f /tmp/cove-bench-spin; i=0; while [ $i -lt %d ]; do setsid sh -c 'while :; do :; done' </dev/null >/dev/null 2>&1 & echo $! >> /tmp/cove-bench-spin; i=$((i+1)); done`, n)
+}
+
+const stopScript = `[ -f /tmp/cove-bench-spin ] && kill -9 $(cat /tmp/cove-bench-spin); rm -f /tmp/cove-bench-spin`
+
+// measure types the keystrokes into A while the first loaded environments
+// each run the spinners.
+func (s *session) measure(ctx context.Context, policy, load string, loaded int) (m measurement, err error) {
+	m = measurement{policy: policy, load: load}
+	for _, n := range envNames[:loaded] {
+		if _, err := s.cv.CLI(ctx, "ssh", n, "--", "sh", "-c", spinScript(s.f.o.spinners)); err != nil {
+			return m, fmt.Errorf("start the load in %s: %w", n, err)
+		}
+	}
+	defer func() {
+		for _, n := range envNames[:loaded] {
+			// A fresh context: the load stops also on interrupt (and
+			// with the environments anyway).
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			if _, serr := s.cv.CLI(sctx, "ssh", n, "--", "sh", "-c", stopScript); serr != nil {
+				err = errors.Join(err, fmt.Errorf("stop the load in %s: %w", n, serr))
+			}
+			cancel()
+		}
+	}()
+	if loaded > 0 {
+		if err := pause(ctx, s.f.o.settle); err != nil {
+			return m, err
+		}
+	}
+	benchkit.Progress("%s, %s: typing %d keystrokes", policy, load, s.f.o.keys)
+	cpu0, a0, err := s.cpu()
+	if err != nil {
+		return m, err
+	}
+	t0 := time.Now()
+	if m.lat, err = s.term.keystrokes(ctx, s.f.o.keys, s.f.o.gap); err != nil {
+		return m, err
+	}
+	wall := time.Since(t0)
+	cpu1, a1, err := s.cpu()
+	if err != nil {
+		return m, err
+	}
+	m.cpus, m.aCPUs = float64(cpu1-cpu0)/float64(wall), float64(a1-a0)/float64(wall)
+	return m, nil
+}
+
+// cpu is the CPU time used so far by all environments and by A.
+func (s *session) cpu() (all, a time.Duration, err error) {
+	for _, cg := range s.cgroups {
+		d, err := benchkit.CgroupCPU(cg)
+		if err != nil {
+			return 0, 0, err
+		}
+		all += d
+		if cg == s.aCgroup {
+			a = d
+		}
+	}
+	return all, a, nil
+}
