@@ -103,20 +103,27 @@ func (s *session) classCPUs() (float64, error) {
 	return v / 100000, nil
 }
 
-// spinScript is the load: spinners busy loops, each in its own session so it
-// outlives the command that started it, their pids in /tmp.
+// spinScript starts the load: n busy loops, each in a session of its own
+// so that it outlives the command that started it, each writing its pid
+// to /tmp/cove-bench-spin; it returns once all n have.
 func spinScript(n int) string {
-	return fmt.Sprintf(`rm -f /tmp/cove-bench-spin; i=0; while [ $i -lt %d ]; do setsid sh -c 'while :; do :; done' </dev/null >/dev/null 2>&1 & echo $! >> /tmp/cove-bench-spin; i=$((i+1)); done`, n)
+	return fmt.Sprintf(`rm -f /tmp/cove-bench-spin; i=0; while [ $i -lt %[1]d ]; do `+
+		`setsid sh -c 'echo $$ >> /tmp/cove-bench-spin; while :; do :; done' </dev/null >/dev/null 2>&1 & i=$((i+1)); done; `+
+		`n=0; until [ -f /tmp/cove-bench-spin ] && [ $(wc -l < /tmp/cove-bench-spin) -ge %[1]d ]; do `+
+		`n=$((n+1)); [ $n -gt 600 ] && { echo "the spinners did not start" >&2; exit 1; }; sleep 0.1; done`, n)
 }
 
-const stopScript = `[ -f /tmp/cove-bench-spin ] && kill -9 $(cat /tmp/cove-bench-spin); rm -f /tmp/cove-bench-spin`
+// stopScript kills the spinners and waits until they are gone.
+const stopScript = `[ -f /tmp/cove-bench-spin ] || exit 0; for p in $(cat /tmp/cove-bench-spin); do kill -9 $p 2>/dev/null; done; ` +
+	`for p in $(cat /tmp/cove-bench-spin); do n=0; while kill -0 $p 2>/dev/null; do ` +
+	`n=$((n+1)); [ $n -gt 100 ] && { echo "spinner $p is left" >&2; exit 1; }; sleep 0.1; done; done; rm -f /tmp/cove-bench-spin`
 
 // measure types the keystrokes into A while the first loaded environments
 // each run the spinners.
 func (s *session) measure(ctx context.Context, policy, load string, loaded int) (m measurement, err error) {
 	m = measurement{policy: policy, load: load}
 	for _, n := range envNames[:loaded] {
-		if _, err := s.cv.CLI(ctx, "ssh", n, "--", "sh", "-c", spinScript(s.f.o.spinners)); err != nil {
+		if _, err := s.cv.CLI(ctx, "ssh", n, "--", spinScript(s.f.o.spinners)); err != nil {
 			return m, fmt.Errorf("start the load in %s: %w", n, err)
 		}
 	}
@@ -125,7 +132,7 @@ func (s *session) measure(ctx context.Context, policy, load string, loaded int) 
 			// A fresh context: the load stops also on interrupt (and
 			// with the environments anyway).
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-			if _, serr := s.cv.CLI(sctx, "ssh", n, "--", "sh", "-c", stopScript); serr != nil {
+			if _, serr := s.cv.CLI(sctx, "ssh", n, "--", stopScript); serr != nil {
 				err = errors.Join(err, fmt.Errorf("stop the load in %s: %w", n, serr))
 			}
 			cancel()

@@ -108,21 +108,30 @@ func ProcCPU(pid int) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	d, err := parseProcStatCPU(b)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return d, nil
+}
+
+// parseProcStatCPU reads utime + stime from a /proc/PID/stat line.
+func parseProcStatCPU(b []byte) (time.Duration, error) {
 	// The command may contain spaces and parentheses: fields start after
 	// the last ')'.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command field", pid)
+		return 0, fmt.Errorf("no command field")
 	}
 	f := strings.Fields(string(b[i+1:]))
-	// After ")": state is field 3 of proc(5); utime and stime are 14, 15.
+	// After ")" comes state, field 3 of proc(5); utime and stime are 14, 15.
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+		return 0, fmt.Errorf("%d fields after the command", len(f))
 	}
 	ut, err1 := strconv.ParseInt(f[11], 10, 64)
 	st, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
+		return 0, fmt.Errorf("utime %q stime %q", f[11], f[12])
 	}
 	// USER_HZ is 100 on every Linux architecture cove runs on.
 	return time.Duration(ut+st) * 10 * time.Millisecond, nil

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -92,6 +93,10 @@ func StartCove(ctx context.Context, o CoveOptions) (*Cove, error) {
 	if err != nil {
 		return nil, err
 	}
+	proxy, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
 	c := &Cove{Bin: o.Bin, ConfigDir: filepath.Join(o.Dir, "config"), DataDir: filepath.Join(o.Dir, "data"), Server: "http://" + api,
 		SSHAddr: sshAddr, CgroupParent: o.CgroupParent,
 		logPath: filepath.Join(o.Dir, "cove-up.log"), exited: make(chan struct{}), steps: map[string][]StepEvent{}}
@@ -104,6 +109,12 @@ func StartCove(ctx context.Context, o CoveOptions) (*Cove, error) {
 	args := []string{"up", "--data-dir", c.DataDir, "--listen", api,
 		"--ssh-listen", sshAddr, "--runc", o.Runc, "--runc-root", o.RuncRoot, "--user", "bench",
 		"--cgroup-parent", c.CgroupParent,
+		// Its own network, nftables table, proxy port and host uids, so
+		// that it meets neither a cove installed on this host nor the
+		// e2e tests' instances.
+		"--bridge", fmt.Sprintf("cvbench%d", os.Getpid()%100000), "--subnet", "10.217.0.0/16",
+		"--nft-table", "cove-bench-" + strconv.Itoa(os.Getpid()), "--proxy-listen", proxy,
+		"--uid-range-base", "1073741824",
 		// The bench's registry listens on loopback: allow it, as an
 		// operator would.
 		"--insecure-registry", "127.0.0.1"}
