@@ -36,7 +36,17 @@ func newLogger() *slog.Logger {
 	// BuildKit's client logs through logrus; keep its chatter (e.g. an
 	// fsverity check per build) out of the daemon's log.
 	logrus.SetLevel(logrus.ErrorLevel)
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel(os.Getenv("COVE_LOG_LEVEL"))}))
+}
+
+// logLevel is the daemons' log level named by COVE_LOG_LEVEL (debug, info,
+// warn, error; default and anything else: info).
+func logLevel(name string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(name)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
 }
 
 type serverOptions struct {
@@ -132,6 +142,10 @@ type runnerOptions struct {
 	allowLocal                       bool
 	classCPUs                        int32
 	classMemory                      int64
+	cpuControl                       bool  // the CPU control loop (internal/cpucontrol)
+	classCPUBurst                    int32 // its burst ceiling for the default class (0: the host)
+	classPids                        int32
+	classLimits                      runner.ClassLimits // reclaim target, swap, IO
 	// networking
 	network                           bool
 	bridge, subnet, nftTable          string
@@ -141,6 +155,7 @@ type runnerOptions struct {
 	classEgressRate, classIngressRate int64
 	// port proxy
 	proxyListen, proxyURL, proxyDomain string
+	metricsListen                      string // Prometheus /metrics (runner/metrics.go)
 	proxyTLSCert, proxyTLSKey          string
 	serverPublicURL                    string
 	// Dockerfile builds
@@ -150,6 +165,9 @@ type runnerOptions struct {
 	// image and feature fetches from the runner host
 	insecureRegistries, allowPrivateFetch []string
 }
+
+// defaultClassPids is the default class's pids limit (--class-pids).
+const defaultClassPids = 8192
 
 func defaultClass(o runnerOptions) *covev1.EnvironmentClass {
 	cpus, mem := o.classCPUs, o.classMemory
@@ -162,7 +180,14 @@ func defaultClass(o runnerOptions) *covev1.EnvironmentClass {
 	if mem == 0 {
 		mem = defMem
 	}
-	return &covev1.EnvironmentClass{Id: "default", DisplayName: "Default", Cpus: cpus, MemoryBytes: mem, Pids: 8192, Runtime: "container",
+	pids := o.classPids
+	switch {
+	case pids == 0:
+		pids = defaultClassPids
+	case pids < 0:
+		pids = 0 // no limit
+	}
+	return &covev1.EnvironmentClass{Id: "default", DisplayName: "Default", Cpus: cpus, MemoryBytes: mem, Pids: pids, Runtime: "container",
 		EgressPolicy: o.classEgress, EgressAllow: o.classEgressAllow, EgressRateBits: o.classEgressRate, IngressRateBits: o.classIngressRate}
 }
 
@@ -170,6 +195,10 @@ func defaultClass(o runnerOptions) *covev1.EnvironmentClass {
 func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the runner must run as root: it creates user namespaces, mounts and cgroups")
+	}
+	cpu, cpuOn, err := cpuControl(o, defaultClass(o)) // cpucontrol.go
+	if err != nil {
+		return err
 	}
 	if err := container.BecomeSubreaper(); err != nil {
 		return err
@@ -203,7 +232,8 @@ func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 		Name: o.name, ServerURL: o.server, JoinToken: o.joinToken, DataDir: o.dataDir,
 		SSHListen: o.sshListen, SSHAdvertise: o.sshAdvertise, DefaultImage: o.defaultImage,
 		Classes: []*covev1.EnvironmentClass{defaultClass(o)}, MaxEnvironments: o.maxEnvs,
-		RangeBase: o.rangeBase, AllowLocalSources: o.allowLocal, Runtime: rt, Network: nm,
+		RangeBase: o.rangeBase, ClassLimits: map[string]runner.ClassLimits{"default": o.classLimits},
+		AllowLocalSources: o.allowLocal, Runtime: rt, Network: nm,
 		ProxyListen: o.proxyListen, ProxyURL: o.proxyURL, ProxyDomain: o.proxyDomain,
 		ProxyTLSCert: o.proxyTLSCert, ProxyTLSKey: o.proxyTLSKey, ServerPublicURL: o.serverPublicURL,
 		Buildkitd: buildkitdPath(o.buildkitd), BuildInsecureRegistries: o.buildInsecureRegistries, Runc: o.runc,
@@ -212,6 +242,14 @@ func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 	if err != nil {
 		return err
 	}
+	if cpuOn {
+		defer r.StartCPUControl(ctx, cpu)() // stops with the runner
+	}
+	stopUsage, err := r.StartUsage(ctx, runner.UsageConfig{Reader: resources.NewUsageReader(o.cgroupParent), MetricsListen: o.metricsListen})
+	if err != nil {
+		return err
+	}
+	defer stopUsage()
 	return r.Run(ctx)
 }
 

@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/build"
 	"github.com/covedev/cove/internal/resources"
+	"github.com/covedev/cove/internal/runner"
 	"github.com/covedev/cove/internal/termsafe"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/spf13/cobra"
@@ -30,6 +31,15 @@ func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 	defCPUs, defMemory := resources.HostDefaultClassSize()
 	f.Int32Var(&o.classCPUs, "class-cpus", defCPUs, "CPUs of each environment of the default class; defaults to half this host's CPUs, at least 1")
 	f.Int64Var(&o.classMemory, "class-memory", defMemory, "memory limit (bytes) of each environment of the default class; defaults to a quarter of this host's memory after a reserve of min(1 GiB, 10%) for the runner, at least 1 GiB")
+	f.Int32Var(&o.classPids, "class-pids", defaultClassPids, "most processes and threads of each environment of the default class (a fork bomb stops there; -1: no limit)")
+	f.IntVar(&o.classLimits.MemoryHighPercent, "class-memory-high", runner.DefaultMemoryHighPercent, "reclaim target of the default class, percent of --class-memory: memory above it is reclaimed first (v1 soft limit, v2 memory.high); 100: none")
+	f.Int64Var(&o.classLimits.SwapBytes, "class-swap", 0, "swap (bytes) each environment of the default class may use beyond --class-memory, where the host has swap: 0 none, -1 unlimited")
+	f.Uint64Var(&o.classLimits.ReadBPS, "class-io-read-bps", 0, "read limit of the default class on the data dir's disk, bytes/s (0: none)")
+	f.Uint64Var(&o.classLimits.WriteBPS, "class-io-write-bps", 0, "write limit of the default class on the data dir's disk, bytes/s (0: none)")
+	f.Uint64Var(&o.classLimits.ReadIOPS, "class-io-read-iops", 0, "read operations per second of the default class on the data dir's disk (0: no limit)")
+	f.Uint64Var(&o.classLimits.WriteIOPS, "class-io-write-iops", 0, "write operations per second of the default class on the data dir's disk (0: no limit)")
+	f.BoolVar(&o.cpuControl, "cpu-control", true, "run the CPU control loop: each environment is guaranteed its class's CPUs and may burst into what the others leave idle, up to the whole host (false: a static quota of the class's CPUs)")
+	f.Int32Var(&o.classCPUBurst, "class-cpu-burst", 0, "most CPUs each environment of the default class may burst to with the CPU control loop, at least --class-cpus (0: the whole host)")
 	f.BoolVar(&o.network, "network", true, "give environments a bridge, NAT egress, DNS and firewall rules (false: loopback only)")
 	f.StringVar(&o.bridge, "bridge", "cove0", "bridge environments attach to")
 	f.StringVar(&o.subnet, "subnet", "10.213.0.0/16", "environments' addresses; the bridge takes the first")
@@ -40,6 +50,7 @@ func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 	f.Int64Var(&o.classEgressRate, "class-egress-rate", 0, "egress limit of the default class, bits/s (0: none)")
 	f.Int64Var(&o.classIngressRate, "class-ingress-rate", 0, "ingress limit of the default class, bits/s (0: none)")
 	f.StringVar(&o.proxyListen, "proxy-listen", o.proxyListen, "HTTP port proxy listen address (empty: no proxy)")
+	f.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics (environments' CPU, memory, IO, pids, OOM kills; runner) at http://ADDRESS/metrics, e.g. 127.0.0.1:9464 (empty: off; unauthenticated: keep it on loopback or a management network)")
 	f.StringVar(&o.proxyURL, "proxy-url", "", "base URL users reach the port proxy on (default: http(s)://LISTEN or HOSTNAME:PORT)")
 	f.StringVar(&o.proxyDomain, "proxy-domain", "", "wildcard domain for the host form PORT--ENV.DOMAIN (DNS for DOMAIN and *.DOMAIN must point here)")
 	f.StringVar(&o.proxyTLSCert, "proxy-tls-cert", "", "serve the port proxy over HTTPS with this certificate (PEM)")
