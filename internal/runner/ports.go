@@ -98,14 +98,18 @@ func (w *worker) setPorts(ctx context.Context, ps []agentclient.Port) {
 }
 
 // reportPorts re-sends the last reported status with the current ports.
-// It only does so while that status says RUNNING: a report in any other
-// phase carries no ports, and a newer status a reconcile step has queued
-// still goes out after this one, so the server ends with the latest.
-func (w *worker) reportPorts(ctx context.Context) {
+func (w *worker) reportPorts(ctx context.Context) { w.resendRunning(ctx, &w.ports.pending, "ports") }
+
+// resendRunning re-sends the last reported status (send decorates it
+// afresh: ports, usage), first clearing *pending under w.mu. It only does
+// so while that status says RUNNING: a report in any other phase carries
+// no ports or usage, and a newer status a reconcile step has queued still
+// goes out after this one, so the server ends with the latest.
+func (w *worker) resendRunning(ctx context.Context, pending *bool, what string) {
 	w.sendMu.Lock()
 	defer w.sendMu.Unlock()
 	w.mu.Lock()
-	w.ports.pending = false
+	*pending = false
 	last := w.reported
 	w.mu.Unlock()
 	if ctx.Err() != nil || last == nil || last.Phase != phaseRunning {
@@ -113,7 +117,7 @@ func (w *worker) reportPorts(ctx context.Context) {
 	}
 	st := proto.Clone(last).(*covev1.EnvironmentStatus)
 	if err := w.send(ctx, st); err != nil && ctx.Err() == nil {
-		w.r.log.Debug("ports report failed", "env", w.id, "err", err)
+		w.r.log.Debug(what+" report failed", "env", w.id, "err", err)
 	}
 }
 

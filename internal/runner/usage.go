@@ -233,22 +233,8 @@ func (w *worker) setUsage(ctx context.Context, s usageSample, stale time.Duratio
 }
 
 // reportUsage re-sends the last reported status with the current usage,
-// only while that status says RUNNING (as reportPorts).
-func (w *worker) reportUsage(ctx context.Context) {
-	w.sendMu.Lock()
-	defer w.sendMu.Unlock()
-	w.mu.Lock()
-	w.usage.pending = false
-	last := w.reported
-	w.mu.Unlock()
-	if ctx.Err() != nil || last == nil || last.Phase != phaseRunning {
-		return
-	}
-	st := proto.Clone(last).(*covev1.EnvironmentStatus)
-	if err := w.send(ctx, st); err != nil && ctx.Err() == nil {
-		w.r.log.Debug("usage report failed", "env", w.id, "err", err)
-	}
-}
+// only while that status says RUNNING.
+func (w *worker) reportUsage(ctx context.Context) { w.resendRunning(ctx, &w.usage.pending, "usage") }
 
 // decorateUsage sets st.Usage: the usage shown while running, none
 // otherwise. Callers hold w.mu.
