@@ -18,13 +18,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
+
+	"github.com/covedev/cove/bench/internal/benchkit"
 )
 
 type options struct {
@@ -46,14 +44,5 @@ func main() {
 	flag.BoolVar(&o.keepLog, "keep-log", false, "copy cove up's log to ./bench-density.log")
 	flag.Parse()
 
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, o, os.Stdout)
-	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		err = errors.New("interrupted (cleanup ran: lines above name anything it could not remove)")
-	}
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench/density:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("bench/density", func(ctx context.Context) error { return run(ctx, o, os.Stdout) })
 }

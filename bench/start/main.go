@@ -24,9 +24,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/covedev/cove/bench/internal/benchkit"
@@ -49,13 +47,7 @@ func main() {
 	flag.BoolVar(&o.keepLog, "keep-log", false, "copy cove up's log to ./bench-start.log")
 	flag.Parse()
 
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, o, os.Stdout)
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench/start:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("bench/start", func(ctx context.Context) error { return run(ctx, o, os.Stdout) })
 }
 
 func run(ctx context.Context, o options, out io.Writer) (retErr error) {
