@@ -42,15 +42,11 @@ func (f *fixture) session(ctx context.Context, name string, args []string, body 
 	if err != nil {
 		return err
 	}
-	cl.Add(func() {
-		if retErr != nil {
-			cv.PrintLogTail(os.Stderr, 40)
-		}
-		if f.o.keepLog {
-			cv.CopyLog("bench-interactive-" + name + ".log")
-		}
-		cv.Stop()
-	})
+	keepLog := ""
+	if f.o.keepLog {
+		keepLog = "bench-interactive-" + name + ".log"
+	}
+	cl.Add(cv.StopFunc(&retErr, keepLog))
 	envs, err := benchkit.NewEnvs(ctx, cv, f.repo, f.imageRef)
 	if err != nil {
 		return err

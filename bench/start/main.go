@@ -102,15 +102,11 @@ func run(ctx context.Context, o options, out io.Writer) (retErr error) {
 	if err != nil {
 		return err
 	}
-	cl.Add(func() {
-		if retErr != nil {
-			cv.PrintLogTail(os.Stderr, 40)
-		}
-		if o.keepLog {
-			cv.CopyLog("bench-start.log")
-		}
-		cv.Stop()
-	})
+	keepLog := ""
+	if o.keepLog {
+		keepLog = "bench-start.log"
+	}
+	cl.Add(cv.StopFunc(&retErr, keepLog))
 	b, err := benchkit.NewEnvs(ctx, cv, repo, imageRef)
 	if err != nil {
 		return err

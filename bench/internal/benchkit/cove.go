@@ -318,3 +318,18 @@ func FreePort() (string, error) {
 	defer ln.Close()
 	return ln.Addr().String(), nil
 }
+
+// StopFunc is the cleanup of a benchmark's cove up: it prints the tail of
+// its log when *failed is set by then, copies the log to keepLog ("" for
+// none) and stops it.
+func (c *Cove) StopFunc(failed *error, keepLog string) func() {
+	return func() {
+		if *failed != nil {
+			c.PrintLogTail(os.Stderr, 40)
+		}
+		if keepLog != "" {
+			c.CopyLog(keepLog)
+		}
+		c.Stop()
+	}
+}
