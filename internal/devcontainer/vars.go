@@ -42,6 +42,11 @@ import (
 // envconfig's (envconfig.ContainerEnv).
 var variableRE = regexp.MustCompile(`\$\{(.*?)\}`)
 
+// EnvRefRE matches a reference to a variable in a containerEnv value as a
+// Dockerfile ENV line expands it: ${NAME} or $NAME. The features' install
+// script and the container's environment must agree on it.
+var EnvRefRE = regexp.MustCompile(`\$\{[A-Za-z_][A-Za-z0-9_]*\}|\$[A-Za-z_][A-Za-z0-9_]*`)
+
 // substituter resolves the local variables of one configuration.
 type substituter struct {
 	localWorkspaceFolder     string

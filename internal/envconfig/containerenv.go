@@ -38,11 +38,6 @@ func devContainerEnv(in Input, cfg *devcontainer.Config, merged *devcontainer.Me
 	return env
 }
 
-// envRef is a reference to a variable in a containerEnv value: ${NAME}
-// or $NAME (what a Dockerfile ENV line and the features' install script
-// expand).
-var envRef = regexp.MustCompile(`\$\{[A-Za-z_][A-Za-z0-9_]*\}|\$[A-Za-z_][A-Za-z0-9_]*`)
-
 // ContainerEnv is the dev container's environment (KEY=VALUE pairs) and
 // warnings about values kept as written:
 //   - base is the image's environment;
@@ -75,7 +70,7 @@ func ContainerEnv(base []string, features []map[string]string, config map[string
 	}
 	for _, fe := range features {
 		for _, k := range slices.Sorted(maps.Keys(fe)) {
-			set(k, envRef.ReplaceAllStringFunc(fe[k], func(ref string) string {
+			set(k, devcontainer.EnvRefRE.ReplaceAllStringFunc(fe[k], func(ref string) string {
 				return vals[strings.Trim(ref, "${}")]
 			}))
 		}
@@ -83,7 +78,7 @@ func ContainerEnv(base []string, features []map[string]string, config map[string
 	snapshot := maps.Clone(vals) // config values see the image's and the features', not each other
 	var warnings []string
 	for _, k := range slices.Sorted(maps.Keys(config)) {
-		v := envRef.ReplaceAllStringFunc(config[k], func(ref string) string {
+		v := devcontainer.EnvRefRE.ReplaceAllStringFunc(config[k], func(ref string) string {
 			if val, ok := snapshot[strings.Trim(ref, "${}")]; ok {
 				return val
 			}

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/covedev/cove/internal/confine"
+	"github.com/covedev/cove/internal/devcontainer"
 )
 
 // CacheKey identifies the result of installing fs, in this order: a sha256
@@ -180,14 +181,12 @@ func shQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-var envRef = regexp.MustCompile(`\$\{[A-Za-z_][A-Za-z0-9_]*\}|\$[A-Za-z_][A-Za-z0-9_]*`)
-
 // envExpand quotes a containerEnv value for sh so that only variable
 // references (${NAME} and $NAME, as Dockerfile ENV expands them) expand.
 func envExpand(v string) string {
 	var b strings.Builder
 	last := 0
-	for _, m := range envRef.FindAllStringIndex(v, -1) {
+	for _, m := range devcontainer.EnvRefRE.FindAllStringIndex(v, -1) {
 		if m[0] > last {
 			b.WriteString(shQuote(v[last:m[0]]))
 		}
