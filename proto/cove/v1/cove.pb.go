@@ -3039,8 +3039,23 @@ type EnvironmentClass struct {
 	// Bandwidth limits in bits per second; 0 means unlimited.
 	EgressRateBits  int64 `protobuf:"varint,10,opt,name=egress_rate_bits,json=egressRateBits,proto3" json:"egress_rate_bits,omitempty"`
 	IngressRateBits int64 `protobuf:"varint,11,opt,name=ingress_rate_bits,json=ingressRateBits,proto3" json:"ingress_rate_bits,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Most CPUs an environment may burst to when the runner's CPU control
+	// loop gives it what others leave idle; at least cpus. 0: the whole host.
+	CpuBurst int32 `protobuf:"varint,12,opt,name=cpu_burst,json=cpuBurst,proto3" json:"cpu_burst,omitempty"`
+	// Reclaim target in percent of memory_bytes (cgroup v1
+	// memory.soft_limit_in_bytes, v2 memory.high): 1-100, 100 means none.
+	MemoryHighPercent int32 `protobuf:"varint,13,opt,name=memory_high_percent,json=memoryHighPercent,proto3" json:"memory_high_percent,omitempty"`
+	// Swap an environment may use beyond memory_bytes where the host has
+	// swap: 0 none, -1 unlimited.
+	SwapBytes int64 `protobuf:"varint,14,opt,name=swap_bytes,json=swapBytes,proto3" json:"swap_bytes,omitempty"`
+	// Block IO limits on the disk holding the environments' data (bytes and
+	// operations per second); 0 means unlimited.
+	IoReadBps     int64 `protobuf:"varint,15,opt,name=io_read_bps,json=ioReadBps,proto3" json:"io_read_bps,omitempty"`
+	IoWriteBps    int64 `protobuf:"varint,16,opt,name=io_write_bps,json=ioWriteBps,proto3" json:"io_write_bps,omitempty"`
+	IoReadIops    int64 `protobuf:"varint,17,opt,name=io_read_iops,json=ioReadIops,proto3" json:"io_read_iops,omitempty"`
+	IoWriteIops   int64 `protobuf:"varint,18,opt,name=io_write_iops,json=ioWriteIops,proto3" json:"io_write_iops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EnvironmentClass) Reset() {
@@ -3146,6 +3161,55 @@ func (x *EnvironmentClass) GetEgressRateBits() int64 {
 func (x *EnvironmentClass) GetIngressRateBits() int64 {
 	if x != nil {
 		return x.IngressRateBits
+	}
+	return 0
+}
+
+func (x *EnvironmentClass) GetCpuBurst() int32 {
+	if x != nil {
+		return x.CpuBurst
+	}
+	return 0
+}
+
+func (x *EnvironmentClass) GetMemoryHighPercent() int32 {
+	if x != nil {
+		return x.MemoryHighPercent
+	}
+	return 0
+}
+
+func (x *EnvironmentClass) GetSwapBytes() int64 {
+	if x != nil {
+		return x.SwapBytes
+	}
+	return 0
+}
+
+func (x *EnvironmentClass) GetIoReadBps() int64 {
+	if x != nil {
+		return x.IoReadBps
+	}
+	return 0
+}
+
+func (x *EnvironmentClass) GetIoWriteBps() int64 {
+	if x != nil {
+		return x.IoWriteBps
+	}
+	return 0
+}
+
+func (x *EnvironmentClass) GetIoReadIops() int64 {
+	if x != nil {
+		return x.IoReadIops
+	}
+	return 0
+}
+
+func (x *EnvironmentClass) GetIoWriteIops() int64 {
+	if x != nil {
+		return x.IoWriteIops
 	}
 	return 0
 }
@@ -4520,7 +4584,7 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x04role\x18\x02 \x01(\tR\x04role\"M\n" +
 	"\x12CreateUserResponse\x12!\n" +
 	"\x04user\x18\x01 \x01(\v2\r.cove.v1.UserR\x04user\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token\"\xe7\x02\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\"\xdb\x04\n" +
 	"\x10EnvironmentClass\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x12\n" +
@@ -4534,7 +4598,17 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\fegress_allow\x18\t \x03(\tR\vegressAllow\x12(\n" +
 	"\x10egress_rate_bits\x18\n" +
 	" \x01(\x03R\x0eegressRateBits\x12*\n" +
-	"\x11ingress_rate_bits\x18\v \x01(\x03R\x0fingressRateBits\"\xa4\x02\n" +
+	"\x11ingress_rate_bits\x18\v \x01(\x03R\x0fingressRateBits\x12\x1b\n" +
+	"\tcpu_burst\x18\f \x01(\x05R\bcpuBurst\x12.\n" +
+	"\x13memory_high_percent\x18\r \x01(\x05R\x11memoryHighPercent\x12\x1d\n" +
+	"\n" +
+	"swap_bytes\x18\x0e \x01(\x03R\tswapBytes\x12\x1e\n" +
+	"\vio_read_bps\x18\x0f \x01(\x03R\tioReadBps\x12 \n" +
+	"\fio_write_bps\x18\x10 \x01(\x03R\n" +
+	"ioWriteBps\x12 \n" +
+	"\fio_read_iops\x18\x11 \x01(\x03R\n" +
+	"ioReadIops\x12\"\n" +
+	"\rio_write_iops\x18\x12 \x01(\x03R\vioWriteIops\"\xa4\x02\n" +
 	"\x12RunnerCapabilities\x12\x1a\n" +
 	"\bruntimes\x18\x01 \x03(\tR\bruntimes\x12\x12\n" +
 	"\x04cpus\x18\x02 \x01(\x05R\x04cpus\x12!\n" +
