@@ -35,7 +35,11 @@ func TestClassLimitFlags(t *testing.T) {
 	if o.classLimits != want {
 		t.Errorf("class limits = %+v, want %+v", o.classLimits, want)
 	}
-	if got := defaultClass(o).GetPids(); got != 500 {
+	c := defaultClass(o)
+	if c.GetMemoryHighPercent() != 80 || c.GetSwapBytes() != -1 || c.GetIoReadBps() != 1000 || c.GetIoWriteBps() != 2000 || c.GetIoReadIops() != 30 || c.GetIoWriteIops() != 40 {
+		t.Errorf("the default class does not carry its limits: %v", c)
+	}
+	if got := c.GetPids(); got != 500 {
 		t.Errorf("pids = %d, want 500", got)
 	}
 	if got := defaultClass(parse("--class-pids=-1")).GetPids(); got != 0 {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/covedev/cove/internal/envconfig"
 	"github.com/covedev/cove/internal/runtime"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
 )
 
 func TestClassLimitsResources(t *testing.T) {
@@ -49,14 +50,19 @@ func TestClassLimitsResources(t *testing.T) {
 func TestNewClassLimitsRefuses(t *testing.T) {
 	dir := t.TempDir()
 	for name, c := range map[string]struct {
-		l    ClassLimits
+		c    *covev1.EnvironmentClass
 		want string
 	}{
-		"percent":  {ClassLimits{MemoryHighPercent: 120}, "1 to 100"},
-		"negative": {ClassLimits{MemoryHighPercent: -5}, "1 to 100"},
-		"swap":     {ClassLimits{SwapBytes: -2}, "-1 for unlimited"},
+		"percent":        {&covev1.EnvironmentClass{MemoryHighPercent: 120}, "memoryHigh: 120%: want 1 to 100"},
+		"negative":       {&covev1.EnvironmentClass{MemoryHighPercent: -5}, "want 1 to 100"},
+		"swap":           {&covev1.EnvironmentClass{SwapBytes: -2}, "-1 for unlimited"},
+		"burst below":    {&covev1.EnvironmentClass{Cpus: 2, CpuBurst: 1}, "cpuBurst: 1 is below cpus 2"},
+		"negative burst": {&covev1.EnvironmentClass{CpuBurst: -1}, "0 for the whole host"},
+		"negative io":    {&covev1.EnvironmentClass{IoWriteBps: -1}, "io: rates must not be negative"},
+		"negative pids":  {&covev1.EnvironmentClass{Pids: -1}, "pids"},
 	} {
-		_, err := newClassLimits(map[string]ClassLimits{"c": c.l}, dir)
+		c.c.Id = "c"
+		_, err := newClassLimits([]*covev1.EnvironmentClass{c.c}, dir)
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "class c") {
 			t.Errorf("%s: %v, want an error naming the class and saying %q", name, err, c.want)
 		}
@@ -65,21 +71,38 @@ func TestNewClassLimitsRefuses(t *testing.T) {
 	// IO limits on a data dir without a block device (a tmpfs): the
 	// runner refuses to start rather than promise limits it cannot keep.
 	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
-		_, err := newClassLimits(map[string]ClassLimits{"c": {WriteBPS: 1 << 20}}, "/dev/shm")
+		_, err := newClassLimits([]*covev1.EnvironmentClass{{Id: "c", IoWriteBps: 1 << 20}}, "/dev/shm")
 		if err == nil || !strings.Contains(err.Error(), "block device") {
 			t.Errorf("IO limits on a tmpfs data dir: %v", err)
 		}
 	}
 	// Without IO limits the same data dir is fine.
-	if _, err := newClassLimits(map[string]ClassLimits{"c": {SwapBytes: 1 << 20}}, "/dev/shm"); err != nil {
+	if _, err := newClassLimits([]*covev1.EnvironmentClass{{Id: "c", SwapBytes: 1 << 20}}, "/dev/shm"); err != nil {
 		t.Errorf("no IO limits: %v", err)
 	}
-	// On this host's disk the device is found.
-	cl, err := newClassLimits(map[string]ClassLimits{"c": {ReadBPS: 1 << 20}}, dir)
+	// On this host's disk the device is found, and the class's limits are
+	// the ones applied.
+	cl, err := newClassLimits([]*covev1.EnvironmentClass{{Id: "c", IoReadBps: 1 << 20, MemoryHighPercent: 80, SwapBytes: -1}}, dir)
 	if err != nil {
 		t.Skipf("temporary directory not on a block device: %v", err)
 	}
 	if cl.major == 0 && cl.minor == 0 {
 		t.Errorf("no device found for %s", dir)
+	}
+	if got := cl.byClass["c"]; got != (ClassLimits{ReadBPS: 1 << 20, MemoryHighPercent: 80, SwapBytes: -1}) {
+		t.Errorf("limits of class c: %+v", got)
+	}
+}
+
+// TestWithLimitDefaults: the runner advertises the reclaim target it
+// applies, so the server shows what environments get.
+func TestWithLimitDefaults(t *testing.T) {
+	in := []*covev1.EnvironmentClass{{Id: "a", MemoryBytes: 1 << 30}, {Id: "b", MemoryBytes: 1 << 30, MemoryHighPercent: 100}, {Id: "c"}}
+	out := withLimitDefaults(in)
+	if out[0].GetMemoryHighPercent() != DefaultMemoryHighPercent || out[1].GetMemoryHighPercent() != 100 || out[2].GetMemoryHighPercent() != 0 {
+		t.Errorf("reclaim targets %d, %d, %d; want %d, 100, 0 (no memory limit)", out[0].GetMemoryHighPercent(), out[1].GetMemoryHighPercent(), out[2].GetMemoryHighPercent(), DefaultMemoryHighPercent)
+	}
+	if in[0].GetMemoryHighPercent() != 0 {
+		t.Error("the caller's class was changed")
 	}
 }

@@ -22,9 +22,6 @@ type CPUControl struct {
 	// CgroupParent is the runtime's cgroup parent, which environments'
 	// cgroups are below.
 	CgroupParent string
-	// Burst is the most CPUs an environment may burst to, by class id
-	// (none or 0: the whole host; at least the class's CPUs).
-	Burst map[string]int32
 }
 
 // StartCPUControl starts the loop over the environments' cgroups until
@@ -78,7 +75,7 @@ func (r *Runner) cpuEnvs(cc CPUControl) []cpucontrol.Env {
 			continue // no CPU limit to manage
 		}
 		out = append(out, cpucontrol.Env{ID: w.id, Cgroup: resources.CgroupPath(cc.CgroupParent, w.id),
-			Guarantee: int64(c.GetCpus()) * 1000, Ceiling: int64(cc.Burst[c.GetId()]) * 1000})
+			Guarantee: int64(c.GetCpus()) * 1000, Ceiling: int64(c.GetCpuBurst()) * 1000}) // burst 0: the whole host
 	}
 	return out
 }

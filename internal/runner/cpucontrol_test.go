@@ -43,7 +43,7 @@ func (m *memCgroups) Set(p string, l resources.CPULimits) error {
 // alone.
 func TestCPULoopControlsRunningEnvironments(t *testing.T) {
 	r := &Runner{log: slog.Default(), workers: map[string]*worker{},
-		classes: classes{{Id: "small", Cpus: 1}, {Id: "big", Cpus: 4}, {Id: "free"}}}
+		classes: classes{{Id: "small", Cpus: 1, CpuBurst: 2}, {Id: "big", Cpus: 4}, {Id: "free"}}}
 	for _, e := range []struct {
 		id, class string
 		running   bool
@@ -55,7 +55,7 @@ func TestCPULoopControlsRunningEnvironments(t *testing.T) {
 	for _, id := range []string{"e1", "e2", "e3", "e4", "e5"} {
 		cg.has[resources.CgroupPath("cove", id)] = true
 	}
-	l := r.cpuLoop(cg, CPUControl{CgroupParent: "cove", Burst: map[string]int32{"small": 2}}, 8)
+	l := r.cpuLoop(cg, CPUControl{CgroupParent: "cove"}, 8)
 	now := time.Date(2026, 12, 3, 16, 0, 0, 0, time.UTC)
 	l.Now = func() time.Time { return now }
 	l.Tick(context.Background())

@@ -107,6 +107,14 @@ func checkClassShape(field string, cl *covev1.EnvironmentClass) error {
 		return capErr(field+".diskBytes", "%d is out of range 0-%d", cl.GetDiskBytes(), int64(maxClassDisk))
 	case cl.GetPids() < 0 || cl.GetPids() > maxClassPids:
 		return capErr(field+".pids", "%d is out of range 0-%d", cl.GetPids(), maxClassPids)
+	case cl.GetCpuBurst() < 0 || cl.GetCpuBurst() > maxClassCPUs:
+		return capErr(field+".cpuBurst", "%d is out of range 0-%d", cl.GetCpuBurst(), maxClassCPUs)
+	case cl.GetMemoryHighPercent() < 0 || cl.GetMemoryHighPercent() > 100:
+		return capErr(field+".memoryHighPercent", "%d is out of range 0-100", cl.GetMemoryHighPercent())
+	case cl.GetSwapBytes() < -1 || cl.GetSwapBytes() > maxClassMemory:
+		return capErr(field+".swapBytes", "%d is out of range -1-%d", cl.GetSwapBytes(), int64(maxClassMemory))
+	case cl.GetIoReadBps() < 0 || cl.GetIoWriteBps() < 0 || cl.GetIoReadIops() < 0 || cl.GetIoWriteIops() < 0:
+		return capErr(field+".io*", "IO limits must not be negative")
 	case cl.GetRuntime() != "" && !runtimeRE.MatchString(cl.GetRuntime()):
 		return capErr(field+".runtime", "invalid runtime name %q", cl.GetRuntime())
 	case cl.GetEgressRateBits() < 0 || cl.GetIngressRateBits() < 0:
