@@ -74,6 +74,11 @@ type Config struct {
 	// Wrapper, if set, is a command line buildkitd runs behind (its argv is
 	// appended), e.g. to give it its own /etc/resolv.conf.
 	Wrapper []string
+	// Place, if set, puts buildkitd in a cgroup of its own (the runner's
+	// limited work cgroup) as soon as it has started, before the Builder
+	// first talks to it: the RUN steps it starts for builds are born
+	// there. An error stops buildkitd and fails the start.
+	Place func(pid int) error
 	// StartTimeout bounds how long Start waits for buildkitd to answer;
 	// 30s when zero.
 	StartTimeout time.Duration
@@ -255,6 +260,14 @@ func (b *Builder) startLocked(ctx context.Context) error {
 	}()
 	if err := os.WriteFile(b.pidFile(), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
 		b.log.WarnContext(ctx, "write pid file", "err", err)
+	}
+	if b.cfg.Place != nil {
+		if err := b.cfg.Place(cmd.Process.Pid); err != nil {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			<-exited
+			b.removePidFile(cmd.Process.Pid)
+			return fmt.Errorf("buildkitd's cgroup: %w", err)
+		}
 	}
 	b.cmd, b.exited = cmd, exited
 

@@ -17,6 +17,7 @@ import (
 	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/image"
+	"github.com/covedev/cove/internal/resources"
 	"github.com/covedev/cove/internal/usererr"
 )
 
@@ -33,8 +34,9 @@ type builders struct {
 	classes classes
 	log     *slog.Logger
 
-	mu sync.Mutex
-	b  *build.Builder
+	mu   sync.Mutex
+	b    *build.Builder
+	work *resources.WorkCgroup // the builder's limited cgroup (workcgroup.go)
 }
 
 // Build builds req with the builder, made at the first call.
@@ -52,8 +54,8 @@ func (bs *builders) enabled() bool { return bs.cfg.Buildkitd != "" }
 // stop stops the builder, if made, and releases its network.
 func (bs *builders) stop() {
 	bs.mu.Lock()
-	b := bs.b
-	bs.b = nil
+	b, work := bs.b, bs.work
+	bs.b, bs.work = nil, nil
 	bs.mu.Unlock()
 	if b == nil {
 		return
@@ -62,6 +64,9 @@ func (bs *builders) stop() {
 	defer cancel()
 	_ = b.Stop(sctx)
 	_ = bs.net.Teardown(sctx, builderNetID)
+	if work != nil {
+		removeWorkCgroup(bs.log, work)
+	}
 }
 
 // get returns the builder, making it (and its network) the first time.
@@ -101,8 +106,21 @@ func (bs *builders) get(ctx context.Context) (*build.Builder, error) {
 		// Without networking, RUN steps get none rather than the host's.
 		cfg.NetworkMode = "none"
 	}
+	if c.CgroupParent != "" && c.BuildLimits != nil {
+		// buildkitd and every RUN step in a limited cgroup of their own.
+		work, err := workCgroup(bs.log, c.CgroupParent, "build", c.DataDir, *c.BuildLimits)
+		if err != nil {
+			return nil, fmt.Errorf("builder's cgroup: %w", err)
+		}
+		bs.work = work
+		cfg.Place = work.Add
+	}
 	b, err := build.New(cfg)
 	if err != nil {
+		if bs.work != nil {
+			removeWorkCgroup(bs.log, bs.work)
+			bs.work = nil
+		}
 		return nil, err
 	}
 	bs.b = b
