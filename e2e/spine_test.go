@@ -66,6 +66,10 @@ func newClusterWith(t *testing.T, extra ...string) *cluster {
 		"--max-environments", "8", "--runner-timeout", "6s", "--class-memory", fmt.Sprint(1 << 30),
 		"--bridge", c.bridge, "--subnet", c.subnet, "--nft-table", "cove-e2e-" + id, "--proxy-listen", c.proxy,
 	}}
+	if slices.Contains(extra, "--classes") {
+		// The file defines every class: no --class-* flag goes with it.
+		c.up.args = slices.DeleteFunc(c.up.args, func(a string) bool { return a == "--class-memory" || a == fmt.Sprint(1<<30) })
+	}
 	c.up.args = append(c.up.args, extra...)
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/covedev/cove/internal/resources"
+)
+
+// TestCPUShareByClass: a runner offering several classes (--classes FILE)
+// runs an environment of a 1-CPU class and one of a 2-CPU class; both
+// saturate every CPU of the host. Their guarantees (scaled to the host
+// when they add up to more) become their cgroups' CPU weights, so under
+// this contention the 2-CPU environment gets twice the CPU of the other:
+// measured from their cgroups' usage over a window of CPU time, not of
+// wall time, as the machine is shared.
+//
+// Tolerance: the ratio must be within a factor of 4/3 of 2 (1.5 to 2.67).
+// CFS splits a group's weight across the CPUs by where its threads run
+// and rebalances them periodically, the agents and SSH sessions in both
+// environments use a little CPU, and other tests load the host; all of
+// these move the ratio by a few percent over a window of many CPU-seconds,
+// while the failures this test is for give 1 (equal split: weights not
+// set from the classes) or the class's ceiling (quota-bound) — both well
+// outside.
+func TestCPUShareByClass(t *testing.T) {
+	classes := filepath.Join(t.TempDir(), "classes.jsonc")
+	if err := os.WriteFile(classes, []byte(`{
+  // Two sizes; "default" for anything created without --class.
+  "classes": [
+    {"id": "default", "cpus": 1, "memory": "1GiB"},
+    {"id": "one", "displayName": "One CPU", "cpus": 1, "memory": "1GiB"},
+    {"id": "two", "displayName": "Two CPUs", "cpus": 2, "memory": "1GiB", "ioWriteBps": 0},
+  ],
+}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := newClusterWith(t, "--classes", classes)
+	u := c.user
+	cpuFiles, err := resources.HostCPUFiles()
+	if err != nil {
+		t.Skipf("no CPU controller: %v", err)
+	}
+
+	// The server shows what the runner offers, each class with its limits.
+	out := u.must("runner", "classes")
+	for _, want := range []string{"one ", "two ", "default "} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("cove runner classes lacks %q:\n%s", want, out)
+		}
+	}
+
+	reg := images(t)
+	repo := gitRepo(t, filepath.Join(c.dir, "sharerepo"), map[string]string{
+		".devcontainer/devcontainer.json": `{"image": "` + reg + `/test/busybox:latest"}`,
+	})
+	u.must("env", "create", repo, "--name", "one", "--class", "one", "--wait", "--timeout", "3m")
+	u.must("env", "create", repo, "--name", "two", "--class", "two", "--wait", "--timeout", "3m")
+	ids := map[string]string{"one": field(u.envJSON("one"), "id"), "two": field(u.envJSON("two"), "id")}
+	usage := func(name string) time.Duration {
+		t.Helper()
+		st, err := cpuFiles.Read(resources.CgroupPath(c.cgroup, ids[name]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Usage
+	}
+
+	// Each saturates the host: twice as many spinners as CPUs, so that
+	// each CPU has threads of both.
+	n := 2 * goruntime.NumCPU()
+	var list []string
+	for i := range n {
+		list = append(list, fmt.Sprint(i))
+	}
+	spin := `for i in ` + strings.Join(list, " ") + `; do (while [ ! -e /tmp/stop ]; do :; done) & done; wait`
+	for _, name := range []string{"one", "two"} {
+		stop := u.background("ssh", name, "--", spin)
+		defer stop()
+		defer u.run("ssh", name, "--", "touch /tmp/stop")
+	}
+	// Warm up: both busy (a CPU-second each), and the control loop has
+	// seen them so.
+	start := map[string]time.Duration{"one": usage("one"), "two": usage("two")}
+	waitFor(t, "both environments to be busy", func() bool {
+		return usage("one")-start["one"] > time.Second && usage("two")-start["two"] > time.Second
+	})
+
+	// The window: until the two have used 10 CPU-seconds per host CPU
+	// together (10 s of wall time on an otherwise idle host).
+	window := time.Duration(10*goruntime.NumCPU()) * time.Second
+	u0, u2 := usage("one"), usage("two")
+	var d1, d2 time.Duration
+	waitFor(t, fmt.Sprintf("the pair to use %s of CPU", window), func() bool {
+		d1, d2 = usage("one")-u0, usage("two")-u2
+		return d1+d2 >= window
+	})
+	ratio := float64(d2) / float64(d1)
+	t.Logf("over %s of CPU: class one used %s, class two %s: ratio %.2f (want 2)", d1+d2, d1.Round(time.Millisecond), d2.Round(time.Millisecond), ratio)
+	if ratio < 1.5 || ratio > 8.0/3 {
+		t.Errorf("CPU split %.2f between the 2-CPU and the 1-CPU class, want 2 within a factor of 4/3 (1.5 to 2.67)", ratio)
+	}
+}
