@@ -4,7 +4,7 @@ PREFIX    ?= /usr/local
 BIN       := bin/cove
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: all build up deps test-deps test test-stress proto bench-start bench-density bench-interactive clean
+.PHONY: all build up deps test-deps test test-stress proto bench-start bench-density bench-interactive bench-io clean
 
 all: build
 
@@ -52,6 +52,12 @@ bench-density: build
 # per CPU policy. As root; see docs/performance.md.
 bench-interactive: build
 	$(GO) run ./bench/interactive -cove $(BIN)
+
+# fsync latency in one environment while a neighbour writes as fast as it
+# can, without and with the class's IO limits. As root; see
+# docs/performance.md.
+bench-io: build
+	$(GO) run ./bench/io -cove $(BIN)
 
 clean:
 	rm -rf bin

@@ -26,19 +26,25 @@ import (
 
 // BuildCove builds ./cmd/cove of the enclosing module into dir.
 func BuildCove(ctx context.Context, dir string) (string, error) {
+	bin := filepath.Join(dir, "cove")
+	return bin, BuildStatic(ctx, "./cmd/cove", bin)
+}
+
+// BuildStatic builds pkg (a path like "./cmd/cove", relative to the
+// enclosing module's root) into the static binary bin (CGO_ENABLED=0).
+func BuildStatic(ctx context.Context, pkg, bin string) error {
 	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		return fmt.Errorf("go env GOMOD: %w", err)
 	}
 	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	bin := filepath.Join(dir, "cove")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./cmd/cove")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build cove: %w\n%s", err, b)
+		return fmt.Errorf("build %s: %w\n%s", pkg, err, b)
 	}
-	return bin, nil
+	return nil
 }
 
 // StepEvent is one "step done" line of the runner's log.
