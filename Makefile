@@ -4,7 +4,7 @@ PREFIX    ?= /usr/local
 BIN       := bin/cove
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: all build up deps test-deps test test-stress proto bench-start bench-density bench-interactive bench-io clean
+.PHONY: all build up deps test-deps test test-stress proto bench-start bench-density bench-interactive bench-io bench-disk clean
 
 all: build
 
@@ -58,6 +58,12 @@ bench-interactive: build
 # docs/performance.md.
 bench-io: build
 	$(GO) run ./bench/io -cove $(BIN)
+
+# A disk quota per environment: loop-mounted ext4 image vs btrfs qgroup vs
+# a plain directory, setup cost and IO overhead. As root; see
+# docs/performance.md.
+bench-disk:
+	$(GO) run ./bench/disk
 
 clean:
 	rm -rf bin

@@ -4,8 +4,8 @@
 #   install-deps.sh test      that plus what the test suite needs
 set -euo pipefail
 
-runtime_pkgs=(runc git ca-certificates openssh-client iproute2 procps)
-test_pkgs=(busybox-static mmdebstrap rsync nftables uidmap openssh-client sqlite3 make stress-ng)
+runtime_pkgs=(runc git ca-certificates openssh-client iproute2 procps e2fsprogs)
+test_pkgs=(busybox-static mmdebstrap rsync nftables uidmap openssh-client sqlite3 make stress-ng btrfs-progs)
 
 want=("${runtime_pkgs[@]}")
 if [[ "${1:-runtime}" == test ]]; then

@@ -138,14 +138,9 @@ func Mount(img, target string) error {
 		}
 		return nil
 	}
-	f, err := os.OpenFile(img, os.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	loop, err := loopFor(img)
 	if err != nil {
 		return err
-	}
-	defer f.Close()
-	loop, err := attach(f, true)
-	if err != nil {
-		return fmt.Errorf("attach %s to a loop device: %w", img, err)
 	}
 	// loop stays open until the file system holds the device: autoclear
 	// detaches it when the last holder lets go, here if mounting fails.
@@ -157,6 +152,38 @@ func Mount(img, target string) error {
 		return fmt.Errorf("mount %s (%s) at %s: %w", img, loop.Name(), target, err)
 	}
 	return os.Chmod(target, 0o711)
+}
+
+// loopFor opens the loop device of img: the one already attached to it if
+// there is one (the file system may still be mounted in a mount namespace
+// that outlived the runner's mount: a second device on the same image
+// would be a second, independent ext4 on the same blocks, and corrupt it),
+// or a new one.
+func loopFor(img string) (*os.File, error) {
+	ls, err := Loops()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range ls {
+		if l.Backing == img && !l.Deleted {
+			if dev, err := os.OpenFile(l.Device, os.O_RDWR|unix.O_CLOEXEC, 0); err == nil {
+				if b, err := backingFile(l.Device); err == nil && b == img {
+					return dev, nil
+				}
+				dev.Close()
+			}
+		}
+	}
+	f, err := os.OpenFile(img, os.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	dev, err := attach(f, true)
+	if err != nil {
+		return nil, fmt.Errorf("attach %s to a loop device: %w", img, err)
+	}
+	return dev, nil
 }
 
 // attach configures a free loop device on f (detaching itself when its

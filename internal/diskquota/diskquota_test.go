@@ -309,3 +309,38 @@ func countMounts(t *testing.T, target string) int {
 	}
 	return n
 }
+
+// An image whose loop device is still attached (its file system still
+// mounted somewhere the runner's unmount did not reach) is mounted from
+// that device again, never from a second one: two loop devices would be
+// two independent ext4 mounts of the same blocks.
+func TestMountReusesAttachedLoop(t *testing.T) {
+	needLoop(t)
+	img, target := mountDisk(t, MinSize)
+	other := filepath.Join(filepath.Dir(target), "other")
+	if err := os.Mkdir(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A second mount of the same device, as a lingering mount namespace
+	// would hold; the first goes.
+	dev, err := mountedDevice(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(dev, other, "ext4", unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(other, 0) })
+	if err := Unmount(target); err != nil {
+		t.Fatal(err)
+	}
+	if err := Mount(img, target); err != nil {
+		t.Fatal(err)
+	}
+	if n := attached(t, img); n != 1 {
+		t.Errorf("%d loop devices on %s, want the one still attached", n, img)
+	}
+	if again, _ := mountedDevice(target); again != dev {
+		t.Errorf("mounted from %s, want %s", again, dev)
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -97,18 +99,32 @@ func detach(match func(Loop) bool) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	// LOOP_CLR_FD on a device someone still holds only marks it: check.
-	ls, err = Loops()
-	if err != nil {
-		return err
-	}
-	for _, l := range ls {
-		if match(l) {
-			return fmt.Errorf("loop device %s (%s) is still in use", l.Device, l.Backing)
+	// The kernel lets a device go when its last holder does, which after
+	// an unmount may be a moment later (the file system's release of the
+	// device can be deferred), and LOOP_CLR_FD on a device someone still
+	// holds only marks it. Wait for it, a bounded time: one still there
+	// then is held by someone (a mount namespace that kept a copy of the
+	// mount) and detaches when they let go.
+	deadline := time.Now().Add(detachWait)
+	for {
+		ls, err := Loops()
+		if err != nil {
+			return err
 		}
+		i := slices.IndexFunc(ls, match)
+		if i < 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("loop device %s (%s) is still in use", ls[i].Device, ls[i].Backing)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return nil
 }
+
+// detachWait bounds how long Detach waits for the kernel to let a loop
+// device go.
+const detachWait = 10 * time.Second
 
 func clearFd(dev string) error {
 	f, err := os.OpenFile(dev, os.O_RDONLY|unix.O_CLOEXEC, 0)

@@ -50,7 +50,7 @@ type usageCollector struct {
 
 func (c *usageCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCPU, descThrottled, descCPULimit, descMemory, descMemLimit,
-		descIORead, descIOWrite, descPids, descPidsLimit, descOOMKills, descPhase, descReadErr} {
+		descIORead, descIOWrite, descPids, descPidsLimit, descOOMKills, descPhase, descReadErr, descDisk, descDiskLimit} {
 		ch <- d
 	}
 }
@@ -84,6 +84,7 @@ func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		collectCounters(ch, w.id, u)
+		collectDisk(ch, c.r, w.id) // disk.go
 	}
 	for p, n := range phases {
 		ch <- prometheus.MustNewConstMetric(descPhase, prometheus.GaugeValue, float64(n), strings.ToLower(metricPhase(p)))

@@ -19,6 +19,9 @@ type observed struct {
 	rebuild bool
 	// devcontainerDone: features and lifecycle ran for the running container.
 	devcontainerDone bool
+	// diskMounted: the environment's disk is mounted; diskDown: it has one
+	// (disk.go) that is not.
+	diskMounted, diskDown bool
 }
 
 type step string
@@ -38,6 +41,8 @@ const (
 	stepFeatures        step = "features"         // install features, cache them as a layer
 	stepRestart         step = "restart"          // start again for feature entrypoints
 	stepLifecycle       step = "lifecycle"        // run lifecycle commands
+	stepDisk            step = "disk"             // mount the environment's disk
+	stepUnmountDisk     step = "unmount-disk"     // unmount it (its loop device goes with it)
 )
 
 // devcontainerSteps follow a start (each does nothing when it has nothing
@@ -62,6 +67,9 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 			if o.someMounted {
 				steps = append(steps, stepUnmount)
 			}
+			if o.diskDown {
+				steps = append(steps, stepDisk)
+			}
 			steps = append(steps, stepReset)
 			if !o.contentReady {
 				steps = append(steps, stepClone)
@@ -70,6 +78,9 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 		}
 		if !o.stateExists {
 			steps = append(steps, stepPrepare)
+		}
+		if o.diskDown {
+			steps = append(steps, stepDisk) // everything after writes on it
 		}
 		if !o.contentReady {
 			steps = append(steps, stepClone)
@@ -103,6 +114,9 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 		}
 		if o.someMounted {
 			steps = append(steps, stepUnmount)
+		}
+		if o.diskMounted {
+			steps = append(steps, stepUnmountDisk)
 		}
 		if desired == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED && o.stateExists {
 			steps = append(steps, stepRemove)

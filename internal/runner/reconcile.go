@@ -49,6 +49,7 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	if errors.Is(err, os.ErrNotExist) {
 		st = nil
 	}
+	lay = withDiskLayout(lay, st) // disk.go
 	if st != nil && st.Content.Ready {
 		w.sub(&w.content, subReady, "") // also after a runner restart
 	}
@@ -205,7 +206,7 @@ func (r *Runner) status(env *covev1.Environment, st *envState, phase covev1.Envi
 				s.Features = featuresStatus(dc.Features)
 			}
 		}
-		s.Volumes = volumesStatus(r.layout(env.Id).Workspace(), st)
+		s.Volumes = volumesStatus(withDiskLayout(r.layout(env.Id), st).Workspace(), st)
 	}
 	s.Lifecycle = lifecycleStatus(st) // step_lifecycle.go
 	if phase == phaseRunning {
@@ -217,7 +218,8 @@ func (r *Runner) status(env *covev1.Environment, st *envState, phase covev1.Envi
 // observe reads what exists on the host for environment id.
 func (r *Runner) observe(ctx context.Context, id string, st *envState) (observed, error) {
 	lay := r.layout(id)
-	o := observed{stateExists: st != nil}
+	o := observed{stateExists: st != nil, diskMounted: diskMounted(lay)}
+	o.diskDown = st != nil && st.Disk.Bytes > 0 && !o.diskMounted
 	if st != nil {
 		o.contentReady = st.Content.Ready
 		o.imageReady = st.Image.Digest != "" && r.images.has(st.Image.Layers)

@@ -118,7 +118,7 @@ func (m *startStep) startMachine(ctx context.Context, e *stepEnv, mc envconfig.M
 		Rootfs:    ml.Rootfs(),
 		IDMap:     st.IDMap,
 		Process:   runtime.Process{Args: mc.Process.Args, Env: mc.Process.Env, Cwd: mc.Process.Cwd},
-		Resources: m.limits.resources(e.env.GetSpec().GetClassId(), mc.Resources),
+		Resources: withDiskIO(m.limits.resources(e.env.GetSpec().GetClassId(), mc.Resources), lay), // disk.go
 		NetNSPath: netns,
 		Group:     mc.Group,
 	}

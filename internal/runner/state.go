@@ -31,6 +31,7 @@ type envState struct {
 	Start     startState         `json:"start"`
 	Rebuild   rebuildState       `json:"rebuild"`
 	Failure   failureState       `json:"failure"`
+	Disk      diskState          `json:"disk"`
 }
 
 func loadState(path string) (*envState, error) {

@@ -7,12 +7,16 @@ import (
 	"github.com/covedev/cove/internal/usererr"
 )
 
-// prepareStep allocates the environment's uid range and makes its
-// directory. It owns the state's header (id and range): the state exists
+// prepareStep allocates the environment's uid range, makes its directory
+// and, if its class has a disk limit, its disk (disk.go). It owns the
+// state's header (id and range) and its disk section: the state exists
 // from here on.
-type prepareStep struct{ ranges *rangeAllocator }
+type prepareStep struct {
+	ranges *rangeAllocator
+	disks  diskQuotas
+}
 
-func (p prepareStep) run(_ context.Context, e *stepEnv) error {
+func (p prepareStep) run(ctx context.Context, e *stepEnv) error {
 	m, err := p.ranges.allocate(e.id())
 	if err != nil {
 		return usererr.Wrap(err, "this runner is full: %v", err)
@@ -33,5 +37,12 @@ func (p prepareStep) run(_ context.Context, e *stepEnv) error {
 	// a runner killed before that leaves a directory without state, which
 	// the next prepare reuses.
 	e.st = st
+	if size := p.disks[e.env.GetSpec().GetClassId()]; size > 0 {
+		// Saved with the state even if making the disk fails: the disk step
+		// tries again before anything is written, and a delete removes it.
+		if err := makeDisk(ctx, e, size); err != nil {
+			return usererr.Wrap(err, "could not make the environment's disk: %v", err)
+		}
+	}
 	return nil
 }

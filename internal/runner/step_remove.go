@@ -14,6 +14,7 @@ type removeStep struct {
 	net    envNet
 	images imageStore
 	ranges *rangeAllocator
+	log    logger
 }
 
 func (r removeStep) run(ctx context.Context, e *stepEnv) error {
@@ -27,6 +28,12 @@ func (r removeStep) run(ctx context.Context, e *stepEnv) error {
 	// saw (a runner that died between unmounting the overlay and its
 	// lower views leaves only the latter).
 	if err := errors.Join(r.images.unmount(ctx, rootfsConfig(e.lay, e.st)), unmountServices(ctx, r.images, e.lay, e.st)); err != nil {
+		return err
+	}
+	// The disk (disk.go), whatever the state says: a prepare killed before
+	// it saved the state may have made one. Its image goes with the
+	// directory.
+	if err := unmountDisk(e.lay, r.log); err != nil {
 		return err
 	}
 	if err := checkNoMounts(e.lay.Dir); err != nil {

@@ -30,6 +30,9 @@ func (resetStep) run(_ context.Context, e *stepEnv) error {
 		return err
 	}
 	dirs := []string{lay.Upper(), lay.Work(), lay.Services()}
+	if lay.HasDisk() {
+		dirs = append(dirs, lay.ServicesData()) // the services' upper dirs, on the disk
+	}
 	for _, d := range dirs {
 		if err := checkNoMounts(d); err != nil {
 			return err

@@ -7,7 +7,9 @@ func (r *Runner) makeSteps(d deps) map[step]stepper {
 	start := &startStep{rt: r.rt, net: r.net, keys: r.keys, agentBinary: r.cfg.AgentBinary, classes: r.classes, limits: r.cfg.classLimits, log: r.log, stager: d.stager}
 	wait := waitAgentStep{agents: r.agents, endpoint: r.agentEndpoint, clock: r.clock}
 	return map[step]stepper{
-		stepPrepare: prepareStep{ranges: r.ranges},
+		stepPrepare:     prepareStep{ranges: r.ranges},
+		stepDisk:        diskStep{},
+		stepUnmountDisk: unmountDiskStep{log: r.log},
 		stepClone: cloneStep{net: r.net, clone: d.clone, allowLocal: r.cfg.AllowLocalSources,
 			sandbox: []string{r.cfg.AgentBinary, "internal-sandbox"}},
 		stepImage: &imageStep{rt: r.rt, images: r.images, net: r.net, builds: r.builds, classes: r.classes, dataDir: r.cfg.DataDir,
@@ -21,7 +23,7 @@ func (r *Runner) makeSteps(d deps) map[step]stepper {
 		stepStop:            stop,
 		stepDeleteContainer: del,
 		stepUnmount:         unmountStep{images: r.images},
-		stepRemove:          removeStep{net: r.net, images: r.images, ranges: r.ranges},
+		stepRemove:          removeStep{net: r.net, images: r.images, ranges: r.ranges, log: r.log},
 		stepReset:           resetStep{},
 	}
 }

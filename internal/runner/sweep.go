@@ -37,6 +37,7 @@ func (r *Runner) sweep(ctx context.Context) error {
 			r.log.Error("sweep", "container", id, "err", err)
 		}
 	}
+	r.sweepDisks() // disk.go
 	return nil
 }
 

@@ -20,10 +20,11 @@ import (
 // usageRefresh intervals. Reports re-send the last status with the new
 // usage, like port changes (ports.go); they never wake the worker's loop.
 //
-// Disk use (status.usage.disk_bytes) stays 0: sizing workspace, upper
-// directory and volumes takes a walk of trees an environment can grow
-// without bound, and cove has no per-environment quota (btrfs qgroups or a
-// filesystem image) whose counters would give it cheaply yet.
+// Disk use (status.usage.disk_bytes and disk_limit_bytes) is the used and
+// total size of the environment's disk (disk.go), one statfs. An
+// environment without a disk of its own reports none: sizing its
+// workspace, upper directory and volumes would take a walk of trees it can
+// grow without bound.
 
 // UsageReader reads the cumulative counters of an environment's cgroup
 // (resources.UsageReader); resources.ErrNoCgroup when it has none.
@@ -42,6 +43,9 @@ const (
 type usageSample struct {
 	at time.Time
 	c  resources.Counters
+	// disk and diskLimit are the environment's disk's used and total
+	// bytes (0: it has none).
+	disk, diskLimit int64
 }
 
 // usageState is a worker's view of its environment's usage, guarded by
@@ -70,6 +74,8 @@ func usageBetween(prev *usageSample, cur usageSample) (u *covev1.ResourceUsage, 
 		Pids:             clampInt32(c.Pids),
 		PidsLimit:        clampInt32(c.PidsLimit),
 		OomKills:         clampInt32(c.OOMKills),
+		DiskBytes:        cur.disk,
+		DiskLimitBytes:   cur.diskLimit,
 	}
 	if prev == nil || !cur.at.After(prev.at) {
 		return u, false
@@ -193,7 +199,11 @@ func (r *Runner) sampleUsage(ctx context.Context, u UsageReader, interval time.D
 			continue
 		}
 		// The report belongs to the worker: it ends with it.
-		w.setUsage(w.ctx, usageSample{at: r.clock.Now(), c: c}, usageRefresh*interval)
+		s := usageSample{at: r.clock.Now(), c: c}
+		if used, size, ok := r.diskUsage(w.id); ok { // disk.go
+			s.disk, s.diskLimit = used, size
+		}
+		w.setUsage(w.ctx, s, usageRefresh*interval)
 	}
 }
 

@@ -39,16 +39,16 @@ func TestUsageBetween(t *testing.T) {
 		limitCores    float64
 		memLimit, oom int64
 	}{
-		{name: "first reading: no interval, no CPU figure", cur: usageSample{t0, base}, memory: gib, pids: 9, limitCores: 2, memLimit: 4 * gib, oom: 1},
-		{name: "over an interval", prev: &usageSample{t0, base}, cur: usageSample{t0.Add(4 * time.Second), later}, ok: true,
+		{name: "first reading: no interval, no CPU figure", cur: usageSample{at: t0, c: base}, memory: gib, pids: 9, limitCores: 2, memLimit: 4 * gib, oom: 1},
+		{name: "over an interval", prev: &usageSample{at: t0, c: base}, cur: usageSample{at: t0.Add(4 * time.Second), c: later}, ok: true,
 			cores: 0.75, throttledMs: 1500, memory: gib, pids: 9, limitCores: 2, memLimit: 4 * gib, oom: 1},
 		// The environment restarted: its new cgroup's counters count
 		// from zero, as Prometheus' rate() counts a reset.
-		{name: "counters reset", prev: &usageSample{t0, base}, cur: usageSample{t0.Add(4 * time.Second), restarted}, ok: true,
+		{name: "counters reset", prev: &usageSample{at: t0, c: base}, cur: usageSample{at: t0.Add(4 * time.Second), c: restarted}, ok: true,
 			cores: 0.5, throttledMs: 300},
-		{name: "no time passed", prev: &usageSample{t0, base}, cur: usageSample{t0, later},
+		{name: "no time passed", prev: &usageSample{at: t0, c: base}, cur: usageSample{at: t0, c: later},
 			memory: gib, pids: 9, limitCores: 2, memLimit: 4 * gib, oom: 1},
-		{name: "figures past the proto's range are clamped", cur: usageSample{t0, huge}, memory: math.MaxInt64, pids: math.MaxInt32},
+		{name: "figures past the proto's range are clamped", cur: usageSample{at: t0, c: huge}, memory: math.MaxInt64, pids: math.MaxInt32},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			u, ok := usageBetween(c.prev, c.cur)
