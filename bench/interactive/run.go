@@ -102,6 +102,12 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		// without it.
 		plainArgs = []string{"--cpu-control=false"}
 	}
+	groups := hasFlag(ctx, f.coveBin, "--process-groups")
+	if groups {
+		// So are the process groups: the baselines share each
+		// environment's CPU evenly among its processes.
+		plainArgs = append(plainArgs, "--process-groups=false")
+	}
 	var ms []measurement
 	var idle measurement
 	err = f.session(ctx, "plain", plainArgs, func(s *session) error {
@@ -130,7 +136,11 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 
 	if control {
-		err = f.session(ctx, "control", []string{"--cpu-control=true"}, func(s *session) error {
+		controlArgs := []string{"--cpu-control=true"}
+		if groups {
+			controlArgs = append(controlArgs, "--process-groups=true")
+		}
+		err = f.session(ctx, "control", controlArgs, func(s *session) error {
 			m, err := s.measure(ctx, controlName, "idle", 0)
 			if err != nil {
 				return err
@@ -161,11 +171,14 @@ func loadName(envs int) string {
 	return fmt.Sprintf("A + %d neighbours loaded", envs-1)
 }
 
-const controlName = "cove's control loop (--cpu-control)"
+const controlName = "cove's control (--cpu-control, --process-groups)"
 
 // hasControlFlag reports whether this cove's `cove up` has --cpu-control,
 // cove's CPU control loop.
-func hasControlFlag(ctx context.Context, bin string) bool {
+func hasControlFlag(ctx context.Context, bin string) bool { return hasFlag(ctx, bin, "--cpu-control") }
+
+// hasFlag reports whether this cove's `cove up` has flag.
+func hasFlag(ctx context.Context, bin, flag string) bool {
 	out, _ := exec.CommandContext(ctx, bin, "up", "--help").CombinedOutput()
-	return strings.Contains(string(out), "--cpu-control")
+	return strings.Contains(string(out), flag)
 }

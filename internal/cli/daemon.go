@@ -144,6 +144,7 @@ type runnerOptions struct {
 	classMemory                      int64
 	cpuControl                       bool  // the CPU control loop (internal/cpucontrol)
 	classCPUBurst                    int32 // its burst ceiling for the default class (0: the host)
+	processGroups                    bool  // sort environments' processes into CPU groups (internal/procgroups)
 	classPids                        int32
 	classLimits                      runner.ClassLimits // reclaim target, swap, IO
 	// networking
@@ -244,6 +245,9 @@ func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 	}
 	if cpuOn {
 		defer r.StartCPUControl(ctx, cpu)() // stops with the runner
+	}
+	if o.processGroups {
+		defer r.StartProcessGroups(ctx, o.cgroupParent)()
 	}
 	stopUsage, err := r.StartUsage(ctx, runner.UsageConfig{Reader: resources.NewUsageReader(o.cgroupParent), MetricsListen: o.metricsListen})
 	if err != nil {

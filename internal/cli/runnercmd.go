@@ -39,6 +39,7 @@ func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 	f.Uint64Var(&o.classLimits.ReadIOPS, "class-io-read-iops", 0, "read operations per second of the default class on the data dir's disk (0: no limit)")
 	f.Uint64Var(&o.classLimits.WriteIOPS, "class-io-write-iops", 0, "write operations per second of the default class on the data dir's disk (0: no limit)")
 	f.BoolVar(&o.cpuControl, "cpu-control", true, "run the CPU control loop: each environment is guaranteed its class's CPUs and may burst into what the others leave idle, up to the whole host (false: a static quota of the class's CPUs)")
+	f.BoolVar(&o.processGroups, "process-groups", true, "sort each environment's processes into CPU groups: its agent first, terminal sessions next, everything else (and any terminal job that burns CPU) last, so a build does not make its own terminal lag")
 	f.Int32Var(&o.classCPUBurst, "class-cpu-burst", 0, "most CPUs each environment of the default class may burst to with the CPU control loop, at least --class-cpus (0: the whole host)")
 	f.BoolVar(&o.network, "network", true, "give environments a bridge, NAT egress, DNS and firewall rules (false: loopback only)")
 	f.StringVar(&o.bridge, "bridge", "cove0", "bridge environments attach to")

@@ -1,0 +1,166 @@
+package procgroups
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"time"
+)
+
+// DefaultInterval is how often the runner looks at each environment.
+const DefaultInterval = time.Second
+
+// Env is an environment's dev container whose processes are sorted.
+type Env struct {
+	ID     string
+	Cgroup string // the dev container's cgroup (a path like resources.CgroupPath returns)
+}
+
+// Cgroups are the groups' files (*Files).
+type Cgroups interface {
+	Setup(cg string) error
+	Procs(cg string, g Group) ([]int, error)
+	Move(cg string, g Group, pid int) error
+}
+
+// Loop sorts the processes of every running environment's dev container
+// into its groups, once per tick.
+type Loop struct {
+	Cgroups Cgroups
+	Proc    string // the proc file system, default /proc
+	Params  Params // default DefaultParams
+	Envs    func() []Env
+	Now     func() time.Time // default time.Now
+	Log     *slog.Logger
+
+	envs map[string]*envState
+}
+
+type envState struct {
+	cg     string
+	c      *Classifier
+	ready  bool
+	failed string // the last error, logged once
+}
+
+// Run ticks every interval until ctx is done.
+func (l *Loop) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			l.Tick(ctx)
+		}
+	}
+}
+
+func (l *Loop) init() {
+	if l.envs == nil {
+		l.envs = map[string]*envState{}
+	}
+	if l.Proc == "" {
+		l.Proc = "/proc"
+	}
+	if l.Params == (Params{}) {
+		l.Params = DefaultParams
+	}
+	if l.Now == nil {
+		l.Now = time.Now
+	}
+	if l.Log == nil {
+		l.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Tick looks at every environment once and moves what must move.
+func (l *Loop) Tick(ctx context.Context) {
+	l.init()
+	seen := map[string]bool{}
+	for _, e := range l.Envs() {
+		seen[e.ID] = true
+		st := l.envs[e.ID]
+		if st == nil || st.cg != e.Cgroup {
+			st = &envState{cg: e.Cgroup, c: NewClassifier(l.Params)}
+			l.envs[e.ID] = st
+		}
+		if err := l.tick(ctx, e, st); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				// Restarted (its cgroup made again) or stopped:
+				// start again next time.
+				delete(l.envs, e.ID)
+				continue
+			}
+			if err.Error() != st.failed {
+				st.failed = err.Error()
+				l.Log.WarnContext(ctx, "environment's processes not sorted into CPU groups", "env", e.ID, "err", err)
+			}
+			continue
+		}
+		st.failed = ""
+	}
+	for id := range l.envs {
+		if !seen[id] {
+			delete(l.envs, id)
+		}
+	}
+}
+
+func (l *Loop) tick(ctx context.Context, e Env, st *envState) error {
+	if !st.ready {
+		if err := l.Cgroups.Setup(e.Cgroup); err != nil {
+			return err
+		}
+		st.ready = true
+	}
+	var procs []Proc
+	names := map[int]string{}
+	for _, g := range []Group{Root, Agent, Interactive, Workload} {
+		if g == Workload && !st.c.WatchesWorkload() {
+			continue
+		}
+		pids, err := l.Cgroups.Procs(e.Cgroup, g)
+		if err != nil {
+			return err
+		}
+		for _, pid := range pids {
+			s, err := readStat(l.Proc, pid)
+			if err != nil {
+				continue // exited
+			}
+			if g == Workload && !st.c.Watched(pid, s.start) {
+				continue
+			}
+			p := Proc{PID: pid, Start: s.start, PGID: s.pgid, SID: s.sid, TTY: s.tty,
+				CPU: s.cpu, ChildCPU: s.childCPU, Group: g}
+			if g == Root || g == Agent {
+				if p.Init, err = isNSInit(l.Proc, pid); err != nil {
+					continue
+				}
+			}
+			names[pid] = s.comm
+			procs = append(procs, p)
+		}
+	}
+	for _, m := range st.c.Tick(l.Now(), procs) {
+		if !sameProcess(l.Proc, m.PID, m.Start) {
+			continue // exited; its pid may name another process now
+		}
+		if err := l.Cgroups.Move(e.Cgroup, m.To, m.PID); err != nil {
+			if errors.Is(err, errGone) {
+				continue
+			}
+			return err
+		}
+		if f := OOMFloor(m.To); f > 0 {
+			if err := raiseOOMScore(l.Proc, m.PID, f); err != nil && !errors.Is(err, fs.ErrNotExist) && !isESRCH(err) {
+				l.Log.DebugContext(ctx, "oom_score_adj not raised", "env", e.ID, "pid", m.PID, "err", err)
+			}
+		}
+		l.Log.DebugContext(ctx, "process moved", "env", e.ID, "pid", m.PID, "command", names[m.PID], "group", string(m.To))
+	}
+	return nil
+}

@@ -1,0 +1,113 @@
+package procgroups
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// clockTick is the unit of /proc/<pid>/stat's times (USER_HZ, 100 on
+// every Linux architecture the kernel exports to user space).
+const clockTick = 10 * time.Millisecond
+
+func isESRCH(err error) bool { return errors.Is(err, syscall.ESRCH) }
+
+// procStat is what /proc/<pid>/stat says of a process.
+type procStat struct {
+	comm           string
+	pgid, sid, tty int
+	cpu, childCPU  time.Duration
+	start          uint64
+}
+
+// readStat reads /proc/<pid>/stat below procRoot. The command name is
+// the process's to choose (any bytes, parentheses included): the fields
+// are read after its last ')'.
+func readStat(procRoot string, pid int) (procStat, error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return procStat{}, err
+	}
+	return parseStat(b)
+}
+
+func parseStat(b []byte) (procStat, error) {
+	open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if open < 0 || end < open {
+		return procStat{}, errors.New("stat: no command name")
+	}
+	// After the name: state ppid pgrp session tty_nr tpgid flags minflt
+	// cminflt majflt cmajflt utime stime cutime cstime priority nice
+	// num_threads itrealvalue starttime …
+	f := strings.Fields(string(b[end+1:]))
+	if len(f) < 20 {
+		return procStat{}, fmt.Errorf("stat: %d fields after the name", len(f))
+	}
+	n := func(i int) (int64, error) { return strconv.ParseInt(f[i], 10, 64) }
+	var v [20]int64
+	for _, i := range []int{2, 3, 4, 11, 12, 13, 14} {
+		x, err := n(i)
+		if err != nil {
+			return procStat{}, fmt.Errorf("stat field %d: %w", i+3, err)
+		}
+		v[i] = x
+	}
+	start, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return procStat{}, fmt.Errorf("stat starttime: %w", err)
+	}
+	return procStat{
+		comm: string(b[open+1 : end]),
+		pgid: int(v[2]), sid: int(v[3]), tty: int(v[4]),
+		cpu:      time.Duration(v[11]+v[12]) * clockTick,
+		childCPU: time.Duration(v[13]+v[14]) * clockTick,
+		start:    start,
+	}, nil
+}
+
+// isNSInit reports whether process pid is PID 1 of its innermost pid
+// namespace (the last NSpid of /proc/<pid>/status).
+func isNSInit(procRoot string, pid int) (bool, error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "status"))
+	if err != nil {
+		return false, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "NSpid:"); ok {
+			f := strings.Fields(rest)
+			return len(f) > 1 && f[len(f)-1] == "1", nil
+		}
+	}
+	return false, nil
+}
+
+// sameProcess reports whether pid is still the process that started at
+// start (and not a process that reused its pid).
+func sameProcess(procRoot string, pid int, start uint64) bool {
+	st, err := readStat(procRoot, pid)
+	return err == nil && st.start == start
+}
+
+// raiseOOMScore raises process pid's oom_score_adj to floor if it is
+// lower. It never lowers one.
+func raiseOOMScore(procRoot string, pid, floor int) error {
+	name := filepath.Join(procRoot, strconv.Itoa(pid), "oom_score_adj")
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return err
+	}
+	cur, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("oom_score_adj: %w", err)
+	}
+	if cur >= floor {
+		return nil
+	}
+	return os.WriteFile(name, []byte(strconv.Itoa(floor)), 0)
+}
