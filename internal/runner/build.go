@@ -58,6 +58,11 @@ func (bs *builders) stop() {
 	bs.b, bs.work = nil, nil
 	bs.mu.Unlock()
 	if b == nil {
+		// A work cgroup an earlier runner process left (it was killed)
+		// goes too, unless its buildkitd still runs in it.
+		if bs.cfg.CgroupParent != "" {
+			removeIdleWorkCgroup(bs.log, bs.cfg.CgroupParent, "build")
+		}
 		return
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)

@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"log/slog"
+	"path"
 	"time"
 
 	"github.com/covedev/cove/internal/resources"
@@ -54,5 +55,19 @@ func removeWorkCgroup(log *slog.Logger, w *resources.WorkCgroup) {
 	defer cancel()
 	if err := w.Remove(ctx); err != nil {
 		log.Warn("work cgroup not removed", "cgroup", w.Path(), "err", err)
+	}
+}
+
+// removeIdleWorkCgroup removes the work cgroup name below parent, and the
+// work directory, if nothing runs in them.
+func removeIdleWorkCgroup(log *slog.Logger, parent, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	p := resources.WorkCgroupPath(parent, name)
+	for _, c := range []string{p, path.Dir(p)} {
+		if removed, err := resources.RemoveIfUnused(ctx, c); err != nil || !removed {
+			log.Info("work cgroup kept", "cgroup", c, "err", err)
+			return
+		}
 	}
 }
