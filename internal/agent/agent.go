@@ -132,7 +132,10 @@ type Config struct {
 	reap          bool          // act as init (reaper, SIGTERM handling) even when not PID 1
 	sftpServer    []string      // command for the sftp subsystem; default: this executable "agent sftp-server"
 	shutdownGrace time.Duration // how long session processes get after SIGTERM
-	portsInterval time.Duration // how often port discovery polls; default 250ms
+	portsInterval time.Duration // how often port discovery looks while the environment is active; default 250ms
+	portsIdle     time.Duration // how often at most when nothing happens; default 5s
+	portsHot      time.Duration // how long activity keeps it looking often; default 10s
+	nsLastPid     string        // the pid namespace's last pid; default /proc/sys/kernel/ns_last_pid
 	procNetFiles  []string      // tables to read instead of sock_diag (tests); nil: sock_diag
 	probeTimeout  time.Duration // bound on the user env probe; default 10s
 	logsPoll      time.Duration // how often a followed log is polled; default 250ms
@@ -141,6 +144,8 @@ type Config struct {
 	profileMarker string        // default /var/devcontainer/.patchEtcProfileMarker
 	envFilePath   string        // default /etc/environment
 	envFileMarker string        // default /var/devcontainer/.patchEtcEnvironmentMarker
+
+	portsWait func(time.Duration) // called with each wait port discovery chooses
 }
 
 const defaultShutdownGrace = 5 * time.Second
@@ -177,7 +182,9 @@ func Run(ctx context.Context, cfg Config) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	act := &activity{}
 	procs := newProcTable(initMode, log)
+	procs.act = act
 	if initMode {
 		sigs := make(chan os.Signal, 1)
 		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
@@ -203,7 +210,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	a := &agent{cfg: cfg, log: log, procs: procs}
+	a := &agent{cfg: cfg, log: log, procs: procs, act: act}
 	if cfg.KeepProfilePath {
 		a.keepProfilePath() // before the first session's probe
 	}

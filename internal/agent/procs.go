@@ -25,6 +25,7 @@ import (
 type procTable struct {
 	reap bool
 	log  *slog.Logger
+	act  *activity // touched when a process starts or exits (may be nil)
 
 	mu    sync.Mutex
 	procs map[int]*proc
@@ -56,6 +57,7 @@ func (t *procTable) start(name string, argv []string, attr *os.ProcAttr) (*proc,
 		pr.group = true
 	}
 	t.procs[pr.pid] = pr
+	t.act.touch()
 	if !t.reap {
 		go t.waitOne(pr)
 	}
@@ -78,19 +80,26 @@ func (t *procTable) waitOne(pr *proc) {
 
 // finish records pr's exit; t.mu must be held.
 func (t *procTable) finish(pr *proc, ws syscall.WaitStatus) {
+	t.act.touch()
 	delete(t.procs, pr.pid)
 	pr.status = ws
 	pr.p.Release()
 	close(pr.done)
 }
 
+// reapSweep is how often the reaper looks without a SIGCHLD.
+const reapSweep = time.Minute
+
 // runReaper reaps children until ctx is done. It must run only in reap mode.
 func (t *procTable) runReaper(ctx context.Context) {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGCHLD)
 	defer signal.Stop(sigs)
-	// A periodic sweep guards against coalesced or missed SIGCHLDs.
-	tick := time.NewTicker(5 * time.Second)
+	// Coalesced SIGCHLDs lose nothing: every one received reaps all that
+	// exited, and one that finds the channel full leaves one pending there.
+	// The sweep is a last resort, rare so that an idle environment's agent
+	// sleeps (it was every 5 s).
+	tick := time.NewTicker(reapSweep)
 	defer tick.Stop()
 	for {
 		t.reapAll()
@@ -120,6 +129,7 @@ func (t *procTable) reapAll() {
 			t.finish(pr, ws)
 			continue
 		}
+		t.act.touch()
 		t.log.Debug("reaped orphan", "pid", pid, "status", int(ws))
 	}
 }

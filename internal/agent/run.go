@@ -183,14 +183,16 @@ func (s *session) startPipes(path string, argv []string, attr *os.ProcAttr) (fun
 	s.proc = pr
 	stdin, stdout, stderr := files[3], files[4], files[5]
 	return func() {
+		// Session data is activity: port discovery looks often meanwhile.
+		act := s.a.act
 		go func() {
-			io.Copy(stdin, s.ch)
+			io.Copy(activeWriter{stdin, act}, s.ch)
 			stdin.Close() // EOF from the client: EOF for the process
 		}()
 		var wg sync.WaitGroup
 		wg.Add(2)
-		go func() { defer wg.Done(); io.Copy(s.ch, stdout) }()
-		go func() { defer wg.Done(); io.Copy(s.ch.Stderr(), stderr) }()
+		go func() { defer wg.Done(); io.Copy(activeWriter{s.ch, act}, stdout) }()
+		go func() { defer wg.Done(); io.Copy(activeWriter{s.ch.Stderr(), act}, stderr) }()
 		go s.finish(pr, &wg, stdout, stderr)
 	}, nil
 }
@@ -224,10 +226,12 @@ func (s *session) startPty(path string, argv []string, attr *os.ProcAttr, acct *
 	s.proc = pr
 	s.master = master
 	return func() {
-		go io.Copy(master, s.ch)
+		// Typing and output are activity: port discovery looks often meanwhile.
+		act := s.a.act
+		go io.Copy(activeWriter{master, act}, s.ch)
 		var wg sync.WaitGroup
 		wg.Add(1)
-		go func() { defer wg.Done(); io.Copy(s.ch, master) }()
+		go func() { defer wg.Done(); io.Copy(activeWriter{s.ch, act}, master) }()
 		go s.finish(pr, &wg, master)
 	}, nil
 }

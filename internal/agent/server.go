@@ -17,6 +17,7 @@ type agent struct {
 	cfg   Config
 	log   *slog.Logger
 	procs *procTable
+	act   *activity // what may open or close ports (portwatch.go)
 
 	sessions atomic.Int64 // session channels being served
 	conns    connSet
@@ -79,6 +80,7 @@ func (a *agent) handleDirectTCPIP(srv *ssh.Server, conn *gossh.ServerConn, newCh
 		return
 	}
 	go gossh.DiscardRequests(reqs)
+	a.act.touch() // a client of a server may make it open another port
 	a.log.Debug("port forward", "dest", dest)
 
 	var wg sync.WaitGroup
