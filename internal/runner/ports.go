@@ -20,6 +20,10 @@ type portWatch struct {
 	done    chan struct{}      // closed when the watching goroutine returned
 	ports   []agentclient.Port // latest list from the agent
 	pending bool               // a port report is queued
+	// connectedAt is when the current stream delivered its first list
+	// (zero while there is none): the agent, the container's PID 1, has
+	// been alive since (observe.go).
+	connectedAt time.Time
 }
 
 const (
@@ -40,6 +44,7 @@ func (w *worker) watchPorts(running bool) {
 		w.ports.cancel()
 		w.ports.cancel = nil
 		w.ports.ports = nil
+		w.ports.connectedAt = time.Time{}
 		return
 	}
 	ctx, cancel := context.WithCancel(w.ctx)
@@ -62,6 +67,7 @@ func (w *worker) followPorts(ctx context.Context) {
 		if err == nil {
 			err = c.WatchPorts(ctx, func(ps []agentclient.Port) {
 				backoff = portsRetryMin
+				w.streamUp(ctx)
 				w.setPorts(ctx, ps)
 			})
 			c.Close()
@@ -69,8 +75,16 @@ func (w *worker) followPorts(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		// Without the agent nothing is known to listen.
+		// Without the agent nothing is known to listen; and the
+		// container may have exited: re-observe it now (observe.go).
 		w.setPorts(ctx, nil)
+		w.mu.Lock()
+		lost := !w.ports.connectedAt.IsZero()
+		w.ports.connectedAt = time.Time{}
+		w.mu.Unlock()
+		if lost {
+			w.kickNow()
+		}
 		log.Debug("port watch interrupted; retrying", "err", err, "in", backoff)
 		select {
 		case <-ctx.Done():
@@ -78,6 +92,15 @@ func (w *worker) followPorts(ctx context.Context) {
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, portsRetryMax)
+	}
+}
+
+// streamUp records that the agent's stream delivers lists (observe.go).
+func (w *worker) streamUp(ctx context.Context) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ctx.Err() == nil && w.ports.connectedAt.IsZero() {
+		w.ports.connectedAt = w.now()
 	}
 }
 

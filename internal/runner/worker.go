@@ -44,6 +44,7 @@ type worker struct {
 	devc         *covev1.SubStatus // devcontainer: features, lifecycle; nil until known
 	dcPorts      *envconfig.Ports  // devcontainer.json forwardPorts/portsAttributes
 	ports        portWatch         // listening ports while running (ports.go)
+	obs          observeState      // passes, for the periodic re-observe (observe.go)
 	usage        usageState        // resource usage while running (usage.go)
 }
 
@@ -117,13 +118,16 @@ func (w *worker) resetRetries() {
 
 // setDevcontainerPorts reports devcontainer.json's forwardPorts and
 // portsAttributes with every status from now on (none without a resolved
-// configuration).
+// configuration). Called with the state at the start of every pass, it also
+// notes whether the environment has sibling (compose service) containers,
+// which its agent's ports stream does not watch (observe.go).
 func (w *worker) setDevcontainerPorts(st *envState) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if st != nil && st.Image.DC != nil {
 		w.dcPorts = &st.Image.DC.Ports
 	}
+	w.obs.siblings = st != nil && st.Image.Compose != nil && len(st.Image.Compose.Services) > 0
 }
 
 // retryDelay is how long the loop waits before it retries a failed pass.
@@ -156,7 +160,9 @@ func (w *worker) loop() {
 			w.mu.Lock()
 			w.retryIn = backoff
 			w.mu.Unlock()
+			began := w.r.clock.Now()
 			done, err := w.r.reconcile(w.ctx, w, env)
+			pass := w.passDone(began, err == nil) // observe.go
 			if done {
 				log.Info("environment deleted; worker exits")
 				w.r.forget(w.id)
@@ -165,6 +171,8 @@ func (w *worker) loop() {
 			}
 			if err == nil {
 				backoff = time.Second
+				// Re-observe periodically: a container may exit on its own.
+				go w.periodic(pass)
 				break
 			}
 			if w.ctx.Err() != nil {
@@ -179,17 +187,6 @@ func (w *worker) loop() {
 			}
 			backoff = min(backoff*2, 30*time.Second)
 		}
-		// Re-observe periodically: a container may exit on its own.
-		go func() {
-			select {
-			case <-w.ctx.Done():
-			case <-w.r.clock.After(10 * time.Second):
-				select {
-				case w.kick <- struct{}{}:
-				default:
-				}
-			}
-		}()
 	}
 }
 
