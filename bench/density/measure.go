@@ -14,7 +14,8 @@ type result struct {
 
 	window                     time.Duration // measured wall time of the window
 	envCPU, runcCPU            []time.Duration
-	runnerCPU                  time.Duration
+	runnerCPU, childCPU        time.Duration // cove up itself; its waited-for children (runc …)
+	host0, host1               hostCounts    // before the first environment, at the end
 	envMem, runcMem            []benchkit.Memory
 	runnerRSS, runnerRSSGrowth int64
 }
@@ -47,6 +48,10 @@ func (r *result) measure(ctx context.Context, pid int, window time.Duration) err
 	if err != nil {
 		return err
 	}
+	c0, err := procChildCPU(pid)
+	if err != nil {
+		return err
+	}
 	t0 := time.Now()
 	if err := sleep(ctx, window); err != nil {
 		return err
@@ -63,8 +68,12 @@ func (r *result) measure(ctx context.Context, pid int, window time.Duration) err
 	if err != nil {
 		return err
 	}
+	c1, err := procChildCPU(pid)
+	if err != nil {
+		return err
+	}
 	r.window = time.Since(t0)
-	r.envCPU, r.runcCPU, r.runnerCPU = sub(e1, e0), sub(b1, b0), p1-p0
+	r.envCPU, r.runcCPU, r.runnerCPU, r.childCPU = sub(e1, e0), sub(b1, b0), p1-p0, c1-c0
 	if r.envMem, err = memSnapshot(r.envs); err != nil {
 		return err
 	}

@@ -50,9 +50,11 @@ func printReport(w io.Writer, m benchkit.Machine, o options, r result) {
 	fmt.Fprintf(tw, "per idle environment\t%10s\t%10s\ttarget\t\n", "mean", "max")
 	envCPU := pct(sum(r.envCPU), r.window) / float64(n)
 	runnerCPU := pct(r.runnerCPU, r.window) / float64(n)
+	childCPU := pct(r.childCPU, r.window) / float64(n)
 	fmt.Fprintf(tw, "CPU, environment's cgroup (%% of one CPU)\t%8.4f%%\t%8.4f%%\t\t\n", envCPU, pct(slices.Max(r.envCPU), r.window))
 	fmt.Fprintf(tw, "CPU, cove up process / N\t%8.4f%%\t\t\t\n", runnerCPU)
-	fmt.Fprintf(tw, "CPU, total\t%8.4f%%\t\t< %.1f%%\t\n", envCPU+runnerCPU, targetCPUPercent)
+	fmt.Fprintf(tw, "CPU, cove up's child processes (runc …) / N\t%8.4f%%\t\t\t\n", childCPU)
+	fmt.Fprintf(tw, "CPU, total\t%8.4f%%\t\t< %.1f%%\t\n", envCPU+runnerCPU+childCPU, targetCPUPercent)
 	usage := mems(r.envMem, func(m benchkit.Memory) int64 { return m.Usage })
 	anon := mems(r.envMem, func(m benchkit.Memory) int64 { return m.Anon })
 	file := mems(r.envMem, func(m benchkit.Memory) int64 { return m.File })
@@ -74,6 +76,10 @@ func printReport(w io.Writer, m benchkit.Machine, o options, r result) {
 		fmt.Fprintf(tw, "\t\t\t\t\n")
 	}
 	fmt.Fprintf(tw, "cove up process: CPU over the window, RSS at the end\t%8.2f%%\t%6.0f MiB\t\t\n", pct(r.runnerCPU, r.window), mib(r.runnerRSS))
+	fmt.Fprintf(tw, "cove up's child processes: CPU over the window\t%8.2f%%\t\t\t\n", pct(r.childCPU, r.window))
+	perEnv := func(a, b int) string { return fmt.Sprintf("%10.2f", float64(b-a)/float64(n)) }
+	fmt.Fprintf(tw, "runner goroutines per environment (before → after)\t%s\t%10s\t\t\n", perEnv(r.host0.goroutines, r.host1.goroutines), fmt.Sprintf("%d → %d", r.host0.goroutines, r.host1.goroutines))
+	fmt.Fprintf(tw, "nftables rules per environment (before → after)\t%s\t%10s\t\t\n", perEnv(r.host0.rules, r.host1.rules), fmt.Sprintf("%d → %d", r.host0.rules, r.host1.rules))
 	_ = tw.Flush()
 
 	fmt.Fprintln(w)
@@ -94,8 +100,37 @@ func printReport(w io.Writer, m benchkit.Machine, o options, r result) {
 		a, b := benchkit.Percentile(starts(r.envs[:k]), 50), benchkit.Percentile(starts(r.envs[n-k:]), 50)
 		fmt.Fprintf(tw, "create → RUNNING, p50 of first %d / last %d\t%s\t%s\t%s\t\t\n", k, k, benchkit.Ms(a), benchkit.Ms(b), ratio(a, b))
 	}
+	if k := min(10, n); n >= 2*k {
+		printSteps(tw, r.envs[:k], r.envs[n-k:], ratio)
+	}
 	if len(r.runc) > 0 {
 		fmt.Fprintf(tw, "baseline: runc run --detach (sleep)\t%s\t%s\t%s\t\t\n", benchkit.Ms(r.runc[0].start), benchkit.Ms(r.runc[len(r.runc)-1].start), ratio(r.runc[0].start, r.runc[len(r.runc)-1].start))
 	}
 	_ = tw.Flush()
+}
+
+// printSteps prints each runner step's p50 over the first and the last
+// environments (from the runner's "step done" log lines).
+func printSteps(w io.Writer, first, last []started, ratio func(a, b time.Duration) string) {
+	var order []string
+	took := func(ss []started) map[string][]time.Duration {
+		m := map[string][]time.Duration{}
+		for _, s := range ss {
+			for _, e := range s.steps {
+				if _, ok := m[e.Step]; !ok && !slices.Contains(order, e.Step) {
+					order = append(order, e.Step)
+				}
+				m[e.Step] = append(m[e.Step], e.Took)
+			}
+		}
+		return m
+	}
+	a, b := took(first), took(last)
+	for _, step := range order {
+		if len(a[step]) == 0 || len(b[step]) == 0 {
+			continue
+		}
+		pa, pb := benchkit.Percentile(a[step], 50), benchkit.Percentile(b[step], 50)
+		fmt.Fprintf(w, "  runner step %s, p50 of first %d / last %d\t%s\t%s\t%s\t\t\n", step, len(first), len(last), benchkit.Ms(pa), benchkit.Ms(pb), ratio(pa, pb))
+	}
 }

@@ -14,10 +14,14 @@ import (
 // started is one environment or baseline container and how long its start
 // took.
 type started struct {
-	name, cgroup string
-	start        time.Duration // create call → RUNNING seen (runc: runc run --detach returned)
-	first        time.Duration // create call → first `cove ssh NAME -- true` returned
+	name, id, cgroup string
+	start            time.Duration // create call → RUNNING seen (runc: runc run --detach returned)
+	first            time.Duration // create call → first `cove ssh NAME -- true` returned
+	steps            []benchkit.StepEvent
 }
+
+// densitySubnet is the environments' subnet: room for 65,000 of them.
+const densitySubnet = "10.218.0.0/16"
 
 func run(ctx context.Context, o options, out io.Writer) (retErr error) {
 	if os.Geteuid() != 0 {
@@ -60,12 +64,21 @@ func run(ctx context.Context, o options, out io.Writer) (retErr error) {
 	benchkit.Progress("starting cove up")
 	coveRunc := filepath.Join(runRoot, "runc")
 	cgParent := benchkit.DefaultCgroupParent()
+	metricsAddr, err := benchkit.FreePort()
+	if err != nil {
+		return err
+	}
 	cl.Add(func() { benchkit.RemoveCgroups(cgParent) })
 	cl.Add(func() { benchkit.DeleteContainers(o.runc, coveRunc) }) // after cove up stops
 	cv, err := benchkit.StartCove(ctx, benchkit.CoveOptions{Bin: coveBin, Runc: o.runc, Dir: tmp, RuncRoot: coveRunc, CgroupParent: cgParent,
 		// Room for N environments of one user on one runner.
 		Args: []string{"--max-environments", fmt.Sprint(o.n + 1), "--max-runner-environments", fmt.Sprint(max(256, o.n+1)),
-			"--max-environments-per-user", "0", "--max-running-per-user", "0"}})
+			"--max-environments-per-user", "0", "--max-running-per-user", "0",
+			// go_goroutines, for the runner's goroutines per environment.
+			"--metrics-listen", metricsAddr,
+			// Its own subnet (the later flag wins): the other benchmarks'
+			// cove up, on benchkit's subnet, may run at the same time.
+			"--subnet", densitySubnet}})
 	if err != nil {
 		return err
 	}
@@ -92,7 +105,12 @@ func run(ctx context.Context, o options, out io.Writer) (retErr error) {
 	if err != nil {
 		return err
 	}
+	// benchkit.StartCove names the nftables table after this process.
+	table := fmt.Sprintf("cove-bench-%d", os.Getpid())
 	var res result
+	if res.host0, err = countHost(ctx, metricsAddr, table); err != nil {
+		return err
+	}
 	for i := range o.n {
 		s, err := startEnv(ctx, envs, fmt.Sprintf("idle-%03d", i))
 		if err != nil {
@@ -140,6 +158,12 @@ func run(ctx context.Context, o options, out io.Writer) (retErr error) {
 	}
 	res.runnerRSSGrowth = rss1 - rss0
 	res.runnerRSS = rss1
+	if res.host1, err = countHost(ctx, metricsAddr, table); err != nil {
+		return err
+	}
+	for i := range res.envs {
+		res.envs[i].steps = cv.StepsOf(res.envs[i].id)
+	}
 	mach.LoadEnd = benchkit.LoadAvg()
 	printReport(out, mach, o, res)
 	benchkit.Progress("deleting %d environments", o.n)
@@ -158,6 +182,7 @@ func startEnv(ctx context.Context, envs *benchkit.Envs, name string) (started, e
 	if err != nil {
 		return s, err
 	}
+	s.id = id
 	s.start = running.Sub(t0)
 	if _, err := envs.Cove.CLI(ctx, "ssh", name, "--", "true"); err != nil {
 		return s, err
