@@ -43,7 +43,10 @@ func (loopKind) teardown(_ context.Context, dir string) error {
 		return err
 	}
 	if err := diskquota.Detach(img); err != nil {
-		return err
+		// Someone's mount namespace made while the disk was mounted (a
+		// container starting, a clone sandbox: other tests on a shared
+		// machine) holds it; autoclear detaches it when they let go.
+		benchkit.Progress("%v (left to autoclear)", err)
 	}
 	return os.RemoveAll(dir)
 }

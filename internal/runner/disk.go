@@ -111,10 +111,13 @@ type unmountDiskStep struct{ log logger }
 func (u unmountDiskStep) run(_ context.Context, e *stepEnv) error { return unmountDisk(e.lay, u.log) }
 
 // withDiskIO gives res's block IO limits, which are on the data dir's
-// disk, to the environment's loop device too: the environment's writes
-// reach its disk through that device, in its own context (with cgroup v1
-// the loop device's own writes to the image file are the kernel's, not
-// the environment's, and escape a limit on the data dir's disk).
+// disk, to the environment's loop device too: the environment's IO
+// reaches its disk through that device, submitted in its own context.
+// Whether the loop device's own IO to the image file is charged to the
+// environment on the data dir's disk depends on the kernel (since 5.12 the
+// loop driver's per-cgroup workers do; e2e TestDiskQuota measured a
+// direct-IO writer under the limit here with either); the limit on the
+// loop device does not.
 func withDiskIO(res runtime.Resources, lay envdir.Layout) runtime.Resources {
 	if len(res.IO) == 0 || !lay.HasDisk() {
 		return res
