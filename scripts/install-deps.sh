@@ -58,4 +58,20 @@ if ! command -v go >/dev/null; then
 	echo "install-deps: Go is not installed: install Go 1.26+ (https://go.dev/dl/) into /usr/local/go" >&2
 	exit 1
 fi
+
+# versitygw, an S3-compatible server on a local directory, for the S3 tests
+# of internal/blob/s3blob (they start it on loopback themselves and skip
+# without it; scripts/test.sh fails on that skip). Built at a pinned version
+# into /var/cache/cove-versitygw (once; later calls return at once). The
+# version must match versitygwVersion in internal/blob/s3blob.
+versitygw_version=v1.8.0
+vgw_bin=/var/cache/cove-versitygw/$versitygw_version/bin
+if [[ "${1:-runtime}" == test && ! -x $vgw_bin/versitygw ]]; then
+	echo "install-deps: building versitygw $versitygw_version"
+	rm -rf "$vgw_bin.tmp"
+	(cd / && GOBIN="$vgw_bin.tmp" CGO_ENABLED=0 go install -trimpath "github.com/versity/versitygw/cmd/versitygw@$versitygw_version")
+	rm -rf "$vgw_bin"
+	mv "$vgw_bin.tmp" "$vgw_bin"
+fi
+
 echo "install-deps: ok ($(go version | cut -d' ' -f3), $(runc --version | head -1))"

@@ -1,0 +1,301 @@
+// Package localblob is a blob.Store on a local directory: each object is a
+// file at its key's path under the directory.
+//
+// Every access goes through an os.Root opened on the directory, so no key
+// and no symlink planted in the directory (by anyone who can write there)
+// leads outside it. Put writes a temporary file under .tmp/, syncs it,
+// renames it over the key and syncs the directory: a reader sees the old
+// object or the new one, never part of one, even across a crash.
+//
+// A key cannot be both an object and the directory of other objects ("a"
+// and "a/b"); such a Put fails with FailedPrecondition. Backups use a fixed
+// layout in which this never happens; S3 gateways on a file system (such
+// as versitygw's posix backend) have the same rule.
+package localblob
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"syscall"
+	"time"
+
+	"github.com/covedev/cove/internal/blob"
+	"github.com/covedev/cove/internal/errdefs"
+)
+
+// tmpDir holds Puts in progress; its name is not a valid key segment, so
+// it never appears in List.
+const tmpDir = ".tmp"
+
+// staleTmp is how old a temporary file must be for New to remove it as the
+// leftover of a crashed Put.
+const staleTmp = time.Hour
+
+// Store is a blob.Store on a directory.
+type Store struct {
+	root *os.Root
+	dir  string
+	log  *slog.Logger
+}
+
+var _ blob.Store = (*Store)(nil)
+
+// New opens (creating it, mode 0700, when missing) the directory dir as a
+// store, and removes temporary files that crashed Puts left behind.
+func New(dir string, log *slog.Logger) (*Store, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, classify(fmt.Errorf("blob directory: %w", err))
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, classify(fmt.Errorf("blob directory: %w", err))
+	}
+	s := &Store{root: root, dir: dir, log: log}
+	if err := root.Mkdir(tmpDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		root.Close()
+		return nil, classify(fmt.Errorf("blob directory %s: %w", dir, err))
+	}
+	s.removeStale()
+	return s, nil
+}
+
+// Close releases the directory.
+func (s *Store) Close() error { return s.root.Close() }
+
+func (s *Store) removeStale() {
+	entries, err := fs.ReadDir(s.root.FS(), tmpDir)
+	if err != nil {
+		s.log.Warn("blob: cannot list temporary files", "dir", s.dir, "err", err)
+		return
+	}
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || time.Since(info.ModTime()) < staleTmp {
+			continue
+		}
+		if err := s.root.Remove(path.Join(tmpDir, e.Name())); err != nil {
+			s.log.Warn("blob: cannot remove a stale temporary file", "file", e.Name(), "err", err)
+		} else {
+			s.log.Info("blob: removed the temporary file of an interrupted put", "file", e.Name())
+		}
+	}
+}
+
+// Put implements blob.Store.
+func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (err error) {
+	if err := blob.ValidateKey(key); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("blob put %q: %w", key, err)
+	}
+	var rnd [12]byte
+	rand.Read(rnd[:])
+	tmp := path.Join(tmpDir, hex.EncodeToString(rnd[:]))
+	f, err := s.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return classify(fmt.Errorf("blob put %q: %w", key, err))
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			if rmErr := s.root.Remove(tmp); rmErr != nil && !errors.Is(rmErr, fs.ErrNotExist) {
+				s.log.Warn("blob: cannot remove a temporary file", "file", tmp, "err", rmErr)
+			}
+		}
+	}()
+	src := blob.ContextReader(ctx, r)
+	if size >= 0 {
+		src = io.LimitReader(src, size+1) // one more, to tell a longer stream
+	}
+	n, err := io.Copy(f, src)
+	if err != nil {
+		return classify(fmt.Errorf("blob put %q: %w", key, err))
+	}
+	if size >= 0 && n != size {
+		return blob.SizeMismatch(key, size, n)
+	}
+	if err := f.Sync(); err != nil {
+		return classify(fmt.Errorf("blob put %q: sync: %w", key, err))
+	}
+	if err := f.Close(); err != nil {
+		return classify(fmt.Errorf("blob put %q: %w", key, err))
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("blob put %q: %w", key, err)
+	}
+	dir := path.Dir(key)
+	if dir != "." {
+		if err := s.root.MkdirAll(dir, 0o700); err != nil {
+			return classify(fmt.Errorf("blob put %q: %w", key, err))
+		}
+	}
+	if err := s.root.Rename(tmp, key); err != nil {
+		return classify(fmt.Errorf("blob put %q: %w", key, err))
+	}
+	// The rename is durable once the directory is synced.
+	if d, err := s.root.Open(dir); err == nil {
+		if err := d.Sync(); err != nil {
+			s.log.Warn("blob: cannot sync a directory", "dir", dir, "err", err)
+		}
+		d.Close()
+	}
+	return nil
+}
+
+// Get implements blob.Store.
+func (s *Store) Get(ctx context.Context, key string, rng blob.Range) (io.ReadCloser, error) {
+	if err := blob.ValidateKey(key); err != nil {
+		return nil, err
+	}
+	if err := rng.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("blob get %q: %w", key, err)
+	}
+	f, info, err := s.open(key)
+	if err != nil {
+		return nil, err
+	}
+	if rng.IsWhole() {
+		return readCloser{blob.ContextReader(ctx, f), f}, nil
+	}
+	if rng.Offset >= info.Size() {
+		f.Close()
+		return nil, fmt.Errorf("blob get %q: bytes %d- of %d: %w", key, rng.Offset, info.Size(), blob.ErrRangeNotSatisfiable)
+	}
+	if _, err := f.Seek(rng.Offset, io.SeekStart); err != nil {
+		f.Close()
+		return nil, classify(fmt.Errorf("blob get %q: %w", key, err))
+	}
+	length := info.Size() - rng.Offset
+	if rng.Length > 0 {
+		length = min(length, rng.Length)
+	}
+	return readCloser{blob.ContextReader(ctx, io.LimitReader(f, length)), f}, nil
+}
+
+// readCloser reads from a reader over the file it closes; reads fail once
+// the Get's context is done.
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// open opens the regular file of key; anything else is not an object.
+func (s *Store) open(key string) (*os.File, os.FileInfo, error) {
+	if info, err := s.root.Lstat(key); err == nil && info.Mode()&fs.ModeSymlink != 0 {
+		return nil, nil, errdefs.PermissionDenied(fmt.Errorf("blob get %q: refused: a symbolic link, not an object", key))
+	}
+	f, err := s.root.Open(key)
+	if err != nil {
+		return nil, nil, classifyKey(key, "get", err)
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, classify(fmt.Errorf("blob get %q: %w", key, err))
+	}
+	if !info.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, blob.NotFound(key)
+	}
+	return f, info, nil
+}
+
+// Stat implements blob.Store.
+func (s *Store) Stat(ctx context.Context, key string) (blob.Info, error) {
+	if err := blob.ValidateKey(key); err != nil {
+		return blob.Info{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return blob.Info{}, fmt.Errorf("blob stat %q: %w", key, err)
+	}
+	info, err := s.root.Lstat(key)
+	if err != nil {
+		return blob.Info{}, classifyKey(key, "stat", err)
+	}
+	if !info.Mode().IsRegular() {
+		return blob.Info{}, blob.NotFound(key)
+	}
+	return blob.Info{Key: key, Size: info.Size(), ModTime: info.ModTime()}, nil
+}
+
+// Delete implements blob.Store. Directories left empty stay: removing them
+// would race with a Put into them.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := blob.ValidateKey(key); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("blob delete %q: %w", key, err)
+	}
+	info, err := s.root.Lstat(key)
+	if err != nil {
+		if err := classifyKey(key, "delete", err); !blob.IsNotFound(err) {
+			return err
+		}
+		return nil
+	}
+	if info.IsDir() {
+		return nil // not an object
+	}
+	if err := s.root.Remove(key); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return classify(fmt.Errorf("blob delete %q: %w", key, err))
+	}
+	return nil
+}
+
+// classifyKey is classify for an error about key, where a missing file
+// (or a file where a directory was expected) means a missing object.
+func classifyKey(key, op string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return blob.NotFound(key)
+	}
+	var errno syscall.Errno
+	var pathErr *fs.PathError
+	if !errors.As(err, &errno) && errors.As(err, &pathErr) {
+		// os.Root's refusal of a path that leads out of the directory
+		// (a symlink planted in it), which has no errno.
+		return errdefs.PermissionDenied(fmt.Errorf("blob %s %q: refused: %w", op, key, err))
+	}
+	return classify(fmt.Errorf("blob %s %q: %w", op, key, err))
+}
+
+// classify gives err the category of its system error.
+func classify(err error) error {
+	var errno syscall.Errno
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case !errors.As(err, &errno):
+		return err
+	}
+	switch errno {
+	case syscall.ENOSPC, syscall.EDQUOT:
+		return errdefs.ResourceExhausted(fmt.Errorf("%w (the disk holding the blob directory is full)", err))
+	case syscall.EACCES, syscall.EPERM:
+		return errdefs.PermissionDenied(err)
+	case syscall.ENOENT:
+		return errdefs.NotFound(err)
+	case syscall.ENOTDIR, syscall.EEXIST, syscall.EISDIR, syscall.ENOTEMPTY:
+		return errdefs.FailedPrecondition(fmt.Errorf("%w (a key cannot be both an object and the directory of others)", err))
+	case syscall.EROFS:
+		return errdefs.FailedPrecondition(err)
+	case syscall.EIO:
+		return errdefs.Unavailable(err)
+	}
+	return err
+}

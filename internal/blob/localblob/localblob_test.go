@@ -1,0 +1,211 @@
+package localblob
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/covedev/cove/internal/blob"
+	"github.com/covedev/cove/internal/blob/blobtest"
+	"github.com/covedev/cove/internal/errdefs"
+	"github.com/covedev/cove/internal/testutil"
+)
+
+func newStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := New(filepath.Join(t.TempDir(), "blobs"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	blobtest.Run(t, func(t *testing.T) blob.Store { return newStore(t) }, blobtest.Options{LargeSize: 3 << 20})
+}
+
+// tmpFiles lists the temporary files of Puts in progress.
+func tmpFiles(t *testing.T, s *Store) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(s.dir, tmpDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// Failed Puts leave no temporary file behind.
+func TestFailedPutsLeaveNoTemporaryFile(t *testing.T) {
+	s := newStore(t)
+	ctx := testutil.Context(t)
+	if err := s.Put(ctx, "k", bytes.NewReader(make([]byte, 10)), 11); !errors.Is(err, blob.ErrSizeMismatch) {
+		t.Fatalf("put: %v", err)
+	}
+	blobtest.Put(t, s, "a", []byte("file"))
+	// "a" is an object, so "a/b" cannot be one.
+	err := s.Put(ctx, "a/b", bytes.NewReader([]byte("x")), 1)
+	if !errdefs.Is(err, errdefs.CategoryFailedPrecondition) {
+		t.Errorf("put a/b over the object a: %v; want failed precondition", err)
+	}
+	if got := tmpFiles(t, s); len(got) != 0 {
+		t.Errorf("temporary files left: %q", got)
+	}
+}
+
+// An attacker who can write into the blob directory plants symlinks to
+// files and directories outside it: no operation reads, lists, writes or
+// removes anything outside.
+func TestPlantedSymlinksStayInside(t *testing.T) {
+	s := newStore(t)
+	ctx := testutil.Context(t)
+	outside := t.TempDir()
+	secret := filepath.Join(outside, "secret")
+	if err := os.WriteFile(secret, []byte("outside secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{
+		"file": secret,            // absolute, to a file
+		"dir":  outside,           // absolute, to a directory
+		"rel":  "../../" + secret, // relative, climbing out
+		"up":   "..",
+	} {
+		if err := os.Symlink(target, filepath.Join(s.dir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, key := range []string{"file", "dir/secret", "rel", "up/secret"} {
+		rc, err := s.Get(ctx, key, blob.Range{})
+		if err == nil {
+			b, _ := io.ReadAll(rc)
+			rc.Close()
+			t.Errorf("get %s through a planted symlink read %q", key, b)
+			continue
+		}
+		if !errdefs.Is(err, errdefs.CategoryPermissionDenied) {
+			t.Errorf("get %s through a planted symlink: %v; want permission denied", key, err)
+		}
+		if info, err := s.Stat(ctx, key); err == nil {
+			t.Errorf("stat %s through a planted symlink = %+v", key, info)
+		}
+	}
+	// Writes through a directory symlink are refused; a Put over a file
+	// symlink replaces the link, not its target.
+	if err := s.Put(ctx, "dir/new", bytes.NewReader([]byte("x")), 1); err == nil {
+		t.Error("put dir/new through a symlink to a directory outside succeeded")
+	}
+	if err := s.Delete(ctx, "dir/secret"); err == nil {
+		if _, err := os.Stat(secret); err != nil {
+			t.Errorf("delete through a symlink removed the file outside: %v", err)
+		}
+	}
+	blobtest.Put(t, s, "file", []byte("replaced"))
+	if got := blobtest.Read(t, s, "file", blob.Range{}); string(got) != "replaced" {
+		t.Errorf("file = %q", got)
+	}
+	if err := s.Delete(ctx, "rel"); err != nil {
+		t.Errorf("delete of the link rel: %v", err)
+	}
+	if got := blobtest.Keys(t, s, ""); !slices.Equal(got, []string{"file"}) {
+		t.Errorf("listing = %q; want only the object written (symlinks are not listed)", got)
+	}
+	if b, err := os.ReadFile(secret); err != nil || string(b) != "outside secret" {
+		t.Errorf("the file outside changed: %q, %v", b, err)
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 1 {
+		t.Errorf("files outside: %d, want 1 (nothing written there)", len(entries))
+	}
+}
+
+// New removes the temporary files of Puts a crash interrupted, once they
+// are old enough not to belong to a Put in progress.
+func TestNewRemovesStaleTemporaryFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "blobs")
+	s, err := New(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	old, fresh := filepath.Join(dir, tmpDir, "old"), filepath.Join(dir, tmpDir, "fresh")
+	for _, p := range []string{old, fresh} {
+		if err := os.WriteFile(p, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-2 * staleTmp)
+	if err := os.Chtimes(old, past, past); err != nil {
+		t.Fatal(err)
+	}
+	s = newStoreAt(t, dir)
+	if got := tmpFiles(t, s); !slices.Equal(got, []string{"fresh"}) {
+		t.Errorf("temporary files = %q; want only fresh", got)
+	}
+}
+
+func newStoreAt(t *testing.T, dir string) *Store {
+	t.Helper()
+	s, err := New(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// A full disk fails the Put with ResourceExhausted, leaves no partial
+// object and no temporary file, and the store works again once there is
+// room.
+func TestDiskFull(t *testing.T) {
+	testutil.RequireRoot(t, "to mount a small tmpfs")
+	dir := t.TempDir()
+	const size = 1 << 20
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	s := newStoreAt(t, dir)
+	blobtest.Put(t, s, "small", []byte("fits"))
+	ctx := testutil.Context(t)
+	err := s.Put(ctx, "big", bytes.NewReader(make([]byte, 2*size)), 2*size)
+	if !errdefs.Is(err, errdefs.CategoryResourceExhausted) || !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("put of more than the disk holds: %v; want resource exhausted (ENOSPC)", err)
+	}
+	t.Logf("error: %v", err)
+	blobtest.MustBeMissing(t, s, "big")
+	if got := tmpFiles(t, s); len(got) != 0 {
+		t.Errorf("temporary files left: %q", got)
+	}
+	if got := blobtest.Read(t, s, "small", blob.Range{}); string(got) != "fits" {
+		t.Errorf("small = %q", got)
+	}
+	blobtest.Put(t, s, "after", []byte("room again"))
+}
+
+// The directory is created private.
+func TestNewCreatesPrivateDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "blobs")
+	newStoreAt(t, dir)
+	info, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := info.Mode().Perm(); perm&0o077 != 0 {
+		t.Errorf("mode %v; want no access for group and others", perm)
+	}
+}
