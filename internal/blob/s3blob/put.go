@@ -34,6 +34,8 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) er
 	if size >= 0 {
 		src = io.LimitReader(src, size+1) // one more, to tell a longer stream
 	}
+	// A part buffer is not pooled: after a failed request the HTTP
+	// transport may still be reading its body.
 	bufSize := s.cfg.PartSize
 	if size >= 0 && size < bufSize {
 		bufSize = size + 1 // a small object needs no whole part in memory

@@ -241,8 +241,8 @@ func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[blob.Info, er
 				return
 			}
 			for _, o := range page.Contents {
-				key := strings.TrimPrefix(aws.ToString(o.Key), s.cfg.Prefix)
-				if blob.ValidateKey(key) != nil {
+				key, ok := strings.CutPrefix(aws.ToString(o.Key), s.cfg.Prefix)
+				if !ok || blob.ValidateKey(key) != nil {
 					continue // not written through a Store
 				}
 				info := blob.Info{Key: key, Size: aws.ToInt64(o.Size), ModTime: aws.ToTime(o.LastModified)}
