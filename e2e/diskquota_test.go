@@ -75,12 +75,18 @@ func TestDiskQuota(t *testing.T) {
 		}
 	}
 
-	// The attack: fill the root file system (the overlay's upper dir),
-	// then the workspace, as fast as dd goes.
 	sh := func(name, cmd string) string {
 		out, errs, _ := u.run("ssh", name, "--", cmd+" 2>&1; echo exit=$?")
 		return out + errs
 	}
+	// Root inside reaches no loop device (it could otherwise write the
+	// raw image).
+	if out := sh("full", "ls /dev/loop-control /dev/loop0"); strings.Contains(out, "exit=0") {
+		t.Errorf("loop devices visible inside the environment:\n%s", out)
+	}
+
+	// The attack: fill the root file system (the overlay's upper dir),
+	// then the workspace, as fast as dd goes.
 	for _, target := range []string{"/fill", "/workspaces/fill"} {
 		out := sh("full", fmt.Sprintf("dd if=/dev/zero of=%s bs=1M count=%d", target, 2*quota>>20))
 		if !strings.Contains(out, "No space left on device") || strings.Contains(out, "exit=0") {

@@ -142,6 +142,23 @@ func TestDiskSteps(t *testing.T) {
 	if e.st.Disk.Bytes != size || !e.lay.HasDisk() || !diskMounted(e.lay) {
 		t.Fatalf("after prepare: disk %d, layout %+v, mounted %v", e.st.Disk.Bytes, e.lay, diskMounted(e.lay))
 	}
+	// The environment can never write the image (root's, 0600, in the
+	// root-owned environment directory), and what it writes on the disk
+	// carries no setuid or device the host would honour.
+	var ist unix.Stat_t
+	if err := unix.Stat(img, &ist); err != nil {
+		t.Fatal(err)
+	}
+	if ist.Uid != 0 || ist.Mode&0o777 != 0o600 {
+		t.Errorf("disk image owned by %d, mode %o: want root's, 0600", ist.Uid, ist.Mode&0o777)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(disk, &fs); err != nil {
+		t.Fatal(err)
+	}
+	if fs.Flags&unix.ST_NOSUID == 0 || fs.Flags&unix.ST_NODEV == 0 {
+		t.Errorf("disk mounted with flags %#x: want nosuid and nodev", fs.Flags)
+	}
 	// Fill the workspace (as the environment would, from inside).
 	ws := e.lay.Workspace()
 	if err := os.MkdirAll(ws, 0o755); err != nil {
