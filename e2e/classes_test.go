@@ -20,14 +20,17 @@ import (
 // measured from their cgroups' usage over a window of CPU time, not of
 // wall time, as the machine is shared.
 //
-// Tolerance: the ratio must be within a factor of 4/3 of 2 (1.5 to 2.67).
-// CFS splits a group's weight across the CPUs by where its threads run
-// and rebalances them periodically, the agents and SSH sessions in both
-// environments use a little CPU, and other tests load the host; all of
-// these move the ratio by a few percent over a window of many CPU-seconds,
-// while the failures this test is for give 1 (equal split: weights not
-// set from the classes) or the class's ceiling (quota-bound) — both well
-// outside.
+// Tolerance: the ratio must be within a factor of 3/2 of 2 (1.33 to 3).
+// CFS splits a group's weight across the CPUs in proportion to where its
+// threads run and rebalances them only periodically, and other tests load
+// the CPUs unevenly, so the lighter group's threads can sit on the busier
+// CPU for a while; the agents and SSH sessions use a little CPU too. On
+// this shared 2-CPU host (load average 15-45) the ratio measured 2.01 and
+// 2.41 over 20 CPU-seconds with two spinners per CPU, then 1.92 and 1.82
+// with this window and spinner count. The failures this test
+// is for are well outside: 1 when the weights do not come from the
+// classes (an equal split, which a static quota per class also gives), 0.5
+// when they are inverted.
 func TestCPUShareByClass(t *testing.T) {
 	classes := filepath.Join(t.TempDir(), "classes.jsonc")
 	if err := os.WriteFile(classes, []byte(`{
@@ -71,9 +74,9 @@ func TestCPUShareByClass(t *testing.T) {
 		return st.Usage
 	}
 
-	// Each saturates the host: twice as many spinners as CPUs, so that
-	// each CPU has threads of both.
-	n := 2 * goruntime.NumCPU()
+	// Each saturates the host: four times as many spinners as CPUs, so
+	// that each CPU has threads of both.
+	n := 4 * goruntime.NumCPU()
 	var list []string
 	for i := range n {
 		list = append(list, fmt.Sprint(i))
@@ -91,9 +94,9 @@ func TestCPUShareByClass(t *testing.T) {
 		return usage("one")-start["one"] > time.Second && usage("two")-start["two"] > time.Second
 	})
 
-	// The window: until the two have used 10 CPU-seconds per host CPU
-	// together (10 s of wall time on an otherwise idle host).
-	window := time.Duration(10*goruntime.NumCPU()) * time.Second
+	// The window: until the two have used 20 CPU-seconds per host CPU
+	// together (20 s of wall time on an otherwise idle host).
+	window := time.Duration(20*goruntime.NumCPU()) * time.Second
 	u0, u2 := usage("one"), usage("two")
 	var d1, d2 time.Duration
 	waitFor(t, fmt.Sprintf("the pair to use %s of CPU", window), func() bool {
@@ -102,7 +105,7 @@ func TestCPUShareByClass(t *testing.T) {
 	})
 	ratio := float64(d2) / float64(d1)
 	t.Logf("over %s of CPU: class one used %s, class two %s: ratio %.2f (want 2)", d1+d2, d1.Round(time.Millisecond), d2.Round(time.Millisecond), ratio)
-	if ratio < 1.5 || ratio > 8.0/3 {
-		t.Errorf("CPU split %.2f between the 2-CPU and the 1-CPU class, want 2 within a factor of 4/3 (1.5 to 2.67)", ratio)
+	if ratio < 4.0/3 || ratio > 3 {
+		t.Errorf("CPU split %.2f between the 2-CPU and the 1-CPU class, want 2 within a factor of 3/2 (1.33 to 3)", ratio)
 	}
 }
