@@ -97,6 +97,11 @@ func TestProcessGroups(t *testing.T) {
 	if c.up.count("process groups on") == 0 {
 		t.Fatalf("the runner did not start sorting processes:\n%s", c.up.logTail())
 	}
+	// The image's layers were unpacked by a child in the runner's unpack
+	// work cgroup (internal/runner/unpack.go), removed once done.
+	if c.up.count(c.cgroup+"/.work/unpack") == 0 {
+		t.Errorf("image layers not unpacked in the unpack work cgroup:\n%s", c.up.logTail())
+	}
 
 	stopSleep := u.background("ssh", "pg", "--", "sleep 1000")
 	defer stopSleep()

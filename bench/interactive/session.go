@@ -58,7 +58,7 @@ func (f *fixture) session(ctx context.Context, name string, args []string, body 
 		if err != nil {
 			return err
 		}
-		if _, err := envs.WaitRunning(ctx, id, 2*time.Minute); err != nil {
+		if _, err := envs.WaitRunning(ctx, id, 5*time.Minute); err != nil {
 			return err
 		}
 		cg := "/" + cgParent + "/" + id

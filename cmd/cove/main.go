@@ -34,6 +34,7 @@ func main() {
 		cli.AgentCommand(),
 		cli.WithResolvCommand(),
 		cli.SandboxCommand(),
+		cli.UnpackLayerCommand(),
 	)
 	// A mistyped subcommand is an error with suggestions, not a group's help
 	// and exit 0 that scripts take for success.

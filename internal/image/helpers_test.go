@@ -125,19 +125,34 @@ type testRegistry struct {
 	mu       sync.Mutex
 	gets     map[string]int  // blob digest -> GET count
 	truncate map[string]bool // blob digests served cut in half, then aborted
+	tamper   map[string]bool // blob digests served whole with their last byte changed
 }
 
 func newRegistry(t *testing.T) *testRegistry {
 	t.Helper()
-	r := &testRegistry{gets: map[string]int{}, truncate: map[string]bool{}}
+	r := &testRegistry{gets: map[string]int{}, truncate: map[string]bool{}, tamper: map[string]bool{}}
 	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:") {
 			d := req.URL.Path[strings.LastIndex(req.URL.Path, "/")+1:]
 			r.mu.Lock()
 			r.gets[d]++
-			cut := r.truncate[d]
+			cut, bad := r.truncate[d], r.tamper[d]
 			r.mu.Unlock()
+			if bad {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				for k, v := range rec.Header() {
+					w.Header()[k] = v
+				}
+				w.WriteHeader(rec.Code)
+				b := rec.Body.Bytes()
+				if len(b) > 0 {
+					b[len(b)-1] ^= 0xff
+				}
+				w.Write(b)
+				return
+			}
 			if cut {
 				rec := httptest.NewRecorder()
 				h.ServeHTTP(rec, req)

@@ -2,8 +2,6 @@ package image
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// layerSource opens the uncompressed tar stream of a layer; src names it in
-// logs (a blob digest or "import").
+// layerSource opens a layer's blob (compressed or not, see UnpackLayer);
+// src names it in logs (a blob digest or "import").
 type layerSource struct {
 	src  string
 	open func(ctx context.Context) (io.ReadCloser, error)
@@ -31,7 +29,10 @@ func remoteLayer(p *remote.Puller, blob name.Digest) layerSource {
 		if err != nil {
 			return nil, err
 		}
-		return l.Uncompressed() // gzip, zstd or plain, detected from the stream
+		// Decompressed by the unpacker (gzip, zstd or plain, detected
+		// from the stream); the digest is checked when it is read to
+		// its end.
+		return l.Compressed()
 	}}
 }
 
@@ -88,17 +89,16 @@ func (s *Store) unpackLayer(ctx context.Context, ls layerSource, diffID v1.Hash,
 		}
 	}()
 
-	h := sha256.New()
-	tr := io.TeeReader(rc, h)
-	if err := unpack(ctx, tmp, tr); err != nil {
+	unpackLayer := s.unpacker
+	if unpackLayer == nil {
+		unpackLayer = UnpackLayer
+	}
+	got, err := unpackLayer(ctx, tmp, rc)
+	if err != nil {
 		return fmt.Errorf("unpack layer %s: %w", diffID, err)
 	}
-	// Hash what follows the tar end marker too: the diff id covers it all.
-	if _, err := io.Copy(io.Discard, tr); err != nil {
-		return fmt.Errorf("layer %s: %w", diffID, err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != diffID.Hex {
-		return fmt.Errorf("layer %s: content has diff id sha256:%s", diffID, got)
+	if got != diffID {
+		return fmt.Errorf("layer %s: content has diff id %s", diffID, got)
 	}
 	if err := syncDir(tmp); err != nil {
 		return fmt.Errorf("layer %s: sync: %w", diffID, err)

@@ -57,6 +57,8 @@ type Store struct {
 	pulls  flights            // by normalized reference
 	layers singleflight.Group // by diffID
 
+	unpacker Unpacker // nil: UnpackLayer in this process
+
 	indexMu sync.Mutex
 }
 

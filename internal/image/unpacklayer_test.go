@@ -1,0 +1,77 @@
+package image
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// TestPullRefusesTamperedBlob: a registry that serves a layer whose bytes
+// do not match the digest the manifest names gets the pull refused, and
+// nothing of the layer is kept.
+func TestPullRefusesTamperedBlob(t *testing.T) {
+	requireRoot(t)
+	reg := newRegistry(t)
+	l := layer(t, entry{name: "f", body: "genuine"})
+	ref := reg.push(t, "test/tampered:v1", buildImage(t, v1.Config{}, l))
+	reg.mu.Lock()
+	reg.tamper[digestOf(t, l).String()] = true
+	reg.mu.Unlock()
+	s, root := newTestStore(t)
+	if _, err := s.Pull(ctxT(t), ref); err == nil {
+		t.Fatal("tampered layer pulled")
+	}
+	diff, err := l.DiffID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(s.layerDir(diff)); !os.IsNotExist(err) {
+		t.Fatalf("layer directory of a refused blob: %v", err)
+	}
+	left, _ := os.ReadDir(filepath.Join(root, "tmp"))
+	if len(left) > 0 {
+		t.Fatalf("left in tmp: %v", left)
+	}
+}
+
+// TestStoreUsesItsUnpacker: layers go through the store's unpacker, whose
+// diff id is checked against the image's.
+func TestStoreUsesItsUnpacker(t *testing.T) {
+	requireRoot(t)
+	reg := newRegistry(t)
+	ref := reg.push(t, "test/unpacker:v1", buildImage(t, v1.Config{}, layer(t, entry{name: "a", body: "A"})))
+
+	var calls atomic.Int32
+	s, _ := newTestStore(t)
+	s.SetUnpacker(func(ctx context.Context, dir string, blob io.Reader) (v1.Hash, error) {
+		calls.Add(1)
+		return UnpackLayer(ctx, dir, blob)
+	})
+	img, err := s.Pull(ctxT(t), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() != 1 || readFile(t, filepath.Join(img.Layers[0], "a")) != "A" {
+		t.Fatalf("unpacker called %d times", calls.Load())
+	}
+
+	// An unpacker that reports another diff id (a child that unpacked
+	// something else) gets the layer refused.
+	ref2 := reg.push(t, "test/unpacker:v2", buildImage(t, v1.Config{}, layer(t, entry{name: "b", body: "B"})))
+	s2, _ := newTestStore(t)
+	s2.SetUnpacker(func(ctx context.Context, dir string, blob io.Reader) (v1.Hash, error) {
+		if _, err := UnpackLayer(ctx, dir, blob); err != nil {
+			return v1.Hash{}, err
+		}
+		return v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("0", 64)}, nil
+	})
+	if _, err := s2.Pull(ctxT(t), ref2); err == nil || !strings.Contains(err.Error(), "content has diff id") {
+		t.Fatalf("pull with a wrong diff id: %v", err)
+	}
+}
