@@ -19,7 +19,8 @@ import (
 // runner's data dir gave no more than the quota, and a neighbour
 // environment still writes. df inside shows the quota for / and the
 // workspace; status and /metrics show the use. Stopping and starting keeps
-// the data; deleting leaves no mount, loop device or image. The class's
+// the data, and so does a runner killed and restarted; deleting leaves no
+// mount, loop device or image. The class's
 // block IO limit holds on the disk.
 func TestDiskQuota(t *testing.T) {
 	if err := diskquota.Check(); err != nil {
@@ -149,6 +150,22 @@ func TestDiskQuota(t *testing.T) {
 		t.Errorf("data lost over a stop and start: %s", out)
 	}
 
+	// A runner killed and restarted finds the disk mounted and adopts the
+	// running environment: the same one loop device, one mount, the data.
+	c.up.kill9()
+	c.up.start()
+	waitFor(t, "cove up to come back", func() bool { _, _, code := u.run("whoami"); return code == 0 })
+	waitFor(t, "the environment to be reachable again", func() bool {
+		_, _, code := u.run("ssh", "full", "--", "test -s /workspaces/fill")
+		return code == 0
+	})
+	if n := attached(t, img); n != 1 {
+		t.Errorf("after a runner restart: %d loop devices on the disk, want the one", n)
+	}
+	if n := mountCount(t, filepath.Dir(img)+"/disk"); n != 1 {
+		t.Errorf("after a runner restart: the disk mounted %d times, want once", n)
+	}
+
 	// Delete: nothing of the disk is left.
 	u.must("env", "delete", "full", "--wait")
 	waitFor(t, "the deleted environment's loop device to go", func() bool { return attached(t, img) == 0 })
@@ -170,6 +187,22 @@ func attached(t *testing.T, img string) int {
 	n := 0
 	for _, l := range ls {
 		if l.Backing == img {
+			n++
+		}
+	}
+	return n
+}
+
+// mountCount is how many mounts are at point.
+func mountCount(t *testing.T, point string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == point {
 			n++
 		}
 	}
