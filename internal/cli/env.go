@@ -152,6 +152,9 @@ func printEnv(w io.Writer, e *covev1.Environment) {
 	if u := usageLine(st.GetUsage(), time.Now()); u != "" { // envusage.go
 		fmt.Fprintf(w, "Usage:       %s\n", u)
 	}
+	if m := oomLine(st.GetUsage(), time.Now()); m != "" { // envusage.go
+		fmt.Fprintf(w, "Last OOM:    %s\n", m)
+	}
 	if s := st.GetSsh(); s != nil {
 		fmt.Fprintf(w, "SSH:         ssh %s   (gateway %s; run `cove config-ssh` once)\n", l(s.GetHost()), l(s.GetAddress()))
 	}

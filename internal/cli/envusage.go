@@ -60,6 +60,20 @@ func usageLine(u *covev1.ResourceUsage, now time.Time) string {
 	return termsafe.Line(line)
 }
 
+// oomLine is the last process killed for lack of memory in the
+// environment and when: "postgres was killed: out of memory at 4 GiB (2m
+// ago)". "" if none.
+func oomLine(u *covev1.ResourceUsage, now time.Time) string {
+	m := u.GetLastOomKill()
+	if m == "" {
+		return ""
+	}
+	if at := u.GetLastOomKillAt(); at != nil {
+		m += " (" + sampledAgo(at.AsTime(), now) + ")"
+	}
+	return termsafe.Line(m)
+}
+
 // sampledAgo is how long ago a sample was taken: "20s ago", "3m ago".
 func sampledAgo(at, now time.Time) string {
 	d := now.Sub(at)

@@ -46,6 +46,19 @@ func TestUsageLine(t *testing.T) {
 	}
 }
 
+// TestOOMLine: the last process killed for lack of memory, with when,
+// its name made safe to print.
+func TestOOMLine(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	if got := oomLine(&covev1.ResourceUsage{OomKills: 1}, now); got != "" {
+		t.Errorf("no last kill: %q", got)
+	}
+	u := &covev1.ResourceUsage{LastOomKill: "post\x1b[2Jgres was killed: out of memory at 4 GiB", LastOomKillAt: timestamppb.New(now.Add(-2 * time.Minute))}
+	if got, want := oomLine(u, now), "postgres was killed: out of memory at 4 GiB (2m ago)"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
 func TestBytesIEC(t *testing.T) {
 	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1 KiB", 1536: "1.5 KiB", 412 << 20: "412 MiB",
 		4 << 30: "4 GiB", 1<<40 + 1<<39: "1.5 TiB", math.MaxInt64: "8 EiB", -1: "?"} {

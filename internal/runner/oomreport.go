@@ -44,15 +44,16 @@ func oomMessage(task string, limit int64) string {
 // after it may be named inside the environment).
 func (r *Runner) reportOOMKill(k resources.OOMKill) {
 	id := ""
+	var w *worker
 	r.mu.Lock()
 	for _, el := range strings.Split(strings.Trim(k.Cgroup, "/"), "/") {
-		if _, ok := r.workers[el]; ok {
+		if w = r.workers[el]; w != nil {
 			id = el
 			break
 		}
 	}
 	r.mu.Unlock()
-	if id == "" {
+	if w == nil {
 		return
 	}
 	limit, err := resources.MemoryLimit(k.Cgroup)
@@ -61,6 +62,7 @@ func (r *Runner) reportOOMKill(k resources.OOMKill) {
 	}
 	msg := oomMessage(k.Task, limit)
 	r.log.Warn("out of memory in an environment", "env", id, "pid", k.PID, "msg", msg)
+	w.noteOOMKill(msg, time.Now()) // status.usage (usage.go)
 	// The log the agent serves (`cove env logs`), made if no lifecycle
 	// command wrote it yet; not its directory: an environment without one
 	// was not started, or is being deleted.

@@ -54,6 +54,9 @@ type usageState struct {
 	prev    *usageSample          // the last reading; nil before the first
 	shown   *covev1.ResourceUsage // what statuses carry
 	pending bool                  // a usage report is queued
+	// The last process killed for lack of memory (oomreport.go).
+	lastOOM   string
+	lastOOMAt time.Time
 }
 
 // usageBetween turns two readings into a usage: CPU cores and throttled
@@ -221,7 +224,22 @@ func (r *Runner) workerList() []*worker {
 func (w *worker) forgetUsage() {
 	w.mu.Lock()
 	w.usage.prev, w.usage.shown = nil, nil
+	w.usage.lastOOM, w.usage.lastOOMAt = "", time.Time{}
 	w.mu.Unlock()
+}
+
+// noteOOMKill records msg, a process of the environment killed for lack
+// of memory at at, and reports it with the usage (at once if a usage is
+// shown already; else the next sample, which counts the kill, carries it).
+func (w *worker) noteOOMKill(msg string, at time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.usage.lastOOM, w.usage.lastOOMAt = msg, at
+	if w.usage.shown == nil || w.usage.pending {
+		return
+	}
+	w.usage.pending = true
+	go w.reportUsage(w.ctx)
 }
 
 // setUsage records a reading and, if the usage it gives changed
@@ -252,6 +270,9 @@ func (w *worker) decorateUsage(st *covev1.EnvironmentStatus) {
 	st.Usage = nil
 	if st.Phase == phaseRunning && w.usage.shown != nil {
 		st.Usage = proto.Clone(w.usage.shown).(*covev1.ResourceUsage)
+		if w.usage.lastOOM != "" {
+			st.Usage.LastOomKill, st.Usage.LastOomKillAt = w.usage.lastOOM, timestamppb.New(w.usage.lastOOMAt)
+		}
 	}
 }
 

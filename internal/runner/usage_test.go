@@ -235,6 +235,14 @@ func TestUsageReported(t *testing.T) {
 		t.Errorf("OOM kill reported as %v", u)
 	}
 
+	// The kernel's message about it names the process: reported at once,
+	// as the log line says it.
+	r.reportOOMKill(resources.OOMKill{Cgroup: "/cove/env1", Task: "postgres", PID: 9})
+	if u := testutil.Receive(t, rec.got, "a report of the killed process").GetUsage(); !strings.HasPrefix(u.GetLastOomKill(), "postgres was killed: out of memory") ||
+		u.GetLastOomKillAt() == nil || u.GetOomKills() != 1 {
+		t.Errorf("last OOM kill reported as %v", u)
+	}
+
 	// Another pass of the reconcile loop re-sends the same status: the
 	// usage it carries is the one shown, so nothing goes out. (sendMu:
 	// the usage report has finished, w.reported is its status.)

@@ -1328,7 +1328,11 @@ type ResourceUsage struct {
 	Pids           int32 `protobuf:"varint,11,opt,name=pids,proto3" json:"pids,omitempty"`
 	PidsLimit      int32 `protobuf:"varint,12,opt,name=pids_limit,json=pidsLimit,proto3" json:"pids_limit,omitempty"`
 	// Processes killed for lack of memory since the environment started.
-	OomKills      int32 `protobuf:"varint,13,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"`
+	OomKills int32 `protobuf:"varint,13,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"`
+	// The last of them, as the environment's log says it ("postgres was
+	// killed: out of memory at 4 GiB"), and when; empty if none.
+	LastOomKill   string                 `protobuf:"bytes,14,opt,name=last_oom_kill,json=lastOomKill,proto3" json:"last_oom_kill,omitempty"`
+	LastOomKillAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=last_oom_kill_at,json=lastOomKillAt,proto3" json:"last_oom_kill_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1452,6 +1456,20 @@ func (x *ResourceUsage) GetOomKills() int32 {
 		return x.OomKills
 	}
 	return 0
+}
+
+func (x *ResourceUsage) GetLastOomKill() string {
+	if x != nil {
+		return x.LastOomKill
+	}
+	return ""
+}
+
+func (x *ResourceUsage) GetLastOomKillAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastOomKillAt
+	}
+	return nil
 }
 
 type Environment struct {
@@ -4473,7 +4491,7 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\bfeatures\x18\x15 \x03(\v2\x19.cove.v1.InstalledFeatureR\bfeatures\x12)\n" +
 	"\avolumes\x18\x16 \x03(\v2\x0f.cove.v1.VolumeR\avolumes\x120\n" +
 	"\tlifecycle\x18\x17 \x01(\v2\x12.cove.v1.SubStatusR\tlifecycle\x12,\n" +
-	"\x05usage\x18\x18 \x01(\v2\x16.cove.v1.ResourceUsageR\x05usage\"\xed\x03\n" +
+	"\x05usage\x18\x18 \x01(\v2\x16.cove.v1.ResourceUsageR\x05usage\"\xd6\x04\n" +
 	"\rResourceUsage\x129\n" +
 	"\n" +
 	"sampled_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tsampledAt\x12\x1b\n" +
@@ -4491,7 +4509,9 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x04pids\x18\v \x01(\x05R\x04pids\x12\x1d\n" +
 	"\n" +
 	"pids_limit\x18\f \x01(\x05R\tpidsLimit\x12\x1b\n" +
-	"\toom_kills\x18\r \x01(\x05R\boomKills\"\xd5\x01\n" +
+	"\toom_kills\x18\r \x01(\x05R\boomKills\x12\"\n" +
+	"\rlast_oom_kill\x18\x0e \x01(\tR\vlastOomKill\x12C\n" +
+	"\x10last_oom_kill_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\rlastOomKillAt\"\xd5\x01\n" +
 	"\vEnvironment\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x128\n" +
 	"\bmetadata\x18\x02 \x01(\v2\x1c.cove.v1.EnvironmentMetadataR\bmetadata\x12,\n" +
@@ -4851,91 +4871,92 @@ var file_cove_v1_cove_proto_depIdxs = []int32{
 	9,  // 21: cove.v1.EnvironmentStatus.lifecycle:type_name -> cove.v1.SubStatus
 	16, // 22: cove.v1.EnvironmentStatus.usage:type_name -> cove.v1.ResourceUsage
 	73, // 23: cove.v1.ResourceUsage.sampled_at:type_name -> google.protobuf.Timestamp
-	4,  // 24: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
-	8,  // 25: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
-	15, // 26: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
-	8,  // 27: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
-	17, // 28: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	17, // 29: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	17, // 30: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
-	0,  // 31: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
-	17, // 32: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	17, // 33: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	17, // 34: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
-	10, // 35: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
-	73, // 36: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
-	17, // 37: cove.v1.RebuildEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	2,  // 38: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
-	17, // 39: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
-	36, // 40: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
-	41, // 41: cove.v1.CreateTokenResponse.info:type_name -> cove.v1.Token
-	73, // 42: cove.v1.Token.created_at:type_name -> google.protobuf.Timestamp
-	73, // 43: cove.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	41, // 44: cove.v1.ListTokensResponse.tokens:type_name -> cove.v1.Token
-	36, // 45: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
-	48, // 46: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
-	3,  // 47: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
-	49, // 48: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
-	73, // 49: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
-	50, // 50: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
-	48, // 51: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
-	49, // 52: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
-	17, // 53: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
-	15, // 54: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
-	17, // 55: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
-	18, // 56: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
-	20, // 57: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
-	22, // 58: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
-	24, // 59: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
-	26, // 60: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
-	28, // 61: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
-	30, // 62: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
-	34, // 63: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
-	32, // 64: cove.v1.EnvironmentService.RebuildEnvironment:input_type -> cove.v1.RebuildEnvironmentRequest
-	37, // 65: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
-	39, // 66: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
-	46, // 67: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
-	42, // 68: cove.v1.UserService.ListTokens:input_type -> cove.v1.ListTokensRequest
-	44, // 69: cove.v1.UserService.RevokeToken:input_type -> cove.v1.RevokeTokenRequest
-	51, // 70: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
-	59, // 71: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
-	61, // 72: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
-	53, // 73: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
-	63, // 74: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
-	65, // 75: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
-	67, // 76: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
-	69, // 77: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
-	55, // 78: cove.v1.RunnerService.RotateRunnerToken:input_type -> cove.v1.RotateRunnerTokenRequest
-	57, // 79: cove.v1.RunnerService.DeleteRunner:input_type -> cove.v1.DeleteRunnerRequest
-	19, // 80: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
-	21, // 81: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
-	23, // 82: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
-	25, // 83: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
-	27, // 84: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
-	29, // 85: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
-	31, // 86: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
-	35, // 87: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
-	33, // 88: cove.v1.EnvironmentService.RebuildEnvironment:output_type -> cove.v1.RebuildEnvironmentResponse
-	38, // 89: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
-	40, // 90: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
-	47, // 91: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
-	43, // 92: cove.v1.UserService.ListTokens:output_type -> cove.v1.ListTokensResponse
-	45, // 93: cove.v1.UserService.RevokeToken:output_type -> cove.v1.RevokeTokenResponse
-	52, // 94: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
-	60, // 95: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
-	62, // 96: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
-	54, // 97: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
-	64, // 98: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
-	66, // 99: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
-	68, // 100: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
-	70, // 101: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
-	56, // 102: cove.v1.RunnerService.RotateRunnerToken:output_type -> cove.v1.RotateRunnerTokenResponse
-	58, // 103: cove.v1.RunnerService.DeleteRunner:output_type -> cove.v1.DeleteRunnerResponse
-	80, // [80:104] is the sub-list for method output_type
-	56, // [56:80] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	73, // 24: cove.v1.ResourceUsage.last_oom_kill_at:type_name -> google.protobuf.Timestamp
+	4,  // 25: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
+	8,  // 26: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
+	15, // 27: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
+	8,  // 28: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
+	17, // 29: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	17, // 30: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	17, // 31: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
+	0,  // 32: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
+	17, // 33: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	17, // 34: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	17, // 35: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
+	10, // 36: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
+	73, // 37: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
+	17, // 38: cove.v1.RebuildEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	2,  // 39: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
+	17, // 40: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
+	36, // 41: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
+	41, // 42: cove.v1.CreateTokenResponse.info:type_name -> cove.v1.Token
+	73, // 43: cove.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	73, // 44: cove.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 45: cove.v1.ListTokensResponse.tokens:type_name -> cove.v1.Token
+	36, // 46: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
+	48, // 47: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
+	3,  // 48: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
+	49, // 49: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
+	73, // 50: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
+	50, // 51: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
+	48, // 52: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
+	49, // 53: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
+	17, // 54: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
+	15, // 55: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
+	17, // 56: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
+	18, // 57: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
+	20, // 58: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
+	22, // 59: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
+	24, // 60: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
+	26, // 61: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
+	28, // 62: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
+	30, // 63: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
+	34, // 64: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
+	32, // 65: cove.v1.EnvironmentService.RebuildEnvironment:input_type -> cove.v1.RebuildEnvironmentRequest
+	37, // 66: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
+	39, // 67: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
+	46, // 68: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
+	42, // 69: cove.v1.UserService.ListTokens:input_type -> cove.v1.ListTokensRequest
+	44, // 70: cove.v1.UserService.RevokeToken:input_type -> cove.v1.RevokeTokenRequest
+	51, // 71: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
+	59, // 72: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
+	61, // 73: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
+	53, // 74: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
+	63, // 75: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
+	65, // 76: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
+	67, // 77: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
+	69, // 78: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
+	55, // 79: cove.v1.RunnerService.RotateRunnerToken:input_type -> cove.v1.RotateRunnerTokenRequest
+	57, // 80: cove.v1.RunnerService.DeleteRunner:input_type -> cove.v1.DeleteRunnerRequest
+	19, // 81: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
+	21, // 82: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
+	23, // 83: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
+	25, // 84: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
+	27, // 85: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
+	29, // 86: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
+	31, // 87: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
+	35, // 88: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
+	33, // 89: cove.v1.EnvironmentService.RebuildEnvironment:output_type -> cove.v1.RebuildEnvironmentResponse
+	38, // 90: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
+	40, // 91: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
+	47, // 92: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
+	43, // 93: cove.v1.UserService.ListTokens:output_type -> cove.v1.ListTokensResponse
+	45, // 94: cove.v1.UserService.RevokeToken:output_type -> cove.v1.RevokeTokenResponse
+	52, // 95: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
+	60, // 96: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
+	62, // 97: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
+	54, // 98: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
+	64, // 99: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
+	66, // 100: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
+	68, // 101: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
+	70, // 102: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
+	56, // 103: cove.v1.RunnerService.RotateRunnerToken:output_type -> cove.v1.RotateRunnerTokenResponse
+	58, // 104: cove.v1.RunnerService.DeleteRunner:output_type -> cove.v1.DeleteRunnerResponse
+	81, // [81:105] is the sub-list for method output_type
+	57, // [57:81] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_cove_v1_cove_proto_init() }
