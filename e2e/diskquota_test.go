@@ -224,3 +224,80 @@ func mounted(t *testing.T, dir string) bool {
 	}
 	return false
 }
+
+// TestDiskQuotaCompose: a Docker Compose environment's named volumes and
+// its sibling services' file systems are on its disk too: filling a
+// volume stops at the quota, df shows it for the volume, the data stays
+// over a stop and start, and deleting leaves nothing of the disk.
+func TestDiskQuotaCompose(t *testing.T) {
+	if err := diskquota.Check(); err != nil {
+		t.Skipf("no disk quota on this host: %v", err)
+	}
+	const quota = 192 << 20
+	var dataDir string
+	t.Cleanup(func() { // registered first: runs last
+		if dataDir == "" {
+			return
+		}
+		ls, _ := diskquota.Loops()
+		for _, l := range ls {
+			if strings.HasPrefix(l.Backing, dataDir+"/") {
+				_ = diskquota.Detach(l.Backing)
+			}
+		}
+	})
+	c := newClusterWith(t, "--class-disk", fmt.Sprint(quota))
+	dataDir = filepath.Join(c.dir, "data")
+	u := c.user
+	bb := images(t) + "/test/busybox:latest"
+	repo := gitRepo(t, filepath.Join(c.dir, "vols"), map[string]string{
+		".devcontainer/devcontainer.json": `{"dockerComposeFile": ["compose.yml"], "service": "app", "workspaceFolder": "/workspaces/vols"}`,
+		".devcontainer/compose.yml": `services:
+  app:
+    image: ` + bb + `
+    command: ["sleep", "100000"]
+    volumes: ["data:/var/lib/db", "../..:/workspaces"]
+  db:
+    image: ` + bb + `
+    command: ["sleep", "100000"]
+    volumes: ["data:/shared"]
+volumes:
+  data:
+`,
+	})
+	u.must("env", "create", repo, "--name", "vols", "--wait", "--timeout", "3m")
+	id := field(u.envJSON("vols"), "id")
+	envDir := filepath.Join(dataDir, "runner", "envs", id)
+	img := filepath.Join(envDir, "disk.img")
+
+	out, _, _ := u.run("ssh", "vols", "--", "df -k /var/lib/db | tail -1")
+	if f := strings.Fields(out); len(f) < 2 {
+		t.Fatalf("df: %q", out)
+	} else if kb, err := strconv.ParseInt(f[1], 10, 64); err != nil || kb*1024 > quota || kb*1024 < quota/2 {
+		t.Errorf("df inside shows %s KiB for the volume, want the %d MiB quota", f[1], quota>>20)
+	}
+	out, _, _ = u.run("ssh", "vols", "--", fmt.Sprintf("echo kept > /var/lib/db/file; dd if=/dev/zero of=/var/lib/db/fill bs=1M count=%d 2>&1; echo exit=$?", 2*quota>>20))
+	if !strings.Contains(out, "No space left on device") || strings.Contains(out, "exit=0") {
+		t.Errorf("filling a named volume past the quota: want ENOSPC\n%s", out)
+	}
+	// The service's own file system (its overlay's upper dir) is on the
+	// disk as well.
+	if ms, _ := filepath.Glob(filepath.Join(envDir, "disk", "svc", "db", "upper")); len(ms) != 1 {
+		t.Errorf("the db service's upper dir is not on the disk")
+	}
+	u.must("ssh", "vols", "--", "rm /var/lib/db/fill")
+	u.must("env", "stop", "vols", "--wait")
+	waitFor(t, "the stopped environment's loop device to go", func() bool { return attached(t, img) == 0 })
+	u.must("env", "start", "vols", "--wait", "--timeout", "3m")
+	if out := u.must("ssh", "vols", "--", "cat /var/lib/db/file"); out != "kept\n" {
+		t.Errorf("volume after stop/start: %q", out)
+	}
+	u.must("env", "delete", "vols", "--wait")
+	waitFor(t, "the deleted environment's loop device to go", func() bool { return attached(t, img) == 0 })
+	if mounted(t, envDir) {
+		t.Error("deleted environment left a mount")
+	}
+	if _, err := os.Lstat(envDir); !os.IsNotExist(err) {
+		t.Errorf("deleted environment left its directory: %v", err)
+	}
+}
