@@ -108,6 +108,10 @@ func TestClassLimits(t *testing.T) {
 	waitFor(t, "the OOM kill in the environment's log", func() bool {
 		return strings.Contains(u.must("env", "logs", "limited"), want)
 	})
+	// And in its status: cove env get names the process.
+	waitFor(t, "the OOM kill in cove env get", func() bool {
+		return strings.Contains(u.must("env", "get", "limited"), "Last OOM:    "+want)
+	})
 
 	// Direct IO to the workspace, on the data dir's disk: a limit can only
 	// slow the writer, so the bound holds however loaded the host is.
