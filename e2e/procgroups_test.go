@@ -8,10 +8,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/containerd/cgroups/v3"
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/creack/pty"
 )
 
@@ -113,7 +113,7 @@ func TestProcessGroups(t *testing.T) {
 	}
 	defer func() { _ = term.Process.Kill(); _ = term.Wait() }()
 	defer ptmx.Close()
-	out := &lockedBuffer{}
+	out := &testutil.Buffer{}
 	go func() { _, _ = io.Copy(out, ptmx) }()
 	// The loop runs until /tmp/stop exists; "LO''OP" prints as LOOP only
 	// from the shell.
@@ -165,22 +165,4 @@ func TestProcessGroups(t *testing.T) {
 	if left, _ := hostLeftovers(c.dir, c.cgroup, c.runcRoots[0], c.rangeBase, c.rangeBase+8*65536); len(left) > 0 {
 		t.Errorf("left on the host after delete: %v", left)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for one writer and readers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -211,7 +211,7 @@ func TestEntrypointPID1(t *testing.T) {
 	helper := exec.Command(exe, "reaper-agent")
 	helper.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
 	helper.Env = append(os.Environ(), "COVE_AGENT_HELPER="+string(hc))
-	var logs lockedBuffer
+	var logs testutil.Buffer
 	helper.Stdout, helper.Stderr = &logs, &logs
 	helper.WaitDelay = time.Second
 	must(t, helper.Start())

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -108,24 +107,7 @@ type testEnv struct {
 	signer  gossh.Signer
 	keyFile string // the client key in OpenSSH format
 	cfg     Config
-	logs    *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logs    *testutil.Buffer
 }
 
 // newTestEnv prepares the files an agent needs: keys, passwd and group
@@ -138,7 +120,7 @@ func newTestEnv(t *testing.T) *testEnv {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	must(t, os.Chmod(dir, 0o755))
 
-	e := &testEnv{dir: dir, sock: filepath.Join(dir, "agent.sock"), logs: &lockedBuffer{}}
+	e := &testEnv{dir: dir, sock: filepath.Join(dir, "agent.sock"), logs: &testutil.Buffer{}}
 	e.signer, e.keyFile = newClientKey(t, dir, "id_test")
 	authKeys := filepath.Join(dir, "authorized_keys")
 	must(t, os.WriteFile(authKeys, gossh.MarshalAuthorizedKey(e.signer.PublicKey()), 0o600))

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/covedev/cove/internal/testutil"
 )
 
 // debianProfile is the start of Debian 12's /etc/profile: it resets PATH,
@@ -79,9 +81,9 @@ func TestPatchProfile(t *testing.T) {
 // to), a directory, an oversized file and a missing one, and none of them
 // stops it.
 func TestKeepProfilePath(t *testing.T) {
-	newAgent := func(t *testing.T) (*agent, string, string, *lockedBuffer) {
+	newAgent := func(t *testing.T) (*agent, string, string, *testutil.Buffer) {
 		dir := t.TempDir()
-		logs := &lockedBuffer{}
+		logs := &testutil.Buffer{}
 		a := &agent{cfg: Config{profilePath: filepath.Join(dir, "etc", "profile"), profileMarker: filepath.Join(dir, "var", "devcontainer", "marker"),
 			envFilePath: filepath.Join(dir, "etc", "environment"), envFileMarker: filepath.Join(dir, "var", "devcontainer", "env-marker")},
 			log: slog.New(slog.NewTextHandler(logs, nil))}

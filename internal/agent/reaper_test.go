@@ -75,7 +75,7 @@ func testReaper(t *testing.T, pid1 bool) {
 		helper.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
 	}
 	helper.Env = append(os.Environ(), "COVE_AGENT_HELPER="+string(hc))
-	var logs lockedBuffer
+	var logs testutil.Buffer
 	helper.Stdout, helper.Stderr = &logs, &logs
 	helper.WaitDelay = time.Second
 	must(t, helper.Start())

@@ -247,7 +247,7 @@ func TestServiceLogs(t *testing.T) {
 	// Follow a service whose log does not exist yet.
 	s := openLogs(t, c, map[string]string{agentproto.EnvLogsService: "cache.v2", agentproto.EnvLogsFollow: "1"})
 	defer s.ch.Close()
-	var got lockedBuffer
+	var got testutil.Buffer
 	go io.Copy(&got, s.ch)
 	// Create the log once the follow has started (it then looks for the
 	// file right away and finds none).

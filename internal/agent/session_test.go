@@ -209,7 +209,7 @@ func TestPty(t *testing.T) {
 	must(t, s.RequestPty("xterm-256color", 40, 80, gossh.TerminalModes{}))
 	stdin, err := s.StdinPipe()
 	must(t, err)
-	var out lockedBuffer
+	var out testutil.Buffer
 	s.Stdout = &out
 	must(t, s.Shell())
 

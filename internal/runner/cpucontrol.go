@@ -59,14 +59,8 @@ func (r *Runner) cpuLoop(cg cpucontrol.Cgroups, c CPUControl, ncpu int) *cpucont
 // cpuEnvs are the running environments with their classes' guarantees
 // and burst ceilings.
 func (r *Runner) cpuEnvs(cc CPUControl) []cpucontrol.Env {
-	r.mu.Lock()
-	ws := make([]*worker, 0, len(r.workers))
-	for _, w := range r.workers {
-		ws = append(ws, w)
-	}
-	r.mu.Unlock()
 	var out []cpucontrol.Env
-	for _, w := range ws {
+	for _, w := range r.workerList() { // usage.go
 		if !w.isRunning() {
 			continue
 		}

@@ -45,14 +45,8 @@ func (r *Runner) StartProcessGroups(ctx context.Context, cgroupParent string) (s
 // cgroups: the environment's own, or for a Compose environment its dev
 // container's below it (the dev container has the environment's id).
 func (r *Runner) procEnvs(files *procgroups.Files, parent string) []procgroups.Env {
-	r.mu.Lock()
-	ws := make([]*worker, 0, len(r.workers))
-	for _, w := range r.workers {
-		ws = append(ws, w)
-	}
-	r.mu.Unlock()
 	var out []procgroups.Env
-	for _, w := range ws {
+	for _, w := range r.workerList() { // usage.go
 		if !w.isRunning() {
 			continue
 		}

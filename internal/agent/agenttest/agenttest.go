@@ -10,7 +10,6 @@
 package agenttest
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ed25519"
@@ -118,7 +117,7 @@ func Start(t testing.TB, opts Options) *Agent {
 		}
 	}
 	if cfg.Log == nil {
-		logs := &lockedBuffer{}
+		logs := &testutil.Buffer{}
 		cfg.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -273,21 +272,4 @@ func listen(path string) (int, error) {
 		return -1, fmt.Errorf("agent socket: dup: %w", err)
 	}
 	return fd, nil
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
