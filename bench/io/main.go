@@ -5,10 +5,10 @@
 // It starts `cove up` and two environments of the default class, A and B,
 // and copies into each a small static program (bench/io/ioprobe). A
 // appends 4 KiB to a file in its workspace and fsyncs it, 1000 times 10 ms
-// apart, timing each write+fsync. Cases: A alone (the baseline); while B
-// runs 4 writers doing 1 MiB buffered writes to large files with an fsync
-// every 64 MiB; while B's writers never fsync (the kernel writes their
-// pages back). Each case is measured under two policies, each in a `cove
+// apart (for at most -probe-max), timing each write+fsync. Cases: A
+// alone (the baseline); while B runs 4 writers doing 1 MiB buffered
+// writes to large files with an fsync every 64 MiB; while B's writers
+// never fsync (the kernel writes their pages back). Each case is measured under two policies, each in a `cove
 // up` of its own with fresh environments: no IO limits, and the class's IO
 // limits (`--class-io-write-bps`, `--class-io-write-iops`). It prints p50
 // and p99 per case, their ratios to A alone without limits, and what B
@@ -19,7 +19,7 @@
 //
 // Usage (as root, from the repository root):
 //
-//	go run ./bench/io [-n 1000] [-writers 4] [-write-bps 52428800] [-write-iops 1000] [-cove bin/cove]
+//	go run ./bench/io [-n 1000] [-writers 4] [-write-bps 52428800] [-write-iops 1000] [-buffered=false] [-cove bin/cove]
 package main
 
 import (

@@ -70,7 +70,7 @@ func (s *session) measure(ctx context.Context, l load) (m measurement, err error
 	if err != nil {
 		return m, err
 	}
-	if m.lat, err = s.probe(ctx); err != nil {
+	if m.lat, err = s.probe(ctx, s.f.o.n); err != nil {
 		return m, err
 	}
 	h1, err := s.readHost()
@@ -117,10 +117,10 @@ func (s *session) warmBytes(l load) (int64, error) {
 	return t + int64(o.writers)*o.block, err
 }
 
-// probe runs A's write+fsync loop and returns its latencies.
-func (s *session) probe(ctx context.Context) ([]time.Duration, error) {
+// probe runs A's write+fsync loop n times and returns its latencies.
+func (s *session) probe(ctx context.Context, n int) ([]time.Duration, error) {
 	out, err := s.ssh(ctx, envA, nil, fmt.Sprintf("%s fsync -file %s -n %d -size %d -gap %s -max %s",
-		probePath, path.Join(s.wsA, ".ioprobe-fsync"), s.f.o.n, s.f.o.size, s.f.o.gap, s.f.o.probeMax))
+		probePath, path.Join(s.wsA, ".ioprobe-fsync"), n, s.f.o.size, s.f.o.gap, s.f.o.probeMax))
 	if err != nil {
 		return nil, fmt.Errorf("fsync probe in %s: %w", envA, err)
 	}
@@ -129,8 +129,8 @@ func (s *session) probe(ctx context.Context) ([]time.Duration, error) {
 		return nil, fmt.Errorf("fsync probe in %s: %w", envA, err)
 	}
 	// Fewer when -probe-max ran out (the report shows how many).
-	if len(lat) == 0 || len(lat) > s.f.o.n {
-		return nil, fmt.Errorf("fsync probe in %s: %d latencies, want 1 to %d", envA, len(lat), s.f.o.n)
+	if len(lat) == 0 || len(lat) > n {
+		return nil, fmt.Errorf("fsync probe in %s: %d latencies, want 1 to %d", envA, len(lat), n)
 	}
 	return lat, nil
 }
