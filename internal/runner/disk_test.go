@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -250,4 +251,52 @@ func attachedTo(t *testing.T, img string) int {
 		}
 	}
 	return n
+}
+
+// A loop device left attached to the image of an environment whose
+// directory was removed (a runner killed while deleting it; attached
+// here without autoclear by losetup) is detached when the runner starts.
+func TestSweepDisks(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (loop devices)")
+	}
+	if err := diskquota.Check(); err != nil {
+		t.Skipf("no disk quota on this host: %v", err)
+	}
+	testutil.RequireTool(t, "losetup")
+	data := t.TempDir()
+	img := envdir.New(data, "gone").DiskImage()
+	if err := os.MkdirAll(filepath.Dir(img), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := diskquota.Create(context.Background(), img, diskquota.MinSize); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = diskquota.Detach(img) })
+	if out, err := exec.Command("losetup", "--find", img).CombinedOutput(); err != nil {
+		t.Fatalf("losetup: %v: %s", err, out)
+	}
+	// An image still there belongs to an environment: not touched.
+	kept := envdir.New(data, "kept").DiskImage()
+	if err := os.MkdirAll(filepath.Dir(kept), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := diskquota.Create(context.Background(), kept, diskquota.MinSize); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = diskquota.Detach(kept) })
+	if out, err := exec.Command("losetup", "--find", kept).CombinedOutput(); err != nil {
+		t.Fatalf("losetup: %v: %s", err, out)
+	}
+	if err := os.RemoveAll(filepath.Dir(img)); err != nil {
+		t.Fatal(err)
+	}
+	r := &Runner{cfg: Config{DataDir: data}, log: slog.Default()}
+	r.sweepDisks()
+	if n := attachedTo(t, img); n != 0 {
+		t.Errorf("%d loop devices left on the removed image", n)
+	}
+	if n := attachedTo(t, kept); n != 1 {
+		t.Errorf("%d loop devices on an environment's image, want its one untouched", n)
+	}
 }
