@@ -121,3 +121,113 @@ func TestLostPortsStreamKicksWorker(t *testing.T) {
 	w.setRunning(false)
 	testutil.Receive(t, done, "the port watch to end")
 }
+
+// firedClock is a clock whose waits of observeEvery the test ends, one at
+// a time; other waits never end.
+type firedClock struct {
+	stepClock
+	waits chan chan time.Time
+}
+
+func (c *firedClock) After(d time.Duration) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	if d == observeEvery {
+		c.waits <- ch
+	}
+	return ch
+}
+
+// next waits until the periodic pass waits (its previous round is over).
+func (c *firedClock) next(t *testing.T) chan time.Time {
+	t.Helper()
+	return testutil.Receive(t, c.waits, "the periodic pass to wait")
+}
+
+// fire moves the clock on by observeEvery and ends the wait ch.
+func (c *firedClock) fire(ch chan time.Time) {
+	c.add(observeEvery)
+	ch <- c.Now()
+}
+
+// The periodic pass of a quiet environment neither observes it (no kick,
+// so no runc state and no handshake) nor reports anything unchanged; it
+// re-sends the status when the port proxy's activity moved, and kicks a
+// full pass once the agent's stream is gone.
+func TestPeriodicQuietPass(t *testing.T) {
+	_, w, rec, _ := usageRunner(t)
+	clk := &firedClock{stepClock: stepClock{now: time.Unix(1e9, 0)}, waits: make(chan chan time.Time)}
+	w.r.clock = clk
+	kicked := func() bool {
+		select {
+		case <-w.kick:
+			return true
+		default:
+			return false
+		}
+	}
+	w.mu.Lock()
+	w.env = &covev1.Environment{Id: "env1", Spec: &covev1.EnvironmentSpec{DesiredPhase: phaseRunning}}
+	w.ports.connectedAt = clk.Now().Add(-time.Second)
+	w.mu.Unlock()
+	pass := w.passDone(clk.Now(), true)
+	done := make(chan struct{})
+	go func() { defer close(done); w.periodic(pass) }()
+
+	wait := clk.next(t)
+	for range 2 {
+		clk.fire(wait)
+		wait = clk.next(t) // the round is over
+	}
+	if kicked() {
+		t.Fatal("quiet environment kicked for a full pass")
+	}
+	select {
+	case st := <-rec.got:
+		t.Errorf("nothing changed, but reported %v", st)
+	default:
+	}
+
+	// Activity through the port proxy goes out with the next quiet round.
+	w.mu.Lock()
+	w.lastActive = clk.Now()
+	w.mu.Unlock()
+	clk.fire(wait)
+	wait = clk.next(t)
+	st := testutil.Receive(t, rec.got, "the status with the activity")
+	if st.GetActivity().GetLastActive() == nil || st.GetPhase() != phaseRunning {
+		t.Errorf("re-sent status %v", st)
+	}
+	if kicked() {
+		t.Fatal("kicked for activity")
+	}
+
+	// The agent's stream ends (followPorts clears connectedAt, and kicks
+	// itself; here only the clearing): the next round kicks a full pass.
+	w.mu.Lock()
+	w.ports.connectedAt = time.Time{}
+	w.mu.Unlock()
+	clk.fire(wait)
+	testutil.Receive(t, done, "the periodic pass to end")
+	if !kicked() {
+		t.Error("no full pass after the agent's stream ended")
+	}
+}
+
+// A newer pass ends the periodic goroutine of an older one without a kick.
+func TestPeriodicStalePassEnds(t *testing.T) {
+	_, w, _, _ := usageRunner(t)
+	clk := &firedClock{stepClock: stepClock{now: time.Unix(1e9, 0)}, waits: make(chan chan time.Time)}
+	w.r.clock = clk
+	pass := w.passDone(clk.Now(), true) // not quiet: no stream
+	done := make(chan struct{})
+	go func() { defer close(done); w.periodic(pass) }()
+	wait := clk.next(t)
+	w.passDone(clk.Now(), false)
+	clk.fire(wait)
+	testutil.Receive(t, done, "the stale periodic pass to end")
+	select {
+	case <-w.kick:
+		t.Error("a stale periodic pass kicked")
+	default:
+	}
+}
