@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -147,6 +148,27 @@ func (f *Files) Procs(cg string, g Group) ([]int, error) {
 		pids = append(pids, pid)
 	}
 	return pids, nil
+}
+
+// Holds reports whether a process whose /proc/<pid>/cgroup reads
+// procCgroup is in cg or below it, in this hierarchy (v1: the line of the
+// hierarchy holding the cpu controller; v2: the unified line).
+func (f *Files) Holds(cg string, procCgroup []byte) bool {
+	cg = filepath.Clean("/" + cg)
+	for _, l := range strings.Split(string(procCgroup), "\n") {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if f.v2 != (parts[0] == "0" && parts[1] == "") {
+			continue
+		}
+		if !f.v2 && !slices.Contains(strings.Split(parts[1], ","), "cpu") {
+			continue
+		}
+		return parts[2] == cg || strings.HasPrefix(parts[2], cg+"/")
+	}
+	return false
 }
 
 // errGone is a process that exited before it could be moved.

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
 	"time"
 )
 
@@ -22,6 +25,9 @@ type Cgroups interface {
 	Setup(cg string) error
 	Procs(cg string, g Group) ([]int, error)
 	Move(cg string, g Group, pid int) error
+	// Holds reports whether a process whose /proc/<pid>/cgroup reads
+	// procCgroup is in cg or below it.
+	Holds(cg string, procCgroup []byte) bool
 }
 
 // Loop sorts the processes of every running environment's dev container
@@ -146,21 +152,50 @@ func (l *Loop) tick(ctx context.Context, e Env, st *envState) error {
 		}
 	}
 	for _, m := range st.c.Tick(l.Now(), procs) {
-		if !sameProcess(l.Proc, m.PID, m.Start) {
-			continue // exited; its pid may name another process now
-		}
-		if err := l.Cgroups.Move(e.Cgroup, m.To, m.PID); err != nil {
-			if errors.Is(err, errGone) {
-				continue
-			}
+		if err := l.move(ctx, e, m, names[m.PID]); err != nil {
 			return err
 		}
-		if f := OOMFloor(m.To); f > 0 {
-			if err := raiseOOMScore(l.Proc, m.PID, f); err != nil && !errors.Is(err, fs.ErrNotExist) && !isESRCH(err) {
-				l.Log.DebugContext(ctx, "oom_score_adj not raised", "env", e.ID, "pid", m.PID, "err", err)
-			}
-		}
-		l.Log.DebugContext(ctx, "process moved", "env", e.ID, "pid", m.PID, "command", names[m.PID], "group", string(m.To))
 	}
 	return nil
+}
+
+// move makes move m, after checking that its pid still names the process
+// the classifier looked at and that this process is in the environment's
+// cgroup: a pid number read from cgroup.procs may name another process
+// by now (the environment's process exited, its number was reused), on
+// the host or in another environment. The process is pinned by a pidfd
+// while it is checked, and is checked to be alive (so its number is
+// still its own) right before its pid is written. Its OOM score is raised
+// before the move, so that what it forks in its new group inherits it.
+func (l *Loop) move(ctx context.Context, e Env, m Move, name string) error {
+	p, err := pin(m.PID)
+	if err != nil {
+		return nil // exited
+	}
+	defer p.close()
+	if !sameProcess(l.Proc, m.PID, m.Start) || !l.holds(e.Cgroup, m.PID) || !p.alive() {
+		return nil // exited; its pid may name another process now
+	}
+	if f := OOMFloor(m.To); f > 0 {
+		if err := raiseOOMScore(l.Proc, m.PID, f); err != nil && !errors.Is(err, fs.ErrNotExist) && !isESRCH(err) {
+			l.Log.DebugContext(ctx, "oom_score_adj not raised", "env", e.ID, "pid", m.PID, "err", err)
+		}
+	}
+	if !p.alive() {
+		return nil
+	}
+	if err := l.Cgroups.Move(e.Cgroup, m.To, m.PID); err != nil {
+		if errors.Is(err, errGone) {
+			return nil
+		}
+		return err
+	}
+	l.Log.DebugContext(ctx, "process moved", "env", e.ID, "pid", m.PID, "command", name, "group", string(m.To))
+	return nil
+}
+
+// holds reports whether process pid is in cg.
+func (l *Loop) holds(cg string, pid int) bool {
+	b, err := os.ReadFile(filepath.Join(l.Proc, strconv.Itoa(pid), "cgroup"))
+	return err == nil && l.Cgroups.Holds(cg, b)
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // clockTick is the unit of /proc/<pid>/stat's times (USER_HZ, 100 on
@@ -71,20 +73,61 @@ func parseStat(b []byte) (procStat, error) {
 	}, nil
 }
 
-// isNSInit reports whether process pid is PID 1 of its innermost pid
-// namespace (the last NSpid of /proc/<pid>/status).
-func isNSInit(procRoot string, pid int) (bool, error) {
+// nsPids is the NSpid line of /proc/<pid>/status: the process's pid in
+// each pid namespace it is in, the runner's first.
+func nsPids(procRoot string, pid int) ([]string, error) {
 	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "status"))
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if rest, ok := strings.CutPrefix(l, "NSpid:"); ok {
-			f := strings.Fields(rest)
-			return len(f) > 1 && f[len(f)-1] == "1", nil
+			return strings.Fields(rest), nil
 		}
 	}
-	return false, nil
+	return nil, errors.New("status: no NSpid")
+}
+
+// isNSInit reports whether process pid is PID 1 of a pid namespace
+// directly below the runner's (the agent is PID 1 of its environment's),
+// not of one nested deeper: a process in the environment may make itself
+// PID 1 of a namespace of its own (unshare -p -f), which must not pass for
+// the agent. procRoot's /proc/self is the runner.
+func isNSInit(procRoot string, pid int) (bool, error) {
+	self, err := nsPids(procRoot, os.Getpid())
+	if err != nil {
+		return false, err
+	}
+	f, err := nsPids(procRoot, pid)
+	if err != nil {
+		return false, err
+	}
+	return len(f) == len(self)+1 && f[len(f)-1] == "1", nil
+}
+
+// pinned is a process held by a pidfd: while it is alive, its pid number
+// is its own.
+type pinned struct{ fd int }
+
+func pin(pid int) (pinned, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ENOSYS) {
+		return pinned{fd: -1}, nil // before Linux 5.3: the checks alone
+	}
+	if err != nil {
+		return pinned{}, err
+	}
+	return pinned{fd: fd}, nil
+}
+
+func (p pinned) alive() bool {
+	return p.fd < 0 || unix.PidfdSendSignal(p.fd, 0, nil, 0) == nil
+}
+
+func (p pinned) close() {
+	if p.fd >= 0 {
+		unix.Close(p.fd)
+	}
 }
 
 // sameProcess reports whether pid is still the process that started at

@@ -3,6 +3,7 @@ package procgroups
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -135,5 +136,124 @@ func TestLoopSortsRealProcesses(t *testing.T) {
 	}
 	if g := groupOf(t, f, cg, idle); g != Interactive {
 		t.Errorf("idle terminal shell moved to %s", g)
+	}
+}
+
+// foreignPid lists, with the container's processes, a process that is
+// not in it: as when a pid read from cgroup.procs was reused by another
+// process before the loop acted on it.
+type foreignPid struct {
+	*Files
+	pid int
+}
+
+func (f foreignPid) Procs(cg string, g Group) ([]int, error) {
+	pids, err := f.Files.Procs(cg, g)
+	if g == Root {
+		pids = append(pids, f.pid)
+	}
+	return pids, err
+}
+
+// TestForeignPidNeverMoved: a process outside the environment's cgroup
+// whose pid the loop is given (pid reuse) is neither moved into the
+// environment nor re-scored.
+func TestForeignPidNeverMoved(t *testing.T) {
+	f, cg := realCgroup(t)
+	daemon := start(t, f, cg, exec.Command("sleep", "1000"), false)
+	host := exec.Command("sleep", "1000") // on the host, outside cg
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = host.Process.Kill(); _ = host.Wait() })
+	hostCgroup, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(host.Process.Pid), "cgroup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostScore := oomScoreAdj(t, host.Process.Pid)
+	l := &Loop{Cgroups: foreignPid{f, host.Process.Pid}, Envs: func() []Env { return []Env{{ID: "e", Cgroup: cg}} }}
+	testutil.WaitFor(t, "the environment's own process sorted", func() bool {
+		l.Tick(context.Background())
+		return groupOf(t, f, cg, daemon) == Workload
+	})
+	got, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(host.Process.Pid), "cgroup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(hostCgroup) {
+		t.Errorf("host process moved:\n%s\nwas\n%s", got, hostCgroup)
+	}
+	if s := oomScoreAdj(t, host.Process.Pid); s != hostScore {
+		t.Errorf("host process's oom_score_adj %d, was %d", s, hostScore)
+	}
+}
+
+// TestNestedInitIsNotTheAgent: a process that made itself PID 1 of a pid
+// namespace of its own, inside the environment's, is not taken for the
+// agent: it is sorted as any other (a CPU spinner without a terminal:
+// workload).
+func TestNestedInitIsNotTheAgent(t *testing.T) {
+	testutil.RequireTool(t, "unshare")
+	f, cg := realCgroup(t)
+	// The environment's PID 1 waits to be in cg, then starts the nested
+	// spinner: it is born in cg.
+	cmd := exec.Command("sh", "-c", `read x; exec unshare -p -f -- sh -c 'while :; do :; done'`)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, f, cg, cmd, false)
+	if _, err := io.WriteString(in, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	l := &Loop{Cgroups: f, Envs: func() []Env { return []Env{{ID: "e", Cgroup: cg}} }}
+	var nested int
+	testutil.WaitFor(t, "the nested PID 1 sorted into workload", func() bool {
+		l.Tick(context.Background())
+		nested = 0
+		for _, g := range append([]Group{Root}, Groups...) {
+			pids, _ := f.Procs(cg, g)
+			for _, pid := range pids {
+				ns, err := nsPids("/proc", pid)
+				if err == nil && len(ns) > 2 && ns[len(ns)-1] == "1" {
+					nested = pid
+					if g != Workload {
+						return false
+					}
+				}
+			}
+		}
+		return nested != 0
+	})
+	if s := oomScoreAdj(t, nested); s < OOMFloor(Workload) {
+		t.Errorf("nested PID 1: oom_score_adj %d", s)
+	}
+}
+
+// TestWorkloadAlwaysScored: processes forking fast never have a process
+// in workload with less than its OOM floor (the score is raised before a
+// process moves, so what it forks inherits it).
+func TestWorkloadAlwaysScored(t *testing.T) {
+	f, cg := realCgroup(t)
+	for range 3 {
+		start(t, f, cg, exec.Command("sh", "-c", "while :; do sleep 0.05 & wait; done"), false)
+	}
+	l := &Loop{Cgroups: f, Envs: func() []Env { return []Env{{ID: "e", Cgroup: cg}} }}
+	for i := range 20 {
+		l.Tick(context.Background())
+		pids, err := f.Procs(cg, Workload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pid := range pids {
+			b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "oom_score_adj"))
+			if err != nil {
+				continue // exited
+			}
+			if n, _ := strconv.Atoi(strings.TrimSpace(string(b))); n < OOMFloor(Workload) {
+				t.Fatalf("tick %d: process %d in workload with oom_score_adj %d", i, pid, n)
+			}
+		}
 	}
 }
