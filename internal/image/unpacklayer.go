@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 
@@ -26,9 +27,16 @@ type Unpacker func(ctx context.Context, dir string, blob io.Reader) (v1.Hash, er
 // Call it before the first Pull or Import.
 func (s *Store) SetUnpacker(u Unpacker) { s.unpacker = u }
 
-// maxZstdWindow bounds the memory a zstd stream may ask its decoder for
-// (zstd --long uses 128 MiB windows).
-const maxZstdWindow = 128 << 20
+// maxZstdWindow bounds the memory a zstd stream may ask its decoder for:
+// the library's own default (zstd --long uses 128 MiB windows; a frame
+// written in one segment has its whole size as window). The runner's
+// unpacker runs in a memory-limited cgroup besides.
+const maxZstdWindow = 512 << 20
+
+// maxTrailing bounds what may follow a layer's tar end marker: tar
+// writers pad to a record (10 KiB by default); gigabytes of zeros there
+// would cost CPU to decompress and hash for nothing.
+const maxTrailing = 1 << 20
 
 // UnpackLayer reads a layer's blob from blob — gzip, zstd or an
 // uncompressed tar, told apart by their first bytes — unpacks the tar
@@ -55,7 +63,7 @@ func UnpackLayer(ctx context.Context, dir string, blob io.Reader) (v1.Hash, erro
 			return v1.Hash{}, fmt.Errorf("zstd: %w", err)
 		}
 		defer zr.Close()
-		r = zr
+		r = zstdErrors{zr}
 	}
 	h := sha256.New()
 	tr := io.TeeReader(r, h)
@@ -64,11 +72,26 @@ func UnpackLayer(ctx context.Context, dir string, blob io.Reader) (v1.Hash, erro
 	}
 	// Hash what follows the tar end marker too: the diff id covers it
 	// all; then read the blob to its end.
-	if _, err := io.Copy(io.Discard, tr); err != nil {
+	n, err := io.Copy(io.Discard, io.LimitReader(tr, maxTrailing+1))
+	if err != nil {
 		return v1.Hash{}, err
+	}
+	if n > maxTrailing {
+		return v1.Hash{}, fmt.Errorf("more than %d MiB of data after the layer's tar end marker", maxTrailing>>20)
 	}
 	if _, err := io.Copy(io.Discard, br); err != nil {
 		return v1.Hash{}, err
 	}
 	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// zstdErrors says which limit a zstd stream hit.
+type zstdErrors struct{ r io.Reader }
+
+func (z zstdErrors) Read(p []byte) (int, error) {
+	n, err := z.r.Read(p)
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+		err = fmt.Errorf("zstd layer needs a window above %d MiB (a frame written in one segment needs its whole size): %w", maxZstdWindow>>20, err)
+	}
+	return n, err
 }

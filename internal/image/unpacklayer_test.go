@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/zstd"
 )
 
 // TestPullRefusesTamperedBlob: a registry that serves a layer whose bytes
@@ -74,4 +76,48 @@ func TestStoreUsesItsUnpacker(t *testing.T) {
 	if _, err := s2.Pull(ctxT(t), ref2); err == nil || !strings.Contains(err.Error(), "content has diff id") {
 		t.Fatalf("pull with a wrong diff id: %v", err)
 	}
+}
+
+// TestTrailingDataBounded: a blob whose tar is followed by a mass of
+// zeros (a few KB compressed; gigabytes would do as well) is refused after a bounded amount
+// of work, not decompressed and hashed to its end.
+func TestTrailingDataBounded(t *testing.T) {
+	requireRoot(t)
+	tb := tarBytes(t, entry{name: "f", body: "x"})
+	var blob bytes.Buffer
+	zw, err := zstd.NewWriter(&blob, zstd.WithEncoderLevel(zstd.SpeedFastest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := zw.Write(tb); err != nil {
+		t.Fatal(err)
+	}
+	zeros := make([]byte, 1<<20)
+	for range 2 << 10 { // 2 GiB of zeros after the end marker
+		if _, err := zw.Write(zeros); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := &countingReader{r: bytes.NewReader(blob.Bytes())}
+	_, err = UnpackLayer(ctxT(t), t.TempDir(), r)
+	if err == nil || !strings.Contains(err.Error(), "after the layer's tar end marker") {
+		t.Fatalf("UnpackLayer: %v", err)
+	}
+	if r.n > int64(blob.Len())/2 {
+		t.Errorf("read %d of the blob's %d bytes before refusing it", r.n, blob.Len())
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -56,6 +56,13 @@ func childUnpacker(bin string, w *resources.WorkCgroup) image.Unpacker {
 			if msg == "" {
 				msg = werr.Error()
 			}
+			var ee *exec.ExitError
+			if errors.As(werr, &ee) && ctx.Err() == nil {
+				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+					// The kernel's OOM killer, in the work cgroup.
+					msg = "the unpacker was killed, most likely for lack of memory: the layer needs more than the runner's unpack memory limit (--unpack-memory)"
+				}
+			}
 			if cerr != nil && !errors.Is(cerr, os.ErrClosed) && !errors.Is(cerr, syscall.EPIPE) {
 				// The blob failed first (a digest mismatch, a
 				// dropped connection): that is the cause.

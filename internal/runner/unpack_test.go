@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/cgroups/v3"
@@ -28,6 +29,9 @@ import (
 // unpacker's child, records its cgroups in.
 const unpackChildCgroupEnv = "COVE_TEST_UNPACK_CGROUP_FILE"
 
+// unpackChildKillEnv makes the unpacker's child kill itself with SIGKILL.
+const unpackChildKillEnv = "COVE_TEST_UNPACK_SIGKILL"
+
 // TestMain lets the test binary be the unpacker's child, as the cove
 // binary is for the runner: `<test binary> internal-unpack-layer DIR`.
 func TestMain(m *testing.M) {
@@ -35,6 +39,9 @@ func TestMain(m *testing.M) {
 		if f := os.Getenv(unpackChildCgroupEnv); f != "" {
 			b, _ := os.ReadFile("/proc/self/cgroup")
 			_ = os.WriteFile(f, b, 0o600)
+		}
+		if os.Getenv(unpackChildKillEnv) != "" {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		}
 		diff, err := image.UnpackLayer(context.Background(), os.Args[2], os.Stdin)
 		if err != nil {
@@ -161,5 +168,21 @@ func TestUnpackInLimitedCgroup(t *testing.T) {
 	}
 	if resources.Exists(want) {
 		t.Errorf("work cgroup %s left after failed unpacks", want)
+	}
+}
+
+// TestUnpackKilledSaysSo: an unpacker killed by SIGKILL (what the
+// kernel's OOM killer sends in the unpack work cgroup) is reported as
+// likely out of memory, naming the flag to raise.
+func TestUnpackKilledSaysSo(t *testing.T) {
+	testutil.RequireRoot(t, "it makes cgroups")
+	parent := fmt.Sprintf("cove-test-unpack-kill-%d", os.Getpid())
+	t.Cleanup(func() { _ = resources.Remove(context.Background(), resources.CgroupPath(parent, "")) })
+	t.Setenv(unpackChildKillEnv, "1")
+	unpack := limitedUnpacker(slog.New(slog.DiscardHandler), os.Args[0], parent, t.TempDir(), WorkLimits{MemoryBytes: 256 << 20})
+	blob, _ := layerBlob(t, map[string]string{"f": "x"})
+	_, err := unpack(testutil.Context(t), t.TempDir(), bytes.NewReader(blob))
+	if err == nil || !strings.Contains(err.Error(), "--unpack-memory") {
+		t.Fatalf("killed unpacker: %v", err)
 	}
 }
