@@ -1,0 +1,152 @@
+package backuprepo
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"golang.org/x/crypto/blake2b"
+
+	"github.com/covedev/cove/internal/blob"
+	"github.com/covedev/cove/internal/errdefs"
+)
+
+// ChunkID names a chunk: the BLAKE2b-256 MAC of its plaintext under the
+// organization's MAC key. Without the key it reveals nothing of the
+// content (not even whether two organizations store the same file).
+type ChunkID [32]byte
+
+func (id ChunkID) String() string { return hex.EncodeToString(id[:]) }
+
+// key is the chunk's blob key.
+func (id ChunkID) key() string {
+	s := id.String()
+	return "chunks/" + s[:2] + "/" + s
+}
+
+// ParseChunkID parses the hex form of a chunk id.
+func ParseChunkID(s string) (ChunkID, error) {
+	var id ChunkID
+	if len(s) != 2*len(id) {
+		return id, errdefs.InvalidArgument(fmt.Errorf("chunk id %.80q: %d characters, want %d", s, len(s), 2*len(id)))
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil || strings.ToLower(s) != s {
+		return id, errdefs.InvalidArgument(fmt.Errorf("chunk id %.80q: not lower-case hex", s))
+	}
+	return id, nil
+}
+
+// ChunkRef is a reference to a chunk and its plaintext size. Its text
+// form (in manifests) is "<hex id>:<size>".
+type ChunkRef struct {
+	ID   ChunkID
+	Size uint32
+}
+
+func (r ChunkRef) String() string {
+	return r.ID.String() + ":" + strconv.FormatUint(uint64(r.Size), 10)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (r ChunkRef) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler; the size must be
+// between 1 and MaxChunkSize.
+func (r *ChunkRef) UnmarshalText(b []byte) error {
+	id, size, ok := strings.Cut(string(b), ":")
+	if !ok {
+		return errdefs.InvalidArgument(fmt.Errorf("chunk reference %.80q: want <id>:<size>", b))
+	}
+	var err error
+	if r.ID, err = ParseChunkID(id); err != nil {
+		return err
+	}
+	n, err := strconv.ParseUint(size, 10, 32)
+	if err != nil || n == 0 || n > MaxChunkSize || strconv.FormatUint(n, 10) != size {
+		return errdefs.InvalidArgument(fmt.Errorf("chunk reference %.80q: size must be 1 to %d", b, MaxChunkSize))
+	}
+	r.Size = uint32(n)
+	return nil
+}
+
+// Repo is a backup repository on a blob.Store under one organization key.
+// It is safe for concurrent use.
+type Repo struct {
+	store blob.Store
+	key   *Key
+	log   *slog.Logger
+}
+
+// New returns the repository of store sealed under key.
+func New(store blob.Store, key *Key, log *slog.Logger) *Repo {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Repo{store: store, key: key, log: log}
+}
+
+// ChunkIDOf returns the id a chunk of this content has.
+func (r *Repo) ChunkIDOf(data []byte) ChunkID {
+	h, _ := blake2b.New256(r.key.mac[:]) // a 32-byte key never fails
+	h.Write(data)
+	var id ChunkID
+	h.Sum(id[:0])
+	return id
+}
+
+// PutChunk stores data (at most MaxChunkSize bytes) as a chunk unless a
+// chunk of the same content is already stored. It returns the chunk's
+// reference, whether it was stored now, and how many bytes it took in the
+// store (0 when it was there).
+func (r *Repo) PutChunk(ctx context.Context, data []byte) (ref ChunkRef, stored int64, err error) {
+	if len(data) == 0 || len(data) > MaxChunkSize {
+		return ChunkRef{}, 0, errdefs.InvalidArgument(fmt.Errorf("chunk of %d bytes: must be 1 to %d", len(data), MaxChunkSize))
+	}
+	ref = ChunkRef{ID: r.ChunkIDOf(data), Size: uint32(len(data))}
+	key := ref.ID.key()
+	if _, err := r.store.Stat(ctx, key); err == nil {
+		return ref, 0, nil
+	} else if !blob.IsNotFound(err) {
+		return ref, 0, fmt.Errorf("store chunk: %w", err)
+	}
+	sealed, err := r.key.seal(kindChunk, ref.ID.String(), data)
+	if err != nil {
+		return ref, 0, err
+	}
+	if err := r.store.Put(ctx, key, bytes.NewReader(sealed), int64(len(sealed))); err != nil {
+		return ref, 0, fmt.Errorf("store chunk: %w", err)
+	}
+	return ref, int64(len(sealed)), nil
+}
+
+// GetChunk reads, authenticates and decrypts the chunk ref names, and
+// checks that its content has that id and size. A missing chunk is
+// blob.ErrNotFound; one that does not check out is ErrCorrupt (or
+// ErrWrongKey).
+func (r *Repo) GetChunk(ctx context.Context, ref ChunkRef) ([]byte, error) {
+	name := ref.ID.String()
+	rc, err := r.store.Get(ctx, ref.ID.key(), blob.Range{})
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", name, err)
+	}
+	sealed, err := readSealed("chunk "+name, rc)
+	rc.Close()
+	if err != nil {
+		return nil, err
+	}
+	data, err := r.key.open(kindChunk, name, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("chunk %w", err)
+	}
+	if got := r.ChunkIDOf(data); got != ref.ID {
+		return nil, fmt.Errorf("chunk %s: content has id %s: %w", name, got, ErrCorrupt)
+	}
+	if ref.Size != 0 && len(data) != int(ref.Size) {
+		return nil, fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", name, len(data), ref.Size, ErrCorrupt)
+	}
+	return data, nil
+}

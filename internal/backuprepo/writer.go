@@ -1,0 +1,221 @@
+package backuprepo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/covedev/cove/internal/errdefs"
+)
+
+// Writer writes one backup: content first (chunks), the manifest's pieces
+// as they fill, and the manifest root last, by Commit. Until Commit
+// succeeds no manifest exists, so a backup exists completely or not at
+// all. StoreContent is safe for concurrent use; Add, Reuse and Commit
+// must be called in order from one goroutine.
+type Writer struct {
+	repo  *Repo
+	name  string
+	meta  Metadata
+	start time.Time
+
+	mu  sync.Mutex // guards sum's content counters
+	sum Summary
+
+	piece     bytes.Buffer
+	pieces    []ChunkRef
+	last      string
+	any       bool
+	committed bool
+}
+
+// NewWriter starts the backup name (which becomes the key
+// manifests/<name>: letters, digits, '.', '_', '-' and '/'). A backup of
+// that name must not exist.
+func (r *Repo) NewWriter(ctx context.Context, name string, meta Metadata) (*Writer, error) {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	if err := r.mustNotExist(ctx, name); err != nil {
+		return nil, err
+	}
+	return &Writer{repo: r, name: name, meta: meta, start: time.Now()}, nil
+}
+
+func (r *Repo) mustNotExist(ctx context.Context, name string) error {
+	_, err := r.store.Stat(ctx, manifestKey(name))
+	switch {
+	case err == nil:
+		return errdefs.AlreadyExists(fmt.Errorf("backup %q already exists", name))
+	case errdefs.Is(err, errdefs.CategoryNotFound):
+		return nil
+	default:
+		return fmt.Errorf("backup %q: %w", name, err)
+	}
+}
+
+// StoreContent chunks and stores the content of rd (streamed: memory stays
+// bounded whatever its size) and returns its chunk list and length, to put
+// in a file entry given to Add.
+func (w *Writer) StoreContent(ctx context.Context, rd io.Reader) ([]ChunkRef, int64, error) {
+	var refs []ChunkRef
+	var size int64
+	err := w.repo.key.Split(ctx, rd, func(chunk []byte) error {
+		if size+int64(len(chunk)) > MaxFileSize {
+			return errdefs.InvalidArgument(fmt.Errorf("file larger than %d bytes, the most a backup stores", int64(MaxFileSize)))
+		}
+		ref, stored, err := w.repo.PutChunk(ctx, chunk)
+		if err != nil {
+			return err
+		}
+		refs = append(refs, ref)
+		size += int64(len(chunk))
+		w.mu.Lock()
+		if stored > 0 {
+			w.sum.BytesNew += int64(len(chunk))
+			w.sum.ChunksNew++
+			w.sum.StoredBytes += stored
+		} else {
+			w.sum.BytesReused += int64(len(chunk))
+			w.sum.ChunksReused++
+		}
+		w.mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return refs, size, nil
+}
+
+// AddFile stores a file's content from rd and adds its entry (with the
+// size and chunks read).
+func (w *Writer) AddFile(ctx context.Context, e Entry, rd io.Reader) error {
+	refs, size, err := w.StoreContent(ctx, rd)
+	if err != nil {
+		return fmt.Errorf("back up %q: %w", e.Path, err)
+	}
+	e.Type, e.Chunks, e.Size = TypeFile, refs, size
+	return w.Add(ctx, e)
+}
+
+// Reuse adds the file entry e, unchanged since prev (see Unchanged), with
+// prev's content: nothing is read or stored.
+func (w *Writer) Reuse(ctx context.Context, e Entry, prev *Entry) error {
+	if prev == nil || prev.Type != TypeFile {
+		return errdefs.InvalidArgument(fmt.Errorf("reuse %q: no previous file entry", e.Path))
+	}
+	e.Type, e.Chunks, e.Size = TypeFile, prev.Chunks, prev.Size
+	w.mu.Lock()
+	w.sum.BytesReused += prev.Size
+	w.sum.ChunksReused += int64(len(prev.Chunks))
+	w.mu.Unlock()
+	return w.Add(ctx, e)
+}
+
+// Add appends an entry to the manifest. Entries come in path order (a
+// depth-first walk visiting children in byte order, parents first); an
+// invalid entry or one out of order is refused.
+func (w *Writer) Add(ctx context.Context, e Entry) error {
+	if w.committed {
+		return errdefs.FailedPrecondition(fmt.Errorf("backup %q already committed", w.name))
+	}
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	if w.any && comparePaths(w.last, e.Path) >= 0 {
+		return errdefs.InvalidArgument(fmt.Errorf("manifest entry %q after %q: entries must come once each, in walk order", e.Path, w.last))
+	}
+	first := e.Chunks
+	if len(first) > refsPerRecord {
+		first = first[:refsPerRecord]
+	}
+	if err := w.writeRecord(ctx, record{E: toWire(&e, first)}); err != nil {
+		return err
+	}
+	for rest := e.Chunks[len(first):]; len(rest) > 0; {
+		n := min(len(rest), refsPerRecord)
+		if err := w.writeRecord(ctx, record{C: rest[:n]}); err != nil {
+			return err
+		}
+		rest = rest[n:]
+	}
+	w.last, w.any = e.Path, true
+	w.mu.Lock()
+	w.sum.Entries++
+	if e.Type == TypeFile {
+		w.sum.Files++
+		w.sum.Bytes += e.Size
+	}
+	w.mu.Unlock()
+	return nil
+}
+
+func (w *Writer) writeRecord(ctx context.Context, rec record) error {
+	line, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("manifest entry: %w", err)
+	}
+	if len(line)+1 > maxLine {
+		return errdefs.InvalidArgument(fmt.Errorf("manifest entry of %d bytes, more than %d", len(line), maxLine))
+	}
+	w.piece.Write(line)
+	w.piece.WriteByte('\n')
+	if w.piece.Len() >= pieceTarget {
+		return w.flush(ctx)
+	}
+	return nil
+}
+
+func (w *Writer) flush(ctx context.Context) error {
+	if w.piece.Len() == 0 {
+		return nil
+	}
+	ref, stored, err := w.repo.PutChunk(ctx, w.piece.Bytes())
+	if err != nil {
+		return fmt.Errorf("backup %q: manifest piece: %w", w.name, err)
+	}
+	w.pieces = append(w.pieces, ref)
+	w.mu.Lock()
+	w.sum.StoredBytes += stored
+	w.mu.Unlock()
+	w.piece.Reset()
+	return nil
+}
+
+// Commit writes the manifest root, making the backup exist, and returns
+// its summary. Call it only once every content it lists is stored.
+func (w *Writer) Commit(ctx context.Context) (Summary, error) {
+	if w.committed {
+		return Summary{}, errdefs.FailedPrecondition(fmt.Errorf("backup %q already committed", w.name))
+	}
+	if err := w.flush(ctx); err != nil {
+		return Summary{}, err
+	}
+	w.mu.Lock()
+	sum := w.sum
+	w.mu.Unlock()
+	sum.Duration = time.Since(w.start)
+	rt := root{Version: manifestVersion, Name: w.name, Meta: w.meta, Summary: sum, Pieces: w.pieces}
+	doc, err := json.Marshal(rt)
+	if err != nil {
+		return Summary{}, fmt.Errorf("backup %q: manifest: %w", w.name, err)
+	}
+	sealed, err := w.repo.key.seal(kindManifest, manifestKey(w.name), doc)
+	if err != nil {
+		return Summary{}, err
+	}
+	if err := w.repo.mustNotExist(ctx, w.name); err != nil {
+		return Summary{}, err
+	}
+	if err := w.repo.store.Put(ctx, manifestKey(w.name), bytes.NewReader(sealed), int64(len(sealed))); err != nil {
+		return Summary{}, fmt.Errorf("backup %q: write manifest: %w", w.name, err)
+	}
+	w.committed = true
+	sum.StoredBytes += int64(len(sealed))
+	return sum, nil
+}
