@@ -17,8 +17,9 @@ import (
 // Why these: an object store charges per request and per object, and a
 // HEAD (the dedup check) costs a round trip, so chunks must not be tiny;
 // a 1 MiB average keeps a 10 GiB home to ~10,000 objects. Source trees are
-// mostly files far below 256 KiB, one chunk each whatever the average, so
-// a smaller average would not dedup them better; it helps only inside big
+// mostly files far below 256 KiB (Go 1.26's src/: 99.4% of 11,478 files,
+// 65% of the bytes), one chunk each whatever the average, so a smaller
+// average would not dedup them better; it helps only inside big
 // files that change in place (databases, images), where 1 MiB granularity
 // is the usual trade-off (restic and borg use 1–2 MiB). 4 MiB bounds the
 // memory a chunk takes while it is compressed, sealed and read back.
