@@ -75,9 +75,17 @@ func int64Rate(v uint64) int64 {
 
 // buildLimits are the limits of the builder's work cgroup from the
 // --build-* flags.
-func buildLimits(o runnerOptions) *runner.WorkLimits {
-	l := o.buildLimits
-	l.CPUMillis = int64(math.Round(max(o.buildCPUs, 0) * 1000))
+func buildLimits(o runnerOptions) *runner.WorkLimits { return workLimits(o.buildCPUs, o.buildLimits) }
+
+// unpackLimits are the limits of the image unpacker's work cgroup from
+// the --unpack-* flags.
+func unpackLimits(o runnerOptions) *runner.WorkLimits {
+	return workLimits(o.unpackCPUs, o.unpackLimits)
+}
+
+// workLimits are l with cpus CPUs, negative figures meaning no limit.
+func workLimits(cpus float64, l runner.WorkLimits) *runner.WorkLimits {
+	l.CPUMillis = int64(math.Round(max(cpus, 0) * 1000))
 	l.MemoryBytes, l.Pids = max(l.MemoryBytes, 0), max(l.Pids, 0)
 	return &l
 }

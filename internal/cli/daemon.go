@@ -25,6 +25,7 @@ import (
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // signalContext is cancelled on SIGINT or SIGTERM.
@@ -146,7 +147,10 @@ type runnerOptions struct {
 	classCPUBurst                    int32 // its burst ceiling for the default class (0: the host)
 	processGroups                    bool  // sort environments' processes into CPU groups (internal/procgroups)
 	classPids                        int32
+	classDisk                        int64              // disk quota of the default class (0: none)
 	classLimits                      runner.ClassLimits // reclaim target, swap, IO
+	classesFile                      string             // --classes: every class, instead of the --class-* flags
+	flags                            *pflag.FlagSet     // the command's, to tell flags set from defaults
 	// networking
 	network                           bool
 	bridge, subnet, nftTable          string
@@ -163,6 +167,10 @@ type runnerOptions struct {
 	buildkitd               string
 	buildInsecureRegistries []string
 	buildAllowCacheFrom     bool
+	buildCPUs               float64           // --build-cpus, into buildLimits.CPUMillis
+	buildLimits             runner.WorkLimits // the builder's work cgroup
+	unpackCPUs              float64           // --unpack-cpus, into unpackLimits.CPUMillis
+	unpackLimits            runner.WorkLimits // the image unpacker's work cgroup
 	// image and feature fetches from the runner host
 	insecureRegistries, allowPrivateFetch []string
 }
@@ -188,8 +196,11 @@ func defaultClass(o runnerOptions) *covev1.EnvironmentClass {
 	case pids < 0:
 		pids = 0 // no limit
 	}
-	return &covev1.EnvironmentClass{Id: "default", DisplayName: "Default", Cpus: cpus, MemoryBytes: mem, Pids: pids, Runtime: "container",
-		EgressPolicy: o.classEgress, EgressAllow: o.classEgressAllow, EgressRateBits: o.classEgressRate, IngressRateBits: o.classIngressRate}
+	l := o.classLimits
+	return &covev1.EnvironmentClass{Id: "default", DisplayName: "Default", Cpus: cpus, MemoryBytes: mem, Pids: pids, DiskBytes: o.classDisk, Runtime: "container",
+		EgressPolicy: o.classEgress, EgressAllow: o.classEgressAllow, EgressRateBits: o.classEgressRate, IngressRateBits: o.classIngressRate,
+		CpuBurst: o.classCPUBurst, MemoryHighPercent: int32(l.MemoryHighPercent), SwapBytes: l.SwapBytes,
+		IoReadBps: int64Rate(l.ReadBPS), IoWriteBps: int64Rate(l.WriteBPS), IoReadIops: int64Rate(l.ReadIOPS), IoWriteIops: int64Rate(l.WriteIOPS)}
 }
 
 // runRunner runs a runner until ctx ends.
@@ -197,7 +208,11 @@ func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the runner must run as root: it creates user namespaces, mounts and cgroups")
 	}
-	cpu, cpuOn, err := cpuControl(o, defaultClass(o)) // cpucontrol.go
+	classes, err := runnerClasses(o) // cpucontrol.go
+	if err != nil {
+		return err
+	}
+	cpu, cpuOn, err := cpuControl(o, classes)
 	if err != nil {
 		return err
 	}
@@ -232,13 +247,14 @@ func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 	r, err := runner.New(runner.Config{
 		Name: o.name, ServerURL: o.server, JoinToken: o.joinToken, DataDir: o.dataDir,
 		SSHListen: o.sshListen, SSHAdvertise: o.sshAdvertise, DefaultImage: o.defaultImage,
-		Classes: []*covev1.EnvironmentClass{defaultClass(o)}, MaxEnvironments: o.maxEnvs,
-		RangeBase: o.rangeBase, ClassLimits: map[string]runner.ClassLimits{"default": o.classLimits},
+		Classes: classes, MaxEnvironments: o.maxEnvs, RangeBase: o.rangeBase,
 		AllowLocalSources: o.allowLocal, Runtime: rt, Network: nm,
 		ProxyListen: o.proxyListen, ProxyURL: o.proxyURL, ProxyDomain: o.proxyDomain,
 		ProxyTLSCert: o.proxyTLSCert, ProxyTLSKey: o.proxyTLSKey, ServerPublicURL: o.serverPublicURL,
 		Buildkitd: buildkitdPath(o.buildkitd), BuildInsecureRegistries: o.buildInsecureRegistries, Runc: o.runc,
-		BuildAllowCacheFrom: o.buildAllowCacheFrom, Log: log.With("component", "runner"),
+		BuildAllowCacheFrom: o.buildAllowCacheFrom, CgroupParent: o.cgroupParent, BuildLimits: buildLimits(o),
+		UnpackLimits: unpackLimits(o),
+		Log:          log.With("component", "runner"),
 	})
 	if err != nil {
 		return err

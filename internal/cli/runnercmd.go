@@ -31,6 +31,7 @@ func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 	defCPUs, defMemory := resources.HostDefaultClassSize()
 	f.Int32Var(&o.classCPUs, "class-cpus", defCPUs, "CPUs of each environment of the default class; defaults to half this host's CPUs, at least 1")
 	f.Int64Var(&o.classMemory, "class-memory", defMemory, "memory limit (bytes) of each environment of the default class; defaults to a quarter of this host's memory after a reserve of min(1 GiB, 10%) for the runner, at least 1 GiB")
+	f.Int64Var(&o.classDisk, "class-disk", 0, "disk quota (bytes) of each environment of the default class: its workspace, file system changes and volumes live in an ext4 image of this size, and df inside shows it (0: none, the data dir's file system is shared; needs loop devices and mkfs.ext4, or the runner refuses to start)")
 	f.Int32Var(&o.classPids, "class-pids", defaultClassPids, "most processes and threads of each environment of the default class (a fork bomb stops there; -1: no limit)")
 	f.IntVar(&o.classLimits.MemoryHighPercent, "class-memory-high", runner.DefaultMemoryHighPercent, "reclaim target of the default class, percent of --class-memory: memory above it is reclaimed first (v1 soft limit, v2 memory.high); 100: none")
 	f.Int64Var(&o.classLimits.SwapBytes, "class-swap", 0, "swap (bytes) each environment of the default class may use beyond --class-memory, where the host has swap: 0 none, -1 unlimited")
@@ -38,6 +39,8 @@ func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 	f.Uint64Var(&o.classLimits.WriteBPS, "class-io-write-bps", 0, "write limit of the default class on the data dir's disk, bytes/s (0: none)")
 	f.Uint64Var(&o.classLimits.ReadIOPS, "class-io-read-iops", 0, "read operations per second of the default class on the data dir's disk (0: no limit)")
 	f.Uint64Var(&o.classLimits.WriteIOPS, "class-io-write-iops", 0, "write operations per second of the default class on the data dir's disk (0: no limit)")
+	f.StringVar(&o.classesFile, "classes", "", "a file (JSON with comments) defining every class this runner offers, each with its whole resource definition, instead of the --class-* flags (docs/runners.md#classes)")
+	o.flags = f
 	f.BoolVar(&o.cpuControl, "cpu-control", true, "run the CPU control loop: each environment is guaranteed its class's CPUs and may burst into what the others leave idle, up to the whole host (false: a static quota of the class's CPUs)")
 	f.BoolVar(&o.processGroups, "process-groups", true, "sort each environment's processes into CPU groups: its agent first, terminal sessions next, everything else (and any terminal job that burns CPU) last, so a build does not make its own terminal lag")
 	f.Int32Var(&o.classCPUBurst, "class-cpu-burst", 0, "most CPUs each environment of the default class may burst to with the CPU control loop, at least --class-cpus (0: the whole host)")
@@ -57,6 +60,14 @@ func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 	f.StringVar(&o.proxyTLSCert, "proxy-tls-cert", "", "serve the port proxy over HTTPS with this certificate (PEM)")
 	f.StringVar(&o.proxyTLSKey, "proxy-tls-key", "", "private key (PEM) for --proxy-tls-cert")
 	f.StringVar(&o.buildkitd, "buildkitd", "", "buildkitd binary for devcontainer.json Dockerfile builds (default: "+build.DefaultBuildkitd+" if present; none: no builds)")
+	f.Float64Var(&o.buildCPUs, "build-cpus", float64(defCPUs), "CPUs Dockerfile builds (buildkitd and every RUN step, all builds together) may use; defaults to half this host's CPUs, at least 1 (0: no limit)")
+	f.Int64Var(&o.buildLimits.MemoryBytes, "build-memory", defMemory, "memory limit (bytes) of Dockerfile builds together; defaults to the default class's memory (0: no limit)")
+	f.Int64Var(&o.buildLimits.Pids, "build-pids", 16384, "most processes and threads of Dockerfile builds together (0: no limit)")
+	f.Uint64Var(&o.buildLimits.ReadBPS, "build-io-read-bps", 0, "read limit of Dockerfile builds together on the data dir's disk, bytes/s (0: none)")
+	f.Uint64Var(&o.buildLimits.WriteBPS, "build-io-write-bps", 100<<20, "write limit of Dockerfile builds together on the data dir's disk, bytes/s (0: none)")
+	f.Float64Var(&o.unpackCPUs, "unpack-cpus", float64(defCPUs), "CPUs unpacking image layers (decompressing and writing them, in a child process of the runner) may use; defaults to half this host's CPUs, at least 1 (0: no limit)")
+	f.Int64Var(&o.unpackLimits.MemoryBytes, "unpack-memory", 1<<30, "memory limit (bytes) of image unpacking, page cache of the written files included (0: no limit)")
+	f.Uint64Var(&o.unpackLimits.WriteBPS, "unpack-io-write-bps", 100<<20, "write limit of image unpacking on the data dir's disk, bytes/s (0: none)")
 	f.StringSliceVar(&o.buildInsecureRegistries, "build-insecure-registry", nil, "registries (host:port) Dockerfile builds reach over plain HTTP")
 	f.BoolVar(&o.buildAllowCacheFrom, "build-allow-cache-from", false, "let devcontainer.json build.cacheFrom import build cache from registries into this runner's shared BuildKit cache (only if every user may trust every such registry; default: ignored with a warning)")
 	f.StringSliceVar(&o.insecureRegistries, "insecure-registry", nil, "registries and feature hosts (HOST or HOST:PORT, e.g. 127.0.0.1:5000) the runner fetches from over plain HTTP; each is also allowed past the private-address check")
@@ -88,7 +99,7 @@ func RunnerCommand() *cobra.Command {
 	f.StringVar(&o.dataDir, "data-dir", filepath.Join("/var/lib/cove", "runner"), "where the runner keeps images and environments")
 	f.BoolVar(&o.allowLocal, "allow-local-sources", false, "accept environments whose source is a path (or file:// URL) on this host; it is read as root, so only for single-user hosts")
 	addRunnerFlags(cmd, &o)
-	cmd.AddCommand(runnerJoinToken(), runnerList(), runnerRemove())
+	cmd.AddCommand(runnerJoinToken(), runnerList(), runnerRemove(), runnerClassList())
 	return cmd
 }
 

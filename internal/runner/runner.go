@@ -23,6 +23,7 @@ import (
 
 	"github.com/covedev/cove/internal/agentclient"
 	"github.com/covedev/cove/internal/content"
+	"github.com/covedev/cove/internal/diskquota"
 	"github.com/covedev/cove/internal/envdir"
 	"github.com/covedev/cove/internal/idmap"
 	"github.com/covedev/cove/internal/image"
@@ -44,11 +45,10 @@ type Config struct {
 	// users are told to dial (defaults to the listener's address).
 	SSHListen, SSHAdvertise string
 	DefaultImage            string
-	Classes                 []*covev1.EnvironmentClass
-	// ClassLimits are the classes' memory reclaim target, swap and block
-	// IO limits by class id (classlimits.go); a class without an entry
-	// gets the defaults.
-	ClassLimits     map[string]ClassLimits
+	// Classes are the environment classes this runner offers, each with
+	// its whole resource definition (size, burst ceiling, reclaim target,
+	// swap, block IO: classlimits.go).
+	Classes         []*covev1.EnvironmentClass
 	MaxEnvironments int
 	// Host uid/gid ranges for environments: Slots ranges of RangeSize ids
 	// starting at RangeBase.
@@ -73,6 +73,15 @@ type Config struct {
 	// BuildAllowCacheFrom lets build.cacheFrom import registry build cache
 	// into the builder's cache, which every organization shares.
 	BuildAllowCacheFrom bool
+	// CgroupParent is the runtime's cgroup parent. With BuildLimits set,
+	// the builder (buildkitd and its RUN steps) runs in a cgroup of its own
+	// below it with those limits (workcgroup.go); nil: unlimited.
+	CgroupParent string
+	BuildLimits  *WorkLimits
+	// UnpackLimits, with CgroupParent, has image layers unpacked by a
+	// child process (AgentBinary internal-unpack-layer) in a cgroup of its
+	// own with these limits (unpack.go); nil: in the runner's process.
+	UnpackLimits *WorkLimits
 	// Runc is the OCI runtime Dockerfile builds use (as environments do).
 	Runc string
 	// AgentBinary is the static cove binary mounted into environments
@@ -84,9 +93,12 @@ type Config struct {
 	Network    *netenv.Manager
 	HTTPClient *http.Client
 	Log        *slog.Logger
-	// classLimits is ClassLimits checked, with the disk IO limits apply
-	// to (New fills it in).
+	// classLimits are the classes' limits checked, with the disk IO
+	// limits apply to (New fills it in).
 	classLimits classLimits
+	// diskQuotas are the disk sizes of the classes with a disk limit
+	// (disk.go; New fills them in).
+	diskQuotas diskQuotas
 }
 
 // Runner is one runner process.
@@ -167,12 +179,16 @@ func New(cfg Config) (*Runner, error) {
 	if err := checkTraversable(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	var err error
+	if cfg.diskQuotas, err = newDiskQuotas(cfg.Classes, diskquota.Check); err != nil { // before withDisk sizes every class
+		return nil, err
+	}
 	classes, err := withDisk(cfg.Classes, cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	cfg.Classes = classes
-	if cfg.classLimits, err = newClassLimits(cfg.ClassLimits, cfg.DataDir); err != nil {
+	cfg.Classes = withLimitDefaults(classes)
+	if cfg.classLimits, err = newClassLimits(cfg.Classes, cfg.DataDir); err != nil {
 		return nil, err
 	}
 	if w := cfg.classLimits.swapWarning(); w != "" {
@@ -181,6 +197,9 @@ func New(cfg Config) (*Runner, error) {
 	images, err := image.NewStore(filepath.Join(cfg.DataDir, "images"), cfg.Log.With("component", "images"))
 	if err != nil {
 		return nil, err
+	}
+	if cfg.CgroupParent != "" && cfg.UnpackLimits != nil {
+		images.SetUnpacker(limitedUnpacker(cfg.Log.With("component", "images"), cfg.AgentBinary, cfg.CgroupParent, cfg.DataDir, *cfg.UnpackLimits))
 	}
 	hostKey, err := sshgw.LoadOrCreateKey(filepath.Join(cfg.DataDir, "ssh_host_ed25519_key"), "cove gateway host key")
 	if err != nil {
@@ -333,6 +352,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		w.cancel()
 	}
 	r.mu.Unlock()
+	r.builds.stop()        // its work cgroup is below the cgroup parent
 	j.removeCgroupParent() // cgroupparent.go
 	return nil
 }

@@ -7,7 +7,7 @@ func (r *Runner) makeSteps(d deps) map[step]stepper {
 	start := &startStep{rt: r.rt, net: r.net, keys: r.keys, agentBinary: r.cfg.AgentBinary, classes: r.classes, limits: r.cfg.classLimits, log: r.log, stager: d.stager}
 	wait := waitAgentStep{agents: r.agents, endpoint: r.agentEndpoint, clock: r.clock}
 	return map[step]stepper{
-		stepPrepare:     prepareStep{ranges: r.ranges},
+		stepPrepare:     prepareStep{ranges: r.ranges, disks: r.cfg.diskQuotas},
 		stepDisk:        diskStep{},
 		stepUnmountDisk: unmountDiskStep{log: r.log},
 		stepClone: cloneStep{net: r.net, clone: d.clone, allowLocal: r.cfg.AllowLocalSources,
