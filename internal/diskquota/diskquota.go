@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
@@ -91,13 +92,13 @@ func Create(ctx context.Context, img string, size int64) error {
 	if err != nil {
 		return err
 	}
-	err = f.Truncate(size - size%blockSize) // sparse: blocks are taken as they are written
+	err = reserve(f, size-size%blockSize)
 	f.Close()
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("size disk image: %w", err)
+		return err
 	}
-	// Lazy inode table and journal initialisation: a new sparse file reads
+	// Lazy inode table and journal initialisation: unwritten blocks read
 	// as zeros already, so nothing needs writing now (and Mount tells the
 	// kernel not to zero the tables later either). No blocks reserved for
 	// root: the environment's root is not the host's and could not use
@@ -113,6 +114,43 @@ func Create(ctx context.Context, img string, size int64) error {
 		return err
 	}
 	return syncDir(filepath.Dir(img))
+}
+
+// hostReserve is what must stay free on a file system of total bytes
+// holding the disk images after one is made: the runner's state, logs and
+// image layers live there too. 1 GiB, or a tenth of a smaller one.
+func hostReserve(total int64) int64 { return min(1<<30, total/10) }
+
+// reserve gives f size bytes that are its own (fallocate: the blocks are
+// allocated, unwritten, at once): a sparse image would take its blocks
+// only as the environment writes, and once the host's file system is
+// full, a neighbour's disk would lose data it had already fsync'ed (its
+// loop device gets write errors for blocks it never had). A disk that
+// would leave less than hostReserve free is refused.
+func reserve(f *os.File, size int64) error {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
+		return fmt.Errorf("size disk image: %w", err)
+	}
+	free, keep := int64(st.Bavail)*st.Bsize, hostReserve(int64(st.Blocks)*st.Bsize)
+	if free-size < keep {
+		return errdefs.ResourceExhausted(fmt.Errorf("no room for a %d MiB disk on this runner: %d MiB free on its data dir's file system, %d MiB of which stay for the runner",
+			size>>20, max(free, 0)>>20, keep>>20))
+	}
+	err := unix.Fallocate(int(f.Fd()), 0, 0, size)
+	switch {
+	case errors.Is(err, unix.ENOSPC):
+		return errdefs.ResourceExhausted(fmt.Errorf("no room for a %d MiB disk on this runner's data dir: %w", size>>20, err))
+	case errors.Is(err, unix.EOPNOTSUPP):
+		return errdefs.FailedPrecondition(fmt.Errorf("the runner's data dir cannot reserve space for a disk (fallocate is not supported there: use ext4 or XFS): %w", err))
+	case err != nil:
+		return fmt.Errorf("reserve disk image: %w", err)
+	}
+	if err := unix.Fstatfs(int(f.Fd()), &st); err == nil && int64(st.Bavail)*st.Bsize < keep {
+		// Another disk was made meanwhile.
+		return errdefs.ResourceExhausted(fmt.Errorf("no room for a %d MiB disk on this runner: %d MiB must stay free for the runner", size>>20, keep>>20))
+	}
+	return nil
 }
 
 func syncDir(dir string) error {

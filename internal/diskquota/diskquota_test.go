@@ -147,7 +147,7 @@ func TestFillStopsAtSize(t *testing.T) {
 	if err := unix.Stat(img, &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Blocks*512 > size {
+	if st.Blocks*512 > size+size/100 { // the host file system's extent blocks aside
 		t.Errorf("image takes %d bytes on the host, more than the disk's %d", st.Blocks*512, size)
 	}
 	if used, total, _ = Usage(target); used < total*9/10 {
