@@ -97,12 +97,13 @@ func TestDiskQuota(t *testing.T) {
 			u.must("ssh", "full", "--", "rm -f /fill")
 		}
 	}
-	// The data dir gave the image no more than the quota.
+	// The data dir gave the image no more than the quota (allocated from
+	// the start: disks are not overcommitted).
 	var st syscall.Stat_t
 	if err := syscall.Stat(img, &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Blocks*512 > quota {
+	if st.Blocks*512 > quota+quota/100 { // the host file system's extent blocks aside
 		t.Errorf("the disk image takes %d bytes on the host, more than the %d quota", st.Blocks*512, quota)
 	}
 	// The neighbour is untouched.

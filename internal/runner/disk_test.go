@@ -178,7 +178,7 @@ func TestDiskSteps(t *testing.T) {
 	if err := unix.Stat(img, &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Blocks*512 > size {
+	if st.Blocks*512 > size+size/100 { // the host file system's extent blocks aside
 		t.Errorf("the disk image takes %d bytes of the data dir, more than its size %d", st.Blocks*512, size)
 	}
 	// Stop.
