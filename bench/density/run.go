@@ -39,27 +39,11 @@ func run(ctx context.Context, o options, out io.Writer) (retErr error) {
 	if err != nil {
 		return err
 	}
-	coveBin := o.cove
-	if coveBin == "" {
-		benchkit.Progress("building cove")
-		if coveBin, err = benchkit.BuildCove(ctx, tmp); err != nil {
-			return err
-		}
-	}
-	img, imgName, err := benchkit.LoadImage(ctx, "busybox")
+	in, err := benchkit.Prepare(ctx, tmp, o.cove, &cl)
 	if err != nil {
 		return err
 	}
-	reg, stopReg, err := benchkit.ServeImage(img, imgName)
-	if err != nil {
-		return err
-	}
-	cl.Add(stopReg)
-	imageRef := reg + "/" + imgName
-	repo, err := benchkit.MakeRepo(ctx, filepath.Join(tmp, "repo"))
-	if err != nil {
-		return err
-	}
+	coveBin, imageRef, repo := in.Cove, in.ImageRef, in.Repo
 
 	benchkit.Progress("starting cove up")
 	coveRunc := filepath.Join(runRoot, "runc")
@@ -129,7 +113,7 @@ func run(ctx context.Context, o options, out io.Writer) (retErr error) {
 		baseParent := cgParent + "-runc"
 		cl.Add(func() { benchkit.RemoveCgroups(baseParent) })
 		benchkit.Progress("starting %d bare runc containers running sleep (baseline)", o.n)
-		base, err := benchkit.NewBaseline(ctx, o.runc, img, filepath.Join(tmp, "bundle"), filepath.Join(runRoot, "runc-baseline"), "sleep", "2147483647")
+		base, err := benchkit.NewBaseline(ctx, o.runc, in.Image, filepath.Join(tmp, "bundle"), filepath.Join(runRoot, "runc-baseline"), "sleep", "2147483647")
 		if err != nil {
 			return err
 		}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -57,25 +56,11 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	f := fixture{o: o, coveBin: o.cove, tmp: tmp, runRoot: runRoot}
-	if f.coveBin == "" {
-		benchkit.Progress("building cove")
-		if f.coveBin, err = benchkit.BuildCove(ctx, tmp); err != nil {
-			return err
-		}
-	}
-	img, imgName, err := benchkit.LoadImage(ctx, "busybox")
+	in, err := benchkit.Prepare(ctx, tmp, o.cove, &cl)
 	if err != nil {
 		return err
 	}
-	reg, stopReg, err := benchkit.ServeImage(img, imgName)
-	if err != nil {
-		return err
-	}
-	cl.Add(stopReg)
-	f.imageRef = reg + "/" + imgName
-	if f.repo, err = benchkit.MakeRepo(ctx, filepath.Join(tmp, "repo")); err != nil {
-		return err
-	}
+	f.coveBin, f.imageRef, f.repo = in.Cove, in.ImageRef, in.Repo
 	mach := benchkit.MachineInfo(ctx, o.runc)
 
 	cpus := 0.0 // the class's CPUs, read from the quota cove set

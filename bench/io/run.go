@@ -56,27 +56,13 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if f.diskMajor, f.diskMin, err = resources.BlockDevice(tmp); err != nil {
 		return fmt.Errorf("the class's IO limits need a disk: %w", err)
 	}
-	if f.coveBin == "" {
-		benchkit.Progress("building cove")
-		if f.coveBin, err = benchkit.BuildCove(ctx, tmp); err != nil {
-			return err
-		}
+	in, err := benchkit.Prepare(ctx, tmp, o.cove, &cl)
+	if err != nil {
+		return err
 	}
+	f.coveBin, f.imageRef, f.repo = in.Cove, in.ImageRef, in.Repo
 	benchkit.Progress("building ioprobe")
 	if err := benchkit.BuildStatic(ctx, "./bench/io/ioprobe", f.probeBin); err != nil {
-		return err
-	}
-	img, imgName, err := benchkit.LoadImage(ctx, "busybox")
-	if err != nil {
-		return err
-	}
-	reg, stopReg, err := benchkit.ServeImage(img, imgName)
-	if err != nil {
-		return err
-	}
-	cl.Add(stopReg)
-	f.imageRef = reg + "/" + imgName
-	if f.repo, err = benchkit.MakeRepo(ctx, filepath.Join(tmp, "repo")); err != nil {
 		return err
 	}
 	mach := benchkit.MachineInfo(ctx, o.runc)

@@ -130,3 +130,39 @@ func unescapeMount(s string) string {
 	}
 	return b.String()
 }
+
+// Inputs are what a benchmark's environments are made from.
+type Inputs struct {
+	Cove     string   // the cove binary
+	Image    v1.Image // busybox (for bare runc baselines)
+	ImageRef string   // Image, served by an in-process registry
+	Repo     string   // a git repository whose devcontainer.json uses it
+}
+
+// Prepare gets the inputs ready in tmp: cove (built from the enclosing
+// module unless given), the busybox image served until cl runs, the
+// repository.
+func Prepare(ctx context.Context, tmp, cove string, cl *Cleanups) (Inputs, error) {
+	in := Inputs{Cove: cove}
+	if in.Cove == "" {
+		Progress("building cove")
+		var err error
+		if in.Cove, err = BuildCove(ctx, tmp); err != nil {
+			return in, err
+		}
+	}
+	img, imgName, err := LoadImage(ctx, "busybox")
+	if err != nil {
+		return in, err
+	}
+	reg, stopReg, err := ServeImage(img, imgName)
+	if err != nil {
+		return in, err
+	}
+	cl.Add(stopReg)
+	in.Image, in.ImageRef = img, reg+"/"+imgName
+	if in.Repo, err = MakeRepo(ctx, filepath.Join(tmp, "repo")); err != nil {
+		return in, err
+	}
+	return in, nil
+}
