@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,6 +38,14 @@ func childUnpacker(bin string, w *resources.WorkCgroup) image.Unpacker {
 		cmd := exec.CommandContext(ctx, bin, "internal-unpack-layer", dir)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = pr, &capped{b: &stdout, n: 256}, &capped{b: &stderr, n: 4096}
+		// The child dies with the runner: a runner killed mid-unpack
+		// must not leave it writing into the store's temporary
+		// directory, which the restarted runner discards. The signal
+		// comes when the thread that started the child exits, so this
+		// goroutine keeps that thread until the child is gone.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
 		err = cmd.Start()
 		pr.Close()
 		if err != nil {
