@@ -86,7 +86,9 @@ func readEnvProc(pid int) (envProc, bool) {
 // the workload group, with the OOM order raised accordingly; deleting the
 // environment leaves none of its cgroups.
 func TestProcessGroups(t *testing.T) {
-	c := newClusterWith(t)
+	// A low demotion threshold: the loop gets at least this much of a
+	// CPU however loaded the host is.
+	c := newClusterWith(t, "--process-groups-demote", "0.02")
 	u := c.user
 	reg := images(t)
 	repo := gitRepo(t, filepath.Join(c.dir, "pgrepo"), map[string]string{

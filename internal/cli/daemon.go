@@ -143,9 +143,10 @@ type runnerOptions struct {
 	allowLocal                       bool
 	classCPUs                        int32
 	classMemory                      int64
-	cpuControl                       bool  // the CPU control loop (internal/cpucontrol)
-	classCPUBurst                    int32 // its burst ceiling for the default class (0: the host)
-	processGroups                    bool  // sort environments' processes into CPU groups (internal/procgroups)
+	cpuControl                       bool    // the CPU control loop (internal/cpucontrol)
+	classCPUBurst                    int32   // its burst ceiling for the default class (0: the host)
+	processGroups                    bool    // sort environments' processes into CPU groups (internal/procgroups)
+	demoteShare                      float64 // --process-groups-demote: a terminal job's CPU share that demotes it
 	classPids                        int32
 	classDisk                        int64              // disk quota of the default class (0: none)
 	classLimits                      runner.ClassLimits // reclaim target, swap, IO
@@ -263,7 +264,7 @@ func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 		defer r.StartCPUControl(ctx, cpu)() // stops with the runner
 	}
 	if o.processGroups {
-		defer r.StartProcessGroups(ctx, o.cgroupParent)()
+		defer r.StartProcessGroups(ctx, o.cgroupParent, o.demoteShare)()
 	}
 	stopUsage, err := r.StartUsage(ctx, runner.UsageConfig{Reader: resources.NewUsageReader(o.cgroupParent), MetricsListen: o.metricsListen})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/build"
+	"github.com/covedev/cove/internal/procgroups"
 	"github.com/covedev/cove/internal/resources"
 	"github.com/covedev/cove/internal/runner"
 	"github.com/covedev/cove/internal/termsafe"
@@ -43,6 +44,7 @@ func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 	o.flags = f
 	f.BoolVar(&o.cpuControl, "cpu-control", true, "run the CPU control loop: each environment is guaranteed its class's CPUs and may burst into what the others leave idle, up to the whole host (false: a static quota of the class's CPUs)")
 	f.BoolVar(&o.processGroups, "process-groups", true, "sort each environment's processes into CPU groups: its agent first, terminal sessions next, everything else (and any terminal job that burns CPU) last, so a build does not make its own terminal lag")
+	f.Float64Var(&o.demoteShare, "process-groups-demote", procgroups.DefaultParams.DemoteShare, "with --process-groups: the share of one CPU above which a terminal's job (over the last second) moves to the workload group")
 	f.Int32Var(&o.classCPUBurst, "class-cpu-burst", 0, "most CPUs each environment of the default class may burst to with the CPU control loop, at least --class-cpus (0: the whole host)")
 	f.BoolVar(&o.network, "network", true, "give environments a bridge, NAT egress, DNS and firewall rules (false: loopback only)")
 	f.StringVar(&o.bridge, "bridge", "cove0", "bridge environments attach to")

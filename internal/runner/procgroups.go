@@ -19,7 +19,9 @@ import (
 // StartProcessGroups starts sorting the processes of the environments
 // below cgroupParent until ctx is done, and returns a function that waits
 // for it to stop.
-func (r *Runner) StartProcessGroups(ctx context.Context, cgroupParent string) (stop func()) {
+// A terminal job that uses more than demoteShare of a CPU is demoted
+// (0: procgroups.DefaultParams).
+func (r *Runner) StartProcessGroups(ctx context.Context, cgroupParent string, demoteShare float64) (stop func()) {
 	if cgroupParent == "" {
 		return func() {}
 	}
@@ -32,12 +34,16 @@ func (r *Runner) StartProcessGroups(ctx context.Context, cgroupParent string) (s
 		Cgroups: files,
 		Envs:    func() []procgroups.Env { return r.procEnvs(files, cgroupParent) },
 		Log:     r.log.With("component", "procgroups"),
+		Params:  procgroups.DefaultParams,
+	}
+	if demoteShare > 0 {
+		l.Params.DemoteShare = demoteShare
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); l.Run(ctx, procgroups.DefaultInterval) }()
-	r.log.Info("process groups on", "interval", procgroups.DefaultInterval)
+	r.log.Info("process groups on", "interval", procgroups.DefaultInterval, "demoteShare", l.Params.DemoteShare)
 	return func() { cancel(); wg.Wait() }
 }
 
