@@ -189,7 +189,14 @@ func Mount(img, target string) error {
 	if err := unix.Mount(loop.Name(), target, "ext4", unix.MS_NOSUID|unix.MS_NODEV, "noinit_itable"); err != nil {
 		return fmt.Errorf("mount %s (%s) at %s: %w", img, loop.Name(), target, err)
 	}
-	return os.Chmod(target, 0o711)
+	// The file system's root, through a handle that names it and nothing
+	// an environment could have put there.
+	fd, err := unix.Open(target, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open disk root %s: %w", target, err)
+	}
+	defer unix.Close(fd)
+	return unix.Fchmod(fd, 0o711)
 }
 
 // loopFor opens the loop device of img: the one already attached to it if
