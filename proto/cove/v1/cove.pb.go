@@ -405,11 +405,16 @@ func (x *ContentSource) GetRef() string {
 	return ""
 }
 
+// Timeouts stop an environment automatically. An environment created
+// without them gets the server's defaults (inactivity 30 min); a class
+// may cap both (EnvironmentClass.max_inactivity_seconds, ...).
 type Timeouts struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Stop after this long without activity; 0 means never.
+	// Stop after this long without activity; 0 means never (within the
+	// class's maximum).
 	InactivitySeconds int64 `protobuf:"varint,1,opt,name=inactivity_seconds,json=inactivitySeconds,proto3" json:"inactivity_seconds,omitempty"`
-	// Stop after this long running; 0 means never.
+	// Stop after this long running; 0 means never (within the class's
+	// maximum).
 	MaxLifetimeSeconds int64 `protobuf:"varint,2,opt,name=max_lifetime_seconds,json=maxLifetimeSeconds,proto3" json:"max_lifetime_seconds,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
@@ -459,6 +464,138 @@ func (x *Timeouts) GetMaxLifetimeSeconds() int64 {
 	return 0
 }
 
+// Lease keeps an environment running whatever its inactivity
+// (`cove env keepalive NAME --for 2h --reason "training run"`); the
+// maximum lifetime still applies.
+type Lease struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Who took it (user name).
+	Holder        string                 `protobuf:"bytes,1,opt,name=holder,proto3" json:"holder,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lease) Reset() {
+	*x = Lease{}
+	mi := &file_cove_v1_cove_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lease) ProtoMessage() {}
+
+func (x *Lease) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lease.ProtoReflect.Descriptor instead.
+func (*Lease) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Lease) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *Lease) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Lease) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+// RestoreRequest asks the runner to replace the environment's content
+// (workspace, file system changes, volumes) with a backup's, then start it.
+type RestoreRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The backup (Backup.id).
+	BackupId string `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	// Bumped per request; the runner reports the last one it carried out in
+	// EnvironmentStatus.observed_restore_generation.
+	Generation int64 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	// Back up the current content first (trigger "before-restore"), so a
+	// rollback can be undone. False when the runner has no content (a move
+	// or a reschedule).
+	BackupFirst   bool `protobuf:"varint,3,opt,name=backup_first,json=backupFirst,proto3" json:"backup_first,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreRequest) Reset() {
+	*x = RestoreRequest{}
+	mi := &file_cove_v1_cove_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreRequest) ProtoMessage() {}
+
+func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
+func (*RestoreRequest) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RestoreRequest) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *RestoreRequest) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *RestoreRequest) GetBackupFirst() bool {
+	if x != nil {
+		return x.BackupFirst
+	}
+	return false
+}
+
 // PortSpec is the owner's sharing choice for one port.
 type PortSpec struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -470,7 +607,7 @@ type PortSpec struct {
 
 func (x *PortSpec) Reset() {
 	*x = PortSpec{}
-	mi := &file_cove_v1_cove_proto_msgTypes[3]
+	mi := &file_cove_v1_cove_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +619,7 @@ func (x *PortSpec) String() string {
 func (*PortSpec) ProtoMessage() {}
 
 func (x *PortSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[3]
+	mi := &file_cove_v1_cove_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +632,7 @@ func (x *PortSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortSpec.ProtoReflect.Descriptor instead.
 func (*PortSpec) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{3}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PortSpec) GetPort() int32 {
@@ -532,14 +669,25 @@ type EnvironmentSpec struct {
 	// Values of the ${localEnv:VAR} variables devcontainer.json references,
 	// sent by the creating CLI from the user's shell (only those variables).
 	// A variable not listed resolves to its default, or "".
-	LocalEnv      map[string]string `protobuf:"bytes,10,rep,name=local_env,json=localEnv,proto3" json:"local_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	LocalEnv map[string]string `protobuf:"bytes,10,rep,name=local_env,json=localEnv,proto3" json:"local_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Bumped by `cove env backup`: the runner takes a backup (trigger
+	// "manual") and reports it in observed_backup_generation.
+	BackupGeneration int64 `protobuf:"varint,11,opt,name=backup_generation,json=backupGeneration,proto3" json:"backup_generation,omitempty"`
+	// Set by `cove env restore`, and by the server when it moves the
+	// environment to a runner that does not hold its content.
+	Restore *RestoreRequest `protobuf:"bytes,12,opt,name=restore,proto3" json:"restore,omitempty"`
+	// Keep-alive leases (expired ones are dropped by the server).
+	Leases []*Lease `protobuf:"bytes,13,rep,name=leases,proto3" json:"leases,omitempty"`
+	// Why the server set desired_phase to STOPPED on its own, e.g. "stopped
+	// after 30 min without activity"; empty when a user asked.
+	StopReason    string `protobuf:"bytes,14,opt,name=stop_reason,json=stopReason,proto3" json:"stop_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EnvironmentSpec) Reset() {
 	*x = EnvironmentSpec{}
-	mi := &file_cove_v1_cove_proto_msgTypes[4]
+	mi := &file_cove_v1_cove_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +699,7 @@ func (x *EnvironmentSpec) String() string {
 func (*EnvironmentSpec) ProtoMessage() {}
 
 func (x *EnvironmentSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[4]
+	mi := &file_cove_v1_cove_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +712,7 @@ func (x *EnvironmentSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvironmentSpec.ProtoReflect.Descriptor instead.
 func (*EnvironmentSpec) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{4}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *EnvironmentSpec) GetDesiredPhase() EnvironmentPhase {
@@ -637,6 +785,34 @@ func (x *EnvironmentSpec) GetLocalEnv() map[string]string {
 	return nil
 }
 
+func (x *EnvironmentSpec) GetBackupGeneration() int64 {
+	if x != nil {
+		return x.BackupGeneration
+	}
+	return 0
+}
+
+func (x *EnvironmentSpec) GetRestore() *RestoreRequest {
+	if x != nil {
+		return x.Restore
+	}
+	return nil
+}
+
+func (x *EnvironmentSpec) GetLeases() []*Lease {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
+func (x *EnvironmentSpec) GetStopReason() string {
+	if x != nil {
+		return x.StopReason
+	}
+	return ""
+}
+
 type SubStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Phase         SubPhase               `protobuf:"varint,1,opt,name=phase,proto3,enum=cove.v1.SubPhase" json:"phase,omitempty"`
@@ -647,7 +823,7 @@ type SubStatus struct {
 
 func (x *SubStatus) Reset() {
 	*x = SubStatus{}
-	mi := &file_cove_v1_cove_proto_msgTypes[5]
+	mi := &file_cove_v1_cove_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +835,7 @@ func (x *SubStatus) String() string {
 func (*SubStatus) ProtoMessage() {}
 
 func (x *SubStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[5]
+	mi := &file_cove_v1_cove_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +848,7 @@ func (x *SubStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubStatus.ProtoReflect.Descriptor instead.
 func (*SubStatus) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{5}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SubStatus) GetPhase() SubPhase {
@@ -701,7 +877,7 @@ type SSHAddress struct {
 
 func (x *SSHAddress) Reset() {
 	*x = SSHAddress{}
-	mi := &file_cove_v1_cove_proto_msgTypes[6]
+	mi := &file_cove_v1_cove_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -713,7 +889,7 @@ func (x *SSHAddress) String() string {
 func (*SSHAddress) ProtoMessage() {}
 
 func (x *SSHAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[6]
+	mi := &file_cove_v1_cove_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -726,7 +902,7 @@ func (x *SSHAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SSHAddress.ProtoReflect.Descriptor instead.
 func (*SSHAddress) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{6}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SSHAddress) GetAddress() string {
@@ -769,7 +945,7 @@ type Port struct {
 
 func (x *Port) Reset() {
 	*x = Port{}
-	mi := &file_cove_v1_cove_proto_msgTypes[7]
+	mi := &file_cove_v1_cove_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +957,7 @@ func (x *Port) String() string {
 func (*Port) ProtoMessage() {}
 
 func (x *Port) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[7]
+	mi := &file_cove_v1_cove_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +970,7 @@ func (x *Port) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Port.ProtoReflect.Descriptor instead.
 func (*Port) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{7}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Port) GetPort() int32 {
@@ -877,7 +1053,7 @@ type InstalledFeature struct {
 
 func (x *InstalledFeature) Reset() {
 	*x = InstalledFeature{}
-	mi := &file_cove_v1_cove_proto_msgTypes[8]
+	mi := &file_cove_v1_cove_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1065,7 @@ func (x *InstalledFeature) String() string {
 func (*InstalledFeature) ProtoMessage() {}
 
 func (x *InstalledFeature) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[8]
+	mi := &file_cove_v1_cove_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1078,7 @@ func (x *InstalledFeature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstalledFeature.ProtoReflect.Descriptor instead.
 func (*InstalledFeature) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{8}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InstalledFeature) GetId() string {
@@ -950,7 +1126,7 @@ type Volume struct {
 
 func (x *Volume) Reset() {
 	*x = Volume{}
-	mi := &file_cove_v1_cove_proto_msgTypes[9]
+	mi := &file_cove_v1_cove_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1138,7 @@ func (x *Volume) String() string {
 func (*Volume) ProtoMessage() {}
 
 func (x *Volume) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[9]
+	mi := &file_cove_v1_cove_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1151,7 @@ func (x *Volume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Volume.ProtoReflect.Descriptor instead.
 func (*Volume) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{9}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Volume) GetKind() string {
@@ -1006,18 +1182,31 @@ func (x *Volume) GetService() string {
 	return ""
 }
 
+// Activity is what the runner saw users do. Only a user's own actions
+// count: attached SSH sessions (a pty or a port forward), terminal input,
+// browser requests through the port proxy; never the platform's probes,
+// never CPU use alone.
 type Activity struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	LastActive *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=last_active,json=lastActive,proto3" json:"last_active,omitempty"`
-	// Why the environment is kept alive (e.g. "ssh session").
-	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The last activity, for people: "ssh session from alice",
+	// "terminal input from alice", "port 3000 from a browser".
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Its kind: "ssh", "terminal", "forward", "port".
+	Source string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	// What keeps the environment alive right now (open sessions and
+	// forwards), e.g. "ssh session from alice (pty)".
+	Attached []string `protobuf:"bytes,4,rep,name=attached,proto3" json:"attached,omitempty"`
+	// When the runner warned open terminals of an automatic stop (absent
+	// if it has not).
+	WarnedAt      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=warned_at,json=warnedAt,proto3" json:"warned_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Activity) Reset() {
 	*x = Activity{}
-	mi := &file_cove_v1_cove_proto_msgTypes[10]
+	mi := &file_cove_v1_cove_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1218,7 @@ func (x *Activity) String() string {
 func (*Activity) ProtoMessage() {}
 
 func (x *Activity) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[10]
+	mi := &file_cove_v1_cove_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1231,7 @@ func (x *Activity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Activity.ProtoReflect.Descriptor instead.
 func (*Activity) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{10}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Activity) GetLastActive() *timestamppb.Timestamp {
@@ -1057,6 +1246,268 @@ func (x *Activity) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *Activity) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Activity) GetAttached() []string {
+	if x != nil {
+		return x.Attached
+	}
+	return nil
+}
+
+func (x *Activity) GetWarnedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WarnedAt
+	}
+	return nil
+}
+
+// Backup is one backup of an environment's content, complete (a backup
+// is listed only once everything in it is stored).
+type Backup struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique within the organization; what `cove env restore --backup`
+	// takes.
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	EnvironmentId string                 `protobuf:"bytes,2,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	// "stop", "periodic", "manual", "before-restore".
+	Trigger string `protobuf:"bytes,4,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	Files   int64  `protobuf:"varint,5,opt,name=files,proto3" json:"files,omitempty"`
+	// Content bytes of the files; of them, stored by this backup vs already
+	// stored (unchanged files, or content other backups hold).
+	Bytes       int64 `protobuf:"varint,6,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	BytesNew    int64 `protobuf:"varint,7,opt,name=bytes_new,json=bytesNew,proto3" json:"bytes_new,omitempty"`
+	BytesReused int64 `protobuf:"varint,8,opt,name=bytes_reused,json=bytesReused,proto3" json:"bytes_reused,omitempty"`
+	// Bytes written to storage (compressed and sealed).
+	StoredBytes int64  `protobuf:"varint,9,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"`
+	DurationMs  int64  `protobuf:"varint,10,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	RunnerId    string `protobuf:"bytes,11,opt,name=runner_id,json=runnerId,proto3" json:"runner_id,omitempty"`
+	// The backup this one was taken incrementally from ("" for a full one).
+	Previous string `protobuf:"bytes,12,opt,name=previous,proto3" json:"previous,omitempty"`
+	// How long the environment was paused for a consistent view (0 when it
+	// was stopped or a snapshot was used).
+	FrozenMs int64 `protobuf:"varint,13,opt,name=frozen_ms,json=frozenMs,proto3" json:"frozen_ms,omitempty"`
+	// Paths not backed up (sockets, devices, FIFOs), at most 100.
+	Skipped       []string `protobuf:"bytes,14,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Backup) Reset() {
+	*x = Backup{}
+	mi := &file_cove_v1_cove_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Backup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Backup) ProtoMessage() {}
+
+func (x *Backup) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Backup.ProtoReflect.Descriptor instead.
+func (*Backup) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Backup) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Backup) GetEnvironmentId() string {
+	if x != nil {
+		return x.EnvironmentId
+	}
+	return ""
+}
+
+func (x *Backup) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Backup) GetTrigger() string {
+	if x != nil {
+		return x.Trigger
+	}
+	return ""
+}
+
+func (x *Backup) GetFiles() int64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *Backup) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *Backup) GetBytesNew() int64 {
+	if x != nil {
+		return x.BytesNew
+	}
+	return 0
+}
+
+func (x *Backup) GetBytesReused() int64 {
+	if x != nil {
+		return x.BytesReused
+	}
+	return 0
+}
+
+func (x *Backup) GetStoredBytes() int64 {
+	if x != nil {
+		return x.StoredBytes
+	}
+	return 0
+}
+
+func (x *Backup) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
+func (x *Backup) GetRunnerId() string {
+	if x != nil {
+		return x.RunnerId
+	}
+	return ""
+}
+
+func (x *Backup) GetPrevious() string {
+	if x != nil {
+		return x.Previous
+	}
+	return ""
+}
+
+func (x *Backup) GetFrozenMs() int64 {
+	if x != nil {
+		return x.FrozenMs
+	}
+	return 0
+}
+
+func (x *Backup) GetSkipped() []string {
+	if x != nil {
+		return x.Skipped
+	}
+	return nil
+}
+
+// BackupProgress is a backup or restore the runner is doing, or the last
+// one's failure.
+type BackupProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// IN_PROGRESS while running; FAILED with message when the last attempt
+	// failed; READY when done.
+	State *SubStatus `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// "backup" or "restore".
+	Operation     string                 `protobuf:"bytes,2,opt,name=operation,proto3" json:"operation,omitempty"`
+	FilesDone     int64                  `protobuf:"varint,3,opt,name=files_done,json=filesDone,proto3" json:"files_done,omitempty"`
+	BytesDone     int64                  `protobuf:"varint,4,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupProgress) Reset() {
+	*x = BackupProgress{}
+	mi := &file_cove_v1_cove_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupProgress) ProtoMessage() {}
+
+func (x *BackupProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupProgress.ProtoReflect.Descriptor instead.
+func (*BackupProgress) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *BackupProgress) GetState() *SubStatus {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *BackupProgress) GetOperation() string {
+	if x != nil {
+		return x.Operation
+	}
+	return ""
+}
+
+func (x *BackupProgress) GetFilesDone() int64 {
+	if x != nil {
+		return x.FilesDone
+	}
+	return 0
+}
+
+func (x *BackupProgress) GetBytesDone() int64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *BackupProgress) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
 }
 
 type EnvironmentStatus struct {
@@ -1101,14 +1552,21 @@ type EnvironmentStatus struct {
 	Lifecycle *SubStatus `protobuf:"bytes,23,opt,name=lifecycle,proto3" json:"lifecycle,omitempty"`
 	// What the environment uses, sampled by its runner (absent while it is
 	// not running).
-	Usage         *ResourceUsage `protobuf:"bytes,24,opt,name=usage,proto3" json:"usage,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Usage *ResourceUsage `protobuf:"bytes,24,opt,name=usage,proto3" json:"usage,omitempty"`
+	// The last backup the runner completed for this environment.
+	LastBackup *Backup `protobuf:"bytes,25,opt,name=last_backup,json=lastBackup,proto3" json:"last_backup,omitempty"`
+	// A backup or restore in progress (or the last one's failure).
+	BackupProgress *BackupProgress `protobuf:"bytes,26,opt,name=backup_progress,json=backupProgress,proto3" json:"backup_progress,omitempty"`
+	// The last spec.backup_generation / spec.restore.generation carried out.
+	ObservedBackupGeneration  int64 `protobuf:"varint,27,opt,name=observed_backup_generation,json=observedBackupGeneration,proto3" json:"observed_backup_generation,omitempty"`
+	ObservedRestoreGeneration int64 `protobuf:"varint,28,opt,name=observed_restore_generation,json=observedRestoreGeneration,proto3" json:"observed_restore_generation,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *EnvironmentStatus) Reset() {
 	*x = EnvironmentStatus{}
-	mi := &file_cove_v1_cove_proto_msgTypes[11]
+	mi := &file_cove_v1_cove_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1578,7 @@ func (x *EnvironmentStatus) String() string {
 func (*EnvironmentStatus) ProtoMessage() {}
 
 func (x *EnvironmentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[11]
+	mi := &file_cove_v1_cove_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1591,7 @@ func (x *EnvironmentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvironmentStatus.ProtoReflect.Descriptor instead.
 func (*EnvironmentStatus) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{11}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EnvironmentStatus) GetPhase() EnvironmentPhase {
@@ -1304,6 +1762,34 @@ func (x *EnvironmentStatus) GetUsage() *ResourceUsage {
 	return nil
 }
 
+func (x *EnvironmentStatus) GetLastBackup() *Backup {
+	if x != nil {
+		return x.LastBackup
+	}
+	return nil
+}
+
+func (x *EnvironmentStatus) GetBackupProgress() *BackupProgress {
+	if x != nil {
+		return x.BackupProgress
+	}
+	return nil
+}
+
+func (x *EnvironmentStatus) GetObservedBackupGeneration() int64 {
+	if x != nil {
+		return x.ObservedBackupGeneration
+	}
+	return 0
+}
+
+func (x *EnvironmentStatus) GetObservedRestoreGeneration() int64 {
+	if x != nil {
+		return x.ObservedRestoreGeneration
+	}
+	return 0
+}
+
 // ResourceUsage is an environment's use of its runner's resources, all its
 // containers together.
 type ResourceUsage struct {
@@ -1339,7 +1825,7 @@ type ResourceUsage struct {
 
 func (x *ResourceUsage) Reset() {
 	*x = ResourceUsage{}
-	mi := &file_cove_v1_cove_proto_msgTypes[12]
+	mi := &file_cove_v1_cove_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1837,7 @@ func (x *ResourceUsage) String() string {
 func (*ResourceUsage) ProtoMessage() {}
 
 func (x *ResourceUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[12]
+	mi := &file_cove_v1_cove_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1850,7 @@ func (x *ResourceUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceUsage.ProtoReflect.Descriptor instead.
 func (*ResourceUsage) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{12}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ResourceUsage) GetSampledAt() *timestamppb.Timestamp {
@@ -1487,7 +1973,7 @@ type Environment struct {
 
 func (x *Environment) Reset() {
 	*x = Environment{}
-	mi := &file_cove_v1_cove_proto_msgTypes[13]
+	mi := &file_cove_v1_cove_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +1985,7 @@ func (x *Environment) String() string {
 func (*Environment) ProtoMessage() {}
 
 func (x *Environment) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[13]
+	mi := &file_cove_v1_cove_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +1998,7 @@ func (x *Environment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Environment.ProtoReflect.Descriptor instead.
 func (*Environment) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{13}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Environment) GetId() string {
@@ -1560,7 +2046,7 @@ type CreateEnvironmentRequest struct {
 
 func (x *CreateEnvironmentRequest) Reset() {
 	*x = CreateEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[14]
+	mi := &file_cove_v1_cove_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +2058,7 @@ func (x *CreateEnvironmentRequest) String() string {
 func (*CreateEnvironmentRequest) ProtoMessage() {}
 
 func (x *CreateEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[14]
+	mi := &file_cove_v1_cove_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +2071,7 @@ func (x *CreateEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{14}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateEnvironmentRequest) GetName() string {
@@ -1611,7 +2097,7 @@ type CreateEnvironmentResponse struct {
 
 func (x *CreateEnvironmentResponse) Reset() {
 	*x = CreateEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[15]
+	mi := &file_cove_v1_cove_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +2109,7 @@ func (x *CreateEnvironmentResponse) String() string {
 func (*CreateEnvironmentResponse) ProtoMessage() {}
 
 func (x *CreateEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[15]
+	mi := &file_cove_v1_cove_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +2122,7 @@ func (x *CreateEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{15}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateEnvironmentResponse) GetEnvironment() *Environment {
@@ -1656,7 +2142,7 @@ type GetEnvironmentRequest struct {
 
 func (x *GetEnvironmentRequest) Reset() {
 	*x = GetEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[16]
+	mi := &file_cove_v1_cove_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1668,7 +2154,7 @@ func (x *GetEnvironmentRequest) String() string {
 func (*GetEnvironmentRequest) ProtoMessage() {}
 
 func (x *GetEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[16]
+	mi := &file_cove_v1_cove_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1681,7 +2167,7 @@ func (x *GetEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*GetEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{16}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetEnvironmentRequest) GetId() string {
@@ -1700,7 +2186,7 @@ type GetEnvironmentResponse struct {
 
 func (x *GetEnvironmentResponse) Reset() {
 	*x = GetEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[17]
+	mi := &file_cove_v1_cove_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +2198,7 @@ func (x *GetEnvironmentResponse) String() string {
 func (*GetEnvironmentResponse) ProtoMessage() {}
 
 func (x *GetEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[17]
+	mi := &file_cove_v1_cove_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +2211,7 @@ func (x *GetEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*GetEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{17}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetEnvironmentResponse) GetEnvironment() *Environment {
@@ -1745,7 +2231,7 @@ type ListEnvironmentsRequest struct {
 
 func (x *ListEnvironmentsRequest) Reset() {
 	*x = ListEnvironmentsRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[18]
+	mi := &file_cove_v1_cove_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +2243,7 @@ func (x *ListEnvironmentsRequest) String() string {
 func (*ListEnvironmentsRequest) ProtoMessage() {}
 
 func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[18]
+	mi := &file_cove_v1_cove_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +2256,7 @@ func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsRequest.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{18}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListEnvironmentsRequest) GetIncludeDeleted() bool {
@@ -1789,7 +2275,7 @@ type ListEnvironmentsResponse struct {
 
 func (x *ListEnvironmentsResponse) Reset() {
 	*x = ListEnvironmentsResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[19]
+	mi := &file_cove_v1_cove_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +2287,7 @@ func (x *ListEnvironmentsResponse) String() string {
 func (*ListEnvironmentsResponse) ProtoMessage() {}
 
 func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[19]
+	mi := &file_cove_v1_cove_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +2300,7 @@ func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsResponse.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{19}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListEnvironmentsResponse) GetEnvironments() []*Environment {
@@ -1827,15 +2313,20 @@ func (x *ListEnvironmentsResponse) GetEnvironments() []*Environment {
 type UpdateEnvironmentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Only desired_phase may change today.
-	DesiredPhase  EnvironmentPhase `protobuf:"varint,2,opt,name=desired_phase,json=desiredPhase,proto3,enum=cove.v1.EnvironmentPhase" json:"desired_phase,omitempty"`
+	// Only desired_phase (and, with it, the runner) may change today.
+	DesiredPhase EnvironmentPhase `protobuf:"varint,2,opt,name=desired_phase,json=desiredPhase,proto3,enum=cove.v1.EnvironmentPhase" json:"desired_phase,omitempty"`
+	// With desired_phase RUNNING: run the environment on this runner (id or
+	// name). When it is not the one holding the environment, the server
+	// stops it there (a backup is taken on stop), then starts it on this one
+	// from that backup.
+	RunnerId      string `protobuf:"bytes,3,opt,name=runner_id,json=runnerId,proto3" json:"runner_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateEnvironmentRequest) Reset() {
 	*x = UpdateEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[20]
+	mi := &file_cove_v1_cove_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +2338,7 @@ func (x *UpdateEnvironmentRequest) String() string {
 func (*UpdateEnvironmentRequest) ProtoMessage() {}
 
 func (x *UpdateEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[20]
+	mi := &file_cove_v1_cove_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +2351,7 @@ func (x *UpdateEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{20}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateEnvironmentRequest) GetId() string {
@@ -1877,6 +2368,13 @@ func (x *UpdateEnvironmentRequest) GetDesiredPhase() EnvironmentPhase {
 	return EnvironmentPhase_ENVIRONMENT_PHASE_UNSPECIFIED
 }
 
+func (x *UpdateEnvironmentRequest) GetRunnerId() string {
+	if x != nil {
+		return x.RunnerId
+	}
+	return ""
+}
+
 type UpdateEnvironmentResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Environment   *Environment           `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
@@ -1886,7 +2384,7 @@ type UpdateEnvironmentResponse struct {
 
 func (x *UpdateEnvironmentResponse) Reset() {
 	*x = UpdateEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[21]
+	mi := &file_cove_v1_cove_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1898,7 +2396,7 @@ func (x *UpdateEnvironmentResponse) String() string {
 func (*UpdateEnvironmentResponse) ProtoMessage() {}
 
 func (x *UpdateEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[21]
+	mi := &file_cove_v1_cove_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1911,7 +2409,7 @@ func (x *UpdateEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*UpdateEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{21}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpdateEnvironmentResponse) GetEnvironment() *Environment {
@@ -1930,7 +2428,7 @@ type DeleteEnvironmentRequest struct {
 
 func (x *DeleteEnvironmentRequest) Reset() {
 	*x = DeleteEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[22]
+	mi := &file_cove_v1_cove_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2440,7 @@ func (x *DeleteEnvironmentRequest) String() string {
 func (*DeleteEnvironmentRequest) ProtoMessage() {}
 
 func (x *DeleteEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[22]
+	mi := &file_cove_v1_cove_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2453,7 @@ func (x *DeleteEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{22}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteEnvironmentRequest) GetId() string {
@@ -1974,7 +2472,7 @@ type DeleteEnvironmentResponse struct {
 
 func (x *DeleteEnvironmentResponse) Reset() {
 	*x = DeleteEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[23]
+	mi := &file_cove_v1_cove_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2484,7 @@ func (x *DeleteEnvironmentResponse) String() string {
 func (*DeleteEnvironmentResponse) ProtoMessage() {}
 
 func (x *DeleteEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[23]
+	mi := &file_cove_v1_cove_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2497,7 @@ func (x *DeleteEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{23}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeleteEnvironmentResponse) GetEnvironment() *Environment {
@@ -2021,7 +2519,7 @@ type WatchEnvironmentsRequest struct {
 
 func (x *WatchEnvironmentsRequest) Reset() {
 	*x = WatchEnvironmentsRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[24]
+	mi := &file_cove_v1_cove_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2531,7 @@ func (x *WatchEnvironmentsRequest) String() string {
 func (*WatchEnvironmentsRequest) ProtoMessage() {}
 
 func (x *WatchEnvironmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[24]
+	mi := &file_cove_v1_cove_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2544,7 @@ func (x *WatchEnvironmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEnvironmentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEnvironmentsRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{24}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchEnvironmentsRequest) GetId() string {
@@ -2072,7 +2570,7 @@ type WatchEnvironmentsResponse struct {
 
 func (x *WatchEnvironmentsResponse) Reset() {
 	*x = WatchEnvironmentsResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[25]
+	mi := &file_cove_v1_cove_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2084,7 +2582,7 @@ func (x *WatchEnvironmentsResponse) String() string {
 func (*WatchEnvironmentsResponse) ProtoMessage() {}
 
 func (x *WatchEnvironmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[25]
+	mi := &file_cove_v1_cove_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2097,7 +2595,7 @@ func (x *WatchEnvironmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEnvironmentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEnvironmentsResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{25}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WatchEnvironmentsResponse) GetEnvironment() *Environment {
@@ -2118,7 +2616,7 @@ type SignSSHCertificateRequest struct {
 
 func (x *SignSSHCertificateRequest) Reset() {
 	*x = SignSSHCertificateRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[26]
+	mi := &file_cove_v1_cove_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2130,7 +2628,7 @@ func (x *SignSSHCertificateRequest) String() string {
 func (*SignSSHCertificateRequest) ProtoMessage() {}
 
 func (x *SignSSHCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[26]
+	mi := &file_cove_v1_cove_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2143,7 +2641,7 @@ func (x *SignSSHCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignSSHCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SignSSHCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{26}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SignSSHCertificateRequest) GetEnvironmentId() string {
@@ -2174,7 +2672,7 @@ type SignSSHCertificateResponse struct {
 
 func (x *SignSSHCertificateResponse) Reset() {
 	*x = SignSSHCertificateResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[27]
+	mi := &file_cove_v1_cove_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2684,7 @@ func (x *SignSSHCertificateResponse) String() string {
 func (*SignSSHCertificateResponse) ProtoMessage() {}
 
 func (x *SignSSHCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[27]
+	mi := &file_cove_v1_cove_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2697,7 @@ func (x *SignSSHCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignSSHCertificateResponse.ProtoReflect.Descriptor instead.
 func (*SignSSHCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{27}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SignSSHCertificateResponse) GetCertificate() string {
@@ -2239,7 +2737,7 @@ type RebuildEnvironmentRequest struct {
 
 func (x *RebuildEnvironmentRequest) Reset() {
 	*x = RebuildEnvironmentRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[28]
+	mi := &file_cove_v1_cove_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2251,7 +2749,7 @@ func (x *RebuildEnvironmentRequest) String() string {
 func (*RebuildEnvironmentRequest) ProtoMessage() {}
 
 func (x *RebuildEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[28]
+	mi := &file_cove_v1_cove_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2264,7 +2762,7 @@ func (x *RebuildEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebuildEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*RebuildEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{28}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RebuildEnvironmentRequest) GetId() string {
@@ -2283,7 +2781,7 @@ type RebuildEnvironmentResponse struct {
 
 func (x *RebuildEnvironmentResponse) Reset() {
 	*x = RebuildEnvironmentResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[29]
+	mi := &file_cove_v1_cove_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2295,7 +2793,7 @@ func (x *RebuildEnvironmentResponse) String() string {
 func (*RebuildEnvironmentResponse) ProtoMessage() {}
 
 func (x *RebuildEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[29]
+	mi := &file_cove_v1_cove_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2308,7 +2806,7 @@ func (x *RebuildEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebuildEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*RebuildEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{29}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RebuildEnvironmentResponse) GetEnvironment() *Environment {
@@ -2329,7 +2827,7 @@ type SharePortRequest struct {
 
 func (x *SharePortRequest) Reset() {
 	*x = SharePortRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[30]
+	mi := &file_cove_v1_cove_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2341,7 +2839,7 @@ func (x *SharePortRequest) String() string {
 func (*SharePortRequest) ProtoMessage() {}
 
 func (x *SharePortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[30]
+	mi := &file_cove_v1_cove_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2354,7 +2852,7 @@ func (x *SharePortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharePortRequest.ProtoReflect.Descriptor instead.
 func (*SharePortRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{30}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SharePortRequest) GetId() string {
@@ -2387,7 +2885,7 @@ type SharePortResponse struct {
 
 func (x *SharePortResponse) Reset() {
 	*x = SharePortResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[31]
+	mi := &file_cove_v1_cove_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2399,7 +2897,7 @@ func (x *SharePortResponse) String() string {
 func (*SharePortResponse) ProtoMessage() {}
 
 func (x *SharePortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[31]
+	mi := &file_cove_v1_cove_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2412,10 +2910,390 @@ func (x *SharePortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharePortResponse.ProtoReflect.Descriptor instead.
 func (*SharePortResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{31}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SharePortResponse) GetEnvironment() *Environment {
+	if x != nil {
+		return x.Environment
+	}
+	return nil
+}
+
+type BackupEnvironmentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupEnvironmentRequest) Reset() {
+	*x = BackupEnvironmentRequest{}
+	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupEnvironmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupEnvironmentRequest) ProtoMessage() {}
+
+func (x *BackupEnvironmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupEnvironmentRequest.ProtoReflect.Descriptor instead.
+func (*BackupEnvironmentRequest) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *BackupEnvironmentRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type BackupEnvironmentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Environment   *Environment           `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupEnvironmentResponse) Reset() {
+	*x = BackupEnvironmentResponse{}
+	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupEnvironmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupEnvironmentResponse) ProtoMessage() {}
+
+func (x *BackupEnvironmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupEnvironmentResponse.ProtoReflect.Descriptor instead.
+func (*BackupEnvironmentResponse) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *BackupEnvironmentResponse) GetEnvironment() *Environment {
+	if x != nil {
+		return x.Environment
+	}
+	return nil
+}
+
+type ListBackupsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Environment id or name.
+	EnvironmentId string `protobuf:"bytes,1,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBackupsRequest) Reset() {
+	*x = ListBackupsRequest{}
+	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBackupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBackupsRequest) ProtoMessage() {}
+
+func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
+func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ListBackupsRequest) GetEnvironmentId() string {
+	if x != nil {
+		return x.EnvironmentId
+	}
+	return ""
+}
+
+type ListBackupsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first.
+	Backups       []*Backup `protobuf:"bytes,1,rep,name=backups,proto3" json:"backups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBackupsResponse) Reset() {
+	*x = ListBackupsResponse{}
+	mi := &file_cove_v1_cove_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBackupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBackupsResponse) ProtoMessage() {}
+
+func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
+func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ListBackupsResponse) GetBackups() []*Backup {
+	if x != nil {
+		return x.Backups
+	}
+	return nil
+}
+
+type RestoreEnvironmentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// A backup of this environment; empty means the latest.
+	BackupId      string `protobuf:"bytes,2,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreEnvironmentRequest) Reset() {
+	*x = RestoreEnvironmentRequest{}
+	mi := &file_cove_v1_cove_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreEnvironmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreEnvironmentRequest) ProtoMessage() {}
+
+func (x *RestoreEnvironmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreEnvironmentRequest.ProtoReflect.Descriptor instead.
+func (*RestoreEnvironmentRequest) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *RestoreEnvironmentRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RestoreEnvironmentRequest) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+type RestoreEnvironmentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Environment   *Environment           `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreEnvironmentResponse) Reset() {
+	*x = RestoreEnvironmentResponse{}
+	mi := &file_cove_v1_cove_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreEnvironmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreEnvironmentResponse) ProtoMessage() {}
+
+func (x *RestoreEnvironmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreEnvironmentResponse.ProtoReflect.Descriptor instead.
+func (*RestoreEnvironmentResponse) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *RestoreEnvironmentResponse) GetEnvironment() *Environment {
+	if x != nil {
+		return x.Environment
+	}
+	return nil
+}
+
+type KeepAliveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// How long from now; 0 ends the caller's leases.
+	DurationSeconds int64  `protobuf:"varint,2,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
+	Reason          string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *KeepAliveRequest) Reset() {
+	*x = KeepAliveRequest{}
+	mi := &file_cove_v1_cove_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeepAliveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeepAliveRequest) ProtoMessage() {}
+
+func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeepAliveRequest.ProtoReflect.Descriptor instead.
+func (*KeepAliveRequest) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *KeepAliveRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *KeepAliveRequest) GetDurationSeconds() int64 {
+	if x != nil {
+		return x.DurationSeconds
+	}
+	return 0
+}
+
+func (x *KeepAliveRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type KeepAliveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Environment   *Environment           `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeepAliveResponse) Reset() {
+	*x = KeepAliveResponse{}
+	mi := &file_cove_v1_cove_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeepAliveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeepAliveResponse) ProtoMessage() {}
+
+func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeepAliveResponse.ProtoReflect.Descriptor instead.
+func (*KeepAliveResponse) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *KeepAliveResponse) GetEnvironment() *Environment {
 	if x != nil {
 		return x.Environment
 	}
@@ -2435,7 +3313,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_cove_v1_cove_proto_msgTypes[32]
+	mi := &file_cove_v1_cove_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2447,7 +3325,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[32]
+	mi := &file_cove_v1_cove_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2460,7 +3338,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{32}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *User) GetId() string {
@@ -2499,7 +3377,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[33]
+	mi := &file_cove_v1_cove_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2511,7 +3389,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[33]
+	mi := &file_cove_v1_cove_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2524,7 +3402,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{33}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{45}
 }
 
 type WhoAmIResponse struct {
@@ -2536,7 +3414,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[34]
+	mi := &file_cove_v1_cove_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2548,7 +3426,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[34]
+	mi := &file_cove_v1_cove_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2561,7 +3439,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{34}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *WhoAmIResponse) GetUser() *User {
@@ -2581,7 +3459,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[35]
+	mi := &file_cove_v1_cove_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2593,7 +3471,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[35]
+	mi := &file_cove_v1_cove_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2606,7 +3484,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{35}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CreateTokenRequest) GetName() string {
@@ -2635,7 +3513,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	mi := &file_cove_v1_cove_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2647,7 +3525,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[36]
+	mi := &file_cove_v1_cove_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2660,7 +3538,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{36}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -2697,7 +3575,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	mi := &file_cove_v1_cove_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2709,7 +3587,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[37]
+	mi := &file_cove_v1_cove_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2722,7 +3600,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{37}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Token) GetId() string {
@@ -2775,7 +3653,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	mi := &file_cove_v1_cove_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2787,7 +3665,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[38]
+	mi := &file_cove_v1_cove_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2800,7 +3678,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{38}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{50}
 }
 
 type ListTokensResponse struct {
@@ -2812,7 +3690,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[39]
+	mi := &file_cove_v1_cove_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2824,7 +3702,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[39]
+	mi := &file_cove_v1_cove_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2837,7 +3715,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{39}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListTokensResponse) GetTokens() []*Token {
@@ -2856,7 +3734,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[40]
+	mi := &file_cove_v1_cove_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2868,7 +3746,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[40]
+	mi := &file_cove_v1_cove_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2881,7 +3759,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{40}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -2901,7 +3779,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[41]
+	mi := &file_cove_v1_cove_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2913,7 +3791,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[41]
+	mi := &file_cove_v1_cove_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2926,7 +3804,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{41}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RevokeTokenResponse) GetRevokedIds() []string {
@@ -2946,7 +3824,7 @@ type CreateUserRequest struct {
 
 func (x *CreateUserRequest) Reset() {
 	*x = CreateUserRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[42]
+	mi := &file_cove_v1_cove_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2958,7 +3836,7 @@ func (x *CreateUserRequest) String() string {
 func (*CreateUserRequest) ProtoMessage() {}
 
 func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[42]
+	mi := &file_cove_v1_cove_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2971,7 +3849,7 @@ func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
 func (*CreateUserRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{42}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CreateUserRequest) GetName() string {
@@ -2998,7 +3876,7 @@ type CreateUserResponse struct {
 
 func (x *CreateUserResponse) Reset() {
 	*x = CreateUserResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[43]
+	mi := &file_cove_v1_cove_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3010,7 +3888,7 @@ func (x *CreateUserResponse) String() string {
 func (*CreateUserResponse) ProtoMessage() {}
 
 func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[43]
+	mi := &file_cove_v1_cove_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3023,7 +3901,7 @@ func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
 func (*CreateUserResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{43}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CreateUserResponse) GetUser() *User {
@@ -3068,17 +3946,21 @@ type EnvironmentClass struct {
 	SwapBytes int64 `protobuf:"varint,14,opt,name=swap_bytes,json=swapBytes,proto3" json:"swap_bytes,omitempty"`
 	// Block IO limits on the disk holding the environments' data (bytes and
 	// operations per second); 0 means unlimited.
-	IoReadBps     int64 `protobuf:"varint,15,opt,name=io_read_bps,json=ioReadBps,proto3" json:"io_read_bps,omitempty"`
-	IoWriteBps    int64 `protobuf:"varint,16,opt,name=io_write_bps,json=ioWriteBps,proto3" json:"io_write_bps,omitempty"`
-	IoReadIops    int64 `protobuf:"varint,17,opt,name=io_read_iops,json=ioReadIops,proto3" json:"io_read_iops,omitempty"`
-	IoWriteIops   int64 `protobuf:"varint,18,opt,name=io_write_iops,json=ioWriteIops,proto3" json:"io_write_iops,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IoReadBps   int64 `protobuf:"varint,15,opt,name=io_read_bps,json=ioReadBps,proto3" json:"io_read_bps,omitempty"`
+	IoWriteBps  int64 `protobuf:"varint,16,opt,name=io_write_bps,json=ioWriteBps,proto3" json:"io_write_bps,omitempty"`
+	IoReadIops  int64 `protobuf:"varint,17,opt,name=io_read_iops,json=ioReadIops,proto3" json:"io_read_iops,omitempty"`
+	IoWriteIops int64 `protobuf:"varint,18,opt,name=io_write_iops,json=ioWriteIops,proto3" json:"io_write_iops,omitempty"`
+	// Caps on an environment's timeouts (0: none): an environment asking
+	// for more (or for never) gets the cap.
+	MaxInactivitySeconds int64 `protobuf:"varint,19,opt,name=max_inactivity_seconds,json=maxInactivitySeconds,proto3" json:"max_inactivity_seconds,omitempty"`
+	MaxLifetimeSeconds   int64 `protobuf:"varint,20,opt,name=max_lifetime_seconds,json=maxLifetimeSeconds,proto3" json:"max_lifetime_seconds,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *EnvironmentClass) Reset() {
 	*x = EnvironmentClass{}
-	mi := &file_cove_v1_cove_proto_msgTypes[44]
+	mi := &file_cove_v1_cove_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3090,7 +3972,7 @@ func (x *EnvironmentClass) String() string {
 func (*EnvironmentClass) ProtoMessage() {}
 
 func (x *EnvironmentClass) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[44]
+	mi := &file_cove_v1_cove_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3103,7 +3985,7 @@ func (x *EnvironmentClass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvironmentClass.ProtoReflect.Descriptor instead.
 func (*EnvironmentClass) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{44}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *EnvironmentClass) GetId() string {
@@ -3232,6 +4114,20 @@ func (x *EnvironmentClass) GetIoWriteIops() int64 {
 	return 0
 }
 
+func (x *EnvironmentClass) GetMaxInactivitySeconds() int64 {
+	if x != nil {
+		return x.MaxInactivitySeconds
+	}
+	return 0
+}
+
+func (x *EnvironmentClass) GetMaxLifetimeSeconds() int64 {
+	if x != nil {
+		return x.MaxLifetimeSeconds
+	}
+	return 0
+}
+
 type RunnerCapabilities struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Runtimes    []string               `protobuf:"bytes,1,rep,name=runtimes,proto3" json:"runtimes,omitempty"`
@@ -3251,7 +4147,7 @@ type RunnerCapabilities struct {
 
 func (x *RunnerCapabilities) Reset() {
 	*x = RunnerCapabilities{}
-	mi := &file_cove_v1_cove_proto_msgTypes[45]
+	mi := &file_cove_v1_cove_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3263,7 +4159,7 @@ func (x *RunnerCapabilities) String() string {
 func (*RunnerCapabilities) ProtoMessage() {}
 
 func (x *RunnerCapabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[45]
+	mi := &file_cove_v1_cove_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3276,7 +4172,7 @@ func (x *RunnerCapabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunnerCapabilities.ProtoReflect.Descriptor instead.
 func (*RunnerCapabilities) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{45}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RunnerCapabilities) GetRuntimes() []string {
@@ -3350,7 +4246,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_cove_v1_cove_proto_msgTypes[46]
+	mi := &file_cove_v1_cove_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3362,7 +4258,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[46]
+	mi := &file_cove_v1_cove_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3375,7 +4271,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{46}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *Runner) GetId() string {
@@ -3436,7 +4332,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[47]
+	mi := &file_cove_v1_cove_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3448,7 +4344,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[47]
+	mi := &file_cove_v1_cove_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3461,7 +4357,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{47}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CreateJoinTokenRequest) GetTtlSeconds() int64 {
@@ -3480,7 +4376,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[48]
+	mi := &file_cove_v1_cove_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3492,7 +4388,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[48]
+	mi := &file_cove_v1_cove_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3505,7 +4401,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{48}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CreateJoinTokenResponse) GetJoinToken() string {
@@ -3525,7 +4421,7 @@ type JoinRunnerRequest struct {
 
 func (x *JoinRunnerRequest) Reset() {
 	*x = JoinRunnerRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[49]
+	mi := &file_cove_v1_cove_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3537,7 +4433,7 @@ func (x *JoinRunnerRequest) String() string {
 func (*JoinRunnerRequest) ProtoMessage() {}
 
 func (x *JoinRunnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[49]
+	mi := &file_cove_v1_cove_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3550,7 +4446,7 @@ func (x *JoinRunnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRunnerRequest.ProtoReflect.Descriptor instead.
 func (*JoinRunnerRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{49}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *JoinRunnerRequest) GetJoinToken() string {
@@ -3577,7 +4473,7 @@ type JoinRunnerResponse struct {
 
 func (x *JoinRunnerResponse) Reset() {
 	*x = JoinRunnerResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[50]
+	mi := &file_cove_v1_cove_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3589,7 +4485,7 @@ func (x *JoinRunnerResponse) String() string {
 func (*JoinRunnerResponse) ProtoMessage() {}
 
 func (x *JoinRunnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[50]
+	mi := &file_cove_v1_cove_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3602,7 +4498,7 @@ func (x *JoinRunnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRunnerResponse.ProtoReflect.Descriptor instead.
 func (*JoinRunnerResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{50}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *JoinRunnerResponse) GetRunnerId() string {
@@ -3627,7 +4523,7 @@ type RotateRunnerTokenRequest struct {
 
 func (x *RotateRunnerTokenRequest) Reset() {
 	*x = RotateRunnerTokenRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[51]
+	mi := &file_cove_v1_cove_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3639,7 +4535,7 @@ func (x *RotateRunnerTokenRequest) String() string {
 func (*RotateRunnerTokenRequest) ProtoMessage() {}
 
 func (x *RotateRunnerTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[51]
+	mi := &file_cove_v1_cove_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3652,7 +4548,7 @@ func (x *RotateRunnerTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRunnerTokenRequest.ProtoReflect.Descriptor instead.
 func (*RotateRunnerTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{51}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{63}
 }
 
 type RotateRunnerTokenResponse struct {
@@ -3666,7 +4562,7 @@ type RotateRunnerTokenResponse struct {
 
 func (x *RotateRunnerTokenResponse) Reset() {
 	*x = RotateRunnerTokenResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[52]
+	mi := &file_cove_v1_cove_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3678,7 +4574,7 @@ func (x *RotateRunnerTokenResponse) String() string {
 func (*RotateRunnerTokenResponse) ProtoMessage() {}
 
 func (x *RotateRunnerTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[52]
+	mi := &file_cove_v1_cove_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3691,7 +4587,7 @@ func (x *RotateRunnerTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRunnerTokenResponse.ProtoReflect.Descriptor instead.
 func (*RotateRunnerTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{52}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RotateRunnerTokenResponse) GetRunnerToken() string {
@@ -3711,7 +4607,7 @@ type DeleteRunnerRequest struct {
 
 func (x *DeleteRunnerRequest) Reset() {
 	*x = DeleteRunnerRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[53]
+	mi := &file_cove_v1_cove_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3723,7 +4619,7 @@ func (x *DeleteRunnerRequest) String() string {
 func (*DeleteRunnerRequest) ProtoMessage() {}
 
 func (x *DeleteRunnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[53]
+	mi := &file_cove_v1_cove_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3736,7 +4632,7 @@ func (x *DeleteRunnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRunnerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRunnerRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{53}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *DeleteRunnerRequest) GetId() string {
@@ -3757,7 +4653,7 @@ type DeleteRunnerResponse struct {
 
 func (x *DeleteRunnerResponse) Reset() {
 	*x = DeleteRunnerResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[54]
+	mi := &file_cove_v1_cove_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3769,7 +4665,7 @@ func (x *DeleteRunnerResponse) String() string {
 func (*DeleteRunnerResponse) ProtoMessage() {}
 
 func (x *DeleteRunnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[54]
+	mi := &file_cove_v1_cove_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3782,7 +4678,7 @@ func (x *DeleteRunnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRunnerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRunnerResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{54}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *DeleteRunnerResponse) GetReleasedEnvironmentIds() []string {
@@ -3800,7 +4696,7 @@ type ListRunnersRequest struct {
 
 func (x *ListRunnersRequest) Reset() {
 	*x = ListRunnersRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[55]
+	mi := &file_cove_v1_cove_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3812,7 +4708,7 @@ func (x *ListRunnersRequest) String() string {
 func (*ListRunnersRequest) ProtoMessage() {}
 
 func (x *ListRunnersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[55]
+	mi := &file_cove_v1_cove_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3825,7 +4721,7 @@ func (x *ListRunnersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunnersRequest.ProtoReflect.Descriptor instead.
 func (*ListRunnersRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{55}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{67}
 }
 
 type ListRunnersResponse struct {
@@ -3837,7 +4733,7 @@ type ListRunnersResponse struct {
 
 func (x *ListRunnersResponse) Reset() {
 	*x = ListRunnersResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[56]
+	mi := &file_cove_v1_cove_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3849,7 +4745,7 @@ func (x *ListRunnersResponse) String() string {
 func (*ListRunnersResponse) ProtoMessage() {}
 
 func (x *ListRunnersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[56]
+	mi := &file_cove_v1_cove_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3862,7 +4758,7 @@ func (x *ListRunnersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunnersResponse.ProtoReflect.Descriptor instead.
 func (*ListRunnersResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{56}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ListRunnersResponse) GetRunners() []*Runner {
@@ -3880,7 +4776,7 @@ type ListEnvironmentClassesRequest struct {
 
 func (x *ListEnvironmentClassesRequest) Reset() {
 	*x = ListEnvironmentClassesRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[57]
+	mi := &file_cove_v1_cove_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3892,7 +4788,7 @@ func (x *ListEnvironmentClassesRequest) String() string {
 func (*ListEnvironmentClassesRequest) ProtoMessage() {}
 
 func (x *ListEnvironmentClassesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[57]
+	mi := &file_cove_v1_cove_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3905,7 +4801,7 @@ func (x *ListEnvironmentClassesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentClassesRequest.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentClassesRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{57}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{69}
 }
 
 type ListEnvironmentClassesResponse struct {
@@ -3917,7 +4813,7 @@ type ListEnvironmentClassesResponse struct {
 
 func (x *ListEnvironmentClassesResponse) Reset() {
 	*x = ListEnvironmentClassesResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[58]
+	mi := &file_cove_v1_cove_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3929,7 +4825,7 @@ func (x *ListEnvironmentClassesResponse) String() string {
 func (*ListEnvironmentClassesResponse) ProtoMessage() {}
 
 func (x *ListEnvironmentClassesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[58]
+	mi := &file_cove_v1_cove_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3942,7 +4838,7 @@ func (x *ListEnvironmentClassesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentClassesResponse.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentClassesResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{58}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListEnvironmentClassesResponse) GetClasses() []*EnvironmentClass {
@@ -3962,7 +4858,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[59]
+	mi := &file_cove_v1_cove_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3974,7 +4870,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[59]
+	mi := &file_cove_v1_cove_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3987,7 +4883,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{59}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *HeartbeatRequest) GetCapabilities() *RunnerCapabilities {
@@ -4018,7 +4914,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[60]
+	mi := &file_cove_v1_cove_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4030,7 +4926,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[60]
+	mi := &file_cove_v1_cove_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4043,7 +4939,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{60}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *HeartbeatResponse) GetHostCertificate() string {
@@ -4076,7 +4972,7 @@ type WatchAssignmentsRequest struct {
 
 func (x *WatchAssignmentsRequest) Reset() {
 	*x = WatchAssignmentsRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[61]
+	mi := &file_cove_v1_cove_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4088,7 +4984,7 @@ func (x *WatchAssignmentsRequest) String() string {
 func (*WatchAssignmentsRequest) ProtoMessage() {}
 
 func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[61]
+	mi := &file_cove_v1_cove_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4101,7 +4997,7 @@ func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{61}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *WatchAssignmentsRequest) GetSinceRevision() int64 {
@@ -4109,6 +5005,305 @@ func (x *WatchAssignmentsRequest) GetSinceRevision() int64 {
 		return x.SinceRevision
 	}
 	return 0
+}
+
+// BackupStorage is where an organization's backups are kept, as the server
+// is configured; runners use it as given.
+type BackupStorage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "dir" (a directory on the runner's host; only shared between runners
+	// if it is a shared file system) or "s3".
+	Kind            string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Dir             string `protobuf:"bytes,2,opt,name=dir,proto3" json:"dir,omitempty"`
+	Endpoint        string `protobuf:"bytes,3,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Region          string `protobuf:"bytes,4,opt,name=region,proto3" json:"region,omitempty"`
+	Bucket          string `protobuf:"bytes,5,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	Prefix          string `protobuf:"bytes,6,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	AccessKeyId     string `protobuf:"bytes,7,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	SecretAccessKey string `protobuf:"bytes,8,opt,name=secret_access_key,json=secretAccessKey,proto3" json:"secret_access_key,omitempty"`
+	SessionToken    string `protobuf:"bytes,9,opt,name=session_token,json=sessionToken,proto3" json:"session_token,omitempty"`
+	PathStyle       bool   `protobuf:"varint,10,opt,name=path_style,json=pathStyle,proto3" json:"path_style,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *BackupStorage) Reset() {
+	*x = BackupStorage{}
+	mi := &file_cove_v1_cove_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupStorage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupStorage) ProtoMessage() {}
+
+func (x *BackupStorage) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupStorage.ProtoReflect.Descriptor instead.
+func (*BackupStorage) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *BackupStorage) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *BackupStorage) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
+func (x *BackupStorage) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *BackupStorage) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *BackupStorage) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
+func (x *BackupStorage) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *BackupStorage) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
+func (x *BackupStorage) GetSecretAccessKey() string {
+	if x != nil {
+		return x.SecretAccessKey
+	}
+	return ""
+}
+
+func (x *BackupStorage) GetSessionToken() string {
+	if x != nil {
+		return x.SessionToken
+	}
+	return ""
+}
+
+func (x *BackupStorage) GetPathStyle() bool {
+	if x != nil {
+		return x.PathStyle
+	}
+	return false
+}
+
+type GetBackupAccessRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EnvironmentId string                 `protobuf:"bytes,1,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBackupAccessRequest) Reset() {
+	*x = GetBackupAccessRequest{}
+	mi := &file_cove_v1_cove_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBackupAccessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBackupAccessRequest) ProtoMessage() {}
+
+func (x *GetBackupAccessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBackupAccessRequest.ProtoReflect.Descriptor instead.
+func (*GetBackupAccessRequest) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *GetBackupAccessRequest) GetEnvironmentId() string {
+	if x != nil {
+		return x.EnvironmentId
+	}
+	return ""
+}
+
+type GetBackupAccessResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where backups go; absent when the server has backups disabled.
+	Storage *BackupStorage `protobuf:"bytes,1,opt,name=storage,proto3" json:"storage,omitempty"`
+	// The environment's organization's backup key (32 bytes; see
+	// docs/backups.md), never stored in the storage.
+	Key           []byte `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBackupAccessResponse) Reset() {
+	*x = GetBackupAccessResponse{}
+	mi := &file_cove_v1_cove_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBackupAccessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBackupAccessResponse) ProtoMessage() {}
+
+func (x *GetBackupAccessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBackupAccessResponse.ProtoReflect.Descriptor instead.
+func (*GetBackupAccessResponse) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *GetBackupAccessResponse) GetStorage() *BackupStorage {
+	if x != nil {
+		return x.Storage
+	}
+	return nil
+}
+
+func (x *GetBackupAccessResponse) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type ReportBackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backup        *Backup                `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportBackupRequest) Reset() {
+	*x = ReportBackupRequest{}
+	mi := &file_cove_v1_cove_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportBackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportBackupRequest) ProtoMessage() {}
+
+func (x *ReportBackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportBackupRequest.ProtoReflect.Descriptor instead.
+func (*ReportBackupRequest) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *ReportBackupRequest) GetBackup() *Backup {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
+}
+
+type ReportBackupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportBackupResponse) Reset() {
+	*x = ReportBackupResponse{}
+	mi := &file_cove_v1_cove_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportBackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportBackupResponse) ProtoMessage() {}
+
+func (x *ReportBackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cove_v1_cove_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportBackupResponse.ProtoReflect.Descriptor instead.
+func (*ReportBackupResponse) Descriptor() ([]byte, []int) {
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{78}
 }
 
 type WatchAssignmentsResponse struct {
@@ -4120,7 +5315,7 @@ type WatchAssignmentsResponse struct {
 
 func (x *WatchAssignmentsResponse) Reset() {
 	*x = WatchAssignmentsResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[62]
+	mi := &file_cove_v1_cove_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4132,7 +5327,7 @@ func (x *WatchAssignmentsResponse) String() string {
 func (*WatchAssignmentsResponse) ProtoMessage() {}
 
 func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[62]
+	mi := &file_cove_v1_cove_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4145,7 +5340,7 @@ func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{62}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *WatchAssignmentsResponse) GetEnvironment() *Environment {
@@ -4165,7 +5360,7 @@ type ReportStatusRequest struct {
 
 func (x *ReportStatusRequest) Reset() {
 	*x = ReportStatusRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[63]
+	mi := &file_cove_v1_cove_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4177,7 +5372,7 @@ func (x *ReportStatusRequest) String() string {
 func (*ReportStatusRequest) ProtoMessage() {}
 
 func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[63]
+	mi := &file_cove_v1_cove_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4190,7 +5385,7 @@ func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{63}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ReportStatusRequest) GetEnvironmentId() string {
@@ -4216,7 +5411,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[64]
+	mi := &file_cove_v1_cove_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4228,7 +5423,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[64]
+	mi := &file_cove_v1_cove_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4241,7 +5436,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{64}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ReportStatusResponse) GetEnvironment() *Environment {
@@ -4265,7 +5460,7 @@ type AuthorizePortAccessRequest struct {
 
 func (x *AuthorizePortAccessRequest) Reset() {
 	*x = AuthorizePortAccessRequest{}
-	mi := &file_cove_v1_cove_proto_msgTypes[65]
+	mi := &file_cove_v1_cove_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4277,7 +5472,7 @@ func (x *AuthorizePortAccessRequest) String() string {
 func (*AuthorizePortAccessRequest) ProtoMessage() {}
 
 func (x *AuthorizePortAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[65]
+	mi := &file_cove_v1_cove_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4290,7 +5485,7 @@ func (x *AuthorizePortAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizePortAccessRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizePortAccessRequest) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{65}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *AuthorizePortAccessRequest) GetEnvironmentId() string {
@@ -4328,7 +5523,7 @@ type AuthorizePortAccessResponse struct {
 
 func (x *AuthorizePortAccessResponse) Reset() {
 	*x = AuthorizePortAccessResponse{}
-	mi := &file_cove_v1_cove_proto_msgTypes[66]
+	mi := &file_cove_v1_cove_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4340,7 +5535,7 @@ func (x *AuthorizePortAccessResponse) String() string {
 func (*AuthorizePortAccessResponse) ProtoMessage() {}
 
 func (x *AuthorizePortAccessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cove_v1_cove_proto_msgTypes[66]
+	mi := &file_cove_v1_cove_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4353,7 +5548,7 @@ func (x *AuthorizePortAccessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizePortAccessResponse.ProtoReflect.Descriptor instead.
 func (*AuthorizePortAccessResponse) Descriptor() ([]byte, []int) {
-	return file_cove_v1_cove_proto_rawDescGZIP(), []int{66}
+	return file_cove_v1_cove_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *AuthorizePortAccessResponse) GetAllowed() bool {
@@ -4406,12 +5601,23 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x03ref\x18\x02 \x01(\tR\x03ref\"k\n" +
 	"\bTimeouts\x12-\n" +
 	"\x12inactivity_seconds\x18\x01 \x01(\x03R\x11inactivitySeconds\x120\n" +
-	"\x14max_lifetime_seconds\x18\x02 \x01(\x03R\x12maxLifetimeSeconds\"W\n" +
+	"\x14max_lifetime_seconds\x18\x02 \x01(\x03R\x12maxLifetimeSeconds\"r\n" +
+	"\x05Lease\x12\x16\n" +
+	"\x06holder\x18\x01 \x01(\tR\x06holder\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"p\n" +
+	"\x0eRestoreRequest\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x03R\n" +
+	"generation\x12!\n" +
+	"\fbackup_first\x18\x03 \x01(\bR\vbackupFirst\"W\n" +
 	"\bPortSpec\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\x05R\x04port\x127\n" +
 	"\n" +
 	"visibility\x18\x02 \x01(\x0e2\x17.cove.v1.PortVisibilityR\n" +
-	"visibility\"\x9c\x04\n" +
+	"visibility\"\xc5\x05\n" +
 	"\x0fEnvironmentSpec\x12>\n" +
 	"\rdesired_phase\x18\x01 \x01(\x0e2\x19.cove.v1.EnvironmentPhaseR\fdesiredPhase\x12!\n" +
 	"\fspec_version\x18\x02 \x01(\x03R\vspecVersion\x120\n" +
@@ -4423,7 +5629,12 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x05ports\x18\b \x03(\v2\x11.cove.v1.PortSpecR\x05ports\x12-\n" +
 	"\x12rebuild_generation\x18\t \x01(\x03R\x11rebuildGeneration\x12C\n" +
 	"\tlocal_env\x18\n" +
-	" \x03(\v2&.cove.v1.EnvironmentSpec.LocalEnvEntryR\blocalEnv\x1a;\n" +
+	" \x03(\v2&.cove.v1.EnvironmentSpec.LocalEnvEntryR\blocalEnv\x12+\n" +
+	"\x11backup_generation\x18\v \x01(\x03R\x10backupGeneration\x121\n" +
+	"\arestore\x18\f \x01(\v2\x17.cove.v1.RestoreRequestR\arestore\x12&\n" +
+	"\x06leases\x18\r \x03(\v2\x0e.cove.v1.LeaseR\x06leases\x12\x1f\n" +
+	"\vstop_reason\x18\x0e \x01(\tR\n" +
+	"stopReason\x1a;\n" +
 	"\rLocalEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
@@ -4458,11 +5669,41 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
 	"\x06target\x18\x03 \x01(\tR\x06target\x12\x18\n" +
-	"\aservice\x18\x04 \x01(\tR\aservice\"_\n" +
+	"\aservice\x18\x04 \x01(\tR\aservice\"\xcc\x01\n" +
 	"\bActivity\x12;\n" +
 	"\vlast_active\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"lastActive\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x8e\b\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12\x1a\n" +
+	"\battached\x18\x04 \x03(\tR\battached\x127\n" +
+	"\twarned_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bwarnedAt\"\xa9\x03\n" +
+	"\x06Backup\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
+	"\x0eenvironment_id\x18\x02 \x01(\tR\renvironmentId\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
+	"\atrigger\x18\x04 \x01(\tR\atrigger\x12\x14\n" +
+	"\x05files\x18\x05 \x01(\x03R\x05files\x12\x14\n" +
+	"\x05bytes\x18\x06 \x01(\x03R\x05bytes\x12\x1b\n" +
+	"\tbytes_new\x18\a \x01(\x03R\bbytesNew\x12!\n" +
+	"\fbytes_reused\x18\b \x01(\x03R\vbytesReused\x12!\n" +
+	"\fstored_bytes\x18\t \x01(\x03R\vstoredBytes\x12\x1f\n" +
+	"\vduration_ms\x18\n" +
+	" \x01(\x03R\n" +
+	"durationMs\x12\x1b\n" +
+	"\trunner_id\x18\v \x01(\tR\brunnerId\x12\x1a\n" +
+	"\bprevious\x18\f \x01(\tR\bprevious\x12\x1b\n" +
+	"\tfrozen_ms\x18\r \x01(\x03R\bfrozenMs\x12\x18\n" +
+	"\askipped\x18\x0e \x03(\tR\askipped\"\xd1\x01\n" +
+	"\x0eBackupProgress\x12(\n" +
+	"\x05state\x18\x01 \x01(\v2\x12.cove.v1.SubStatusR\x05state\x12\x1c\n" +
+	"\toperation\x18\x02 \x01(\tR\toperation\x12\x1d\n" +
+	"\n" +
+	"files_done\x18\x03 \x01(\x03R\tfilesDone\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\x04 \x01(\x03R\tbytesDone\x129\n" +
+	"\n" +
+	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\x80\n" +
+	"\n" +
 	"\x11EnvironmentStatus\x12/\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x19.cove.v1.EnvironmentPhaseR\x05phase\x12%\n" +
 	"\x0estatus_version\x18\x02 \x01(\x03R\rstatusVersion\x122\n" +
@@ -4491,7 +5732,12 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\bfeatures\x18\x15 \x03(\v2\x19.cove.v1.InstalledFeatureR\bfeatures\x12)\n" +
 	"\avolumes\x18\x16 \x03(\v2\x0f.cove.v1.VolumeR\avolumes\x120\n" +
 	"\tlifecycle\x18\x17 \x01(\v2\x12.cove.v1.SubStatusR\tlifecycle\x12,\n" +
-	"\x05usage\x18\x18 \x01(\v2\x16.cove.v1.ResourceUsageR\x05usage\"\xd6\x04\n" +
+	"\x05usage\x18\x18 \x01(\v2\x16.cove.v1.ResourceUsageR\x05usage\x120\n" +
+	"\vlast_backup\x18\x19 \x01(\v2\x0f.cove.v1.BackupR\n" +
+	"lastBackup\x12@\n" +
+	"\x0fbackup_progress\x18\x1a \x01(\v2\x17.cove.v1.BackupProgressR\x0ebackupProgress\x12<\n" +
+	"\x1aobserved_backup_generation\x18\x1b \x01(\x03R\x18observedBackupGeneration\x12>\n" +
+	"\x1bobserved_restore_generation\x18\x1c \x01(\x03R\x19observedRestoreGeneration\"\xd6\x04\n" +
 	"\rResourceUsage\x129\n" +
 	"\n" +
 	"sampled_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tsampledAt\x12\x1b\n" +
@@ -4530,10 +5776,11 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x17ListEnvironmentsRequest\x12'\n" +
 	"\x0finclude_deleted\x18\x01 \x01(\bR\x0eincludeDeleted\"T\n" +
 	"\x18ListEnvironmentsResponse\x128\n" +
-	"\fenvironments\x18\x01 \x03(\v2\x14.cove.v1.EnvironmentR\fenvironments\"j\n" +
+	"\fenvironments\x18\x01 \x03(\v2\x14.cove.v1.EnvironmentR\fenvironments\"\x87\x01\n" +
 	"\x18UpdateEnvironmentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12>\n" +
-	"\rdesired_phase\x18\x02 \x01(\x0e2\x19.cove.v1.EnvironmentPhaseR\fdesiredPhase\"S\n" +
+	"\rdesired_phase\x18\x02 \x01(\x0e2\x19.cove.v1.EnvironmentPhaseR\fdesiredPhase\x12\x1b\n" +
+	"\trunner_id\x18\x03 \x01(\tR\brunnerId\"S\n" +
 	"\x19UpdateEnvironmentResponse\x126\n" +
 	"\venvironment\x18\x01 \x01(\v2\x14.cove.v1.EnvironmentR\venvironment\"*\n" +
 	"\x18DeleteEnvironmentRequest\x12\x0e\n" +
@@ -4566,6 +5813,25 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"visibility\x18\x03 \x01(\x0e2\x17.cove.v1.PortVisibilityR\n" +
 	"visibility\"K\n" +
 	"\x11SharePortResponse\x126\n" +
+	"\venvironment\x18\x01 \x01(\v2\x14.cove.v1.EnvironmentR\venvironment\"*\n" +
+	"\x18BackupEnvironmentRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"S\n" +
+	"\x19BackupEnvironmentResponse\x126\n" +
+	"\venvironment\x18\x01 \x01(\v2\x14.cove.v1.EnvironmentR\venvironment\";\n" +
+	"\x12ListBackupsRequest\x12%\n" +
+	"\x0eenvironment_id\x18\x01 \x01(\tR\renvironmentId\"@\n" +
+	"\x13ListBackupsResponse\x12)\n" +
+	"\abackups\x18\x01 \x03(\v2\x0f.cove.v1.BackupR\abackups\"H\n" +
+	"\x19RestoreEnvironmentRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tbackup_id\x18\x02 \x01(\tR\bbackupId\"T\n" +
+	"\x1aRestoreEnvironmentResponse\x126\n" +
+	"\venvironment\x18\x01 \x01(\v2\x14.cove.v1.EnvironmentR\venvironment\"e\n" +
+	"\x10KeepAliveRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12)\n" +
+	"\x10duration_seconds\x18\x02 \x01(\x03R\x0fdurationSeconds\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"K\n" +
+	"\x11KeepAliveResponse\x126\n" +
 	"\venvironment\x18\x01 \x01(\v2\x14.cove.v1.EnvironmentR\venvironment\"g\n" +
 	"\x04User\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -4604,7 +5870,7 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x04role\x18\x02 \x01(\tR\x04role\"M\n" +
 	"\x12CreateUserResponse\x12!\n" +
 	"\x04user\x18\x01 \x01(\v2\r.cove.v1.UserR\x04user\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token\"\xdb\x04\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\"\xc3\x05\n" +
 	"\x10EnvironmentClass\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x12\n" +
@@ -4628,7 +5894,9 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"ioWriteBps\x12 \n" +
 	"\fio_read_iops\x18\x11 \x01(\x03R\n" +
 	"ioReadIops\x12\"\n" +
-	"\rio_write_iops\x18\x12 \x01(\x03R\vioWriteIops\"\xa4\x02\n" +
+	"\rio_write_iops\x18\x12 \x01(\x03R\vioWriteIops\x124\n" +
+	"\x16max_inactivity_seconds\x18\x13 \x01(\x03R\x14maxInactivitySeconds\x120\n" +
+	"\x14max_lifetime_seconds\x18\x14 \x01(\x03R\x12maxLifetimeSeconds\"\xa4\x02\n" +
 	"\x12RunnerCapabilities\x12\x1a\n" +
 	"\bruntimes\x18\x01 \x03(\tR\bruntimes\x12\x12\n" +
 	"\x04cpus\x18\x02 \x01(\x05R\x04cpus\x12!\n" +
@@ -4682,7 +5950,28 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\auser_ca\x18\x02 \x01(\tR\x06userCa\x12<\n" +
 	"\x1aheartbeat_interval_seconds\x18\x03 \x01(\x03R\x18heartbeatIntervalSeconds\"@\n" +
 	"\x17WatchAssignmentsRequest\x12%\n" +
-	"\x0esince_revision\x18\x01 \x01(\x03R\rsinceRevision\"R\n" +
+	"\x0esince_revision\x18\x01 \x01(\x03R\rsinceRevision\"\xad\x02\n" +
+	"\rBackupStorage\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x10\n" +
+	"\x03dir\x18\x02 \x01(\tR\x03dir\x12\x1a\n" +
+	"\bendpoint\x18\x03 \x01(\tR\bendpoint\x12\x16\n" +
+	"\x06region\x18\x04 \x01(\tR\x06region\x12\x16\n" +
+	"\x06bucket\x18\x05 \x01(\tR\x06bucket\x12\x16\n" +
+	"\x06prefix\x18\x06 \x01(\tR\x06prefix\x12\"\n" +
+	"\raccess_key_id\x18\a \x01(\tR\vaccessKeyId\x12*\n" +
+	"\x11secret_access_key\x18\b \x01(\tR\x0fsecretAccessKey\x12#\n" +
+	"\rsession_token\x18\t \x01(\tR\fsessionToken\x12\x1d\n" +
+	"\n" +
+	"path_style\x18\n" +
+	" \x01(\bR\tpathStyle\"?\n" +
+	"\x16GetBackupAccessRequest\x12%\n" +
+	"\x0eenvironment_id\x18\x01 \x01(\tR\renvironmentId\"]\n" +
+	"\x17GetBackupAccessResponse\x120\n" +
+	"\astorage\x18\x01 \x01(\v2\x16.cove.v1.BackupStorageR\astorage\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\">\n" +
+	"\x13ReportBackupRequest\x12'\n" +
+	"\x06backup\x18\x01 \x01(\v2\x0f.cove.v1.BackupR\x06backup\"\x16\n" +
+	"\x14ReportBackupResponse\"R\n" +
 	"\x18WatchAssignmentsResponse\x126\n" +
 	"\venvironment\x18\x01 \x01(\v2\x14.cove.v1.EnvironmentR\venvironment\"p\n" +
 	"\x13ReportStatusRequest\x12%\n" +
@@ -4724,7 +6013,7 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x18RUNNER_PHASE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13RUNNER_PHASE_ACTIVE\x10\x01\x12\x19\n" +
 	"\x15RUNNER_PHASE_INACTIVE\x10\x02\x12\x19\n" +
-	"\x15RUNNER_PHASE_DEGRADED\x10\x032\xb4\x06\n" +
+	"\x15RUNNER_PHASE_DEGRADED\x10\x032\xfd\b\n" +
 	"\x12EnvironmentService\x12Z\n" +
 	"\x11CreateEnvironment\x12!.cove.v1.CreateEnvironmentRequest\x1a\".cove.v1.CreateEnvironmentResponse\x12Q\n" +
 	"\x0eGetEnvironment\x12\x1e.cove.v1.GetEnvironmentRequest\x1a\x1f.cove.v1.GetEnvironmentResponse\x12W\n" +
@@ -4734,7 +6023,11 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x11WatchEnvironments\x12!.cove.v1.WatchEnvironmentsRequest\x1a\".cove.v1.WatchEnvironmentsResponse0\x01\x12]\n" +
 	"\x12SignSSHCertificate\x12\".cove.v1.SignSSHCertificateRequest\x1a#.cove.v1.SignSSHCertificateResponse\x12B\n" +
 	"\tSharePort\x12\x19.cove.v1.SharePortRequest\x1a\x1a.cove.v1.SharePortResponse\x12]\n" +
-	"\x12RebuildEnvironment\x12\".cove.v1.RebuildEnvironmentRequest\x1a#.cove.v1.RebuildEnvironmentResponse2\xea\x02\n" +
+	"\x12RebuildEnvironment\x12\".cove.v1.RebuildEnvironmentRequest\x1a#.cove.v1.RebuildEnvironmentResponse\x12Z\n" +
+	"\x11BackupEnvironment\x12!.cove.v1.BackupEnvironmentRequest\x1a\".cove.v1.BackupEnvironmentResponse\x12H\n" +
+	"\vListBackups\x12\x1b.cove.v1.ListBackupsRequest\x1a\x1c.cove.v1.ListBackupsResponse\x12]\n" +
+	"\x12RestoreEnvironment\x12\".cove.v1.RestoreEnvironmentRequest\x1a#.cove.v1.RestoreEnvironmentResponse\x12B\n" +
+	"\tKeepAlive\x12\x19.cove.v1.KeepAliveRequest\x1a\x1a.cove.v1.KeepAliveResponse2\xea\x02\n" +
 	"\vUserService\x129\n" +
 	"\x06WhoAmI\x12\x16.cove.v1.WhoAmIRequest\x1a\x17.cove.v1.WhoAmIResponse\x12H\n" +
 	"\vCreateToken\x12\x1b.cove.v1.CreateTokenRequest\x1a\x1c.cove.v1.CreateTokenResponse\x12E\n" +
@@ -4742,7 +6035,7 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"CreateUser\x12\x1a.cove.v1.CreateUserRequest\x1a\x1b.cove.v1.CreateUserResponse\x12E\n" +
 	"\n" +
 	"ListTokens\x12\x1a.cove.v1.ListTokensRequest\x1a\x1b.cove.v1.ListTokensResponse\x12H\n" +
-	"\vRevokeToken\x12\x1b.cove.v1.RevokeTokenRequest\x1a\x1c.cove.v1.RevokeTokenResponse2\xd8\x06\n" +
+	"\vRevokeToken\x12\x1b.cove.v1.RevokeTokenRequest\x1a\x1c.cove.v1.RevokeTokenResponse2\xfb\a\n" +
 	"\rRunnerService\x12T\n" +
 	"\x0fCreateJoinToken\x12\x1f.cove.v1.CreateJoinTokenRequest\x1a .cove.v1.CreateJoinTokenResponse\x12H\n" +
 	"\vListRunners\x12\x1b.cove.v1.ListRunnersRequest\x1a\x1c.cove.v1.ListRunnersResponse\x12i\n" +
@@ -4752,7 +6045,9 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\tHeartbeat\x12\x19.cove.v1.HeartbeatRequest\x1a\x1a.cove.v1.HeartbeatResponse\x12Y\n" +
 	"\x10WatchAssignments\x12 .cove.v1.WatchAssignmentsRequest\x1a!.cove.v1.WatchAssignmentsResponse0\x01\x12K\n" +
 	"\fReportStatus\x12\x1c.cove.v1.ReportStatusRequest\x1a\x1d.cove.v1.ReportStatusResponse\x12`\n" +
-	"\x13AuthorizePortAccess\x12#.cove.v1.AuthorizePortAccessRequest\x1a$.cove.v1.AuthorizePortAccessResponse\x12Z\n" +
+	"\x13AuthorizePortAccess\x12#.cove.v1.AuthorizePortAccessRequest\x1a$.cove.v1.AuthorizePortAccessResponse\x12T\n" +
+	"\x0fGetBackupAccess\x12\x1f.cove.v1.GetBackupAccessRequest\x1a .cove.v1.GetBackupAccessResponse\x12K\n" +
+	"\fReportBackup\x12\x1c.cove.v1.ReportBackupRequest\x1a\x1d.cove.v1.ReportBackupResponse\x12Z\n" +
 	"\x11RotateRunnerToken\x12!.cove.v1.RotateRunnerTokenRequest\x1a\".cove.v1.RotateRunnerTokenResponse\x12K\n" +
 	"\fDeleteRunner\x12\x1c.cove.v1.DeleteRunnerRequest\x1a\x1d.cove.v1.DeleteRunnerResponseB.Z,github.com/covedev/cove/proto/cove/v1;covev1b\x06proto3"
 
@@ -4769,7 +6064,7 @@ func file_cove_v1_cove_proto_rawDescGZIP() []byte {
 }
 
 var file_cove_v1_cove_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_cove_v1_cove_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_cove_v1_cove_proto_msgTypes = make([]protoimpl.MessageInfo, 86)
 var file_cove_v1_cove_proto_goTypes = []any{
 	(EnvironmentPhase)(0),                  // 0: cove.v1.EnvironmentPhase
 	(SubPhase)(0),                          // 1: cove.v1.SubPhase
@@ -4778,185 +6073,229 @@ var file_cove_v1_cove_proto_goTypes = []any{
 	(*EnvironmentMetadata)(nil),            // 4: cove.v1.EnvironmentMetadata
 	(*ContentSource)(nil),                  // 5: cove.v1.ContentSource
 	(*Timeouts)(nil),                       // 6: cove.v1.Timeouts
-	(*PortSpec)(nil),                       // 7: cove.v1.PortSpec
-	(*EnvironmentSpec)(nil),                // 8: cove.v1.EnvironmentSpec
-	(*SubStatus)(nil),                      // 9: cove.v1.SubStatus
-	(*SSHAddress)(nil),                     // 10: cove.v1.SSHAddress
-	(*Port)(nil),                           // 11: cove.v1.Port
-	(*InstalledFeature)(nil),               // 12: cove.v1.InstalledFeature
-	(*Volume)(nil),                         // 13: cove.v1.Volume
-	(*Activity)(nil),                       // 14: cove.v1.Activity
-	(*EnvironmentStatus)(nil),              // 15: cove.v1.EnvironmentStatus
-	(*ResourceUsage)(nil),                  // 16: cove.v1.ResourceUsage
-	(*Environment)(nil),                    // 17: cove.v1.Environment
-	(*CreateEnvironmentRequest)(nil),       // 18: cove.v1.CreateEnvironmentRequest
-	(*CreateEnvironmentResponse)(nil),      // 19: cove.v1.CreateEnvironmentResponse
-	(*GetEnvironmentRequest)(nil),          // 20: cove.v1.GetEnvironmentRequest
-	(*GetEnvironmentResponse)(nil),         // 21: cove.v1.GetEnvironmentResponse
-	(*ListEnvironmentsRequest)(nil),        // 22: cove.v1.ListEnvironmentsRequest
-	(*ListEnvironmentsResponse)(nil),       // 23: cove.v1.ListEnvironmentsResponse
-	(*UpdateEnvironmentRequest)(nil),       // 24: cove.v1.UpdateEnvironmentRequest
-	(*UpdateEnvironmentResponse)(nil),      // 25: cove.v1.UpdateEnvironmentResponse
-	(*DeleteEnvironmentRequest)(nil),       // 26: cove.v1.DeleteEnvironmentRequest
-	(*DeleteEnvironmentResponse)(nil),      // 27: cove.v1.DeleteEnvironmentResponse
-	(*WatchEnvironmentsRequest)(nil),       // 28: cove.v1.WatchEnvironmentsRequest
-	(*WatchEnvironmentsResponse)(nil),      // 29: cove.v1.WatchEnvironmentsResponse
-	(*SignSSHCertificateRequest)(nil),      // 30: cove.v1.SignSSHCertificateRequest
-	(*SignSSHCertificateResponse)(nil),     // 31: cove.v1.SignSSHCertificateResponse
-	(*RebuildEnvironmentRequest)(nil),      // 32: cove.v1.RebuildEnvironmentRequest
-	(*RebuildEnvironmentResponse)(nil),     // 33: cove.v1.RebuildEnvironmentResponse
-	(*SharePortRequest)(nil),               // 34: cove.v1.SharePortRequest
-	(*SharePortResponse)(nil),              // 35: cove.v1.SharePortResponse
-	(*User)(nil),                           // 36: cove.v1.User
-	(*WhoAmIRequest)(nil),                  // 37: cove.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),                 // 38: cove.v1.WhoAmIResponse
-	(*CreateTokenRequest)(nil),             // 39: cove.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),            // 40: cove.v1.CreateTokenResponse
-	(*Token)(nil),                          // 41: cove.v1.Token
-	(*ListTokensRequest)(nil),              // 42: cove.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),             // 43: cove.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),             // 44: cove.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),            // 45: cove.v1.RevokeTokenResponse
-	(*CreateUserRequest)(nil),              // 46: cove.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),             // 47: cove.v1.CreateUserResponse
-	(*EnvironmentClass)(nil),               // 48: cove.v1.EnvironmentClass
-	(*RunnerCapabilities)(nil),             // 49: cove.v1.RunnerCapabilities
-	(*Runner)(nil),                         // 50: cove.v1.Runner
-	(*CreateJoinTokenRequest)(nil),         // 51: cove.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),        // 52: cove.v1.CreateJoinTokenResponse
-	(*JoinRunnerRequest)(nil),              // 53: cove.v1.JoinRunnerRequest
-	(*JoinRunnerResponse)(nil),             // 54: cove.v1.JoinRunnerResponse
-	(*RotateRunnerTokenRequest)(nil),       // 55: cove.v1.RotateRunnerTokenRequest
-	(*RotateRunnerTokenResponse)(nil),      // 56: cove.v1.RotateRunnerTokenResponse
-	(*DeleteRunnerRequest)(nil),            // 57: cove.v1.DeleteRunnerRequest
-	(*DeleteRunnerResponse)(nil),           // 58: cove.v1.DeleteRunnerResponse
-	(*ListRunnersRequest)(nil),             // 59: cove.v1.ListRunnersRequest
-	(*ListRunnersResponse)(nil),            // 60: cove.v1.ListRunnersResponse
-	(*ListEnvironmentClassesRequest)(nil),  // 61: cove.v1.ListEnvironmentClassesRequest
-	(*ListEnvironmentClassesResponse)(nil), // 62: cove.v1.ListEnvironmentClassesResponse
-	(*HeartbeatRequest)(nil),               // 63: cove.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),              // 64: cove.v1.HeartbeatResponse
-	(*WatchAssignmentsRequest)(nil),        // 65: cove.v1.WatchAssignmentsRequest
-	(*WatchAssignmentsResponse)(nil),       // 66: cove.v1.WatchAssignmentsResponse
-	(*ReportStatusRequest)(nil),            // 67: cove.v1.ReportStatusRequest
-	(*ReportStatusResponse)(nil),           // 68: cove.v1.ReportStatusResponse
-	(*AuthorizePortAccessRequest)(nil),     // 69: cove.v1.AuthorizePortAccessRequest
-	(*AuthorizePortAccessResponse)(nil),    // 70: cove.v1.AuthorizePortAccessResponse
-	nil,                                    // 71: cove.v1.EnvironmentSpec.LocalEnvEntry
-	nil,                                    // 72: cove.v1.InstalledFeature.OptionsEntry
-	(*timestamppb.Timestamp)(nil),          // 73: google.protobuf.Timestamp
+	(*Lease)(nil),                          // 7: cove.v1.Lease
+	(*RestoreRequest)(nil),                 // 8: cove.v1.RestoreRequest
+	(*PortSpec)(nil),                       // 9: cove.v1.PortSpec
+	(*EnvironmentSpec)(nil),                // 10: cove.v1.EnvironmentSpec
+	(*SubStatus)(nil),                      // 11: cove.v1.SubStatus
+	(*SSHAddress)(nil),                     // 12: cove.v1.SSHAddress
+	(*Port)(nil),                           // 13: cove.v1.Port
+	(*InstalledFeature)(nil),               // 14: cove.v1.InstalledFeature
+	(*Volume)(nil),                         // 15: cove.v1.Volume
+	(*Activity)(nil),                       // 16: cove.v1.Activity
+	(*Backup)(nil),                         // 17: cove.v1.Backup
+	(*BackupProgress)(nil),                 // 18: cove.v1.BackupProgress
+	(*EnvironmentStatus)(nil),              // 19: cove.v1.EnvironmentStatus
+	(*ResourceUsage)(nil),                  // 20: cove.v1.ResourceUsage
+	(*Environment)(nil),                    // 21: cove.v1.Environment
+	(*CreateEnvironmentRequest)(nil),       // 22: cove.v1.CreateEnvironmentRequest
+	(*CreateEnvironmentResponse)(nil),      // 23: cove.v1.CreateEnvironmentResponse
+	(*GetEnvironmentRequest)(nil),          // 24: cove.v1.GetEnvironmentRequest
+	(*GetEnvironmentResponse)(nil),         // 25: cove.v1.GetEnvironmentResponse
+	(*ListEnvironmentsRequest)(nil),        // 26: cove.v1.ListEnvironmentsRequest
+	(*ListEnvironmentsResponse)(nil),       // 27: cove.v1.ListEnvironmentsResponse
+	(*UpdateEnvironmentRequest)(nil),       // 28: cove.v1.UpdateEnvironmentRequest
+	(*UpdateEnvironmentResponse)(nil),      // 29: cove.v1.UpdateEnvironmentResponse
+	(*DeleteEnvironmentRequest)(nil),       // 30: cove.v1.DeleteEnvironmentRequest
+	(*DeleteEnvironmentResponse)(nil),      // 31: cove.v1.DeleteEnvironmentResponse
+	(*WatchEnvironmentsRequest)(nil),       // 32: cove.v1.WatchEnvironmentsRequest
+	(*WatchEnvironmentsResponse)(nil),      // 33: cove.v1.WatchEnvironmentsResponse
+	(*SignSSHCertificateRequest)(nil),      // 34: cove.v1.SignSSHCertificateRequest
+	(*SignSSHCertificateResponse)(nil),     // 35: cove.v1.SignSSHCertificateResponse
+	(*RebuildEnvironmentRequest)(nil),      // 36: cove.v1.RebuildEnvironmentRequest
+	(*RebuildEnvironmentResponse)(nil),     // 37: cove.v1.RebuildEnvironmentResponse
+	(*SharePortRequest)(nil),               // 38: cove.v1.SharePortRequest
+	(*SharePortResponse)(nil),              // 39: cove.v1.SharePortResponse
+	(*BackupEnvironmentRequest)(nil),       // 40: cove.v1.BackupEnvironmentRequest
+	(*BackupEnvironmentResponse)(nil),      // 41: cove.v1.BackupEnvironmentResponse
+	(*ListBackupsRequest)(nil),             // 42: cove.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),            // 43: cove.v1.ListBackupsResponse
+	(*RestoreEnvironmentRequest)(nil),      // 44: cove.v1.RestoreEnvironmentRequest
+	(*RestoreEnvironmentResponse)(nil),     // 45: cove.v1.RestoreEnvironmentResponse
+	(*KeepAliveRequest)(nil),               // 46: cove.v1.KeepAliveRequest
+	(*KeepAliveResponse)(nil),              // 47: cove.v1.KeepAliveResponse
+	(*User)(nil),                           // 48: cove.v1.User
+	(*WhoAmIRequest)(nil),                  // 49: cove.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),                 // 50: cove.v1.WhoAmIResponse
+	(*CreateTokenRequest)(nil),             // 51: cove.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),            // 52: cove.v1.CreateTokenResponse
+	(*Token)(nil),                          // 53: cove.v1.Token
+	(*ListTokensRequest)(nil),              // 54: cove.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),             // 55: cove.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),             // 56: cove.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),            // 57: cove.v1.RevokeTokenResponse
+	(*CreateUserRequest)(nil),              // 58: cove.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),             // 59: cove.v1.CreateUserResponse
+	(*EnvironmentClass)(nil),               // 60: cove.v1.EnvironmentClass
+	(*RunnerCapabilities)(nil),             // 61: cove.v1.RunnerCapabilities
+	(*Runner)(nil),                         // 62: cove.v1.Runner
+	(*CreateJoinTokenRequest)(nil),         // 63: cove.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),        // 64: cove.v1.CreateJoinTokenResponse
+	(*JoinRunnerRequest)(nil),              // 65: cove.v1.JoinRunnerRequest
+	(*JoinRunnerResponse)(nil),             // 66: cove.v1.JoinRunnerResponse
+	(*RotateRunnerTokenRequest)(nil),       // 67: cove.v1.RotateRunnerTokenRequest
+	(*RotateRunnerTokenResponse)(nil),      // 68: cove.v1.RotateRunnerTokenResponse
+	(*DeleteRunnerRequest)(nil),            // 69: cove.v1.DeleteRunnerRequest
+	(*DeleteRunnerResponse)(nil),           // 70: cove.v1.DeleteRunnerResponse
+	(*ListRunnersRequest)(nil),             // 71: cove.v1.ListRunnersRequest
+	(*ListRunnersResponse)(nil),            // 72: cove.v1.ListRunnersResponse
+	(*ListEnvironmentClassesRequest)(nil),  // 73: cove.v1.ListEnvironmentClassesRequest
+	(*ListEnvironmentClassesResponse)(nil), // 74: cove.v1.ListEnvironmentClassesResponse
+	(*HeartbeatRequest)(nil),               // 75: cove.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),              // 76: cove.v1.HeartbeatResponse
+	(*WatchAssignmentsRequest)(nil),        // 77: cove.v1.WatchAssignmentsRequest
+	(*BackupStorage)(nil),                  // 78: cove.v1.BackupStorage
+	(*GetBackupAccessRequest)(nil),         // 79: cove.v1.GetBackupAccessRequest
+	(*GetBackupAccessResponse)(nil),        // 80: cove.v1.GetBackupAccessResponse
+	(*ReportBackupRequest)(nil),            // 81: cove.v1.ReportBackupRequest
+	(*ReportBackupResponse)(nil),           // 82: cove.v1.ReportBackupResponse
+	(*WatchAssignmentsResponse)(nil),       // 83: cove.v1.WatchAssignmentsResponse
+	(*ReportStatusRequest)(nil),            // 84: cove.v1.ReportStatusRequest
+	(*ReportStatusResponse)(nil),           // 85: cove.v1.ReportStatusResponse
+	(*AuthorizePortAccessRequest)(nil),     // 86: cove.v1.AuthorizePortAccessRequest
+	(*AuthorizePortAccessResponse)(nil),    // 87: cove.v1.AuthorizePortAccessResponse
+	nil,                                    // 88: cove.v1.EnvironmentSpec.LocalEnvEntry
+	nil,                                    // 89: cove.v1.InstalledFeature.OptionsEntry
+	(*timestamppb.Timestamp)(nil),          // 90: google.protobuf.Timestamp
 }
 var file_cove_v1_cove_proto_depIdxs = []int32{
-	73, // 0: cove.v1.EnvironmentMetadata.created_at:type_name -> google.protobuf.Timestamp
-	73, // 1: cove.v1.EnvironmentMetadata.started_at:type_name -> google.protobuf.Timestamp
-	2,  // 2: cove.v1.PortSpec.visibility:type_name -> cove.v1.PortVisibility
-	0,  // 3: cove.v1.EnvironmentSpec.desired_phase:type_name -> cove.v1.EnvironmentPhase
-	5,  // 4: cove.v1.EnvironmentSpec.content:type_name -> cove.v1.ContentSource
-	6,  // 5: cove.v1.EnvironmentSpec.timeouts:type_name -> cove.v1.Timeouts
-	7,  // 6: cove.v1.EnvironmentSpec.ports:type_name -> cove.v1.PortSpec
-	71, // 7: cove.v1.EnvironmentSpec.local_env:type_name -> cove.v1.EnvironmentSpec.LocalEnvEntry
-	1,  // 8: cove.v1.SubStatus.phase:type_name -> cove.v1.SubPhase
-	2,  // 9: cove.v1.Port.visibility:type_name -> cove.v1.PortVisibility
-	72, // 10: cove.v1.InstalledFeature.options:type_name -> cove.v1.InstalledFeature.OptionsEntry
-	73, // 11: cove.v1.Activity.last_active:type_name -> google.protobuf.Timestamp
-	0,  // 12: cove.v1.EnvironmentStatus.phase:type_name -> cove.v1.EnvironmentPhase
-	9,  // 13: cove.v1.EnvironmentStatus.content:type_name -> cove.v1.SubStatus
-	9,  // 14: cove.v1.EnvironmentStatus.machine:type_name -> cove.v1.SubStatus
-	10, // 15: cove.v1.EnvironmentStatus.ssh:type_name -> cove.v1.SSHAddress
-	14, // 16: cove.v1.EnvironmentStatus.activity:type_name -> cove.v1.Activity
-	11, // 17: cove.v1.EnvironmentStatus.ports:type_name -> cove.v1.Port
-	9,  // 18: cove.v1.EnvironmentStatus.devcontainer:type_name -> cove.v1.SubStatus
-	12, // 19: cove.v1.EnvironmentStatus.features:type_name -> cove.v1.InstalledFeature
-	13, // 20: cove.v1.EnvironmentStatus.volumes:type_name -> cove.v1.Volume
-	9,  // 21: cove.v1.EnvironmentStatus.lifecycle:type_name -> cove.v1.SubStatus
-	16, // 22: cove.v1.EnvironmentStatus.usage:type_name -> cove.v1.ResourceUsage
-	73, // 23: cove.v1.ResourceUsage.sampled_at:type_name -> google.protobuf.Timestamp
-	73, // 24: cove.v1.ResourceUsage.last_oom_kill_at:type_name -> google.protobuf.Timestamp
-	4,  // 25: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
-	8,  // 26: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
-	15, // 27: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
-	8,  // 28: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
-	17, // 29: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	17, // 30: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	17, // 31: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
-	0,  // 32: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
-	17, // 33: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	17, // 34: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	17, // 35: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
-	10, // 36: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
-	73, // 37: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
-	17, // 38: cove.v1.RebuildEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	2,  // 39: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
-	17, // 40: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
-	36, // 41: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
-	41, // 42: cove.v1.CreateTokenResponse.info:type_name -> cove.v1.Token
-	73, // 43: cove.v1.Token.created_at:type_name -> google.protobuf.Timestamp
-	73, // 44: cove.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	41, // 45: cove.v1.ListTokensResponse.tokens:type_name -> cove.v1.Token
-	36, // 46: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
-	48, // 47: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
-	3,  // 48: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
-	49, // 49: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
-	73, // 50: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
-	50, // 51: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
-	48, // 52: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
-	49, // 53: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
-	17, // 54: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
-	15, // 55: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
-	17, // 56: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
-	18, // 57: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
-	20, // 58: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
-	22, // 59: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
-	24, // 60: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
-	26, // 61: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
-	28, // 62: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
-	30, // 63: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
-	34, // 64: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
-	32, // 65: cove.v1.EnvironmentService.RebuildEnvironment:input_type -> cove.v1.RebuildEnvironmentRequest
-	37, // 66: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
-	39, // 67: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
-	46, // 68: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
-	42, // 69: cove.v1.UserService.ListTokens:input_type -> cove.v1.ListTokensRequest
-	44, // 70: cove.v1.UserService.RevokeToken:input_type -> cove.v1.RevokeTokenRequest
-	51, // 71: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
-	59, // 72: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
-	61, // 73: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
-	53, // 74: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
-	63, // 75: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
-	65, // 76: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
-	67, // 77: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
-	69, // 78: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
-	55, // 79: cove.v1.RunnerService.RotateRunnerToken:input_type -> cove.v1.RotateRunnerTokenRequest
-	57, // 80: cove.v1.RunnerService.DeleteRunner:input_type -> cove.v1.DeleteRunnerRequest
-	19, // 81: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
-	21, // 82: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
-	23, // 83: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
-	25, // 84: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
-	27, // 85: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
-	29, // 86: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
-	31, // 87: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
-	35, // 88: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
-	33, // 89: cove.v1.EnvironmentService.RebuildEnvironment:output_type -> cove.v1.RebuildEnvironmentResponse
-	38, // 90: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
-	40, // 91: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
-	47, // 92: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
-	43, // 93: cove.v1.UserService.ListTokens:output_type -> cove.v1.ListTokensResponse
-	45, // 94: cove.v1.UserService.RevokeToken:output_type -> cove.v1.RevokeTokenResponse
-	52, // 95: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
-	60, // 96: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
-	62, // 97: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
-	54, // 98: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
-	64, // 99: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
-	66, // 100: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
-	68, // 101: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
-	70, // 102: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
-	56, // 103: cove.v1.RunnerService.RotateRunnerToken:output_type -> cove.v1.RotateRunnerTokenResponse
-	58, // 104: cove.v1.RunnerService.DeleteRunner:output_type -> cove.v1.DeleteRunnerResponse
-	81, // [81:105] is the sub-list for method output_type
-	57, // [57:81] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	90,  // 0: cove.v1.EnvironmentMetadata.created_at:type_name -> google.protobuf.Timestamp
+	90,  // 1: cove.v1.EnvironmentMetadata.started_at:type_name -> google.protobuf.Timestamp
+	90,  // 2: cove.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	2,   // 3: cove.v1.PortSpec.visibility:type_name -> cove.v1.PortVisibility
+	0,   // 4: cove.v1.EnvironmentSpec.desired_phase:type_name -> cove.v1.EnvironmentPhase
+	5,   // 5: cove.v1.EnvironmentSpec.content:type_name -> cove.v1.ContentSource
+	6,   // 6: cove.v1.EnvironmentSpec.timeouts:type_name -> cove.v1.Timeouts
+	9,   // 7: cove.v1.EnvironmentSpec.ports:type_name -> cove.v1.PortSpec
+	88,  // 8: cove.v1.EnvironmentSpec.local_env:type_name -> cove.v1.EnvironmentSpec.LocalEnvEntry
+	8,   // 9: cove.v1.EnvironmentSpec.restore:type_name -> cove.v1.RestoreRequest
+	7,   // 10: cove.v1.EnvironmentSpec.leases:type_name -> cove.v1.Lease
+	1,   // 11: cove.v1.SubStatus.phase:type_name -> cove.v1.SubPhase
+	2,   // 12: cove.v1.Port.visibility:type_name -> cove.v1.PortVisibility
+	89,  // 13: cove.v1.InstalledFeature.options:type_name -> cove.v1.InstalledFeature.OptionsEntry
+	90,  // 14: cove.v1.Activity.last_active:type_name -> google.protobuf.Timestamp
+	90,  // 15: cove.v1.Activity.warned_at:type_name -> google.protobuf.Timestamp
+	90,  // 16: cove.v1.Backup.time:type_name -> google.protobuf.Timestamp
+	11,  // 17: cove.v1.BackupProgress.state:type_name -> cove.v1.SubStatus
+	90,  // 18: cove.v1.BackupProgress.started_at:type_name -> google.protobuf.Timestamp
+	0,   // 19: cove.v1.EnvironmentStatus.phase:type_name -> cove.v1.EnvironmentPhase
+	11,  // 20: cove.v1.EnvironmentStatus.content:type_name -> cove.v1.SubStatus
+	11,  // 21: cove.v1.EnvironmentStatus.machine:type_name -> cove.v1.SubStatus
+	12,  // 22: cove.v1.EnvironmentStatus.ssh:type_name -> cove.v1.SSHAddress
+	16,  // 23: cove.v1.EnvironmentStatus.activity:type_name -> cove.v1.Activity
+	13,  // 24: cove.v1.EnvironmentStatus.ports:type_name -> cove.v1.Port
+	11,  // 25: cove.v1.EnvironmentStatus.devcontainer:type_name -> cove.v1.SubStatus
+	14,  // 26: cove.v1.EnvironmentStatus.features:type_name -> cove.v1.InstalledFeature
+	15,  // 27: cove.v1.EnvironmentStatus.volumes:type_name -> cove.v1.Volume
+	11,  // 28: cove.v1.EnvironmentStatus.lifecycle:type_name -> cove.v1.SubStatus
+	20,  // 29: cove.v1.EnvironmentStatus.usage:type_name -> cove.v1.ResourceUsage
+	17,  // 30: cove.v1.EnvironmentStatus.last_backup:type_name -> cove.v1.Backup
+	18,  // 31: cove.v1.EnvironmentStatus.backup_progress:type_name -> cove.v1.BackupProgress
+	90,  // 32: cove.v1.ResourceUsage.sampled_at:type_name -> google.protobuf.Timestamp
+	90,  // 33: cove.v1.ResourceUsage.last_oom_kill_at:type_name -> google.protobuf.Timestamp
+	4,   // 34: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
+	10,  // 35: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
+	19,  // 36: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
+	10,  // 37: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
+	21,  // 38: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	21,  // 39: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	21,  // 40: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
+	0,   // 41: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
+	21,  // 42: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	21,  // 43: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	21,  // 44: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
+	12,  // 45: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
+	90,  // 46: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
+	21,  // 47: cove.v1.RebuildEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	2,   // 48: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
+	21,  // 49: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
+	21,  // 50: cove.v1.BackupEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	17,  // 51: cove.v1.ListBackupsResponse.backups:type_name -> cove.v1.Backup
+	21,  // 52: cove.v1.RestoreEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	21,  // 53: cove.v1.KeepAliveResponse.environment:type_name -> cove.v1.Environment
+	48,  // 54: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
+	53,  // 55: cove.v1.CreateTokenResponse.info:type_name -> cove.v1.Token
+	90,  // 56: cove.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	90,  // 57: cove.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	53,  // 58: cove.v1.ListTokensResponse.tokens:type_name -> cove.v1.Token
+	48,  // 59: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
+	60,  // 60: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
+	3,   // 61: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
+	61,  // 62: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
+	90,  // 63: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
+	62,  // 64: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
+	60,  // 65: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
+	61,  // 66: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
+	78,  // 67: cove.v1.GetBackupAccessResponse.storage:type_name -> cove.v1.BackupStorage
+	17,  // 68: cove.v1.ReportBackupRequest.backup:type_name -> cove.v1.Backup
+	21,  // 69: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
+	19,  // 70: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
+	21,  // 71: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
+	22,  // 72: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
+	24,  // 73: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
+	26,  // 74: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
+	28,  // 75: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
+	30,  // 76: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
+	32,  // 77: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
+	34,  // 78: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
+	38,  // 79: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
+	36,  // 80: cove.v1.EnvironmentService.RebuildEnvironment:input_type -> cove.v1.RebuildEnvironmentRequest
+	40,  // 81: cove.v1.EnvironmentService.BackupEnvironment:input_type -> cove.v1.BackupEnvironmentRequest
+	42,  // 82: cove.v1.EnvironmentService.ListBackups:input_type -> cove.v1.ListBackupsRequest
+	44,  // 83: cove.v1.EnvironmentService.RestoreEnvironment:input_type -> cove.v1.RestoreEnvironmentRequest
+	46,  // 84: cove.v1.EnvironmentService.KeepAlive:input_type -> cove.v1.KeepAliveRequest
+	49,  // 85: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
+	51,  // 86: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
+	58,  // 87: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
+	54,  // 88: cove.v1.UserService.ListTokens:input_type -> cove.v1.ListTokensRequest
+	56,  // 89: cove.v1.UserService.RevokeToken:input_type -> cove.v1.RevokeTokenRequest
+	63,  // 90: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
+	71,  // 91: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
+	73,  // 92: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
+	65,  // 93: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
+	75,  // 94: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
+	77,  // 95: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
+	84,  // 96: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
+	86,  // 97: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
+	79,  // 98: cove.v1.RunnerService.GetBackupAccess:input_type -> cove.v1.GetBackupAccessRequest
+	81,  // 99: cove.v1.RunnerService.ReportBackup:input_type -> cove.v1.ReportBackupRequest
+	67,  // 100: cove.v1.RunnerService.RotateRunnerToken:input_type -> cove.v1.RotateRunnerTokenRequest
+	69,  // 101: cove.v1.RunnerService.DeleteRunner:input_type -> cove.v1.DeleteRunnerRequest
+	23,  // 102: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
+	25,  // 103: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
+	27,  // 104: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
+	29,  // 105: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
+	31,  // 106: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
+	33,  // 107: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
+	35,  // 108: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
+	39,  // 109: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
+	37,  // 110: cove.v1.EnvironmentService.RebuildEnvironment:output_type -> cove.v1.RebuildEnvironmentResponse
+	41,  // 111: cove.v1.EnvironmentService.BackupEnvironment:output_type -> cove.v1.BackupEnvironmentResponse
+	43,  // 112: cove.v1.EnvironmentService.ListBackups:output_type -> cove.v1.ListBackupsResponse
+	45,  // 113: cove.v1.EnvironmentService.RestoreEnvironment:output_type -> cove.v1.RestoreEnvironmentResponse
+	47,  // 114: cove.v1.EnvironmentService.KeepAlive:output_type -> cove.v1.KeepAliveResponse
+	50,  // 115: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
+	52,  // 116: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
+	59,  // 117: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
+	55,  // 118: cove.v1.UserService.ListTokens:output_type -> cove.v1.ListTokensResponse
+	57,  // 119: cove.v1.UserService.RevokeToken:output_type -> cove.v1.RevokeTokenResponse
+	64,  // 120: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
+	72,  // 121: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
+	74,  // 122: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
+	66,  // 123: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
+	76,  // 124: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
+	83,  // 125: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
+	85,  // 126: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
+	87,  // 127: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
+	80,  // 128: cove.v1.RunnerService.GetBackupAccess:output_type -> cove.v1.GetBackupAccessResponse
+	82,  // 129: cove.v1.RunnerService.ReportBackup:output_type -> cove.v1.ReportBackupResponse
+	68,  // 130: cove.v1.RunnerService.RotateRunnerToken:output_type -> cove.v1.RotateRunnerTokenResponse
+	70,  // 131: cove.v1.RunnerService.DeleteRunner:output_type -> cove.v1.DeleteRunnerResponse
+	102, // [102:132] is the sub-list for method output_type
+	72,  // [72:102] is the sub-list for method input_type
+	72,  // [72:72] is the sub-list for extension type_name
+	72,  // [72:72] is the sub-list for extension extendee
+	0,   // [0:72] is the sub-list for field type_name
 }
 
 func init() { file_cove_v1_cove_proto_init() }
@@ -4970,7 +6309,7 @@ func file_cove_v1_cove_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cove_v1_cove_proto_rawDesc), len(file_cove_v1_cove_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   69,
+			NumMessages:   86,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -64,6 +64,18 @@ const (
 	// EnvironmentServiceRebuildEnvironmentProcedure is the fully-qualified name of the
 	// EnvironmentService's RebuildEnvironment RPC.
 	EnvironmentServiceRebuildEnvironmentProcedure = "/cove.v1.EnvironmentService/RebuildEnvironment"
+	// EnvironmentServiceBackupEnvironmentProcedure is the fully-qualified name of the
+	// EnvironmentService's BackupEnvironment RPC.
+	EnvironmentServiceBackupEnvironmentProcedure = "/cove.v1.EnvironmentService/BackupEnvironment"
+	// EnvironmentServiceListBackupsProcedure is the fully-qualified name of the EnvironmentService's
+	// ListBackups RPC.
+	EnvironmentServiceListBackupsProcedure = "/cove.v1.EnvironmentService/ListBackups"
+	// EnvironmentServiceRestoreEnvironmentProcedure is the fully-qualified name of the
+	// EnvironmentService's RestoreEnvironment RPC.
+	EnvironmentServiceRestoreEnvironmentProcedure = "/cove.v1.EnvironmentService/RestoreEnvironment"
+	// EnvironmentServiceKeepAliveProcedure is the fully-qualified name of the EnvironmentService's
+	// KeepAlive RPC.
+	EnvironmentServiceKeepAliveProcedure = "/cove.v1.EnvironmentService/KeepAlive"
 	// UserServiceWhoAmIProcedure is the fully-qualified name of the UserService's WhoAmI RPC.
 	UserServiceWhoAmIProcedure = "/cove.v1.UserService/WhoAmI"
 	// UserServiceCreateTokenProcedure is the fully-qualified name of the UserService's CreateToken RPC.
@@ -97,6 +109,12 @@ const (
 	// RunnerServiceAuthorizePortAccessProcedure is the fully-qualified name of the RunnerService's
 	// AuthorizePortAccess RPC.
 	RunnerServiceAuthorizePortAccessProcedure = "/cove.v1.RunnerService/AuthorizePortAccess"
+	// RunnerServiceGetBackupAccessProcedure is the fully-qualified name of the RunnerService's
+	// GetBackupAccess RPC.
+	RunnerServiceGetBackupAccessProcedure = "/cove.v1.RunnerService/GetBackupAccess"
+	// RunnerServiceReportBackupProcedure is the fully-qualified name of the RunnerService's
+	// ReportBackup RPC.
+	RunnerServiceReportBackupProcedure = "/cove.v1.RunnerService/ReportBackup"
 	// RunnerServiceRotateRunnerTokenProcedure is the fully-qualified name of the RunnerService's
 	// RotateRunnerToken RPC.
 	RunnerServiceRotateRunnerTokenProcedure = "/cove.v1.RunnerService/RotateRunnerToken"
@@ -119,6 +137,14 @@ type EnvironmentServiceClient interface {
 	// Rebuild the environment's file system from its current
 	// devcontainer.json, keeping /workspaces (phase UPDATING).
 	RebuildEnvironment(context.Context, *connect.Request[v1.RebuildEnvironmentRequest]) (*connect.Response[v1.RebuildEnvironmentResponse], error)
+	// Take a backup now (`cove env backup`).
+	BackupEnvironment(context.Context, *connect.Request[v1.BackupEnvironmentRequest]) (*connect.Response[v1.BackupEnvironmentResponse], error)
+	ListBackups(context.Context, *connect.Request[v1.ListBackupsRequest]) (*connect.Response[v1.ListBackupsResponse], error)
+	// Roll the environment back to a backup; the current content is backed
+	// up first.
+	RestoreEnvironment(context.Context, *connect.Request[v1.RestoreEnvironmentRequest]) (*connect.Response[v1.RestoreEnvironmentResponse], error)
+	// Keep the environment running whatever its inactivity.
+	KeepAlive(context.Context, *connect.Request[v1.KeepAliveRequest]) (*connect.Response[v1.KeepAliveResponse], error)
 }
 
 // NewEnvironmentServiceClient constructs a client for the cove.v1.EnvironmentService service. By
@@ -186,6 +212,30 @@ func NewEnvironmentServiceClient(httpClient connect.HTTPClient, baseURL string, 
 			connect.WithSchema(environmentServiceMethods.ByName("RebuildEnvironment")),
 			connect.WithClientOptions(opts...),
 		),
+		backupEnvironment: connect.NewClient[v1.BackupEnvironmentRequest, v1.BackupEnvironmentResponse](
+			httpClient,
+			baseURL+EnvironmentServiceBackupEnvironmentProcedure,
+			connect.WithSchema(environmentServiceMethods.ByName("BackupEnvironment")),
+			connect.WithClientOptions(opts...),
+		),
+		listBackups: connect.NewClient[v1.ListBackupsRequest, v1.ListBackupsResponse](
+			httpClient,
+			baseURL+EnvironmentServiceListBackupsProcedure,
+			connect.WithSchema(environmentServiceMethods.ByName("ListBackups")),
+			connect.WithClientOptions(opts...),
+		),
+		restoreEnvironment: connect.NewClient[v1.RestoreEnvironmentRequest, v1.RestoreEnvironmentResponse](
+			httpClient,
+			baseURL+EnvironmentServiceRestoreEnvironmentProcedure,
+			connect.WithSchema(environmentServiceMethods.ByName("RestoreEnvironment")),
+			connect.WithClientOptions(opts...),
+		),
+		keepAlive: connect.NewClient[v1.KeepAliveRequest, v1.KeepAliveResponse](
+			httpClient,
+			baseURL+EnvironmentServiceKeepAliveProcedure,
+			connect.WithSchema(environmentServiceMethods.ByName("KeepAlive")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -200,6 +250,10 @@ type environmentServiceClient struct {
 	signSSHCertificate *connect.Client[v1.SignSSHCertificateRequest, v1.SignSSHCertificateResponse]
 	sharePort          *connect.Client[v1.SharePortRequest, v1.SharePortResponse]
 	rebuildEnvironment *connect.Client[v1.RebuildEnvironmentRequest, v1.RebuildEnvironmentResponse]
+	backupEnvironment  *connect.Client[v1.BackupEnvironmentRequest, v1.BackupEnvironmentResponse]
+	listBackups        *connect.Client[v1.ListBackupsRequest, v1.ListBackupsResponse]
+	restoreEnvironment *connect.Client[v1.RestoreEnvironmentRequest, v1.RestoreEnvironmentResponse]
+	keepAlive          *connect.Client[v1.KeepAliveRequest, v1.KeepAliveResponse]
 }
 
 // CreateEnvironment calls cove.v1.EnvironmentService.CreateEnvironment.
@@ -247,6 +301,26 @@ func (c *environmentServiceClient) RebuildEnvironment(ctx context.Context, req *
 	return c.rebuildEnvironment.CallUnary(ctx, req)
 }
 
+// BackupEnvironment calls cove.v1.EnvironmentService.BackupEnvironment.
+func (c *environmentServiceClient) BackupEnvironment(ctx context.Context, req *connect.Request[v1.BackupEnvironmentRequest]) (*connect.Response[v1.BackupEnvironmentResponse], error) {
+	return c.backupEnvironment.CallUnary(ctx, req)
+}
+
+// ListBackups calls cove.v1.EnvironmentService.ListBackups.
+func (c *environmentServiceClient) ListBackups(ctx context.Context, req *connect.Request[v1.ListBackupsRequest]) (*connect.Response[v1.ListBackupsResponse], error) {
+	return c.listBackups.CallUnary(ctx, req)
+}
+
+// RestoreEnvironment calls cove.v1.EnvironmentService.RestoreEnvironment.
+func (c *environmentServiceClient) RestoreEnvironment(ctx context.Context, req *connect.Request[v1.RestoreEnvironmentRequest]) (*connect.Response[v1.RestoreEnvironmentResponse], error) {
+	return c.restoreEnvironment.CallUnary(ctx, req)
+}
+
+// KeepAlive calls cove.v1.EnvironmentService.KeepAlive.
+func (c *environmentServiceClient) KeepAlive(ctx context.Context, req *connect.Request[v1.KeepAliveRequest]) (*connect.Response[v1.KeepAliveResponse], error) {
+	return c.keepAlive.CallUnary(ctx, req)
+}
+
 // EnvironmentServiceHandler is an implementation of the cove.v1.EnvironmentService service.
 type EnvironmentServiceHandler interface {
 	CreateEnvironment(context.Context, *connect.Request[v1.CreateEnvironmentRequest]) (*connect.Response[v1.CreateEnvironmentResponse], error)
@@ -261,6 +335,14 @@ type EnvironmentServiceHandler interface {
 	// Rebuild the environment's file system from its current
 	// devcontainer.json, keeping /workspaces (phase UPDATING).
 	RebuildEnvironment(context.Context, *connect.Request[v1.RebuildEnvironmentRequest]) (*connect.Response[v1.RebuildEnvironmentResponse], error)
+	// Take a backup now (`cove env backup`).
+	BackupEnvironment(context.Context, *connect.Request[v1.BackupEnvironmentRequest]) (*connect.Response[v1.BackupEnvironmentResponse], error)
+	ListBackups(context.Context, *connect.Request[v1.ListBackupsRequest]) (*connect.Response[v1.ListBackupsResponse], error)
+	// Roll the environment back to a backup; the current content is backed
+	// up first.
+	RestoreEnvironment(context.Context, *connect.Request[v1.RestoreEnvironmentRequest]) (*connect.Response[v1.RestoreEnvironmentResponse], error)
+	// Keep the environment running whatever its inactivity.
+	KeepAlive(context.Context, *connect.Request[v1.KeepAliveRequest]) (*connect.Response[v1.KeepAliveResponse], error)
 }
 
 // NewEnvironmentServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -324,6 +406,30 @@ func NewEnvironmentServiceHandler(svc EnvironmentServiceHandler, opts ...connect
 		connect.WithSchema(environmentServiceMethods.ByName("RebuildEnvironment")),
 		connect.WithHandlerOptions(opts...),
 	)
+	environmentServiceBackupEnvironmentHandler := connect.NewUnaryHandler(
+		EnvironmentServiceBackupEnvironmentProcedure,
+		svc.BackupEnvironment,
+		connect.WithSchema(environmentServiceMethods.ByName("BackupEnvironment")),
+		connect.WithHandlerOptions(opts...),
+	)
+	environmentServiceListBackupsHandler := connect.NewUnaryHandler(
+		EnvironmentServiceListBackupsProcedure,
+		svc.ListBackups,
+		connect.WithSchema(environmentServiceMethods.ByName("ListBackups")),
+		connect.WithHandlerOptions(opts...),
+	)
+	environmentServiceRestoreEnvironmentHandler := connect.NewUnaryHandler(
+		EnvironmentServiceRestoreEnvironmentProcedure,
+		svc.RestoreEnvironment,
+		connect.WithSchema(environmentServiceMethods.ByName("RestoreEnvironment")),
+		connect.WithHandlerOptions(opts...),
+	)
+	environmentServiceKeepAliveHandler := connect.NewUnaryHandler(
+		EnvironmentServiceKeepAliveProcedure,
+		svc.KeepAlive,
+		connect.WithSchema(environmentServiceMethods.ByName("KeepAlive")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/cove.v1.EnvironmentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case EnvironmentServiceCreateEnvironmentProcedure:
@@ -344,6 +450,14 @@ func NewEnvironmentServiceHandler(svc EnvironmentServiceHandler, opts ...connect
 			environmentServiceSharePortHandler.ServeHTTP(w, r)
 		case EnvironmentServiceRebuildEnvironmentProcedure:
 			environmentServiceRebuildEnvironmentHandler.ServeHTTP(w, r)
+		case EnvironmentServiceBackupEnvironmentProcedure:
+			environmentServiceBackupEnvironmentHandler.ServeHTTP(w, r)
+		case EnvironmentServiceListBackupsProcedure:
+			environmentServiceListBackupsHandler.ServeHTTP(w, r)
+		case EnvironmentServiceRestoreEnvironmentProcedure:
+			environmentServiceRestoreEnvironmentHandler.ServeHTTP(w, r)
+		case EnvironmentServiceKeepAliveProcedure:
+			environmentServiceKeepAliveHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -387,6 +501,22 @@ func (UnimplementedEnvironmentServiceHandler) SharePort(context.Context, *connec
 
 func (UnimplementedEnvironmentServiceHandler) RebuildEnvironment(context.Context, *connect.Request[v1.RebuildEnvironmentRequest]) (*connect.Response[v1.RebuildEnvironmentResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.EnvironmentService.RebuildEnvironment is not implemented"))
+}
+
+func (UnimplementedEnvironmentServiceHandler) BackupEnvironment(context.Context, *connect.Request[v1.BackupEnvironmentRequest]) (*connect.Response[v1.BackupEnvironmentResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.EnvironmentService.BackupEnvironment is not implemented"))
+}
+
+func (UnimplementedEnvironmentServiceHandler) ListBackups(context.Context, *connect.Request[v1.ListBackupsRequest]) (*connect.Response[v1.ListBackupsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.EnvironmentService.ListBackups is not implemented"))
+}
+
+func (UnimplementedEnvironmentServiceHandler) RestoreEnvironment(context.Context, *connect.Request[v1.RestoreEnvironmentRequest]) (*connect.Response[v1.RestoreEnvironmentResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.EnvironmentService.RestoreEnvironment is not implemented"))
+}
+
+func (UnimplementedEnvironmentServiceHandler) KeepAlive(context.Context, *connect.Request[v1.KeepAliveRequest]) (*connect.Response[v1.KeepAliveResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.EnvironmentService.KeepAlive is not implemented"))
 }
 
 // UserServiceClient is a client for the cove.v1.UserService service.
@@ -584,6 +714,11 @@ type RunnerServiceClient interface {
 	WatchAssignments(context.Context, *connect.Request[v1.WatchAssignmentsRequest]) (*connect.ServerStreamForClient[v1.WatchAssignmentsResponse], error)
 	ReportStatus(context.Context, *connect.Request[v1.ReportStatusRequest]) (*connect.Response[v1.ReportStatusResponse], error)
 	AuthorizePortAccess(context.Context, *connect.Request[v1.AuthorizePortAccessRequest]) (*connect.Response[v1.AuthorizePortAccessResponse], error)
+	// Runner-authenticated, for environments assigned to the caller: the
+	// backup storage and key of the environment's organization, and the
+	// record of a completed backup.
+	GetBackupAccess(context.Context, *connect.Request[v1.GetBackupAccessRequest]) (*connect.Response[v1.GetBackupAccessResponse], error)
+	ReportBackup(context.Context, *connect.Request[v1.ReportBackupRequest]) (*connect.Response[v1.ReportBackupResponse], error)
 	// Runner-authenticated: replace the caller's runner token.
 	RotateRunnerToken(context.Context, *connect.Request[v1.RotateRunnerTokenRequest]) (*connect.Response[v1.RotateRunnerTokenResponse], error)
 	// Owners: remove a runner; its token stops working at once.
@@ -649,6 +784,18 @@ func NewRunnerServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(runnerServiceMethods.ByName("AuthorizePortAccess")),
 			connect.WithClientOptions(opts...),
 		),
+		getBackupAccess: connect.NewClient[v1.GetBackupAccessRequest, v1.GetBackupAccessResponse](
+			httpClient,
+			baseURL+RunnerServiceGetBackupAccessProcedure,
+			connect.WithSchema(runnerServiceMethods.ByName("GetBackupAccess")),
+			connect.WithClientOptions(opts...),
+		),
+		reportBackup: connect.NewClient[v1.ReportBackupRequest, v1.ReportBackupResponse](
+			httpClient,
+			baseURL+RunnerServiceReportBackupProcedure,
+			connect.WithSchema(runnerServiceMethods.ByName("ReportBackup")),
+			connect.WithClientOptions(opts...),
+		),
 		rotateRunnerToken: connect.NewClient[v1.RotateRunnerTokenRequest, v1.RotateRunnerTokenResponse](
 			httpClient,
 			baseURL+RunnerServiceRotateRunnerTokenProcedure,
@@ -674,6 +821,8 @@ type runnerServiceClient struct {
 	watchAssignments       *connect.Client[v1.WatchAssignmentsRequest, v1.WatchAssignmentsResponse]
 	reportStatus           *connect.Client[v1.ReportStatusRequest, v1.ReportStatusResponse]
 	authorizePortAccess    *connect.Client[v1.AuthorizePortAccessRequest, v1.AuthorizePortAccessResponse]
+	getBackupAccess        *connect.Client[v1.GetBackupAccessRequest, v1.GetBackupAccessResponse]
+	reportBackup           *connect.Client[v1.ReportBackupRequest, v1.ReportBackupResponse]
 	rotateRunnerToken      *connect.Client[v1.RotateRunnerTokenRequest, v1.RotateRunnerTokenResponse]
 	deleteRunner           *connect.Client[v1.DeleteRunnerRequest, v1.DeleteRunnerResponse]
 }
@@ -718,6 +867,16 @@ func (c *runnerServiceClient) AuthorizePortAccess(ctx context.Context, req *conn
 	return c.authorizePortAccess.CallUnary(ctx, req)
 }
 
+// GetBackupAccess calls cove.v1.RunnerService.GetBackupAccess.
+func (c *runnerServiceClient) GetBackupAccess(ctx context.Context, req *connect.Request[v1.GetBackupAccessRequest]) (*connect.Response[v1.GetBackupAccessResponse], error) {
+	return c.getBackupAccess.CallUnary(ctx, req)
+}
+
+// ReportBackup calls cove.v1.RunnerService.ReportBackup.
+func (c *runnerServiceClient) ReportBackup(ctx context.Context, req *connect.Request[v1.ReportBackupRequest]) (*connect.Response[v1.ReportBackupResponse], error) {
+	return c.reportBackup.CallUnary(ctx, req)
+}
+
 // RotateRunnerToken calls cove.v1.RunnerService.RotateRunnerToken.
 func (c *runnerServiceClient) RotateRunnerToken(ctx context.Context, req *connect.Request[v1.RotateRunnerTokenRequest]) (*connect.Response[v1.RotateRunnerTokenResponse], error) {
 	return c.rotateRunnerToken.CallUnary(ctx, req)
@@ -741,6 +900,11 @@ type RunnerServiceHandler interface {
 	WatchAssignments(context.Context, *connect.Request[v1.WatchAssignmentsRequest], *connect.ServerStream[v1.WatchAssignmentsResponse]) error
 	ReportStatus(context.Context, *connect.Request[v1.ReportStatusRequest]) (*connect.Response[v1.ReportStatusResponse], error)
 	AuthorizePortAccess(context.Context, *connect.Request[v1.AuthorizePortAccessRequest]) (*connect.Response[v1.AuthorizePortAccessResponse], error)
+	// Runner-authenticated, for environments assigned to the caller: the
+	// backup storage and key of the environment's organization, and the
+	// record of a completed backup.
+	GetBackupAccess(context.Context, *connect.Request[v1.GetBackupAccessRequest]) (*connect.Response[v1.GetBackupAccessResponse], error)
+	ReportBackup(context.Context, *connect.Request[v1.ReportBackupRequest]) (*connect.Response[v1.ReportBackupResponse], error)
 	// Runner-authenticated: replace the caller's runner token.
 	RotateRunnerToken(context.Context, *connect.Request[v1.RotateRunnerTokenRequest]) (*connect.Response[v1.RotateRunnerTokenResponse], error)
 	// Owners: remove a runner; its token stops working at once.
@@ -802,6 +966,18 @@ func NewRunnerServiceHandler(svc RunnerServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(runnerServiceMethods.ByName("AuthorizePortAccess")),
 		connect.WithHandlerOptions(opts...),
 	)
+	runnerServiceGetBackupAccessHandler := connect.NewUnaryHandler(
+		RunnerServiceGetBackupAccessProcedure,
+		svc.GetBackupAccess,
+		connect.WithSchema(runnerServiceMethods.ByName("GetBackupAccess")),
+		connect.WithHandlerOptions(opts...),
+	)
+	runnerServiceReportBackupHandler := connect.NewUnaryHandler(
+		RunnerServiceReportBackupProcedure,
+		svc.ReportBackup,
+		connect.WithSchema(runnerServiceMethods.ByName("ReportBackup")),
+		connect.WithHandlerOptions(opts...),
+	)
 	runnerServiceRotateRunnerTokenHandler := connect.NewUnaryHandler(
 		RunnerServiceRotateRunnerTokenProcedure,
 		svc.RotateRunnerToken,
@@ -832,6 +1008,10 @@ func NewRunnerServiceHandler(svc RunnerServiceHandler, opts ...connect.HandlerOp
 			runnerServiceReportStatusHandler.ServeHTTP(w, r)
 		case RunnerServiceAuthorizePortAccessProcedure:
 			runnerServiceAuthorizePortAccessHandler.ServeHTTP(w, r)
+		case RunnerServiceGetBackupAccessProcedure:
+			runnerServiceGetBackupAccessHandler.ServeHTTP(w, r)
+		case RunnerServiceReportBackupProcedure:
+			runnerServiceReportBackupHandler.ServeHTTP(w, r)
 		case RunnerServiceRotateRunnerTokenProcedure:
 			runnerServiceRotateRunnerTokenHandler.ServeHTTP(w, r)
 		case RunnerServiceDeleteRunnerProcedure:
@@ -875,6 +1055,14 @@ func (UnimplementedRunnerServiceHandler) ReportStatus(context.Context, *connect.
 
 func (UnimplementedRunnerServiceHandler) AuthorizePortAccess(context.Context, *connect.Request[v1.AuthorizePortAccessRequest]) (*connect.Response[v1.AuthorizePortAccessResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.RunnerService.AuthorizePortAccess is not implemented"))
+}
+
+func (UnimplementedRunnerServiceHandler) GetBackupAccess(context.Context, *connect.Request[v1.GetBackupAccessRequest]) (*connect.Response[v1.GetBackupAccessResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.RunnerService.GetBackupAccess is not implemented"))
+}
+
+func (UnimplementedRunnerServiceHandler) ReportBackup(context.Context, *connect.Request[v1.ReportBackupRequest]) (*connect.Response[v1.ReportBackupResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cove.v1.RunnerService.ReportBackup is not implemented"))
 }
 
 func (UnimplementedRunnerServiceHandler) RotateRunnerToken(context.Context, *connect.Request[v1.RotateRunnerTokenRequest]) (*connect.Response[v1.RotateRunnerTokenResponse], error) {
