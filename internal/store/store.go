@@ -67,6 +67,16 @@ type Runner struct {
 	CreatedAt    time.Time
 }
 
+// Backup is the record of one committed backup of an environment (its
+// manifest, named ID, is in the backup storage).
+type Backup struct {
+	ID, EnvironmentID, OrganizationID, RunnerID, Trigger, Previous         string
+	Time                                                                   time.Time
+	Files, Bytes, BytesNew, BytesReused, StoredBytes, DurationMS, FrozenMS int64
+	// Paths not backed up (sockets, devices, FIFOs).
+	Skipped []string
+}
+
 // EnvironmentFilter selects environments; zero values match everything.
 type EnvironmentFilter struct {
 	OwnerID        string
@@ -140,6 +150,23 @@ type Store interface {
 	// writes commit (coalesced; a receiver re-reads from its revision).
 	// The channel is closed when ctx is done.
 	Changes(ctx context.Context) <-chan struct{}
+
+	// CreateBackup records a committed backup; ErrAlreadyExists if its id
+	// is taken.
+	CreateBackup(ctx context.Context, b Backup) error
+	// ListBackups returns the environment's backups, newest first.
+	ListBackups(ctx context.Context, environmentID string) ([]Backup, error)
+	// ListOrganizationBackups returns the organization's backups, newest
+	// first.
+	ListOrganizationBackups(ctx context.Context, organizationID string) ([]Backup, error)
+	// DeleteBackup deletes the record; deleting a missing one succeeds.
+	DeleteBackup(ctx context.Context, id string) error
+	// ListOrganizations returns every organization, oldest first.
+	ListOrganizations(ctx context.Context) ([]Organization, error)
+	// OrganizationBackupKey returns the organization's backup key
+	// (backuprepo.KeySize bytes), made on first use in one transaction, so
+	// concurrent first uses get the same key; it never changes after.
+	OrganizationBackupKey(ctx context.Context, organizationID string) ([]byte, error)
 
 	Close() error
 }

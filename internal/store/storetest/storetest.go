@@ -25,6 +25,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("Environments", func(t *testing.T) { testEnvironments(t, newStore(t)) })
 	t.Run("Revisions", func(t *testing.T) { testRevisions(t, newStore(t)) })
 	t.Run("ConcurrentUpdates", func(t *testing.T) { testConcurrent(t, newStore(t)) })
+	t.Run("Backups", func(t *testing.T) { testBackups(t, newStore(t)) })
+	t.Run("BackupKeys", func(t *testing.T) { testBackupKeys(t, newStore(t)) })
 }
 
 func seed(t *testing.T, s store.Store) store.User {

@@ -1,0 +1,132 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/covedev/cove/internal/store"
+)
+
+func testBackups(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	seed(t, s)
+	base := time.Now().Truncate(time.Millisecond).UTC()
+	mk := func(id, env, org string, at time.Duration) store.Backup {
+		return store.Backup{ID: id, EnvironmentID: env, OrganizationID: org, RunnerID: "r1", Trigger: "stop", Time: base.Add(at),
+			Files: 3, Bytes: 30, BytesNew: 10, BytesReused: 20, StoredBytes: 12, DurationMS: 40, FrozenMS: 5}
+	}
+	first := mk("b1", "e1", "org1", 0)
+	first.Skipped = []string{"/run/sock", "/dev/null"}
+	second := mk("b2", "e1", "org1", time.Minute)
+	second.Previous = "b1"
+	second.Trigger = "manual"
+	other := mk("b3", "e2", "org1", 30*time.Second)
+	foreign := mk("b4", "e9", "org2", 2*time.Minute)
+	for _, b := range []store.Backup{first, second, other, foreign} {
+		if err := s.CreateBackup(ctx, b); err != nil {
+			t.Fatalf("CreateBackup(%s): %v", b.ID, err)
+		}
+	}
+	dup := mk("b1", "e2", "org1", time.Hour)
+	if err := s.CreateBackup(ctx, dup); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("duplicate backup id: got %v, want ErrAlreadyExists", err)
+	}
+
+	got, err := s.ListBackups(ctx, "e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != "b2" || got[1].ID != "b1" {
+		t.Fatalf("ListBackups(e1) = %v, want b2, b1 (newest first)", ids(got))
+	}
+	if g := got[1]; !g.Time.Equal(first.Time) || g.Trigger != "stop" || g.RunnerID != "r1" || g.OrganizationID != "org1" ||
+		g.Files != 3 || g.Bytes != 30 || g.BytesNew != 10 || g.BytesReused != 20 || g.StoredBytes != 12 || g.DurationMS != 40 || g.FrozenMS != 5 ||
+		!slices.Equal(g.Skipped, first.Skipped) {
+		t.Errorf("stored backup = %+v, want %+v", g, first)
+	}
+	if g := got[0]; g.Previous != "b1" || g.Trigger != "manual" || g.Skipped != nil {
+		t.Errorf("second backup = %+v", g)
+	}
+	if got, err := s.ListBackups(ctx, "none"); err != nil || len(got) != 0 {
+		t.Errorf("ListBackups(none) = %v, %v; want nothing", ids(got), err)
+	}
+	org, err := s.ListOrganizationBackups(ctx, "org1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"b2", "b3", "b1"}; !slices.Equal(ids(org), want) {
+		t.Errorf("ListOrganizationBackups(org1) = %v, want %v", ids(org), want)
+	}
+
+	if err := s.DeleteBackup(ctx, "b2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteBackup(ctx, "b2"); err != nil {
+		t.Errorf("deleting a deleted backup: %v, want success", err)
+	}
+	if got, _ := s.ListBackups(ctx, "e1"); !slices.Equal(ids(got), []string{"b1"}) {
+		t.Errorf("after delete: %v, want b1", ids(got))
+	}
+	if got, _ := s.ListOrganizationBackups(ctx, "org2"); !slices.Equal(ids(got), []string{"b4"}) {
+		t.Errorf("other organization's backups: %v, want b4 untouched", ids(got))
+	}
+}
+
+func ids(bs []store.Backup) []string {
+	var out []string
+	for _, b := range bs {
+		out = append(out, b.ID)
+	}
+	return out
+}
+
+func testBackupKeys(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	seed(t, s)
+	if err := s.CreateOrganization(ctx, store.Organization{ID: "org2", Name: "second", CreatedAt: time.Now().Add(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	orgs, err := s.ListOrganizations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(orgs) != 2 || orgs[0].ID != "org1" || orgs[1].ID != "org2" || orgs[1].Name != "second" {
+		t.Fatalf("ListOrganizations = %+v", orgs)
+	}
+
+	// Concurrent first uses all get the one key that was stored.
+	const n = 8
+	keys := make([][]byte, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { keys[i], errs[i] = s.OrganizationBackupKey(ctx, "org1") })
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("OrganizationBackupKey: %v", errs[i])
+		}
+		if len(keys[i]) != 32 || !slices.Equal(keys[i], keys[0]) {
+			t.Fatalf("concurrent first uses got different keys (%d bytes vs %d)", len(keys[i]), len(keys[0]))
+		}
+	}
+	again, err := s.OrganizationBackupKey(ctx, "org1")
+	if err != nil || !slices.Equal(again, keys[0]) {
+		t.Fatalf("the key changed on a later use (err %v)", err)
+	}
+	other, err := s.OrganizationBackupKey(ctx, "org2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Equal(other, keys[0]) {
+		t.Fatal("two organizations share a backup key")
+	}
+	if _, err := s.OrganizationBackupKey(ctx, "no-such-org"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("key of an unknown organization: %v, want ErrNotFound", err)
+	}
+}
