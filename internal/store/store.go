@@ -77,6 +77,15 @@ type Backup struct {
 	Skipped []string
 }
 
+// Move is a pending move of an environment to another runner: the server
+// waits until FromRunnerID has stopped it (SpecVersion observed) and backed
+// it up (BackupGeneration observed), then assigns it to ToRunnerID.
+type Move struct {
+	EnvironmentID, FromRunnerID, ToRunnerID, RequestedBy string
+	RequestedAt                                          time.Time
+	SpecVersion, BackupGeneration                        int64
+}
+
 // EnvironmentFilter selects environments; zero values match everything.
 type EnvironmentFilter struct {
 	OwnerID        string
@@ -167,6 +176,12 @@ type Store interface {
 	// (backuprepo.KeySize bytes), made on first use in one transaction, so
 	// concurrent first uses get the same key; it never changes after.
 	OrganizationBackupKey(ctx context.Context, organizationID string) ([]byte, error)
+	// PutMove records (or replaces) the environment's pending move.
+	PutMove(ctx context.Context, m Move) error
+	// ListMoves returns every pending move, oldest first.
+	ListMoves(ctx context.Context) ([]Move, error)
+	// DeleteMove ends the environment's pending move; none is not an error.
+	DeleteMove(ctx context.Context, environmentID string) error
 
 	Close() error
 }

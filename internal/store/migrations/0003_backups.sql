@@ -27,3 +27,15 @@ CREATE TABLE organization_backup_keys (
     key_hex TEXT NOT NULL,
     created_at BIGINT NOT NULL
 );
+
+-- A move of an environment to another runner that waits for its current
+-- runner to stop it and back it up (cove env start --runner).
+CREATE TABLE environment_moves (
+    environment_id TEXT PRIMARY KEY,
+    from_runner_id TEXT NOT NULL,
+    to_runner_id TEXT NOT NULL,
+    requested_at BIGINT NOT NULL,
+    requested_by TEXT NOT NULL,
+    spec_version BIGINT NOT NULL,
+    backup_generation BIGINT NOT NULL
+);

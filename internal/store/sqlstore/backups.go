@@ -135,3 +135,38 @@ func (s *Store) OrganizationBackupKey(ctx context.Context, organizationID string
 }
 
 func nowMS() int64 { return time.Now().UnixMilli() }
+
+func (s *Store) PutMove(ctx context.Context, m store.Move) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM environment_moves WHERE environment_id = ?`), m.EnvironmentID); err != nil {
+			return s.wrap(err)
+		}
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO environment_moves (environment_id, from_runner_id, to_runner_id, requested_at, requested_by, spec_version, backup_generation) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+			m.EnvironmentID, m.FromRunnerID, m.ToRunnerID, ms(m.RequestedAt), m.RequestedBy, m.SpecVersion, m.BackupGeneration)
+		return s.wrap(err)
+	})
+}
+
+func (s *Store) ListMoves(ctx context.Context) ([]store.Move, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT environment_id, from_runner_id, to_runner_id, requested_at, requested_by, spec_version, backup_generation FROM environment_moves ORDER BY requested_at, environment_id`)
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	defer rows.Close()
+	var out []store.Move
+	for rows.Next() {
+		var m store.Move
+		var at int64
+		if err := rows.Scan(&m.EnvironmentID, &m.FromRunnerID, &m.ToRunnerID, &at, &m.RequestedBy, &m.SpecVersion, &m.BackupGeneration); err != nil {
+			return nil, err
+		}
+		m.RequestedAt = fromMS(at)
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) DeleteMove(ctx context.Context, environmentID string) error {
+	_, err := s.db.ExecContext(ctx, s.q(`DELETE FROM environment_moves WHERE environment_id = ?`), environmentID)
+	return s.wrap(err)
+}

@@ -130,3 +130,38 @@ func testBackupKeys(t *testing.T, s store.Store) {
 		t.Fatalf("key of an unknown organization: %v, want ErrNotFound", err)
 	}
 }
+
+func testMoves(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	at := time.Now().Truncate(time.Millisecond).UTC()
+	m := store.Move{EnvironmentID: "e1", FromRunnerID: "r1", ToRunnerID: "r2", RequestedBy: "u1", RequestedAt: at, SpecVersion: 4, BackupGeneration: 2}
+	if err := s.PutMove(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	later := store.Move{EnvironmentID: "e2", FromRunnerID: "r1", ToRunnerID: "r3", RequestedAt: at.Add(time.Second)}
+	if err := s.PutMove(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ListMoves(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != m || got[1] != later {
+		t.Fatalf("ListMoves = %+v, want %+v then %+v", got, m, later)
+	}
+	m.ToRunnerID, m.SpecVersion = "r4", 6
+	if err := s.PutMove(ctx, m); err != nil {
+		t.Fatalf("replacing a move: %v", err)
+	}
+	if got, _ := s.ListMoves(ctx); len(got) != 2 || got[0] != m {
+		t.Fatalf("after replace: %+v, want %+v first", got, m)
+	}
+	for range 2 {
+		if err := s.DeleteMove(ctx, "e1"); err != nil {
+			t.Fatalf("DeleteMove: %v", err)
+		}
+	}
+	if got, _ := s.ListMoves(ctx); len(got) != 1 || got[0] != later {
+		t.Fatalf("after delete: %+v, want only %+v", got, later)
+	}
+}
