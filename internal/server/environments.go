@@ -55,6 +55,9 @@ func (e *envService) CreateEnvironment(ctx context.Context, req *connect.Request
 	if err := e.s.validateSpec(ctx, u, spec); err != nil {
 		return nil, err
 	}
+	if err := e.s.applyTimeouts(ctx, spec); err != nil { // autostop.go
+		return nil, err
+	}
 	spec.SpecVersion = 1
 	e.s.quotaMu.Lock()
 	created, err := e.s.createEnvironment(ctx, u, name, spec)
@@ -213,6 +216,7 @@ func (s *Server) setDesiredPhase(ctx context.Context, id string, want covev1.Env
 		}
 		env.Spec.DesiredPhase = want
 		env.Spec.SpecVersion++
+		env.Spec.StopReason = "" // a user asked: the server's reason is past
 		if env.GetMetadata().GetRunnerId() == "" {
 			// Nothing runs anywhere: the server completes the transition.
 			switch want {
@@ -367,6 +371,7 @@ func (e *envService) RebuildEnvironment(ctx context.Context, req *connect.Reques
 		}
 		// A rebuild ends running: the runner rebuilds, then starts it.
 		env.Spec.DesiredPhase = phaseRunning
+		env.Spec.StopReason = ""
 		env.Spec.RebuildGeneration++
 		env.Spec.SpecVersion++
 		return nil

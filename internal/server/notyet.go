@@ -27,10 +27,6 @@ func (e *envService) RestoreEnvironment(context.Context, *connect.Request[covev1
 	return nil, connect.NewError(connect.CodeUnimplemented, errNotYet)
 }
 
-func (e *envService) KeepAlive(context.Context, *connect.Request[covev1.KeepAliveRequest]) (*connect.Response[covev1.KeepAliveResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errNotYet)
-}
-
 func (r *runnerService) GetBackupAccess(context.Context, *connect.Request[covev1.GetBackupAccessRequest]) (*connect.Response[covev1.GetBackupAccessResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errNotYet)
 }

@@ -214,6 +214,7 @@ func (r *runnerService) ReportStatus(ctx context.Context, req *connect.Request[c
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("status.phase: unknown phase %d", int32(st.GetPhase())))
 	}
 	sanitizeStatus(st)
+	clampActivity(st, r.s.now()) // autostop.go
 	env, err := r.s.store.UpdateEnvironment(ctx, req.Msg.GetEnvironmentId(), func(env *covev1.Environment) error {
 		if env.GetMetadata().GetRunnerId() != rn.ID {
 			return connect.NewError(connect.CodePermissionDenied, errors.New("environment is not assigned to this runner"))

@@ -117,6 +117,10 @@ func checkClassShape(field string, cl *covev1.EnvironmentClass) error {
 		return capErr(field+".io*", "IO limits must not be negative")
 	case cl.GetRuntime() != "" && !runtimeRE.MatchString(cl.GetRuntime()):
 		return capErr(field+".runtime", "invalid runtime name %q", cl.GetRuntime())
+	case cl.GetMaxInactivitySeconds() < 0 || cl.GetMaxInactivitySeconds() > maxTimeoutSecs:
+		return capErr(field+".maxInactivitySeconds", "%d is out of range 0-%d", cl.GetMaxInactivitySeconds(), maxTimeoutSecs)
+	case cl.GetMaxLifetimeSeconds() < 0 || cl.GetMaxLifetimeSeconds() > maxTimeoutSecs:
+		return capErr(field+".maxLifetimeSeconds", "%d is out of range 0-%d", cl.GetMaxLifetimeSeconds(), maxTimeoutSecs)
 	case cl.GetEgressRateBits() < 0 || cl.GetIngressRateBits() < 0:
 		return capErr(field+".egressRateBits, ingressRateBits", "must not be negative")
 	case len(cl.GetEgressAllow()) > maxEgressAllow:

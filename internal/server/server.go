@@ -45,7 +45,15 @@ type Config struct {
 	// MaxRunnerEnvironments bounds the maxEnvironments a runner may
 	// advertise (0: DefaultMaxRunnerEnvironments).
 	MaxRunnerEnvironments int
-	Now                   func() time.Time
+	// DefaultInactivity and DefaultMaxLifetime are the timeouts of an
+	// environment created without any (autostop.go): inactivity 0 means
+	// DefaultInactivityTimeout, negative never; lifetime 0 or negative
+	// means none.
+	DefaultInactivity, DefaultMaxLifetime time.Duration
+	// AutoStopInterval is how often environments past their deadline are
+	// looked for (0: DefaultAutoStopInterval).
+	AutoStopInterval time.Duration
+	Now              func() time.Time
 }
 
 // Server implements the cove API.
@@ -120,6 +128,9 @@ func (s *Server) Run(ctx context.Context) error {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	changes := s.store.Changes(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { s.autoStopLoop(ctx) }) // autostop.go
 	for {
 		if err := s.reconcileRunners(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("runner liveness", "err", err)

@@ -26,6 +26,7 @@ const (
 	maxReportedFeatures = 100 // installed features
 	maxReportedVolumes  = 256 // volumes
 	maxMapEntries       = 64  // entries of any map (a feature's options)
+	maxReportedAttached = 20  // activity.attached: sessions keeping an environment alive
 )
 
 // stringLimits are the fields allowed more (or less) than maxStatusString,
@@ -83,6 +84,9 @@ func sanitizeStatus(st *covev1.EnvironmentStatus) {
 	if n := len(st.GetVolumes()); n > maxReportedVolumes {
 		notes = append(notes, fmt.Sprintf("%d more volumes than shown (at most %d)", n-maxReportedVolumes, maxReportedVolumes))
 		st.Volumes = st.Volumes[:maxReportedVolumes]
+	}
+	if a := st.GetActivity(); len(a.GetAttached()) > maxReportedAttached {
+		a.Attached = append(a.Attached[:maxReportedAttached-1], fmt.Sprintf("%d more sessions", len(a.Attached)-maxReportedAttached+1))
 	}
 	st.Warnings = append(st.Warnings, notes...)
 	cleanStrings(st.ProtoReflect())

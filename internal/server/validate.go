@@ -71,6 +71,12 @@ func (s *Server) validateSpec(ctx context.Context, u store.User, spec *covev1.En
 			return invalidField(f.name, "%d is out of range: use 0 (never) up to %d seconds", f.v, maxTimeoutSecs)
 		}
 	}
+	if n := len(spec.GetLeases()); n != 0 {
+		return invalidField("spec.leases", "are taken with `cove env keepalive` once the environment exists; leave them empty, not %d", n)
+	}
+	if r := spec.GetStopReason(); r != "" {
+		return invalidField("spec.stopReason", "is set by the server when it stops an environment; leave it empty")
+	}
 	if g := spec.GetRebuildGeneration(); g != 0 {
 		return invalidField("spec.rebuildGeneration", "is set by the server (`cove env rebuild`); leave it 0, not %d", g)
 	}
