@@ -336,7 +336,7 @@ func (e *envService) SignSSHCertificate(ctx context.Context, req *connect.Reques
 	if ttl < time.Second {
 		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("your token expires now: log in again"))
 	}
-	cert, err := e.s.userCA.SignUserCert(pub, env.Id, u.ID, ttl)
+	cert, err := e.s.userCA.SignUserCertNamed(pub, env.Id, u.ID, u.Name, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("sign certificate: %w", err)
 	}

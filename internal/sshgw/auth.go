@@ -18,7 +18,9 @@ type authResult struct {
 	ownerID string
 	keyID   string
 	serial  uint64
-	perms   certPerms
+	// userName is the certificate's UserNameExtension, for people only.
+	userName string
+	perms    certPerms
 }
 
 // certPerms are the optional permissions a user certificate grants.
@@ -66,11 +68,12 @@ func (g *Gateway) authenticate(ctx context.Context, key ssh.PublicKey) (*authRes
 	_, fwd := cert.Extensions["permit-port-forwarding"]
 	_, agentFwd := cert.Extensions["permit-agent-forwarding"]
 	return &authResult{
-		envID:   envID,
-		ownerID: owner,
-		keyID:   cert.KeyId,
-		serial:  cert.Serial,
-		perms:   certPerms{pty: pty, portForwarding: fwd, agentForward: agentFwd},
+		envID:    envID,
+		ownerID:  owner,
+		keyID:    cert.KeyId,
+		serial:   cert.Serial,
+		userName: cert.Extensions[UserNameExtension],
+		perms:    certPerms{pty: pty, portForwarding: fwd, agentForward: agentFwd},
 	}, nil
 }
 

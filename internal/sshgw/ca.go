@@ -161,10 +161,19 @@ func (c *CA) AuthorizedKey() string {
 // SignUserCert signs a user certificate for pub valid for ttl, allowing its
 // holder into environment envID owned by ownerID (and nothing else).
 func (c *CA) SignUserCert(pub ssh.PublicKey, envID, ownerID string, ttl time.Duration) (*ssh.Certificate, error) {
+	return c.SignUserCertNamed(pub, envID, ownerID, "", ttl)
+}
+
+// SignUserCertNamed is SignUserCert with the user's name in the
+// certificate (UserNameExtension), which the gateway shows in activity.
+func (c *CA) SignUserCertNamed(pub ssh.PublicKey, envID, ownerID, userName string, ttl time.Duration) (*ssh.Certificate, error) {
 	if envID == "" || ownerID == "" {
 		return nil, errors.New("sign user certificate: environment and owner are required")
 	}
 	exts := map[string]string{OwnerExtension: ownerID}
+	if userName != "" {
+		exts[UserNameExtension] = userName
+	}
 	for _, e := range userCertExtensions {
 		exts[e] = ""
 	}

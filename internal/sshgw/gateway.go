@@ -70,6 +70,7 @@ type Gateway struct {
 	mu         sync.Mutex
 	userCAs    []ssh.PublicKey
 	certSigner ssh.Signer // host key presented as a certificate; nil if none
+	sessions   Sessions   // told what users do (sessions.go); nil if nobody
 }
 
 // NewGateway returns a gateway that trusts no user CA until SetUserCA.
@@ -207,7 +208,11 @@ func (g *Gateway) serveConn(ctx context.Context, c net.Conn) {
 	}
 	log.Info("ssh session started", "user", sconn.User(), "client", string(sconn.ClientVersion()))
 	p := &proxy{log: log, user: sconn, agent: agent, perms: auth.perms}
+	if obs := g.sessionObserver(); obs != nil {
+		p.sess = &connSessions{obs: obs, envID: auth.envID, user: auth.userName}
+	}
 	p.run(chans, reqs, achans, areqs)
+	p.sess.end()
 	log.Info("ssh session ended", "duration", time.Since(start).Round(time.Millisecond))
 }
 

@@ -22,6 +22,7 @@ type proxy struct {
 	user  ssh.Conn
 	agent ssh.Conn
 	perms certPerms
+	sess  *connSessions // nil: nobody watches (sessions.go)
 	wg    sync.WaitGroup
 }
 
@@ -67,6 +68,9 @@ func (p *proxy) globalRequests(reqs <-chan *ssh.Request, dst ssh.Conn, fromUser 
 		if err != nil {
 			ok, payload = false, nil
 		}
+		if fromUser && ok && r.Type == "tcpip-forward" {
+			p.sess.forwarding()
+		}
 		r.Reply(ok, payload)
 	}
 }
@@ -96,6 +100,17 @@ func (p *proxy) channel(nc ssh.NewChannel, dst ssh.Conn, fromUser bool) {
 	inFilter := p.allowRequest
 	if !fromUser {
 		inFilter = nil
+	}
+	if fromUser && p.sess != nil {
+		switch nc.ChannelType() {
+		case "session":
+			s := p.sess.session(in)
+			defer s.end()
+			bridge(s, inReqs, s.filter(inFilter), out, outReqs)
+			return
+		case "direct-tcpip":
+			p.sess.forwarding()
+		}
 	}
 	bridge(in, inReqs, inFilter, out, outReqs)
 }
