@@ -3,15 +3,349 @@ package backupfs
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/covedev/cove/internal/backuprepo"
+	"github.com/covedev/cove/internal/confine"
+	"github.com/covedev/cove/internal/errdefs"
 )
 
 // Restore writes backup name into targets (matched by Name). Each target
 // Dir must exist and be empty. An error is returned when nothing sensible
-// could be done (manifest unreadable, disk full, a target not empty);
-// otherwise the result lists the entries that failed, with the rest
-// restored.
+// could be done (manifest unreadable or corrupt, disk full, the store
+// unreachable, a target not empty); otherwise the result lists the entries
+// that failed, with the rest restored.
+//
+// Everything is created through the descriptor of a directory Restore
+// created itself (or the target's own): an entry below a symlink, a file
+// or anything that is not a restored directory fails, a hard link must
+// lead to a regular file restored earlier in the same target (resolved
+// beneath it without following any symlink). A file is written under a
+// temporary name and renamed into place once whole, so a file whose chunk
+// is missing or corrupt is not left under its name. Owners are mapped into
+// opts.Map, modes (set-id bits included) set after the owner, then
+// extended attributes (a capability last, as a chown clears it), then
+// times; directories' times when their contents are done. Memory: one
+// chunk and the open directories of the current path.
 func Restore(ctx context.Context, repo *backuprepo.Repo, name string, targets []Source, opts RestoreOptions) (RestoreResult, error) {
-	return RestoreResult{}, errors.New("backupfs: not implemented yet")
+	if err := opts.Map.validate(); err != nil {
+		return RestoreResult{}, err
+	}
+	names := make([]string, len(targets))
+	for i, t := range targets {
+		names[i] = t.Name
+	}
+	if err := checkNames(names); err != nil {
+		return RestoreResult{}, err
+	}
+	r := &restorer{ctx: ctx, repo: repo, opts: opts, log: opts.Log}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	defer r.close()
+	for _, t := range targets {
+		rt, err := openTarget(t)
+		if err != nil {
+			return RestoreResult{}, err
+		}
+		r.targets = append(r.targets, rt)
+	}
+	m, err := repo.OpenManifest(ctx, name)
+	if err != nil {
+		return RestoreResult{}, fmt.Errorf("restore backup %s: %w", name, err)
+	}
+	for {
+		e, err := m.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return r.res, fmt.Errorf("restore backup %s: %w", name, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return r.res, err
+		}
+		if err := r.entry(e); err != nil {
+			return r.res, err
+		}
+	}
+	if err := r.popTo(""); err != nil {
+		return r.res, err
+	}
+	for _, t := range r.targets {
+		if !t.seen {
+			r.res.Missing = append(r.res.Missing, t.Name)
+			r.log.Warn("the backup holds no tree for this target: left empty", "backup", name, "tree", t.Name)
+		}
+	}
+	r.report(true)
+	return r.res, nil
 }
+
+type target struct {
+	Source
+	fd   int // the target directory, O_RDONLY
+	seen bool
+}
+
+// openTarget opens a target directory and checks it is empty.
+func openTarget(t Source) (*target, error) {
+	d, err := confine.OpenDir(t.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("restore target %s: %w", t.Name, err)
+	}
+	defer d.Close()
+	fd, err := unix.Openat(d.Fd(), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("restore target %s: open %s: %w", t.Name, t.Dir, err)
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("restore target %s: %w", t.Name, err)
+	}
+	f := os.NewFile(uintptr(dup), t.Dir)
+	some, err := f.Readdirnames(1)
+	f.Close()
+	if err != nil && err != io.EOF {
+		unix.Close(fd)
+		return nil, fmt.Errorf("restore target %s: read %s: %w", t.Name, t.Dir, err)
+	}
+	if len(some) > 0 {
+		unix.Close(fd)
+		return nil, errdefs.FailedPrecondition(fmt.Errorf("restore target %s: %s is not empty (it holds %q): a restore only writes into an empty directory", t.Name, t.Dir, some[0]))
+	}
+	return &target{Source: t, fd: fd}, nil
+}
+
+// frame is a directory being restored: open until the walk leaves it,
+// when its times are set.
+type frame struct {
+	path  string
+	fd    int
+	mtime int64
+}
+
+type restorer struct {
+	ctx     context.Context
+	repo    *backuprepo.Repo
+	opts    RestoreOptions
+	log     *slog.Logger
+	res     RestoreResult
+	targets []*target
+	stack   []frame
+	ignored string // the last tree listed in Ignored
+	seq     int
+
+	progress     Progress
+	lastProgress time.Time
+}
+
+func (r *restorer) close() {
+	for _, f := range r.stack {
+		unix.Close(f.fd)
+	}
+	r.stack = nil
+	for _, t := range r.targets {
+		unix.Close(t.fd)
+	}
+}
+
+func (r *restorer) report(final bool) {
+	if r.opts.Progress == nil {
+		return
+	}
+	if now := time.Now(); final || now.Sub(r.lastProgress) >= progressEvery {
+		r.lastProgress = now
+		r.opts.Progress(r.progress)
+	}
+}
+
+// fail lists p as not restored.
+func (r *restorer) fail(p string, err error) {
+	r.res.FailedCount++
+	if len(r.res.Failed) < MaxListed {
+		r.res.Failed = append(r.res.Failed, FileError{Path: p, Err: err})
+	}
+	r.log.Warn("not restored", "path", p, "err", err)
+}
+
+// local handles an error of the target's file system creating p: fatal
+// when the disk is full or failing, else p is listed as failed.
+func (r *restorer) local(p string, err error) error {
+	switch {
+	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
+		return errdefs.ResourceExhausted(fmt.Errorf("disk full while restoring %q: %w", p, err))
+	case errors.Is(err, unix.EIO), errors.Is(err, unix.EROFS):
+		return fmt.Errorf("restoring %q: %w", p, err)
+	case r.ctx.Err() != nil:
+		return r.ctx.Err()
+	}
+	r.fail(p, err)
+	return nil
+}
+
+// targetFor returns the target holding backup path p, or nil.
+func (r *restorer) targetFor(p string) *target {
+	for _, t := range r.targets {
+		if within(p, t.Name) {
+			return t
+		}
+	}
+	return nil
+}
+
+// popTo closes the directories that do not hold p, setting their times
+// ("" closes them all).
+func (r *restorer) popTo(p string) error {
+	for n := len(r.stack); n > 0; n = len(r.stack) {
+		f := r.stack[n-1]
+		if p != "" && strings.HasPrefix(p, f.path+"/") {
+			return nil
+		}
+		r.stack = r.stack[:n-1]
+		err := setTimes(f.fd, -1, "", f.mtime)
+		unix.Close(f.fd)
+		if err != nil {
+			if err := r.local(f.path, fmt.Errorf("set times: %w", err)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// entry restores one manifest entry.
+func (r *restorer) entry(e *backuprepo.Entry) error {
+	t := r.targetFor(e.Path)
+	if t == nil {
+		r.skipTree(e.Path)
+		return nil
+	}
+	if err := r.popTo(e.Path); err != nil {
+		return err
+	}
+	if e.Path == t.Name {
+		t.seen = true
+		if e.Type != backuprepo.TypeDir {
+			r.fail(e.Path, fmt.Errorf("the backup's tree is a %s, not a directory", e.Type))
+			return nil
+		}
+		fd, err := unix.FcntlInt(uintptr(t.fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("restore %q: %w", e.Path, err)
+		}
+		r.stack = append(r.stack, frame{path: e.Path, fd: fd, mtime: e.Mtime})
+		return r.meta(e, t, fd, -1, "")
+	}
+	n := len(r.stack)
+	if n == 0 || r.stack[n-1].path != parentOf(e.Path) {
+		r.fail(e.Path, errors.New("its parent was not restored as a directory (a symlink, a file, or missing in the backup)"))
+		return nil
+	}
+	pfd, base := r.stack[n-1].fd, path.Base(e.Path)
+	switch e.Type {
+	case backuprepo.TypeDir:
+		return r.dir(e, t, pfd, base)
+	case backuprepo.TypeFile:
+		return r.file(e, t, pfd, base)
+	case backuprepo.TypeSymlink:
+		if err := unix.Symlinkat(e.Target, pfd, base); err != nil {
+			return r.local(e.Path, fmt.Errorf("create symlink: %w", err))
+		}
+		return r.meta(e, t, -1, pfd, base)
+	case backuprepo.TypeHardlink:
+		return r.hardlink(e, t, pfd, base)
+	case backuprepo.TypeWhiteout:
+		if !t.Overlay {
+			r.fail(e.Path, errors.New("a whiteout outside an overlay upper directory"))
+			return nil
+		}
+		if err := unix.Mknodat(pfd, base, unix.S_IFCHR|e.Mode&0o777, 0); err != nil {
+			return r.local(e.Path, fmt.Errorf("create whiteout: %w", err))
+		}
+		return r.meta(e, t, -1, pfd, base)
+	}
+	r.fail(e.Path, fmt.Errorf("entry type %q", e.Type))
+	return nil
+}
+
+// skipTree lists the top of a tree of the backup no target asked for
+// (parents of a nested target's name are not listed).
+func (r *restorer) skipTree(p string) {
+	for _, t := range r.targets {
+		if strings.HasPrefix(t.Name, p+"/") {
+			return
+		}
+	}
+	if r.ignored != "" && within(p, r.ignored) {
+		return
+	}
+	r.ignored = p
+	if len(r.res.Ignored) < MaxListed {
+		r.res.Ignored = append(r.res.Ignored, p)
+	}
+}
+
+func (r *restorer) dir(e *backuprepo.Entry, t *target, pfd int, base string) error {
+	if len(r.stack) > confine.MaxDepth {
+		r.fail(e.Path, fmt.Errorf("directories nested deeper than %d", confine.MaxDepth))
+		return nil
+	}
+	if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
+		return r.local(e.Path, fmt.Errorf("create directory: %w", err))
+	}
+	fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return r.local(e.Path, fmt.Errorf("open the directory created: %w", err))
+	}
+	r.stack = append(r.stack, frame{path: e.Path, fd: fd, mtime: e.Mtime})
+	return r.meta(e, t, fd, -1, "")
+}
+
+// hardlink links p to a regular file restored earlier in the same target,
+// found beneath it without following a symlink.
+func (r *restorer) hardlink(e *backuprepo.Entry, t *target, pfd int, base string) error {
+	if !strings.HasPrefix(e.Target, t.Name+"/") {
+		r.fail(e.Path, fmt.Errorf("hard link to %q, outside its tree %s", e.Target, t.Name))
+		return nil
+	}
+	rel := strings.TrimPrefix(e.Target, t.Name+"/")
+	how := unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	}
+	var fd int
+	var err error
+	for range 8 {
+		if fd, err = unix.Openat2(t.fd, rel, &how); !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		r.fail(e.Path, fmt.Errorf("hard link to %q: not a file restored before it (%w)", e.Target, err))
+		return nil
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return r.local(e.Path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		r.fail(e.Path, fmt.Errorf("hard link to %q, which is not a regular file", e.Target))
+		return nil
+	}
+	if err := unix.Linkat(fd, "", pfd, base, unix.AT_EMPTY_PATH); err != nil {
+		return r.local(e.Path, fmt.Errorf("hard link to %q: %w", e.Target, err))
+	}
+	return nil
+}
+

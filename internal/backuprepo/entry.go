@@ -164,6 +164,14 @@ func validPath(p string, root bool) error {
 	return nil
 }
 
+// ComparePaths orders backup paths as Writer.Add wants them (see
+// comparePaths): a walker sorts its trees with it.
+func ComparePaths(a, b string) int { return comparePaths(a, b) }
+
+// ValidPath checks that p is a path a manifest entry may have (relative,
+// clean, no "..", no NUL, at most MaxPathLen bytes); "." is refused.
+func ValidPath(p string) error { return validPath(p, false) }
+
 // comparePaths orders paths as a depth-first walk visiting children in
 // byte order: "." first, then component by component ("a" < "a/b" <
 // "a-c"). Manifest entries are strictly increasing in this order, which

@@ -1,0 +1,131 @@
+package backupfs
+
+import (
+	"fmt"
+	"io"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/covedev/cove/internal/backuprepo"
+	"github.com/covedev/cove/internal/confine"
+)
+
+// file backs up a regular file entry: a hard link to a path already backed
+// up in this tree, its previous chunks when unchanged, else its content.
+func (b *backuper) file(ce *confine.Entry, e backuprepo.Entry) error {
+	st := &ce.Stat
+	key := devIno{dev: st.Dev, ino: st.Ino}
+	if st.Nlink > 1 {
+		if first, ok := b.links[key]; ok {
+			e.Type, e.Target, e.Xattrs = backuprepo.TypeHardlink, first, nil
+			return b.add(e, b.prevFor(e.Path))
+		}
+	}
+	prev := b.prevFor(e.Path)
+	cur := backuprepo.FileStat{Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Inode: st.Ino}
+	e.Ctime, e.Inode = cur.Ctime, cur.Inode
+	if backuprepo.Unchanged(prev, cur) {
+		if err := b.w.Reuse(b.ctx, e, prev); err != nil {
+			return fmt.Errorf("back up %q: %w", e.Path, err)
+		}
+		e.Size, e.Chunks = prev.Size, prev.Chunks
+		if !sameEntry(&e, prev) {
+			b.differ("%q changed", e.Path)
+		}
+	} else {
+		ok, err := b.read(ce, &e)
+		if err != nil || !ok {
+			return err
+		}
+		if err := b.add(e, prev); err != nil {
+			return err
+		}
+	}
+	if st.Nlink > 1 {
+		b.links[key] = e.Path
+	}
+	b.res.Files++
+	b.res.Bytes += e.Size
+	b.progress.Files++
+	b.progress.Bytes += e.Size
+	b.report(false)
+	return nil
+}
+
+// fileReader reads a file, keeping its error apart from the store's.
+type fileReader struct {
+	r   io.Reader
+	err error
+}
+
+func (f *fileReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if err != nil && err != io.EOF {
+		f.err = err
+	}
+	return n, err
+}
+
+// read stores the content of the file entry ce into e. The file is read
+// through a descriptor opened beneath its parent without following a
+// symlink, and must still be the inode listed; at most the size it had
+// when opened is read. A file whose size or times change while read is
+// read once more; changing again, it is stored as read and listed. ok is
+// false when the file was skipped.
+func (b *backuper) read(ce *confine.Entry, e *backuprepo.Entry) (ok bool, err error) {
+	f, err := openFile(ce)
+	if err != nil {
+		return false, b.vanished(e.Path, err)
+	}
+	defer f.Close()
+	b.res.Read++
+	for attempt := 0; ; attempt++ {
+		var before, after unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &before); err != nil {
+			return false, fmt.Errorf("back up %q: %w", e.Path, err)
+		}
+		if attempt > 0 {
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return false, fmt.Errorf("back up %q: %w", e.Path, err)
+			}
+		}
+		fr := &fileReader{r: io.LimitReader(f, before.Size)}
+		refs, size, err := b.w.StoreContent(b.ctx, fr)
+		if fr.err != nil {
+			b.skip(e.Path, "unreadable: "+fr.err.Error())
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("back up %q: %w", e.Path, err)
+		}
+		if err := unix.Fstat(int(f.Fd()), &after); err != nil {
+			return false, fmt.Errorf("back up %q: %w", e.Path, err)
+		}
+		stable := size == before.Size && sameTimes(&before, &after)
+		if attempt == 0 {
+			stable = stable && sameTimes(&ce.Stat, &before)
+		}
+		e.Chunks, e.Size = refs, size
+		if stable && attempt == 0 {
+			return true, nil
+		}
+		if stable || attempt == 1 {
+			// The listed metadata may be stale: a zero ctime makes the
+			// next backup read the file again.
+			e.Mtime, e.Ctime = before.Mtim.Nano(), 0
+			if !stable {
+				b.res.ChangedWhileReadCount++
+				if len(b.res.ChangedWhileRead) < MaxListed {
+					b.res.ChangedWhileRead = append(b.res.ChangedWhileRead, e.Path)
+				}
+				b.log.Warn("file changed while being backed up, stored as read", "path", e.Path)
+			}
+			return true, nil
+		}
+	}
+}
+
+func sameTimes(a, b *unix.Stat_t) bool {
+	return a.Size == b.Size && a.Mtim == b.Mtim && a.Ctim == b.Ctim
+}
+
