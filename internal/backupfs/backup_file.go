@@ -128,4 +128,3 @@ func (b *backuper) read(ce *confine.Entry, e *backuprepo.Entry) (ok bool, err er
 func sameTimes(a, b *unix.Stat_t) bool {
 	return a.Size == b.Size && a.Mtim == b.Mtim && a.Ctim == b.Ctim
 }
-

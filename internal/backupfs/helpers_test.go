@@ -156,7 +156,6 @@ type node struct {
 	Xattrs         string
 }
 
-
 // snapshot walks dir (as root) and describes it inside the range m:
 // owners and capability roots mapped, v1/v2 capabilities as the v3 of the
 // environment's root (what a restore writes).

@@ -348,4 +348,3 @@ func (r *restorer) hardlink(e *backuprepo.Entry, t *target, pfd int, base string
 	}
 	return nil
 }
-
