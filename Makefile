@@ -4,7 +4,7 @@ PREFIX    ?= /usr/local
 BIN       := bin/cove
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: all build up deps test-deps test test-stress proto bench-start bench-density bench-interactive bench-io bench-disk clean
+.PHONY: all build up deps test-deps test test-stress proto bench-start bench-density bench-interactive bench-io bench-disk bench-backup clean
 
 all: build
 
@@ -64,6 +64,13 @@ bench-io: build
 # docs/performance.md.
 bench-disk:
 	$(GO) run ./bench/disk
+
+# Backups: cove vs tar | zstd vs restic on a generated ~1 GiB workspace
+# (full, incremental after a ~1% change, restore checked against the
+# source). As root, with scripts/install-deps.sh bench; see
+# docs/performance.md.
+bench-backup:
+	$(GO) run ./bench/backup
 
 clean:
 	rm -rf bin

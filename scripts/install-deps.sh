@@ -2,14 +2,20 @@
 # Installs what cove needs on a Debian/Ubuntu host.
 #   install-deps.sh runtime   what `cove up` / `cove runner` need
 #   install-deps.sh test      that plus what the test suite needs
+#   install-deps.sh bench     runtime plus the baselines of the benchmarks
+#                             (restic, zstd: bench/backup)
 set -euo pipefail
 
 runtime_pkgs=(runc git ca-certificates openssh-client iproute2 procps e2fsprogs)
 test_pkgs=(busybox-static mmdebstrap rsync nftables uidmap openssh-client sqlite3 make stress-ng btrfs-progs)
+bench_pkgs=(restic zstd tar)
 
 want=("${runtime_pkgs[@]}")
 if [[ "${1:-runtime}" == test ]]; then
 	want+=("${test_pkgs[@]}")
+fi
+if [[ "${1:-runtime}" == bench ]]; then
+	want+=("${bench_pkgs[@]}")
 fi
 
 missing=()
