@@ -244,7 +244,7 @@ func (r *restorer) entry(e *backuprepo.Entry) error {
 			return fmt.Errorf("restore %q: %w", e.Path, err)
 		}
 		r.stack = append(r.stack, frame{path: e.Path, fd: fd, mtime: e.Mtime})
-		return r.meta(e, t, fd, -1, "")
+		return r.metaOrFail(e, t, fd, -1, "")
 	}
 	n := len(r.stack)
 	if n == 0 || r.stack[n-1].path != parentOf(e.Path) {
@@ -261,7 +261,7 @@ func (r *restorer) entry(e *backuprepo.Entry) error {
 		if err := unix.Symlinkat(e.Target, pfd, base); err != nil {
 			return r.local(e.Path, fmt.Errorf("create symlink: %w", err))
 		}
-		return r.meta(e, t, -1, pfd, base)
+		return r.metaOrFail(e, t, -1, pfd, base)
 	case backuprepo.TypeHardlink:
 		return r.hardlink(e, t, pfd, base)
 	case backuprepo.TypeWhiteout:
@@ -272,7 +272,7 @@ func (r *restorer) entry(e *backuprepo.Entry) error {
 		if err := unix.Mknodat(pfd, base, unix.S_IFCHR|e.Mode&0o777, 0); err != nil {
 			return r.local(e.Path, fmt.Errorf("create whiteout: %w", err))
 		}
-		return r.meta(e, t, -1, pfd, base)
+		return r.metaOrFail(e, t, -1, pfd, base)
 	}
 	r.fail(e.Path, fmt.Errorf("entry type %q", e.Type))
 	return nil
@@ -308,7 +308,18 @@ func (r *restorer) dir(e *backuprepo.Entry, t *target, pfd int, base string) err
 		return r.local(e.Path, fmt.Errorf("open the directory created: %w", err))
 	}
 	r.stack = append(r.stack, frame{path: e.Path, fd: fd, mtime: e.Mtime})
-	return r.meta(e, t, fd, -1, "")
+	return r.metaOrFail(e, t, fd, -1, "")
+}
+
+// metaOrFail sets the metadata of an entry just created; one that cannot
+// be set is listed (or stops the restore, see local). The entry stays: a
+// directory holds what follows, a link or whiteout has no content to
+// lose.
+func (r *restorer) metaOrFail(e *backuprepo.Entry, t *target, fd, pfd int, base string) error {
+	if err := r.meta(e, t, fd, pfd, base); err != nil {
+		return r.local(e.Path, err)
+	}
+	return nil
 }
 
 // hardlink links p to a regular file restored earlier in the same target,

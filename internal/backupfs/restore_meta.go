@@ -26,6 +26,9 @@ func (r *restorer) file(e *backuprepo.Entry, t *target, pfd int, base string) er
 	for {
 		r.seq++
 		tmp = fmt.Sprintf("%s%d", tmpPrefix, r.seq)
+		if tmp == base {
+			continue
+		}
 		var err error
 		fd, err = unix.Openat(pfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 		if errors.Is(err, unix.EEXIST) {
@@ -43,20 +46,26 @@ func (r *restorer) file(e *backuprepo.Entry, t *target, pfd int, base string) er
 			err = fmt.Errorf("restore %q: %w", e.Path, err)
 		}
 	}
+	local := false
 	if err == nil {
-		err = r.meta(e, t, fd, -1, "")
+		if err = r.meta(e, t, fd, -1, ""); err != nil {
+			local = true
+		}
 	}
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("restore %q: %w", e.Path, cerr)
 	}
 	if err == nil {
 		if err = unix.Renameat2(pfd, tmp, pfd, base, unix.RENAME_NOREPLACE); err != nil {
-			err = fmt.Errorf("restore %q: rename into place: %w", e.Path, err)
+			err, local = fmt.Errorf("rename into place: %w", err), true
 		}
 	}
 	if err != nil {
 		if uerr := unix.Unlinkat(pfd, tmp, 0); uerr != nil && !errors.Is(uerr, unix.ENOENT) {
 			r.log.Warn("remove a file not restored", "path", e.Path, "err", uerr)
+		}
+		if local {
+			return r.local(e.Path, err)
 		}
 		return r.content(e.Path, err)
 	}
@@ -113,7 +122,8 @@ func allZero(b []byte) bool {
 
 // meta sets an entry's owner, mode, extended attributes and (but for
 // directories, done when left) times: through fd when it is >= 0, else on
-// name base in directory pfd without following it.
+// name base in directory pfd without following it. An error is of the
+// target's file system (see local).
 func (r *restorer) meta(e *backuprepo.Entry, t *target, fd, pfd int, base string) error {
 	m := r.opts.Map
 	uid, uok := m.host(e.UID, m.HostUID)
@@ -128,7 +138,7 @@ func (r *restorer) meta(e *backuprepo.Entry, t *target, fd, pfd int, base string
 		err = unix.Fchownat(pfd, base, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW)
 	}
 	if err != nil {
-		return r.local(e.Path, fmt.Errorf("set owner: %w", err))
+		return fmt.Errorf("set owner: %w", err)
 	}
 	switch {
 	case fd >= 0:
@@ -139,14 +149,14 @@ func (r *restorer) meta(e *backuprepo.Entry, t *target, fd, pfd int, base string
 		err = unix.Fchmodat(pfd, base, e.Mode&0o777, 0)
 	}
 	if err != nil {
-		return r.local(e.Path, fmt.Errorf("set mode: %w", err))
+		return fmt.Errorf("set mode: %w", err)
 	}
 	r.xattrs(e, t, fd, pfd, base)
 	if e.Type == backuprepo.TypeDir {
 		return nil
 	}
 	if err := setTimes(fd, pfd, base, e.Mtime); err != nil {
-		return r.local(e.Path, fmt.Errorf("set times: %w", err))
+		return fmt.Errorf("set times: %w", err)
 	}
 	return nil
 }

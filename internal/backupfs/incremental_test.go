@@ -1,0 +1,108 @@
+package backupfs
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/covedev/cove/internal/errdefs"
+)
+
+// keepMtime runs change on p's parent directory and puts the directory's
+// mtime back, so only the change itself can tell the backups apart.
+func keepMtime(t *testing.T, dir string, change func()) {
+	t.Helper()
+	var st unix.Stat_t
+	must(t, unix.Lstat(dir, &st))
+	change()
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	must(t, unix.UtimesNanoAt(unix.AT_FDCWD, dir, ts, unix.AT_SYMLINK_NOFOLLOW))
+}
+
+func TestIncremental(t *testing.T) {
+	requireRoot(t)
+	repo, _ := newRepo(t)
+	sources := richTrees(t, mapA)
+	ws, up := sources[0].Dir, sources[1].Dir
+	full := backup(t, repo, "b1", "", mapA, sources...)
+	if full.Read != full.Files-0 || full.Read == 0 {
+		t.Fatalf("full backup read %d of %d files", full.Read, full.Files)
+	}
+
+	var opens countOpens
+	opens.install(t, nil)
+	step := func(name, prev string, wantChanged bool, wantOpens ...string) BackupResult {
+		t.Helper()
+		before := len(opens.got())
+		res := backup(t, repo, name, prev, mapA, sources...)
+		got := opens.got()[before:]
+		if res.Changed != wantChanged {
+			t.Errorf("%s: changed %v, want %v", name, res.Changed, wantChanged)
+		}
+		if !slices.Equal(got, wantOpens) && !(len(got) == 0 && len(wantOpens) == 0) {
+			t.Errorf("%s: files read %q, want %q", name, got, wantOpens)
+		}
+		_, err := repo.OpenManifest(context.Background(), name)
+		if committed := err == nil; committed != wantChanged {
+			t.Errorf("%s: committed %v (%v), want %v", name, committed, err, wantChanged)
+		} else if !committed && !errdefs.Is(err, errdefs.CategoryNotFound) {
+			t.Errorf("%s: %v", name, err)
+		}
+		if wantChanged && res.Summary.Files != res.Files {
+			t.Errorf("%s: summary %d files, walked %d", name, res.Summary.Files, res.Files)
+		}
+		return res
+	}
+
+	// Nothing changed: no file is opened, nothing committed.
+	step("b2", "b1", false)
+
+	// One file grows: it alone is read.
+	f, err := os.OpenFile(filepath.Join(ws, "shared", "x"), os.O_APPEND|os.O_WRONLY, 0)
+	must(t, err)
+	_, err = f.WriteString(" and more")
+	must(t, err)
+	must(t, f.Close())
+	step("b3", "b1", true, "shared/x")
+	// The incremental backup restores whole (reused chunks included).
+	targets := targetsFor(t, sources)
+	res, err := Restore(context.Background(), repo, "b3", targets, RestoreOptions{Map: mapB})
+	if err != nil || len(res.Failed) > 0 {
+		t.Fatalf("restore b3: %v %+v", err, res.Failed)
+	}
+	for i, s := range sources {
+		sameTrees(t, snapshot(t, s.Dir, mapA), snapshot(t, targets[i].Dir, mapB))
+	}
+	step("b4", "b3", false)
+
+	// A deletion alone (the directory's mtime put back) is a change.
+	keepMtime(t, filepath.Join(ws, "repo"), func() { must(t, os.Remove(filepath.Join(ws, "repo", "empty"))) })
+	step("b5", "b3", true) // b4 was not committed
+
+	// A new whiteout alone is a change.
+	keepMtime(t, filepath.Join(up, "etc"), func() { must(t, unix.Mknod(filepath.Join(up, "etc", "issue"), unix.S_IFCHR, 0)) })
+	step("b6", "b5", true)
+
+	// An attribute of a directory alone is a change.
+	must(t, unix.Setxattr(filepath.Join(up, "home"), "user.k", []byte("v"), 0))
+	step("b7", "b6", true)
+
+	// A mode alone: the file is read again (its ctime moved) and the
+	// backup differs.
+	must(t, os.Chmod(filepath.Join(ws, "repo", "big.bin"), 0o600))
+	step("b8", "b7", true, "repo/big.bin")
+
+	// Only the ctime moves (same mode set again): read again, same
+	// content and metadata, no backup.
+	must(t, os.Chmod(filepath.Join(ws, "repo", "big.bin"), 0o600))
+	step("b9", "b8", false, "repo/big.bin")
+	// (b8 stays the last backup: its ctime is older than the file's.)
+
+	// The last tree's last entry removed is a change too.
+	keepMtime(t, filepath.Join(ws), func() { must(t, os.Remove(filepath.Join(ws, "rel"))) })
+	step("b10", "b8", true, "repo/big.bin")
+}
