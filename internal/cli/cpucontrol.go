@@ -62,7 +62,7 @@ func cpuControl(o runnerOptions, classes []*covev1.EnvironmentClass) (c runner.C
 		}
 		return c, false, nil
 	}
-	return runner.CPUControl{CgroupParent: o.cgroupParent}, true, nil
+	return runner.CPUControl{CgroupParent: o.cgroupParent, ProcessGroups: o.processGroups}, true, nil
 }
 
 // int64Rate is a --class-io-* flag's rate as the class carries it.

@@ -57,6 +57,7 @@ type serverOptions struct {
 	tlsCert, tlsKey string
 	publicURL       string
 	limits          serverLimitOptions
+	backups         serverBackupOptions // serverbackups.go
 }
 
 func addServerFlags(cmd *cobra.Command, o *serverOptions) {
@@ -68,6 +69,7 @@ func addServerFlags(cmd *cobra.Command, o *serverOptions) {
 	f.StringVar(&o.tlsKey, "tls-key", "", "private key (PEM) for --tls-cert")
 	f.StringVar(&o.publicURL, "public-url", "", "the server's external URL, for browser logins to shared ports (default: from each request)")
 	addServerLimitFlags(f, &o.limits)
+	addServerBackupFlags(f, &o.backups)
 }
 
 type runningServer struct {
@@ -91,6 +93,10 @@ func startServer(ctx context.Context, log *slog.Logger, o serverOptions, errc ch
 	}
 	cfg := server.Config{Store: st, DataDir: dir, Log: log.With("component", "server"), RunnerTimeout: o.runnerTimeout, PublicURL: o.publicURL}
 	o.limits.apply(&cfg)
+	if err := o.backups.apply(ctx, o.dataDir, log, &cfg); err != nil {
+		st.Close()
+		return nil, err
+	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		st.Close()

@@ -33,6 +33,17 @@
 //   - A counter that goes backwards (a restarted container) or a new
 //     environment gives no rate for that tick: it is held at its base
 //     quota and counted as using its whole guarantee.
+//   - Reserve: in an environment whose processes are sorted into CPU
+//     groups (internal/procgroups), the quota decided above goes on its
+//     workload group, what burns CPU, and the environment's cgroup gets
+//     that quota plus a small reserve, at most its ceiling (so the
+//     workload gets the reserve less at the ceiling). The agent and the
+//     terminals, outside workload, are then never throttled because the
+//     build used the environment's quota up: a keystroke does not wait
+//     for the next CFS period. They are still bounded, with everything
+//     else, by the environment's quota: a process that makes itself look
+//     interactive, or code injected into the agent, cannot take more than
+//     the environment's quota and ceiling.
 package cpucontrol
 
 import (
@@ -57,6 +68,10 @@ type Params struct {
 	// CreditWindow is the burst credit an environment may bank, as a time
 	// at its guarantee (default 5 minutes).
 	CreditWindow time.Duration
+	// Reserve is the CPU an environment with groups keeps beyond its
+	// workload's quota for its agent and terminals (default 200: a fifth
+	// of a CPU), at most a tenth of its ceiling.
+	Reserve Millis
 }
 
 // Defaults.
@@ -64,6 +79,7 @@ const (
 	DefaultMinQuota     Millis = 1000
 	DefaultHoldFraction        = 0.8
 	DefaultCreditWindow        = 5 * time.Minute
+	DefaultReserve      Millis = 200
 	minQuota            Millis = 10 // the kernel's smallest quota is 1 ms per 100 ms period
 )
 
@@ -76,6 +92,9 @@ func (p Params) withDefaults() Params {
 	}
 	if p.CreditWindow <= 0 {
 		p.CreditWindow = DefaultCreditWindow
+	}
+	if p.Reserve <= 0 {
+		p.Reserve = DefaultReserve
 	}
 	return p
 }
@@ -90,14 +109,20 @@ type Sample struct {
 	// Guarantee is the class's guaranteed CPU; Ceiling the most it may
 	// burst to (0: Capacity).
 	Guarantee, Ceiling Millis
+	// Groups: the environment's processes are sorted into CPU groups, and
+	// its quota goes on the workload group (see Reserve).
+	Groups bool
 }
 
 // Decision is the limits of one environment for the next tick.
 type Decision struct {
 	ID string
-	// Quota is the CFS quota, in Millis (the caller converts to its
-	// period).
+	// Quota is the CFS quota of the environment's cgroup, in Millis (the
+	// caller converts to its period).
 	Quota Millis
+	// Workload is the quota of its workload group (0: it has no groups):
+	// Quota less the reserve.
+	Workload Millis
 	// Weight is the guarantee after scaling to the host's capacity, the
 	// value the cgroup's CPU weight is derived from.
 	Weight Millis
@@ -255,11 +280,24 @@ func (c *Controller) Tick(now time.Time, samples []Sample) Result {
 		e.st.quota = q
 		res.Decisions[i] = Decision{ID: e.s.ID, Quota: q, Weight: e.g, Usage: -1, Throttled: e.throttled,
 			Burst: q > e.base, Credit: e.st.credit}
+		if e.s.Groups {
+			res.Decisions[i].Quota, res.Decisions[i].Workload = split(q, e.ceil, c.p.Reserve)
+		}
 		if e.known {
 			res.Decisions[i].Usage = e.use
 		}
 	}
 	return res
+}
+
+// split is the quota of an environment's cgroup and of its workload
+// group when the loop decided q for it: the workload gets q and the
+// environment q and the reserve, all within the ceiling; the reserve is at
+// most a tenth of the ceiling.
+func split(q, ceil, reserve Millis) (env, workload Millis) {
+	r := min(reserve, ceil/10)
+	env = min(q+r, ceil)
+	return env, max(env-r, minQuota)
 }
 
 // fill divides spare among es in proportion to their guarantees, none

@@ -1,6 +1,7 @@
 package cpucontrol
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -27,6 +28,10 @@ type fakeEnv struct {
 	throttled          uint64
 	quota, weight      Millis
 	used               Millis // over the last tick
+	// groups: its processes are in CPU groups; workload is its workload
+	// group's quota, where its demand runs.
+	groups   bool
+	workload Millis
 }
 
 func newHost(t *testing.T, p Params) *host {
@@ -59,6 +64,9 @@ func (h *host) run(dt time.Duration) {
 	for _, id := range h.order {
 		e := h.envs[id]
 		q := e.quota
+		if e.groups && e.workload > 0 {
+			q = e.workload
+		}
 		if q == 0 {
 			q = e.guarantee
 		}
@@ -73,7 +81,7 @@ func (h *host) run(dt time.Duration) {
 		e := h.envs[id]
 		e.used = got[id]
 		e.usage += time.Duration(got[id]) * dt / 1000
-		if e.demand > e.quota && e.quota > 0 {
+		if q := cmp.Or(e.workload, e.quota); e.demand > q && q > 0 {
 			e.throttled += uint64(dt / (100 * time.Millisecond))
 		}
 	}
@@ -116,7 +124,8 @@ func (h *host) tick() Result {
 	var ss []Sample
 	for _, id := range h.order {
 		e := h.envs[id]
-		ss = append(ss, Sample{ID: id, Usage: e.usage, NrThrottled: e.throttled, Guarantee: e.guarantee, Ceiling: e.ceiling})
+		ss = append(ss, Sample{ID: id, Usage: e.usage, NrThrottled: e.throttled, Guarantee: e.guarantee, Ceiling: e.ceiling,
+			Groups: e.groups})
 	}
 	res := h.c.Tick(h.now, ss)
 	var weights, extra Millis
@@ -125,13 +134,16 @@ func (h *host) tick() Result {
 			h.t.Fatalf("decision %d is for %s, sample for %s", i, d.ID, h.order[i])
 		}
 		e := h.envs[d.ID]
-		e.quota, e.weight = d.Quota, d.Weight
+		e.quota, e.weight, e.workload = d.Quota, d.Weight, d.Workload
 		weights += d.Weight
 		if d.Quota > max(d.Weight, e.ceiling) && e.ceiling > 0 {
 			h.t.Fatalf("%s: quota %d over its ceiling %d", d.ID, d.Quota, e.ceiling)
 		}
+		if e.groups != (d.Workload > 0) || d.Workload > d.Quota {
+			h.t.Fatalf("%s (groups %v): quota %d, workload's %d", d.ID, e.groups, d.Quota, d.Workload)
+		}
 		if d.Burst {
-			extra += d.Quota - max(d.Weight, h.c.p.MinQuota)
+			extra += cmp.Or(d.Workload, d.Quota) - max(d.Weight, h.c.p.MinQuota)
 		}
 	}
 	// The invariants of every tick.

@@ -19,6 +19,11 @@ type Env struct {
 	Cgroup string // a path like resources.CgroupPath returns
 	// Guarantee and Ceiling are the class's (Ceiling 0: the host).
 	Guarantee, Ceiling Millis
+	// Workload is the CPU group of its dev container holding what burns
+	// CPU (procgroups' "workload"), relative to Cgroup ("": it has no
+	// groups). The environment's quota goes there, and its cgroup keeps a
+	// reserve for the agent and terminals (Params.Reserve).
+	Workload string
 }
 
 // Cgroups reads and writes environments' cgroups (*resources.CPUFiles).
@@ -75,7 +80,7 @@ func (l *Loop) Tick(ctx context.Context) Result {
 		}
 		byID[e.ID] = e
 		samples = append(samples, Sample{ID: e.ID, Usage: st.Usage, NrThrottled: st.NrThrottled,
-			Guarantee: e.Guarantee, Ceiling: e.Ceiling})
+			Guarantee: e.Guarantee, Ceiling: e.Ceiling, Groups: e.Workload != ""})
 	}
 	res := l.Controller.Tick(now, samples)
 	if res.Scaled != l.scaled {
@@ -92,19 +97,24 @@ func (l *Loop) Tick(ctx context.Context) Result {
 	for _, d := range res.Decisions {
 		seen[d.ID] = true
 		lim := resources.CPULimits{QuotaMillis: d.Quota, WeightMillis: d.Weight}
+		if d.Workload > 0 {
+			lim.Workload, lim.WorkloadQuotaMillis = byID[d.ID].Workload, d.Workload
+		}
 		// Unknown usage: new, or its counters started again (a new
 		// cgroup with the class's limits): write whatever was written.
 		if prev, ok := l.applied[d.ID]; ok && prev == lim && d.Usage >= 0 {
 			continue
 		}
 		if err := l.Cgroups.Set(byID[d.ID].Cgroup, lim); err != nil {
+			// A workload group not made yet (the process groups
+			// make it at their first look) is written next tick.
 			l.fail(ctx, d.ID, "set", err)
 			delete(l.applied, d.ID)
 			continue
 		}
 		l.applied[d.ID] = lim
 		delete(l.failing, d.ID)
-		l.Log.DebugContext(ctx, "CPU limits changed", "env", d.ID, "quotaMillis", d.Quota, "weightMillis", d.Weight,
+		l.Log.DebugContext(ctx, "CPU limits changed", "env", d.ID, "quotaMillis", d.Quota, "workloadQuotaMillis", d.Workload, "weightMillis", d.Weight,
 			"usageMillis", d.Usage, "throttled", d.Throttled, "burst", d.Burst, "credit", d.Credit,
 			"spareMillis", res.Spare)
 	}
@@ -158,7 +168,7 @@ func (l *Loop) init() {
 // distinct error.
 func (l *Loop) fail(ctx context.Context, id, op string, err error) {
 	if errors.Is(err, fs.ErrNotExist) {
-		l.Log.DebugContext(ctx, "CPU control: cgroup gone", "env", id, "op", op)
+		l.Log.DebugContext(ctx, "CPU control: cgroup gone or not made yet", "env", id, "op", op, "err", err)
 		return
 	}
 	if l.failing[id] == err.Error() {

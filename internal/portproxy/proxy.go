@@ -74,7 +74,7 @@ type Config struct {
 	Domain string
 	// Activity, if set, is called for requests reaching an environment
 	// (at most once a second per environment).
-	Activity func(envID string)
+	Activity func(envID string, port int)
 	Log      *slog.Logger
 	Now      func() time.Time
 }
@@ -214,12 +214,12 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	authenticatedConn(r.Context())
-	p.activity(t.EnvID)
+	p.activity(t.EnvID, rt.port)
 	p.forward(w, r, t, rt)
 }
 
 // activity reports use of an environment, at most once a second each.
-func (p *proxy) activity(envID string) {
+func (p *proxy) activity(envID string, port int) {
 	if p.cfg.Activity == nil {
 		return
 	}
@@ -239,7 +239,7 @@ func (p *proxy) activity(envID string) {
 	}
 	p.mu.Unlock()
 	if fire {
-		p.cfg.Activity(envID)
+		p.cfg.Activity(envID, port)
 	}
 }
 

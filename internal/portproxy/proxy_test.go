@@ -123,7 +123,7 @@ func newFixture(t *testing.T, domain string) *fixture {
 		Authorizer: f.auth,
 		ServerURL:  "http://server.test/",
 		Domain:     domain,
-		Activity: func(id string) {
+		Activity: func(id string, _ int) {
 			f.mu.Lock()
 			f.activity = append(f.activity, id)
 			f.mu.Unlock()

@@ -35,6 +35,18 @@ type CPULimits struct {
 	// 1024 per CPU on cgroup v1, the matching cpu.weight on v2. 0 leaves
 	// the weight alone.
 	WeightMillis int64
+	// Workload, when set, is the CPU group holding the environment's
+	// workload (procgroups' "workload"), relative to the cgroup: looked
+	// for directly below it, then below its dev container (a Compose
+	// environment's: the child named like the cgroup, the environment's
+	// id). That group, and the cgroups below the environment's that have a
+	// quota of their own and do not contain it (Compose services), get
+	// WorkloadQuotaMillis; the environment's cgroup and the dev container
+	// get QuotaMillis. Until the group exists they all get
+	// WorkloadQuotaMillis, and Set says so with an error that is
+	// fs.ErrNotExist, after writing.
+	Workload            string
+	WorkloadQuotaMillis int64
 }
 
 // CPUFiles reads and writes the CPU control of the cgroups below one
@@ -203,10 +215,6 @@ func (c *CPUFiles) Set(p string, l CPULimits) error {
 }
 
 func (c *CPUFiles) set(p string, l CPULimits) error {
-	quota := int64(-1)
-	if l.QuotaMillis > 0 {
-		quota = max(l.QuotaMillis*CPUPeriod/1000, 1000) // the kernel's minimum is 1 ms
-	}
 	dir := c.cpuDir(p)
 	if _, err := os.Stat(dir); err != nil {
 		return err
@@ -218,6 +226,33 @@ func (c *CPUFiles) set(p string, l CPULimits) error {
 	children, err := c.limitedChildren(dir)
 	if err != nil {
 		return err
+	}
+	quota, childQuota := micros(l.QuotaMillis), func(string) int64 { return micros(l.QuotaMillis) }
+	var missing error
+	if l.Workload != "" {
+		wdir, err := c.workloadDir(dir, l.Workload)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			quota = micros(l.WorkloadQuotaMillis)
+			childQuota = func(string) int64 { return quota }
+			missing = fmt.Errorf("CPU group %s not there yet: %w", l.Workload, err)
+		case err != nil:
+			return err
+		default:
+			if !slices.Contains(children, wdir) {
+				children = append(children, wdir)
+			}
+			// Parents before children, as the walk lists them.
+			slices.SortStableFunc(children, func(a, b string) int {
+				return strings.Count(a, string(filepath.Separator)) - strings.Count(b, string(filepath.Separator))
+			})
+			childQuota = func(ch string) int64 {
+				if strings.HasPrefix(wdir, ch+string(filepath.Separator)) {
+					return quota // the dev container, holding the workload group
+				}
+				return micros(l.WorkloadQuotaMillis)
+			}
+		}
 	}
 	own := func() error { return c.write(p, quota, l.WeightMillis) }
 	lowerFirst := quota >= 0 && (old < 0 || quota < old)
@@ -235,14 +270,45 @@ func (c *CPUFiles) set(p string, l CPULimits) error {
 		if err != nil {
 			return err
 		}
-		if err := c.write(filepath.Join(p, rel), quota, 0); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := c.write(filepath.Join(p, rel), childQuota(ch), 0); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}
 	if lowerFirst {
-		return own()
+		if err := own(); err != nil {
+			return err
+		}
 	}
-	return nil
+	return missing
+}
+
+// micros is a quota in millis as microseconds per CPUPeriod (-1:
+// unlimited).
+func micros(m int64) int64 {
+	if m <= 0 {
+		return -1
+	}
+	return max(m*CPUPeriod/1000, 1000) // the kernel's minimum is 1 ms
+}
+
+// workloadDir is the directory of the workload group w of the
+// environment whose cgroup is at dir: dir/w, or dir/<base of dir>/w.
+func (c *CPUFiles) workloadDir(dir, w string) (string, error) {
+	w = filepath.Clean("/" + w)[1:]
+	var err error
+	for _, d := range []string{filepath.Join(dir, w), filepath.Join(dir, filepath.Base(dir), w)} {
+		var fi os.FileInfo
+		if fi, err = os.Stat(d); err == nil && fi.IsDir() {
+			return d, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("%s: not a directory: %w", d, fs.ErrNotExist)
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+	}
+	return "", err
 }
 
 // cpuDir is the directory of cgroup p in the cpu hierarchy.

@@ -172,3 +172,87 @@ func TestCPUFilesGone(t *testing.T) {
 		}
 	}
 }
+
+// TestCPUFilesWorkloadSplit: with a workload group, the environment's
+// cgroup and its dev container get the quota, the workload group and the
+// Compose services the workload's quota, on v1 and v2 (fake hierarchies).
+// Before the group exists everything gets the workload's quota and Set
+// says the group is missing.
+func TestCPUFilesWorkloadSplit(t *testing.T) {
+	quotaOf := func(t *testing.T, v2 bool, dir string) string {
+		t.Helper()
+		if v2 {
+			return cpuReadFile(t, filepath.Join(dir, "cpu.max"))
+		}
+		return cpuReadFile(t, filepath.Join(dir, "cpu.cfs_quota_us"))
+	}
+	for _, v2 := range []bool{false, true} {
+		var root, base string
+		var c *CPUFiles
+		group := map[string]string{"cpu.max": "max 100000\n", "cpu.weight": "100\n"}
+		if v2 {
+			root = cpuFakeV2(t)
+			c, base = CPUFilesV2(root), root
+		} else {
+			root = cpuFakeV1(t)
+			c, base = CPUFilesV1(root), filepath.Join(root, "cpu")
+			group = map[string]string{"cpu.cfs_quota_us": "-1\n", "cpu.cfs_period_us": "100000\n", "cpu.shares": "1024\n"}
+		}
+		p := CgroupPath("cove", "env1")
+		env := filepath.Join(base, p)
+		l := CPULimits{QuotaMillis: 1200, WeightMillis: 1000, Workload: "workload", WorkloadQuotaMillis: 1000}
+		err := c.Set(p, l)
+		if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "workload") {
+			t.Errorf("v2 %v: Set before the group exists: %v", v2, err)
+		}
+		for _, d := range []string{env, filepath.Join(env, "env1-db")} {
+			if got, want := quotaOf(t, v2, d), map[bool]string{false: "100000", true: "100000 100000"}[v2]; got != want {
+				t.Errorf("v2 %v: %s before the group exists: %q, want %q", v2, d, got, want)
+			}
+		}
+		// A Compose environment: its dev container env1 (limited, as
+		// runc made it) holds the groups.
+		dev := filepath.Join(env, "env1")
+		devFiles := map[string]string{"cpu.max": "100000 100000\n", "cpu.weight": "100\n"}
+		if !v2 {
+			devFiles = map[string]string{"cpu.cfs_quota_us": "100000\n", "cpu.cfs_period_us": "100000\n", "cpu.shares": "1024\n"}
+		}
+		cpuWriteFiles(t, dev, devFiles)
+		for _, g := range []string{"agent", "interactive", "workload"} {
+			cpuWriteFiles(t, filepath.Join(dev, g), group)
+		}
+		if err := c.Set(p, l); err != nil {
+			t.Fatalf("v2 %v: %v", v2, err)
+		}
+		want := map[string]string{"": "120000", "env1": "120000", "env1-db": "100000", "env1/workload": "100000",
+			"env1/agent": "-1", "env1/interactive": "-1"}
+		if v2 {
+			want = map[string]string{"": "120000 100000", "env1": "120000 100000", "env1-db": "100000 100000",
+				"env1/workload": "100000 100000", "env1/agent": "max 100000", "env1/interactive": "max 100000"}
+		}
+		for rel, w := range want {
+			if got := quotaOf(t, v2, filepath.Join(env, rel)); got != w {
+				t.Errorf("v2 %v: %q: %q, want %q", v2, rel, got, w)
+			}
+		}
+		// The throttling of the workload group counts as the
+		// environment's.
+		stat := "usage_usec 10\nnr_throttled 5\nthrottled_usec 1000\n"
+		if !v2 {
+			stat = "nr_periods 9\nnr_throttled 5\nthrottled_time 1000000\n"
+		}
+		cpuWriteFiles(t, filepath.Join(dev, "workload"), map[string]string{"cpu.stat": stat})
+		if !v2 {
+			cpuWriteFiles(t, dev, map[string]string{"cpu.stat": "nr_periods 0\nnr_throttled 0\nthrottled_time 0\n"})
+		} else {
+			cpuWriteFiles(t, dev, map[string]string{"cpu.stat": "usage_usec 10\nnr_throttled 0\nthrottled_usec 0\n"})
+		}
+		st, err := c.Read(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.NrThrottled != 7+3+5 {
+			t.Errorf("v2 %v: throttled %d, want the environment's 7, the service's 3 and the workload's 5", v2, st.NrThrottled)
+		}
+	}
+}

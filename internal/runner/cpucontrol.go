@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/covedev/cove/internal/cpucontrol"
+	"github.com/covedev/cove/internal/procgroups"
 	"github.com/covedev/cove/internal/resources"
 )
 
@@ -15,13 +16,19 @@ import (
 // its CFS quota and weight: each environment is guaranteed its class's
 // CPUs (scaled down in proportion when the classes promise more than the
 // host has) and may burst, up to the whole host, into what the others
-// leave idle. `cove runner` starts it (--cpu-control, on by default).
+// leave idle. With process groups on, the quota goes on each dev
+// container's workload group and the environment's cgroup keeps a reserve
+// for its agent and terminals (cpucontrol.Params.Reserve). `cove runner`
+// starts it (--cpu-control, on by default).
 
 // CPUControl configures the CPU control loop.
 type CPUControl struct {
 	// CgroupParent is the runtime's cgroup parent, which environments'
 	// cgroups are below.
 	CgroupParent string
+	// ProcessGroups: the process groups are on (StartProcessGroups), so
+	// dev containers have a workload group for the quota.
+	ProcessGroups bool
 }
 
 // StartCPUControl starts the loop over the environments' cgroups until
@@ -68,8 +75,14 @@ func (r *Runner) cpuEnvs(cc CPUControl) []cpucontrol.Env {
 		if c == nil || c.GetCpus() <= 0 {
 			continue // no CPU limit to manage
 		}
-		out = append(out, cpucontrol.Env{ID: w.id, Cgroup: resources.CgroupPath(cc.CgroupParent, w.id),
-			Guarantee: int64(c.GetCpus()) * 1000, Ceiling: int64(c.GetCpuBurst()) * 1000}) // burst 0: the whole host
+		e := cpucontrol.Env{ID: w.id, Cgroup: resources.CgroupPath(cc.CgroupParent, w.id),
+			Guarantee: int64(c.GetCpus()) * 1000, Ceiling: int64(c.GetCpuBurst()) * 1000} // burst 0: the whole host
+		if cc.ProcessGroups {
+			// Below the environment's cgroup, or its Compose dev
+			// container's: resources finds it.
+			e.Workload = string(procgroups.Workload)
+		}
+		out = append(out, e)
 	}
 	return out
 }

@@ -80,3 +80,25 @@ func TestCPULoopControlsRunningEnvironments(t *testing.T) {
 		t.Errorf("e1's burst: quota %d, want its class's ceiling 2000", got)
 	}
 }
+
+// TestCPULoopQuotaOnWorkloadWithProcessGroups: with the process groups
+// on, the loop puts an environment's quota on its workload group and the
+// quota plus the reserve on its cgroup (1 CPU class on 8 CPUs: 1000 and
+// 1200 millis); with them off, the quota on its cgroup alone.
+func TestCPULoopQuotaOnWorkloadWithProcessGroups(t *testing.T) {
+	for _, groups := range []bool{true, false} {
+		r := &Runner{log: slog.Default(), workers: map[string]*worker{}, classes: classes{{Id: "small", Cpus: 1}}}
+		r.workers["e1"] = &worker{id: "e1", running: true,
+			env: &covev1.Environment{Id: "e1", Spec: &covev1.EnvironmentSpec{ClassId: "small"}}}
+		cg := &memCgroups{set: map[string]resources.CPULimits{}, has: map[string]bool{"/cove/e1": true}, stats: map[string]resources.CPUStat{}}
+		l := r.cpuLoop(cg, CPUControl{CgroupParent: "cove", ProcessGroups: groups}, 8)
+		l.Tick(context.Background())
+		want := resources.CPULimits{QuotaMillis: 1000, WeightMillis: 1000}
+		if groups {
+			want = resources.CPULimits{QuotaMillis: 1200, WeightMillis: 1000, Workload: "workload", WorkloadQuotaMillis: 1000}
+		}
+		if got := cg.set["/cove/e1"]; got != want {
+			t.Errorf("process groups %v: %+v, want %+v", groups, got, want)
+		}
+	}
+}

@@ -188,9 +188,7 @@ func TestPeriodicQuietPass(t *testing.T) {
 	}
 
 	// Activity through the port proxy goes out with the next quiet round.
-	w.mu.Lock()
-	w.lastActive = clk.Now()
-	w.mu.Unlock()
+	w.r.touch(w.id, 3000) // activity.go: reported at once
 	clk.fire(wait)
 	wait = clk.next(t)
 	st := testutil.Receive(t, rec.got, "the status with the activity")

@@ -105,18 +105,6 @@ func (p proxyAuthorizer) Authorize(ctx context.Context, envID string, port int, 
 	return m.GetAllowed(), m.GetUserId(), time.Duration(m.GetCacheSeconds()) * time.Second, nil
 }
 
-// touch records activity on an environment (requests through the proxy).
-func (r *Runner) touch(envID string) {
-	r.mu.Lock()
-	w := r.workers[envID]
-	r.mu.Unlock()
-	if w != nil {
-		w.mu.Lock()
-		w.lastActive = time.Now()
-		w.mu.Unlock()
-	}
-}
-
 // portURL is the URL of port through this runner's HTTP port proxy.
 func (r *Runner) portURL(env *covev1.Environment, port int) string {
 	if r.proxyURL == "" {

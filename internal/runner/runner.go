@@ -55,6 +55,9 @@ type Config struct {
 	RangeBase, RangeSize uint32
 	RangeSlots           int
 	StopGrace            time.Duration
+	// AutoStopWarning is how long before an automatic stop open terminals
+	// are warned (at most half the timeout; 0: DefaultAutoStopWarning).
+	AutoStopWarning time.Duration
 	// AllowLocalSources lets environments clone a local path on this host
 	// (read as root). Only `cove up`, where the user is the operator, sets it.
 	AllowLocalSources bool
@@ -252,6 +255,7 @@ func newRunner(cfg Config, d deps, keys *agentKeys, hostKey ssh.Signer) (*Runner
 	}
 	r.steps = r.makeSteps(d)
 	r.gw = sshgw.NewGateway(sshgw.Config{HostSigner: hostKey, Resolver: r, Log: cfg.Log.With("component", "sshgw")})
+	r.gw.SetSessions(runnerSessions{r}) // activity.go
 	if err := r.loadRanges(); err != nil {
 		return nil, err
 	}

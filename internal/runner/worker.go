@@ -8,7 +8,6 @@ import (
 	"github.com/covedev/cove/internal/envconfig"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // worker runs one environment's reconcile loop. It is the only writer of
@@ -35,7 +34,7 @@ type worker struct {
 	// retries counts the failed passes that may heal at retryVersion.
 	retries      int
 	retryVersion int64
-	lastActive   time.Time // last request through the port proxy
+	act          activityState // users' activity, for auto-stop (activity.go)
 	env          *covev1.Environment
 	running      bool // agent reachable: the gateway may route to it
 	reported     *covev1.EnvironmentStatus
@@ -69,6 +68,7 @@ func (w *worker) update(env *covev1.Environment) {
 		w.stepCancel()
 	}
 	w.mu.Unlock()
+	w.armWarning() // activity.go: timeouts, leases or the start may have moved
 	if prev != nil && proto.Equal(prev.GetSpec(), env.GetSpec()) {
 		return
 	}
@@ -231,13 +231,9 @@ func (w *worker) send(ctx context.Context, st *covev1.EnvironmentStatus) error {
 	if w.devc != nil {
 		st.Devcontainer = proto.Clone(w.devc).(*covev1.SubStatus)
 	}
-	w.decoratePorts(st) // ports.go
-	w.decorateUsage(st) // usage.go
-	if !w.lastActive.IsZero() {
-		// Reported with the next status (the periodic pass sends one within
-		// ~10 s): activity alone does not cost a round trip per request.
-		st.Activity = &covev1.Activity{LastActive: timestamppb.New(w.lastActive.Truncate(time.Second)), Reason: "port proxy"}
-	}
+	w.decoratePorts(st)    // ports.go
+	w.decorateUsage(st)    // usage.go
+	w.decorateActivity(st) // activity.go
 	same := w.reported != nil && proto.Equal(w.reported, st)
 	w.mu.Unlock()
 	if same {

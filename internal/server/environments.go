@@ -183,6 +183,12 @@ func (e *envService) UpdateEnvironment(ctx context.Context, req *connect.Request
 			return nil, err
 		}
 	}
+	if moved, done, err := e.s.moveOnUpdate(ctx, u, env, req.Msg.GetRunnerId(), want); err != nil || done { // moves.go
+		if err != nil {
+			return nil, err
+		}
+		return connect.NewResponse(&covev1.UpdateEnvironmentResponse{Environment: moved}), nil
+	}
 	env, err = e.s.setDesiredPhase(ctx, env.Id, want)
 	if err != nil {
 		return nil, err

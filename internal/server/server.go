@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/blob"
 	"github.com/covedev/cove/internal/sshgw"
 	"github.com/covedev/cove/internal/store"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"github.com/covedev/cove/proto/cove/v1/covev1connect"
 )
 
@@ -54,6 +56,16 @@ type Config struct {
 	// looked for (0: DefaultAutoStopInterval).
 	AutoStopInterval time.Duration
 	Now              func() time.Time
+	// BackupStorage is where backups go, as runners get it (nil: backups
+	// disabled); BackupStore the server's own handle on it
+	// (OpenBackupStorage), for retention and garbage collection.
+	BackupStorage *covev1.BackupStorage
+	BackupStore   blob.Store
+	// RescheduleAfter: an environment whose runner has been INACTIVE this
+	// long is moved to another runner from its latest backup (desired
+	// RUNNING), or its deletion completed without the runner (desired
+	// DELETED). 0: never.
+	RescheduleAfter time.Duration
 }
 
 // Server implements the cove API.
@@ -137,6 +149,9 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		if err := s.schedulePending(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("schedule", "err", err)
+		}
+		if err := s.reconcileMoves(ctx); err != nil && ctx.Err() == nil { // moves.go
+			s.log.Error("moves", "err", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -77,6 +77,9 @@ func (s *Server) validateSpec(ctx context.Context, u store.User, spec *covev1.En
 	if r := spec.GetStopReason(); r != "" {
 		return invalidField("spec.stopReason", "is set by the server when it stops an environment; leave it empty")
 	}
+	if err := checkCreateBackupFields(spec); err != nil { // backups_user.go
+		return err
+	}
 	if g := spec.GetRebuildGeneration(); g != 0 {
 		return invalidField("spec.rebuildGeneration", "is set by the server (`cove env rebuild`); leave it 0, not %d", g)
 	}

@@ -1,0 +1,289 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/blob"
+	"github.com/covedev/cove/internal/blob/localblob"
+	"github.com/covedev/cove/internal/blob/s3blob"
+	"github.com/covedev/cove/internal/store"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// OpenBackupStorage opens the backup storage st describes, as the server
+// sees it, and checks with one cheap request (a listing of at most one
+// object) that it answers and the credentials work, so a misconfigured
+// server says so when it starts instead of at its first backup.
+func OpenBackupStorage(ctx context.Context, st *covev1.BackupStorage, log *slog.Logger) (blob.Store, error) {
+	var bs blob.Store
+	var where string
+	switch st.GetKind() {
+	case "dir":
+		if st.GetDir() == "" {
+			return nil, errors.New("backup storage: no directory given (--backup-dir)")
+		}
+		s, err := localblob.New(st.GetDir(), log)
+		if err != nil {
+			return nil, fmt.Errorf("backup directory %s: %w", st.GetDir(), err)
+		}
+		bs, where = s, "directory "+st.GetDir()
+	case "s3":
+		s, err := s3blob.New(s3blob.Config{Endpoint: st.GetEndpoint(), Region: st.GetRegion(), Bucket: st.GetBucket(), Prefix: st.GetPrefix(),
+			AccessKeyID: st.GetAccessKeyId(), SecretAccessKey: st.GetSecretAccessKey(), SessionToken: st.GetSessionToken(),
+			PathStyle: st.GetPathStyle(), MaxAttempts: 2, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("%w (check the --backup-s3-* flags)", err)
+		}
+		bs, where = s, fmt.Sprintf("S3 bucket %q at %s", st.GetBucket(), cmpOr(st.GetEndpoint(), "AWS"))
+	default:
+		return nil, fmt.Errorf("backup storage: unknown kind %q (dir or s3)", st.GetKind())
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, err := range bs.List(cctx, "manifests/") {
+		if err != nil {
+			return nil, fmt.Errorf("backup storage (%s) does not answer as it should: %w; fix the --backup-* flags, or run with --backups=false", where, err)
+		}
+		break
+	}
+	return bs, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// BackupStore is the server's handle on the backup storage (nil when
+// backups are disabled), for retention and garbage collection.
+func (s *Server) BackupStore() blob.Store { return s.cfg.BackupStore }
+
+// backupsEnabled reports whether the server has backup storage.
+func (s *Server) backupsEnabled() bool { return s.cfg.BackupStorage != nil }
+
+var errBackupsDisabled = connect.NewError(connect.CodeFailedPrecondition,
+	errors.New("backups are disabled on this server (its operator started it with --backups=false)"))
+
+// runnerEnvironment is the environment id, if it is assigned to the
+// calling runner and not deleted. Any other environment, existing or not,
+// gets the same answer, so a runner learns nothing about others'.
+func (s *Server) runnerEnvironment(ctx context.Context, rn store.Runner, id string) (*covev1.Environment, error) {
+	env, err := s.store.GetEnvironment(ctx, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	if err != nil || env.GetMetadata().GetRunnerId() != rn.ID || env.GetStatus().GetPhase() == phaseDeleted {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("environment %q is not assigned to this runner", id))
+	}
+	return env, nil
+}
+
+func (r *runnerService) GetBackupAccess(ctx context.Context, req *connect.Request[covev1.GetBackupAccessRequest]) (*connect.Response[covev1.GetBackupAccessResponse], error) {
+	rn, err := runnerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	env, err := r.s.runnerEnvironment(ctx, rn, req.Msg.GetEnvironmentId())
+	if err != nil {
+		return nil, err
+	}
+	if !r.s.backupsEnabled() {
+		return connect.NewResponse(&covev1.GetBackupAccessResponse{}), nil
+	}
+	key, err := r.s.store.OrganizationBackupKey(ctx, env.GetMetadata().GetOrganizationId())
+	if err != nil {
+		return nil, fmt.Errorf("environment %s: %w", env.Id, err)
+	}
+	r.s.log.Debug("backup access", "env", env.Id, "runner", rn.ID) // never the key
+	return connect.NewResponse(&covev1.GetBackupAccessResponse{Storage: proto.CloneOf(r.s.cfg.BackupStorage), Key: key}), nil
+}
+
+// What a runner may report about a backup.
+const (
+	maxBackupIDLen      = 200
+	maxBackupSkipped    = 100
+	maxBackupSkippedLen = 4 << 10
+	maxBackupClockSkew  = time.Minute
+)
+
+var backupTriggers = map[string]bool{"stop": true, "periodic": true, "manual": true, "before-restore": true}
+
+// checkBackupID checks a backup id (its manifest's name): printable ASCII
+// path segments, nothing a terminal or a storage key would misread, and it
+// names an environment's backup: "<environment id>/...".
+func checkBackupID(field, id, envID string) error {
+	if id == "" || len(id) > maxBackupIDLen {
+		return invalidField(field, "must be 1 to %d bytes, not %d", maxBackupIDLen, len(id))
+	}
+	for _, seg := range strings.Split(id, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return invalidField(field, "%q has an empty, '.' or '..' segment", id)
+		}
+		for _, c := range seg {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+				return invalidField(field, "%q: use letters, digits, '-', '_', '.' and '/' only", id)
+			}
+		}
+	}
+	if err := blob.ValidateKey("manifests/" + id); err != nil {
+		return invalidField(field, "%q is not a valid storage name: %v", id, err)
+	}
+	if envID != "" && !strings.HasPrefix(id, envID+"/") {
+		return invalidField(field, "%q must start with the environment's id and a '/' (%s/...)", id, envID)
+	}
+	return nil
+}
+
+// checkReportedBackup validates every field of a reported backup and
+// returns the record to store.
+func (s *Server) checkReportedBackup(b *covev1.Backup, env *covev1.Environment, rn store.Runner) (store.Backup, error) {
+	if b == nil {
+		return store.Backup{}, invalidField("backup", "is required")
+	}
+	if b.GetEnvironmentId() != env.Id {
+		return store.Backup{}, invalidField("backup.environmentId", "must be %q", env.Id)
+	}
+	if err := checkBackupID("backup.id", b.GetId(), env.Id); err != nil {
+		return store.Backup{}, err
+	}
+	if p := b.GetPrevious(); p != "" {
+		if err := checkBackupID("backup.previous", p, ""); err != nil {
+			return store.Backup{}, err
+		}
+	}
+	if r := b.GetRunnerId(); r != "" && r != rn.ID {
+		return store.Backup{}, invalidField("backup.runnerId", "must be the reporting runner's id (or empty)")
+	}
+	if !backupTriggers[b.GetTrigger()] {
+		return store.Backup{}, invalidField("backup.trigger", "%.40q is not one of stop, periodic, manual, before-restore", b.GetTrigger())
+	}
+	for _, n := range []struct {
+		name string
+		v    int64
+	}{{"files", b.GetFiles()}, {"bytes", b.GetBytes()}, {"bytesNew", b.GetBytesNew()}, {"bytesReused", b.GetBytesReused()},
+		{"storedBytes", b.GetStoredBytes()}, {"durationMs", b.GetDurationMs()}, {"frozenMs", b.GetFrozenMs()}} {
+		if n.v < 0 {
+			return store.Backup{}, invalidField("backup."+n.name, "must not be negative (%d)", n.v)
+		}
+	}
+	if b.GetTime() == nil || !b.GetTime().IsValid() || b.GetTime().AsTime().Unix() <= 0 {
+		return store.Backup{}, invalidField("backup.time", "is required")
+	}
+	at := b.GetTime().AsTime()
+	if now := s.now(); at.After(now.Add(maxBackupClockSkew)) {
+		return store.Backup{}, invalidField("backup.time", "%s is in the future (the server's time is %s): check the runner's clock",
+			at.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if n := len(b.GetSkipped()); n > maxBackupSkipped {
+		return store.Backup{}, invalidField("backup.skipped", "lists %d paths, at most %d", n, maxBackupSkipped)
+	}
+	skipped := make([]string, 0, len(b.GetSkipped()))
+	for _, p := range b.GetSkipped() {
+		if len(p) > maxBackupSkippedLen {
+			return store.Backup{}, invalidField("backup.skipped", "a path of %d bytes, at most %d", len(p), maxBackupSkippedLen)
+		}
+		skipped = append(skipped, cleanPath(p))
+	}
+	return store.Backup{ID: b.GetId(), EnvironmentID: env.Id, OrganizationID: env.GetMetadata().GetOrganizationId(), RunnerID: rn.ID,
+		Trigger: b.GetTrigger(), Previous: b.GetPrevious(), Time: at.UTC(),
+		Files: b.GetFiles(), Bytes: b.GetBytes(), BytesNew: b.GetBytesNew(), BytesReused: b.GetBytesReused(),
+		StoredBytes: b.GetStoredBytes(), DurationMS: b.GetDurationMs(), FrozenMS: b.GetFrozenMs(), Skipped: skipped}, nil
+}
+
+// cleanPath drops control characters (and invalid UTF-8) from a path
+// shown to users, so no escape sequence reaches a terminal.
+func cleanPath(p string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\uFFFD' {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(p, ""))
+}
+
+func (r *runnerService) ReportBackup(ctx context.Context, req *connect.Request[covev1.ReportBackupRequest]) (*connect.Response[covev1.ReportBackupResponse], error) {
+	rn, err := runnerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !r.s.backupsEnabled() {
+		return nil, errBackupsDisabled
+	}
+	env, err := r.s.runnerEnvironment(ctx, rn, req.Msg.GetBackup().GetEnvironmentId())
+	if err != nil {
+		return nil, err
+	}
+	rec, err := r.s.checkReportedBackup(req.Msg.GetBackup(), env, rn)
+	if err != nil {
+		return nil, err
+	}
+	err = r.s.store.CreateBackup(ctx, rec)
+	if errors.Is(err, store.ErrAlreadyExists) {
+		// A retried report of the same backup succeeds; another
+		// environment's id is refused.
+		if !r.s.hasBackup(ctx, env.Id, rec.ID) {
+			return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("backup id %q is taken", rec.ID))
+		}
+		err = nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	_, err = r.s.store.UpdateEnvironment(ctx, env.Id, func(e *covev1.Environment) error {
+		if last := e.GetStatus().GetLastBackup(); last != nil && last.GetTime().AsTime().After(rec.Time) {
+			return nil
+		}
+		if e.Status == nil {
+			e.Status = &covev1.EnvironmentStatus{}
+		}
+		e.Status.LastBackup = backupProto(rec)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.s.log.Info("backup recorded", "env", env.Id, "backup", rec.ID, "trigger", rec.Trigger, "files", rec.Files, "bytesNew", rec.BytesNew, "runner", rn.ID)
+	return connect.NewResponse(&covev1.ReportBackupResponse{}), nil
+}
+
+func (s *Server) hasBackup(ctx context.Context, envID, id string) bool {
+	bs, err := s.store.ListBackups(ctx, envID)
+	if err != nil {
+		return false
+	}
+	for _, b := range bs {
+		if b.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func backupProto(b store.Backup) *covev1.Backup {
+	return &covev1.Backup{Id: b.ID, EnvironmentId: b.EnvironmentID, Time: timestamppb.New(b.Time), Trigger: b.Trigger,
+		Files: b.Files, Bytes: b.Bytes, BytesNew: b.BytesNew, BytesReused: b.BytesReused, StoredBytes: b.StoredBytes,
+		DurationMs: b.DurationMS, RunnerId: b.RunnerID, Previous: b.Previous, FrozenMs: b.FrozenMS, Skipped: b.Skipped}
+}
+
+// keepLastBackup keeps the server's record of the environment's last backup
+// when a runner's status report carries none or an older one (a runner that
+// just received a moved environment knows none yet).
+func keepLastBackup(prev, st *covev1.EnvironmentStatus) {
+	old := prev.GetLastBackup()
+	if old == nil {
+		return
+	}
+	if cur := st.GetLastBackup(); cur == nil || cur.GetTime().AsTime().Before(old.GetTime().AsTime()) {
+		st.LastBackup = old
+	}
+}

@@ -1,0 +1,359 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/store"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+)
+
+// Moves: an environment runs on another runner than the one holding its
+// content by being stopped there (a backup is taken on stop), then started
+// on the new runner from that backup (spec.restore). When the runner
+// holding it is gone (INACTIVE), the move starts from the latest backup at
+// once, and says what may be lost. The server's loop (reconcileMoves)
+// carries out pending moves, reschedules environments whose runner has
+// been INACTIVE for longer than Config.RescheduleAfter, and completes the
+// deletion of environments on such runners.
+
+const (
+	phaseStarting = covev1.EnvironmentPhase_ENVIRONMENT_PHASE_STARTING
+	runnerActive  = covev1.RunnerPhase_RUNNER_PHASE_ACTIVE
+)
+
+// moveOnUpdate handles UpdateEnvironment's runner: with one that is not the
+// environment's, it starts a move and returns the environment (done);
+// otherwise the caller goes on with a plain start or stop. A plain update
+// ends a pending move. The caller holds quotaMu.
+func (s *Server) moveOnUpdate(ctx context.Context, u store.User, env *covev1.Environment, runner string, want covev1.EnvironmentPhase) (*covev1.Environment, bool, error) {
+	if runner == "" {
+		return nil, false, s.store.DeleteMove(ctx, env.Id)
+	}
+	if want != phaseRunning {
+		return nil, false, invalidField("runnerId", "goes with desiredPhase RUNNING (a move starts the environment there)")
+	}
+	if err := notDeleted(env); err != nil {
+		return nil, false, err
+	}
+	to, err := s.findRunner(ctx, runner)
+	if err != nil {
+		return nil, false, err
+	}
+	if to.ID == env.GetMetadata().GetRunnerId() {
+		return nil, false, s.store.DeleteMove(ctx, env.Id)
+	}
+	if !s.backupsEnabled() {
+		return nil, false, connect.NewError(connect.CodeFailedPrecondition, errors.New("moving an environment to another runner needs backups, which are disabled on this server (--backups=false)"))
+	}
+	if err := s.canTake(ctx, to, env); err != nil {
+		return nil, false, err
+	}
+	from, fromErr := s.store.GetRunner(ctx, env.GetMetadata().GetRunnerId())
+	if fromErr != nil && !errors.Is(fromErr, store.ErrNotFound) {
+		return nil, false, fromErr
+	}
+	if env.GetMetadata().GetRunnerId() == "" || fromErr != nil || from.Phase != runnerActive {
+		// Nobody holds newer content than the latest backup: move now.
+		moved, err := s.moveNow(ctx, env.Id, to, from)
+		if err != nil {
+			return nil, false, err
+		}
+		s.log.Info("environment moved", "env", env.Id, "from", from.ID, "to", to.ID, "by", u.Name)
+		return moved, true, s.store.DeleteMove(ctx, env.Id)
+	}
+	// Stop it where it is, with a backup taken after this request.
+	var m store.Move
+	moved, err := s.store.UpdateEnvironment(ctx, env.Id, func(e *covev1.Environment) error {
+		if err := notDeleted(e); err != nil {
+			return err
+		}
+		if e.GetMetadata().GetRunnerId() != from.ID {
+			return connect.NewError(connect.CodeAborted, errors.New("the environment changed runner meanwhile: try again"))
+		}
+		e.Spec.DesiredPhase = phaseStopped
+		e.Spec.StopReason = fmt.Sprintf("moving to runner %q: stopping and backing up on %q first", to.Name, from.Name)
+		e.Spec.BackupGeneration++
+		e.Spec.SpecVersion++
+		m = store.Move{EnvironmentID: e.Id, FromRunnerID: from.ID, ToRunnerID: to.ID, RequestedBy: u.ID, RequestedAt: s.now(),
+			SpecVersion: e.Spec.SpecVersion, BackupGeneration: e.Spec.BackupGeneration}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	if err := s.store.PutMove(ctx, m); err != nil {
+		return nil, false, err
+	}
+	s.log.Info("environment move requested", "env", env.Id, "from", from.ID, "to", to.ID, "by", u.Name)
+	return moved, true, nil
+}
+
+// canTake refuses a target runner that is not connected, does not offer
+// the environment's class, or is full.
+func (s *Server) canTake(ctx context.Context, to store.Runner, env *covev1.Environment) error {
+	class := env.GetSpec().GetClassId()
+	switch {
+	case to.Phase != runnerActive:
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("runner %q is not connected (last seen %s): pick an active runner (`cove runner list`)", to.Name, lastSeen(to)))
+	case !offersClass(to, class):
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("runner %q does not offer class %q", to.Name, class))
+	}
+	load, err := s.runnerLoad(ctx)
+	if err != nil {
+		return err
+	}
+	if m := to.Capabilities.GetMaxEnvironments(); m > 0 && load[to.ID] >= int(m) {
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("runner %q is full (%d environments)", to.Name, m))
+	}
+	return nil
+}
+
+func lastSeen(r store.Runner) string {
+	if r.LastSeen.IsZero() {
+		return "never"
+	}
+	return r.LastSeen.UTC().Format(time.RFC3339)
+}
+
+// moveNow assigns the environment to runner to, started from its latest
+// backup (or created afresh if it never ran and has none). from is the
+// runner that held it (zero if none, or removed); when it is not the
+// runner that took the backup's content last, what may be lost is said in
+// the status's warnings.
+func (s *Server) moveNow(ctx context.Context, id string, to, from store.Runner) (*covev1.Environment, error) {
+	bs, err := s.store.ListBackups(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return s.store.UpdateEnvironment(ctx, id, func(e *covev1.Environment) error {
+		if err := notDeleted(e); err != nil {
+			return err
+		}
+		name := e.GetMetadata().GetName()
+		var warning string
+		var restore *covev1.RestoreRequest
+		switch {
+		case len(bs) > 0:
+			b := bs[0]
+			restore = &covev1.RestoreRequest{BackupId: b.ID, Generation: restoreGeneration(e) + 1}
+			if from.ID != "" && from.Phase != runnerActive {
+				warning = fmt.Sprintf("moved from runner %q (not connected since %s) to %q, from its last backup (%s): changes made on %q after %s are not in it",
+					from.Name, lastSeen(from), to.Name, b.ID, from.Name, b.Time.UTC().Format(time.RFC3339))
+			}
+		case e.GetMetadata().GetStartedAt() == nil && e.GetStatus().GetLastBackup() == nil:
+			// It never ran: nothing to lose, it is created afresh.
+		default:
+			where := "no runner"
+			if from.ID != "" {
+				where = fmt.Sprintf("runner %q (last seen %s)", from.Name, lastSeen(from))
+			}
+			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+				"environment %q has no backup to start from elsewhere: its content is only on %s; wait for that runner to return, or delete the environment", name, where))
+		}
+		prev := e.GetStatus()
+		e.Metadata.RunnerId = to.ID
+		e.Metadata.StartedAt = nil
+		e.Spec.Restore = restore
+		e.Spec.DesiredPhase = phaseRunning
+		e.Spec.StopReason = ""
+		e.Spec.SpecVersion++
+		phase := phaseCreating
+		if restore != nil {
+			phase = phaseStarting
+		}
+		e.Status = &covev1.EnvironmentStatus{
+			Phase:                     phase,
+			StatusVersion:             prev.GetStatusVersion() + 1,
+			ObservedSpecVersion:       prev.GetObservedSpecVersion(),
+			Content:                   &covev1.SubStatus{Phase: covev1.SubPhase_SUB_PHASE_PENDING},
+			Machine:                   &covev1.SubStatus{Phase: covev1.SubPhase_SUB_PHASE_PENDING},
+			LastBackup:                prev.GetLastBackup(),
+			ObservedBackupGeneration:  e.Spec.GetBackupGeneration(),
+			ObservedRestoreGeneration: prev.GetObservedRestoreGeneration(),
+		}
+		if warning != "" {
+			e.Status.Warnings = []string{warning}
+			s.log.Warn("environment moved from a lost runner", "env", e.Id, "from", from.ID, "to", to.ID, "backup", restore.GetBackupId())
+		}
+		return nil
+	})
+}
+
+// reconcileMoves carries out pending moves, then reschedules environments
+// of runners INACTIVE for longer than RescheduleAfter and completes the
+// deletions they were asked for.
+func (s *Server) reconcileMoves(ctx context.Context) error {
+	moves, err := s.store.ListMoves(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, m := range moves {
+		if err := s.advanceMove(ctx, m); err != nil {
+			errs = append(errs, fmt.Errorf("move %s: %w", m.EnvironmentID, err))
+		}
+	}
+	if s.cfg.RescheduleAfter > 0 {
+		if err := s.rescheduleLost(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// advanceMove finishes a move once the old runner has stopped the
+// environment and backed it up, or at once if that runner is gone; it
+// cancels it when it cannot happen (the backup failed, the target left).
+func (s *Server) advanceMove(ctx context.Context, m store.Move) error {
+	env, err := s.store.GetEnvironment(ctx, m.EnvironmentID)
+	if errors.Is(err, store.ErrNotFound) {
+		return s.store.DeleteMove(ctx, m.EnvironmentID)
+	}
+	if err != nil {
+		return err
+	}
+	if notDeleted(env) != nil || env.GetMetadata().GetRunnerId() != m.FromRunnerID || env.GetSpec().GetDesiredPhase() != phaseStopped {
+		return s.store.DeleteMove(ctx, m.EnvironmentID) // overtaken by another request
+	}
+	from, err := s.store.GetRunner(ctx, m.FromRunnerID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	fromGone := err != nil || from.Phase != runnerActive
+	st := env.GetStatus()
+	done := st.GetPhase() == phaseStopped && st.GetObservedSpecVersion() >= m.SpecVersion && st.GetObservedBackupGeneration() >= m.BackupGeneration
+	if !done && !fromGone {
+		if p := st.GetBackupProgress(); p.GetOperation() == "backup" && p.GetState().GetPhase() == covev1.SubPhase_SUB_PHASE_FAILED &&
+			!p.GetStartedAt().AsTime().Before(m.RequestedAt) {
+			return s.cancelMove(ctx, m, fmt.Sprintf("the move to another runner was cancelled: the backup on runner %q failed (%s); the environment stays there, stopped",
+				from.Name, p.GetState().GetMessage()))
+		}
+		return nil // wait for the runner
+	}
+	to, err := s.store.GetRunner(ctx, m.ToRunnerID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if err != nil || s.canTake(ctx, to, env) != nil {
+		return s.cancelMove(ctx, m, fmt.Sprintf("the move was cancelled: runner %q cannot take the environment any more (removed, not connected or full)", cmpOr(to.Name, m.ToRunnerID)))
+	}
+	if fromGone && err == nil {
+		from.Phase = covev1.RunnerPhase_RUNNER_PHASE_INACTIVE
+	}
+	if _, err := s.moveNow(ctx, env.Id, to, from); err != nil {
+		var ce *connect.Error
+		if errors.As(err, &ce) {
+			return s.cancelMove(ctx, m, "the move was cancelled: "+ce.Message())
+		}
+		return err
+	}
+	s.log.Info("environment moved", "env", env.Id, "from", m.FromRunnerID, "to", to.ID)
+	return s.store.DeleteMove(ctx, m.EnvironmentID)
+}
+
+// cancelMove ends a pending move and says why in spec.stopReason (the
+// environment stays stopped where it is).
+func (s *Server) cancelMove(ctx context.Context, m store.Move, why string) error {
+	if _, err := s.store.UpdateEnvironment(ctx, m.EnvironmentID, func(e *covev1.Environment) error {
+		e.Spec.StopReason = why
+		e.Spec.SpecVersion++
+		return nil
+	}); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	s.log.Warn("environment move cancelled", "env", m.EnvironmentID, "to", m.ToRunnerID, "why", why)
+	return s.store.DeleteMove(ctx, m.EnvironmentID)
+}
+
+// rescheduleLost handles environments on runners INACTIVE for longer than
+// RescheduleAfter: a deletion completes without the runner (the backups
+// stay until retention removes them); one that should run is moved to
+// another runner from its latest backup, when there is one and a runner
+// fits; a stopped one stays until its owner starts it (elsewhere).
+func (s *Server) rescheduleLost(ctx context.Context) error {
+	runners, err := s.store.ListRunners(ctx)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	for _, r := range runners {
+		if r.Phase == runnerActive || now.Sub(r.LastSeen) < s.cfg.RescheduleAfter {
+			continue
+		}
+		envs, err := s.store.ListEnvironments(ctx, store.EnvironmentFilter{RunnerID: r.ID})
+		if err != nil {
+			return err
+		}
+		for _, env := range envs {
+			switch env.GetSpec().GetDesiredPhase() {
+			case phaseDeleted:
+				if err := s.completeDeletion(ctx, env.Id, r); err != nil {
+					return err
+				}
+			case phaseRunning:
+				if err := s.reschedule(ctx, env, r, runners); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Server) completeDeletion(ctx context.Context, id string, r store.Runner) error {
+	_, err := s.store.UpdateEnvironment(ctx, id, func(e *covev1.Environment) error {
+		e.Status.Phase = phaseDeleted
+		e.Status.ObservedSpecVersion = e.Spec.GetSpecVersion()
+		e.Status.FailureMessage = ""
+		e.Status.Warnings = append(e.Status.Warnings, fmt.Sprintf("deleted without runner %q (not connected since %s); its backups are kept until retention removes them", r.Name, lastSeen(r)))
+		e.Status.StatusVersion++
+		return nil
+	})
+	if err == nil {
+		s.log.Info("environment deleted without its lost runner", "env", id, "runner", r.ID)
+	}
+	return err
+}
+
+func (s *Server) reschedule(ctx context.Context, env *covev1.Environment, from store.Runner, runners []store.Runner) error {
+	if !s.backupsEnabled() {
+		return nil
+	}
+	if moves, err := s.store.ListMoves(ctx); err != nil {
+		return err
+	} else {
+		for _, m := range moves {
+			if m.EnvironmentID == env.Id {
+				return nil
+			}
+		}
+	}
+	load, err := s.runnerLoad(ctx)
+	if err != nil {
+		return err
+	}
+	id, _ := pickRunner(runners, load, env.GetSpec().GetClassId())
+	if id == "" {
+		return nil // the "runner lost" message stands; retried next round
+	}
+	var to store.Runner
+	for _, r := range runners {
+		if r.ID == id {
+			to = r
+		}
+	}
+	_, err = s.moveNow(ctx, env.Id, to, from)
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		s.log.Debug("not rescheduled", "env", env.Id, "why", ce.Message())
+		return nil // no backup: it waits for its runner
+	}
+	if err == nil {
+		s.log.Warn("environment rescheduled from a lost runner", "env", env.Id, "from", from.ID, "to", to.ID)
+	}
+	return err
+}
