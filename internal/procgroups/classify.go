@@ -11,8 +11,11 @@
 //     without a terminal, services, daemons) at a low weight, and any job of
 //     a terminal that burns CPU: a process group of a terminal whose
 //     processes (and the children they reaped) used more than DemoteShare
-//     of a CPU since the last look moves here, with everything it starts
-//     later. A demoted shell that stays quiet for PromoteAfter moves back.
+//     of a CPU since the last look, or that wanted more than DemandShare
+//     (were runnable, running or waiting for a CPU, that long: on a host
+//     so busy that a spinner obtains little CPU it still wants all of it),
+//     moves here, with everything it starts later. A demoted shell that
+//     stays quiet for PromoteAfter moves back.
 //
 // Weights only split the CPU the environment gets among its own processes:
 // the environment's share of the host, its quota and its burst stay the
@@ -73,12 +76,19 @@ type Params struct {
 	// PromoteAfter is how long a demoted session leader (a shell) must
 	// stay under DemoteShare before it moves back to interactive.
 	PromoteAfter time.Duration
+	// DemandShare is the share of one CPU above which a terminal's job,
+	// over the time since the last look, that was runnable (running, or
+	// ready and waiting for a CPU: /proc/<pid>/schedstat) moves to
+	// workload, however little CPU it obtained (0: not used).
+	DemandShare float64
 }
 
 // DefaultParams are the runner's thresholds: a quarter of a CPU
 // sustained over a second is more than typing, tab completion or an editor
-// use; a shell quiet for 10 s is a shell again.
-var DefaultParams = Params{DemoteShare: 0.25, PromoteAfter: 10 * time.Second}
+// use; so is being runnable half of a second (a shell that echoes a key
+// sleeps again within a millisecond, even when it waited for a CPU a few
+// milliseconds per key); a shell quiet for 10 s is a shell again.
+var DefaultParams = Params{DemoteShare: 0.25, PromoteAfter: 10 * time.Second, DemandShare: 0.5}
 
 // Proc is what the classifier knows of one process of the container.
 type Proc struct {
@@ -88,8 +98,11 @@ type Proc struct {
 	Start          uint64
 	PGID, SID, TTY int           // TTY 0: no controlling terminal
 	CPU, ChildCPU  time.Duration // its own CPU time; that of children it reaped
-	Init           bool          // PID 1 of the environment (the agent)
-	Group          Group         // where it is now
+	// Runnable is the time it was running or waiting for a CPU (its main
+	// thread's, from /proc/<pid>/schedstat; read for terminal processes).
+	Runnable time.Duration
+	Init     bool  // PID 1 of the environment (the agent)
+	Group    Group // where it is now
 }
 
 // Move moves a process to a group.
@@ -106,7 +119,7 @@ type procKey struct {
 
 type jobKey struct{ sid, pgid int }
 
-type sample struct{ cpu, child time.Duration }
+type sample struct{ cpu, child, runnable time.Duration }
 
 // Classifier decides, look after look, which group each process of one
 // environment belongs in. It is not safe for concurrent use.
@@ -150,16 +163,19 @@ func (c *Classifier) Tick(now time.Time, procs []Proc) []Move {
 		k := procKey{p.PID, p.Start}
 		old, seen := c.prev[k]
 		if first && !seen {
-			old = sample{p.CPU, p.ChildCPU}
+			old = sample{p.CPU, p.ChildCPU, p.Runnable}
 		}
-		delta[k] = sample{max(p.CPU-old.cpu, 0), max(p.ChildCPU-old.child, 0)}
+		delta[k] = sample{max(p.CPU-old.cpu, 0), max(p.ChildCPU-old.child, 0), max(p.Runnable-old.runnable, 0)}
 	}
-	hot := func(d time.Duration) bool {
-		return !first && float64(d) > c.P.DemoteShare*float64(elapsed)
+	// hot: it used more than DemoteShare of a CPU, or wanted more than
+	// DemandShare.
+	hot := func(d sample) bool {
+		return !first && (float64(d.cpu) > c.P.DemoteShare*float64(elapsed) ||
+			c.P.DemandShare > 0 && float64(d.runnable) > c.P.DemandShare*float64(elapsed))
 	}
 
-	// A terminal's jobs and what each used.
-	jobCPU := map[jobKey]time.Duration{}
+	// A terminal's jobs and what each used and wanted.
+	jobCPU := map[jobKey]sample{}
 	live := map[jobKey]bool{}
 	for _, p := range procs {
 		if p.Init || p.TTY == 0 || p.Group == Workload {
@@ -168,12 +184,15 @@ func (c *Classifier) Tick(now time.Time, procs []Proc) []Move {
 		j := jobKey{p.SID, p.PGID}
 		live[j] = true
 		d := delta[procKey{p.PID, p.Start}]
-		jobCPU[j] += d.cpu
+		s := jobCPU[j]
+		s.cpu += d.cpu
+		s.runnable += d.runnable
 		if p.PID != p.SID {
 			// A shell reaps the jobs it ran: what they used is
 			// theirs, not the shell's.
-			jobCPU[j] += d.child
+			s.cpu += d.child
 		}
+		jobCPU[j] = s
 	}
 	for j := range c.demoted {
 		if !live[j] {
@@ -200,7 +219,7 @@ func (c *Classifier) Tick(now time.Time, procs []Proc) []Move {
 				continue
 			}
 			seenLeaders[k] = true
-			if hot(delta[k].cpu) {
+			if hot(sample{cpu: delta[k].cpu, runnable: delta[k].runnable}) {
 				c.leaders[k] = now
 			} else if now.Sub(since) >= c.P.PromoteAfter {
 				to = Interactive
@@ -231,7 +250,7 @@ func (c *Classifier) Tick(now time.Time, procs []Proc) []Move {
 	}
 	c.prev = make(map[procKey]sample, len(procs))
 	for _, p := range procs {
-		c.prev[procKey{p.PID, p.Start}] = sample{p.CPU, p.ChildCPU}
+		c.prev[procKey{p.PID, p.Start}] = sample{p.CPU, p.ChildCPU, p.Runnable}
 	}
 	return moves
 }

@@ -182,3 +182,57 @@ func TestPromotedShellStaysWithoutJobControl(t *testing.T) {
 		t.Fatalf("shell moves %v, want one move back to interactive", moves)
 	}
 }
+
+// TestStarvedJobIsDemotedByDemand: on a host so busy that a spinner typed
+// in a terminal obtains only 5% of a CPU each second (under DemoteShare),
+// it is runnable all the time: it moves to workload all the same. A shell
+// whose keystrokes each waited a few milliseconds for a CPU stays.
+func TestStarvedJobIsDemotedByDemand(t *testing.T) {
+	c := NewClassifier(DefaultParams)
+	sh := shell(Interactive)
+	spin := Proc{PID: 700, Start: 80, PGID: 700, SID: 110, TTY: 34816, Group: Interactive}
+	c.Tick(t0, []Proc{sh, spin})
+	// A second: the spinner ran 50 ms and waited 950 ms on a run queue;
+	// the shell echoed 50 keys, running 0.1 ms and waiting 5 ms for each.
+	spin.CPU, spin.Runnable = 50*ms, time.Second
+	sh.CPU, sh.Runnable = 0, 50*(5*ms+100*time.Microsecond)
+	wantMoves(t, c.Tick(t0.Add(time.Second), []Proc{sh, spin}), map[int]Group{700: Workload})
+
+	// Without the demand rule, the starved spinner would have stayed.
+	c = NewClassifier(Params{DemoteShare: 0.25, PromoteAfter: 10 * time.Second})
+	spin.CPU, spin.Runnable = 0, 0
+	c.Tick(t0, []Proc{sh, spin})
+	spin.CPU, spin.Runnable = 50*ms, time.Second
+	if got := c.Tick(t0.Add(time.Second), []Proc{sh, spin}); len(got) != 0 {
+		t.Fatalf("DemandShare 0 still demoted by demand: %v", got)
+	}
+}
+
+// TestStarvedShellStaysDemoted: a demoted shell that still loops, starved
+// in workload (it obtains almost no CPU there), is not quiet: it does not
+// come back; once it sleeps it does.
+func TestStarvedShellStaysDemoted(t *testing.T) {
+	c := NewClassifier(Params{DemoteShare: 0.25, PromoteAfter: 2 * time.Second, DemandShare: 0.5})
+	sh := shell(Interactive)
+	c.Tick(t0, []Proc{sh})
+	sh.CPU, sh.Runnable = 900*ms, time.Second
+	wantMoves(t, c.Tick(t0.Add(time.Second), []Proc{sh}), map[int]Group{110: Workload})
+	sh.Group = Workload
+	for i := 2; i <= 6; i++ { // looping, 1% of a CPU, runnable throughout
+		sh.CPU += 10 * ms
+		sh.Runnable += time.Second
+		if got := c.Tick(t0.Add(time.Duration(i)*time.Second), []Proc{sh}); len(got) != 0 {
+			t.Fatalf("look %d: a starved looping shell moved back: %v", i, got)
+		}
+	}
+	var back []int
+	for i := 7; i <= 10; i++ { // asleep at the prompt
+		if got := c.Tick(t0.Add(time.Duration(i)*time.Second), []Proc{sh}); len(got) > 0 {
+			wantMoves(t, got, map[int]Group{110: Interactive})
+			back = append(back, i)
+		}
+	}
+	if !slices.Equal(back, []int{8}) {
+		t.Fatalf("shell moved back at looks %v, want at 8 (quiet since 6 s, for 2 s)", back)
+	}
+}

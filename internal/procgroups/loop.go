@@ -142,6 +142,13 @@ func (l *Loop) tick(ctx context.Context, e Env, st *envState) error {
 			}
 			p := Proc{PID: pid, Start: s.start, PGID: s.pgid, SID: s.sid, TTY: s.tty,
 				CPU: s.cpu, ChildCPU: s.childCPU, Group: g}
+			if s.tty != 0 && l.Params.DemandShare > 0 {
+				// Only a terminal's processes may be demoted: the
+				// others cost no extra read.
+				if p.Runnable, err = readRunnable(l.Proc, pid); err != nil {
+					continue // exited
+				}
+			}
 			if g == Root || g == Agent {
 				if p.Init, err = isNSInit(l.Proc, pid); err != nil {
 					continue

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -71,6 +72,34 @@ func parseStat(b []byte) (procStat, error) {
 		childCPU: time.Duration(v[13]+v[14]) * clockTick,
 		start:    start,
 	}, nil
+}
+
+// readRunnable reads /proc/<pid>/schedstat below procRoot: the time the
+// process's main thread ran and waited on a run queue (nanoseconds), whose
+// sum is how long it wanted a CPU. A kernel without schedstats shows
+// zeros: the CPU rule alone then demotes.
+func readRunnable(procRoot string, pid int) (time.Duration, error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "schedstat"))
+	if err != nil {
+		return 0, err
+	}
+	return parseSchedstat(b)
+}
+
+func parseSchedstat(b []byte) (time.Duration, error) {
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0, fmt.Errorf("schedstat: %d fields", len(f))
+	}
+	var sum uint64
+	for _, x := range f[:2] {
+		n, err := strconv.ParseUint(x, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("schedstat: %w", err)
+		}
+		sum += n
+	}
+	return time.Duration(min(sum, uint64(math.MaxInt64))), nil
 }
 
 // nsPids is the NSpid line of /proc/<pid>/status: the process's pid in
