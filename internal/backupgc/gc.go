@@ -1,0 +1,342 @@
+// Package backupgc removes what backups no longer need from the backup
+// storage: backups past their retention (retention.go, Job) and chunks no
+// manifest references (Collector), safely while backups are being taken.
+//
+// # Garbage collection of chunks: mark, then sweep a grace later
+//
+// A run of the Collector, for every organization whose key it holds:
+//
+//  1. reads every manifest (roots, pieces, entries) into the set of
+//     referenced chunks;
+//  2. sweeps each condemned list marked at least Grace ago: writes a sweep
+//     marker, lists the manifests again and reads those committed since
+//     step 1, then deletes each condemned chunk still unreferenced, and
+//     records the sweep's end in the marker;
+//  3. marks, when no list is waiting for its sweep: lists the chunks and
+//     condemns those referenced by no manifest, last written more than
+//     Grace ago, and whose header carries the organization's key id;
+//  4. deletes sweep markers older than backuprepo.MarkerRetention.
+//
+// Writers commit with backuprepo.Writer.CommitGCSafe, which refuses a
+// backup taken while a sweep ran (see backuprepo/gcsupport.go): so a
+// writer that reused a condemned chunk either committed before the sweep
+// listed the manifests (the chunk is kept) or is refused and takes its
+// backup again. The grace keeps chunks of backups in progress out of the
+// condemned lists, and gives writers that reuse a condemned chunk time to
+// commit before the sweep, so refusals stay rare: only backups running
+// during the few seconds of a sweep's deletions are refused.
+//
+// Objects under chunks/ that are not cove chunks, and chunks sealed with a
+// key the collector does not hold (another organization's, or a key the
+// server could not read), are left where they are and counted.
+package backupgc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/covedev/cove/internal/backuprepo"
+	"github.com/covedev/cove/internal/blob"
+)
+
+// Defaults of Options.
+const (
+	DefaultGrace        = time.Hour
+	DefaultMaxCondemned = 1 << 20
+	DefaultSweepTimeout = 30 * time.Minute
+)
+
+// Options tune a Collector; zero values take the defaults.
+type Options struct {
+	// Grace: a chunk is condemned only if written at least this long
+	// ago, and swept at least this long after it was condemned.
+	Grace time.Duration
+	// MaxCondemned bounds a condemned list (32 bytes per chunk in memory
+	// and storage); what is left is condemned by a later run.
+	MaxCondemned int
+	// SweepTimeout bounds how long a sweep deletes (writers running until
+	// then are refused).
+	SweepTimeout time.Duration
+	Now          func() time.Time
+	Log          *slog.Logger
+}
+
+// Stats counts what a run found and did.
+type Stats struct {
+	Manifests        int // manifests read (of the organizations collected)
+	ForeignManifests int // manifests sealed with a key the collector does not hold
+	Chunks           int // chunk objects listed
+	Young            int // unreferenced chunks younger than the grace
+	Condemned        int // chunks condemned by this run's mark
+	Swept            int // chunks deleted
+	SweptBytes       int64
+	Kept             int // condemned chunks referenced again by the time of the sweep
+	Foreign          int // unreferenced chunks sealed with a key the collector does not hold
+	Unknown          int // objects under chunks/ or manifests/ that are not cove's
+	Markers          int // sweep markers deleted after their retention
+}
+
+// Collector collects the chunks of the organizations whose keys it holds.
+type Collector struct {
+	store blob.Store
+	repos map[string]*backuprepo.Repo // by key id
+	opts  Options
+	log   *slog.Logger
+}
+
+// NewCollector returns a collector of store for the organizations keys.
+func NewCollector(store blob.Store, keys []*backuprepo.Key, opts Options) *Collector {
+	if opts.Grace <= 0 {
+		opts.Grace = DefaultGrace
+	}
+	if opts.MaxCondemned <= 0 {
+		opts.MaxCondemned = DefaultMaxCondemned
+	}
+	if opts.SweepTimeout <= 0 {
+		opts.SweepTimeout = DefaultSweepTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	c := &Collector{store: store, repos: map[string]*backuprepo.Repo{}, opts: opts, log: opts.Log}
+	for _, k := range keys {
+		c.repos[k.ID()] = backuprepo.New(store, k, opts.Log)
+	}
+	return c
+}
+
+// Run does one pass: sweeps the condemned lists that are due, marks a new
+// one for each organization without a pending one, and deletes old sweep
+// markers. It is safe to run on several servers at once (deletes are
+// idempotent; each mark writes a list of its own).
+func (c *Collector) Run(ctx context.Context) (Stats, error) {
+	if len(c.repos) == 0 {
+		return Stats{}, nil
+	}
+	sc, err := c.scanManifests(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	st := sc.stats
+	var errs []error
+	needMark := map[string]bool{}
+	for keyID, repo := range c.repos {
+		if sc.broken[keyID] != nil {
+			continue
+		}
+		pending, err := c.sweepDue(ctx, repo, sc, &st)
+		if err != nil {
+			if ctx.Err() != nil {
+				return st, err
+			}
+			errs = append(errs, fmt.Errorf("organization key %s: %w", keyID, err))
+			continue
+		}
+		if !pending {
+			needMark[keyID] = true
+		}
+		if err := c.dropOldMarkers(ctx, repo, &st); err != nil {
+			errs = append(errs, fmt.Errorf("organization key %s: %w", keyID, err))
+		}
+	}
+	if len(needMark) > 0 {
+		if err := c.mark(ctx, sc, needMark, &st); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for keyID, err := range sc.broken {
+		errs = append(errs, fmt.Errorf("organization key %s not collected: %w", keyID, err))
+	}
+	return st, errors.Join(errs...)
+}
+
+// sweepDue sweeps repo's condemned lists marked Grace ago or more, and
+// reports whether a list is still waiting for its sweep.
+func (c *Collector) sweepDue(ctx context.Context, repo *backuprepo.Repo, sc *manifestScan, st *Stats) (pending bool, err error) {
+	gens, err := listGenerations(ctx, repo)
+	if err != nil {
+		return false, err
+	}
+	now := c.opts.Now()
+	for _, g := range gens {
+		switch {
+		case g.root == nil:
+			// A list whose writer crashed (or is still writing): removed
+			// once surely abandoned; never swept.
+			if now.Sub(g.newest) > c.opts.Grace {
+				if err := deleteGeneration(ctx, repo, g); err != nil {
+					return pending, err
+				}
+			}
+		case now.Sub(g.root.MarkedAt) < c.opts.Grace:
+			pending = true
+		default:
+			if err := c.sweep(ctx, repo, g, sc, st); err != nil {
+				return pending, err
+			}
+		}
+	}
+	return pending, nil
+}
+
+// sweep deletes the chunks of the condemned list g that no manifest
+// references now.
+func (c *Collector) sweep(ctx context.Context, repo *backuprepo.Repo, g *generation, sc *manifestScan, st *Stats) error {
+	ids, err := readGeneration(ctx, repo, g)
+	if err != nil {
+		c.log.Warn("backup gc: dropping a condemned list that cannot be read", "list", g.name, "err", err)
+		return deleteGeneration(ctx, repo, g)
+	}
+	doomed := map[backuprepo.ChunkID]struct{}{}
+	for _, id := range ids {
+		if sc.refs.mayHave(id) {
+			st.Kept++
+		} else {
+			doomed[id] = struct{}{}
+		}
+	}
+	if len(doomed) > 0 {
+		if err := c.deleteUnreferenced(ctx, repo, g.name, doomed, sc, st); err != nil {
+			return err
+		}
+	}
+	return deleteGeneration(ctx, repo, g)
+}
+
+// deleteUnreferenced deletes doomed under a sweep marker, after dropping
+// from it what manifests committed since the scan reference.
+func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Repo, gen string, doomed map[backuprepo.ChunkID]struct{}, sc *manifestScan, st *Stats) error {
+	start := c.opts.Now()
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	marker := backuprepo.SweepMarker{ID: gen + "-" + hex.EncodeToString(rnd[:]), Start: start, Deadline: start.Add(c.opts.SweepTimeout + backuprepo.ClockSkew)}
+	if err := repo.PutSweepMarker(ctx, marker); err != nil {
+		return err
+	}
+	defer func() {
+		marker.End = c.opts.Now()
+		if err := repo.PutSweepMarker(context.WithoutCancel(ctx), marker); err != nil {
+			c.log.Warn("backup gc: cannot record the end of a sweep (writers until its deadline will be refused)", "marker", marker.ID, "err", err)
+		}
+	}()
+	// Manifests committed since the scan: the marker is written, so any
+	// manifest not listed now is refused by its writer.
+	for info, err := range c.store.List(ctx, backuprepo.ManifestsPrefix) {
+		if err != nil {
+			return fmt.Errorf("list manifests: %w", err)
+		}
+		if _, ok := sc.seen[info.Key]; ok {
+			continue
+		}
+		var ignored Stats
+		_, err := scanManifest(ctx, c.store, map[string]*backuprepo.Repo{repo.Key().ID(): repo}, info.Key, func(_ string, id backuprepo.ChunkID) {
+			if _, ok := doomed[id]; ok {
+				delete(doomed, id)
+				st.Kept++
+			}
+		}, c.log, &ignored)
+		if err != nil {
+			return fmt.Errorf("sweep %s: a new manifest cannot be read, nothing deleted: %w", gen, err)
+		}
+	}
+	dctx, cancel := context.WithDeadline(ctx, start.Add(c.opts.SweepTimeout))
+	defer cancel()
+	for id := range doomed {
+		key := backuprepo.ChunkKey(id)
+		info, err := c.store.Stat(dctx, key)
+		if blob.IsNotFound(err) {
+			continue
+		}
+		if err == nil {
+			err = c.store.Delete(dctx, key)
+		}
+		if err != nil {
+			return fmt.Errorf("sweep %s: %w", gen, err)
+		}
+		st.Swept++
+		st.SweptBytes += info.Size
+	}
+	c.log.Info("backup gc: swept unreferenced chunks", "keyID", repo.Key().ID(), "list", gen, "deleted", len(doomed))
+	return nil
+}
+
+// mark condemns, for each organization of want, the chunks no manifest
+// references, older than the grace and sealed with its key.
+func (c *Collector) mark(ctx context.Context, sc *manifestScan, want map[string]bool, st *Stats) error {
+	now := c.opts.Now()
+	condemned := map[string][]backuprepo.ChunkID{}
+	for info, err := range c.store.List(ctx, backuprepo.ChunksPrefix) {
+		if err != nil {
+			return fmt.Errorf("list chunks: %w", err)
+		}
+		st.Chunks++
+		id, ok := backuprepo.ParseChunkKey(info.Key)
+		if !ok {
+			st.Unknown++
+			c.log.Warn("backup gc: leaving an object that is not a chunk", "key", info.Key)
+			continue
+		}
+		if sc.refs.mayHave(id) {
+			continue
+		}
+		if now.Sub(info.ModTime) < c.opts.Grace {
+			st.Young++
+			continue
+		}
+		h, ok, err := readHeader(ctx, c.store, info.Key)
+		if blob.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case !ok || h.Kind != backuprepo.KindChunk:
+			st.Unknown++
+			c.log.Warn("backup gc: leaving an object that is not a cove chunk", "key", info.Key)
+		case !want[h.KeyID]:
+			if c.repos[h.KeyID] == nil {
+				st.Foreign++
+			}
+		case len(condemned[h.KeyID]) < c.opts.MaxCondemned:
+			condemned[h.KeyID] = append(condemned[h.KeyID], id)
+		}
+	}
+	var errs []error
+	for keyID, ids := range condemned {
+		gen := newGenerationName(now)
+		if err := writeGeneration(ctx, c.repos[keyID], gen, now, ids); err != nil {
+			errs = append(errs, fmt.Errorf("organization key %s: write condemned list: %w", keyID, err))
+			continue
+		}
+		st.Condemned += len(ids)
+		c.log.Info("backup gc: condemned unreferenced chunks", "keyID", keyID, "list", gen, "chunks", len(ids), "sweepAfter", now.Add(c.opts.Grace))
+	}
+	return errors.Join(errs...)
+}
+
+// dropOldMarkers deletes sweep markers past their retention.
+func (c *Collector) dropOldMarkers(ctx context.Context, repo *backuprepo.Repo, st *Stats) error {
+	markers, err := repo.SweepMarkers(ctx)
+	if err != nil {
+		return err
+	}
+	now := c.opts.Now()
+	for _, m := range markers {
+		if now.Sub(m.Until()) > backuprepo.MarkerRetention {
+			if err := repo.DeleteSweepMarker(ctx, m.ID); err != nil {
+				return err
+			}
+			st.Markers++
+		}
+	}
+	return nil
+}

@@ -1,0 +1,359 @@
+package backupgc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/covedev/cove/internal/backuprepo"
+	"github.com/covedev/cove/internal/blob"
+)
+
+// The collector removes a chunk only once no manifest references it, it
+// was written more than the grace ago, it was condemned by a mark and the
+// sweep a grace later still finds it unreferenced.
+func TestGCRemovesOnlyUnreferencedOld(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	k, _ := newKey(t)
+	repo := backuprepo.New(s, k, nil)
+	shared, onlyB := files("s", 1, 2), files("t", 3, 4)
+	backup(t, repo, "env1-a", shared...)
+	backup(t, repo, "env1-b", append(shared, onlyB...)...)
+	must(t, s.Delete(ctx, backuprepo.ManifestKey("env1-b"))) // retention removed b
+	clk := newClock()
+	gc := collector(s, clk, k)
+
+	// Right after: everything is younger than the grace; nothing condemned.
+	if st := run(t, gc); st.Condemned != 0 || st.Young == 0 {
+		t.Fatalf("young chunks condemned: %+v", st)
+	}
+	clk.Add(2 * time.Hour)
+	st := run(t, gc) // mark
+	if st.Swept != 0 || st.Condemned == 0 {
+		t.Fatalf("mark: %+v", st)
+	}
+	for _, f := range onlyB {
+		if !exists(t, s, chunkOf(repo, f.seed)) {
+			t.Fatal("a mark deleted a chunk")
+		}
+	}
+	// A sweep is not due before the grace has passed since the mark.
+	clk.Add(30 * time.Minute)
+	if st := run(t, gc); st.Swept != 0 {
+		t.Fatalf("swept before the grace: %+v", st)
+	}
+	clk.Add(time.Hour)
+	st = run(t, gc)
+	if st.Swept == 0 {
+		t.Fatalf("sweep deleted nothing: %+v", st)
+	}
+	for _, f := range onlyB {
+		if exists(t, s, chunkOf(repo, f.seed)) {
+			t.Errorf("unreferenced chunk of %s kept", f.path)
+		}
+	}
+	for _, f := range shared {
+		if !exists(t, s, chunkOf(repo, f.seed)) {
+			t.Errorf("chunk of %s, which env1-a needs, deleted", f.path)
+		}
+	}
+	complete(t, repo, "env1-a")
+	// Nothing left to collect: another full cycle deletes nothing more.
+	before := countKeys(t, s, backuprepo.ChunksPrefix)
+	run(t, gc)
+	clk.Add(2 * time.Hour)
+	run(t, gc)
+	if after := countKeys(t, s, backuprepo.ChunksPrefix); after != before {
+		t.Fatalf("%d chunks after another cycle, %d before", after, before)
+	}
+	complete(t, repo, "env1-a")
+}
+
+// A backup that reuses a condemned chunk (the writer finds it stored and
+// does not upload it) and commits before the sweep keeps it: the sweep
+// reads the new manifest.
+func TestConcurrentWriterKeepsCondemnedChunk(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	k, _ := newKey(t)
+	repo := backuprepo.New(s, k, nil)
+	old := files("f", 10, 11, 12)
+	backup(t, repo, "env1-old", old...)
+	must(t, s.Delete(ctx, backuprepo.ManifestKey("env1-old")))
+	clk := newClock()
+	gc := collector(s, clk, k)
+	clk.Add(2 * time.Hour)
+	if st := run(t, gc); st.Condemned != len(old)+1 { // the files and the manifest's piece
+		t.Fatalf("mark: %+v", st)
+	}
+
+	// A writer starts after the mark and finds the condemned chunks.
+	w := startBackup(t, repo, "env1-new", old...)
+	sum, err := w.CommitGCSafe(ctx)
+	must(t, err)
+	if sum.ChunksReused != int64(len(old)) {
+		t.Fatalf("the writer stored %d chunks again, reused %d: the test must reuse condemned chunks", sum.ChunksNew, sum.ChunksReused)
+	}
+	clk.Add(2 * time.Hour)
+	st := run(t, gc)
+	if st.Kept < len(old) {
+		t.Fatalf("sweep: %+v", st)
+	}
+	complete(t, repo, "env1-new")
+}
+
+// A backup that reuses a condemned chunk and commits after the sweep
+// deleted it is refused (CommitGCSafe sees the sweep's marker) and leaves
+// no manifest; taken again, it stores the chunk anew and restores whole.
+func TestWriterAfterSweepRefused(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	k, _ := newKey(t)
+	repo := backuprepo.New(s, k, nil)
+	old := files("f", 20, 21)
+	backup(t, repo, "env1-old", old...)
+	must(t, s.Delete(ctx, backuprepo.ManifestKey("env1-old")))
+	clk := newClock()
+	gc := collector(s, clk, k)
+	clk.Add(2 * time.Hour)
+	run(t, gc) // mark
+
+	w := startBackup(t, repo, "env1-new", old...) // reuses the condemned chunks
+	clk.Add(2 * time.Hour)
+	if st := run(t, gc); st.Swept == 0 {
+		t.Fatalf("sweep deleted nothing: %+v", st)
+	}
+	if exists(t, s, chunkOf(repo, old[0].seed)) {
+		t.Fatal("the condemned chunk survived: the test must commit after its deletion")
+	}
+	_, err := w.CommitGCSafe(ctx)
+	if !errors.Is(err, backuprepo.ErrSwept) {
+		t.Fatalf("commit after the sweep: %v, want ErrSwept", err)
+	}
+	if exists(t, s, backuprepo.ManifestKey("env1-new")) {
+		t.Fatal("the refused backup's manifest is left, naming deleted chunks")
+	}
+	// Taken again (a new writer, which the sweep's marker no longer
+	// concerns once it has ended before the writer started).
+	markers, err := repo.SweepMarkers(ctx)
+	must(t, err)
+	for _, m := range markers {
+		m.Start, m.Deadline, m.End = time.Now().Add(-time.Hour), time.Now().Add(-time.Hour), time.Now().Add(-time.Hour)
+		must(t, repo.PutSweepMarker(ctx, m))
+	}
+	w = startBackup(t, repo, "env1-new2", old...)
+	sum, err := w.CommitGCSafe(ctx)
+	must(t, err)
+	if sum.ChunksNew < int64(len(old)) {
+		t.Fatalf("retry stored %d new chunks, want the %d deleted ones", sum.ChunksNew, len(old))
+	}
+	complete(t, repo, "env1-new2")
+}
+
+// The collector only ever deletes chunks sealed with the key of an
+// organization it collects: another organization's chunks, unreferenced
+// by this one's manifests, are left, and so are those of an organization
+// whose manifests cannot all be read.
+func TestOtherOrganizationUntouched(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	ka, _ := newKey(t)
+	kb, _ := newKey(t)
+	a, b := backuprepo.New(s, ka, nil), backuprepo.New(s, kb, nil)
+	backup(t, a, "a-live", files("a", 30)...)
+	backup(t, a, "a-gone", files("a", 31)...)
+	backup(t, b, "b-live", files("b", 40)...)
+	backup(t, b, "b-gone", files("b", 41)...)
+	must(t, s.Delete(ctx, backuprepo.ManifestKey("a-gone")))
+	must(t, s.Delete(ctx, backuprepo.ManifestKey("b-gone")))
+	bChunks := countKeys(t, s, backuprepo.ChunksPrefix) - 4 // a's: 2 files, 2 pieces
+
+	clk := newClock()
+	onlyA := collector(s, clk, ka)
+	clk.Add(2 * time.Hour)
+	st := run(t, onlyA)
+	if st.Foreign == 0 || st.ForeignManifests != 1 {
+		t.Fatalf("b's objects not seen as foreign: %+v", st)
+	}
+	clk.Add(2 * time.Hour)
+	run(t, onlyA)
+	if exists(t, s, chunkOf(a, 31)) {
+		t.Fatal("a's garbage kept")
+	}
+	if !exists(t, s, chunkOf(b, 41)) || !exists(t, s, chunkOf(b, 40)) {
+		t.Fatal("a's collector deleted b's chunks")
+	}
+	complete(t, b, "b-live")
+	complete(t, a, "a-live")
+
+	// Both keys, but one of b's manifests does not authenticate: b's
+	// references are unknown, so nothing of b's is condemned.
+	forged := bytes.Repeat([]byte{0}, 200)
+	copy(forged, "CVB1m")
+	hdr := headerOf(t, s, backuprepo.ManifestKey("b-live"))
+	copy(forged, hdr)
+	blobPut(t, s, backuprepo.ManifestKey("b-broken"), forged)
+	both := collector(s, clk, ka, kb)
+	clk.Add(2 * time.Hour)
+	if _, err := both.Run(ctx); err == nil {
+		t.Fatal("a run with an unreadable manifest reports no error")
+	}
+	clk.Add(2 * time.Hour)
+	both.Run(ctx)
+	if got := countKeys(t, s, backuprepo.ChunksPrefix) - 2; got != bChunks {
+		t.Fatalf("b has %d chunks, had %d", got, bChunks)
+	}
+	complete(t, b, "b-live")
+}
+
+// Objects under chunks/ and manifests/ that are not cove's (not sealed,
+// a wrong kind, a name that is no chunk id) are never deleted.
+func TestForeignObjectsLeft(t *testing.T) {
+	s := newStore(t)
+	k, _ := newKey(t)
+	repo := backuprepo.New(s, k, nil)
+	backup(t, repo, "env1-a", files("f", 50)...)
+	var id backuprepo.ChunkID
+	id[0] = 0xab
+	junk := map[string][]byte{
+		backuprepo.ChunkKey(id):        []byte("not a sealed object at all"),
+		"chunks/zz/not-a-chunk":        []byte("x"),
+		backuprepo.ManifestKey("junk"): []byte("{}"),
+	}
+	// A manifest header under chunks/: a cove object, not a chunk.
+	id[0], id[1] = 0xcd, 1
+	junk[backuprepo.ChunkKey(id)] = headerOf(t, s, backuprepo.ManifestKey("env1-a"))
+	for key, b := range junk {
+		blobPut(t, s, key, b)
+	}
+	clk := newClock()
+	gc := collector(s, clk, k)
+	clk.Add(2 * time.Hour)
+	st := run(t, gc)
+	if st.Unknown < len(junk) {
+		t.Fatalf("unknown objects not counted: %+v", st)
+	}
+	clk.Add(2 * time.Hour)
+	run(t, gc)
+	for key := range junk {
+		if !exists(t, s, key) {
+			t.Errorf("%s deleted", key)
+		}
+	}
+	complete(t, repo, "env1-a")
+}
+
+// A condemned list someone without the key wrote is never acted upon.
+func TestForgedCondemnedListIgnored(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	k, _ := newKey(t)
+	repo := backuprepo.New(s, k, nil)
+	backup(t, repo, "env1-a", files("f", 60)...)
+	must(t, s.Delete(ctx, backuprepo.ManifestKey("env1-a"))) // its chunks are garbage
+	victim := repo.ChunkIDOf(content(60, fileSize))
+	gen := newGenerationName(time.Now().Add(-24 * time.Hour))
+	blobPut(t, s, repo.GCKey(condemnedDir+gen+"/0"), victim[:])
+	blobPut(t, s, repo.GCKey(condemnedDir+gen+"/"+rootName), []byte(`{"markedAt":"2020-01-01T00:00:00Z","pieces":1,"count":1}`))
+	st := run(t, collector(s, newClock(), k))
+	if st.Swept != 0 || !exists(t, s, backuprepo.ChunkKey(victim)) {
+		t.Fatalf("a forged list made the sweep delete: %+v", st)
+	}
+}
+
+// A sweep marker that stays without its end (a collector that crashed
+// mid-sweep) still refuses writers until its deadline; markers are
+// deleted after their retention.
+func TestSweepMarkers(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	k, _ := newKey(t)
+	repo := backuprepo.New(s, k, nil)
+	now := time.Now()
+	must(t, repo.PutSweepMarker(ctx, backuprepo.SweepMarker{ID: "crashed", Start: now.Add(-time.Minute), Deadline: now.Add(time.Hour)}))
+	w := startBackup(t, repo, "env1-a", files("f", 70)...)
+	if _, err := w.CommitGCSafe(ctx); !errors.Is(err, backuprepo.ErrSwept) {
+		t.Fatalf("commit during a crashed sweep's window: %v", err)
+	}
+	must(t, repo.DeleteSweepMarker(ctx, "crashed"))
+	must(t, repo.PutSweepMarker(ctx, backuprepo.SweepMarker{ID: "old", Start: now.Add(-2 * time.Hour), Deadline: now.Add(-time.Hour), End: now.Add(-time.Hour)}))
+	backup(t, repo, "env1-b", files("f", 70)...) // a sweep that ended before the writer started: no refusal
+	clk := newClock()
+	clk.Add(backuprepo.MarkerRetention)
+	if st := run(t, collector(s, clk, k)); st.Markers != 1 {
+		t.Fatalf("old marker not deleted: %+v", st)
+	}
+	if ms, _ := repo.SweepMarkers(ctx); len(ms) != 0 {
+		t.Fatalf("markers left: %+v", ms)
+	}
+}
+
+func headerOf(t *testing.T, s blob.Store, key string) []byte {
+	t.Helper()
+	h, err := s.Get(context.Background(), key, blob.Range{Length: int64(backuprepo.HeaderLen)})
+	must(t, err)
+	defer h.Close()
+	b := make([]byte, backuprepo.HeaderLen)
+	if _, err := h.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func blobPut(t *testing.T, s blob.Store, key string, b []byte) {
+	t.Helper()
+	must(t, s.Put(context.Background(), key, bytes.NewReader(b), int64(len(b))))
+}
+
+// hookStore runs before once, just before the first Put of a key
+// containing match.
+type hookStore struct {
+	blob.Store
+	match  string
+	before func()
+	done   bool
+}
+
+func (h *hookStore) Put(ctx context.Context, key string, r io.Reader, size int64) error {
+	if !h.done && strings.Contains(key, h.match) {
+		h.done = true
+		h.before()
+	}
+	return h.Store.Put(ctx, key, r, size)
+}
+
+// A backup that reuses a condemned chunk and commits after the run's scan
+// but before the sweep's marker is accepted (it sees no marker), so the
+// sweep must find its manifest when it lists them again, and keep the
+// chunk.
+func TestWriterCommittingDuringSweepStart(t *testing.T) {
+	ctx := context.Background()
+	base := newStore(t)
+	k, _ := newKey(t)
+	repo := backuprepo.New(base, k, nil)
+	old := files("f", 80, 81)
+	backup(t, repo, "env1-old", old...)
+	must(t, base.Delete(ctx, backuprepo.ManifestKey("env1-old")))
+	clk := newClock()
+	clk.Add(2 * time.Hour)
+	run(t, collector(base, clk, k)) // mark
+
+	w := startBackup(t, repo, "env1-new", old...)
+	var commitErr error
+	hooked := &hookStore{Store: base, match: "/sweeps/", before: func() { _, commitErr = w.CommitGCSafe(ctx) }}
+	clk.Add(2 * time.Hour)
+	st := run(t, collector(hooked, clk, k))
+	if !hooked.done {
+		t.Fatal("no sweep marker written: the test must sweep")
+	}
+	must(t, commitErr)
+	if st.Kept < len(old) {
+		t.Fatalf("sweep: %+v", st)
+	}
+	complete(t, repo, "env1-new")
+}
