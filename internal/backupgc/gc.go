@@ -87,6 +87,7 @@ type Collector struct {
 	repos map[string]*backuprepo.Repo // by key id
 	opts  Options
 	log   *slog.Logger
+	left  int // objects left alone, for leave
 }
 
 // NewCollector returns a collector of store for the organizations keys.
@@ -237,12 +238,12 @@ func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Rep
 			continue
 		}
 		var ignored Stats
-		_, err := scanManifest(ctx, c.store, map[string]*backuprepo.Repo{repo.Key().ID(): repo}, info.Key, func(_ string, id backuprepo.ChunkID) {
+		_, err := c.scanManifest(ctx, map[string]*backuprepo.Repo{repo.Key().ID(): repo}, info.Key, func(_ string, id backuprepo.ChunkID) {
 			if _, ok := doomed[id]; ok {
 				delete(doomed, id)
 				st.Kept++
 			}
-		}, c.log, &ignored)
+		}, &ignored)
 		if err != nil {
 			return fmt.Errorf("sweep %s: a new manifest cannot be read, nothing deleted: %w", gen, err)
 		}
@@ -281,7 +282,7 @@ func (c *Collector) mark(ctx context.Context, sc *manifestScan, want map[string]
 		id, ok := backuprepo.ParseChunkKey(info.Key)
 		if !ok {
 			st.Unknown++
-			c.log.Warn("backup gc: leaving an object that is not a chunk", "key", info.Key)
+			c.leave(info.Key, "its name is no chunk id")
 			continue
 		}
 		if sc.refs.mayHave(id) {
@@ -301,7 +302,7 @@ func (c *Collector) mark(ctx context.Context, sc *manifestScan, want map[string]
 		switch {
 		case !ok || h.Kind != backuprepo.KindChunk:
 			st.Unknown++
-			c.log.Warn("backup gc: leaving an object that is not a cove chunk", "key", info.Key)
+			c.leave(info.Key, "not a sealed cove chunk")
 		case !want[h.KeyID]:
 			if c.repos[h.KeyID] == nil {
 				st.Foreign++

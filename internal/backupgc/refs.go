@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"slices"
 
 	"github.com/covedev/cove/internal/backuprepo"
@@ -114,8 +113,8 @@ func readHeader(ctx context.Context, store blob.Store, key string) (backuprepo.H
 // repos, and adds everything it references to add. It returns whether the
 // manifest was ours (its key id), and an error when it was ours but could
 // not be read whole.
-func scanManifest(ctx context.Context, store blob.Store, repos map[string]*backuprepo.Repo, key string, add func(string, backuprepo.ChunkID), log *slog.Logger, st *Stats) (keyID string, err error) {
-	h, ok, err := readHeader(ctx, store, key)
+func (c *Collector) scanManifest(ctx context.Context, repos map[string]*backuprepo.Repo, key string, add func(string, backuprepo.ChunkID), st *Stats) (keyID string, err error) {
+	h, ok, err := readHeader(ctx, c.store, key)
 	if blob.IsNotFound(err) {
 		return "", nil // deleted since listed
 	}
@@ -125,7 +124,7 @@ func scanManifest(ctx context.Context, store blob.Store, repos map[string]*backu
 	name, valid := backuprepo.ManifestName(key)
 	if !ok || h.Kind != backuprepo.KindManifest || !valid {
 		st.Unknown++
-		log.Warn("backup gc: leaving an object that is not a cove manifest", "key", key)
+		c.leave(key, "not a cove manifest")
 		return "", nil
 	}
 	repo := repos[h.KeyID]
@@ -159,6 +158,21 @@ func scanManifest(ctx context.Context, store blob.Store, repos map[string]*backu
 	return h.KeyID, nil
 }
 
+// maxLeftLogged bounds the objects a run names in its log as left alone
+// (the count is in Stats).
+const maxLeftLogged = 10
+
+// leave logs an object left alone because it is not cove's.
+func (c *Collector) leave(key, why string) {
+	c.left++
+	switch {
+	case c.left <= maxLeftLogged:
+		c.log.Warn("backup gc: leaving an object that is not cove's", "key", key, "why", why)
+	case c.left == maxLeftLogged+1:
+		c.log.Warn("backup gc: more objects that are not cove's left alone; not named (see the run's count)")
+	}
+}
+
 // scanManifests reads every manifest of the store.
 func (c *Collector) scanManifests(ctx context.Context) (*manifestScan, error) {
 	sc := &manifestScan{refs: &refSet{}, seen: map[string]struct{}{}, broken: map[string]error{}}
@@ -167,7 +181,7 @@ func (c *Collector) scanManifests(ctx context.Context) (*manifestScan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list manifests: %w", err)
 		}
-		keyID, err := scanManifest(ctx, c.store, c.repos, info.Key, add, c.log, &sc.stats)
+		keyID, err := c.scanManifest(ctx, c.repos, info.Key, add, &sc.stats)
 		if err != nil {
 			if ctx.Err() != nil || keyID == "" {
 				return nil, err
