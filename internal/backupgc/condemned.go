@@ -3,6 +3,7 @@ package backupgc
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -19,17 +20,26 @@ import (
 // grace. It is stored sealed under the organization's key, so nobody
 // without the key can make a sweep delete anything:
 //
-//	gc/<key id>/condemned/<generation>/<n>     ids, 32 bytes each, idsPerPiece at most
+//	gc/<key id>/condemned/<generation>/<n>     records of 36 bytes (id, stored size), recordsPerPiece at most
 //	gc/<key id>/condemned/<generation>/root    {"markedAt", "pieces", "count"}, written last
 //
 // Generation names start with the mark's time (UTC, sortable) and end with
 // random bytes, so collectors on several servers never overwrite each
 // other's lists.
 const (
-	condemnedDir = "condemned/"
-	rootName     = "root"
-	idsPerPiece  = backuprepo.MaxPayload / len(backuprepo.ChunkID{})
+	condemnedDir    = "condemned/"
+	rootName        = "root"
+	idLen           = len(backuprepo.ChunkID{})
+	recordLen       = idLen + 4
+	recordsPerPiece = backuprepo.MaxPayload / recordLen
 )
+
+// condemnedChunk is a chunk a mark condemned, and its stored size (for the
+// sweep's count of bytes freed).
+type condemnedChunk struct {
+	ID   backuprepo.ChunkID
+	Size uint32
+}
 
 type generationRoot struct {
 	MarkedAt time.Time `json:"markedAt"`
@@ -43,21 +53,21 @@ func newGenerationName(t time.Time) string {
 	return t.UTC().Format("20060102T150405.000000000Z") + "-" + hex.EncodeToString(rnd[:])
 }
 
-// writeGeneration stores ids as a new condemned list of repo's key.
-func writeGeneration(ctx context.Context, repo *backuprepo.Repo, gen string, markedAt time.Time, ids []backuprepo.ChunkID) error {
+// writeGeneration stores cs as a new condemned list of repo's key.
+func writeGeneration(ctx context.Context, repo *backuprepo.Repo, gen string, markedAt time.Time, cs []condemnedChunk) error {
 	pieces := 0
-	for start := 0; start < len(ids); start += idsPerPiece {
-		part := ids[start:min(len(ids), start+idsPerPiece)]
-		buf := make([]byte, 0, len(part)*len(backuprepo.ChunkID{}))
-		for _, id := range part {
-			buf = append(buf, id[:]...)
+	for start := 0; start < len(cs); start += recordsPerPiece {
+		part := cs[start:min(len(cs), start+recordsPerPiece)]
+		buf := make([]byte, 0, len(part)*recordLen)
+		for _, c := range part {
+			buf = binary.BigEndian.AppendUint32(append(buf, c.ID[:]...), c.Size)
 		}
 		if err := repo.PutGCObject(ctx, condemnedDir+gen+"/"+strconv.Itoa(pieces), buf); err != nil {
 			return err
 		}
 		pieces++
 	}
-	doc, err := json.Marshal(generationRoot{MarkedAt: markedAt.UTC(), Pieces: pieces, Count: len(ids)})
+	doc, err := json.Marshal(generationRoot{MarkedAt: markedAt.UTC(), Pieces: pieces, Count: len(cs)})
 	if err != nil {
 		return err
 	}
@@ -105,7 +115,7 @@ func listGenerations(ctx context.Context, repo *backuprepo.Repo) ([]*generation,
 			return nil, err
 		}
 		var r generationRoot
-		if err := json.Unmarshal(doc, &r); err != nil || r.Pieces < 0 || r.Count < 0 || r.Pieces > r.Count/idsPerPiece+1 {
+		if err := json.Unmarshal(doc, &r); err != nil || r.Pieces < 0 || r.Count < 0 || r.Pieces > r.Count/recordsPerPiece+1 {
 			continue
 		}
 		g.root = &r
@@ -113,26 +123,26 @@ func listGenerations(ctx context.Context, repo *backuprepo.Repo) ([]*generation,
 	return gens, nil
 }
 
-// readGeneration returns the ids of a condemned list (all, or an error:
-// a list read in part is not acted upon).
-func readGeneration(ctx context.Context, repo *backuprepo.Repo, g *generation) ([]backuprepo.ChunkID, error) {
-	ids := make([]backuprepo.ChunkID, 0, g.root.Count)
+// readGeneration returns the chunks of a condemned list (all, or an
+// error: a list read in part is not acted upon).
+func readGeneration(ctx context.Context, repo *backuprepo.Repo, g *generation) ([]condemnedChunk, error) {
+	cs := make([]condemnedChunk, 0, min(g.root.Count, recordsPerPiece))
 	for i := range g.root.Pieces {
 		buf, err := repo.GetGCObject(ctx, condemnedDir+g.name+"/"+strconv.Itoa(i))
 		if err != nil {
 			return nil, fmt.Errorf("condemned list %s: %w", g.name, err)
 		}
-		if len(buf)%len(backuprepo.ChunkID{}) != 0 {
+		if len(buf)%recordLen != 0 {
 			return nil, fmt.Errorf("condemned list %s: piece %d of %d bytes", g.name, i, len(buf))
 		}
-		for ; len(buf) > 0; buf = buf[len(backuprepo.ChunkID{}):] {
-			ids = append(ids, backuprepo.ChunkID(buf[:len(backuprepo.ChunkID{})]))
+		for ; len(buf) > 0; buf = buf[recordLen:] {
+			cs = append(cs, condemnedChunk{ID: backuprepo.ChunkID(buf[:idLen]), Size: binary.BigEndian.Uint32(buf[idLen:])})
 		}
 	}
-	if len(ids) != g.root.Count {
-		return nil, fmt.Errorf("condemned list %s: %d ids, its root says %d", g.name, len(ids), g.root.Count)
+	if len(cs) != g.root.Count {
+		return nil, fmt.Errorf("condemned list %s: %d chunks, its root says %d", g.name, len(cs), g.root.Count)
 	}
-	return ids, nil
+	return cs, nil
 }
 
 // deleteGeneration removes a condemned list: the root first, so that a

@@ -38,10 +38,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"sync"
 	"time"
 
 	"github.com/covedev/cove/internal/backuprepo"
 	"github.com/covedev/cove/internal/blob"
+	"golang.org/x/sync/errgroup"
 )
 
 // Defaults of Options.
@@ -56,7 +59,7 @@ type Options struct {
 	// Grace: a chunk is condemned only if written at least this long
 	// ago, and swept at least this long after it was condemned.
 	Grace time.Duration
-	// MaxCondemned bounds a condemned list (32 bytes per chunk in memory
+	// MaxCondemned bounds a condemned list (36 bytes per chunk in memory
 	// and storage); what is left is condemned by a later run.
 	MaxCondemned int
 	// SweepTimeout bounds how long a sweep deletes (writers running until
@@ -191,17 +194,17 @@ func (c *Collector) sweepDue(ctx context.Context, repo *backuprepo.Repo, sc *man
 // sweep deletes the chunks of the condemned list g that no manifest
 // references now.
 func (c *Collector) sweep(ctx context.Context, repo *backuprepo.Repo, g *generation, sc *manifestScan, st *Stats) error {
-	ids, err := readGeneration(ctx, repo, g)
+	cs, err := readGeneration(ctx, repo, g)
 	if err != nil {
 		c.log.Warn("backup gc: dropping a condemned list that cannot be read", "list", g.name, "err", err)
 		return deleteGeneration(ctx, repo, g)
 	}
-	doomed := map[backuprepo.ChunkID]struct{}{}
-	for _, id := range ids {
-		if sc.refs.mayHave(id) {
+	doomed := map[backuprepo.ChunkID]uint32{}
+	for _, ch := range cs {
+		if sc.refs.mayHave(ch.ID) {
 			st.Kept++
 		} else {
-			doomed[id] = struct{}{}
+			doomed[ch.ID] = ch.Size
 		}
 	}
 	if len(doomed) > 0 {
@@ -212,9 +215,12 @@ func (c *Collector) sweep(ctx context.Context, repo *backuprepo.Repo, g *generat
 	return deleteGeneration(ctx, repo, g)
 }
 
+// deleteParallelism is how many deletes a sweep has in flight.
+const deleteParallelism = 16
+
 // deleteUnreferenced deletes doomed under a sweep marker, after dropping
 // from it what manifests committed since the scan reference.
-func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Repo, gen string, doomed map[backuprepo.ChunkID]struct{}, sc *manifestScan, st *Stats) error {
+func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Repo, gen string, doomed map[backuprepo.ChunkID]uint32, sc *manifestScan, st *Stats) error {
 	start := c.opts.Now()
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
@@ -228,17 +234,20 @@ func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Rep
 			c.log.Warn("backup gc: cannot record the end of a sweep (writers until its deadline will be refused)", "marker", marker.ID, "err", err)
 		}
 	}()
+	// Nothing is deleted after the marker's deadline (less the skew).
+	dctx, cancel := context.WithTimeout(ctx, c.opts.SweepTimeout)
+	defer cancel()
 	// Manifests committed since the scan: the marker is written, so any
 	// manifest not listed now is refused by its writer.
-	for info, err := range c.store.List(ctx, backuprepo.ManifestsPrefix) {
+	for info, err := range c.store.List(dctx, backuprepo.ManifestsPrefix) {
 		if err != nil {
-			return fmt.Errorf("list manifests: %w", err)
+			return fmt.Errorf("sweep %s: list manifests: %w", gen, err)
 		}
 		if _, ok := sc.seen[info.Key]; ok {
 			continue
 		}
 		var ignored Stats
-		_, err := c.scanManifest(ctx, map[string]*backuprepo.Repo{repo.Key().ID(): repo}, info.Key, func(_ string, id backuprepo.ChunkID) {
+		_, err := c.scanManifest(dctx, map[string]*backuprepo.Repo{repo.Key().ID(): repo}, info.Key, func(_ string, id backuprepo.ChunkID) {
 			if _, ok := doomed[id]; ok {
 				delete(doomed, id)
 				st.Kept++
@@ -248,24 +257,38 @@ func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Rep
 			return fmt.Errorf("sweep %s: a new manifest cannot be read, nothing deleted: %w", gen, err)
 		}
 	}
-	dctx, cancel := context.WithDeadline(ctx, start.Add(c.opts.SweepTimeout))
-	defer cancel()
-	for id := range doomed {
-		key := backuprepo.ChunkKey(id)
-		info, err := c.store.Stat(dctx, key)
-		if blob.IsNotFound(err) {
-			continue
+	var (
+		eg      errgroup.Group
+		mu      sync.Mutex
+		deleted int
+		bytes   int64
+	)
+	eg.SetLimit(deleteParallelism)
+	for id, size := range doomed {
+		if dctx.Err() != nil {
+			break
 		}
-		if err == nil {
-			err = c.store.Delete(dctx, key)
-		}
-		if err != nil {
-			return fmt.Errorf("sweep %s: %w", gen, err)
-		}
-		st.Swept++
-		st.SweptBytes += info.Size
+		eg.Go(func() error {
+			if err := c.store.Delete(dctx, backuprepo.ChunkKey(id)); err != nil {
+				return err
+			}
+			mu.Lock()
+			deleted++
+			bytes += int64(size)
+			mu.Unlock()
+			return nil
+		})
 	}
-	c.log.Info("backup gc: swept unreferenced chunks", "keyID", repo.Key().ID(), "list", gen, "deleted", len(doomed))
+	err := eg.Wait()
+	if err == nil {
+		err = dctx.Err()
+	}
+	st.Swept += deleted
+	st.SweptBytes += bytes
+	if err != nil {
+		return fmt.Errorf("sweep %s: %d of %d unreferenced chunks deleted: %w", gen, deleted, len(doomed), err)
+	}
+	c.log.Info("backup gc: swept unreferenced chunks", "keyID", repo.Key().ID(), "list", gen, "deleted", deleted, "bytes", bytes)
 	return nil
 }
 
@@ -273,7 +296,7 @@ func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Rep
 // references, older than the grace and sealed with its key.
 func (c *Collector) mark(ctx context.Context, sc *manifestScan, want map[string]bool, st *Stats) error {
 	now := c.opts.Now()
-	condemned := map[string][]backuprepo.ChunkID{}
+	condemned := map[string][]condemnedChunk{}
 	for info, err := range c.store.List(ctx, backuprepo.ChunksPrefix) {
 		if err != nil {
 			return fmt.Errorf("list chunks: %w", err)
@@ -308,18 +331,18 @@ func (c *Collector) mark(ctx context.Context, sc *manifestScan, want map[string]
 				st.Foreign++
 			}
 		case len(condemned[h.KeyID]) < c.opts.MaxCondemned:
-			condemned[h.KeyID] = append(condemned[h.KeyID], id)
+			condemned[h.KeyID] = append(condemned[h.KeyID], condemnedChunk{ID: id, Size: uint32(min(info.Size, math.MaxUint32))})
 		}
 	}
 	var errs []error
-	for keyID, ids := range condemned {
+	for keyID, cs := range condemned {
 		gen := newGenerationName(now)
-		if err := writeGeneration(ctx, c.repos[keyID], gen, now, ids); err != nil {
+		if err := writeGeneration(ctx, c.repos[keyID], gen, now, cs); err != nil {
 			errs = append(errs, fmt.Errorf("organization key %s: write condemned list: %w", keyID, err))
 			continue
 		}
-		st.Condemned += len(ids)
-		c.log.Info("backup gc: condemned unreferenced chunks", "keyID", keyID, "list", gen, "chunks", len(ids), "sweepAfter", now.Add(c.opts.Grace))
+		st.Condemned += len(cs)
+		c.log.Info("backup gc: condemned unreferenced chunks", "keyID", keyID, "list", gen, "chunks", len(cs), "sweepAfter", now.Add(c.opts.Grace))
 	}
 	return errors.Join(errs...)
 }

@@ -49,8 +49,8 @@ func TestGCRemovesOnlyUnreferencedOld(t *testing.T) {
 	}
 	clk.Add(time.Hour)
 	st = run(t, gc)
-	if st.Swept == 0 {
-		t.Fatalf("sweep deleted nothing: %+v", st)
+	if st.Swept != len(onlyB)+1 || st.SweptBytes <= int64(len(onlyB)*fileSize) { // b's files and its manifest's piece, sealed
+		t.Fatalf("sweep: %+v", st)
 	}
 	for _, f := range onlyB {
 		if exists(t, s, chunkOf(repo, f.seed)) {
