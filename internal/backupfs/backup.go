@@ -23,6 +23,10 @@ import (
 // the opens through it).
 var openFile = func(e *confine.Entry) (*os.File, error) { return e.Open() }
 
+// parentMode is the mode of the directory entries recorded for the
+// parents of nested tree names (owned by root, time 0).
+const parentMode = 0o755
+
 // progressEvery is the least time between two Progress calls.
 const progressEvery = 250 * time.Millisecond
 
@@ -215,7 +219,7 @@ func (b *backuper) source(s Source) error {
 		}
 		p := s.Name[:i]
 		b.parents[p] = true
-		if err := b.add(backuprepo.Entry{Path: p, Type: backuprepo.TypeDir, Mode: 0o755}, b.prevFor(p)); err != nil {
+		if err := b.add(backuprepo.Entry{Path: p, Type: backuprepo.TypeDir, Mode: parentMode}, b.prevFor(p)); err != nil {
 			return err
 		}
 	}
@@ -298,6 +302,13 @@ func (b *backuper) visit(ce *confine.Entry) error {
 	}
 	if whiteout {
 		e.Type, e.Mode, e.Xattrs, e.Opaque = backuprepo.TypeWhiteout, e.Mode&0o777, nil, false
+	}
+	if e.Type == backuprepo.TypeDir && ce.Depth >= confine.MaxDepth {
+		if err := b.add(e, b.prevFor(p)); err != nil {
+			return err
+		}
+		b.skip(p, fmt.Sprintf("contents nested deeper than %d directories", confine.MaxDepth))
+		return confine.SkipDir
 	}
 	if e.Type != backuprepo.TypeFile {
 		return b.add(e, b.prevFor(p))

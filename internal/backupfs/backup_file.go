@@ -52,6 +52,10 @@ func (b *backuper) file(ce *confine.Entry, e backuprepo.Entry) error {
 	return nil
 }
 
+// afterRead is called when a file's content was read (a test changes the
+// file there).
+var afterRead = func(rel string) {}
+
 // fileReader reads a file, keeping its error apart from the store's.
 type fileReader struct {
 	r   io.Reader
@@ -91,6 +95,7 @@ func (b *backuper) read(ce *confine.Entry, e *backuprepo.Entry) (ok bool, err er
 		}
 		fr := &fileReader{r: io.LimitReader(f, before.Size)}
 		refs, size, err := b.w.StoreContent(b.ctx, fr)
+		afterRead(ce.Rel)
 		if fr.err != nil {
 			b.skip(e.Path, "unreadable: "+fr.err.Error())
 			return false, nil

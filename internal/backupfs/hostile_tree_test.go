@@ -171,3 +171,31 @@ func TestHostileTree(t *testing.T) {
 		t.Errorf("many: %d entries %v", len(ents), err)
 	}
 }
+
+// TestDeepTree: directories nested deeper than the walk goes are listed,
+// the rest of the tree backed up (the backup does not fail).
+func TestDeepTree(t *testing.T) {
+	requireRoot(t)
+	repo, _ := newRepo(t)
+	src := emptyDir(t, "src")
+	d, err := os.Open(src)
+	must(t, err)
+	// Built through descriptors: the path is longer than PATH_MAX.
+	fd := int(d.Fd())
+	for range confine.MaxDepth + 5 {
+		must(t, unix.Mkdirat(fd, "d", 0o755))
+		nfd, err := unix.Openat(fd, "d", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		must(t, err)
+		if fd != int(d.Fd()) {
+			unix.Close(fd)
+		}
+		fd = nfd
+	}
+	unix.Close(fd)
+	d.Close()
+	writeFile(t, filepath.Join(src, "z"), []byte("after the deep tree"), 0o644, 0, 0)
+	res := backup(t, repo, "deep", "", mapA, Source{Name: "ws", Dir: src})
+	if len(res.Skipped) != 1 || !strings.Contains(res.Skipped[0], "nested deeper than") || res.Files != 1 {
+		t.Errorf("skipped %q, %d files", res.Skipped, res.Files)
+	}
+}

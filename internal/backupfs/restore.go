@@ -227,7 +227,7 @@ func (r *restorer) popTo(p string) error {
 func (r *restorer) entry(e *backuprepo.Entry) error {
 	t := r.targetFor(e.Path)
 	if t == nil {
-		r.skipTree(e.Path)
+		r.skipTree(e)
 		return nil
 	}
 	if err := r.popTo(e.Path); err != nil {
@@ -278,21 +278,33 @@ func (r *restorer) entry(e *backuprepo.Entry) error {
 	return nil
 }
 
-// skipTree lists the top of a tree of the backup no target asked for
-// (parents of a nested target's name are not listed).
-func (r *restorer) skipTree(p string) {
+// skipTree lists the top of a tree of the backup no target asked for.
+// Parents of a nested target's name, and parents Backup recorded for
+// nested names (see isParent), are not trees: what is below them is.
+func (r *restorer) skipTree(e *backuprepo.Entry) {
+	p := e.Path
+	if p == "." || r.ignored != "" && within(p, r.ignored) {
+		return
+	}
 	for _, t := range r.targets {
 		if strings.HasPrefix(t.Name, p+"/") {
 			return
 		}
 	}
-	if r.ignored != "" && within(p, r.ignored) {
+	if isParent(e) {
 		return
 	}
 	r.ignored = p
 	if len(r.res.Ignored) < MaxListed {
 		r.res.Ignored = append(r.res.Ignored, p)
 	}
+}
+
+// isParent reports whether e is what Backup records for a parent of nested
+// tree names ("svc" and "svc/db" for "svc/db/upper").
+func isParent(e *backuprepo.Entry) bool {
+	return e.Type == backuprepo.TypeDir && e.Mode == parentMode && e.UID == 0 && e.GID == 0 &&
+		e.Mtime == 0 && len(e.Xattrs) == 0 && !e.Opaque
 }
 
 func (r *restorer) dir(e *backuprepo.Entry, t *target, pfd int, base string) error {

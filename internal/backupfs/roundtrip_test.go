@@ -214,7 +214,7 @@ func TestNestedNamesAndIgnoredTrees(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(res.Ignored, []string{"svc/cache", "workspace"}) || !slices.Equal(res.Missing, []string{"volumes"}) || res.Files != 2 {
+	if !slices.Equal(res.Ignored, []string{"svc/cache/upper", "workspace"}) || !slices.Equal(res.Missing, []string{"volumes"}) || res.Files != 2 {
 		t.Errorf("ignored %q, missing %q, %d files", res.Ignored, res.Missing, res.Files)
 	}
 	for i, want := range []string{"db", "up"} {
@@ -222,6 +222,12 @@ func TestNestedNamesAndIgnoredTrees(t *testing.T) {
 		if err != nil || string(got) != want {
 			t.Errorf("%s: %q %v", targets[i].Name, got, err)
 		}
+	}
+	// Only the workspace: every other tree is named whole, as the runner
+	// restores them one by one.
+	res, err = Restore(context.Background(), repo, "b", []Source{{Name: "workspace", Dir: emptyDir(t, "ws")}}, RestoreOptions{Map: mapB})
+	if err != nil || !slices.Equal(res.Ignored, []string{"svc/cache/upper", "svc/db/upper", "upper"}) {
+		t.Errorf("ignored %q (%v)", res.Ignored, err)
 	}
 	// Overlapping names are refused.
 	w, err := repo.NewWriter(context.Background(), "overlap", testMeta())

@@ -58,7 +58,7 @@ func (s *Server) moveOnUpdate(ctx context.Context, u store.User, env *covev1.Env
 	}
 	if env.GetMetadata().GetRunnerId() == "" || fromErr != nil || from.Phase != runnerActive {
 		// Nobody holds newer content than the latest backup: move now.
-		moved, err := s.moveNow(ctx, env.Id, to, from)
+		moved, err := s.moveNow(ctx, env.Id, to, from, env.GetMetadata().GetRunnerId())
 		if err != nil {
 			return nil, false, err
 		}
@@ -72,7 +72,7 @@ func (s *Server) moveOnUpdate(ctx context.Context, u store.User, env *covev1.Env
 			return err
 		}
 		if e.GetMetadata().GetRunnerId() != from.ID {
-			return connect.NewError(connect.CodeAborted, errors.New("the environment changed runner meanwhile: try again"))
+			return errMovedMeanwhile
 		}
 		e.Spec.DesiredPhase = phaseStopped
 		e.Spec.StopReason = fmt.Sprintf("moving to runner %q: stopping and backing up on %q first", to.Name, from.Name)
@@ -119,12 +119,17 @@ func lastSeen(r store.Runner) string {
 	return r.LastSeen.UTC().Format(time.RFC3339)
 }
 
+// errMovedMeanwhile: another request or controller pass moved the
+// environment first.
+var errMovedMeanwhile = connect.NewError(connect.CodeAborted, errors.New("the environment changed runner meanwhile: look again, and retry if needed"))
+
 // moveNow assigns the environment to runner to, started from its latest
 // backup (or created afresh if it never ran and has none). from is the
 // runner that held it (zero if none, or removed); when it is not the
 // runner that took the backup's content last, what may be lost is said in
-// the status's warnings.
-func (s *Server) moveNow(ctx context.Context, id string, to, from store.Runner) (*covev1.Environment, error) {
+// the status's warnings. It does nothing (errMovedMeanwhile) unless the
+// environment is still on runner onRunner.
+func (s *Server) moveNow(ctx context.Context, id string, to, from store.Runner, onRunner string) (*covev1.Environment, error) {
 	bs, err := s.store.ListBackups(ctx, id)
 	if err != nil {
 		return nil, err
@@ -132,6 +137,9 @@ func (s *Server) moveNow(ctx context.Context, id string, to, from store.Runner) 
 	return s.store.UpdateEnvironment(ctx, id, func(e *covev1.Environment) error {
 		if err := notDeleted(e); err != nil {
 			return err
+		}
+		if e.GetMetadata().GetRunnerId() != onRunner {
+			return errMovedMeanwhile
 		}
 		name := e.GetMetadata().GetName()
 		var warning string
@@ -244,7 +252,10 @@ func (s *Server) advanceMove(ctx context.Context, m store.Move) error {
 	if fromGone && err == nil {
 		from.Phase = covev1.RunnerPhase_RUNNER_PHASE_INACTIVE
 	}
-	if _, err := s.moveNow(ctx, env.Id, to, from); err != nil {
+	if _, err := s.moveNow(ctx, env.Id, to, from, m.FromRunnerID); err != nil {
+		if errors.Is(err, errMovedMeanwhile) {
+			return s.store.DeleteMove(ctx, m.EnvironmentID)
+		}
 		var ce *connect.Error
 		if errors.As(err, &ce) {
 			return s.cancelMove(ctx, m, "the move was cancelled: "+ce.Message())
@@ -258,11 +269,15 @@ func (s *Server) advanceMove(ctx context.Context, m store.Move) error {
 // cancelMove ends a pending move and says why in spec.stopReason (the
 // environment stays stopped where it is).
 func (s *Server) cancelMove(ctx context.Context, m store.Move, why string) error {
+	errSaid := errors.New("said already")
 	if _, err := s.store.UpdateEnvironment(ctx, m.EnvironmentID, func(e *covev1.Environment) error {
+		if e.GetSpec().GetStopReason() == why {
+			return errSaid // another pass cancelled it
+		}
 		e.Spec.StopReason = why
 		e.Spec.SpecVersion++
 		return nil
-	}); err != nil && !errors.Is(err, store.ErrNotFound) {
+	}); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, errSaid) {
 		return err
 	}
 	s.log.Warn("environment move cancelled", "env", m.EnvironmentID, "to", m.ToRunnerID, "why", why)
@@ -346,7 +361,7 @@ func (s *Server) reschedule(ctx context.Context, env *covev1.Environment, from s
 			to = r
 		}
 	}
-	_, err = s.moveNow(ctx, env.Id, to, from)
+	_, err = s.moveNow(ctx, env.Id, to, from, from.ID)
 	var ce *connect.Error
 	if errors.As(err, &ce) {
 		s.log.Debug("not rescheduled", "env", env.Id, "why", ce.Message())

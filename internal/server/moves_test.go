@@ -175,7 +175,7 @@ func TestMoveFromALostRunner(t *testing.T) {
 	if err := w.report(w.r1, b); err != nil {
 		t.Fatal(err)
 	}
-	w.lose(t, 2*time.Hour-time.Second) // not yet long enough for a reschedule
+	w.lose(t, 2*time.Hour-time.Minute) // not yet long enough for a reschedule
 	moved, err := w.start(w.alice, "work", "r2")
 	if err != nil {
 		t.Fatal(err)
