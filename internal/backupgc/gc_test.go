@@ -16,9 +16,10 @@ import (
 // The collector removes a chunk only once no manifest references it, it
 // was written more than the grace ago, it was condemned by a mark and the
 // sweep a grace later still finds it unreferenced.
-func TestGCRemovesOnlyUnreferencedOld(t *testing.T) {
+func TestGCRemovesOnlyUnreferencedOld(t *testing.T) { testRemovesOnlyUnreferencedOld(t, newStore(t)) }
+
+func testRemovesOnlyUnreferencedOld(t *testing.T, s blob.Store) {
 	ctx := context.Background()
-	s := newStore(t)
 	k, _ := newKey(t)
 	repo := backuprepo.New(s, k, nil)
 	shared, onlyB := files("s", 1, 2), files("t", 3, 4)
@@ -77,9 +78,10 @@ func TestGCRemovesOnlyUnreferencedOld(t *testing.T) {
 // A backup that reuses a condemned chunk (the writer finds it stored and
 // does not upload it) and commits before the sweep keeps it: the sweep
 // reads the new manifest.
-func TestConcurrentWriterKeepsCondemnedChunk(t *testing.T) {
+func TestConcurrentWriterKeepsCondemnedChunk(t *testing.T) { testConcurrentWriterKeeps(t, newStore(t)) }
+
+func testConcurrentWriterKeeps(t *testing.T, s blob.Store) {
 	ctx := context.Background()
-	s := newStore(t)
 	k, _ := newKey(t)
 	repo := backuprepo.New(s, k, nil)
 	old := files("f", 10, 11, 12)
@@ -110,9 +112,10 @@ func TestConcurrentWriterKeepsCondemnedChunk(t *testing.T) {
 // A backup that reuses a condemned chunk and commits after the sweep
 // deleted it is refused (CommitGCSafe sees the sweep's marker) and leaves
 // no manifest; taken again, it stores the chunk anew and restores whole.
-func TestWriterAfterSweepRefused(t *testing.T) {
+func TestWriterAfterSweepRefused(t *testing.T) { testWriterAfterSweepRefused(t, newStore(t)) }
+
+func testWriterAfterSweepRefused(t *testing.T, s blob.Store) {
 	ctx := context.Background()
-	s := newStore(t)
 	k, _ := newKey(t)
 	repo := backuprepo.New(s, k, nil)
 	old := files("f", 20, 21)
@@ -159,9 +162,10 @@ func TestWriterAfterSweepRefused(t *testing.T) {
 // organization it collects: another organization's chunks, unreferenced
 // by this one's manifests, are left, and so are those of an organization
 // whose manifests cannot all be read.
-func TestOtherOrganizationUntouched(t *testing.T) {
+func TestOtherOrganizationUntouched(t *testing.T) { testOtherOrganizationUntouched(t, newStore(t)) }
+
+func testOtherOrganizationUntouched(t *testing.T, s blob.Store) {
 	ctx := context.Background()
-	s := newStore(t)
 	ka, _ := newKey(t)
 	kb, _ := newKey(t)
 	a, b := backuprepo.New(s, ka, nil), backuprepo.New(s, kb, nil)
@@ -213,8 +217,9 @@ func TestOtherOrganizationUntouched(t *testing.T) {
 
 // Objects under chunks/ and manifests/ that are not cove's (not sealed,
 // a wrong kind, a name that is no chunk id) are never deleted.
-func TestForeignObjectsLeft(t *testing.T) {
-	s := newStore(t)
+func TestForeignObjectsLeft(t *testing.T) { testForeignObjectsLeft(t, newStore(t)) }
+
+func testForeignObjectsLeft(t *testing.T, s blob.Store) {
 	k, _ := newKey(t)
 	repo := backuprepo.New(s, k, nil)
 	backup(t, repo, "env1-a", files("f", 50)...)
@@ -299,7 +304,7 @@ func headerOf(t *testing.T, s blob.Store, key string) []byte {
 	must(t, err)
 	defer h.Close()
 	b := make([]byte, backuprepo.HeaderLen)
-	if _, err := h.Read(b); err != nil {
+	if _, err := io.ReadFull(h, b); err != nil {
 		t.Fatal(err)
 	}
 	return b
