@@ -297,6 +297,9 @@ func testMeta() backuprepo.Metadata {
 
 // testLog logs to the test's output.
 func testLog(t testing.TB) *slog.Logger {
+	if _, bench := t.(*testing.B); bench {
+		return slog.New(slog.DiscardHandler)
+	}
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 

@@ -144,9 +144,13 @@ func (r *restorer) meta(e *backuprepo.Entry, t *target, fd, pfd int, base string
 	case fd >= 0:
 		err = unix.Fchmod(fd, e.Mode)
 	case e.Type == backuprepo.TypeWhiteout:
-		// Just created by mknodat in a directory only this restore
-		// writes: the name is the device.
-		err = unix.Fchmodat(pfd, base, e.Mode&0o777, 0)
+		err = unix.Fchmodat(pfd, base, e.Mode&0o777, unix.AT_SYMLINK_NOFOLLOW)
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			// No fchmodat2 (before Linux 6.6): the name is the device
+			// just made by mknodat, in a directory only this restore
+			// writes.
+			err = unix.Fchmodat(pfd, base, e.Mode&0o777, 0)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("set mode: %w", err)

@@ -237,3 +237,61 @@ func TestNestedNamesAndIgnoredTrees(t *testing.T) {
 		t.Errorf("overlapping names: %v", err)
 	}
 }
+
+// TestOverlayMarkers: an "xattr whiteout" (a file marked
+// trusted.overlay.whiteout) is a whiteout, restored as the 0/0 device;
+// overlay bookkeeping attributes are not stored, a redirect is listed; in
+// a tree that is no upper directory the markers mean nothing and are not
+// stored either.
+func TestOverlayMarkers(t *testing.T) {
+	requireRoot(t)
+	repo, _ := newRepo(t)
+	up, ws := emptyDir(t, "up"), emptyDir(t, "ws")
+	for _, d := range []string{up, ws} {
+		writeFile(t, filepath.Join(d, "xwhiteout"), nil, 0o644, 0, 0)
+		must(t, unix.Setxattr(filepath.Join(d, "xwhiteout"), xattrWhiteout, []byte("y"), 0))
+		must(t, os.Mkdir(filepath.Join(d, "moved"), 0o755))
+		must(t, unix.Setxattr(filepath.Join(d, "moved"), "trusted.overlay.redirect", []byte("/elsewhere"), 0))
+		must(t, unix.Setxattr(filepath.Join(d, "moved"), "trusted.overlay.origin", []byte{1, 2}, 0))
+		must(t, unix.Setxattr(filepath.Join(d, "moved"), xattrOpaque, []byte("y"), 0))
+	}
+	res := backup(t, repo, "b", "", mapA, Source{Name: "upper", Dir: up, Overlay: true}, Source{Name: "ws", Dir: ws})
+	if !slices.Equal(res.Skipped, []string{"upper/moved: overlay redirect not kept", "ws/moved: overlay redirect not kept"}) {
+		t.Errorf("skipped %q", res.Skipped)
+	}
+	m, err := repo.OpenManifest(context.Background(), "b")
+	must(t, err)
+	got := map[string]string{}
+	for {
+		e, err := m.Next()
+		if err != nil {
+			break
+		}
+		got[e.Path] = string(e.Type)
+		if e.Opaque {
+			got[e.Path] += " opaque"
+		}
+		if len(e.Xattrs) > 0 {
+			t.Errorf("%s: attributes %v stored", e.Path, e.Xattrs)
+		}
+	}
+	want := map[string]string{"upper": "dir", "upper/xwhiteout": "whiteout", "upper/moved": "dir opaque", "ws": "dir", "ws/xwhiteout": "file", "ws/moved": "dir"}
+	for p, w := range want {
+		if got[p] != w {
+			t.Errorf("%s: %q, want %q", p, got[p], w)
+		}
+	}
+	tg := Source{Name: "upper", Dir: emptyDir(t, "up2"), Overlay: true}
+	if _, err := Restore(context.Background(), repo, "b", []Source{tg}, RestoreOptions{Map: mapB}); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	must(t, unix.Lstat(filepath.Join(tg.Dir, "xwhiteout"), &st))
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
+		t.Errorf("xwhiteout restored as mode %o rdev %d, want the 0/0 device", st.Mode, st.Rdev)
+	}
+	buf := make([]byte, 16)
+	if n, err := unix.Lgetxattr(filepath.Join(tg.Dir, "moved"), xattrOpaque, buf); err != nil || string(buf[:n]) != "y" {
+		t.Errorf("moved: opaque %q %v", buf[:n], err)
+	}
+}
