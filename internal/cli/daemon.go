@@ -56,6 +56,7 @@ type serverOptions struct {
 	runnerTimeout   time.Duration
 	tlsCert, tlsKey string
 	publicURL       string
+	autostop        autoStopServerOptions
 	limits          serverLimitOptions
 	backups         serverBackupOptions // serverbackups.go
 }
@@ -69,6 +70,7 @@ func addServerFlags(cmd *cobra.Command, o *serverOptions) {
 	f.StringVar(&o.tlsKey, "tls-key", "", "private key (PEM) for --tls-cert")
 	f.StringVar(&o.publicURL, "public-url", "", "the server's external URL, for browser logins to shared ports (default: from each request)")
 	addServerLimitFlags(f, &o.limits)
+	addAutoStopServerFlags(f, &o.autostop) // autostopflags.go
 	addServerBackupFlags(f, &o.backups)
 }
 
@@ -93,6 +95,7 @@ func startServer(ctx context.Context, log *slog.Logger, o serverOptions, errc ch
 	}
 	cfg := server.Config{Store: st, DataDir: dir, Log: log.With("component", "server"), RunnerTimeout: o.runnerTimeout, PublicURL: o.publicURL}
 	o.limits.apply(&cfg)
+	o.autostop.apply(&cfg)
 	if err := o.backups.apply(ctx, o.dataDir, log, &cfg); err != nil {
 		st.Close()
 		return nil, err
@@ -178,6 +181,8 @@ type runnerOptions struct {
 	buildLimits             runner.WorkLimits // the builder's work cgroup
 	unpackCPUs              float64           // --unpack-cpus, into unpackLimits.CPUMillis
 	unpackLimits            runner.WorkLimits // the image unpacker's work cgroup
+	// auto-stop: warning lead (--autostop-warning)
+	autoStopWarning time.Duration
 	// image and feature fetches from the runner host
 	insecureRegistries, allowPrivateFetch []string
 }
@@ -255,7 +260,7 @@ func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 		Name: o.name, ServerURL: o.server, JoinToken: o.joinToken, DataDir: o.dataDir,
 		SSHListen: o.sshListen, SSHAdvertise: o.sshAdvertise, DefaultImage: o.defaultImage,
 		Classes: classes, MaxEnvironments: o.maxEnvs, RangeBase: o.rangeBase,
-		AllowLocalSources: o.allowLocal, Runtime: rt, Network: nm,
+		AllowLocalSources: o.allowLocal, Runtime: rt, Network: nm, AutoStopWarning: o.autoStopWarning,
 		ProxyListen: o.proxyListen, ProxyURL: o.proxyURL, ProxyDomain: o.proxyDomain,
 		ProxyTLSCert: o.proxyTLSCert, ProxyTLSKey: o.proxyTLSKey, ServerPublicURL: o.serverPublicURL,
 		Buildkitd: buildkitdPath(o.buildkitd), BuildInsecureRegistries: o.buildInsecureRegistries, Runc: o.runc,

@@ -22,7 +22,7 @@ import (
 // EnvCommand is `cove env`.
 func EnvCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "env", Aliases: []string{"environment", "environments"}, Short: "Create, list, start, stop and delete environments"}
-	cmd.AddCommand(envCreateCommand(), envList(), envGet(), envStart(), envStop(), envDelete(), EnvLogsCommand(), EnvRebuildCommand(), envTop())
+	cmd.AddCommand(envCreateCommand(), envList(), envGet(), envStart(), envStop(), envDelete(), EnvLogsCommand(), EnvRebuildCommand(), envTop(), envKeepAlive())
 	return cmd
 }
 
@@ -75,6 +75,7 @@ func envList() *cobra.Command {
 				// Every cell is text the server (and through it git
 				// servers, registries, repositories) controls.
 				phase, msg := listPhase(e.GetStatus()) // envwait.go
+				msg = stopReasonShort(e, msg)          // envautostop.go
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", termsafe.Line(e.Metadata.GetName()), phase,
 					termsafe.Line(e.Status.GetImage()), termsafe.Line(e.Status.GetSsh().GetHost()), age(e.Metadata.GetCreatedAt().AsTime()),
 					termsafe.Line(msg))
@@ -155,6 +156,7 @@ func printEnv(w io.Writer, e *covev1.Environment) {
 	if m := oomLine(st.GetUsage(), time.Now()); m != "" { // envusage.go
 		fmt.Fprintf(w, "Last OOM:    %s\n", m)
 	}
+	printAutoStop(w, e, time.Now()) // envautostop.go
 	if s := st.GetSsh(); s != nil {
 		fmt.Fprintf(w, "SSH:         ssh %s   (gateway %s; run `cove config-ssh` once)\n", l(s.GetHost()), l(s.GetAddress()))
 	}

@@ -33,6 +33,7 @@ func envCreateCommand() *cobra.Command {
 	var wait, waitAll, dryRun, verbose bool
 	var allowLocalEnv []string
 	var timeout time.Duration
+	var timeouts timeoutFlags // envautostop.go
 	cmd := &cobra.Command{
 		Use:   "create SOURCE",
 		Short: "Create an environment from a git URL or a local repository path",
@@ -78,6 +79,10 @@ func envCreateCommand() *cobra.Command {
 			}
 			le := collectLocalEnv(cmd.Context(), src, devcontainer, configDir, allowed, os.LookupEnv)
 			le.explain(stderr, verbose || dryRun)
+			to, err := timeouts.spec(cmd.Flags())
+			if err != nil {
+				return err
+			}
 			req := &covev1.CreateEnvironmentRequest{
 				Name: name,
 				Spec: &covev1.EnvironmentSpec{
@@ -86,6 +91,7 @@ func envCreateCommand() *cobra.Command {
 					DevcontainerPath: devcontainer,
 					DefaultImage:     img,
 					LocalEnv:         le.values,
+					Timeouts:         to,
 				},
 			}
 			if dryRun {
@@ -118,6 +124,7 @@ func envCreateCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the request that would be sent (with the ${localEnv:…} values) and create nothing")
 	cmd.Flags().StringSliceVar(&allowLocalEnv, "local-env", nil, "send this ${localEnv:…} variable although its name looks like a credential (repeatable; cove's own COVE_TOKEN, COVE_SERVER, COVE_CONFIG_DIR are never sent)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "say where the ${localEnv:…} variables come from")
+	addTimeoutFlags(cmd.Flags(), &timeouts)
 	addWaitFlags(cmd, &wait, &timeout)
 	addWaitAllFlag(cmd, &waitAll)
 	return cmd

@@ -25,7 +25,8 @@ import (
 //	    {"id": "small", "cpus": 1, "cpuBurst": 2, "memory": "4GiB"},
 //	    {"id": "large", "displayName": "Large", "cpus": 4, "memory": "16GiB",
 //	     "memoryHigh": 80, "swap": "2GiB", "pids": 16384, "disk": "100GiB",
-//	     "ioWriteBps": "200MiB", "ioWriteIops": 2000, "egressPolicy": "deny-private"}
+//	     "ioWriteBps": "200MiB", "ioWriteIops": 2000, "egressPolicy": "deny-private",
+//	     "maxInactivity": "2h", "maxLifetime": "12h"}
 //	  ]
 //	}
 //
@@ -45,7 +46,8 @@ var classIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // classKeys are the keys of a class in the file, with what each takes.
 var classKeys = []string{"id", "displayName", "runtime", "cpus", "cpuBurst", "memory", "memoryHigh", "swap", "pids", "disk",
-	"ioReadBps", "ioWriteBps", "ioReadIops", "ioWriteIops", "egressPolicy", "egressAllow", "egressRate", "ingressRate"}
+	"ioReadBps", "ioWriteBps", "ioReadIops", "ioWriteIops", "egressPolicy", "egressAllow", "egressRate", "ingressRate",
+	"maxInactivity", "maxLifetime"}
 
 // LoadClasses reads the classes file at path.
 func LoadClasses(path string) ([]*covev1.EnvironmentClass, error) {
@@ -210,6 +212,10 @@ func (p classParser) class(v hujson.Value) (*covev1.EnvironmentClass, error) {
 			err = p.count(val, key, 0, math.MaxInt64, &c.EgressRateBits)
 		case "ingressRate":
 			err = p.count(val, key, 0, math.MaxInt64, &c.IngressRateBits)
+		case "maxInactivity":
+			err = p.duration(val, key, &c.MaxInactivitySeconds) // classfile_timeouts.go
+		case "maxLifetime":
+			err = p.duration(val, key, &c.MaxLifetimeSeconds)
 		}
 		if err != nil {
 			return nil, in(err)
