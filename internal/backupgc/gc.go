@@ -15,7 +15,8 @@
 //  3. marks, when no list is waiting for its sweep: lists the chunks and
 //     condemns those referenced by no manifest, last written more than
 //     Grace ago, and whose header carries the organization's key id;
-//  4. deletes sweep markers older than backuprepo.MarkerRetention.
+//  4. deletes sweep markers written more than backuprepo.MarkerRetention
+//     ago.
 //
 // Writers commit with backuprepo.Writer.CommitGCSafe, which refuses a
 // backup taken while a sweep ran (see backuprepo/gcsupport.go): so a
@@ -51,7 +52,7 @@ import (
 const (
 	DefaultGrace        = time.Hour
 	DefaultMaxCondemned = 1 << 20
-	DefaultSweepTimeout = 30 * time.Minute
+	DefaultSweepTimeout = backuprepo.MaxSweepDuration - 5*time.Minute
 )
 
 // Options tune a Collector; zero values take the defaults.
@@ -63,7 +64,8 @@ type Options struct {
 	// and storage); what is left is condemned by a later run.
 	MaxCondemned int
 	// SweepTimeout bounds how long a sweep deletes (writers running until
-	// then are refused).
+	// then are refused); at most backuprepo.MaxSweepDuration less 5
+	// minutes for the deletes in flight.
 	SweepTimeout time.Duration
 	Now          func() time.Time
 	Log          *slog.Logger
@@ -101,7 +103,7 @@ func NewCollector(store blob.Store, keys []*backuprepo.Key, opts Options) *Colle
 	if opts.MaxCondemned <= 0 {
 		opts.MaxCondemned = DefaultMaxCondemned
 	}
-	if opts.SweepTimeout <= 0 {
+	if opts.SweepTimeout <= 0 || opts.SweepTimeout > DefaultSweepTimeout {
 		opts.SweepTimeout = DefaultSweepTimeout
 	}
 	if opts.Now == nil {
@@ -224,7 +226,7 @@ func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Rep
 	start := c.opts.Now()
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
-	marker := backuprepo.SweepMarker{ID: gen + "-" + hex.EncodeToString(rnd[:]), Start: start, Deadline: start.Add(c.opts.SweepTimeout + backuprepo.ClockSkew)}
+	marker := backuprepo.SweepMarker{ID: gen + "-" + hex.EncodeToString(rnd[:]), Start: start, Deadline: start.Add(c.opts.SweepTimeout)}
 	if err := repo.PutSweepMarker(ctx, marker); err != nil {
 		return err
 	}
@@ -234,7 +236,8 @@ func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Rep
 			c.log.Warn("backup gc: cannot record the end of a sweep (writers until its deadline will be refused)", "marker", marker.ID, "err", err)
 		}
 	}()
-	// Nothing is deleted after the marker's deadline (less the skew).
+	// Nothing is deleted more than MaxSweepDuration after the marker was
+	// stored (the timeout counts from when its write returned).
 	dctx, cancel := context.WithTimeout(ctx, c.opts.SweepTimeout)
 	defer cancel()
 	// Manifests committed since the scan: the marker is written, so any
@@ -355,7 +358,7 @@ func (c *Collector) dropOldMarkers(ctx context.Context, repo *backuprepo.Repo, s
 	}
 	now := c.opts.Now()
 	for _, m := range markers {
-		if now.Sub(m.Until()) > backuprepo.MarkerRetention {
+		if now.Sub(m.Stored) > backuprepo.MarkerRetention {
 			if err := repo.DeleteSweepMarker(ctx, m.ID); err != nil {
 				return err
 			}

@@ -5,12 +5,15 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/covedev/cove/internal/backuprepo"
 	"github.com/covedev/cove/internal/blob"
+	"github.com/covedev/cove/internal/blob/localblob"
 )
 
 // The collector removes a chunk only once no manifest references it, it
@@ -141,13 +144,17 @@ func testWriterAfterSweepRefused(t *testing.T, s blob.Store) {
 	if exists(t, s, backuprepo.ManifestKey("env1-new")) {
 		t.Fatal("the refused backup's manifest is left, naming deleted chunks")
 	}
-	// Taken again (a new writer, which the sweep's marker no longer
-	// concerns once it has ended before the writer started).
+	// Taken again later: the sweep's marker, which ended before the new
+	// writer started, no longer concerns it (deleted here: the storage's
+	// clock, which orders them, cannot be moved by the test, and times
+	// within 2 s of each other count as overlapping).
 	markers, err := repo.SweepMarkers(ctx)
 	must(t, err)
 	for _, m := range markers {
-		m.Start, m.Deadline, m.End = time.Now().Add(-time.Hour), time.Now().Add(-time.Hour), time.Now().Add(-time.Hour)
-		must(t, repo.PutSweepMarker(ctx, m))
+		if m.End.IsZero() {
+			t.Fatalf("marker %s has no end", m.ID)
+		}
+		must(t, repo.DeleteSweepMarker(ctx, m.ID))
 	}
 	w = startBackup(t, repo, "env1-new2", old...)
 	sum, err := w.CommitGCSafe(ctx)
@@ -272,29 +279,41 @@ func TestForgedCondemnedListIgnored(t *testing.T) {
 }
 
 // A sweep marker that stays without its end (a collector that crashed
-// mid-sweep) still refuses writers until its deadline; markers are
-// deleted after their retention.
+// mid-sweep) refuses writers for MaxSweepDuration after it was written;
+// one that ended before a writer started does not concern it; markers are
+// deleted after their retention. Times are the storage's.
 func TestSweepMarkers(t *testing.T) {
 	ctx := context.Background()
-	s := newStore(t)
+	dir := filepath.Join(t.TempDir(), "blobs")
+	s, err := localblob.New(dir, nil)
+	must(t, err)
+	defer s.Close()
 	k, _ := newKey(t)
 	repo := backuprepo.New(s, k, nil)
+	// backdate sets a marker's time on the storage's clock.
+	backdate := func(id string, d time.Duration) {
+		at := time.Now().Add(-d)
+		must(t, os.Chtimes(filepath.Join(dir, repo.GCKey("sweeps/"+id)), at, at))
+	}
 	now := time.Now()
-	must(t, repo.PutSweepMarker(ctx, backuprepo.SweepMarker{ID: "crashed", Start: now.Add(-time.Minute), Deadline: now.Add(time.Hour)}))
+	must(t, repo.PutSweepMarker(ctx, backuprepo.SweepMarker{ID: "crashed", Start: now, Deadline: now.Add(time.Hour)}))
+	backdate("crashed", backuprepo.MaxSweepDuration-time.Minute)
 	w := startBackup(t, repo, "env1-a", files("f", 70)...)
 	if _, err := w.CommitGCSafe(ctx); !errors.Is(err, backuprepo.ErrSwept) {
-		t.Fatalf("commit during a crashed sweep's window: %v", err)
+		t.Fatalf("commit within a crashed sweep's %v: %v", backuprepo.MaxSweepDuration, err)
 	}
-	must(t, repo.DeleteSweepMarker(ctx, "crashed"))
-	must(t, repo.PutSweepMarker(ctx, backuprepo.SweepMarker{ID: "old", Start: now.Add(-2 * time.Hour), Deadline: now.Add(-time.Hour), End: now.Add(-time.Hour)}))
+	backdate("crashed", backuprepo.MaxSweepDuration+time.Minute)
+	backup(t, repo, "env1-a", files("f", 70)...) // past the crashed sweep's deadline
+	must(t, repo.PutSweepMarker(ctx, backuprepo.SweepMarker{ID: "ended", Start: now, Deadline: now, End: now}))
+	backdate("ended", time.Minute)
 	backup(t, repo, "env1-b", files("f", 70)...) // a sweep that ended before the writer started: no refusal
+	backdate("crashed", backuprepo.MarkerRetention+time.Minute)
 	clk := newClock()
-	clk.Add(backuprepo.MarkerRetention)
 	if st := run(t, collector(s, clk, k)); st.Markers != 1 {
 		t.Fatalf("old marker not deleted: %+v", st)
 	}
-	if ms, _ := repo.SweepMarkers(ctx); len(ms) != 0 {
-		t.Fatalf("markers left: %+v", ms)
+	if ms, _ := repo.SweepMarkers(ctx); len(ms) != 1 || ms[0].ID != "ended" {
+		t.Fatalf("markers left: %+v, want the recent one", ms)
 	}
 }
 

@@ -8,10 +8,9 @@ package backuprepo
 // manifest it commits later, so a sweep running meanwhile could delete a
 // chunk the new manifest needs. The protocol that prevents it:
 //
-//   - A sweep first writes a sweep marker (gc/<key id>/sweeps/<id>, sealed)
-//     saying when it started and by when it will have stopped deleting,
-//     then lists the manifests, then deletes, then records its end in the
-//     marker.
+//   - A sweep first writes a sweep marker (gc/<key id>/sweeps/<id>, sealed),
+//     then lists the manifests, then deletes (for at most MaxSweepDuration
+//     after writing the marker), then rewrites the marker to record its end.
 //   - A writer commits its manifest, then lists the markers (CommitGCSafe).
 //     If a sweep was running at any time since the writer started, the
 //     writer deletes its manifest and fails with ErrSwept (retryable): its
@@ -20,8 +19,11 @@ package backuprepo
 // Either the sweep's listing sees the manifest (and keeps its chunks) or
 // the writer's listing sees the marker (and the backup is refused): the
 // storage's listings are consistent after a write (a local directory, and
-// S3 since 2020). Markers are kept MarkerRetention after their end, which
-// is why a writer older than MaxWriterAge refuses to commit.
+// S3 since 2020). Times are compared on the storage's clock only (the
+// modification times of the marker and of the manifest, less the writer's
+// own monotonic duration), so the clocks of servers and runners need not
+// agree. Markers are kept MarkerRetention, which is why a writer older
+// than MaxWriterAge refuses to commit.
 
 import (
 	"bytes"
@@ -57,11 +59,16 @@ const (
 	// CommitGCSafe: an older one is refused (sweep markers are not kept
 	// forever).
 	MaxWriterAge = 12 * time.Hour
-	// ClockSkew is how far the clocks of the server (which sweeps) and
-	// of runners (which write) may disagree.
-	ClockSkew = 5 * time.Minute
-	// MarkerRetention is how long a sweep marker is kept after its end.
-	MarkerRetention = MaxWriterAge + 2*ClockSkew
+	// MaxSweepDuration bounds how long after writing its marker a sweep
+	// may delete: a marker without an end (its collector crashed) stops
+	// concerning writers after it.
+	MaxSweepDuration = 30 * time.Minute
+	// MarkerRetention is how long a sweep marker is kept after it was
+	// last written.
+	MarkerRetention = 2 * MaxWriterAge
+	// storageTimePrecision covers the storage's rounding of modification
+	// times (S3: whole seconds).
+	storageTimePrecision = 2 * time.Second
 )
 
 // ErrSwept is the cause of a commit refused because garbage collection
@@ -183,21 +190,26 @@ func (r *Repo) GetGCObject(ctx context.Context, rel string) ([]byte, error) {
 }
 
 // SweepMarker records a sweep of garbage collection: writers that were
-// running during [Start, End] (or [Start, Deadline] while End is zero)
-// must not commit.
+// running while it deleted must not commit. Start, Deadline and End are
+// the collector's clock, for people; what writers compare is Stored.
 type SweepMarker struct {
 	ID       string    `json:"id"`
 	Start    time.Time `json:"start"`
-	Deadline time.Time `json:"deadline"` // the sweep deletes nothing after it
-	End      time.Time `json:"end,omitzero"`
+	Deadline time.Time `json:"deadline"`
+	End      time.Time `json:"end,omitzero"` // zero while the sweep runs (or after its collector crashed)
+	// Stored is when the marker was last written, on the storage's clock
+	// (its modification time): the sweep's start, or its end once End is
+	// set.
+	Stored time.Time `json:"-"`
 }
 
-// Until returns when the sweep stopped deleting, or will have.
+// Until returns, on the storage's clock, when the sweep stopped deleting,
+// or will have at the latest.
 func (m SweepMarker) Until() time.Time {
 	if m.End.IsZero() {
-		return m.Deadline
+		return m.Stored.Add(MaxSweepDuration)
 	}
-	return m.End
+	return m.Stored
 }
 
 const sweepsDir = "sweeps/"
@@ -246,6 +258,7 @@ func (r *Repo) SweepMarkers(ctx context.Context) ([]SweepMarker, error) {
 			r.log.Warn("ignoring a malformed sweep marker", "key", info.Key, "err", err)
 			continue
 		}
+		m.Stored = info.ModTime
 		out = append(out, m)
 	}
 	return out, nil
@@ -268,10 +281,17 @@ func (w *Writer) CommitGCSafe(ctx context.Context) (Summary, error) {
 	if err != nil {
 		return sum, err
 	}
-	markers, err := w.repo.SweepMarkers(ctx)
+	// When the writer started, on the storage's clock: the manifest's
+	// time less the writer's age (monotonic), rounded down.
+	info, err := w.repo.store.Stat(ctx, manifestKey(w.name))
+	started := info.ModTime.Add(-time.Since(w.start) - storageTimePrecision)
+	var markers []SweepMarker
+	if err == nil {
+		markers, err = w.repo.SweepMarkers(ctx)
+	}
 	if err == nil {
 		for _, m := range markers {
-			if !m.Until().Before(w.start.Add(-ClockSkew)) {
+			if !m.Until().Add(storageTimePrecision).Before(started) {
 				err = fmt.Errorf("backup %q: sweep %s ran from %s: %w", w.name, m.ID, m.Start.UTC().Format(time.RFC3339), ErrSwept)
 				break
 			}
