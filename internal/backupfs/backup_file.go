@@ -22,6 +22,12 @@ func (b *backuper) file(ce *confine.Entry, e backuprepo.Entry) error {
 		}
 	}
 	prev := b.prevFor(e.Path)
+	if st.Size > backuprepo.MaxFileSize {
+		// A sparse disk image, say: refused by the store, it would fail
+		// the whole backup.
+		b.skip(e.Path, fmt.Sprintf("larger than %d GiB", backuprepo.MaxFileSize>>30))
+		return nil
+	}
 	cur := backuprepo.FileStat{Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Inode: st.Ino}
 	e.Ctime, e.Inode = cur.Ctime, cur.Inode
 	if backuprepo.Unchanged(prev, cur) {

@@ -15,7 +15,8 @@
 // restores into any uid range. A v3 file capability (security.capability)
 // names a host uid (its rootid): it is mapped like an owner. Overlay
 // markers become manifest semantics (whiteouts, opaque directories), other
-// trusted.* attributes are not stored.
+// trusted.* attributes and security labels (security.* but the
+// capability) are the host's, not stored and never restored.
 package backupfs
 
 import (

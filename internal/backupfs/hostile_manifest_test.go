@@ -107,7 +107,7 @@ func TestHostileManifest(t *testing.T) {
 	s := newSandbox(t)
 	hugeCap := capV3(70000) // a root beyond the range
 	redirect := dir("t/x")
-	redirect.Xattrs = map[string][]byte{"trusted.overlay.redirect": []byte("/etc"), "trusted.foo": []byte("bar"), "user.ok": []byte("1")}
+	redirect.Xattrs = map[string][]byte{"trusted.overlay.redirect": []byte("/etc"), "trusted.foo": []byte("bar"), "security.evil": []byte("label"), "user.ok": []byte("1")}
 	capped := file("t/y", "capped")
 	capped.Xattrs = map[string][]byte{xattrCap: hugeCap}
 	alien := file("t/z", "alien")
@@ -164,9 +164,10 @@ func TestHostileManifest(t *testing.T) {
 	if wantNames := []string{".cove-restore-1", "a", "b", "c", "g", "h", "x", "y", "z"}; !slices.Equal(names, wantNames) {
 		t.Errorf("target holds %q, want %q", names, wantNames)
 	}
-	// No trusted.* attribute was set, the out-of-range capability neither.
+	// No trusted.* attribute nor security label was set, the out-of-range
+	// capability neither.
 	buf := make([]byte, 256)
-	for p, name := range map[string]string{"x": "trusted.overlay.redirect", "x/": "trusted.foo", "y": xattrCap} {
+	for p, name := range map[string]string{"x": "trusted.overlay.redirect", "x/": "trusted.foo", "x/.": "security.evil", "y": xattrCap} {
 		if _, err := unix.Lgetxattr(filepath.Join(s.target, p), name, buf); !errors.Is(err, unix.ENODATA) {
 			t.Errorf("%s: %s set (%v)", p, name, err)
 		}

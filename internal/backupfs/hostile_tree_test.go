@@ -199,3 +199,22 @@ func TestDeepTree(t *testing.T) {
 		t.Errorf("skipped %q, %d files", res.Skipped, res.Files)
 	}
 }
+
+// TestHugeSparseFile: a file larger than a backup stores (a sparse disk
+// image) is skipped and listed without being read; the backup succeeds.
+func TestHugeSparseFile(t *testing.T) {
+	requireRoot(t)
+	repo, _ := newRepo(t)
+	src := emptyDir(t, "src")
+	f, err := os.Create(filepath.Join(src, "disk.img"))
+	must(t, err)
+	must(t, f.Truncate(backuprepo.MaxFileSize+1))
+	must(t, f.Close())
+	writeFile(t, filepath.Join(src, "small"), []byte("kept"), 0o644, 0, 0)
+	var opens countOpens
+	opens.install(t, nil)
+	res := backup(t, repo, "b", "", mapA, Source{Name: "ws", Dir: src})
+	if !slices.Equal(res.Skipped, []string{"ws/disk.img: larger than 256 GiB"}) || res.Files != 1 || !slices.Equal(opens.got(), []string{"small"}) {
+		t.Errorf("skipped %q, %d files, opened %q", res.Skipped, res.Files, opens.got())
+	}
+}

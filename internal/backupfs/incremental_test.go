@@ -106,3 +106,35 @@ func TestIncremental(t *testing.T) {
 	keepMtime(t, filepath.Join(ws), func() { must(t, os.Remove(filepath.Join(ws, "rel"))) })
 	step("b10", "b8", true, "repo/big.bin")
 }
+
+// TestPreviousUnreadable: a previous backup whose manifest cannot be read
+// to its end (a piece lost) makes the backup read every file again and
+// commit, never skip.
+func TestPreviousUnreadable(t *testing.T) {
+	requireRoot(t)
+	repo, blobs := newRepo(t)
+	src := emptyDir(t, "src")
+	for i := range 3 {
+		writeFile(t, filepath.Join(src, string(rune('a'+i))), []byte{byte(i)}, 0o644, int(mapA.HostUID), int(mapA.HostGID))
+	}
+	backup(t, repo, "b1", "", mapA, Source{Name: "ws", Dir: src})
+	prev, err := repo.OpenManifest(context.Background(), "b1")
+	must(t, err)
+	// The manifest's only piece: every chunk but the three files'.
+	files := map[string]bool{}
+	for _, p := range []string{"ws/a", "ws/b", "ws/c"} {
+		files[chunkFile(t, repo, blobs, "b1", p)] = true
+	}
+	must(t, filepath.Walk(filepath.Join(blobs, "chunks"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() && !files[p] {
+			return os.Remove(p)
+		}
+		return err
+	}))
+	w, err := repo.NewWriter(context.Background(), "b2", testMeta())
+	must(t, err)
+	res, err := Backup(context.Background(), w, []Source{{Name: "ws", Dir: src}}, BackupOptions{Map: mapA, Previous: prev, Log: testLog(t)})
+	if err != nil || !res.Changed || res.Read != 3 || res.Summary.Files != 3 {
+		t.Fatalf("backup over an unreadable previous one: %v changed %v read %d", err, res.Changed, res.Read)
+	}
+}

@@ -47,13 +47,15 @@ const (
 	xattrACLDef   = "system.posix_acl_default"
 )
 
-// keptOnBackup reports whether attribute name is stored as it is (after
-// mapping, for capabilities and ACLs). trusted.* is host-only (an
-// environment cannot set it): overlay markers become manifest semantics,
-// the rest is not stored.
+// keptXattr reports whether attribute name is stored and restored (after
+// mapping, for capabilities and ACLs): user.*, the file capability and
+// POSIX ACLs, what an environment can set. trusted.* is host-only:
+// overlay markers become manifest semantics, the rest is not stored. The
+// other security.* attributes (SELinux, SMACK, IMA, EVM) are the host's
+// policy, which an environment cannot set either: they are not stored, and
+// a manifest never chooses a host security label.
 func keptXattr(name string) bool {
-	return strings.HasPrefix(name, "user.") || strings.HasPrefix(name, "security.") ||
-		name == xattrACL || name == xattrACLDef
+	return strings.HasPrefix(name, "user.") || name == xattrCap || name == xattrACL || name == xattrACLDef
 }
 
 // vfs_cap_data (linux/capability.h): magic_etc, then permitted and

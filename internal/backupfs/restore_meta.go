@@ -6,7 +6,6 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -175,9 +174,9 @@ func setTimes(fd, pfd int, base string, mtime int64) error {
 }
 
 // xattrs sets the entry's extended attributes (mapped into the new range)
-// and the opaque marker. Only user.*, security.* and POSIX ACLs are
-// written: a trusted.* attribute in a manifest (overlay redirects, say)
-// is never set. One that cannot be set is logged, the entry kept.
+// and the opaque marker. Only what a backup keeps (keptXattr) is written:
+// a trusted.* attribute in a manifest (an overlay redirect, say) or a
+// security label is never set. One that cannot be set is logged, the entry kept.
 func (r *restorer) xattrs(e *backuprepo.Entry, t *target, fd, pfd int, base string) {
 	m := r.opts.Map
 	set := func(name string, v []byte) {
@@ -231,7 +230,7 @@ func (r *restorer) xattrs(e *backuprepo.Entry, t *target, fd, pfd int, base stri
 				continue
 			}
 			v = mv
-		case strings.HasPrefix(name, "user.") || strings.HasPrefix(name, "security."):
+		case keptXattr(name):
 		default:
 			r.log.Warn("extended attribute a backup does not hold: not restored", "path", e.Path, "name", name)
 			continue

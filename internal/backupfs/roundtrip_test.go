@@ -254,6 +254,8 @@ func TestOverlayMarkers(t *testing.T) {
 		must(t, unix.Setxattr(filepath.Join(d, "moved"), "trusted.overlay.redirect", []byte("/elsewhere"), 0))
 		must(t, unix.Setxattr(filepath.Join(d, "moved"), "trusted.overlay.origin", []byte{1, 2}, 0))
 		must(t, unix.Setxattr(filepath.Join(d, "moved"), xattrOpaque, []byte("y"), 0))
+		// A host security label: not the environment's, not stored.
+		must(t, unix.Setxattr(filepath.Join(d, "moved"), "security.test", []byte("system_u:object_r:x"), 0))
 	}
 	res := backup(t, repo, "b", "", mapA, Source{Name: "upper", Dir: up, Overlay: true}, Source{Name: "ws", Dir: ws})
 	if !slices.Equal(res.Skipped, []string{"upper/moved: overlay redirect not kept", "ws/moved: overlay redirect not kept"}) {
