@@ -54,7 +54,7 @@ func (t *coveTool) name() string    { return "cove" }
 func (t *coveTool) storage() string { return filepath.Join(t.dir, "store") }
 func (t *coveTool) close()          { t.store.Close() }
 
-var coveNames = [nSteps]string{"full", "incr", "noop", ""}
+var coveNames = [nSteps]string{"full", "incr", "incr-warm", "noop", ""}
 
 func (t *coveTool) backup(ctx context.Context, src string, s step) (u usage, err error) {
 	defer t.measure(s, &u)()
@@ -105,7 +105,7 @@ func (t *coveTool) measure(s step, u *usage) func() {
 	before := selfCPU()
 	var prof *os.File
 	if t.profile != "" {
-		p := filepath.Join(t.profile, fmt.Sprintf("cove-%d-%s.pprof", s, []string{"full", "incr", "noop", "restore"}[s]))
+		p := filepath.Join(t.profile, fmt.Sprintf("cove-%d-%s.pprof", s, []string{"full", "incr", "incr-warm", "noop", "restore"}[s]))
 		if f, err := os.Create(p); err == nil && pprof.StartCPUProfile(f) == nil {
 			prof = f
 		} else if f != nil {

@@ -63,7 +63,7 @@ func main() {
 	flag.StringVar(&o.cache, "cache", "/var/cache/cove-bench-backup", "where the generated data set is kept between runs")
 	flag.StringVar(&o.dir, "dir", "/var/tmp", "work directory's parent: the copy of the data set, every tool's storage and the restores go there (one file system for all)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles of cove's steps (last round) into this directory")
-	flag.BoolVar(&o.dropCaches, "drop-caches", true, "drop the page cache before every timed step")
+	flag.BoolVar(&o.dropCaches, "drop-caches", true, "drop the page cache before every timed step but the warm ones")
 	flag.Parse()
 	benchkit.Main("bench/backup", func(ctx context.Context) error { return run(ctx, o, os.Stdout) })
 }
@@ -127,6 +127,12 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		if err := oneRound(ctx, o, r, tree, filepath.Join(tmp, fmt.Sprintf("round-%d", r)), &rep); err != nil {
 			return err
 		}
+		if r < o.rounds-1 { // a long run shows its figures so far
+			rep.machine.LoadEnd = benchkit.LoadAvg()
+			fmt.Fprintf(out, "=== after round %d of %d (medians so far)\n", r+1, o.rounds)
+			rep.print(out)
+			fmt.Fprintf(out, "===\n\n")
+		}
 	}
 	rep.machine.LoadEnd = benchkit.LoadAvg()
 	rep.print(out)
@@ -171,12 +177,17 @@ func oneRound(ctx context.Context, o options, round int, tree, dir string, rep *
 	order := slices.Concat(tools[round%len(tools):], tools[:round%len(tools)])
 	failed := map[string]bool{}
 	for s := range nSteps {
-		if s == stepIncr {
-			sum, err := change(ctx, src, o.seed+1000)
+		if s == stepIncr || s == stepIncrWarm {
+			sum, err := change(ctx, src, o.seed+1000+int64(s))
 			if err != nil {
 				return fmt.Errorf("change the data set: %w", err)
 			}
 			rep.change = sum
+		}
+		if s == stepIncrWarm {
+			if _, err := dirSize(src); err != nil { // stats every entry: metadata cached
+				return err
+			}
 		}
 		var want map[string]node
 		if s == stepRestore {
@@ -188,8 +199,8 @@ func oneRound(ctx context.Context, o options, round int, tree, dir string, rep *
 			if failed[t.name()] {
 				continue
 			}
-			benchkit.Progress("round %d: %s: %s", round+1, t.name(), stepNames[s])
 			res, dst, err := timedStep(ctx, o, t, s, src, dir)
+			benchkit.Progress("round %d: %s: %s: %s (load %s)", round+1, t.name(), stepNames[s], secs(res.wall), benchkit.LoadAvg())
 			if err != nil && ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -229,7 +240,7 @@ func timedStep(ctx context.Context, o options, t tool, s step, src, dir string) 
 		return res, dst, err
 	}
 	unix.Sync()
-	if o.dropCaches {
+	if o.dropCaches && !s.warm() {
 		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
 			return res, dst, fmt.Errorf("drop the page cache: %w", err)
 		}

@@ -105,9 +105,9 @@ func (r *report) print(out io.Writer) {
 	fmt.Fprintf(out, "load average at start %s, at end %s (the machine is shared)\n", m.LoadStart, m.LoadEnd)
 	fmt.Fprintf(out, "data set: %s in %d files (%d hard-linked), %d directories, %d symlinks: a source tree under git (21 commits, packed), node_modules, 4 build outputs; seed %d, cached in %s\n",
 		bytesText(r.data.bytes), r.data.files, r.data.hardlinked, r.data.dirs, r.data.symlinks, o.seed, filepath.Dir(r.cache))
-	fmt.Fprintf(out, "change before the incremental: %s\n", r.change)
+	fmt.Fprintf(out, "each ~1%% change before an incremental (the last one): %s\n", r.change)
 	fmt.Fprintf(out, "storage: everything (copy of the data set, cove's localblob store, the tar archives, restic's repository, restores) on %s, under %s\n", r.fs, r.work)
-	drop := "page cache dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every timed step, every tool alike"
+	drop := "page cache dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every timed step but the warm ones (tree walked first, as a running environment's would be cached), every tool alike"
 	if !o.dropCaches {
 		drop = "page cache NOT dropped between steps (-drop-caches=false)"
 	}
@@ -161,11 +161,16 @@ func (r *report) print(out io.Writer) {
 
 	fmt.Fprintf(out, "\ntargets (issue 13):\n")
 	incr, rincr := r.summary("cove", stepIncr), r.summary("restic", stepIncr)
+	wincr, rwincr := r.summary("cove", stepIncrWarm), r.summary("restic", stepIncrWarm)
 	full, rfull := r.summary("cove", stepFull), r.summary("restic", stepFull)
 	rest, trest := r.summary("cove", stepRestore), r.summary("tar|zstd", stepRestore)
-	target(out, "incremental backup < 1 s", incr.ok, func() (string, bool) { return secs(incr.wall), incr.wall < time.Second })
-	target(out, "incremental ≤ 0.5× restic's", incr.ok && rincr.ok, func() (string, bool) {
+	target(out, "cold incremental < 1 s", incr.ok, func() (string, bool) { return secs(incr.wall), incr.wall < time.Second })
+	target(out, "cold incremental ≤ 0.5× restic's", incr.ok && rincr.ok, func() (string, bool) {
 		return ratio(incr.wall, rincr.wall), float64(incr.wall) <= 0.5*float64(rincr.wall)
+	})
+	target(out, "warm incremental < 1 s", wincr.ok, func() (string, bool) { return secs(wincr.wall), wincr.wall < time.Second })
+	target(out, "warm incremental ≤ 0.5× restic's", wincr.ok && rwincr.ok, func() (string, bool) {
+		return ratio(wincr.wall, rwincr.wall), float64(wincr.wall) <= 0.5*float64(rwincr.wall)
 	})
 	target(out, "full backup ≤ restic's", full.ok && rfull.ok, func() (string, bool) { return ratio(full.wall, rfull.wall), full.wall <= rfull.wall })
 	target(out, "restore ≤ zstd -d | tar x", rest.ok && trest.ok, func() (string, bool) { return ratio(rest.wall, trest.wall), rest.wall <= trest.wall })
@@ -247,7 +252,7 @@ func (r *report) failure() error {
 
 func target(out io.Writer, what string, measured bool, f func() (string, bool)) {
 	if !measured {
-		fmt.Fprintf(out, "  %-30s not measured\n", what)
+		fmt.Fprintf(out, "  %-34s not measured\n", what)
 		return
 	}
 	v, ok := f()
@@ -255,7 +260,7 @@ func target(out io.Writer, what string, measured bool, f func() (string, bool)) 
 	if !ok {
 		verdict = "NOT met"
 	}
-	fmt.Fprintf(out, "  %-30s %-8s %s\n", what, v, verdict)
+	fmt.Fprintf(out, "  %-34s %-8s %s\n", what, v, verdict)
 }
 
 func secs(d time.Duration) string {

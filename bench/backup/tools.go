@@ -16,14 +16,20 @@ import (
 type step int
 
 const (
-	stepFull    step = iota // a full backup of the data set
-	stepIncr                // an incremental after the ~1% change
-	stepNoop                // an incremental with nothing changed
-	stepRestore             // a restore of the latest backup into an empty directory
+	stepFull     step = iota // a full backup of the data set (cold cache)
+	stepIncr                 // an incremental after a ~1% change (cold cache)
+	stepIncrWarm             // an incremental after another ~1% change (warm cache)
+	stepNoop                 // an incremental with nothing changed (warm cache)
+	stepRestore              // a restore of the latest backup into an empty directory (cold cache)
 	nSteps
 )
 
-var stepNames = [nSteps]string{"full backup", "incremental (~1%)", "incremental (no change)", "restore (latest)"}
+var stepNames = [nSteps]string{"full backup", "incremental (~1%)", "incremental (~1%), warm", "no change, warm", "restore (latest)"}
+
+// warm reports whether a step runs with the tree's metadata in the cache
+// (the page cache is not dropped before it; the tree is walked before the
+// first warm step): a periodic backup of a running environment.
+func (s step) warm() bool { return s == stepIncrWarm || s == stepNoop }
 
 // tool is one way of backing up: cove or a baseline. Each instance lives
 // for one round with its own storage under a directory of the work dir.
