@@ -67,8 +67,16 @@ type Options struct {
 	// then are refused); at most backuprepo.MaxSweepDuration less 5
 	// minutes for the deletes in flight.
 	SweepTimeout time.Duration
-	Now          func() time.Time
-	Log          *slog.Logger
+	// Records, when set for an organization's key id, are the names of
+	// its backups the server has records of: a manifest of that key
+	// named by none of them and written more than OrphanGrace ago (a
+	// backup whose report never reached the server, or whose refused
+	// commit could not be withdrawn) is deleted. Without Records for a
+	// key, no manifest of it is.
+	Records     map[string]map[string]bool
+	OrphanGrace time.Duration
+	Now         func() time.Time
+	Log         *slog.Logger
 }
 
 // Stats counts what a run found and did.
@@ -84,6 +92,7 @@ type Stats struct {
 	Foreign          int // unreferenced chunks sealed with a key the collector does not hold
 	Unknown          int // objects under chunks/ or manifests/ that are not cove's
 	Markers          int // sweep markers deleted after their retention
+	Orphans          int // manifests deleted for want of a record
 }
 
 // Collector collects the chunks of the organizations whose keys it holds.
@@ -117,6 +126,13 @@ func NewCollector(store blob.Store, keys []*backuprepo.Key, opts Options) *Colle
 		c.repos[k.ID()] = backuprepo.New(store, k, opts.Log)
 	}
 	return c
+}
+
+// orphan reports whether the manifest name of key keyID, written at
+// written, is an orphan to delete.
+func (c *Collector) orphan(keyID, name string, written time.Time) bool {
+	names, ok := c.opts.Records[keyID]
+	return ok && !names[name] && c.opts.OrphanGrace > 0 && c.opts.Now().Sub(written) > c.opts.OrphanGrace
 }
 
 // Run does one pass: sweeps the condemned lists that are due, marks a new
@@ -250,12 +266,12 @@ func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Rep
 			continue
 		}
 		var ignored Stats
-		_, err := c.scanManifest(dctx, map[string]*backuprepo.Repo{repo.Key().ID(): repo}, info.Key, func(_ string, id backuprepo.ChunkID) {
+		_, err := c.scanManifest(dctx, map[string]*backuprepo.Repo{repo.Key().ID(): repo}, info, func(_ string, id backuprepo.ChunkID) {
 			if _, ok := doomed[id]; ok {
 				delete(doomed, id)
 				st.Kept++
 			}
-		}, &ignored)
+		}, &ignored, false)
 		if err != nil {
 			return fmt.Errorf("sweep %s: a new manifest cannot be read, nothing deleted: %w", gen, err)
 		}

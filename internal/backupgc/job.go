@@ -34,6 +34,10 @@ type Catalog interface {
 	DeleteBackup(ctx context.Context, id string) error
 }
 
+// MinOrphanGrace is the least time a manifest without a record is kept:
+// a runner may still be reporting it.
+const MinOrphanGrace = 2 * backuprepo.MaxWriterAge
+
 // Report is what one run of a Job did.
 type Report struct {
 	Backups        int // backup records looked at
@@ -69,6 +73,7 @@ func (j *Job) RunOnce(ctx context.Context) (Report, error) {
 	}
 	var errs []error
 	keys := make([]*backuprepo.Key, 0, len(orgs))
+	records := map[string]map[string]bool{}
 	for _, o := range orgs {
 		k, err := backuprepo.ParseKey(o.Key)
 		if err != nil {
@@ -81,10 +86,27 @@ func (j *Job) RunOnce(ctx context.Context) (Report, error) {
 				return rep, ctx.Err()
 			}
 			errs = append(errs, fmt.Errorf("organization %s: %w", o.ID, err))
+			continue
 		}
+		// Read after retention: a record listed here and deleted since
+		// only keeps its manifest one run longer.
+		bs, err := j.Catalog.Backups(ctx, o.ID)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("organization %s: %w", o.ID, err))
+			continue
+		}
+		names := make(map[string]bool, len(bs))
+		for _, b := range bs {
+			names[b.ID] = true
+		}
+		records[k.ID()] = names
 	}
 	opts := j.GC
 	opts.Now, opts.Log = now, log
+	if opts.OrphanGrace == 0 {
+		opts.OrphanGrace = max(j.Policy.DeletedGrace, MinOrphanGrace)
+	}
+	opts.Records = records
 	rep.GC, err = NewCollector(j.Store, keys, opts).Run(ctx)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("backup gc: %w", err))

@@ -221,3 +221,55 @@ func TestJobDeletedEnvironmentGrace(t *testing.T) {
 		t.Fatalf("%d deletion notes left", n)
 	}
 }
+
+// A manifest no record names (its report never reached the server) is
+// deleted once older than the grace, and its chunks collected after; a
+// young one is kept, and so is every manifest of an organization whose
+// records could not be listed.
+func TestJobOrphanManifests(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	k, raw := newKey(t)
+	repo := backuprepo.New(s, k, nil)
+	clk := newClock()
+	backup(t, repo, "e/kept", files("f", 700)...)
+	backup(t, repo, "e/orphan", files("f", 701)...)
+	cat := &catalog{orgs: []Organization{{ID: "o1", Key: raw}}, backups: map[string][]BackupInfo{"o1": {
+		{ID: "e/kept", EnvironmentID: "e", Time: clk.Now()},
+	}}, envs: map[string]EnvInfo{"e": {}}}
+	job := &Job{Store: s, Catalog: cat, Policy: Policy{KeepLast: 5, DeletedGrace: 7 * 24 * time.Hour}, GC: Options{Grace: time.Hour}, Now: clk.Now}
+	rep, err := job.RunOnce(ctx)
+	must(t, err)
+	if rep.GC.Orphans != 0 || !exists(t, s, backuprepo.ManifestKey("e/orphan")) {
+		t.Fatalf("a young orphan deleted: %+v", rep.GC)
+	}
+	clk.Add(8 * 24 * time.Hour)
+	failing := &failingBackups{catalog: cat}
+	if _, err := (&Job{Store: s, Catalog: failing, Policy: job.Policy, Now: clk.Now}).RunOnce(ctx); err == nil {
+		t.Fatal("a failed listing of records is not reported")
+	}
+	if !exists(t, s, backuprepo.ManifestKey("e/orphan")) {
+		t.Fatal("an orphan deleted while the records could not be listed")
+	}
+	rep, err = job.RunOnce(ctx)
+	must(t, err)
+	if rep.GC.Orphans != 1 || exists(t, s, backuprepo.ManifestKey("e/orphan")) {
+		t.Fatalf("old orphan not deleted: %+v", rep.GC)
+	}
+	for range 2 {
+		clk.Add(2 * time.Hour)
+		_, err := job.RunOnce(ctx)
+		must(t, err)
+	}
+	if exists(t, s, chunkOf(repo, 701)) {
+		t.Fatal("the orphan's chunk left")
+	}
+	complete(t, repo, "e/kept")
+}
+
+// failingBackups is a catalog whose backup listing fails.
+type failingBackups struct{ *catalog }
+
+func (f *failingBackups) Backups(context.Context, string) ([]BackupInfo, error) {
+	return nil, errors.New("database unavailable")
+}

@@ -113,7 +113,8 @@ func readHeader(ctx context.Context, store blob.Store, key string) (backuprepo.H
 // repos, and adds everything it references to add. It returns whether the
 // manifest was ours (its key id), and an error when it was ours but could
 // not be read whole.
-func (c *Collector) scanManifest(ctx context.Context, repos map[string]*backuprepo.Repo, key string, add func(string, backuprepo.ChunkID), st *Stats) (keyID string, err error) {
+func (c *Collector) scanManifest(ctx context.Context, repos map[string]*backuprepo.Repo, info blob.Info, add func(string, backuprepo.ChunkID), st *Stats, orphans bool) (keyID string, err error) {
+	key := info.Key
 	h, ok, err := readHeader(ctx, c.store, key)
 	if blob.IsNotFound(err) {
 		return "", nil // deleted since listed
@@ -130,6 +131,14 @@ func (c *Collector) scanManifest(ctx context.Context, repos map[string]*backupre
 	repo := repos[h.KeyID]
 	if repo == nil {
 		st.ForeignManifests++
+		return "", nil
+	}
+	if orphans && c.orphan(h.KeyID, name, info.ModTime) {
+		if err := c.store.Delete(ctx, key); err != nil {
+			return "", fmt.Errorf("delete orphan manifest %s: %w", key, err)
+		}
+		st.Orphans++
+		c.log.Info("backup gc: deleted a manifest no backup record names", "key", key, "written", info.ModTime, "keyID", h.KeyID)
 		return "", nil
 	}
 	m, err := repo.OpenManifest(ctx, name)
@@ -181,7 +190,7 @@ func (c *Collector) scanManifests(ctx context.Context) (*manifestScan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list manifests: %w", err)
 		}
-		keyID, err := c.scanManifest(ctx, c.repos, info.Key, add, &sc.stats)
+		keyID, err := c.scanManifest(ctx, c.repos, info, add, &sc.stats, true)
 		if err != nil {
 			if ctx.Err() != nil || keyID == "" {
 				return nil, err

@@ -45,7 +45,7 @@ func (s *Server) RunBackupGC(ctx context.Context, cfg BackupGCConfig) {
 		attrs := []any{"backups", rep.Backups, "backupsDeleted", rep.BackupsDeleted,
 			"manifests", rep.GC.Manifests, "chunks", rep.GC.Chunks, "condemned", rep.GC.Condemned,
 			"chunksDeleted", rep.GC.Swept, "bytesDeleted", rep.GC.SweptBytes, "keptAgain", rep.GC.Kept,
-			"foreign", rep.GC.Foreign + rep.GC.ForeignManifests, "unknown", rep.GC.Unknown,
+			"orphanManifests", rep.GC.Orphans, "foreign", rep.GC.Foreign + rep.GC.ForeignManifests, "unknown", rep.GC.Unknown,
 			"took", s.now().Sub(start).Round(time.Millisecond)}
 		if err != nil {
 			log.Error("backup retention and garbage collection", append(attrs, "err", err)...)
