@@ -48,7 +48,12 @@ func (b *backuper) file(ce *confine.Entry, e backuprepo.Entry) error {
 		}
 	}
 	if st.Nlink > 1 {
-		b.links[key] = e.Path
+		if len(b.links) < maxLinks {
+			b.links[key] = e.Path
+		} else if len(b.links) == maxLinks {
+			b.links[devIno{}] = "" // listed once
+			b.skip(e.Path, fmt.Sprintf("more than %d files with several names in this tree: further names stored as copies", maxLinks))
+		}
 	}
 	b.res.Files++
 	b.res.Bytes += e.Size
@@ -61,6 +66,10 @@ func (b *backuper) file(ce *confine.Entry, e backuprepo.Entry) error {
 // afterRead is called when a file's content was read (a test changes the
 // file there).
 var afterRead = func(rel string) {}
+
+// maxLinks bounds the files with several names a walk remembers (their
+// first path), in one tree: the names of the others are stored as copies.
+var maxLinks = 1 << 20
 
 // fileReader reads a file, keeping its error apart from the store's.
 type fileReader struct {

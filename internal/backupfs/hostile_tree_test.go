@@ -218,3 +218,62 @@ func TestHugeSparseFile(t *testing.T) {
 		t.Errorf("skipped %q, %d files, opened %q", res.Skipped, res.Files, opens.got())
 	}
 }
+
+// TestManyLinkedFiles: past maxLinks files with several names, further
+// names are stored as copies (memory bounded), listed once; restored
+// content is the same.
+func TestManyLinkedFiles(t *testing.T) {
+	requireRoot(t)
+	orig := maxLinks
+	maxLinks = 2
+	t.Cleanup(func() { maxLinks = orig })
+	repo, _ := newRepo(t)
+	src := emptyDir(t, "src")
+	for i := range 4 {
+		p := filepath.Join(src, fmt.Sprintf("f%d", i))
+		writeFile(t, p, []byte(p), 0o644, 0, 0)
+		must(t, os.Link(p, p+"-link"))
+	}
+	res := backup(t, repo, "b", "", mapA, Source{Name: "ws", Dir: src})
+	if res.SkippedCount != 1 || !strings.Contains(res.Skipped[0], "stored as copies") || res.Files != 6 {
+		t.Errorf("skipped %q, %d files (2 linked pairs, 4 copies)", res.Skipped, res.Files)
+	}
+	tg := emptyDir(t, "t")
+	if _, err := Restore(context.Background(), repo, "b", []Source{{Name: "ws", Dir: tg}}, RestoreOptions{Map: mapB}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		p := filepath.Join(src, fmt.Sprintf("f%d", i))
+		for _, n := range []string{"", "-link"} {
+			got, err := os.ReadFile(filepath.Join(tg, filepath.Base(p)+n))
+			if err != nil || string(got) != p {
+				t.Errorf("%s%s: %q %v", p, n, got, err)
+			}
+		}
+	}
+}
+
+// TestSparseRestore: a file of zeros (many copies of one chunk) restores
+// with its content and holes.
+func TestSparseRestore(t *testing.T) {
+	requireRoot(t)
+	repo, _ := newRepo(t)
+	src := emptyDir(t, "src")
+	zeros := make([]byte, 40<<20)
+	copy(zeros[len(zeros)-5:], "tail!")
+	writeFile(t, filepath.Join(src, "zeros"), zeros, 0o644, 0, 0)
+	backup(t, repo, "b", "", mapA, Source{Name: "ws", Dir: src})
+	tg := emptyDir(t, "t")
+	if _, err := Restore(context.Background(), repo, "b", []Source{{Name: "ws", Dir: tg}}, RestoreOptions{Map: mapB}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(tg, "zeros"))
+	if err != nil || !bytes.Equal(got, zeros) {
+		t.Fatalf("zeros restored wrong (%d bytes, %v)", len(got), err)
+	}
+	var st unix.Stat_t
+	must(t, unix.Stat(filepath.Join(tg, "zeros"), &st))
+	if st.Blocks*512 >= st.Size/2 {
+		t.Errorf("%d bytes allocated for %d: not sparse", st.Blocks*512, st.Size)
+	}
+}

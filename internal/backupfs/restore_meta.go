@@ -96,12 +96,19 @@ func (r *restorer) content(p string, err error) error {
 // sparseWriter writes a file leaving holes where a chunk is all zeros (the
 // caller truncates to the full size at the end).
 type sparseWriter struct {
-	f   *os.File
-	off int64
+	f    *os.File
+	off  int64
+	zero []byte // the last slice found all zeros (ReadFile repeats a chunk's slice)
 }
 
 func (w *sparseWriter) Write(p []byte) (int, error) {
-	if !allZero(p) {
+	if len(p) > 0 && len(w.zero) == len(p) && &w.zero[0] == &p[0] {
+		w.off += int64(len(p))
+		return len(p), nil
+	}
+	if allZero(p) {
+		w.zero = p
+	} else {
 		if _, err := w.f.WriteAt(p, w.off); err != nil {
 			return 0, err
 		}

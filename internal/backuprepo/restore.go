@@ -73,11 +73,21 @@ func (p *Previous) Find(path string) (*Entry, error) {
 // each checked (memory: one chunk). A missing or corrupt chunk fails with
 // an error naming the file and the chunk, after what precedes it was
 // written.
+//
+// A chunk repeated back to back (the zeros of a sparse image) is fetched
+// and opened once; w is then given the same slice again.
 func (r *Repo) ReadFile(ctx context.Context, e *Entry, w io.Writer) error {
+	var last ChunkRef
+	var data []byte
 	for i, ref := range e.Chunks {
-		data, err := r.GetChunk(ctx, ref)
-		if err != nil {
-			return fmt.Errorf("restore %q: chunk %d of %d: %w", e.Path, i+1, len(e.Chunks), err)
+		if data == nil || ref != last {
+			var err error
+			if data, err = r.GetChunk(ctx, ref); err != nil {
+				return fmt.Errorf("restore %q: chunk %d of %d: %w", e.Path, i+1, len(e.Chunks), err)
+			}
+			last = ref
+		} else if err := ctx.Err(); err != nil {
+			return fmt.Errorf("restore %q: %w", e.Path, err)
 		}
 		if _, err := w.Write(data); err != nil {
 			return fmt.Errorf("restore %q: %w", e.Path, err)
