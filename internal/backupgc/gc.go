@@ -262,7 +262,7 @@ func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Rep
 		if err != nil {
 			return fmt.Errorf("sweep %s: list manifests: %w", gen, err)
 		}
-		if _, ok := sc.seen[info.Key]; ok {
+		if was, ok := sc.seen[info.Key]; ok && was.ModTime.Equal(info.ModTime) && was.Size == info.Size {
 			continue
 		}
 		var ignored Stats
@@ -272,6 +272,9 @@ func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Rep
 				st.Kept++
 			}
 		}, &ignored, false)
+		if err == errGone {
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("sweep %s: a new manifest cannot be read, nothing deleted: %w", gen, err)
 		}

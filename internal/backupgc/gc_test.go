@@ -381,3 +381,34 @@ func TestWriterCommittingDuringSweepStart(t *testing.T) {
 	}
 	complete(t, repo, "env1-new")
 }
+
+// A backup written again under a name the scan already read (a refused
+// backup retried under its name) between the scan and the sweep's marker
+// is read again by the sweep: a condemned chunk it now reuses is kept.
+func TestManifestRewrittenUnderSameName(t *testing.T) {
+	ctx := context.Background()
+	base := newStore(t)
+	k, _ := newKey(t)
+	repo := backuprepo.New(base, k, nil)
+	old := files("f", 90, 91)
+	backup(t, repo, "env1-old", old...)
+	must(t, base.Delete(ctx, backuprepo.ManifestKey("env1-old")))
+	backup(t, repo, "env1-x", files("g", 92)...)
+	clk := newClock()
+	clk.Add(2 * time.Hour)
+	run(t, collector(base, clk, k)) // mark: old's chunks condemned
+
+	var rewriteErr error
+	hooked := &hookStore{Store: base, match: "/sweeps/", before: func() {
+		if rewriteErr = base.Delete(ctx, backuprepo.ManifestKey("env1-x")); rewriteErr == nil {
+			_, rewriteErr = startBackup(t, repo, "env1-x", old...).CommitGCSafe(ctx)
+		}
+	}}
+	clk.Add(2 * time.Hour)
+	run(t, collector(hooked, clk, k))
+	if !hooked.done {
+		t.Fatal("no sweep marker written: the test must sweep")
+	}
+	must(t, rewriteErr)
+	complete(t, repo, "env1-x")
+}

@@ -82,9 +82,10 @@ func (s *refSet) mayHave(id backuprepo.ChunkID) bool {
 // manifestScan is what reading every manifest found.
 type manifestScan struct {
 	refs *refSet
-	// seen holds the keys of the manifests read (or found foreign), so a
-	// sweep reads again only those committed since.
-	seen map[string]struct{}
+	// seen holds the manifests read (or found foreign) as listed, so a
+	// sweep reads again only those committed since, or written again
+	// under the same name (a refused backup retried).
+	seen map[string]blob.Info
 	// broken holds the key ids of organizations with a manifest that
 	// could not be read: their references are unknown, so nothing of
 	// theirs is condemned or deleted this run.
@@ -109,6 +110,9 @@ func readHeader(ctx context.Context, store blob.Store, key string) (backuprepo.H
 	return h, ok, nil
 }
 
+// errGone: the manifest was deleted between its listing and its reading.
+var errGone = errors.New("manifest deleted since listed")
+
 // scanManifest reads the manifest root at key, if it belongs to one of
 // repos, and adds everything it references to add. It returns whether the
 // manifest was ours (its key id), and an error when it was ours but could
@@ -117,7 +121,7 @@ func (c *Collector) scanManifest(ctx context.Context, repos map[string]*backupre
 	key := info.Key
 	h, ok, err := readHeader(ctx, c.store, key)
 	if blob.IsNotFound(err) {
-		return "", nil // deleted since listed
+		return "", errGone // deleted since listed
 	}
 	if err != nil {
 		return "", err
@@ -143,7 +147,7 @@ func (c *Collector) scanManifest(ctx context.Context, repos map[string]*backupre
 	}
 	m, err := repo.OpenManifest(ctx, name)
 	if blob.IsNotFound(err) {
-		return "", nil
+		return "", errGone
 	}
 	if err != nil {
 		return h.KeyID, fmt.Errorf("manifest %s: %w", key, err)
@@ -184,13 +188,16 @@ func (c *Collector) leave(key, why string) {
 
 // scanManifests reads every manifest of the store.
 func (c *Collector) scanManifests(ctx context.Context) (*manifestScan, error) {
-	sc := &manifestScan{refs: &refSet{}, seen: map[string]struct{}{}, broken: map[string]error{}}
+	sc := &manifestScan{refs: &refSet{}, seen: map[string]blob.Info{}, broken: map[string]error{}}
 	add := func(_ string, id backuprepo.ChunkID) { sc.refs.add(id) }
 	for info, err := range c.store.List(ctx, backuprepo.ManifestsPrefix) {
 		if err != nil {
 			return nil, fmt.Errorf("list manifests: %w", err)
 		}
 		keyID, err := c.scanManifest(ctx, c.repos, info, add, &sc.stats, true)
+		if err == errGone {
+			continue // not seen: read again should it come back
+		}
 		if err != nil {
 			if ctx.Err() != nil || keyID == "" {
 				return nil, err
@@ -201,7 +208,7 @@ func (c *Collector) scanManifests(ctx context.Context) (*manifestScan, error) {
 				"key", info.Key, "keyID", keyID, "err", err)
 			sc.broken[keyID] = err
 		}
-		sc.seen[info.Key] = struct{}{}
+		sc.seen[info.Key] = info
 	}
 	return sc, nil
 }

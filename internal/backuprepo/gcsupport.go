@@ -271,7 +271,9 @@ func (w *Writer) Started() time.Time { return w.start }
 // it refuses a writer older than MaxWriterAge, and after writing the
 // manifest it looks for a sweep that ran since the writer started; if one
 // did (or the markers cannot be read), it deletes the manifest again and
-// fails with ErrSwept: the backup must be taken again. Writers use it
+// fails with ErrSwept: the backup must be taken again, preferably under a
+// new name (a collector that read the refused manifest notices one
+// rewritten under its name only by its time and size). Writers use it
 // instead of Commit whenever garbage collection may run on the store.
 func (w *Writer) CommitGCSafe(ctx context.Context) (Summary, error) {
 	if age := time.Since(w.start); age > MaxWriterAge {
