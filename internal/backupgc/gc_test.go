@@ -412,3 +412,39 @@ func TestManifestRewrittenUnderSameName(t *testing.T) {
 	must(t, rewriteErr)
 	complete(t, repo, "env1-x")
 }
+
+// Collectors of several servers running at once on one storage: no run
+// fails, garbage goes, and what a backup needs stays.
+func TestReplicasConcurrently(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	k, _ := newKey(t)
+	repo := backuprepo.New(s, k, nil)
+	backup(t, repo, "env1-live", files("a", 110, 111)...)
+	backup(t, repo, "env1-gone", files("b", 112, 113)...)
+	must(t, s.Delete(ctx, backuprepo.ManifestKey("env1-gone")))
+	clk := newClock()
+	gcs := []*Collector{collector(s, clk, k), collector(s, clk, k), collector(s, clk, k)}
+	for range 3 {
+		clk.Add(2 * time.Hour)
+		errs := make(chan error, len(gcs))
+		for _, gc := range gcs {
+			go func() {
+				_, err := gc.Run(ctx)
+				errs <- err
+			}()
+		}
+		for range gcs {
+			must(t, <-errs)
+		}
+	}
+	for _, seed := range []uint64{112, 113} {
+		if exists(t, s, chunkOf(repo, seed)) {
+			t.Errorf("garbage chunk %d left", seed)
+		}
+	}
+	complete(t, repo, "env1-live")
+	if n := countKeys(t, s, repo.GCKey("condemned/")); n != 0 {
+		t.Errorf("%d condemned-list objects left after the last sweep", n)
+	}
+}
