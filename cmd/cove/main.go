@@ -35,6 +35,7 @@ func main() {
 		cli.WithResolvCommand(),
 		cli.SandboxCommand(),
 		cli.UnpackLayerCommand(),
+		cli.BackupChildCommand(),
 	)
 	// A mistyped subcommand is an error with suggestions, not a group's help
 	// and exit 0 that scripts take for success.

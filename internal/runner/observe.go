@@ -48,7 +48,7 @@ func (w *worker) quiet(now time.Time) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	o := w.obs
-	if !o.ok || now.Sub(o.fullAt) >= observeFull {
+	if !o.ok || now.Sub(o.fullAt) >= observeFull || w.backupDueLocked(now) {
 		return false
 	}
 	if w.env.GetSpec().GetDesiredPhase() != phaseRunning {

@@ -22,6 +22,10 @@ type observed struct {
 	// diskMounted: the environment's disk is mounted; diskDown: it has one
 	// (disk.go) that is not.
 	diskMounted, diskDown bool
+	// backup: a stop (or `cove env backup` while stopped) has a backup
+	// to take; restore: spec.restore asks for a restore not yet done
+	// (step_backup.go).
+	backup, restore bool
 }
 
 type step string
@@ -43,6 +47,8 @@ const (
 	stepLifecycle       step = "lifecycle"        // run lifecycle commands
 	stepDisk            step = "disk"             // mount the environment's disk
 	stepUnmountDisk     step = "unmount-disk"     // unmount it (its loop device goes with it)
+	stepBackup          step = "backup"           // back up the stopped environment (step_backup.go)
+	stepRestore         step = "restore"          // replace its content with a backup's (step_restore.go)
 )
 
 // devcontainerSteps follow a start (each does nothing when it has nothing
@@ -57,6 +63,9 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 	live := o.container == runtime.StatusRunning || o.container == runtime.StatusCreated || o.container == runtime.StatusPaused
 	switch desired {
 	case covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING:
+		if o.restore {
+			return planRestore(o, live)
+		}
 		if o.stateExists && o.rebuild {
 			if live {
 				steps = append(steps, stepStop)
@@ -112,10 +121,18 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 		if o.container != runtime.StatusAbsent && o.container != "" {
 			steps = append(steps, stepDeleteContainer)
 		}
+		diskMounted := o.diskMounted
+		if desired == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_STOPPED && o.backup && o.stateExists {
+			// Before unmounting: the backup reads the disk.
+			if o.diskDown {
+				steps, diskMounted = append(steps, stepDisk), true
+			}
+			steps = append(steps, stepBackup)
+		}
 		if o.someMounted {
 			steps = append(steps, stepUnmount)
 		}
-		if o.diskMounted {
+		if diskMounted {
 			steps = append(steps, stepUnmountDisk)
 		}
 		if desired == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED && o.stateExists {
@@ -123,4 +140,31 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 		}
 	}
 	return steps
+}
+
+// planRestore: stop and unmount what runs, restore the content, then
+// start as after a create (the image step reads the restored
+// devcontainer.json when this runner has no image for it yet).
+func planRestore(o observed, live bool) []step {
+	var steps []step
+	if live {
+		steps = append(steps, stepStop)
+	}
+	if o.container != runtime.StatusAbsent && o.container != "" {
+		steps = append(steps, stepDeleteContainer)
+	}
+	if o.someMounted {
+		steps = append(steps, stepUnmount)
+	}
+	if !o.stateExists {
+		steps = append(steps, stepPrepare)
+	}
+	if o.diskDown {
+		steps = append(steps, stepDisk)
+	}
+	steps = append(steps, stepRestore)
+	if !o.imageReady {
+		steps = append(steps, stepImage)
+	}
+	return append(append(steps, stepMount, stepStart, stepWaitAgent), devcontainerSteps...)
 }

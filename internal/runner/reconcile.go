@@ -50,6 +50,14 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 		st = nil
 	}
 	lay = withDiskLayout(lay, st) // disk.go
+	if st != nil && !st.Backup.Reported && len(st.Backup.Last) > 0 {
+		r.reportBackup(ctx, st) // step_backup.go: one the server has not heard of yet
+		if st.Backup.Reported {
+			if err := saveState(lay.State(), st); err != nil {
+				return false, err
+			}
+		}
+	}
 	if st != nil && st.Content.Ready {
 		w.sub(&w.content, subReady, "") // also after a runner restart
 	}
@@ -73,6 +81,7 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 		return false, err
 	}
 	obs.rebuild = st != nil && desired == phaseRunning && env.GetSpec().GetRebuildGeneration() > st.Rebuild.Generation
+	backupObserve(env, st, &obs) // step_backup.go
 	steps := plan(desired, obs)
 	if len(steps) == 0 {
 		final := map[covev1.EnvironmentPhase]covev1.EnvironmentPhase{phaseRunning: phaseRunning, phaseStopped: phaseStopped, phaseDeleted: phaseDeleted}[desired]
@@ -87,6 +96,9 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 		}
 		if err := w.setStatus(ctx, r.status(env, st, final, "")); err != nil {
 			return false, err
+		}
+		if final == phaseRunning {
+			r.backupRunning(ctx, w, env, st) // backup_running.go: periodic or manual
 		}
 		return final == phaseDeleted, nil
 	}
@@ -209,6 +221,7 @@ func (r *Runner) status(env *covev1.Environment, st *envState, phase covev1.Envi
 		s.Volumes = volumesStatus(withDiskLayout(r.layout(env.Id), st).Workspace(), st)
 	}
 	s.Lifecycle = lifecycleStatus(st) // step_lifecycle.go
+	backupStatus(s, st)               // step_backup.go
 	if phase == phaseRunning {
 		s.Ssh = &covev1.SSHAddress{Address: r.sshAddr, Host: env.GetMetadata().GetName() + ".cove"}
 	}

@@ -85,6 +85,8 @@ type Config struct {
 	// child process (AgentBinary internal-unpack-layer) in a cgroup of its
 	// own with these limits (unpack.go); nil: in the runner's process.
 	UnpackLimits *WorkLimits
+	// Backup configures backups and restores (backup.go).
+	Backup BackupConfig
 	// Runc is the OCI runtime Dockerfile builds use (as environments do).
 	Runc string
 	// AgentBinary is the static cove binary mounted into environments
@@ -125,6 +127,7 @@ type Runner struct {
 	proxyURL string
 	builds   *builders // the Dockerfile builder, made at the first build
 	gc       *gcLock
+	bk       *backups // backup.go
 
 	mu      sync.Mutex
 	workers map[string]*worker
@@ -253,6 +256,7 @@ func newRunner(cfg Config, d deps, keys *agentKeys, hostKey ssh.Signer) (*Runner
 		workers: map[string]*worker{},
 		builds:  &builders{cfg: cfg, net: d.net, classes: cfg.Classes, log: cfg.Log},
 	}
+	r.bk = newBackups(cfg, cfg.Log.With("component", "backup"))
 	r.steps = r.makeSteps(d)
 	r.gw = sshgw.NewGateway(sshgw.Config{HostSigner: hostKey, Resolver: r, Log: cfg.Log.With("component", "sshgw")})
 	r.gw.SetSessions(runnerSessions{r}) // activity.go
@@ -340,6 +344,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err := r.sweep(ctx); err != nil { // sweep.go: before any worker adopts
 		r.log.Warn("start-up sweep", "err", err)
 	}
+	r.thawAll() // backup.go: what a runner killed mid-backup left frozen
 	oomDone := make(chan struct{})
 	go func() { defer close(oomDone); r.oomLoop(ctx) }() // oomreport.go
 	defer func() { <-oomDone }()

@@ -32,6 +32,7 @@ type envState struct {
 	Rebuild   rebuildState       `json:"rebuild"`
 	Failure   failureState       `json:"failure"`
 	Disk      diskState          `json:"disk"`
+	Backup    backupState        `json:"backup"` // step_backup.go, step_restore.go
 }
 
 func loadState(path string) (*envState, error) {

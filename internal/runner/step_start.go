@@ -38,6 +38,7 @@ type binder interface {
 
 func (m *startStep) run(ctx context.Context, e *stepEnv) error {
 	e.rep.sub(subMachine, subInProgress, "starting")
+	e.st.Backup.Dirty = true // step_backup.go: the next stop backs up
 	if err := m.start(ctx, e, func(msg string) { e.rep.sub(subMachine, subInProgress, msg) }); err != nil {
 		return err
 	}

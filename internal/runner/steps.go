@@ -25,5 +25,7 @@ func (r *Runner) makeSteps(d deps) map[step]stepper {
 		stepUnmount:         unmountStep{images: r.images},
 		stepRemove:          removeStep{net: r.net, images: r.images, ranges: r.ranges, log: r.log},
 		stepReset:           resetStep{},
+		stepBackup:          backupStep{r: r},
+		stepRestore:         restoreStep{r: r},
 	}
 }

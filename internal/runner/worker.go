@@ -45,6 +45,7 @@ type worker struct {
 	ports        portWatch         // listening ports while running (ports.go)
 	obs          observeState      // passes, for the periodic re-observe (observe.go)
 	usage        usageState        // resource usage while running (usage.go)
+	backupAt     time.Time         // the next periodic backup (backup_running.go)
 }
 
 func (r *Runner) newWorker(ctx context.Context, id string) *worker {

@@ -1,0 +1,287 @@
+package runner
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/backupfs"
+	"github.com/covedev/cove/internal/envdir"
+	"github.com/covedev/cove/internal/errdefs"
+	"github.com/covedev/cove/internal/resources"
+	"github.com/covedev/cove/internal/runtime"
+	"github.com/covedev/cove/internal/usererr"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// backupState is the backup and restore steps' section of the state.
+type backupState struct {
+	// Last is the last backup taken (covev1.Backup as protojson): the
+	// previous of the next one, reported again until the server has it.
+	Last     json.RawMessage `json:"last,omitempty"`
+	Reported bool            `json:"reported,omitempty"`
+	// Dirty: the content may have changed since Last (the start step
+	// sets it; a backup of the stopped environment clears it).
+	Dirty bool `json:"dirty,omitempty"`
+	// StopFailed is the spec version at which the stop's backup failed:
+	// the stop goes on, and that stop does not try again.
+	StopFailed int64 `json:"stopFailed,omitempty"`
+	// Generation and RestoreGeneration are the spec's backup and restore
+	// generations carried out.
+	Generation        int64 `json:"generation,omitempty"`
+	RestoreGeneration int64 `json:"restoreGeneration,omitempty"`
+	// Attempt is when the last backup of the running environment was
+	// tried (the periodic interval runs from it).
+	Attempt time.Time `json:"attempt,omitzero"`
+	// Progress is the last operation's outcome (READY, FAILED with its
+	// message); progress is the one under way (not saved).
+	Progress json.RawMessage `json:"progress,omitempty"`
+	progress *covev1.BackupProgress
+}
+
+func (b *backupState) last() *covev1.Backup {
+	if len(b.Last) == 0 {
+		return nil
+	}
+	var m covev1.Backup
+	if protojson.Unmarshal(b.Last, &m) != nil {
+		return nil
+	}
+	return &m
+}
+
+// setProgress records p (saved when it is final).
+func (b *backupState) setProgress(p *covev1.BackupProgress) {
+	b.progress = p
+	if p.GetState().GetPhase() != subInProgress {
+		b.Progress, _ = protojson.Marshal(p)
+	}
+}
+
+// backupStatus adds the backup fields to a status.
+func backupStatus(s *covev1.EnvironmentStatus, st *envState) {
+	if st == nil {
+		return
+	}
+	b := &st.Backup
+	s.LastBackup = b.last()
+	s.ObservedBackupGeneration, s.ObservedRestoreGeneration = b.Generation, b.RestoreGeneration
+	if b.progress != nil {
+		s.BackupProgress = b.progress
+	} else if len(b.Progress) > 0 {
+		var p covev1.BackupProgress
+		if protojson.Unmarshal(b.Progress, &p) == nil {
+			s.BackupProgress = &p
+		}
+	}
+}
+
+// backupName is a new backup's name, unique in the organization: the
+// environment's id, the UTC time and 8 random bytes:
+// "<env id>/20261203T211900Z-<16 hex digits>".
+func backupName(id string, t time.Time) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return id + "/" + t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
+}
+
+// backupSources are the environment's trees: workspace, the dev
+// container's upper directory, volumes, each Compose service's upper
+// directory; those that do not exist (never mounted) are left out.
+func backupSources(lay envdir.Layout, st *envState) []backupfs.Source {
+	srcs := []backupfs.Source{
+		{Name: "workspace", Dir: lay.Workspace()},
+		{Name: "upper", Dir: lay.Upper(), Overlay: true},
+		{Name: "volumes", Dir: lay.Volumes()},
+	}
+	if st.Image.Compose != nil {
+		var names []string
+		for _, s := range st.Image.Compose.Services {
+			names = append(names, s.Name)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			srcs = append(srcs, backupfs.Source{Name: "svc/" + n + "/upper", Dir: lay.Service(n).Upper(), Overlay: true})
+		}
+	}
+	out := srcs[:0]
+	for _, s := range srcs {
+		if fi, err := os.Lstat(s.Dir); err == nil && fi.IsDir() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func idMapOf(st *envState) backupfs.IDMap {
+	return backupfs.IDMap{HostUID: st.IDMap.HostID, HostGID: st.IDMap.HostID, Size: st.IDMap.Size}
+}
+
+// takeBackup backs up the environment (live: its containers run and are
+// frozen for the walk). It returns the backup, nil when nothing changed
+// since the last one (no backup written), or errBackupsDisabled.
+func (r *Runner) takeBackup(ctx context.Context, e *stepEnv, trigger string, live bool, report func()) (*covev1.Backup, error) {
+	st := e.st
+	storage, key, err := r.backupAccess(ctx, e.id())
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	began := r.clock.Now()
+	name := backupName(e.id(), began)
+	prev := st.Backup.last()
+	job := &backupJob{Op: "backup", Storage: storage, Key: key, Name: name, Trigger: trigger, Previous: prev.GetId(),
+		Time: began.UTC(), Sources: backupSources(e.lay, st), Map: idMapOf(st)}
+	prog := &covev1.BackupProgress{Operation: "backup", State: &covev1.SubStatus{Phase: subInProgress, Message: trigger}, StartedAt: timestamppb.New(began)}
+	st.Backup.setProgress(prog)
+	report()
+	freeze := ""
+	if live && r.cfg.CgroupParent != "" {
+		freeze = resources.CgroupPath(r.cfg.CgroupParent, e.id())
+	}
+	run, err := r.runChild(ctx, job, freeze, func(p backupfs.Progress) {
+		st.Backup.progress = &covev1.BackupProgress{Operation: "backup", State: prog.State, FilesDone: p.Files, BytesDone: p.Bytes, StartedAt: prog.StartedAt}
+		report()
+	})
+	if err == nil && run.final.Error != "" {
+		err = childError(run.final)
+	}
+	if err == nil && run.final.Walked == nil {
+		err = errors.New("the backup process gave no result")
+	}
+	if err != nil {
+		st.Backup.setProgress(&covev1.BackupProgress{Operation: "backup", StartedAt: prog.StartedAt,
+			State: &covev1.SubStatus{Phase: subFailed, Message: "backup failed: " + err.Error()}})
+		return nil, usererr.Wrap(err, "backup failed: %v", err)
+	}
+	res := run.final.Walked
+	msg := ""
+	if !run.consistent || res.ChangedWhileReadCount > 0 {
+		msg = fmt.Sprintf("the environment could not stay frozen for the whole backup (--backup-freeze-max %s): %d files changed while read", r.bk.cfg.FreezeMax, res.ChangedWhileReadCount)
+		if len(res.ChangedWhileRead) > 0 {
+			msg += ": " + strings.Join(res.ChangedWhileRead, ", ")
+		}
+		r.log.Warn("backup view not consistent", "env", e.id(), "changedWhileRead", res.ChangedWhileReadCount, "consistent", run.consistent)
+	}
+	done := &covev1.BackupProgress{Operation: "backup", StartedAt: prog.StartedAt, FilesDone: res.Files, BytesDone: res.Bytes,
+		State: &covev1.SubStatus{Phase: subReady, Message: msg}}
+	if !res.Changed {
+		r.log.Debug("backup skipped: nothing changed", "env", e.id(), "trigger", trigger)
+		done.State.Message = "skipped: nothing changed since " + prev.GetId()
+		st.Backup.setProgress(done)
+		return nil, nil
+	}
+	s := res.Summary
+	b := &covev1.Backup{Id: name, EnvironmentId: e.id(), Time: timestamppb.New(began), Trigger: trigger, Files: s.Files, Bytes: s.Bytes,
+		BytesNew: s.BytesNew, BytesReused: s.BytesReused, StoredBytes: s.StoredBytes, DurationMs: r.clock.Since(began).Milliseconds(),
+		Previous: job.Previous, FrozenMs: run.frozen.Milliseconds(), Skipped: res.Skipped}
+	if r.client != nil {
+		b.RunnerId = r.client.id
+	}
+	st.Backup.Last, _ = protojson.Marshal(b)
+	st.Backup.Reported = false
+	st.Backup.setProgress(done)
+	r.log.Info("backup taken", "env", e.id(), "backup", name, "trigger", trigger, "files", s.Files, "bytes", s.Bytes,
+		"bytesNew", s.BytesNew, "stored", s.StoredBytes, "frozen", run.frozen, "skipped", res.SkippedCount)
+	r.reportBackup(ctx, st)
+	return b, nil
+}
+
+// reportBackup tells the server about the last backup, a few times; one
+// it never heard of is in storage all the same, and is reported again at
+// the next pass (also after a restart).
+func (r *Runner) reportBackup(ctx context.Context, st *envState) {
+	b := st.Backup.last()
+	if b == nil || st.Backup.Reported || r.client == nil {
+		return
+	}
+	delay := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		_, err := r.client.api.ReportBackup(ctx, connect.NewRequest(&covev1.ReportBackupRequest{Backup: b}))
+		if err == nil {
+			st.Backup.Reported = true
+			return
+		}
+		if attempt == 3 || ctx.Err() != nil || connect.CodeOf(err) == connect.CodeUnimplemented {
+			r.log.Warn("backup not reported to the server yet; reported again later", "env", st.ID, "backup", b.GetId(), "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.clock.After(delay):
+		}
+		delay *= 4
+	}
+}
+
+// backupStep backs up a stopped environment: on stop (trigger "stop",
+// after its containers are gone and before its file systems are
+// unmounted), or when `cove env backup` asks while it is stopped. It owns
+// the state's backup section.
+type backupStep struct{ r *Runner }
+
+func (s backupStep) run(ctx context.Context, e *stepEnv) error {
+	st := e.st
+	gen := e.env.GetSpec().GetBackupGeneration()
+	manual := gen > st.Backup.Generation
+	if !st.Backup.Dirty && manual && st.Backup.last() != nil {
+		// Nothing ran since the last backup: it is this one.
+		st.Backup.Generation = gen
+		return nil
+	}
+	trigger := "stop"
+	if manual && !st.Backup.Dirty {
+		trigger = "manual"
+	}
+	_, err := s.r.takeBackup(ctx, e, trigger, false, reportFunc(e.rep))
+	switch {
+	case errors.Is(err, errBackupsDisabled):
+		st.Backup.Dirty, st.Backup.Generation = false, gen
+		return nil
+	case err != nil && ctx.Err() == nil:
+		// The stop goes on: the content stays on this runner's disk, the
+		// failure shows in backup_progress, `cove env backup` tries again.
+		s.r.log.Error("backup on stop failed", "env", e.id(), "err", err, "category", errdefs.CategoryOf(err))
+		st.Backup.StopFailed = e.env.GetSpec().GetSpecVersion()
+		if manual {
+			st.Backup.Generation = gen
+		}
+		return nil
+	case err != nil:
+		return err
+	}
+	st.Backup.Dirty, st.Backup.Generation = false, gen
+	return nil
+}
+
+// reportFunc has a step's status sent again, if its reporter can.
+func reportFunc(rep reporter) func() {
+	if p, ok := rep.(interface{ report() }); ok {
+		return p.report
+	}
+	return func() {}
+}
+
+// backupObserve fills in what the backup and restore steps need to plan.
+func backupObserve(env *covev1.Environment, st *envState, o *observed) {
+	if st == nil {
+		o.restore = env.GetSpec().GetRestore().GetGeneration() > 0
+		return
+	}
+	spec := env.GetSpec()
+	live := o.container != "" && o.container != runtime.StatusAbsent
+	dirty := st.Content.Ready && (live || st.Backup.Dirty) && st.Backup.StopFailed != spec.GetSpecVersion()
+	o.backup = dirty || spec.GetBackupGeneration() > st.Backup.Generation
+	o.restore = spec.GetRestore().GetGeneration() > st.Backup.RestoreGeneration
+}
