@@ -5,10 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/containerd/cgroups/v3"
 	"github.com/covedev/cove/internal/resources"
 )
 
@@ -93,6 +95,18 @@ func TestCPUShareByClass(t *testing.T) {
 	waitFor(t, "both environments to be busy", func() bool {
 		return usage("one")-start["one"] > time.Second && usage("two")-start["two"] > time.Second
 	})
+	// The loop's quota is on each environment's workload group (where
+	// the spinners are), the environment's cgroup keeping more for its
+	// agent and terminals: the split below is made with the quota there.
+	for name, id := range ids {
+		env := resources.CgroupPath(c.cgroup, id)
+		var eq, wq int64
+		waitFor(t, name+"'s quota on its workload group", func() bool {
+			eq, wq = cfsQuota(t, env), cfsQuota(t, env+"/workload")
+			return wq > 0 && eq > wq
+		})
+		t.Logf("%s: environment's quota %d µs, workload's %d µs per 100 ms", name, eq, wq)
+	}
 
 	// The window: until the two have used 20 CPU-seconds per host CPU
 	// together (20 s of wall time on an otherwise idle host).
@@ -108,4 +122,26 @@ func TestCPUShareByClass(t *testing.T) {
 	if ratio < 4.0/3 || ratio > 3 {
 		t.Errorf("CPU split %.2f between the 2-CPU and the 1-CPU class, want 2 within a factor of 3/2 (1.33 to 3)", ratio)
 	}
+}
+
+// cfsQuota is cgroup p's CFS quota in µs per 100 ms period (-1: none).
+func cfsQuota(t *testing.T, p string) int64 {
+	t.Helper()
+	name := filepath.Join("/sys/fs/cgroup/cpu", p, "cpu.cfs_quota_us")
+	if cgroups.Mode() == cgroups.Unified {
+		name = filepath.Join("/sys/fs/cgroup", p, "cpu.max")
+	}
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 || f[0] == "max" {
+		return -1
+	}
+	q, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
 }

@@ -35,6 +35,7 @@ type options struct {
 	gap, settle    time.Duration
 	cove, runc     string
 	keepLog        bool
+	shield         int
 }
 
 func main() {
@@ -46,6 +47,7 @@ func main() {
 	flag.StringVar(&o.cove, "cove", "", "cove binary to use (default: build ./cmd/cove into a temporary directory)")
 	flag.StringVar(&o.runc, "runc", "runc", "runc binary")
 	flag.BoolVar(&o.keepLog, "keep-log", false, "copy cove up's log to ./bench-interactive.log")
+	flag.IntVar(&o.shield, "shield", 0, "measure as on a host running cove alone: the benchmark's processes and the environments' parent cgroup get this many times the default CPU weight against other work on the machine (0: off)")
 	flag.Parse()
 
 	benchkit.Main("bench/interactive", func(ctx context.Context) error { return run(ctx, o, os.Stdout) })

@@ -21,20 +21,41 @@ func printReport(w io.Writer, mach benchkit.Machine, o options, cpus float64, id
 	fmt.Fprintf(w, "machine: %d CPUs (%s), kernel %s, %s, cgroups %s\n", mach.CPUs, mach.CPUModel, mach.Kernel, mach.Runc, mach.Cgroups)
 	fmt.Fprintf(w, "load:    %s at start, %s at end (1/5/15 min)\n", mach.LoadStart, mach.LoadEnd)
 	fmt.Fprintf(w, "%d keystrokes per case, echo over OpenSSH → cove's SSH gateway → agent → busybox sh on a pty;\n", o.keys)
-	fmt.Fprintf(w, "a loaded environment runs %d CPU spinners; class: %g CPUs per environment\n\n", o.spinners, cpus)
+	fmt.Fprintf(w, "a loaded environment runs %d CPU spinners; class: %g CPUs per environment\n", o.spinners, cpus)
+	fmt.Fprintf(w, "A thrott.: share of the 100 ms periods in which A's cgroup (its shell's and agent's) was throttled\n")
+	if o.shield > 0 {
+		fmt.Fprintf(w, "shield: the benchmark's processes and the environments' parent cgroup weigh %d× the default against other work on the machine\n", o.shield)
+	}
+	fmt.Fprintln(w)
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "policy\tcase\t%10s\t%10s\t%8s\t%8s\tp99 / idle p99\t\n", "p50", "p99", "CPUs", "A CPUs")
+	fmt.Fprintf(tw, "policy\tcase\t%10s\t%10s\t%8s\t%8s\t%10s\tp99 / idle p99\t\n", "p50", "p99", "CPUs", "A CPUs", "A thrott.")
 	row := func(m measurement) {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%8.2f\t%8.2f\t%9.1fx\t\n", m.policy, m.load, benchkit.Ms(p(m, 50)), benchkit.Ms(p(m, 99)),
-			m.cpus, m.aCPUs, ratio(p(m, 99), p(idle, 99)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%8.2f\t%8.2f\t%9.0f%%\t%9.1fx\t\n", m.policy, m.load, benchkit.Ms(p(m, 50)), benchkit.Ms(p(m, 99)),
+			m.cpus, m.aCPUs, 100*m.aThrottled, ratio(p(m, 99), p(idle, 99)))
 	}
 	row(idle)
 	for _, m := range ms {
 		row(m)
 	}
 	if !control {
-		fmt.Fprintf(tw, "%s\t%s\t%10s\t%10s\t\t\t\t\n", controlName, "(all)", "not available", "")
+		fmt.Fprintf(tw, "%s\t%s\t%10s\t%10s\t\t\t\t\t\n", controlName, "(all)", "not available", "")
+	}
+	_ = tw.Flush()
+
+	fmt.Fprintf(w, "\nwaited for a CPU per keystroke, on average (run-queue wait of the threads on the path, /proc/<pid>/task/*/schedstat):\n")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "policy\tcase\t")
+	for _, r := range roles {
+		fmt.Fprintf(tw, "%12s\t", r)
+	}
+	fmt.Fprintf(tw, "\n")
+	for _, m := range append([]measurement{idle}, ms...) {
+		fmt.Fprintf(tw, "%s\t%s\t", m.policy, m.load)
+		for _, r := range roles {
+			fmt.Fprintf(tw, "%9.2f ms\t", float64(m.waits[r])/float64(time.Millisecond))
+		}
+		fmt.Fprintf(tw, "\n")
 	}
 	_ = tw.Flush()
 

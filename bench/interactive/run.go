@@ -29,6 +29,12 @@ type measurement struct {
 	lat          []time.Duration
 	cpus         float64 // CPUs the four environments used together
 	aCPUs        float64 // of which A
+	// aThrottled is the share of CFS periods in which A's cgroup (its
+	// shell's and agent's CPU) was throttled by its quota.
+	aThrottled float64
+	// waits is how long the processes of each role on the keystroke's
+	// path waited for a CPU, per keystroke on average.
+	waits map[string]time.Duration
 }
 
 // fixture is what every cove up session shares: the image, the repository
@@ -51,6 +57,13 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	var cl benchkit.Cleanups
 	defer cl.Run()
+	if o.shield > 0 {
+		undo, err := shieldSelf(o.shield)
+		if err != nil {
+			return err
+		}
+		cl.Add(undo) // runs last: after cove up and the ssh client are gone
+	}
 	tmp, runRoot, err := benchkit.Workdir(&cl)
 	if err != nil {
 		return err

@@ -47,6 +47,11 @@ func (f *fixture) session(ctx context.Context, name string, args []string, body 
 		keepLog = "bench-interactive-" + name + ".log"
 	}
 	cl.Add(cv.StopFunc(&retErr, keepLog))
+	if f.o.shield > 0 {
+		if err := setWeight("/"+cgParent, f.o.shield); err != nil {
+			return err
+		}
+	}
 	envs, err := benchkit.NewEnvs(ctx, cv, f.repo, f.imageRef)
 	if err != nil {
 		return err
@@ -144,6 +149,12 @@ func (s *session) measure(ctx context.Context, policy, load string, loaded int) 
 	if err != nil {
 		return m, err
 	}
+	thr0, err := throttled(s.aCgroup)
+	if err != nil {
+		return m, err
+	}
+	pids := s.pathPids()
+	w0 := waits(pids)
 	t0 := time.Now()
 	if m.lat, err = s.term.keystrokes(ctx, s.f.o.keys, s.f.o.gap); err != nil {
 		return m, err
@@ -153,8 +164,37 @@ func (s *session) measure(ctx context.Context, policy, load string, loaded int) 
 	if err != nil {
 		return m, err
 	}
+	thr1, err := throttled(s.aCgroup)
+	if err != nil {
+		return m, err
+	}
+	m.waits = map[string]time.Duration{}
+	for role, w := range waits(pids) {
+		m.waits[role] = (w - w0[role]) / time.Duration(len(m.lat))
+	}
 	m.cpus, m.aCPUs = float64(cpu1-cpu0)/float64(wall), float64(a1-a0)/float64(wall)
+	m.aThrottled = float64(thr1-thr0) / (float64(wall) / float64(100*time.Millisecond))
 	return m, nil
+}
+
+// throttled is the number of CFS periods in which cgroup p itself (where
+// A's shell and agent are, whatever the policy) was throttled: nr_throttled
+// of its cpu.stat, not its sub-groups'.
+func throttled(p string) (uint64, error) {
+	name := filepath.Join("/sys/fs/cgroup/cpu", p, "cpu.stat")
+	if benchkit.CgroupV2() {
+		name = filepath.Join("/sys/fs/cgroup", p, "cpu.stat")
+	}
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "nr_throttled "); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no nr_throttled", name)
 }
 
 // cpu is the CPU time used so far by all environments and by A.
