@@ -62,7 +62,6 @@ func (b *backupState) last() *covev1.Backup {
 
 // setProgress records p (saved when it is final).
 func (b *backupState) setProgress(p *covev1.BackupProgress) {
-	validUTF8(p.ProtoReflect()) // it may name files
 	b.progress = p
 	if p.GetState().GetPhase() != subInProgress {
 		b.Progress, _ = protojson.Marshal(p)
@@ -139,7 +138,10 @@ func (r *Runner) takeBackup(ctx context.Context, e *stepEnv, trigger string, liv
 	}
 	defer clear(key)
 	began := r.clock.Now()
+	name := backupName(e.id(), began)
 	prev := st.Backup.last()
+	job := &backupJob{Op: "backup", Storage: storage, Key: key, Name: name, Trigger: trigger, Previous: prev.GetId(),
+		Time: began.UTC(), Sources: backupSources(e.lay, st), Map: idMapOf(st)}
 	prog := &covev1.BackupProgress{Operation: "backup", State: &covev1.SubStatus{Phase: subInProgress, Message: trigger}, StartedAt: timestamppb.New(began)}
 	st.Backup.setProgress(prog)
 	report()
@@ -147,26 +149,10 @@ func (r *Runner) takeBackup(ctx context.Context, e *stepEnv, trigger string, liv
 	if live && r.cfg.CgroupParent != "" {
 		freeze = resources.CgroupPath(r.cfg.CgroupParent, e.id())
 	}
-	var (
-		name string
-		job  *backupJob
-		run  childRun
-	)
-	for attempt := 1; ; attempt++ {
-		// A new name for every attempt: one refused because garbage
-		// collection swept meanwhile is taken again at once.
-		name = backupName(e.id(), r.clock.Now())
-		job = &backupJob{Op: "backup", Storage: storage, Key: key, Name: name, Trigger: trigger, Previous: prev.GetId(),
-			Time: r.clock.Now().UTC(), Sources: backupSources(e.lay, st), Map: idMapOf(st)}
-		run, err = r.runChild(ctx, job, freeze, func(p backupfs.Progress) {
-			st.Backup.progress = &covev1.BackupProgress{Operation: "backup", State: prog.State, FilesDone: p.Files, BytesDone: p.Bytes, StartedAt: prog.StartedAt}
-			report()
-		})
-		if err != nil || !run.final.Swept || attempt == 3 {
-			break
-		}
-		r.log.Info("backup refused as garbage collection swept the storage meanwhile; taking it again", "env", e.id(), "backup", name)
-	}
+	run, err := r.runChild(ctx, job, freeze, func(p backupfs.Progress) {
+		st.Backup.progress = &covev1.BackupProgress{Operation: "backup", State: prog.State, FilesDone: p.Files, BytesDone: p.Bytes, StartedAt: prog.StartedAt}
+		report()
+	})
 	if err == nil && run.final.Error != "" {
 		err = childError(run.final)
 	}
@@ -202,12 +188,6 @@ func (r *Runner) takeBackup(ctx context.Context, e *stepEnv, trigger string, liv
 	if r.client != nil {
 		b.RunnerId = r.client.id
 	}
-	for i, s := range b.Skipped {
-		if len(s) > 4096 {
-			b.Skipped[i] = s[:4096]
-		}
-	}
-	validUTF8(b.ProtoReflect()) // paths are bytes; proto strings UTF-8
 	st.Backup.Last, _ = protojson.Marshal(b)
 	st.Backup.Reported = false
 	st.Backup.setProgress(done)

@@ -126,9 +126,6 @@ func (s restoreStep) run(ctx context.Context, e *stepEnv) error {
 	st.Backup.setProgress(&covev1.BackupProgress{Operation: "restore", StartedAt: prog.StartedAt, FilesDone: res.Files, BytesDone: res.Bytes,
 		State: &covev1.SubStatus{Phase: subReady, Message: msg}})
 	restored(st, lay, req, msg)
-	// The restored content is what a backup requested meanwhile (a move
-	// asks for one on the old runner) would hold.
-	st.Backup.Generation = max(st.Backup.Generation, e.env.GetSpec().GetBackupGeneration())
 	return nil
 }
 
