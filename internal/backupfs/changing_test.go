@@ -1,12 +1,15 @@
 package backupfs
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/covedev/cove/internal/confine"
+	"github.com/covedev/cove/internal/errdefs"
 )
 
 // TestChangedWhileRead: a file changed between listing and reading is
@@ -61,5 +64,36 @@ func TestChangedWhileRead(t *testing.T) {
 	backup(t, repo, "b2", "b1", mapA, Source{Name: "ws", Dir: src})
 	if read := opens.got()[before:]; !slices.Equal(read, []string{"always", "once"}) {
 		t.Errorf("second backup read %q", read)
+	}
+}
+
+// TestBackupCancelled: a backup cancelled halfway (the runner stopping)
+// returns the context's error and commits nothing.
+func TestBackupCancelled(t *testing.T) {
+	requireRoot(t)
+	repo, _ := newRepo(t)
+	src := emptyDir(t, "src")
+	for _, n := range []string{"a", "b", "c"} {
+		writeFile(t, filepath.Join(src, n), []byte(n), 0o644, int(mapA.HostUID), int(mapA.HostGID))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var opens countOpens
+	opens.install(t, func(e *confine.Entry) {
+		if e.Rel == "b" {
+			cancel()
+		}
+	})
+	w, err := repo.NewWriter(ctx, "b", testMeta())
+	must(t, err)
+	_, err = Backup(ctx, w, []Source{{Name: "ws", Dir: src}}, BackupOptions{Map: mapA})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled backup: %v", err)
+	}
+	if _, err := repo.OpenManifest(context.Background(), "b"); !errdefs.Is(err, errdefs.CategoryNotFound) {
+		t.Errorf("a cancelled backup exists: %v", err)
+	}
+	if got := opens.got(); slices.Contains(got, "c") {
+		t.Errorf("went on reading after the cancel: %q", got)
 	}
 }

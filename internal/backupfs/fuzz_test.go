@@ -1,15 +1,21 @@
 package backupfs
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io"
+	"iter"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/covedev/cove/internal/backuprepo"
+	"github.com/covedev/cove/internal/blob"
 )
 
 // fuzzInput turns fuzz bytes into manifest entries.
@@ -105,7 +111,9 @@ func FuzzRestore(f *testing.F) {
 		requireRoot(t)
 		var passwd unix.Stat_t
 		havePasswd := unix.Lstat("/etc/passwd", &passwd) == nil
-		repo, _ := newRepo(t)
+		k, err := backuprepo.ParseKey(bytes.Repeat([]byte{7}, backuprepo.KeySize))
+		must(t, err)
+		repo := backuprepo.New(&memStore{objs: map[string][]byte{}}, k, nil)
 		s := newSandbox(t)
 		in := &fuzzInput{b: data}
 		ctx := context.Background()
@@ -163,5 +171,71 @@ func walkOwners(dir string, f func(string, *unix.Stat_t)) error {
 			}
 		}
 	}
+	return nil
+}
+
+// memStore is an in-memory blob.Store for the fuzzer (no fsync per chunk).
+type memStore struct {
+	mu   sync.Mutex
+	objs map[string][]byte
+}
+
+func (s *memStore) Put(ctx context.Context, key string, r io.Reader, size int64) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.objs[key] = b
+	return nil
+}
+
+func (s *memStore) Get(ctx context.Context, key string, rng blob.Range) (io.ReadCloser, error) {
+	s.mu.Lock()
+	b, ok := s.objs[key]
+	s.mu.Unlock()
+	if !ok {
+		return nil, blob.NotFound(key)
+	}
+	if !rng.IsWhole() {
+		return nil, errors.New("memStore: ranges not supported")
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+func (s *memStore) Stat(ctx context.Context, key string) (blob.Info, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.objs[key]
+	if !ok {
+		return blob.Info{}, blob.NotFound(key)
+	}
+	return blob.Info{Key: key, Size: int64(len(b))}, nil
+}
+
+func (s *memStore) List(ctx context.Context, prefix string) iter.Seq2[blob.Info, error] {
+	s.mu.Lock()
+	var infos []blob.Info
+	for k, b := range s.objs {
+		if strings.HasPrefix(k, prefix) {
+			infos = append(infos, blob.Info{Key: k, Size: int64(len(b))})
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(infos, func(a, b blob.Info) int { return strings.Compare(a.Key, b.Key) })
+	return func(yield func(blob.Info, error) bool) {
+		for _, i := range infos {
+			if !yield(i, nil) {
+				return
+			}
+		}
+	}
+}
+
+func (s *memStore) Delete(ctx context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.objs, key)
 	return nil
 }

@@ -64,6 +64,10 @@ type jobEvent struct {
 	Restored *restoredResult        `json:"restored,omitempty"`
 	Error    string                 `json:"error,omitempty"`
 	Category string                 `json:"category,omitempty"`
+	// Swept: the commit was refused because garbage collection swept the
+	// storage meanwhile (backuprepo.ErrSwept): take the backup again,
+	// under a new name.
+	Swept bool `json:"swept,omitempty"`
 }
 
 // restoredResult is backupfs.RestoreResult as JSON (its FileErrors hold
@@ -89,7 +93,7 @@ func BackupChild(ctx context.Context, in io.Reader, out io.Writer, log *slog.Log
 	err := backupChild(ctx, bufio.NewReaderSize(io.LimitReader(in, maxJobBytes+16), 4096), enc, log)
 	if err != nil {
 		cat := errdefs.CategoryOf(err)
-		return enc.write(jobEvent{Error: err.Error(), Category: cat.String()})
+		return enc.write(jobEvent{Error: err.Error(), Category: cat.String(), Swept: errors.Is(err, backuprepo.ErrSwept)})
 	}
 	return nil
 }

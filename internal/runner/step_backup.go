@@ -62,6 +62,7 @@ func (b *backupState) last() *covev1.Backup {
 
 // setProgress records p (saved when it is final).
 func (b *backupState) setProgress(p *covev1.BackupProgress) {
+	validUTF8(p.ProtoReflect()) // it may name files
 	b.progress = p
 	if p.GetState().GetPhase() != subInProgress {
 		b.Progress, _ = protojson.Marshal(p)
@@ -138,10 +139,7 @@ func (r *Runner) takeBackup(ctx context.Context, e *stepEnv, trigger string, liv
 	}
 	defer clear(key)
 	began := r.clock.Now()
-	name := backupName(e.id(), began)
 	prev := st.Backup.last()
-	job := &backupJob{Op: "backup", Storage: storage, Key: key, Name: name, Trigger: trigger, Previous: prev.GetId(),
-		Time: began.UTC(), Sources: backupSources(e.lay, st), Map: idMapOf(st)}
 	prog := &covev1.BackupProgress{Operation: "backup", State: &covev1.SubStatus{Phase: subInProgress, Message: trigger}, StartedAt: timestamppb.New(began)}
 	st.Backup.setProgress(prog)
 	report()
@@ -149,10 +147,26 @@ func (r *Runner) takeBackup(ctx context.Context, e *stepEnv, trigger string, liv
 	if live && r.cfg.CgroupParent != "" {
 		freeze = resources.CgroupPath(r.cfg.CgroupParent, e.id())
 	}
-	run, err := r.runChild(ctx, job, freeze, func(p backupfs.Progress) {
-		st.Backup.progress = &covev1.BackupProgress{Operation: "backup", State: prog.State, FilesDone: p.Files, BytesDone: p.Bytes, StartedAt: prog.StartedAt}
-		report()
-	})
+	var (
+		name string
+		job  *backupJob
+		run  childRun
+	)
+	for attempt := 1; ; attempt++ {
+		// A new name for every attempt: one refused because garbage
+		// collection swept meanwhile is taken again at once.
+		name = backupName(e.id(), r.clock.Now())
+		job = &backupJob{Op: "backup", Storage: storage, Key: key, Name: name, Trigger: trigger, Previous: prev.GetId(),
+			Time: r.clock.Now().UTC(), Sources: backupSources(e.lay, st), Map: idMapOf(st)}
+		run, err = r.runChild(ctx, job, freeze, func(p backupfs.Progress) {
+			st.Backup.progress = &covev1.BackupProgress{Operation: "backup", State: prog.State, FilesDone: p.Files, BytesDone: p.Bytes, StartedAt: prog.StartedAt}
+			report()
+		})
+		if err != nil || !run.final.Swept || attempt == 3 {
+			break
+		}
+		r.log.Info("backup refused as garbage collection swept the storage meanwhile; taking it again", "env", e.id(), "backup", name)
+	}
 	if err == nil && run.final.Error != "" {
 		err = childError(run.final)
 	}
@@ -188,6 +202,12 @@ func (r *Runner) takeBackup(ctx context.Context, e *stepEnv, trigger string, liv
 	if r.client != nil {
 		b.RunnerId = r.client.id
 	}
+	for i, s := range b.Skipped {
+		if len(s) > 4096 {
+			b.Skipped[i] = s[:4096]
+		}
+	}
+	validUTF8(b.ProtoReflect()) // paths are bytes; proto strings UTF-8
 	st.Backup.Last, _ = protojson.Marshal(b)
 	st.Backup.Reported = false
 	st.Backup.setProgress(done)
@@ -275,13 +295,33 @@ func reportFunc(rep reporter) func() {
 
 // backupObserve fills in what the backup and restore steps need to plan.
 func backupObserve(env *covev1.Environment, st *envState, o *observed) {
+	o.restore = restoreRequest(env, st) != nil
 	if st == nil {
-		o.restore = env.GetSpec().GetRestore().GetGeneration() > 0
 		return
 	}
 	spec := env.GetSpec()
 	live := o.container != "" && o.container != runtime.StatusAbsent
 	dirty := st.Content.Ready && (live || st.Backup.Dirty) && st.Backup.StopFailed != spec.GetSpecVersion()
 	o.backup = dirty || spec.GetBackupGeneration() > st.Backup.Generation
-	o.restore = spec.GetRestore().GetGeneration() > st.Backup.RestoreGeneration
+}
+
+// restoreRequest is the restore the environment is due, nil if none:
+// spec.restore when its generation is not carried out yet; else, on a
+// runner without the environment's content (its disk lost, or the
+// runner replaced), the latest backup the server knows of
+// (status.last_backup), so that a start brings the work back instead of
+// a fresh clone.
+func restoreRequest(env *covev1.Environment, st *envState) *covev1.RestoreRequest {
+	spec := env.GetSpec()
+	var done int64
+	if st != nil {
+		done = st.Backup.RestoreGeneration
+	}
+	if r := spec.GetRestore(); r.GetGeneration() > done && r.GetBackupId() != "" {
+		return r
+	}
+	if (st == nil || !st.Content.Ready) && env.GetStatus().GetLastBackup().GetId() != "" {
+		return &covev1.RestoreRequest{BackupId: env.GetStatus().GetLastBackup().GetId(), Generation: max(done, spec.GetRestore().GetGeneration())}
+	}
+	return nil
 }

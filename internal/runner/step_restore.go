@@ -51,7 +51,10 @@ func restoreRecordPath(lay envdir.Layout) string { return filepath.Join(lay.Dir,
 
 func (s restoreStep) run(ctx context.Context, e *stepEnv) error {
 	st, lay := e.st, e.lay
-	req := e.env.GetSpec().GetRestore()
+	req := restoreRequest(e.env, st)
+	if req == nil {
+		return nil // carried out meanwhile (a runner killed after it)
+	}
 	if finished, err := recoverRestore(lay, req.GetGeneration()); err != nil {
 		return err
 	} else if finished {
@@ -126,6 +129,9 @@ func (s restoreStep) run(ctx context.Context, e *stepEnv) error {
 	st.Backup.setProgress(&covev1.BackupProgress{Operation: "restore", StartedAt: prog.StartedAt, FilesDone: res.Files, BytesDone: res.Bytes,
 		State: &covev1.SubStatus{Phase: subReady, Message: msg}})
 	restored(st, lay, req, msg)
+	// The restored content is what a backup requested meanwhile (a move
+	// asks for one on the old runner) would hold.
+	st.Backup.Generation = max(st.Backup.Generation, e.env.GetSpec().GetBackupGeneration())
 	return nil
 }
 

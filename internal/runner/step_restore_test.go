@@ -340,3 +340,29 @@ func TestRestoreOnAnotherRunner(t *testing.T) {
 		t.Error("not running on the new runner")
 	}
 }
+
+// TestStartAfterLostDisk: the runner lost the environment's directory
+// (a disk replaced); `cove env start` brings the latest backup back
+// rather than a fresh clone.
+func TestStartAfterLostDisk(t *testing.T) {
+	c, srv := newBackupWorld(t)
+	env := c.env()
+	c.converge(backupRunner(c), env, func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseRunning })
+	lay := c.runner(0, false).layout(env.Id)
+	writeFile(t, filepath.Join(lay.Workspace(), "app/work.txt"), "kept\n")
+	c.converge(backupRunner(c), env, func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseStopped })
+	if err := os.RemoveAll(lay.Dir); err != nil {
+		t.Fatal(err)
+	}
+	env.Status = &covev1.EnvironmentStatus{LastBackup: srv.backups()[0]} // as the server keeps it
+	c.converge(backupRunner(c), env, func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseRunning })
+	if got := readFile(t, filepath.Join(lay.Workspace(), "app/work.txt")); got != "kept\n" {
+		t.Errorf("work.txt %q after a start on a lost disk", got)
+	}
+	if c.clones != 1 {
+		t.Errorf("cloned %d times, want the backup restored instead of a second clone", c.clones)
+	}
+	if _, ok := running(c.rt, env.Id); !ok {
+		t.Error("not running")
+	}
+}
