@@ -22,7 +22,8 @@ import (
 // EnvCommand is `cove env`.
 func EnvCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "env", Aliases: []string{"environment", "environments"}, Short: "Create, list, start, stop and delete environments"}
-	cmd.AddCommand(envCreateCommand(), envList(), envGet(), envStart(), envStop(), envDelete(), EnvLogsCommand(), EnvRebuildCommand(), envTop(), envKeepAlive())
+	cmd.AddCommand(envCreateCommand(), envList(), envGet(), envStart(), envStop(), envDelete(), EnvLogsCommand(), EnvRebuildCommand(), envTop(), envKeepAlive(),
+		envBackup(), envBackups(), envRestore()) // envbackup.go
 	return cmd
 }
 
@@ -160,6 +161,7 @@ func printEnv(w io.Writer, e *covev1.Environment) {
 	if s := st.GetSsh(); s != nil {
 		fmt.Fprintf(w, "SSH:         ssh %s   (gateway %s; run `cove config-ssh` once)\n", l(s.GetHost()), l(s.GetAddress()))
 	}
+	printBackupStatus(w, e, time.Now()) // envbackup.go
 	if m := st.GetFailureMessage(); m != "" {
 		fmt.Fprintf(w, "Failure:     %s\n", indented(m))
 	}
@@ -208,6 +210,7 @@ func envStop() *cobra.Command {
 func envSetPhase(verb, short string, want covev1.EnvironmentPhase) *cobra.Command {
 	var wait, waitAll bool
 	var timeout time.Duration
+	var runner string
 	cmd := &cobra.Command{
 		Use:   verb + " NAME",
 		Short: short,
@@ -217,10 +220,11 @@ func envSetPhase(verb, short string, want covev1.EnvironmentPhase) *cobra.Comman
 			if err != nil {
 				return err
 			}
-			resp, err := c.Environments.UpdateEnvironment(cmd.Context(), connect.NewRequest(&covev1.UpdateEnvironmentRequest{Id: args[0], DesiredPhase: want}))
+			resp, err := c.Environments.UpdateEnvironment(cmd.Context(), connect.NewRequest(&covev1.UpdateEnvironmentRequest{Id: args[0], DesiredPhase: want, RunnerId: runner}))
 			if err != nil {
 				return err
 			}
+			reportMove(cmd.ErrOrStderr(), resp.Msg.Environment, runner) // envbackup.go
 			if !wait && !waitAll {
 				return nil
 			}
@@ -230,6 +234,7 @@ func envSetPhase(verb, short string, want covev1.EnvironmentPhase) *cobra.Comman
 	addWaitFlags(cmd, &wait, &timeout)
 	if want == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING {
 		addWaitAllFlag(cmd, &waitAll) // envwait.go
+		cmd.Flags().StringVar(&runner, "runner", "", "start it on this runner (id or name): moved there from its backup, taken on stop where it is now")
 	}
 	return cmd
 }

@@ -23,7 +23,7 @@ import (
 // object) that it answers and the credentials work, so a misconfigured
 // server says so when it starts instead of at its first backup.
 func OpenBackupStorage(ctx context.Context, st *covev1.BackupStorage, log *slog.Logger) (blob.Store, error) {
-	var bs blob.Store
+	var bs, probe blob.Store
 	var where string
 	switch st.GetKind() {
 	case "dir":
@@ -34,21 +34,28 @@ func OpenBackupStorage(ctx context.Context, st *covev1.BackupStorage, log *slog.
 		if err != nil {
 			return nil, fmt.Errorf("backup directory %s: %w", st.GetDir(), err)
 		}
-		bs, where = s, "directory "+st.GetDir()
+		bs, probe, where = s, s, "directory "+st.GetDir()
 	case "s3":
-		s, err := s3blob.New(s3blob.Config{Endpoint: st.GetEndpoint(), Region: st.GetRegion(), Bucket: st.GetBucket(), Prefix: st.GetPrefix(),
+		cfg := s3blob.Config{Endpoint: st.GetEndpoint(), Region: st.GetRegion(), Bucket: st.GetBucket(), Prefix: st.GetPrefix(),
 			AccessKeyID: st.GetAccessKeyId(), SecretAccessKey: st.GetSecretAccessKey(), SessionToken: st.GetSessionToken(),
-			PathStyle: st.GetPathStyle(), MaxAttempts: 2, Logger: log})
+			PathStyle: st.GetPathStyle(), Logger: log}
+		s, err := s3blob.New(cfg)
 		if err != nil {
 			return nil, fmt.Errorf("%w (check the --backup-s3-* flags)", err)
 		}
-		bs, where = s, fmt.Sprintf("S3 bucket %q at %s", st.GetBucket(), cmpOr(st.GetEndpoint(), "AWS"))
+		// The check tries once: a wrong setting fails the start at once.
+		cfg.MaxAttempts = 1
+		check, err := s3blob.New(cfg)
+		if err != nil {
+			return nil, err
+		}
+		bs, probe, where = s, check, fmt.Sprintf("S3 bucket %q at %s", st.GetBucket(), cmpOr(st.GetEndpoint(), "AWS"))
 	default:
 		return nil, fmt.Errorf("backup storage: unknown kind %q (dir or s3)", st.GetKind())
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	for _, err := range bs.List(cctx, "manifests/") {
+	for _, err := range probe.List(cctx, "manifests/") {
 		if err != nil {
 			return nil, fmt.Errorf("backup storage (%s) does not answer as it should: %w; fix the --backup-* flags, or run with --backups=false", where, err)
 		}
