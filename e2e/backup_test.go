@@ -1,0 +1,78 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestBackupRestore: work in the workspace, outside it (/usr/local, the
+// container's upper directory) and in a volume survives the runner
+// losing the environment's directory: `cove env stop` backs it up (the
+// real `cove internal-backup` child), and `cove env start` on the runner
+// without it restores that backup instead of cloning afresh. The files
+// match the checksums taken before.
+func TestBackupRestore(t *testing.T) {
+	c := newCluster(t)
+	u := c.user
+	reg := images(t)
+	repo := gitRepo(t, filepath.Join(c.dir, "repo"), map[string]string{
+		"README.md": "x\n",
+		".devcontainer/devcontainer.json": `{"image": "` + reg + `/test/debian:latest",
+			"mounts": [{"type": "volume", "source": "data", "target": "/data"}]}`,
+	})
+	u.must("env", "create", repo, "--name", "bk", "--wait", "--timeout", "3m")
+	const files = "/workspaces/repo/work.txt /usr/local/share/mine.bin /data/v.txt"
+	out, _, code := u.run("ssh", "bk", "--", `set -e
+		S=; [ "$(id -u)" = 0 ] || S=sudo
+		echo work > /workspaces/repo/work.txt
+		head -c 3000000 /dev/urandom | $S tee /usr/local/share/mine.bin >/dev/null
+		echo volume | $S tee /data/v.txt >/dev/null
+		sha256sum `+files)
+	if code != 0 {
+		t.Fatalf("writing files: %d %q", code, out)
+	}
+	before := out
+
+	clones := c.up.count("step=clone ")
+	u.must("env", "stop", "bk", "--wait", "--timeout", "2m")
+	var list struct {
+		Backups []struct {
+			ID      string `json:"id"`
+			Trigger string `json:"trigger"`
+			Files   string `json:"files"`
+		} `json:"backups"`
+	}
+	if err := json.Unmarshal([]byte(u.must("env", "backups", "bk", "-o", "json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Backups) != 1 || list.Backups[0].Trigger != "stop" {
+		t.Fatalf("backups after the stop: %+v", list.Backups)
+	}
+
+	// The runner loses the environment: stopped, its directory removed.
+	id := field(u.envJSON("bk"), "id")
+	if id == "" {
+		t.Fatal("no environment id")
+	}
+	c.up.stop()
+	envDir := filepath.Join(c.dir, "data", "runner", "envs", id)
+	if _, err := os.Stat(envDir); err != nil {
+		t.Fatalf("the environment's directory: %v", err)
+	}
+	if err := os.RemoveAll(envDir); err != nil {
+		t.Fatal(err)
+	}
+	c.up.start()
+	waitFor(t, "cove up to come back", func() bool { _, _, code := u.run("whoami"); return code == 0 })
+	u.must("env", "start", "bk", "--wait", "--timeout", "3m")
+	after, _, code := u.run("ssh", "bk", "--", "sha256sum "+files)
+	if code != 0 || after != before {
+		t.Fatalf("after the restore (%d):\n%s\nbefore:\n%s", code, after, before)
+	}
+	if n := c.up.count("step=clone "); n != clones {
+		t.Errorf("the start cloned instead of restoring (%d clone steps, %d before)", n, clones)
+	}
+	u.must("env", "delete", "bk", "--wait")
+}
