@@ -372,3 +372,16 @@ func (s *Server) reschedule(ctx context.Context, env *covev1.Environment, from s
 	}
 	return err
 }
+
+// latestBackupID is the environment's latest backup ("" if none, or
+// backups are off): what a runner that never held it starts it from.
+func (s *Server) latestBackupID(ctx context.Context, env *covev1.Environment) (string, error) {
+	if !s.backupsEnabled() {
+		return "", nil
+	}
+	bs, err := s.store.ListBackups(ctx, env.Id)
+	if err != nil || len(bs) == 0 {
+		return "", err
+	}
+	return bs[0].ID, nil
+}

@@ -308,3 +308,23 @@ func TestMoveRefusals(t *testing.T) {
 		t.Errorf("bob moves alice's environment: %v", err)
 	}
 }
+
+// TestRemovedRunnersEnvironmentStartsFromItsBackup: an environment of a
+// removed runner, started again, goes to another runner and restores its
+// latest backup instead of starting afresh from its source.
+func TestRemovedRunnersEnvironmentStartsFromItsBackup(t *testing.T) {
+	w := newBackupWorld(t, nil)
+	env := w.running(t, w.alice, "work")
+	b := w.backup(env, 1, "periodic")
+	if err := w.report(w.r1, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.alice.runners.DeleteRunner(context.Background(), connect.NewRequest(&covev1.DeleteRunnerRequest{Id: "r1"})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.start(w.alice, env.Id, ""); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "the environment to be scheduled", func() bool { return w.get(t, w.alice, env.Id).GetMetadata().GetRunnerId() != "" })
+	wantMovedTo(t, w.get(t, w.alice, env.Id), w.id2, b.Id, 1)
+}

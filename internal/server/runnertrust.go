@@ -194,7 +194,7 @@ func (r *runnerService) DeleteRunner(ctx context.Context, req *connect.Request[c
 		return nil, err
 	}
 	out := &covev1.DeleteRunnerResponse{}
-	msg := fmt.Sprintf("runner %q was removed: this environment's files stay on that host. Start it to run it on another runner (from its source), or delete it.", rn.Name)
+	msg := fmt.Sprintf("runner %q was removed: this environment's files stay on that host. Start it to run it on another runner (from its latest backup, or from its source if it has none), or delete it.", rn.Name)
 	for _, env := range envs {
 		if _, err := r.s.store.UpdateEnvironment(ctx, env.Id, func(e *covev1.Environment) error {
 			releaseEnvironment(e, msg)

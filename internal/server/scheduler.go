@@ -90,12 +90,21 @@ func (s *Server) schedule(ctx context.Context, env *covev1.Environment) (*covev1
 	if id == "" && env.GetStatus().GetFailureMessage() == reason {
 		return env, nil // nothing new to say
 	}
+	latest, err := s.latestBackupID(ctx, env) // moves.go
+	if err != nil {
+		return nil, err
+	}
 	return s.store.UpdateEnvironment(ctx, env.Id, func(e *covev1.Environment) error {
 		if e.GetMetadata().GetRunnerId() != "" {
 			return nil // scheduled concurrently
 		}
 		e.Metadata.RunnerId = id
 		e.Status.FailureMessage = reason
+		if id != "" && latest != "" {
+			// Its content is in its backups (its runner was removed).
+			e.Spec.Restore = &covev1.RestoreRequest{BackupId: latest, Generation: restoreGeneration(e) + 1}
+			e.Spec.SpecVersion++
+		}
 		if id != "" {
 			s.log.Info("environment scheduled", "env", e.Id, "runner", id)
 		}
