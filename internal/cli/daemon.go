@@ -59,6 +59,7 @@ type serverOptions struct {
 	autostop        autoStopServerOptions
 	limits          serverLimitOptions
 	backups         serverBackupOptions // serverbackups.go
+	backupGC        backupGCOptions     // serverbackupgc.go
 }
 
 func addServerFlags(cmd *cobra.Command, o *serverOptions) {
@@ -72,6 +73,7 @@ func addServerFlags(cmd *cobra.Command, o *serverOptions) {
 	addServerLimitFlags(f, &o.limits)
 	addAutoStopServerFlags(f, &o.autostop) // autostopflags.go
 	addServerBackupFlags(f, &o.backups)
+	addBackupGCFlags(f, &o.backupGC)
 }
 
 type runningServer struct {
@@ -97,6 +99,11 @@ func startServer(ctx context.Context, log *slog.Logger, o serverOptions, errc ch
 	o.limits.apply(&cfg)
 	o.autostop.apply(&cfg)
 	if err := o.backups.apply(ctx, o.dataDir, log, &cfg); err != nil {
+		st.Close()
+		return nil, err
+	}
+	gcCfg, err := o.backupGC.config()
+	if err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -137,6 +144,7 @@ func startServer(ctx context.Context, log *slog.Logger, o serverOptions, errc ch
 		}
 	}()
 	go func() { _ = srv.Run(ctx) }()
+	go srv.RunBackupGC(ctx, gcCfg) // backup retention and garbage collection
 	url := scheme + "://" + ln.Addr().String()
 	log.Info("server listening", "url", url, "data", dir)
 	return &runningServer{srv: srv, url: url}, nil
@@ -181,6 +189,7 @@ type runnerOptions struct {
 	buildLimits             runner.WorkLimits // the builder's work cgroup
 	unpackCPUs              float64           // --unpack-cpus, into unpackLimits.CPUMillis
 	unpackLimits            runner.WorkLimits // the image unpacker's work cgroup
+	backup                  backupOptions     // --backup-* (backupchild.go)
 	// auto-stop: warning lead (--autostop-warning)
 	autoStopWarning time.Duration
 	// image and feature fetches from the runner host
@@ -266,6 +275,7 @@ func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 		Buildkitd: buildkitdPath(o.buildkitd), BuildInsecureRegistries: o.buildInsecureRegistries, Runc: o.runc,
 		BuildAllowCacheFrom: o.buildAllowCacheFrom, CgroupParent: o.cgroupParent, BuildLimits: buildLimits(o),
 		UnpackLimits: unpackLimits(o),
+		Backup:       backupConfig(o.backup),
 		Log:          log.With("component", "runner"),
 	})
 	if err != nil {

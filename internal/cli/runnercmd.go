@@ -71,6 +71,7 @@ func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 	f.Int64Var(&o.unpackLimits.MemoryBytes, "unpack-memory", 1<<30, "memory limit (bytes) of image unpacking, page cache of the written files included (0: no limit)")
 	f.Uint64Var(&o.unpackLimits.WriteBPS, "unpack-io-write-bps", 100<<20, "write limit of image unpacking on the data dir's disk, bytes/s (0: none)")
 	f.DurationVar(&o.autoStopWarning, "autostop-warning", runner.DefaultAutoStopWarning, "warn open terminals this long before an environment stops on its own (at most half its timeout)")
+	addBackupFlags(cmd, &o.backup)
 	f.StringSliceVar(&o.buildInsecureRegistries, "build-insecure-registry", nil, "registries (host:port) Dockerfile builds reach over plain HTTP")
 	f.BoolVar(&o.buildAllowCacheFrom, "build-allow-cache-from", false, "let devcontainer.json build.cacheFrom import build cache from registries into this runner's shared BuildKit cache (only if every user may trust every such registry; default: ignored with a warning)")
 	f.StringSliceVar(&o.insecureRegistries, "insecure-registry", nil, "registries and feature hosts (HOST or HOST:PORT, e.g. 127.0.0.1:5000) the runner fetches from over plain HTTP; each is also allowed past the private-address check")
