@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,7 +23,8 @@ import (
 // (an id map of base 0).
 type coveTool struct {
 	dir     string
-	store   *localblob.Store
+	store   io.Closer
+	syncfs  *syncfsStore // the experiment's store, nil for localblob
 	repo    *backuprepo.Repo
 	latest  string // the latest committed backup
 	profile string // directory for CPU profiles of each step, or ""
@@ -30,7 +32,10 @@ type coveTool struct {
 
 var benchMap = backupfs.IDMap{HostUID: 0, HostGID: 0, Size: 65536}
 
-func newCoveTool(dir, profile string) (*coveTool, error) {
+// newCoveTool makes cove's tool on localblob or, with syncfs, on the
+// experiment's store without per-object fsync (one syncfs at the end of
+// each backup step, timed).
+func newCoveTool(dir, profile string, syncfs bool) (*coveTool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -43,14 +48,28 @@ func newCoveTool(dir, profile string) (*coveTool, error) {
 		return nil, err
 	}
 	log := slog.New(slog.DiscardHandler)
-	st, err := localblob.New(filepath.Join(dir, "store"), log)
+	t := &coveTool{dir: dir, profile: profile}
+	if syncfs {
+		if t.syncfs, err = newSyncfsStore(t.storage()); err != nil {
+			return nil, err
+		}
+		t.store, t.repo = io.NopCloser(nil), backuprepo.New(t.syncfs, key, log)
+		return t, nil
+	}
+	st, err := localblob.New(t.storage(), log)
 	if err != nil {
 		return nil, err
 	}
-	return &coveTool{dir: dir, store: st, repo: backuprepo.New(st, key, log), profile: profile}, nil
+	t.store, t.repo = st, backuprepo.New(st, key, log)
+	return t, nil
 }
 
-func (t *coveTool) name() string    { return "cove" }
+func (t *coveTool) name() string {
+	if t.syncfs != nil {
+		return "cove-syncfs"
+	}
+	return "cove"
+}
 func (t *coveTool) storage() string { return filepath.Join(t.dir, "store") }
 func (t *coveTool) close()          { t.store.Close() }
 
@@ -73,6 +92,11 @@ func (t *coveTool) backup(ctx context.Context, src string, s step) (u usage, err
 	res, err := backupfs.Backup(ctx, w, []backupfs.Source{{Name: "workspace", Dir: src}}, opts)
 	if err != nil {
 		return u, err
+	}
+	if t.syncfs != nil {
+		if err := t.syncfs.Sync(); err != nil {
+			return u, err
+		}
 	}
 	if res.SkippedCount > 0 || res.ChangedWhileReadCount > 0 {
 		return u, fmt.Errorf("backup skipped %d entries (%v) and saw %d change while read (%v)", res.SkippedCount, res.Skipped, res.ChangedWhileReadCount, res.ChangedWhileRead)

@@ -52,6 +52,7 @@ type options struct {
 	cache, dir    string
 	profile       string
 	dropCaches    bool
+	syncfs        bool
 }
 
 func main() {
@@ -64,6 +65,7 @@ func main() {
 	flag.StringVar(&o.dir, "dir", "/var/tmp", "work directory's parent: the copy of the data set, every tool's storage and the restores go there (one file system for all)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles of cove's steps (last round) into this directory")
 	flag.BoolVar(&o.dropCaches, "drop-caches", true, "drop the page cache before every timed step but the warm ones")
+	flag.BoolVar(&o.syncfs, "experiment-syncfs", false, "add cove-syncfs: cove on a store without per-object fsync, one syncfs per backup (what localblob's fsyncs cost)")
 	flag.Parse()
 	benchkit.Main("bench/backup", func(ctx context.Context) error { return run(ctx, o, os.Stdout) })
 }
@@ -160,7 +162,7 @@ func oneRound(ctx context.Context, o options, round int, tree, dir string, rep *
 	if round == o.rounds-1 {
 		profile = o.profile
 	}
-	cove, err := newCoveTool(filepath.Join(dir, "cove"), profile)
+	cove, err := newCoveTool(filepath.Join(dir, "cove"), profile, false)
 	if err != nil {
 		return err
 	}
@@ -174,6 +176,19 @@ func oneRound(ctx context.Context, o options, round int, tree, dir string, rep *
 		return err
 	}
 	tools := []tool{cove, tar, restic}
+	if o.syncfs {
+		exp, err := newCoveTool(filepath.Join(dir, "cove-syncfs"), "", true)
+		if err != nil {
+			return err
+		}
+		defer exp.close()
+		tools = append(tools, exp)
+	}
+	if round == 0 {
+		for _, t := range tools {
+			rep.tools = append(rep.tools, t.name())
+		}
+	}
 	order := slices.Concat(tools[round%len(tools):], tools[:round%len(tools)])
 	failed := map[string]bool{}
 	for s := range nSteps {

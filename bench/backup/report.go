@@ -13,8 +13,6 @@ import (
 	"github.com/covedev/cove/bench/internal/benchkit"
 )
 
-var toolNames = []string{"cove", "tar|zstd", "restic"}
-
 type report struct {
 	machine  benchkit.Machine
 	opts     options
@@ -25,6 +23,7 @@ type report struct {
 	change   changeSummary
 	res      results
 	checks   map[string]*restoreCheck
+	tools    []string // "cove" first
 }
 
 func (r *report) add(tool string, s step, res result) {
@@ -112,21 +111,25 @@ func (r *report) print(out io.Writer) {
 		drop = "page cache NOT dropped between steps (-drop-caches=false)"
 	}
 	fmt.Fprintf(out, "%s; %d round(s), the tools' order rotating; medians over rounds\n", drop, o.rounds)
-	fmt.Fprintf(out, "tools: cove (internal/backupfs in process, GOMAXPROCS %d, store fsyncs each object); %s | %s at -%d -T0 (archive fsynced); %s (local repository, compression auto, cache kept)\n\n",
+	fmt.Fprintf(out, "tools: cove (internal/backupfs in process, GOMAXPROCS %d, store fsyncs each object); %s | %s at -%d -T0 (archive fsynced); %s (local repository, compression auto, cache kept)\n",
 		runtime.GOMAXPROCS(0), r.versions["tar"], r.versions["zstd"], o.level, r.versions["restic"])
+	if o.syncfs {
+		fmt.Fprintf(out, "cove-syncfs is an experiment, not what cove ships: cove's code on a store that does not fsync each object, with one syncfs(2) at the end of each backup (timed)\n")
+	}
+	fmt.Fprintln(out)
 
 	fmt.Fprintf(out, "%-25s", "")
-	for _, t := range toolNames {
+	for _, t := range r.tools {
 		fmt.Fprintf(out, " | %-28s", t)
 	}
 	fmt.Fprintf(out, "\n%-25s", "step")
-	for range toolNames {
+	for range r.tools {
 		fmt.Fprintf(out, " | %9s %8s %9s", "time", "cpu", "stored")
 	}
 	fmt.Fprintln(out)
 	for s := range nSteps {
 		fmt.Fprintf(out, "%-25s", stepNames[s])
-		for _, t := range toolNames {
+		for _, t := range r.tools {
 			sm := r.summary(t, s)
 			if !sm.ok {
 				fmt.Fprintf(out, " | %-28s", "failed (below)")
@@ -145,7 +148,7 @@ func (r *report) print(out io.Writer) {
 	for s := range nSteps {
 		c := r.summary("cove", s)
 		fmt.Fprintf(out, "  %-25s", stepNames[s])
-		for _, t := range toolNames[1:] {
+		for _, t := range r.tools[1:] {
 			b := r.summary(t, s)
 			if !c.ok || !b.ok {
 				fmt.Fprintf(out, "  %-10s -", t)
@@ -176,7 +179,7 @@ func (r *report) print(out io.Writer) {
 	target(out, "restore ≤ zstd -d | tar x", rest.ok && trest.ok, func() (string, bool) { return ratio(rest.wall, trest.wall), rest.wall <= trest.wall })
 
 	fmt.Fprintf(out, "\nrestores checked against the source (content, mode, owner, mtime, symlink targets, hard links):\n")
-	for _, t := range toolNames {
+	for _, t := range r.tools {
 		c := r.checks[t]
 		switch {
 		case c == nil:
@@ -189,7 +192,7 @@ func (r *report) print(out io.Writer) {
 	}
 
 	fmt.Fprintf(out, "\nevery round's wall time:\n")
-	for _, t := range toolNames {
+	for _, t := range r.tools {
 		for s := range nSteps {
 			var parts []string
 			for _, x := range r.res.of(t, s) {
@@ -207,7 +210,7 @@ func (r *report) print(out io.Writer) {
 		}
 	}
 	var errs []string
-	for _, t := range toolNames {
+	for _, t := range r.tools {
 		for s := range nSteps {
 			for _, x := range r.res.of(t, s) {
 				if x.err != nil {
@@ -233,7 +236,7 @@ func (rs results) of(tool string, s step) []result {
 // figures are printed either way).
 func (r *report) failure() error {
 	var bad []string
-	for _, t := range toolNames {
+	for _, t := range r.tools {
 		for s := range nSteps {
 			if slices.ContainsFunc(r.res.of(t, s), func(x result) bool { return x.err != nil }) {
 				bad = append(bad, fmt.Sprintf("%s failed at %s", t, stepNames[s]))
