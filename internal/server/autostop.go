@@ -20,7 +20,7 @@ const (
 	DefaultInactivityTimeout = 30 * time.Minute
 	// DefaultAutoStopInterval is how often the server looks for
 	// environments to stop.
-	DefaultAutoStopInterval = 2 * time.Second
+	DefaultAutoStopInterval = 5 * time.Second
 )
 
 // defaultTimeouts are the timeouts of an environment created without any.
