@@ -330,3 +330,22 @@ func TestAutoStopLoop(t *testing.T) {
 	})
 	wantStopped(t, w.get(t, env.Id), "stopped after 1 min without activity", "after the loop")
 }
+
+// TestAutoStopAttachedBounded: a runner reporting thousands of attached
+// sessions (a flood of connections, or a runner gone wrong) stores a
+// bounded list that says how many more there were.
+func TestAutoStopAttachedBounded(t *testing.T) {
+	w := newAutoStopWorld(t, nil)
+	env := w.running(t, "busy", "small", nil)
+	var many []string
+	for i := range 5000 {
+		many = append(many, "ssh session from alice (pty) "+strings.Repeat("x", i%50))
+	}
+	w.report(t, env.Id, &covev1.Activity{LastActive: timestamppb.New(w.t0), Source: "ssh", Attached: many})
+	got := w.get(t, env.Id).GetStatus().GetActivity().GetAttached()
+	if len(got) != 20 || got[19] != "4981 more sessions" {
+		t.Fatalf("%d attached stored, last %q; want 20 ending with the count of the rest", len(got), got[len(got)-1])
+	}
+	// Still attached: it keeps running.
+	wantRunning(t, w.at(t, 10*time.Hour, env.Id), "10h with sessions attached")
+}
