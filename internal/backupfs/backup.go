@@ -74,7 +74,9 @@ func Backup(ctx context.Context, w *backuprepo.Writer, sources []Source, opts Ba
 	if !b.changed {
 		return b.res, nil
 	}
-	sum, err := w.Commit(ctx)
+	// Under garbage collection's protocol: refused (backuprepo.ErrSwept,
+	// retryable) when a sweep ran while the backup was taken.
+	sum, err := w.CommitGCSafe(ctx)
 	if err != nil {
 		return b.res, fmt.Errorf("commit backup: %w", err)
 	}
