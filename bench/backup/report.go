@@ -118,17 +118,17 @@ func (r *report) print(out io.Writer) {
 	}
 	fmt.Fprintln(out)
 
-	fmt.Fprintf(out, "%-25s", "")
+	fmt.Fprintf(out, "%-26s", "")
 	for _, t := range r.tools {
 		fmt.Fprintf(out, " | %-28s", t)
 	}
-	fmt.Fprintf(out, "\n%-25s", "step")
+	fmt.Fprintf(out, "\n%-26s", "step")
 	for range r.tools {
 		fmt.Fprintf(out, " | %9s %8s %9s", "time", "cpu", "stored")
 	}
 	fmt.Fprintln(out)
 	for s := range nSteps {
-		fmt.Fprintf(out, "%-25s", stepNames[s])
+		fmt.Fprintf(out, "%-26s", stepNames[s])
 		for _, t := range r.tools {
 			sm := r.summary(t, s)
 			if !sm.ok {
@@ -147,7 +147,7 @@ func (r *report) print(out io.Writer) {
 	fmt.Fprintf(out, "\ncove next to each baseline (time ratio, stored ratio; below 1 is better for cove):\n")
 	for s := range nSteps {
 		c := r.summary("cove", s)
-		fmt.Fprintf(out, "  %-25s", stepNames[s])
+		fmt.Fprintf(out, "  %-26s", stepNames[s])
 		for _, t := range r.tools[1:] {
 			b := r.summary(t, s)
 			if !c.ok || !b.ok {
@@ -206,7 +206,7 @@ func (r *report) print(out io.Writer) {
 			if sm := r.summary(t, s); sm.note != "" {
 				note = "  (" + sm.note + ")"
 			}
-			fmt.Fprintf(out, "  %-10s %-25s %s%s\n", t, stepNames[s], strings.Join(parts, " "), note)
+			fmt.Fprintf(out, "  %-10s %-26s %s%s\n", t, stepNames[s], strings.Join(parts, " "), note)
 		}
 	}
 	var errs []string
@@ -274,6 +274,9 @@ func secs(d time.Duration) string {
 }
 
 func ratio(a, b time.Duration) string {
+	if a == 0 && b == 0 {
+		return "same"
+	}
 	if b == 0 {
 		return "∞"
 	}

@@ -24,7 +24,7 @@ const (
 	nSteps
 )
 
-var stepNames = [nSteps]string{"full backup", "incremental (~1%)", "incremental (~1%), warm", "no change, warm", "restore (latest)"}
+var stepNames = [nSteps]string{"full backup", "incremental (~1%), cold", "incremental (~1%), warm", "no change, warm", "restore (latest)"}
 
 // warm reports whether a step runs with the tree's metadata in the cache
 // (the page cache is not dropped before it; the tree is walked before the
