@@ -40,14 +40,18 @@ func envBackup() *cobra.Command {
 				fmt.Fprintf(cmd.ErrOrStderr(), "Backup of %s requested; `cove env backups %s` lists it once it is stored.\n", name, name)
 				return nil
 			}
+			before := env.GetStatus().GetLastBackup().GetId()
 			done, err := waitBackupGeneration(cmd.Context(), c, env, env.GetSpec().GetBackupGeneration(), timeout)
 			if err != nil {
 				return err
 			}
-			if b := done.GetStatus().GetLastBackup(); b != nil {
+			switch b := done.GetStatus().GetLastBackup(); {
+			case b != nil && b.GetId() != before:
 				fmt.Fprintf(cmd.OutOrStdout(), "Backed up %s: %s\n", name, backupSummary(b, time.Now()))
-			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s had nothing new to back up since its last backup.\n", name)
+			case b != nil:
+				fmt.Fprintf(cmd.OutOrStdout(), "Nothing changed in %s since its last backup: %s\n", name, backupSummary(b, time.Now()))
+			default:
+				fmt.Fprintf(cmd.OutOrStdout(), "%s had nothing to back up.\n", name)
 			}
 			return nil
 		},
@@ -66,7 +70,8 @@ func waitBackupGeneration(ctx context.Context, c *apiclient.Clients, env *covev1
 		return nil, err
 	}
 	defer stream.Close()
-	started := time.Now()
+	// A failure already there when the request was made is an older one.
+	old := env.GetStatus().GetBackupProgress().GetStartedAt().AsTime()
 	var last *covev1.Environment
 	check := func(e *covev1.Environment) (bool, error) {
 		last = e
@@ -75,7 +80,7 @@ func waitBackupGeneration(ctx context.Context, c *apiclient.Clients, env *covev1
 			return true, nil
 		}
 		p := st.GetBackupProgress()
-		if p.GetOperation() == "backup" && p.GetState().GetPhase() == covev1.SubPhase_SUB_PHASE_FAILED && !p.GetStartedAt().AsTime().Before(started.Add(-time.Minute)) {
+		if p.GetOperation() == "backup" && p.GetState().GetPhase() == covev1.SubPhase_SUB_PHASE_FAILED && !p.GetStartedAt().AsTime().Equal(old) {
 			return true, fmt.Errorf("the backup of %s failed: %s", termsafe.Line(e.GetMetadata().GetName()), indentLines(p.GetState().GetMessage(), "  "))
 		}
 		if e.GetStatus().GetPhase() == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED {
@@ -187,11 +192,11 @@ func waitRestore(ctx context.Context, log io.Writer, c *apiclient.Clients, env *
 		return err
 	}
 	defer stream.Close()
-	started := time.Now()
+	old := env.GetStatus().GetBackupProgress().GetStartedAt().AsTime()
 	check := func(e *covev1.Environment) (bool, error) {
 		st := e.GetStatus()
 		if p := st.GetBackupProgress(); p.GetOperation() == "restore" && p.GetState().GetPhase() == covev1.SubPhase_SUB_PHASE_FAILED &&
-			st.GetObservedRestoreGeneration() < gen && !p.GetStartedAt().AsTime().Before(started.Add(-time.Minute)) {
+			st.GetObservedRestoreGeneration() < gen && !p.GetStartedAt().AsTime().Equal(old) {
 			return true, fmt.Errorf("the restore of %s failed: %s", termsafe.Line(e.GetMetadata().GetName()), indentLines(p.GetState().GetMessage(), "  "))
 		}
 		return st.GetObservedRestoreGeneration() >= gen, nil

@@ -152,7 +152,7 @@ func TestEnvBackupsListAndGet(t *testing.T) {
 
 // TestEnvBackupWait: `cove env backup --wait` returns once the runner has
 // carried out the request, printing the new backup; a failed backup fails
-// the command with the runner's message.
+// the command with the runner's message; with nothing new, it says so.
 func TestEnvBackupWait(t *testing.T) {
 	w := newBackupCLIWorld(t)
 	type result struct {
@@ -186,6 +186,16 @@ func TestEnvBackupWait(t *testing.T) {
 	r = testutil.Receive(t, done, "cove env backup --wait")
 	if r.err == nil || !strings.Contains(r.err.Error(), "the backup of work failed: storage unavailable") {
 		t.Fatalf("failed backup: %v\n%s", r.err, r.out)
+	}
+
+	// The runner had nothing new to back up: it says so rather than passing
+	// the previous backup off as a new one.
+	done = run()
+	testutil.WaitFor(t, "the backup generation to be bumped", func() bool { return w.get(t).GetSpec().GetBackupGeneration() == 3 })
+	w.status(t, nil)
+	r = testutil.Receive(t, done, "cove env backup --wait")
+	if r.err != nil || !strings.Contains(r.out, "Nothing changed in work since its last backup: 12 min ago (manual)") {
+		t.Fatalf("nothing new: %v\n%s", r.err, r.out)
 	}
 }
 
