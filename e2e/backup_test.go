@@ -108,3 +108,62 @@ func TestBackupRestore(t *testing.T) {
 	}
 	u.must("env", "delete", "bk", "--wait")
 }
+
+// TestRunnerKilledMidBackup: the runner killed -9 while a backup of a
+// running environment walks it (frozen): its child dies with it, nothing
+// is listed, the next runner thaws the environment and takes the backup
+// asked for again, complete.
+func TestRunnerKilledMidBackup(t *testing.T) {
+	// A slow backup: a fiftieth of a CPU for 64 MB of random data, and a
+	// freeze bound that does not end it first.
+	c := newClusterWith(t, "--backup-cpus", "0.02", "--backup-freeze-max", "10m")
+	u := c.user
+	reg := images(t)
+	repo := gitRepo(t, filepath.Join(c.dir, "repo"), map[string]string{"README.md": "x\n"})
+	u.must("env", "create", repo, "--name", "kb", "--image", reg+"/test/debian:latest", "--wait", "--timeout", "3m")
+	sum, _, code := u.run("ssh", "kb", "--", "head -c 64000000 /dev/urandom > /workspaces/repo/big.bin && sha256sum /workspaces/repo/big.bin")
+	if code != 0 {
+		t.Fatalf("writing: %d %q", code, sum)
+	}
+	id := field(u.envJSON("kb"), "id")
+	state := filepath.Join("/sys/fs/cgroup/freezer", c.cgroup, id, "freezer.state")
+	if _, err := os.Stat(state); err != nil {
+		t.Skipf("no v1 freezer for the environment (%v): the runner package tests the thaw on fake hierarchies", err)
+	}
+	u.must("env", "backup", "kb")
+	waitFor(t, "the environment frozen for the backup", func() bool {
+		b, _ := os.ReadFile(state)
+		return strings.TrimSpace(string(b)) == "FROZEN"
+	})
+	c.up.kill9()
+	if b, _ := os.ReadFile(state); strings.TrimSpace(string(b)) != "FROZEN" {
+		t.Fatalf("freezer.state %q right after the kill: the backup was over before it", b)
+	}
+	manifests := filepath.Join(c.dir, "data", "backups", "manifests", id)
+	if ents, _ := os.ReadDir(manifests); len(ents) != 0 {
+		t.Fatalf("a killed backup left %d manifests", len(ents))
+	}
+	c.up.start()
+	waitFor(t, "the environment thawed by the restarted runner", func() bool {
+		b, _ := os.ReadFile(state)
+		return strings.TrimSpace(string(b)) == "THAWED"
+	})
+	waitFor(t, "the backup asked for, taken again", func() bool {
+		out, _, code := u.run("env", "backups", "kb", "-o", "json")
+		return code == 0 && strings.Contains(out, `"manual"`)
+	})
+	var list struct {
+		Backups []struct{ ID string }
+	}
+	if err := json.Unmarshal([]byte(u.must("env", "backups", "kb", "-o", "json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(manifests)
+	if len(list.Backups) != 1 || len(ents) != 1 {
+		t.Fatalf("%d backups listed, %d manifests stored: want the one complete backup", len(list.Backups), len(ents))
+	}
+	if out, _, code := u.run("ssh", "kb", "--", "sha256sum /workspaces/repo/big.bin"); code != 0 || out != sum {
+		t.Fatalf("after the restart: %d %q, want %q", code, out, sum)
+	}
+	u.must("env", "delete", "kb", "--wait")
+}
