@@ -152,7 +152,7 @@ func oneRound(ctx context.Context, o options, round int, tree, dir string, rep *
 		return fmt.Errorf("copy the data set: %w: %s", err, out)
 	}
 	if round == 0 {
-		d, err := digest(src)
+		d, err := walkTree(src, false)
 		if err != nil {
 			return err
 		}

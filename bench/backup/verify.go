@@ -27,7 +27,11 @@ type node struct {
 
 // digest describes every entry below dir (dir itself excluded: each tool
 // treats the target's root its own way).
-func digest(dir string) (map[string]node, error) {
+func digest(dir string) (map[string]node, error) { return walkTree(dir, true) }
+
+// walkTree describes every entry below dir, with the files' content hashes
+// when hash is set.
+func walkTree(dir string, hash bool) (map[string]node, error) {
 	out := map[string]node{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -49,6 +53,9 @@ func digest(dir string) (map[string]node, error) {
 		switch {
 		case info.Mode().IsRegular():
 			n.size, n.mtime, n.nlink = st.Size, st.Mtim.Sec, st.Nlink
+			if !hash {
+				break
+			}
 			if n.sum, err = hashFile(p); err != nil {
 				return err
 			}
