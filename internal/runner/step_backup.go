@@ -179,9 +179,15 @@ func (r *Runner) takeBackup(ctx context.Context, e *stepEnv, trigger string, liv
 		return nil, usererr.Wrap(err, "backup failed: %v", err)
 	}
 	res := run.final.Walked
+	if live && freeze == "" {
+		run.consistent = false // running, and nothing to freeze it with
+	}
 	msg := ""
 	if !run.consistent || res.ChangedWhileReadCount > 0 {
-		msg = fmt.Sprintf("the environment could not stay frozen for the whole backup (--backup-freeze-max %s): %d files changed while read", r.bk.cfg.FreezeMax, res.ChangedWhileReadCount)
+		msg = fmt.Sprintf("the environment could not stay frozen for the whole backup (--backup-freeze-max %s, or no freezer): the view may not be consistent; %d files changed while read", r.bk.cfg.FreezeMax, res.ChangedWhileReadCount)
+		if run.consistent {
+			msg = fmt.Sprintf("%d files changed while read, although the environment was frozen (written from outside it?)", res.ChangedWhileReadCount)
+		}
 		if len(res.ChangedWhileRead) > 0 {
 			msg += ": " + strings.Join(res.ChangedWhileRead, ", ")
 		}
