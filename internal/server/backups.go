@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -282,15 +283,25 @@ func backupProto(b store.Backup) *covev1.Backup {
 		DurationMs: b.DurationMS, RunnerId: b.RunnerID, Previous: b.Previous, FrozenMs: b.FrozenMS, Skipped: b.Skipped}
 }
 
-// keepLastBackup keeps the server's record of the environment's last backup
-// when a runner's status report carries none or an older one (a runner that
-// just received a moved environment knows none yet).
-func keepLastBackup(prev, st *covev1.EnvironmentStatus) {
-	old := prev.GetLastBackup()
-	if old == nil {
-		return
+// keepServerStatus keeps what the server put in an environment's status
+// when its runner reports one without it: the record of the last backup
+// (a runner that just received a moved environment knows none, or an
+// older one), and the warning of a move from a lost runner saying which
+// changes are not in the backup it restored (until another restore).
+func keepServerStatus(env *covev1.Environment, st *covev1.EnvironmentStatus) {
+	prev := env.GetStatus()
+	if old := prev.GetLastBackup(); old != nil {
+		if cur := st.GetLastBackup(); cur == nil || cur.GetTime().AsTime().Before(old.GetTime().AsTime()) {
+			st.LastBackup = old
+		}
 	}
-	if cur := st.GetLastBackup(); cur == nil || cur.GetTime().AsTime().Before(old.GetTime().AsTime()) {
-		st.LastBackup = old
+	restored := env.GetSpec().GetRestore().GetBackupId()
+	if env.GetSpec().GetRestore().GetBackupFirst() {
+		restored = "" // a user's restore since: the move is past
+	}
+	for _, w := range prev.GetWarnings() {
+		if restored != "" && strings.HasPrefix(w, movedWarningPrefix) && strings.Contains(w, "("+restored+")") && !slices.Contains(st.GetWarnings(), w) {
+			st.Warnings = append(st.Warnings, w)
+		}
 	}
 }

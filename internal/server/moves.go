@@ -119,6 +119,10 @@ func lastSeen(r store.Runner) string {
 	return r.LastSeen.UTC().Format(time.RFC3339)
 }
 
+// movedWarningPrefix starts the warning of a move from a lost runner,
+// which the server keeps in the status across the runner's reports.
+const movedWarningPrefix = "moved from runner "
+
 // errMovedMeanwhile: another request or controller pass moved the
 // environment first.
 var errMovedMeanwhile = connect.NewError(connect.CodeAborted, errors.New("the environment changed runner meanwhile: look again, and retry if needed"))
@@ -149,7 +153,7 @@ func (s *Server) moveNow(ctx context.Context, id string, to, from store.Runner, 
 			b := bs[0]
 			restore = &covev1.RestoreRequest{BackupId: b.ID, Generation: restoreGeneration(e) + 1}
 			if from.ID != "" && from.Phase != runnerActive {
-				warning = fmt.Sprintf("moved from runner %q (not connected since %s) to %q, from its last backup (%s): changes made on %q after %s are not in it",
+				warning = fmt.Sprintf(movedWarningPrefix+"%q (not connected since %s) to %q, from its last backup (%s): changes made on %q after %s are not in it",
 					from.Name, lastSeen(from), to.Name, b.ID, from.Name, b.Time.UTC().Format(time.RFC3339))
 			}
 		case e.GetMetadata().GetStartedAt() == nil && e.GetStatus().GetLastBackup() == nil:

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -184,6 +185,18 @@ func TestMoveFromALostRunner(t *testing.T) {
 	warn := strings.Join(moved.GetStatus().GetWarnings(), "\n")
 	if !strings.Contains(warn, `changes made on "r1" after `+b.Time.AsTime().UTC().Format(time.RFC3339)) {
 		t.Fatalf("warning %q does not say what may be lost", warn)
+	}
+	// It stays through the new runner's reports, until another restore.
+	w.status(t, w.r2, moved.Id, phRunning, func(st *covev1.EnvironmentStatus) { st.Warnings = []string{"a runner's own warning"} })
+	if got := w.get(t, w.alice, moved.Id).GetStatus().GetWarnings(); len(got) != 2 || !slices.Contains(got, warn) {
+		t.Fatalf("after the new runner's report: warnings %q; want the move's kept", got)
+	}
+	if _, err := w.alice.envs.RestoreEnvironment(context.Background(), connect.NewRequest(&covev1.RestoreEnvironmentRequest{Id: moved.Id})); err != nil {
+		t.Fatal(err)
+	}
+	w.status(t, w.r2, moved.Id, phRunning, nil)
+	if got := w.get(t, w.alice, moved.Id).GetStatus().GetWarnings(); len(got) != 0 {
+		t.Fatalf("after a later restore: warnings %q; want none", got)
 	}
 
 	// Bob's started environment on r1 without a backup stays.

@@ -227,7 +227,7 @@ func (r *runnerService) ReportStatus(ctx context.Context, req *connect.Request[c
 		if st.Phase == phaseRunning && prev.GetPhase() != phaseRunning {
 			env.Metadata.StartedAt = timestamppb.New(r.s.now())
 		}
-		keepLastBackup(prev, st) // backups.go
+		keepServerStatus(env, st) // backups.go
 		env.Status = st
 		return nil
 	})
