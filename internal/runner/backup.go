@@ -53,16 +53,23 @@ type cgroupFreezer interface {
 // calling goroutine keeps its thread until wait returned (Pdeathsig).
 type childStarter func(ctx context.Context) (stdin io.WriteCloser, stdout io.ReadCloser, wait func() error, err error)
 
+// maxBackupChildren is how many backups and restores run at once on a
+// runner: they share the work cgroup's memory (--backup-memory), which a
+// few children fit in whatever the number of environments whose periodic
+// backups fall due together; the others wait their turn.
+const maxBackupChildren = 2
+
 // backups is the runner's backup machinery.
 type backups struct {
 	cfg      BackupConfig
 	freezer  cgroupFreezer
 	start    childStarter
-	disabled sync.Once // logs "backups disabled" once
+	slots    chan struct{} // maxBackupChildren
+	disabled sync.Once     // logs "backups disabled" once
 }
 
 func newBackups(cfg Config, log *slog.Logger) *backups {
-	b := &backups{cfg: cfg.Backup, freezer: resources.HostFreezer()}
+	b := &backups{cfg: cfg.Backup, freezer: resources.HostFreezer(), slots: make(chan struct{}, maxBackupChildren)}
 	if b.cfg.FreezeMax <= 0 {
 		b.cfg.FreezeMax = 30 * time.Second
 	}
@@ -172,6 +179,12 @@ type childRun struct {
 // runChild runs job in a child. freeze, if set, is the cgroup frozen for
 // the walk (bounded by FreezeMax, always thawed before this returns).
 func (r *Runner) runChild(ctx context.Context, job *backupJob, freeze string, progress func(backupfs.Progress)) (childRun, error) {
+	select {
+	case r.bk.slots <- struct{}{}:
+		defer func() { <-r.bk.slots }()
+	case <-ctx.Done():
+		return childRun{}, ctx.Err()
+	}
 	goruntime.LockOSThread() // Pdeathsig: the child's parent thread lives until it is gone
 	defer goruntime.UnlockOSThread()
 	ctx, cancel := context.WithCancel(ctx)

@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -118,5 +120,33 @@ func TestChildNeverShowsTheKey(t *testing.T) {
 				t.Errorf("%s: the key is in the child's output: %q", name, out.String()+logs.String())
 			}
 		}
+	}
+}
+
+// TestBackupChildrenBounded: with maxBackupChildren running, another
+// backup waits for a slot (here until its context ends) without
+// starting a child.
+func TestBackupChildrenBounded(t *testing.T) {
+	c := newCrashWorld(t)
+	r := c.runner(0, false)
+	started := 0
+	r.bk.start = func(context.Context) (io.WriteCloser, io.ReadCloser, func() error, error) {
+		started++
+		return nil, nil, nil, errors.New("not reached")
+	}
+	for range maxBackupChildren {
+		r.bk.slots <- struct{}{}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := r.runChild(ctx, &backupJob{Op: "backup"}, "", nil); !errors.Is(err, context.Canceled) || started != 0 {
+		t.Fatalf("with every slot taken: %v, %d children started", err, started)
+	}
+	<-r.bk.slots
+	if _, err := r.runChild(context.Background(), &backupJob{Op: "backup"}, "", nil); err == nil || started != 1 {
+		t.Fatalf("with a slot free: %v, %d children started", err, started)
+	}
+	if len(r.bk.slots) != maxBackupChildren-1 {
+		t.Errorf("%d slots taken after the run, want its slot back", len(r.bk.slots))
 	}
 }
