@@ -1,8 +1,10 @@
 package backupfs
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"golang.org/x/sys/unix"
 
@@ -71,6 +73,10 @@ var afterRead = func(rel string) {}
 // first path), in one tree: the names of the others are stored as copies.
 var maxLinks = 1 << 20
 
+// onRead counts the bytes read from files (a test checks holes are not
+// read).
+var onRead = func(n int) {}
+
 // fileReader reads a file, keeping its error apart from the store's.
 type fileReader struct {
 	r   io.Reader
@@ -79,6 +85,7 @@ type fileReader struct {
 
 func (f *fileReader) Read(p []byte) (int, error) {
 	n, err := f.r.Read(p)
+	onRead(n)
 	if err != nil && err != io.EOF {
 		f.err = err
 	}
@@ -108,8 +115,16 @@ func (b *backuper) read(ce *confine.Entry, e *backuprepo.Entry) (ok bool, err er
 				return false, fmt.Errorf("back up %q: %w", e.Path, err)
 			}
 		}
-		fr := &fileReader{r: io.LimitReader(f, before.Size)}
-		refs, size, err := b.w.StoreContent(b.ctx, fr)
+		refs, size, fr, err := b.content(f, &before)
+		if err == nil && fr.err == nil && int64(len(refs)) > size/backuprepo.MinChunkSize+1 {
+			// Cannot happen (see minHole); read it whole rather than fail.
+			b.log.Warn("sparse file cut in too many chunks: read whole", "path", e.Path)
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return false, fmt.Errorf("back up %q: %w", e.Path, err)
+			}
+			fr = &fileReader{r: io.LimitReader(f, before.Size)}
+			refs, size, err = b.w.StoreContent(b.ctx, fr)
+		}
 		afterRead(ce.Rel)
 		if fr.err != nil {
 			b.skip(e.Path, "unreadable: "+fr.err.Error())
@@ -143,6 +158,87 @@ func (b *backuper) read(ce *confine.Entry, e *backuprepo.Entry) (ok bool, err er
 			return true, nil
 		}
 	}
+}
+
+// minHole is the least hole of a sparse file that is not read: holes of
+// at least MaxChunkSize keep a file's chunk count within what a manifest
+// allows (Entry.Validate) whatever its layout.
+const minHole = backuprepo.MaxChunkSize
+
+// content stores the content of f (of st.Size bytes, at most). The holes
+// of a sparse file (fewer blocks than its size) of at least minHole are
+// found with SEEK_HOLE and stored as zero chunks without being read or
+// chunked: a sparse disk image costs what its data costs, not its size.
+func (b *backuper) content(f *os.File, st *unix.Stat_t) ([]backuprepo.ChunkRef, int64, *fileReader, error) {
+	fr := &fileReader{}
+	if st.Blocks*512 >= st.Size || st.Size < minHole {
+		fr.r = io.LimitReader(f, st.Size)
+		refs, n, err := b.w.StoreContent(b.ctx, fr)
+		return refs, n, fr, err
+	}
+	fd := int(f.Fd())
+	var refs []backuprepo.ChunkRef
+	for off := int64(0); off < st.Size; {
+		hs, he, err := bigHole(fd, off, st.Size)
+		if err != nil {
+			fr.err = err
+			return nil, 0, fr, nil
+		}
+		if hs > off {
+			if _, err := f.Seek(off, io.SeekStart); err != nil {
+				fr.err = err
+				return nil, 0, fr, nil
+			}
+			fr.r = io.LimitReader(f, hs-off)
+			rs, n, err := b.w.StoreContent(b.ctx, fr)
+			if err != nil || fr.err != nil {
+				return nil, 0, fr, err
+			}
+			refs = append(refs, rs...)
+			if n < hs-off { // truncated meanwhile: what was read
+				return refs, off + n, fr, nil
+			}
+		}
+		if he > hs {
+			zs, err := b.w.StoreZeros(b.ctx, he-hs)
+			if err != nil {
+				return nil, 0, fr, err
+			}
+			refs = append(refs, zs...)
+		}
+		off = max(he, hs)
+	}
+	return refs, st.Size, fr, nil
+}
+
+// bigHole returns the first hole [start, end) of at least minHole bytes at
+// or after pos in the file of size bytes (start = end = size if none):
+// shorter holes are read as data.
+func bigHole(fd int, pos, size int64) (int64, int64, error) {
+	for pos < size {
+		h, err := unix.Seek(fd, pos, unix.SEEK_HOLE)
+		if err != nil {
+			return 0, 0, err
+		}
+		if h >= size {
+			break
+		}
+		d, err := unix.Seek(fd, h, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			d = size // a hole up to the end
+		} else if err != nil {
+			return 0, 0, err
+		}
+		d = min(d, size)
+		if d-h >= minHole {
+			return h, d, nil
+		}
+		if d <= pos { // no progress: read the rest
+			break
+		}
+		pos = d
+	}
+	return size, size, nil
 }
 
 func sameTimes(a, b *unix.Stat_t) bool {

@@ -106,7 +106,12 @@ func (r *Repo) PutChunk(ctx context.Context, data []byte) (ref ChunkRef, stored 
 	if len(data) == 0 || len(data) > MaxChunkSize {
 		return ChunkRef{}, 0, errdefs.InvalidArgument(fmt.Errorf("chunk of %d bytes: must be 1 to %d", len(data), MaxChunkSize))
 	}
-	ref = ChunkRef{ID: r.ChunkIDOf(data), Size: uint32(len(data))}
+	return r.putChunk(ctx, r.ChunkIDOf(data), data)
+}
+
+// putChunk is PutChunk of data whose id is known.
+func (r *Repo) putChunk(ctx context.Context, id ChunkID, data []byte) (ref ChunkRef, stored int64, err error) {
+	ref = ChunkRef{ID: id, Size: uint32(len(data))}
 	key := ref.ID.key()
 	if _, err := r.store.Stat(ctx, key); err == nil {
 		return ref, 0, nil

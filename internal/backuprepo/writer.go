@@ -23,8 +23,10 @@ type Writer struct {
 	meta  Metadata
 	start time.Time
 
-	mu  sync.Mutex // guards sum's content counters
-	sum Summary
+	mu    sync.Mutex // guards sum's content counters, known and zeroIDs
+	sum   Summary
+	known map[ChunkID]struct{} // chunks this writer stored or found stored
+	zero  map[int]ChunkID      // ids of all-zero chunks by size
 
 	piece     bytes.Buffer
 	pieces    []ChunkRef
@@ -68,7 +70,7 @@ func (w *Writer) StoreContent(ctx context.Context, rd io.Reader) ([]ChunkRef, in
 		if size+int64(len(chunk)) > MaxFileSize {
 			return errdefs.InvalidArgument(fmt.Errorf("file larger than %d bytes, the most a backup stores", int64(MaxFileSize)))
 		}
-		ref, stored, err := w.repo.PutChunk(ctx, chunk)
+		ref, stored, err := w.putChunk(ctx, chunk)
 		if err != nil {
 			return err
 		}
@@ -90,6 +92,101 @@ func (w *Writer) StoreContent(ctx context.Context, rd io.Reader) ([]ChunkRef, in
 		return nil, 0, err
 	}
 	return refs, size, nil
+}
+
+// StoreZeros returns the chunk list of n zero bytes (a hole of a sparse
+// file) without reading or chunking anything: chunks of MaxChunkSize and
+// the rest, all-zero, each stored once per repository.
+func (w *Writer) StoreZeros(ctx context.Context, n int64) ([]ChunkRef, error) {
+	if n < 0 || n > MaxFileSize {
+		return nil, errdefs.InvalidArgument(fmt.Errorf("%d zero bytes: out of range", n))
+	}
+	var refs []ChunkRef
+	for n > 0 {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		size := int(min(n, MaxChunkSize))
+		ref, stored, err := w.putChunkZero(ctx, zeroChunk()[:size], true)
+		if err != nil {
+			return nil, err
+		}
+		refs = append(refs, ref)
+		n -= int64(size)
+		w.mu.Lock()
+		if stored > 0 {
+			w.sum.BytesNew += int64(size)
+			w.sum.ChunksNew++
+			w.sum.StoredBytes += stored
+		} else {
+			w.sum.BytesReused += int64(size)
+			w.sum.ChunksReused++
+		}
+		w.mu.Unlock()
+	}
+	return refs, nil
+}
+
+// zeroChunk is the content of all-zero chunks (never written), made on
+// first use.
+var zeroChunk = sync.OnceValue(func() []byte { return make([]byte, MaxChunkSize) })
+
+// maxKnown bounds the chunk ids a writer remembers (32 bytes each, and the
+// map's own): past it, chunks are asked about in the store again.
+const maxKnown = 1 << 18
+
+// putChunk stores a chunk of content unless this writer stored it or found
+// it stored already: a chunk repeated within one backup (the zeros of a
+// sparse file, a file copied) costs no request to the store, and an
+// all-zero chunk is not even hashed again.
+func (w *Writer) putChunk(ctx context.Context, chunk []byte) (ChunkRef, int64, error) {
+	return w.putChunkZero(ctx, chunk, allZero(chunk))
+}
+
+// putChunkZero is putChunk of a chunk known to be all zeros or not.
+func (w *Writer) putChunkZero(ctx context.Context, chunk []byte, zero bool) (ChunkRef, int64, error) {
+	w.mu.Lock()
+	id, ok := w.zero[len(chunk)]
+	w.mu.Unlock()
+	if !zero || !ok {
+		id = w.repo.ChunkIDOf(chunk)
+	}
+	w.mu.Lock()
+	_, known := w.known[id]
+	w.mu.Unlock()
+	if known {
+		return ChunkRef{ID: id, Size: uint32(len(chunk))}, 0, nil
+	}
+	ref, stored, err := w.repo.putChunk(ctx, id, chunk)
+	if err != nil {
+		return ref, 0, err
+	}
+	w.mu.Lock()
+	if w.known == nil {
+		w.known, w.zero = map[ChunkID]struct{}{}, map[int]ChunkID{}
+	}
+	if len(w.known) < maxKnown {
+		w.known[id] = struct{}{}
+	}
+	if zero && len(w.zero) < 64 {
+		w.zero[len(chunk)] = id
+	}
+	w.mu.Unlock()
+	return ref, stored, nil
+}
+
+// zeroBlock is compared with content to tell zeros.
+var zeroBlock [64 << 10]byte
+
+func allZero(b []byte) bool {
+	for len(b) > 0 {
+		n := min(len(b), len(zeroBlock))
+		if !bytes.Equal(b[:n], zeroBlock[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
 }
 
 // AddFile stores a file's content from rd and adds its entry (with the
