@@ -71,7 +71,11 @@ type Runner struct {
 // manifest, named ID, is in the backup storage).
 type Backup struct {
 	ID, EnvironmentID, OrganizationID, RunnerID, Trigger, Previous         string
-	Time                                                                   time.Time
+	// Time is when the runner took it, by the runner's clock (shown to
+	// users). ReceivedAt is when the server recorded it, by the server's
+	// clock: the order of an environment's backups ("latest"), which no
+	// runner's clock decides. Zero ReceivedAt: CreateBackup uses Time.
+	Time, ReceivedAt                                                       time.Time
 	Files, Bytes, BytesNew, BytesReused, StoredBytes, DurationMS, FrozenMS int64
 	// Paths not backed up (sockets, devices, FIFOs).
 	Skipped []string
@@ -84,6 +88,15 @@ type Move struct {
 	EnvironmentID, FromRunnerID, ToRunnerID, RequestedBy string
 	RequestedAt                                          time.Time
 	SpecVersion, BackupGeneration                        int64
+}
+
+// Release records that an environment left runner RunnerID (moved or
+// rescheduled to another runner, or deleted without it): that runner is
+// sent a DELETED copy of the environment until it reports its copy
+// deleted, which ends the release.
+type Release struct {
+	EnvironmentID, RunnerID string
+	CreatedAt               time.Time
 }
 
 // EnvironmentFilter selects environments; zero values match everything.
@@ -163,7 +176,8 @@ type Store interface {
 	// CreateBackup records a committed backup; ErrAlreadyExists if its id
 	// is taken.
 	CreateBackup(ctx context.Context, b Backup) error
-	// ListBackups returns the environment's backups, newest first.
+	// ListBackups returns the environment's backups, newest (by
+	// ReceivedAt, then Time) first.
 	ListBackups(ctx context.Context, environmentID string) ([]Backup, error)
 	// ListOrganizationBackups returns the organization's backups, newest
 	// first.
@@ -182,6 +196,14 @@ type Store interface {
 	ListMoves(ctx context.Context) ([]Move, error)
 	// DeleteMove ends the environment's pending move; none is not an error.
 	DeleteMove(ctx context.Context, environmentID string) error
+	// PutRelease records a release; one already recorded is kept as it is.
+	PutRelease(ctx context.Context, r Release) error
+	// ListReleases returns the runner's releases, oldest first.
+	ListReleases(ctx context.Context, runnerID string) ([]Release, error)
+	// GetRelease returns one release, ErrNotFound if there is none.
+	GetRelease(ctx context.Context, environmentID, runnerID string) (Release, error)
+	// DeleteRelease ends a release; none is not an error.
+	DeleteRelease(ctx context.Context, environmentID, runnerID string) error
 
 	Close() error
 }

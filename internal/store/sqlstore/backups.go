@@ -12,7 +12,7 @@ import (
 	"github.com/covedev/cove/internal/store"
 )
 
-const backupCols = `id, environment_id, organization_id, runner_id, trigger_name, previous, taken_at, files, bytes, bytes_new, bytes_reused, stored_bytes, duration_ms, frozen_ms, skipped`
+const backupCols = `id, environment_id, organization_id, runner_id, trigger_name, previous, taken_at, files, bytes, bytes_new, bytes_reused, stored_bytes, duration_ms, frozen_ms, skipped, received_at`
 
 func (s *Store) CreateBackup(ctx context.Context, b store.Backup) error {
 	skipped, err := json.Marshal(b.Skipped)
@@ -22,9 +22,13 @@ func (s *Store) CreateBackup(ctx context.Context, b store.Backup) error {
 	if b.Skipped == nil {
 		skipped = []byte("[]")
 	}
-	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO backups (`+backupCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+	received := b.ReceivedAt
+	if received.IsZero() {
+		received = b.Time
+	}
+	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO backups (`+backupCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		b.ID, b.EnvironmentID, b.OrganizationID, b.RunnerID, b.Trigger, b.Previous, ms(b.Time),
-		b.Files, b.Bytes, b.BytesNew, b.BytesReused, b.StoredBytes, b.DurationMS, b.FrozenMS, string(skipped))
+		b.Files, b.Bytes, b.BytesNew, b.BytesReused, b.StoredBytes, b.DurationMS, b.FrozenMS, string(skipped), ms(received))
 	return s.wrap(err)
 }
 
@@ -37,7 +41,7 @@ func (s *Store) ListOrganizationBackups(ctx context.Context, organizationID stri
 }
 
 func (s *Store) listBackups(ctx context.Context, where string, arg string) ([]store.Backup, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+backupCols+` FROM backups WHERE `+where+` ORDER BY taken_at DESC, id DESC`), arg)
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+backupCols+` FROM backups WHERE `+where+` ORDER BY received_at DESC, taken_at DESC, id DESC`), arg)
 	if err != nil {
 		return nil, s.wrap(err)
 	}
@@ -45,13 +49,13 @@ func (s *Store) listBackups(ctx context.Context, where string, arg string) ([]st
 	var out []store.Backup
 	for rows.Next() {
 		var b store.Backup
-		var taken int64
+		var taken, received int64
 		var skipped string
 		if err := rows.Scan(&b.ID, &b.EnvironmentID, &b.OrganizationID, &b.RunnerID, &b.Trigger, &b.Previous, &taken,
-			&b.Files, &b.Bytes, &b.BytesNew, &b.BytesReused, &b.StoredBytes, &b.DurationMS, &b.FrozenMS, &skipped); err != nil {
+			&b.Files, &b.Bytes, &b.BytesNew, &b.BytesReused, &b.StoredBytes, &b.DurationMS, &b.FrozenMS, &skipped, &received); err != nil {
 			return nil, err
 		}
-		b.Time = fromMS(taken)
+		b.Time, b.ReceivedAt = fromMS(taken), fromMS(received)
 		if err := json.Unmarshal([]byte(skipped), &b.Skipped); err != nil {
 			return nil, fmt.Errorf("backup %s: decode skipped paths: %w", b.ID, err)
 		}

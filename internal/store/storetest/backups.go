@@ -62,6 +62,21 @@ func testBackups(t *testing.T, s store.Store) {
 		t.Errorf("ListOrganizationBackups(org1) = %v, want %v", ids(org), want)
 	}
 
+	// The server's receive time orders them, not the runner's clock: a
+	// backup taken by a clock behind ranks by when it was received.
+	skewed := mk("b5", "e3", "org1", -10*time.Minute)
+	skewed.ReceivedAt = base.Add(5 * time.Minute)
+	earlier := mk("b6", "e3", "org1", 0)
+	earlier.ReceivedAt = base
+	for _, b := range []store.Backup{earlier, skewed} {
+		if err := s.CreateBackup(ctx, b); err != nil {
+			t.Fatalf("CreateBackup(%s): %v", b.ID, err)
+		}
+	}
+	if got, _ := s.ListBackups(ctx, "e3"); !slices.Equal(ids(got), []string{"b5", "b6"}) ||
+		!got[0].ReceivedAt.Equal(skewed.ReceivedAt) || !got[0].Time.Equal(skewed.Time) {
+		t.Errorf("ListBackups(e3) = %v, want b5 (received last, taken by a clock behind) before b6, times kept", got)
+	}
 	if err := s.DeleteBackup(ctx, "b2"); err != nil {
 		t.Fatal(err)
 	}
