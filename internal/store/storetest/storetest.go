@@ -28,6 +28,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("Backups", func(t *testing.T) { testBackups(t, newStore(t)) })
 	t.Run("BackupKeys", func(t *testing.T) { testBackupKeys(t, newStore(t)) })
 	t.Run("Moves", func(t *testing.T) { testMoves(t, newStore(t)) })
+	t.Run("Releases", func(t *testing.T) { testReleases(t, newStore(t)) })
 }
 
 func seed(t *testing.T, s store.Store) store.User {
