@@ -259,9 +259,16 @@ type EnvironmentMetadata struct {
 	ProjectId      string                 `protobuf:"bytes,5,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
 	RunnerId       string                 `protobuf:"bytes,6,opt,name=runner_id,json=runnerId,proto3" json:"runner_id,omitempty"`
 	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	StartedAt      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// When the environment last became RUNNING (set by the server on any
+	// transition to RUNNING, a runner's restart of its container included).
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// When its current run began: the first time it became RUNNING after a
+	// user's start, restore or move. A runner restarting its container does
+	// not change it. Auto-stop counts the maximum lifetime, and the
+	// inactivity timeout when there was no activity since, from it.
+	RunStartedAt  *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=run_started_at,json=runStartedAt,proto3" json:"run_started_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EnvironmentMetadata) Reset() {
@@ -346,6 +353,13 @@ func (x *EnvironmentMetadata) GetCreatedAt() *timestamppb.Timestamp {
 func (x *EnvironmentMetadata) GetStartedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *EnvironmentMetadata) GetRunStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RunStartedAt
 	}
 	return nil
 }
@@ -5583,7 +5597,7 @@ var File_cove_v1_cove_proto protoreflect.FileDescriptor
 
 const file_cove_v1_cove_proto_rawDesc = "" +
 	"\n" +
-	"\x12cove/v1/cove.proto\x12\acove.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x02\n" +
+	"\x12cove/v1/cove.proto\x12\acove.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x02\n" +
 	"\x13EnvironmentMetadata\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0forganization_id\x18\x02 \x01(\tR\x0eorganizationId\x12\x19\n" +
@@ -5595,7 +5609,8 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\":\n" +
+	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12@\n" +
+	"\x0erun_started_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\frunStartedAt\":\n" +
 	"\rContentSource\x12\x17\n" +
 	"\agit_url\x18\x01 \x01(\tR\x06gitUrl\x12\x10\n" +
 	"\x03ref\x18\x02 \x01(\tR\x03ref\"k\n" +
@@ -6161,141 +6176,142 @@ var file_cove_v1_cove_proto_goTypes = []any{
 var file_cove_v1_cove_proto_depIdxs = []int32{
 	90,  // 0: cove.v1.EnvironmentMetadata.created_at:type_name -> google.protobuf.Timestamp
 	90,  // 1: cove.v1.EnvironmentMetadata.started_at:type_name -> google.protobuf.Timestamp
-	90,  // 2: cove.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
-	2,   // 3: cove.v1.PortSpec.visibility:type_name -> cove.v1.PortVisibility
-	0,   // 4: cove.v1.EnvironmentSpec.desired_phase:type_name -> cove.v1.EnvironmentPhase
-	5,   // 5: cove.v1.EnvironmentSpec.content:type_name -> cove.v1.ContentSource
-	6,   // 6: cove.v1.EnvironmentSpec.timeouts:type_name -> cove.v1.Timeouts
-	9,   // 7: cove.v1.EnvironmentSpec.ports:type_name -> cove.v1.PortSpec
-	88,  // 8: cove.v1.EnvironmentSpec.local_env:type_name -> cove.v1.EnvironmentSpec.LocalEnvEntry
-	8,   // 9: cove.v1.EnvironmentSpec.restore:type_name -> cove.v1.RestoreRequest
-	7,   // 10: cove.v1.EnvironmentSpec.leases:type_name -> cove.v1.Lease
-	1,   // 11: cove.v1.SubStatus.phase:type_name -> cove.v1.SubPhase
-	2,   // 12: cove.v1.Port.visibility:type_name -> cove.v1.PortVisibility
-	89,  // 13: cove.v1.InstalledFeature.options:type_name -> cove.v1.InstalledFeature.OptionsEntry
-	90,  // 14: cove.v1.Activity.last_active:type_name -> google.protobuf.Timestamp
-	90,  // 15: cove.v1.Activity.warned_at:type_name -> google.protobuf.Timestamp
-	90,  // 16: cove.v1.Backup.time:type_name -> google.protobuf.Timestamp
-	11,  // 17: cove.v1.BackupProgress.state:type_name -> cove.v1.SubStatus
-	90,  // 18: cove.v1.BackupProgress.started_at:type_name -> google.protobuf.Timestamp
-	0,   // 19: cove.v1.EnvironmentStatus.phase:type_name -> cove.v1.EnvironmentPhase
-	11,  // 20: cove.v1.EnvironmentStatus.content:type_name -> cove.v1.SubStatus
-	11,  // 21: cove.v1.EnvironmentStatus.machine:type_name -> cove.v1.SubStatus
-	12,  // 22: cove.v1.EnvironmentStatus.ssh:type_name -> cove.v1.SSHAddress
-	16,  // 23: cove.v1.EnvironmentStatus.activity:type_name -> cove.v1.Activity
-	13,  // 24: cove.v1.EnvironmentStatus.ports:type_name -> cove.v1.Port
-	11,  // 25: cove.v1.EnvironmentStatus.devcontainer:type_name -> cove.v1.SubStatus
-	14,  // 26: cove.v1.EnvironmentStatus.features:type_name -> cove.v1.InstalledFeature
-	15,  // 27: cove.v1.EnvironmentStatus.volumes:type_name -> cove.v1.Volume
-	11,  // 28: cove.v1.EnvironmentStatus.lifecycle:type_name -> cove.v1.SubStatus
-	20,  // 29: cove.v1.EnvironmentStatus.usage:type_name -> cove.v1.ResourceUsage
-	17,  // 30: cove.v1.EnvironmentStatus.last_backup:type_name -> cove.v1.Backup
-	18,  // 31: cove.v1.EnvironmentStatus.backup_progress:type_name -> cove.v1.BackupProgress
-	90,  // 32: cove.v1.ResourceUsage.sampled_at:type_name -> google.protobuf.Timestamp
-	90,  // 33: cove.v1.ResourceUsage.last_oom_kill_at:type_name -> google.protobuf.Timestamp
-	4,   // 34: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
-	10,  // 35: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
-	19,  // 36: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
-	10,  // 37: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
-	21,  // 38: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	21,  // 39: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	21,  // 40: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
-	0,   // 41: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
-	21,  // 42: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	21,  // 43: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	21,  // 44: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
-	12,  // 45: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
-	90,  // 46: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
-	21,  // 47: cove.v1.RebuildEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	2,   // 48: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
-	21,  // 49: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
-	21,  // 50: cove.v1.BackupEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	17,  // 51: cove.v1.ListBackupsResponse.backups:type_name -> cove.v1.Backup
-	21,  // 52: cove.v1.RestoreEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	21,  // 53: cove.v1.KeepAliveResponse.environment:type_name -> cove.v1.Environment
-	48,  // 54: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
-	53,  // 55: cove.v1.CreateTokenResponse.info:type_name -> cove.v1.Token
-	90,  // 56: cove.v1.Token.created_at:type_name -> google.protobuf.Timestamp
-	90,  // 57: cove.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	53,  // 58: cove.v1.ListTokensResponse.tokens:type_name -> cove.v1.Token
-	48,  // 59: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
-	60,  // 60: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
-	3,   // 61: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
-	61,  // 62: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
-	90,  // 63: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
-	62,  // 64: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
-	60,  // 65: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
-	61,  // 66: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
-	78,  // 67: cove.v1.GetBackupAccessResponse.storage:type_name -> cove.v1.BackupStorage
-	17,  // 68: cove.v1.ReportBackupRequest.backup:type_name -> cove.v1.Backup
-	21,  // 69: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
-	19,  // 70: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
-	21,  // 71: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
-	22,  // 72: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
-	24,  // 73: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
-	26,  // 74: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
-	28,  // 75: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
-	30,  // 76: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
-	32,  // 77: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
-	34,  // 78: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
-	38,  // 79: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
-	36,  // 80: cove.v1.EnvironmentService.RebuildEnvironment:input_type -> cove.v1.RebuildEnvironmentRequest
-	40,  // 81: cove.v1.EnvironmentService.BackupEnvironment:input_type -> cove.v1.BackupEnvironmentRequest
-	42,  // 82: cove.v1.EnvironmentService.ListBackups:input_type -> cove.v1.ListBackupsRequest
-	44,  // 83: cove.v1.EnvironmentService.RestoreEnvironment:input_type -> cove.v1.RestoreEnvironmentRequest
-	46,  // 84: cove.v1.EnvironmentService.KeepAlive:input_type -> cove.v1.KeepAliveRequest
-	49,  // 85: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
-	51,  // 86: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
-	58,  // 87: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
-	54,  // 88: cove.v1.UserService.ListTokens:input_type -> cove.v1.ListTokensRequest
-	56,  // 89: cove.v1.UserService.RevokeToken:input_type -> cove.v1.RevokeTokenRequest
-	63,  // 90: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
-	71,  // 91: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
-	73,  // 92: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
-	65,  // 93: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
-	75,  // 94: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
-	77,  // 95: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
-	84,  // 96: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
-	86,  // 97: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
-	79,  // 98: cove.v1.RunnerService.GetBackupAccess:input_type -> cove.v1.GetBackupAccessRequest
-	81,  // 99: cove.v1.RunnerService.ReportBackup:input_type -> cove.v1.ReportBackupRequest
-	67,  // 100: cove.v1.RunnerService.RotateRunnerToken:input_type -> cove.v1.RotateRunnerTokenRequest
-	69,  // 101: cove.v1.RunnerService.DeleteRunner:input_type -> cove.v1.DeleteRunnerRequest
-	23,  // 102: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
-	25,  // 103: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
-	27,  // 104: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
-	29,  // 105: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
-	31,  // 106: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
-	33,  // 107: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
-	35,  // 108: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
-	39,  // 109: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
-	37,  // 110: cove.v1.EnvironmentService.RebuildEnvironment:output_type -> cove.v1.RebuildEnvironmentResponse
-	41,  // 111: cove.v1.EnvironmentService.BackupEnvironment:output_type -> cove.v1.BackupEnvironmentResponse
-	43,  // 112: cove.v1.EnvironmentService.ListBackups:output_type -> cove.v1.ListBackupsResponse
-	45,  // 113: cove.v1.EnvironmentService.RestoreEnvironment:output_type -> cove.v1.RestoreEnvironmentResponse
-	47,  // 114: cove.v1.EnvironmentService.KeepAlive:output_type -> cove.v1.KeepAliveResponse
-	50,  // 115: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
-	52,  // 116: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
-	59,  // 117: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
-	55,  // 118: cove.v1.UserService.ListTokens:output_type -> cove.v1.ListTokensResponse
-	57,  // 119: cove.v1.UserService.RevokeToken:output_type -> cove.v1.RevokeTokenResponse
-	64,  // 120: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
-	72,  // 121: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
-	74,  // 122: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
-	66,  // 123: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
-	76,  // 124: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
-	83,  // 125: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
-	85,  // 126: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
-	87,  // 127: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
-	80,  // 128: cove.v1.RunnerService.GetBackupAccess:output_type -> cove.v1.GetBackupAccessResponse
-	82,  // 129: cove.v1.RunnerService.ReportBackup:output_type -> cove.v1.ReportBackupResponse
-	68,  // 130: cove.v1.RunnerService.RotateRunnerToken:output_type -> cove.v1.RotateRunnerTokenResponse
-	70,  // 131: cove.v1.RunnerService.DeleteRunner:output_type -> cove.v1.DeleteRunnerResponse
-	102, // [102:132] is the sub-list for method output_type
-	72,  // [72:102] is the sub-list for method input_type
-	72,  // [72:72] is the sub-list for extension type_name
-	72,  // [72:72] is the sub-list for extension extendee
-	0,   // [0:72] is the sub-list for field type_name
+	90,  // 2: cove.v1.EnvironmentMetadata.run_started_at:type_name -> google.protobuf.Timestamp
+	90,  // 3: cove.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	2,   // 4: cove.v1.PortSpec.visibility:type_name -> cove.v1.PortVisibility
+	0,   // 5: cove.v1.EnvironmentSpec.desired_phase:type_name -> cove.v1.EnvironmentPhase
+	5,   // 6: cove.v1.EnvironmentSpec.content:type_name -> cove.v1.ContentSource
+	6,   // 7: cove.v1.EnvironmentSpec.timeouts:type_name -> cove.v1.Timeouts
+	9,   // 8: cove.v1.EnvironmentSpec.ports:type_name -> cove.v1.PortSpec
+	88,  // 9: cove.v1.EnvironmentSpec.local_env:type_name -> cove.v1.EnvironmentSpec.LocalEnvEntry
+	8,   // 10: cove.v1.EnvironmentSpec.restore:type_name -> cove.v1.RestoreRequest
+	7,   // 11: cove.v1.EnvironmentSpec.leases:type_name -> cove.v1.Lease
+	1,   // 12: cove.v1.SubStatus.phase:type_name -> cove.v1.SubPhase
+	2,   // 13: cove.v1.Port.visibility:type_name -> cove.v1.PortVisibility
+	89,  // 14: cove.v1.InstalledFeature.options:type_name -> cove.v1.InstalledFeature.OptionsEntry
+	90,  // 15: cove.v1.Activity.last_active:type_name -> google.protobuf.Timestamp
+	90,  // 16: cove.v1.Activity.warned_at:type_name -> google.protobuf.Timestamp
+	90,  // 17: cove.v1.Backup.time:type_name -> google.protobuf.Timestamp
+	11,  // 18: cove.v1.BackupProgress.state:type_name -> cove.v1.SubStatus
+	90,  // 19: cove.v1.BackupProgress.started_at:type_name -> google.protobuf.Timestamp
+	0,   // 20: cove.v1.EnvironmentStatus.phase:type_name -> cove.v1.EnvironmentPhase
+	11,  // 21: cove.v1.EnvironmentStatus.content:type_name -> cove.v1.SubStatus
+	11,  // 22: cove.v1.EnvironmentStatus.machine:type_name -> cove.v1.SubStatus
+	12,  // 23: cove.v1.EnvironmentStatus.ssh:type_name -> cove.v1.SSHAddress
+	16,  // 24: cove.v1.EnvironmentStatus.activity:type_name -> cove.v1.Activity
+	13,  // 25: cove.v1.EnvironmentStatus.ports:type_name -> cove.v1.Port
+	11,  // 26: cove.v1.EnvironmentStatus.devcontainer:type_name -> cove.v1.SubStatus
+	14,  // 27: cove.v1.EnvironmentStatus.features:type_name -> cove.v1.InstalledFeature
+	15,  // 28: cove.v1.EnvironmentStatus.volumes:type_name -> cove.v1.Volume
+	11,  // 29: cove.v1.EnvironmentStatus.lifecycle:type_name -> cove.v1.SubStatus
+	20,  // 30: cove.v1.EnvironmentStatus.usage:type_name -> cove.v1.ResourceUsage
+	17,  // 31: cove.v1.EnvironmentStatus.last_backup:type_name -> cove.v1.Backup
+	18,  // 32: cove.v1.EnvironmentStatus.backup_progress:type_name -> cove.v1.BackupProgress
+	90,  // 33: cove.v1.ResourceUsage.sampled_at:type_name -> google.protobuf.Timestamp
+	90,  // 34: cove.v1.ResourceUsage.last_oom_kill_at:type_name -> google.protobuf.Timestamp
+	4,   // 35: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
+	10,  // 36: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
+	19,  // 37: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
+	10,  // 38: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
+	21,  // 39: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	21,  // 40: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	21,  // 41: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
+	0,   // 42: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
+	21,  // 43: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	21,  // 44: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	21,  // 45: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
+	12,  // 46: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
+	90,  // 47: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
+	21,  // 48: cove.v1.RebuildEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	2,   // 49: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
+	21,  // 50: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
+	21,  // 51: cove.v1.BackupEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	17,  // 52: cove.v1.ListBackupsResponse.backups:type_name -> cove.v1.Backup
+	21,  // 53: cove.v1.RestoreEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	21,  // 54: cove.v1.KeepAliveResponse.environment:type_name -> cove.v1.Environment
+	48,  // 55: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
+	53,  // 56: cove.v1.CreateTokenResponse.info:type_name -> cove.v1.Token
+	90,  // 57: cove.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	90,  // 58: cove.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	53,  // 59: cove.v1.ListTokensResponse.tokens:type_name -> cove.v1.Token
+	48,  // 60: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
+	60,  // 61: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
+	3,   // 62: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
+	61,  // 63: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
+	90,  // 64: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
+	62,  // 65: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
+	60,  // 66: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
+	61,  // 67: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
+	78,  // 68: cove.v1.GetBackupAccessResponse.storage:type_name -> cove.v1.BackupStorage
+	17,  // 69: cove.v1.ReportBackupRequest.backup:type_name -> cove.v1.Backup
+	21,  // 70: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
+	19,  // 71: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
+	21,  // 72: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
+	22,  // 73: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
+	24,  // 74: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
+	26,  // 75: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
+	28,  // 76: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
+	30,  // 77: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
+	32,  // 78: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
+	34,  // 79: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
+	38,  // 80: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
+	36,  // 81: cove.v1.EnvironmentService.RebuildEnvironment:input_type -> cove.v1.RebuildEnvironmentRequest
+	40,  // 82: cove.v1.EnvironmentService.BackupEnvironment:input_type -> cove.v1.BackupEnvironmentRequest
+	42,  // 83: cove.v1.EnvironmentService.ListBackups:input_type -> cove.v1.ListBackupsRequest
+	44,  // 84: cove.v1.EnvironmentService.RestoreEnvironment:input_type -> cove.v1.RestoreEnvironmentRequest
+	46,  // 85: cove.v1.EnvironmentService.KeepAlive:input_type -> cove.v1.KeepAliveRequest
+	49,  // 86: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
+	51,  // 87: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
+	58,  // 88: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
+	54,  // 89: cove.v1.UserService.ListTokens:input_type -> cove.v1.ListTokensRequest
+	56,  // 90: cove.v1.UserService.RevokeToken:input_type -> cove.v1.RevokeTokenRequest
+	63,  // 91: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
+	71,  // 92: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
+	73,  // 93: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
+	65,  // 94: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
+	75,  // 95: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
+	77,  // 96: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
+	84,  // 97: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
+	86,  // 98: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
+	79,  // 99: cove.v1.RunnerService.GetBackupAccess:input_type -> cove.v1.GetBackupAccessRequest
+	81,  // 100: cove.v1.RunnerService.ReportBackup:input_type -> cove.v1.ReportBackupRequest
+	67,  // 101: cove.v1.RunnerService.RotateRunnerToken:input_type -> cove.v1.RotateRunnerTokenRequest
+	69,  // 102: cove.v1.RunnerService.DeleteRunner:input_type -> cove.v1.DeleteRunnerRequest
+	23,  // 103: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
+	25,  // 104: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
+	27,  // 105: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
+	29,  // 106: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
+	31,  // 107: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
+	33,  // 108: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
+	35,  // 109: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
+	39,  // 110: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
+	37,  // 111: cove.v1.EnvironmentService.RebuildEnvironment:output_type -> cove.v1.RebuildEnvironmentResponse
+	41,  // 112: cove.v1.EnvironmentService.BackupEnvironment:output_type -> cove.v1.BackupEnvironmentResponse
+	43,  // 113: cove.v1.EnvironmentService.ListBackups:output_type -> cove.v1.ListBackupsResponse
+	45,  // 114: cove.v1.EnvironmentService.RestoreEnvironment:output_type -> cove.v1.RestoreEnvironmentResponse
+	47,  // 115: cove.v1.EnvironmentService.KeepAlive:output_type -> cove.v1.KeepAliveResponse
+	50,  // 116: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
+	52,  // 117: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
+	59,  // 118: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
+	55,  // 119: cove.v1.UserService.ListTokens:output_type -> cove.v1.ListTokensResponse
+	57,  // 120: cove.v1.UserService.RevokeToken:output_type -> cove.v1.RevokeTokenResponse
+	64,  // 121: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
+	72,  // 122: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
+	74,  // 123: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
+	66,  // 124: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
+	76,  // 125: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
+	83,  // 126: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
+	85,  // 127: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
+	87,  // 128: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
+	80,  // 129: cove.v1.RunnerService.GetBackupAccess:output_type -> cove.v1.GetBackupAccessResponse
+	82,  // 130: cove.v1.RunnerService.ReportBackup:output_type -> cove.v1.ReportBackupResponse
+	68,  // 131: cove.v1.RunnerService.RotateRunnerToken:output_type -> cove.v1.RotateRunnerTokenResponse
+	70,  // 132: cove.v1.RunnerService.DeleteRunner:output_type -> cove.v1.DeleteRunnerResponse
+	103, // [103:133] is the sub-list for method output_type
+	73,  // [73:103] is the sub-list for method input_type
+	73,  // [73:73] is the sub-list for extension type_name
+	73,  // [73:73] is the sub-list for extension extendee
+	0,   // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_cove_v1_cove_proto_init() }
