@@ -115,6 +115,27 @@ func (e *Entry) Xattrs() (map[string][]byte, error) {
 	return out, nil
 }
 
+// XattrNames lists the names of the entry's extended attributes (none
+// where the filesystem has none), without reading any value.
+func (e *Entry) XattrNames() ([]string, error) {
+	names, err := e.xattrTarget().list()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", e.Rel, err)
+	}
+	return names, nil
+}
+
+// Xattr reads one extended attribute's value if it is at most max bytes
+// (unix.E2BIG otherwise, nothing allocated for it). An attribute removed
+// since it was listed is unix.ENODATA.
+func (e *Entry) Xattr(name string, max int) ([]byte, error) {
+	v, err := e.xattrTarget().getMax(name, max)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", e.Rel, err)
+	}
+	return v, nil
+}
+
 // Walk calls visit for dir itself and every entry below it, parents before
 // children, each directory's entries in name order; leave, if not nil, is
 // called for a directory after its contents. Symlinks are reported, never

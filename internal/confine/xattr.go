@@ -47,6 +47,12 @@ func (t xattrTarget) list() ([]string, error) {
 }
 
 func (t xattrTarget) get(name string) ([]byte, error) {
+	return t.getMax(name, -1)
+}
+
+// getMax reads one value; with max >= 0 a value of more than max bytes is
+// not read (unix.E2BIG), so a caller bounds what it allocates.
+func (t xattrTarget) getMax(name string, max int) ([]byte, error) {
 	call := func(buf []byte) (int, error) {
 		if t.fd >= 0 {
 			return unix.Fgetxattr(t.fd, name, buf)
@@ -57,6 +63,9 @@ func (t xattrTarget) get(name string) ([]byte, error) {
 		sz, err := call(nil)
 		if err != nil {
 			return nil, fmt.Errorf("get xattr %s: %w", name, err)
+		}
+		if max >= 0 && sz > max {
+			return nil, fmt.Errorf("get xattr %s: %d bytes, at most %d: %w", name, sz, max, unix.E2BIG)
 		}
 		buf := make([]byte, sz)
 		if sz == 0 {
