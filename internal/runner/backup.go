@@ -20,6 +20,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/covedev/cove/internal/backupfs"
 	"github.com/covedev/cove/internal/envdir"
+	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/resources"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -160,7 +161,12 @@ func (r *Runner) backupAccess(ctx context.Context, id string) (json.RawMessage, 
 		return nil, nil, errBackupsDisabled
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("backup access: %w", err)
+		err = fmt.Errorf("backup access: %w", err)
+		switch connect.CodeOf(err) {
+		case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeAborted, connect.CodeResourceExhausted:
+			err = errdefs.Unavailable(err) // the server will answer later
+		}
+		return nil, nil, err
 	}
 	raw, err := protojson.Marshal(resp.Msg.GetStorage())
 	if err != nil {

@@ -28,12 +28,21 @@ type backupServer struct {
 	storage string
 	key     []byte
 
-	mu       sync.Mutex
-	reported []*covev1.Backup
-	refuse   bool // ReportBackup answers Unavailable
+	mu          sync.Mutex
+	reported    []*covev1.Backup
+	refuse      bool // ReportBackup answers Unavailable
+	accessFails int  // GetBackupAccess answers Unavailable this many more times
+	accessCalls int
 }
 
 func (s *backupServer) GetBackupAccess(context.Context, *connect.Request[covev1.GetBackupAccessRequest]) (*connect.Response[covev1.GetBackupAccessResponse], error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.accessCalls++
+	if s.accessFails > 0 {
+		s.accessFails--
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("down"))
+	}
 	return connect.NewResponse(&covev1.GetBackupAccessResponse{Storage: &covev1.BackupStorage{Kind: "dir", Dir: s.storage}, Key: s.key}), nil
 }
 
@@ -243,5 +252,49 @@ func TestBackupsDisabled(t *testing.T) {
 	last := c.srv.last[env.Id]
 	if last.GetPhase() != phaseStopped || last.GetLastBackup() != nil || last.GetBackupProgress() != nil || last.GetObservedBackupGeneration() != 1 {
 		t.Fatalf("status %v", last)
+	}
+}
+
+// TestStopBackupRetried: a stop's backup that failed for a reason that
+// passes (the server or the storage unreachable) is tried again before
+// the stop is reported, and taken; one that keeps failing lets the stop
+// go on with the failure shown, after a bounded number of tries.
+func TestStopBackupRetried(t *testing.T) {
+	c, srv := newBackupWorld(t)
+	env := c.env()
+	c.converge(backupRunner(c), env, func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseRunning })
+	srv.mu.Lock()
+	srv.accessFails = 2
+	srv.mu.Unlock()
+	r := backupRunner(c)
+	r.clock = elapsedClock{}
+	c.converge(r, env, func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseStopped })
+	if got := srv.backups(); len(got) != 1 || got[0].GetTrigger() != "stop" {
+		t.Fatalf("reported %v after two transient failures, want the stop's backup", got)
+	}
+	if last := c.srv.last[env.Id]; last.GetPhase() != phaseStopped || last.GetBackupProgress().GetState().GetPhase() != subReady {
+		t.Fatalf("status %s, progress %v", last.GetPhase(), last.GetBackupProgress())
+	}
+
+	// Down for good: the stop goes on after the last try, the failure shown.
+	c.converge(backupRunner(c), env, func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseRunning })
+	srv.mu.Lock()
+	srv.accessFails, srv.accessCalls = 1000, 0
+	srv.mu.Unlock()
+	r = backupRunner(c)
+	r.clock = elapsedClock{}
+	c.converge(r, env, func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseStopped })
+	srv.mu.Lock()
+	calls := srv.accessCalls
+	srv.mu.Unlock()
+	if calls != len(stopBackupRetries)+1 {
+		t.Errorf("%d tries, want %d", calls, len(stopBackupRetries)+1)
+	}
+	last := c.srv.last[env.Id]
+	if last.GetPhase() != phaseStopped || last.GetBackupProgress().GetState().GetPhase() != subFailed {
+		t.Fatalf("status %s, progress %v: want STOPPED with the backup's failure", last.GetPhase(), last.GetBackupProgress())
+	}
+	if n := len(srv.backups()); n != 1 {
+		t.Errorf("%d backups reported, want still 1", n)
 	}
 }

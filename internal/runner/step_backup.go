@@ -133,12 +133,17 @@ func idMapOf(st *envState) backupfs.IDMap {
 // since the last one (no backup written), or errBackupsDisabled.
 func (r *Runner) takeBackup(ctx context.Context, e *stepEnv, trigger string, live bool, report func()) (*covev1.Backup, error) {
 	st := e.st
+	began := r.clock.Now()
 	storage, key, err := r.backupAccess(ctx, e.id())
+	if errors.Is(err, errBackupsDisabled) {
+		return nil, err
+	}
 	if err != nil {
+		st.Backup.setProgress(&covev1.BackupProgress{Operation: "backup", StartedAt: timestamppb.New(began),
+			State: &covev1.SubStatus{Phase: subFailed, Message: "backup failed: " + err.Error()}})
 		return nil, err
 	}
 	defer clear(key)
-	began := r.clock.Now()
 	prev := st.Backup.last()
 	prog := &covev1.BackupProgress{Operation: "backup", State: &covev1.SubStatus{Phase: subInProgress, Message: trigger}, StartedAt: timestamppb.New(began)}
 	st.Backup.setProgress(prog)
@@ -197,7 +202,7 @@ func (r *Runner) takeBackup(ctx context.Context, e *stepEnv, trigger string, liv
 		State: &covev1.SubStatus{Phase: subReady, Message: msg}}
 	if !res.Changed {
 		r.log.Debug("backup skipped: nothing changed", "env", e.id(), "trigger", trigger)
-		done.State.Message = "skipped: nothing changed since " + prev.GetId()
+		done.State.Message = nothingChangedPrefix + prev.GetId()
 		st.Backup.setProgress(done)
 		return nil, nil
 	}
@@ -223,6 +228,11 @@ func (r *Runner) takeBackup(ctx context.Context, e *stepEnv, trigger string, liv
 	return b, nil
 }
 
+// nothingChangedPrefix starts a READY progress's message when no backup
+// was taken because nothing changed since the one it names; the server
+// reads it (server.NothingChangedPrefix): keep the two equal.
+const nothingChangedPrefix = "skipped: nothing changed since "
+
 // reportBackup tells the server about the last backup, a few times; one
 // it never heard of is in storage all the same, and is reported again at
 // the next pass (also after a restart).
@@ -235,6 +245,14 @@ func (r *Runner) reportBackup(ctx context.Context, st *envState) {
 	for attempt := 1; ; attempt++ {
 		_, err := r.client.api.ReportBackup(ctx, connect.NewRequest(&covev1.ReportBackupRequest{Backup: b}))
 		if err == nil {
+			st.Backup.Reported = true
+			return
+		}
+		if c := connect.CodeOf(err); c == connect.CodeFailedPrecondition || c == connect.CodeInvalidArgument {
+			// Refused for good (its manifest is not in storage, backups
+			// are off, a value the server does not take): said, not
+			// retried for ever.
+			r.log.Error("the server refused to record the backup; not reported again", "env", st.ID, "backup", b.GetId(), "err", err)
 			st.Backup.Reported = true
 			return
 		}
@@ -261,8 +279,13 @@ func (s backupStep) run(ctx context.Context, e *stepEnv) error {
 	st := e.st
 	gen := e.env.GetSpec().GetBackupGeneration()
 	manual := gen > st.Backup.Generation
-	if !st.Backup.Dirty && manual && st.Backup.last() != nil {
-		// Nothing ran since the last backup: it is this one.
+	if last := st.Backup.last(); !st.Backup.Dirty && manual && last != nil {
+		// Nothing ran since the last backup: it is this one. Said in the
+		// progress, which the server reads as "nothing changed since"
+		// (a move goes ahead from that backup).
+		now := timestamppb.New(s.r.clock.Now())
+		st.Backup.setProgress(&covev1.BackupProgress{Operation: "backup", StartedAt: now,
+			State: &covev1.SubStatus{Phase: subReady, Message: nothingChangedPrefix + last.GetId()}})
 		st.Backup.Generation = gen
 		return nil
 	}
@@ -270,7 +293,7 @@ func (s backupStep) run(ctx context.Context, e *stepEnv) error {
 	if manual && !st.Backup.Dirty {
 		trigger = "manual"
 	}
-	_, err := s.r.takeBackup(ctx, e, trigger, false, reportFunc(e.rep))
+	err := s.backupRetrying(ctx, e, trigger)
 	switch {
 	case errors.Is(err, errBackupsDisabled):
 		st.Backup.Dirty, st.Backup.Generation = false, gen
@@ -289,6 +312,32 @@ func (s backupStep) run(ctx context.Context, e *stepEnv) error {
 	}
 	st.Backup.Dirty, st.Backup.Generation = false, gen
 	return nil
+}
+
+// stopBackupRetries are the waits before a stop's backup is tried again
+// when it failed for a reason that passes (storage or server unreachable,
+// a timeout): the stop waits for them (about 2.5 min in all) rather than
+// leave the work on this runner's disk only.
+var stopBackupRetries = []time.Duration{5 * time.Second, 30 * time.Second, 2 * time.Minute}
+
+// backupRetrying takes the stopped environment's backup, again after a
+// transient failure (stopBackupRetries).
+func (s backupStep) backupRetrying(ctx context.Context, e *stepEnv, trigger string) error {
+	for attempt := 0; ; attempt++ {
+		_, err := s.r.takeBackup(ctx, e, trigger, false, reportFunc(e.rep))
+		cat := errdefs.CategoryOf(err)
+		if err == nil || ctx.Err() != nil || attempt == len(stopBackupRetries) ||
+			(cat != errdefs.CategoryUnavailable && cat != errdefs.CategoryDeadlineExceeded) {
+			return err
+		}
+		wait := stopBackupRetries[attempt]
+		s.r.log.Warn("backup on stop failed; trying again", "env", e.id(), "err", err, "in", wait)
+		select {
+		case <-s.r.clock.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // reportFunc has a step's status sent again, if its reporter can.
