@@ -187,10 +187,16 @@ func (s *Server) checkReportedBackup(b *covev1.Backup, env *covev1.Environment, 
 	if b.GetTime() == nil || !b.GetTime().IsValid() || b.GetTime().AsTime().Unix() <= 0 {
 		return store.Backup{}, invalidField("backup.time", "is required")
 	}
-	at := b.GetTime().AsTime()
-	if now := s.now(); at.After(now.Add(maxBackupClockSkew)) {
-		return store.Backup{}, invalidField("backup.time", "%s is in the future (the server's time is %s): check the runner's clock",
-			at.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	// The runner's time is shown; the server's receive time orders the
+	// records. A time in the future (a runner clock ahead) is recorded as
+	// the server's now: refusing it would lose the backup (REV-4).
+	at, now := b.GetTime().AsTime(), s.now()
+	if at.After(now) {
+		if at.After(now.Add(maxBackupClockSkew)) {
+			s.log.Warn("backup time in the future: recorded with the server's time; check the runner's clock", "runner", rn.ID,
+				"backup", b.GetId(), "reported", at.UTC().Format(time.RFC3339), "server", now.UTC().Format(time.RFC3339))
+		}
+		at = now
 	}
 	if n := len(b.GetSkipped()); n > maxBackupSkipped {
 		return store.Backup{}, invalidField("backup.skipped", "lists %d paths, at most %d", n, maxBackupSkipped)
@@ -203,7 +209,7 @@ func (s *Server) checkReportedBackup(b *covev1.Backup, env *covev1.Environment, 
 		skipped = append(skipped, cleanPath(p))
 	}
 	return store.Backup{ID: b.GetId(), EnvironmentID: env.Id, OrganizationID: env.GetMetadata().GetOrganizationId(), RunnerID: rn.ID,
-		Trigger: b.GetTrigger(), Previous: b.GetPrevious(), Time: at.UTC(),
+		Trigger: b.GetTrigger(), Previous: b.GetPrevious(), Time: at.UTC(), ReceivedAt: now.UTC(),
 		Files: b.GetFiles(), Bytes: b.GetBytes(), BytesNew: b.GetBytesNew(), BytesReused: b.GetBytesReused(),
 		StoredBytes: b.GetStoredBytes(), DurationMS: b.GetDurationMs(), FrozenMS: b.GetFrozenMs(), Skipped: skipped}, nil
 }
@@ -235,6 +241,10 @@ func (r *runnerService) ReportBackup(ctx context.Context, req *connect.Request[c
 	if err != nil {
 		return nil, err
 	}
+	if err := r.s.manifestStored(ctx, rec.ID); err != nil {
+		r.s.log.Warn("backup not recorded", "env", env.Id, "backup", rec.ID, "runner", rn.ID, "err", err)
+		return nil, err
+	}
 	err = r.s.store.CreateBackup(ctx, rec)
 	if errors.Is(err, store.ErrAlreadyExists) {
 		// A retried report of the same backup succeeds; another
@@ -247,21 +257,50 @@ func (r *runnerService) ReportBackup(ctx context.Context, req *connect.Request[c
 	if err != nil {
 		return nil, err
 	}
-	_, err = r.s.store.UpdateEnvironment(ctx, env.Id, func(e *covev1.Environment) error {
-		if last := e.GetStatus().GetLastBackup(); last != nil && last.GetTime().AsTime().After(rec.Time) {
-			return nil
-		}
-		if e.Status == nil {
-			e.Status = &covev1.EnvironmentStatus{}
-		}
-		e.Status.LastBackup = backupProto(rec)
-		return nil
-	})
-	if err != nil {
+	if err := r.s.setLastBackup(ctx, env.Id); err != nil {
 		return nil, err
 	}
 	r.s.log.Info("backup recorded", "env", env.Id, "backup", rec.ID, "trigger", rec.Trigger, "files", rec.Files, "bytesNew", rec.BytesNew, "runner", rn.ID)
 	return connect.NewResponse(&covev1.ReportBackupResponse{}), nil
+}
+
+// manifestStored checks that a reported backup's manifest is in the
+// server's backup storage (one Stat), so no record names a backup that
+// cannot be restored: one deleted as an orphan while its runner was away
+// and reported again on its return (REV-13).
+func (s *Server) manifestStored(ctx context.Context, id string) error {
+	if s.cfg.BackupStore == nil {
+		return nil
+	}
+	_, err := s.cfg.BackupStore.Stat(ctx, "manifests/"+id)
+	switch {
+	case err == nil:
+		return nil
+	case blob.IsNotFound(err):
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+			"backup %q is not in the backup storage (never written there, or deleted as unrecorded while the runner was away): not recorded; the next backup is", id))
+	default:
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("backup %q: the backup storage does not answer: %w; report it again later", id, err))
+	}
+}
+
+// setLastBackup sets the environment's status.last_backup to its latest
+// record (by the server's receive time). The server alone sets it, from
+// its own records of this environment (REV-4).
+func (s *Server) setLastBackup(ctx context.Context, id string) error {
+	bs, err := s.store.ListBackups(ctx, id)
+	if err != nil || len(bs) == 0 {
+		return err
+	}
+	latest := backupProto(bs[0])
+	_, err = s.store.UpdateEnvironment(ctx, id, func(e *covev1.Environment) error {
+		if e.Status == nil {
+			e.Status = &covev1.EnvironmentStatus{}
+		}
+		e.Status.LastBackup = latest
+		return nil
+	})
+	return err
 }
 
 func (s *Server) hasBackup(ctx context.Context, envID, id string) bool {
@@ -283,18 +322,15 @@ func backupProto(b store.Backup) *covev1.Backup {
 		DurationMs: b.DurationMS, RunnerId: b.RunnerID, Previous: b.Previous, FrozenMs: b.FrozenMS, Skipped: b.Skipped}
 }
 
-// keepServerStatus keeps what the server put in an environment's status
-// when its runner reports one without it: the record of the last backup
-// (a runner that just received a moved environment knows none, or an
-// older one), and the warning of a move from a lost runner saying which
+// keepServerStatus keeps what the server owns in an environment's status
+// whatever its runner reports: the record of the last backup (set only
+// from the server's records of this environment, by ReportBackup and
+// moves: a runner's claim, naming any id and any time, is ignored —
+// REV-4), and the warning of a move from a lost runner saying which
 // changes are not in the backup it restored (until another restore).
 func keepServerStatus(env *covev1.Environment, st *covev1.EnvironmentStatus) {
 	prev := env.GetStatus()
-	if old := prev.GetLastBackup(); old != nil {
-		if cur := st.GetLastBackup(); cur == nil || cur.GetTime().AsTime().Before(old.GetTime().AsTime()) {
-			st.LastBackup = old
-		}
-	}
+	st.LastBackup = prev.GetLastBackup()
 	restored := env.GetSpec().GetRestore().GetBackupId()
 	if env.GetSpec().GetRestore().GetBackupFirst() {
 		restored = "" // a user's restore since: the move is past

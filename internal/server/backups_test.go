@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/blob"
 	"github.com/covedev/cove/internal/server"
 	"github.com/covedev/cove/internal/server/servertest"
 	"github.com/covedev/cove/internal/store"
@@ -36,6 +37,7 @@ type backupWorld struct {
 	r1, r2 covev1connect.RunnerServiceClient
 	id1    string
 	id2    string
+	blobs  blob.Store // the server's backup storage
 }
 
 type lockedBuffer struct {
@@ -78,7 +80,7 @@ func newBackupWorld(t *testing.T, configure func(*server.Config)) *backupWorld {
 			configure(c)
 		}
 	}})
-	w.h, w.store = &harness{srv: srv.Server, url: srv.URL}, srv.Store
+	w.h, w.store, w.blobs = &harness{srv: srv.Server, url: srv.URL}, srv.Store, bs
 	w.alice = w.h.owner(t)
 	w.bob = w.h.member(t, w.alice, "bob")
 	w.r1, w.id1, _ = w.h.joinRunner(t, w.alice, "r1", backupCaps)
@@ -168,7 +170,19 @@ func (w *backupWorld) backup(env *covev1.Environment, n int, trigger string) *co
 		Files: 3, Bytes: 300, BytesNew: 100, BytesReused: 200, StoredBytes: 120, DurationMs: 50}
 }
 
+// report has runner r report backup b, after storing a manifest for it
+// (the server records only backups whose manifest is in storage).
 func (w *backupWorld) report(r covev1connect.RunnerServiceClient, b *covev1.Backup) error {
+	if key := "manifests/" + b.GetId(); blob.ValidateKey(key) == nil {
+		if err := w.blobs.Put(context.Background(), key, strings.NewReader("manifest"), int64(len("manifest"))); err != nil {
+			return err
+		}
+	}
+	return w.reportOnly(r, b)
+}
+
+// reportOnly reports b without storing anything.
+func (w *backupWorld) reportOnly(r covev1connect.RunnerServiceClient, b *covev1.Backup) error {
 	_, err := r.ReportBackup(context.Background(), connect.NewRequest(&covev1.ReportBackupRequest{Backup: b}))
 	return err
 }
