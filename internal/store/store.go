@@ -90,6 +90,15 @@ type Move struct {
 	SpecVersion, BackupGeneration                        int64
 }
 
+// Release records that an environment left runner RunnerID (moved or
+// rescheduled to another runner, or deleted without it): that runner is
+// sent a DELETED copy of the environment until it reports its copy
+// deleted, which ends the release.
+type Release struct {
+	EnvironmentID, RunnerID string
+	CreatedAt               time.Time
+}
+
 // EnvironmentFilter selects environments; zero values match everything.
 type EnvironmentFilter struct {
 	OwnerID        string
@@ -187,6 +196,14 @@ type Store interface {
 	ListMoves(ctx context.Context) ([]Move, error)
 	// DeleteMove ends the environment's pending move; none is not an error.
 	DeleteMove(ctx context.Context, environmentID string) error
+	// PutRelease records a release; one already recorded is kept as it is.
+	PutRelease(ctx context.Context, r Release) error
+	// ListReleases returns the runner's releases, oldest first.
+	ListReleases(ctx context.Context, runnerID string) ([]Release, error)
+	// GetRelease returns one release, ErrNotFound if there is none.
+	GetRelease(ctx context.Context, environmentID, runnerID string) (Release, error)
+	// DeleteRelease ends a release; none is not an error.
+	DeleteRelease(ctx context.Context, environmentID, runnerID string) error
 
 	Close() error
 }
