@@ -235,7 +235,8 @@ func (b *Builder) startLocked(ctx context.Context) error {
 		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
-	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(b.runc)+":"+os.Getenv("PATH"))
+	// An explicit environment, not the runner's (see buildkitdEnv).
+	cmd.Env = buildkitdEnv(filepath.Dir(b.runc), "")
 	if r := b.cfg.IDMap; r.Size > 0 {
 		// Rootless buildkitd keeps its sockets and state under XDG dirs.
 		xdg := filepath.Join(b.cfg.Dir, "xdg")
@@ -247,8 +248,7 @@ func (b *Builder) startLocked(ctx context.Context) error {
 				return err
 			}
 		}
-		cmd.Env = append(cmd.Env, "HOME="+xdg, "XDG_RUNTIME_DIR="+filepath.Join(xdg, "run"),
-			"XDG_CONFIG_HOME="+filepath.Join(xdg, "config"), "XDG_DATA_HOME="+filepath.Join(xdg, "data"))
+		cmd.Env = buildkitdEnv(filepath.Dir(b.runc), xdg)
 	}
 	if err := netenv.StartIn(b.cfg.NetNSPath, cmd); err != nil {
 		return fmt.Errorf("start buildkitd: %w", err)

@@ -48,6 +48,7 @@ func addServerBackupFlags(f *pflag.FlagSet, o *serverBackupOptions) {
 
 // storage is the backup storage the options describe (nil: disabled).
 func (o serverBackupOptions) storage(dataDir string) (*covev1.BackupStorage, error) {
+	envSecret := takeEnv(envBackupS3Secret)
 	if !o.enabled {
 		return nil, nil
 	}
@@ -69,7 +70,7 @@ func (o serverBackupOptions) storage(dataDir string) (*covev1.BackupStorage, err
 	if o.s3Bucket == "" {
 		return nil, errors.New("--backup-s3-bucket is required for S3 backup storage")
 	}
-	secret := os.Getenv(envBackupS3Secret)
+	secret := envSecret
 	if o.s3SecretFile != "" {
 		b, err := os.ReadFile(o.s3SecretFile)
 		if err != nil {
@@ -82,6 +83,18 @@ func (o serverBackupOptions) storage(dataDir string) (*covev1.BackupStorage, err
 	}
 	return &covev1.BackupStorage{Kind: "s3", Endpoint: o.s3Endpoint, Region: o.s3Region, Bucket: o.s3Bucket, Prefix: o.s3Prefix,
 		PathStyle: o.s3PathStyle, AccessKeyId: o.s3AccessKeyID, SecretAccessKey: secret}, nil
+}
+
+// takeEnv returns the variable's value and removes it from the process
+// environment (review REV-8): the server shares its process with the runner
+// in `cove up` and the daemon, and every child that inherits the
+// environment — buildkitd running hostile Dockerfiles, runc, the unpack
+// and backup children — would otherwise carry the secret in
+// /proc/<pid>/environ.
+func takeEnv(name string) string {
+	v := os.Getenv(name)
+	os.Unsetenv(name)
+	return v
 }
 
 // apply opens and checks the storage and puts it in cfg.

@@ -3,6 +3,7 @@ package cli
 import (
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -96,5 +97,40 @@ func TestServerRefusesUnreachableBackupStorage(t *testing.T) {
 	}
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("backup directory: %v, mode %v; want 0700", err, fi.Mode())
+	}
+}
+
+// TestS3SecretNotInherited (review REV-8): the S3 secret given in the
+// environment is taken out of it when the server reads its options
+// (whether or not backups are on), so no child started afterwards — in
+// `cove up` buildkitd, runc and the unpack child share this process's
+// environment — can read it from its own environment.
+func TestS3SecretNotInherited(t *testing.T) {
+	sh, err := exec.LookPath("env")
+	if err != nil {
+		t.Skip("needs env(1)")
+	}
+	for _, args := range [][]string{
+		{"--backup-s3-bucket", "b", "--backup-s3-access-key-id", "AK"},
+		{"--backups=false"},
+	} {
+		t.Setenv(envBackupS3Secret, "s3cr3t-value")
+		st, err := backupFlags(t, args...).storage(t.TempDir())
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		if len(args) > 1 && st.GetSecretAccessKey() != "s3cr3t-value" {
+			t.Fatalf("%v: the secret from the environment was not used", args)
+		}
+		if v, ok := os.LookupEnv(envBackupS3Secret); ok {
+			t.Errorf("%v: $%s still set (%d bytes) after the options were read", args, envBackupS3Secret, len(v))
+		}
+		out, err := exec.Command(sh).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(out), "s3cr3t") || strings.Contains(string(out), envBackupS3Secret) {
+			t.Errorf("%v: a child process sees the secret in its environment", args)
+		}
 	}
 }
