@@ -277,6 +277,12 @@ func (e *envService) WatchEnvironments(ctx context.Context, req *connect.Request
 // live ones first when sinceRevision is 0), then every change, until ctx
 // ends. Deleted environments are sent once with phase DELETED.
 func (s *Server) watch(ctx context.Context, f store.EnvironmentFilter, since int64, send func(*covev1.Environment) error) error {
+	return s.watchWith(ctx, f, since, send, nil)
+}
+
+// watchWith is watch that also calls pass, when not nil, after each round
+// of changes sent (the first one included).
+func (s *Server) watchWith(ctx context.Context, f store.EnvironmentFilter, since int64, send func(*covev1.Environment) error, pass func() error) error {
 	changes := s.store.Changes(ctx)
 	if since == 0 {
 		rev, err := s.store.Revision(ctx)
@@ -308,6 +314,11 @@ func (s *Server) watch(ctx context.Context, f store.EnvironmentFilter, since int
 				return err
 			}
 			since = max(since, env.Revision)
+		}
+		if pass != nil {
+			if err := pass(); err != nil {
+				return err
+			}
 		}
 		select {
 		case <-ctx.Done():

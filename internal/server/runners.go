@@ -196,8 +196,13 @@ func (r *runnerService) WatchAssignments(ctx context.Context, req *connect.Reque
 	if err := stream.Send(nil); err != nil {
 		return err
 	}
-	return r.s.watch(ctx, store.EnvironmentFilter{RunnerID: rn.ID}, req.Msg.GetSinceRevision(), func(env *covev1.Environment) error {
+	send := func(env *covev1.Environment) error {
 		return stream.Send(&covev1.WatchAssignmentsResponse{Environment: env})
+	}
+	// Environments that left this runner follow each round (releases.go).
+	sent := map[string]bool{}
+	return r.s.watchWith(ctx, store.EnvironmentFilter{RunnerID: rn.ID}, req.Msg.GetSinceRevision(), send, func() error {
+		return r.s.sendReleases(ctx, rn.ID, sent, send)
 	})
 }
 
@@ -215,6 +220,12 @@ func (r *runnerService) ReportStatus(ctx context.Context, req *connect.Request[c
 	}
 	sanitizeStatus(st)
 	clampActivity(st, r.s.now()) // autostop.go
+	if released, ok, err := r.s.releasedReport(ctx, rn, req.Msg.GetEnvironmentId(), st); ok || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return connect.NewResponse(&covev1.ReportStatusResponse{Environment: released}), nil // releases.go
+	}
 	env, err := r.s.store.UpdateEnvironment(ctx, req.Msg.GetEnvironmentId(), func(env *covev1.Environment) error {
 		if env.GetMetadata().GetRunnerId() != rn.ID {
 			return connect.NewError(connect.CodePermissionDenied, errors.New("environment is not assigned to this runner"))
