@@ -28,7 +28,7 @@ func addBackupGCFlags(f *pflag.FlagSet, o *backupGCOptions) {
 
 // config checks the options and returns the server's configuration.
 func (o backupGCOptions) config() (server.BackupGCConfig, error) {
-	cfg := server.BackupGCConfig{Interval: o.interval, Grace: o.grace, Policy: backupgc.Policy{
+	cfg := server.BackupGCConfig{Interval: o.interval, Grace: o.grace, StaleUploads: server.DefaultStaleUploads, Policy: backupgc.Policy{
 		KeepLast:     o.keepLast,
 		HourlyFor:    time.Duration(o.keepHours) * time.Hour,
 		DailyFor:     time.Duration(o.keepDays) * 24 * time.Hour,

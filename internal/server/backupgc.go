@@ -17,11 +17,25 @@ type BackupGCConfig struct {
 	// Grace: an unreferenced chunk is condemned only once this old, and
 	// deleted at least this long after (backupgc.Options.Grace).
 	Grace time.Duration
+	// StaleUploads: each run aborts the storage's multipart uploads
+	// started longer ago than this (S3 only; 0: never), whose parts a Put
+	// cut off by a crash leaves behind, invisible and billed.
+	StaleUploads time.Duration
+}
+
+// DefaultStaleUploads is the age past which an upload is abandoned: no
+// Put of a chunk or manifest in progress is that old.
+const DefaultStaleUploads = 24 * time.Hour
+
+// staleAborter is a store with leftover multipart uploads
+// (s3blob.Store.AbortStale).
+type staleAborter interface {
+	AbortStale(ctx context.Context, olderThan time.Duration) (int, error)
 }
 
 // DefaultBackupGCConfig is the configuration of the flags' defaults.
 func DefaultBackupGCConfig() BackupGCConfig {
-	return BackupGCConfig{Interval: time.Hour, Policy: backupgc.DefaultPolicy(), Grace: backupgc.DefaultGrace}
+	return BackupGCConfig{Interval: time.Hour, Policy: backupgc.DefaultPolicy(), Grace: backupgc.DefaultGrace, StaleUploads: DefaultStaleUploads}
 }
 
 // RunBackupGC applies the backup retention policy and collects
@@ -51,6 +65,17 @@ func (s *Server) RunBackupGC(ctx context.Context, cfg BackupGCConfig) {
 			log.Error("backup retention and garbage collection", append(attrs, "err", err)...)
 		} else {
 			log.Info("backup retention and garbage collection", attrs...)
+		}
+		if a, ok := s.cfg.BackupStore.(staleAborter); ok && cfg.StaleUploads > 0 {
+			n, err := a.AbortStale(ctx, cfg.StaleUploads)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				log.Error("abort stale multipart uploads", "aborted", n, "err", err)
+			} else if n > 0 {
+				log.Info("aborted stale multipart uploads", "aborted", n, "olderThan", cfg.StaleUploads)
+			}
 		}
 		select {
 		case <-ctx.Done():

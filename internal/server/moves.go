@@ -251,13 +251,26 @@ func (s *Server) advanceMove(ctx context.Context, m store.Move) error {
 	fromGone := err != nil || from.Phase != runnerActive
 	st := env.GetStatus()
 	done := st.GetPhase() == phaseStopped && st.GetObservedSpecVersion() >= m.SpecVersion && st.GetObservedBackupGeneration() >= m.BackupGeneration
+	// The backup's outcome decides, not the generation alone: a runner
+	// marks the generation observed when its stop backup failed too, and
+	// moving then would start the environment elsewhere from an older
+	// backup, losing the work since (REV-12). Once the runner has handled
+	// the request, its last backup operation is the move's; before, one
+	// that failed after the request (by the runner's clock) is.
+	p := st.GetBackupProgress()
+	if p.GetOperation() == "backup" && p.GetState().GetPhase() == covev1.SubPhase_SUB_PHASE_FAILED &&
+		(done || !p.GetStartedAt().AsTime().Before(m.RequestedAt)) {
+		return s.cancelMove(ctx, m, fmt.Sprintf("the move to another runner was cancelled: the backup on runner %q failed (%s); the environment stays there, stopped, with its content: start it there, or try the move again",
+			cmpOr(from.Name, m.FromRunnerID), p.GetState().GetMessage()))
+	}
 	if !done && !fromGone {
-		if p := st.GetBackupProgress(); p.GetOperation() == "backup" && p.GetState().GetPhase() == covev1.SubPhase_SUB_PHASE_FAILED &&
-			!p.GetStartedAt().AsTime().Before(m.RequestedAt) {
-			return s.cancelMove(ctx, m, fmt.Sprintf("the move to another runner was cancelled: the backup on runner %q failed (%s); the environment stays there, stopped",
-				from.Name, p.GetState().GetMessage()))
-		}
 		return nil // wait for the runner
+	}
+	if !fromGone {
+		ok, err := s.backedUpForMove(ctx, m, p)
+		if err != nil || !ok {
+			return err // wait for the runner's report of the backup
+		}
 	}
 	to, err := s.store.GetRunner(ctx, m.ToRunnerID)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -281,6 +294,27 @@ func (s *Server) advanceMove(ctx context.Context, m store.Move) error {
 	}
 	s.log.Info("environment moved", "env", env.Id, "from", m.FromRunnerID, "to", to.ID)
 	return s.store.DeleteMove(ctx, m.EnvironmentID)
+}
+
+// NothingChangedPrefix starts the message of a READY backup_progress with
+// which a runner says it took no backup because nothing changed since the
+// backup the message then names (internal/runner's backup step).
+const NothingChangedPrefix = "skipped: nothing changed since "
+
+// backedUpForMove reports whether the environment's content as the old
+// runner stopped it is in a recorded backup: one recorded (by the
+// server's clock) after the move was requested, or the newest record when
+// the runner says nothing changed since that one.
+func (s *Server) backedUpForMove(ctx context.Context, m store.Move, p *covev1.BackupProgress) (bool, error) {
+	bs, err := s.store.ListBackups(ctx, m.EnvironmentID)
+	if err != nil || len(bs) == 0 {
+		return false, err
+	}
+	if !bs[0].ReceivedAt.Before(m.RequestedAt) {
+		return true, nil
+	}
+	return p.GetOperation() == "backup" && p.GetState().GetPhase() == covev1.SubPhase_SUB_PHASE_READY &&
+		p.GetState().GetMessage() == NothingChangedPrefix+bs[0].ID, nil
 }
 
 // cancelMove ends a pending move and says why in spec.stopReason (the
