@@ -30,8 +30,10 @@ type backupServer struct {
 
 	mu          sync.Mutex
 	reported    []*covev1.Backup
-	refuse      bool // ReportBackup answers Unavailable
-	accessFails int  // GetBackupAccess answers Unavailable this many more times
+	refuse      bool         // ReportBackup answers Unavailable
+	refuseCode  connect.Code // ReportBackup answers this (0: nothing)
+	reportCalls int
+	accessFails int // GetBackupAccess answers Unavailable this many more times
 	accessCalls int
 }
 
@@ -49,8 +51,12 @@ func (s *backupServer) GetBackupAccess(context.Context, *connect.Request[covev1.
 func (s *backupServer) ReportBackup(_ context.Context, req *connect.Request[covev1.ReportBackupRequest]) (*connect.Response[covev1.ReportBackupResponse], error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.reportCalls++
 	if s.refuse {
 		return nil, connect.NewError(connect.CodeUnavailable, errors.New("down"))
+	}
+	if s.refuseCode != 0 {
+		return nil, connect.NewError(s.refuseCode, errors.New("refused"))
 	}
 	s.reported = append(s.reported, req.Msg.GetBackup())
 	return connect.NewResponse(&covev1.ReportBackupResponse{}), nil
