@@ -46,8 +46,10 @@ type Lease struct {
 // Input is what the rule looks at.
 type Input struct {
 	Now time.Time
-	// StartedAt is when the environment last became RUNNING; zero means it
-	// is not running (no deadline).
+	// StartedAt is when the environment's current run began: its first
+	// RUNNING after a user's start, restore or move (metadata.runStartedAt),
+	// unchanged when the runner restarts its container; zero means it is
+	// not running (no deadline).
 	StartedAt time.Time
 	// Inactivity and Lifetime are the environment's own timeouts (0: never).
 	Inactivity, Lifetime time.Duration
@@ -193,6 +195,10 @@ func Format(d time.Duration) string {
 
 // ForEnvironment is the rule's input for env at now, with its class (nil:
 // no caps). Only a RUNNING environment has a start to count from.
+//
+// The class's caps are those of the runner the environment is on; a
+// client that does not know them passes ClassOf(env): the caps the server
+// put in the status of its answer.
 func ForEnvironment(env *covev1.Environment, class *covev1.EnvironmentClass, now time.Time) Input {
 	spec, st := env.GetSpec(), env.GetStatus()
 	in := Input{
@@ -203,8 +209,16 @@ func ForEnvironment(env *covev1.Environment, class *covev1.EnvironmentClass, now
 		ClassLifetime:   seconds(class.GetMaxLifetimeSeconds()),
 		Attached:        st.GetActivity().GetAttached(),
 	}
-	if st.GetPhase() == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING && env.GetMetadata().GetStartedAt() != nil {
-		in.StartedAt = env.GetMetadata().GetStartedAt().AsTime()
+	if st.GetPhase() == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING {
+		// The run's start (a user's start, restore or move), not the
+		// last time the runner brought the container back: an
+		// environment restarting itself must not restart its clocks.
+		// started_at only for records older than run_started_at.
+		if t := env.GetMetadata().GetRunStartedAt(); t != nil {
+			in.StartedAt = t.AsTime()
+		} else if t := env.GetMetadata().GetStartedAt(); t != nil {
+			in.StartedAt = t.AsTime()
+		}
 	}
 	if t := st.GetActivity().GetLastActive(); t != nil {
 		in.LastActive = t.AsTime()
@@ -213,6 +227,15 @@ func ForEnvironment(env *covev1.Environment, class *covev1.EnvironmentClass, now
 		in.Leases = append(in.Leases, Lease{Holder: l.GetHolder(), Reason: l.GetReason(), Expires: l.GetExpiresAt().AsTime()})
 	}
 	return in
+}
+
+// ClassOf is the class caps the server gave in env's status (nil: none).
+func ClassOf(env *covev1.Environment) *covev1.EnvironmentClass {
+	c := env.GetStatus().GetClassCaps()
+	if c == nil {
+		return nil
+	}
+	return &covev1.EnvironmentClass{Id: env.GetSpec().GetClassId(), MaxInactivitySeconds: c.GetInactivitySeconds(), MaxLifetimeSeconds: c.GetMaxLifetimeSeconds()}
 }
 
 func seconds(s int64) time.Duration {

@@ -157,3 +157,34 @@ func TestForEnvironment(t *testing.T) {
 		t.Errorf("LeaseText = %q", got)
 	}
 }
+
+// TestForEnvironmentRunStart (review REV-6): the clocks count from the
+// run's start (metadata.runStartedAt), not from the last time the runner
+// brought the container back (startedAt); a record from before
+// runStartedAt counts from startedAt. ClassOf reads the caps the server
+// put in the status.
+func TestForEnvironmentRunStart(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	running := covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING
+	env := &covev1.Environment{
+		Metadata: &covev1.EnvironmentMetadata{RunStartedAt: timestamppb.New(t0), StartedAt: timestamppb.New(t0.Add(59 * time.Minute))},
+		Spec:     &covev1.EnvironmentSpec{ClassId: "c", Timeouts: &covev1.Timeouts{InactivitySeconds: 8 * 3600}},
+		Status:   &covev1.EnvironmentStatus{Phase: running, ClassCaps: &covev1.Timeouts{InactivitySeconds: 7200, MaxLifetimeSeconds: 3600}},
+	}
+	now := t0.Add(60 * time.Minute)
+	d := Evaluate(ForEnvironment(env, ClassOf(env), now))
+	if d.Kind != Lifetime || !d.Deadline.Equal(t0.Add(time.Hour)) || !d.Due(now) {
+		t.Errorf("after a runner's restart at 59 min: %+v; want the 1h lifetime due at %s", d, t0.Add(time.Hour))
+	}
+	if d.Inactivity != 2*time.Hour {
+		t.Errorf("inactivity %s; want the class's 2h cap", d.Inactivity)
+	}
+	env.Metadata.RunStartedAt = nil
+	if d := Evaluate(ForEnvironment(env, ClassOf(env), now)); d.Due(now) || !d.Deadline.Equal(t0.Add(119*time.Minute)) {
+		t.Errorf("older record without runStartedAt: %+v; want counted from startedAt", d)
+	}
+	env.Status.ClassCaps = nil
+	if c := ClassOf(env); c != nil {
+		t.Errorf("ClassOf without caps: %v", c)
+	}
+}

@@ -57,7 +57,7 @@ func envKeepAlive() *cobra.Command {
 			} else {
 				fmt.Fprintf(out, "%s is kept running until %s.\n", name, clock(time.Now().Add(dur), time.Now()))
 			}
-			d := autostop.Evaluate(autostop.ForEnvironment(env, nil, time.Now()))
+			d := autostop.Evaluate(autostop.ForEnvironment(env, autostop.ClassOf(env), time.Now()))
 			if d.Kind == autostop.Lifetime && dur > 0 && d.Deadline.Before(time.Now().Add(dur)) {
 				fmt.Fprintf(out, "Note: it still stops at %s (%s).\n", clock(d.Deadline, time.Now()), d.Why())
 			}
@@ -120,7 +120,7 @@ func printAutoStop(w io.Writer, e *covev1.Environment, now time.Time) {
 		}
 		fmt.Fprintf(w, "Activity:    %s, %s\n", l(what), ago(a.GetLastActive().AsTime(), now))
 	}
-	d := autostop.Evaluate(autostop.ForEnvironment(e, nil, now))
+	d := autostop.Evaluate(autostop.ForEnvironment(e, autostop.ClassOf(e), now))
 	var keep []string
 	if st.GetPhase() == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING {
 		keep = append(keep, st.GetActivity().GetAttached()...)

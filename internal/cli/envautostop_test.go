@@ -37,6 +37,10 @@ func TestPrintAutoStop(t *testing.T) {
 		{"lifetime", env(&covev1.Timeouts{MaxLifetimeSeconds: 8 * 3600}, nil),
 			[]string{"Stops:       at 21:00 (its maximum lifetime of 8h)\n"}},
 		{"never", env(&covev1.Timeouts{}, nil), []string{"Stops:       never on its own"}},
+		{"capped by the runner's class", withCaps(env(&covev1.Timeouts{InactivitySeconds: 8 * 3600}, nil), &covev1.Timeouts{InactivitySeconds: 2 * 3600, MaxLifetimeSeconds: 4 * 3600}),
+			[]string{"Stops:       at 15:00 if nothing happens (2h without activity)\n"}},
+		{"lifetime capped by the runner's class", withCaps(env(&covev1.Timeouts{}, nil), &covev1.Timeouts{MaxLifetimeSeconds: 4 * 3600}),
+			[]string{"Stops:       at 17:00 (its maximum lifetime of 4h)\n"}},
 		{"escape sequences from the server", env(&covev1.Timeouts{}, &covev1.Activity{LastActive: ts(0), Reason: "x\x1b[2Jy"}),
 			[]string{"Activity:    x"}},
 	} {
@@ -65,6 +69,12 @@ func TestPrintAutoStop(t *testing.T) {
 	if got := stopReasonShort(e, ""); got != e.Spec.StopReason {
 		t.Errorf("list message %q", got)
 	}
+}
+
+// withCaps is env with the class caps the server reports for its runner.
+func withCaps(env *covev1.Environment, caps *covev1.Timeouts) *covev1.Environment {
+	env.Status.ClassCaps = caps
+	return env
 }
 
 func TestTimeoutFlags(t *testing.T) {

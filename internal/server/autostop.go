@@ -39,53 +39,67 @@ func (s *Server) defaultTimeouts() *covev1.Timeouts {
 }
 
 // applyTimeouts gives a new environment's spec the server's default
-// timeouts if it has none, then caps them by its class: the strictest cap
-// of the runners offering the class, so what the spec says is what
-// applies (the runner's own class caps it again when it stops it).
-func (s *Server) applyTimeouts(ctx context.Context, spec *covev1.EnvironmentSpec) error {
+// timeouts if it has none. The spec keeps what the user asked for: the
+// class's caps are those of the runner the environment is on, applied
+// whenever the rule is evaluated (autoStop, KeepAlive, the runner's
+// warnings, `cove env get`), never written into the spec — a runner's
+// caps must not follow an environment to other runners (review REV-7).
+func (s *Server) applyTimeouts(_ context.Context, spec *covev1.EnvironmentSpec) error {
 	if spec.Timeouts == nil {
 		spec.Timeouts = s.defaultTimeouts()
 	}
-	runners, err := s.store.ListRunners(ctx)
-	if err != nil {
-		return err
-	}
-	caps := classCaps(runners, spec.GetClassId(), "")
-	t := spec.Timeouts
-	t.InactivitySeconds = int64(autostop.Cap(time.Duration(t.InactivitySeconds)*time.Second, secs(caps.GetMaxInactivitySeconds())) / time.Second)
-	t.MaxLifetimeSeconds = int64(autostop.Cap(time.Duration(t.MaxLifetimeSeconds)*time.Second, secs(caps.GetMaxLifetimeSeconds())) / time.Second)
 	return nil
 }
 
 func secs(s int64) time.Duration { return time.Duration(s) * time.Second }
 
-// classCaps is class's timeout caps: those of runnerID's class when it
-// offers it, else the strictest of every runner offering it (nil: none
-// offers it).
+// MinClassTimeoutCap is the shortest maxInactivity or maxLifetime a
+// runner may advertise for a class: a heartbeat with a shorter one is
+// refused, so a misconfigured or hostile runner cannot stop the
+// environments it runs seconds after they start.
+const MinClassTimeoutCap = time.Minute
+
+// classCaps is the timeout caps of class on runner runnerID, the runner
+// the environment is on; nil when there is none or it does not offer the
+// class. Other runners' caps never apply (review REV-7).
 func classCaps(runners []store.Runner, class, runnerID string) *covev1.EnvironmentClass {
-	var out *covev1.EnvironmentClass
-	stricter := func(a, b int64) int64 {
-		if a == 0 || (b > 0 && b < a) {
-			return b
-		}
-		return a
+	if runnerID == "" {
+		return nil
 	}
 	for _, r := range runners {
+		if r.ID != runnerID {
+			continue
+		}
 		for _, c := range r.Capabilities.GetClasses() {
-			if c.GetId() != class {
-				continue
-			}
-			if runnerID != "" && r.ID == runnerID {
+			if c.GetId() == class {
 				return c
 			}
-			if out == nil {
-				out = &covev1.EnvironmentClass{Id: class}
-			}
-			out.MaxInactivitySeconds = stricter(out.MaxInactivitySeconds, c.GetMaxInactivitySeconds())
-			out.MaxLifetimeSeconds = stricter(out.MaxLifetimeSeconds, c.GetMaxLifetimeSeconds())
 		}
+		return nil
 	}
-	return out
+	return nil
+}
+
+// withClassCaps fills env.status.classCaps, for a user's answer, with the
+// caps of its class on the runner it is on, so `cove env get` shows the
+// timeouts that apply. env is a copy (store answers are); never stored.
+func (s *Server) withClassCaps(ctx context.Context, env *covev1.Environment) (*covev1.Environment, error) {
+	if env.GetMetadata().GetRunnerId() == "" {
+		return env, nil
+	}
+	runners, err := s.store.ListRunners(ctx)
+	if err != nil {
+		return nil, err
+	}
+	caps := classCaps(runners, env.GetSpec().GetClassId(), env.GetMetadata().GetRunnerId())
+	if caps.GetMaxInactivitySeconds() == 0 && caps.GetMaxLifetimeSeconds() == 0 {
+		return env, nil
+	}
+	if env.Status == nil {
+		env.Status = &covev1.EnvironmentStatus{}
+	}
+	env.Status.ClassCaps = &covev1.Timeouts{InactivitySeconds: caps.GetMaxInactivitySeconds(), MaxLifetimeSeconds: caps.GetMaxLifetimeSeconds()}
+	return env, nil
 }
 
 // autoStopLoop stops environments whose deadline passed, every

@@ -281,8 +281,8 @@ func TestAutoStopDefaultsAndCaps(t *testing.T) {
 		t.Fatalf("never asked for: %v", got)
 	}
 	capped := w.running(t, "capped", "capped", &covev1.Timeouts{InactivitySeconds: 0, MaxLifetimeSeconds: 100 * 3600})
-	if got := capped.GetSpec().GetTimeouts(); got.GetInactivitySeconds() != 3600 || got.GetMaxLifetimeSeconds() != 8*3600 {
-		t.Fatalf("class caps: %v; want 1h and 8h", got)
+	if got := capped.GetSpec().GetTimeouts(); got.GetInactivitySeconds() != 0 || got.GetMaxLifetimeSeconds() != 100*3600 {
+		t.Fatalf("class caps written into the spec: %v; want what was asked, capped when evaluated (REV-7)", got)
 	}
 	wantRunning(t, w.at(t, 100*time.Hour, never.Id), "never")
 	wantStopped(t, w.at(t, 100*time.Hour, capped.Id), "stopped after 1h without activity", "capped")

@@ -148,6 +148,7 @@ func (e *envService) RestoreEnvironment(ctx context.Context, req *connect.Reques
 		// undone (the runner skips that when it holds no content).
 		env.Spec.Restore = &covev1.RestoreRequest{BackupId: b.ID, Generation: restoreGeneration(env) + 1, BackupFirst: true}
 		env.Spec.DesiredPhase = phaseRunning
+		env.Metadata.RunStartedAt = nil // a new run: its auto-stop clock starts when it runs again
 		env.Spec.StopReason = ""
 		env.Spec.SpecVersion++
 		return nil

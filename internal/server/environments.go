@@ -148,6 +148,9 @@ func (e *envService) GetEnvironment(ctx context.Context, req *connect.Request[co
 	if err != nil {
 		return nil, err
 	}
+	if env, err = e.s.withClassCaps(ctx, env); err != nil { // autostop.go
+		return nil, err
+	}
 	return connect.NewResponse(&covev1.GetEnvironmentResponse{Environment: env}), nil
 }
 
@@ -219,6 +222,12 @@ func (s *Server) setDesiredPhase(ctx context.Context, id string, want covev1.Env
 	return s.store.UpdateEnvironment(ctx, id, func(env *covev1.Environment) error {
 		if env.GetSpec().GetDesiredPhase() == phaseDeleted {
 			return usererr.New("environment %q is being deleted", env.GetMetadata().GetName())
+		}
+		if want == phaseRunning && env.Metadata != nil &&
+			(env.GetSpec().GetDesiredPhase() != phaseRunning || env.GetStatus().GetPhase() != phaseRunning) {
+			// A user's start (or retry of a failed one) is a new run: its
+			// auto-stop clock starts at its next RUNNING (ReportStatus).
+			env.Metadata.RunStartedAt = nil
 		}
 		env.Spec.DesiredPhase = want
 		env.Spec.SpecVersion++

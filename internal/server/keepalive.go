@@ -91,6 +91,9 @@ func (e *envService) KeepAlive(ctx context.Context, req *connect.Request[covev1.
 		return nil, err
 	}
 	e.s.log.Info("keep-alive lease", "env", env.Id, "holder", u.Name, "seconds", secs, "reason", reason)
+	if env, err = e.s.withClassCaps(ctx, env); err != nil { // autostop.go
+		return nil, err
+	}
 	return connect.NewResponse(&covev1.KeepAliveResponse{Environment: env}), nil
 }
 

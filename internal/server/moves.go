@@ -182,6 +182,7 @@ func (s *Server) moveNowUpdate(ctx context.Context, id string, to, from store.Ru
 		prev := e.GetStatus()
 		e.Metadata.RunnerId = to.ID
 		e.Metadata.StartedAt = nil
+		e.Metadata.RunStartedAt = nil
 		e.Spec.Restore = restore
 		e.Spec.DesiredPhase = phaseRunning
 		e.Spec.StopReason = ""

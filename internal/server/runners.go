@@ -220,6 +220,7 @@ func (r *runnerService) ReportStatus(ctx context.Context, req *connect.Request[c
 	}
 	sanitizeStatus(st)
 	clampActivity(st, r.s.now()) // autostop.go
+	st.ClassCaps = nil           // the server's to fill in for users, never the runner's
 	if released, ok, err := r.s.releasedReport(ctx, rn, req.Msg.GetEnvironmentId(), st); ok || err != nil {
 		if err != nil {
 			return nil, err
@@ -237,6 +238,13 @@ func (r *runnerService) ReportStatus(ctx context.Context, req *connect.Request[c
 		st.StatusVersion = prev.GetStatusVersion() + 1
 		if st.Phase == phaseRunning && prev.GetPhase() != phaseRunning {
 			env.Metadata.StartedAt = timestamppb.New(r.s.now())
+		}
+		if st.Phase == phaseRunning && env.GetMetadata().GetRunStartedAt() == nil {
+			// The first RUNNING after a user's start, restore or move
+			// (which clear it): the run's auto-stop clock starts. A
+			// runner restarting a crashed container does not restart
+			// it (review REV-6).
+			env.Metadata.RunStartedAt = timestamppb.New(r.s.now())
 		}
 		keepServerStatus(env, st) // backups.go
 		env.Status = st

@@ -121,6 +121,10 @@ func checkClassShape(field string, cl *covev1.EnvironmentClass) error {
 		return capErr(field+".maxInactivitySeconds", "%d is out of range 0-%d", cl.GetMaxInactivitySeconds(), maxTimeoutSecs)
 	case cl.GetMaxLifetimeSeconds() < 0 || cl.GetMaxLifetimeSeconds() > maxTimeoutSecs:
 		return capErr(field+".maxLifetimeSeconds", "%d is out of range 0-%d", cl.GetMaxLifetimeSeconds(), maxTimeoutSecs)
+	case cl.GetMaxInactivitySeconds() > 0 && secs(cl.GetMaxInactivitySeconds()) < MinClassTimeoutCap:
+		return capErr(field+".maxInactivitySeconds", "%d s is below this server's floor of %s (0: no cap): environments would stop seconds after they start", cl.GetMaxInactivitySeconds(), MinClassTimeoutCap)
+	case cl.GetMaxLifetimeSeconds() > 0 && secs(cl.GetMaxLifetimeSeconds()) < MinClassTimeoutCap:
+		return capErr(field+".maxLifetimeSeconds", "%d s is below this server's floor of %s (0: no cap): environments would stop seconds after they start", cl.GetMaxLifetimeSeconds(), MinClassTimeoutCap)
 	case cl.GetEgressRateBits() < 0 || cl.GetIngressRateBits() < 0:
 		return capErr(field+".egressRateBits, ingressRateBits", "must not be negative")
 	case len(cl.GetEgressAllow()) > maxEgressAllow:

@@ -1574,8 +1574,13 @@ type EnvironmentStatus struct {
 	// The last spec.backup_generation / spec.restore.generation carried out.
 	ObservedBackupGeneration  int64 `protobuf:"varint,27,opt,name=observed_backup_generation,json=observedBackupGeneration,proto3" json:"observed_backup_generation,omitempty"`
 	ObservedRestoreGeneration int64 `protobuf:"varint,28,opt,name=observed_restore_generation,json=observedRestoreGeneration,proto3" json:"observed_restore_generation,omitempty"`
-	unknownFields             protoimpl.UnknownFields
-	sizeCache                 protoimpl.SizeCache
+	// The timeout caps of the environment's class on the runner it is on
+	// (0: none), which auto-stop applies to spec.timeouts. Filled in by the
+	// server in its answers to users (GetEnvironment, KeepAlive); never
+	// stored, and ignored in a runner's report.
+	ClassCaps     *Timeouts `protobuf:"bytes,29,opt,name=class_caps,json=classCaps,proto3" json:"class_caps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EnvironmentStatus) Reset() {
@@ -1802,6 +1807,13 @@ func (x *EnvironmentStatus) GetObservedRestoreGeneration() int64 {
 		return x.ObservedRestoreGeneration
 	}
 	return 0
+}
+
+func (x *EnvironmentStatus) GetClassCaps() *Timeouts {
+	if x != nil {
+		return x.ClassCaps
+	}
+	return nil
 }
 
 // ResourceUsage is an environment's use of its runner's resources, all its
@@ -5717,7 +5729,7 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\n" +
 	"bytes_done\x18\x04 \x01(\x03R\tbytesDone\x129\n" +
 	"\n" +
-	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\x80\n" +
+	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\xb2\n" +
 	"\n" +
 	"\x11EnvironmentStatus\x12/\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x19.cove.v1.EnvironmentPhaseR\x05phase\x12%\n" +
@@ -5752,7 +5764,9 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"lastBackup\x12@\n" +
 	"\x0fbackup_progress\x18\x1a \x01(\v2\x17.cove.v1.BackupProgressR\x0ebackupProgress\x12<\n" +
 	"\x1aobserved_backup_generation\x18\x1b \x01(\x03R\x18observedBackupGeneration\x12>\n" +
-	"\x1bobserved_restore_generation\x18\x1c \x01(\x03R\x19observedRestoreGeneration\"\xd6\x04\n" +
+	"\x1bobserved_restore_generation\x18\x1c \x01(\x03R\x19observedRestoreGeneration\x120\n" +
+	"\n" +
+	"class_caps\x18\x1d \x01(\v2\x11.cove.v1.TimeoutsR\tclassCaps\"\xd6\x04\n" +
 	"\rResourceUsage\x129\n" +
 	"\n" +
 	"sampled_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tsampledAt\x12\x1b\n" +
@@ -6207,111 +6221,112 @@ var file_cove_v1_cove_proto_depIdxs = []int32{
 	20,  // 30: cove.v1.EnvironmentStatus.usage:type_name -> cove.v1.ResourceUsage
 	17,  // 31: cove.v1.EnvironmentStatus.last_backup:type_name -> cove.v1.Backup
 	18,  // 32: cove.v1.EnvironmentStatus.backup_progress:type_name -> cove.v1.BackupProgress
-	90,  // 33: cove.v1.ResourceUsage.sampled_at:type_name -> google.protobuf.Timestamp
-	90,  // 34: cove.v1.ResourceUsage.last_oom_kill_at:type_name -> google.protobuf.Timestamp
-	4,   // 35: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
-	10,  // 36: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
-	19,  // 37: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
-	10,  // 38: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
-	21,  // 39: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	21,  // 40: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	21,  // 41: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
-	0,   // 42: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
-	21,  // 43: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	21,  // 44: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	21,  // 45: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
-	12,  // 46: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
-	90,  // 47: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
-	21,  // 48: cove.v1.RebuildEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	2,   // 49: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
-	21,  // 50: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
-	21,  // 51: cove.v1.BackupEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	17,  // 52: cove.v1.ListBackupsResponse.backups:type_name -> cove.v1.Backup
-	21,  // 53: cove.v1.RestoreEnvironmentResponse.environment:type_name -> cove.v1.Environment
-	21,  // 54: cove.v1.KeepAliveResponse.environment:type_name -> cove.v1.Environment
-	48,  // 55: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
-	53,  // 56: cove.v1.CreateTokenResponse.info:type_name -> cove.v1.Token
-	90,  // 57: cove.v1.Token.created_at:type_name -> google.protobuf.Timestamp
-	90,  // 58: cove.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	53,  // 59: cove.v1.ListTokensResponse.tokens:type_name -> cove.v1.Token
-	48,  // 60: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
-	60,  // 61: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
-	3,   // 62: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
-	61,  // 63: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
-	90,  // 64: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
-	62,  // 65: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
-	60,  // 66: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
-	61,  // 67: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
-	78,  // 68: cove.v1.GetBackupAccessResponse.storage:type_name -> cove.v1.BackupStorage
-	17,  // 69: cove.v1.ReportBackupRequest.backup:type_name -> cove.v1.Backup
-	21,  // 70: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
-	19,  // 71: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
-	21,  // 72: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
-	22,  // 73: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
-	24,  // 74: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
-	26,  // 75: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
-	28,  // 76: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
-	30,  // 77: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
-	32,  // 78: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
-	34,  // 79: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
-	38,  // 80: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
-	36,  // 81: cove.v1.EnvironmentService.RebuildEnvironment:input_type -> cove.v1.RebuildEnvironmentRequest
-	40,  // 82: cove.v1.EnvironmentService.BackupEnvironment:input_type -> cove.v1.BackupEnvironmentRequest
-	42,  // 83: cove.v1.EnvironmentService.ListBackups:input_type -> cove.v1.ListBackupsRequest
-	44,  // 84: cove.v1.EnvironmentService.RestoreEnvironment:input_type -> cove.v1.RestoreEnvironmentRequest
-	46,  // 85: cove.v1.EnvironmentService.KeepAlive:input_type -> cove.v1.KeepAliveRequest
-	49,  // 86: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
-	51,  // 87: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
-	58,  // 88: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
-	54,  // 89: cove.v1.UserService.ListTokens:input_type -> cove.v1.ListTokensRequest
-	56,  // 90: cove.v1.UserService.RevokeToken:input_type -> cove.v1.RevokeTokenRequest
-	63,  // 91: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
-	71,  // 92: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
-	73,  // 93: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
-	65,  // 94: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
-	75,  // 95: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
-	77,  // 96: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
-	84,  // 97: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
-	86,  // 98: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
-	79,  // 99: cove.v1.RunnerService.GetBackupAccess:input_type -> cove.v1.GetBackupAccessRequest
-	81,  // 100: cove.v1.RunnerService.ReportBackup:input_type -> cove.v1.ReportBackupRequest
-	67,  // 101: cove.v1.RunnerService.RotateRunnerToken:input_type -> cove.v1.RotateRunnerTokenRequest
-	69,  // 102: cove.v1.RunnerService.DeleteRunner:input_type -> cove.v1.DeleteRunnerRequest
-	23,  // 103: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
-	25,  // 104: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
-	27,  // 105: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
-	29,  // 106: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
-	31,  // 107: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
-	33,  // 108: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
-	35,  // 109: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
-	39,  // 110: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
-	37,  // 111: cove.v1.EnvironmentService.RebuildEnvironment:output_type -> cove.v1.RebuildEnvironmentResponse
-	41,  // 112: cove.v1.EnvironmentService.BackupEnvironment:output_type -> cove.v1.BackupEnvironmentResponse
-	43,  // 113: cove.v1.EnvironmentService.ListBackups:output_type -> cove.v1.ListBackupsResponse
-	45,  // 114: cove.v1.EnvironmentService.RestoreEnvironment:output_type -> cove.v1.RestoreEnvironmentResponse
-	47,  // 115: cove.v1.EnvironmentService.KeepAlive:output_type -> cove.v1.KeepAliveResponse
-	50,  // 116: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
-	52,  // 117: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
-	59,  // 118: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
-	55,  // 119: cove.v1.UserService.ListTokens:output_type -> cove.v1.ListTokensResponse
-	57,  // 120: cove.v1.UserService.RevokeToken:output_type -> cove.v1.RevokeTokenResponse
-	64,  // 121: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
-	72,  // 122: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
-	74,  // 123: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
-	66,  // 124: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
-	76,  // 125: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
-	83,  // 126: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
-	85,  // 127: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
-	87,  // 128: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
-	80,  // 129: cove.v1.RunnerService.GetBackupAccess:output_type -> cove.v1.GetBackupAccessResponse
-	82,  // 130: cove.v1.RunnerService.ReportBackup:output_type -> cove.v1.ReportBackupResponse
-	68,  // 131: cove.v1.RunnerService.RotateRunnerToken:output_type -> cove.v1.RotateRunnerTokenResponse
-	70,  // 132: cove.v1.RunnerService.DeleteRunner:output_type -> cove.v1.DeleteRunnerResponse
-	103, // [103:133] is the sub-list for method output_type
-	73,  // [73:103] is the sub-list for method input_type
-	73,  // [73:73] is the sub-list for extension type_name
-	73,  // [73:73] is the sub-list for extension extendee
-	0,   // [0:73] is the sub-list for field type_name
+	6,   // 33: cove.v1.EnvironmentStatus.class_caps:type_name -> cove.v1.Timeouts
+	90,  // 34: cove.v1.ResourceUsage.sampled_at:type_name -> google.protobuf.Timestamp
+	90,  // 35: cove.v1.ResourceUsage.last_oom_kill_at:type_name -> google.protobuf.Timestamp
+	4,   // 36: cove.v1.Environment.metadata:type_name -> cove.v1.EnvironmentMetadata
+	10,  // 37: cove.v1.Environment.spec:type_name -> cove.v1.EnvironmentSpec
+	19,  // 38: cove.v1.Environment.status:type_name -> cove.v1.EnvironmentStatus
+	10,  // 39: cove.v1.CreateEnvironmentRequest.spec:type_name -> cove.v1.EnvironmentSpec
+	21,  // 40: cove.v1.CreateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	21,  // 41: cove.v1.GetEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	21,  // 42: cove.v1.ListEnvironmentsResponse.environments:type_name -> cove.v1.Environment
+	0,   // 43: cove.v1.UpdateEnvironmentRequest.desired_phase:type_name -> cove.v1.EnvironmentPhase
+	21,  // 44: cove.v1.UpdateEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	21,  // 45: cove.v1.DeleteEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	21,  // 46: cove.v1.WatchEnvironmentsResponse.environment:type_name -> cove.v1.Environment
+	12,  // 47: cove.v1.SignSSHCertificateResponse.ssh:type_name -> cove.v1.SSHAddress
+	90,  // 48: cove.v1.SignSSHCertificateResponse.expires_at:type_name -> google.protobuf.Timestamp
+	21,  // 49: cove.v1.RebuildEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	2,   // 50: cove.v1.SharePortRequest.visibility:type_name -> cove.v1.PortVisibility
+	21,  // 51: cove.v1.SharePortResponse.environment:type_name -> cove.v1.Environment
+	21,  // 52: cove.v1.BackupEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	17,  // 53: cove.v1.ListBackupsResponse.backups:type_name -> cove.v1.Backup
+	21,  // 54: cove.v1.RestoreEnvironmentResponse.environment:type_name -> cove.v1.Environment
+	21,  // 55: cove.v1.KeepAliveResponse.environment:type_name -> cove.v1.Environment
+	48,  // 56: cove.v1.WhoAmIResponse.user:type_name -> cove.v1.User
+	53,  // 57: cove.v1.CreateTokenResponse.info:type_name -> cove.v1.Token
+	90,  // 58: cove.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	90,  // 59: cove.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	53,  // 60: cove.v1.ListTokensResponse.tokens:type_name -> cove.v1.Token
+	48,  // 61: cove.v1.CreateUserResponse.user:type_name -> cove.v1.User
+	60,  // 62: cove.v1.RunnerCapabilities.classes:type_name -> cove.v1.EnvironmentClass
+	3,   // 63: cove.v1.Runner.phase:type_name -> cove.v1.RunnerPhase
+	61,  // 64: cove.v1.Runner.capabilities:type_name -> cove.v1.RunnerCapabilities
+	90,  // 65: cove.v1.Runner.last_seen:type_name -> google.protobuf.Timestamp
+	62,  // 66: cove.v1.ListRunnersResponse.runners:type_name -> cove.v1.Runner
+	60,  // 67: cove.v1.ListEnvironmentClassesResponse.classes:type_name -> cove.v1.EnvironmentClass
+	61,  // 68: cove.v1.HeartbeatRequest.capabilities:type_name -> cove.v1.RunnerCapabilities
+	78,  // 69: cove.v1.GetBackupAccessResponse.storage:type_name -> cove.v1.BackupStorage
+	17,  // 70: cove.v1.ReportBackupRequest.backup:type_name -> cove.v1.Backup
+	21,  // 71: cove.v1.WatchAssignmentsResponse.environment:type_name -> cove.v1.Environment
+	19,  // 72: cove.v1.ReportStatusRequest.status:type_name -> cove.v1.EnvironmentStatus
+	21,  // 73: cove.v1.ReportStatusResponse.environment:type_name -> cove.v1.Environment
+	22,  // 74: cove.v1.EnvironmentService.CreateEnvironment:input_type -> cove.v1.CreateEnvironmentRequest
+	24,  // 75: cove.v1.EnvironmentService.GetEnvironment:input_type -> cove.v1.GetEnvironmentRequest
+	26,  // 76: cove.v1.EnvironmentService.ListEnvironments:input_type -> cove.v1.ListEnvironmentsRequest
+	28,  // 77: cove.v1.EnvironmentService.UpdateEnvironment:input_type -> cove.v1.UpdateEnvironmentRequest
+	30,  // 78: cove.v1.EnvironmentService.DeleteEnvironment:input_type -> cove.v1.DeleteEnvironmentRequest
+	32,  // 79: cove.v1.EnvironmentService.WatchEnvironments:input_type -> cove.v1.WatchEnvironmentsRequest
+	34,  // 80: cove.v1.EnvironmentService.SignSSHCertificate:input_type -> cove.v1.SignSSHCertificateRequest
+	38,  // 81: cove.v1.EnvironmentService.SharePort:input_type -> cove.v1.SharePortRequest
+	36,  // 82: cove.v1.EnvironmentService.RebuildEnvironment:input_type -> cove.v1.RebuildEnvironmentRequest
+	40,  // 83: cove.v1.EnvironmentService.BackupEnvironment:input_type -> cove.v1.BackupEnvironmentRequest
+	42,  // 84: cove.v1.EnvironmentService.ListBackups:input_type -> cove.v1.ListBackupsRequest
+	44,  // 85: cove.v1.EnvironmentService.RestoreEnvironment:input_type -> cove.v1.RestoreEnvironmentRequest
+	46,  // 86: cove.v1.EnvironmentService.KeepAlive:input_type -> cove.v1.KeepAliveRequest
+	49,  // 87: cove.v1.UserService.WhoAmI:input_type -> cove.v1.WhoAmIRequest
+	51,  // 88: cove.v1.UserService.CreateToken:input_type -> cove.v1.CreateTokenRequest
+	58,  // 89: cove.v1.UserService.CreateUser:input_type -> cove.v1.CreateUserRequest
+	54,  // 90: cove.v1.UserService.ListTokens:input_type -> cove.v1.ListTokensRequest
+	56,  // 91: cove.v1.UserService.RevokeToken:input_type -> cove.v1.RevokeTokenRequest
+	63,  // 92: cove.v1.RunnerService.CreateJoinToken:input_type -> cove.v1.CreateJoinTokenRequest
+	71,  // 93: cove.v1.RunnerService.ListRunners:input_type -> cove.v1.ListRunnersRequest
+	73,  // 94: cove.v1.RunnerService.ListEnvironmentClasses:input_type -> cove.v1.ListEnvironmentClassesRequest
+	65,  // 95: cove.v1.RunnerService.JoinRunner:input_type -> cove.v1.JoinRunnerRequest
+	75,  // 96: cove.v1.RunnerService.Heartbeat:input_type -> cove.v1.HeartbeatRequest
+	77,  // 97: cove.v1.RunnerService.WatchAssignments:input_type -> cove.v1.WatchAssignmentsRequest
+	84,  // 98: cove.v1.RunnerService.ReportStatus:input_type -> cove.v1.ReportStatusRequest
+	86,  // 99: cove.v1.RunnerService.AuthorizePortAccess:input_type -> cove.v1.AuthorizePortAccessRequest
+	79,  // 100: cove.v1.RunnerService.GetBackupAccess:input_type -> cove.v1.GetBackupAccessRequest
+	81,  // 101: cove.v1.RunnerService.ReportBackup:input_type -> cove.v1.ReportBackupRequest
+	67,  // 102: cove.v1.RunnerService.RotateRunnerToken:input_type -> cove.v1.RotateRunnerTokenRequest
+	69,  // 103: cove.v1.RunnerService.DeleteRunner:input_type -> cove.v1.DeleteRunnerRequest
+	23,  // 104: cove.v1.EnvironmentService.CreateEnvironment:output_type -> cove.v1.CreateEnvironmentResponse
+	25,  // 105: cove.v1.EnvironmentService.GetEnvironment:output_type -> cove.v1.GetEnvironmentResponse
+	27,  // 106: cove.v1.EnvironmentService.ListEnvironments:output_type -> cove.v1.ListEnvironmentsResponse
+	29,  // 107: cove.v1.EnvironmentService.UpdateEnvironment:output_type -> cove.v1.UpdateEnvironmentResponse
+	31,  // 108: cove.v1.EnvironmentService.DeleteEnvironment:output_type -> cove.v1.DeleteEnvironmentResponse
+	33,  // 109: cove.v1.EnvironmentService.WatchEnvironments:output_type -> cove.v1.WatchEnvironmentsResponse
+	35,  // 110: cove.v1.EnvironmentService.SignSSHCertificate:output_type -> cove.v1.SignSSHCertificateResponse
+	39,  // 111: cove.v1.EnvironmentService.SharePort:output_type -> cove.v1.SharePortResponse
+	37,  // 112: cove.v1.EnvironmentService.RebuildEnvironment:output_type -> cove.v1.RebuildEnvironmentResponse
+	41,  // 113: cove.v1.EnvironmentService.BackupEnvironment:output_type -> cove.v1.BackupEnvironmentResponse
+	43,  // 114: cove.v1.EnvironmentService.ListBackups:output_type -> cove.v1.ListBackupsResponse
+	45,  // 115: cove.v1.EnvironmentService.RestoreEnvironment:output_type -> cove.v1.RestoreEnvironmentResponse
+	47,  // 116: cove.v1.EnvironmentService.KeepAlive:output_type -> cove.v1.KeepAliveResponse
+	50,  // 117: cove.v1.UserService.WhoAmI:output_type -> cove.v1.WhoAmIResponse
+	52,  // 118: cove.v1.UserService.CreateToken:output_type -> cove.v1.CreateTokenResponse
+	59,  // 119: cove.v1.UserService.CreateUser:output_type -> cove.v1.CreateUserResponse
+	55,  // 120: cove.v1.UserService.ListTokens:output_type -> cove.v1.ListTokensResponse
+	57,  // 121: cove.v1.UserService.RevokeToken:output_type -> cove.v1.RevokeTokenResponse
+	64,  // 122: cove.v1.RunnerService.CreateJoinToken:output_type -> cove.v1.CreateJoinTokenResponse
+	72,  // 123: cove.v1.RunnerService.ListRunners:output_type -> cove.v1.ListRunnersResponse
+	74,  // 124: cove.v1.RunnerService.ListEnvironmentClasses:output_type -> cove.v1.ListEnvironmentClassesResponse
+	66,  // 125: cove.v1.RunnerService.JoinRunner:output_type -> cove.v1.JoinRunnerResponse
+	76,  // 126: cove.v1.RunnerService.Heartbeat:output_type -> cove.v1.HeartbeatResponse
+	83,  // 127: cove.v1.RunnerService.WatchAssignments:output_type -> cove.v1.WatchAssignmentsResponse
+	85,  // 128: cove.v1.RunnerService.ReportStatus:output_type -> cove.v1.ReportStatusResponse
+	87,  // 129: cove.v1.RunnerService.AuthorizePortAccess:output_type -> cove.v1.AuthorizePortAccessResponse
+	80,  // 130: cove.v1.RunnerService.GetBackupAccess:output_type -> cove.v1.GetBackupAccessResponse
+	82,  // 131: cove.v1.RunnerService.ReportBackup:output_type -> cove.v1.ReportBackupResponse
+	68,  // 132: cove.v1.RunnerService.RotateRunnerToken:output_type -> cove.v1.RotateRunnerTokenResponse
+	70,  // 133: cove.v1.RunnerService.DeleteRunner:output_type -> cove.v1.DeleteRunnerResponse
+	104, // [104:134] is the sub-list for method output_type
+	74,  // [74:104] is the sub-list for method input_type
+	74,  // [74:74] is the sub-list for extension type_name
+	74,  // [74:74] is the sub-list for extension extendee
+	0,   // [0:74] is the sub-list for field type_name
 }
 
 func init() { file_cove_v1_cove_proto_init() }
