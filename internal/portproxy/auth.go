@@ -108,7 +108,7 @@ func (p *proxy) serveAuth(w http.ResponseWriter, r *http.Request, hr route, host
 			return
 		}
 	}
-	if _, allowed, err := p.access(r.Context(), rt, tok); err != nil || !allowed {
+	if _, allowed, _, err := p.access(r.Context(), rt, tok); err != nil || !allowed {
 		w.Header().Set("Referrer-Policy", "no-referrer")
 		if err != nil {
 			httpError(w, http.StatusBadGateway, "cannot check access right now; try again")

@@ -72,8 +72,9 @@ type Config struct {
 	ServerURL string
 	// Domain, if set, enables the host form <port>--<env>.<Domain>.
 	Domain string
-	// Activity, if set, is called for requests reaching an environment
-	// (at most once a second per environment).
+	// Activity, if set, is called for signed-in users' requests reaching
+	// an environment (at most once a second per environment); anonymous
+	// requests to public ports are not activity.
 	Activity func(envID string, port int)
 	Log      *slog.Logger
 	Now      func() time.Time
@@ -204,7 +205,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	tok := requestToken(r)
-	t, allowed, err := p.access(r.Context(), rt, tok)
+	t, allowed, userID, err := p.access(r.Context(), rt, tok)
 	if err != nil {
 		httpError(w, http.StatusBadGateway, "cannot check access right now; try again")
 		return
@@ -214,7 +215,13 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	authenticatedConn(r.Context())
-	p.activity(t.EnvID, rt.port)
+	if userID != "" {
+		// Only a signed-in user's request is use of the environment: an
+		// anonymous one (a public port polled by a monitor, or by the
+		// environment itself through a relay) does not hold off its
+		// inactivity stop (review REV-11).
+		p.activity(t.EnvID, rt.port)
+	}
 	p.forward(w, r, t, rt)
 }
 

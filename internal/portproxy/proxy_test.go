@@ -64,6 +64,7 @@ type authorizer struct {
 	calls    int
 	cacheFor time.Duration
 	seen     []string
+	public   bool // a public port: anyone is let in, anonymously
 }
 
 func (a *authorizer) Authorize(_ context.Context, envID string, port int, tok string) (bool, string, time.Duration, error) {
@@ -73,6 +74,9 @@ func (a *authorizer) Authorize(_ context.Context, envID string, port int, tok st
 	a.seen = append(a.seen, fmt.Sprintf("%s/%d/%s", envID, port, tok))
 	if tok == "cove_pat_good" || tok == "cove_port_good" {
 		return true, "u-owner", a.cacheFor, nil
+	}
+	if a.public {
+		return true, "", 0, nil
 	}
 	return false, "", 0, nil
 }
@@ -367,5 +371,31 @@ func TestCacheAndActivity(t *testing.T) {
 	}
 	if n := f.activities(); n != 2 || f.activity[1] != "env1" {
 		t.Errorf("activity after a pause: %v", f.activity)
+	}
+}
+
+// TestAnonymousRequestsAreNotActivity (review REV-11): requests to a
+// public port without credentials (a monitor polling it, or the
+// environment itself through a relay) reach the application but do not
+// count as use: they never hold off the inactivity stop. A signed-in
+// user's request does.
+func TestAnonymousRequestsAreNotActivity(t *testing.T) {
+	f := newFixture(t, "")
+	f.auth.public = true
+	for range 5 {
+		f.clock.Add(2 * time.Second) // past the once-a-second bound each time
+		r := do(t, "GET", f.proxyURL+"/p/env1/8080/echo/", nil)
+		io.Copy(io.Discard, r.Body)
+		if r.StatusCode != http.StatusOK {
+			t.Fatalf("anonymous request to a public port: status %d", r.StatusCode)
+		}
+	}
+	if n := f.activities(); n != 0 {
+		t.Errorf("anonymous requests counted as activity %d times; want none", n)
+	}
+	r := do(t, "GET", f.proxyURL+"/p/env1/8080/echo/", map[string]string{"Authorization": "Bearer cove_pat_good"})
+	io.Copy(io.Discard, r.Body)
+	if r.StatusCode != http.StatusOK || f.activities() != 1 {
+		t.Errorf("signed-in request: status %d, %d activities; want 200 and 1", r.StatusCode, f.activities())
 	}
 }

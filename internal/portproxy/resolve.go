@@ -21,18 +21,19 @@ import (
 // An id wins over a name that happens to look the same.
 
 // access finds the environment rt names and decides whether the request's
-// credential tok may reach the port. allowed false covers "no such
-// environment running here" as well as "not allowed", on purpose.
-func (p *proxy) access(ctx context.Context, rt route, tok string) (t Target, allowed bool, err error) {
+// credential tok may reach the port, and as whom (userID "": anonymous,
+// e.g. on a public port). allowed false covers "no such environment
+// running here" as well as "not allowed", on purpose.
+func (p *proxy) access(ctx context.Context, rt route, tok string) (t Target, allowed bool, userID string, err error) {
 	if t, err := p.cfg.Resolver.Resolve(ctx, rt.envRef); err == nil {
-		allowed, _, err := p.decide(ctx, t.EnvID, rt.port, tok)
-		return t, allowed, err
+		allowed, userID, err := p.decide(ctx, t.EnvID, rt.port, tok)
+		return t, allowed, userID, err
 	}
 	nr, ok := p.cfg.Resolver.(NameResolver)
 	if !ok || !isCoveCredential(tok) {
 		// Anonymous (or a credential of no kind cove issues): names do not
 		// resolve, and no question goes to the server.
-		return Target{}, false, nil
+		return Target{}, false, "", nil
 	}
 	for _, id := range nr.Named(ctx, rt.envRef) {
 		if p.cache.isNotOwner(id, rt.port, tok) {
@@ -44,14 +45,14 @@ func (p *proxy) access(ctx context.Context, rt route, tok string) (t Target, all
 		}
 		allowed, userID, err := p.decide(ctx, t.EnvID, rt.port, tok)
 		if err != nil {
-			return Target{}, false, err
+			return Target{}, false, "", err
 		}
 		if allowed && userID != "" && userID == t.OwnerID {
-			return t, true, nil
+			return t, true, userID, nil
 		}
 		p.cache.putNotOwner(t.EnvID, rt.port, tok)
 	}
-	return Target{}, false, nil
+	return Target{}, false, "", nil
 }
 
 // decide asks the server (or the cache) whether tok may reach port of
