@@ -82,6 +82,9 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	}
 	obs.rebuild = st != nil && desired == phaseRunning && env.GetSpec().GetRebuildGeneration() > st.Rebuild.Generation
 	backupObserve(env, st, &obs) // step_backup.go
+	if w.isOrphaned() {
+		obs.backup = false // the server refuses this runner its backups (orphan.go)
+	}
 	steps := plan(desired, obs)
 	if len(steps) == 0 {
 		final := map[covev1.EnvironmentPhase]covev1.EnvironmentPhase{phaseRunning: phaseRunning, phaseStopped: phaseStopped, phaseDeleted: phaseDeleted}[desired]

@@ -46,6 +46,7 @@ type worker struct {
 	obs          observeState      // passes, for the periodic re-observe (observe.go)
 	usage        usageState        // resource usage while running (usage.go)
 	backupAt     time.Time         // the next periodic backup (backup_running.go)
+	orphaned     bool              // the server refused it as not this runner's (orphan.go)
 }
 
 func (r *Runner) newWorker(ctx context.Context, id string) *worker {
@@ -65,6 +66,7 @@ func (w *worker) update(env *covev1.Environment) {
 	w.mu.Lock()
 	prev := w.env
 	w.env = env
+	w.orphaned = false // the server speaks of it again (orphan.go)
 	if w.stepCancel != nil && env.GetSpec().GetSpecVersion() != w.stepVersion {
 		w.stepCancel()
 	}
@@ -179,6 +181,10 @@ func (w *worker) loop() {
 			if w.ctx.Err() != nil {
 				return
 			}
+			if w.orphan(err) { // orphan.go: stop it, report nothing
+				log.Warn("the server refused this runner's report: the environment is no longer assigned here (moved to another runner, or deleted while this runner was away); stopping it, keeping its files until the server says to delete them", "err", err)
+				continue
+			}
 			log.Warn("reconcile failed; retrying", "err", err, "in", backoff)
 			select {
 			case <-w.ctx.Done():
@@ -236,8 +242,9 @@ func (w *worker) send(ctx context.Context, st *covev1.EnvironmentStatus) error {
 	w.decorateUsage(st)    // usage.go
 	w.decorateActivity(st) // activity.go
 	same := w.reported != nil && proto.Equal(w.reported, st)
+	orphaned := w.orphaned
 	w.mu.Unlock()
-	if same {
+	if same || orphaned {
 		return nil
 	}
 	if _, err := w.r.report(ctx, w.id, st); err != nil {
