@@ -40,6 +40,10 @@ type backupState struct {
 	// generations carried out.
 	Generation        int64 `json:"generation,omitempty"`
 	RestoreGeneration int64 `json:"restoreGeneration,omitempty"`
+	// LostDisk: a restore of the latest backup began on a runner that
+	// had no state for the environment (its disk lost): tried again until
+	// it succeeds, where a failed clone is cloned again.
+	LostDisk bool `json:"lostDisk,omitempty"`
 	// Attempt is when the last backup of the running environment was
 	// tried (the periodic interval runs from it).
 	Attempt time.Time `json:"attempt,omitzero"`
@@ -233,6 +237,11 @@ func (r *Runner) takeBackup(ctx context.Context, e *stepEnv, trigger string, liv
 // reads it (server.NothingChangedPrefix): keep the two equal.
 const nothingChangedPrefix = "skipped: nothing changed since "
 
+// nothingHeldMessage is a READY progress's message when a backup was
+// asked of a runner that holds no content for the environment: none was
+// taken. The server reads it (server.NothingHeldMessage): keep them equal.
+const nothingHeldMessage = "nothing to back up: this runner holds no content for it"
+
 // reportBackup tells the server about the last backup, a few times; one
 // it never heard of is in storage all the same, and is reported again at
 // the next pass (also after a restart).
@@ -279,6 +288,17 @@ func (s backupStep) run(ctx context.Context, e *stepEnv) error {
 	st := e.st
 	gen := e.env.GetSpec().GetBackupGeneration()
 	manual := gen > st.Backup.Generation
+	if !st.Content.Ready || len(backupSources(e.lay, st)) == 0 {
+		// No content here (a clone or a restore that failed, trees
+		// gone): a backup would be empty and become the "latest", which
+		// the next runner would restore as ready content (REV-14). The
+		// request is carried out with nothing taken; the server does not
+		// read this as "the content is in backup X".
+		st.Backup.setProgress(&covev1.BackupProgress{Operation: "backup", StartedAt: timestamppb.New(s.r.clock.Now()),
+			State: &covev1.SubStatus{Phase: subReady, Message: nothingHeldMessage}})
+		st.Backup.Dirty, st.Backup.Generation = false, max(st.Backup.Generation, gen)
+		return nil
+	}
 	if last := st.Backup.last(); !st.Backup.Dirty && manual && last != nil {
 		// Nothing ran since the last backup: it is this one. Said in the
 		// progress, which the server reads as "nothing changed since"
@@ -362,11 +382,19 @@ func backupObserve(env *covev1.Environment, st *envState, o *observed) {
 
 // restoreRequest is the restore the environment is due, nil if none:
 // spec.restore when its generation is not carried out yet; else, on a
-// runner without the environment's content (its disk lost, or the
-// runner replaced), the latest backup the server knows of
-// (status.last_backup), so that a start brings the work back instead of
-// a fresh clone.
+// runner without any state for the environment (its disk lost, or the
+// runner replaced; LostDisk once such a restore began), the latest
+// backup the server knows of (status.last_backup) unless it holds no
+// files, so that a start brings the work back instead of a fresh clone.
+// A runner whose own clone or restore failed (state, no content) does not
+// fall back: it clones again (REV-14).
 func restoreRequest(env *covev1.Environment, st *envState) *covev1.RestoreRequest {
+	return restoreRequestOf(env, st, st == nil || (!st.Content.Ready && st.Backup.LostDisk))
+}
+
+// restoreRequestOf is restoreRequest; lost: the runner is in the
+// lost-disk case (the fallback to status.last_backup applies).
+func restoreRequestOf(env *covev1.Environment, st *envState, lost bool) *covev1.RestoreRequest {
 	spec := env.GetSpec()
 	var done int64
 	if st != nil {
@@ -375,7 +403,7 @@ func restoreRequest(env *covev1.Environment, st *envState) *covev1.RestoreReques
 	if r := spec.GetRestore(); r.GetGeneration() > done && r.GetBackupId() != "" {
 		return r
 	}
-	if (st == nil || !st.Content.Ready) && env.GetStatus().GetLastBackup().GetId() != "" {
+	if lb := env.GetStatus().GetLastBackup(); lost && (st == nil || !st.Content.Ready) && lb.GetId() != "" && lb.GetFiles() > 0 {
 		return &covev1.RestoreRequest{BackupId: env.GetStatus().GetLastBackup().GetId(), Generation: max(done, spec.GetRestore().GetGeneration())}
 	}
 	return nil

@@ -51,9 +51,15 @@ func restoreRecordPath(lay envdir.Layout) string { return filepath.Join(lay.Dir,
 
 func (s restoreStep) run(ctx context.Context, e *stepEnv) error {
 	st, lay := e.st, e.lay
-	req := restoreRequest(e.env, st)
+	// Planned: either spec.restore is due or the runner had no state for
+	// the environment (restoreRequest); the state made since by the
+	// prepare step keeps the latter in LostDisk.
+	req := restoreRequestOf(e.env, st, true)
 	if req == nil {
 		return nil // carried out meanwhile (a runner killed after it)
+	}
+	if req != e.env.GetSpec().GetRestore() {
+		st.Backup.LostDisk = true
 	}
 	if finished, err := recoverRestore(lay, req.GetGeneration()); err != nil {
 		return err
@@ -62,14 +68,16 @@ func (s restoreStep) run(ctx context.Context, e *stepEnv) error {
 		return nil
 	}
 	report := reportFunc(e.rep)
+	began := timestamppb.New(s.r.clock.Now())
 	if req.GetBackupFirst() && st.Content.Ready {
 		if _, err := s.r.takeBackup(ctx, e, "before-restore", false, report); err != nil && !errors.Is(err, errBackupsDisabled) {
-			return usererr.Wrap(err, "the backup before the restore failed, the environment is unchanged: %v", err)
+			return s.failed(ctx, e, req, began, fmt.Sprintf("restore of backup %s not done: the backup before it failed (%v); the environment's content is unchanged", req.GetBackupId(), err), err)
 		}
 	}
 	storage, key, err := s.r.backupAccess(ctx, e.id())
 	if errors.Is(err, errBackupsDisabled) {
-		return errdefs.FailedPrecondition(usererr.New("cannot restore backup %s: backups are not enabled on the server", req.GetBackupId()))
+		err = errdefs.FailedPrecondition(usererr.New("cannot restore backup %s: backups are not enabled on the server", req.GetBackupId()))
+		return s.failed(ctx, e, req, began, err.Error()+"; the environment's content is unchanged", err)
 	}
 	if err != nil {
 		return err
@@ -101,12 +109,16 @@ func (s restoreStep) run(ctx context.Context, e *stepEnv) error {
 		err = errdefs.FailedPrecondition(fmt.Errorf("%d files could not be restored (%s)", res.FailedCount, strings.Join(res.Failed, "; ")))
 	}
 	if err != nil {
-		if rerr := rollBack(lay, rec); rerr != nil {
+		rerr := rollBack(lay, rec)
+		if rerr != nil {
 			// The aside content stays where it is, named in the log.
 			s.r.log.Error("restore failed and the old content could not be put back", "env", e.id(), "err", rerr, "aside", rec.Moved)
 			err = errors.Join(err, rerr)
 		}
 		msg := fmt.Sprintf("restore of backup %s failed, the environment's content is unchanged: %v", req.GetBackupId(), err)
+		if rerr == nil && len(rec.Moved) > 0 && st.Content.Ready {
+			return s.failed(ctx, e, req, prog.StartedAt, msg, err)
+		}
 		st.Backup.setProgress(&covev1.BackupProgress{Operation: "restore", StartedAt: prog.StartedAt, State: &covev1.SubStatus{Phase: subFailed, Message: msg}})
 		if errdefs.CategoryOf(err) == errdefs.CategoryResourceExhausted {
 			// A full disk does not heal by retrying: the user frees
@@ -135,6 +147,27 @@ func (s restoreStep) run(ctx context.Context, e *stepEnv) error {
 	return nil
 }
 
+// failed ends a restore that did not happen while the environment keeps
+// content of its own (REV-16): the request is carried out as FAILED
+// (observed_restore_generation, the message saying the content was kept)
+// and the plan goes on to start that content; retrying the same restore
+// at every start would keep the environment from running at all.
+// `cove env restore --backup` asks again. Without content of its own (a
+// move, a lost disk) there is nothing to start: the error stands and the
+// next start tries again. A runner shutting down (ctx done) tries again.
+func (s restoreStep) failed(ctx context.Context, e *stepEnv, req *covev1.RestoreRequest, began *timestamppb.Timestamp, msg string, err error) error {
+	st := e.st
+	if !st.Content.Ready || ctx.Err() != nil {
+		st.Backup.setProgress(&covev1.BackupProgress{Operation: "restore", StartedAt: began, State: &covev1.SubStatus{Phase: subFailed, Message: msg}})
+		return usererr.Wrap(err, "%s", msg)
+	}
+	s.r.log.Error("restore not done; the environment starts on its current content", "env", e.id(), "backup", req.GetBackupId(), "err", err)
+	st.Backup.setProgress(&covev1.BackupProgress{Operation: "restore", StartedAt: began,
+		State: &covev1.SubStatus{Phase: subFailed, Message: msg + "; it starts on that content: `cove env restore --backup` tries again"}})
+	st.Backup.RestoreGeneration = max(st.Backup.RestoreGeneration, req.GetGeneration())
+	return nil
+}
+
 // restored records a restore that succeeded.
 func restored(st *envState, lay envdir.Layout, req *covev1.RestoreRequest, _ string) {
 	st.Content.Ready = true
@@ -144,6 +177,7 @@ func restored(st *envState, lay envdir.Layout, req *covev1.RestoreRequest, _ str
 	st.Lifecycle.CreatedDone = true
 	st.Backup.RestoreGeneration = req.GetGeneration()
 	st.Backup.StopFailed = 0
+	st.Backup.LostDisk = false
 	// The next backup is incremental from the restored one (its files'
 	// inodes differ: they are read again, their chunks are stored).
 	st.Backup.Last, _ = protojson.Marshal(&covev1.Backup{Id: req.GetBackupId(), EnvironmentId: st.ID})

@@ -120,31 +120,84 @@ func failRestore(t *testing.T, c *crashWorld, env *covev1.Environment) string {
 }
 
 // TestRestoreFailureKeepsContent: a restore that cannot be done (a
-// backup that does not exist) leaves the content as it was, and the
-// environment is not started on anything half restored.
+// backup that does not exist) leaves the content as it was, never starts
+// the environment on anything half restored, and does not keep it from
+// running (REV-16): the request is carried out as FAILED, the environment
+// starts on its own content, and later starts do not try it again.
 func TestRestoreFailureKeepsContent(t *testing.T) {
 	c, _, env, _ := restoreWorld(t)
 	lay := c.runner(0, false).layout(env.Id)
-	env.Spec.Restore = &covev1.RestoreRequest{BackupId: env.Id + "/20260101T000000Z-0000000000000000", Generation: 1}
-	env.Spec.SpecVersion++
-	msg := failRestore(t, c, env)
-	if !strings.Contains(msg, "restore of backup") || !strings.Contains(msg, "unchanged") {
-		t.Errorf("failure %q: want what failed and that nothing changed", msg)
-	}
-	if got := readFile(t, filepath.Join(lay.Workspace(), "app/work.txt")); got != "after\n" {
-		t.Errorf("work.txt %q after a failed restore, want the content kept", got)
-	}
+	c.converge(backupRunner(c), env, func(s *covev1.EnvironmentSpec) {
+		s.Restore = &covev1.RestoreRequest{BackupId: env.Id + "/20260101T000000Z-0000000000000000", Generation: 1, BackupFirst: true}
+	})
+	keptAfterFailedRestore(t, c, env, "app/work.txt", "after\n")
 	if got := readFile(t, filepath.Join(lay.Upper(), "usr/local/bin/tool")); got != "v2\n" {
 		t.Errorf("tool %q after a failed restore", got)
 	}
-	if s, _ := c.rt.State(context.Background(), env.Id); s.Status != runtime.StatusAbsent {
-		t.Errorf("container %s after a failed restore, want none", s.Status)
+	// Stop and start again: the environment runs, the restore is not
+	// tried again.
+	c.converge(backupRunner(c), env, func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseStopped })
+	c.converge(backupRunner(c), env, func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseRunning })
+	if _, ok := running(c.rt, env.Id); !ok {
+		t.Error("not running after a later start")
+	}
+	if p := c.srv.last[env.Id].GetBackupProgress(); p.GetOperation() == "restore" && p.GetState().GetPhase() == subInProgress {
+		t.Errorf("the failed restore was tried again: %v", p)
+	}
+}
+
+// keptAfterFailedRestore asserts what a restore that failed with content
+// to go back to leaves: that content (file rel holds want), running, the
+// generation carried out as FAILED with a message saying so and how to
+// try again, nothing left aside.
+func keptAfterFailedRestore(t *testing.T, c *crashWorld, env *covev1.Environment, rel, want string) string {
+	t.Helper()
+	lay := c.runner(0, false).layout(env.Id)
+	if got := readFile(t, filepath.Join(lay.Workspace(), rel)); got != want {
+		t.Errorf("%s %q after a failed restore, want the content kept (%q)", rel, got, want)
+	}
+	if _, ok := running(c.rt, env.Id); !ok {
+		t.Error("not running on the kept content after a failed restore")
 	}
 	last := c.srv.last[env.Id]
-	if last.GetBackupProgress().GetState().GetPhase() != subFailed || last.GetObservedRestoreGeneration() != 0 {
-		t.Errorf("progress %v, observed %d", last.GetBackupProgress(), last.GetObservedRestoreGeneration())
+	p := last.GetBackupProgress()
+	msg := p.GetState().GetMessage()
+	if p.GetOperation() != "restore" || p.GetState().GetPhase() != subFailed || last.GetObservedRestoreGeneration() != env.Spec.Restore.GetGeneration() {
+		t.Errorf("progress %v, observed restore generation %d: want the restore carried out as FAILED", p, last.GetObservedRestoreGeneration())
+	}
+	if !strings.Contains(msg, "restore of backup") || !strings.Contains(msg, "unchanged") || !strings.Contains(msg, "cove env restore --backup") {
+		t.Errorf("message %q: want what failed, that the content is unchanged, and how to try again", msg)
 	}
 	noLeftovers(t, lay.Dir)
+	return msg
+}
+
+// TestRestoreFailureWithoutContent: a moved environment (no content on
+// this runner) whose restore fails stays failed: nothing to start, and
+// no empty environment marked ready; the next start tries again.
+func TestRestoreFailureWithoutContent(t *testing.T) {
+	c, _ := newBackupWorld(t)
+	env := c.env()
+	env.Spec.DesiredPhase = phaseRunning
+	env.Spec.Restore = &covev1.RestoreRequest{BackupId: env.Id + "/20260101T000000Z-0000000000000000", Generation: 1}
+	env.Spec.SpecVersion++
+	msg := failRestore(t, c, env)
+	if !strings.Contains(msg, "restore of backup") {
+		t.Errorf("failure %q: want what failed", msg)
+	}
+	st, err := loadState(c.runner(0, false).layout(env.Id).State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Content.Ready || st.Backup.RestoreGeneration != 0 {
+		t.Errorf("content ready %v, restore generation %d after a failed restore with nothing to keep", st.Content.Ready, st.Backup.RestoreGeneration)
+	}
+	if _, ok := running(c.rt, env.Id); ok {
+		t.Error("running with no content")
+	}
+	if c.clones != 0 {
+		t.Errorf("cloned %d times: a moved environment is restored, never cloned afresh", c.clones)
+	}
 }
 
 // TestRestoreDiskFull: the restore runs out of space (a small tmpfs
@@ -187,20 +240,16 @@ func TestRestoreDiskFull(t *testing.T) {
 	env.Spec.DesiredPhase = phaseRunning
 	env.Spec.Restore = &covev1.RestoreRequest{BackupId: b[0].GetId(), Generation: 1}
 	env.Spec.SpecVersion++
-	msg := failRestore(t, c, env)
-	if !strings.Contains(msg, "unchanged") || !strings.Contains(msg, "disk full") || strings.Contains(msg, "retrying") {
-		t.Errorf("failure %q: want it to say the disk is full and nothing changed", msg)
+	if err := c.reconcileUntil(backupRunner(c), env); err != nil {
+		t.Fatal(err)
 	}
-	if got := readFile(t, filepath.Join(lay.Workspace(), "app/work.txt")); got != "mine\n" {
-		t.Errorf("work.txt %q after a restore that ran out of space", got)
+	msg := keptAfterFailedRestore(t, c, env, "app/work.txt", "mine\n")
+	if !strings.Contains(msg, "disk full") || strings.Contains(msg, "retrying") {
+		t.Errorf("failure %q: want it to say the disk is full", msg)
 	}
 	if _, err := os.Lstat(filepath.Join(lay.Workspace(), "app/big.bin")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a partial big.bin is left: %v", err)
 	}
-	if s, _ := c.rt.State(context.Background(), env.Id); s.Status != runtime.StatusAbsent {
-		t.Errorf("container %s, want none", s.Status)
-	}
-	noLeftovers(t, lay.Dir)
 }
 
 // TestRestoreKilled kills the runner in each step of a restore (after
