@@ -107,7 +107,13 @@ func (s *Server) backupOf(ctx context.Context, env *covev1.Environment, id strin
 		if len(bs) == 0 {
 			return store.Backup{}, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("environment %q has no backup yet (take one with `cove env backup %s`)", name, name))
 		}
-		return bs[0], nil
+		// The latest, or the one restored since (REV-15); never one
+		// without files unless named (REV-14).
+		b, ok := restoreSource(env, bs)
+		if !ok {
+			return store.Backup{}, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("environment %q has only backups that hold no files; name one with --backup if you mean it (see `cove env backups %s`)", name, name))
+		}
+		return b, nil
 	}
 	for _, b := range bs {
 		if b.ID == id {

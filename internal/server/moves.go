@@ -138,6 +138,9 @@ func (s *Server) moveNow(ctx context.Context, id string, to, from store.Runner, 
 	if err != nil {
 		return nil, err
 	}
+	if bs, err = s.restoreSources(ctx, id, bs); err != nil { // restoresource.go
+		return nil, err
+	}
 	moved, err := s.moveNowUpdate(ctx, id, to, from, onRunner, bs)
 	if err != nil {
 		return nil, err
@@ -169,8 +172,10 @@ func (s *Server) moveNowUpdate(ctx context.Context, id string, to, from store.Ru
 				warning = fmt.Sprintf(movedWarningPrefix+"%q (not connected since %s) to %q, from its last backup (%s): changes made on %q after %s are not in it",
 					from.Name, lastSeen(from), to.Name, b.ID, from.Name, b.Time.UTC().Format(time.RFC3339))
 			}
-		case e.GetMetadata().GetStartedAt() == nil && e.GetStatus().GetLastBackup() == nil:
-			// It never ran: nothing to lose, it is created afresh.
+		case e.GetMetadata().GetStartedAt() == nil && e.GetStatus().GetLastBackup().GetFiles() == 0, heldNothing(e, from):
+			// It never ran, or its runner holds no content for it (a
+			// clone that failed there), and no backup holds any: nothing
+			// to lose, it is created afresh (REV-14).
 		default:
 			where := "no runner"
 			if from.ID != "" {
@@ -304,9 +309,17 @@ const NothingChangedPrefix = "skipped: nothing changed since "
 
 // backedUpForMove reports whether the environment's content as the old
 // runner stopped it is in a recorded backup: one recorded (by the
-// server's clock) after the move was requested, or the newest record when
-// the runner says nothing changed since that one.
+// server's clock) after the move was requested, or the one a move starts
+// from (restoreSource: the newest, or the one restored since) when the
+// runner says nothing changed since that one. A runner that says it holds
+// no content has nothing to lose: the move goes ahead, from the latest
+// backup that holds files, or afresh (REV-14). It is called once the
+// runner handled the move's backup request.
 func (s *Server) backedUpForMove(ctx context.Context, m store.Move, p *covev1.BackupProgress) (bool, error) {
+	ready := p.GetOperation() == "backup" && p.GetState().GetPhase() == covev1.SubPhase_SUB_PHASE_READY
+	if ready && p.GetState().GetMessage() == NothingHeldMessage {
+		return true, nil
+	}
 	bs, err := s.store.ListBackups(ctx, m.EnvironmentID)
 	if err != nil || len(bs) == 0 {
 		return false, err
@@ -314,8 +327,12 @@ func (s *Server) backedUpForMove(ctx context.Context, m store.Move, p *covev1.Ba
 	if !bs[0].ReceivedAt.Before(m.RequestedAt) {
 		return true, nil
 	}
-	return p.GetOperation() == "backup" && p.GetState().GetPhase() == covev1.SubPhase_SUB_PHASE_READY &&
-		p.GetState().GetMessage() == NothingChangedPrefix+bs[0].ID, nil
+	env, err := s.store.GetEnvironment(ctx, m.EnvironmentID)
+	if err != nil {
+		return false, err
+	}
+	src, ok := restoreSource(env, bs)
+	return ready && ok && p.GetState().GetMessage() == NothingChangedPrefix+src.ID, nil
 }
 
 // cancelMove ends a pending move and says why in spec.stopReason (the
@@ -433,8 +450,9 @@ func (s *Server) latestBackupID(ctx context.Context, env *covev1.Environment) (s
 		return "", nil
 	}
 	bs, err := s.store.ListBackups(ctx, env.Id)
-	if err != nil || len(bs) == 0 {
+	if err != nil {
 		return "", err
 	}
-	return bs[0].ID, nil
+	b, _ := restoreSource(env, bs) // restoresource.go
+	return b.ID, nil
 }

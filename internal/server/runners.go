@@ -227,6 +227,7 @@ func (r *runnerService) ReportStatus(ctx context.Context, req *connect.Request[c
 		}
 		return connect.NewResponse(&covev1.ReportStatusResponse{Environment: released}), nil // releases.go
 	}
+	at, restored := r.s.now(), ""
 	env, err := r.s.store.UpdateEnvironment(ctx, req.Msg.GetEnvironmentId(), func(env *covev1.Environment) error {
 		if env.GetMetadata().GetRunnerId() != rn.ID {
 			return connect.NewError(connect.CodePermissionDenied, errors.New("environment is not assigned to this runner"))
@@ -247,11 +248,18 @@ func (r *runnerService) ReportStatus(ctx context.Context, req *connect.Request[c
 			env.Metadata.RunStartedAt = timestamppb.New(r.s.now())
 		}
 		keepServerStatus(env, st) // backups.go
+		// A restore done: its backup becomes the latest (restoresource.go).
+		restored = restoredNow(env, prev, st)
 		env.Status = st
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if restored != "" {
+		if err := r.s.setRestoredBackup(ctx, env.Id, restored, at); err != nil {
+			r.s.log.Error("could not record the restored backup as the latest", "env", env.Id, "backup", restored, "err", err)
+		}
 	}
 	return connect.NewResponse(&covev1.ReportStatusResponse{Environment: env}), nil
 }
