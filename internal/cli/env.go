@@ -228,6 +228,9 @@ func envSetPhase(verb, short string, want covev1.EnvironmentPhase) *cobra.Comman
 			if !wait && !waitAll {
 				return nil
 			}
+			if runner != "" {
+				return waitMove(cmd.Context(), cmd.ErrOrStderr(), c, resp.Msg.Environment, timeout, waitAll) // envbackup.go
+			}
 			return waitForEnv(cmd.Context(), cmd.ErrOrStderr(), c, resp.Msg.Environment, want, timeout, waitAll)
 		},
 	}

@@ -303,3 +303,40 @@ func millis(ms int64) string {
 	}
 	return d.Round(time.Second).String()
 }
+
+// waitMove waits for a move (`cove env start NAME --runner R --wait`): the
+// old runner stops and backs the environment up, the server moves it, then
+// it must run on the new runner. A move the server cancels (its backup
+// failed, the target left) ends the wait with the server's reason.
+func waitMove(ctx context.Context, log io.Writer, c *apiclient.Clients, env *covev1.Environment, timeout time.Duration, all bool) error {
+	if env.GetSpec().GetDesiredPhase() == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING {
+		return waitForEnv(ctx, log, c, env, covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING, timeout, all) // moved at once
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	stream, err := c.Environments.WatchEnvironments(cctx, connect.NewRequest(&covev1.WatchEnvironmentsRequest{Id: env.Id}))
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	from, name := env.GetMetadata().GetRunnerId(), termsafe.Line(env.GetMetadata().GetName())
+	moved := env
+	check := func(e *covev1.Environment) (bool, error) {
+		spec := e.GetSpec()
+		switch {
+		case e.GetMetadata().GetRunnerId() != from && spec.GetDesiredPhase() == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING:
+			moved = e
+			return true, nil
+		case spec.GetDesiredPhase() == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_STOPPED && strings.HasPrefix(spec.GetStopReason(), "the move"):
+			return true, fmt.Errorf("environment %s: %s", name, termsafe.Line(spec.GetStopReason()))
+		case spec.GetDesiredPhase() != covev1.EnvironmentPhase_ENVIRONMENT_PHASE_STOPPED:
+			return true, fmt.Errorf("environment %s: the move was overtaken by another request (it is now %s)", name, phaseName(spec.GetDesiredPhase()))
+		}
+		return false, nil
+	}
+	if err := watchEnv(cctx, stream, env, check, fmt.Sprintf("timed out after %s waiting for the backup on the old runner (the move goes on: `cove env get %s`)", timeout, name)); err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "  moved: starting on the new runner from backup %s\n", termsafe.Line(moved.GetSpec().GetRestore().GetBackupId()))
+	return waitForEnv(ctx, log, c, moved, covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING, timeout, all)
+}

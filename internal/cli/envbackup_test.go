@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/covedev/cove/internal/blob"
 	"github.com/covedev/cove/internal/server"
 	"github.com/covedev/cove/internal/server/servertest"
 	"github.com/covedev/cove/internal/testutil"
@@ -22,6 +23,7 @@ type backupCLIWorld struct {
 	s      *servertest.Server
 	r1, r2 *servertest.Runner
 	env    *covev1.Environment
+	blobs  blob.Store // the server's backup storage
 }
 
 var cliBackupCaps = &covev1.RunnerCapabilities{Runtimes: []string{"container"}, Cpus: 4, MemoryBytes: 8 << 30,
@@ -41,7 +43,7 @@ func newBackupCLIWorld(t *testing.T) *backupCLIWorld {
 	t.Setenv("COVE_CONFIG_DIR", t.TempDir())
 	t.Setenv("COVE_SERVER", s.URL)
 	t.Setenv("COVE_TOKEN", s.Admin.Token)
-	w := &backupCLIWorld{s: s, r1: s.JoinRunner(t, "r1")}
+	w := &backupCLIWorld{s: s, r1: s.JoinRunner(t, "r1"), blobs: bs}
 	w.heartbeat(t, w.r1)
 	ctx := testutil.Context(t)
 	resp, err := s.Admin.Environments.CreateEnvironment(ctx, connect.NewRequest(&covev1.CreateEnvironmentRequest{Name: "work",
@@ -78,13 +80,20 @@ func (w *backupCLIWorld) get(t *testing.T) *covev1.Environment {
 // status has r1 report "work" RUNNING, having carried out its spec.
 func (w *backupCLIWorld) status(t *testing.T, edit func(*covev1.EnvironmentStatus)) {
 	t.Helper()
+	w.statusFrom(t, w.r1, covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING, edit)
+}
+
+// statusFrom has runner r report "work" in phase, having carried out its
+// spec.
+func (w *backupCLIWorld) statusFrom(t *testing.T, r *servertest.Runner, phase covev1.EnvironmentPhase, edit func(*covev1.EnvironmentStatus)) {
+	t.Helper()
 	e := w.get(t)
-	st := &covev1.EnvironmentStatus{Phase: covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING, ObservedSpecVersion: e.GetSpec().GetSpecVersion(),
-		ObservedBackupGeneration: e.GetSpec().GetBackupGeneration()}
+	st := &covev1.EnvironmentStatus{Phase: phase, ObservedSpecVersion: e.GetSpec().GetSpecVersion(),
+		ObservedBackupGeneration: e.GetSpec().GetBackupGeneration(), ObservedRestoreGeneration: e.GetSpec().GetRestore().GetGeneration()}
 	if edit != nil {
 		edit(st)
 	}
-	if _, err := w.r1.Client.ReportStatus(testutil.Context(t), connect.NewRequest(&covev1.ReportStatusRequest{EnvironmentId: w.env.Id, Status: st})); err != nil {
+	if _, err := r.Client.ReportStatus(testutil.Context(t), connect.NewRequest(&covev1.ReportStatusRequest{EnvironmentId: w.env.Id, Status: st})); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -93,6 +102,10 @@ func (w *backupCLIWorld) report(t *testing.T, n int, trigger string, files int64
 	t.Helper()
 	b := &covev1.Backup{Id: fmt.Sprintf("%s/b%d", w.env.Id, n), EnvironmentId: w.env.Id, Time: timestamppb.New(time.Now().Add(-12 * time.Minute)),
 		Trigger: trigger, Files: files, Bytes: 5 << 20, BytesNew: 3 << 20, BytesReused: 2 << 20, StoredBytes: 1 << 20, DurationMs: 1500}
+	// The server records only backups whose manifest is in storage.
+	if err := w.blobs.Put(testutil.Context(t), "manifests/"+b.Id, strings.NewReader("manifest"), int64(len("manifest"))); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := w.r1.Client.ReportBackup(testutil.Context(t), connect.NewRequest(&covev1.ReportBackupRequest{Backup: b})); err != nil {
 		t.Fatal(err)
 	}
@@ -248,5 +261,59 @@ func TestPrintBackupsIsTerminalSafe(t *testing.T) {
 	}
 	if got := thousands(1234567); got != "1,234,567" {
 		t.Errorf("thousands = %q", got)
+	}
+}
+
+// TestEnvStartRunnerWait: `cove env start NAME --runner R --wait` follows
+// the move: the old runner stops and backs up, the server moves it, and
+// the command returns once it runs on R; a move the server cancels (the
+// backup failed) fails the command with the reason.
+func TestEnvStartRunnerWait(t *testing.T) {
+	w := newBackupCLIWorld(t)
+	type result struct {
+		errOut string
+		err    error
+	}
+	run := func() <-chan result {
+		ch := make(chan result, 1)
+		go func() {
+			_, errOut, err := runCLI(EnvCommand(), "start", "work", "--runner", "r2", "--wait", "--timeout", "5m")
+			ch <- result{errOut, err}
+		}()
+		return ch
+	}
+	stopped := covev1.EnvironmentPhase_ENVIRONMENT_PHASE_STOPPED
+	// Each move stops it on r1 with a backup: the generation counts them.
+	wantStop := func(gen int64) {
+		t.Helper()
+		testutil.WaitFor(t, "the server to stop it on r1", func() bool {
+			spec := w.get(t).GetSpec()
+			return spec.GetDesiredPhase() == stopped && spec.GetBackupGeneration() == gen
+		})
+	}
+
+	// Cancelled: the backup on stop fails.
+	done := run()
+	wantStop(1)
+	w.statusFrom(t, w.r1, stopped, func(st *covev1.EnvironmentStatus) {
+		st.ObservedBackupGeneration = 0
+		st.BackupProgress = &covev1.BackupProgress{Operation: "backup", StartedAt: timestamppb.Now(),
+			State: &covev1.SubStatus{Phase: covev1.SubPhase_SUB_PHASE_FAILED, Message: "storage full"}}
+	})
+	r := testutil.Receive(t, done, "cove env start --runner --wait")
+	if r.err == nil || !strings.Contains(r.err.Error(), "cancelled") || !strings.Contains(r.err.Error(), "storage full") {
+		t.Fatalf("cancelled move: %v\n%s", r.err, r.errOut)
+	}
+
+	// Done: the stop's backup is stored, the environment runs on r2.
+	done = run()
+	wantStop(2)
+	b := w.report(t, 1, "stop", 9)
+	w.statusFrom(t, w.r1, stopped, nil)
+	testutil.WaitFor(t, "the move to r2", func() bool { return w.get(t).GetMetadata().GetRunnerId() == w.r2.ID })
+	w.statusFrom(t, w.r2, covev1.EnvironmentPhase_ENVIRONMENT_PHASE_RUNNING, nil)
+	r = testutil.Receive(t, done, "cove env start --runner --wait")
+	if r.err != nil || !strings.Contains(r.errOut, "starting on the new runner from backup "+b.Id) {
+		t.Fatalf("move --wait: %v\n%s", r.err, r.errOut)
 	}
 }
