@@ -195,8 +195,11 @@ func waitRestore(ctx context.Context, log io.Writer, c *apiclient.Clients, env *
 	old := env.GetStatus().GetBackupProgress().GetStartedAt().AsTime()
 	check := func(e *covev1.Environment) (bool, error) {
 		st := e.GetStatus()
+		// A runner with content of its own carries a failed restore out
+		// (generation observed, FAILED) and starts that content: a
+		// failure all the same.
 		if p := st.GetBackupProgress(); p.GetOperation() == "restore" && p.GetState().GetPhase() == covev1.SubPhase_SUB_PHASE_FAILED &&
-			st.GetObservedRestoreGeneration() < gen && !p.GetStartedAt().AsTime().Equal(old) {
+			!p.GetStartedAt().AsTime().Equal(old) {
 			return true, fmt.Errorf("the restore of %s failed: %s", termsafe.Line(e.GetMetadata().GetName()), indentLines(p.GetState().GetMessage(), "  "))
 		}
 		return st.GetObservedRestoreGeneration() >= gen, nil

@@ -212,6 +212,28 @@ func TestEnvBackupWait(t *testing.T) {
 	}
 }
 
+// TestEnvRestoreWaitFailed: `cove env restore --wait` fails with the
+// runner's message when the runner carried the restore out as failed (its
+// generation observed, the environment started on its unchanged content).
+func TestEnvRestoreWaitFailed(t *testing.T) {
+	w := newBackupCLIWorld(t)
+	first := w.report(t, 1, "periodic", 3)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := runCLI(EnvCommand(), "restore", "work", "--backup", first.Id, "--wait", "--timeout", "5m")
+		done <- err
+	}()
+	testutil.WaitFor(t, "spec.restore to be set", func() bool { return w.get(t).GetSpec().GetRestore().GetGeneration() == 1 })
+	w.status(t, func(st *covev1.EnvironmentStatus) { // observes generation 1
+		st.BackupProgress = &covev1.BackupProgress{Operation: "restore", StartedAt: timestamppb.Now(),
+			State: &covev1.SubStatus{Phase: covev1.SubPhase_SUB_PHASE_FAILED, Message: "restore of backup b1 failed, the environment's content is unchanged: chunk missing"}}
+	})
+	err := testutil.Receive(t, done, "cove env restore --wait")
+	if err == nil || !strings.Contains(err.Error(), "the restore of work failed") || !strings.Contains(err.Error(), "unchanged") {
+		t.Fatalf("restore --wait of a restore carried out as failed: %v", err)
+	}
+}
+
 // TestEnvRestoreAndMove: `cove env restore` names the backup it restores
 // (the latest by default) and refuses one that is not the environment's;
 // `cove env start --runner` says what the move does; a mistyped
