@@ -2,6 +2,7 @@ package runner
 
 import (
 	"errors"
+	"os"
 
 	"connectrpc.com/connect"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
@@ -58,4 +59,16 @@ func (w *worker) isOrphaned() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.orphaned
+}
+
+// deletedUnheard: the environment was to be deleted, its directory is gone,
+// and the server refused the report as not this runner's (a deletion it
+// completed without this runner, from before releases were recorded):
+// nothing is left to do or to say.
+func (w *worker) deletedUnheard(err error, env *covev1.Environment) bool {
+	if !notOurs(err) || env.GetSpec().GetDesiredPhase() != phaseDeleted {
+		return false
+	}
+	_, statErr := os.Stat(w.r.layout(w.id).Dir)
+	return errors.Is(statErr, os.ErrNotExist)
 }

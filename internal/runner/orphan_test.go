@@ -143,3 +143,25 @@ func TestRefusedReportStopsEnvironment(t *testing.T) {
 	env.Spec.DesiredPhase = phaseDeleted
 	c.check(env)
 }
+
+// TestDeletedWithoutReportExits: an environment to delete whose reports
+// the server refuses as not this runner's (deleted without it before
+// releases existed) is deleted here all the same, and its worker exits
+// instead of retrying the report for ever.
+func TestDeletedWithoutReportExits(t *testing.T) {
+	c := newCrashWorld(t)
+	env := c.env()
+	c.converge(c.runner(0, false), env, func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseRunning })
+	srv := c.movedAway() // refuses every report
+	r := c.runner(0, false)
+	ctx, cancel := context.WithCancel(testutil.Context(t))
+	defer cancel()
+	env.Spec.DesiredPhase = phaseDeleted
+	env.Spec.SpecVersion++
+	r.dispatch(ctx, env)
+	testutil.WaitFor(t, "the deleted environment's worker to exit", func() bool { return !r.hasWorker(env.Id) })
+	c.check(env)
+	if refused, accepted := srv.counts(); refused == 0 || accepted != 0 {
+		t.Fatalf("reports refused %d, accepted %d; want refused only", refused, accepted)
+	}
+}

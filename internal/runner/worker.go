@@ -181,6 +181,12 @@ func (w *worker) loop() {
 			if w.ctx.Err() != nil {
 				return
 			}
+			if w.deletedUnheard(err, env) { // orphan.go
+				log.Warn("environment deleted here; the server refused the report as not this runner's (it left this runner): worker exits", "err", err)
+				w.r.forget(w.id)
+				w.cancel()
+				return
+			}
 			if w.orphan(err) { // orphan.go: stop it, report nothing
 				log.Warn("the server refused this runner's report: the environment is no longer assigned here (moved to another runner, or deleted while this runner was away); stopping it, keeping its files until the server says to delete them", "err", err)
 				continue
