@@ -415,3 +415,26 @@ func TestStartAfterLostDisk(t *testing.T) {
 		t.Error("not running")
 	}
 }
+
+// TestRestoreBackupFirstFails (REV-16): the backup before a rollback
+// fails (storage unreachable): the restore is not done — the content
+// would have no copy to roll back to — and is carried out as failed; the
+// environment runs on its unchanged content instead of failing every
+// start.
+func TestRestoreBackupFirstFails(t *testing.T) {
+	c, srv, env, first := restoreWorld(t)
+	n := len(srv.backups())
+	srv.mu.Lock()
+	srv.accessFails = 1
+	srv.mu.Unlock()
+	c.converge(backupRunner(c), env, func(s *covev1.EnvironmentSpec) {
+		s.Restore = &covev1.RestoreRequest{BackupId: first, Generation: 1, BackupFirst: true}
+	})
+	msg := keptAfterFailedRestore(t, c, env, "app/work.txt", "after\n")
+	if !strings.Contains(msg, "the backup before it failed") {
+		t.Errorf("message %q: want it to say the backup before the restore failed", msg)
+	}
+	if got := len(srv.backups()); got != n {
+		t.Errorf("%d backups recorded, want %d", got, n)
+	}
+}
