@@ -215,10 +215,10 @@ func oneRound(ctx context.Context, o options, round int, tree, dir string, rep *
 				continue
 			}
 			res, dst, err := timedStep(ctx, o, t, s, src, dir)
-			benchkit.Progress("round %d: %s: %s: %s (load %s)", round+1, t.name(), stepNames[s], secs(res.wall), benchkit.LoadAvg())
-			if err != nil && ctx.Err() != nil {
+			if ctx.Err() != nil { // interrupted: no figure, no more steps
 				return ctx.Err()
 			}
+			benchkit.Progress("round %d: %s: %s: %s (load %s)", round+1, t.name(), stepNames[s], secs(res.wall), benchkit.LoadAvg())
 			if res.err != nil {
 				failed[t.name()] = true
 				benchkit.Progress("round %d: %s: %s failed: %v", round+1, t.name(), stepNames[s], res.err)
