@@ -35,6 +35,7 @@ type backupServer struct {
 	reportCalls int
 	accessFails int // GetBackupAccess answers Unavailable this many more times
 	accessCalls int
+	s3          *covev1.BackupStorage // if set, the storage handed out (else the directory)
 }
 
 func (s *backupServer) GetBackupAccess(context.Context, *connect.Request[covev1.GetBackupAccessRequest]) (*connect.Response[covev1.GetBackupAccessResponse], error) {
@@ -44,6 +45,9 @@ func (s *backupServer) GetBackupAccess(context.Context, *connect.Request[covev1.
 	if s.accessFails > 0 {
 		s.accessFails--
 		return nil, connect.NewError(connect.CodeUnavailable, errors.New("down"))
+	}
+	if s.s3 != nil {
+		return connect.NewResponse(&covev1.GetBackupAccessResponse{Storage: s.s3, Key: s.key}), nil
 	}
 	return connect.NewResponse(&covev1.GetBackupAccessResponse{Storage: &covev1.BackupStorage{Kind: "dir", Dir: s.storage}, Key: s.key}), nil
 }
