@@ -9,24 +9,28 @@ import (
 	"sync"
 	"time"
 
+	"github.com/covedev/cove/internal/blob"
 	"github.com/covedev/cove/internal/errdefs"
 )
 
 // Writer writes one backup: content first (chunks), the manifest's pieces
 // as they fill, and the manifest root last, by Commit. Until Commit
 // succeeds no manifest exists, so a backup exists completely or not at
-// all. StoreContent is safe for concurrent use; Add, Reuse and Commit
-// must be called in order from one goroutine.
+// all. Chunks are stored concurrently (see maxUploads): StoreContent
+// returns once its chunks are queued, and Commit waits for them all before
+// it writes the manifest root. StoreContent is safe for concurrent use;
+// Add, Reuse and Commit must be called in order from one goroutine.
 type Writer struct {
 	repo  *Repo
 	name  string
 	meta  Metadata
 	start time.Time
 
-	mu    sync.Mutex // guards sum's content counters, known and zeroIDs
+	mu    sync.Mutex // guards sum's content counters, known, zero and up's state
 	sum   Summary
 	known map[ChunkID]struct{} // chunks this writer stored or found stored
 	zero  map[int]ChunkID      // ids of all-zero chunks by size
+	up    uploads
 
 	piece     bytes.Buffer
 	pieces    []ChunkRef
@@ -45,7 +49,7 @@ func (r *Repo) NewWriter(ctx context.Context, name string, meta Metadata) (*Writ
 	if err := r.mustNotExist(ctx, name); err != nil {
 		return nil, err
 	}
-	return &Writer{repo: r, name: name, meta: meta, start: time.Now()}, nil
+	return &Writer{repo: r, name: name, meta: meta, start: time.Now(), up: uploads{slots: make(chan struct{}, maxUploads)}}, nil
 }
 
 func (r *Repo) mustNotExist(ctx context.Context, name string) error {
@@ -70,22 +74,12 @@ func (w *Writer) StoreContent(ctx context.Context, rd io.Reader) ([]ChunkRef, in
 		if size+int64(len(chunk)) > MaxFileSize {
 			return errdefs.InvalidArgument(fmt.Errorf("file larger than %d bytes, the most a backup stores", int64(MaxFileSize)))
 		}
-		ref, stored, err := w.putChunk(ctx, chunk)
+		ref, err := w.putChunk(ctx, chunk)
 		if err != nil {
 			return err
 		}
 		refs = append(refs, ref)
 		size += int64(len(chunk))
-		w.mu.Lock()
-		if stored > 0 {
-			w.sum.BytesNew += int64(len(chunk))
-			w.sum.ChunksNew++
-			w.sum.StoredBytes += stored
-		} else {
-			w.sum.BytesReused += int64(len(chunk))
-			w.sum.ChunksReused++
-		}
-		w.mu.Unlock()
 		return nil
 	})
 	if err != nil {
@@ -107,22 +101,12 @@ func (w *Writer) StoreZeros(ctx context.Context, n int64) ([]ChunkRef, error) {
 			return nil, err
 		}
 		size := int(min(n, MaxChunkSize))
-		ref, stored, err := w.putChunkZero(ctx, zeroChunk()[:size], true)
+		ref, err := w.putChunkZero(ctx, zeroChunk()[:size], true)
 		if err != nil {
 			return nil, err
 		}
 		refs = append(refs, ref)
 		n -= int64(size)
-		w.mu.Lock()
-		if stored > 0 {
-			w.sum.BytesNew += int64(size)
-			w.sum.ChunksNew++
-			w.sum.StoredBytes += stored
-		} else {
-			w.sum.BytesReused += int64(size)
-			w.sum.ChunksReused++
-		}
-		w.mu.Unlock()
 	}
 	return refs, nil
 }
@@ -135,44 +119,41 @@ var zeroChunk = sync.OnceValue(func() []byte { return make([]byte, MaxChunkSize)
 // map's own): past it, chunks are asked about in the store again.
 const maxKnown = 1 << 18
 
-// putChunk stores a chunk of content unless this writer stored it or found
-// it stored already: a chunk repeated within one backup (the zeros of a
-// sparse file, a file copied) costs no request to the store, and an
-// all-zero chunk is not even hashed again.
-func (w *Writer) putChunk(ctx context.Context, chunk []byte) (ChunkRef, int64, error) {
+// putChunk queues a chunk of content for storing unless this writer
+// stored it, found it stored or has it in flight: a chunk repeated within
+// one backup (the zeros of a sparse file, a file copied) costs no request
+// to the store, and an all-zero chunk is not even hashed again.
+func (w *Writer) putChunk(ctx context.Context, chunk []byte) (ChunkRef, error) {
 	return w.putChunkZero(ctx, chunk, allZero(chunk))
 }
 
-// putChunkZero is putChunk of a chunk known to be all zeros or not.
-func (w *Writer) putChunkZero(ctx context.Context, chunk []byte, zero bool) (ChunkRef, int64, error) {
+// putChunkZero is putChunk of a chunk known to be all zeros or not (an
+// all-zero chunk is a slice of zeroChunk, never copied).
+func (w *Writer) putChunkZero(ctx context.Context, chunk []byte, zero bool) (ChunkRef, error) {
 	w.mu.Lock()
 	id, ok := w.zero[len(chunk)]
 	w.mu.Unlock()
 	if !zero || !ok {
 		id = w.repo.ChunkIDOf(chunk)
 	}
-	w.mu.Lock()
-	_, known := w.known[id]
-	w.mu.Unlock()
-	if known {
-		return ChunkRef{ID: id, Size: uint32(len(chunk))}, 0, nil
+	if zero && !ok {
+		w.mu.Lock()
+		if w.zero == nil {
+			w.zero = map[int]ChunkID{}
+		}
+		if len(w.zero) < 64 {
+			w.zero[len(chunk)] = id
+		}
+		w.mu.Unlock()
 	}
-	ref, stored, err := w.repo.putChunk(ctx, id, chunk)
-	if err != nil {
-		return ref, 0, err
+	if zero {
+		chunk = zeroChunk()[:len(chunk)] // immutable: queued without a copy
 	}
-	w.mu.Lock()
-	if w.known == nil {
-		w.known, w.zero = map[ChunkID]struct{}{}, map[int]ChunkID{}
+	ref := ChunkRef{ID: id, Size: uint32(len(chunk))}
+	if err := w.queueChunk(ctx, id, chunk, zero); err != nil {
+		return ChunkRef{}, err
 	}
-	if len(w.known) < maxKnown {
-		w.known[id] = struct{}{}
-	}
-	if zero && len(w.zero) < 64 {
-		w.zero[len(chunk)] = id
-	}
-	w.mu.Unlock()
-	return ref, stored, nil
+	return ref, nil
 }
 
 // zeroBlock is compared with content to tell zeros.
@@ -220,6 +201,9 @@ func (w *Writer) Reuse(ctx context.Context, e Entry, prev *Entry) error {
 func (w *Writer) Add(ctx context.Context, e Entry) error {
 	if w.committed {
 		return errdefs.FailedPrecondition(fmt.Errorf("backup %q already committed", w.name))
+	}
+	if err := w.uploadErr(); err != nil {
+		return err
 	}
 	if err := e.Validate(); err != nil {
 		return err
@@ -284,14 +268,21 @@ func (w *Writer) flush(ctx context.Context) error {
 	return nil
 }
 
-// Commit writes the manifest root, making the backup exist, and returns
-// its summary. Call it only once every content it lists is stored.
+// Commit waits for every chunk in flight, writes the manifest root,
+// making the backup exist, and returns its summary. If any chunk failed to
+// be stored (or ctx is done), nothing is committed.
 func (w *Writer) Commit(ctx context.Context) (Summary, error) {
 	if w.committed {
 		return Summary{}, errdefs.FailedPrecondition(fmt.Errorf("backup %q already committed", w.name))
 	}
+	if err := w.wait(); err != nil {
+		return Summary{}, err
+	}
 	if err := w.flush(ctx); err != nil {
 		return Summary{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Summary{}, fmt.Errorf("backup %q: %w", w.name, err)
 	}
 	w.mu.Lock()
 	sum := w.sum
@@ -309,8 +300,17 @@ func (w *Writer) Commit(ctx context.Context) (Summary, error) {
 	if err := w.repo.mustNotExist(ctx, w.name); err != nil {
 		return Summary{}, err
 	}
+	// Every chunk and piece the root names is durable before the root is
+	// written (a store that batches durability syncs here), and the root
+	// is durable before Commit returns.
+	if err := blob.Sync(ctx, w.repo.store); err != nil {
+		return Summary{}, fmt.Errorf("backup %q: sync chunks: %w", w.name, err)
+	}
 	if err := w.repo.store.Put(ctx, manifestKey(w.name), bytes.NewReader(sealed), int64(len(sealed))); err != nil {
 		return Summary{}, fmt.Errorf("backup %q: write manifest: %w", w.name, err)
+	}
+	if err := blob.Sync(ctx, w.repo.store); err != nil {
+		return Summary{}, fmt.Errorf("backup %q: sync manifest: %w", w.name, err)
 	}
 	w.committed = true
 	sum.StoredBytes += int64(len(sealed))

@@ -48,6 +48,9 @@ func TestRepeatedChunksCostNoRequests(t *testing.T) {
 	if err != nil || size != holes {
 		t.Fatalf("zeros: %d bytes, %v", size, err)
 	}
+	if err := w.wait(); err != nil { // uploads run in the background
+		t.Fatal(err)
+	}
 	distinct := map[ChunkID]bool{}
 	for _, ref := range refs {
 		distinct[ref.ID] = true
@@ -61,11 +64,17 @@ func TestRepeatedChunksCostNoRequests(t *testing.T) {
 	data := randomBytes(3, 9<<20)
 	before := store.stats.Load()
 	refs1, _, err := w.StoreContent(ctx, bytes.NewReader(data))
+	if err == nil {
+		err = w.wait()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	mid := store.stats.Load()
 	refs2, _, err := w.StoreContent(ctx, bytes.NewReader(data))
+	if err == nil {
+		err = w.wait()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -144,6 +144,9 @@ func TestConcurrentStoreContent(t *testing.T) {
 		}
 		lists[res.i%2] = append(lists[res.i%2], res.refs)
 	}
+	if err := w.wait(); err != nil { // uploads run in the background
+		t.Fatal(err)
+	}
 	for j, c := range contents {
 		if len(lists[j]) != 4 {
 			t.Fatalf("content %d: %d results, want 4", j, len(lists[j]))

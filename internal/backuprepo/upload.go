@@ -1,0 +1,114 @@
+package backuprepo
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// Uploads in flight. A writer stores chunks concurrently: the chunk id is
+// computed by the caller (a keyed MAC of the plaintext), then the chunk is
+// copied and handed to an upload goroutine that asks the store whether it
+// has it, seals it (zstd + XChaCha20-Poly1305) and puts it. At most
+// maxUploads chunks are in flight per writer, so a writer holds at most
+// maxUploads copies of a chunk (MaxChunkSize each, 32 MiB in all) plus
+// their sealed forms; a caller with a chunk to queue waits for a slot.
+//
+// The first upload error is kept: the writer's next call returns it and
+// queues nothing more, and Commit waits for every upload and fails with
+// it, so a manifest never names a chunk that was not stored.
+const maxUploads = 8
+
+// uploads tracks a writer's chunks in flight.
+type uploads struct {
+	slots chan struct{}
+	wg    sync.WaitGroup
+	// guarded by Writer.mu
+	pending map[ChunkID]struct{} // ids queued and not finished
+	err     error                // the first upload error
+}
+
+// uploadErr returns the first upload error, if any.
+func (w *Writer) uploadErr() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.up.err
+}
+
+// queueChunk stores chunk (of id) unless this writer stored it, found it
+// stored or has it in flight; the summary's counters are updated when the
+// outcome is known. chunk is copied unless shared (an immutable slice,
+// the zero chunk) is true.
+func (w *Writer) queueChunk(ctx context.Context, id ChunkID, chunk []byte, shared bool) error {
+	size := int64(len(chunk))
+	w.mu.Lock()
+	if err := w.up.err; err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	_, known := w.known[id]
+	_, inFlight := w.up.pending[id]
+	if known || inFlight {
+		w.sum.BytesReused += size
+		w.sum.ChunksReused++
+		w.mu.Unlock()
+		return nil
+	}
+	if w.up.pending == nil {
+		w.up.pending = map[ChunkID]struct{}{}
+	}
+	w.up.pending[id] = struct{}{}
+	w.mu.Unlock()
+
+	select {
+	case w.up.slots <- struct{}{}:
+	case <-ctx.Done():
+		w.finish(id, size, 0, ctx.Err())
+		return ctx.Err()
+	}
+	data := chunk
+	if !shared {
+		data = append(make([]byte, 0, len(chunk)), chunk...)
+	}
+	w.up.wg.Add(1)
+	go func() {
+		defer w.up.wg.Done()
+		defer func() { <-w.up.slots }()
+		_, stored, err := w.repo.putChunk(ctx, id, data)
+		w.finish(id, size, stored, err)
+	}()
+	return nil
+}
+
+// finish records the outcome of storing chunk id of size bytes.
+func (w *Writer) finish(id ChunkID, size, stored int64, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.up.pending, id)
+	if err != nil {
+		if w.up.err == nil {
+			w.up.err = fmt.Errorf("backup %q: %w", w.name, err)
+		}
+		return
+	}
+	if w.known == nil {
+		w.known = map[ChunkID]struct{}{}
+	}
+	if len(w.known) < maxKnown {
+		w.known[id] = struct{}{}
+	}
+	if stored > 0 {
+		w.sum.BytesNew += size
+		w.sum.ChunksNew++
+		w.sum.StoredBytes += stored
+	} else {
+		w.sum.BytesReused += size
+		w.sum.ChunksReused++
+	}
+}
+
+// wait waits for every upload in flight and returns the first error.
+func (w *Writer) wait() error {
+	w.up.wg.Wait()
+	return w.uploadErr()
+}

@@ -1,0 +1,221 @@
+package backuprepo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/covedev/cove/internal/blob"
+)
+
+// gatedStore holds every chunk Put until release is closed (or the Put's
+// context is done), and counts chunk Puts and Stats.
+type gatedStore struct {
+	blob.Store
+	release     chan struct{}
+	puts, stats atomic.Int64
+}
+
+func (s *gatedStore) Stat(ctx context.Context, key string) (blob.Info, error) {
+	if strings.HasPrefix(key, "chunks/") {
+		s.stats.Add(1)
+	}
+	return s.Store.Stat(ctx, key)
+}
+
+func (s *gatedStore) Put(ctx context.Context, key string, r io.Reader, size int64) error {
+	if strings.HasPrefix(key, "chunks/") {
+		s.puts.Add(1)
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return s.Store.Put(ctx, key, r, size)
+}
+
+// TestUploadErrorAmongManySmallFilesCommitsNothing: the store refuses one
+// chunk in the middle of many small files stored concurrently. The error
+// surfaces (from a later AddFile or from Commit), and no manifest exists:
+// the backup is not there rather than naming a missing chunk.
+func TestUploadErrorAmongManySmallFilesCommitsNothing(t *testing.T) {
+	ctx := context.Background()
+	base := newMem()
+	store := &recordingStore{Store: base, failPref: "chunks/", failAt: 40}
+	r := New(store, testKey(t, 1), nil)
+	w, err := r.NewWriter(ctx, "b", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const files = 4 * maxUploads * 10
+	var addErr error
+	for i := range files {
+		e := Entry{Path: fmt.Sprintf("f%04d", i), Mode: 0o644}
+		if addErr = w.AddFile(ctx, e, strings.NewReader(fmt.Sprintf("content of file %d", i))); addErr != nil {
+			break
+		}
+	}
+	_, commitErr := w.Commit(ctx)
+	if commitErr == nil {
+		t.Fatal("Commit succeeded although a chunk was not stored")
+	}
+	for _, err := range []error{addErr, commitErr} {
+		if err != nil && !blob.IsNotFound(err) {
+			t.Errorf("error %v does not carry the store's refusal", err)
+		}
+	}
+	if got := keys(t, base, "manifests/"); len(got) != 0 {
+		t.Errorf("manifest objects %v exist after a failed upload", got)
+	}
+	if _, err := r.OpenManifest(ctx, "b"); !blob.IsNotFound(err) {
+		t.Errorf("OpenManifest after a failed backup: %v, want not found", err)
+	}
+}
+
+// TestConcurrentDuplicateChunkStoredOnce: the same content queued twice
+// while its first upload is still in flight is asked about and stored
+// once, and counted once as new and once as reused.
+func TestConcurrentDuplicateChunkStoredOnce(t *testing.T) {
+	ctx := context.Background()
+	store := &gatedStore{Store: newMem(), release: make(chan struct{})}
+	r := New(store, testKey(t, 1), nil)
+	w, err := r.NewWriter(ctx, "b", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(5, MinChunkSize/2) // one chunk
+	refs1, _, err := w.StoreContent(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first upload cannot finish before release is closed.
+	refs2, _, err := w.StoreContent(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(store.release)
+	for i, refs := range [][]ChunkRef{refs1, refs2} {
+		if err := w.Add(ctx, Entry{Path: fmt.Sprintf("f%d", i), Type: TypeFile, Mode: 0o644, Chunks: refs, Size: int64(len(data))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum, err := w.Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(refs1) != 1 || refs1[0] != refs2[0] {
+		t.Fatalf("chunk lists %v and %v, want one identical chunk", refs1, refs2)
+	}
+	// One Put of a content chunk, plus the manifest piece (also a chunk).
+	if got := len(keys(t, store.Store, "chunks/")); store.puts.Load() != int64(got) || got != 2 {
+		t.Errorf("%d chunk Puts, %d chunk objects: want one per distinct chunk (2)", store.puts.Load(), got)
+	}
+	if sum.ChunksNew != 1 || sum.ChunksReused != 1 || sum.BytesNew != int64(len(data)) || sum.BytesReused != int64(len(data)) {
+		t.Errorf("summary %+v: want the chunk counted once new, once reused", sum)
+	}
+	for _, e := range readAll(t, r, "b") {
+		if !bytes.Equal(contentOf(t, r, e), data) {
+			t.Errorf("%s restored wrong", e.Path)
+		}
+	}
+}
+
+// TestCancelWithUploadsInFlightCommitsNothing: a backup cancelled while
+// chunks are in flight stops them, and Commit fails without writing a
+// manifest.
+func TestCancelWithUploadsInFlightCommitsNothing(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	base := newMem()
+	store := &gatedStore{Store: base, release: make(chan struct{})} // never released
+	r := New(store, testKey(t, 1), nil)
+	w, err := r.NewWriter(ctx, "b", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.AddFile(ctx, Entry{Path: "f", Mode: 0o644}, bytes.NewReader(randomBytes(6, 3*AvgChunkSize))); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if _, err := w.Commit(context.Background()); !errors.Is(err, context.Canceled) {
+		t.Errorf("Commit after cancel: %v, want canceled", err)
+	}
+	if got := keys(t, base, ""); len(got) != 0 {
+		t.Errorf("objects %v stored by a cancelled backup", got)
+	}
+}
+
+// syncOrderStore records, in order, each Put (its key) and each Sync
+// ("sync") made to a store that batches durability.
+type syncOrderStore struct {
+	blob.Store
+	mu  sync.Mutex
+	ops []string
+}
+
+func (s *syncOrderStore) Put(ctx context.Context, key string, r io.Reader, size int64) error {
+	if err := s.Store.Put(ctx, key, r, size); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.ops = append(s.ops, key)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *syncOrderStore) Sync(ctx context.Context) error {
+	s.mu.Lock()
+	s.ops = append(s.ops, "sync")
+	s.mu.Unlock()
+	return nil
+}
+
+// TestManifestSyncedAfterChunks: on a store whose Puts are durable only
+// at Sync, every chunk and manifest piece is Put before a Sync that comes
+// before the manifest root's Put, and the root is synced too: a crash
+// never leaves a manifest naming a chunk that is not durable.
+func TestManifestSyncedAfterChunks(t *testing.T) {
+	ctx := context.Background()
+	store := &syncOrderStore{Store: newMem()}
+	r := New(store, testKey(t, 1), nil)
+	w, err := r.NewWriter(ctx, "b", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 * maxUploads {
+		if err := w.AddFile(ctx, Entry{Path: fmt.Sprintf("f%03d", i), Mode: 0o644}, bytes.NewReader(randomBytes(uint64(100+i), 4096))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ops := store.ops
+	root := slices.Index(ops, "manifests/b")
+	if root < 0 {
+		t.Fatalf("operations %v: no manifest root", ops)
+	}
+	lastChunk := -1
+	for i, op := range ops {
+		if strings.HasPrefix(op, "chunks/") {
+			lastChunk = i
+		}
+	}
+	if lastChunk < 0 || lastChunk > root {
+		t.Fatalf("operations %v: chunks missing or put after the manifest root", ops)
+	}
+	if !slices.Contains(ops[lastChunk:root], "sync") {
+		t.Errorf("operations %v: no Sync between the last chunk and the manifest root", ops)
+	}
+	if !slices.Contains(ops[root:], "sync") {
+		t.Errorf("operations %v: the manifest root is not synced", ops)
+	}
+}
