@@ -111,7 +111,7 @@ func (r *report) print(out io.Writer) {
 		drop = "page cache NOT dropped between steps (-drop-caches=false)"
 	}
 	fmt.Fprintf(out, "%s; %d round(s), the tools' order rotating; medians over rounds\n", drop, o.rounds)
-	fmt.Fprintf(out, "tools: cove (internal/backupfs in process, GOMAXPROCS %d, store fsyncs each object); %s | %s at -%d -T0 (archive fsynced); %s (local repository, compression auto, cache kept)\n",
+	fmt.Fprintf(out, "tools: cove (internal/backupfs in process, GOMAXPROCS %d, localblob.BatchedSync: one syncfs before and after each manifest); %s | %s at -%d -T0 (archive fsynced); %s (local repository, compression auto, cache kept)\n",
 		runtime.GOMAXPROCS(0), r.versions["tar"], r.versions["zstd"], o.level, r.versions["restic"])
 	if o.syncfs {
 		fmt.Fprintf(out, "cove-syncfs is an experiment, not what cove ships: cove's code on a store that does not fsync each object, with one syncfs(2) at the end of each backup (timed)\n")

@@ -113,8 +113,13 @@ func (r *Repo) PutChunk(ctx context.Context, data []byte) (ref ChunkRef, stored 
 func (r *Repo) putChunk(ctx context.Context, id ChunkID, data []byte) (ref ChunkRef, stored int64, err error) {
 	ref = ChunkRef{ID: id, Size: uint32(len(data))}
 	key := ref.ID.key()
-	if _, err := r.store.Stat(ctx, key); err == nil {
+	if info, err := r.store.Stat(ctx, key); err == nil && info.Size >= int64(minSealed) {
 		return ref, 0, nil
+	} else if err == nil {
+		// Shorter than any sealed object: the empty file a crash can leave
+		// of an object written without fsync (localblob.BatchedSync) before
+		// its Sync. Store it again rather than reuse it.
+		r.log.Warn("backup: a stored chunk is truncated; storing it again", "chunk", key, "size", info.Size)
 	} else if !blob.IsNotFound(err) {
 		return ref, 0, fmt.Errorf("store chunk: %w", err)
 	}

@@ -25,6 +25,9 @@ const (
 	// maxSealed bounds a sealed object's size: the payload, zstd's worst
 	// case framing of incompressible data, the header, nonce and tag.
 	maxSealed = MaxPayload + MaxPayload/64 + 1024
+	// minSealed is less than any sealed object: the header, an
+	// XChaCha20 nonce and a Poly1305 tag around an empty payload.
+	minSealed = headerLen + 24 + 16
 )
 
 var (

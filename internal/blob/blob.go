@@ -67,6 +67,23 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 }
 
+// Syncer is a Store whose Puts are not durable one by one (a local
+// directory written without an fsync per object): Sync makes every object
+// Put before it durable. A Store without it (S3: a PUT is durable when it
+// returns) needs no Sync. Backups call Sync after all chunks are stored
+// and before they write the manifest that names them.
+type Syncer interface {
+	Sync(ctx context.Context) error
+}
+
+// Sync syncs s if it is a Syncer; any other Store is durable already.
+func Sync(ctx context.Context, s Store) error {
+	if sy, ok := s.(Syncer); ok {
+		return sy.Sync(ctx)
+	}
+	return nil
+}
+
 // Info describes an object.
 type Info struct {
 	Key     string

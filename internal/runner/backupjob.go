@@ -232,7 +232,7 @@ func openStorage(raw json.RawMessage, log *slog.Logger) (blob.Store, error) {
 	}
 	switch s.GetKind() {
 	case "dir":
-		return localblob.New(s.GetDir(), log)
+		return localblob.New(s.GetDir(), log, localblob.BatchedSync()) // backuprepo syncs before each manifest
 	case "s3":
 		return s3blob.New(s3blob.Config{Endpoint: s.GetEndpoint(), Region: s.GetRegion(), Bucket: s.GetBucket(), Prefix: s.GetPrefix(),
 			AccessKeyID: s.GetAccessKeyId(), SecretAccessKey: s.GetSecretAccessKey(), SessionToken: s.GetSessionToken(),

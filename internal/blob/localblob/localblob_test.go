@@ -2,6 +2,7 @@ package localblob
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,43 @@ func newStore(t *testing.T) *Store {
 
 func TestConformance(t *testing.T) {
 	blobtest.Run(t, func(t *testing.T) blob.Store { return newStore(t) }, blobtest.Options{LargeSize: 3 << 20})
+}
+
+// The store as backups open it (no fsync per object) keeps every promise
+// of a Store, and Sync makes its objects durable.
+func TestConformanceBatchedSync(t *testing.T) {
+	blobtest.Run(t, func(t *testing.T) blob.Store {
+		s, err := New(filepath.Join(t.TempDir(), "blobs"), nil, BatchedSync())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}, blobtest.Options{LargeSize: 3 << 20})
+}
+
+func TestSync(t *testing.T) {
+	ctx := context.Background()
+	s, err := New(filepath.Join(t.TempDir(), "blobs"), nil, BatchedSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	blobtest.Put(t, s, "a/b", []byte("content"))
+	if err := s.Sync(ctx); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	if got := blobtest.Read(t, s, "a/b", blob.Range{}); string(got) != "content" {
+		t.Errorf("after Sync: %q", got)
+	}
+	if len(tmpFiles(t, s)) != 0 {
+		t.Errorf("temporary files left: %v", tmpFiles(t, s))
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Sync(cctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Sync with a cancelled context: %v", err)
+	}
 }
 
 // tmpFiles lists the temporary files of Puts in progress.
