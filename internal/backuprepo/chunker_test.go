@@ -73,6 +73,9 @@ func TestInsertedByteReusesMostChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := w2.wait(); err != nil { // uploads run in the background; the counts are final after them
+		t.Fatal(err)
+	}
 	t.Logf("%d chunks, then %d new and %d reused after inserting a byte", len(first), w2.sum.ChunksNew, w2.sum.ChunksReused)
 	// Content-defined boundaries resynchronise after the first cut: only
 	// the chunks before it are new (one, or two if a cut moved).

@@ -114,7 +114,13 @@ func (r *Repo) putChunk(ctx context.Context, id ChunkID, data []byte) (ref Chunk
 	ref = ChunkRef{ID: id, Size: uint32(len(data))}
 	key := ref.ID.key()
 	if info, err := r.store.Stat(ctx, key); err == nil && info.Size >= int64(minSealed) {
-		return ref, 0, nil
+		ok, err := r.storedWhole(ctx, ref)
+		if err != nil {
+			return ref, 0, err
+		}
+		if ok {
+			return ref, 0, nil
+		}
 	} else if err == nil {
 		// Shorter than any sealed object: the empty file a crash can leave
 		// of an object written without fsync (localblob.BatchedSync) before
@@ -131,6 +137,31 @@ func (r *Repo) putChunk(ctx context.Context, id ChunkID, data []byte) (ref Chunk
 		return ref, 0, fmt.Errorf("store chunk: %w", err)
 	}
 	return ref, int64(len(sealed)), nil
+}
+
+// storedWhole reports whether a chunk the store holds can be reused. On a
+// store whose objects are durable only once synced (blob.Syncer: a
+// directory written without an fsync per object), a crash before the sync
+// can leave an object of plausible size with content that never reached
+// the disk; no committed manifest names it, but reusing it would make the
+// next backup name it. So there a chunk is read and verified before it is
+// reused (a local read, and only for content already stored), and stored
+// again when it does not check out. Elsewhere (S3: a PUT is durable when
+// it returns) its presence is enough.
+func (r *Repo) storedWhole(ctx context.Context, ref ChunkRef) (bool, error) {
+	if _, batched := r.store.(blob.Syncer); !batched {
+		return true, nil
+	}
+	_, err := r.GetChunk(ctx, ref)
+	switch {
+	case err == nil:
+		return true, nil
+	case IsCorrupt(err):
+		r.log.Warn("backup: a stored chunk does not check out (written before a crash?); storing it again", "chunk", ref.ID.key(), "err", err)
+		return false, nil
+	default:
+		return false, fmt.Errorf("store chunk: verify the stored copy: %w", err)
+	}
 }
 
 // GetChunk reads, authenticates and decrypts the chunk ref names, and

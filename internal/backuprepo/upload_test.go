@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/covedev/cove/internal/blob"
+	"github.com/covedev/cove/internal/blob/localblob"
 )
 
 // gatedStore holds every chunk Put until release is closed (or the Put's
@@ -245,6 +246,49 @@ func TestTruncatedChunkStoredAgain(t *testing.T) {
 	}
 	if sum.ChunksNew != 1 {
 		t.Errorf("summary %+v: the truncated chunk was not stored again", sum)
+	}
+	for _, e := range readAll(t, r, "b") {
+		if !bytes.Equal(contentOf(t, r, e), data) {
+			t.Errorf("%s restored wrong", e.Path)
+		}
+	}
+}
+
+// TestUnflushedChunkStoredAgain: a crash before a batched store's Sync can
+// leave a chunk object of its full size whose content never reached the
+// disk (zeros here); no manifest names it, and the next backup of the same
+// content must not reuse it: it reads it, finds it does not check out, and
+// stores it again, so its manifest restores.
+func TestUnflushedChunkStoredAgain(t *testing.T) {
+	ctx := context.Background()
+	store, err := localblob.New(t.TempDir(), nil, localblob.BatchedSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(store, testKey(t, 1), nil)
+	data := randomBytes(8, 300<<10)
+	id := r.ChunkIDOf(data)
+	sealed, err := r.key.seal(kindChunk, id.String(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The object as a crash left it: its size, not its bytes.
+	if err := store.Put(ctx, id.key(), bytes.NewReader(make([]byte, len(sealed))), int64(len(sealed))); err != nil {
+		t.Fatal(err)
+	}
+	w, err := r.NewWriter(ctx, "b", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.AddFile(ctx, Entry{Path: "f", Mode: 0o644}, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := w.Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.ChunksNew != 1 {
+		t.Errorf("summary %+v: the unflushed chunk was reused, not stored again", sum)
 	}
 	for _, e := range readAll(t, r, "b") {
 		if !bytes.Equal(contentOf(t, r, e), data) {
