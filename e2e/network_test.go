@@ -179,10 +179,11 @@ func TestNetworking(t *testing.T) {
 		t.Fatalf("browser by name: %d %v: the id must not be disclosed", resp.StatusCode, resp.Header)
 	}
 
-	// Requests through the proxy count as activity.
+	// Signed-in users' requests through the proxy count as activity.
 	waitFor(t, "proxy activity in status", func() bool {
 		j := u.envJSON("a")
-		return field(j, "status", "activity", "lastActive") != "" && field(j, "status", "activity", "reason") == "port proxy"
+		return field(j, "status", "activity", "lastActive") != "" && field(j, "status", "activity", "source") == "port" &&
+			strings.Contains(field(j, "status", "activity", "reason"), "port 3000")
 	})
 
 	for _, name := range []string{"a", "b"} {
