@@ -212,7 +212,7 @@ func restoreAll(ctx context.Context, repo *backuprepo.Repo, job *backupJob, prog
 	sort.Strings(svc)
 	for _, name := range svc {
 		dir := path.Join(job.ServicesDir, serviceTreeRE.FindStringSubmatch(name)[1], "upper")
-		if err := mkdirEmpty(dir, job.Map); err != nil {
+		if err := mkdirEmpty(dir, int(job.Map.HostUID), int(job.Map.HostGID), 0o755); err != nil {
 			return nil, err
 		}
 		r, err := backupfs.Restore(ctx, repo, job.Name, []backupfs.Source{{Name: name, Dir: dir, Overlay: true}}, opts)

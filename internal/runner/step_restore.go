@@ -17,6 +17,7 @@ import (
 	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/usererr"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -256,12 +257,13 @@ func asideContent(lay envdir.Layout, st *envState, req *covev1.RestoreRequest) (
 		}
 	}
 	for _, t := range targets {
-		if err := mkdirEmpty(t.Dir, idMapOf(st)); err != nil {
-			return nil, errors.Join(err, rollBack(lay, rec))
-		}
+		m := idMapOf(st)
+		uid, gid, mode := int(m.HostUID), int(m.HostGID), uint32(0o755)
 		if fi := owner[t.Dir]; fi != nil {
-			_ = os.Lchown(t.Dir, int(fi.Uid), int(fi.Gid))
-			_ = os.Chmod(t.Dir, os.FileMode(fi.Mode&0o7777))
+			uid, gid, mode = int(fi.Uid), int(fi.Gid), fi.Mode&0o7777
+		}
+		if err := mkdirEmpty(t.Dir, uid, gid, mode); err != nil {
+			return nil, errors.Join(err, rollBack(lay, rec))
 		}
 	}
 	return rec, nil
@@ -276,15 +278,25 @@ func contains(l []string, s string) bool {
 	return false
 }
 
-// mkdirEmpty makes dir (and its parents), owned by root inside the range.
-func mkdirEmpty(dir string, m backupfs.IDMap) error {
+// mkdirEmpty makes dir (and its parents) with owner and mode set through
+// a handle opened without following a symlink: a name that is not a real
+// directory is refused, never followed.
+func mkdirEmpty(dir string, uid, gid int, mode uint32) error {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
 		return fmt.Errorf("restore target: %w", err)
 	}
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("restore target: %w", err)
 	}
-	if err := os.Lchown(dir, int(m.HostUID), int(m.HostGID)); err != nil {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("restore target %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchown(fd, uid, gid); err != nil {
+		return fmt.Errorf("restore target: %w", err)
+	}
+	if err := unix.Fchmod(fd, mode); err != nil {
 		return fmt.Errorf("restore target: %w", err)
 	}
 	return nil
