@@ -26,7 +26,11 @@
 // Usage (as root, from the repository root; needs tar, zstd, restic and
 // git: scripts/install-deps.sh bench):
 //
-//	go run ./bench/backup [-rounds 3] [-size BYTES] [-dir /var/tmp] [-cpuprofile DIR]
+//	go run ./bench/backup [-rounds 3] [-size BYTES] [-dir /var/tmp] [-cpuprofile DIR] [-only full|restore]
+//
+// -only full runs the full backup alone; -only restore a full backup and
+// the restore of it (which then reads a full backup, not an incremental
+// chain): to iterate on one step.
 package main
 
 import (
@@ -53,6 +57,20 @@ type options struct {
 	profile       string
 	dropCaches    bool
 	syncfs        bool
+	only          string // "" (every step), "full" or "restore" (see runs)
+}
+
+// runs reports whether step s is run: with -only full, the full backup
+// alone; with -only restore, the full backup (the restore's source, still
+// timed and shown) and the restore of it.
+func (o options) runs(s step) bool {
+	switch o.only {
+	case "full":
+		return s == stepFull
+	case "restore":
+		return s == stepFull || s == stepRestore
+	}
+	return true
 }
 
 func main() {
@@ -66,6 +84,7 @@ func main() {
 	flag.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles of cove's steps (last round) into this directory")
 	flag.BoolVar(&o.dropCaches, "drop-caches", true, "drop the page cache before every timed step but the warm ones")
 	flag.BoolVar(&o.syncfs, "experiment-syncfs", false, "add cove-syncfs: cove on a store without per-object fsync, one syncfs per backup (what localblob's fsyncs cost)")
+	flag.StringVar(&o.only, "only", "", "\"full\": run only the full backup; \"restore\": only a full backup and the restore of it (to iterate on one step; the others are skipped)")
 	flag.Parse()
 	benchkit.Main("bench/backup", func(ctx context.Context) error { return run(ctx, o, os.Stdout) })
 }
@@ -98,6 +117,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		if _, err := exec.LookPath(t); err != nil {
 			return fmt.Errorf("%s not found: install the benchmark's baselines with scripts/install-deps.sh bench", t)
 		}
+	}
+	if o.only != "" && o.only != "full" && o.only != "restore" {
+		return fmt.Errorf("-only %q: want \"full\" or \"restore\"", o.only)
 	}
 	if o.rounds < 1 || o.size < 64<<20 {
 		return errors.New("-rounds must be at least 1 and -size at least 64 MiB")
@@ -192,6 +214,9 @@ func oneRound(ctx context.Context, o options, round int, tree, dir string, rep *
 	order := slices.Concat(tools[round%len(tools):], tools[:round%len(tools)])
 	failed := map[string]bool{}
 	for s := range nSteps {
+		if !o.runs(s) {
+			continue
+		}
 		if s == stepIncr || s == stepIncrWarm {
 			sum, err := change(ctx, src, o.seed+1000+int64(s))
 			if err != nil {

@@ -111,6 +111,9 @@ func (r *report) print(out io.Writer) {
 		drop = "page cache NOT dropped between steps (-drop-caches=false)"
 	}
 	fmt.Fprintf(out, "%s; %d round(s), the tools' order rotating; medians over rounds\n", drop, o.rounds)
+	if o.only != "" {
+		fmt.Fprintf(out, "-only %s: the other steps were not run (with -only restore, the restore reads the full backup)\n", o.only)
+	}
 	fmt.Fprintf(out, "tools: cove (internal/backupfs in process, GOMAXPROCS %d, localblob.BatchedSync: one syncfs before and after each manifest); %s | %s at -%d -T0 (archive fsynced); %s (local repository, compression auto, cache kept)\n",
 		runtime.GOMAXPROCS(0), r.versions["tar"], r.versions["zstd"], o.level, r.versions["restic"])
 	if o.syncfs {
@@ -128,6 +131,9 @@ func (r *report) print(out io.Writer) {
 	}
 	fmt.Fprintln(out)
 	for s := range nSteps {
+		if !o.runs(s) {
+			continue
+		}
 		fmt.Fprintf(out, "%-26s", stepNames[s])
 		for _, t := range r.tools {
 			sm := r.summary(t, s)
@@ -146,6 +152,9 @@ func (r *report) print(out io.Writer) {
 
 	fmt.Fprintf(out, "\ncove next to each baseline (time ratio, stored ratio; below 1 is better for cove):\n")
 	for s := range nSteps {
+		if !o.runs(s) {
+			continue
+		}
 		c := r.summary("cove", s)
 		fmt.Fprintf(out, "  %-26s", stepNames[s])
 		for _, t := range r.tools[1:] {
@@ -194,6 +203,9 @@ func (r *report) print(out io.Writer) {
 	fmt.Fprintf(out, "\nevery round's wall time:\n")
 	for _, t := range r.tools {
 		for s := range nSteps {
+			if !o.runs(s) {
+				continue
+			}
 			var parts []string
 			for _, x := range r.res.of(t, s) {
 				if x.err != nil {
