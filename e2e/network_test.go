@@ -179,12 +179,20 @@ func TestNetworking(t *testing.T) {
 		t.Fatalf("browser by name: %d %v: the id must not be disclosed", resp.StatusCode, resp.Header)
 	}
 
-	// Proxy requests as auto-stop activity: checked by portproxy's
-	// TestAnonymousRequestsAreNotActivity and runner's
-	// TestActivityPortProxyAndNames. The end-to-end check here failed in
-	// session 7's final run (the owner's token requests never showed in
-	// status.activity after the REV-11 change): an open bug, see the
-	// session's closing note; put the check back with its fix.
+	// Signed-in users' requests through the proxy count as activity. The
+	// port-forward above is attached and was the last activity shown; the
+	// runner reports the activity again once it moved by its report step
+	// (30 s), not per request, so the owner keeps using the port until the
+	// status names it.
+	waitFor(t, "proxy activity in status", func() bool {
+		if _, code := httpGet(url, c.token()); code != 200 {
+			return false
+		}
+		j := u.envJSON("a")
+		return field(j, "status", "activity", "lastActive") != "" && field(j, "status", "activity", "source") == "port" &&
+			strings.Contains(field(j, "status", "activity", "reason"), "port 3000")
+	})
+
 	for _, name := range []string{"a", "b"} {
 		u.must("env", "delete", name, "--wait")
 	}
