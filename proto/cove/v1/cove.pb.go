@@ -694,7 +694,14 @@ type EnvironmentSpec struct {
 	Leases []*Lease `protobuf:"bytes,13,rep,name=leases,proto3" json:"leases,omitempty"`
 	// Why the server set desired_phase to STOPPED on its own, e.g. "stopped
 	// after 30 min without activity"; empty when a user asked.
-	StopReason    string `protobuf:"bytes,14,opt,name=stop_reason,json=stopReason,proto3" json:"stop_reason,omitempty"`
+	StopReason string `protobuf:"bytes,14,opt,name=stop_reason,json=stopReason,proto3" json:"stop_reason,omitempty"`
+	// Set by the server only on the copy of an environment it sends a
+	// runner the environment left (moved or rescheduled elsewhere) while the
+	// environment lives on: before deleting its copy, the runner backs it up
+	// (trigger "salvage") when it changed since its last recorded backup,
+	// and deletes it only once the server recorded that backup. False on a
+	// deleted environment's copy: the runner just deletes it.
+	Salvage       bool `protobuf:"varint,15,opt,name=salvage,proto3" json:"salvage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -825,6 +832,13 @@ func (x *EnvironmentSpec) GetStopReason() string {
 		return x.StopReason
 	}
 	return ""
+}
+
+func (x *EnvironmentSpec) GetSalvage() bool {
+	if x != nil {
+		return x.Salvage
+	}
+	return false
 }
 
 type SubStatus struct {
@@ -1292,7 +1306,7 @@ type Backup struct {
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	EnvironmentId string                 `protobuf:"bytes,2,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
 	Time          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
-	// "stop", "periodic", "manual", "before-restore".
+	// "stop", "periodic", "manual", "before-restore", "salvage".
 	Trigger string `protobuf:"bytes,4,opt,name=trigger,proto3" json:"trigger,omitempty"`
 	Files   int64  `protobuf:"varint,5,opt,name=files,proto3" json:"files,omitempty"`
 	// Content bytes of the files; of them, stored by this backup vs already
@@ -1310,7 +1324,11 @@ type Backup struct {
 	// was stopped or a snapshot was used).
 	FrozenMs int64 `protobuf:"varint,13,opt,name=frozen_ms,json=frozenMs,proto3" json:"frozen_ms,omitempty"`
 	// Paths not backed up (sockets, devices, FIFOs), at most 100.
-	Skipped       []string `protobuf:"bytes,14,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	Skipped []string `protobuf:"bytes,14,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	// Written by the server for people (never taken from a runner), e.g. on
+	// a "salvage" backup: the copy a runner still held when the environment
+	// had moved on, which is not restored by default.
+	Note          string `protobuf:"bytes,15,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1441,6 +1459,13 @@ func (x *Backup) GetSkipped() []string {
 		return x.Skipped
 	}
 	return nil
+}
+
+func (x *Backup) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
 }
 
 // BackupProgress is a backup or restore the runner is doing, or the last
@@ -5644,7 +5669,7 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x04port\x18\x01 \x01(\x05R\x04port\x127\n" +
 	"\n" +
 	"visibility\x18\x02 \x01(\x0e2\x17.cove.v1.PortVisibilityR\n" +
-	"visibility\"\xc5\x05\n" +
+	"visibility\"\xdf\x05\n" +
 	"\x0fEnvironmentSpec\x12>\n" +
 	"\rdesired_phase\x18\x01 \x01(\x0e2\x19.cove.v1.EnvironmentPhaseR\fdesiredPhase\x12!\n" +
 	"\fspec_version\x18\x02 \x01(\x03R\vspecVersion\x120\n" +
@@ -5661,7 +5686,8 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\arestore\x18\f \x01(\v2\x17.cove.v1.RestoreRequestR\arestore\x12&\n" +
 	"\x06leases\x18\r \x03(\v2\x0e.cove.v1.LeaseR\x06leases\x12\x1f\n" +
 	"\vstop_reason\x18\x0e \x01(\tR\n" +
-	"stopReason\x1a;\n" +
+	"stopReason\x12\x18\n" +
+	"\asalvage\x18\x0f \x01(\bR\asalvage\x1a;\n" +
 	"\rLocalEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
@@ -5703,7 +5729,7 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x1a\n" +
 	"\battached\x18\x04 \x03(\tR\battached\x127\n" +
-	"\twarned_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bwarnedAt\"\xa9\x03\n" +
+	"\twarned_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bwarnedAt\"\xbd\x03\n" +
 	"\x06Backup\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
 	"\x0eenvironment_id\x18\x02 \x01(\tR\renvironmentId\x12.\n" +
@@ -5720,7 +5746,8 @@ const file_cove_v1_cove_proto_rawDesc = "" +
 	"\trunner_id\x18\v \x01(\tR\brunnerId\x12\x1a\n" +
 	"\bprevious\x18\f \x01(\tR\bprevious\x12\x1b\n" +
 	"\tfrozen_ms\x18\r \x01(\x03R\bfrozenMs\x12\x18\n" +
-	"\askipped\x18\x0e \x03(\tR\askipped\"\xd1\x01\n" +
+	"\askipped\x18\x0e \x03(\tR\askipped\x12\x12\n" +
+	"\x04note\x18\x0f \x01(\tR\x04note\"\xd1\x01\n" +
 	"\x0eBackupProgress\x12(\n" +
 	"\x05state\x18\x01 \x01(\v2\x12.cove.v1.SubStatusR\x05state\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12\x1d\n" +
