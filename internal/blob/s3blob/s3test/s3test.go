@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -51,6 +52,11 @@ type Server struct {
 	Endpoint string // http://127.0.0.1:port
 	client   *s3.Client
 	buckets  atomic.Int64
+
+	bin, addr, dir string
+	mu             sync.Mutex
+	cmd            *exec.Cmd  // the running process, nil once killed
+	exited         chan error // its Wait's result
 }
 
 // Start starts versitygw on a loopback port with a temporary directory
@@ -63,8 +69,19 @@ func Start(t testing.TB) *Server {
 		t.Skipf("versitygw %s not built: run scripts/install-deps.sh test (or set COVE_VERSITYGW)", Version)
 	}
 	addr := testutil.FreePort(t)
+	s := &Server{Endpoint: "http://" + addr, bin: bin, addr: addr, dir: t.TempDir()}
+	t.Cleanup(s.Kill)
+	s.launch(t)
+	s.client = s3.New(s3.Options{Region: Region, BaseEndpoint: aws.String(s.Endpoint), UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider(Access, Secret, "")})
+	return s
+}
+
+// launch starts versitygw and waits until it listens.
+func (s *Server) launch(t testing.TB) {
+	t.Helper()
 	var out bytes.Buffer
-	cmd := exec.Command(bin, "--access", Access, "--secret", Secret, "--region", Region, "--port", addr, "--quiet", "posix", t.TempDir())
+	cmd := exec.Command(s.bin, "--access", Access, "--secret", Secret, "--region", Region, "--port", s.addr, "--quiet", "posix", s.dir)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -72,27 +89,44 @@ func Start(t testing.TB) *Server {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	testutil.WaitNoError(t, "versitygw to listen on "+addr, func() error {
+	s.mu.Lock()
+	s.cmd, s.exited = cmd, exited
+	s.mu.Unlock()
+	testutil.WaitNoError(t, "versitygw to listen on "+s.addr, func() error {
 		select {
 		case err := <-exited:
 			exited <- err
 			t.Fatalf("versitygw exited: %v\n%s", err, out.String())
 		default:
 		}
-		c, err := net.Dial("tcp", addr)
+		c, err := net.Dial("tcp", s.addr)
 		if err != nil {
 			return err
 		}
 		return c.Close()
 	})
-	s := &Server{Endpoint: "http://" + addr}
-	s.client = s3.New(s3.Options{Region: Region, BaseEndpoint: aws.String(s.Endpoint), UsePathStyle: true,
-		Credentials: credentials.NewStaticCredentialsProvider(Access, Secret, "")})
-	return s
+}
+
+// Kill kills the server (SIGKILL, as a crash would) and waits until it
+// is gone: requests in flight break off, new ones are refused.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+}
+
+// Restart starts a killed server again, on the same address and over the
+// same directory: what it stored before is there.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Kill()
+	s.launch(t)
 }
 
 // Bucket creates a new bucket and returns its name.
