@@ -44,6 +44,10 @@ type BackupInfo struct {
 	ID            string
 	EnvironmentID string
 	Time          time.Time
+	// Salvage: the copy a runner held when the environment had moved on
+	// (work in no other backup, not restored unless the user names it):
+	// kept while the environment exists.
+	Salvage bool
 }
 
 // EnvInfo is what retention needs of an environment.
@@ -90,6 +94,8 @@ func (p Policy) Plan(now time.Time, env EnvInfo, backups []BackupInfo) []Decisio
 			d.Reason = "newest"
 		case b.ID == env.PendingRestore:
 			d.Reason = "a restore is pending"
+		case b.Salvage:
+			d.Reason = "a salvaged copy (kept while the environment exists)"
 		case !b.Time.Before(now):
 			d.Reason = "newer than now (clock skew)"
 		case i < p.KeepLast:

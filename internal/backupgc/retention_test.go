@@ -40,6 +40,10 @@ func TestRetentionPlan(t *testing.T) {
 			// their days, within 3 days down to Nov 30 (b004, 61 h ago).
 			[]string{"b000", "b002", "b004"}},
 		{"pending restore kept", Policy{KeepLast: 1}, EnvInfo{PendingRestore: "b004"}, every(time.Hour, time.Hour, 6), []string{"b000", "b004"}},
+		{"salvage kept while the environment exists", Policy{KeepLast: 1}, EnvInfo{},
+			append(every(time.Hour, time.Hour, 3), BackupInfo{ID: "s", EnvironmentID: "e", Time: ago(30 * 24 * time.Hour), Salvage: true}), []string{"b000", "s"}},
+		{"salvage goes with its deleted environment", policy, EnvInfo{Deleted: true, DeletedAt: ago(7 * 24 * time.Hour)},
+			[]BackupInfo{{ID: "s", EnvironmentID: "e", Time: ago(time.Hour), Salvage: true}}, nil},
 		{"future backup kept", Policy{KeepLast: 1}, EnvInfo{}, append(every(time.Hour, time.Hour, 3), BackupInfo{ID: "z", Time: now.Add(time.Hour)}), []string{"z"}},
 		{"deleted within the grace: policy as usual", policy, EnvInfo{Deleted: true, DeletedAt: ago(6 * 24 * time.Hour)}, every(24*time.Hour, 7*24*time.Hour, 5), []string{"b000", "b001", "b002"}},
 		{"deleted past the grace: all go", policy, EnvInfo{Deleted: true, DeletedAt: ago(7 * 24 * time.Hour), PendingRestore: "b000"}, every(time.Hour, 8*24*time.Hour, 5), nil},

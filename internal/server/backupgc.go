@@ -126,7 +126,7 @@ func (c *backupCatalog) Backups(ctx context.Context, orgID string) ([]backupgc.B
 	}
 	out := make([]backupgc.BackupInfo, len(bs))
 	for i, b := range bs {
-		out[i] = backupgc.BackupInfo{ID: b.ID, EnvironmentID: b.EnvironmentID, Time: b.Time}
+		out[i] = backupgc.BackupInfo{ID: b.ID, EnvironmentID: b.EnvironmentID, Time: b.Time, Salvage: b.Trigger == triggerSalvage}
 	}
 	return out, nil
 }

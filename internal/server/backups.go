@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -103,7 +104,10 @@ func (r *runnerService) GetBackupAccess(ctx context.Context, req *connect.Reques
 	}
 	env, err := r.s.runnerEnvironment(ctx, rn, req.Msg.GetEnvironmentId())
 	if err != nil {
-		return nil, err
+		// A runner the environment left: its one salvage (salvage.go).
+		if env, err = r.s.salvageAccess(ctx, rn, req.Msg.GetEnvironmentId(), err); err != nil {
+			return nil, err
+		}
 	}
 	if !r.s.backupsEnabled() {
 		return connect.NewResponse(&covev1.GetBackupAccessResponse{}), nil
@@ -155,6 +159,11 @@ func checkBackupID(field, id, envID string) error {
 // checkReportedBackup validates every field of a reported backup and
 // returns the record to store.
 func (s *Server) checkReportedBackup(b *covev1.Backup, env *covev1.Environment, rn store.Runner) (store.Backup, error) {
+	return s.checkReportedBackupAs(b, env, rn, backupTriggers)
+}
+
+// checkReportedBackupAs is checkReportedBackup with the triggers taken.
+func (s *Server) checkReportedBackupAs(b *covev1.Backup, env *covev1.Environment, rn store.Runner, triggers map[string]bool) (store.Backup, error) {
 	if b == nil {
 		return store.Backup{}, invalidField("backup", "is required")
 	}
@@ -172,8 +181,9 @@ func (s *Server) checkReportedBackup(b *covev1.Backup, env *covev1.Environment, 
 	if r := b.GetRunnerId(); r != "" && r != rn.ID {
 		return store.Backup{}, invalidField("backup.runnerId", "must be the reporting runner's id (or empty)")
 	}
-	if !backupTriggers[b.GetTrigger()] {
-		return store.Backup{}, invalidField("backup.trigger", "%.40q is not one of stop, periodic, manual, before-restore", b.GetTrigger())
+	if !triggers[b.GetTrigger()] {
+		names := slices.Sorted(maps.Keys(triggers))
+		return store.Backup{}, invalidField("backup.trigger", "%.40q is not one of %s", b.GetTrigger(), strings.Join(names, ", "))
 	}
 	for _, n := range []struct {
 		name string
@@ -235,6 +245,12 @@ func (r *runnerService) ReportBackup(ctx context.Context, req *connect.Request[c
 	}
 	env, err := r.s.runnerEnvironment(ctx, rn, req.Msg.GetBackup().GetEnvironmentId())
 	if err != nil {
+		if req.Msg.GetBackup().GetTrigger() == triggerSalvage { // salvage.go
+			if err := r.s.reportSalvage(ctx, rn, req.Msg.GetBackup(), err); err != nil {
+				return nil, err
+			}
+			return connect.NewResponse(&covev1.ReportBackupResponse{}), nil
+		}
 		return nil, err
 	}
 	rec, err := r.s.checkReportedBackup(req.Msg.GetBackup(), env, rn)
@@ -285,11 +301,12 @@ func (s *Server) manifestStored(ctx context.Context, id string) error {
 }
 
 // setLastBackup sets the environment's status.last_backup to its latest
-// record (by the server's receive time). The server alone sets it, from
-// its own records of this environment (REV-4).
+// record (by the server's receive time), salvages left out (salvage.go).
+// The server alone sets it, from its own records of this environment
+// (REV-4).
 func (s *Server) setLastBackup(ctx context.Context, id string) error {
 	bs, err := s.store.ListBackups(ctx, id)
-	if err != nil || len(bs) == 0 {
+	if bs = regularBackups(bs); err != nil || len(bs) == 0 {
 		return err
 	}
 	latest := backupProto(bs[0])
@@ -335,6 +352,7 @@ func keepServerStatus(env *covev1.Environment, st *covev1.EnvironmentStatus) {
 	if env.GetSpec().GetRestore().GetBackupFirst() {
 		restored = "" // a user's restore since: the move is past
 	}
+	keepSalvagedWarnings(prev, st) // salvage.go
 	for _, w := range prev.GetWarnings() {
 		if restored != "" && strings.HasPrefix(w, movedWarningPrefix) && strings.Contains(w, "("+restored+")") && !slices.Contains(st.GetWarnings(), w) {
 			st.Warnings = append(st.Warnings, w)

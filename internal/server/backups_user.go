@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -31,7 +33,11 @@ func (e *envService) ListBackups(ctx context.Context, req *connect.Request[covev
 	}
 	out := &covev1.ListBackupsResponse{}
 	for _, b := range bs {
-		out.Backups = append(out.Backups, backupProto(b))
+		p := backupProto(b)
+		if b.Trigger == triggerSalvage {
+			p.Note = e.s.salvageNote(ctx, b) // salvage.go
+		}
+		out.Backups = append(out.Backups, p)
 	}
 	return connect.NewResponse(out), nil
 }
@@ -153,6 +159,11 @@ func (e *envService) RestoreEnvironment(ctx context.Context, req *connect.Reques
 		// The current content is backed up first, so the rollback can be
 		// undone (the runner skips that when it holds no content).
 		env.Spec.Restore = &covev1.RestoreRequest{BackupId: b.ID, Generation: restoreGeneration(env) + 1, BackupFirst: true}
+		if env.Status != nil {
+			// The user chose what runs now: a salvage's warning has
+			// been read (salvage.go; the record stays listed).
+			env.Status.Warnings = slices.DeleteFunc(env.Status.Warnings, func(w string) bool { return strings.HasPrefix(w, salvagedWarningPrefix) })
+		}
 		env.Spec.DesiredPhase = phaseRunning
 		env.Metadata.RunStartedAt = nil // a new run: its auto-stop clock starts when it runs again
 		env.Spec.StopReason = ""
@@ -181,6 +192,9 @@ func restoreGeneration(env *covev1.Environment) int64 {
 func checkCreateBackupFields(spec *covev1.EnvironmentSpec) error {
 	if spec.GetRestore() != nil {
 		return invalidField("spec.restore", "is set by the server (`cove env restore`, moves); leave it empty")
+	}
+	if spec.GetSalvage() {
+		return invalidField("spec.salvage", "is set by the server on the copy a runner an environment left is sent; leave it false")
 	}
 	if g := spec.GetBackupGeneration(); g != 0 {
 		return invalidField("spec.backupGeneration", "is set by the server (`cove env backup`); leave it 0, not %d", g)

@@ -206,8 +206,10 @@ func (s *Server) moveNowUpdate(ctx context.Context, id string, to, from store.Ru
 			ObservedBackupGeneration:  e.Spec.GetBackupGeneration(),
 			ObservedRestoreGeneration: prev.GetObservedRestoreGeneration(),
 		}
+		// A salvage not yet acted on is still news (salvage.go).
+		e.Status.Warnings = salvagedWarnings(prev)
 		if warning != "" {
-			e.Status.Warnings = []string{warning}
+			e.Status.Warnings = append(e.Status.Warnings, warning)
 			s.log.Warn("environment moved from a lost runner", "env", e.Id, "from", from.ID, "to", to.ID, "backup", restore.GetBackupId())
 		}
 		return nil
@@ -321,7 +323,8 @@ func (s *Server) backedUpForMove(ctx context.Context, m store.Move, p *covev1.Ba
 		return true, nil
 	}
 	bs, err := s.store.ListBackups(ctx, m.EnvironmentID)
-	if err != nil || len(bs) == 0 {
+	// A salvage (another runner's old copy, salvage.go) is not the move's.
+	if bs = regularBackups(bs); err != nil || len(bs) == 0 {
 		return false, err
 	}
 	if !bs[0].ReceivedAt.Before(m.RequestedAt) {

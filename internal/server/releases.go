@@ -17,7 +17,8 @@ import (
 // a copy of the environment that says "delete", until the runner reports
 // its copy DELETED. Nothing else from that runner about the environment
 // counts: its reports never touch the environment's real status, and its
-// backup access stays refused (backups.go).
+// backup access stays refused (backups.go) but for one salvage of a copy
+// that changed since its last recorded backup (salvage.go).
 
 // releasedReason is what the released copy's spec says.
 const releasedReason = "this environment left this runner (moved to another, or deleted while this runner was not connected): its copy here is deleted"
@@ -41,7 +42,9 @@ func (s *Server) recordRelease(ctx context.Context, id, runnerID string) error {
 // spec (its new runner, restore, secrets' references) goes to it.
 // Revision stays 0: the copy is no change of the environments the runner
 // follows, so it must not advance the revision the runner resumes from.
-func releasedCopy(env *covev1.Environment, id, runnerID string) *covev1.Environment {
+// salvage: the environment lives on and the runner may back its copy up
+// once before deleting it (salvage.go).
+func releasedCopy(env *covev1.Environment, id, runnerID string, salvage bool) *covev1.Environment {
 	out := &covev1.Environment{Id: id, Metadata: &covev1.EnvironmentMetadata{}}
 	if env != nil {
 		out.Metadata = proto.Clone(env.GetMetadata()).(*covev1.EnvironmentMetadata)
@@ -54,6 +57,7 @@ func releasedCopy(env *covev1.Environment, id, runnerID string) *covev1.Environm
 		DesiredPhase: phaseDeleted,
 		SpecVersion:  env.GetSpec().GetSpecVersion(),
 		StopReason:   releasedReason,
+		Salvage:      salvage,
 	}
 	return out
 }
@@ -73,7 +77,11 @@ func (s *Server) sendReleases(ctx context.Context, runnerID string, sent map[str
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		if err := send(releasedCopy(env, rel.EnvironmentID, runnerID)); err != nil {
+		salvage, err := s.wantsSalvage(ctx, runnerID, rel.EnvironmentID)
+		if err != nil {
+			return err
+		}
+		if err := send(releasedCopy(env, rel.EnvironmentID, runnerID, salvage)); err != nil {
 			return err
 		}
 		sent[rel.EnvironmentID] = true
@@ -101,5 +109,9 @@ func (s *Server) releasedReport(ctx context.Context, rn store.Runner, id string,
 		}
 		s.log.Info("released environment deleted by its old runner", "env", id, "runner", rn.ID)
 	}
-	return releasedCopy(env, id, rn.ID), true, nil
+	salvage, err := s.wantsSalvage(ctx, rn.ID, id)
+	if err != nil {
+		return nil, false, err
+	}
+	return releasedCopy(env, id, rn.ID, salvage), true, nil
 }

@@ -65,7 +65,8 @@ func (w *backupWorld) releases(t *testing.T, runner string) []string {
 // watch sends it the environment to delete; r1's reports about it
 // (RUNNING, as its stale copy would) are accepted without error but
 // change nothing of the environment's status on r2; its DELETED report
-// ends the release; its backup access stays refused.
+// ends the release; its backup access is granted for its one salvage
+// only, and refused once the release ended.
 func TestReleaseAfterRescheduleOffALostRunner(t *testing.T) {
 	w := newBackupWorld(t, nil)
 	env := w.running(t, w.alice, "work")
@@ -102,8 +103,10 @@ func TestReleaseAfterRescheduleOffALostRunner(t *testing.T) {
 	if ids := w.releases(t, w.id1); len(ids) != 1 || ids[0] != env.Id {
 		t.Fatalf("a RUNNING report ended the release: %v", ids)
 	}
-	if _, err := access(w.r1, env.Id); err == nil {
-		t.Fatal("the old runner got the backup key of a released environment")
+	// Backup access: for its one salvage of the copy only (salvage.go,
+	// salvage_test.go), until the release ends.
+	if _, err := access(w.r1, env.Id); err != nil {
+		t.Fatalf("the old runner's backup access for the salvage: %v", err)
 	}
 
 	// It deletes its copy and says so: the release ends, the environment
@@ -114,6 +117,9 @@ func TestReleaseAfterRescheduleOffALostRunner(t *testing.T) {
 	}
 	if ids := w.releases(t, w.id1); len(ids) != 0 {
 		t.Fatalf("releases of r1 after its DELETED report: %v", ids)
+	}
+	if _, err := access(w.r1, env.Id); err == nil {
+		t.Fatal("the old runner got the backup key of an environment whose release ended")
 	}
 	if got := w.get(t, w.alice, env.Id); !proto.Equal(got.GetStatus(), onR2.GetStatus()) || got.GetSpec().GetDesiredPhase() != phRunning {
 		t.Fatalf("the old runner's DELETED report changed the environment: %v", got)

@@ -33,7 +33,9 @@ func restoreSource(env *covev1.Environment, bs []store.Backup) (b store.Backup, 
 		}
 	}
 	for _, b := range bs {
-		if b.Files > 0 {
+		// A salvage (salvage.go) only when the user restored it since
+		// (status.last_backup, above).
+		if b.Files > 0 && b.Trigger != triggerSalvage {
 			return b, true
 		}
 	}
@@ -84,11 +86,15 @@ func restoredNow(env *covev1.Environment, prev, st *covev1.EnvironmentStatus) st
 // reschedules and `cove env restore` start from (REV-15) — unless a
 // backup was recorded after that report (the newer content).
 func (s *Server) setRestoredBackup(ctx context.Context, envID, id string, at time.Time) error {
-	bs, err := s.store.ListBackups(ctx, envID)
-	if err != nil || len(bs) == 0 || bs[0].ReceivedAt.After(at) {
+	all, err := s.store.ListBackups(ctx, envID)
+	if err != nil {
 		return err
 	}
-	for _, b := range bs {
+	// A salvage recorded meanwhile is not newer content of this run.
+	if reg := regularBackups(all); len(reg) > 0 && reg[0].ReceivedAt.After(at) {
+		return nil
+	}
+	for _, b := range all {
 		if b.ID != id {
 			continue
 		}

@@ -1,0 +1,320 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	covev1 "github.com/covedev/cove/proto/cove/v1"
+)
+
+// rescheduledOffR1 is the salvage tests' start: alice's environment ran on
+// r1 (backup b1 recorded), r1 was lost for longer than RescheduleAfter,
+// the environment was rescheduled to r2 from b1 and runs there; r1 is
+// back (a heartbeat). r1 holds a release of it.
+func rescheduledOffR1(t *testing.T, w *backupWorld) *covev1.Environment {
+	t.Helper()
+	env := w.running(t, w.alice, "work")
+	w.running(t, w.alice, "filler") // on r2
+	if env.GetMetadata().GetRunnerId() != w.id1 {
+		t.Fatalf("work on %s", env.GetMetadata().GetRunnerId())
+	}
+	if err := w.report(w.r1, w.backup(env, 1, "periodic")); err != nil {
+		t.Fatal(err)
+	}
+	w.lose(t, 2*time.Hour+time.Minute)
+	w.pass(t)
+	wantMovedTo(t, w.get(t, w.alice, env.Id), w.id2, env.Id+"/b1", 1)
+	w.status(t, w.r2, env.Id, phRunning, nil)
+	w.heartbeat(t, w.r1)
+	return w.get(t, w.alice, env.Id)
+}
+
+// salvage is runner r's salvage report of env, named n.
+func (w *backupWorld) salvage(env *covev1.Environment, n string) *covev1.Backup {
+	b := w.backup(env, 0, "salvage")
+	b.Id, b.Files = env.Id+"/"+n, 7
+	return b
+}
+
+func (w *backupWorld) backupsOf(t *testing.T, id string) map[string]*covev1.Backup {
+	t.Helper()
+	bs, err := w.list(t, w.alice, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*covev1.Backup{}
+	for _, b := range bs {
+		out[b.Id] = b
+	}
+	return out
+}
+
+func salvagedWarning(env *covev1.Environment, id string) bool {
+	for _, w := range env.GetStatus().GetWarnings() {
+		if strings.HasPrefix(w, "salvaged: ") && strings.Contains(w, id) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestSalvageFromAReleasedRunner: the runner an environment was
+// rescheduled off is told to salvage its copy, gets backup access for it,
+// and its one salvage is recorded and listed with a note — but it is not
+// the environment's latest backup, nor what a restore without --backup,
+// the next move or reschedule starts from; `cove env get` says it exists
+// until the user restores; the user can roll forward to it by name.
+func TestSalvageFromAReleasedRunner(t *testing.T) {
+	w := newBackupWorld(t, nil)
+	env := rescheduledOffR1(t, w)
+	rel := releaseOn(t, w.r1, env.Id)
+	wantReleaseCopy(t, rel, w.id1)
+	if !rel.GetSpec().GetSalvage() {
+		t.Fatal("the released copy of an environment that lives on does not ask for a salvage")
+	}
+	if a, err := access(w.r1, env.Id); err != nil || len(a.GetKey()) == 0 {
+		t.Fatalf("backup access for the salvage: %v", err)
+	}
+	s := w.salvage(env, "salvaged-1")
+	if err := w.report(w.r1, s); err != nil {
+		t.Fatalf("salvage report: %v", err)
+	}
+	if err := w.reportOnly(w.r1, s); err != nil { // a retry (the answer was lost)
+		t.Fatalf("the same salvage reported again: %v", err)
+	}
+	got := w.get(t, w.alice, env.Id)
+	if lb := got.GetStatus().GetLastBackup().GetId(); lb != env.Id+"/b1" {
+		t.Fatalf("last backup after the salvage: %q, want %s/b1 (the salvage is not the latest)", lb, env.Id)
+	}
+	if !salvagedWarning(got, s.Id) {
+		t.Fatalf("no salvage warning in the status: %q", got.GetStatus().GetWarnings())
+	}
+	bs := w.backupsOf(t, env.Id)
+	if b := bs[s.Id]; b == nil || b.Trigger != "salvage" || b.RunnerId != w.id1 || !strings.Contains(b.Note, `"r1"`) || !strings.Contains(b.Note, "newer than the backup it was moved from") {
+		t.Fatalf("salvage listed as %v", b)
+	}
+	if b := bs[env.Id+"/b1"]; b == nil || b.Note != "" {
+		t.Fatalf("b1 listed as %v", b)
+	}
+	// The released copy no longer asks for one; access is over.
+	if rel := releaseOn(t, w.r1, env.Id); rel.GetSpec().GetSalvage() {
+		t.Fatal("the released copy still asks for a salvage once one is recorded")
+	}
+	if _, err := access(w.r1, env.Id); err == nil {
+		t.Fatal("backup access for a second salvage")
+	}
+
+	// r2's reports keep the warning; its next backup is the latest.
+	w.status(t, w.r2, env.Id, phRunning, nil)
+	w.advance(time.Minute)
+	if err := w.report(w.r2, w.backup(env, 2, "periodic")); err != nil {
+		t.Fatal(err)
+	}
+	got = w.get(t, w.alice, env.Id)
+	if lb := got.GetStatus().GetLastBackup().GetId(); lb != env.Id+"/b2" || !salvagedWarning(got, s.Id) {
+		t.Fatalf("after r2's report and backup: last %q, warnings %q", lb, got.GetStatus().GetWarnings())
+	}
+
+	// A restore without --backup is not the salvage; naming it is.
+	resp, err := w.alice.envs.RestoreEnvironment(context.Background(), connect.NewRequest(&covev1.RestoreEnvironmentRequest{Id: env.Id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := resp.Msg.Environment.GetSpec().GetRestore(); r.GetBackupId() != env.Id+"/b2" {
+		t.Fatalf("restore without --backup picked %q, want b2", r.GetBackupId())
+	}
+	if salvagedWarning(resp.Msg.Environment, s.Id) {
+		t.Fatal("the salvage warning outlived the user's restore")
+	}
+	resp, err = w.alice.envs.RestoreEnvironment(context.Background(), connect.NewRequest(&covev1.RestoreEnvironmentRequest{Id: env.Id, BackupId: s.Id}))
+	if err != nil {
+		t.Fatalf("roll forward to the salvage: %v", err)
+	}
+	if r := resp.Msg.Environment.GetSpec().GetRestore(); r.GetBackupId() != s.Id || !r.GetBackupFirst() {
+		t.Fatalf("roll forward: restore %v", r)
+	}
+}
+
+// TestSalvageRefusals performs what a released runner might try beyond
+// its one salvage, and asserts each is refused and changes nothing:
+// reporting another kind of backup, a salvage under another record's id
+// (overwrite), a second salvage, a salvage by the environment's own
+// runner, and anything after its release ended.
+func TestSalvageRefusals(t *testing.T) {
+	w := newBackupWorld(t, nil)
+	env := rescheduledOffR1(t, w)
+	if err := w.report(w.r2, w.backup(env, 2, "periodic")); err != nil {
+		t.Fatal(err)
+	}
+	before := w.get(t, w.alice, env.Id)
+
+	// Not a salvage: refused as before (REV-1), not recorded.
+	p := w.backup(env, 9, "periodic")
+	if err := w.report(w.r1, p); code(err) != connect.CodeNotFound {
+		t.Fatalf("released runner's periodic backup: %v, want NotFound", err)
+	}
+	// A salvage under r2's record's id: refused, r2's record unchanged.
+	over := w.salvage(env, "b2")
+	if err := w.report(w.r1, over); code(err) != connect.CodeAlreadyExists {
+		t.Fatalf("salvage over b2: %v, want AlreadyExists", err)
+	}
+	// The environment's own runner cannot report a salvage.
+	if err := w.report(w.r2, w.salvage(env, "own")); code(err) != connect.CodeInvalidArgument {
+		t.Fatalf("assigned runner's salvage: %v, want InvalidArgument", err)
+	}
+	// Another environment's id, hostile values: checked like any report.
+	other := w.salvage(env, "x")
+	other.Id = "someone-else/x"
+	if err := w.report(w.r1, other); code(err) != connect.CodeInvalidArgument {
+		t.Fatalf("salvage named outside the environment: %v, want InvalidArgument", err)
+	}
+	neg := w.salvage(env, "neg")
+	neg.Files = -1
+	if err := w.report(w.r1, neg); code(err) != connect.CodeInvalidArgument {
+		t.Fatalf("salvage with negative files: %v, want InvalidArgument", err)
+	}
+	// No manifest in storage: not recorded.
+	if err := w.reportOnly(w.r1, w.salvage(env, "nomanifest")); code(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("salvage without a manifest: %v, want FailedPrecondition", err)
+	}
+	bs := w.backupsOf(t, env.Id)
+	if len(bs) != 2 || bs[env.Id+"/b2"].GetTrigger() != "periodic" || bs[env.Id+"/b2"].GetRunnerId() != w.id2 {
+		t.Fatalf("records after the refusals: %v", bs)
+	}
+
+	// One salvage; a second under another id is refused.
+	if err := w.report(w.r1, w.salvage(env, "s1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.report(w.r1, w.salvage(env, "s2")); code(err) != connect.CodeAlreadyExists {
+		t.Fatalf("second salvage: %v, want AlreadyExists", err)
+	}
+	bs = w.backupsOf(t, env.Id)
+	if len(bs) != 3 || bs[env.Id+"/s1"] == nil {
+		t.Fatalf("records after two salvages: %v", bs)
+	}
+	got := w.get(t, w.alice, env.Id)
+	if got.GetStatus().GetLastBackup().GetId() != before.GetStatus().GetLastBackup().GetId() || got.GetMetadata().GetRunnerId() != w.id2 {
+		t.Fatalf("the salvage changed the latest backup or the runner: %v", got)
+	}
+
+	// The release ends: nothing more.
+	if _, err := w.r1.ReportStatus(context.Background(), connect.NewRequest(&covev1.ReportStatusRequest{EnvironmentId: env.Id,
+		Status: &covev1.EnvironmentStatus{Phase: phDeleted}})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := access(w.r1, env.Id); code(err) != connect.CodeNotFound {
+		t.Fatalf("backup access after the release ended: %v, want NotFound", err)
+	}
+	if err := w.report(w.r1, w.salvage(env, "s3")); code(err) != connect.CodeNotFound {
+		t.Fatalf("salvage after the release ended: %v, want NotFound", err)
+	}
+	if n := len(w.backupsOf(t, env.Id)); n != 3 {
+		t.Fatalf("%d records after the release ended, want 3", n)
+	}
+}
+
+// TestSalvageBoundUnderConcurrentReports: a released runner sending
+// several salvages at once still gets exactly one recorded.
+func TestSalvageBoundUnderConcurrentReports(t *testing.T) {
+	w := newBackupWorld(t, nil)
+	env := rescheduledOffR1(t, w)
+	const n = 8
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		b := w.salvage(env, fmt.Sprintf("c%d", i))
+		if err := w.blobs.Put(context.Background(), "manifests/"+b.Id, strings.NewReader("m"), 1); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = w.reportOnly(w.r1, b)
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case code(err) != connect.CodeAlreadyExists:
+			t.Errorf("concurrent salvage: %v", err)
+		}
+	}
+	salvages := 0
+	for _, b := range w.backupsOf(t, env.Id) {
+		if b.Trigger == "salvage" {
+			salvages++
+		}
+	}
+	if ok != 1 || salvages != 1 {
+		t.Fatalf("%d salvage reports accepted, %d recorded; want 1 and 1", ok, salvages)
+	}
+}
+
+// TestNoSalvageOfDeletedEnvironments: an environment deleted while its
+// runner was lost, and one deleted by its owner after it moved off a lost
+// runner: the runner that comes back is told to delete its copy without a
+// salvage, and is refused one if it asks.
+func TestNoSalvageOfDeletedEnvironments(t *testing.T) {
+	t.Run("deleted while the runner was lost", func(t *testing.T) {
+		w := newBackupWorld(t, nil)
+		env := w.running(t, w.alice, "work")
+		if _, err := w.alice.envs.DeleteEnvironment(context.Background(), connect.NewRequest(&covev1.DeleteEnvironmentRequest{Id: env.Id})); err != nil {
+			t.Fatal(err)
+		}
+		w.lose(t, 2*time.Hour+time.Minute)
+		w.pass(t)
+		w.heartbeat(t, w.r1)
+		wantNoSalvage(t, w, env)
+	})
+	t.Run("moved, then deleted by its owner", func(t *testing.T) {
+		w := newBackupWorld(t, nil)
+		env := rescheduledOffR1(t, w)
+		if _, err := w.alice.envs.DeleteEnvironment(context.Background(), connect.NewRequest(&covev1.DeleteEnvironmentRequest{Id: env.Id})); err != nil {
+			t.Fatal(err)
+		}
+		wantNoSalvage(t, w, env)
+	})
+}
+
+func wantNoSalvage(t *testing.T, w *backupWorld, env *covev1.Environment) {
+	t.Helper()
+	rel := releaseOn(t, w.r1, env.Id)
+	wantReleaseCopy(t, rel, w.id1)
+	if rel.GetSpec().GetSalvage() {
+		t.Fatal("the released copy of a deleted environment asks for a salvage")
+	}
+	if _, err := access(w.r1, env.Id); code(err) != connect.CodeNotFound {
+		t.Fatalf("backup access for a deleted environment's copy: %v, want NotFound", err)
+	}
+	if err := w.report(w.r1, w.salvage(env, "s")); code(err) != connect.CodeNotFound {
+		t.Fatalf("salvage of a deleted environment: %v, want NotFound", err)
+	}
+	bs, err := w.store.ListBackups(context.Background(), env.Id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bs {
+		if b.Trigger == "salvage" {
+			t.Fatalf("salvage recorded: %v", b)
+		}
+	}
+}
+
+// TestSalvageFieldIsTheServers: a user cannot set spec.salvage.
+func TestSalvageFieldIsTheServers(t *testing.T) {
+	w := newBackupWorld(t, nil)
+	spec := gitSpec("https://example.com/repo.git")
+	spec.Salvage = true
+	if _, err := w.alice.create("work", spec); code(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "spec.salvage") {
+		t.Fatalf("create with spec.salvage: %v, want InvalidArgument naming it", err)
+	}
+}
