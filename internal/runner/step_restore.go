@@ -66,6 +66,7 @@ func (s restoreStep) run(ctx context.Context, e *stepEnv) error {
 		return err
 	} else if finished {
 		restored(st, lay, req, "")
+		e.rep.sub(subContent, subReady, "") // restored counts as cloned
 		return nil
 	}
 	report := reportFunc(e.rep)
@@ -142,6 +143,7 @@ func (s restoreStep) run(ctx context.Context, e *stepEnv) error {
 	st.Backup.setProgress(&covev1.BackupProgress{Operation: "restore", StartedAt: prog.StartedAt, FilesDone: res.Files, BytesDone: res.Bytes,
 		State: &covev1.SubStatus{Phase: subReady, Message: msg}})
 	restored(st, lay, req, msg)
+	e.rep.sub(subContent, subReady, "") // restored counts as cloned: not PENDING on a runner that never cloned it
 	// The restored content is what a backup requested meanwhile (a move
 	// asks for one on the old runner) would hold.
 	st.Backup.Generation = max(st.Backup.Generation, e.env.GetSpec().GetBackupGeneration())
