@@ -15,9 +15,10 @@ import (
 )
 
 // backupChild is the pid of a `cove internal-backup` process (a backup or
-// a restore) in the runner's backup work cgroup, 0 if none runs.
-func backupChild(c *cluster) int {
-	work := resources.WorkCgroupPath(c.cgroup, "backup")
+// a restore) in the backup work cgroup of the runner whose cgroup parent
+// is parent, 0 if none runs.
+func backupChild(parent string) int {
+	work := resources.WorkCgroupPath(parent, "backup")
 	procs := filepath.Join("/sys/fs/cgroup", "cpu", work, "cgroup.procs")
 	if cgroups.Mode() == cgroups.Unified {
 		procs = filepath.Join("/sys/fs/cgroup", work, "cgroup.procs")
@@ -116,7 +117,7 @@ func TestRunnerKilledMidStop(t *testing.T) {
 	}
 
 	u.must("env", "stop", "ks")
-	waitFor(t, "the stop's backup child in the backup work cgroup", func() bool { return backupChild(c) != 0 })
+	waitFor(t, "the stop's backup child in the backup work cgroup", func() bool { return backupChild(c.cgroup) != 0 })
 	c.up.kill9()
 	if m := storedManifests(c, id); len(m) != 0 {
 		t.Fatalf("manifests stored right after the kill: %v (the backup was over before it, or a partial one was named)", m)
@@ -143,7 +144,7 @@ func TestRunnerKilledMidStop(t *testing.T) {
 	// The backup holds the content: a runner without the environment's
 	// directory restores it.
 	c.up.stop()
-	if left := backupChild(c); left != 0 {
+	if left := backupChild(c.cgroup); left != 0 {
 		t.Errorf("backup child %d still runs after the runner stopped", left)
 	}
 	if err := os.RemoveAll(filepath.Join(c.dir, "data", "runner", "envs", id)); err != nil {
@@ -203,7 +204,7 @@ func TestRunnerKilledMidRestore(t *testing.T) {
 	// the content is aside: a child running then is the restore's.
 	waitFor(t, "the restore child writing the backup back", func() bool {
 		_, err := os.Stat(record)
-		return err == nil && backupChild(c) != 0
+		return err == nil && backupChild(c.cgroup) != 0
 	})
 	c.up.kill9()
 	if _, err := os.Stat(record); err != nil {
