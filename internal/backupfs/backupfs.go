@@ -105,9 +105,14 @@ type BackupResult struct {
 
 // RestoreOptions tune Restore.
 type RestoreOptions struct {
-	Map      IDMap
+	Map IDMap
+	// Progress is called now and then (at most about 4 times a second, and
+	// once at the end), never twice at once; it may be nil.
 	Progress func(Progress)
 	Log      *slog.Logger
+	// Workers is how many chunks are fetched and written at once (0:
+	// DefaultRestoreWorkers; at most 64).
+	Workers int
 }
 
 // FileError is a path that could not be restored and why.

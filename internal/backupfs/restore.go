@@ -1,6 +1,7 @@
 package backupfs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,8 +35,17 @@ import (
 // is missing or corrupt is not left under its name. Owners are mapped into
 // opts.Map, modes (set-id bits included) set after the owner, then
 // extended attributes (a capability last, as a chown clears it), then
-// times; directories' times when their contents are done. Memory: one
-// chunk and the open directories of the current path.
+// times; directories' times once their contents are done.
+//
+// One goroutine walks the manifest in order and creates directories,
+// links and each file's temporary; opts.Workers workers fetch, open and
+// write the files' chunks, several at once (see restore_pool.go), and
+// set each file's metadata and rename it into place when its last chunk is
+// written. Before Restore returns, what it wrote is on disk (syncfs of
+// each target's file system): a caller may delete what it kept aside.
+// Memory: a chunk per worker (sealed and opened: see RestoreWorkers), the
+// open directories of the current path and those still holding a file
+// being written, at most maxFilesInFlight files.
 func Restore(ctx context.Context, repo *backuprepo.Repo, name string, targets []Source, opts RestoreOptions) (RestoreResult, error) {
 	if err := opts.Map.validate(); err != nil {
 		return RestoreResult{}, err
@@ -50,7 +61,7 @@ func Restore(ctx context.Context, repo *backuprepo.Repo, name string, targets []
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
-	defer r.close()
+	defer r.closeTargets()
 	for _, t := range targets {
 		rt, err := openTarget(t)
 		if err != nil {
@@ -62,23 +73,17 @@ func Restore(ctx context.Context, repo *backuprepo.Repo, name string, targets []
 	if err != nil {
 		return RestoreResult{}, fmt.Errorf("restore backup %s: %w", name, err)
 	}
-	for {
-		e, err := m.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return r.res, fmt.Errorf("restore backup %s: %w", name, err)
-		}
-		if err := ctx.Err(); err != nil {
-			return r.res, err
-		}
-		if err := r.entry(e); err != nil {
-			return r.res, err
-		}
+	r.start()
+	werr := r.walk(m, name)
+	if werr != nil {
+		r.stop(werr)
 	}
-	if err := r.popTo(""); err != nil {
-		return r.res, err
+	r.wait() // every file renamed into place or removed, every directory closed
+	if err := r.stopped(); err != nil {
+		return r.result(), err
+	}
+	if err := r.sync(); err != nil {
+		return r.result(), err
 	}
 	for _, t := range r.targets {
 		if !t.seen {
@@ -86,8 +91,49 @@ func Restore(ctx context.Context, repo *backuprepo.Repo, name string, targets []
 			r.log.Warn("the backup holds no tree for this target: left empty", "backup", name, "tree", t.Name)
 		}
 	}
+	r.mu.Lock()
 	r.report(true)
-	return r.res, nil
+	r.mu.Unlock()
+	return r.result(), nil
+}
+
+// walk restores the manifest's entries in order, handing files' content
+// to the workers; it returns at the end of the manifest, or at the first
+// error that stops the restore (its own or a worker's).
+func (r *restorer) walk(m *backuprepo.ManifestReader, name string) error {
+	for {
+		if err := r.wctx.Err(); err != nil {
+			return r.stopped()
+		}
+		e, err := m.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("restore backup %s: %w", name, err)
+		}
+		r.walkSeq++
+		if err := r.entry(e); err != nil {
+			return err
+		}
+	}
+	r.popTo("")
+	return nil
+}
+
+// sync makes what the restore wrote durable: one syncfs(2) per target
+// (the targets of one environment share a file system: the later ones
+// find nothing left to write).
+func (r *restorer) sync() error {
+	for _, t := range r.targets {
+		if err := unix.Syncfs(t.fd); err != nil {
+			if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+				return errdefs.ResourceExhausted(fmt.Errorf("disk full while writing the restored files of %s to disk: %w", t.Name, err))
+			}
+			return fmt.Errorf("write the restored files of %s to disk: %w", t.Name, err)
+		}
+	}
+	return nil
 }
 
 type target struct {
@@ -126,39 +172,53 @@ func openTarget(t Source) (*target, error) {
 	return &target{Source: t, fd: fd}, nil
 }
 
-// frame is a directory being restored: open until the walk leaves it,
-// when its times are set.
-type frame struct {
-	path  string
-	fd    int
-	mtime int64
-}
-
 type restorer struct {
 	ctx     context.Context
 	repo    *backuprepo.Repo
 	opts    RestoreOptions
 	log     *slog.Logger
-	res     RestoreResult
 	targets []*target
-	stack   []frame
-	ignored string // the last tree listed in Ignored
-	seq     int
+	stack   []*dirRef // the directories along the walk's path
+	ignored string    // the last tree listed in Ignored
+	seq     int       // the last temporary name's number
+	walkSeq int64     // the walk's current entry (orders Failed)
 
+	pool // the workers, and what they share with the walk
+
+	// Guarded by pool.mu:
+	res          RestoreResult
+	failed       []failure
 	progress     Progress
 	lastProgress time.Time
 }
 
-func (r *restorer) close() {
-	for _, f := range r.stack {
-		unix.Close(f.fd)
-	}
-	r.stack = nil
+// failure is an entry of Failed and where it is in the manifest.
+type failure struct {
+	seq int64
+	FileError
+}
+
+func (r *restorer) closeTargets() {
 	for _, t := range r.targets {
 		unix.Close(t.fd)
 	}
 }
 
+// result is the result so far (when the workers are done).
+func (r *restorer) result() RestoreResult {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res := r.res
+	slices.SortFunc(r.failed, func(a, b failure) int { return cmp.Compare(a.seq, b.seq) })
+	res.Failed = nil
+	for _, f := range r.failed {
+		res.Failed = append(res.Failed, f.FileError)
+	}
+	res.Overflow = r.overflow.Load()
+	return res
+}
+
+// report calls Progress (r.mu held).
 func (r *restorer) report(final bool) {
 	if r.opts.Progress == nil {
 		return
@@ -169,18 +229,40 @@ func (r *restorer) report(final bool) {
 	}
 }
 
-// fail lists p as not restored.
-func (r *restorer) fail(p string, err error) {
-	r.res.FailedCount++
-	if len(r.res.Failed) < MaxListed {
-		r.res.Failed = append(r.res.Failed, FileError{Path: p, Err: err})
-	}
+// fail lists p, the walk's current entry, as not restored.
+func (r *restorer) fail(p string, err error) { r.failAt(r.walkSeq, p, err) }
+
+// failAt lists p, entry seq of the manifest, as not restored. The list
+// keeps the first MaxListed in manifest order, whatever order the workers
+// finish in.
+func (r *restorer) failAt(seq int64, p string, err error) {
 	r.log.Warn("not restored", "path", p, "err", err)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.res.FailedCount++
+	f := failure{seq, FileError{Path: p, Err: err}}
+	if len(r.failed) < MaxListed {
+		r.failed = append(r.failed, f)
+		return
+	}
+	last := 0
+	for i := range r.failed {
+		if r.failed[i].seq > r.failed[last].seq {
+			last = i
+		}
+	}
+	if seq < r.failed[last].seq {
+		r.failed[last] = f
+	}
 }
 
-// local handles an error of the target's file system creating p: fatal
-// when the disk is full or failing, else p is listed as failed.
-func (r *restorer) local(p string, err error) error {
+// local handles an error of the target's file system creating p, the
+// walk's current entry (see localAt).
+func (r *restorer) local(p string, err error) error { return r.localAt(r.walkSeq, p, err) }
+
+// localAt handles an error of the target's file system creating p, entry
+// seq: fatal when the disk is full or failing, else p is listed as failed.
+func (r *restorer) localAt(seq int64, p string, err error) error {
 	switch {
 	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
 		return errdefs.ResourceExhausted(fmt.Errorf("disk full while restoring %q: %w", p, err))
@@ -189,7 +271,7 @@ func (r *restorer) local(p string, err error) error {
 	case r.ctx.Err() != nil:
 		return r.ctx.Err()
 	}
-	r.fail(p, err)
+	r.failAt(seq, p, err)
 	return nil
 }
 
@@ -203,24 +285,17 @@ func (r *restorer) targetFor(p string) *target {
 	return nil
 }
 
-// popTo closes the directories that do not hold p, setting their times
-// ("" closes them all).
-func (r *restorer) popTo(p string) error {
+// popTo leaves the directories that do not hold p ("" leaves them all):
+// each is done once its files being written are (see release).
+func (r *restorer) popTo(p string) {
 	for n := len(r.stack); n > 0; n = len(r.stack) {
-		f := r.stack[n-1]
-		if p != "" && strings.HasPrefix(p, f.path+"/") {
-			return nil
+		d := r.stack[n-1]
+		if p != "" && strings.HasPrefix(p, d.path+"/") {
+			return
 		}
 		r.stack = r.stack[:n-1]
-		err := setTimes(f.fd, -1, "", f.mtime)
-		unix.Close(f.fd)
-		if err != nil {
-			if err := r.local(f.path, fmt.Errorf("set times: %w", err)); err != nil {
-				return err
-			}
-		}
+		r.release(d)
 	}
-	return nil
 }
 
 // entry restores one manifest entry.
@@ -230,9 +305,7 @@ func (r *restorer) entry(e *backuprepo.Entry) error {
 		r.skipTree(e)
 		return nil
 	}
-	if err := r.popTo(e.Path); err != nil {
-		return err
-	}
+	r.popTo(e.Path)
 	if e.Path == t.Name {
 		t.seen = true
 		if e.Type != backuprepo.TypeDir {
@@ -243,7 +316,7 @@ func (r *restorer) entry(e *backuprepo.Entry) error {
 		if err != nil {
 			return fmt.Errorf("restore %q: %w", e.Path, err)
 		}
-		r.stack = append(r.stack, frame{path: e.Path, fd: fd, mtime: e.Mtime})
+		r.stack = append(r.stack, r.newDir(e, fd))
 		return r.metaOrFail(e, t, fd, -1, "")
 	}
 	n := len(r.stack)
@@ -251,12 +324,20 @@ func (r *restorer) entry(e *backuprepo.Entry) error {
 		r.fail(e.Path, errors.New("its parent was not restored as a directory (a symlink, a file, or missing in the backup)"))
 		return nil
 	}
-	pfd, base := r.stack[n-1].fd, path.Base(e.Path)
+	d, base := r.stack[n-1], path.Base(e.Path)
+	pfd := d.fd
+	if strings.HasPrefix(base, tmpPrefix) {
+		// The name may be a temporary of a file still being written
+		// there: wait for them.
+		if err := r.waitFiles(func(j *fileJob) bool { return j.dir == d }); err != nil {
+			return err
+		}
+	}
 	switch e.Type {
 	case backuprepo.TypeDir:
 		return r.dir(e, t, pfd, base)
 	case backuprepo.TypeFile:
-		return r.file(e, t, pfd, base)
+		return r.file(e, t, d, base)
 	case backuprepo.TypeSymlink:
 		if err := unix.Symlinkat(e.Target, pfd, base); err != nil {
 			return r.local(e.Path, fmt.Errorf("create symlink: %w", err))
@@ -319,7 +400,7 @@ func (r *restorer) dir(e *backuprepo.Entry, t *target, pfd int, base string) err
 	if err != nil {
 		return r.local(e.Path, fmt.Errorf("open the directory created: %w", err))
 	}
-	r.stack = append(r.stack, frame{path: e.Path, fd: fd, mtime: e.Mtime})
+	r.stack = append(r.stack, r.newDir(e, fd))
 	return r.metaOrFail(e, t, fd, -1, "")
 }
 
@@ -340,6 +421,10 @@ func (r *restorer) hardlink(e *backuprepo.Entry, t *target, pfd int, base string
 	if !strings.HasPrefix(e.Target, t.Name+"/") {
 		r.fail(e.Path, fmt.Errorf("hard link to %q, outside its tree %s", e.Target, t.Name))
 		return nil
+	}
+	// A file still being written is not there yet.
+	if err := r.waitFiles(func(j *fileJob) bool { return j.e.Path == e.Target }); err != nil {
+		return err
 	}
 	rel := strings.TrimPrefix(e.Target, t.Name+"/")
 	how := unix.OpenHow{

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -174,7 +175,7 @@ func (r *Repo) GetChunk(ctx context.Context, ref ChunkRef) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", name, err)
 	}
-	sealed, err := readSealed("chunk "+name, rc)
+	sealed, err := readSealedSized("chunk "+name, rc, sealedHint(ref.Size))
 	rc.Close()
 	if err != nil {
 		return nil, err
@@ -190,4 +191,41 @@ func (r *Repo) GetChunk(ctx context.Context, ref ChunkRef) ([]byte, error) {
 		return nil, fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", name, len(data), ref.Size, ErrCorrupt)
 	}
 	return data, nil
+}
+
+// sealedHint is about the most a chunk of size bytes takes sealed (zstd's
+// worst case framing of incompressible data, the header, nonce and tag),
+// and one byte more: what to read it into at once. 0 (size unknown) reads
+// as readSealed does.
+func sealedHint(size uint32) int {
+	if size == 0 {
+		return 0
+	}
+	return min(int(size)+int(size)/64+1024+1, maxSealed+1)
+}
+
+// readSealedSized is readSealed into a buffer of hint bytes to start with
+// (grown if the object is larger): a chunk is read in one read(2) and one
+// more to see its end, instead of a series of reads into a growing buffer.
+func readSealedSized(name string, r io.Reader, hint int) ([]byte, error) {
+	if hint <= 0 {
+		return readSealed(name, r)
+	}
+	b := make([]byte, 0, hint)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if len(b) > maxSealed {
+			return nil, fmt.Errorf("%s: more than %d bytes: %w", name, maxSealed, ErrCorrupt)
+		}
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", name, err)
+		}
+	}
 }
