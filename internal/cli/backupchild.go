@@ -34,6 +34,8 @@ type backupOptions struct {
 	limits    runner.WorkLimits
 	interval  time.Duration
 	freezeMax time.Duration
+	// salvageWarnAfter: --salvage-warn-after (step_salvage.go).
+	salvageWarnAfter time.Duration
 }
 
 // addBackupFlags adds the --backup-* flags (runnercmd.go).
@@ -45,6 +47,7 @@ func addBackupFlags(cmd *cobra.Command, o *backupOptions) {
 	f.Uint64Var(&o.limits.WriteBPS, "backup-io-write-bps", 100<<20, "write limit of backups and restores on the data dir's disk (restores write; a dir storage on that disk too), bytes/s (0: none)")
 	f.DurationVar(&o.interval, "backup-interval", 10*time.Minute, "back up each running environment this often, skipped when nothing changed (0: only on stop and on demand)")
 	f.DurationVar(&o.freezeMax, "backup-freeze-max", 30*time.Second, "longest a running environment is frozen for a backup's walk; past it, it is thawed and the backup finishes from a view that may not be consistent (reported)")
+	f.DurationVar(&o.salvageWarnAfter, "salvage-warn-after", 7*24*time.Hour, "a copy of an environment that moved on, whose last backup (salvage) keeps failing, is kept and tried again for as long as it takes; past this long, every failure is logged as an error asking the operator to act (the copy is never deleted unsaved)")
 }
 
 // backupConfig is the runner's backup configuration from the flags.
@@ -52,5 +55,5 @@ func backupConfig(o backupOptions) runner.BackupConfig {
 	l := o.limits
 	l.CPUMillis = int64(math.Round(max(o.cpus, 0) * 1000))
 	l.MemoryBytes = max(l.MemoryBytes, 0)
-	return runner.BackupConfig{Limits: &l, Interval: max(o.interval, 0), FreezeMax: o.freezeMax}
+	return runner.BackupConfig{Limits: &l, Interval: max(o.interval, 0), FreezeMax: o.freezeMax, SalvageWarnAfter: o.salvageWarnAfter}
 }

@@ -145,7 +145,18 @@ func printBackups(w io.Writer, bs []*covev1.Backup, now time.Time) error {
 			termsafe.Line(b.GetTrigger()), thousands(b.GetFiles()), bytesIEC(b.GetBytes()), bytesIEC(b.GetBytesNew()), bytesIEC(b.GetBytesReused()),
 			bytesIEC(b.GetStoredBytes()), millis(b.GetDurationMs()))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// The server's notes (a salvage: not restored unless named).
+	for _, b := range bs {
+		if n := b.GetNote(); n != "" {
+			if _, err := fmt.Fprintf(w, "%s: %s\n", termsafe.Line(b.GetId()), termsafe.Line(n)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // envRestore is `cove env restore NAME [--backup ID] [--wait]`.

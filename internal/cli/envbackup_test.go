@@ -286,6 +286,22 @@ func TestPrintBackupsIsTerminalSafe(t *testing.T) {
 	}
 }
 
+// TestPrintBackupsNotes: the server's note on a salvage is printed after
+// the table, naming the backup, terminal-safe; backups without one get
+// no line.
+func TestPrintBackupsNotes(t *testing.T) {
+	var out strings.Builder
+	now := time.Now()
+	note := `copy left on runner "r1" when the environment moved; newer than the backup it was moved from`
+	err := printBackups(&out, []*covev1.Backup{
+		{Id: "e/s1", Trigger: "salvage", Time: timestamppb.New(now), Note: note + "\x1b[2J"},
+		{Id: "e/b1", Trigger: "stop", Time: timestamppb.New(now)},
+	}, now)
+	if err != nil || !strings.Contains(out.String(), "e/s1: "+note) || strings.Contains(out.String(), "e/b1: ") || strings.ContainsAny(out.String(), "\x1b") {
+		t.Fatalf("%v %q", err, out.String())
+	}
+}
+
 // TestEnvStartRunnerWait: `cove env start NAME --runner R --wait` follows
 // the move: the old runner stops and backs up, the server moves it, and
 // the command returns once it runs on R; a move the server cancels (the

@@ -41,6 +41,10 @@ type BackupConfig struct {
 	// backup's walk (default 30 s); past it the environment is thawed and
 	// the backup finishes from a view that may not be consistent.
 	FreezeMax time.Duration
+	// SalvageWarnAfter: a released copy whose salvage backup has failed
+	// for this long is still kept (and tried), every failure now logged
+	// as an error for the operator (default 7 days; step_salvage.go).
+	SalvageWarnAfter time.Duration
 }
 
 // cgroupFreezer is resources.Freezer (tests use a fake hierarchy).
@@ -73,6 +77,9 @@ func newBackups(cfg Config, log *slog.Logger) *backups {
 	b := &backups{cfg: cfg.Backup, freezer: resources.HostFreezer(), slots: make(chan struct{}, maxBackupChildren)}
 	if b.cfg.FreezeMax <= 0 {
 		b.cfg.FreezeMax = 30 * time.Second
+	}
+	if b.cfg.SalvageWarnAfter <= 0 {
+		b.cfg.SalvageWarnAfter = defaultSalvageWarnAfter
 	}
 	var cg *unpackCgroup
 	if cfg.CgroupParent != "" && cfg.Backup.Limits != nil {

@@ -36,6 +36,8 @@ type backupServer struct {
 	accessFails int // GetBackupAccess answers Unavailable this many more times
 	accessCalls int
 	s3          *covev1.BackupStorage // if set, the storage handed out (else the directory)
+	// onReport, if set, sees each report first; an error refuses it.
+	onReport func(*covev1.Backup) error
 }
 
 func (s *backupServer) GetBackupAccess(context.Context, *connect.Request[covev1.GetBackupAccessRequest]) (*connect.Response[covev1.GetBackupAccessResponse], error) {
@@ -61,6 +63,11 @@ func (s *backupServer) ReportBackup(_ context.Context, req *connect.Request[cove
 	}
 	if s.refuseCode != 0 {
 		return nil, connect.NewError(s.refuseCode, errors.New("refused"))
+	}
+	if s.onReport != nil {
+		if err := s.onReport(req.Msg.GetBackup()); err != nil {
+			return nil, err
+		}
 	}
 	s.reported = append(s.reported, req.Msg.GetBackup())
 	return connect.NewResponse(&covev1.ReportBackupResponse{}), nil

@@ -24,8 +24,9 @@ type observed struct {
 	diskMounted, diskDown bool
 	// backup: a stop (or `cove env backup` while stopped) has a backup
 	// to take; restore: spec.restore asks for a restore not yet done
-	// (step_backup.go).
-	backup, restore bool
+	// (step_backup.go). salvage: a released copy to delete holds content
+	// that may be in no recorded backup (step_salvage.go).
+	backup, restore, salvage bool
 }
 
 type step string
@@ -49,6 +50,7 @@ const (
 	stepUnmountDisk     step = "unmount-disk"     // unmount it (its loop device goes with it)
 	stepBackup          step = "backup"           // back up the stopped environment (step_backup.go)
 	stepRestore         step = "restore"          // replace its content with a backup's (step_restore.go)
+	stepSalvage         step = "salvage"          // back a released copy up before deleting it (step_salvage.go)
 )
 
 // devcontainerSteps follow a start (each does nothing when it has nothing
@@ -128,6 +130,14 @@ func plan(desired covev1.EnvironmentPhase, o observed) []step {
 				steps, diskMounted = append(steps, stepDisk), true
 			}
 			steps = append(steps, stepBackup)
+		}
+		if desired == covev1.EnvironmentPhase_ENVIRONMENT_PHASE_DELETED && o.salvage && o.stateExists {
+			// Before unmounting and removing: nothing is deleted that
+			// is in no recorded backup.
+			if o.diskDown {
+				steps, diskMounted = append(steps, stepDisk), true
+			}
+			steps = append(steps, stepSalvage)
 		}
 		if o.someMounted {
 			steps = append(steps, stepUnmount)

@@ -51,6 +51,8 @@ type backupState struct {
 	// message); progress is the one under way (not saved).
 	Progress json.RawMessage `json:"progress,omitempty"`
 	progress *covev1.BackupProgress
+	// Salvage: the salvage step's failures (step_salvage.go).
+	Salvage salvageState `json:"salvage,omitzero"`
 }
 
 func (b *backupState) last() *covev1.Backup {
@@ -247,8 +249,8 @@ const nothingHeldMessage = "nothing to back up: this runner holds no content for
 // the next pass (also after a restart).
 func (r *Runner) reportBackup(ctx context.Context, st *envState) {
 	b := st.Backup.last()
-	if b == nil || st.Backup.Reported || r.client == nil {
-		return
+	if b == nil || st.Backup.Reported || r.client == nil || b.GetTrigger() == triggerSalvage {
+		return // a salvage is the salvage step's to report (step_salvage.go)
 	}
 	delay := 200 * time.Millisecond
 	for attempt := 1; ; attempt++ {
@@ -378,6 +380,7 @@ func backupObserve(env *covev1.Environment, st *envState, o *observed) {
 	live := o.container != "" && o.container != runtime.StatusAbsent
 	dirty := st.Content.Ready && (live || st.Backup.Dirty) && st.Backup.StopFailed != spec.GetSpecVersion()
 	o.backup = dirty || spec.GetBackupGeneration() > st.Backup.Generation
+	o.salvage = spec.GetSalvage() && spec.GetDesiredPhase() == phaseDeleted && needsSalvage(st, live) // step_salvage.go
 }
 
 // restoreRequest is the restore the environment is due, nil if none:

@@ -27,5 +27,6 @@ func (r *Runner) makeSteps(d deps) map[step]stepper {
 		stepReset:           resetStep{},
 		stepBackup:          backupStep{r: r},
 		stepRestore:         restoreStep{r: r},
+		stepSalvage:         salvageStep{r: r},
 	}
 }

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -191,12 +192,17 @@ func (w *worker) loop() {
 				log.Warn("the server refused this runner's report: the environment is no longer assigned here (moved to another runner, or deleted while this runner was away); stopping it, keeping its files until the server says to delete them", "err", err)
 				continue
 			}
-			log.Warn("reconcile failed; retrying", "err", err, "in", backoff)
+			wait := backoff
+			var ra *retryAtError // step_salvage.go: not before then
+			if errors.As(err, &ra) {
+				wait = max(ra.at.Sub(w.r.clock.Now()), time.Second)
+			}
+			log.Warn("reconcile failed; retrying", "err", err, "in", wait)
 			select {
 			case <-w.ctx.Done():
 				return
 			case <-w.kick:
-			case <-w.r.clock.After(backoff):
+			case <-w.r.clock.After(wait):
 			}
 			backoff = min(backoff*2, 30*time.Second)
 		}
