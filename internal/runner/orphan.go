@@ -14,7 +14,9 @@ import (
 // refuses that runner's reports about it (PermissionDenied or NotFound:
 // "not assigned to this runner"). The server also sends the runner a
 // DELETED copy of it (a release), which the worker carries out like any
-// delete; until that arrives, a worker whose report is refused so stops
+// delete — after one last backup of a copy that changed since its last
+// recorded one, when the environment lives on (spec.salvage,
+// step_salvage.go); until that arrives, a worker whose report is refused so stops
 // the environment (its containers, not its files: they may hold work newer
 // than the backup it was moved from) and reports nothing more, instead of
 // retrying for ever while its copy keeps running.

@@ -169,8 +169,9 @@ func (s *Server) moveNowUpdate(ctx context.Context, id string, to, from store.Ru
 			b := bs[0]
 			restore = &covev1.RestoreRequest{BackupId: b.ID, Generation: restoreGeneration(e) + 1}
 			if from.ID != "" && from.Phase != runnerActive {
-				warning = fmt.Sprintf(movedWarningPrefix+"%q (not connected since %s) to %q, from its last backup (%s): changes made on %q after %s are not in it",
-					from.Name, lastSeen(from), to.Name, b.ID, from.Name, b.Time.UTC().Format(time.RFC3339))
+				warning = fmt.Sprintf(movedWarningPrefix+"%q (not connected since %s) to %q, from its last backup (%s): changes made on %q after %s are not in it; "+
+					"if that runner returns, they are backed up there as a \"salvage\" backup you can restore by name (see `cove env backups %s`)",
+					from.Name, lastSeen(from), to.Name, b.ID, from.Name, b.Time.UTC().Format(time.RFC3339), e.GetMetadata().GetName())
 			}
 		case e.GetMetadata().GetStartedAt() == nil && e.GetStatus().GetLastBackup().GetFiles() == 0, heldNothing(e, from):
 			// It never ran, or its runner holds no content for it (a

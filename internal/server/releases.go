@@ -103,6 +103,12 @@ func (s *Server) releasedReport(ctx context.Context, rn store.Runner, id string,
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, false, err
 	}
+	if p := st.GetBackupProgress(); p.GetState().GetPhase() == covev1.SubPhase_SUB_PHASE_FAILED && st.GetPhase() != phaseDeleted {
+		// The old runner could not salvage its copy yet (salvage.go): it
+		// keeps it and tries again; the operator should know.
+		s.log.Warn("a runner keeps an environment's old copy it could not back up (salvage) yet", "env", id, "runner", rn.ID,
+			"why", p.GetState().GetMessage()) // bounded and cleaned (sanitizeStatus)
+	}
 	if st.GetPhase() == phaseDeleted {
 		if err := s.store.DeleteRelease(ctx, id, rn.ID); err != nil {
 			return nil, false, err
