@@ -51,6 +51,7 @@ const staleTmp = time.Hour
 // Store is a blob.Store on a directory.
 type Store struct {
 	root    *os.Root
+	dirfd   int // the directory (O_PATH), for openBeneath
 	dir     string
 	log     *slog.Logger
 	batched bool // no fsync per object: Sync makes them durable
@@ -84,7 +85,12 @@ func New(dir string, log *slog.Logger, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, classify(fmt.Errorf("blob directory: %w", err))
 	}
-	s := &Store{root: root, dir: dir, log: log}
+	dirfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		root.Close()
+		return nil, classify(fmt.Errorf("blob directory: %w", err))
+	}
+	s := &Store{root: root, dirfd: dirfd, dir: dir, log: log}
 	for _, o := range opts {
 		o(s)
 	}
@@ -97,7 +103,10 @@ func New(dir string, log *slog.Logger, opts ...Option) (*Store, error) {
 }
 
 // Close releases the directory.
-func (s *Store) Close() error { return s.root.Close() }
+func (s *Store) Close() error {
+	unix.Close(s.dirfd)
+	return s.root.Close()
+}
 
 func (s *Store) removeStale() {
 	entries, err := fs.ReadDir(s.root.FS(), tmpDir)
@@ -246,12 +255,9 @@ type readCloser struct {
 
 // open opens the regular file of key; anything else is not an object.
 func (s *Store) open(key string) (*os.File, os.FileInfo, error) {
-	if info, err := s.root.Lstat(key); err == nil && info.Mode()&fs.ModeSymlink != 0 {
-		return nil, nil, errdefs.PermissionDenied(fmt.Errorf("blob get %q: refused: a symbolic link, not an object", key))
-	}
-	f, err := s.root.Open(key)
+	f, err := s.openBeneath(key)
 	if err != nil {
-		return nil, nil, classifyKey(key, "get", err)
+		return nil, nil, err
 	}
 	info, err := f.Stat()
 	if err != nil {
@@ -263,6 +269,29 @@ func (s *Store) open(key string) (*os.File, os.FileInfo, error) {
 		return nil, nil, blob.NotFound(key)
 	}
 	return f, info, nil
+}
+
+// openBeneath opens key for reading in one openat2(2) that resolves it
+// beneath the directory without following any symlink (of the object or
+// of a directory on the way): a symlink planted in the directory is
+// refused, never followed.
+func (s *Store) openBeneath(key string) (*os.File, error) {
+	how := unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	for try := 1; ; try++ {
+		fd, err := unix.Openat2(s.dirfd, key, &how)
+		switch {
+		case err == nil:
+			return os.NewFile(uintptr(fd), path.Join(s.dir, key)), nil
+		case (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)) && try < 16:
+			continue // a rename in the directory meanwhile
+		case errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV):
+			return nil, errdefs.PermissionDenied(fmt.Errorf("blob get %q: refused: a symbolic link, not an object", key))
+		}
+		return nil, classifyKey(key, "get", &fs.PathError{Op: "openat2", Path: key, Err: err})
+	}
 }
 
 // Stat implements blob.Store.
