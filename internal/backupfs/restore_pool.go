@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sys/unix"
 
 	"github.com/covedev/cove/internal/backuprepo"
@@ -30,25 +31,31 @@ import (
 
 const (
 	// DefaultRestoreWorkers is how many chunks a restore fetches and
-	// writes at once unless RestoreOptions.Workers says otherwise. Each
-	// holds at most one chunk: its sealed object (up to 4 MiB and a
-	// little), the decrypted form and the plaintext (up to 4 MiB each),
-	// so about 12 MiB at worst each, 100 MiB for 8 (a restore of small
-	// files holds far less).
-	DefaultRestoreWorkers = 8
+	// writes at once unless RestoreOptions.Workers says otherwise: many,
+	// as most chunks are small files' (their reads from disk or S3 are
+	// what a restore waits for), within restoreBytesInFlight.
+	DefaultRestoreWorkers = 32
 	// maxRestoreWorkers bounds RestoreOptions.Workers.
 	maxRestoreWorkers = 64
 	// maxFilesInFlight bounds the files being written at once (each holds
 	// a descriptor, and its directory's).
-	maxFilesInFlight = 64
+	maxFilesInFlight = 128
 )
+
+// restoreBytesInFlight bounds the plaintext bytes of the chunks being
+// fetched and written at once (8 chunks of the largest size). Each chunk
+// in flight also holds its sealed object and its decrypted form until it
+// is opened, so a restore's chunks take at most about three times this,
+// 96 MiB, whatever the number of workers (a test lowers it).
+var restoreBytesInFlight int64 = 8 * backuprepo.MaxChunkSize
 
 // pool is what the walk shares with the workers.
 type pool struct {
 	wctx   context.Context // cancelled to stop the workers
 	cancel context.CancelFunc
 	tasks  chan chunkTask
-	slots  chan struct{} // a value per file in flight
+	slots  chan struct{}       // a value per file in flight
+	budget *semaphore.Weighted // restoreBytesInFlight
 	wg     sync.WaitGroup
 
 	overflow atomic.Int64 // RestoreResult.Overflow
@@ -101,6 +108,7 @@ func (r *restorer) start() {
 	r.wctx, r.cancel = context.WithCancel(r.ctx)
 	r.tasks = make(chan chunkTask, n)
 	r.slots = make(chan struct{}, maxFilesInFlight)
+	r.budget = semaphore.NewWeighted(max(restoreBytesInFlight, backuprepo.MaxChunkSize))
 	r.pending = map[*fileJob]string{}
 	r.wg.Add(n)
 	for range n {
@@ -266,6 +274,10 @@ func (r *restorer) work() {
 // chunk of zeros is left as a hole.
 func (r *restorer) writeChunk(tk chunkTask) error {
 	e := tk.job.e
+	if err := r.budget.Acquire(r.wctx, int64(tk.ref.Size)); err != nil {
+		return err // stopped
+	}
+	defer r.budget.Release(int64(tk.ref.Size))
 	data, err := r.repo.GetChunk(r.wctx, tk.ref)
 	if err != nil {
 		return fmt.Errorf("restore %q: chunk %d of %d: %w", e.Path, tk.index+1, len(e.Chunks), err)

@@ -23,26 +23,30 @@ import (
 type gatedStore struct {
 	blob.Store
 	gate  func(ctx context.Context, key string) error
-	files map[string]bool // if set, only these keys are gated and counted
+	files map[string]uint32 // if set, only these keys (chunks of files, by size) are gated and counted
 
 	mu       sync.Mutex
 	inFlight int
 	maxIn    int
-	gets     int
+	bytesIn  int64 // of the chunks in flight (with files)
+	maxBytes int64
 }
 
 func (s *gatedStore) Get(ctx context.Context, key string, rng blob.Range) (io.ReadCloser, error) {
-	if !strings.HasPrefix(key, "chunks/") || s.gate == nil || s.files != nil && !s.files[key] {
+	size, ok := s.files[key]
+	if !strings.HasPrefix(key, "chunks/") || s.gate == nil || s.files != nil && !ok {
 		return s.Store.Get(ctx, key, rng)
 	}
 	s.mu.Lock()
 	s.inFlight++
-	s.gets++
+	s.bytesIn += int64(size)
 	s.maxIn = max(s.maxIn, s.inFlight)
+	s.maxBytes = max(s.maxBytes, s.bytesIn)
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		s.inFlight--
+		s.bytesIn -= int64(size)
 		s.mu.Unlock()
 	}()
 	if err := s.gate(ctx, key); err != nil {
@@ -65,12 +69,12 @@ func gatedRepo(t *testing.T, dir string, g *gatedStore) *backuprepo.Repo {
 }
 
 // fileChunks returns the store keys of the chunks of backup name's files
-// (not of its manifest's pieces).
-func fileChunks(t *testing.T, repo *backuprepo.Repo, name string) map[string]bool {
+// (not of its manifest's pieces), with their sizes.
+func fileChunks(t *testing.T, repo *backuprepo.Repo, name string) map[string]uint32 {
 	t.Helper()
 	m, err := repo.OpenManifest(context.Background(), name)
 	must(t, err)
-	keys := map[string]bool{}
+	keys := map[string]uint32{}
 	for {
 		e, err := m.Next()
 		if err == io.EOF {
@@ -79,7 +83,7 @@ func fileChunks(t *testing.T, repo *backuprepo.Repo, name string) map[string]boo
 		must(t, err)
 		for _, c := range e.Chunks {
 			id := c.ID.String()
-			keys["chunks/"+id[:2]+"/"+id] = true
+			keys["chunks/"+id[:2]+"/"+id] = c.Size
 		}
 	}
 }
@@ -200,15 +204,31 @@ func TestParallelCorruptChunks(t *testing.T) {
 }
 
 // TestParallelChunksInFlightBounded: a restore fetches Workers chunks at
-// once, never more (what bounds its memory: a chunk per worker), however
-// many files and chunks there are.
+// once, never more, and never more than restoreBytesInFlight of them (what
+// bounds its memory), however many files and chunks there are.
 func TestParallelChunksInFlightBounded(t *testing.T) {
 	requireRoot(t)
 	repo, blobs := newRepo(t)
-	src, contents := manyFiles(t, 100, map[string]int{"big/a": 9 << 20, "big/b": 9 << 20, "big/c": 9 << 20})
+	src, contents := manyFiles(t, 100, map[string]int{"big/a": 9 << 20, "big/b": 9 << 20, "big/c": 9 << 20, "big/d": 9 << 20})
 	backup(t, repo, "b", "", mapA, Source{Name: "ws", Dir: src})
 	files := fileChunks(t, repo, "b")
 
+	restore := func(t *testing.T, workers int, g *gatedStore) {
+		t.Helper()
+		r := gatedRepo(t, blobs, g)
+		target := emptyDir(t, "t")
+		res, err := Restore(context.Background(), r, "b", []Source{{Name: "ws", Dir: target}}, RestoreOptions{Map: mapB, Workers: workers})
+		must(t, err)
+		if res.FailedCount != 0 || res.Files != int64(len(contents)) {
+			t.Fatalf("restored %d files, failed %v", res.Files, res.Failed)
+		}
+		for name, c := range contents {
+			if got, err := os.ReadFile(filepath.Join(target, name)); err != nil || !bytes.Equal(got, c) {
+				t.Errorf("%s restored wrong (%v)", name, err)
+			}
+		}
+		noTemporaries(t, target)
+	}
 	for _, workers := range []int{1, 4} {
 		t.Run(fmt.Sprint(workers), func(t *testing.T) {
 			// The first `workers` Gets wait until all of them are in
@@ -234,23 +254,33 @@ func TestParallelChunksInFlightBounded(t *testing.T) {
 				}
 				return nil
 			}}
-			r := gatedRepo(t, blobs, g)
-			target := emptyDir(t, "t")
-			res, err := Restore(context.Background(), r, "b", []Source{{Name: "ws", Dir: target}}, RestoreOptions{Map: mapB, Workers: workers})
-			must(t, err)
-			if res.FailedCount != 0 || res.Files != int64(len(contents)) {
-				t.Fatalf("restored %d files, failed %v", res.Files, res.Failed)
-			}
+			restore(t, workers, g)
 			if g.maxIn != workers {
 				t.Errorf("%d chunks fetched at once at most, want %d (Workers)", g.maxIn, workers)
 			}
-			for name, c := range contents {
-				if got, err := os.ReadFile(filepath.Join(target, name)); err != nil || !bytes.Equal(got, c) {
-					t.Errorf("%s restored wrong (%v)", name, err)
-				}
-			}
 		})
 	}
+	t.Run("bytes", func(t *testing.T) {
+		// Many workers, big chunks: the bytes in flight stay within the
+		// bound (lowered to two of the largest chunks).
+		old := restoreBytesInFlight
+		restoreBytesInFlight = 2 * backuprepo.MaxChunkSize
+		defer func() { restoreBytesInFlight = old }()
+		g := &gatedStore{files: files, gate: func(context.Context, string) error { return nil }}
+		restore(t, 32, g)
+		if g.maxBytes > restoreBytesInFlight {
+			t.Errorf("%d bytes of chunks fetched at once, more than the bound %d", g.maxBytes, restoreBytesInFlight)
+		}
+		var big int64
+		for _, size := range files {
+			if size > backuprepo.MinChunkSize {
+				big++
+			}
+		}
+		if big < 8 {
+			t.Errorf("only %d big chunks: the bound is not put to the test", big)
+		}
+	})
 }
 
 // TestParallelStoreFails: a store that stops answering (not a missing or
