@@ -104,7 +104,9 @@ func (r *report) print(out io.Writer) {
 	fmt.Fprintf(out, "load average at start %s, at end %s (the machine is shared)\n", m.LoadStart, m.LoadEnd)
 	fmt.Fprintf(out, "data set: %s in %d files (%d hard-linked), %d directories, %d symlinks: a source tree under git (21 commits, packed), node_modules, 4 build outputs; seed %d, cached in %s\n",
 		bytesText(r.data.bytes), r.data.files, r.data.hardlinked, r.data.dirs, r.data.symlinks, o.seed, filepath.Dir(r.cache))
-	fmt.Fprintf(out, "each ~1%% change before an incremental (the last one): %s\n", r.change)
+	if o.runs(stepIncr) {
+		fmt.Fprintf(out, "each ~1%% change before an incremental (the last one): %s\n", r.change)
+	}
 	fmt.Fprintf(out, "storage: everything (copy of the data set, cove's localblob store, the tar archives, restic's repository, restores) on %s, under %s\n", r.fs, r.work)
 	drop := "page cache dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every timed step but the warm ones (tree walked first, as a running environment's would be cached), every tool alike"
 	if !o.dropCaches {
