@@ -264,11 +264,9 @@ func (r *runnerService) ReportBackup(ctx context.Context, req *connect.Request[c
 	err = r.s.store.CreateBackup(ctx, rec)
 	if errors.Is(err, store.ErrAlreadyExists) {
 		// A retried report of the same backup succeeds; another
-		// environment's id is refused.
-		if !r.s.hasBackup(ctx, env.Id, rec.ID) {
-			return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("backup id %q is taken", rec.ID))
-		}
-		err = nil
+		// environment's id is refused; a released runner's salvage
+		// claiming this runner's backup gives it back (salvage.go).
+		err = r.s.reportedAgain(ctx, env.Id, rec)
 	}
 	if err != nil {
 		return nil, err
@@ -318,19 +316,6 @@ func (s *Server) setLastBackup(ctx context.Context, id string) error {
 		return nil
 	})
 	return err
-}
-
-func (s *Server) hasBackup(ctx context.Context, envID, id string) bool {
-	bs, err := s.store.ListBackups(ctx, envID)
-	if err != nil {
-		return false
-	}
-	for _, b := range bs {
-		if b.ID == id {
-			return true
-		}
-	}
-	return false
 }
 
 func backupProto(b store.Backup) *covev1.Backup {

@@ -198,3 +198,48 @@ func salvagedWarnings(st *covev1.EnvironmentStatus) []string {
 	}
 	return out
 }
+
+// reportedAgain answers the environment's own runner reporting backup rec
+// whose id is recorded already. A retried report succeeds; another
+// environment's id is refused. A salvage record under that id is a
+// released runner that read the live runner's manifest name in the
+// storage (it holds bucket credentials, docs/backups.md REV-2) and
+// reported it as its salvage before the live runner did, so the backup
+// would never become the latest nor count for a move: the live runner's
+// record replaces it, with the salvage warning that named it.
+func (s *Server) reportedAgain(ctx context.Context, envID string, rec store.Backup) error {
+	salvageMu.Lock()
+	defer salvageMu.Unlock()
+	bs, err := s.store.ListBackups(ctx, envID)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(bs, func(b store.Backup) bool { return b.ID == rec.ID })
+	if i < 0 {
+		return connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("backup id %q is taken", rec.ID))
+	}
+	old := bs[i]
+	if old.Trigger != triggerSalvage || old.RunnerID == rec.RunnerID {
+		return nil // a retry
+	}
+	if err := s.store.DeleteBackup(ctx, old.ID); err != nil {
+		return err
+	}
+	if err := s.store.CreateBackup(ctx, rec); err != nil {
+		return err
+	}
+	named := "backup " + old.ID + " ("
+	if _, err := s.store.UpdateEnvironment(ctx, envID, func(e *covev1.Environment) error {
+		if e.Status != nil {
+			e.Status.Warnings = slices.DeleteFunc(e.Status.Warnings, func(w string) bool {
+				return strings.HasPrefix(w, salvagedWarningPrefix) && strings.Contains(w, named)
+			})
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	s.log.Warn("a released runner reported this environment's runner's backup as its salvage: the record is the environment runner's again",
+		"env", envID, "backup", old.ID, "claimedBy", old.RunnerID, "runner", rec.RunnerID)
+	return nil
+}
