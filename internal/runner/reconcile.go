@@ -51,6 +51,7 @@ func (r *Runner) reconcile(ctx context.Context, w *worker, env *covev1.Environme
 	}
 	lay = withDiskLayout(lay, st) // disk.go
 	if st != nil && !st.Backup.Reported && len(st.Backup.Last) > 0 {
+		reclaimSalvage(env, st) // step_salvage.go: assigned here again
 		r.reportBackup(ctx, st) // step_backup.go: one the server has not heard of yet
 		if st.Backup.Reported {
 			if err := saveState(lay.State(), st); err != nil {

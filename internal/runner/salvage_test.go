@@ -339,3 +339,45 @@ func TestPlanSalvage(t *testing.T) {
 		t.Errorf("a stop salvages: %v", got)
 	}
 }
+
+// TestUnrecordedSalvageReportedWhenAssignedAgain: the copy's salvage was
+// taken but the server never recorded it, and the environment is then
+// moved back to this runner (its copy not deleted yet): that backup is
+// reported as the copy's stop backup, which the environment's own runner
+// may report, so the restore the move asks for does not take "nothing
+// changed since" an unrecorded backup for saved.
+func TestUnrecordedSalvageReportedWhenAssignedAgain(t *testing.T) {
+	c, srv := newBackupWorld(t)
+	env := c.env()
+	c.converge(backupRunner(c), env, func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseRunning })
+	lay := c.runner(0, false).layout(env.Id)
+	writeFile(t, filepath.Join(lay.Workspace(), "app/unsaved.txt"), "keep me\n")
+	srv.mu.Lock()
+	srv.onReport = func(*covev1.Backup) error { return connect.NewError(connect.CodeUnavailable, errors.New("down")) }
+	srv.mu.Unlock()
+	rel := releasedSalvage(env, true)
+	var ra *retryAtError
+	if err := c.reconcileUntil(backupRunner(c), rel); !errors.As(err, &ra) {
+		t.Fatalf("salvage whose report fails: %v", err)
+	}
+	taken := manifests(t, srv.storage)
+	if len(taken) != 1 || len(srv.backups()) != 0 {
+		t.Fatalf("storage %v, reported %v: want one unrecorded salvage", taken, srv.backups())
+	}
+	srv.mu.Lock()
+	srv.onReport = nil
+	srv.mu.Unlock()
+	env.Spec.SpecVersion = rel.Spec.SpecVersion
+	c.converge(backupRunner(c), env, func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseStopped })
+	got := srv.backups()
+	if len(got) != 1 || got[0].GetId() != taken[0] || got[0].GetTrigger() != "stop" {
+		t.Fatalf("reported %v; want %s, as the copy's stop backup", got, taken[0])
+	}
+	st, err := loadState(lay.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Backup.Salvage != (salvageState{}) || !st.Backup.Reported {
+		t.Fatalf("state after being assigned again: salvage %+v, reported %v", st.Backup.Salvage, st.Backup.Reported)
+	}
+}

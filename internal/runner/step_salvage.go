@@ -66,6 +66,24 @@ func needsSalvage(st *envState, live bool) bool {
 	return live || st.Backup.Dirty || (len(st.Backup.Last) > 0 && !st.Backup.Reported)
 }
 
+// reclaimSalvage: a salvage backup taken here but never recorded, of an
+// environment assigned to this runner again (moved back before its copy
+// was deleted), is reported as the backup of the copy as it stopped: the
+// environment's own runner cannot report a salvage, and the restore the
+// move asks for must not take "nothing changed since" an unrecorded
+// backup for saved.
+func reclaimSalvage(env *covev1.Environment, st *envState) {
+	if env.GetSpec().GetDesiredPhase() != phaseDeleted {
+		st.Backup.Salvage = salvageState{} // a failing salvage is over
+	}
+	b := st.Backup.last()
+	if b.GetTrigger() != triggerSalvage || st.Backup.Reported || env.GetSpec().GetDesiredPhase() == phaseDeleted {
+		return
+	}
+	b.Trigger = "stop"
+	st.Backup.Last, _ = protojson.Marshal(b)
+}
+
 // retryAtError asks the worker to try again no sooner than at.
 type retryAtError struct {
 	err error

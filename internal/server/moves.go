@@ -141,7 +141,16 @@ func (s *Server) moveNow(ctx context.Context, id string, to, from store.Runner, 
 	if bs, err = s.restoreSources(ctx, id, bs); err != nil { // restoresource.go
 		return nil, err
 	}
-	moved, err := s.moveNowUpdate(ctx, id, to, from, onRunner, bs)
+	// A target that still holds a copy (a release not carried out yet: its
+	// salvage may be failing) backs that copy up before the restore
+	// replaces it (salvage.go).
+	held := true
+	if _, err := s.store.GetRelease(ctx, id, to.ID); errors.Is(err, store.ErrNotFound) {
+		held = false
+	} else if err != nil {
+		return nil, err
+	}
+	moved, err := s.moveNowUpdate(ctx, id, to, from, onRunner, bs, held)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +162,7 @@ func (s *Server) moveNow(ctx context.Context, id string, to, from store.Runner, 
 	return moved, s.recordRelease(ctx, id, onRunner)
 }
 
-func (s *Server) moveNowUpdate(ctx context.Context, id string, to, from store.Runner, onRunner string, bs []store.Backup) (*covev1.Environment, error) {
+func (s *Server) moveNowUpdate(ctx context.Context, id string, to, from store.Runner, onRunner string, bs []store.Backup, held bool) (*covev1.Environment, error) {
 	return s.store.UpdateEnvironment(ctx, id, func(e *covev1.Environment) error {
 		if err := notDeleted(e); err != nil {
 			return err
@@ -167,7 +176,7 @@ func (s *Server) moveNowUpdate(ctx context.Context, id string, to, from store.Ru
 		switch {
 		case len(bs) > 0:
 			b := bs[0]
-			restore = &covev1.RestoreRequest{BackupId: b.ID, Generation: restoreGeneration(e) + 1}
+			restore = &covev1.RestoreRequest{BackupId: b.ID, Generation: restoreGeneration(e) + 1, BackupFirst: held}
 			if from.ID != "" && from.Phase != runnerActive {
 				warning = fmt.Sprintf(movedWarningPrefix+"%q (not connected since %s) to %q, from its last backup (%s): changes made on %q after %s are not in it; "+
 					"if that runner returns, they are backed up there as a \"salvage\" backup you can restore by name (see `cove env backups %s`)",
