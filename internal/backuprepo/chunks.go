@@ -204,13 +204,18 @@ func sealedHint(size uint32) int {
 	return min(int(size)+int(size)/64+1024+1, maxSealed+1)
 }
 
-// readSealedSized is readSealed into a buffer of hint bytes to start with
-// (grown if the object is larger): a chunk is read in one read(2) and one
-// more to see its end, instead of a series of reads into a growing buffer.
+// readSealedSized is readSealed into a buffer of hint bytes: a chunk is
+// read in one read(2) and one more to see its end, instead of a series of
+// reads into a growing buffer. An object larger than hint-1 bytes is
+// corrupt, and no more of it is read: a restore admits a chunk by the
+// manifest's size (backupfs's byte budget), so an object larger than that
+// size can take sealed, put there by whoever can write the bucket, must
+// not make each of its workers hold the largest chunk (REV-S8-2).
 func readSealedSized(name string, r io.Reader, hint int) ([]byte, error) {
 	if hint <= 0 {
 		return readSealed(name, r)
 	}
+	limit := min(hint-1, maxSealed)
 	b := make([]byte, 0, hint)
 	for {
 		if len(b) == cap(b) {
@@ -218,8 +223,8 @@ func readSealedSized(name string, r io.Reader, hint int) ([]byte, error) {
 		}
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
-		if len(b) > maxSealed {
-			return nil, fmt.Errorf("%s: more than %d bytes: %w", name, maxSealed, ErrCorrupt)
+		if len(b) > limit {
+			return nil, fmt.Errorf("%s: more than %d bytes, the most its size takes sealed: %w", name, limit, ErrCorrupt)
 		}
 		if err == io.EOF {
 			return b, nil
