@@ -422,6 +422,12 @@ func (r *restorer) hardlink(e *backuprepo.Entry, t *target, pfd int, base string
 		r.fail(e.Path, fmt.Errorf("hard link to %q, outside its tree %s", e.Target, t.Name))
 		return nil
 	}
+	// A file's temporary is no file of the backup: linked, it would keep
+	// that file's content, whole or not, under the link's name (REV-S8-5).
+	if r.isTemporary(e.Target) {
+		r.fail(e.Path, fmt.Errorf("hard link to %q, the temporary name a file being restored is written under", e.Target))
+		return nil
+	}
 	// A file still being written is not there yet.
 	if err := r.waitFiles(func(j *fileJob) bool { return j.e.Path == e.Target }); err != nil {
 		return err
@@ -455,4 +461,23 @@ func (r *restorer) hardlink(e *backuprepo.Entry, t *target, pfd int, base string
 		return r.local(e.Path, fmt.Errorf("hard link to %q: %w", e.Target, err))
 	}
 	return nil
+}
+
+// isTemporary reports whether p is the temporary name of a file being
+// written. Only the walk creates them, and a file's temporary is gone
+// before it leaves the files in flight, so the answer holds while the walk
+// stays in an entry.
+func (r *restorer) isTemporary(p string) bool {
+	dir, base := path.Split(p)
+	if !strings.HasPrefix(base, tmpPrefix) {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for j := range r.pending {
+		if j.tmp == base && j.dir.path+"/" == dir {
+			return true
+		}
+	}
+	return false
 }
