@@ -18,6 +18,7 @@ import (
 
 	"github.com/covedev/cove/internal/blob/s3blob"
 	"github.com/covedev/cove/internal/blob/s3blob/s3test"
+	"github.com/covedev/cove/internal/testutil"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
 )
 
@@ -154,9 +155,14 @@ func TestS3KilledMidUpload(t *testing.T) {
 		restarted, retryWait = true, d
 		s3.Restart(t)
 		manifestsWhileDown, reportedWhileDown = stored(), len(srv.backups())
-		c.srv.mu.Lock()
-		progressWhileDown = c.srv.last[env.Id].GetBackupProgress()
-		c.srv.mu.Unlock()
+		// What the server is told while the stop waits (sent in the
+		// background): the failure and the retry to come.
+		testutil.WaitFor(t, "the failed try reported", func() bool {
+			c.srv.mu.Lock()
+			defer c.srv.mu.Unlock()
+			progressWhileDown = c.srv.last[env.Id].GetBackupProgress()
+			return strings.Contains(progressWhileDown.GetState().GetMessage(), "trying again")
+		})
 	}}
 	gate.Store(true)
 	r := backupRunner(c)
@@ -172,7 +178,11 @@ func TestS3KilledMidUpload(t *testing.T) {
 	if len(manifestsWhileDown) != 0 || reportedWhileDown != 0 {
 		t.Fatalf("after the failed try: manifests %v in the bucket, %d backups reported; want none", manifestsWhileDown, reportedWhileDown)
 	}
-	t.Logf("progress reported before the retry: %v", progressWhileDown)
+	if msg := progressWhileDown.GetState().GetMessage(); progressWhileDown.GetState().GetPhase() != subInProgress ||
+		!strings.Contains(msg, "backup failed") || !strings.Contains(msg, "trying again in "+stopBackupRetries[0].String()) ||
+		!(strings.Contains(msg, "cannot reach the storage") || strings.Contains(msg, "connection to the storage failed")) {
+		t.Errorf("progress reported while the stop waits to try again: %v; want in progress, saying the storage could not be reached and when it tries again", progressWhileDown)
+	}
 	if l := logs.String(); !strings.Contains(l, "backup on stop failed; trying again") || !strings.Contains(l, "cove/chunks/") {
 		t.Fatalf("the runner's log does not show the stop's backup failing on a chunk upload and tried again:\n%s", l)
 	}

@@ -354,6 +354,12 @@ func (s backupStep) backupRetrying(ctx context.Context, e *stepEnv, trigger stri
 		}
 		wait := stopBackupRetries[attempt]
 		s.r.log.Warn("backup on stop failed; trying again", "env", e.id(), "err", err, "in", wait)
+		// Said while the stop waits (up to minutes): the failure and the
+		// next try, not a stale "in progress" of the try that failed.
+		failed := e.st.Backup.progress
+		e.st.Backup.setProgress(&covev1.BackupProgress{Operation: "backup", StartedAt: failed.GetStartedAt(), State: &covev1.SubStatus{Phase: subInProgress,
+			Message: fmt.Sprintf("%s; trying again in %s (try %d of %d)", failed.GetState().GetMessage(), wait, attempt+2, len(stopBackupRetries)+1)}})
+		reportFunc(e.rep)()
 		select {
 		case <-s.r.clock.After(wait):
 		case <-ctx.Done():
