@@ -189,6 +189,7 @@ type runnerOptions struct {
 	buildLimits             runner.WorkLimits // the builder's work cgroup
 	unpackCPUs              float64           // --unpack-cpus, into unpackLimits.CPUMillis
 	unpackLimits            runner.WorkLimits // the image unpacker's work cgroup
+	runnerCPUWeight         int               // --runner-cpu-weight: the runner's own cgroup (0: none)
 	backup                  backupOptions     // --backup-* (backupchild.go)
 	// auto-stop: warning lead (--autostop-warning)
 	autoStopWarning time.Duration
@@ -228,6 +229,9 @@ func defaultClass(o runnerOptions) *covev1.EnvironmentClass {
 func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the runner must run as root: it creates user namespaces, mounts and cgroups")
+	}
+	if o.runnerCPUWeight < 0 || o.runnerCPUWeight > resources.MaxCPUWeight {
+		return fmt.Errorf("--runner-cpu-weight %d: want 0 (off) or 1 to %d", o.runnerCPUWeight, resources.MaxCPUWeight)
 	}
 	classes, err := runnerClasses(o) // cpucontrol.go
 	if err != nil {
@@ -274,9 +278,10 @@ func runRunner(ctx context.Context, log *slog.Logger, o runnerOptions) error {
 		ProxyTLSCert: o.proxyTLSCert, ProxyTLSKey: o.proxyTLSKey, ServerPublicURL: o.serverPublicURL,
 		Buildkitd: buildkitdPath(o.buildkitd), BuildInsecureRegistries: o.buildInsecureRegistries, Runc: o.runc,
 		BuildAllowCacheFrom: o.buildAllowCacheFrom, CgroupParent: o.cgroupParent, BuildLimits: buildLimits(o),
-		UnpackLimits: unpackLimits(o),
-		Backup:       backupConfig(o.backup),
-		Log:          log.With("component", "runner"),
+		UnpackLimits:    unpackLimits(o),
+		RunnerCPUWeight: o.runnerCPUWeight,
+		Backup:          backupConfig(o.backup),
+		Log:             log.With("component", "runner"),
 	})
 	if err != nil {
 		return err

@@ -70,6 +70,7 @@ func addRunnerFlags(cmd *cobra.Command, o *runnerOptions) {
 	f.Float64Var(&o.unpackCPUs, "unpack-cpus", float64(defCPUs), "CPUs unpacking image layers (decompressing and writing them, in a child process of the runner) may use; defaults to half this host's CPUs, at least 1 (0: no limit)")
 	f.Int64Var(&o.unpackLimits.MemoryBytes, "unpack-memory", 1<<30, "memory limit (bytes) of image unpacking, page cache of the written files included (0: no limit)")
 	f.Uint64Var(&o.unpackLimits.WriteBPS, "unpack-io-write-bps", 100<<20, "write limit of image unpacking on the data dir's disk, bytes/s (0: none)")
+	f.IntVar(&o.runnerCPUWeight, "runner-cpu-weight", runner.DefaultRunnerCPUWeight, "run the runner (SSH gateway, port proxy, control loops) in a cgroup of its own next to --cgroup-parent (PARENT.runner) with this CPU weight (1-10000, v2 cpu.weight scale, 100 = a default cgroup; v1 cpu.shares = weight × 1024 / 100), so terminals stay responsive while environments build; what the runner starts does not inherit it (0: off, the runner stays in the cgroup it was started in)")
 	f.DurationVar(&o.autoStopWarning, "autostop-warning", runner.DefaultAutoStopWarning, "warn open terminals this long before an environment stops on its own (at most half its timeout)")
 	addBackupFlags(cmd, &o.backup)
 	f.StringSliceVar(&o.buildInsecureRegistries, "build-insecure-registry", nil, "registries (host:port) Dockerfile builds reach over plain HTTP")

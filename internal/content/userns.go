@@ -2,6 +2,7 @@ package content
 
 import (
 	"fmt"
+	"github.com/covedev/cove/internal/resources"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,7 +61,7 @@ func (e *cmdError) Unwrap() error { return e.err }
 
 // run runs cmd, returning a *cmdError with its output tail on failure.
 func run(cmd *exec.Cmd) error {
-	return runWith(cmd, (*exec.Cmd).Start)
+	return runWith(cmd, resources.StartChild) // not in the runner's weighted cgroup
 }
 
 // runWith is run with start as the way to start cmd.

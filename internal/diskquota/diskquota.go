@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/covedev/cove/internal/resources"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,9 +106,11 @@ func Create(ctx context.Context, img string, size int64) error {
 	// them.
 	cmd := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-b", strconv.Itoa(blockSize), "-m", "0",
 		"-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0", "-L", "cove-env", tmp)
-	if out, err := cmd.CombinedOutput(); err != nil {
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := resources.RunChild(cmd); err != nil { // not in the runner's weighted cgroup
 		os.Remove(tmp)
-		return fmt.Errorf("mkfs.ext4: %w: %s", err, bytes.TrimSpace(out))
+		return fmt.Errorf("mkfs.ext4: %w: %s", err, bytes.TrimSpace(out.Bytes()))
 	}
 	if err := os.Rename(tmp, img); err != nil {
 		os.Remove(tmp)

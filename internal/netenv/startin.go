@@ -2,6 +2,7 @@ package netenv
 
 import (
 	"fmt"
+	"github.com/covedev/cove/internal/resources"
 	"os/exec"
 	"runtime"
 
@@ -14,7 +15,7 @@ import (
 // (clones, Dockerfile builds) so it gets that environment's network rules.
 func StartIn(path string, cmd *exec.Cmd) error {
 	if path == "" {
-		return cmd.Start()
+		return resources.StartChild(cmd) // in the runner's home cgroup
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -37,7 +38,7 @@ func StartIn(path string, cmd *exec.Cmd) error {
 			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
 			return
 		}
-		err = cmd.Start()
+		err = resources.StartChild(cmd)
 		if netns.Set(orig) == nil {
 			runtime.UnlockOSThread()
 		}

@@ -85,6 +85,10 @@ type Config struct {
 	// child process (AgentBinary internal-unpack-layer) in a cgroup of its
 	// own with these limits (unpack.go); nil: in the runner's process.
 	UnpackLimits *WorkLimits
+	// RunnerCPUWeight, with CgroupParent, runs the runner process in a
+	// cgroup of its own next to it with this CPU weight (v2 scale;
+	// selfcgroup.go); 0: where it was started.
+	RunnerCPUWeight int
 	// Backup configures backups and restores (backup.go).
 	Backup BackupConfig
 	// Runc is the OCI runtime Dockerfile builds use (as environments do).
@@ -340,6 +344,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer proxy.Close()
 	defer r.pool.Close()
 	j := r.janitor()
+	leaveCgroup := r.enterSelfCgroup() // selfcgroup.go
+	defer leaveCgroup()
 	j.limitEnvironmentsMemory()          // cgroupparent.go
 	if err := r.sweep(ctx); err != nil { // sweep.go: before any worker adopts
 		r.log.Warn("start-up sweep", "err", err)
@@ -362,6 +368,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	r.builds.stop()        // its work cgroup is below the cgroup parent
+	leaveCgroup()          // the runner's own (selfcgroup.go)
 	j.removeCgroupParent() // cgroupparent.go
 	return nil
 }

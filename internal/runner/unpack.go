@@ -46,7 +46,7 @@ func childUnpacker(bin string, w *resources.WorkCgroup) image.Unpacker {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		err = cmd.Start()
+		err = resources.StartChild(cmd) // born outside the runner's weighted cgroup (selfcgroup.go)
 		pr.Close()
 		if err != nil {
 			return v1.Hash{}, fmt.Errorf("start the unpacker: %w", err)

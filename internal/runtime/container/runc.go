@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/covedev/cove/internal/resources"
 	"io"
 	"os"
 	"os/exec"
@@ -38,7 +39,7 @@ func (r *Runtime) runc(ctx context.Context, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, r.cfg.RuncPath, append([]string{"--root", r.cfg.Root}, args...)...)
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
+	if err := resources.RunChild(cmd); err != nil { // not in the runner's weighted cgroup
 		return nil, runcError(args[0], err, stderr.Bytes())
 	}
 	return stdout.Bytes(), nil
@@ -65,7 +66,7 @@ func (r *Runtime) runcRun(ctx context.Context, id, bundle, pidFile string, conso
 	cmd.Stderr = console
 	cmd.ExtraFiles = extra
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Run(); err != nil {
+	if err := resources.RunChild(cmd); err != nil {
 		return runcError("run", err, readTail(console.Name(), start))
 	}
 	return nil
