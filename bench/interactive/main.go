@@ -13,12 +13,16 @@
 // baseline), and cove's CPU control loop (`cove up --cpu-control`, in a
 // second `cove up` with its own environments, when the binary has the
 // flag). It prints p50 and p99 per case and the ratios the issue sets
-// targets for. Everything it creates is removed at the end, also on
-// failure or interrupt.
+// targets for. The client side (the terminal, ssh and its ProxyCommand)
+// stands in for the developer's laptop in a cgroup of its own at the
+// highest CPU weight, and also competes with the host's load as before:
+// -client both (the default) measures each case both ways, -client laptop
+// or -client host one (client.go). Everything it creates is removed at
+// the end, also on failure or interrupt.
 //
 // Usage (as root, from the repository root):
 //
-//	go run ./bench/interactive [-keys 200] [-spinners 8] [-cove bin/cove]
+//	go run ./bench/interactive [-keys 200] [-spinners 8] [-cove bin/cove] [-shield 10] [-client both|laptop|host]
 package main
 
 import (
@@ -36,6 +40,7 @@ type options struct {
 	cove, runc     string
 	keepLog        bool
 	shield         int
+	client         string
 }
 
 func main() {
@@ -48,6 +53,7 @@ func main() {
 	flag.StringVar(&o.runc, "runc", "runc", "runc binary")
 	flag.BoolVar(&o.keepLog, "keep-log", false, "copy cove up's log to ./bench-interactive.log")
 	flag.IntVar(&o.shield, "shield", 0, "measure as on a host running cove alone: the benchmark's processes and the environments' parent cgroup get this many times the default CPU weight against other work on the machine (0: off)")
+	flag.StringVar(&o.client, "client", "both", "where the client side (the terminal, ssh and its ProxyCommand `cove ssh --stdio`) runs: laptop (a cgroup of its own at the highest CPU weight, standing in for the developer's laptop), host (competing with the host's load, as figures before 2026-12-04 were measured) or both (each case both ways, alternating)")
 	flag.Parse()
 
 	benchkit.Main("bench/interactive", func(ctx context.Context) error { return run(ctx, o, os.Stdout) })

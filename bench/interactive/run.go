@@ -22,18 +22,23 @@ type policy struct {
 	apply func(cgroups []string) error
 }
 
-// measurement is one case's keystroke latencies and the CPU the
-// environments used meanwhile.
+// measurement is one case's keystroke latencies, per client placement,
+// and the CPU the environments used meanwhile.
 type measurement struct {
 	policy, load string
-	lat          []time.Duration
-	cpus         float64 // CPUs the four environments used together
-	aCPUs        float64 // of which A
+	by           map[string]*sample // by client placement (client.go)
+	cpus         float64            // CPUs the four environments used together
+	aCPUs        float64            // of which A
 	// aThrottled is the share of CFS periods in which A's cgroup (its
 	// shell's and agent's CPU) was throttled by its quota.
 	aThrottled float64
+}
+
+// sample is the keystrokes typed with the client in one placement.
+type sample struct {
+	lat []time.Duration
 	// waits is how long the processes of each role on the keystroke's
-	// path waited for a CPU, per keystroke on average.
+	// path waited for a CPU, in total (per keystroke: divide by len(lat)).
 	waits map[string]time.Duration
 }
 
@@ -43,6 +48,9 @@ type fixture struct {
 	o                  options
 	coveBin, imageRef  string
 	repo, tmp, runRoot string
+	modes              []string      // client placements measured (client.go)
+	client             *clientPlacer // moves the client between them
+	coveCgroups        []string      // where each session's cove up ran (its CPU cgroup)
 }
 
 func run(ctx context.Context, o options, out io.Writer) error {
@@ -64,11 +72,24 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		}
 		cl.Add(undo) // runs last: after cove up and the ssh client are gone
 	}
+	modes, err := clientModes(o.client)
+	if err != nil {
+		return err
+	}
+	host, err := ownCPUCgroup() // the -shield cgroup, if any
+	if err != nil {
+		return err
+	}
+	placer, removeClient, err := newClientPlacer(modes, host)
+	if err != nil {
+		return err
+	}
+	cl.Add(removeClient)
 	tmp, runRoot, err := benchkit.Workdir(&cl)
 	if err != nil {
 		return err
 	}
-	f := fixture{o: o, coveBin: o.cove, tmp: tmp, runRoot: runRoot}
+	f := fixture{o: o, coveBin: o.cove, tmp: tmp, runRoot: runRoot, modes: modes, client: placer}
 	in, err := benchkit.Prepare(ctx, tmp, o.cove, &cl)
 	if err != nil {
 		return err
@@ -105,6 +126,12 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		// So are the process groups: the baselines share each
 		// environment's CPU evenly among its processes.
 		plainArgs = append(plainArgs, "--process-groups=false")
+	}
+	weighted := hasFlag(ctx, f.coveBin, "--runner-cpu-weight")
+	if weighted {
+		// And the runner's own weighted cgroup: the baselines are
+		// cove without any of its CPU policies.
+		plainArgs = append(plainArgs, "--runner-cpu-weight=0")
 	}
 	var ms []measurement
 	var idle measurement
@@ -158,7 +185,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		}
 	}
 	mach.LoadEnd = benchkit.LoadAvg()
-	printReport(out, mach, o, cpus, idle, ms, control)
+	printReport(out, mach, o, cpus, idle, ms, control, f.modes, f.coveCgroups)
 	return nil
 }
 

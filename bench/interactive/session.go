@@ -84,6 +84,7 @@ func (f *fixture) session(ctx context.Context, name string, args []string, body 
 		return err
 	}
 	cl.Add(s.term.close)
+	f.coveCgroups = append(f.coveCgroups, name+": "+cpuCgroupOf(cv.Pid()))
 	return body(s)
 }
 
@@ -154,9 +155,8 @@ func (s *session) measure(ctx context.Context, policy, load string, loaded int) 
 		return m, err
 	}
 	pids := s.pathPids()
-	w0 := waits(pids)
 	t0 := time.Now()
-	if m.lat, err = s.term.keystrokes(ctx, s.f.o.keys, s.f.o.gap); err != nil {
+	if m.by, err = s.typeAll(ctx, pids); err != nil {
 		return m, err
 	}
 	wall := time.Since(t0)
@@ -168,13 +168,50 @@ func (s *session) measure(ctx context.Context, policy, load string, loaded int) 
 	if err != nil {
 		return m, err
 	}
-	m.waits = map[string]time.Duration{}
-	for role, w := range waits(pids) {
-		m.waits[role] = (w - w0[role]) / time.Duration(len(m.lat))
-	}
 	m.cpus, m.aCPUs = float64(cpu1-cpu0)/float64(wall), float64(a1-a0)/float64(wall)
 	m.aThrottled = float64(thr1-thr0) / (float64(wall) / float64(100*time.Millisecond))
 	return m, nil
+}
+
+// typeAll types the keystrokes with the client in each placement asked
+// for: with two, in four blocks (laptop, host, host, laptop), each half
+// the keystrokes, so that both see the same load on average. The client
+// is back on the host's side when it returns.
+func (s *session) typeAll(ctx context.Context, pids map[string][]int) (by map[string]*sample, err error) {
+	client := append(append([]int{}, pids["ssh client"]...), pids["ProxyCommand"]...)
+	defer func() {
+		if perr := s.f.client.place(clientHost, client); perr != nil {
+			err = errors.Join(err, perr)
+		}
+	}()
+	blocks := []string{s.f.modes[0]}
+	n := s.f.o.keys
+	if len(s.f.modes) == 2 {
+		a, b := s.f.modes[0], s.f.modes[1]
+		blocks = []string{a, b, b, a}
+		n = max(s.f.o.keys/2, 1)
+	}
+	by = map[string]*sample{}
+	for _, mode := range blocks {
+		if err := s.f.client.place(mode, client); err != nil {
+			return nil, err
+		}
+		w0 := waits(pids)
+		lat, err := s.term.keystrokes(ctx, n, s.f.o.gap)
+		if err != nil {
+			return nil, fmt.Errorf("client on the %s: %w", mode, err)
+		}
+		smp := by[mode]
+		if smp == nil {
+			smp = &sample{waits: map[string]time.Duration{}}
+			by[mode] = smp
+		}
+		smp.lat = append(smp.lat, lat...)
+		for role, w := range waits(pids) {
+			smp.waits[role] += w - w0[role]
+		}
+	}
+	return by, nil
 }
 
 // throttled is the number of CFS periods in which cgroup p itself (where
