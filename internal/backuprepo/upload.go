@@ -107,6 +107,11 @@ func (w *Writer) finish(id ChunkID, size, stored int64, err error) {
 	}
 }
 
+// Wait waits for every chunk in flight and returns the first error of
+// storing one. A caller giving up on a writer (a backup that failed) calls
+// it so that nothing of that backup is still being stored once it returns.
+func (w *Writer) Wait() error { return w.wait() }
+
 // wait waits for every upload in flight and returns the first error.
 func (w *Writer) wait() error {
 	w.up.wg.Wait()
