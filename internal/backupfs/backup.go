@@ -56,17 +56,26 @@ func Backup(ctx context.Context, w *backuprepo.Writer, sources []Source, opts Ba
 	}
 	srcs := slices.Clone(sources)
 	slices.SortFunc(srcs, func(a, b Source) int { return backuprepo.ComparePaths(a.Name, b.Name) })
-	b := &backuper{ctx: ctx, w: w, opts: opts, prev: opts.Previous, parents: map[string]bool{}, log: opts.Log}
+	// The walk and the workers reading ahead (backup_ahead.go) stop at the
+	// first error of either.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	b := &backuper{ctx: ctx, cancel: cancel, w: w, opts: opts, prev: opts.Previous, parents: map[string]bool{}, log: opts.Log}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
 	if b.prev == nil {
 		b.changed = true
 	}
-	for _, s := range srcs {
-		if err := b.source(s); err != nil {
-			return b.res, err
+	if err := b.walk(srcs); err != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			err = cause // a worker's error, or the caller's cancel
 		}
+		cancel(err)
+		b.stopWorkers()
+		// Nothing of this backup is being stored once it returns.
+		w.Wait()
+		return b.res, err
 	}
 	b.drain()
 	b.res.Changed = b.changed
@@ -84,17 +93,30 @@ func Backup(ctx context.Context, w *backuprepo.Writer, sources []Source, opts Ba
 	return b.res, nil
 }
 
+// walk backs up every source, each tree's files read ahead, every entry
+// added once it returns.
+func (b *backuper) walk(srcs []Source) error {
+	defer b.stopWorkers()
+	for _, s := range srcs {
+		if err := b.source(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 type devIno struct {
 	dev uint64
 	ino uint64
 }
 
 type backuper struct {
-	ctx  context.Context
-	w    *backuprepo.Writer
-	opts BackupOptions
-	log  *slog.Logger
-	res  BackupResult
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	w      *backuprepo.Writer
+	opts   BackupOptions
+	log    *slog.Logger
+	res    BackupResult
 
 	prev    *backuprepo.ManifestReader // nil once read to its end
 	cur     *backuprepo.Entry          // the previous backup's next entry
@@ -103,6 +125,7 @@ type backuper struct {
 	parents map[string]bool   // synthetic parents of nested names, added
 	links   map[devIno]string // this tree's multiply linked files: first path
 	src     Source
+	ah      ahead // files read ahead, entries waiting for them
 
 	progress     Progress
 	lastProgress time.Time
@@ -221,7 +244,7 @@ func (b *backuper) source(s Source) error {
 		}
 		p := s.Name[:i]
 		b.parents[p] = true
-		if err := b.add(backuprepo.Entry{Path: p, Type: backuprepo.TypeDir, Mode: parentMode}, b.prevFor(p)); err != nil {
+		if err := b.submit(&pending{e: backuprepo.Entry{Path: p, Type: backuprepo.TypeDir, Mode: parentMode}, prev: b.prevFor(p)}); err != nil {
 			return err
 		}
 	}
@@ -232,6 +255,11 @@ func (b *backuper) source(s Source) error {
 	defer dir.Close()
 	b.src, b.links = s, map[devIno]string{}
 	err = confine.Walk(b.ctx, dir, b.visit, nil)
+	if err == nil {
+		// Every file of this tree read and added before the next tree
+		// (its hard links are this tree's).
+		err = b.flushAhead()
+	}
 	if err != nil {
 		return fmt.Errorf("back up %s (%s): %w", s.Name, s.Dir, err)
 	}
@@ -306,14 +334,14 @@ func (b *backuper) visit(ce *confine.Entry) error {
 		e.Type, e.Mode, e.Xattrs, e.Opaque = backuprepo.TypeWhiteout, e.Mode&0o777, nil, false
 	}
 	if e.Type == backuprepo.TypeDir && ce.Depth >= confine.MaxDepth {
-		if err := b.add(e, b.prevFor(p)); err != nil {
+		if err := b.submit(&pending{e: e, prev: b.prevFor(p)}); err != nil {
 			return err
 		}
 		b.skip(p, fmt.Sprintf("contents nested deeper than %d directories", confine.MaxDepth))
 		return confine.SkipDir
 	}
 	if e.Type != backuprepo.TypeFile {
-		return b.add(e, b.prevFor(p))
+		return b.submit(&pending{e: e, prev: b.prevFor(p)})
 	}
 	return b.file(ce, e)
 }

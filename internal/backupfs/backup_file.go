@@ -13,15 +13,26 @@ import (
 )
 
 // file backs up a regular file entry: a hard link to a path already backed
-// up in this tree, its previous chunks when unchanged, else its content.
+// up in this tree, its previous chunks when unchanged, else its content,
+// read by a worker (see backup_ahead.go) through the descriptor opened
+// here.
 func (b *backuper) file(ce *confine.Entry, e backuprepo.Entry) error {
 	st := &ce.Stat
 	key := devIno{dev: st.Dev, ino: st.Ino}
 	if st.Nlink > 1 {
+		if b.ah.linking[key] {
+			// Its first name is still being read: whether this one is a
+			// link to it depends on that read.
+			if err := b.flushAhead(); err != nil {
+				return err
+			}
+		}
 		if first, ok := b.links[key]; ok {
 			e.Type, e.Target, e.Xattrs = backuprepo.TypeHardlink, first, nil
-			return b.add(e, b.prevFor(e.Path))
+			return b.submit(&pending{e: e, prev: b.prevFor(e.Path)})
 		}
+	} else {
+		key = devIno{}
 	}
 	prev := b.prevFor(e.Path)
 	if st.Size > backuprepo.MaxFileSize {
@@ -32,37 +43,18 @@ func (b *backuper) file(ce *confine.Entry, e backuprepo.Entry) error {
 	}
 	cur := backuprepo.FileStat{Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Inode: st.Ino}
 	e.Ctime, e.Inode = cur.Ctime, cur.Inode
+	p := &pending{e: e, prev: prev, file: true, link: key}
 	if backuprepo.Unchanged(prev, cur) {
-		if err := b.w.Reuse(b.ctx, e, prev); err != nil {
-			return fmt.Errorf("back up %q: %w", e.Path, err)
-		}
-		e.Size, e.Chunks = prev.Size, prev.Chunks
-		if !sameEntry(&e, prev) {
-			b.differ("%q changed", e.Path)
-		}
-	} else {
-		ok, err := b.read(ce, &e)
-		if err != nil || !ok {
-			return err
-		}
-		if err := b.add(e, prev); err != nil {
-			return err
-		}
+		p.reused = true
+		return b.submit(p)
 	}
-	if st.Nlink > 1 {
-		if len(b.links) < maxLinks {
-			b.links[key] = e.Path
-		} else if len(b.links) == maxLinks {
-			b.links[devIno{}] = "" // listed once
-			b.skip(e.Path, fmt.Sprintf("more than %d files with several names in this tree: further names stored as copies", maxLinks))
-		}
+	f, err := openFile(ce)
+	if err != nil {
+		return b.vanished(e.Path, err)
 	}
-	b.res.Files++
-	b.res.Bytes += e.Size
-	b.progress.Files++
-	b.progress.Bytes += e.Size
-	b.report(false)
-	return nil
+	b.res.Read++
+	p.read = &readJob{f: f, stat: *st, rel: ce.Rel, e: &p.e, done: make(chan struct{})}
+	return b.submit(p)
 }
 
 // afterRead is called when a file's content was read (a test changes the
@@ -92,27 +84,22 @@ func (f *fileReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// read stores the content of the file entry ce into e. The file is read
-// through a descriptor opened beneath its parent without following a
-// symlink, and must still be the inode listed; at most the size it had
-// when opened is read. A file whose size or times change while read is
-// read once more; changing again, it is stored as read and listed. ok is
-// false when the file was skipped.
-func (b *backuper) read(ce *confine.Entry, e *backuprepo.Entry) (ok bool, err error) {
-	f, err := openFile(ce)
-	if err != nil {
-		return false, b.vanished(e.Path, err)
-	}
-	defer f.Close()
-	b.res.Read++
+// read stores the content of the file f (listed as listed) into e, on a
+// worker: it touches nothing but f, e and the writer. The file was opened
+// beneath its parent without following a symlink and is the inode listed
+// (file); at most the size it had when read begins is read. A file whose
+// size or times change while read is read once more; changing again, it is
+// stored as read and reported. out.ok is false when the file is skipped.
+func (b *backuper) read(f *os.File, listed *unix.Stat_t, rel string, e *backuprepo.Entry) (out readOut) {
+	failed := func(err error) readOut { return readOut{err: fmt.Errorf("back up %q: %w", e.Path, err)} }
 	for attempt := 0; ; attempt++ {
 		var before, after unix.Stat_t
 		if err := unix.Fstat(int(f.Fd()), &before); err != nil {
-			return false, fmt.Errorf("back up %q: %w", e.Path, err)
+			return failed(err)
 		}
 		if attempt > 0 {
 			if _, err := f.Seek(0, io.SeekStart); err != nil {
-				return false, fmt.Errorf("back up %q: %w", e.Path, err)
+				return failed(err)
 			}
 		}
 		refs, size, fr, err := b.content(f, &before)
@@ -120,42 +107,34 @@ func (b *backuper) read(ce *confine.Entry, e *backuprepo.Entry) (ok bool, err er
 			// Cannot happen (see minHole); read it whole rather than fail.
 			b.log.Warn("sparse file cut in too many chunks: read whole", "path", e.Path)
 			if _, err := f.Seek(0, io.SeekStart); err != nil {
-				return false, fmt.Errorf("back up %q: %w", e.Path, err)
+				return failed(err)
 			}
 			fr = &fileReader{r: io.LimitReader(f, before.Size)}
 			refs, size, err = b.w.StoreContent(b.ctx, fr)
 		}
-		afterRead(ce.Rel)
+		afterRead(rel)
 		if fr.err != nil {
-			b.skip(e.Path, "unreadable: "+fr.err.Error())
-			return false, nil
+			return readOut{skip: "unreadable: " + fr.err.Error()}
 		}
 		if err != nil {
-			return false, fmt.Errorf("back up %q: %w", e.Path, err)
+			return failed(err)
 		}
 		if err := unix.Fstat(int(f.Fd()), &after); err != nil {
-			return false, fmt.Errorf("back up %q: %w", e.Path, err)
+			return failed(err)
 		}
 		stable := size == before.Size && sameTimes(&before, &after)
 		if attempt == 0 {
-			stable = stable && sameTimes(&ce.Stat, &before)
+			stable = stable && sameTimes(listed, &before)
 		}
 		e.Chunks, e.Size = refs, size
 		if stable && attempt == 0 {
-			return true, nil
+			return readOut{ok: true}
 		}
 		if stable || attempt == 1 {
 			// The listed metadata may be stale: a zero ctime makes the
 			// next backup read the file again.
 			e.Mtime, e.Ctime = before.Mtim.Nano(), 0
-			if !stable {
-				b.res.ChangedWhileReadCount++
-				if len(b.res.ChangedWhileRead) < MaxListed {
-					b.res.ChangedWhileRead = append(b.res.ChangedWhileRead, e.Path)
-				}
-				b.log.Warn("file changed while being backed up, stored as read", "path", e.Path)
-			}
-			return true, nil
+			return readOut{ok: true, changedWhileRead: !stable}
 		}
 	}
 }
