@@ -146,6 +146,15 @@ func TestMoveToAnotherRunner(t *testing.T) {
 		_, err := os.Stat(oldDir)
 		return os.IsNotExist(err)
 	})
+	// A clean move (stopped, its stop backup recorded) leaves nothing to
+	// salvage: the old copy is deleted without one, and nobody is told of
+	// one.
+	if l := backupsOf(u, "mv"); slices.ContainsFunc(l, func(b backupEntry) bool { return b.Trigger == "salvage" }) {
+		t.Errorf("a clean move left a salvage backup: %+v", l)
+	}
+	if out := u.must("env", "get", "mv"); strings.Contains(out, "salvaged") {
+		t.Errorf("cove env get warns of a salvage after a clean move:\n%s", out)
+	}
 	if _, err := os.Stat(filepath.Join(other.dataDir, "envs", id)); err != nil {
 		t.Errorf("the other runner's copy: %v", err)
 	}
