@@ -63,6 +63,11 @@ var backupCaps = &covev1.RunnerCapabilities{Runtimes: []string{"container"}, Cpu
 func newBackupWorld(t *testing.T, configure func(*server.Config)) *backupWorld {
 	t.Helper()
 	w := &backupWorld{now: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC), log: &lockedBuffer{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the server's log:\n%s", w.log)
+		}
+	})
 	storage := &covev1.BackupStorage{Kind: "dir", Dir: t.TempDir()}
 	bs, err := server.OpenBackupStorage(testutil.Context(t), storage, nil)
 	if err != nil {

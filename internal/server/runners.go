@@ -154,14 +154,16 @@ func (r *runnerService) Heartbeat(ctx context.Context, req *connect.Request[cove
 		r.s.log.Warn("runner capabilities refused", "runner", rn.ID, "name", rn.Name, "err", err)
 		return nil, err
 	}
-	wasActive := rn.Phase == covev1.RunnerPhase_RUNNER_PHASE_ACTIVE
 	rn.Capabilities = caps
 	rn.LastSeen = r.s.now()
 	rn.Phase = covev1.RunnerPhase_RUNNER_PHASE_ACTIVE
-	if err := r.s.store.UpdateRunner(ctx, rn); err != nil {
+	// Whether it was lost is decided where the heartbeat is written: the
+	// liveness pass may mark it INACTIVE between reading rn and now.
+	wasInactive, err := r.s.store.TouchRunner(ctx, rn.ID, caps, rn.LastSeen)
+	if err != nil {
 		return nil, err
 	}
-	if !wasActive {
+	if wasInactive {
 		r.s.log.Info("runner active", "runner", rn.ID, "name", rn.Name)
 		if err := r.s.clearRunnerLost(ctx, rn); err != nil {
 			return nil, err

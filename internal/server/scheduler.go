@@ -138,10 +138,17 @@ func (s *Server) reconcileRunners(ctx context.Context) error {
 		if r.Phase != covev1.RunnerPhase_RUNNER_PHASE_ACTIVE || now.Sub(r.LastSeen) < s.cfg.RunnerTimeout {
 			continue
 		}
-		r.Phase = covev1.RunnerPhase_RUNNER_PHASE_INACTIVE
-		if err := s.store.UpdateRunner(ctx, r); err != nil {
+		// Only if no heartbeat came in since the list was read: writing
+		// the whole runner back would overwrite it, and the runner would
+		// stay INACTIVE while it is there.
+		marked, err := s.store.MarkRunnerInactive(ctx, r.ID, now.Add(-s.cfg.RunnerTimeout))
+		if err != nil {
 			return err
 		}
+		if !marked {
+			continue
+		}
+		r.Phase = covev1.RunnerPhase_RUNNER_PHASE_INACTIVE
 		s.log.Warn("runner lost", "runner", r.ID, "name", r.Name, "lastSeen", r.LastSeen)
 		envs, err := s.store.ListEnvironments(ctx, store.EnvironmentFilter{RunnerID: r.ID})
 		if err != nil {
@@ -154,6 +161,13 @@ func (s *Server) reconcileRunners(ctx context.Context) error {
 				e.Status.StatusVersion++
 				return nil
 			}); err != nil {
+				return err
+			}
+		}
+		// A heartbeat that came in while the messages were written has
+		// cleared those written before it, not those after.
+		if cur, err := s.store.GetRunner(ctx, r.ID); err == nil && cur.Phase == covev1.RunnerPhase_RUNNER_PHASE_ACTIVE {
+			if err := s.clearRunnerLost(ctx, cur); err != nil {
 				return err
 			}
 		}

@@ -151,6 +151,15 @@ type Store interface {
 	DeleteRunner(ctx context.Context, id string) error
 	// UpdateRunner writes phase, capabilities and last-seen time.
 	UpdateRunner(ctx context.Context, r Runner) error
+	// TouchRunner records a heartbeat: the runner ACTIVE, seen at now,
+	// with caps. wasInactive says it was not ACTIVE just before (decided
+	// in the same statement as the write, so a concurrent
+	// MarkRunnerInactive is never lost either way).
+	TouchRunner(ctx context.Context, id string, caps *covev1.RunnerCapabilities, now time.Time) (wasInactive bool, err error)
+	// MarkRunnerInactive sets an ACTIVE runner last seen before seenBefore
+	// INACTIVE; false when it is not (any more): a heartbeat that came in
+	// after the caller read the runner wins.
+	MarkRunnerInactive(ctx context.Context, id string, seenBefore time.Time) (bool, error)
 	ListRunners(ctx context.Context) ([]Runner, error)
 
 	// CreateEnvironment stores env (its id and metadata set by the caller)

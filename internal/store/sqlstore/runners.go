@@ -140,6 +140,49 @@ func (s *Store) UpdateRunner(ctx context.Context, r store.Runner) error {
 	return nil
 }
 
+func (s *Store) TouchRunner(ctx context.Context, id string, caps *covev1.RunnerCapabilities, now time.Time) (bool, error) {
+	c, err := marshalCaps(caps)
+	if err != nil {
+		return false, err
+	}
+	active := int32(covev1.RunnerPhase_RUNNER_PHASE_ACTIVE)
+	// Each statement decides and writes at once: either the runner was not
+	// ACTIVE (the first), or it was and still is (the second). A
+	// MarkRunnerInactive between the two makes the second miss, and the
+	// first is tried again.
+	for range 3 {
+		n, err := s.exec(ctx, `UPDATE runners SET phase = ?, capabilities = ?, last_seen = ? WHERE id = ? AND phase <> ?`,
+			active, c, ms(now), id, active)
+		if err != nil || n == 1 {
+			return n == 1, err
+		}
+		n, err = s.exec(ctx, `UPDATE runners SET capabilities = ?, last_seen = ? WHERE id = ? AND phase = ?`,
+			c, ms(now), id, active)
+		if err != nil || n == 1 {
+			return false, err
+		}
+	}
+	if _, err := s.GetRunner(ctx, id); err != nil {
+		return false, err
+	}
+	return false, fmt.Errorf("runner %s: heartbeat raced with its phase changing three times", id)
+}
+
+func (s *Store) MarkRunnerInactive(ctx context.Context, id string, seenBefore time.Time) (bool, error) {
+	n, err := s.exec(ctx, `UPDATE runners SET phase = ? WHERE id = ? AND phase = ? AND last_seen < ?`,
+		int32(covev1.RunnerPhase_RUNNER_PHASE_INACTIVE), id, int32(covev1.RunnerPhase_RUNNER_PHASE_ACTIVE), ms(seenBefore))
+	return n == 1, err
+}
+
+// exec runs one statement and returns how many rows it changed.
+func (s *Store) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := s.db.ExecContext(ctx, s.q(query), args...)
+	if err != nil {
+		return 0, s.wrap(err)
+	}
+	return res.RowsAffected()
+}
+
 func (s *Store) ListRunners(ctx context.Context) ([]store.Runner, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+runnerCols+` FROM runners ORDER BY created_at, id`)
 	if err != nil {

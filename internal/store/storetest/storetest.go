@@ -20,6 +20,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("JoinTokenOnce", func(t *testing.T) { testJoinToken(t, newStore(t)) })
 	t.Run("JoinFailureKeepsToken", func(t *testing.T) { testJoinFailureKeepsToken(t, newStore(t)) })
 	t.Run("Runners", func(t *testing.T) { testRunners(t, newStore(t)) })
+	t.Run("RunnerLiveness", func(t *testing.T) { testRunnerLiveness(t, newStore(t)) })
 	t.Run("Tokens", func(t *testing.T) { testTokens(t, newStore(t)) })
 	t.Run("RunnerTokens", func(t *testing.T) { testRunnerTokens(t, newStore(t)) })
 	t.Run("Environments", func(t *testing.T) { testEnvironments(t, newStore(t)) })
@@ -142,6 +143,57 @@ func testJoinFailureKeepsToken(t *testing.T, s store.Store) {
 	}
 	if err := s.JoinRunner(ctx, "j2", newRunner("r3", "other"), now); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("join token usable twice: %v", err)
+	}
+}
+
+// testRunnerLiveness: a heartbeat and the liveness pass's mark decide in
+// the statement that writes, so neither overwrites the other.
+func testRunnerLiveness(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	if err := s.CreateJoinToken(ctx, store.JoinToken{Hash: "j", CreatedBy: "u1", ExpiresAt: t0.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.JoinRunner(ctx, "j", newRunner("r1", "rh1"), t0); err != nil {
+		t.Fatal(err)
+	}
+	phase := func() covev1.RunnerPhase {
+		t.Helper()
+		r, err := s.GetRunner(ctx, "r1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Phase
+	}
+	caps := &covev1.RunnerCapabilities{Cpus: 3}
+	if was, err := s.TouchRunner(ctx, "r1", caps, t0); err != nil || !was {
+		t.Fatalf("first heartbeat of an INACTIVE runner: wasInactive %v, %v", was, err)
+	}
+	if was, err := s.TouchRunner(ctx, "r1", caps, t0.Add(time.Minute)); err != nil || was {
+		t.Fatalf("heartbeat of an ACTIVE runner: wasInactive %v, %v", was, err)
+	}
+	if r, _ := s.GetRunner(ctx, "r1"); r.Phase != covev1.RunnerPhase_RUNNER_PHASE_ACTIVE || !r.LastSeen.Equal(t0.Add(time.Minute)) || r.Capabilities.GetCpus() != 3 {
+		t.Fatalf("after heartbeats: %+v", r)
+	}
+	// A pass that read the runner before the heartbeat at t0+1m asks for
+	// "last seen before t0+30s": the heartbeat wins.
+	if ok, err := s.MarkRunnerInactive(ctx, "r1", t0.Add(30*time.Second)); err != nil || ok || phase() != covev1.RunnerPhase_RUNNER_PHASE_ACTIVE {
+		t.Fatalf("mark over a newer heartbeat: %v, %v, phase %v", ok, err, phase())
+	}
+	if ok, err := s.MarkRunnerInactive(ctx, "r1", t0.Add(2*time.Minute)); err != nil || !ok || phase() != covev1.RunnerPhase_RUNNER_PHASE_INACTIVE {
+		t.Fatalf("mark a silent runner: %v, %v, phase %v", ok, err, phase())
+	}
+	if ok, err := s.MarkRunnerInactive(ctx, "r1", t0.Add(2*time.Minute)); err != nil || ok {
+		t.Fatalf("mark an INACTIVE runner again: %v, %v", ok, err)
+	}
+	if was, err := s.TouchRunner(ctx, "r1", caps, t0.Add(3*time.Minute)); err != nil || !was || phase() != covev1.RunnerPhase_RUNNER_PHASE_ACTIVE {
+		t.Fatalf("heartbeat after the mark: wasInactive %v, %v, phase %v", was, err, phase())
+	}
+	if _, err := s.TouchRunner(ctx, "nope", caps, t0); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("heartbeat of an unknown runner: %v", err)
+	}
+	if ok, err := s.MarkRunnerInactive(ctx, "nope", t0); err != nil || ok {
+		t.Fatalf("mark an unknown runner: %v, %v", ok, err)
 	}
 }
 
