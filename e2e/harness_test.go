@@ -470,9 +470,13 @@ func forceClean(t *testing.T, dir, parent string, runcRoots ...string) {
 				}
 			}
 			_ = os.Remove(p)
+			// The runner's own cgroup, next to the parent: left behind by
+			// a runner killed and not started again.
+			_ = os.Remove(p + ".runner")
 		}
 	}
 	_ = os.Remove(filepath.Join("/sys/fs/cgroup/unified", parent))
+	_ = os.Remove(filepath.Join("/sys/fs/cgroup/unified", parent) + ".runner")
 	if err := os.RemoveAll(dir); err != nil {
 		t.Logf("cleanup %s: %v", dir, err)
 	}
