@@ -150,7 +150,8 @@ func (s *Server) moveNow(ctx context.Context, id string, to, from store.Runner, 
 	} else if err != nil {
 		return nil, err
 	}
-	moved, err := s.moveNowUpdate(ctx, id, to, from, onRunner, bs, held)
+	var ran bool
+	moved, err := s.moveNowUpdate(ctx, id, to, from, onRunner, bs, held, &ran)
 	if err != nil {
 		return nil, err
 	}
@@ -159,10 +160,13 @@ func (s *Server) moveNow(ctx context.Context, id string, to, from store.Runner, 
 	if err := s.store.DeleteRelease(ctx, id, to.ID); err != nil {
 		return nil, err
 	}
-	return moved, s.recordRelease(ctx, id, onRunner)
+	return moved, s.recordRelease(ctx, id, onRunner, ran)
 }
 
-func (s *Server) moveNowUpdate(ctx context.Context, id string, to, from store.Runner, onRunner string, bs []store.Backup, held bool) (*covev1.Environment, error) {
+// moveNowUpdate assigns the environment to runner to; ran says whether it
+// ran on the runner it leaves (started there since it was assigned: its
+// copy may hold changes, review REV-S8-3).
+func (s *Server) moveNowUpdate(ctx context.Context, id string, to, from store.Runner, onRunner string, bs []store.Backup, held bool, ran *bool) (*covev1.Environment, error) {
 	return s.store.UpdateEnvironment(ctx, id, func(e *covev1.Environment) error {
 		if err := notDeleted(e); err != nil {
 			return err
@@ -195,6 +199,7 @@ func (s *Server) moveNowUpdate(ctx context.Context, id string, to, from store.Ru
 				"environment %q has no backup to start from elsewhere: its content is only on %s; wait for that runner to return, or delete the environment", name, where))
 		}
 		prev := e.GetStatus()
+		*ran = e.GetMetadata().GetStartedAt() != nil
 		e.Metadata.RunnerId = to.ID
 		e.Metadata.StartedAt = nil
 		e.Metadata.RunStartedAt = nil
@@ -414,7 +419,7 @@ func (s *Server) completeDeletion(ctx context.Context, id string, r store.Runner
 		return err
 	}
 	s.log.Info("environment deleted without its lost runner", "env", id, "runner", r.ID)
-	return s.recordRelease(ctx, id, r.ID) // it deletes its copy when it returns
+	return s.recordRelease(ctx, id, r.ID, false) // it deletes its copy when it returns; a deleted environment's is never salvaged
 }
 
 func (s *Server) reschedule(ctx context.Context, env *covev1.Environment, from store.Runner, runners []store.Runner) error {

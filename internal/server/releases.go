@@ -24,12 +24,13 @@ import (
 const releasedReason = "this environment left this runner (moved to another, or deleted while this runner was not connected): its copy here is deleted"
 
 // recordRelease records that environment id left runner runnerID ("" is
-// no runner: nothing to release).
-func (s *Server) recordRelease(ctx context.Context, id, runnerID string) error {
+// no runner: nothing to release); ran, that it ran there (only then may
+// that runner salvage its copy).
+func (s *Server) recordRelease(ctx context.Context, id, runnerID string, ran bool) error {
 	if runnerID == "" {
 		return nil
 	}
-	if err := s.store.PutRelease(ctx, store.Release{EnvironmentID: id, RunnerID: runnerID, CreatedAt: s.now()}); err != nil {
+	if err := s.store.PutRelease(ctx, store.Release{EnvironmentID: id, RunnerID: runnerID, CreatedAt: s.now(), Ran: ran}); err != nil {
 		return fmt.Errorf("record the release of environment %s on runner %s: %w", id, runnerID, err)
 	}
 	s.log.Info("environment released from runner", "env", id, "runner", runnerID)

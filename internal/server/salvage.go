@@ -82,7 +82,10 @@ func (s *Server) salvageTarget(ctx context.Context, runnerID, id string) (env *c
 	if err != nil {
 		return nil, rel, "", false, err
 	}
-	if notDeleted(env) != nil || env.GetMetadata().GetRunnerId() == runnerID {
+	// A runner the environment never ran on holds none of the user's
+	// changes: nothing of it is offered to the user as their work
+	// (review REV-S8-3).
+	if notDeleted(env) != nil || env.GetMetadata().GetRunnerId() == runnerID || !rel.Ran {
 		return nil, rel, "", false, nil
 	}
 	bs, err := s.store.ListBackups(ctx, id)

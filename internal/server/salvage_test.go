@@ -372,3 +372,45 @@ func TestMoveBackToARunnerHoldingACopy(t *testing.T) {
 		t.Fatalf("moved to r2: on %s, restore %v; want r2, b3, no backup first", got.GetMetadata().GetRunnerId(), r)
 	}
 }
+
+// TestNoSalvageFromARunnerItNeverRanOn (review REV-S8-3): an environment
+// that never ran on r1 (r1 was lost before it started there) is created
+// afresh on r2; when r1 returns its copy holds none of the user's work, so
+// r1 is not asked for a salvage, gets no backup access and cannot have a
+// backup of its choosing listed and recommended as "your newer work".
+func TestNoSalvageFromARunnerItNeverRanOn(t *testing.T) {
+	w := newBackupWorld(t, nil)
+	env, err := w.alice.create("work", gitSpec("https://example.com/repo.git"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.GetMetadata().GetRunnerId() != w.id1 {
+		t.Fatalf("work on %s, want r1", env.GetMetadata().GetRunnerId())
+	}
+	w.lose(t, 2*time.Hour+time.Minute)
+	for i := 0; i < 5 && w.get(t, w.alice, env.Id).GetMetadata().GetRunnerId() == w.id1; i++ {
+		w.heartbeat(t, w.r2)
+		w.pass(t)
+	}
+	if got := w.get(t, w.alice, env.Id); got.GetMetadata().GetRunnerId() != w.id2 || got.GetSpec().GetRestore() != nil {
+		t.Fatalf("not created afresh on r2: on %s, restore %v", got.GetMetadata().GetRunnerId(), got.GetSpec().GetRestore())
+	}
+	w.heartbeat(t, w.r1)
+	rel := releaseOn(t, w.r1, env.Id)
+	wantReleaseCopy(t, rel, w.id1)
+	if rel.GetSpec().GetSalvage() {
+		t.Fatal("a runner the environment never ran on is asked to salvage its copy")
+	}
+	if _, err := access(w.r1, env.Id); err == nil {
+		t.Fatal("backup access for a salvage of a copy that never ran")
+	}
+	if err := w.report(w.r1, w.salvage(env, "planted")); err == nil {
+		t.Fatal("a salvage from a runner the environment never ran on was recorded")
+	}
+	if b := w.backupsOf(t, env.Id)[env.Id+"/planted"]; b != nil {
+		t.Fatalf("planted backup listed: %v", b)
+	}
+	if got := w.get(t, w.alice, env.Id); len(got.GetStatus().GetWarnings()) > 0 && strings.Contains(strings.Join(got.GetStatus().GetWarnings(), "\n"), "salvaged") {
+		t.Fatalf("salvage warning: %q", got.GetStatus().GetWarnings())
+	}
+}

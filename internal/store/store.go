@@ -97,6 +97,10 @@ type Move struct {
 type Release struct {
 	EnvironmentID, RunnerID string
 	CreatedAt               time.Time
+	// Ran: the environment ran on that runner since it was assigned
+	// there, so the copy may hold changes no backup has; only such a
+	// copy may be salvaged (review REV-S8-3).
+	Ran bool
 }
 
 // EnvironmentFilter selects environments; zero values match everything.

@@ -8,8 +8,8 @@ import (
 
 // PutRelease implements store.Store.
 func (s *Store) PutRelease(ctx context.Context, r store.Release) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO runner_releases (environment_id, runner_id, created_at) VALUES (?, ?, ?) ON CONFLICT (environment_id, runner_id) DO NOTHING`),
-		r.EnvironmentID, r.RunnerID, ms(r.CreatedAt))
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO runner_releases (environment_id, runner_id, created_at, ran) VALUES (?, ?, ?, ?) ON CONFLICT (environment_id, runner_id) DO NOTHING`),
+		r.EnvironmentID, r.RunnerID, ms(r.CreatedAt), boolInt(r.Ran))
 	if err != nil {
 		return s.wrap(err)
 	}
@@ -19,7 +19,7 @@ func (s *Store) PutRelease(ctx context.Context, r store.Release) error {
 
 // ListReleases implements store.Store.
 func (s *Store) ListReleases(ctx context.Context, runnerID string) ([]store.Release, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT environment_id, runner_id, created_at FROM runner_releases WHERE runner_id = ? ORDER BY created_at, environment_id`), runnerID)
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT environment_id, runner_id, created_at, ran FROM runner_releases WHERE runner_id = ? ORDER BY created_at, environment_id`), runnerID)
 	if err != nil {
 		return nil, s.wrap(err)
 	}
@@ -27,11 +27,11 @@ func (s *Store) ListReleases(ctx context.Context, runnerID string) ([]store.Rele
 	var out []store.Release
 	for rows.Next() {
 		var r store.Release
-		var at int64
-		if err := rows.Scan(&r.EnvironmentID, &r.RunnerID, &at); err != nil {
+		var at, ran int64
+		if err := rows.Scan(&r.EnvironmentID, &r.RunnerID, &at, &ran); err != nil {
 			return nil, err
 		}
-		r.CreatedAt = fromMS(at)
+		r.CreatedAt, r.Ran = fromMS(at), ran != 0
 		out = append(out, r)
 	}
 	return out, rows.Err()
@@ -40,12 +40,12 @@ func (s *Store) ListReleases(ctx context.Context, runnerID string) ([]store.Rele
 // GetRelease implements store.Store.
 func (s *Store) GetRelease(ctx context.Context, environmentID, runnerID string) (store.Release, error) {
 	r := store.Release{EnvironmentID: environmentID, RunnerID: runnerID}
-	var at int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT created_at FROM runner_releases WHERE environment_id = ? AND runner_id = ?`), environmentID, runnerID).Scan(&at)
+	var at, ran int64
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT created_at, ran FROM runner_releases WHERE environment_id = ? AND runner_id = ?`), environmentID, runnerID).Scan(&at, &ran)
 	if err != nil {
 		return store.Release{}, s.wrap(err)
 	}
-	r.CreatedAt = fromMS(at)
+	r.CreatedAt, r.Ran = fromMS(at), ran != 0
 	return r, nil
 }
 

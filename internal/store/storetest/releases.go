@@ -12,8 +12,8 @@ import (
 func testReleases(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	at := time.Now().Truncate(time.Millisecond).UTC()
-	first := store.Release{EnvironmentID: "e1", RunnerID: "r1", CreatedAt: at}
-	second := store.Release{EnvironmentID: "e2", RunnerID: "r1", CreatedAt: at.Add(time.Second)}
+	first := store.Release{EnvironmentID: "e1", RunnerID: "r1", CreatedAt: at, Ran: true}
+	second := store.Release{EnvironmentID: "e2", RunnerID: "r1", CreatedAt: at.Add(time.Second), Ran: true}
 	other := store.Release{EnvironmentID: "e1", RunnerID: "r2", CreatedAt: at}
 	changes := s.Changes(ctx)
 	for _, r := range []store.Release{second, first, other} {
@@ -23,7 +23,7 @@ func testReleases(t *testing.T, s store.Store) {
 	}
 	<-changes // PutRelease wakes the runners' watches (a hang here fails by the test timeout)
 	again := first
-	again.CreatedAt = at.Add(time.Hour)
+	again.CreatedAt, again.Ran = at.Add(time.Hour), false
 	if err := s.PutRelease(ctx, again); err != nil {
 		t.Fatalf("recording a release twice: %v", err)
 	}
