@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/covedev/cove/internal/store"
 	covev1 "github.com/covedev/cove/proto/cove/v1"
@@ -104,9 +106,12 @@ func (s *Server) releasedReport(ctx context.Context, rn store.Runner, id string,
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, false, err
 	}
-	if p := st.GetBackupProgress(); p.GetState().GetPhase() == covev1.SubPhase_SUB_PHASE_FAILED && st.GetPhase() != phaseDeleted {
+	key := id + "/" + rn.ID
+	if p := st.GetBackupProgress(); p.GetState().GetPhase() == covev1.SubPhase_SUB_PHASE_FAILED && st.GetPhase() != phaseDeleted &&
+		s.salvageLogged.allow(key, s.now(), salvageLogEvery) {
 		// The old runner could not salvage its copy yet (salvage.go): it
-		// keeps it and tries again; the operator should know.
+		// keeps it and tries again; the operator should know (once in a
+		// while: the runner may report as often as it likes).
 		s.log.Warn("a runner keeps an environment's old copy it could not back up (salvage) yet", "env", id, "runner", rn.ID,
 			"why", p.GetState().GetMessage()) // bounded and cleaned (sanitizeStatus)
 	}
@@ -114,6 +119,7 @@ func (s *Server) releasedReport(ctx context.Context, rn store.Runner, id string,
 		if err := s.store.DeleteRelease(ctx, id, rn.ID); err != nil {
 			return nil, false, err
 		}
+		s.salvageLogged.forget(key)
 		s.log.Info("released environment deleted by its old runner", "env", id, "runner", rn.ID)
 	}
 	salvage, err := s.wantsSalvage(ctx, rn.ID, id)
@@ -121,4 +127,37 @@ func (s *Server) releasedReport(ctx context.Context, rn store.Runner, id string,
 		return nil, false, err
 	}
 	return releasedCopy(env, id, rn.ID, salvage), true, nil
+}
+
+// salvageLogEvery is how often a released runner's failing salvage is
+// logged, per environment and runner.
+const salvageLogEvery = 10 * time.Minute
+
+// logThrottle says whether something keyed may be logged again: at most
+// once per interval per key. Keys are forgotten when their subject ends,
+// and all of them past maxKeys (a flood of keys only costs a few lines).
+type logThrottle struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+const logThrottleMaxKeys = 4096
+
+func (l *logThrottle) allow(key string, now time.Time, every time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t, ok := l.last[key]; ok && now.Sub(t) < every {
+		return false
+	}
+	if l.last == nil || len(l.last) >= logThrottleMaxKeys {
+		l.last = map[string]time.Time{}
+	}
+	l.last[key] = now
+	return true
+}
+
+func (l *logThrottle) forget(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.last, key)
 }

@@ -414,3 +414,33 @@ func TestNoSalvageFromARunnerItNeverRanOn(t *testing.T) {
 		t.Fatalf("salvage warning: %q", got.GetStatus().GetWarnings())
 	}
 }
+
+// TestFailingSalvageLoggedOnceInAWhile: a released runner reporting its
+// failing salvage over and over gets one warning line in the server's log
+// per environment per 10 minutes, not one per report.
+func TestFailingSalvageLoggedOnceInAWhile(t *testing.T) {
+	w := newBackupWorld(t, nil)
+	env := rescheduledOffR1(t, w)
+	failing := func() {
+		t.Helper()
+		if _, err := w.r1.ReportStatus(context.Background(), connect.NewRequest(&covev1.ReportStatusRequest{EnvironmentId: env.Id,
+			Status: &covev1.EnvironmentStatus{Phase: phStopped, BackupProgress: &covev1.BackupProgress{Operation: "backup",
+				State: &covev1.SubStatus{Phase: covev1.SubPhase_SUB_PHASE_FAILED, Message: "storage unreachable"}}}})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const line = "could not back up (salvage) yet"
+	for range 50 {
+		failing()
+	}
+	if n := strings.Count(w.log.String(), line); n != 1 {
+		t.Fatalf("50 failing reports logged %d times, want once", n)
+	}
+	w.advance(10 * time.Minute)
+	w.heartbeat(t, w.r1)
+	failing()
+	failing()
+	if n := strings.Count(w.log.String(), line); n != 2 {
+		t.Fatalf("after 10 minutes: logged %d times, want twice", n)
+	}
+}

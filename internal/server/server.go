@@ -82,6 +82,9 @@ type Server struct {
 	// allow; streams counts open watch streams.
 	quotaMu sync.Mutex
 	streams streamLimiter
+	// salvageLogged: when each (environment, runner)'s failing salvage was
+	// last logged (releases.go).
+	salvageLogged logThrottle
 }
 
 // New loads (or creates) the SSH CAs and returns a server.
