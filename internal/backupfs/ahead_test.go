@@ -20,6 +20,7 @@ import (
 	"github.com/covedev/cove/internal/blob/localblob"
 	"github.com/covedev/cove/internal/confine"
 	"github.com/covedev/cove/internal/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 func setReadWorkers(t *testing.T, n int) {
@@ -314,5 +315,63 @@ func TestReadAheadOneWorker(t *testing.T) {
 		if !bytes.Equal(c, trees[1][p]) {
 			t.Errorf("%s differs between one and four readers", p)
 		}
+	}
+}
+
+// TestReadAheadBoundedInBytes (review REV-S8-8): while the first file's
+// read is held, the files after it wait in the queue; files with large
+// extended attributes stop the walk once the queue holds maxAheadBytes,
+// long before maxAhead entries, and the backup is whole once the read
+// goes on.
+func TestReadAheadBoundedInBytes(t *testing.T) {
+	requireRoot(t)
+	setReadWorkers(t, 4)
+	origBytes := maxAheadBytes
+	maxAheadBytes = 64 << 10
+	t.Cleanup(func() { maxAheadBytes = origBytes; aheadQueued = nil })
+	repo, _ := newRepo(t)
+	src := emptyDir(t, "src")
+	uid, gid := int(mapA.HostUID), int(mapA.HostGID)
+	writeFile(t, filepath.Join(src, "0-first"), randomBytes(1, 64<<10), 0o644, uid, gid)
+	value := bytes.Repeat([]byte("x"), 2000)
+	const n = 200 // 200 × 2 KB of attributes: six times the bound
+	for i := range n {
+		p := filepath.Join(src, fmt.Sprintf("f%03d", i))
+		writeFile(t, p, []byte(fmt.Sprint(i)), 0o644, uid, gid)
+		if err := unix.Setxattr(p, "user.big", value, 0); err != nil {
+			t.Skipf("no user.* attributes here: %v", err)
+		}
+	}
+	full := make(chan struct{})
+	var maxBytes, largest atomic.Int64
+	var once atomic.Bool
+	aheadQueued = func(entries, b int) {
+		if int64(b) > maxBytes.Load() {
+			maxBytes.Store(int64(b))
+		}
+		if b >= maxAheadBytes && once.CompareAndSwap(false, true) {
+			close(full)
+		}
+	}
+	setAfterRead(t, func(rel string) {
+		if rel == "0-first" {
+			select {
+			case <-full:
+			case <-time.After(time.Minute): // a guard: the queue fills while this read is held
+				t.Error("the queue never reached its byte bound while the first read was held")
+			}
+		}
+	})
+	largest.Store(int64(entryBytes(&backuprepo.Entry{Path: "ws/f000", Xattrs: map[string][]byte{"user.big": value}})))
+	res := backup(t, repo, "b1", "", mapA, Source{Name: "ws", Dir: src})
+	setAfterRead(t, func(string) {})
+	if limit := int64(maxAheadBytes) + largest.Load(); maxBytes.Load() > limit {
+		t.Errorf("the queue held %d bytes, more than the bound %d and one entry", maxBytes.Load(), limit)
+	}
+	if res.Files != n+1 {
+		t.Errorf("%d files backed up, want %d", res.Files, n+1)
+	}
+	if got := storedContents(t, repo, "b1"); !bytes.Equal(got["ws/f199"], []byte("199")) {
+		t.Errorf("ws/f199 stored as %q", got["ws/f199"])
 	}
 }

@@ -44,8 +44,26 @@ import (
 // readWorkers is how many files are read at once (a test sets it).
 var readWorkers = 4
 
-// maxAhead bounds the entries waiting for an earlier file to be read.
+// maxAhead bounds the entries waiting for an earlier file to be read;
+// maxAheadBytes what they hold (names, link targets, extended attributes:
+// up to 256 KiB each, and chunk lists), so a tree of files with large
+// attributes does not fill the backup child's memory (review REV-S8-8).
 const maxAhead = 1024
+
+var maxAheadBytes = 16 << 20 // a test lowers it
+
+// aheadQueued, when set (tests), sees the queue's length and bytes after
+// each entry queued.
+var aheadQueued func(entries, bytes int)
+
+// entryBytes is about what an entry holds in memory.
+func entryBytes(e *backuprepo.Entry) int {
+	n := 128 + len(e.Path) + len(e.Target) + 48*len(e.Chunks)
+	for k, v := range e.Xattrs {
+		n += len(k) + len(v)
+	}
+	return n
+}
 
 // pending is an entry of the queue: ready to add, or a file being read.
 type pending struct {
@@ -59,6 +77,7 @@ type pending struct {
 	reused bool
 	file   bool   // counted as a file in the result
 	link   devIno // multiply linked file (nlink > 1): its key, else zero
+	bytes  int    // entryBytes when queued
 }
 
 // readJob is one file handed to a worker.
@@ -82,6 +101,7 @@ type readOut struct {
 // ahead is the queue and the workers.
 type ahead struct {
 	queue   []*pending
+	bytes   int // entryBytes of the queue's entries, as queued
 	jobs    chan *readJob
 	wg      sync.WaitGroup
 	started bool
@@ -154,8 +174,13 @@ func (b *backuper) submit(p *pending) error {
 		}
 		b.ah.linking[p.link] = true
 	}
+	p.bytes = entryBytes(&p.e)
 	b.ah.queue = append(b.ah.queue, p)
-	return b.commitReady(len(b.ah.queue) >= maxAhead)
+	b.ah.bytes += p.bytes
+	if aheadQueued != nil {
+		aheadQueued(len(b.ah.queue), b.ah.bytes)
+	}
+	return b.commitReady(len(b.ah.queue) >= maxAhead || b.ah.bytes >= maxAheadBytes)
 }
 
 // commitReady adds the queue's ready entries, in order; with wait it
@@ -181,6 +206,7 @@ func (b *backuper) commitReady(wait bool) error {
 		}
 		b.ah.queue[0] = nil
 		b.ah.queue = b.ah.queue[1:]
+		b.ah.bytes -= p.bytes
 		if err := b.commit(p); err != nil {
 			return err
 		}
