@@ -46,8 +46,18 @@ func TestCPUControl(t *testing.T) {
 	u.must("env", "create", repo, "--name", "cpu", "--wait", "--timeout", "3m")
 	envID := field(u.envJSON("cpu"), "id")
 	const class = 100_000 // one CPU: 100 ms per 100 ms
+	// With process groups the loop's quota is on the workload group (the
+	// environment's cgroup keeps it plus a reserve for its agent and
+	// terminals, so it is above the class's even at rest once the groups
+	// are made); before they are, on the environment's cgroup.
+	loopQuota := func() int64 {
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/cpu", c.cgroup, envID, "workload")); err == nil {
+			return cfsQuota(t, filepath.Join(c.cgroup, envID, "workload"))
+		}
+		return envQuota(t, c.cgroup, envID)
+	}
 	waitFor(t, "the loop to hold the idle environment at its class's quota", func() bool {
-		return envQuota(t, c.cgroup, envID) == class
+		return loopQuota() == class
 	})
 	if c.up.count("CPU control loop on") == 0 {
 		t.Fatalf("the runner did not start its CPU control loop:\n%s", c.up.logTail())
@@ -56,15 +66,6 @@ func TestCPUControl(t *testing.T) {
 	// A build on two CPUs: two spinners until /tmp/stop exists.
 	stop := u.background("ssh", "cpu", "--", `for i in 1 2; do (while [ ! -e /tmp/stop ]; do :; done) & done; wait`)
 	defer stop()
-	// With process groups the loop's quota is on the workload group (the
-	// environment's cgroup keeps it plus a reserve for its agent and
-	// terminals).
-	loopQuota := func() int64 {
-		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/cpu", c.cgroup, envID, "workload")); err == nil {
-			return cfsQuota(t, filepath.Join(c.cgroup, envID, "workload"))
-		}
-		return envQuota(t, c.cgroup, envID)
-	}
 	waitFor(t, "the loop to give the busy environment more than its class's CPU", func() bool {
 		return loopQuota() > class
 	})
