@@ -155,8 +155,14 @@ func TestWorkloadQuotaLeavesTerminalsUnthrottled(t *testing.T) {
 	testutil.WaitFor(t, "the workload group to be throttled 20 times", func() bool {
 		return ownThrottled(t, workload) >= workBefore+20
 	})
-	if n := ownThrottled(t, env) - envBefore; n != 0 {
-		t.Errorf("the environment's cgroup was throttled %d times while only its workload spun", n)
+	// The kernel hands quota out in slices (5 ms) per CPU, so a parent
+	// whose child spins on every CPU can find its own pool empty in the odd
+	// period (about 1% measured; cpu.cfs_burst_us would absorb it): a
+	// tenth of the workload's throttles is the bound, where the quota on
+	// the whole environment throttled it in every period the workload was.
+	workN := ownThrottled(t, workload) - workBefore
+	if n := ownThrottled(t, env) - envBefore; n > workN/10 {
+		t.Errorf("the environment's cgroup was throttled %d times while only its workload spun (throttled %d times)", n, workN)
 	}
 }
 
