@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/covedev/cove/internal/errdefs"
+	"github.com/covedev/cove/internal/testutil"
 	"github.com/covedev/cove/internal/usererr"
 )
 
@@ -170,10 +171,7 @@ func servfail(q []byte) []byte {
 // workspace.
 func TestCloneFailureCategories(t *testing.T) {
 	f := newFixture(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	closed := l.Addr().String()
-	l.Close()
+	closed := testutil.RefusedAddr(t)
 
 	status := func(code int, header ...string) string {
 		return gitServer(t, f, func(w http.ResponseWriter, r *http.Request, _ http.Handler) {
