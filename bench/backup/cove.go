@@ -56,7 +56,7 @@ func newCoveTool(dir, profile string, syncfs bool) (*coveTool, error) {
 		t.store, t.repo = io.NopCloser(nil), backuprepo.New(t.syncfs, key, log)
 		return t, nil
 	}
-	st, err := localblob.New(t.storage(), log, localblob.BatchedSync()) // as the runner opens it
+	st, err := localblob.New(t.storage(), log, localblob.BatchedSync(key.ID())) // as the runner opens it
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/blake2b"
 
@@ -80,6 +81,9 @@ type Repo struct {
 	store blob.Store
 	key   *Key
 	log   *slog.Logger
+
+	crashMu sync.Mutex // guards trusted
+	trusted bool       // stored chunks are whole: no crash since they were written (crash.go)
 }
 
 // New returns the repository of store sealed under key.
@@ -147,10 +151,18 @@ func (r *Repo) putChunk(ctx context.Context, id ChunkID, data []byte) (ref Chunk
 // the disk; no committed manifest names it, but reusing it would make the
 // next backup name it. So there a chunk is read and verified before it is
 // reused (a local read, and only for content already stored), and stored
-// again when it does not check out. Elsewhere (S3: a PUT is durable when
-// it returns) its presence is enough.
+// again when it does not check out — unless the store's crash markers
+// showed no such crash, or the chunks written before one were checked
+// (checkCrashed). Elsewhere (S3: a PUT is durable when it returns) its
+// presence is enough.
 func (r *Repo) storedWhole(ctx context.Context, ref ChunkRef) (bool, error) {
 	if _, batched := r.store.(blob.Syncer); !batched {
+		return true, nil
+	}
+	r.crashMu.Lock()
+	trusted := r.trusted
+	r.crashMu.Unlock()
+	if trusted {
 		return true, nil
 	}
 	_, err := r.GetChunk(ctx, ref)

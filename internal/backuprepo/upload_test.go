@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/covedev/cove/internal/blob"
 	"github.com/covedev/cove/internal/blob/localblob"
@@ -254,18 +257,23 @@ func TestTruncatedChunkStoredAgain(t *testing.T) {
 	}
 }
 
-// TestUnflushedChunkStoredAgain: a crash before a batched store's Sync can
-// leave a chunk object of its full size whose content never reached the
-// disk (zeros here); no manifest names it, and the next backup of the same
-// content must not reuse it: it reads it, finds it does not check out, and
-// stores it again, so its manifest restores.
+// TestUnflushedChunkStoredAgain: a host crash before a batched store's
+// Sync can leave a chunk object of its full size whose content never
+// reached the disk (zeros here); no manifest names it, and the next backup
+// of the same content (after the reboot: the store holds a crash marker of
+// another boot) must not reuse it: the chunks written since the marker are
+// checked, this one is deleted and stored again, so the manifest restores.
+// A chunk of another key written meanwhile is not this key's to judge and
+// stays; the marker is cleared.
 func TestUnflushedChunkStoredAgain(t *testing.T) {
 	ctx := context.Background()
-	store, err := localblob.New(t.TempDir(), nil, localblob.BatchedSync())
+	dir := t.TempDir()
+	key := testKey(t, 1)
+	store, err := localblob.New(dir, nil, localblob.BatchedSync(key.ID()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := New(store, testKey(t, 1), nil)
+	r := New(store, key, nil)
 	data := randomBytes(8, 300<<10)
 	id := r.ChunkIDOf(data)
 	sealed, err := r.key.seal(kindChunk, id.String(), data)
@@ -276,6 +284,15 @@ func TestUnflushedChunkStoredAgain(t *testing.T) {
 	if err := store.Put(ctx, id.key(), bytes.NewReader(make([]byte, len(sealed))), int64(len(sealed))); err != nil {
 		t.Fatal(err)
 	}
+	// Another organization's chunk, also written since the marker.
+	other := New(store, testKey(t, 2), nil)
+	otherRef, _, err := other.PutChunk(ctx, randomBytes(9, 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := plantCrashMarker(t, dir, key.ID())
+
+	r = New(store, key, nil) // the backup child after the reboot
 	w, err := r.NewWriter(ctx, "b", Metadata{})
 	if err != nil {
 		t.Fatal(err)
@@ -294,5 +311,107 @@ func TestUnflushedChunkStoredAgain(t *testing.T) {
 		if !bytes.Equal(contentOf(t, r, e), data) {
 			t.Errorf("%s restored wrong", e.Path)
 		}
+	}
+	if _, err := other.GetChunk(ctx, otherRef); err != nil {
+		t.Errorf("another key's chunk after the check: %v", err)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("crash marker %s after the check: %v", marker, err)
+	}
+}
+
+// plantCrashMarker leaves in the store at dir what a boot that crashed
+// with unsynced objects of scope leaves (localblob's crash marker of
+// another boot) and returns its path. It checks that the store reports it.
+func plantCrashMarker(t *testing.T, dir, scope string) string {
+	t.Helper()
+	marker := filepath.Join(dir, ".unsynced", scope+".00000000-0000-4000-8000-000000000000-1-test")
+	if err := os.WriteFile(marker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Minute)
+	if err := os.Chtimes(marker, old, old); err != nil {
+		t.Fatal(err)
+	}
+	s, err := localblob.New(dir, nil, localblob.BatchedSync(scope))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if m, _, err := s.CrashedWrites(); err != nil || len(m) != 1 {
+		t.Fatalf("the store reports crash markers %v, %v; want the planted one", m, err)
+	}
+	return marker
+}
+
+// getCountingStore counts the objects read from a directory store (and
+// keeps its crash markers' methods).
+type getCountingStore struct {
+	*localblob.Store
+	gets atomic.Int32
+}
+
+func (s *getCountingStore) Get(ctx context.Context, key string, rng blob.Range) (io.ReadCloser, error) {
+	s.gets.Add(1)
+	return s.Store.Get(ctx, key, rng)
+}
+
+// TestStoredChunkTrustedWithoutCrash: with no crash marker of another
+// boot, a chunk the directory store holds is reused without being read
+// back (no host crash can have damaged it); with one, the chunks written
+// since are read once, before the first backup, and not at each reuse.
+func TestStoredChunkTrustedWithoutCrash(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	key := testKey(t, 1)
+	ls, err := localblob.New(dir, nil, localblob.BatchedSync(key.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &getCountingStore{Store: ls}
+	var files [][]byte
+	for i := range 4 {
+		files = append(files, randomBytes(uint64(20+i), 200<<10))
+	}
+	backup := func(name string) Summary {
+		t.Helper()
+		r := New(store, key, nil)
+		w, err := r.NewWriter(ctx, name, Metadata{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, data := range files {
+			if err := w.AddFile(ctx, Entry{Path: fmt.Sprint("f", i), Mode: 0o644}, bytes.NewReader(data)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sum, err := w.Commit(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum
+	}
+	backup("first")
+	store.gets.Store(0)
+	if sum := backup("again"); sum.ChunksReused != int64(len(files)) || sum.ChunksNew != 0 {
+		t.Fatalf("second backup %+v: want every chunk reused", sum)
+	}
+	if n := store.gets.Load(); n != 0 {
+		t.Errorf("%d objects read to reuse chunks with no crash marker; want none", n)
+	}
+	plantCrashMarker(t, dir, key.ID())
+	var stored int32
+	for _, err := range store.List(ctx, ChunksPrefix) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored++
+	}
+	store.gets.Store(0)
+	if sum := backup("after-crash"); sum.ChunksReused != int64(len(files)) {
+		t.Fatalf("backup after the crash %+v: want every (undamaged) chunk reused", sum)
+	}
+	if n := store.gets.Load(); n != stored {
+		t.Errorf("%d objects read after a crash marker; want each of the %d stored chunks once", n, stored)
 	}
 }

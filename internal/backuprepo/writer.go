@@ -49,6 +49,7 @@ func (r *Repo) NewWriter(ctx context.Context, name string, meta Metadata) (*Writ
 	if err := r.mustNotExist(ctx, name); err != nil {
 		return nil, err
 	}
+	r.checkCrashed(ctx)
 	return &Writer{repo: r, name: name, meta: meta, start: time.Now(), up: uploads{slots: make(chan struct{}, maxUploads)}}, nil
 }
 

@@ -123,7 +123,7 @@ func backupChild(ctx context.Context, in *bufio.Reader, out *eventWriter, log *s
 	if err != nil {
 		return err
 	}
-	store, err := openStorage(job.Storage, log)
+	store, err := openStorage(job.Storage, key.ID(), log)
 	if err != nil {
 		return err
 	}
@@ -224,15 +224,16 @@ func restoreAll(ctx context.Context, repo *backuprepo.Repo, job *backupJob, prog
 	return out, nil
 }
 
-// openStorage opens the blob store a BackupStorage (protojson) names.
-func openStorage(raw json.RawMessage, log *slog.Logger) (blob.Store, error) {
+// openStorage opens the blob store a BackupStorage (protojson) names, to
+// store objects of the backup key whose id is keyID.
+func openStorage(raw json.RawMessage, keyID string, log *slog.Logger) (blob.Store, error) {
 	var s covev1.BackupStorage
 	if err := protojson.Unmarshal(raw, &s); err != nil {
 		return nil, errdefs.InvalidArgument(fmt.Errorf("backup storage: %w", err))
 	}
 	switch s.GetKind() {
 	case "dir":
-		return localblob.New(s.GetDir(), log, localblob.BatchedSync()) // backuprepo syncs before each manifest
+		return localblob.New(s.GetDir(), log, localblob.BatchedSync(keyID)) // backuprepo syncs before each manifest
 	case "s3":
 		return s3blob.New(s3blob.Config{Endpoint: s.GetEndpoint(), Region: s.GetRegion(), Bucket: s.GetBucket(), Prefix: s.GetPrefix(),
 			AccessKeyID: s.GetAccessKeyId(), SecretAccessKey: s.GetSecretAccessKey(), SessionToken: s.GetSessionToken(),

@@ -12,7 +12,9 @@
 // object) and Sync makes everything Put before it durable with one
 // syncfs(2) of the directory's file system. Until Sync, a crash may leave
 // recent objects empty or partial; backups call Sync before writing the
-// manifest that names them.
+// manifest that names them. A durable marker records that this can have
+// happened (unsynced.go: CrashedWrites, ClearCrashed), so that readers
+// need to verify objects only after such a crash.
 //
 // A key cannot be both an object and the directory of other objects ("a"
 // and "a/b"); such a Put fails with FailedPrecondition. Backups use a fixed
@@ -31,6 +33,7 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"sync"
 	"syscall"
 	"time"
 
@@ -54,7 +57,13 @@ type Store struct {
 	dirfd   int // the directory (O_PATH), for openBeneath
 	dir     string
 	log     *slog.Logger
-	batched bool // no fsync per object: Sync makes them durable
+	batched bool   // no fsync per object: Sync makes them durable
+	scope   string // of the crash markers (BatchedSync)
+
+	mu       sync.Mutex // guards the crash marker's state (unsynced.go)
+	marker   string     // this Store's marker under unsyncedDir, "" when none
+	puts     uint64     // unsynced Puts started
+	inflight int        // unsynced Puts not returned
 }
 
 var (
@@ -69,8 +78,11 @@ type Option func(*Store)
 // (one write, one rename): durability comes from Sync, one syncfs(2) for
 // any number of objects. Backups store tens of thousands of chunks and
 // sync once before their manifest; the per-object fsyncs dominated a full
-// backup's time.
-func BatchedSync() Option { return func(s *Store) { s.batched = true } }
+// backup's time. scope names whose objects this Store writes (a backup
+// key's id: letters and digits), for the crash markers (unsynced.go).
+func BatchedSync(scope string) Option {
+	return func(s *Store) { s.batched, s.scope = true, scope }
+}
 
 // New opens (creating it, mode 0700, when missing) the directory dir as a
 // store, and removes temporary files that crashed Puts left behind.
@@ -94,9 +106,17 @@ func New(dir string, log *slog.Logger, opts ...Option) (*Store, error) {
 	for _, o := range opts {
 		o(s)
 	}
-	if err := root.Mkdir(tmpDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+	if s.batched && !validScope(s.scope) {
 		root.Close()
-		return nil, classify(fmt.Errorf("blob directory %s: %w", dir, err))
+		unix.Close(dirfd)
+		return nil, errdefs.InvalidArgument(fmt.Errorf("blob directory %s: batched sync scope %q: want 1 to 64 letters and digits", dir, s.scope))
+	}
+	for _, d := range []string{tmpDir, unsyncedDir} {
+		if err := root.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			root.Close()
+			unix.Close(dirfd)
+			return nil, classify(fmt.Errorf("blob directory %s: %w", dir, err))
+		}
 	}
 	s.removeStale()
 	return s, nil
@@ -134,6 +154,12 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (e
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("blob put %q: %w", key, err)
+	}
+	if s.batched {
+		if err := s.beginUnsynced(); err != nil {
+			return err
+		}
+		defer s.endUnsynced()
 	}
 	var rnd [12]byte
 	rand.Read(rnd[:])
@@ -207,9 +233,11 @@ func (s *Store) Sync(ctx context.Context) error {
 		return classify(fmt.Errorf("blob sync %s: %w", s.dir, err))
 	}
 	defer d.Close()
+	puts, busy := s.syncStarted()
 	if err := unix.Syncfs(int(d.Fd())); err != nil {
 		return classify(fmt.Errorf("blob sync %s: %w", s.dir, err))
 	}
+	s.afterSync(puts, busy)
 	return nil
 }
 

@@ -38,7 +38,7 @@ func TestConformance(t *testing.T) {
 // of a Store, and Sync makes its objects durable.
 func TestConformanceBatchedSync(t *testing.T) {
 	blobtest.Run(t, func(t *testing.T) blob.Store {
-		s, err := New(filepath.Join(t.TempDir(), "blobs"), nil, BatchedSync())
+		s, err := New(filepath.Join(t.TempDir(), "blobs"), nil, BatchedSync("test"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +49,7 @@ func TestConformanceBatchedSync(t *testing.T) {
 
 func TestSync(t *testing.T) {
 	ctx := context.Background()
-	s, err := New(filepath.Join(t.TempDir(), "blobs"), nil, BatchedSync())
+	s, err := New(filepath.Join(t.TempDir(), "blobs"), nil, BatchedSync("test"))
 	if err != nil {
 		t.Fatal(err)
 	}

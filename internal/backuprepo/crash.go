@@ -1,0 +1,93 @@
+package backuprepo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"time"
+
+	"github.com/covedev/cove/internal/blob"
+)
+
+// crashedStore is a store whose objects, written without a sync each, a
+// host crash can leave damaged under their names, and which records when
+// that can have happened (localblob with BatchedSync: its crash markers).
+type crashedStore interface {
+	// CrashedWrites returns the markers of earlier boots that may have
+	// ended with unsynced objects of this store's scope, and the earliest
+	// modification time such an object can have.
+	CrashedWrites() (markers []string, since time.Time, err error)
+	// ClearCrashed removes markers once their objects were checked.
+	ClearCrashed(markers []string) error
+}
+
+// checkCrashed decides, once per Repo, whether chunks the store holds can
+// be reused without reading them back (storedWhole). On a store that keeps
+// crash markers, it can when no earlier boot may have ended with unsynced
+// chunks of this key; when one may have, every chunk written since its
+// marker is read and verified first, one that does not check out is
+// deleted (the next backup that needs its content stores it again), and
+// the markers are cleared. Until then, or when the check fails (logged;
+// the backup goes on), storedWhole verifies each chunk it reuses.
+func (r *Repo) checkCrashed(ctx context.Context) {
+	r.crashMu.Lock()
+	defer r.crashMu.Unlock()
+	if r.trusted {
+		return
+	}
+	cs, ok := r.store.(crashedStore)
+	if !ok {
+		return
+	}
+	markers, since, err := cs.CrashedWrites()
+	if err != nil {
+		r.log.Warn("backup: cannot tell whether the host crashed with chunks unsynced; verifying each stored chunk reused", "err", err)
+		return
+	}
+	if len(markers) > 0 {
+		checked, removed, err := r.scrubSince(ctx, since)
+		if err != nil {
+			r.log.Warn("backup: checking the chunks written before a host crash failed; verifying each stored chunk reused", "err", err)
+			return
+		}
+		if err := cs.ClearCrashed(markers); err != nil {
+			r.log.Warn("backup: cannot clear the crash markers", "err", err)
+			return
+		}
+		r.log.Info("backup: checked the chunks written before a host crash", "since", since, "checked", checked, "removed", removed)
+	}
+	r.trusted = true
+}
+
+// scrubSince verifies every chunk of this key modified at or after since
+// and deletes those that do not check out. Chunks of other keys (another
+// organization's, in a shared store) are left to their key's holder.
+func (r *Repo) scrubSince(ctx context.Context, since time.Time) (checked, removed int, err error) {
+	for info, err := range r.store.List(ctx, ChunksPrefix) {
+		if err != nil {
+			return checked, removed, fmt.Errorf("list chunks: %w", err)
+		}
+		if info.ModTime.Before(since) {
+			continue
+		}
+		id, perr := ParseChunkID(path.Base(info.Key))
+		if perr != nil || id.key() != info.Key {
+			continue // not a chunk's key
+		}
+		_, gerr := r.GetChunk(ctx, ChunkRef{ID: id})
+		switch {
+		case gerr == nil, errors.Is(gerr, ErrWrongKey), blob.IsNotFound(gerr):
+		case IsCorrupt(gerr):
+			r.log.Warn("backup: a chunk written before a host crash does not check out; deleting it", "chunk", info.Key, "err", gerr)
+			if err := r.store.Delete(ctx, info.Key); err != nil {
+				return checked, removed, fmt.Errorf("delete a damaged chunk: %w", err)
+			}
+			removed++
+		default:
+			return checked, removed, fmt.Errorf("verify chunk %s: %w", info.Key, gerr)
+		}
+		checked++
+	}
+	return checked, removed, nil
+}
