@@ -60,11 +60,15 @@ func Backup(ctx context.Context, w *backuprepo.Writer, sources []Source, opts Ba
 	// first error of either.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	b := &backuper{ctx: ctx, cancel: cancel, w: w, opts: opts, prev: opts.Previous, parents: map[string]bool{}, log: opts.Log}
+	b := &backuper{ctx: ctx, cancel: cancel, w: w, opts: opts, parents: map[string]bool{}, log: opts.Log}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
-	if b.prev == nil {
+	if opts.Previous != nil {
+		pa := readPrevAhead(ctx, opts.Previous)
+		defer pa.stop()
+		b.prev = pa
+	} else {
 		b.changed = true
 	}
 	if err := b.walk(srcs); err != nil {
@@ -118,8 +122,8 @@ type backuper struct {
 	log    *slog.Logger
 	res    BackupResult
 
-	prev    *backuprepo.ManifestReader // nil once read to its end
-	cur     *backuprepo.Entry          // the previous backup's next entry
+	prev    entryReader       // the previous backup's entries; nil once read to its end
+	cur     *backuprepo.Entry // the previous backup's next entry
 	changed bool
 
 	parents map[string]bool   // synthetic parents of nested names, added
@@ -326,12 +330,11 @@ func (b *backuper) visit(ce *confine.Entry) error {
 		b.skip(p, fmt.Sprintf("file type %#o", st.Mode&unix.S_IFMT))
 		return nil
 	}
-	whiteout, err := b.xattrs(ce, &e)
-	if err != nil {
-		return b.vanished(p, err)
+	if e.Type == backuprepo.TypeFile {
+		return b.regular(ce, e)
 	}
-	if whiteout {
-		e.Type, e.Mode, e.Xattrs, e.Opaque = backuprepo.TypeWhiteout, e.Mode&0o777, nil, false
+	if _, err := b.xattrs(ce, &e); err != nil {
+		return b.vanished(p, err)
 	}
 	if e.Type == backuprepo.TypeDir && ce.Depth >= confine.MaxDepth {
 		if err := b.submit(&pending{e: e, prev: b.prevFor(p)}); err != nil {
@@ -340,10 +343,33 @@ func (b *backuper) visit(ce *confine.Entry) error {
 		b.skip(p, fmt.Sprintf("contents nested deeper than %d directories", confine.MaxDepth))
 		return confine.SkipDir
 	}
-	if e.Type != backuprepo.TypeFile {
-		return b.submit(&pending{e: e, prev: b.prevFor(p)})
+	return b.submit(&pending{e: e, prev: b.prevFor(p)})
+}
+
+// regular backs up a regular file: an overlay whiteout, or a file. A file
+// unchanged since the previous backup (backuprepo.Unchanged: size, mtime,
+// ctime, inode) keeps its previous attributes without listing them:
+// setting or removing one changes the file's ctime.
+func (b *backuper) regular(ce *confine.Entry, e backuprepo.Entry) error {
+	prev := b.prevFor(e.Path)
+	if backuprepo.Unchanged(prev, statOf(&ce.Stat)) {
+		e.Xattrs = prev.Xattrs
+		return b.file(ce, e, prev)
 	}
-	return b.file(ce, e)
+	if ce.Stat.Nlink > 1 {
+		if _, ok := b.links[devIno{dev: ce.Stat.Dev, ino: ce.Stat.Ino}]; ok {
+			return b.file(ce, e, prev) // another name of a file backed up: a link, its attributes are the file's
+		}
+	}
+	whiteout, err := b.xattrs(ce, &e)
+	if err != nil {
+		return b.vanished(e.Path, err)
+	}
+	if whiteout {
+		e.Type, e.Mode, e.Xattrs, e.Opaque = backuprepo.TypeWhiteout, e.Mode&0o777, nil, false
+		return b.submit(&pending{e: e, prev: prev})
+	}
+	return b.file(ce, e, prev)
 }
 
 // vanished handles an entry that could not be read as listed: removed

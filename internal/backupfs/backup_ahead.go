@@ -159,7 +159,11 @@ func (b *backuper) submit(p *pending) error {
 	if p.read == nil && len(b.ah.queue) == 0 {
 		return b.commit(p)
 	}
+	// Counted before a worker gets the file: from then on the worker
+	// writes its chunk list, estimated here from the size it was listed at.
+	p.bytes = entryBytes(&p.e)
 	if p.read != nil {
+		p.bytes += 48 * int(min(p.read.stat.Size/backuprepo.MinChunkSize+1, 1<<20))
 		b.startWorkers()
 		select {
 		case b.ah.jobs <- p.read:
@@ -174,7 +178,6 @@ func (b *backuper) submit(p *pending) error {
 		}
 		b.ah.linking[p.link] = true
 	}
-	p.bytes = entryBytes(&p.e)
 	b.ah.queue = append(b.ah.queue, p)
 	b.ah.bytes += p.bytes
 	if aheadQueued != nil {

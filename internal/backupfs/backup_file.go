@@ -15,8 +15,8 @@ import (
 // file backs up a regular file entry: a hard link to a path already backed
 // up in this tree, its previous chunks when unchanged, else its content,
 // read by a worker (see backup_ahead.go) through the descriptor opened
-// here.
-func (b *backuper) file(ce *confine.Entry, e backuprepo.Entry) error {
+// here. prev is the previous backup's entry of its path.
+func (b *backuper) file(ce *confine.Entry, e backuprepo.Entry, prev *backuprepo.Entry) error {
 	st := &ce.Stat
 	key := devIno{dev: st.Dev, ino: st.Ino}
 	if st.Nlink > 1 {
@@ -29,19 +29,18 @@ func (b *backuper) file(ce *confine.Entry, e backuprepo.Entry) error {
 		}
 		if first, ok := b.links[key]; ok {
 			e.Type, e.Target, e.Xattrs = backuprepo.TypeHardlink, first, nil
-			return b.submit(&pending{e: e, prev: b.prevFor(e.Path)})
+			return b.submit(&pending{e: e, prev: prev})
 		}
 	} else {
 		key = devIno{}
 	}
-	prev := b.prevFor(e.Path)
 	if st.Size > backuprepo.MaxFileSize {
 		// A sparse disk image, say: refused by the store, it would fail
 		// the whole backup.
 		b.skip(e.Path, fmt.Sprintf("larger than %d GiB", backuprepo.MaxFileSize>>30))
 		return nil
 	}
-	cur := backuprepo.FileStat{Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Inode: st.Ino}
+	cur := statOf(st)
 	e.Ctime, e.Inode = cur.Ctime, cur.Inode
 	p := &pending{e: e, prev: prev, file: true, link: key}
 	if backuprepo.Unchanged(prev, cur) {
@@ -55,6 +54,11 @@ func (b *backuper) file(ce *confine.Entry, e backuprepo.Entry) error {
 	b.res.Read++
 	p.read = &readJob{f: f, stat: *st, rel: ce.Rel, e: &p.e, done: make(chan struct{})}
 	return b.submit(p)
+}
+
+// statOf is what tells whether a file changed since a backup.
+func statOf(st *unix.Stat_t) backuprepo.FileStat {
+	return backuprepo.FileStat{Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Inode: st.Ino}
 }
 
 // afterRead is called when a file's content was read (a test changes the

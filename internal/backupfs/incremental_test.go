@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/covedev/cove/internal/confine"
 	"github.com/covedev/cove/internal/errdefs"
 )
 
@@ -105,6 +106,37 @@ func TestIncremental(t *testing.T) {
 	// The last tree's last entry removed is a change too.
 	keepMtime(t, filepath.Join(ws), func() { must(t, os.Remove(filepath.Join(ws, "rel"))) })
 	step("b10", "b8", true, "repo/big.bin")
+
+	// An attribute of a file alone: its ctime moves, it is read again and
+	// the backup keeps the attribute.
+	must(t, unix.Setxattr(filepath.Join(ws, "repo", "README"), "user.more", []byte("2"), 0))
+	step("b11", "b10", true, "repo/README")
+
+	// Unchanged files keep their previous attributes (capabilities, ACLs,
+	// user attributes) without a value being read: only the changed file
+	// and directories are looked at.
+	var readOf []string
+	oldRead := readXattr
+	readXattr = func(ce *confine.Entry, name string, max int) ([]byte, error) {
+		if ce.Type() == unix.S_IFREG {
+			readOf = append(readOf, ce.Rel)
+		}
+		return oldRead(ce, name, max)
+	}
+	t.Cleanup(func() { readXattr = oldRead })
+	must(t, os.WriteFile(filepath.Join(ws, "shared", "y"), []byte("new"), 0o644))
+	step("b12", "b11", true, "shared/y")
+	if len(readOf) != 0 {
+		t.Errorf("attributes of files read: %q; want none (unchanged files keep theirs, the new one has none)", readOf)
+	}
+	targets = targetsFor(t, sources)
+	res, err = Restore(context.Background(), repo, "b12", targets, RestoreOptions{Map: mapB})
+	if err != nil || len(res.Failed) > 0 {
+		t.Fatalf("restore b12: %v %+v", err, res.Failed)
+	}
+	for i, s := range sources {
+		sameTrees(t, snapshot(t, s.Dir, mapA), snapshot(t, targets[i].Dir, mapB))
+	}
 }
 
 // TestPreviousUnreadable: a previous backup whose manifest cannot be read
