@@ -363,6 +363,11 @@ func (b *backuper) regular(ce *confine.Entry, e backuprepo.Entry) error {
 	}
 	whiteout, err := b.xattrs(ce, &e)
 	if err != nil {
+		if prev != nil {
+			// Its previous entry was taken: removed or replaced, the
+			// file leaves the backup changed.
+			b.differ("%q removed or replaced", e.Path)
+		}
 		return b.vanished(e.Path, err)
 	}
 	if whiteout {

@@ -15,16 +15,18 @@ type entryReader interface {
 	Next() (*backuprepo.Entry, error)
 }
 
-// prevAheadRefs bounds the previous backup's entries decoded ahead of the
-// walk, in chunk references (an entry weighs one more than its chunks):
-// about 10 MB. An entry heavier than that alone (a file of hundreds of
-// GiB) is decoded only once everything before it was taken.
-var prevAheadRefs int64 = 1 << 18 // a test lowers it
+// prevAheadBytes bounds what the previous backup's entries decoded ahead
+// of the walk hold (entryBytes: names, attributes — up to 256 KiB an
+// entry, set by whoever controls the environment — and chunk lists). An
+// entry larger than that alone (a file of hundreds of GiB) is queued only
+// once everything before it was taken.
+var prevAheadBytes int64 = 16 << 20 // a test lowers it
 
 // prevAhead reads the previous backup's manifest on a goroutine of its
 // own, ahead of the walk: decoding it (JSON, validation) was a third of
 // the CPU of an incremental backup with nothing changed, on the walk's
-// goroutine. Memory stays bounded by prevAheadRefs.
+// goroutine. Memory stays bounded by prevAheadBytes (and the entry being
+// decoded).
 type prevAhead struct {
 	ch     chan prevItem
 	budget *semaphore.Weighted
@@ -40,13 +42,13 @@ type prevItem struct {
 }
 
 func weightOf(e *backuprepo.Entry) int64 {
-	return min(1+int64(len(e.Chunks)), prevAheadRefs)
+	return min(int64(entryBytes(e)), prevAheadBytes)
 }
 
 // readPrevAhead starts reading m; stop must be called when done.
 func readPrevAhead(ctx context.Context, m *backuprepo.ManifestReader) *prevAhead {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &prevAhead{ch: make(chan prevItem, 4096), budget: semaphore.NewWeighted(prevAheadRefs), cancel: cancel}
+	p := &prevAhead{ch: make(chan prevItem, 4096), budget: semaphore.NewWeighted(prevAheadBytes), cancel: cancel}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()

@@ -10,15 +10,16 @@ import (
 	"github.com/covedev/cove/internal/backuprepo"
 )
 
-// manifestOf commits a backup of n directory entries and opens it.
-func manifestOf(t *testing.T, repo *backuprepo.Repo, name string, n int) func() *backuprepo.ManifestReader {
+// manifestOf commits a backup of n directory entries (each with
+// attributes xattrs) and opens it.
+func manifestOf(t *testing.T, repo *backuprepo.Repo, name string, n int, xattrs map[string][]byte) func() *backuprepo.ManifestReader {
 	t.Helper()
 	ctx := context.Background()
 	w, err := repo.NewWriter(ctx, name, testMeta())
 	must(t, err)
 	must(t, w.Add(ctx, backuprepo.Entry{Path: ".", Type: backuprepo.TypeDir, Mode: 0o755}))
 	for i := range n - 1 {
-		must(t, w.Add(ctx, backuprepo.Entry{Path: fmt.Sprintf("d%06d", i), Type: backuprepo.TypeDir, Mode: 0o755}))
+		must(t, w.Add(ctx, backuprepo.Entry{Path: fmt.Sprintf("d%06d", i), Type: backuprepo.TypeDir, Mode: 0o755, Xattrs: xattrs}))
 	}
 	_, err = w.Commit(ctx)
 	must(t, err)
@@ -33,7 +34,7 @@ func manifestOf(t *testing.T, repo *backuprepo.Repo, name string, n int) func() 
 // in order, then io.EOF (and keeps answering io.EOF).
 func TestPrevAheadSameEntries(t *testing.T) {
 	repo, _ := newRepo(t)
-	open := manifestOf(t, repo, "b", 5000)
+	open := manifestOf(t, repo, "b", 5000, nil)
 	direct := open()
 	pa := readPrevAhead(context.Background(), open())
 	defer pa.stop()
@@ -56,14 +57,14 @@ func TestPrevAheadSameEntries(t *testing.T) {
 	}
 }
 
-// At most prevAheadRefs entries are decoded ahead of the walk, and a walk
-// that stops early (a failed backup) stops the reader's goroutine.
+// The entries decoded ahead of the walk hold at most prevAheadBytes, and a
+// walk that stops early (a failed backup) stops the reader's goroutine.
 func TestPrevAheadBoundedAndStops(t *testing.T) {
-	old := prevAheadRefs
-	prevAheadRefs = 16
-	t.Cleanup(func() { prevAheadRefs = old })
+	old := prevAheadBytes
+	prevAheadBytes = 16 * int64(entryBytes(&backuprepo.Entry{Path: "d000000"}))
+	t.Cleanup(func() { prevAheadBytes = old })
 	repo, _ := newRepo(t)
-	open := manifestOf(t, repo, "b", 1000)
+	open := manifestOf(t, repo, "b", 1000, nil)
 	pa := readPrevAhead(context.Background(), open())
 	for range 3 {
 		if _, err := pa.Next(); err != nil {
@@ -73,12 +74,12 @@ func TestPrevAheadBoundedAndStops(t *testing.T) {
 	// The reader fills the budget, then waits for the walk.
 	for !pa.budgetFull() {
 		runtime.Gosched()
-		if n := len(pa.ch); n > int(prevAheadRefs) {
-			t.Fatalf("%d entries decoded ahead, more than the budget of %d", n, prevAheadRefs)
+		if n := len(pa.ch); n > 16 {
+			t.Fatalf("%d entries decoded ahead, more than the budget of 16", n)
 		}
 	}
-	if n := len(pa.ch); n > int(prevAheadRefs) {
-		t.Fatalf("%d entries decoded ahead, more than the budget of %d", n, prevAheadRefs)
+	if n := len(pa.ch); n > 16 {
+		t.Fatalf("%d entries decoded ahead, more than the budget of 16", n)
 	}
 	pa.stop() // returns: the goroutine is gone
 }
@@ -90,4 +91,36 @@ func (p *prevAhead) budgetFull() bool {
 		return false
 	}
 	return true
+}
+
+// The attack on the read-ahead's memory (review REV-S9-2): whoever
+// controls the environment gives every entry 200 KiB of attributes; the
+// entries decoded ahead still hold at most prevAheadBytes.
+func TestPrevAheadBoundedByAttributes(t *testing.T) {
+	old := prevAheadBytes
+	prevAheadBytes = 1 << 20
+	t.Cleanup(func() { prevAheadBytes = old })
+	repo, _ := newRepo(t)
+	big := map[string][]byte{"user.a": make([]byte, 60<<10), "user.b": make([]byte, 60<<10), "user.c": make([]byte, 60<<10), "user.d": make([]byte, 20<<10)}
+	open := manifestOf(t, repo, "b", 200, big)
+	pa := readPrevAhead(context.Background(), open())
+	defer pa.stop()
+	if _, err := pa.Next(); err != nil {
+		t.Fatal(err)
+	}
+	for !pa.budgetFull() {
+		runtime.Gosched()
+	}
+	var held int64
+	for range len(pa.ch) {
+		it := <-pa.ch
+		held += int64(entryBytes(it.e))
+		defer pa.budget.Release(it.weight)
+	}
+	if held > prevAheadBytes {
+		t.Errorf("%d bytes of entries decoded ahead, more than the budget of %d", held, prevAheadBytes)
+	}
+	if held < prevAheadBytes/2 {
+		t.Errorf("only %d bytes decoded ahead with a budget of %d: the test did not fill it", held, prevAheadBytes)
+	}
 }

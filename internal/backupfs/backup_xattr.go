@@ -17,6 +17,10 @@ var readXattr = func(ce *confine.Entry, name string, max int) ([]byte, error) {
 	return ce.Xattr(name, max)
 }
 
+// listXattrs lists an entry's attribute names (a test removes the entry
+// first).
+var listXattrs = func(ce *confine.Entry) ([]string, error) { return ce.XattrNames() }
+
 // xattrs reads the entry's attributes into e: the kept ones (mapped), the
 // opaque flag; whiteout reports an overlay "xattr whiteout". Names are
 // filtered before any value is read, and reading stops at what a backup
@@ -25,7 +29,7 @@ var readXattr = func(ce *confine.Entry, name string, max int) ([]byte, error) {
 // read as listed (removed since: ENODATA; growing: ERANGE; too large:
 // E2BIG) is left out and the file listed; the backup goes on.
 func (b *backuper) xattrs(ce *confine.Entry, e *backuprepo.Entry) (whiteout bool, err error) {
-	names, err := ce.XattrNames()
+	names, err := listXattrs(ce)
 	if err != nil {
 		if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ERANGE) {
 			b.skip(e.Path, "extended attributes beyond what a backup keeps (64, 256 KiB)")

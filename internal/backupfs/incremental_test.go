@@ -2,9 +2,11 @@ package backupfs
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -168,5 +170,47 @@ func TestPreviousUnreadable(t *testing.T) {
 	res, err := Backup(context.Background(), w, []Source{{Name: "ws", Dir: src}}, BackupOptions{Map: mapA, Previous: prev, Log: testLog(t)})
 	if err != nil || !res.Changed || res.Read != 3 || res.Summary.Files != 3 {
 		t.Fatalf("backup over an unreadable previous one: %v changed %v read %d", err, res.Changed, res.Read)
+	}
+}
+
+// A changed file removed after the walk listed it and before its
+// attributes were read is left out, and the backup counts as changed: it
+// is committed without the file (REV-S9: the previous entry was taken
+// before the attributes were read).
+func TestFileRemovedBeforeAttributes(t *testing.T) {
+	requireRoot(t)
+	repo, _ := newRepo(t)
+	ws := t.TempDir()
+	writeFile(t, filepath.Join(ws, "keep"), []byte("keep"), 0o644, int(mapA.HostUID), int(mapA.HostGID))
+	writeFile(t, filepath.Join(ws, "gone"), []byte("one"), 0o644, int(mapA.HostUID), int(mapA.HostGID))
+	src := Source{Name: "workspace", Dir: ws}
+	backup(t, repo, "b1", "", mapA, src)
+	// Changed (so its attributes are listed), then removed just before.
+	keepMtime(t, ws, func() {
+		writeFile(t, filepath.Join(ws, "gone"), []byte("two"), 0o644, int(mapA.HostUID), int(mapA.HostGID))
+	})
+	old := listXattrs
+	listXattrs = func(ce *confine.Entry) ([]string, error) {
+		if ce.Rel == "gone" {
+			keepMtime(t, ws, func() { must(t, os.Remove(filepath.Join(ws, "gone"))) })
+		}
+		return old(ce)
+	}
+	t.Cleanup(func() { listXattrs = old })
+	res := backup(t, repo, "b2", "b1", mapA, src)
+	if !res.Changed {
+		t.Fatal("backup after a file was removed: not changed, not committed")
+	}
+	m, err := repo.OpenManifest(context.Background(), "b2")
+	must(t, err)
+	for {
+		e, err := m.Next()
+		if err == io.EOF {
+			break
+		}
+		must(t, err)
+		if strings.HasSuffix(e.Path, "gone") {
+			t.Errorf("the removed file is in the backup: %+v", e)
+		}
 	}
 }

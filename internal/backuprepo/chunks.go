@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/blake2b"
 
@@ -82,8 +83,9 @@ type Repo struct {
 	key   *Key
 	log   *slog.Logger
 
-	crashMu sync.Mutex // guards trusted
-	trusted bool       // stored chunks are whole: no crash since they were written (crash.go)
+	crashMu sync.Mutex // guards trusted and epoch
+	trusted bool       // stored chunks modified since epoch are whole: no crash since they were written (crash.go)
+	epoch   time.Time
 }
 
 // New returns the repository of store sealed under key.
@@ -119,7 +121,7 @@ func (r *Repo) putChunk(ctx context.Context, id ChunkID, data []byte) (ref Chunk
 	ref = ChunkRef{ID: id, Size: uint32(len(data))}
 	key := ref.ID.key()
 	if info, err := r.store.Stat(ctx, key); err == nil && info.Size >= int64(minSealed) {
-		ok, err := r.storedWhole(ctx, ref)
+		ok, err := r.storedWhole(ctx, ref, info)
 		if err != nil {
 			return ref, 0, err
 		}
@@ -152,15 +154,15 @@ func (r *Repo) putChunk(ctx context.Context, id ChunkID, data []byte) (ref Chunk
 // next backup name it. So there a chunk is read and verified before it is
 // reused (a local read, and only for content already stored), and stored
 // again when it does not check out — unless the store's crash markers
-// showed no such crash, or the chunks written before one were checked
-// (checkCrashed). Elsewhere (S3: a PUT is durable when it returns) its
+// vouch for it: no such crash since the chunk was written, or the chunks
+// written before one were checked (checkCrashed). Elsewhere (S3: a PUT is durable when it returns) its
 // presence is enough.
-func (r *Repo) storedWhole(ctx context.Context, ref ChunkRef) (bool, error) {
+func (r *Repo) storedWhole(ctx context.Context, ref ChunkRef, info blob.Info) (bool, error) {
 	if _, batched := r.store.(blob.Syncer); !batched {
 		return true, nil
 	}
 	r.crashMu.Lock()
-	trusted := r.trusted
+	trusted := r.trusted && !info.ModTime.Before(r.epoch)
 	r.crashMu.Unlock()
 	if trusted {
 		return true, nil

@@ -14,21 +14,24 @@ import (
 // host crash can leave damaged under their names, and which records when
 // that can have happened (localblob with BatchedSync: its crash markers).
 type crashedStore interface {
-	// CrashedWrites returns the markers of earlier boots that may have
-	// ended with unsynced objects of this store's scope, and the earliest
-	// modification time such an object can have.
-	CrashedWrites() (markers []string, since time.Time, err error)
+	// CrashedWrites says whether earlier boots of this machine may have
+	// ended with unsynced objects of this store's scope, since when,
+	// whether another machine may have some, and from when on the
+	// store's objects are covered by markers.
+	CrashedWrites() (blob.CrashState, error)
 	// ClearCrashed removes markers once their objects were checked.
 	ClearCrashed(markers []string) error
 }
 
 // checkCrashed decides, once per Repo, whether chunks the store holds can
 // be reused without reading them back (storedWhole). On a store that keeps
-// crash markers, it can when no earlier boot may have ended with unsynced
-// chunks of this key; when one may have, every chunk written since its
-// marker is read and verified first, one that does not check out is
+// crash markers, it can when no earlier boot of this machine may have
+// ended with unsynced chunks of this key, no other machine sharing the
+// store may have some, and the chunk was written since the store began to
+// keep markers; when an earlier boot may have, every chunk written since
+// its marker is read and verified first, one that does not check out is
 // deleted (the next backup that needs its content stores it again), and
-// the markers are cleared. Until then, or when the check fails (logged;
+// the markers are cleared. Otherwise, or when the check fails (logged;
 // the backup goes on), storedWhole verifies each chunk it reuses.
 func (r *Repo) checkCrashed(ctx context.Context) {
 	r.crashMu.Lock()
@@ -40,24 +43,28 @@ func (r *Repo) checkCrashed(ctx context.Context) {
 	if !ok {
 		return
 	}
-	markers, since, err := cs.CrashedWrites()
+	st, err := cs.CrashedWrites()
 	if err != nil {
 		r.log.Warn("backup: cannot tell whether the host crashed with chunks unsynced; verifying each stored chunk reused", "err", err)
 		return
 	}
-	if len(markers) > 0 {
-		checked, removed, err := r.scrubSince(ctx, since)
+	if len(st.Markers) > 0 {
+		checked, removed, err := r.scrubSince(ctx, st.Since)
 		if err != nil {
 			r.log.Warn("backup: checking the chunks written before a host crash failed; verifying each stored chunk reused", "err", err)
 			return
 		}
-		if err := cs.ClearCrashed(markers); err != nil {
+		if err := cs.ClearCrashed(st.Markers); err != nil {
 			r.log.Warn("backup: cannot clear the crash markers", "err", err)
 			return
 		}
-		r.log.Info("backup: checked the chunks written before a host crash", "since", since, "checked", checked, "removed", removed)
+		r.log.Info("backup: checked the chunks written before a host crash", "since", st.Since, "checked", checked, "removed", removed)
 	}
-	r.trusted = true
+	if st.Foreign {
+		r.log.Debug("backup: another machine writes to the store; verifying each stored chunk reused")
+		return
+	}
+	r.trusted, r.epoch = true, st.Epoch
 }
 
 // scrubSince verifies every chunk of this key modified at or after since

@@ -261,10 +261,10 @@ func TestTruncatedChunkStoredAgain(t *testing.T) {
 // Sync can leave a chunk object of its full size whose content never
 // reached the disk (zeros here); no manifest names it, and the next backup
 // of the same content (after the reboot: the store holds a crash marker of
-// another boot) must not reuse it: the chunks written since the marker are
-// checked, this one is deleted and stored again, so the manifest restores.
-// A chunk of another key written meanwhile is not this key's to judge and
-// stays; the marker is cleared.
+// this machine's earlier boot) must not reuse it: the chunks written since
+// the marker are checked, this one is deleted and stored again, so the
+// manifest restores. A chunk of another key written meanwhile is not this
+// key's to judge and stays; the marker is cleared.
 func TestUnflushedChunkStoredAgain(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -274,26 +274,99 @@ func TestUnflushedChunkStoredAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := New(store, key, nil)
+	if _, err := r.NewWriter(ctx, "first", Metadata{}); err != nil { // the store's epoch begins
+		t.Fatal(err)
+	}
 	data := randomBytes(8, 300<<10)
-	id := r.ChunkIDOf(data)
-	sealed, err := r.key.seal(kindChunk, id.String(), data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The object as a crash left it: its size, not its bytes.
-	if err := store.Put(ctx, id.key(), bytes.NewReader(make([]byte, len(sealed))), int64(len(sealed))); err != nil {
-		t.Fatal(err)
-	}
+	damaged := putDamaged(t, r, data)
 	// Another organization's chunk, also written since the marker.
 	other := New(store, testKey(t, 2), nil)
 	otherRef, _, err := other.PutChunk(ctx, randomBytes(9, 1000))
 	if err != nil {
 		t.Fatal(err)
 	}
-	marker := plantCrashMarker(t, dir, key.ID())
+	marker := plantCrashMarker(t, dir, key.ID(), thisMachine(t))
 
 	r = New(store, key, nil) // the backup child after the reboot
-	w, err := r.NewWriter(ctx, "b", Metadata{})
+	if sum := backupOf(t, r, "b", data); sum.ChunksNew != 1 {
+		t.Errorf("summary %+v: the unflushed chunk %s was reused, not stored again", sum, damaged)
+	}
+	if _, err := other.GetChunk(ctx, otherRef); err != nil {
+		t.Errorf("another key's chunk after the check: %v", err)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("crash marker %s after the check: %v", marker, err)
+	}
+}
+
+// A chunk damaged under a cove that kept no crash markers (review
+// REV-S9-3: written before the store's epoch) is verified before it is
+// reused, marker or not, and stored again.
+func TestChunkBeforeEpochVerified(t *testing.T) {
+	dir := t.TempDir()
+	key := testKey(t, 1)
+	store, err := localblob.New(dir, nil, localblob.BatchedSync(key.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(store, key, nil)
+	data := randomBytes(8, 300<<10)
+	damaged := putDamaged(t, r, data)
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, damaged), old, old); err != nil {
+		t.Fatal(err)
+	}
+	if sum := backupOf(t, r, "b", data); sum.ChunksNew != 1 {
+		t.Errorf("summary %+v: a chunk older than the epoch was reused unread", sum)
+	}
+}
+
+// A store another machine writes to (review REV-S9-1: a shared file
+// system): its marker may be a backup in progress or a crash, so here
+// every chunk reused is verified, and a damaged one stored again.
+func TestForeignMarkerVerifiesEachChunk(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	key := testKey(t, 1)
+	store, err := localblob.New(dir, nil, localblob.BatchedSync(key.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(store, key, nil).NewWriter(ctx, "first", Metadata{}); err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(8, 300<<10)
+	putDamaged(t, New(store, key, nil), data)
+	marker := plantCrashMarker(t, dir, key.ID(), "0123456789abcdef0123456789abcdef")
+	if sum := backupOf(t, New(store, key, nil), "b", data); sum.ChunksNew != 1 {
+		t.Errorf("summary %+v: a damaged chunk was reused while another machine writes", sum)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("the other machine's marker: %v, want it kept", err)
+	}
+}
+
+// putDamaged stores under data's chunk id an object as a crash leaves it:
+// its size, not its bytes. It returns the object's key.
+func putDamaged(t *testing.T, r *Repo, data []byte) string {
+	t.Helper()
+	id := r.ChunkIDOf(data)
+	sealed, err := r.key.seal(kindChunk, id.String(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.store.Put(context.Background(), id.key(), bytes.NewReader(make([]byte, len(sealed))), int64(len(sealed))); err != nil {
+		t.Fatal(err)
+	}
+	return id.key()
+}
+
+// backupOf commits a backup of one file holding data and checks it
+// restores.
+func backupOf(t *testing.T, r *Repo, name string, data []byte) Summary {
+	t.Helper()
+	ctx := context.Background()
+	w, err := r.NewWriter(ctx, name, Metadata{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,28 +377,32 @@ func TestUnflushedChunkStoredAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.ChunksNew != 1 {
-		t.Errorf("summary %+v: the unflushed chunk was reused, not stored again", sum)
-	}
-	for _, e := range readAll(t, r, "b") {
+	for _, e := range readAll(t, r, name) {
 		if !bytes.Equal(contentOf(t, r, e), data) {
 			t.Errorf("%s restored wrong", e.Path)
 		}
 	}
-	if _, err := other.GetChunk(ctx, otherRef); err != nil {
-		t.Errorf("another key's chunk after the check: %v", err)
-	}
-	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("crash marker %s after the check: %v", marker, err)
-	}
+	return sum
 }
 
-// plantCrashMarker leaves in the store at dir what a boot that crashed
-// with unsynced objects of scope leaves (localblob's crash marker of
-// another boot) and returns its path. It checks that the store reports it.
-func plantCrashMarker(t *testing.T, dir, scope string) string {
+// thisMachine is the machine id localblob names markers after.
+func thisMachine(t *testing.T) string {
 	t.Helper()
-	marker := filepath.Join(dir, ".unsynced", scope+".00000000-0000-4000-8000-000000000000-1-test")
+	for _, f := range []string{"/etc/machine-id", "/var/lib/dbus/machine-id"} {
+		if b, err := os.ReadFile(f); err == nil && len(bytes.TrimSpace(b)) > 0 {
+			return strings.ToLower(string(bytes.TrimSpace(b)))
+		}
+	}
+	t.Skip("no machine id (/etc/machine-id): directory stores verify every chunk they reuse here")
+	return ""
+}
+
+// plantCrashMarker leaves in the store at dir what a boot of machine that
+// ended with unsynced objects of scope leaves (localblob's crash marker of
+// another boot), and returns its path. It checks that the store sees it.
+func plantCrashMarker(t *testing.T, dir, scope, machine string) string {
+	t.Helper()
+	marker := filepath.Join(dir, ".unsynced", scope+"."+machine+".00000000-0000-4000-8000-000000000000.1-test")
 	if err := os.WriteFile(marker, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -338,8 +415,8 @@ func plantCrashMarker(t *testing.T, dir, scope string) string {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if m, _, err := s.CrashedWrites(); err != nil || len(m) != 1 {
-		t.Fatalf("the store reports crash markers %v, %v; want the planted one", m, err)
+	if st, err := s.CrashedWrites(); err != nil || len(st.Markers)+map[bool]int{true: 1}[st.Foreign] != 1 {
+		t.Fatalf("the store reports %+v, %v; want the planted marker", st, err)
 	}
 	return marker
 }
@@ -399,7 +476,7 @@ func TestStoredChunkTrustedWithoutCrash(t *testing.T) {
 	if n := store.gets.Load(); n != 0 {
 		t.Errorf("%d objects read to reuse chunks with no crash marker; want none", n)
 	}
-	plantCrashMarker(t, dir, key.ID())
+	plantCrashMarker(t, dir, key.ID(), thisMachine(t))
 	var stored int32
 	for _, err := range store.List(ctx, ChunksPrefix) {
 		if err != nil {

@@ -76,6 +76,25 @@ type Syncer interface {
 	Sync(ctx context.Context) error
 }
 
+// CrashState is what a Syncer store that keeps crash markers (localblob
+// with BatchedSync) says about the objects of one scope: whether a host
+// crash may have damaged some, since when, and from when on they are
+// vouched for.
+type CrashState struct {
+	// Markers are the markers of this machine's earlier boots that may
+	// have ended with objects unsynced, to clear once those objects are
+	// checked.
+	Markers []string
+	// Since is the earliest modification time such an object can have.
+	Since time.Time
+	// Foreign is set when another machine sharing the store may have
+	// unsynced objects of the scope (running or crashed: no telling).
+	Foreign bool
+	// Epoch is when the store began to keep markers for the scope: an
+	// object modified before it is not vouched for.
+	Epoch time.Time
+}
+
 // Sync syncs s if it is a Syncer; any other Store is durable already.
 func Sync(ctx context.Context, s Store) error {
 	if sy, ok := s.(Syncer); ok {

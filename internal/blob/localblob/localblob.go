@@ -60,8 +60,11 @@ type Store struct {
 	batched bool   // no fsync per object: Sync makes them durable
 	scope   string // of the crash markers (BatchedSync)
 
-	mu       sync.Mutex // guards the crash marker's state (unsynced.go)
-	marker   string     // this Store's marker under unsyncedDir, "" when none
+	syncFD *os.File // the directory, open since New: Sync's syncfs sees every write-back error since
+
+	mu       sync.Mutex // guards the crash markers' state (unsynced.go)
+	markers  []string   // this Store's markers under unsyncedDir
+	markedAt time.Time  // when the last one was made
 	puts     uint64     // unsynced Puts started
 	inflight int        // unsynced Puts not returned
 }
@@ -118,6 +121,14 @@ func New(dir string, log *slog.Logger, opts ...Option) (*Store, error) {
 			return nil, classify(fmt.Errorf("blob directory %s: %w", dir, err))
 		}
 	}
+	// syncfs(2) reports the write-back errors of the file system since
+	// the descriptor it is given was opened: one opened for each Sync
+	// would miss an error another process saw first.
+	if s.syncFD, err = root.Open("."); err != nil {
+		root.Close()
+		unix.Close(dirfd)
+		return nil, classify(fmt.Errorf("blob directory %s: %w", dir, err))
+	}
 	s.removeStale()
 	return s, nil
 }
@@ -125,6 +136,7 @@ func New(dir string, log *slog.Logger, opts ...Option) (*Store, error) {
 // Close releases the directory.
 func (s *Store) Close() error {
 	unix.Close(s.dirfd)
+	s.syncFD.Close()
 	return s.root.Close()
 }
 
@@ -228,13 +240,8 @@ func (s *Store) Sync(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("blob sync: %w", err)
 	}
-	d, err := s.root.Open(".")
-	if err != nil {
-		return classify(fmt.Errorf("blob sync %s: %w", s.dir, err))
-	}
-	defer d.Close()
 	puts, busy := s.syncStarted()
-	if err := unix.Syncfs(int(d.Fd())); err != nil {
+	if err := unix.Syncfs(int(s.syncFD.Fd())); err != nil {
 		return classify(fmt.Errorf("blob sync %s: %w", s.dir, err))
 	}
 	s.afterSync(puts, busy)

@@ -11,19 +11,29 @@ package localblob
 //
 //   - before its first unsynced Put, it creates a marker file under
 //     .unsynced/ named after its scope (BatchedSync's argument: the
-//     objects of one backup key, which only its holder can check) and the
-//     boot (/proc/sys/kernel/random/boot_id), and makes it durable (fsync
-//     of the file and of the directory);
+//     objects of one backup key, which only its holder can check), the
+//     machine (/etc/machine-id) and the boot
+//     (/proc/sys/kernel/random/boot_id), and makes it durable (fsync of
+//     the file and of the directory); another one if the clock went back
+//     by more than half of crashSlack since;
 //   - after a Sync that followed all its Puts (none in flight when the Sync
-//     began, none started during it), it removes its marker.
+//     began, none started during it), it removes its markers.
 //
-// A marker of another boot therefore means that boot may have ended with
-// unsynced objects of that scope: CrashedWrites reports it, with the earliest time such
-// an object can carry, and whoever can check objects (backuprepo, which
-// holds the key) verifies the objects written since, deletes what does not
-// check out and calls ClearCrashed. Markers of the current boot (a process
-// killed before its Sync) are harmless: the page cache still holds what it
-// wrote.
+// A marker of this machine and another boot means that boot may have
+// ended with unsynced objects of that scope: CrashedWrites reports it,
+// with the earliest time such an object can carry, and whoever can check
+// objects (backuprepo, which holds the key) verifies the objects written
+// since, deletes what does not check out and calls ClearCrashed. A marker
+// of another machine (a store on a file system several hosts share) may
+// be a backup still running there or a crash: nobody here can tell, and
+// CrashedWrites reports it as foreign. Markers of this boot (a process
+// killed before its Sync) are harmless: the page cache still holds what
+// it wrote.
+//
+// The scope's epoch file (.unsynced/<scope>.epoch, made on the first
+// CrashedWrites) dates when markers began to be kept for it: objects
+// older than that were written by a cove that kept none, and only newer
+// ones are vouched for.
 
 import (
 	"bytes"
@@ -37,6 +47,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/covedev/cove/internal/blob"
 )
 
 // unsyncedDir holds the markers; like tmpDir, its name is not a valid key
@@ -47,32 +59,65 @@ const unsyncedDir = ".unsynced"
 // may be damaged: a wall clock stepped back during the crashed boot.
 const crashSlack = time.Hour
 
-// bootIDFile names the running kernel's boot (a random UUID per boot).
-var bootIDFile = "/proc/sys/kernel/random/boot_id"
+// The files naming the machine and its boot, and the clock (tests change
+// them).
+var (
+	now           = time.Now
+	bootIDFile    = "/proc/sys/kernel/random/boot_id"
+	machineIDFile = []string{"/etc/machine-id", "/var/lib/dbus/machine-id"}
+)
 
-func bootID() (string, error) {
-	b, err := os.ReadFile(bootIDFile)
-	if err != nil {
-		return "", fmt.Errorf("boot id: %w", err)
+// idFrom reads an id of letters, digits and '-' from the first of files
+// that has one.
+func idFrom(what string, files ...string) (string, error) {
+	var first error
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			first = cmpOr(first, err)
+			continue
+		}
+		id := string(bytes.TrimSpace(b))
+		if id == "" || len(id) > 64 || strings.Trim(id, "abcdefABCDEF0123456789-") != "" {
+			first = cmpOr(first, fmt.Errorf("%s %q in %s: not an id", what, id, f))
+			continue
+		}
+		return strings.ToLower(id), nil
 	}
-	id := string(bytes.TrimSpace(b))
-	if id == "" || strings.ContainsAny(id, "/.") {
-		return "", fmt.Errorf("boot id %q: not an id", id)
+	return "", fmt.Errorf("%s: %w", what, first)
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
 	}
-	return id, nil
+	return b
+}
+
+// host is this machine's and this boot's part of a marker's name.
+func host() (machine, boot string, err error) {
+	if machine, err = idFrom("machine id", machineIDFile...); err != nil {
+		return "", "", err
+	}
+	if boot, err = idFrom("boot id", bootIDFile); err != nil {
+		return "", "", err
+	}
+	return machine, boot, nil
 }
 
 // beginUnsynced is called before an unsynced Put writes: it makes sure
-// this Store's marker exists and counts the Put as in flight.
+// this Store has a marker covering the Put and counts the Put as in
+// flight.
 func (s *Store) beginUnsynced() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.marker == "" {
+	if t := now(); len(s.markers) == 0 || t.Before(s.markedAt.Add(-crashSlack/2)) {
 		name, err := s.writeMarker()
 		if err != nil {
 			return err
 		}
-		s.marker = name
+		s.markers = append(s.markers, name)
+		s.markedAt = t
 	}
 	s.puts++
 	s.inflight++
@@ -86,18 +131,30 @@ func (s *Store) endUnsynced() {
 	s.mu.Unlock()
 }
 
-// writeMarker creates a durable marker of this boot and returns its path.
+// writeMarker creates a durable marker of this machine and boot and
+// returns its path. Without a machine id it is named as of an unknown
+// machine: every other store sees it as foreign, and none clears it.
 func (s *Store) writeMarker() (string, error) {
-	boot, err := bootID()
+	machine, boot, err := host()
 	if err != nil {
-		return "", fmt.Errorf("blob put: %w", err)
+		s.log.Warn("blob: crash marker of an unknown machine", "err", err)
+		machine, boot = "unknown", "unknown"
 	}
 	var rnd [6]byte
 	rand.Read(rnd[:])
-	name := path.Join(unsyncedDir, s.scope+"."+boot+"-"+strconv.Itoa(os.Getpid())+"-"+hex.EncodeToString(rnd[:]))
+	name := path.Join(unsyncedDir, s.scope+"."+machine+"."+boot+"."+strconv.Itoa(os.Getpid())+"-"+hex.EncodeToString(rnd[:]))
+	if err := s.writeDurable(name); err != nil {
+		return "", classify(fmt.Errorf("blob put: crash marker: %w", err))
+	}
+	return name, nil
+}
+
+// writeDurable creates file name (it must not exist) holding the time, and
+// makes it durable.
+func (s *Store) writeDurable(name string) error {
 	f, err := s.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return "", classify(fmt.Errorf("blob put: crash marker: %w", err))
+		return err
 	}
 	_, err = f.WriteString(time.Now().UTC().Format(time.RFC3339Nano) + "\n")
 	if err == nil {
@@ -111,9 +168,8 @@ func (s *Store) writeMarker() (string, error) {
 	}
 	if err != nil {
 		s.root.Remove(name)
-		return "", classify(fmt.Errorf("blob put: crash marker: %w", err))
 	}
-	return name, nil
+	return err
 }
 
 func (s *Store) syncDir(dir string) error {
@@ -133,43 +189,55 @@ func (s *Store) syncStarted() (puts uint64, busy bool) {
 	return s.puts, s.inflight > 0
 }
 
-// afterSync removes this Store's marker when the Sync just completed made
+// afterSync removes this Store's markers when the Sync just completed made
 // every Put durable: none was in flight when it began, none started since.
 // The removal need not be durable: a marker a crash brings back only costs
 // a check of objects that were fine.
 func (s *Store) afterSync(puts uint64, busy bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.marker == "" || busy || s.puts != puts {
+	if len(s.markers) == 0 || busy || s.puts != puts {
 		return
 	}
-	if err := s.root.Remove(s.marker); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.log.Warn("blob: cannot remove a crash marker", "marker", s.marker, "err", err)
-		return
+	for len(s.markers) > 0 {
+		if err := s.root.Remove(s.markers[0]); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("blob: cannot remove a crash marker", "marker", s.markers[0], "err", err)
+			return
+		}
+		s.markers = s.markers[1:]
 	}
-	s.marker = ""
 }
 
-// CrashedWrites reports whether a boot other than the current one may
-// have ended with objects of this Store's scope Put but not synced (see
-// the package's crash markers): markers names the markers that say so, and
-// since is the earliest modification time such an object can have. No
-// markers: every object of the scope is as it was written. A Store without
-// BatchedSync has no scope and reports none.
-func (s *Store) CrashedWrites() (markers []string, since time.Time, err error) {
+// CrashedWrites implements backuprepo's crash check (see the package's
+// crash markers) for this Store's scope. A Store without BatchedSync has
+// no scope and reports nothing to check and nothing vouched for.
+func (s *Store) CrashedWrites() (blob.CrashState, error) {
 	if s.scope == "" {
-		return nil, time.Time{}, nil
+		return blob.CrashState{}, errors.New("blob crash markers: a store without BatchedSync keeps none")
 	}
-	boot, err := bootID()
+	machine, boot, err := host()
 	if err != nil {
-		return nil, time.Time{}, err
+		return blob.CrashState{}, err
 	}
+	epoch, err := s.epoch()
+	if err != nil {
+		return blob.CrashState{}, classify(fmt.Errorf("blob crash markers: %w", err))
+	}
+	st := blob.CrashState{Epoch: epoch}
 	des, err := fs.ReadDir(s.root.FS(), unsyncedDir)
 	if err != nil {
-		return nil, time.Time{}, classify(fmt.Errorf("blob crash markers: %w", err))
+		return blob.CrashState{}, classify(fmt.Errorf("blob crash markers: %w", err))
 	}
 	for _, d := range des {
-		if !strings.HasPrefix(d.Name(), s.scope+".") || strings.HasPrefix(d.Name(), s.scope+"."+boot+"-") || !d.Type().IsRegular() {
+		parts := strings.Split(d.Name(), ".")
+		if len(parts) != 4 || parts[0] != s.scope || !d.Type().IsRegular() {
+			continue
+		}
+		switch {
+		case parts[1] != machine:
+			st.Foreign = true
+			continue
+		case parts[2] == boot:
 			continue
 		}
 		info, err := d.Info()
@@ -177,22 +245,41 @@ func (s *Store) CrashedWrites() (markers []string, since time.Time, err error) {
 			continue // cleared meanwhile
 		}
 		if err != nil {
-			return nil, time.Time{}, classify(fmt.Errorf("blob crash markers: %w", err))
+			return blob.CrashState{}, classify(fmt.Errorf("blob crash markers: %w", err))
 		}
-		if t := info.ModTime().Add(-crashSlack); since.IsZero() || t.Before(since) {
-			since = t
+		if t := info.ModTime().Add(-crashSlack); st.Since.IsZero() || t.Before(st.Since) {
+			st.Since = t
 		}
-		markers = append(markers, d.Name())
+		st.Markers = append(st.Markers, d.Name())
 	}
-	return markers, since, nil
+	return st, nil
+}
+
+// epoch returns the modification time of the scope's epoch file, made
+// now if missing.
+func (s *Store) epoch() (time.Time, error) {
+	name := path.Join(unsyncedDir, s.scope+".epoch")
+	info, err := s.root.Stat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = s.writeDurable(name); errors.Is(err, fs.ErrExist) {
+			err = nil // made meanwhile by another process
+		}
+		if err == nil {
+			info, err = s.root.Stat(name)
+		}
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	return info.ModTime(), nil
 }
 
 // ClearCrashed removes markers CrashedWrites returned, once the objects
 // of the scope they cover were checked.
 func (s *Store) ClearCrashed(markers []string) error {
 	for _, m := range markers {
-		if !strings.HasPrefix(m, s.scope+".") || s.scope == "" || strings.ContainsAny(m, "/") {
-			return fmt.Errorf("blob crash marker %q: not a marker name", m)
+		if s.scope == "" || !strings.HasPrefix(m, s.scope+".") || strings.ContainsAny(m, "/") || strings.HasSuffix(m, ".epoch") {
+			return fmt.Errorf("blob crash marker %q: not a marker of scope %q", m, s.scope)
 		}
 		if err := s.root.Remove(path.Join(unsyncedDir, m)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return classify(fmt.Errorf("blob crash marker: %w", err))

@@ -13,17 +13,21 @@ import (
 	"github.com/covedev/cove/internal/blob/blobtest"
 )
 
-// fakeBoot makes the store see boot id (the kernel's is one per boot)
-// until the test ends.
-func fakeBoot(t *testing.T, id string) {
+// fakeHost makes the store see machine id machine and boot id boot (the
+// kernel's is one per boot) until the test ends.
+func fakeHost(t *testing.T, machine, boot string) {
 	t.Helper()
-	f := filepath.Join(t.TempDir(), "boot_id")
-	if err := os.WriteFile(f, []byte(id+"\n"), 0o644); err != nil {
+	dir := t.TempDir()
+	m, b := filepath.Join(dir, "machine-id"), filepath.Join(dir, "boot_id")
+	if err := os.WriteFile(m, []byte(machine+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	old := bootIDFile
-	bootIDFile = f
-	t.Cleanup(func() { bootIDFile = old })
+	if err := os.WriteFile(b, []byte(boot+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	oldM, oldB := machineIDFile, bootIDFile
+	machineIDFile, bootIDFile = []string{m}, b
+	t.Cleanup(func() { machineIDFile, bootIDFile = oldM, oldB })
 }
 
 func markers(t *testing.T, dir string) []string {
@@ -34,36 +38,50 @@ func markers(t *testing.T, dir string) []string {
 	}
 	var names []string
 	for _, d := range des {
-		names = append(names, d.Name())
+		if !strings.HasSuffix(d.Name(), ".epoch") {
+			names = append(names, d.Name())
+		}
 	}
 	return names
 }
 
-// A batched store leaves a durable marker before its first unsynced Put
-// and removes it once a Sync made everything durable; a marker left by a
-// boot that ended before its Sync (a host crash) is reported to a store of
-// the same scope after the reboot, with the time since which objects may
-// be damaged, and only to that scope, until cleared.
-func TestCrashMarkers(t *testing.T) {
-	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "blobs")
-	fakeBoot(t, "boot-one")
-	s, err := New(dir, nil, BatchedSync("k1"))
+func batched(t *testing.T, dir, scope string) *Store {
+	t.Helper()
+	s, err := New(dir, nil, BatchedSync(scope))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// A batched store leaves a durable marker before its first unsynced Put
+// and removes it once a Sync made everything durable; a marker left by a
+// boot of this machine that ended before its Sync (a host crash) is
+// reported to a store of the same scope after the reboot, with the time
+// since which objects may be damaged, and only to that scope, until
+// cleared. The scope's epoch is made on the first look and stays.
+func TestCrashMarkers(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "blobs")
+	fakeHost(t, "aaaa", "b0001")
+	s := batched(t, dir, "k1")
 	if m := markers(t, dir); len(m) != 0 {
 		t.Fatalf("markers before any Put: %v", m)
 	}
 	before := time.Now()
+	st, err := s.CrashedWrites()
+	if err != nil || len(st.Markers) != 0 || st.Foreign || st.Epoch.IsZero() || st.Epoch.After(time.Now()) {
+		t.Fatalf("CrashedWrites of a new store: %+v, %v; want no markers and an epoch of now", st, err)
+	}
+	epoch := st.Epoch
 	blobtest.Put(t, s, "chunks/a", []byte("one"))
 	m := markers(t, dir)
-	if len(m) != 1 || !strings.HasPrefix(m[0], "k1.boot-one-") {
-		t.Fatalf("markers after an unsynced Put: %v, want one of scope k1, boot boot-one", m)
+	if len(m) != 1 || !strings.HasPrefix(m[0], "k1.aaaa.b0001.") {
+		t.Fatalf("markers after an unsynced Put: %v, want one of scope k1, machine aaaa, boot b0001", m)
 	}
-	if got, _, err := s.CrashedWrites(); err != nil || len(got) != 0 {
-		t.Errorf("CrashedWrites in the same boot: %v, %v; want none", got, err)
+	if st, err := s.CrashedWrites(); err != nil || len(st.Markers) != 0 || st.Foreign {
+		t.Errorf("CrashedWrites in the same boot: %+v, %v; want nothing", st, err)
 	}
 	if err := s.Sync(ctx); err != nil {
 		t.Fatal(err)
@@ -74,43 +92,57 @@ func TestCrashMarkers(t *testing.T) {
 
 	// Unsynced Puts, then the host goes down: the marker stays.
 	blobtest.Put(t, s, "chunks/b", []byte("two"))
-	fakeBoot(t, "boot-two")
-	other, err := New(dir, nil, BatchedSync("k2"))
-	if err != nil {
-		t.Fatal(err)
+	fakeHost(t, "aaaa", "b0002")
+	if st, err := batched(t, dir, "k2").CrashedWrites(); err != nil || len(st.Markers) != 0 || st.Foreign {
+		t.Errorf("CrashedWrites of scope k2: %+v, %v; want nothing (another scope's crash)", st, err)
 	}
-	if got, _, err := other.CrashedWrites(); err != nil || len(got) != 0 {
-		t.Errorf("CrashedWrites of scope k2: %v, %v; want none (another scope's crash)", got, err)
-	}
-	other.Close()
 	if plain, err := New(dir, nil); err != nil {
 		t.Fatal(err)
-	} else if got, _, err := plain.CrashedWrites(); err != nil || len(got) != 0 {
-		t.Errorf("CrashedWrites of a store without BatchedSync: %v, %v; want none", got, err)
+	} else if _, err := plain.CrashedWrites(); err == nil {
+		t.Error("CrashedWrites of a store without BatchedSync: no error")
 	}
-	after, err := New(dir, nil, BatchedSync("k1"))
-	if err != nil {
+	after := batched(t, dir, "k1")
+	st, err = after.CrashedWrites()
+	if err != nil || len(st.Markers) != 1 || st.Foreign {
+		t.Fatalf("CrashedWrites after the reboot: %+v, %v; want the marker", st, err)
+	}
+	if !st.Epoch.Equal(epoch) {
+		t.Errorf("epoch moved: %v, was %v", st.Epoch, epoch)
+	}
+	if info, err := after.Stat(ctx, "chunks/b"); err != nil || info.ModTime.Before(st.Since) {
+		t.Errorf("the unsynced object (%v, %v) is not covered by since %v", info.ModTime, err, st.Since)
+	}
+	if !st.Since.Before(before) {
+		t.Errorf("since %v: want before the marker was written (%v), by the slack", st.Since, before)
+	}
+	for _, bad := range []string{"k2.aaaa.b0001.1-x", "k1.epoch", "../k1.x"} {
+		if err := after.ClearCrashed([]string{bad}); err == nil {
+			t.Errorf("ClearCrashed(%q) succeeded", bad)
+		}
+	}
+	if err := after.ClearCrashed(st.Markers); err != nil {
 		t.Fatal(err)
 	}
-	defer after.Close()
-	got, since, err := after.CrashedWrites()
-	if err != nil || len(got) != 1 {
-		t.Fatalf("CrashedWrites after the reboot: %v, %v; want the marker", got, err)
+	if st, err := after.CrashedWrites(); err != nil || len(st.Markers) != 0 {
+		t.Errorf("CrashedWrites after ClearCrashed: %+v, %v", st, err)
 	}
-	if info, err := after.Stat(ctx, "chunks/b"); err != nil || info.ModTime.Before(since) {
-		t.Errorf("the unsynced object (%v, %v) is not covered by since %v", info.ModTime, err, since)
+}
+
+// A store on a file system that several hosts share (review REV-S9-1):
+// another machine's marker may be a backup running there, so it is never
+// reported as this machine's crash (nor cleared here), only as foreign.
+func TestCrashMarkerOfAnotherMachine(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "blobs")
+	fakeHost(t, "aaaa", "ba0a")
+	a := batched(t, dir, "k1")
+	blobtest.Put(t, a, "chunks/a", []byte("running on a")) // a's backup, not synced yet
+	fakeHost(t, "bbbb", "bb0b")
+	st, err := batched(t, dir, "k1").CrashedWrites()
+	if err != nil || len(st.Markers) != 0 || !st.Foreign {
+		t.Fatalf("CrashedWrites on machine b: %+v, %v; want a's marker as foreign, nothing to clear", st, err)
 	}
-	if !since.Before(before) {
-		t.Errorf("since %v: want before the marker was written (%v), by the slack", since, before)
-	}
-	if err := after.ClearCrashed([]string{"k2.boot-one-1-x"}); err == nil {
-		t.Error("ClearCrashed of another scope's marker succeeded")
-	}
-	if err := after.ClearCrashed(got); err != nil {
-		t.Fatal(err)
-	}
-	if got, _, err := after.CrashedWrites(); err != nil || len(got) != 0 {
-		t.Errorf("CrashedWrites after ClearCrashed: %v, %v", got, err)
+	if m := markers(t, dir); len(m) != 1 {
+		t.Errorf("markers: %v, want a's kept", m)
 	}
 }
 
@@ -119,11 +151,7 @@ func TestCrashMarkers(t *testing.T) {
 func TestCrashMarkerKeptWhilePutsInFlight(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "blobs")
-	s, err := New(dir, nil, BatchedSync("k1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := batched(t, dir, "k1")
 	pr, pw := io.Pipe()
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -148,6 +176,33 @@ func TestCrashMarkerKeptWhilePutsInFlight(t *testing.T) {
 	}
 	if m := markers(t, dir); len(m) != 0 {
 		t.Errorf("markers after a Sync that followed every Put: %v", m)
+	}
+}
+
+// A clock stepped back by more than half the slack while unsynced Puts
+// go on (review REV-S9-6): a new marker covers what is written after, so
+// a crash's window starts early enough; the Sync removes both.
+func TestCrashMarkerAfterClockStepsBack(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "blobs")
+	s := batched(t, dir, "k1")
+	blobtest.Put(t, s, "chunks/a", []byte("one"))
+	old := now
+	now = func() time.Time { return old().Add(-crashSlack) }
+	t.Cleanup(func() { now = old })
+	blobtest.Put(t, s, "chunks/b", []byte("two"))
+	if m := markers(t, dir); len(m) != 2 {
+		t.Fatalf("markers after the clock went back: %v, want two", m)
+	}
+	blobtest.Put(t, s, "chunks/c", []byte("three"))
+	if m := markers(t, dir); len(m) != 2 {
+		t.Errorf("markers after another Put: %v, want still two", m)
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m := markers(t, dir); len(m) != 0 {
+		t.Errorf("markers after Sync: %v", m)
 	}
 }
 
