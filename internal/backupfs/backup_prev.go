@@ -45,9 +45,11 @@ func weightOf(e *backuprepo.Entry) int64 {
 	return min(int64(entryBytes(e)), prevAheadBytes)
 }
 
-// readPrevAhead starts reading m; stop must be called when done.
+// readPrevAhead starts reading m, which loads its pieces under ctx from
+// then on; stop must be called when done.
 func readPrevAhead(ctx context.Context, m *backuprepo.ManifestReader) *prevAhead {
 	ctx, cancel := context.WithCancel(ctx)
+	m.WithContext(ctx) // stop cancels a piece being fetched (a store down)
 	p := &prevAhead{ch: make(chan prevItem, 4096), budget: semaphore.NewWeighted(prevAheadBytes), cancel: cancel}
 	p.wg.Add(1)
 	go func() {

@@ -74,6 +74,11 @@ func (m *ManifestReader) corrupt(format string, args ...any) error {
 	return fmt.Errorf("backup %q: %s: %w", m.name, fmt.Sprintf(format, args...), ErrCorrupt)
 }
 
+// WithContext makes the reader load its further pieces under ctx instead
+// of OpenManifest's (a backup reading its previous one on a goroutine of
+// its own stops it with its own context). Not safe while Next runs.
+func (m *ManifestReader) WithContext(ctx context.Context) { m.ctx = ctx }
+
 // Metadata returns the backup's metadata.
 func (m *ManifestReader) Metadata() Metadata { return m.root.Meta }
 

@@ -39,6 +39,10 @@ type Loop struct {
 	Envs    func() []Env
 	Now     func() time.Time // default time.Now
 	Log     *slog.Logger
+	// SetSlice, when set, gives a moved process its group's time slice
+	// (Slice): SetSlice, with the real /proc. Nil leaves slices alone
+	// (a test's fake /proc names no real process).
+	SetSlice func(pid int, slice time.Duration) error
 
 	envs map[string]*envState
 }
@@ -173,7 +177,8 @@ func (l *Loop) tick(ctx context.Context, e Env, st *envState) error {
 // the host or in another environment. The process is pinned by a pidfd
 // while it is checked, and is checked to be alive (so its number is
 // still its own) right before its pid is written. Its OOM score is raised
-// before the move, so that what it forks in its new group inherits it.
+// and its time slice set (slice.go) before the move, so that what it forks
+// in its new group inherits them.
 func (l *Loop) move(ctx context.Context, e Env, m Move, name string) error {
 	p, err := pin(m.PID)
 	if err != nil {
@@ -186,6 +191,11 @@ func (l *Loop) move(ctx context.Context, e Env, m Move, name string) error {
 	if f := OOMFloor(m.To); f > 0 {
 		if err := raiseOOMScore(l.Proc, m.PID, f); err != nil && !errors.Is(err, fs.ErrNotExist) && !isESRCH(err) {
 			l.Log.DebugContext(ctx, "oom_score_adj not raised", "env", e.ID, "pid", m.PID, "err", err)
+		}
+	}
+	if l.SetSlice != nil {
+		if err := l.SetSlice(m.PID, Slice(m.To)); err != nil && !errors.Is(err, fs.ErrNotExist) && !isESRCH(err) {
+			l.Log.DebugContext(ctx, "time slice not set", "env", e.ID, "pid", m.PID, "err", err)
 		}
 	}
 	if !p.alive() {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/covedev/cove/internal/testutil"
 	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 )
 
 // realCgroup makes a cgroup for the test in this host's cpu hierarchy and
@@ -107,11 +108,22 @@ func TestLoopSortsRealProcesses(t *testing.T) {
 	busy := start(t, f, cg, exec.Command("sh", "-c", "while :; do :; done"), true)
 	daemon := start(t, f, cg, exec.Command("sleep", "1000"), false)
 	agentScore := oomScoreAdj(t, agent)
+	// As when started by a shell with a short slice: the loop gives the
+	// workload the default back.
+	slices := customSlices(t)
+	if slices {
+		for _, pid := range []int{busy, daemon} {
+			if err := SetSlice("/proc", pid, ShortSlice); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 
 	// A low threshold: the spinner gets at least this much of a CPU
 	// however loaded the host is.
 	l := &Loop{Cgroups: f, Params: Params{DemoteShare: 0.02, PromoteAfter: time.Hour},
-		Envs: func() []Env { return []Env{{ID: "e", Cgroup: cg}} }}
+		Envs:     func() []Env { return []Env{{ID: "e", Cgroup: cg}} },
+		SetSlice: func(pid int, d time.Duration) error { return SetSlice("/proc", pid, d) }}
 	want := map[int]Group{agent: Agent, idle: Interactive, busy: Workload, daemon: Workload}
 	testutil.WaitFor(t, "every process in its group", func() bool {
 		l.Tick(context.Background())
@@ -128,6 +140,18 @@ func TestLoopSortsRealProcesses(t *testing.T) {
 	for pid, floor := range map[int]int{idle: OOMFloor(Interactive), busy: OOMFloor(Workload), daemon: OOMFloor(Workload)} {
 		if got := oomScoreAdj(t, pid); got < floor {
 			t.Errorf("process %d (%s): oom_score_adj %d, want at least %d", pid, groupOf(t, f, cg, pid), got, floor)
+		}
+	}
+	if slices {
+		def := sliceOf(t, os.Getpid())
+		for pid, g := range want {
+			wantSlice := uint64(Slice(g).Nanoseconds())
+			if wantSlice == 0 {
+				wantSlice = def
+			}
+			if got := sliceOf(t, pid); got != wantSlice {
+				t.Errorf("process %d (%s): slice %d ns, want %d", pid, g, got, wantSlice)
+			}
 		}
 	}
 	// The idle shell stays where it is.
@@ -256,4 +280,33 @@ func TestWorkloadAlwaysScored(t *testing.T) {
 			}
 		}
 	}
+}
+
+// sliceOf is process pid's (main thread's) time slice.
+func sliceOf(t *testing.T, pid int) uint64 {
+	t.Helper()
+	a, err := unix.SchedGetAttr(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.Runtime
+}
+
+// customSlices reports whether this kernel keeps a slice asked for (Linux
+// 6.12+); the test's slice checks are logged as skipped otherwise.
+func customSlices(t *testing.T) bool {
+	t.Helper()
+	cmd := exec.Command("sleep", "1000")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	if err := SetSlice("/proc", cmd.Process.Pid, ShortSlice); err != nil {
+		t.Fatal(err)
+	}
+	if sliceOf(t, cmd.Process.Pid) != uint64(ShortSlice.Nanoseconds()) {
+		t.Log("this kernel does not keep a time slice asked for (before Linux 6.12): slices not checked")
+		return false
+	}
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"path"
 	"sync"
+	"time"
 
 	"github.com/covedev/cove/internal/procgroups"
 	"github.com/covedev/cove/internal/resources"
@@ -35,6 +36,9 @@ func (r *Runner) StartProcessGroups(ctx context.Context, cgroupParent string, de
 		Envs:    func() []procgroups.Env { return r.procEnvs(files, cgroupParent) },
 		Log:     r.log.With("component", "procgroups"),
 		Params:  procgroups.DefaultParams,
+		SetSlice: func(pid int, slice time.Duration) error {
+			return procgroups.SetSlice("/proc", pid, slice)
+		},
 	}
 	if demoteShare > 0 {
 		l.Params.DemoteShare = demoteShare
