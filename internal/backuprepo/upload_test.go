@@ -269,10 +269,7 @@ func TestUnflushedChunkStoredAgain(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	key := testKey(t, 1)
-	store, err := localblob.New(dir, nil, localblob.BatchedSync(key.ID()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := batchedStore(t, dir, key)
 	r := New(store, key, nil)
 	if _, err := r.NewWriter(ctx, "first", Metadata{}); err != nil { // the store's epoch begins
 		t.Fatal(err)
@@ -305,10 +302,7 @@ func TestUnflushedChunkStoredAgain(t *testing.T) {
 func TestChunkBeforeEpochVerified(t *testing.T) {
 	dir := t.TempDir()
 	key := testKey(t, 1)
-	store, err := localblob.New(dir, nil, localblob.BatchedSync(key.ID()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := batchedStore(t, dir, key)
 	r := New(store, key, nil)
 	data := randomBytes(8, 300<<10)
 	damaged := putDamaged(t, r, data)
@@ -328,10 +322,7 @@ func TestForeignMarkerVerifiesEachChunk(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	key := testKey(t, 1)
-	store, err := localblob.New(dir, nil, localblob.BatchedSync(key.ID()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := batchedStore(t, dir, key)
 	if _, err := New(store, key, nil).NewWriter(ctx, "first", Metadata{}); err != nil {
 		t.Fatal(err)
 	}
@@ -344,6 +335,18 @@ func TestForeignMarkerVerifiesEachChunk(t *testing.T) {
 	if _, err := os.Stat(marker); err != nil {
 		t.Errorf("the other machine's marker: %v, want it kept", err)
 	}
+}
+
+// batchedStore opens the directory store at dir as the runner's backup
+// child opens it for key.
+func batchedStore(t *testing.T, dir string, key *Key) *localblob.Store {
+	t.Helper()
+	s, err := localblob.New(dir, nil, localblob.BatchedSync(key.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // putDamaged stores under data's chunk id an object as a crash leaves it:
