@@ -189,8 +189,14 @@ func (r *Repo) GetChunk(ctx context.Context, ref ChunkRef) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", name, err)
 	}
-	sealed, err := readSealedSized("chunk "+name, rc, sealedHint(ref.Size))
-	rc.Close()
+	defer rc.Close()
+	return r.chunkFrom(rc, ref)
+}
+
+// chunkFrom is GetChunk of the object read from rd.
+func (r *Repo) chunkFrom(rd io.Reader, ref ChunkRef) ([]byte, error) {
+	name := ref.ID.String()
+	sealed, err := readSealedSized("chunk "+name, rd, sealedHint(ref.Size))
 	if err != nil {
 		return nil, err
 	}

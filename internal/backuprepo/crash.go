@@ -21,6 +21,10 @@ type crashedStore interface {
 	CrashedWrites() (blob.CrashState, error)
 	// ClearCrashed removes markers once their objects were checked.
 	ClearCrashed(markers []string) error
+	// Quarantine moves an object aside, open, to be checked and put back
+	// or dropped: what is dropped is what was checked, never a copy
+	// stored under the key meanwhile.
+	Quarantine(ctx context.Context, key string) (blob.Quarantined, error)
 }
 
 // checkCrashed decides, once per Repo, whether chunks the store holds can
@@ -49,7 +53,7 @@ func (r *Repo) checkCrashed(ctx context.Context) {
 		return
 	}
 	if len(st.Markers) > 0 {
-		checked, removed, err := r.scrubSince(ctx, st.Since)
+		checked, removed, err := r.scrubSince(ctx, cs, st.Since)
 		if err != nil {
 			r.log.Warn("backup: checking the chunks written before a host crash failed; verifying each stored chunk reused", "err", err)
 			return
@@ -70,7 +74,7 @@ func (r *Repo) checkCrashed(ctx context.Context) {
 // scrubSince verifies every chunk of this key modified at or after since
 // and deletes those that do not check out. Chunks of other keys (another
 // organization's, in a shared store) are left to their key's holder.
-func (r *Repo) scrubSince(ctx context.Context, since time.Time) (checked, removed int, err error) {
+func (r *Repo) scrubSince(ctx context.Context, cs crashedStore, since time.Time) (checked, removed int, err error) {
 	for info, err := range r.store.List(ctx, ChunksPrefix) {
 		if err != nil {
 			return checked, removed, fmt.Errorf("list chunks: %w", err)
@@ -86,15 +90,41 @@ func (r *Repo) scrubSince(ctx context.Context, since time.Time) (checked, remove
 		switch {
 		case gerr == nil, errors.Is(gerr, ErrWrongKey), blob.IsNotFound(gerr):
 		case IsCorrupt(gerr):
-			r.log.Warn("backup: a chunk written before a host crash does not check out; deleting it", "chunk", info.Key, "err", gerr)
-			if err := r.store.Delete(ctx, info.Key); err != nil {
-				return checked, removed, fmt.Errorf("delete a damaged chunk: %w", err)
+			dropped, err := r.dropDamaged(ctx, cs, id)
+			if err != nil {
+				return checked, removed, err
 			}
-			removed++
+			if dropped {
+				r.log.Warn("backup: a chunk written before a host crash does not check out; deleted", "chunk", info.Key, "err", gerr)
+				removed++
+			}
 		default:
 			return checked, removed, fmt.Errorf("verify chunk %s: %w", info.Key, gerr)
 		}
 		checked++
 	}
 	return checked, removed, nil
+}
+
+// dropDamaged deletes the chunk id found damaged, unless what the key
+// holds by now checks out (another backup stored it again meanwhile): the
+// object is moved aside, checked again as moved, then dropped or put back.
+func (r *Repo) dropDamaged(ctx context.Context, cs crashedStore, id ChunkID) (dropped bool, err error) {
+	q, err := cs.Quarantine(ctx, id.key())
+	if blob.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("set a damaged chunk aside: %w", err)
+	}
+	if _, verr := r.chunkFrom(q, ChunkRef{ID: id}); verr == nil || errors.Is(verr, ErrWrongKey) || !IsCorrupt(verr) {
+		if err := q.Restore(); err != nil {
+			return false, fmt.Errorf("put a chunk back: %w", err)
+		}
+		return false, nil
+	}
+	if err := q.Drop(); err != nil {
+		return false, fmt.Errorf("delete a damaged chunk: %w", err)
+	}
+	return true, nil
 }

@@ -495,3 +495,56 @@ func TestStoredChunkTrustedWithoutCrash(t *testing.T) {
 		t.Errorf("%d objects read after a crash marker; want each of the %d stored chunks once", n, stored)
 	}
 }
+
+// storesBeforeQuarantine is a directory store on which another backup
+// stores a chunk's good copy just as the crash check sets the damaged one
+// aside: between its read and its deletion.
+type storesBeforeQuarantine struct {
+	*localblob.Store
+	key  string
+	good []byte
+}
+
+func (s *storesBeforeQuarantine) Quarantine(ctx context.Context, key string) (blob.Quarantined, error) {
+	if key == s.key && s.good != nil {
+		if err := s.Store.Put(ctx, key, bytes.NewReader(s.good), int64(len(s.good))); err != nil {
+			return nil, err
+		}
+		s.good = nil
+	}
+	return s.Store.Quarantine(ctx, key)
+}
+
+// The crash check found a chunk damaged; before it deletes it, another
+// backup stores the chunk again, whole (review REV-S9-4). The check
+// deletes what it found damaged, never the good copy: the chunk reads
+// back.
+func TestCrashCheckKeepsChunkStoredMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	key := testKey(t, 1)
+	ls := batchedStore(t, dir, key)
+	r := New(ls, key, nil)
+	if _, err := r.NewWriter(ctx, "first", Metadata{}); err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(8, 300<<10)
+	damaged := putDamaged(t, r, data)
+	id := r.ChunkIDOf(data)
+	good, err := r.key.seal(kindChunk, id.String(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plantCrashMarker(t, dir, key.ID(), thisMachine(t))
+	store := &storesBeforeQuarantine{Store: ls, key: damaged, good: good}
+	r = New(store, key, nil)
+	if _, err := r.NewWriter(ctx, "after", Metadata{}); err != nil { // runs the check
+		t.Fatal(err)
+	}
+	if store.good != nil {
+		t.Fatal("the check never set the damaged chunk aside")
+	}
+	if got, err := r.GetChunk(ctx, ChunkRef{ID: id, Size: uint32(len(data))}); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("the chunk stored meanwhile: %v; want it kept", err)
+	}
+}

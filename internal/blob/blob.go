@@ -95,6 +95,15 @@ type CrashState struct {
 	Epoch time.Time
 }
 
+// Quarantined is an object moved aside from its key, open for reading:
+// Restore puts it back (unless another object was stored under the key
+// meanwhile, which stays), Drop deletes it.
+type Quarantined interface {
+	io.Reader
+	Restore() error
+	Drop() error
+}
+
 // Sync syncs s if it is a Syncer; any other Store is durable already.
 func Sync(ctx context.Context, s Store) error {
 	if sy, ok := s.(Syncer); ok {

@@ -114,7 +114,7 @@ func New(dir string, log *slog.Logger, opts ...Option) (*Store, error) {
 		unix.Close(dirfd)
 		return nil, errdefs.InvalidArgument(fmt.Errorf("blob directory %s: batched sync scope %q: want 1 to 64 letters and digits", dir, s.scope))
 	}
-	for _, d := range []string{tmpDir, unsyncedDir} {
+	for _, d := range []string{tmpDir, unsyncedDir, quarantineDir} {
 		if err := root.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			root.Close()
 			unix.Close(dirfd)
@@ -130,6 +130,7 @@ func New(dir string, log *slog.Logger, opts ...Option) (*Store, error) {
 		return nil, classify(fmt.Errorf("blob directory %s: %w", dir, err))
 	}
 	s.removeStale()
+	s.recoverQuarantined()
 	return s, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/covedev/cove/internal/blob"
 	"github.com/covedev/cove/internal/blob/blobtest"
 )
 
@@ -212,5 +213,76 @@ func TestBatchedSyncScope(t *testing.T) {
 			s.Close()
 			t.Errorf("scope %q accepted", scope)
 		}
+	}
+}
+
+// Quarantine moves an object aside (the key then holds none), and puts it
+// back — unless the key holds another object by then, which stays — or
+// drops it; an object a killed process left aside for over an hour is put
+// back by the next New.
+func TestQuarantine(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "blobs")
+	s := batched(t, dir, "k1")
+	blobtest.Put(t, s, "chunks/a", []byte("old"))
+
+	q, err := s.Quarantine(ctx, "chunks/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Stat(ctx, "chunks/a"); err == nil {
+		t.Error("the key still holds the quarantined object")
+	}
+	if b, err := io.ReadAll(q); err != nil || string(b) != "old" {
+		t.Errorf("quarantined content %q, %v", b, err)
+	}
+	if err := q.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if got := blobtest.Read(t, s, "chunks/a", blob.Range{}); string(got) != "old" {
+		t.Errorf("after Restore: %q", got)
+	}
+
+	q, err = s.Quarantine(ctx, "chunks/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobtest.Put(t, s, "chunks/a", []byte("new")) // stored again meanwhile
+	if err := q.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if got := blobtest.Read(t, s, "chunks/a", blob.Range{}); string(got) != "new" {
+		t.Errorf("after Restore over a newer object: %q, want the newer kept", got)
+	}
+
+	q, err = s.Quarantine(ctx, "chunks/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Drop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Stat(ctx, "chunks/a"); err == nil {
+		t.Error("the object is back after Drop")
+	}
+	if _, err := s.Quarantine(ctx, "chunks/a"); !blob.IsNotFound(err) {
+		t.Errorf("Quarantine of a missing object: %v, want not found", err)
+	}
+
+	// A process killed while it held one: put back after an hour.
+	blobtest.Put(t, s, "chunks/b", []byte("kept"))
+	if _, err := s.Quarantine(ctx, "chunks/b"); err != nil {
+		t.Fatal(err)
+	}
+	batched(t, dir, "k1") // too early: left aside
+	if _, err := s.Stat(ctx, "chunks/b"); err == nil {
+		t.Error("an object quarantined a moment ago was put back")
+	}
+	old := now
+	now = func() time.Time { return old().Add(2 * staleTmp) }
+	t.Cleanup(func() { now = old })
+	batched(t, dir, "k1")
+	if got := blobtest.Read(t, s, "chunks/b", blob.Range{}); string(got) != "kept" {
+		t.Errorf("after New, an hour later: %q", got)
 	}
 }
