@@ -119,7 +119,9 @@ func processChild(bin string, cg *unpackCgroup) childStarter {
 			release()
 			return nil, nil, nil, err
 		}
-		if err := cmd.Start(); err != nil {
+		// Born outside the runner's weighted cgroup (selfcgroup.go), then
+		// moved into the backup's work cgroup before it reads anything.
+		if err := resources.StartChild(cmd); err != nil {
 			release()
 			return nil, nil, nil, fmt.Errorf("start the backup process: %w", err)
 		}
