@@ -14,8 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/covedev/cove/internal/blob"
 )
 
@@ -87,8 +85,14 @@ func (s *Store) recoverQuarantined() {
 	}
 }
 
+// renameNoReplace moves from to to unless to exists (fs.ErrExist), as a
+// hard link and an unlink through the store's os.Root: neither path is
+// resolved outside the directory, whatever symlink is planted in it.
 func (s *Store) renameNoReplace(from, to string) error {
-	return unix.Renameat2(s.dirfd, from, s.dirfd, to, unix.RENAME_NOREPLACE)
+	if err := s.root.Link(from, to); err != nil {
+		return err
+	}
+	return s.root.Remove(from)
 }
 
 type quarantined struct {
@@ -113,7 +117,7 @@ func (q *quarantined) Restore() error {
 
 func (q *quarantined) putBack() error {
 	err := q.s.renameNoReplace(q.tmp, q.key)
-	if errors.Is(err, unix.EEXIST) {
+	if errors.Is(err, fs.ErrExist) {
 		return q.s.root.Remove(q.tmp)
 	}
 	if err != nil {

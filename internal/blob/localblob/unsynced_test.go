@@ -286,3 +286,30 @@ func TestQuarantine(t *testing.T) {
 		t.Errorf("after New, an hour later: %q", got)
 	}
 }
+
+// A quarantined object is put back through the store's root: a symlink
+// planted in the directory meanwhile, where its parent was, does not lead
+// it outside.
+func TestQuarantinePutBackConfined(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "blobs")
+	outside := t.TempDir()
+	s := batched(t, dir, "k1")
+	blobtest.Put(t, s, "chunks/ab/x", []byte("content"))
+	q, err := s.Quarantine(ctx, "chunks/ab/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "chunks", "ab")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "chunks", "ab")); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Restore(); err == nil {
+		t.Error("Restore through a symlink leading out of the store succeeded")
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Errorf("the object was put outside the store: %v", ents)
+	}
+}
