@@ -106,32 +106,36 @@ func New(dir string, log *slog.Logger, opts ...Option) (*Store, error) {
 		return nil, classify(fmt.Errorf("blob directory: %w", err))
 	}
 	s := &Store{root: root, dirfd: dirfd, dir: dir, log: log}
+	if err := s.setUp(opts); err != nil {
+		root.Close()
+		unix.Close(dirfd)
+		return nil, err
+	}
+	s.removeStale()
+	s.recoverQuarantined()
+	return s, nil
+}
+
+// setUp applies opts and makes the store's own directories and descriptor.
+func (s *Store) setUp(opts []Option) (err error) {
 	for _, o := range opts {
 		o(s)
 	}
 	if s.batched && !validScope(s.scope) {
-		root.Close()
-		unix.Close(dirfd)
-		return nil, errdefs.InvalidArgument(fmt.Errorf("blob directory %s: batched sync scope %q: want 1 to 64 letters and digits", dir, s.scope))
+		return errdefs.InvalidArgument(fmt.Errorf("blob directory %s: batched sync scope %q: want 1 to 64 letters and digits", s.dir, s.scope))
 	}
 	for _, d := range []string{tmpDir, unsyncedDir, quarantineDir} {
-		if err := root.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			root.Close()
-			unix.Close(dirfd)
-			return nil, classify(fmt.Errorf("blob directory %s: %w", dir, err))
+		if err := s.root.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return classify(fmt.Errorf("blob directory %s: %w", s.dir, err))
 		}
 	}
 	// syncfs(2) reports the write-back errors of the file system since
 	// the descriptor it is given was opened: one opened for each Sync
 	// would miss an error another process saw first.
-	if s.syncFD, err = root.Open("."); err != nil {
-		root.Close()
-		unix.Close(dirfd)
-		return nil, classify(fmt.Errorf("blob directory %s: %w", dir, err))
+	if s.syncFD, err = s.root.Open("."); err != nil {
+		return classify(fmt.Errorf("blob directory %s: %w", s.dir, err))
 	}
-	s.removeStale()
-	s.recoverQuarantined()
-	return s, nil
+	return nil
 }
 
 // Close releases the directory.

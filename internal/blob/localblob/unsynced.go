@@ -37,6 +37,7 @@ package localblob
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -74,24 +75,17 @@ func idFrom(what string, files ...string) (string, error) {
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			first = cmpOr(first, err)
+			first = cmp.Or(first, err)
 			continue
 		}
 		id := string(bytes.TrimSpace(b))
 		if id == "" || len(id) > 64 || strings.Trim(id, "abcdefABCDEF0123456789-") != "" {
-			first = cmpOr(first, fmt.Errorf("%s %q in %s: not an id", what, id, f))
+			first = cmp.Or(first, fmt.Errorf("%s %q in %s: not an id", what, id, f))
 			continue
 		}
 		return strings.ToLower(id), nil
 	}
 	return "", fmt.Errorf("%s: %w", what, first)
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // host is this machine's and this boot's part of a marker's name.
