@@ -19,12 +19,13 @@ import (
 // 100 ms; the default is sysctl base_slice, 0.75 ms × (1 + log2 CPUs)),
 // and a cgroup's entity takes the shortest slice queued below it, so the
 // short slice carries up through the environment's cgroups. The agent and
-// interactive processes get the shortest, so that a keystroke waits about
-// a tenth of a millisecond, not a default slice, behind a build; workload
-// processes get the default back (they inherit a short one from the agent
-// or the shell that started them). Kernels before 6.12 accept the call and
-// ignore the slice. What fairness gives each group is unchanged: a short
-// slice is more, shorter turns, not more CPU.
+// interactive processes get the shortest, and workload processes a long
+// one (they would otherwise inherit the short one from the agent or the
+// shell that started them): a waking task with a shorter slice than the
+// running one may preempt it at once (PREEMPT_SHORT), so a keystroke does
+// not wait out a build's slice. Kernels before 6.12 accept the call and
+// ignore the slice. What fairness gives each group is unchanged: a slice
+// is more or fewer turns, not more CPU.
 
 // Slice is the time slice a process gets when moved into g: 0 is the
 // kernel's default.
