@@ -3,12 +3,13 @@
 #   install-deps.sh runtime   what `cove up` / `cove runner` need
 #   install-deps.sh test      that plus what the test suite needs
 #   install-deps.sh bench     runtime plus the baselines of the benchmarks
-#                             (restic, zstd: bench/backup)
+#                             (restic, zstd: bench/backup; busybox-static,
+#                             openssh-client: bench/interactive)
 set -euo pipefail
 
 runtime_pkgs=(runc git ca-certificates openssh-client iproute2 procps e2fsprogs)
 test_pkgs=(busybox-static mmdebstrap rsync nftables uidmap openssh-client sqlite3 make stress-ng btrfs-progs)
-bench_pkgs=(restic zstd tar)
+bench_pkgs=(restic zstd tar busybox-static openssh-client)
 
 want=("${runtime_pkgs[@]}")
 if [[ "${1:-runtime}" == test ]]; then
