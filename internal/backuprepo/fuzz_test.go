@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strconv"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -62,6 +63,13 @@ func FuzzManifestReader(f *testing.F) {
 	f.Add(doc, []byte(`{"e":{"p":"../x","t":"file"}}`+"\n"))
 	f.Add([]byte(`{"version":1,"name":"f","summary":{"entries":2,"files":1,"bytes":3}}`),
 		[]byte(`{"e":{"p":".","t":"dir"}}`+"\n"+`{"e":{"p":"a","t":"file","s":3,"c":["`+string(bytes.Repeat([]byte("ab"), 32))+`:3"]}}`+"\n"))
+	// The same in version 2's binary records, and a file continued.
+	dot, a := Entry{Path: ".", Type: TypeDir}, Entry{Path: "a", Type: TypeFile, Size: 3, Chunks: []ChunkRef{{ID: ChunkID{0xab}, Size: 3}}}
+	bin := appendRecord(appendRecord(nil, appendEntry(nil, &dot, nil)), appendEntry(nil, &a, a.Chunks))
+	f.Add([]byte(`{"version":2,"name":"f","summary":{"entries":2,"files":1,"bytes":3}}`), bin)
+	a.Size, a.Chunks = MinChunkSize+3, append(a.Chunks, ChunkRef{ID: ChunkID{0xcd}, Size: MinChunkSize})
+	f.Add([]byte(`{"version":2,"name":"f","summary":{"entries":1,"files":1,"bytes":`+strconv.Itoa(MinChunkSize+3)+`}}`),
+		appendRecord(appendRecord(nil, appendEntry(nil, &a, a.Chunks[:1])), appendChunks(nil, a.Chunks[1:])))
 	f.Fuzz(func(t *testing.T, doc, piece []byte) {
 		ctx := context.Background()
 		r := New(newMem(), testKey(t, 1), nil)

@@ -17,7 +17,7 @@ import (
 func putManifest(t testing.TB, r *Repo, name string, lines []string, edit func(*root)) {
 	t.Helper()
 	ctx := context.Background()
-	rt := root{Version: manifestVersion, Name: name}
+	rt := root{Version: jsonVersion, Name: name}
 	if piece := strings.Join(lines, "\n"); piece != "" {
 		ref, _, err := r.PutChunk(ctx, []byte(piece+"\n"))
 		if err != nil {
@@ -110,7 +110,7 @@ func TestHostileManifestRefused(t *testing.T) {
 		{"not JSON", []string{`{"e":`}, nil, "unexpected EOF"},
 		{"truncated", []string{`{"e":{"p":"a","t":"dir"}}`}, func(rt *root) { rt.Summary.Entries = 3 }, "truncated"},
 		{"more than announced", []string{`{"e":{"p":"a","t":"dir"}}`, `{"e":{"p":"b","t":"dir"}}`}, func(rt *root) { rt.Summary.Entries = 1 }, "more entries"},
-		{"version", nil, func(rt *root) { rt.Version = 2 }, "version 2"},
+		{"version", nil, func(rt *root) { rt.Version = 3 }, "version 3"},
 		{"other name", nil, func(rt *root) { rt.Name = "other" }, "manifest of backup"},
 		{"absurd count", nil, func(rt *root) { rt.Summary.Entries = 1 << 40 }, "out of range"},
 		{"missing piece", nil, func(rt *root) { rt.Pieces = []ChunkRef{{Size: 1}} }, "not found"},

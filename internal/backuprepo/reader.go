@@ -19,6 +19,9 @@ type ManifestReader struct {
 	ctx  context.Context
 	name string
 	root root
+	// decode decodes a record of root.Version: an entry, or refs
+	// continuing the entry before it.
+	decode func([]byte) (*Entry, []ChunkRef, error)
 
 	next    int    // index of the next piece to load
 	piece   []byte // rest of the current piece
@@ -58,8 +61,13 @@ func (r *Repo) parseRoot(ctx context.Context, name string, doc []byte) (*Manifes
 	if err := decodeStrict(doc, &m.root); err != nil {
 		return nil, m.corrupt("manifest: %v", err)
 	}
-	if m.root.Version != manifestVersion {
-		return nil, m.corrupt("manifest version %d, this cove reads %d", m.root.Version, manifestVersion)
+	switch m.root.Version {
+	case manifestVersion:
+		m.decode = decodeBinRecord
+	case jsonVersion:
+		m.decode = decodeJSONRecord
+	default:
+		return nil, m.corrupt("manifest version %d, this cove reads %d and %d", m.root.Version, jsonVersion, manifestVersion)
 	}
 	if m.root.Name != name {
 		return nil, m.corrupt("manifest of backup %.100q", m.root.Name)
@@ -108,33 +116,26 @@ func (m *ManifestReader) Next() (*Entry, error) {
 			m.done = true
 			return nil, err
 		}
-		var rec record
-		if err := decodeStrict(line, &rec); err != nil {
+		e, refs, err := m.decode(line)
+		if err != nil {
 			return nil, m.fail("entry %d: %v", m.entries+1, err)
 		}
-		switch {
-		case rec.E != nil && rec.C == nil:
-			e, err := fromWire(rec.E)
-			if err != nil {
-				return nil, m.fail("entry %d: %v", m.entries+1, err)
-			}
+		if e != nil {
 			prev := m.pending
 			m.pending = e
 			if prev != nil {
 				return m.finish(prev)
 			}
-		case rec.E == nil && len(rec.C) > 0:
-			p := m.pending
-			if p == nil || p.Type != TypeFile {
-				return nil, m.fail("chunk list continues no file")
-			}
-			if int64(len(p.Chunks)+len(rec.C)) > p.Size/MinChunkSize+1 || len(p.Chunks)+len(rec.C) > MaxFileSize/MinChunkSize+1 {
-				return nil, m.fail("entry %q: more chunks than its size allows", p.Path)
-			}
-			p.Chunks = append(p.Chunks, rec.C...)
-		default:
-			return nil, m.fail("entry %d: a line holds one entry or one chunk list", m.entries+1)
+			continue
 		}
+		p := m.pending
+		if p == nil || p.Type != TypeFile {
+			return nil, m.fail("chunk list continues no file")
+		}
+		if int64(len(p.Chunks)+len(refs)) > p.Size/MinChunkSize+1 || len(p.Chunks)+len(refs) > MaxFileSize/MinChunkSize+1 {
+			return nil, m.fail("entry %q: more chunks than its size allows", p.Path)
+		}
+		p.Chunks = append(p.Chunks, refs...)
 	}
 }
 
@@ -169,7 +170,8 @@ func (m *ManifestReader) fail(format string, args ...any) error {
 	return m.corrupt(format, args...)
 }
 
-// line returns the next line, loading pieces as needed.
+// line returns the next record (a version 1 line without its newline),
+// loading pieces as needed.
 func (m *ManifestReader) line() ([]byte, error) {
 	for len(m.piece) == 0 {
 		if m.next >= len(m.root.Pieces) {
@@ -180,11 +182,19 @@ func (m *ManifestReader) line() ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("backup %q: manifest piece %d of %d: %w", m.name, m.next+1, len(m.root.Pieces), err)
 		}
-		if len(data) == 0 || data[len(data)-1] != '\n' {
+		if m.root.Version == jsonVersion && (len(data) == 0 || data[len(data)-1] != '\n') {
 			return nil, m.fail("manifest piece %d does not end a line", m.next+1)
 		}
 		m.next++
 		m.piece = data
+	}
+	if m.root.Version != jsonVersion {
+		body, rest, err := nextRecord(m.piece)
+		if err != nil {
+			return nil, m.fail("manifest piece %d: %v", m.next, err)
+		}
+		m.piece = rest
+		return body, nil
 	}
 	i := bytes.IndexByte(m.piece, '\n')
 	line := m.piece[:i]

@@ -6,10 +6,10 @@ import (
 	"sync"
 )
 
-// Uploads in flight. A writer stores chunks concurrently: the chunk id is
-// computed by the caller (a keyed MAC of the plaintext), then the chunk is
-// copied and handed to an upload goroutine that asks the store whether it
-// has it, seals it (zstd + XChaCha20-Poly1305) and puts it. At most
+// Uploads in flight. A writer stores chunks concurrently: a chunk of
+// content is copied and handed to an upload goroutine that computes its id
+// (a keyed MAC of the plaintext), asks the store whether it has it, seals
+// it (zstd + XChaCha20-Poly1305) and puts it. At most
 // maxUploads chunks are in flight per writer, so a writer holds at most
 // maxUploads copies of a chunk (MaxChunkSize each, 32 MiB in all) plus
 // their sealed forms; a caller with a chunk to queue waits for a slot.
@@ -42,24 +42,11 @@ func (w *Writer) uploadErr() error {
 func (w *Writer) queueChunk(ctx context.Context, id ChunkID, chunk []byte, shared bool) error {
 	size := int64(len(chunk))
 	w.mu.Lock()
-	if err := w.up.err; err != nil {
-		w.mu.Unlock()
+	claimed, err := w.claimLocked(id, size)
+	w.mu.Unlock()
+	if err != nil || !claimed {
 		return err
 	}
-	_, known := w.known[id]
-	_, inFlight := w.up.pending[id]
-	if known || inFlight {
-		w.sum.BytesReused += size
-		w.sum.ChunksReused++
-		w.mu.Unlock()
-		return nil
-	}
-	if w.up.pending == nil {
-		w.up.pending = map[ChunkID]struct{}{}
-	}
-	w.up.pending[id] = struct{}{}
-	w.mu.Unlock()
-
 	select {
 	case w.up.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -78,6 +65,62 @@ func (w *Writer) queueChunk(ctx context.Context, id ChunkID, chunk []byte, share
 		w.finish(id, size, stored, err)
 	}()
 	return nil
+}
+
+// queueContent is queueChunk of a chunk whose id is not known yet: the
+// chunk is copied and its id computed on the upload's goroutine, set in
+// *id before hashed.Done. So a large file's chunks are hashed while the
+// next ones are read and cut, on as many CPUs as there are.
+func (w *Writer) queueContent(ctx context.Context, chunk []byte, id *ChunkID, hashed *sync.WaitGroup) error {
+	if err := w.uploadErr(); err != nil {
+		return err
+	}
+	select {
+	case w.up.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	data := append(make([]byte, 0, len(chunk)), chunk...)
+	size := int64(len(data))
+	w.up.wg.Add(1)
+	hashed.Add(1)
+	go func() {
+		defer w.up.wg.Done()
+		defer func() { <-w.up.slots }()
+		*id = w.repo.ChunkIDOf(data)
+		hashed.Done()
+		w.mu.Lock()
+		claimed, err := w.claimLocked(*id, size)
+		w.mu.Unlock()
+		if err != nil || !claimed {
+			return // the error is the writer's already
+		}
+		_, stored, err := w.repo.putChunk(ctx, *id, data)
+		w.finish(*id, size, stored, err)
+	}()
+	return nil
+}
+
+// claimLocked decides whether the caller stores chunk id: not when this
+// writer stored it, found it stored or has it in flight (counted as
+// reused), nor after an upload failed (its error). A claimed id is in
+// flight until finish.
+func (w *Writer) claimLocked(id ChunkID, size int64) (bool, error) {
+	if err := w.up.err; err != nil {
+		return false, err
+	}
+	_, known := w.known[id]
+	_, inFlight := w.up.pending[id]
+	if known || inFlight {
+		w.sum.BytesReused += size
+		w.sum.ChunksReused++
+		return false, nil
+	}
+	if w.up.pending == nil {
+		w.up.pending = map[ChunkID]struct{}{}
+	}
+	w.up.pending[id] = struct{}{}
+	return true, nil
 }
 
 // finish records the outcome of storing chunk id of size bytes.

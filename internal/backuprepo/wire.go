@@ -5,20 +5,22 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
-	"unicode/utf8"
 
 	"github.com/covedev/cove/internal/blob"
 	"github.com/covedev/cove/internal/errdefs"
 )
 
-// The manifest of a backup is a root object, manifests/<name>, listing
-// "pieces": ordinary chunks holding the entries as JSON lines, in path
-// order (comparePaths). A line is {"e": entry} or, for a file of more than
-// refsPerRecord chunks, {"c": [more chunk refs]} continuing the entry
-// before it. Pieces are at most pieceTarget+maxLine bytes and end at a
-// line's end, so a reader holds one piece and one entry at a time.
+// The manifest of a backup is a root object, manifests/<name> (JSON),
+// listing "pieces": ordinary chunks holding the entries as records, in
+// path order (comparePaths). A record is an entry or, for a file of more
+// than refsPerRecord chunks, a list of more chunk refs continuing the
+// entry before it. Version 2 records are binary (wire_bin.go); version 1
+// records, which a reader still reads, are JSON lines (wire_json.go).
+// Pieces are at most pieceTarget+maxLine bytes and end at a record's end,
+// so a reader holds one piece and one entry at a time.
 const (
-	manifestVersion = 1
+	manifestVersion = 2 // what a Writer writes
+	jsonVersion     = 1 // JSON lines, read only
 	pieceTarget     = 1 << 20
 	maxLine         = 1 << 20
 	refsPerRecord   = 8192
@@ -51,70 +53,6 @@ type root struct {
 	Meta    Metadata   `json:"meta"`
 	Summary Summary    `json:"summary"`
 	Pieces  []ChunkRef `json:"pieces"`
-}
-
-// wireEntry is an Entry as a manifest line holds it. Paths and symlink
-// targets that are not valid UTF-8 go in the byte fields (base64), so no
-// file name is altered by JSON.
-type wireEntry struct {
-	P  string            `json:"p,omitempty"`
-	PB []byte            `json:"pb,omitempty"`
-	T  EntryType         `json:"t"`
-	M  uint32            `json:"m,omitempty"`
-	U  uint32            `json:"u,omitempty"`
-	G  uint32            `json:"g,omitempty"`
-	MT int64             `json:"mt,omitempty"`
-	CT int64             `json:"ct,omitempty"`
-	I  uint64            `json:"i,omitempty"`
-	S  int64             `json:"s,omitempty"`
-	L  string            `json:"l,omitempty"`
-	LB []byte            `json:"lb,omitempty"`
-	O  bool              `json:"o,omitempty"`
-	X  map[string][]byte `json:"x,omitempty"`
-	C  []ChunkRef        `json:"c,omitempty"`
-}
-
-type record struct {
-	E *wireEntry `json:"e,omitempty"`
-	C []ChunkRef `json:"c,omitempty"`
-}
-
-func splitString(s string) (string, []byte) {
-	if utf8.ValidString(s) {
-		return s, nil
-	}
-	return "", []byte(s)
-}
-
-func joinString(s string, b []byte) (string, error) {
-	if b == nil {
-		return s, nil
-	}
-	if s != "" || utf8.Valid(b) {
-		return "", fmt.Errorf("text given both ways, or valid UTF-8 given as bytes")
-	}
-	return string(b), nil
-}
-
-func toWire(e *Entry, chunks []ChunkRef) *wireEntry {
-	w := &wireEntry{T: e.Type, M: e.Mode, U: e.UID, G: e.GID, MT: e.Mtime, CT: e.Ctime, I: e.Inode,
-		S: e.Size, O: e.Opaque, X: e.Xattrs, C: chunks}
-	w.P, w.PB = splitString(e.Path)
-	w.L, w.LB = splitString(e.Target)
-	return w
-}
-
-func fromWire(w *wireEntry) (*Entry, error) {
-	e := &Entry{Type: w.T, Mode: w.M, UID: w.U, GID: w.G, Mtime: w.MT, Ctime: w.CT, Inode: w.I,
-		Size: w.S, Opaque: w.O, Xattrs: w.X, Chunks: w.C}
-	var err error
-	if e.Path, err = joinString(w.P, w.PB); err != nil {
-		return nil, fmt.Errorf("path: %v", err)
-	}
-	if e.Target, err = joinString(w.L, w.LB); err != nil {
-		return nil, fmt.Errorf("target: %v", err)
-	}
-	return e, nil
 }
 
 // decodeStrict decodes one JSON value, refusing unknown fields and

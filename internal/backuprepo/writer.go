@@ -32,7 +32,8 @@ type Writer struct {
 	zero  map[int]ChunkID      // ids of all-zero chunks by size
 	up    uploads
 
-	piece     bytes.Buffer
+	piece     []byte // records of the piece being filled
+	rec       []byte // the last record's body (a buffer used again)
 	pieces    []ChunkRef
 	last      string
 	any       bool
@@ -70,21 +71,31 @@ func (r *Repo) mustNotExist(ctx context.Context, name string) error {
 // in a file entry given to Add.
 func (w *Writer) StoreContent(ctx context.Context, rd io.Reader) ([]ChunkRef, int64, error) {
 	var refs []ChunkRef
+	var ids []*ChunkID // refs[i]'s id once hashed (nil: set already)
+	var hashed sync.WaitGroup
 	var size int64
 	err := w.repo.key.Split(ctx, rd, func(chunk []byte) error {
 		if size+int64(len(chunk)) > MaxFileSize {
 			return errdefs.InvalidArgument(fmt.Errorf("file larger than %d bytes, the most a backup stores", int64(MaxFileSize)))
 		}
-		ref, err := w.putChunk(ctx, chunk)
-		if err != nil {
+		size += int64(len(chunk))
+		if allZero(chunk) {
+			ref, err := w.putChunkZero(ctx, chunk, true)
+			refs, ids = append(refs, ref), append(ids, nil)
 			return err
 		}
-		refs = append(refs, ref)
-		size += int64(len(chunk))
-		return nil
+		id := new(ChunkID)
+		refs, ids = append(refs, ChunkRef{Size: uint32(len(chunk))}), append(ids, id)
+		return w.queueContent(ctx, chunk, id, &hashed)
 	})
+	hashed.Wait()
 	if err != nil {
 		return nil, 0, err
+	}
+	for i, id := range ids {
+		if id != nil {
+			refs[i].ID = *id
+		}
 	}
 	return refs, size, nil
 }
@@ -216,12 +227,12 @@ func (w *Writer) Add(ctx context.Context, e Entry) error {
 	if len(first) > refsPerRecord {
 		first = first[:refsPerRecord]
 	}
-	if err := w.writeRecord(ctx, record{E: toWire(&e, first)}); err != nil {
+	if err := w.writeRecord(ctx, appendEntry(w.rec[:0], &e, first)); err != nil {
 		return err
 	}
 	for rest := e.Chunks[len(first):]; len(rest) > 0; {
 		n := min(len(rest), refsPerRecord)
-		if err := w.writeRecord(ctx, record{C: rest[:n]}); err != nil {
+		if err := w.writeRecord(ctx, appendChunks(w.rec[:0], rest[:n])); err != nil {
 			return err
 		}
 		rest = rest[n:]
@@ -237,27 +248,25 @@ func (w *Writer) Add(ctx context.Context, e Entry) error {
 	return nil
 }
 
-func (w *Writer) writeRecord(ctx context.Context, rec record) error {
-	line, err := json.Marshal(rec)
-	if err != nil {
-		return fmt.Errorf("manifest entry: %w", err)
+// writeRecord appends a record body (kept as w.rec, a buffer used again)
+// to the current piece.
+func (w *Writer) writeRecord(ctx context.Context, body []byte) error {
+	w.rec = body
+	if len(body) > maxLine {
+		return errdefs.InvalidArgument(fmt.Errorf("manifest entry of %d bytes, more than %d", len(body), maxLine))
 	}
-	if len(line)+1 > maxLine {
-		return errdefs.InvalidArgument(fmt.Errorf("manifest entry of %d bytes, more than %d", len(line), maxLine))
-	}
-	w.piece.Write(line)
-	w.piece.WriteByte('\n')
-	if w.piece.Len() >= pieceTarget {
+	w.piece = appendRecord(w.piece, body)
+	if len(w.piece) >= pieceTarget {
 		return w.flush(ctx)
 	}
 	return nil
 }
 
 func (w *Writer) flush(ctx context.Context) error {
-	if w.piece.Len() == 0 {
+	if len(w.piece) == 0 {
 		return nil
 	}
-	ref, stored, err := w.repo.PutChunk(ctx, w.piece.Bytes())
+	ref, stored, err := w.repo.PutChunk(ctx, w.piece)
 	if err != nil {
 		return fmt.Errorf("backup %q: manifest piece: %w", w.name, err)
 	}
@@ -265,7 +274,7 @@ func (w *Writer) flush(ctx context.Context) error {
 	w.mu.Lock()
 	w.sum.StoredBytes += stored
 	w.mu.Unlock()
-	w.piece.Reset()
+	w.piece = w.piece[:0]
 	return nil
 }
 
