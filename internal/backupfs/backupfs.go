@@ -110,8 +110,9 @@ type RestoreOptions struct {
 	// once at the end), never twice at once; it may be nil.
 	Progress func(Progress)
 	Log      *slog.Logger
-	// Workers is how many chunks are fetched and written at once (0:
-	// DefaultRestoreWorkers; at most 64).
+	// Workers is how many chunks are fetched at once (0:
+	// DefaultRestoreWorkers; at most 64); they are opened and written on
+	// as many goroutines as CPUs.
 	Workers int
 }
 

@@ -25,18 +25,16 @@ import (
 // created itself (or the target's own): an entry below a symlink, a file
 // or anything that is not a restored directory fails, a hard link must
 // lead to a regular file restored earlier in the same target (resolved
-// beneath it without following any symlink). A file is written under a
-// temporary name and renamed into place once whole, so a file whose chunk
-// is missing or corrupt is not left under its name. Owners are mapped into
+// beneath it without following any symlink). A file whose chunk is
+// missing or corrupt is removed, not left under its name. Owners are mapped into
 // opts.Map, modes (set-id bits included) set after the owner, then
 // extended attributes (a capability last, as a chown clears it), then
 // times; directories' times once their contents are done.
 //
 // One goroutine walks the manifest in order and creates directories,
-// links and each file's temporary; opts.Workers workers fetch, open and
+// links and each file; opts.Workers workers fetch, open and
 // write the files' chunks, several at once (see restore_pool.go), and
-// set each file's metadata and rename it into place when its last chunk is
-// written. Before Restore returns, what it wrote is on disk (syncfs of
+// set each file's metadata when its last chunk is written. Before Restore returns, what it wrote is on disk (syncfs of
 // each target's file system): a caller may delete what it kept aside.
 // Memory: a chunk per worker (sealed and opened: see RestoreWorkers), the
 // open directories of the current path and those still holding a file
@@ -73,7 +71,7 @@ func Restore(ctx context.Context, repo *backuprepo.Repo, name string, targets []
 	if werr != nil {
 		r.stop(werr)
 	}
-	r.wait() // every file renamed into place or removed, every directory closed
+	r.wait() // every file whole or removed, every directory closed
 	if err := r.stopped(); err != nil {
 		return r.result(), err
 	}
@@ -144,13 +142,6 @@ func (r *restorer) entry(e *backuprepo.Entry) error {
 	}
 	d, base := r.stack[n-1], path.Base(e.Path)
 	pfd := d.fd
-	if strings.HasPrefix(base, tmpPrefix) {
-		// The name may be a temporary of a file still being written
-		// there: wait for them.
-		if err := r.waitFiles(func(j *fileJob) bool { return j.dir == d }); err != nil {
-			return err
-		}
-	}
 	switch e.Type {
 	case backuprepo.TypeDir:
 		return r.dir(e, t, pfd, base)
@@ -240,13 +231,9 @@ func (r *restorer) hardlink(e *backuprepo.Entry, t *target, pfd int, base string
 		r.fail(e.Path, fmt.Errorf("hard link to %q, outside its tree %s", e.Target, t.Name))
 		return nil
 	}
-	// A file's temporary is no file of the backup: linked, it would keep
-	// that file's content, whole or not, under the link's name (REV-S8-5).
-	if r.isTemporary(e.Target) {
-		r.fail(e.Path, fmt.Errorf("hard link to %q, the temporary name a file being restored is written under", e.Target))
-		return nil
-	}
-	// A file still being written is not there yet.
+	// A file still being written is not whole yet, and is removed if it
+	// fails: linked now, it would keep partial content under the link's
+	// name (REV-S8-5).
 	if err := r.waitFiles(func(j *fileJob) bool { return j.e.Path == e.Target }); err != nil {
 		return err
 	}
@@ -279,23 +266,4 @@ func (r *restorer) hardlink(e *backuprepo.Entry, t *target, pfd int, base string
 		return r.local(e.Path, fmt.Errorf("hard link to %q: %w", e.Target, err))
 	}
 	return nil
-}
-
-// isTemporary reports whether p is the temporary name of a file being
-// written. Only the walk creates them, and a file's temporary is gone
-// before it leaves the files in flight, so the answer holds while the walk
-// stays in an entry.
-func (r *restorer) isTemporary(p string) bool {
-	dir, base := path.Split(p)
-	if !strings.HasPrefix(base, tmpPrefix) {
-		return false
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for j := range r.pending {
-		if j.tmp == base && j.dir.path+"/" == dir {
-			return true
-		}
-	}
-	return false
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -16,24 +16,34 @@ import (
 )
 
 // A restore writes files' content in parallel. The walk (one goroutine,
-// manifest order) creates each file under a temporary name in its
-// directory and queues its chunks as tasks; workers fetch, open (verify,
-// decrypt, decompress) and write them at their offsets, several chunks of
-// one file or of several files at once. The worker that finishes a file's
-// last chunk sets its metadata and renames it into place (or removes it
-// when a chunk failed). A directory stays open until the walk has left it
-// and its last file is renamed; then its times are set (a rename in it
-// would move them) and it is closed.
+// manifest order) creates each file in its directory and queues its
+// chunks as tasks; fetchers read them from the store, many at once, and
+// hand them to openers, one per CPU, which open them (verify, decrypt,
+// decompress) and write them at their offsets, several chunks of one file
+// or of several files at once. Apart, fetching never waits for a CPU:
+// with every worker both fetching and opening, the workers queued for a
+// CPU left the disk (or S3) with one read in flight, and a restore of
+// small files took twice as long. The worker that finishes a file's last chunk sets its
+// metadata, or removes the file when a chunk failed, so no name is left
+// on a file that is not whole once Restore returns. A directory stays open
+// until the walk has left it and its last file is done; then its times are
+// set (a file removed in it would move them) and it is closed.
+//
+// Files are created under their own names, not under a temporary renamed
+// into place: a rename per file was a tenth of a restore's CPU, and a
+// target is new and empty, seen by nothing until the restore is done (the
+// runner's restore step removes what a restore killed half-way wrote).
 //
 // On a store with 10–30 ms per request (S3) the chunks in flight are
 // what makes a restore of many small files take seconds rather than
 // minutes; on a local disk they overlap reads, writes and the CPU's work.
 
 const (
-	// DefaultRestoreWorkers is how many chunks a restore fetches and
-	// writes at once unless RestoreOptions.Workers says otherwise: many,
-	// as most chunks are small files' (their reads from disk or S3 are
-	// what a restore waits for), within restoreBytesInFlight.
+	// DefaultRestoreWorkers is how many chunks a restore fetches at once
+	// unless RestoreOptions.Workers says otherwise: many, as most chunks
+	// are small files' (their reads from disk or S3 are what a restore
+	// waits for), within restoreBytesInFlight. As many openers as CPUs
+	// (GOMAXPROCS, at most Workers) open and write them.
 	DefaultRestoreWorkers = 32
 	// maxRestoreWorkers bounds RestoreOptions.Workers.
 	maxRestoreWorkers = 64
@@ -51,12 +61,14 @@ var restoreBytesInFlight int64 = 8 * backuprepo.MaxChunkSize
 
 // pool is what the walk shares with the workers.
 type pool struct {
-	wctx   context.Context // cancelled to stop the workers
-	cancel context.CancelFunc
-	tasks  chan chunkTask
-	slots  chan struct{}       // a value per file in flight
-	budget *semaphore.Weighted // restoreBytesInFlight
-	wg     sync.WaitGroup
+	wctx    context.Context // cancelled to stop the workers
+	cancel  context.CancelFunc
+	tasks   chan chunkTask
+	fetched chan fetchedChunk
+	slots   chan struct{}       // a value per file in flight
+	budget  *semaphore.Weighted // restoreBytesInFlight
+	fetchWG sync.WaitGroup      // the fetchers
+	openWG  sync.WaitGroup      // the openers
 
 	overflow atomic.Int64 // RestoreResult.Overflow
 
@@ -80,13 +92,15 @@ type fileJob struct {
 	e     *backuprepo.Entry
 	t     *target
 	dir   *dirRef
-	tmp   string
-	fd    int
+	base  string
+	fd    int // -1 until created
 	seq   int64
+	made  sync.Once
+	mkErr error        // why it could not be created
 	left  atomic.Int32 // tasks not done, and one for the walk
 	zeros atomic.Bool  // a chunk of zeros was left as a hole: truncate
 	err   atomic.Pointer[error]
-	done  chan struct{} // closed once renamed into place or removed
+	done  chan struct{} // closed once whole, or removed
 }
 
 // chunkTask is count copies, back to back from off, of a file's chunk
@@ -107,12 +121,19 @@ func (r *restorer) start() {
 	n = min(n, maxRestoreWorkers)
 	r.wctx, r.cancel = context.WithCancel(r.ctx)
 	r.tasks = make(chan chunkTask, n)
+	r.fetched = make(chan fetchedChunk, n)
 	r.slots = make(chan struct{}, maxFilesInFlight)
 	r.budget = semaphore.NewWeighted(max(restoreBytesInFlight, backuprepo.MaxChunkSize))
 	r.pending = map[*fileJob]string{}
-	r.wg.Add(n)
+	r.fetchWG.Add(n)
 	for range n {
-		go r.work()
+		go r.fetch()
+	}
+	m := min(n, runtime.GOMAXPROCS(0)) // four per CPU measured no faster
+
+	r.openWG.Add(m)
+	for range m {
+		go r.open()
 	}
 }
 
@@ -121,7 +142,9 @@ func (r *restorer) start() {
 func (r *restorer) wait() {
 	r.popTo("")
 	close(r.tasks)
-	r.wg.Wait()
+	r.fetchWG.Wait()
+	close(r.fetched)
+	r.openWG.Wait()
 	r.cancel()
 }
 
@@ -188,19 +211,16 @@ func (r *restorer) waitFiles(match func(*fileJob) bool) error {
 	return nil
 }
 
-// file creates a file's temporary in directory d and queues its chunks.
+// file queues a file's chunks; the first of them fetched creates it in
+// directory d (the walk goes on meanwhile: a create is a read of the file
+// system's free inodes, cold after a boot).
 func (r *restorer) file(e *backuprepo.Entry, t *target, d *dirRef, base string) error {
 	select {
 	case r.slots <- struct{}{}:
 	case <-r.wctx.Done():
 		return r.stopped()
 	}
-	fd, tmp, err := r.createTemp(d.fd, base)
-	if err != nil {
-		<-r.slots
-		return r.local(e.Path, fmt.Errorf("create: %w", err))
-	}
-	j := &fileJob{e: e, t: t, dir: d, tmp: tmp, fd: fd, seq: r.walkSeq, done: make(chan struct{})}
+	j := &fileJob{e: e, t: t, dir: d, base: base, fd: -1, seq: r.walkSeq, done: make(chan struct{})}
 	d.refs.Add(1)
 	r.mu.Lock()
 	r.pending[j] = e.Path
@@ -238,31 +258,64 @@ queue:
 	return nil
 }
 
-// createTemp creates a new file under a temporary name in directory pfd
-// (never base itself, nor a name there already).
-func (r *restorer) createTemp(pfd int, base string) (int, string, error) {
-	for {
-		r.seq++
-		tmp := fmt.Sprintf("%s%d", tmpPrefix, r.seq)
-		if tmp == base {
-			continue
+// fetchedChunk is a task whose chunk was fetched (sc), failed to be
+// (err), or was not fetched: its file failed already or the restore
+// stopped. held is what it holds of the byte budget.
+type fetchedChunk struct {
+	chunkTask
+	sc   *backuprepo.SealedChunk
+	err  error
+	held int64
+}
+
+// create creates the file, once, on whichever goroutine needs it first;
+// an error is local (see finish).
+func (j *fileJob) create() error {
+	j.made.Do(func() {
+		fd, err := unix.Openat(j.dir.fd, j.base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			j.mkErr = fmt.Errorf("restore %q: create: %w", j.e.Path, err)
+			return
 		}
-		fd, err := unix.Openat(pfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-		if errors.Is(err, unix.EEXIST) {
-			continue // a name the backup restored
+		j.fd = fd
+	})
+	return j.mkErr
+}
+
+// fetch creates the tasks' files, reads their chunks from the store and
+// hands them to the openers. A file that cannot be created is not fetched
+// (finish reports it).
+func (r *restorer) fetch() {
+	defer r.fetchWG.Done()
+	for tk := range r.tasks {
+		f := fetchedChunk{chunkTask: tk}
+		if tk.job.err.Load() == nil && r.wctx.Err() == nil && tk.job.create() == nil {
+			size := int64(tk.ref.Size)
+			if f.err = r.budget.Acquire(r.wctx, size); f.err == nil { // else stopped
+				f.held = size
+				f.sc, f.err = r.repo.FetchChunk(r.wctx, tk.ref)
+			}
 		}
-		return fd, tmp, err
+		r.fetched <- f // the openers take every one until closed
 	}
 }
 
-func (r *restorer) work() {
-	defer r.wg.Done()
-	for tk := range r.tasks {
-		j := tk.job
-		if j.err.Load() == nil && r.wctx.Err() == nil {
-			if err := r.writeChunk(tk); err != nil {
-				j.err.CompareAndSwap(nil, &err)
-			}
+// open opens fetched chunks and writes them; the last chunk of a file
+// finishes it.
+func (r *restorer) open() {
+	defer r.openWG.Done()
+	for f := range r.fetched {
+		j := f.job
+		err := f.err
+		if err == nil && f.sc != nil && j.err.Load() == nil && r.wctx.Err() == nil {
+			err = r.writeChunk(f.chunkTask, f.sc)
+		}
+		if err != nil && f.sc == nil && f.held > 0 {
+			err = fmt.Errorf("restore %q: chunk %d of %d: %w", j.e.Path, f.index+1, len(j.e.Chunks), err)
+		}
+		r.budget.Release(f.held)
+		if err != nil {
+			j.err.CompareAndSwap(nil, &err)
 		}
 		if j.left.Add(-1) == 0 {
 			r.finish(j)
@@ -270,15 +323,11 @@ func (r *restorer) work() {
 	}
 }
 
-// writeChunk fetches and opens a chunk and writes it where it goes; a
-// chunk of zeros is left as a hole.
-func (r *restorer) writeChunk(tk chunkTask) error {
+// writeChunk opens a fetched chunk and writes it where it goes; a chunk
+// of zeros is left as a hole.
+func (r *restorer) writeChunk(tk chunkTask, sc *backuprepo.SealedChunk) error {
 	e := tk.job.e
-	if err := r.budget.Acquire(r.wctx, int64(tk.ref.Size)); err != nil {
-		return err // stopped
-	}
-	defer r.budget.Release(int64(tk.ref.Size))
-	data, err := r.repo.GetChunk(r.wctx, tk.ref)
+	data, err := r.repo.OpenChunk(sc)
 	if err != nil {
 		return fmt.Errorf("restore %q: chunk %d of %d: %w", e.Path, tk.index+1, len(e.Chunks), err)
 	}
@@ -299,9 +348,9 @@ func (r *restorer) writeChunk(tk chunkTask) error {
 	return nil
 }
 
-// finish sets a file's metadata and renames it into place once all its
-// chunks are written, or removes it (and lists it, unless the restore was
-// stopped).
+// finish sets a file's metadata once all its chunks are written, or
+// removes it (and lists it, unless the restore was stopped). Every task
+// of j is done (its counter says so): j.fd is what they left.
 func (r *restorer) finish(j *fileJob) {
 	e, pfd := j.e, j.dir.fd
 	var err error
@@ -309,6 +358,14 @@ func (r *restorer) finish(j *fileJob) {
 		err = *p
 	}
 	local := false
+	if err == nil {
+		err = r.wctx.Err() // stopped
+	}
+	if err == nil {
+		if err = j.create(); err != nil { // a file without chunks is created here
+			local = true
+		}
+	}
 	if err == nil && j.zeros.Load() {
 		if err = unix.Ftruncate(j.fd, e.Size); err != nil {
 			err, local = fmt.Errorf("restore %q: %w", e.Path, err), true
@@ -319,21 +376,21 @@ func (r *restorer) finish(j *fileJob) {
 			local = true
 		}
 	}
-	if cerr := unix.Close(j.fd); err == nil && cerr != nil {
-		err, local = fmt.Errorf("restore %q: %w", e.Path, cerr), true
+	created := j.fd >= 0
+	if created {
+		if cerr := unix.Close(j.fd); err == nil && cerr != nil {
+			err, local = fmt.Errorf("restore %q: %w", e.Path, cerr), true
+		}
 	}
 	if err == nil && r.wctx.Err() != nil {
 		err = r.wctx.Err()
 	}
-	if err == nil {
-		if err = unix.Renameat2(pfd, j.tmp, pfd, path.Base(e.Path), unix.RENAME_NOREPLACE); err != nil {
-			err, local = fmt.Errorf("rename into place: %w", err), true
+	if err != nil && created {
+		if uerr := unix.Unlinkat(pfd, j.base, 0); uerr != nil && !errors.Is(uerr, unix.ENOENT) {
+			r.log.Warn("remove a file not restored", "path", e.Path, "err", uerr)
 		}
 	}
 	if err != nil {
-		if uerr := unix.Unlinkat(pfd, j.tmp, 0); uerr != nil && !errors.Is(uerr, unix.ENOENT) {
-			r.log.Warn("remove a file not restored", "path", e.Path, "err", uerr)
-		}
 		if r.wctx.Err() == nil {
 			var stop error
 			if local {
@@ -377,9 +434,6 @@ func (r *restorer) content(seq int64, p string, err error) error {
 	}
 	return fmt.Errorf("restore stopped: %w", err)
 }
-
-// tmpPrefix starts the name a file is written under until it is whole.
-const tmpPrefix = ".cove-restore-"
 
 func allZero(b []byte) bool {
 	for _, c := range b {

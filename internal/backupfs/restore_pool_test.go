@@ -108,15 +108,27 @@ func manyFiles(t *testing.T, n int, big map[string]int) (string, map[string][]by
 	return src, contents
 }
 
-// noTemporaries fails the test if a temporary file is left below dir.
-func noTemporaries(t *testing.T, dir string) {
+// onlyWholeFiles fails the test if a regular file below dir is not one of
+// contents (by its path below dir) with all its content: a file the
+// restore did not finish must not be left under its name.
+func onlyWholeFiles(t *testing.T, dir string, contents map[string][]byte) {
 	t.Helper()
-	must(t, filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
-		if strings.HasPrefix(filepath.Base(p), tmpPrefix) {
-			t.Errorf("temporary file left: %s", p)
+	n := 0
+	must(t, filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || !fi.Mode().IsRegular() {
+			return err
 		}
-		return err
+		n++
+		rel, _ := filepath.Rel(dir, p)
+		want, ok := contents[filepath.ToSlash(rel)]
+		if got, rerr := os.ReadFile(p); !ok || rerr != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s left, not a whole file of the backup (%d bytes of %d, %v)", rel, len(got), len(want), rerr)
+		}
+		return nil
 	}))
+	if n == 0 && len(contents) > 0 {
+		t.Errorf("no file below %s: the check checks nothing", dir)
+	}
 }
 
 // noDescriptorsInto fails the test if this process still has a
@@ -199,7 +211,7 @@ func TestParallelCorruptChunks(t *testing.T) {
 	if res.Files != int64(len(contents)-3) {
 		t.Errorf("%d files restored, want %d", res.Files, len(contents)-3)
 	}
-	noTemporaries(t, target)
+	onlyWholeFiles(t, target, contents)
 	noDescriptorsInto(t, target)
 }
 
@@ -227,7 +239,7 @@ func TestParallelChunksInFlightBounded(t *testing.T) {
 				t.Errorf("%s restored wrong (%v)", name, err)
 			}
 		}
-		noTemporaries(t, target)
+		onlyWholeFiles(t, target, contents)
 	}
 	for _, workers := range []int{1, 4} {
 		t.Run(fmt.Sprint(workers), func(t *testing.T) {
@@ -285,12 +297,12 @@ func TestParallelChunksInFlightBounded(t *testing.T) {
 
 // TestParallelStoreFails: a store that stops answering (not a missing or
 // corrupt chunk: the store out of reach) stops the restore with its
-// error; the workers stop (Restore returns), no file is left under a
-// temporary name and no descriptor stays open.
+// error; the workers stop (Restore returns), no file is left partly
+// written and no descriptor stays open.
 func TestParallelStoreFails(t *testing.T) {
 	requireRoot(t)
 	repo, blobs := newRepo(t)
-	src, _ := manyFiles(t, 200, map[string]int{"big/a": 6 << 20})
+	src, contents := manyFiles(t, 200, map[string]int{"big/a": 6 << 20})
 	backup(t, repo, "b", "", mapA, Source{Name: "ws", Dir: src})
 
 	down := errors.New("connection refused")
@@ -314,7 +326,7 @@ func TestParallelStoreFails(t *testing.T) {
 	if res.FailedCount != 0 {
 		t.Errorf("files listed as failed (%v): the store being down is not their fault", res.Failed)
 	}
-	noTemporaries(t, target)
+	onlyWholeFiles(t, target, contents)
 	noDescriptorsInto(t, target)
 	if g.inFlight != 0 {
 		t.Errorf("%d Gets still in flight after Restore returned", g.inFlight)
@@ -326,7 +338,7 @@ func TestParallelStoreFails(t *testing.T) {
 func TestParallelCancelled(t *testing.T) {
 	requireRoot(t)
 	repo, blobs := newRepo(t)
-	src, _ := manyFiles(t, 200, map[string]int{"big/a": 6 << 20})
+	src, contents := manyFiles(t, 200, map[string]int{"big/a": 6 << 20})
 	backup(t, repo, "b", "", mapA, Source{Name: "ws", Dir: src})
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -356,7 +368,7 @@ func TestParallelCancelled(t *testing.T) {
 	if res.FailedCount != 0 {
 		t.Errorf("files listed as failed (%v) by a cancelled restore", res.Failed)
 	}
-	noTemporaries(t, target)
+	onlyWholeFiles(t, target, contents)
 	noDescriptorsInto(t, target)
 	if res.Files >= 201 {
 		t.Errorf("%d files restored: the restore went on after it was cancelled", res.Files)

@@ -78,7 +78,6 @@ type restorer struct {
 	targets []*target
 	stack   []*dirRef // the directories along the walk's path
 	ignored string    // the last tree listed in Ignored
-	seq     int       // the last temporary name's number
 	walkSeq int64     // the walk's current entry (orders Failed)
 
 	pool // the workers, and what they share with the walk

@@ -184,23 +184,60 @@ func (r *Repo) storedWhole(ctx context.Context, ref ChunkRef, info blob.Info) (b
 // blob.ErrNotFound; one that does not check out is ErrCorrupt (or
 // ErrWrongKey).
 func (r *Repo) GetChunk(ctx context.Context, ref ChunkRef) ([]byte, error) {
+	sc, err := r.FetchChunk(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	return r.OpenChunk(sc)
+}
+
+// SealedChunk is a chunk's object as stored, read but not opened.
+type SealedChunk struct {
+	ref    ChunkRef
+	sealed []byte
+}
+
+// FetchChunk reads the object of the chunk ref names: the part of
+// GetChunk that waits for the store. A caller fetching many chunks (a
+// restore) keeps many fetches in flight and opens them on as many
+// goroutines as there are CPUs. A missing chunk is blob.ErrNotFound; an
+// object larger than ref's size can take sealed is ErrCorrupt, and no
+// more of it is read.
+func (r *Repo) FetchChunk(ctx context.Context, ref ChunkRef) (*SealedChunk, error) {
 	name := ref.ID.String()
 	rc, err := r.store.Get(ctx, ref.ID.key(), blob.Range{})
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", name, err)
 	}
 	defer rc.Close()
-	return r.chunkFrom(rc, ref)
+	return sealedFrom(rc, ref)
+}
+
+// sealedFrom reads the object of chunk ref from rd.
+func sealedFrom(rd io.Reader, ref ChunkRef) (*SealedChunk, error) {
+	sealed, err := readSealedSized("chunk "+ref.ID.String(), rd, sealedHint(ref.Size))
+	if err != nil {
+		return nil, err
+	}
+	return &SealedChunk{ref: ref, sealed: sealed}, nil
 }
 
 // chunkFrom is GetChunk of the object read from rd.
 func (r *Repo) chunkFrom(rd io.Reader, ref ChunkRef) ([]byte, error) {
-	name := ref.ID.String()
-	sealed, err := readSealedSized("chunk "+name, rd, sealedHint(ref.Size))
+	sc, err := sealedFrom(rd, ref)
 	if err != nil {
 		return nil, err
 	}
-	data, err := r.key.open(kindChunk, name, sealed)
+	return r.OpenChunk(sc)
+}
+
+// OpenChunk authenticates, decrypts and decompresses a fetched chunk and
+// checks that its content has its id and size: the CPU's part of
+// GetChunk. A chunk that does not check out is ErrCorrupt (or
+// ErrWrongKey).
+func (r *Repo) OpenChunk(sc *SealedChunk) ([]byte, error) {
+	ref, name := sc.ref, sc.ref.ID.String()
+	data, err := r.key.open(kindChunk, name, sc.sealed)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %w", err)
 	}
