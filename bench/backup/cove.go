@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"time"
 
 	"github.com/covedev/cove/internal/backupfs"
@@ -127,11 +128,18 @@ func (t *coveTool) restore(ctx context.Context, dst string) (u usage, err error)
 // and returns the function that stops and records it in u.
 func (t *coveTool) measure(s step, u *usage) func() {
 	before := selfCPU()
-	var prof *os.File
+	var prof, tr *os.File
 	if t.profile != "" {
-		p := filepath.Join(t.profile, fmt.Sprintf("cove-%d-%s.pprof", s, []string{"full", "incr", "incr-warm", "noop", "restore"}[s]))
-		if f, err := os.Create(p); err == nil && pprof.StartCPUProfile(f) == nil {
+		base := filepath.Join(t.profile, fmt.Sprintf("cove-%d-%s", s, []string{"full", "incr", "incr-warm", "noop", "restore"}[s]))
+		if f, err := os.Create(base + ".pprof"); err == nil && pprof.StartCPUProfile(f) == nil {
 			prof = f
+		} else if f != nil {
+			f.Close()
+		}
+		// An execution trace too: what each goroutine waited on
+		// (go tool trace).
+		if f, err := os.Create(base + ".trace"); err == nil && trace.Start(f) == nil {
+			tr = f
 		} else if f != nil {
 			f.Close()
 		}
@@ -140,6 +148,10 @@ func (t *coveTool) measure(s step, u *usage) func() {
 		if prof != nil {
 			pprof.StopCPUProfile()
 			prof.Close()
+		}
+		if tr != nil {
+			trace.Stop()
+			tr.Close()
 		}
 		u.cpu = selfCPU() - before
 	}

@@ -26,9 +26,10 @@
 // Usage (as root, from the repository root; needs tar, zstd, restic and
 // git: scripts/install-deps.sh bench):
 //
-//	go run ./bench/backup [-rounds 3] [-size BYTES] [-dir /var/tmp] [-cpuprofile DIR] [-only full|restore]
+//	go run ./bench/backup [-rounds 3] [-size BYTES] [-dir /var/tmp] [-cpuprofile DIR] [-only full|incr|restore]
 //
-// -only full runs the full backup alone; -only restore a full backup and
+// -only full runs the full backup alone; -only incr a full backup and the
+// incremental after it (cold, then warm); -only restore a full backup and
 // the restore of it (which then reads a full backup, not an incremental
 // chain): to iterate on one step.
 package main
@@ -57,7 +58,7 @@ type options struct {
 	profile       string
 	dropCaches    bool
 	syncfs        bool
-	only          string // "" (every step), "full" or "restore" (see runs)
+	only          string // "" (every step), "full", "incr" or "restore" (see runs)
 }
 
 // runs reports whether step s is run: with -only full, the full backup
@@ -67,6 +68,8 @@ func (o options) runs(s step) bool {
 	switch o.only {
 	case "full":
 		return s == stepFull
+	case "incr":
+		return s == stepFull || s == stepIncr || s == stepIncrWarm
 	case "restore":
 		return s == stepFull || s == stepRestore
 	}
@@ -81,10 +84,10 @@ func main() {
 	flag.IntVar(&o.level, "zstd-level", 3, "zstd level of the tar baseline (3 is zstd's default)")
 	flag.StringVar(&o.cache, "cache", "/var/cache/cove-bench-backup", "where the generated data set is kept between runs")
 	flag.StringVar(&o.dir, "dir", "/var/tmp", "work directory's parent: the copy of the data set, every tool's storage and the restores go there (one file system for all)")
-	flag.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles of cove's steps (last round) into this directory")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles and execution traces of cove's steps (last round) into this directory")
 	flag.BoolVar(&o.dropCaches, "drop-caches", true, "drop the page cache before every timed step but the warm ones")
 	flag.BoolVar(&o.syncfs, "experiment-syncfs", false, "add cove-syncfs: cove on a store without per-object fsync, one syncfs per backup (what localblob's fsyncs cost)")
-	flag.StringVar(&o.only, "only", "", "\"full\": run only the full backup; \"restore\": only a full backup and the restore of it (to iterate on one step; the others are skipped)")
+	flag.StringVar(&o.only, "only", "", "\"full\": run only the full backup; \"incr\": only a full backup and the incrementals after it; \"restore\": only a full backup and the restore of it (to iterate on one step; the others are skipped)")
 	flag.Parse()
 	benchkit.Main("bench/backup", func(ctx context.Context) error { return run(ctx, o, os.Stdout) })
 }
@@ -118,8 +121,8 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return fmt.Errorf("%s not found: install the benchmark's baselines with scripts/install-deps.sh bench", t)
 		}
 	}
-	if o.only != "" && o.only != "full" && o.only != "restore" {
-		return fmt.Errorf("-only %q: want \"full\" or \"restore\"", o.only)
+	if o.only != "" && o.only != "full" && o.only != "incr" && o.only != "restore" {
+		return fmt.Errorf("-only %q: want \"full\", \"incr\" or \"restore\"", o.only)
 	}
 	if o.rounds < 1 || o.size < 64<<20 {
 		return errors.New("-rounds must be at least 1 and -size at least 64 MiB")
