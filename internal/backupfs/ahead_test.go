@@ -375,3 +375,51 @@ func TestReadAheadBoundedInBytes(t *testing.T) {
 		t.Errorf("ws/f199 stored as %q", got["ws/f199"])
 	}
 }
+
+// TestAheadCountsPreviousEntries: unchanged files waiting behind a file
+// being read hold their previous entries, chunk lists and all; those
+// count in maxAheadBytes, so a tree of huge sparse files (a chunk
+// reference per 4 MiB of holes) behind a slow read does not fill the
+// backup child's memory (review S10-1).
+func TestAheadCountsPreviousEntries(t *testing.T) {
+	requireRoot(t)
+	setReadWorkers(t, 1)
+	old := maxAheadBytes
+	maxAheadBytes = 4 << 20
+	t.Cleanup(func() { maxAheadBytes = old })
+	repo, _ := newRepo(t)
+	src := emptyDir(t, "src")
+	uid, gid := int(mapA.HostUID), int(mapA.HostGID)
+	writeFile(t, filepath.Join(src, "a"), randomBytes(1, 1000), 0o644, uid, gid)
+	const n, size = 100, 16 << 30 // each 4,096 zero chunk references
+	for i := range n {
+		p := filepath.Join(src, fmt.Sprintf("b%04d", i))
+		writeFile(t, p, nil, 0o644, uid, gid)
+		must(t, os.Truncate(p, size))
+	}
+	backup(t, repo, "one", "", mapA, Source{Name: "ws", Dir: src})
+	writeFile(t, filepath.Join(src, "a"), randomBytes(2, 1000), 0o644, uid, gid)
+
+	// "a" is held until the queue is full (by bytes) or holds everything.
+	release := make(chan struct{})
+	var released atomic.Bool
+	var maxEntries, maxBytes int
+	orig := aheadQueued
+	aheadQueued = func(e, b int) {
+		maxEntries, maxBytes = max(maxEntries, e), max(maxBytes, b)
+		if (e == n+1 || b >= maxAheadBytes) && released.CompareAndSwap(false, true) {
+			close(release)
+		}
+	}
+	t.Cleanup(func() { aheadQueued = orig })
+	setAfterRead(t, func(rel string) {
+		if rel == "a" {
+			<-release
+		}
+	})
+	backup(t, repo, "two", "one", mapA, Source{Name: "ws", Dir: src})
+	held := 48 * (size / backuprepo.MaxChunkSize) // what each queued entry's previous chunk list takes, about
+	if most := maxAheadBytes/held + 2; maxEntries > most {
+		t.Errorf("%d entries queued behind a read (%d bytes counted): their previous chunk lists (%d bytes each) are not counted against %d bytes", maxEntries, maxBytes, held, maxAheadBytes)
+	}
+}

@@ -182,7 +182,10 @@ func (m *ManifestReader) line() ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("backup %q: manifest piece %d of %d: %w", m.name, m.next+1, len(m.root.Pieces), err)
 		}
-		if m.root.Version == jsonVersion && (len(data) == 0 || data[len(data)-1] != '\n') {
+		if len(data) == 0 {
+			return nil, m.fail("manifest piece %d is empty", m.next+1)
+		}
+		if m.root.Version == jsonVersion && data[len(data)-1] != '\n' {
 			return nil, m.fail("manifest piece %d does not end a line", m.next+1)
 		}
 		m.next++

@@ -333,6 +333,21 @@ func rollBack(lay envdir.Layout, rec *restoreRecord) error {
 			}
 		}
 	}
+	// A service tree the child made for a backup's service (restoreAll)
+	// is in no record: every one there before the restore was recorded
+	// (asideContent), so any other holds what the restore wrote, files
+	// partly written under their own names (review S10-2).
+	if ents, err := os.ReadDir(lay.ServicesData()); err == nil {
+		for _, e := range ents {
+			d := filepath.Join(lay.ServicesData(), e.Name(), "upper")
+			if _, err := os.Lstat(d); err != nil || contains(rec.Targets, d) {
+				continue
+			}
+			if err := os.RemoveAll(d); err != nil {
+				errs = append(errs, fmt.Errorf("remove the partial restore %s: %w", d, err))
+			}
+		}
+	}
 	if len(errs) == 0 {
 		if err := os.Remove(restoreRecordPath(lay)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)

@@ -309,13 +309,25 @@ func TestRestoreRecovery(t *testing.T) {
 	e.st.IDMap.HostID, e.st.IDMap.Size = uint32(os.Getuid()), 1
 	ws := e.lay.Workspace()
 	writeFile(t, filepath.Join(ws, "app/mine.txt"), "mine\n")
+	kept := filepath.Join(e.lay.ServicesData(), "cache", "upper", "keep.txt") // a service's tree before the restore
+	writeFile(t, kept, "cache\n")
 	req := &covev1.RestoreRequest{BackupId: "b", Generation: 3}
 	if _, err := asideContent(e.lay, e.st, req); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(ws, "app/mine.txt"), "half restor") // the child, killed
+	// ... having made a service's tree (restoreAll) and half written a file
+	// there under its name.
+	svc := filepath.Join(e.lay.ServicesData(), "db", "upper")
+	writeFile(t, filepath.Join(svc, "var/lib/db/data"), "half writ")
 	if finished, err := recoverRestore(e.lay, 3); err != nil || finished {
 		t.Fatalf("recover: finished %v, %v", finished, err)
+	}
+	if _, err := os.Lstat(svc); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the service tree the killed restore made is left: %v", err)
+	}
+	if got := readFile(t, kept); got != "cache\n" {
+		t.Errorf("a service's own tree: keep.txt %q after recovering", got)
 	}
 	if got := readFile(t, filepath.Join(ws, "app/mine.txt")); got != "mine\n" {
 		t.Fatalf("mine.txt %q after recovering from a killed restore", got)
