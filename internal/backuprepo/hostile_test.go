@@ -11,21 +11,33 @@ import (
 	"testing"
 )
 
-// putManifest writes a manifest of the given lines (one piece) sealed with
-// r's key: what a compromised holder of the key (or a bug) could write.
-// edit changes the root before it is sealed.
+// putManifest writes a version 1 manifest of the given lines (one piece)
+// sealed with r's key: what a compromised holder of the key (or a bug)
+// could write. edit changes the root before it is sealed.
 func putManifest(t testing.TB, r *Repo, name string, lines []string, edit func(*root)) {
 	t.Helper()
+	var piece []byte
+	if len(lines) > 0 {
+		piece = []byte(strings.Join(lines, "\n") + "\n")
+	}
+	putRawManifest(t, r, name, jsonVersion, piece, int64(len(lines)), edit)
+}
+
+// putRawManifest writes a manifest of version whose one piece (if not
+// empty) is piece, announcing entries; edit changes the root before it is
+// sealed.
+func putRawManifest(t testing.TB, r *Repo, name string, version int, piece []byte, entries int64, edit func(*root)) {
+	t.Helper()
 	ctx := context.Background()
-	rt := root{Version: jsonVersion, Name: name}
-	if piece := strings.Join(lines, "\n"); piece != "" {
-		ref, _, err := r.PutChunk(ctx, []byte(piece+"\n"))
+	rt := root{Version: version, Name: name}
+	if len(piece) > 0 {
+		ref, _, err := r.PutChunk(ctx, piece)
 		if err != nil {
 			t.Fatal(err)
 		}
 		rt.Pieces = []ChunkRef{ref}
 	}
-	rt.Summary.Entries = int64(len(lines))
+	rt.Summary.Entries = entries
 	if edit != nil {
 		edit(&rt)
 	}

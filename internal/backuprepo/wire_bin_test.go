@@ -84,36 +84,6 @@ func splitForJSON(s string) (string, []byte) {
 	return "", []byte(s)
 }
 
-// putBinManifest writes a version 2 manifest of one piece holding
-// records: what a compromised holder of the key (or a bug) could write.
-func putBinManifest(t testing.TB, r *Repo, name string, piece []byte, entries int64, edit func(*root)) {
-	t.Helper()
-	ctx := context.Background()
-	rt := root{Version: manifestVersion, Name: name}
-	if len(piece) > 0 {
-		ref, _, err := r.PutChunk(ctx, piece)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rt.Pieces = []ChunkRef{ref}
-	}
-	rt.Summary.Entries = entries
-	if edit != nil {
-		edit(&rt)
-	}
-	doc, err := json.Marshal(rt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sealed, err := r.key.seal(kindManifest, manifestKey(name), doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.store.Put(ctx, manifestKey(name), bytes.NewReader(sealed), int64(len(sealed))); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestHostileBinaryManifestRefused feeds the reader binary records that
 // break the encoding or the rules: each is refused as corrupt, naming the
 // backup, and nothing invalid is handed out.
@@ -173,7 +143,7 @@ func TestHostileBinaryManifestRefused(t *testing.T) {
 		{"more than announced", append(dir, ent(Entry{Path: "b", Type: TypeDir})...), 1, "more entries"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			putBinManifest(t, r, "hostile", tc.piece, tc.entries, nil)
+			putRawManifest(t, r, "hostile", manifestVersion, tc.piece, tc.entries, nil)
 			_, err := readUntilError(t, r, "hostile")
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), `"hostile"`) {
 				t.Errorf("error %v: want one naming the backup and saying %q", err, tc.want)
