@@ -258,6 +258,12 @@ queue:
 	return nil
 }
 
+// failed names the file and which of its chunks err (fetching or opening
+// it) is about.
+func (tk chunkTask) failed(err error) error {
+	return fmt.Errorf("restore %q: chunk %d of %d: %w", tk.job.e.Path, tk.index+1, len(tk.job.e.Chunks), err)
+}
+
 // fetchedChunk is a task whose chunk was fetched (sc), failed to be
 // (err), or was not fetched: its file failed already or the restore
 // stopped. held is what it holds of the byte budget.
@@ -293,7 +299,9 @@ func (r *restorer) fetch() {
 			size := int64(tk.ref.Size)
 			if f.err = r.budget.Acquire(r.wctx, size); f.err == nil { // else stopped
 				f.held = size
-				f.sc, f.err = r.repo.FetchChunk(r.wctx, tk.ref)
+				if f.sc, f.err = r.repo.FetchChunk(r.wctx, tk.ref); f.err != nil {
+					f.err = tk.failed(f.err)
+				}
 			}
 		}
 		r.fetched <- f // the openers take every one until closed
@@ -309,9 +317,6 @@ func (r *restorer) open() {
 		err := f.err
 		if err == nil && f.sc != nil && j.err.Load() == nil && r.wctx.Err() == nil {
 			err = r.writeChunk(f.chunkTask, f.sc)
-		}
-		if err != nil && f.sc == nil && f.held > 0 {
-			err = fmt.Errorf("restore %q: chunk %d of %d: %w", j.e.Path, f.index+1, len(j.e.Chunks), err)
 		}
 		r.budget.Release(f.held)
 		if err != nil {
@@ -329,7 +334,7 @@ func (r *restorer) writeChunk(tk chunkTask, sc *backuprepo.SealedChunk) error {
 	e := tk.job.e
 	data, err := r.repo.OpenChunk(sc)
 	if err != nil {
-		return fmt.Errorf("restore %q: chunk %d of %d: %w", e.Path, tk.index+1, len(e.Chunks), err)
+		return tk.failed(err)
 	}
 	if allZero(data) {
 		tk.job.zeros.Store(true)

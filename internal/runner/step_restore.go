@@ -235,14 +235,9 @@ func asideContent(lay envdir.Layout, st *envState, req *covev1.RestoreRequest) (
 		}
 	}
 	// The services' trees the child may make for a backup's services.
-	if ents, err := os.ReadDir(lay.ServicesData()); err == nil {
-		for _, e := range ents {
-			d := filepath.Join(lay.ServicesData(), e.Name(), "upper")
-			if !contains(rec.Targets, d) {
-				if _, err := os.Lstat(d); err == nil {
-					rec.Targets, rec.Moved = append(rec.Targets, d), append(rec.Moved, d)
-				}
-			}
+	for _, d := range serviceUppers(lay) {
+		if !contains(rec.Targets, d) {
+			rec.Targets, rec.Moved = append(rec.Targets, d), append(rec.Moved, d)
 		}
 	}
 	if err := writeRestoreRecord(lay, rec); err != nil {
@@ -269,6 +264,23 @@ func asideContent(lay envdir.Layout, st *envState, req *covev1.RestoreRequest) (
 		}
 	}
 	return rec, nil
+}
+
+// serviceUppers lists the services' upper directories there are in the
+// environment's directory (ServicesData/<service>/upper).
+func serviceUppers(lay envdir.Layout) []string {
+	ents, err := os.ReadDir(lay.ServicesData())
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		d := filepath.Join(lay.ServicesData(), e.Name(), "upper")
+		if _, err := os.Lstat(d); err == nil {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 func contains(l []string, s string) bool {
@@ -337,15 +349,12 @@ func rollBack(lay envdir.Layout, rec *restoreRecord) error {
 	// is in no record: every one there before the restore was recorded
 	// (asideContent), so any other holds what the restore wrote, files
 	// partly written under their own names (review S10-2).
-	if ents, err := os.ReadDir(lay.ServicesData()); err == nil {
-		for _, e := range ents {
-			d := filepath.Join(lay.ServicesData(), e.Name(), "upper")
-			if _, err := os.Lstat(d); err != nil || contains(rec.Targets, d) {
-				continue
-			}
-			if err := os.RemoveAll(d); err != nil {
-				errs = append(errs, fmt.Errorf("remove the partial restore %s: %w", d, err))
-			}
+	for _, d := range serviceUppers(lay) {
+		if contains(rec.Targets, d) {
+			continue
+		}
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, fmt.Errorf("remove the partial restore %s: %w", d, err))
 		}
 	}
 	if len(errs) == 0 {
