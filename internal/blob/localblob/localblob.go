@@ -1,15 +1,16 @@
 // Package localblob is a blob.Store on a local directory: each object is a
 // file at its key's path under the directory.
 //
-// Every access goes through an os.Root opened on the directory, so no key
-// and no symlink planted in the directory (by anyone who can write there)
-// leads outside it. Put writes a temporary file under .tmp/, syncs it,
-// renames it over the key and syncs the directory: a reader sees the old
+// Every access goes through an os.Root opened on the directory, or
+// descriptors opened beneath it, so no key and no symlink planted in the
+// directory (by anyone who can write there) leads outside it. Put writes
+// the object as an unnamed file in the key's directory, syncs it, links it
+// under the key and syncs the directory (an object replaced: through a
+// temporary file in .tmp/ renamed over it; put.go): a reader sees the old
 // object or the new one, never part of one, even across a crash.
 //
 // With BatchedSync (what backups use) Put skips both fsyncs (it still
-// writes a temporary file and renames it: readers never see part of an
-// object) and Sync makes everything Put before it durable with one
+// links a whole file: readers never see part of an object) and Sync makes everything Put before it durable with one
 // syncfs(2) of the directory's file system. Until Sync, a crash may leave
 // recent objects empty or partial; backups call Sync before writing the
 // manifest that names them. A durable marker records that this can have
@@ -24,8 +25,6 @@ package localblob
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -54,7 +53,8 @@ const staleTmp = time.Hour
 // Store is a blob.Store on a directory.
 type Store struct {
 	root    *os.Root
-	dirfd   int // the directory (O_PATH), for openBeneath
+	dirfd   int    // the directory (O_PATH), for openBeneath
+	dirs    dirFDs // .tmp and the directories Put writes into (put.go)
 	dir     string
 	log     *slog.Logger
 	batched bool   // no fsync per object: Sync makes them durable
@@ -105,8 +105,9 @@ func New(dir string, log *slog.Logger, opts ...Option) (*Store, error) {
 		root.Close()
 		return nil, classify(fmt.Errorf("blob directory: %w", err))
 	}
-	s := &Store{root: root, dirfd: dirfd, dir: dir, log: log}
+	s := &Store{root: root, dirfd: dirfd, dir: dir, log: log, dirs: dirFDs{tmp: -1}}
 	if err := s.setUp(opts); err != nil {
+		s.dirs.close()
 		root.Close()
 		unix.Close(dirfd)
 		return nil, err
@@ -129,6 +130,10 @@ func (s *Store) setUp(opts []Option) (err error) {
 			return classify(fmt.Errorf("blob directory %s: %w", s.dir, err))
 		}
 	}
+	if s.dirs.tmp, err = s.openDir(tmpDir); err != nil {
+		return classify(fmt.Errorf("blob directory %s: %w", s.dir, err))
+	}
+	s.dirs.unnamed = s.probeUnnamed()
 	// syncfs(2) reports the write-back errors of the file system since
 	// the descriptor it is given was opened: one opened for each Sync
 	// would miss an error another process saw first.
@@ -140,6 +145,7 @@ func (s *Store) setUp(opts []Option) (err error) {
 
 // Close releases the directory.
 func (s *Store) Close() error {
+	s.dirs.close()
 	unix.Close(s.dirfd)
 	s.syncFD.Close()
 	return s.root.Close()
@@ -162,79 +168,6 @@ func (s *Store) removeStale() {
 			s.log.Info("blob: removed the temporary file of an interrupted put", "file", e.Name())
 		}
 	}
-}
-
-// Put implements blob.Store.
-func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (err error) {
-	if err := blob.ValidateKey(key); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("blob put %q: %w", key, err)
-	}
-	if s.batched {
-		if err := s.beginUnsynced(); err != nil {
-			return err
-		}
-		defer s.endUnsynced()
-	}
-	var rnd [12]byte
-	rand.Read(rnd[:])
-	tmp := path.Join(tmpDir, hex.EncodeToString(rnd[:]))
-	f, err := s.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return classify(fmt.Errorf("blob put %q: %w", key, err))
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			if rmErr := s.root.Remove(tmp); rmErr != nil && !errors.Is(rmErr, fs.ErrNotExist) {
-				s.log.Warn("blob: cannot remove a temporary file", "file", tmp, "err", rmErr)
-			}
-		}
-	}()
-	src := blob.ContextReader(ctx, r)
-	if size >= 0 {
-		src = io.LimitReader(src, size+1) // one more, to tell a longer stream
-	}
-	n, err := io.Copy(f, src)
-	if err != nil {
-		return classify(fmt.Errorf("blob put %q: %w", key, err))
-	}
-	if size >= 0 && n != size {
-		return blob.SizeMismatch(key, size, n)
-	}
-	if !s.batched {
-		if err := f.Sync(); err != nil {
-			return classify(fmt.Errorf("blob put %q: sync: %w", key, err))
-		}
-	}
-	if err := f.Close(); err != nil {
-		return classify(fmt.Errorf("blob put %q: %w", key, err))
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("blob put %q: %w", key, err)
-	}
-	dir := path.Dir(key)
-	if dir != "." {
-		if err := s.root.MkdirAll(dir, 0o700); err != nil {
-			return classify(fmt.Errorf("blob put %q: %w", key, err))
-		}
-	}
-	if err := s.root.Rename(tmp, key); err != nil {
-		return classify(fmt.Errorf("blob put %q: %w", key, err))
-	}
-	if s.batched {
-		return nil // durable at the next Sync
-	}
-	// The rename is durable once the directory is synced.
-	if d, err := s.root.Open(dir); err == nil {
-		if err := d.Sync(); err != nil {
-			s.log.Warn("blob: cannot sync a directory", "dir", dir, "err", err)
-		}
-		d.Close()
-	}
-	return nil
 }
 
 // Sync implements blob.Syncer: every object Put before it is durable when

@@ -47,6 +47,62 @@ func TestConformanceBatchedSync(t *testing.T) {
 	}, blobtest.Options{LargeSize: 3 << 20})
 }
 
+// Where unnamed files cannot be linked (no O_TMPFILE, no /proc), every
+// Put writes a temporary file in .tmp and renames it: the store keeps
+// every promise that way too.
+func TestConformanceNamedTemporaries(t *testing.T) {
+	for _, batched := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batched=%v", batched), func(t *testing.T) {
+			blobtest.Run(t, func(t *testing.T) blob.Store {
+				var opts []Option
+				if batched {
+					opts = append(opts, BatchedSync("test"))
+				}
+				s, err := New(filepath.Join(t.TempDir(), "blobs"), nil, opts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { s.Close() })
+				if !s.dirs.unnamed {
+					t.Fatal("this host's file system has no O_TMPFILE: the default path is the one under test elsewhere")
+				}
+				s.dirs.unnamed = false
+				return s
+			}, blobtest.Options{LargeSize: 3 << 20})
+		})
+	}
+}
+
+// Put keeps the directories it writes into open: one removed behind the
+// store's back (by an operator) is made again, and the next Put into it
+// lands there.
+func TestPutAfterItsDirectoryWasRemoved(t *testing.T) {
+	for _, unnamed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("unnamed=%v", unnamed), func(t *testing.T) {
+			s := newStore(t)
+			s.dirs.unnamed = unnamed
+			putAfterRemoval(t, s)
+		})
+	}
+}
+
+func putAfterRemoval(t *testing.T, s *Store) {
+	blobtest.Put(t, s, "chunks/ab/one", []byte("1"))
+	if err := os.RemoveAll(filepath.Join(s.dir, "chunks")); err != nil {
+		t.Fatal(err)
+	}
+	blobtest.Put(t, s, "chunks/ab/two", []byte("2"))
+	if got := blobtest.Read(t, s, "chunks/ab/two", blob.Range{}); string(got) != "2" {
+		t.Fatalf("chunks/ab/two = %q", got)
+	}
+	if got := blobtest.Keys(t, s, ""); !slices.Equal(got, []string{"chunks/ab/two"}) {
+		t.Fatalf("keys %q", got)
+	}
+	if got := tmpFiles(t, s); len(got) != 0 {
+		t.Errorf("temporary files left: %q", got)
+	}
+}
+
 func TestSync(t *testing.T) {
 	ctx := context.Background()
 	s, err := New(filepath.Join(t.TempDir(), "blobs"), nil, BatchedSync("test"))
