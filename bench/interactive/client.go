@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/covedev/cove/bench/internal/benchkit"
+	"github.com/covedev/cove/internal/resources"
 )
 
 // The client side of a keystroke — the terminal (this benchmark's pty
@@ -109,12 +109,14 @@ func (c *clientPlacer) place(mode string, pids []int) error {
 
 // ownCPUCgroup is this process's cgroup in the cpu hierarchy (v1) or the
 // unified one (v2).
-func ownCPUCgroup() (string, error) { return procCPUCgroup("self") }
+func ownCPUCgroup() (string, error) {
+	return resources.ProcCPUCgroup(os.Getpid(), benchkit.CgroupV2())
+}
 
 // cpuCgroupOf describes process pid's CPU cgroup and weight, for the
 // report.
 func cpuCgroupOf(pid int) string {
-	p, err := procCPUCgroup(strconv.Itoa(pid))
+	p, err := resources.ProcCPUCgroup(pid, benchkit.CgroupV2())
 	if err != nil {
 		return err.Error()
 	}
@@ -127,33 +129,4 @@ func cpuCgroupOf(pid int) string {
 		return p
 	}
 	return fmt.Sprintf("%s (%s %s)", p, name, strings.TrimSpace(string(b)))
-}
-
-// procCPUCgroup is process proc's ("self" or a pid) cgroup in the cpu
-// hierarchy (v1) or the unified one (v2).
-func procCPUCgroup(proc string) (string, error) {
-	f, err := os.Open(filepath.Join("/proc", proc, "cgroup"))
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		parts := strings.SplitN(sc.Text(), ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		if benchkit.CgroupV2() {
-			if parts[0] == "0" {
-				return parts[2], nil
-			}
-			continue
-		}
-		for _, ctrl := range strings.Split(parts[1], ",") {
-			if ctrl == "cpu" {
-				return parts[2], nil
-			}
-		}
-	}
-	return "", fmt.Errorf("no cpu cgroup in /proc/%s/cgroup", proc)
 }

@@ -22,7 +22,7 @@
 //
 // Usage (as root, from the repository root):
 //
-//	go run ./bench/interactive [-keys 200] [-spinners 8] [-cove bin/cove] [-shield 10] [-client both|laptop|host]
+//	go run ./bench/interactive [-keys 200] [-spinners 8] [-cove bin/cove] [-shield 10] [-client both|laptop|host] [-baselines=false]
 package main
 
 import (
@@ -41,6 +41,9 @@ type options struct {
 	keepLog        bool
 	shield         int
 	client         string
+	// baselines: also measure the policies cove is compared with (off:
+	// only cove's, to compare cove builds with -cove).
+	baselines bool
 }
 
 func main() {
@@ -54,6 +57,7 @@ func main() {
 	flag.BoolVar(&o.keepLog, "keep-log", false, "copy cove up's log to ./bench-interactive.log")
 	flag.IntVar(&o.shield, "shield", 0, "measure as on a host running cove alone: the benchmark's processes and the environments' parent cgroup get this many times the default CPU weight against other work on the machine (0: off)")
 	flag.StringVar(&o.client, "client", "both", "where the client side (the terminal, ssh and its ProxyCommand `cove ssh --stdio`) runs: laptop (a cgroup of its own at the highest CPU weight, standing in for the developer's laptop), host (competing with the host's load, as figures before 2026-12-04 were measured) or both (each case both ways, alternating)")
+	flag.BoolVar(&o.baselines, "baselines", true, "also measure the baselines (no control, static quota); -baselines=false measures only cove's control, with its own idle case, to compare cove builds")
 	flag.Parse()
 
 	benchkit.Main("bench/interactive", func(ctx context.Context) error { return run(ctx, o, os.Stdout) })

@@ -135,29 +135,33 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	var ms []measurement
 	var idle measurement
-	err = f.session(ctx, "plain", plainArgs, func(s *session) error {
-		if cpus, err = s.classCPUs(); err != nil {
-			return err
-		}
-		if idle, err = s.measure(ctx, static.name, "idle", 0); err != nil {
-			return err
-		}
-		for _, p := range []policy{none, static} {
-			if err := p.apply(s.cgroups); err != nil {
+	if !o.baselines && !control {
+		return fmt.Errorf("-baselines=false needs a cove with --cpu-control")
+	}
+	if o.baselines {
+		if err := f.session(ctx, "plain", plainArgs, func(s *session) error {
+			if cpus, err = s.classCPUs(); err != nil {
 				return err
 			}
-			for _, load := range []int{1, len(envNames)} {
-				m, err := s.measure(ctx, p.name, loadName(load), load)
-				if err != nil {
+			if idle, err = s.measure(ctx, static.name, "idle", 0); err != nil {
+				return err
+			}
+			for _, p := range []policy{none, static} {
+				if err := p.apply(s.cgroups); err != nil {
 					return err
 				}
-				ms = append(ms, m)
+				for _, load := range []int{1, len(envNames)} {
+					m, err := s.measure(ctx, p.name, loadName(load), load)
+					if err != nil {
+						return err
+					}
+					ms = append(ms, m)
+				}
 			}
+			return nil
+		}); err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 
 	if control {
@@ -170,7 +174,15 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			if err != nil {
 				return err
 			}
-			ms = append(ms, m)
+			if !o.baselines {
+				// The ratios are to cove's own idle case.
+				if cpus, err = s.classCPUs(); err != nil {
+					return err
+				}
+				idle = m
+			} else {
+				ms = append(ms, m)
+			}
 			for _, load := range []int{1, len(envNames)} {
 				m, err := s.measure(ctx, controlName, loadName(load), load)
 				if err != nil {

@@ -99,7 +99,7 @@ func enterSelf(root string, v2 bool, parent string, weight, pid int) (*SelfCgrou
 	if path.Clean("/"+parent) == "/" {
 		return nil, errors.New("runner cgroup: no cgroup parent")
 	}
-	home, err := procCgroup(pid, v2)
+	home, err := ProcCPUCgroup(pid, v2)
 	if err != nil {
 		return nil, fmt.Errorf("runner cgroup: %w", err)
 	}
@@ -184,8 +184,9 @@ func enableCPU(dir string) error {
 // missing: only in a fake cgroupfs, the kernel makes them).
 func writeCgroupFile(name, s string) error { return os.WriteFile(name, []byte(s), 0o644) }
 
-// procCgroup is the cgroup of process pid: in v1's cpu hierarchy, or v2's.
-func procCgroup(pid int, v2 bool) (string, error) {
+// ProcCPUCgroup is the cgroup of process pid: in v1's cpu hierarchy, or
+// v2's.
+func ProcCPUCgroup(pid int, v2 bool) (string, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
 		return "", err

@@ -223,7 +223,7 @@ func TestRunnerCgroupReusedAfterKill(t *testing.T) {
 // from, without touching a SysProcAttr the caller may share.
 func TestRunnerCgroupV2Fake(t *testing.T) {
 	root := fakeV2(t, "/cove/env1")
-	home, err := procCgroup(os.Getpid(), true)
+	home, err := ProcCPUCgroup(os.Getpid(), true)
 	if err != nil || home == "" {
 		t.Skipf("no v2 line in /proc/self/cgroup (%q, %v)", home, err)
 	}
