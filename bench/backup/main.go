@@ -99,6 +99,10 @@ type result struct {
 	stored int64 // bytes added to the tool's storage by the step
 	note   string
 	err    error
+	// synced is how long a syncfs(2) of a restore's file system took
+	// right after the tool returned (not in wall): what writing its
+	// restore to disk still cost. cove's restore syncs before returning.
+	synced time.Duration
 }
 
 // results[tool][step] holds every round's result.
@@ -297,9 +301,28 @@ func timedStep(ctx context.Context, o options, t tool, s step, src, dir string) 
 	}
 	res.wall = time.Since(began)
 	res.cpu, res.note = u.cpu, u.note
+	if s == stepRestore && res.err == nil {
+		if res.synced, err = syncfsTook(dst); err != nil {
+			return res, dst, err
+		}
+	}
 	after, err := dirSize(t.storage())
 	res.stored = after - before
 	return res, dst, err
+}
+
+// syncfsTook times a syncfs(2) of the file system holding dir.
+func syncfsTook(dir string) (time.Duration, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	began := time.Now()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return 0, fmt.Errorf("syncfs %s: %w", dir, err)
+	}
+	return time.Since(began), nil
 }
 
 // fileSystemOf names the file system holding p: type, source and mount
