@@ -2,20 +2,21 @@
 // file at its key's path under the directory.
 //
 // Every access goes through an os.Root opened on the directory, or
-// descriptors opened beneath it, so no key and no symlink planted in the
-// directory (by anyone who can write there) leads outside it. Put writes
-// the object as an unnamed file in the key's directory, syncs it, links it
-// under the key and syncs the directory (an object replaced: through a
-// temporary file in .tmp/ renamed over it; put.go): a reader sees the old
-// object or the new one, never part of one, even across a crash.
+// descriptors of directories opened beneath it without following a
+// symlink, so no key and no symlink planted in the directory (by anyone who
+// can write there) leads outside it. Put writes the object as an unnamed
+// file, syncs it, links it under the key and syncs the directory (an object
+// replaced: linked in .tmp/ and renamed over it; put.go): a reader sees the
+// old object or the new one, never part of one, even across a crash.
 //
 // With BatchedSync (what backups use) Put skips both fsyncs (it still
-// links a whole file: readers never see part of an object) and Sync makes everything Put before it durable with one
-// syncfs(2) of the directory's file system. Until Sync, a crash may leave
-// recent objects empty or partial; backups call Sync before writing the
-// manifest that names them. A durable marker records that this can have
-// happened (unsynced.go: CrashedWrites, ClearCrashed), so that readers
-// need to verify objects only after such a crash.
+// links a whole file: readers never see part of an object) and Sync makes
+// everything Put before it durable with one syncfs(2) of the directory's
+// file system. Until Sync, a crash may leave recent objects empty or
+// partial; backups call Sync before writing the manifest that names them.
+// A durable marker records that this can have happened (unsynced.go:
+// CrashedWrites, ClearCrashed), so that readers need to verify objects
+// only after such a crash.
 //
 // A key cannot be both an object and the directory of other objects ("a"
 // and "a/b"); such a Put fails with FailedPrecondition. Backups use a fixed
@@ -52,13 +53,16 @@ const staleTmp = time.Hour
 
 // Store is a blob.Store on a directory.
 type Store struct {
-	root    *os.Root
-	dirfd   int    // the directory (O_PATH), for openBeneath
-	dirs    dirFDs // .tmp and the directories Put writes into (put.go)
-	dir     string
-	log     *slog.Logger
-	batched bool   // no fsync per object: Sync makes them durable
-	scope   string // of the crash markers (BatchedSync)
+	root      *os.Root
+	dirfd     int          // the directory (O_PATH), for openBeneath
+	tmpfd     int          // .tmp (put.go), -1 once closed
+	unnamed   bool         // Put writes unnamed files and links them (probeUnnamed)
+	closing   sync.RWMutex // Close waits for the Puts using tmpfd
+	closeOnce sync.Once
+	dir       string
+	log       *slog.Logger
+	batched   bool   // no fsync per object: Sync makes them durable
+	scope     string // of the crash markers (BatchedSync)
 
 	syncFD *os.File // the directory, open since New: Sync's syncfs sees every write-back error since
 
@@ -105,9 +109,9 @@ func New(dir string, log *slog.Logger, opts ...Option) (*Store, error) {
 		root.Close()
 		return nil, classify(fmt.Errorf("blob directory: %w", err))
 	}
-	s := &Store{root: root, dirfd: dirfd, dir: dir, log: log, dirs: dirFDs{tmp: -1}}
+	s := &Store{root: root, dirfd: dirfd, dir: dir, log: log, tmpfd: -1}
 	if err := s.setUp(opts); err != nil {
-		s.dirs.close()
+		s.closeTmp()
 		root.Close()
 		unix.Close(dirfd)
 		return nil, err
@@ -130,10 +134,10 @@ func (s *Store) setUp(opts []Option) (err error) {
 			return classify(fmt.Errorf("blob directory %s: %w", s.dir, err))
 		}
 	}
-	if s.dirs.tmp, err = s.openDir(tmpDir); err != nil {
+	if s.tmpfd, err = s.openDir(tmpDir); err != nil {
 		return classify(fmt.Errorf("blob directory %s: %w", s.dir, err))
 	}
-	s.dirs.unnamed = s.probeUnnamed()
+	s.unnamed = s.probeUnnamed()
 	// syncfs(2) reports the write-back errors of the file system since
 	// the descriptor it is given was opened: one opened for each Sync
 	// would miss an error another process saw first.
@@ -143,12 +147,27 @@ func (s *Store) setUp(opts []Option) (err error) {
 	return nil
 }
 
-// Close releases the directory.
+// Close releases the directory (once Puts in flight return); it may be
+// called again.
 func (s *Store) Close() error {
-	s.dirs.close()
-	unix.Close(s.dirfd)
-	s.syncFD.Close()
-	return s.root.Close()
+	var err error
+	s.closeOnce.Do(func() {
+		s.closeTmp()
+		unix.Close(s.dirfd)
+		s.syncFD.Close()
+		err = s.root.Close()
+	})
+	return err
+}
+
+// closeTmp closes .tmp's descriptor, once.
+func (s *Store) closeTmp() {
+	s.closing.Lock()
+	defer s.closing.Unlock()
+	if s.tmpfd >= 0 {
+		unix.Close(s.tmpfd)
+		s.tmpfd = -1
+	}
 }
 
 func (s *Store) removeStale() {

@@ -63,10 +63,10 @@ func TestConformanceNamedTemporaries(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { s.Close() })
-				if !s.dirs.unnamed {
+				if !s.unnamed {
 					t.Fatal("this host's file system has no O_TMPFILE: the default path is the one under test elsewhere")
 				}
-				s.dirs.unnamed = false
+				s.unnamed = false
 				return s
 			}, blobtest.Options{LargeSize: 3 << 20})
 		})
@@ -80,7 +80,7 @@ func TestPutAfterItsDirectoryWasRemoved(t *testing.T) {
 	for _, unnamed := range []bool{true, false} {
 		t.Run(fmt.Sprintf("unnamed=%v", unnamed), func(t *testing.T) {
 			s := newStore(t)
-			s.dirs.unnamed = unnamed
+			s.unnamed = unnamed
 			putAfterRemoval(t, s)
 		})
 	}

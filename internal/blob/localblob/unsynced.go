@@ -3,7 +3,7 @@ package localblob
 // Crash markers for a store written with BatchedSync.
 //
 // Until Sync, an object Put with BatchedSync lives in the page cache only:
-// a host crash (power loss, kernel panic; not a process crash, the rename
+// a host crash (power loss, kernel panic; not a process crash, the link
 // already made the object whole for every reader) can leave it empty,
 // short or with blocks that never reached the disk, under its final name.
 // So that readers need not verify every object they find (backups reuse
