@@ -28,11 +28,12 @@ var prevAheadBytes int64 = 16 << 20 // a test lowers it
 // goroutine. Memory stays bounded by prevAheadBytes (and the entry being
 // decoded).
 type prevAhead struct {
-	ch     chan prevItem
+	ch     chan []prevItem
 	budget *semaphore.Weighted
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	done   bool
+	batch  []prevItem // received, not yet taken
 }
 
 type prevItem struct {
@@ -40,6 +41,11 @@ type prevItem struct {
 	err    error
 	weight int64
 }
+
+// prevBatch is how many entries go over the channel at once: one each
+// woke the walk (or the reader) tens of thousands of times, and each
+// wake-up waited for a CPU behind the workers' chunking and hashing.
+const prevBatch = 256
 
 func weightOf(e *backuprepo.Entry) int64 {
 	return min(int64(entryBytes(e)), prevAheadBytes)
@@ -50,23 +56,42 @@ func weightOf(e *backuprepo.Entry) int64 {
 func readPrevAhead(ctx context.Context, m *backuprepo.ManifestReader) *prevAhead {
 	ctx, cancel := context.WithCancel(ctx)
 	m.WithContext(ctx) // stop cancels a piece being fetched (a store down)
-	p := &prevAhead{ch: make(chan prevItem, 4096), budget: semaphore.NewWeighted(prevAheadBytes), cancel: cancel}
+	p := &prevAhead{ch: make(chan []prevItem, 4096/prevBatch), budget: semaphore.NewWeighted(prevAheadBytes), cancel: cancel}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		defer close(p.ch)
+		var batch []prevItem
+		send := func() bool {
+			select {
+			case p.ch <- batch:
+				batch = nil
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
 		for {
 			e, err := m.Next()
 			var w int64
 			if err == nil {
 				w = weightOf(e)
-				if p.budget.Acquire(ctx, w) != nil {
-					return // stopped
+				if !p.budget.TryAcquire(w) {
+					// What holds the budget must reach the walk to be
+					// released: the batch first.
+					if len(batch) > 0 && !send() {
+						return
+					}
+					if p.budget.Acquire(ctx, w) != nil {
+						return // stopped
+					}
 				}
 			}
-			select {
-			case p.ch <- prevItem{e: e, err: err, weight: w}:
-			case <-ctx.Done():
+			batch = append(batch, prevItem{e: e, err: err, weight: w})
+			// Sent when full, or at once when the walk has taken all
+			// (it may be waiting: the next piece of the manifest can take a
+			// fetch from the store).
+			if (len(batch) == prevBatch || err != nil || len(p.ch) == 0) && !send() {
 				return
 			}
 			if err != nil {
@@ -82,13 +107,19 @@ func (p *prevAhead) Next() (*backuprepo.Entry, error) {
 	if p.done {
 		return nil, io.EOF
 	}
-	it, ok := <-p.ch
-	if !ok {
-		// Stopped before the end: only after stop, which the walk does
-		// not call before it is through with the reader.
-		p.done = true
-		return nil, io.EOF
+	if len(p.batch) == 0 {
+		b, ok := <-p.ch
+		if !ok {
+			// Stopped before the end: only after stop, which the walk
+			// does not call before it is through with the reader.
+			p.done = true
+			return nil, io.EOF
+		}
+		p.batch = b
 	}
+	it := p.batch[0]
+	p.batch[0] = prevItem{}
+	p.batch = p.batch[1:]
 	if it.err != nil {
 		p.done = true
 		return nil, it.err

@@ -33,6 +33,18 @@ func manifestOf(t *testing.T, repo *backuprepo.Repo, name string, n int, xattrs 
 // The previous backup read ahead yields what reading it in place yields,
 // in order, then io.EOF (and keeps answering io.EOF).
 func TestPrevAheadSameEntries(t *testing.T) {
+	t.Run("budget of 5000 entries", func(t *testing.T) { prevAheadSame(t) })
+	// Batches wait until full unless the walk took all: a batch holding
+	// budget the reader then waits for is sent first (no deadlock).
+	t.Run("budget of 3 entries", func(t *testing.T) {
+		old := prevAheadBytes
+		prevAheadBytes = 3 * int64(entryBytes(&backuprepo.Entry{Path: "d000000"}))
+		t.Cleanup(func() { prevAheadBytes = old })
+		prevAheadSame(t)
+	})
+}
+
+func prevAheadSame(t *testing.T) {
 	repo, _ := newRepo(t)
 	open := manifestOf(t, repo, "b", 5000, nil)
 	direct := open()
@@ -74,12 +86,13 @@ func TestPrevAheadBoundedAndStops(t *testing.T) {
 	// The reader fills the budget, then waits for the walk.
 	for !pa.budgetFull() {
 		runtime.Gosched()
-		if n := len(pa.ch); n > 16 {
-			t.Fatalf("%d entries decoded ahead, more than the budget of 16", n)
-		}
 	}
-	if n := len(pa.ch); n > 16 {
-		t.Fatalf("%d entries decoded ahead, more than the budget of 16", n)
+	items := pa.batch
+	for range len(pa.ch) {
+		items = append(items, <-pa.ch...)
+	}
+	if len(items) > 16 {
+		t.Fatalf("%d entries decoded ahead, more than the budget of 16", len(items))
 	}
 	pa.stop() // returns: the goroutine is gone
 }
@@ -112,8 +125,11 @@ func TestPrevAheadBoundedByAttributes(t *testing.T) {
 		runtime.Gosched()
 	}
 	var held int64
+	items := pa.batch // taken from the channel with the first, not yet returned
 	for range len(pa.ch) {
-		it := <-pa.ch
+		items = append(items, <-pa.ch...)
+	}
+	for _, it := range items {
 		held += int64(entryBytes(it.e))
 		defer pa.budget.Release(it.weight)
 	}
