@@ -1,0 +1,200 @@
+package confine
+
+import (
+	"context"
+	"errors"
+	"path"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Prefetching a tree's metadata. A walk is one goroutine: with the file
+// system's metadata not in memory (a runner restarted, memory reclaimed),
+// every directory read and every lstat waits for the disk in turn, and the
+// kernel's work for each runs on one CPU. Prefetch reads the same tree's
+// directories and lstats their entries on a few goroutines at once, ahead
+// of the walk and in about its order, so the walk finds them in the
+// kernel's caches: a cold walk of a 47,000-entry tree took 0.55 s on one
+// goroutine here and 0.28 s on four (find over the tree's top
+// directories).
+//
+// A tree already in memory (a running environment's, backed up every few
+// minutes) gains nothing and would pay each lstat twice: once the first
+// warmSample entries' lstats took less than warmPerEntry each on average,
+// the prefetch stops.
+//
+// It only warms caches: what it reads is not used, a directory it cannot
+// open is skipped, and it stops at the walk's end. It never follows a
+// symlink or leaves the tree's file system (openat2 beneath the tree's
+// directory: RESOLVE_NO_SYMLINKS, RESOLVE_NO_XDEV), opens only
+// directories (O_DIRECTORY: a fifo or a device is never opened), and
+// triggers no automount. Its queue is bounded: past maxPrefetchQueue
+// directories waiting it drops the deepest, which the walk reads itself.
+
+// maxPrefetchQueue bounds the directories waiting to be prefetched.
+const maxPrefetchQueue = 1 << 16
+
+// warmSample and warmPerEntry tell a tree whose metadata is in memory: an
+// lstat of a cached inode takes about a microsecond, one read from disk
+// tens.
+const (
+	warmSample   = 512
+	warmPerEntry = 5 * time.Microsecond
+)
+
+// Prefetch starts workers goroutines reading the metadata of the tree
+// below dir, and returns a function that stops them and waits for them
+// (they also stop when ctx is done, or when the tree is read).
+func Prefetch(ctx context.Context, dir *Dir, workers int) (stop func()) {
+	root, err := unix.FcntlInt(uintptr(dir.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil || workers < 1 {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	p := &prefetcher{ctx: ctx, cancel: cancel, root: root, stack: []string{"."}}
+	p.cond = sync.NewCond(&p.mu)
+	stopOnDone := context.AfterFunc(ctx, func() {
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.work()
+		}()
+	}
+	return func() {
+		cancel()
+		wg.Wait()
+		stopOnDone()
+		unix.Close(root)
+	}
+}
+
+type prefetcher struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	root   int // the tree's directory (O_PATH)
+
+	statted, took atomic.Int64 // entries lstat'ed, and how long that took (ns)
+
+	mu    sync.Mutex
+	cond  *sync.Cond
+	stack []string // directories to read, relative to root; the next last
+	busy  int      // workers reading one
+}
+
+// work reads directories until none is left or the prefetch is stopped.
+func (p *prefetcher) work() {
+	for {
+		p.mu.Lock()
+		for len(p.stack) == 0 && p.busy > 0 && p.ctx.Err() == nil {
+			p.cond.Wait()
+		}
+		if len(p.stack) == 0 || p.ctx.Err() != nil {
+			p.cond.Broadcast() // the tree is read (or stopped): the others end too
+			p.mu.Unlock()
+			return
+		}
+		rel := p.stack[len(p.stack)-1]
+		p.stack = p.stack[:len(p.stack)-1]
+		p.busy++
+		p.mu.Unlock()
+
+		subdirs := p.read(rel)
+
+		p.mu.Lock()
+		p.busy--
+		// Pushed last first, so the first in name order is read next, as
+		// the walk would.
+		for i := len(subdirs) - 1; i >= 0 && len(p.stack) < maxPrefetchQueue; i-- {
+			p.stack = append(p.stack, subdirs[i])
+		}
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	}
+}
+
+// read lists directory rel and lstats its entries; it returns its
+// subdirectories, in name order.
+func (p *prefetcher) read(rel string) []string {
+	if depth(rel) >= MaxDepth {
+		return nil
+	}
+	how := unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	}
+	fd, err := unix.Openat2(p.root, rel, &how)
+	if err != nil {
+		return nil // gone, replaced, or not ours to read: the walk decides
+	}
+	defer unix.Close(fd)
+	names := readDirNames(fd)
+	slices.Sort(names)
+	var subdirs []string
+	began := time.Now()
+	for _, name := range names {
+		if p.ctx.Err() != nil {
+			return nil
+		}
+		var st unix.Stat_t
+		if unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW|unix.AT_NO_AUTOMOUNT) != nil {
+			continue
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			subdirs = append(subdirs, path.Join(rel, name))
+		}
+	}
+	p.sample(len(names), time.Since(began))
+	return subdirs
+}
+
+// sample counts n entries lstat'ed in d, and stops the prefetch once
+// they show the tree in memory.
+func (p *prefetcher) sample(n int, d time.Duration) {
+	if p.statted.Load() >= warmSample {
+		return // decided
+	}
+	statted, took := p.statted.Add(int64(n)), p.took.Add(int64(d))
+	if statted >= warmSample && time.Duration(took/statted) < warmPerEntry {
+		p.cancel()
+	}
+}
+
+// readDirNames lists the names in directory fd (up to an error).
+func readDirNames(fd int) []string {
+	var names []string
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || n <= 0 {
+			return names
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
+}
+
+// depth is how many directories deep rel is ("." is 0).
+func depth(rel string) int {
+	if rel == "." {
+		return 0
+	}
+	n := 1
+	for i := range len(rel) {
+		if rel[i] == '/' {
+			n++
+		}
+	}
+	return n
+}
