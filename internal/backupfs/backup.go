@@ -110,7 +110,7 @@ func (b *backuper) walk(srcs []Source) error {
 }
 
 // prefetchWorkers is how many goroutines read a tree's metadata ahead of
-// an incremental backup's walk (0: none; a variable for tests).
+// an incremental backup's walk (0: none; a test compares both).
 var prefetchWorkers = 4
 
 type devIno struct {
@@ -261,14 +261,16 @@ func (b *backuper) source(s Source) error {
 		return fmt.Errorf("back up %s: %w", s.Name, err)
 	}
 	defer dir.Close()
+	stopPrefetch := func() {}
 	if b.opts.Previous != nil && prefetchWorkers > 0 {
 		// An incremental backup reads little but walks everything: its
 		// time is the walk's, which finds the tree's metadata in memory
 		// when prefetched on a few goroutines (confine.Prefetch).
-		defer confine.Prefetch(b.ctx, dir, prefetchWorkers)()
+		stopPrefetch = confine.Prefetch(b.ctx, dir, prefetchWorkers)
 	}
 	b.src, b.links = s, map[devIno]string{}
 	err = confine.Walk(b.ctx, dir, b.visit, nil)
+	stopPrefetch()
 	if err == nil {
 		// Every file of this tree read and added before the next tree
 		// (its hard links are this tree's).

@@ -72,6 +72,9 @@ func readPrevAhead(ctx context.Context, m *backuprepo.ManifestReader) *prevAhead
 			}
 		}
 		for {
+			if len(batch) > 0 && !m.Buffered() && !send() {
+				return // the next piece is fetched: the walk gets what was decoded first
+			}
 			e, err := m.Next()
 			var w int64
 			if err == nil {
@@ -88,9 +91,8 @@ func readPrevAhead(ctx context.Context, m *backuprepo.ManifestReader) *prevAhead
 				}
 			}
 			batch = append(batch, prevItem{e: e, err: err, weight: w})
-			// Sent when full, or at once when the walk has taken all
-			// (it may be waiting: the next piece of the manifest can take a
-			// fetch from the store).
+			// Sent when full, or at once when the walk has taken all (it
+			// may be waiting), and before a piece is fetched (above).
 			if (len(batch) == prevBatch || err != nil || len(p.ch) == 0) && !send() {
 				return
 			}

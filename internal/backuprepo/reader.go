@@ -93,6 +93,10 @@ func (m *ManifestReader) Metadata() Metadata { return m.root.Meta }
 // Summary returns the backup's summary as its writer recorded it.
 func (m *ManifestReader) Summary() Summary { return m.root.Summary }
 
+// Buffered reports whether what is left of the piece being read holds a
+// record: if not, Next loads the next piece from the store (or ends).
+func (m *ManifestReader) Buffered() bool { return len(m.piece) > 0 }
+
 // Next returns the next entry, or io.EOF after the last one (once the
 // counts are checked against the root).
 func (m *ManifestReader) Next() (*Entry, error) {

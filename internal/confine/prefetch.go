@@ -32,11 +32,14 @@ import (
 // symlink or leaves the tree's file system (openat2 beneath the tree's
 // directory: RESOLVE_NO_SYMLINKS, RESOLVE_NO_XDEV), opens only
 // directories (O_DIRECTORY: a fifo or a device is never opened), and
-// triggers no automount. Its queue is bounded: past maxPrefetchQueue
-// directories waiting it drops the deepest, which the walk reads itself.
+// triggers no automount. Its memory is bounded: the directories waiting
+// hold at most maxPrefetchBytes of paths, and what a directory adds past
+// that is left out (the walk reads it itself).
 
-// maxPrefetchQueue bounds the directories waiting to be prefetched.
-const maxPrefetchQueue = 1 << 16
+// maxPrefetchBytes bounds the paths of the directories waiting to be
+// prefetched (a tree of long names and many directories would otherwise
+// hold far more than the walk does).
+const maxPrefetchBytes = 4 << 20
 
 // warmSample and warmPerEntry tell a tree whose metadata is in memory: an
 // lstat of a cached inode takes about a microsecond, one read from disk
@@ -50,37 +53,53 @@ const (
 // below dir, and returns a function that stops them and waits for them
 // (they also stop when ctx is done, or when the tree is read).
 func Prefetch(ctx context.Context, dir *Dir, workers int) (stop func()) {
-	root, err := unix.FcntlInt(uintptr(dir.fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil || workers < 1 {
+	p := startPrefetch(ctx, dir, workers)
+	if p == nil {
 		return func() {}
 	}
+	return p.stop
+}
+
+// startPrefetch starts the workers (nil: none).
+func startPrefetch(ctx context.Context, dir *Dir, workers int) *prefetcher {
+	if workers < 1 {
+		return nil
+	}
+	root, err := unix.FcntlInt(uintptr(dir.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	p := &prefetcher{ctx: ctx, cancel: cancel, root: root, stack: []string{"."}}
+	p := &prefetcher{ctx: ctx, cancel: cancel, root: root, stack: []string{"."}, bytes: len(".")}
 	p.cond = sync.NewCond(&p.mu)
-	stopOnDone := context.AfterFunc(ctx, func() {
+	p.unhook = context.AfterFunc(ctx, func() {
 		p.mu.Lock()
 		p.cond.Broadcast()
 		p.mu.Unlock()
 	})
-	var wg sync.WaitGroup
 	for range workers {
-		wg.Add(1)
+		p.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer p.wg.Done()
 			p.work()
 		}()
 	}
-	return func() {
-		cancel()
-		wg.Wait()
-		stopOnDone()
-		unix.Close(root)
-	}
+	return p
+}
+
+// stop stops the workers and waits for them.
+func (p *prefetcher) stop() {
+	p.cancel()
+	p.wg.Wait()
+	p.unhook()
+	unix.Close(p.root)
 }
 
 type prefetcher struct {
 	ctx    context.Context
 	cancel context.CancelFunc
+	unhook func() bool // of the broadcast when ctx is done
+	wg     sync.WaitGroup
 	root   int // the tree's directory (O_PATH)
 
 	statted, took atomic.Int64 // entries lstat'ed, and how long that took (ns)
@@ -88,6 +107,7 @@ type prefetcher struct {
 	mu    sync.Mutex
 	cond  *sync.Cond
 	stack []string // directories to read, relative to root; the next last
+	bytes int      // their paths' length (with what read is collecting)
 	busy  int      // workers reading one
 }
 
@@ -112,9 +132,10 @@ func (p *prefetcher) work() {
 
 		p.mu.Lock()
 		p.busy--
+		p.bytes -= len(rel)
 		// Pushed last first, so the first in name order is read next, as
-		// the walk would.
-		for i := len(subdirs) - 1; i >= 0 && len(p.stack) < maxPrefetchQueue; i-- {
+		// the walk would. (read reserved their bytes.)
+		for i := len(subdirs) - 1; i >= 0; i-- {
 			p.stack = append(p.stack, subdirs[i])
 		}
 		p.cond.Broadcast()
@@ -150,11 +171,25 @@ func (p *prefetcher) read(rel string) []string {
 			continue
 		}
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			subdirs = append(subdirs, path.Join(rel, name))
+			sub := path.Join(rel, name)
+			if len(sub) < unix.PathMax && p.reserve(len(sub)) {
+				subdirs = append(subdirs, sub)
+			}
 		}
 	}
 	p.sample(len(names), time.Since(began))
 	return subdirs
+}
+
+// reserve takes n bytes of maxPrefetchBytes for a directory to queue.
+func (p *prefetcher) reserve(n int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bytes+n > maxPrefetchBytes {
+		return false
+	}
+	p.bytes += n
+	return true
 }
 
 // sample counts n entries lstat'ed in d, and stops the prefetch once

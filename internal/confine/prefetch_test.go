@@ -67,15 +67,79 @@ func TestPrefetchStaysInTheTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dir.Close()
-	Prefetch(context.Background(), dir, 4)() // starts and waits for the end
-	p := &prefetcher{ctx: context.Background(), root: dir.fd, stack: []string{"."}}
-	if subdirs := p.read("."); len(subdirs) != 2 { // d0 and sub: no symlink
-		t.Errorf("subdirectories of the tree's top: %q, want d0 and sub", subdirs)
+	p := startPrefetch(context.Background(), dir, 4)
+	p.wg.Wait() // the workers end once the tree is read
+	p.stop()
+	// Every entry of the tree was lstat'ed: the top's 56 (d0, sub, 50
+	// files, three symlinks... and the fifo), sub's one, and one per
+	// level of the nesting (d1 to d39 below d0).
+	if got, want := p.statted.Load(), int64(50+4+1+1+39); got != want {
+		t.Errorf("%d entries lstat'ed, want %d", got, want)
 	}
 
 	buf := make([]byte, 4096)
 	if n, _ := unix.Read(in, buf); n > 0 {
 		t.Errorf("the prefetch opened or read something outside the tree, or the fifo (%d bytes of inotify events)", n)
+	}
+}
+
+// While the prefetch runs, the tree's owner swaps a directory with a
+// symlink out of the tree, over and over (RENAME_EXCHANGE): the prefetch
+// never opens or lists the outside directory.
+func TestPrefetchSymlinkSwapRace(t *testing.T) {
+	base := t.TempDir()
+	tree, outside := filepath.Join(base, "tree"), filepath.Join(base, "outside")
+	for _, d := range []string{filepath.Join(tree, "a/b/c"), filepath.Join(outside, "x/y")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(outside, filepath.Join(tree, "a/link")); err != nil {
+		t.Fatal(err)
+	}
+	in, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(in)
+	for _, d := range []string{outside, filepath.Join(outside, "x"), filepath.Join(outside, "x/y")} {
+		if _, err := unix.InotifyAddWatch(in, d, unix.IN_OPEN|unix.IN_ACCESS); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, err := OpenDir(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	done := make(chan struct{})
+	swapped := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-done:
+				swapped <- n
+				return
+			default:
+			}
+			if unix.Renameat2(unix.AT_FDCWD, filepath.Join(tree, "a/b"), unix.AT_FDCWD, filepath.Join(tree, "a/link"), unix.RENAME_EXCHANGE) == nil {
+				n++
+			}
+		}
+	}()
+	for range 300 {
+		p := startPrefetch(context.Background(), dir, 4)
+		p.wg.Wait()
+		p.stop()
+	}
+	close(done)
+	if n := <-swapped; n == 0 {
+		t.Fatal("no swap happened")
+	}
+	buf := make([]byte, 4096)
+	if n, _ := unix.Read(in, buf); n > 0 {
+		t.Errorf("the prefetch opened or listed the directory outside the tree (%d bytes of inotify events)", n)
 	}
 }
 
