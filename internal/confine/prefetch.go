@@ -2,9 +2,7 @@ package confine
 
 import (
 	"context"
-	"errors"
 	"path"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,8 +156,7 @@ func (p *prefetcher) read(rel string) []string {
 		return nil // gone, replaced, or not ours to read: the walk decides
 	}
 	defer unix.Close(fd)
-	names := readDirNames(fd)
-	slices.Sort(names)
+	names, _ := readNames(fd) // sorted; what could not be read is the walk's to report
 	var subdirs []string
 	began := time.Now()
 	for _, name := range names {
@@ -201,22 +198,6 @@ func (p *prefetcher) sample(n int, d time.Duration) {
 	statted, took := p.statted.Add(int64(n)), p.took.Add(int64(d))
 	if statted >= warmSample && time.Duration(took/statted) < warmPerEntry {
 		p.cancel()
-	}
-}
-
-// readDirNames lists the names in directory fd (up to an error).
-func readDirNames(fd int) []string {
-	var names []string
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil || n <= 0 {
-			return names
-		}
-		_, _, names = unix.ParseDirent(buf[:n], -1, names)
 	}
 }
 

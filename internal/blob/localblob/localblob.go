@@ -268,21 +268,33 @@ func (s *Store) open(key string) (*os.File, os.FileInfo, error) {
 // of a directory on the way): a symlink planted in the directory is
 // refused, never followed.
 func (s *Store) openBeneath(key string) (*os.File, error) {
+	fd, err := s.openat2Beneath(key, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
+	switch {
+	case err == nil:
+		return os.NewFile(uintptr(fd), path.Join(s.dir, key)), nil
+	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV):
+		return nil, errdefs.PermissionDenied(fmt.Errorf("blob get %q: refused: a symbolic link, not an object", key))
+	}
+	return nil, classifyKey(key, "get", err)
+}
+
+// openat2Beneath opens rel (with flags) in one openat2(2) that resolves it
+// beneath the store's directory without following any symlink, trying
+// again when a rename in the directory meanwhile made it fail.
+func (s *Store) openat2Beneath(rel string, flags uint64) (int, error) {
 	how := unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Flags:   flags,
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 	}
 	for try := 1; ; try++ {
-		fd, err := unix.Openat2(s.dirfd, key, &how)
-		switch {
-		case err == nil:
-			return os.NewFile(uintptr(fd), path.Join(s.dir, key)), nil
-		case (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)) && try < 16:
-			continue // a rename in the directory meanwhile
-		case errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV):
-			return nil, errdefs.PermissionDenied(fmt.Errorf("blob get %q: refused: a symbolic link, not an object", key))
+		fd, err := unix.Openat2(s.dirfd, rel, &how)
+		if (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)) && try < 16 {
+			continue
 		}
-		return nil, classifyKey(key, "get", &fs.PathError{Op: "openat2", Path: key, Err: err})
+		if err != nil {
+			return -1, &fs.PathError{Op: "openat2", Path: rel, Err: err}
+		}
+		return fd, nil
 	}
 }
 

@@ -135,20 +135,7 @@ func (s *Store) keyDir(dir string) (int, error) {
 // openDir opens directory dir beneath the store's directory, following no
 // symlink on the way.
 func (s *Store) openDir(dir string) (int, error) {
-	how := unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	for try := 1; ; try++ {
-		fd, err := unix.Openat2(s.dirfd, dir, &how)
-		if (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)) && try < 16 {
-			continue // a rename in the directory meanwhile
-		}
-		if err != nil {
-			return -1, &fs.PathError{Op: "openat2", Path: dir, Err: err}
-		}
-		return fd, nil
-	}
+	return s.openat2Beneath(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 }
 
 // fill writes the object's content to fd, and syncs it unless batched.
