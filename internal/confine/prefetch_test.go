@@ -112,7 +112,7 @@ func TestPrefetchSymlinkSwapRace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dir.Close()
-	done := make(chan struct{})
+	done, first := make(chan struct{}), make(chan struct{})
 	swapped := make(chan int)
 	go func() {
 		n := 0
@@ -124,10 +124,13 @@ func TestPrefetchSymlinkSwapRace(t *testing.T) {
 			default:
 			}
 			if unix.Renameat2(unix.AT_FDCWD, filepath.Join(tree, "a/b"), unix.AT_FDCWD, filepath.Join(tree, "a/link"), unix.RENAME_EXCHANGE) == nil {
-				n++
+				if n++; n == 1 {
+					close(first)
+				}
 			}
 		}
 	}()
+	<-first // the swapping is under way (not left to the scheduler)
 	for range 300 {
 		p := startPrefetch(context.Background(), dir, 4)
 		p.wg.Wait()
