@@ -2,6 +2,7 @@ package runner
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -36,14 +37,19 @@ const unpackChildKillEnv = "COVE_TEST_UNPACK_SIGKILL"
 // binary is for the runner: `<test binary> internal-unpack-layer DIR`.
 func TestMain(m *testing.M) {
 	if len(os.Args) == 3 && os.Args[1] == "internal-unpack-layer" {
+		in := bufio.NewReader(os.Stdin)
 		if f := os.Getenv(unpackChildCgroupEnv); f != "" {
+			// Where the child is when its first byte arrives: the runner
+			// moves it into the work cgroup before it sends any, and
+			// before that it may still be where it was started.
+			_, _ = in.Peek(1)
 			b, _ := os.ReadFile("/proc/self/cgroup")
 			_ = os.WriteFile(f, b, 0o600)
 		}
 		if os.Getenv(unpackChildKillEnv) != "" {
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		}
-		diff, err := image.UnpackLayer(context.Background(), os.Args[2], os.Stdin)
+		diff, err := image.UnpackLayer(context.Background(), os.Args[2], in)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "cove:", err)
 			os.Exit(1)
