@@ -88,6 +88,7 @@ type readJob struct {
 	stat unix.Stat_t // as listed
 	rel  string
 	e    *backuprepo.Entry
+	prev []backuprepo.ChunkRef // the previous backup's chunks of the path, if a file
 	done chan struct{}
 	out  readOut
 }
@@ -137,7 +138,7 @@ func (b *backuper) runJob(j *readJob) {
 		j.out.err = err
 		return
 	}
-	j.out = b.read(j.f, &j.stat, j.rel, j.e)
+	j.out = b.read(j.f, &j.stat, j.rel, j.e, j.prev)
 	if j.out.err != nil {
 		b.cancel(j.out.err) // stops the walk and the other workers
 	}

@@ -53,6 +53,9 @@ func (b *backuper) file(ce *confine.Entry, e backuprepo.Entry, prev *backuprepo.
 	}
 	b.res.Read++
 	p.read = &readJob{f: f, stat: *st, rel: ce.Rel, e: &p.e, done: make(chan struct{})}
+	if prev != nil && prev.Type == backuprepo.TypeFile {
+		p.read.prev = prev.Chunks // read-only: the walk holds prev until p is added
+	}
 	return b.submit(p)
 }
 
@@ -73,19 +76,30 @@ var maxLinks = 1 << 20
 // read).
 var onRead = func(n int) {}
 
-// fileReader reads a file, keeping its error apart from the store's.
+// fileReader reads a file, keeping its error apart from the store's: by
+// Read from r, or by ReadAt from ra (one goroutine at a time).
 type fileReader struct {
 	r   io.Reader
+	ra  io.ReaderAt
 	err error
 }
 
 func (f *fileReader) Read(p []byte) (int, error) {
 	n, err := f.r.Read(p)
+	return n, f.got(n, err)
+}
+
+func (f *fileReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := f.ra.ReadAt(p, off)
+	return n, f.got(n, err)
+}
+
+func (f *fileReader) got(n int, err error) error {
 	onRead(n)
 	if err != nil && err != io.EOF {
 		f.err = err
 	}
-	return n, err
+	return err
 }
 
 // read stores the content of the file f (listed as listed) into e, on a
@@ -94,7 +108,8 @@ func (f *fileReader) Read(p []byte) (int, error) {
 // (file); at most the size it had when read begins is read. A file whose
 // size or times change while read is read once more; changing again, it is
 // stored as read and reported. out.ok is false when the file is skipped.
-func (b *backuper) read(f *os.File, listed *unix.Stat_t, rel string, e *backuprepo.Entry) (out readOut) {
+// prev is the previous backup's chunk list of the path, if any.
+func (b *backuper) read(f *os.File, listed *unix.Stat_t, rel string, e *backuprepo.Entry, prev []backuprepo.ChunkRef) (out readOut) {
 	failed := func(err error) readOut { return readOut{err: fmt.Errorf("back up %q: %w", e.Path, err)} }
 	for attempt := 0; ; attempt++ {
 		var before, after unix.Stat_t
@@ -106,7 +121,7 @@ func (b *backuper) read(f *os.File, listed *unix.Stat_t, rel string, e *backupre
 				return failed(err)
 			}
 		}
-		refs, size, fr, err := b.content(f, &before)
+		refs, size, fr, err := b.content(f, &before, prev)
 		if err == nil && fr.err == nil && int64(len(refs)) > size/backuprepo.MinChunkSize+1 {
 			// Cannot happen (see minHole); read it whole rather than fail.
 			b.log.Warn("sparse file cut in too many chunks: read whole", "path", e.Path)
@@ -148,13 +163,20 @@ func (b *backuper) read(f *os.File, listed *unix.Stat_t, rel string, e *backupre
 // allows (Entry.Validate) whatever its layout.
 const minHole = backuprepo.MaxChunkSize
 
-// content stores the content of f (of st.Size bytes, at most). The holes
-// of a sparse file (fewer blocks than its size) of at least minHole are
-// found with SEEK_HOLE and stored as zero chunks without being read or
-// chunked: a sparse disk image costs what its data costs, not its size.
-func (b *backuper) content(f *os.File, st *unix.Stat_t) ([]backuprepo.ChunkRef, int64, *fileReader, error) {
+// content stores the content of f (of st.Size bytes, at most). A file
+// with a previous chunk list (prev) reuses the chunks still at their place
+// without storing them again (Writer.StoreChanged). The holes of a sparse
+// file (fewer blocks than its size) of at least minHole are found with
+// SEEK_HOLE and stored as zero chunks without being read or chunked: a
+// sparse disk image costs what its data costs, not its size.
+func (b *backuper) content(f *os.File, st *unix.Stat_t, prev []backuprepo.ChunkRef) ([]backuprepo.ChunkRef, int64, *fileReader, error) {
 	fr := &fileReader{}
 	if st.Blocks*512 >= st.Size || st.Size < minHole {
+		if len(prev) > 0 {
+			fr.ra = f
+			refs, n, err := b.w.StoreChanged(b.ctx, fr, st.Size, prev)
+			return refs, n, fr, err
+		}
 		fr.r = io.LimitReader(f, st.Size)
 		refs, n, err := b.w.StoreContent(b.ctx, fr)
 		return refs, n, fr, err

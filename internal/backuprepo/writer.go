@@ -70,34 +70,50 @@ func (r *Repo) mustNotExist(ctx context.Context, name string) error {
 // bounded whatever its size) and returns its chunk list and length, to put
 // in a file entry given to Add.
 func (w *Writer) StoreContent(ctx context.Context, rd io.Reader) ([]ChunkRef, int64, error) {
-	var refs []ChunkRef
-	var ids []*ChunkID // refs[i]'s id once hashed (nil: set already)
-	var hashed sync.WaitGroup
-	var size int64
-	err := w.repo.key.Split(ctx, rd, func(chunk []byte) error {
-		if size+int64(len(chunk)) > MaxFileSize {
-			return errdefs.InvalidArgument(fmt.Errorf("file larger than %d bytes, the most a backup stores", int64(MaxFileSize)))
-		}
-		size += int64(len(chunk))
-		if allZero(chunk) {
-			ref, err := w.putChunkZero(ctx, chunk, true)
-			refs, ids = append(refs, ref), append(ids, nil)
-			return err
-		}
-		id := new(ChunkID)
-		refs, ids = append(refs, ChunkRef{Size: uint32(len(chunk))}), append(ids, id)
-		return w.queueContent(ctx, chunk, id, &hashed)
-	})
-	hashed.Wait()
+	var c contentRefs
+	err := w.repo.key.Split(ctx, rd, func(chunk []byte) error { return w.addChunk(ctx, &c, chunk) })
+	refs := c.done()
 	if err != nil {
 		return nil, 0, err
 	}
-	for i, id := range ids {
+	return refs, c.size, nil
+}
+
+// contentRefs is the chunk list of content being stored, in order: the
+// ids of chunks hashed on upload goroutines are filled in by done.
+type contentRefs struct {
+	refs   []ChunkRef
+	ids    []*ChunkID // refs[i]'s id once hashed (nil: set already)
+	hashed sync.WaitGroup
+	size   int64
+}
+
+// addChunk stores the next chunk of c's content (queued; hashed on the
+// upload's goroutine).
+func (w *Writer) addChunk(ctx context.Context, c *contentRefs, chunk []byte) error {
+	if c.size+int64(len(chunk)) > MaxFileSize {
+		return errdefs.InvalidArgument(fmt.Errorf("file larger than %d bytes, the most a backup stores", int64(MaxFileSize)))
+	}
+	c.size += int64(len(chunk))
+	if allZero(chunk) {
+		ref, err := w.putChunkZero(ctx, chunk, true)
+		c.refs, c.ids = append(c.refs, ref), append(c.ids, nil)
+		return err
+	}
+	id := new(ChunkID)
+	c.refs, c.ids = append(c.refs, ChunkRef{Size: uint32(len(chunk))}), append(c.ids, id)
+	return w.queueContent(ctx, chunk, id, &c.hashed)
+}
+
+// done waits for c's chunks to be hashed and returns its chunk list.
+func (c *contentRefs) done() []ChunkRef {
+	c.hashed.Wait()
+	for i, id := range c.ids {
 		if id != nil {
-			refs[i].ID = *id
+			c.refs[i].ID = *id
 		}
 	}
-	return refs, size, nil
+	return c.refs
 }
 
 // StoreZeros returns the chunk list of n zero bytes (a hole of a sparse

@@ -1,0 +1,181 @@
+package backuprepo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+)
+
+// StoreChanged is StoreContent of a file that a previous backup stored as
+// prev (its chunk list) and that may have changed since (its times did):
+// it reads the file from r, at most size bytes, and returns the same chunk
+// list StoreContent would, cheaper when most of the content is unchanged.
+//
+// Where the file still holds a previous chunk at its previous place, the
+// chunk is recognised by hashing that range and comparing the hash with
+// the chunk's id, and reused: not chunked, copied or stored again. From
+// the first range that differs the content is cut by the chunker, until a
+// cut falls on a boundary of the previous chunks again, from where ranges
+// are compared again. The result is what cutting the whole file gives
+// when prev was cut by the chunker: a cut depends only on the bytes since
+// the cut before it, so the boundaries of an unchanged prefix are cuts of
+// the new content too, and so is every boundary after one of them up to
+// the next range that differs. The previous last chunk, which ended where
+// the file did, is reused only when the file still ends there. (When prev
+// was not cut by the chunker — around the holes of a sparse file — the
+// list differs from a full cut but still describes the content exactly:
+// every reused range hashed to its chunk's id.)
+//
+// A whole file changed costs one extra hash of at most a window of ranges
+// (2×MaxChunkSize); a file of unchanged content (a git pack whose time
+// git refreshed) costs its read and hash: its chunks are hashed several at
+// once, and nothing is copied or stored.
+func (w *Writer) StoreChanged(ctx context.Context, r io.ReaderAt, size int64, prev []ChunkRef) ([]ChunkRef, int64, error) {
+	p := newPrevChunks(prev)
+	var c contentRefs
+	next := 0 // index in prev of the chunk starting at c.size, or -1
+	// Ranges compared at once: one after a cut (the content may differ
+	// from there on, and the hash of a window would be wasted), twice as
+	// many after each window found unchanged.
+	window := 1
+	err := func() error {
+		for c.size < size {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if next >= 0 {
+				n, whole, err := w.sameChunks(r, c.size, size, p, next, window)
+				if err != nil {
+					return err
+				}
+				for _, ref := range prev[next : next+n] {
+					c.refs, c.ids = append(c.refs, ref), append(c.ids, nil)
+					c.size += int64(ref.Size)
+				}
+				w.reused(prev[next : next+n])
+				if next += n; !whole || n == 0 || next == len(prev) {
+					next = -1
+				}
+				window *= 2
+				continue
+			}
+			start := c.size
+			err := w.repo.key.Split(ctx, io.NewSectionReader(r, start, size-start), func(chunk []byte) error {
+				if err := w.addChunk(ctx, &c, chunk); err != nil {
+					return err
+				}
+				if i, ok := p.startingAt(c.size); ok && c.size < size {
+					next, window = i, 1
+					return errResync
+				}
+				return nil
+			})
+			if !errors.Is(err, errResync) {
+				return err // cut to the end (or the file ended sooner)
+			}
+		}
+		return nil
+	}()
+	refs := c.done()
+	if err != nil {
+		return nil, 0, err
+	}
+	return refs, c.size, nil
+}
+
+// errResync stops the chunker where a cut meets a previous boundary.
+var errResync = errors.New("back on a previous boundary")
+
+// prevChunks is a previous chunk list with where each chunk ends.
+type prevChunks struct {
+	refs []ChunkRef
+	ends []int64 // ends[i]: the offset after refs[i]
+}
+
+func newPrevChunks(refs []ChunkRef) prevChunks {
+	p := prevChunks{refs: refs, ends: make([]int64, len(refs))}
+	var off int64
+	for i, r := range refs {
+		off += int64(r.Size)
+		p.ends[i] = off
+	}
+	return p
+}
+
+// startingAt returns the index of the previous chunk that starts at off,
+// if one does (the first chunk, at 0, is never asked for).
+func (p prevChunks) startingAt(off int64) (int, bool) {
+	i, found := slices.BinarySearch(p.ends, off)
+	if !found || i+1 >= len(p.refs) {
+		return 0, false
+	}
+	return i + 1, true
+}
+
+// sameChunks reads the ranges of the previous chunks from index next on
+// (starting at offset off of r), at most window of them and as many as one
+// buffer holds, and returns
+// how many in a row hash to their previous id, and whether that is all of
+// the window's. A range is compared only when it is wholly within size
+// and, for the previous last chunk, ends where the file does. The ranges
+// of a window are hashed at once.
+func (w *Writer) sameChunks(r io.ReaderAt, off, size int64, p prevChunks, next, window int) (int, bool, error) {
+	total := min(len(p.refs), next+window)
+	end := next
+	var span int64
+	for end < total {
+		n := int64(p.refs[end].Size)
+		last := end == len(p.refs)-1
+		if n == 0 || n > MaxChunkSize || span+n > 2*MaxChunkSize || off+span+n > size || (last && off+span+n != size) {
+			break
+		}
+		span += n
+		end++
+	}
+	if end == next {
+		return 0, false, nil
+	}
+	bufp := scanBuffers.Get().(*[]byte)
+	defer scanBuffers.Put(bufp)
+	buf := (*bufp)[:span]
+	got, err := r.ReadAt(buf, off)
+	if err != nil && err != io.EOF {
+		return 0, false, fmt.Errorf("read: %w", err)
+	}
+	same := make([]bool, end-next)
+	var wg sync.WaitGroup
+	var at int64
+	for i := next; i < end; i++ {
+		n := int64(p.refs[i].Size)
+		if at+n > int64(got) {
+			break // the file ended sooner: the chunker reads what is left
+		}
+		chunk := buf[at : at+n]
+		at += n
+		wg.Go(func() { same[i-next] = w.repo.ChunkIDOf(chunk) == p.refs[i].ID })
+	}
+	wg.Wait()
+	n := 0
+	for n < len(same) && same[n] {
+		n++
+	}
+	return n, n == len(same), nil
+}
+
+// reused counts chunks of a previous backup found unchanged.
+func (w *Writer) reused(refs []ChunkRef) {
+	if len(refs) == 0 {
+		return
+	}
+	var n int64
+	for _, r := range refs {
+		n += int64(r.Size)
+	}
+	w.mu.Lock()
+	w.sum.BytesReused += n
+	w.sum.ChunksReused += int64(len(refs))
+	w.mu.Unlock()
+}
