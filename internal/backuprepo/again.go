@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // StoreChanged is StoreContent of a file that a previous backup stored as
@@ -145,24 +146,41 @@ func (w *Writer) sameChunks(r io.ReaderAt, off, size int64, p prevChunks, next, 
 	if err != nil && err != io.EOF {
 		return 0, false, fmt.Errorf("read: %w", err)
 	}
-	same := make([]bool, end-next)
-	var wg sync.WaitGroup
-	var at int64
-	for i := next; i < end; i++ {
-		n := int64(p.refs[i].Size)
+	// The ranges wholly read, hashed by two goroutines (this one and
+	// another): more would only queue behind each other for the CPUs
+	// the walk needs too.
+	k := 0
+	for at := int64(0); next+k < end; k++ {
+		n := int64(p.refs[next+k].Size)
 		if at+n > int64(got) {
 			break // the file ended sooner: the chunker reads what is left
 		}
-		chunk := buf[at : at+n]
 		at += n
-		wg.Go(func() { same[i-next] = w.repo.ChunkIDOf(chunk) == p.refs[i].ID })
 	}
+	same := make([]bool, k)
+	var todo atomic.Int64
+	hash := func() {
+		for {
+			i := int(todo.Add(1)) - 1
+			if i >= k {
+				return
+			}
+			ref := p.refs[next+i]
+			start := p.ends[next+i] - int64(ref.Size) - off
+			same[i] = w.repo.ChunkIDOf(buf[start:start+int64(ref.Size)]) == ref.ID
+		}
+	}
+	var wg sync.WaitGroup
+	if k > 1 {
+		wg.Go(hash)
+	}
+	hash()
 	wg.Wait()
 	n := 0
 	for n < len(same) && same[n] {
 		n++
 	}
-	return n, n == len(same), nil
+	return n, n == end-next, nil
 }
 
 // reused counts chunks of a previous backup found unchanged.

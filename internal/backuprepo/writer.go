@@ -278,19 +278,40 @@ func (w *Writer) writeRecord(ctx context.Context, body []byte) error {
 	return nil
 }
 
+// flush stores the piece filled so far. It is hashed here and stored on
+// an upload's goroutine (Commit waits for it before writing the root), so
+// that the walk adding entries does not compress, seal and write it.
 func (w *Writer) flush(ctx context.Context) error {
 	if len(w.piece) == 0 {
 		return nil
 	}
-	ref, stored, err := w.repo.PutChunk(ctx, w.piece)
-	if err != nil {
-		return fmt.Errorf("backup %q: manifest piece: %w", w.name, err)
+	if err := w.uploadErr(); err != nil {
+		return err
 	}
-	w.pieces = append(w.pieces, ref)
-	w.mu.Lock()
-	w.sum.StoredBytes += stored
-	w.mu.Unlock()
-	w.piece = w.piece[:0]
+	piece := w.piece
+	if len(piece) > MaxChunkSize {
+		return errdefs.InvalidArgument(fmt.Errorf("backup %q: manifest piece of %d bytes", w.name, len(piece)))
+	}
+	id := w.repo.ChunkIDOf(piece)
+	w.pieces = append(w.pieces, ChunkRef{ID: id, Size: uint32(len(piece))})
+	w.piece = make([]byte, 0, cap(piece))
+	select {
+	case w.up.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	w.up.wg.Add(1)
+	go func() {
+		defer w.up.wg.Done()
+		defer func() { <-w.up.slots }()
+		_, stored, err := w.repo.putChunk(ctx, id, piece)
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if err != nil && w.up.err == nil {
+			w.up.err = fmt.Errorf("backup %q: manifest piece: %w", w.name, err)
+		}
+		w.sum.StoredBytes += stored
+	}()
 	return nil
 }
 
@@ -305,6 +326,9 @@ func (w *Writer) Commit(ctx context.Context) (Summary, error) {
 		return Summary{}, err
 	}
 	if err := w.flush(ctx); err != nil {
+		return Summary{}, err
+	}
+	if err := w.wait(); err != nil { // the last piece
 		return Summary{}, err
 	}
 	if err := ctx.Err(); err != nil {
