@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/blake2b"
 
 	"github.com/covedev/cove/internal/blob"
@@ -96,13 +97,33 @@ func New(store blob.Store, key *Key, log *slog.Logger) *Repo {
 	return &Repo{store: store, key: key, log: log}
 }
 
-// ChunkIDOf returns the id a chunk of this content has.
+// ChunkIDOf returns the id a chunk of this content has: its keyed BLAKE3
+// hash (256 bits) under the id key.
 func (r *Repo) ChunkIDOf(data []byte) ChunkID {
+	h, _ := blake3.NewKeyed(r.key.ids[:]) // a 32-byte key never fails
+	h.Write(data)
+	var id ChunkID
+	h.Sum(id[:0])
+	return id
+}
+
+// oldChunkIDOf is the id a chunk had before manifest version 3: its
+// BLAKE2b-256 MAC under another key. Chunks stored under such ids stay
+// referenced by older backups, and by newer ones that reused an unchanged
+// file's chunk list.
+func (r *Repo) oldChunkIDOf(data []byte) ChunkID {
 	h, _ := blake2b.New256(r.key.mac[:]) // a 32-byte key never fails
 	h.Write(data)
 	var id ChunkID
 	h.Sum(id[:0])
 	return id
+}
+
+// hasID reports whether data is the content of chunk id, under either
+// kind of id. Accepting both keeps what the check is for: only a holder
+// of the key computes either, and neither can be matched by other content.
+func (r *Repo) hasID(data []byte, id ChunkID) bool {
+	return r.ChunkIDOf(data) == id || r.oldChunkIDOf(data) == id
 }
 
 // PutChunk stores data (at most MaxChunkSize bytes) as a chunk unless a
@@ -241,8 +262,8 @@ func (r *Repo) OpenChunk(sc *SealedChunk) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chunk %w", err)
 	}
-	if got := r.ChunkIDOf(data); got != ref.ID {
-		return nil, fmt.Errorf("chunk %s: content has id %s: %w", name, got, ErrCorrupt)
+	if !r.hasID(data, ref.ID) {
+		return nil, fmt.Errorf("chunk %s: content has id %s: %w", name, r.ChunkIDOf(data), ErrCorrupt)
 	}
 	if ref.Size != 0 && len(data) != int(ref.Size) {
 		return nil, fmt.Errorf("chunk %s: %d bytes, the manifest says %d: %w", name, len(data), ref.Size, ErrCorrupt)

@@ -52,7 +52,8 @@ const KeySize = 32
 // Key holds an organization's key and the sub-keys derived from it. It is
 // immutable and safe for concurrent use.
 type Key struct {
-	mac   [32]byte // BLAKE2b-256 key of chunk ids
+	ids   [32]byte // keyed BLAKE3 key of chunk ids (manifest version 3 on)
+	mac   [32]byte // BLAKE2b-256 key of chunk ids written before
 	aead  [32]byte // XChaCha20-Poly1305 key
 	gear  [32]byte // key of the chunker's gear table
 	keyID [8]byte
@@ -77,6 +78,7 @@ func ParseKey(org []byte) (*Key, error) {
 		info string
 		dst  []byte
 	}{
+		{"chunk-id-blake3", k.ids[:]},
 		{"chunk-id-mac", k.mac[:]},
 		{"aead", k.aead[:]},
 		{"chunker-gear", k.gear[:]},

@@ -14,12 +14,17 @@ import (
 // listing "pieces": ordinary chunks holding the entries as records, in
 // path order (comparePaths). A record is an entry or, for a file of more
 // than refsPerRecord chunks, a list of more chunk refs continuing the
-// entry before it. Version 2 records are binary (wire_bin.go); version 1
-// records, which a reader still reads, are JSON lines (wire_json.go).
+// entry before it. Version 2 and 3 records are binary (wire_bin.go);
+// version 1 records, which a reader still reads, are JSON lines
+// (wire_json.go). Version 3 differs from 2 by its new chunk ids: keyed
+// BLAKE3 instead of BLAKE2b (both are read, see Repo.hasID), so that a cove
+// reading only the older kind refuses the manifest instead of failing on
+// its chunks.
 // Pieces are at most pieceTarget+maxLine bytes and end at a record's end,
 // so a reader holds one piece and one entry at a time.
 const (
-	manifestVersion = 2 // what a Writer writes
+	manifestVersion = 3 // what a Writer writes: binary records, new chunk ids by keyed BLAKE3
+	blake2bVersion  = 2 // binary records, chunk ids by BLAKE2b only; read only
 	jsonVersion     = 1 // JSON lines, read only
 	pieceTarget     = 1 << 20
 	maxLine         = 1 << 20
