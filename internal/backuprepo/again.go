@@ -18,29 +18,37 @@ import (
 // Where the file still holds a previous chunk at its previous place, the
 // chunk is recognised by hashing that range and comparing the hash with
 // the chunk's id, and reused: not chunked, copied or stored again. From
-// the first range that differs the content is cut by the chunker, until a
-// cut falls on a boundary of the previous chunks again, from where ranges
-// are compared again. The result is what cutting the whole file gives
-// when prev was cut by the chunker: a cut depends only on the bytes since
-// the cut before it, so the boundaries of an unchanged prefix are cuts of
-// the new content too, and so is every boundary after one of them up to
-// the next range that differs. The previous last chunk, which ended where
-// the file did, is reused only when the file still ends there. (When prev
-// was not cut by the chunker — around the holes of a sparse file — the
-// list differs from a full cut but still describes the content exactly:
-// every reused range hashed to its chunk's id.)
+// the first range that differs the content is cut by the chunker; a chunk
+// it cuts at exactly a previous chunk's place is compared with that chunk
+// (hashed once: reused when equal, stored under the hash when not), and
+// once 2×MaxChunkSize bytes in a row were found unchanged that way the
+// ranges are compared again without cutting. The result is what cutting
+// the whole file gives when prev was cut by the chunker: a cut depends only
+// on the bytes since the cut before it, so the boundaries of an unchanged
+// prefix are cuts of the new content too, and so is every boundary after
+// one of them up to the next range that differs. The previous last chunk,
+// which ended where the file did, is compared without cutting only when
+// the file still ends there. (When prev was not cut by the chunker —
+// around the holes of a sparse file — the list differs from a full cut but
+// still describes the content exactly: every reused range hashed to its
+// chunk's id.)
 //
-// A whole file changed costs one extra hash of at most a window of ranges
-// (2×MaxChunkSize); a file of unchanged content (a git pack whose time
-// git refreshed) costs its read and hash: its chunks are hashed several at
-// once, and nothing is copied or stored.
+// Costs: a file changed from its start is read and hashed once more for
+// its first range; otherwise every byte is read once, plus at most what
+// the chunker read ahead when comparing resumes (2×MaxChunkSize, after as
+// many bytes found unchanged), whatever the pattern of changes. A file of
+// unchanged content (a git pack whose time git refreshed) costs its read
+// and hash: its chunks are hashed several at once, and nothing is cut,
+// copied or stored. Only ids of the current kind (ChunkIDOf) are
+// compared: a previous list of older ids is cut and hashed like new
+// content, once.
 func (w *Writer) StoreChanged(ctx context.Context, r io.ReaderAt, size int64, prev []ChunkRef) ([]ChunkRef, int64, error) {
 	p := newPrevChunks(prev)
 	var c contentRefs
 	next := 0 // index in prev of the chunk starting at c.size, or -1
-	// Ranges compared at once: one after a cut (the content may differ
-	// from there on, and the hash of a window would be wasted), twice as
-	// many after each window found unchanged.
+	// Ranges compared at once: one when comparing starts (the content may
+	// differ from there on, and the hash of a window would be wasted),
+	// twice as many after each window found unchanged.
 	window := 1
 	err := func() error {
 		for c.size < size {
@@ -53,23 +61,32 @@ func (w *Writer) StoreChanged(ctx context.Context, r io.ReaderAt, size int64, pr
 					return err
 				}
 				for _, ref := range prev[next : next+n] {
-					c.refs, c.ids = append(c.refs, ref), append(c.ids, nil)
-					c.size += int64(ref.Size)
+					c.reuse(ref)
 				}
 				w.reused(prev[next : next+n])
 				if next += n; !whole || n == 0 || next == len(prev) {
 					next = -1
 				}
-				window *= 2
+				window = min(2*window, maxWindow)
 				continue
 			}
+			var same int64 // bytes in a row found unchanged at their place
 			start := c.size
 			err := w.repo.key.Split(ctx, io.NewSectionReader(r, start, size-start), func(chunk []byte) error {
-				if err := w.addChunk(ctx, &c, chunk); err != nil {
-					return err
+				i, ok := p.startingAt(c.size)
+				if !ok || p.ends[i] != c.size+int64(len(chunk)) {
+					same = 0
+					return w.addChunk(ctx, &c, chunk)
 				}
-				if i, ok := p.startingAt(c.size); ok && c.size < size {
-					next, window = i, 1
+				id := w.repo.ChunkIDOf(chunk)
+				if id != prev[i].ID {
+					same = 0
+					return w.addChunkID(ctx, &c, chunk, id)
+				}
+				c.reuse(prev[i])
+				w.reused(prev[i : i+1])
+				if same += int64(len(chunk)); same >= 2*MaxChunkSize && i+1 < len(prev) && c.size < size {
+					next, window = i+1, 1
 					return errResync
 				}
 				return nil
@@ -86,6 +103,10 @@ func (w *Writer) StoreChanged(ctx context.Context, r io.ReaderAt, size int64, pr
 	}
 	return refs, c.size, nil
 }
+
+// maxWindow bounds the ranges compared at once (the buffer bounds their
+// bytes: 2×MaxChunkSize).
+const maxWindow = 256
 
 // errResync stops the chunker where a cut meets a previous boundary.
 var errResync = errors.New("back on a previous boundary")
@@ -107,8 +128,11 @@ func newPrevChunks(refs []ChunkRef) prevChunks {
 }
 
 // startingAt returns the index of the previous chunk that starts at off,
-// if one does (the first chunk, at 0, is never asked for).
+// if one does.
 func (p prevChunks) startingAt(off int64) (int, bool) {
+	if off == 0 {
+		return 0, len(p.refs) > 0
+	}
 	i, found := slices.BinarySearch(p.ends, off)
 	if !found || i+1 >= len(p.refs) {
 		return 0, false

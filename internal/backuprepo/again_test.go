@@ -200,3 +200,113 @@ func TestStoreChangedOfAnyPreviousList(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreChangedReadsOnce: a change in every previous chunk that keeps
+// the chunker's cuts (a byte early in each: the chunker looks for a cut
+// only past MinChunkSize), or a previous list of the older kind of ids,
+// does not make it read the file again and again: at most its first
+// range twice (review S12-1).
+func TestStoreChangedReadsOnce(t *testing.T) {
+	ctx := context.Background()
+	r := New(newMem(), testKey(t, 7), nil)
+	old := randomBytes(11, 32<<20)
+	w0, err := r.NewWriter(ctx, "b0", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev, _, err := w0.StoreContent(ctx, bytes.NewReader(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w0.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	scattered := bytes.Clone(old)
+	var off int64
+	for _, ref := range prev {
+		scattered[off+100]++
+		off += int64(ref.Size)
+	}
+	olderIDs := slices.Clone(prev)
+	off = 0
+	for i, ref := range olderIDs {
+		olderIDs[i].ID = r.oldChunkIDOf(old[off : off+int64(ref.Size)])
+		off += int64(ref.Size)
+	}
+	for _, tc := range []struct {
+		name string
+		cur  []byte
+		prev []ChunkRef
+	}{
+		{"every chunk changed at its start", scattered, prev},
+		{"previous ids of the older kind", old, olderIDs},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, err := r.NewWriter(ctx, "x", Metadata{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _, err := w.StoreContent(ctx, bytes.NewReader(tc.cur))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cr := &countingReaderAt{r: bytes.NewReader(tc.cur)}
+			got, size, err := w.StoreChanged(ctx, cr, int64(len(tc.cur)), tc.prev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			if size != int64(len(tc.cur)) || !slices.Equal(got, want) {
+				t.Fatalf("%d bytes, chunk list %v; want %d, %v", size, got, len(tc.cur), want)
+			}
+			if limit := int64(len(tc.cur)) + int64(tc.prev[0].Size); cr.read > limit {
+				t.Errorf("%d bytes read for %d: want at most %d", cr.read, len(tc.cur), limit)
+			}
+		})
+	}
+}
+
+// TestStoreChangedManySmallRanges: a previous list of many small chunks
+// (not cut by the chunker) found unchanged is reused whole, however many
+// windows it takes.
+func TestStoreChangedManySmallRanges(t *testing.T) {
+	ctx := context.Background()
+	st := &requestCounter{Store: newMem()}
+	r := New(st, testKey(t, 8), nil)
+	content := randomBytes(12, 20000*100)
+	w0, err := r.NewWriter(ctx, "b0", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prev []ChunkRef
+	for off := 0; off < len(content); off += 100 {
+		ref, err := w0.putChunk(ctx, content[off:off+100])
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev = append(prev, ref)
+	}
+	if err := w0.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	w, err := r.NewWriter(ctx, "x", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	puts, stats := st.puts.Load(), st.stats.Load()
+	got, _, err := w.StoreChanged(ctx, bytes.NewReader(content), int64(len(content)), prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, prev) {
+		t.Errorf("unchanged content of %d small chunks: %d chunks, not the previous ones", len(prev), len(got))
+	}
+	if n := st.puts.Load() - puts + st.stats.Load() - stats; n != 0 {
+		t.Errorf("%d requests to the store for unchanged content", n)
+	}
+}

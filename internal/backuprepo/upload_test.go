@@ -548,3 +548,43 @@ func TestCrashCheckKeepsChunkStoredMeanwhile(t *testing.T) {
 		t.Errorf("the chunk stored meanwhile: %v; want it kept", err)
 	}
 }
+
+// TestFlushCancelledCommitsNothing: an entry whose Add failed while
+// flushing a manifest piece (its context ended while every upload slot was
+// busy) leaves the writer unable to commit: a later Commit fails and no
+// manifest exists, rather than one naming a piece never stored or holding
+// the failed entry (review S12-2).
+func TestFlushCancelledCommitsNothing(t *testing.T) {
+	bg := context.Background()
+	r := New(newMem(), testKey(t, 3), nil)
+	w, err := r.NewWriter(bg, "b", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := func(i int) string { return fmt.Sprintf("d%08d-%s", i, strings.Repeat("x", 200)) }
+	i := 0
+	for ; len(w.piece) < pieceTarget-4096; i++ {
+		if err := w.Add(bg, Entry{Path: name(i), Type: TypeDir, Mode: 0o755, Mtime: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range maxUploads { // every upload slot busy
+		w.up.slots <- struct{}{}
+	}
+	cancelled, cancel := context.WithCancel(bg)
+	cancel()
+	refused := false
+	for ; !refused; i++ {
+		err := w.Add(cancelled, Entry{Path: name(i), Type: TypeDir, Mode: 0o755, Mtime: 1})
+		refused = err != nil
+	}
+	for range maxUploads {
+		<-w.up.slots
+	}
+	if _, err := w.Commit(bg); !errors.Is(err, context.Canceled) {
+		t.Errorf("Commit after a failed Add: %v, want the failure", err)
+	}
+	if _, err := r.OpenManifest(bg, "b"); !blob.IsNotFound(err) {
+		t.Errorf("manifest after a failed Add: %v, want none", err)
+	}
+}

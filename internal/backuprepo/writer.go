@@ -105,6 +105,22 @@ func (w *Writer) addChunk(ctx context.Context, c *contentRefs, chunk []byte) err
 	return w.queueContent(ctx, chunk, id, &c.hashed)
 }
 
+// addChunkID is addChunk of a chunk hashed already (id).
+func (w *Writer) addChunkID(ctx context.Context, c *contentRefs, chunk []byte, id ChunkID) error {
+	if c.size+int64(len(chunk)) > MaxFileSize {
+		return errdefs.InvalidArgument(fmt.Errorf("file larger than %d bytes, the most a backup stores", int64(MaxFileSize)))
+	}
+	c.size += int64(len(chunk))
+	c.refs, c.ids = append(c.refs, ChunkRef{ID: id, Size: uint32(len(chunk))}), append(c.ids, nil)
+	return w.queueChunk(ctx, id, chunk, false)
+}
+
+// reuse appends a chunk stored already.
+func (c *contentRefs) reuse(ref ChunkRef) {
+	c.refs, c.ids = append(c.refs, ref), append(c.ids, nil)
+	c.size += int64(ref.Size)
+}
+
 // done waits for c's chunks to be hashed and returns its chunk list.
 func (c *contentRefs) done() []ChunkRef {
 	c.hashed.Wait()
@@ -273,7 +289,16 @@ func (w *Writer) writeRecord(ctx context.Context, body []byte) error {
 	}
 	w.piece = appendRecord(w.piece, body)
 	if len(w.piece) >= pieceTarget {
-		return w.flush(ctx)
+		if err := w.flush(ctx); err != nil {
+			// The record is in the piece while the entry failed: the
+			// writer cannot commit any more.
+			w.mu.Lock()
+			if w.up.err == nil {
+				w.up.err = fmt.Errorf("backup %q: %w", w.name, err)
+			}
+			w.mu.Unlock()
+			return err
+		}
 	}
 	return nil
 }
@@ -292,14 +317,16 @@ func (w *Writer) flush(ctx context.Context) error {
 	if len(piece) > MaxChunkSize {
 		return errdefs.InvalidArgument(fmt.Errorf("backup %q: manifest piece of %d bytes", w.name, len(piece)))
 	}
-	id := w.repo.ChunkIDOf(piece)
-	w.pieces = append(w.pieces, ChunkRef{ID: id, Size: uint32(len(piece))})
-	w.piece = make([]byte, 0, cap(piece))
+	// The slot first: a flush that fails changes nothing (the piece stays
+	// buffered, and is not named).
 	select {
 	case w.up.slots <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	id := w.repo.ChunkIDOf(piece)
+	w.pieces = append(w.pieces, ChunkRef{ID: id, Size: uint32(len(piece))})
+	w.piece = make([]byte, 0, cap(piece))
 	w.up.wg.Add(1)
 	go func() {
 		defer w.up.wg.Done()
