@@ -1,4 +1,4 @@
-package s3blob
+package s3blob_test
 
 import (
 	"bytes"
@@ -13,53 +13,77 @@ import (
 
 	"github.com/covedev/cove/internal/blob"
 	"github.com/covedev/cove/internal/blob/blobtest"
+	"github.com/covedev/cove/internal/blob/s3blob"
+	"github.com/covedev/cove/internal/blob/s3blob/s3test"
 	"github.com/covedev/cove/internal/errdefs"
 	"github.com/covedev/cove/internal/testutil"
 )
 
-func newStore(t *testing.T, cfg Config) *Store {
+func newStore(t *testing.T, cfg s3blob.Config) *s3blob.Store {
 	t.Helper()
-	s, err := New(cfg)
+	s, err := s3blob.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
+// config is a Store's configuration for bucket on srv: small parts and
+// list pages, so that multipart uploads and paging are exercised.
+func config(srv *s3test.Server, bucket string) s3blob.Config {
+	cfg := srv.Config(bucket, "pre/")
+	cfg.PartSize, cfg.ListPage = s3blob.MinPartSize, 7
+	return cfg
+}
+
+// pendingUploads lists the multipart uploads in progress in bucket.
+func pendingUploads(t *testing.T, ctx context.Context, srv *s3test.Server, bucket string) []string {
+	t.Helper()
+	out, err := srv.Client().ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &bucket})
+	if err != nil {
+		t.Fatalf("list multipart uploads: %v", err)
+	}
+	var keys []string
+	for _, u := range out.Uploads {
+		keys = append(keys, aws.ToString(u.Key))
+	}
+	return keys
+}
+
 // The conformance suite against versitygw, each subtest in a bucket of its
 // own that also holds objects outside the store's prefix, which the store
 // must never show.
 func TestConformance(t *testing.T) {
-	srv := startServer(t)
+	srv := s3test.Start(t)
 	blobtest.Run(t, func(t *testing.T) blob.Store {
 		ctx := testutil.Context(t)
-		bucket := srv.bucket(ctx)
+		bucket := srv.Bucket(t)
 		for _, key := range []string{"outside", "other/x", "pre-not/y"} {
-			if _, err := srv.client().PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String(key), Body: strings.NewReader("x")}); err != nil {
+			if _, err := srv.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String(key), Body: strings.NewReader("x")}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		return newStore(t, srv.config(bucket))
-	}, blobtest.Options{LargeSize: MinPartSize*2 + MinPartSize/2, ListPage: 7})
+		return newStore(t, config(srv, bucket))
+	}, blobtest.Options{LargeSize: s3blob.MinPartSize*2 + s3blob.MinPartSize/2, ListPage: 7})
 }
 
 func TestConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
-		cfg  Config
+		cfg  s3blob.Config
 		want string
 	}{
-		{Config{Region: "r"}, "no bucket"},
-		{Config{Bucket: "b"}, "no region"},
-		{Config{Bucket: "b", Region: "r", Prefix: "p"}, "prefix"},
-		{Config{Bucket: "b", Region: "r", Prefix: "/p/"}, "prefix"},
-		{Config{Bucket: "b", Region: "r", Prefix: "../"}, "prefix"},
-		{Config{Bucket: "b", Region: "r", AccessKeyID: "a"}, "secret access key"},
-		{Config{Bucket: "b", Region: "r", PartSize: 1 << 20}, "part size"},
-		{Config{Bucket: "b", Region: "r", Endpoint: "127.0.0.1:9000"}, "not an http"},
+		{s3blob.Config{Region: "r"}, "no bucket"},
+		{s3blob.Config{Bucket: "b"}, "no region"},
+		{s3blob.Config{Bucket: "b", Region: "r", Prefix: "p"}, "prefix"},
+		{s3blob.Config{Bucket: "b", Region: "r", Prefix: "/p/"}, "prefix"},
+		{s3blob.Config{Bucket: "b", Region: "r", Prefix: "../"}, "prefix"},
+		{s3blob.Config{Bucket: "b", Region: "r", AccessKeyID: "a"}, "secret access key"},
+		{s3blob.Config{Bucket: "b", Region: "r", PartSize: 1 << 20}, "part size"},
+		{s3blob.Config{Bucket: "b", Region: "r", Endpoint: "127.0.0.1:9000"}, "not an http"},
 	} {
-		_, err := New(tc.cfg)
+		_, err := s3blob.New(tc.cfg)
 		if !errdefs.Is(err, errdefs.CategoryInvalidArgument) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("New(%+v) = %v; want an invalid argument error about %q", tc.cfg, err, tc.want)
+			t.Errorf("s3blob.New(%+v) = %v; want an invalid argument error about %q", tc.cfg, err, tc.want)
 		}
 	}
 }
@@ -67,10 +91,10 @@ func TestConfigErrors(t *testing.T) {
 // Wrong credentials are PermissionDenied, which is not retried, and the
 // message says what to fix; a missing bucket likewise.
 func TestRefusedCredentialsAndMissingBucket(t *testing.T) {
-	srv := startServer(t)
+	srv := s3test.Start(t)
 	ctx := testutil.Context(t)
-	bucket := srv.bucket(ctx)
-	cfg := srv.config(bucket)
+	bucket := srv.Bucket(t)
+	cfg := config(srv, bucket)
 	cfg.SecretAccessKey = "wrong"
 	s := newStore(t, cfg)
 	err := s.Put(ctx, "k", strings.NewReader("x"), 1)
@@ -80,7 +104,7 @@ func TestRefusedCredentialsAndMissingBucket(t *testing.T) {
 	if _, err := s.Stat(ctx, "k"); !errdefs.Is(err, errdefs.CategoryPermissionDenied) {
 		t.Errorf("stat with a wrong secret: %v; want permission denied", err)
 	}
-	s = newStore(t, srv.config("no-such-bucket"))
+	s = newStore(t, config(srv, "no-such-bucket"))
 	err = s.Put(ctx, "k", strings.NewReader("x"), 1)
 	if errdefs.Retryable(err) || !strings.Contains(err.Error(), "no-such-bucket") {
 		t.Errorf("put into a missing bucket: %v; want a terminal error naming the bucket", err)
@@ -115,10 +139,10 @@ func (g *gate) Read(p []byte) (int, error) {
 // object is visible once the server is back, the leftover upload is
 // cleaned up by AbortStale, and the same Put tried again succeeds.
 func TestServerKilledMidUpload(t *testing.T) {
-	srv := startServer(t)
+	srv := s3test.Start(t)
 	ctx := testutil.Context(t)
-	bucket := srv.bucket(ctx)
-	cfg := srv.config(bucket)
+	bucket := srv.Bucket(t)
+	cfg := config(srv, bucket)
 	cfg.MaxAttempts = 3
 	cfg.MaxBackoff = 1 // nanosecond: a dead server fails fast
 	s := newStore(t, cfg)
@@ -129,10 +153,10 @@ func TestServerKilledMidUpload(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Put(ctx, "backup/chunk", g, int64(len(data))) }()
 	testutil.Receive(t, reached, "the first part to be stored")
-	if got := srv.pendingUploads(ctx, bucket); len(got) != 1 {
+	if got := pendingUploads(t, ctx, srv, bucket); len(got) != 1 {
 		t.Fatalf("uploads in progress: %q; want the one of the Put", got)
 	}
-	srv.stop()
+	srv.Kill()
 	close(g.proceed)
 	err := testutil.Receive(t, done, "the Put to fail")
 	if err == nil {
@@ -143,18 +167,18 @@ func TestServerKilledMidUpload(t *testing.T) {
 		t.Errorf("put with the server dead: %v; want a retryable unavailable error naming the key", err)
 	}
 
-	srv.start()
+	srv.Restart(t)
 	blobtest.MustBeMissing(t, s, "backup/chunk")
 	// The abort could not reach the dead server: its parts are left,
 	// invisible, until AbortStale removes them.
-	if got := srv.pendingUploads(ctx, bucket); len(got) != 1 {
+	if got := pendingUploads(t, ctx, srv, bucket); len(got) != 1 {
 		t.Errorf("uploads in progress after the crash: %q", got)
 	}
 	n, err := s.AbortStale(ctx, 0)
 	if err != nil || n != 1 {
 		t.Errorf("AbortStale = %d, %v; want 1 upload aborted", n, err)
 	}
-	if got := srv.pendingUploads(ctx, bucket); len(got) != 0 {
+	if got := pendingUploads(t, ctx, srv, bucket); len(got) != 0 {
 		t.Errorf("uploads in progress after AbortStale: %q", got)
 	}
 	// Retried, the Put succeeds.
@@ -169,13 +193,13 @@ func TestServerKilledMidUpload(t *testing.T) {
 // A stopped server: every operation fails with a retryable error after
 // the configured tries; nothing hangs.
 func TestServerDown(t *testing.T) {
-	srv := startServer(t)
+	srv := s3test.Start(t)
 	ctx := testutil.Context(t)
-	cfg := srv.config(srv.bucket(ctx))
+	cfg := config(srv, srv.Bucket(t))
 	cfg.MaxAttempts = 2
 	cfg.MaxBackoff = 1
 	s := newStore(t, cfg)
-	srv.stop()
+	srv.Kill()
 	errs := map[string]error{"put": s.Put(ctx, "k", strings.NewReader("x"), 1), "delete": s.Delete(ctx, "k")}
 	_, errs["get"] = s.Get(ctx, "k", blob.Range{})
 	_, errs["stat"] = s.Stat(ctx, "k")
@@ -192,22 +216,22 @@ func TestServerDown(t *testing.T) {
 
 // A cancelled multipart Put aborts its upload: no parts are left behind.
 func TestCancelledMultipartAborts(t *testing.T) {
-	srv := startServer(t)
+	srv := s3test.Start(t)
 	ctx := testutil.Context(t)
-	bucket := srv.bucket(ctx)
-	s := newStore(t, srv.config(bucket))
-	g := &gate{r: bytes.NewReader(make([]byte, 3*MinPartSize)), first: MinPartSize + 1, reached: make(chan struct{}), proceed: make(chan struct{})}
+	bucket := srv.Bucket(t)
+	s := newStore(t, config(srv, bucket))
+	g := &gate{r: bytes.NewReader(make([]byte, 3*s3blob.MinPartSize)), first: s3blob.MinPartSize + 1, reached: make(chan struct{}), proceed: make(chan struct{})}
 	reached := g.reached
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- s.Put(pctx, "k", g, 3*MinPartSize) }()
+	go func() { done <- s.Put(pctx, "k", g, 3*s3blob.MinPartSize) }()
 	testutil.Receive(t, reached, "the first part to be stored")
 	cancel()
 	close(g.proceed)
 	if err := testutil.Receive(t, done, "the Put to fail"); !errors.Is(err, context.Canceled) {
 		t.Errorf("put = %v; want canceled", err)
 	}
-	if got := srv.pendingUploads(ctx, bucket); len(got) != 0 {
+	if got := pendingUploads(t, ctx, srv, bucket); len(got) != 0 {
 		t.Errorf("uploads left: %q", got)
 	}
 	blobtest.MustBeMissing(t, s, "k")

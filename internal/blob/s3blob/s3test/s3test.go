@@ -129,6 +129,9 @@ func (s *Server) Restart(t testing.TB) {
 	s.launch(t)
 }
 
+// Client is a plain S3 client of the server, for tests' own checks.
+func (s *Server) Client() *s3.Client { return s.client }
+
 // Bucket creates a new bucket and returns its name.
 func (s *Server) Bucket(t testing.TB) string {
 	t.Helper()
