@@ -356,6 +356,13 @@ func (r *restorer) writeChunk(tk chunkTask, sc *backuprepo.SealedChunk) error {
 // finish sets a file's metadata once all its chunks are written, or
 // removes it (and lists it, unless the restore was stopped). Every task
 // of j is done (its counter says so): j.fd is what they left.
+// earlyWriteback is the size from which a restored file is handed to the
+// disk as soon as it is whole: the final syncfs then has less left to
+// write (0.4 s instead of 0.7 s for the 1 GiB bench data set, and a
+// restore 2% shorter). Doing it for every file cost more than it saved
+// (their small writes, one by one: 10.5 s instead of 9.4 s).
+const earlyWriteback = 64 << 10
+
 func (r *restorer) finish(j *fileJob) {
 	e, pfd := j.e, j.dir.fd
 	var err error
@@ -382,6 +389,11 @@ func (r *restorer) finish(j *fileJob) {
 		}
 	}
 	created := j.fd >= 0
+	if err == nil && created && e.Size >= earlyWriteback {
+		// Start writing it to disk now rather than at the final syncfs
+		// (which still waits for it, and reports any error).
+		_ = unix.SyncFileRange(j.fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	}
 	if created {
 		if cerr := unix.Close(j.fd); err == nil && cerr != nil {
 			err, local = fmt.Errorf("restore %q: %w", e.Path, cerr), true
