@@ -34,6 +34,7 @@ import (
 	"os"
 	"path"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -53,16 +54,19 @@ const staleTmp = time.Hour
 
 // Store is a blob.Store on a directory.
 type Store struct {
-	root      *os.Root
-	dirfd     int          // the directory (O_PATH), for openBeneath
-	tmpfd     int          // .tmp (put.go), -1 once closed
-	unnamed   bool         // Put writes unnamed files and links them (probeUnnamed)
-	closing   sync.RWMutex // Close waits for the Puts using tmpfd
-	closeOnce sync.Once
-	dir       string
-	log       *slog.Logger
-	batched   bool   // no fsync per object: Sync makes them durable
-	scope     string // of the crash markers (BatchedSync)
+	root    *os.Root
+	dirfd   int  // the directory (O_PATH), for openBeneath
+	tmpfd   int  // .tmp (put.go), -1 once closed
+	unnamed bool // Put writes unnamed files and links them (probeUnnamed)
+	// atimeNeeded: objects cannot be opened with O_NOATIME (not their
+	// owner), so reads update their access times.
+	atimeNeeded atomic.Bool
+	closing     sync.RWMutex // Close waits for the Puts using tmpfd
+	closeOnce   sync.Once
+	dir         string
+	log         *slog.Logger
+	batched     bool   // no fsync per object: Sync makes them durable
+	scope       string // of the crash markers (BatchedSync)
 
 	syncFD *os.File // the directory, open since New: Sync's syncfs sees every write-back error since
 
@@ -268,7 +272,17 @@ func (s *Store) open(key string) (*os.File, os.FileInfo, error) {
 // of a directory on the way): a symlink planted in the directory is
 // refused, never followed.
 func (s *Store) openBeneath(key string) (*os.File, error) {
-	fd, err := s.openat2Beneath(key, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
+	flags := uint64(unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC)
+	if !s.atimeNeeded.Load() {
+		flags |= unix.O_NOATIME
+	}
+	fd, err := s.openat2Beneath(key, flags)
+	if errors.Is(err, unix.EPERM) && flags&unix.O_NOATIME != 0 {
+		// Not the objects' owner (nor CAP_FOWNER): reads update their
+		// access times.
+		s.atimeNeeded.Store(true)
+		fd, err = s.openat2Beneath(key, flags&^unix.O_NOATIME)
+	}
 	switch {
 	case err == nil:
 		return os.NewFile(uintptr(fd), path.Join(s.dir, key)), nil

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -301,5 +302,37 @@ func TestNewCreatesPrivateDirectory(t *testing.T) {
 	}
 	if perm := info.Mode().Perm(); perm&0o077 != 0 {
 		t.Errorf("mode %v; want no access for group and others", perm)
+	}
+}
+
+// TestGetLeavesAccessTimes: reading an object does not update its access
+// time (relatime would, for an object not read since it was written or
+// for a day): a restore reads every chunk of a backup, and would otherwise
+// dirty as many inodes of the store.
+func TestGetLeavesAccessTimes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs to own the objects or CAP_FOWNER: run as root")
+	}
+	s := newStore(t)
+	if err := s.Put(context.Background(), "chunks/ab/x", strings.NewReader("content"), 7); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(s.dir, "chunks", "ab", "x")
+	old := time.Now().Add(-72 * time.Hour)
+	if err := os.Chtimes(p, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if got := blobtest.Read(t, s, "chunks/ab/x", blob.Range{}); string(got) != "content" {
+		t.Fatalf("read %q", got)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	if at := time.Unix(st.Atim.Unix()); !at.Equal(old) {
+		t.Errorf("access time %v after a read, want it left at %v", at, old)
+	}
+	if s.atimeNeeded.Load() {
+		t.Error("the owner of the objects fell back to reads that update access times")
 	}
 }
