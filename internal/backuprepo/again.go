@@ -142,11 +142,10 @@ func (p prevChunks) startingAt(off int64) (int, bool) {
 
 // sameChunks reads the ranges of the previous chunks from index next on
 // (starting at offset off of r), at most window of them and as many as one
-// buffer holds, and returns
-// how many in a row hash to their previous id, and whether that is all of
-// the window's. A range is compared only when it is wholly within size
-// and, for the previous last chunk, ends where the file does. The ranges
-// of a window are hashed at once.
+// buffer holds, and returns how many in a row hash to their previous id,
+// and whether that is all of the window's. A range is compared only when
+// it is wholly within size and, for the previous last chunk, ends where
+// the file does. The ranges of a window are hashed at once.
 func (w *Writer) sameChunks(r io.ReaderAt, off, size int64, p prevChunks, next, window int) (int, bool, error) {
 	total := min(len(p.refs), next+window)
 	end := next

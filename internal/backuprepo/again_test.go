@@ -44,6 +44,25 @@ func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
+// storedBefore stores content as a previous backup did and returns its
+// chunk list.
+func storedBefore(t *testing.T, r *Repo, content []byte) []ChunkRef {
+	t.Helper()
+	ctx := context.Background()
+	w, err := r.NewWriter(ctx, "before", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev, _, err := w.StoreContent(ctx, bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	return prev
+}
+
 // changes are edits of a previous content, as files see them.
 var changes = []struct {
 	name string
@@ -77,17 +96,7 @@ func TestStoreChangedCutsAsAWholeRead(t *testing.T) {
 	st := &requestCounter{Store: newMem()}
 	r := New(st, testKey(t, 3), nil)
 	old := randomBytes(7, 24<<20)
-	w0, err := r.NewWriter(ctx, "b0", Metadata{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	prev, _, err := w0.StoreContent(ctx, bytes.NewReader(old))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w0.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	prev := storedBefore(t, r, old)
 	if len(prev) < 8 {
 		t.Fatalf("%d chunks: too few for the test", len(prev))
 	}
@@ -210,17 +219,7 @@ func TestStoreChangedReadsOnce(t *testing.T) {
 	ctx := context.Background()
 	r := New(newMem(), testKey(t, 7), nil)
 	old := randomBytes(11, 32<<20)
-	w0, err := r.NewWriter(ctx, "b0", Metadata{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	prev, _, err := w0.StoreContent(ctx, bytes.NewReader(old))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w0.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	prev := storedBefore(t, r, old)
 	scattered := bytes.Clone(old)
 	var off int64
 	for _, ref := range prev {
