@@ -60,10 +60,11 @@ func (w *Writer) StoreChanged(ctx context.Context, r io.ReaderAt, size int64, pr
 				if err != nil {
 					return err
 				}
+				before := c.size
 				for _, ref := range prev[next : next+n] {
 					c.reuse(ref)
 				}
-				w.reused(prev[next : next+n])
+				w.reused(c.size-before, int64(n))
 				if next += n; !whole || n == 0 || next == len(prev) {
 					next = -1
 				}
@@ -84,7 +85,7 @@ func (w *Writer) StoreChanged(ctx context.Context, r io.ReaderAt, size int64, pr
 					return w.addChunkID(ctx, &c, chunk, id)
 				}
 				c.reuse(prev[i])
-				w.reused(prev[i : i+1])
+				w.reused(int64(len(chunk)), 1)
 				if same += int64(len(chunk)); same >= 2*MaxChunkSize && i+1 < len(prev) && c.size < size {
 					next, window = i+1, 1
 					return errResync
@@ -206,17 +207,13 @@ func (w *Writer) sameChunks(r io.ReaderAt, off, size int64, p prevChunks, next, 
 	return n, n == end-next, nil
 }
 
-// reused counts chunks of a previous backup found unchanged.
-func (w *Writer) reused(refs []ChunkRef) {
-	if len(refs) == 0 {
+// reused counts chunks (of n bytes in all) stored before and taken again.
+func (w *Writer) reused(n, chunks int64) {
+	if chunks == 0 {
 		return
-	}
-	var n int64
-	for _, r := range refs {
-		n += int64(r.Size)
 	}
 	w.mu.Lock()
 	w.sum.BytesReused += n
-	w.sum.ChunksReused += int64(len(refs))
+	w.sum.ChunksReused += chunks
 	w.mu.Unlock()
 }

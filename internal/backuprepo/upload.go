@@ -123,15 +123,21 @@ func (w *Writer) claimLocked(id ChunkID, size int64) (bool, error) {
 	return true, nil
 }
 
+// failLocked records err as the writer's failure unless it failed
+// already: it cannot commit any more. w.mu is held.
+func (w *Writer) failLocked(err error) {
+	if w.up.err == nil {
+		w.up.err = fmt.Errorf("backup %q: %w", w.name, err)
+	}
+}
+
 // finish records the outcome of storing chunk id of size bytes.
 func (w *Writer) finish(id ChunkID, size, stored int64, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.up.pending, id)
 	if err != nil {
-		if w.up.err == nil {
-			w.up.err = fmt.Errorf("backup %q: %w", w.name, err)
-		}
+		w.failLocked(err)
 		return
 	}
 	if w.known == nil {

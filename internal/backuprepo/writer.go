@@ -91,10 +91,9 @@ type contentRefs struct {
 // addChunk stores the next chunk of c's content (queued; hashed on the
 // upload's goroutine).
 func (w *Writer) addChunk(ctx context.Context, c *contentRefs, chunk []byte) error {
-	if c.size+int64(len(chunk)) > MaxFileSize {
-		return errdefs.InvalidArgument(fmt.Errorf("file larger than %d bytes, the most a backup stores", int64(MaxFileSize)))
+	if err := c.grow(len(chunk)); err != nil {
+		return err
 	}
-	c.size += int64(len(chunk))
 	if allZero(chunk) {
 		ref, err := w.putChunkZero(ctx, chunk, true)
 		c.refs, c.ids = append(c.refs, ref), append(c.ids, nil)
@@ -107,12 +106,20 @@ func (w *Writer) addChunk(ctx context.Context, c *contentRefs, chunk []byte) err
 
 // addChunkID is addChunk of a chunk hashed already (id).
 func (w *Writer) addChunkID(ctx context.Context, c *contentRefs, chunk []byte, id ChunkID) error {
-	if c.size+int64(len(chunk)) > MaxFileSize {
-		return errdefs.InvalidArgument(fmt.Errorf("file larger than %d bytes, the most a backup stores", int64(MaxFileSize)))
+	if err := c.grow(len(chunk)); err != nil {
+		return err
 	}
-	c.size += int64(len(chunk))
 	c.refs, c.ids = append(c.refs, ChunkRef{ID: id, Size: uint32(len(chunk))}), append(c.ids, nil)
 	return w.queueChunk(ctx, id, chunk, false)
+}
+
+// grow counts n more bytes of c's content, within what a file may hold.
+func (c *contentRefs) grow(n int) error {
+	if c.size+int64(n) > MaxFileSize {
+		return errdefs.InvalidArgument(fmt.Errorf("file larger than %d bytes, the most a backup stores", int64(MaxFileSize)))
+	}
+	c.size += int64(n)
+	return nil
 }
 
 // reuse appends a chunk stored already.
@@ -232,10 +239,7 @@ func (w *Writer) Reuse(ctx context.Context, e Entry, prev *Entry) error {
 		return errdefs.InvalidArgument(fmt.Errorf("reuse %q: no previous file entry", e.Path))
 	}
 	e.Type, e.Chunks, e.Size = TypeFile, prev.Chunks, prev.Size
-	w.mu.Lock()
-	w.sum.BytesReused += prev.Size
-	w.sum.ChunksReused += int64(len(prev.Chunks))
-	w.mu.Unlock()
+	w.reused(prev.Size, int64(len(prev.Chunks)))
 	return w.Add(ctx, e)
 }
 
@@ -293,9 +297,7 @@ func (w *Writer) writeRecord(ctx context.Context, body []byte) error {
 			// The record is in the piece while the entry failed: the
 			// writer cannot commit any more.
 			w.mu.Lock()
-			if w.up.err == nil {
-				w.up.err = fmt.Errorf("backup %q: %w", w.name, err)
-			}
+			w.failLocked(err)
 			w.mu.Unlock()
 			return err
 		}
@@ -334,8 +336,8 @@ func (w *Writer) flush(ctx context.Context) error {
 		_, stored, err := w.repo.putChunk(ctx, id, piece)
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if err != nil && w.up.err == nil {
-			w.up.err = fmt.Errorf("backup %q: manifest piece: %w", w.name, err)
+		if err != nil {
+			w.failLocked(fmt.Errorf("manifest piece: %w", err))
 		}
 		w.sum.StoredBytes += stored
 	}()
