@@ -36,7 +36,7 @@ var benchMap = backupfs.IDMap{HostUID: 0, HostGID: 0, Size: 65536}
 // newCoveTool makes cove's tool on localblob or, with syncfs, on the
 // experiment's store without per-object fsync (one syncfs at the end of
 // each backup step, timed).
-func newCoveTool(dir, profile string, syncfs bool) (*coveTool, error) {
+func newCoveTool(dir, profile string, syncfs, packs bool) (*coveTool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -55,6 +55,7 @@ func newCoveTool(dir, profile string, syncfs bool) (*coveTool, error) {
 			return nil, err
 		}
 		t.store, t.repo = io.NopCloser(nil), backuprepo.New(t.syncfs, key, log)
+		t.repo.SetPacks(packs)
 		return t, nil
 	}
 	st, err := localblob.New(t.storage(), log, localblob.BatchedSync(key.ID())) // as the runner opens it
@@ -62,6 +63,7 @@ func newCoveTool(dir, profile string, syncfs bool) (*coveTool, error) {
 		return nil, err
 	}
 	t.store, t.repo = st, backuprepo.New(st, key, log)
+	t.repo.SetPacks(packs)
 	return t, nil
 }
 

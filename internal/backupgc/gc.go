@@ -86,6 +86,7 @@ type Stats struct {
 	Manifests        int // manifests read (of the organizations collected)
 	ForeignManifests int // manifests sealed with a key the collector does not hold
 	Chunks           int // chunk objects listed
+	Packs            int // pack objects listed
 	Young            int // unreferenced chunks younger than the grace
 	Condemned        int // chunks condemned by this run's mark
 	Swept            int // chunks deleted
@@ -230,8 +231,12 @@ func (c *Collector) sweep(ctx context.Context, repo *backuprepo.Repo, g *generat
 	}
 	slices.SortFunc(doomed, func(a, b condemnedChunk) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 	doomed = slices.CompactFunc(doomed, func(a, b condemnedChunk) bool { return a.ID == b.ID })
-	if len(doomed) > 0 {
-		if err := c.deleteUnreferenced(ctx, repo, g.name, doomed, sc, st); err != nil {
+	packed, err := c.keepLivePacks(ctx, repo, doomed, sc, st)
+	if err != nil {
+		return err
+	}
+	if slices.ContainsFunc(doomed, func(d condemnedChunk) bool { return d.Size != 0 }) {
+		if err := c.deleteUnreferenced(ctx, repo, g.name, doomed, packed, sc, st); err != nil {
 			return err
 		}
 	}
@@ -243,8 +248,9 @@ const deleteParallelism = 16
 
 // deleteUnreferenced deletes doomed (sorted by id) under a sweep marker,
 // after dropping from it what manifests committed since the scan
-// reference (marked kept by a zero size: a stored chunk is never empty).
-func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Repo, gen string, doomed []condemnedChunk, sc *manifestScan, st *Stats) error {
+// reference (marked kept by a zero size: a stored chunk is never empty),
+// a doomed pack's chunks (packed) included.
+func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Repo, gen string, doomed []condemnedChunk, packed []packChunk, sc *manifestScan, st *Stats) error {
 	start := c.opts.Now()
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
@@ -278,6 +284,7 @@ func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Rep
 				doomed[i].Size = 0
 				st.Kept++
 			}
+			keepPackOf(packed, doomed, id, st)
 		}, &ignored, false)
 		if err == errGone {
 			continue
@@ -303,12 +310,12 @@ func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Rep
 		}
 		todo++
 		eg.Go(func() error {
-			if err := c.store.Delete(dctx, backuprepo.ChunkKey(ch.ID)); err != nil {
+			if err := c.deleteRecord(dctx, ch); err != nil {
 				return err
 			}
 			mu.Lock()
 			deleted++
-			freed += int64(ch.Size)
+			freed += ch.size()
 			mu.Unlock()
 			return nil
 		})
@@ -327,7 +334,8 @@ func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Rep
 }
 
 // mark condemns, for each organization of want, the chunks no manifest
-// references, older than the grace and sealed with its key.
+// references, older than the grace and sealed with its key, and the packs
+// none of whose chunks one does (packs.go).
 func (c *Collector) mark(ctx context.Context, sc *manifestScan, want map[string]bool, st *Stats) error {
 	now := c.opts.Now()
 	condemned := map[string][]condemnedChunk{}
@@ -367,6 +375,9 @@ func (c *Collector) mark(ctx context.Context, sc *manifestScan, want map[string]
 		case len(condemned[h.KeyID]) < c.opts.MaxCondemned:
 			condemned[h.KeyID] = append(condemned[h.KeyID], condemnedChunk{ID: id, Size: uint32(min(info.Size, math.MaxUint32))})
 		}
+	}
+	if err := c.markPacks(ctx, sc, want, condemned, st); err != nil {
+		return fmt.Errorf("list packs: %w", err)
 	}
 	var errs []error
 	for keyID, cs := range condemned {

@@ -34,6 +34,8 @@ func TestGCOnS3(t *testing.T) {
 		"WriterAfterSweepRefused":    testWriterAfterSweepRefused,
 		"OtherOrganizationUntouched": testOtherOrganizationUntouched,
 		"ForeignObjectsLeft":         testForeignObjectsLeft,
+		"RemovesDeadPacks":           testRemovesDeadPacks,
+		"CondemnedPackReused":        testCondemnedPackReused,
 	} {
 		t.Run(name, func(t *testing.T) { f(t, newS3(t)) })
 	}

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zeebo/blake3"
@@ -87,6 +89,13 @@ type Repo struct {
 	crashMu sync.Mutex // guards trusted and epoch
 	trusted bool       // stored chunks modified since epoch are whole: no crash since they were written (crash.go)
 	epoch   time.Time
+
+	index packIndex   // pack.go
+	packs atomic.Bool // writers store new chunks in packs (SetPacks)
+
+	ownMu    sync.Mutex // guards ownKnown and own
+	ownKnown bool
+	own      bool // the store holds chunk objects of their own (written before packs)
 }
 
 // New returns the repository of store sealed under key.
@@ -137,12 +146,25 @@ func (r *Repo) PutChunk(ctx context.Context, data []byte) (ref ChunkRef, stored 
 	return r.putChunk(ctx, r.ChunkIDOf(data), data)
 }
 
+// SetPacks says whether writers store new chunks in packs (pack.go) or
+// as objects of their own. Either way every chunk is readable, and a
+// chunk stored either way is reused.
+//
+// Off by default until garbage collection removes packs: a collector
+// today deletes only unreferenced chunks stored as objects of their own.
+func (r *Repo) SetPacks(on bool) { r.packs.Store(on) }
+
 // putChunk is PutChunk of data whose id is known.
 func (r *Repo) putChunk(ctx context.Context, id ChunkID, data []byte) (ref ChunkRef, stored int64, err error) {
 	ref = ChunkRef{ID: id, Size: uint32(len(data))}
+	if _, written, ok := r.locate(id); ok {
+		if ok, err := r.storedWhole(ctx, ref, written); err != nil || ok {
+			return ref, 0, err
+		}
+	}
 	key := ref.ID.key()
 	if info, err := r.store.Stat(ctx, key); err == nil && info.Size >= int64(minSealed) {
-		ok, err := r.storedWhole(ctx, ref, info)
+		ok, err := r.storedWhole(ctx, ref, info.ModTime)
 		if err != nil {
 			return ref, 0, err
 		}
@@ -167,6 +189,47 @@ func (r *Repo) putChunk(ctx context.Context, id ChunkID, data []byte) (ref Chunk
 	return ref, int64(len(sealed)), nil
 }
 
+// findStored reports whether the repository holds chunk ref, whole (see
+// storedWhole): in a pack its index lists, or as an object of its own.
+func (r *Repo) findStored(ctx context.Context, ref ChunkRef) (bool, error) {
+	if _, written, ok := r.locate(ref.ID); ok {
+		return r.storedWhole(ctx, ref, written)
+	}
+	own, err := r.hasOwnChunks(ctx)
+	if err != nil || !own {
+		return false, err
+	}
+	info, err := r.store.Stat(ctx, ref.ID.key())
+	switch {
+	case err == nil && info.Size >= int64(minSealed):
+		return r.storedWhole(ctx, ref, info.ModTime)
+	case err == nil, blob.IsNotFound(err):
+		return false, nil // a truncated object (see putChunk) is stored again, packed
+	default:
+		return false, fmt.Errorf("store chunk: %w", err)
+	}
+}
+
+// hasOwnChunks reports whether the store holds any chunk stored as an
+// object of its own (by a cove before packs, or PutChunk): only then is a
+// chunk the packs' index does not list asked about in the store.
+func (r *Repo) hasOwnChunks(ctx context.Context) (bool, error) {
+	r.ownMu.Lock()
+	defer r.ownMu.Unlock()
+	if r.ownKnown {
+		return r.own, nil
+	}
+	for _, err := range r.store.List(ctx, ChunksPrefix) {
+		if err != nil {
+			return false, fmt.Errorf("list chunks: %w", err)
+		}
+		r.own = true
+		break
+	}
+	r.ownKnown = true
+	return r.own, nil
+}
+
 // storedWhole reports whether a chunk the store holds can be reused. On a
 // store whose objects are durable only once synced (blob.Syncer: a
 // directory written without an fsync per object), a crash before the sync
@@ -178,12 +241,12 @@ func (r *Repo) putChunk(ctx context.Context, id ChunkID, data []byte) (ref Chunk
 // vouch for it: no such crash since the chunk was written, or the chunks
 // written before one were checked (checkCrashed). Elsewhere (S3: a PUT is durable when it returns) its
 // presence is enough.
-func (r *Repo) storedWhole(ctx context.Context, ref ChunkRef, info blob.Info) (bool, error) {
+func (r *Repo) storedWhole(ctx context.Context, ref ChunkRef, written time.Time) (bool, error) {
 	if _, batched := r.store.(blob.Syncer); !batched {
 		return true, nil
 	}
 	r.crashMu.Lock()
-	trusted := r.trusted && !info.ModTime.Before(r.epoch)
+	trusted := r.trusted && !written.Before(r.epoch)
 	r.crashMu.Unlock()
 	if trusted {
 		return true, nil
@@ -192,6 +255,8 @@ func (r *Repo) storedWhole(ctx context.Context, ref ChunkRef, info blob.Info) (b
 	switch {
 	case err == nil:
 		return true, nil
+	case blob.IsNotFound(err):
+		return false, nil // deleted since found (garbage collected)
 	case IsCorrupt(err):
 		r.log.Warn("backup: a stored chunk does not check out (written before a crash?); storing it again", "chunk", ref.ID.key(), "err", err)
 		return false, nil
@@ -226,12 +291,54 @@ type SealedChunk struct {
 // more of it is read.
 func (r *Repo) FetchChunk(ctx context.Context, ref ChunkRef) (*SealedChunk, error) {
 	name := ref.ID.String()
-	rc, err := r.store.Get(ctx, ref.ID.key(), blob.Range{})
+	for again := true; ; again = false {
+		gen := r.indexGen()
+		if l, _, ok := r.locate(ref.ID); ok {
+			sc, err := r.fetchPacked(ctx, ref, l)
+			if err == nil || !blob.IsNotFound(err) || !again {
+				return sc, err
+			}
+			// The pack is gone: garbage collection moved the chunk to
+			// another one since the index was read.
+		} else {
+			rc, err := r.store.Get(ctx, ref.ID.key(), blob.Range{})
+			if err == nil {
+				defer rc.Close()
+				return sealedFrom(rc, ref)
+			}
+			if !blob.IsNotFound(err) || !again {
+				return nil, fmt.Errorf("chunk %s: %w", name, err)
+			}
+			// Not an object of its own: in a pack stored since the index
+			// was read, or never read.
+		}
+		if err := r.refreshIndex(ctx, gen); err != nil {
+			return nil, fmt.Errorf("chunk %s: %w", name, err)
+		}
+	}
+}
+
+// fetchPacked reads chunk ref's sealed form from its pack.
+func (r *Repo) fetchPacked(ctx context.Context, ref ChunkRef, l Location) (*SealedChunk, error) {
+	if ref.Size != 0 && l.Length > int64(sealedHint(ref.Size)) {
+		return nil, fmt.Errorf("chunk %s: %d bytes in its pack, more than its size takes sealed: %w", ref.ID, l.Length, ErrCorrupt)
+	}
+	rc, err := r.store.Get(ctx, PackKey(l.Pack), blob.Range{Offset: l.Offset, Length: l.Length})
+	if errors.Is(err, blob.ErrRangeNotSatisfiable) {
+		return nil, fmt.Errorf("chunk %s: pack %s ends before it: %w", ref.ID, l.Pack, ErrCorrupt)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", name, err)
+		return nil, fmt.Errorf("chunk %s: %w", ref.ID, err)
 	}
 	defer rc.Close()
-	return sealedFrom(rc, ref)
+	b := make([]byte, l.Length)
+	if _, err := io.ReadFull(rc, b); err != nil {
+		if err == io.ErrUnexpectedEOF || err == io.EOF {
+			return nil, fmt.Errorf("chunk %s: pack %s ends before it: %w", ref.ID, l.Pack, ErrCorrupt)
+		}
+		return nil, fmt.Errorf("chunk %s: read pack %s: %w", ref.ID, l.Pack, err)
+	}
+	return &SealedChunk{ref: ref, sealed: b}, nil
 }
 
 // sealedFrom reads the object of chunk ref from rd.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path"
 	"time"
 
@@ -72,7 +73,11 @@ func (r *Repo) checkCrashed(ctx context.Context) {
 }
 
 // scrubSince verifies every chunk of this key modified at or after since
-// and deletes those that do not check out. Chunks of other keys (another
+// and deletes those that do not check out, and every pack of this key
+// modified since: one that does not check out whole is deleted, index
+// first (no committed manifest names its chunks: a commit syncs the
+// store before writing its manifest, so a pack damaged by a crash was
+// named by none; the next writer needing its content stores it again). Chunks of other keys (another
 // organization's, in a shared store) are left to their key's holder.
 func (r *Repo) scrubSince(ctx context.Context, cs crashedStore, since time.Time) (checked, removed int, err error) {
 	for info, err := range r.store.List(ctx, ChunksPrefix) {
@@ -103,7 +108,79 @@ func (r *Repo) scrubSince(ctx context.Context, cs crashedStore, since time.Time)
 		}
 		checked++
 	}
+	for info, err := range r.store.List(ctx, PacksPrefix) {
+		if err != nil {
+			return checked, removed, fmt.Errorf("list packs: %w", err)
+		}
+		p, ok := ParsePackKey(info.Key)
+		if !ok || info.ModTime.Before(since) {
+			continue
+		}
+		n, damaged, err := r.scrubPack(ctx, p)
+		if err != nil {
+			return checked, removed, err
+		}
+		checked += n
+		if damaged != nil {
+			r.log.Warn("backup: a pack written before a host crash does not check out; deleted", "pack", info.Key, "err", damaged)
+			if err := r.dropPackObjects(ctx, p); err != nil {
+				return checked, removed, err
+			}
+			removed++
+		}
+	}
 	return checked, removed, nil
+}
+
+// scrubPack verifies every chunk of pack p (of this key) against its
+// index: it returns how many were checked and why the pack is damaged,
+// if it is (its index or a chunk does not check out, or it is shorter
+// than its index says). A pack without an index, or of another key, is
+// not checked.
+func (r *Repo) scrubPack(ctx context.Context, p PackID) (int, error, error) {
+	entries, err := r.readIndex(ctx, p)
+	switch {
+	case err == nil:
+	case blob.IsNotFound(err), errors.Is(err, ErrWrongKey):
+		return 0, nil, nil
+	case IsCorrupt(err):
+		return 0, err, nil
+	default:
+		return 0, nil, fmt.Errorf("verify pack %s: %w", p, err)
+	}
+	rc, err := r.store.Get(ctx, PackKey(p), blob.Range{})
+	if blob.IsNotFound(err) {
+		return 0, nil, nil
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("verify pack %s: %w", p, err)
+	}
+	data, err := io.ReadAll(io.LimitReader(rc, maxPackSize+1))
+	rc.Close()
+	if err != nil {
+		return 0, nil, fmt.Errorf("verify pack %s: %w", p, err)
+	}
+	for i, e := range entries {
+		end := int64(e.Offset) + int64(e.Length)
+		if end > int64(len(data)) {
+			return i, fmt.Errorf("pack %s: %d bytes, its index lists a chunk up to %d: %w", p, len(data), end, ErrCorrupt), nil
+		}
+		if _, err := r.OpenChunk(&SealedChunk{ref: ChunkRef{ID: e.ID}, sealed: data[e.Offset:end]}); err != nil {
+			return i + 1, err, nil
+		}
+	}
+	return len(entries), nil, nil
+}
+
+// dropPackObjects deletes pack p's index, then the pack, and forgets it.
+func (r *Repo) dropPackObjects(ctx context.Context, p PackID) error {
+	r.dropPack(p)
+	for _, key := range []string{IndexKey(p), PackKey(p)} {
+		if err := r.store.Delete(ctx, key); err != nil && !blob.IsNotFound(err) {
+			return fmt.Errorf("delete a damaged pack: %w", err)
+		}
+	}
+	return nil
 }
 
 // dropDamaged deletes the chunk id found damaged, unless what the key

@@ -119,12 +119,21 @@ func (s *memStore) Put(_ context.Context, key string, r io.Reader, _ int64) erro
 	return nil
 }
 
-func (s *memStore) Get(_ context.Context, key string, _ blob.Range) (io.ReadCloser, error) {
+func (s *memStore) Get(_ context.Context, key string, rng blob.Range) (io.ReadCloser, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b, ok := s.m[key]
 	if !ok {
 		return nil, blob.NotFound(key)
+	}
+	if !rng.IsWhole() {
+		if rng.Offset >= int64(len(b)) {
+			return nil, blob.ErrRangeNotSatisfiable
+		}
+		b = b[rng.Offset:]
+		if rng.Length > 0 && rng.Length < int64(len(b)) {
+			b = b[:rng.Length]
+		}
 	}
 	return io.NopCloser(bytes.NewReader(b)), nil
 }

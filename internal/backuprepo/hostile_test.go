@@ -123,7 +123,7 @@ func TestHostileManifestRefused(t *testing.T) {
 		{"not JSON", []string{`{"e":`}, nil, "unexpected EOF"},
 		{"truncated", []string{`{"e":{"p":"a","t":"dir"}}`}, func(rt *root) { rt.Summary.Entries = 3 }, "truncated"},
 		{"more than announced", []string{`{"e":{"p":"a","t":"dir"}}`, `{"e":{"p":"b","t":"dir"}}`}, func(rt *root) { rt.Summary.Entries = 1 }, "more entries"},
-		{"version", nil, func(rt *root) { rt.Version = manifestVersion + 1 }, "version " + strconv.Itoa(manifestVersion+1)},
+		{"version", nil, func(rt *root) { rt.Version = packedVersion + 1 }, "version " + strconv.Itoa(packedVersion+1)},
 		{"other name", nil, func(rt *root) { rt.Name = "other" }, "manifest of backup"},
 		{"absurd count", nil, func(rt *root) { rt.Summary.Entries = 1 << 40 }, "out of range"},
 		{"missing piece", nil, func(rt *root) { rt.Pieces = []ChunkRef{{Size: 1}} }, "not found"},

@@ -62,12 +62,12 @@ func (r *Repo) parseRoot(ctx context.Context, name string, doc []byte) (*Manifes
 		return nil, m.corrupt("manifest: %v", err)
 	}
 	switch m.root.Version {
-	case manifestVersion, blake2bVersion:
+	case packedVersion, manifestVersion, blake2bVersion:
 		m.decode = decodeBinRecord
 	case jsonVersion:
 		m.decode = decodeJSONRecord
 	default:
-		return nil, m.corrupt("manifest version %d, this cove reads %d to %d", m.root.Version, jsonVersion, manifestVersion)
+		return nil, m.corrupt("manifest version %d, this cove reads %d to %d", m.root.Version, jsonVersion, packedVersion)
 	}
 	if m.root.Name != name {
 		return nil, m.corrupt("manifest of backup %.100q", m.root.Name)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"sort"
+
+	"github.com/covedev/cove/internal/blob"
 )
 
 // FileStat is what an incremental backup compares to decide that a file
@@ -129,7 +131,11 @@ func (r *Repo) Check(ctx context.Context, name string, deep bool) (*CheckReport,
 		return nil, err
 	}
 	rep := &CheckReport{Summary: m.Summary(), Metadata: m.Metadata()}
-	state := map[ChunkID]int{} // 0: good; >0: index+1 in Problems
+	if err := r.LoadIndex(ctx); err != nil {
+		return nil, err
+	}
+	state := map[ChunkID]int{}  // 0: good; >0: index+1 in Problems
+	packs := map[PackID]int64{} // pack sizes seen (-1: missing)
 	for {
 		e, err := m.Next()
 		if err == io.EOF {
@@ -147,7 +153,7 @@ func (r *Repo) Check(ctx context.Context, name string, deep bool) (*CheckReport,
 			idx, seen := state[ref.ID]
 			if !seen {
 				rep.Chunks++
-				if cerr := r.checkChunk(ctx, ref, deep); cerr != nil {
+				if cerr := r.checkChunk(ctx, ref, deep, packs); cerr != nil {
 					if ctx.Err() != nil {
 						return rep, ctx.Err()
 					}
@@ -178,10 +184,32 @@ func (r *Repo) Check(ctx context.Context, name string, deep bool) (*CheckReport,
 	return rep, nil
 }
 
-func (r *Repo) checkChunk(ctx context.Context, ref ChunkRef, deep bool) error {
+// checkChunk checks that chunk ref is stored (deep: and checks out). A
+// packed chunk's pack is asked about once (its size in packs).
+func (r *Repo) checkChunk(ctx context.Context, ref ChunkRef, deep bool, packs map[PackID]int64) error {
 	if deep {
 		_, err := r.GetChunk(ctx, ref)
 		return err
+	}
+	if l, ok := r.Locate(ref.ID); ok {
+		size, seen := packs[l.Pack]
+		if !seen {
+			size = -1
+			info, err := r.store.Stat(ctx, PackKey(l.Pack))
+			if err == nil {
+				size = info.Size
+			} else if !blob.IsNotFound(err) {
+				return fmt.Errorf("chunk %s: pack %s: %w", ref.ID, l.Pack, err)
+			}
+			packs[l.Pack] = size
+		}
+		if size < 0 {
+			return fmt.Errorf("chunk %s: pack %s: %w", ref.ID, l.Pack, blob.NotFound(PackKey(l.Pack)))
+		}
+		if size < l.Offset+l.Length {
+			return fmt.Errorf("chunk %s: pack %s ends before it: %w", ref.ID, l.Pack, ErrCorrupt)
+		}
+		return nil
 	}
 	if _, err := r.store.Stat(ctx, ref.ID.key()); err != nil {
 		return fmt.Errorf("chunk %s: %w", ref.ID, err)

@@ -8,8 +8,10 @@ import (
 
 // Uploads in flight. A writer stores chunks concurrently: a chunk of
 // content is copied and handed to an upload goroutine that computes its id
-// (a keyed MAC of the plaintext), asks the store whether it has it, seals
-// it (zstd + XChaCha20-Poly1305) and puts it. At most
+// (a keyed hash of the plaintext), looks it up in the repository (the
+// packs' index; chunks stored as objects of their own are asked about in
+// the store), seals it (zstd + XChaCha20-Poly1305) and adds it to the
+// pack being filled (packer.go). At most
 // maxUploads chunks are in flight per writer, so a writer holds at most
 // maxUploads copies of a chunk (MaxChunkSize each, 32 MiB in all) plus
 // their sealed forms; a caller with a chunk to queue waits for a slot.
@@ -61,8 +63,7 @@ func (w *Writer) queueChunk(ctx context.Context, id ChunkID, chunk []byte, share
 	go func() {
 		defer w.up.wg.Done()
 		defer func() { <-w.up.slots }()
-		_, stored, err := w.repo.putChunk(ctx, id, data)
-		w.finish(id, size, stored, err)
+		w.storeChunk(ctx, id, data, false)
 	}()
 	return nil
 }
@@ -95,8 +96,7 @@ func (w *Writer) queueContent(ctx context.Context, chunk []byte, id *ChunkID, ha
 		if err != nil || !claimed {
 			return // the error is the writer's already
 		}
-		_, stored, err := w.repo.putChunk(ctx, *id, data)
-		w.finish(*id, size, stored, err)
+		w.storeChunk(ctx, *id, data, false)
 	}()
 	return nil
 }

@@ -19,11 +19,15 @@ import (
 // (wire_json.go). Version 3 differs from 2 by its new chunk ids: keyed
 // BLAKE3 instead of BLAKE2b (both are read, see Repo.hasID), so that a cove
 // reading only the older kind refuses the manifest instead of failing on
-// its chunks.
+// its chunks. Version 4 is version 3 written by a writer storing chunks
+// in packs (pack.go): its records are the same, and the version makes a
+// cove that does not read packs refuse it instead of finding its chunks
+// missing.
 // Pieces are at most pieceTarget+maxLine bytes and end at a record's end,
 // so a reader holds one piece and one entry at a time.
 const (
-	manifestVersion = 3 // what a Writer writes: binary records, new chunk ids by keyed BLAKE3
+	packedVersion   = 4 // what a Writer storing packs writes: version 3, chunks in packs
+	manifestVersion = 3 // what a Writer writes otherwise: binary records, new chunk ids by keyed BLAKE3
 	blake2bVersion  = 2 // binary records, chunk ids by BLAKE2b only; read only
 	jsonVersion     = 1 // JSON lines, read only
 	pieceTarget     = 1 << 20

@@ -31,6 +31,7 @@ type Writer struct {
 	known map[ChunkID]struct{} // chunks this writer stored or found stored
 	zero  map[int]ChunkID      // ids of all-zero chunks by size
 	up    uploads
+	pack  packer
 
 	piece     []byte // records of the piece being filled
 	rec       []byte // the last record's body (a buffer used again)
@@ -50,8 +51,13 @@ func (r *Repo) NewWriter(ctx context.Context, name string, meta Metadata) (*Writ
 	if err := r.mustNotExist(ctx, name); err != nil {
 		return nil, err
 	}
+	start := time.Now() // before the index is read: see CommitGCSafe
 	r.checkCrashed(ctx)
-	return &Writer{repo: r, name: name, meta: meta, start: time.Now(), up: uploads{slots: make(chan struct{}, maxUploads)}}, nil
+	if err := r.LoadIndex(ctx); err != nil {
+		return nil, fmt.Errorf("backup %q: %w", name, err)
+	}
+	return &Writer{repo: r, name: name, meta: meta, start: start,
+		up: uploads{slots: make(chan struct{}, maxUploads)}, pack: packer{slots: make(chan struct{}, maxPackUploads)}}, nil
 }
 
 func (r *Repo) mustNotExist(ctx context.Context, name string) error {
@@ -333,13 +339,7 @@ func (w *Writer) flush(ctx context.Context) error {
 	go func() {
 		defer w.up.wg.Done()
 		defer func() { <-w.up.slots }()
-		_, stored, err := w.repo.putChunk(ctx, id, piece)
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if err != nil {
-			w.failLocked(fmt.Errorf("manifest piece: %w", err))
-		}
-		w.sum.StoredBytes += stored
+		w.storeChunk(ctx, id, piece, true)
 	}()
 	return nil
 }
@@ -357,7 +357,13 @@ func (w *Writer) Commit(ctx context.Context) (Summary, error) {
 	if err := w.flush(ctx); err != nil {
 		return Summary{}, err
 	}
-	if err := w.wait(); err != nil { // the last piece
+	if err := w.wait(); err != nil { // the last piece, packed
+		return Summary{}, err
+	}
+	if err := w.flushPack(ctx); err != nil {
+		return Summary{}, err
+	}
+	if err := w.wait(); err != nil { // the last pack
 		return Summary{}, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -367,7 +373,11 @@ func (w *Writer) Commit(ctx context.Context) (Summary, error) {
 	sum := w.sum
 	w.mu.Unlock()
 	sum.Duration = time.Since(w.start)
-	rt := root{Version: manifestVersion, Name: w.name, Meta: w.meta, Summary: sum, Pieces: w.pieces}
+	version := manifestVersion
+	if w.repo.packs.Load() {
+		version = packedVersion
+	}
+	rt := root{Version: version, Name: w.name, Meta: w.meta, Summary: sum, Pieces: w.pieces}
 	doc, err := json.Marshal(rt)
 	if err != nil {
 		return Summary{}, fmt.Errorf("backup %q: manifest: %w", w.name, err)

@@ -1,0 +1,390 @@
+package backuprepo
+
+// Packs. A writer stores its new chunks in packs: objects of about
+// packTarget bytes holding many sealed chunks back to back, each sealed
+// exactly as a chunk object is (bound to its id, verifiable alone). A
+// pack's index, a sealed object of its own, lists the chunks it holds and
+// where: so a backup of 46,000 small files is 90 objects to store and to
+// read, not 46,000 (one request each on S3; one inode and one scattered
+// read each on a local disk, most of a restore's kernel time).
+//
+//	packs/<id[:2]>/<id>   the sealed chunks, back to back
+//	index/<id>            sealed (kind 'i', bound to its key): per chunk,
+//	                      its id, offset and length in the pack
+//
+// A pack's id is random. A pack is stored before its index, and both are
+// durable before a manifest naming one of its chunks is written; a pack
+// without an index (a writer that died between the two) holds nothing
+// anyone reads, and garbage collection removes it. Chunks stored as
+// objects of their own (chunks/, before packs) stay readable and are
+// reused by writers.
+//
+// Each Repo keeps the index of every pack in memory (about 80 bytes per
+// chunk), read when a writer starts (only the index objects it has not
+// read yet) and when a restore asks for a chunk it does not know.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/covedev/cove/internal/blob"
+)
+
+const (
+	// kindIndex seals a pack's index.
+	kindIndex byte = 'i'
+
+	// PacksPrefix and IndexPrefix are where packs and their indexes live.
+	PacksPrefix = "packs/"
+	IndexPrefix = "index/"
+
+	// packTarget is the size from which a writer stores the pack it fills.
+	packTarget = 8 << 20
+	// maxPackSize bounds a pack: packTarget and the largest sealed chunk
+	// it can end with.
+	maxPackSize = packTarget + maxSealed
+	// indexEntryLen is an index entry's size: id, offset, length.
+	indexEntryLen = 32 + 4 + 4
+)
+
+// PackID names a pack (random).
+type PackID [32]byte
+
+func (p PackID) String() string { return hex.EncodeToString(p[:]) }
+
+// PackKey returns the store key of pack p.
+func PackKey(p PackID) string {
+	s := p.String()
+	return PacksPrefix + s[:2] + "/" + s
+}
+
+// IndexKey returns the store key of pack p's index.
+func IndexKey(p PackID) string { return IndexPrefix + p.String() }
+
+// ParsePackKey returns the pack a store key names, or false for a key that
+// is not packs/<id[:2]>/<id>.
+func ParsePackKey(key string) (PackID, bool) {
+	rest, ok := strings.CutPrefix(key, PacksPrefix)
+	if !ok {
+		return PackID{}, false
+	}
+	dir, name, ok := strings.Cut(rest, "/")
+	if !ok || len(dir) != 2 || !strings.HasPrefix(name, dir) {
+		return PackID{}, false
+	}
+	p, err := parsePackID(name)
+	return p, err == nil
+}
+
+// ParseIndexKey returns the pack whose index a store key is, or false.
+func ParseIndexKey(key string) (PackID, bool) {
+	name, ok := strings.CutPrefix(key, IndexPrefix)
+	if !ok {
+		return PackID{}, false
+	}
+	p, err := parsePackID(name)
+	return p, err == nil
+}
+
+func parsePackID(s string) (PackID, error) {
+	id, err := ParseChunkID(s) // the same form: 64 lower-case hex digits
+	return PackID(id), err
+}
+
+func newPackID() (PackID, error) {
+	var p PackID
+	if _, err := rand.Read(p[:]); err != nil {
+		return p, fmt.Errorf("pack id: %w", err)
+	}
+	return p, nil
+}
+
+// PackEntry is where a pack holds a sealed chunk.
+type PackEntry struct {
+	ID     ChunkID
+	Offset uint32
+	Length uint32 // of the sealed chunk
+}
+
+// encodeIndex is the payload of a pack's index.
+func encodeIndex(entries []PackEntry) []byte {
+	b := make([]byte, 0, len(entries)*indexEntryLen)
+	for _, e := range entries {
+		b = append(b, e.ID[:]...)
+		b = binary.BigEndian.AppendUint32(b, e.Offset)
+		b = binary.BigEndian.AppendUint32(b, e.Length)
+	}
+	return b
+}
+
+// decodeIndex parses a pack's index: at least one entry, in order of
+// offset, none overlapping the next, each the size a sealed chunk can
+// have, all within maxPackSize. Anything else is ErrCorrupt.
+func decodeIndex(name string, b []byte) ([]PackEntry, error) {
+	if len(b) == 0 || len(b)%indexEntryLen != 0 {
+		return nil, fmt.Errorf("%s: %d bytes, not a list of %d-byte entries: %w", name, len(b), indexEntryLen, ErrCorrupt)
+	}
+	entries := make([]PackEntry, len(b)/indexEntryLen)
+	var end uint64
+	for i := range entries {
+		e := &entries[i]
+		rec := b[i*indexEntryLen:]
+		copy(e.ID[:], rec)
+		e.Offset = binary.BigEndian.Uint32(rec[32:])
+		e.Length = binary.BigEndian.Uint32(rec[36:])
+		switch {
+		case e.Length < uint32(minSealed) || e.Length > uint32(maxSealed):
+			return nil, fmt.Errorf("%s: entry %d of %d bytes: %w", name, i, e.Length, ErrCorrupt)
+		case uint64(e.Offset) < end:
+			return nil, fmt.Errorf("%s: entry %d overlaps the one before: %w", name, i, ErrCorrupt)
+		}
+		end = uint64(e.Offset) + uint64(e.Length)
+		if end > maxPackSize {
+			return nil, fmt.Errorf("%s: entry %d ends past %d bytes: %w", name, i, maxPackSize, ErrCorrupt)
+		}
+	}
+	return entries, nil
+}
+
+// packLoc is where the in-memory index has a chunk.
+type packLoc struct {
+	pack   int32 // in packIndex.packs
+	offset uint32
+	length uint32
+}
+
+// packInfo is a pack the in-memory index read the index of.
+type packInfo struct {
+	id      PackID
+	written time.Time // its index's modification time, on the storage's clock
+	chunks  int
+	gone    bool // its index was not listed any more
+}
+
+// packIndex is a Repo's index of its packs.
+type packIndex struct {
+	mu      sync.RWMutex
+	packs   []packInfo
+	byPack  map[PackID]int32
+	byID    map[ChunkID]packLoc
+	gen     uint64     // how many times it was brought up to date
+	refresh sync.Mutex // held while it is
+}
+
+// Location is where a chunk is stored: in a pack (Pack true), or as an
+// object of its own.
+type Location struct {
+	Pack   PackID
+	Packed bool
+	Offset int64
+	Length int64
+}
+
+// locate returns where the in-memory index has chunk id.
+func (r *Repo) locate(id ChunkID) (Location, time.Time, bool) {
+	x := &r.index
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	l, ok := x.byID[id]
+	if !ok {
+		return Location{}, time.Time{}, false
+	}
+	p := x.packs[l.pack]
+	return Location{Pack: p.id, Packed: true, Offset: int64(l.offset), Length: int64(l.length)}, p.written, true
+}
+
+// Locate returns where chunk id is stored, as far as the index read last
+// says (LoadIndex); false means not in a pack (an object of its own, or
+// not stored).
+func (r *Repo) Locate(id ChunkID) (Location, bool) {
+	l, _, ok := r.locate(id)
+	return l, ok
+}
+
+// maxIndexReads bounds the index objects read at once.
+const maxIndexReads = 16
+
+// LoadIndex brings the in-memory index up to date with the store: it reads
+// the indexes of packs stored since it last did, and forgets packs whose
+// index is gone (garbage collected). An index that does not authenticate
+// or parse (not written by a holder of the key, or damaged) is logged and
+// left out: its chunks are stored again by the next writer that needs
+// them, and a restore that needs them reports them missing.
+func (r *Repo) LoadIndex(ctx context.Context) error {
+	r.index.refresh.Lock()
+	defer r.index.refresh.Unlock()
+	return r.loadIndexLocked(ctx)
+}
+
+// indexGen returns how many times the index was brought up to date.
+func (r *Repo) indexGen() uint64 {
+	r.index.mu.RLock()
+	defer r.index.mu.RUnlock()
+	return r.index.gen
+}
+
+// refreshIndex brings the index up to date unless that was done since
+// generation seen (when a chunk was looked for and not found where the
+// index said): one listing serves every chunk found missing meanwhile.
+func (r *Repo) refreshIndex(ctx context.Context, seen uint64) error {
+	r.index.refresh.Lock()
+	defer r.index.refresh.Unlock()
+	if r.indexGen() != seen {
+		return nil
+	}
+	return r.loadIndexLocked(ctx)
+}
+
+// loadIndexLocked is LoadIndex with index.refresh held.
+func (r *Repo) loadIndexLocked(ctx context.Context) error {
+	x := &r.index
+	listed := map[PackID]time.Time{}
+	for info, err := range r.store.List(ctx, IndexPrefix) {
+		if err != nil {
+			return fmt.Errorf("list pack indexes: %w", err)
+		}
+		if p, ok := ParseIndexKey(info.Key); ok {
+			listed[p] = info.ModTime
+		}
+	}
+	x.mu.RLock()
+	var todo []PackID
+	for p := range listed {
+		if _, ok := x.byPack[p]; !ok {
+			todo = append(todo, p)
+		}
+	}
+	x.mu.RUnlock()
+	loaded := make([][]PackEntry, len(todo))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(maxIndexReads)
+	for i, p := range todo {
+		g.Go(func() error {
+			entries, err := r.readIndex(gctx, p)
+			switch {
+			case err == nil:
+				loaded[i] = entries
+			case blob.IsNotFound(err):
+			case IsCorrupt(err), errors.Is(err, ErrWrongKey):
+				if !errors.Is(err, ErrWrongKey) {
+					r.log.Warn("backup: ignoring a pack index that does not check out", "index", IndexKey(p), "err", err)
+				}
+			default:
+				return err
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for i, p := range x.packs {
+		if _, ok := listed[p.id]; !ok && !p.gone {
+			x.forgetLocked(int32(i))
+		}
+	}
+	for i, p := range todo {
+		if loaded[i] != nil {
+			x.addLocked(p, listed[p], loaded[i])
+		}
+	}
+	x.gen++
+	return nil
+}
+
+// readIndex reads and opens the index of pack p.
+func (r *Repo) readIndex(ctx context.Context, p PackID) ([]PackEntry, error) {
+	key := IndexKey(p)
+	rc, err := r.store.Get(ctx, key, blob.Range{})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	}
+	sealed, err := readSealed(key, rc)
+	rc.Close()
+	if err != nil {
+		return nil, err
+	}
+	payload, err := r.key.open(kindIndex, key, sealed)
+	if err != nil {
+		return nil, err
+	}
+	return decodeIndex(key, payload)
+}
+
+// ReadIndex reads the index of pack p (garbage collection).
+func (r *Repo) ReadIndex(ctx context.Context, p PackID) ([]PackEntry, error) {
+	return r.readIndex(ctx, p)
+}
+
+// addLocked adds pack p's entries (x.mu held). A chunk the index has in
+// another pack is pointed at the newer one: a chunk stored again because
+// its copy did not check out.
+func (x *packIndex) addLocked(p PackID, written time.Time, entries []PackEntry) {
+	if x.byPack == nil {
+		x.byPack, x.byID = map[PackID]int32{}, map[ChunkID]packLoc{}
+	}
+	if _, ok := x.byPack[p]; ok {
+		return
+	}
+	n := int32(len(x.packs))
+	x.packs = append(x.packs, packInfo{id: p, written: written, chunks: len(entries)})
+	x.byPack[p] = n
+	for _, e := range entries {
+		x.byID[e.ID] = packLoc{pack: n, offset: e.Offset, length: e.Length}
+	}
+}
+
+// forgetLocked drops pack i's chunks (its index is gone).
+func (x *packIndex) forgetLocked(i int32) {
+	x.packs[i].gone = true
+	delete(x.byPack, x.packs[i].id)
+	for id, l := range x.byID {
+		if l.pack == i {
+			delete(x.byID, id)
+		}
+	}
+}
+
+// dropPack forgets pack p: its chunks did not check out.
+func (r *Repo) dropPack(p PackID) {
+	x := &r.index
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if i, ok := x.byPack[p]; ok {
+		x.forgetLocked(i)
+	}
+}
+
+// putPack stores a pack and then its index, and adds it to the in-memory
+// index. It returns the bytes stored.
+func (r *Repo) putPack(ctx context.Context, p PackID, data []byte, entries []PackEntry) (int64, error) {
+	pk, ik := PackKey(p), IndexKey(p)
+	sealed, err := r.key.seal(kindIndex, ik, encodeIndex(entries))
+	if err != nil {
+		return 0, err
+	}
+	if err := r.store.Put(ctx, pk, bytes.NewReader(data), int64(len(data))); err != nil {
+		return 0, fmt.Errorf("store pack: %w", err)
+	}
+	if err := r.store.Put(ctx, ik, bytes.NewReader(sealed), int64(len(sealed))); err != nil {
+		return 0, fmt.Errorf("store pack index: %w", err)
+	}
+	x := &r.index
+	x.mu.Lock()
+	// Written now, on this machine's clock: a later LoadIndex keeps it.
+	x.addLocked(p, time.Now(), entries)
+	x.mu.Unlock()
+	return int64(len(data) + len(sealed)), nil
+}
