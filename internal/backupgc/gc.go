@@ -87,6 +87,8 @@ type Stats struct {
 	ForeignManifests int // manifests sealed with a key the collector does not hold
 	Chunks           int // chunk objects listed
 	Packs            int // pack objects listed
+	Repacked         int // packs whose referenced chunks a mark copied into new packs (and condemned)
+	RepackedBytes    int64
 	Young            int // unreferenced chunks younger than the grace
 	Condemned        int // chunks condemned by this run's mark
 	Swept            int // chunks deleted

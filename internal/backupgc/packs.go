@@ -10,9 +10,12 @@ package backupgc
 // deletes the index first, then the pack: a listing that sees the index
 // finds the pack.
 //
-// A pack some of whose chunks are referenced is kept whole, with its
-// unreferenced chunks: repacking the live chunks of mostly dead packs
-// into new ones is not done yet.
+// A pack half of whose bytes are unreferenced chunks, and a small pack
+// (the last of each backup), is repacked by the mark: its referenced
+// chunks are copied into a new pack (small packs merged), and it is
+// condemned. Its sweep then finds every chunk a manifest references in a
+// newer pack (the index points readers there) and deletes it; a chunk
+// referenced since the mark and not copied keeps it.
 
 import (
 	"bytes"
@@ -50,6 +53,7 @@ func (c *Collector) markPacks(ctx context.Context, sc *manifestScan, want map[st
 		}
 		indexes[p] = info
 	}
+	repack := map[string][]repackCandidate{}
 	for info, err := range c.store.List(ctx, backuprepo.PacksPrefix) {
 		if err != nil {
 			return err
@@ -86,37 +90,103 @@ func (c *Collector) markPacks(ctx context.Context, sc *manifestScan, want map[st
 			continue
 		}
 		if indexed {
-			live, err := c.packLive(ctx, c.repos[h.KeyID], p, sc.refs.mayHave)
-			if err != nil || live {
-				if err != nil {
-					c.log.Warn("backup gc: a pack's index cannot be read; pack kept", "pack", info.Key, "err", err)
+			live, total, err := c.packLive(ctx, c.repos[h.KeyID], p, sc.refs.mayHave)
+			if err != nil {
+				c.log.Warn("backup gc: a pack's index cannot be read; pack kept", "pack", info.Key, "err", err)
+				continue
+			}
+			if live > 0 {
+				if total-live >= total/repackDead || info.Size < packSmall {
+					repack[h.KeyID] = append(repack[h.KeyID], repackCandidate{id: p, size: info.Size, dead: live < total})
 				}
 				continue
 			}
 		}
 		if len(condemned[h.KeyID]) < c.opts.MaxCondemned {
-			condemned[h.KeyID] = append(condemned[h.KeyID], condemnedChunk{ID: backuprepo.ChunkID(p), Size: uint32(min(info.Size, math.MaxInt32)) | packRecord})
+			condemned[h.KeyID] = append(condemned[h.KeyID], packCondemned(p, info.Size))
 		}
+	}
+	for keyID, cands := range repack {
+		c.repack(ctx, c.repos[keyID], cands, sc, condemned, st)
 	}
 	return nil
 }
 
-// packLive reports whether pack p's index lists a chunk referenced says
-// is referenced. A pack without an index (gone since listed) is not live.
-func (c *Collector) packLive(ctx context.Context, repo *backuprepo.Repo, p backuprepo.PackID, referenced func(backuprepo.ChunkID) bool) (bool, error) {
+// packLive returns the sealed bytes of pack p's chunks that referenced
+// says are referenced, and of all its chunks. A pack without an index
+// (gone since listed) has none.
+func (c *Collector) packLive(ctx context.Context, repo *backuprepo.Repo, p backuprepo.PackID, referenced func(backuprepo.ChunkID) bool) (live, total int64, err error) {
 	entries, err := repo.ReadIndex(ctx, p)
 	if blob.IsNotFound(err) {
-		return false, nil
+		return 0, 0, nil
 	}
 	if err != nil {
-		return false, err
+		return 0, 0, err
 	}
 	for _, e := range entries {
+		total += int64(e.Length)
 		if referenced(e.ID) {
-			return true, nil
+			live += int64(e.Length)
 		}
 	}
-	return false, nil
+	return live, total, nil
+}
+
+const (
+	// repackDead: a pack of which at least 1/repackDead of the bytes are
+	// unreferenced chunks is repacked.
+	repackDead = 2
+	// packSmall: packs smaller than this (the last of each backup, and
+	// what repacking leaves) are merged by repacking them together.
+	packSmall = 2 << 20
+	// maxRepack bounds the bytes of packs one mark repacks.
+	maxRepack = 1 << 30
+)
+
+// repackCandidate is a pack a mark would repack.
+type repackCandidate struct {
+	id   backuprepo.PackID
+	size int64
+	dead bool // holds unreferenced chunks
+}
+
+func packCondemned(p backuprepo.PackID, size int64) condemnedChunk {
+	return condemnedChunk{ID: backuprepo.ChunkID(p), Size: uint32(min(size, math.MaxInt32)) | packRecord}
+}
+
+// repack copies the referenced chunks of an organization's candidate
+// packs into new packs and condemns the candidates: their sweep, a grace
+// later, finds each chunk still needed in a newer pack. A lone small pack
+// without unreferenced chunks is left as it is. A failure is logged and
+// condemns nothing (copies already made are duplicates, collected once
+// unreferenced).
+func (c *Collector) repack(ctx context.Context, repo *backuprepo.Repo, cands []repackCandidate, sc *manifestScan, condemned map[string][]condemnedChunk, st *Stats) {
+	var total int64
+	n := 0
+	for n < len(cands) && total+cands[n].size <= maxRepack && len(condemned[repo.Key().ID()])+n < c.opts.MaxCondemned {
+		total += cands[n].size
+		n++
+	}
+	cands = cands[:n]
+	if len(cands) == 0 || len(cands) == 1 && !cands[0].dead {
+		return
+	}
+	ids := make([]backuprepo.PackID, len(cands))
+	for i, cd := range cands {
+		ids[i] = cd.id
+	}
+	chunks, bytes, err := repo.Repack(ctx, ids, sc.refs.mayHave)
+	if err != nil {
+		c.log.Warn("backup gc: repacking failed; nothing condemned of it", "keyID", repo.Key().ID(), "packs", len(ids), "err", err)
+		return
+	}
+	keyID := repo.Key().ID()
+	for _, cd := range cands {
+		condemned[keyID] = append(condemned[keyID], packCondemned(cd.id, cd.size))
+	}
+	st.Repacked += len(cands)
+	st.RepackedBytes += bytes
+	c.log.Info("backup gc: repacked", "keyID", keyID, "packs", len(cands), "chunks", chunks, "bytes", bytes)
 }
 
 // packChunks maps the chunks of doomed packs to the pack's record, sorted
@@ -129,6 +199,12 @@ type packChunk struct {
 // keepLivePacks marks kept (a zero size) each doomed pack a manifest of
 // sc references a chunk of, and returns the chunks of those left.
 func (c *Collector) keepLivePacks(ctx context.Context, repo *backuprepo.Repo, doomed []condemnedChunk, sc *manifestScan, st *Stats) ([]packChunk, error) {
+	if !slices.ContainsFunc(doomed, condemnedChunk.isPack) {
+		return nil, nil
+	}
+	if err := repo.LoadIndex(ctx); err != nil {
+		return nil, err
+	}
 	var chunks []packChunk
 	for i := range doomed {
 		d := &doomed[i]
@@ -147,12 +223,20 @@ func (c *Collector) keepLivePacks(ctx context.Context, repo *backuprepo.Repo, do
 			st.Kept++
 			continue
 		}
-		if slices.ContainsFunc(entries, func(e backuprepo.PackEntry) bool { return sc.refs.mayHave(e.ID) }) {
+		// A chunk in a newer pack too (repacked) keeps nothing: readers
+		// find it there.
+		needed := entries[:0]
+		for _, e := range entries {
+			if l, ok := repo.Locate(e.ID); !ok || l.Pack == d.pack() {
+				needed = append(needed, e)
+			}
+		}
+		if slices.ContainsFunc(needed, func(e backuprepo.PackEntry) bool { return sc.refs.mayHave(e.ID) }) {
 			d.Size = 0
 			st.Kept++
 			continue
 		}
-		for _, e := range entries {
+		for _, e := range needed {
 			chunks = append(chunks, packChunk{id: e.ID, record: i})
 		}
 	}

@@ -199,3 +199,77 @@ func TestGCForeignPacksLeft(t *testing.T) {
 		t.Error("a pack not of the collector's keys was deleted")
 	}
 }
+
+// Packs half unreferenced, and small packs, are repacked: the referenced
+// chunks are copied into a new pack, the old packs condemned and then
+// deleted, and every backup still restores whole, read through a
+// repository that read the index before the repacking.
+func TestGCRepacksPartlyDeadPacks(t *testing.T) { testRepacksPartlyDeadPacks(t, newStore(t)) }
+
+func testRepacksPartlyDeadPacks(t *testing.T, s blob.Store) {
+	ctx := context.Background()
+	k, _ := newKey(t)
+	all := files("f", 30, 31, 32, 33)
+	backup(t, packedRepo(s, k), "env1-a", all...)
+	backup(t, packedRepo(s, k), "env1-b", all[:2]...) // reuses two of a's chunks: a pack of its piece only
+	before := packsOf(t, s)
+	if len(before) != 2 {
+		t.Fatalf("%d packs, want one per backup", len(before))
+	}
+	reader := backuprepo.New(s, k, nil)
+	must(t, reader.LoadIndex(ctx))
+	must(t, s.Delete(ctx, backuprepo.ManifestKey("env1-a")))
+	clk := newClock()
+	gc := collector(s, clk, k)
+	clk.Add(2 * time.Hour)
+	st := run(t, gc)
+	if st.Repacked != 2 || st.Condemned != 2 || st.RepackedBytes < 2*fileSize {
+		t.Fatalf("mark: %+v, want both packs repacked (a's half dead, b's small) and condemned", st)
+	}
+	clk.Add(90 * time.Minute)
+	if st := run(t, gc); st.Swept != 2 {
+		t.Fatalf("sweep: %+v, want both old packs deleted", st)
+	}
+	after := packsOf(t, s)
+	for p := range before {
+		if after[p] {
+			t.Errorf("old pack %s kept", p)
+		}
+	}
+	if len(after) != 1 {
+		t.Errorf("%d packs after repacking, want 1", len(after))
+	}
+	complete(t, reader, "env1-b") // the index it read names the deleted packs
+	complete(t, backuprepo.New(s, k, nil), "env1-b")
+}
+
+// A chunk unreferenced when a pack was repacked (so not copied) and
+// referenced by a backup committed before the sweep keeps the old pack.
+func TestGCRepackedPackKeptForNewReference(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	k, _ := newKey(t)
+	all := files("f", 40, 41, 42, 43)
+	backup(t, packedRepo(s, k), "env1-a", all...)
+	backup(t, packedRepo(s, k), "env1-b", all[:1]...)
+	must(t, s.Delete(ctx, backuprepo.ManifestKey("env1-a")))
+	clk := newClock()
+	gc := collector(s, clk, k)
+	clk.Add(2 * time.Hour)
+	if st := run(t, gc); st.Repacked == 0 {
+		t.Fatalf("mark: %+v, want a repack", st)
+	}
+	// A writer reuses a chunk the repack did not copy, and commits.
+	w := startBackup(t, packedRepo(s, k), "env1-c", all[3:]...)
+	sum, err := w.CommitGCSafe(ctx)
+	must(t, err)
+	if sum.ChunksReused != 1 {
+		t.Fatalf("the writer stored %d chunks, reused %d: the test must reuse the uncopied chunk", sum.ChunksNew, sum.ChunksReused)
+	}
+	clk.Add(2 * time.Hour)
+	if st := run(t, gc); st.Kept == 0 {
+		t.Fatalf("sweep: %+v, want a's pack kept", st)
+	}
+	complete(t, backuprepo.New(s, k, nil), "env1-c")
+	complete(t, backuprepo.New(s, k, nil), "env1-b")
+}

@@ -36,6 +36,7 @@ func TestGCOnS3(t *testing.T) {
 		"ForeignObjectsLeft":         testForeignObjectsLeft,
 		"RemovesDeadPacks":           testRemovesDeadPacks,
 		"CondemnedPackReused":        testCondemnedPackReused,
+		"RepacksPartlyDeadPacks":     testRepacksPartlyDeadPacks,
 	} {
 		t.Run(name, func(t *testing.T) { f(t, newS3(t)) })
 	}

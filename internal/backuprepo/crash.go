@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"path"
 	"time"
 
@@ -148,16 +147,13 @@ func (r *Repo) scrubPack(ctx context.Context, p PackID) (int, error, error) {
 	default:
 		return 0, nil, fmt.Errorf("verify pack %s: %w", p, err)
 	}
-	rc, err := r.store.Get(ctx, PackKey(p), blob.Range{})
-	if blob.IsNotFound(err) {
+	data, err := r.readPack(ctx, p)
+	switch {
+	case blob.IsNotFound(err):
 		return 0, nil, nil
-	}
-	if err != nil {
-		return 0, nil, fmt.Errorf("verify pack %s: %w", p, err)
-	}
-	data, err := io.ReadAll(io.LimitReader(rc, maxPackSize+1))
-	rc.Close()
-	if err != nil {
+	case IsCorrupt(err):
+		return 0, err, nil
+	case err != nil:
 		return 0, nil, fmt.Errorf("verify pack %s: %w", p, err)
 	}
 	for i, e := range entries {

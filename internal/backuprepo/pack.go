@@ -31,6 +31,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -330,7 +331,7 @@ func (r *Repo) ReadIndex(ctx context.Context, p PackID) ([]PackEntry, error) {
 
 // addLocked adds pack p's entries (x.mu held). A chunk the index has in
 // another pack is pointed at the newer one: a chunk stored again because
-// its copy did not check out.
+// its copy did not check out, or copied by garbage collection (Repack).
 func (x *packIndex) addLocked(p PackID, written time.Time, entries []PackEntry) {
 	if x.byPack == nil {
 		x.byPack, x.byID = map[PackID]int32{}, map[ChunkID]packLoc{}
@@ -342,6 +343,9 @@ func (x *packIndex) addLocked(p PackID, written time.Time, entries []PackEntry) 
 	x.packs = append(x.packs, packInfo{id: p, written: written, chunks: len(entries)})
 	x.byPack[p] = n
 	for _, e := range entries {
+		if l, ok := x.byID[e.ID]; ok && x.packs[l.pack].written.After(written) {
+			continue
+		}
 		x.byID[e.ID] = packLoc{pack: n, offset: e.Offset, length: e.Length}
 	}
 }
@@ -387,4 +391,89 @@ func (r *Repo) putPack(ctx context.Context, p PackID, data []byte, entries []Pac
 	x.addLocked(p, time.Now(), entries)
 	x.mu.Unlock()
 	return int64(len(data) + len(sealed)), nil
+}
+
+// Repack copies the chunks of packs that keep says are still needed into
+// new packs (of up to packTarget bytes), each chunk verified first, and
+// returns how many chunks and bytes it copied. Garbage collection then
+// deletes the old packs: the index points readers at the copies. A chunk
+// that does not check out is not copied (its pack then stays, as a chunk
+// needed and found nowhere else). Packs without an index are skipped.
+func (r *Repo) Repack(ctx context.Context, packs []PackID, keep func(ChunkID) bool) (chunks int, bytes int64, err error) {
+	var (
+		data    []byte
+		entries []PackEntry
+	)
+	flush := func() error {
+		if len(entries) == 0 {
+			return nil
+		}
+		id, err := newPackID()
+		if err != nil {
+			return err
+		}
+		if _, err := r.putPack(ctx, id, data, entries); err != nil {
+			return fmt.Errorf("repack: %w", err)
+		}
+		chunks += len(entries)
+		bytes += int64(len(data))
+		data, entries = nil, nil
+		return nil
+	}
+	for _, p := range packs {
+		idx, err := r.readIndex(ctx, p)
+		if blob.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return chunks, bytes, fmt.Errorf("repack: %w", err)
+		}
+		pack, err := r.readPack(ctx, p)
+		if blob.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return chunks, bytes, fmt.Errorf("repack: %w", err)
+		}
+		for _, e := range idx {
+			if !keep(e.ID) {
+				continue
+			}
+			end := int64(e.Offset) + int64(e.Length)
+			if end > int64(len(pack)) {
+				r.log.Warn("backup gc: a chunk past its pack's end is not copied", "pack", PackKey(p), "chunk", e.ID)
+				continue
+			}
+			sealed := pack[e.Offset:end]
+			if _, err := r.OpenChunk(&SealedChunk{ref: ChunkRef{ID: e.ID}, sealed: sealed}); err != nil {
+				r.log.Warn("backup gc: a chunk that does not check out is not copied", "pack", PackKey(p), "err", err)
+				continue
+			}
+			if len(data)+len(sealed) > packTarget {
+				if err := flush(); err != nil {
+					return chunks, bytes, err
+				}
+			}
+			entries = append(entries, PackEntry{ID: e.ID, Offset: uint32(len(data)), Length: e.Length})
+			data = append(data, sealed...)
+		}
+	}
+	return chunks, bytes, flush()
+}
+
+// readPack reads pack p whole (at most maxPackSize bytes).
+func (r *Repo) readPack(ctx context.Context, p PackID) ([]byte, error) {
+	rc, err := r.store.Get(ctx, PackKey(p), blob.Range{})
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, maxPackSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read pack %s: %w", p, err)
+	}
+	if len(data) > maxPackSize {
+		return nil, fmt.Errorf("pack %s: more than %d bytes: %w", p, maxPackSize, ErrCorrupt)
+	}
+	return data, nil
 }
