@@ -87,7 +87,7 @@ func main() {
 	flag.StringVar(&o.dir, "dir", "/var/tmp", "work directory's parent: the copy of the data set, every tool's storage and the restores go there (one file system for all)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles and execution traces of cove's steps (last round) into this directory")
 	flag.BoolVar(&o.dropCaches, "drop-caches", true, "drop the page cache before every timed step but the warm ones")
-	flag.BoolVar(&o.packs, "packs", false, "cove stores its chunks in packs (backuprepo.Repo.SetPacks; not yet the default)")
+	flag.BoolVar(&o.packs, "packs", true, "cove stores its chunks in packs, as it ships; false: each chunk an object of its own, as before packs (backuprepo.Repo.SetPacks)")
 	flag.BoolVar(&o.syncfs, "experiment-syncfs", false, "add cove-syncfs: cove on a store without per-object fsync, one syncfs per backup (what localblob's fsyncs cost)")
 	flag.StringVar(&o.only, "only", "", "\"full\": run only the full backup; \"incr\": only a full backup and the incrementals after it; \"restore\": only a full backup and the restore of it (to iterate on one step; the others are skipped)")
 	flag.Parse()

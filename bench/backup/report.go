@@ -121,8 +121,8 @@ func (r *report) print(out io.Writer) {
 	}
 	fmt.Fprintf(out, "tools: cove (internal/backupfs in process, GOMAXPROCS %d, localblob.BatchedSync: one syncfs before and after each manifest); %s | %s at -%d -T0 (archive fsynced); %s (local repository, compression auto, cache kept)\n",
 		runtime.GOMAXPROCS(0), r.versions["tar"], r.versions["zstd"], o.level, r.versions["restic"])
-	if o.packs {
-		fmt.Fprintf(out, "cove stores its chunks in packs (-packs; not yet what cove ships)\n")
+	if !o.packs {
+		fmt.Fprintf(out, "cove stores each chunk as an object of its own (-packs=false), as before packs: not what cove ships\n")
 	}
 	if o.syncfs {
 		fmt.Fprintf(out, "cove-syncfs is an experiment, not what cove ships: cove's code on a store that does not fsync each object, with one syncfs(2) at the end of each backup (timed)\n")

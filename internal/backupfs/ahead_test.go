@@ -241,6 +241,7 @@ func TestReadAheadWorkerErrorFails(t *testing.T) {
 	must(t, err)
 	fs := &failingStore{Store: ls}
 	repo := backuprepo.New(fs, k, nil)
+	repo.SetPacks(false) // chunks as objects of their own: one is held, another refused
 	src := emptyDir(t, "src")
 	uid, gid := int(mapA.HostUID), int(mapA.HostGID)
 	for i := range 200 {

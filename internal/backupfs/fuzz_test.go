@@ -3,7 +3,6 @@ package backupfs
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"iter"
 	"os"
@@ -199,7 +198,13 @@ func (s *memStore) Get(ctx context.Context, key string, rng blob.Range) (io.Read
 		return nil, blob.NotFound(key)
 	}
 	if !rng.IsWhole() {
-		return nil, errors.New("memStore: ranges not supported")
+		if rng.Offset >= int64(len(b)) {
+			return nil, blob.ErrRangeNotSatisfiable
+		}
+		b = b[rng.Offset:]
+		if rng.Length > 0 && rng.Length < int64(len(b)) {
+			b = b[:rng.Length]
+		}
 	}
 	return io.NopCloser(bytes.NewReader(b)), nil
 }

@@ -55,6 +55,16 @@ func newRepo(t testing.TB) (*backuprepo.Repo, string) {
 	return backuprepo.New(s, k, nil), dir
 }
 
+// newRepoUnpacked is newRepo storing each chunk as an object of its own
+// (as cove did before packs): for tests that damage, hold or count
+// chunks one by one in the store.
+func newRepoUnpacked(t testing.TB) (*backuprepo.Repo, string) {
+	t.Helper()
+	r, dir := newRepo(t)
+	r.SetPacks(false)
+	return r, dir
+}
+
 // backup takes backup name of sources, incremental over prev when not "".
 func backup(t testing.TB, repo *backuprepo.Repo, name, prev string, m IDMap, sources ...Source) BackupResult {
 	t.Helper()

@@ -146,7 +146,7 @@ func TestIncremental(t *testing.T) {
 // commit, never skip.
 func TestPreviousUnreadable(t *testing.T) {
 	requireRoot(t)
-	repo, blobs := newRepo(t)
+	repo, blobs := newRepoUnpacked(t)
 	src := emptyDir(t, "src")
 	for i := range 3 {
 		writeFile(t, filepath.Join(src, string(rune('a'+i))), []byte{byte(i)}, 0o644, int(mapA.HostUID), int(mapA.HostGID))

@@ -43,7 +43,7 @@ func chunkFile(t *testing.T, repo *backuprepo.Repo, blobs, name, p string) strin
 // others are restored whole.
 func TestMissingAndCorruptChunk(t *testing.T) {
 	requireRoot(t)
-	repo, blobs := newRepo(t)
+	repo, blobs := newRepoUnpacked(t)
 	src := emptyDir(t, "src")
 	contents := map[string][]byte{"a": randomBytes(1, 300<<10), "b": randomBytes(2, 2<<20), "c": []byte("small"), "d": randomBytes(3, 100<<10)}
 	for n, c := range contents {

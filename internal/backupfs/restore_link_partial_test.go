@@ -21,7 +21,7 @@ import (
 // under any name and the files after the links restore.
 func TestHardLinkToAFileNotRestoredRefused(t *testing.T) {
 	requireRoot(t)
-	plain, blobs := newRepo(t)
+	plain, blobs := newRepoUnpacked(t)
 	manifest(t, plain, "evil",
 		dir("."),
 		dir("t"),

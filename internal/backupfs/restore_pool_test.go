@@ -34,7 +34,8 @@ type gatedStore struct {
 
 func (s *gatedStore) Get(ctx context.Context, key string, rng blob.Range) (io.ReadCloser, error) {
 	size, ok := s.files[key]
-	if !strings.HasPrefix(key, "chunks/") || s.gate == nil || s.files != nil && !ok {
+	chunks := strings.HasPrefix(key, backuprepo.ChunksPrefix) || strings.HasPrefix(key, backuprepo.PacksPrefix)
+	if !chunks || s.gate == nil || s.files != nil && !ok {
 		return s.Store.Get(ctx, key, rng)
 	}
 	s.mu.Lock()
@@ -151,7 +152,7 @@ func noDescriptorsInto(t *testing.T, dir string) {
 // under a temporary name.
 func TestParallelCorruptChunks(t *testing.T) {
 	requireRoot(t)
-	repo, blobs := newRepo(t)
+	repo, blobs := newRepoUnpacked(t)
 	src, contents := manyFiles(t, 300, map[string]int{"big/a": 6 << 20, "big/b": 5 << 20})
 	backup(t, repo, "b", "", mapA, Source{Name: "ws", Dir: src})
 
@@ -220,7 +221,7 @@ func TestParallelCorruptChunks(t *testing.T) {
 // bounds its memory), however many files and chunks there are.
 func TestParallelChunksInFlightBounded(t *testing.T) {
 	requireRoot(t)
-	repo, blobs := newRepo(t)
+	repo, blobs := newRepoUnpacked(t)
 	src, contents := manyFiles(t, 100, map[string]int{"big/a": 9 << 20, "big/b": 9 << 20, "big/c": 9 << 20, "big/d": 9 << 20})
 	backup(t, repo, "b", "", mapA, Source{Name: "ws", Dir: src})
 	files := fileChunks(t, repo, "b")

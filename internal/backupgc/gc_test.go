@@ -20,7 +20,7 @@ func TestGCRemovesOnlyUnreferencedOld(t *testing.T) { testRemovesOnlyUnreference
 func testRemovesOnlyUnreferencedOld(t *testing.T, s blob.Store) {
 	ctx := context.Background()
 	k, _ := newKey(t)
-	repo := backuprepo.New(s, k, nil)
+	repo := unpackedRepo(s, k)
 	shared, onlyB := files("s", 1, 2), files("t", 3, 4)
 	backup(t, repo, "env1-a", shared...)
 	backup(t, repo, "env1-b", append(shared, onlyB...)...)
@@ -82,7 +82,7 @@ func TestConcurrentWriterKeepsCondemnedChunk(t *testing.T) { testConcurrentWrite
 func testConcurrentWriterKeeps(t *testing.T, s blob.Store) {
 	ctx := context.Background()
 	k, _ := newKey(t)
-	repo := backuprepo.New(s, k, nil)
+	repo := unpackedRepo(s, k)
 	old := files("f", 10, 11, 12)
 	backup(t, repo, "env1-old", old...)
 	must(t, s.Delete(ctx, backuprepo.ManifestKey("env1-old")))
@@ -116,7 +116,7 @@ func TestWriterAfterSweepRefused(t *testing.T) { testWriterAfterSweepRefused(t, 
 func testWriterAfterSweepRefused(t *testing.T, s blob.Store) {
 	ctx := context.Background()
 	k, _ := newKey(t)
-	repo := backuprepo.New(s, k, nil)
+	repo := unpackedRepo(s, k)
 	old := files("f", 20, 21)
 	backup(t, repo, "env1-old", old...)
 	must(t, s.Delete(ctx, backuprepo.ManifestKey("env1-old")))
@@ -171,7 +171,7 @@ func testOtherOrganizationUntouched(t *testing.T, s blob.Store) {
 	ctx := context.Background()
 	ka, _ := newKey(t)
 	kb, _ := newKey(t)
-	a, b := backuprepo.New(s, ka, nil), backuprepo.New(s, kb, nil)
+	a, b := unpackedRepo(s, ka), unpackedRepo(s, kb)
 	backup(t, a, "a-live", files("a", 30)...)
 	backup(t, a, "a-gone", files("a", 31)...)
 	backup(t, b, "b-live", files("b", 40)...)
@@ -224,7 +224,7 @@ func TestForeignObjectsLeft(t *testing.T) { testForeignObjectsLeft(t, newStore(t
 
 func testForeignObjectsLeft(t *testing.T, s blob.Store) {
 	k, _ := newKey(t)
-	repo := backuprepo.New(s, k, nil)
+	repo := unpackedRepo(s, k)
 	backup(t, repo, "env1-a", files("f", 50)...)
 	var id backuprepo.ChunkID
 	id[0] = 0xab
@@ -261,7 +261,7 @@ func TestForgedCondemnedListIgnored(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	k, _ := newKey(t)
-	repo := backuprepo.New(s, k, nil)
+	repo := unpackedRepo(s, k)
 	backup(t, repo, "env1-a", files("f", 60)...)
 	must(t, s.Delete(ctx, backuprepo.ManifestKey("env1-a"))) // its chunks are garbage
 	victim := repo.ChunkIDOf(content(60, fileSize))

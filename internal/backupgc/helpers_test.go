@@ -171,3 +171,12 @@ func files(prefix string, seeds ...uint64) []file {
 	}
 	return out
 }
+
+// unpackedRepo returns a repository whose writers store each chunk as an
+// object of its own (as cove did before packs): the tests of collecting
+// such chunks, which older repositories hold.
+func unpackedRepo(s blob.Store, k *backuprepo.Key) *backuprepo.Repo {
+	r := backuprepo.New(s, k, nil)
+	r.SetPacks(false)
+	return r
+}

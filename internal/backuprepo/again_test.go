@@ -57,9 +57,7 @@ func storedBefore(t *testing.T, r *Repo, content []byte) []ChunkRef {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	settle(t, w)
 	return prev
 }
 
@@ -111,9 +109,7 @@ func TestStoreChangedCutsAsAWholeRead(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := w.Wait(); err != nil {
-				t.Fatal(err)
-			}
+			settle(t, w)
 			w2, err := r.NewWriter(ctx, "again"+string(rune('a'+i)), Metadata{})
 			if err != nil {
 				t.Fatal(err)
@@ -124,9 +120,7 @@ func TestStoreChangedCutsAsAWholeRead(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := w2.Wait(); err != nil {
-				t.Fatal(err)
-			}
+			settle(t, w2)
 			if size != wantSize || size != int64(len(cur)) {
 				t.Errorf("size %d, want %d", size, len(cur))
 			}
@@ -183,9 +177,7 @@ func TestStoreChangedOfAnyPreviousList(t *testing.T) {
 		}
 		prev = append(prev, ref)
 	}
-	if err := w0.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	settle(t, w0)
 	for _, c := range changes {
 		t.Run(c.name, func(t *testing.T) {
 			cur := c.edit(old)
@@ -197,9 +189,7 @@ func TestStoreChangedOfAnyPreviousList(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := w.Wait(); err != nil {
-				t.Fatal(err)
-			}
+			settle(t, w)
 			if size != int64(len(cur)) || !bytes.Equal(contentOf(t, r, &Entry{Type: TypeFile, Size: size, Chunks: got}), cur) {
 				t.Fatalf("%d bytes stored of %d, or content read back differs", size, len(cur))
 			}
@@ -254,9 +244,7 @@ func TestStoreChangedReadsOnce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := w.Wait(); err != nil {
-				t.Fatal(err)
-			}
+			settle(t, w)
 			if size != int64(len(tc.cur)) || !slices.Equal(got, want) {
 				t.Fatalf("%d bytes, chunk list %v; want %d, %v", size, got, len(tc.cur), want)
 			}
@@ -287,9 +275,7 @@ func TestStoreChangedManySmallRanges(t *testing.T) {
 		}
 		prev = append(prev, ref)
 	}
-	if err := w0.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	settle(t, w0)
 	w, err := r.NewWriter(ctx, "x", Metadata{})
 	if err != nil {
 		t.Fatal(err)
@@ -299,9 +285,7 @@ func TestStoreChangedManySmallRanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	settle(t, w)
 	if !slices.Equal(got, prev) {
 		t.Errorf("unchanged content of %d small chunks: %d chunks, not the previous ones", len(prev), len(got))
 	}

@@ -48,7 +48,7 @@ func TestOversizedChunkObjectNotReadWhole(t *testing.T) {
 	ctx := context.Background()
 	s, dir := newLocal(t)
 	cs := &countingStore{Store: s}
-	r := New(cs, testKey(t, 1), nil)
+	r := unpacked(cs, testKey(t, 1))
 	backup(t, r, "b", tree(), "")
 	ref := fileEntry(t, r, "b", "src/main.go").Chunks[0]
 	if ref.Size == 0 || int(ref.Size) >= MaxChunkSize/4 {

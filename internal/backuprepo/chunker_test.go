@@ -64,6 +64,7 @@ func TestInsertedByteReusesMostChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	settle(t, w)
 	w2, err := r.NewWriter(ctx, "b2", Metadata{})
 	if err != nil {
 		t.Fatal(err)

@@ -103,7 +103,9 @@ func New(store blob.Store, key *Key, log *slog.Logger) *Repo {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Repo{store: store, key: key, log: log}
+	r := &Repo{store: store, key: key, log: log}
+	r.packs.Store(true)
+	return r
 }
 
 // ChunkIDOf returns the id a chunk of this content has: its keyed BLAKE3
@@ -146,12 +148,10 @@ func (r *Repo) PutChunk(ctx context.Context, data []byte) (ref ChunkRef, stored 
 	return r.putChunk(ctx, r.ChunkIDOf(data), data)
 }
 
-// SetPacks says whether writers store new chunks in packs (pack.go) or
-// as objects of their own. Either way every chunk is readable, and a
-// chunk stored either way is reused.
-//
-// Off by default until garbage collection removes packs: a collector
-// today deletes only unreferenced chunks stored as objects of their own.
+// SetPacks says whether writers store new chunks in packs (pack.go, the
+// default) or as objects of their own, as cove did before packs (and
+// tests of such repositories do). Either way every chunk is readable,
+// and a chunk stored either way is reused.
 func (r *Repo) SetPacks(on bool) { r.packs.Store(on) }
 
 // putChunk is PutChunk of data whose id is known.

@@ -203,3 +203,28 @@ func contentOf(t testing.TB, r *Repo, e *Entry) []byte {
 	}
 	return buf.Bytes()
 }
+
+// settle stores everything w has queued, its last pack included, as
+// Commit does before it writes the manifest: the chunks are then
+// readable, and found by other writers.
+func settle(t testing.TB, w *Writer) {
+	t.Helper()
+	if err := w.wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.flushPack(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// unpacked returns a repository whose writers store each chunk as an
+// object of its own, as cove did before packs: what tests of such
+// objects (and of the repositories cove wrote then) use.
+func unpacked(s blob.Store, k *Key) *Repo {
+	r := New(s, k, nil)
+	r.SetPacks(false)
+	return r
+}

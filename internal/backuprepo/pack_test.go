@@ -100,7 +100,7 @@ func sortedItems(items []item) []item {
 func TestPackedDedup(t *testing.T) {
 	s, _ := newLocal(t)
 	items := tree()
-	old := New(s, testKey(t, 1), nil) // objects of their own
+	old := unpacked(s, testKey(t, 1)) // objects of their own
 	backup(t, old, "env-a/b1", items[:4], "")
 	ownBefore := keys(t, s, ChunksPrefix)
 

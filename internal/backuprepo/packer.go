@@ -24,20 +24,24 @@ type packer struct {
 // packPart is what the writer counts of a chunk in a pack.
 type packPart struct {
 	size  int64
-	piece bool // a manifest piece: counted in StoredBytes only
+	piece bool            // a manifest piece: counted in StoredBytes only
+	ctx   context.Context // the storing call's: cancelled, the pack is not stored
 }
 
 // storeChunk stores chunk id (data, its content) unless the repository
 // has it already, and records the outcome (finish) once known: at once
 // when it was found, or once the pack it was added to is stored.
 func (w *Writer) storeChunk(ctx context.Context, id ChunkID, data []byte, piece bool) {
-	part := packPart{size: int64(len(data)), piece: piece}
+	part := packPart{size: int64(len(data)), piece: piece, ctx: ctx}
 	if !w.repo.packs.Load() {
 		_, stored, err := w.repo.putChunk(ctx, id, data)
 		w.finishPart(id, part, stored, err)
 		return
 	}
 	found, err := w.repo.findStored(ctx, ChunkRef{ID: id, Size: uint32(len(data))})
+	if err == nil && !found {
+		err = ctx.Err()
+	}
 	if err == nil && !found {
 		var sealed []byte
 		if sealed, err = w.repo.key.seal(kindChunk, id.String(), data); err == nil {
@@ -103,6 +107,14 @@ func (w *Writer) flushPackLocked(ctx context.Context) error {
 			w.finishPart(e.ID, parts[i], 0, err)
 		}
 		return err
+	}
+	// A chunk whose storing was cancelled (the backup given up) is not
+	// stored by a later call (Commit): the writer fails instead, as it
+	// would with that chunk's upload in flight.
+	for _, pt := range parts {
+		if err := pt.ctx.Err(); err != nil {
+			return fail(err)
+		}
 	}
 	select {
 	case p.slots <- struct{}{}:

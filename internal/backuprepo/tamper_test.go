@@ -37,7 +37,7 @@ func chunkFile(dir string, id ChunkID) string {
 func TestFlippedByteDetected(t *testing.T) {
 	ctx := context.Background()
 	s, dir := newLocal(t)
-	r := New(s, testKey(t, 1), nil)
+	r := unpacked(s, testKey(t, 1))
 	items := tree()
 	backup(t, r, "b", items, "")
 	e := fileEntry(t, r, "b", "bin/tool")
@@ -83,7 +83,7 @@ func TestFlippedByteDetected(t *testing.T) {
 func TestSwappedObjectsDetected(t *testing.T) {
 	ctx := context.Background()
 	s, dir := newLocal(t)
-	r := New(s, testKey(t, 1), nil)
+	r := unpacked(s, testKey(t, 1))
 	backup(t, r, "b", tree(), "")
 	a := fileEntry(t, r, "b", "src/main.go").Chunks[0]
 	b := fileEntry(t, r, "b", ".bashrc").Chunks[0]
@@ -156,7 +156,7 @@ func TestWrongKeyRefused(t *testing.T) {
 func TestMissingChunkReportedWithItsFiles(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newLocal(t)
-	r := New(s, testKey(t, 1), nil)
+	r := unpacked(s, testKey(t, 1))
 	items := tree()
 	backup(t, r, "b", items, "")
 	var files int64

@@ -35,7 +35,7 @@ func (s *gatedStore) Stat(ctx context.Context, key string) (blob.Info, error) {
 }
 
 func (s *gatedStore) Put(ctx context.Context, key string, r io.Reader, size int64) error {
-	if strings.HasPrefix(key, "chunks/") {
+	if strings.HasPrefix(key, ChunksPrefix) || strings.HasPrefix(key, PacksPrefix) {
 		s.puts.Add(1)
 		select {
 		case <-s.release:
@@ -54,7 +54,7 @@ func TestUploadErrorAmongManySmallFilesCommitsNothing(t *testing.T) {
 	ctx := context.Background()
 	base := newMem()
 	store := &recordingStore{Store: base, failPref: "chunks/", failAt: 40}
-	r := New(store, testKey(t, 1), nil)
+	r := unpacked(store, testKey(t, 1))
 	w, err := r.NewWriter(ctx, "b", Metadata{})
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +90,7 @@ func TestUploadErrorAmongManySmallFilesCommitsNothing(t *testing.T) {
 func TestConcurrentDuplicateChunkStoredOnce(t *testing.T) {
 	ctx := context.Background()
 	store := &gatedStore{Store: newMem(), release: make(chan struct{})}
-	r := New(store, testKey(t, 1), nil)
+	r := unpacked(store, testKey(t, 1))
 	w, err := r.NewWriter(ctx, "b", Metadata{})
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +209,7 @@ func TestManifestSyncedAfterChunks(t *testing.T) {
 	}
 	lastChunk := -1
 	for i, op := range ops {
-		if strings.HasPrefix(op, "chunks/") {
+		if strings.HasPrefix(op, PacksPrefix) || strings.HasPrefix(op, IndexPrefix) {
 			lastChunk = i
 		}
 	}
@@ -455,7 +455,7 @@ func TestStoredChunkTrustedWithoutCrash(t *testing.T) {
 	}
 	backup := func(name string) Summary {
 		t.Helper()
-		r := New(store, key, nil)
+		r := unpacked(store, key)
 		w, err := r.NewWriter(ctx, name, Metadata{})
 		if err != nil {
 			t.Fatal(err)

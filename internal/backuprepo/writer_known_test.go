@@ -36,7 +36,7 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 // and stored once per backup, and the backup restores whole.
 func TestRepeatedChunksCostNoRequests(t *testing.T) {
 	store := &statCounter{Store: newMem()}
-	r := New(store, testKey(t, 1), nil)
+	r := unpacked(store, testKey(t, 1))
 	ctx := context.Background()
 	w, err := r.NewWriter(ctx, "b", Metadata{})
 	if err != nil {

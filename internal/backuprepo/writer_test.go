@@ -40,9 +40,10 @@ func TestManifestWrittenLast(t *testing.T) {
 	if n := len(rec.puts); n == 0 || rec.puts[n-1] != "manifests/env-a/b1" {
 		t.Fatalf("puts %v: the manifest is not the last", rec.puts)
 	}
-	for _, k := range rec.puts[:len(rec.puts)-1] {
-		if !strings.HasPrefix(k, "chunks/") {
-			t.Errorf("put %q before the manifest", k)
+	for i, k := range rec.puts[:len(rec.puts)-1] {
+		p, isPack := ParsePackKey(k)
+		if (!isPack || i+1 >= len(rec.puts) || rec.puts[i+1] != IndexKey(p)) && !strings.HasPrefix(k, IndexPrefix) {
+			t.Errorf("put %q before the manifest: want packs, each followed by its index", k)
 		}
 	}
 	if _, err := r.NewWriter(ctx, "env-a/b1", Metadata{}); !errdefs.Is(err, errdefs.CategoryAlreadyExists) {
@@ -50,12 +51,9 @@ func TestManifestWrittenLast(t *testing.T) {
 	}
 
 	// A store failing in the middle of the content: no backup exists.
-	for _, failPref := range []string{"chunks/", "manifests/"} {
+	for _, failPref := range []string{PacksPrefix, IndexPrefix, "manifests/"} {
 		local, _ := newLocal(t)
-		rec := &recordingStore{Store: local, failPref: failPref, failAt: 2}
-		if failPref == "manifests/" {
-			rec.failAt = 1
-		}
+		rec := &recordingStore{Store: local, failPref: failPref, failAt: 1}
 		r := New(rec, testKey(t, 1), nil)
 		err := func() error {
 			w, err := r.NewWriter(ctx, "b", Metadata{})
@@ -117,7 +115,7 @@ func TestWriterRefusesBadEntries(t *testing.T) {
 func TestConcurrentStoreContent(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newLocal(t)
-	r := New(s, testKey(t, 1), nil)
+	r := unpacked(s, testKey(t, 1))
 	w, err := r.NewWriter(ctx, "b", Metadata{})
 	if err != nil {
 		t.Fatal(err)

@@ -34,7 +34,8 @@ func TestWaitAfterCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.AddFile(ctx, Entry{Path: "f", Mode: 0o644}, bytes.NewReader(randomBytes(6, 3*AvgChunkSize))); err != nil {
+	// More than a pack: one is being stored when cancelled.
+	if err := w.AddFile(ctx, Entry{Path: "f", Mode: 0o644}, bytes.NewReader(randomBytes(6, packTarget+packTarget/2))); err != nil {
 		t.Fatal(err)
 	}
 	cancel()
