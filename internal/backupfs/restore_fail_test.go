@@ -84,6 +84,58 @@ func TestMissingAndCorruptChunk(t *testing.T) {
 	}
 }
 
+// TestCorruptChunkInPack: a byte changed in a chunk held in a pack fails
+// only the file needing that chunk, listed with its path and not left
+// under its name; the other files of the pack are restored whole.
+func TestCorruptChunkInPack(t *testing.T) {
+	requireRoot(t)
+	repo, blobs := newRepo(t)
+	src := emptyDir(t, "src")
+	contents := map[string][]byte{"a": randomBytes(1, 300<<10), "b": []byte("small"), "c": randomBytes(3, 100<<10)}
+	for n, c := range contents {
+		writeFile(t, filepath.Join(src, n), c, 0o644, int(mapA.HostUID), int(mapA.HostGID))
+	}
+	backup(t, repo, "b", "", mapA, Source{Name: "ws", Dir: src})
+	m, err := repo.OpenManifest(context.Background(), "b")
+	must(t, err)
+	var ref backuprepo.ChunkRef
+	for {
+		e, err := m.Next()
+		must(t, err)
+		if e.Path == "ws/c" {
+			ref = e.Chunks[0]
+			break
+		}
+	}
+	must(t, repo.LoadIndex(context.Background()))
+	l, ok := repo.Locate(ref.ID)
+	if !ok {
+		t.Fatal("the chunk of ws/c is not in a pack")
+	}
+	pack := filepath.Join(blobs, backuprepo.PackKey(l.Pack))
+	data, err := os.ReadFile(pack)
+	must(t, err)
+	data[l.Offset+l.Length/2] ^= 1
+	must(t, os.WriteFile(pack, data, 0o644))
+
+	target := emptyDir(t, "t")
+	res, err := Restore(context.Background(), repo, "b", []Source{{Name: "ws", Dir: target}}, RestoreOptions{Map: mapB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := failedPaths(res); !slices.Equal(got, []string{"ws/c"}) || !backuprepo.IsCorrupt(res.Failed[0].Err) {
+		t.Fatalf("failed %q (%v), want ws/c corrupt", got, res.Failed)
+	}
+	for _, n := range []string{"a", "b"} {
+		if got, err := os.ReadFile(filepath.Join(target, n)); err != nil || string(got) != string(contents[n]) {
+			t.Errorf("%s restored wrong (%v)", n, err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(target, "c")); !os.IsNotExist(err) {
+		t.Errorf("ws/c left under its name: %v", err)
+	}
+}
+
 // TestDiskFull restores into a file system too small: a clear error that
 // says so, nothing half-written under its name.
 func TestDiskFull(t *testing.T) {

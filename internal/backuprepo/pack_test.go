@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/covedev/cove/internal/blob"
+	"github.com/covedev/cove/internal/blob/localblob"
 )
 
 // packedRepo returns a repository storing packs on a directory store.
@@ -376,5 +378,65 @@ func TestUnflushedPackStoredAgain(t *testing.T) {
 	}
 	if slices.Contains(keys(t, store, PacksPrefix), packs[0]) || len(keys(t, store, IndexPrefix)) != 1 {
 		t.Errorf("the damaged pack %s is still stored, or its index", packs[0])
+	}
+}
+
+// packGets counts the reads of packs from a directory store (keeping its
+// crash markers' methods).
+type packGets struct {
+	*localblob.Store
+	gets atomic.Int32
+}
+
+func (s *packGets) Get(ctx context.Context, key string, rng blob.Range) (io.ReadCloser, error) {
+	if strings.HasPrefix(key, PacksPrefix) {
+		s.gets.Add(1)
+	}
+	return s.Store.Get(ctx, key, rng)
+}
+
+// TestPackedChunkTrustedWithoutCrash: with no crash marker of another
+// boot, chunks in packs are reused without reading a pack; with one, each
+// pack written since is read once, by the check before the first backup.
+func TestPackedChunkTrustedWithoutCrash(t *testing.T) {
+	dir := t.TempDir()
+	key := testKey(t, 1)
+	ls, err := localblob.New(dir, nil, localblob.BatchedSync(key.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ls.Close() })
+	store := &packGets{Store: ls}
+	data := randomBytes(21, 3*packTarget/2) // two packs
+	backupOf(t, New(store, key, nil), "first", data)
+	packs := int32(len(keys(t, store, PacksPrefix)))
+	if packs < 2 {
+		t.Fatalf("%d packs, want two or more", packs)
+	}
+	store.gets.Store(0)
+	r := New(store, key, nil)
+	w, err := r.NewWriter(context.Background(), "again", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.StoreContent(context.Background(), bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, w)
+	if w.sum.ChunksNew != 0 || store.gets.Load() != 0 {
+		t.Errorf("%d chunks new, %d packs read to reuse chunks with no crash marker; want none", w.sum.ChunksNew, store.gets.Load())
+	}
+	plantCrashMarker(t, dir, key.ID(), thisMachine(t))
+	store.gets.Store(0)
+	w, err = New(store, key, nil).NewWriter(context.Background(), "after-crash", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.StoreContent(context.Background(), bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, w)
+	if w.sum.ChunksNew != 0 || store.gets.Load() != packs {
+		t.Errorf("after a crash marker: %d chunks new, %d pack reads; want none new and each of the %d packs read once", w.sum.ChunksNew, store.gets.Load(), packs)
 	}
 }
