@@ -11,10 +11,11 @@ import (
 // (a keyed hash of the plaintext), looks it up in the repository (the
 // packs' index; chunks stored as objects of their own are asked about in
 // the store), seals it (zstd + XChaCha20-Poly1305) and adds it to the
-// pack being filled (packer.go). At most
-// maxUploads chunks are in flight per writer, so a writer holds at most
-// maxUploads copies of a chunk (MaxChunkSize each, 32 MiB in all) plus
-// their sealed forms; a caller with a chunk to queue waits for a slot.
+// pack being filled (packer.go). At most maxUploads chunks are in flight
+// per writer, so a writer holds at most maxUploads copies of a chunk
+// (MaxChunkSize each, 32 MiB in all) plus their sealed forms, and at most
+// the pack it fills and maxPackUploads packs being stored (maxPackSize,
+// 12.3 MB, each); a caller with a chunk to queue waits for a slot.
 //
 // The first upload error is kept: the writer's next call returns it and
 // queues nothing more, and Commit waits for every upload and fails with
