@@ -112,7 +112,7 @@ func TestCorruptChunkInPack(t *testing.T) {
 	if !ok {
 		t.Fatal("the chunk of ws/c is not in a pack")
 	}
-	pack := filepath.Join(blobs, backuprepo.PackKey(l.Pack))
+	pack := filepath.Join(blobs, repo.PackKey(l.Pack))
 	data, err := os.ReadFile(pack)
 	must(t, err)
 	data[l.Offset+l.Length/2] ^= 1

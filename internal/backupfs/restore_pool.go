@@ -332,7 +332,7 @@ func (r *restorer) open() {
 // of zeros is left as a hole.
 func (r *restorer) writeChunk(tk chunkTask, sc *backuprepo.SealedChunk) error {
 	e := tk.job.e
-	data, err := r.repo.OpenChunk(sc)
+	data, err := r.repo.OpenChunkOrCopy(r.wctx, sc)
 	if err != nil {
 		return tk.failed(err)
 	}

@@ -89,6 +89,7 @@ type Stats struct {
 	Packs            int // pack objects listed
 	Repacked         int // packs whose referenced chunks a mark copied into new packs (and condemned)
 	RepackedBytes    int64
+	Indexes          int // pack indexes without their pack deleted
 	Young            int // unreferenced chunks younger than the grace
 	Condemned        int // chunks condemned by this run's mark
 	Swept            int // chunks deleted
@@ -312,7 +313,7 @@ func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Rep
 		}
 		todo++
 		eg.Go(func() error {
-			if err := c.deleteRecord(dctx, ch); err != nil {
+			if err := c.deleteRecord(dctx, repo, ch); err != nil {
 				return err
 			}
 			mu.Lock()
@@ -359,23 +360,12 @@ func (c *Collector) mark(ctx context.Context, sc *manifestScan, want map[string]
 			st.Young++
 			continue
 		}
-		h, ok, err := readHeader(ctx, c.store, info.Key)
-		if blob.IsNotFound(err) {
-			continue
-		}
+		keyID, ours, err := c.sealedBy(ctx, info.Key, "a sealed cove chunk", want, st)
 		if err != nil {
 			return err
 		}
-		switch {
-		case !ok || h.Kind != backuprepo.KindChunk:
-			st.Unknown++
-			c.leave(info.Key, "not a sealed cove chunk")
-		case !want[h.KeyID]:
-			if c.repos[h.KeyID] == nil {
-				st.Foreign++
-			}
-		case len(condemned[h.KeyID]) < c.opts.MaxCondemned:
-			condemned[h.KeyID] = append(condemned[h.KeyID], condemnedChunk{ID: id, Size: uint32(min(info.Size, math.MaxUint32))})
+		if ours && len(condemned[keyID]) < c.opts.MaxCondemned {
+			condemned[keyID] = append(condemned[keyID], condemnedChunk{ID: id, Size: uint32(min(info.Size, math.MaxUint32))})
 		}
 	}
 	if err := c.markPacks(ctx, sc, want, condemned, st); err != nil {
@@ -392,6 +382,33 @@ func (c *Collector) mark(ctx context.Context, sc *manifestScan, want map[string]
 		c.log.Info("backup gc: condemned unreferenced chunks", "keyID", keyID, "list", gen, "chunks", len(cs), "sweepAfter", now.Add(c.opts.Grace))
 	}
 	return errors.Join(errs...)
+}
+
+// sealedBy reads the header of the object key (a chunk, or a pack: its
+// first chunk's) and returns the key id it was sealed with, and whether
+// that is the key of an organization of want. Anything else is left and
+// counted: not what (unknown), or another organization's (foreign); an
+// object gone since listed is neither.
+func (c *Collector) sealedBy(ctx context.Context, key, what string, want map[string]bool, st *Stats) (string, bool, error) {
+	h, ok, err := readHeader(ctx, c.store, key)
+	if blob.IsNotFound(err) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	switch {
+	case !ok || h.Kind != backuprepo.KindChunk:
+		st.Unknown++
+		c.leave(key, "not "+what)
+		return "", false, nil
+	case !want[h.KeyID]:
+		if c.repos[h.KeyID] == nil {
+			st.Foreign++
+		}
+		return h.KeyID, false, nil
+	}
+	return h.KeyID, true, nil
 }
 
 // dropOldMarkers deletes sweep markers past their retention.

@@ -37,77 +37,98 @@ func (c condemnedChunk) size() int64             { return int64(c.Size &^ packRe
 func (c condemnedChunk) pack() backuprepo.PackID { return backuprepo.PackID(c.ID) }
 
 // markPacks condemns, for each organization of want, the packs of its key
-// that no manifest references a chunk of, older than the grace.
+// that no manifest references a chunk of, older than the grace, repacks
+// those worth it, and deletes indexes without a pack.
 func (c *Collector) markPacks(ctx context.Context, sc *manifestScan, want map[string]bool, condemned map[string][]condemnedChunk, st *Stats) error {
-	now := c.opts.Now()
-	indexes := map[backuprepo.PackID]blob.Info{}
-	for info, err := range c.store.List(ctx, backuprepo.IndexPrefix) {
-		if err != nil {
+	for keyID := range want {
+		if err := c.markPacksOf(ctx, c.repos[keyID], sc, condemned, st); err != nil {
 			return err
 		}
-		p, ok := backuprepo.ParseIndexKey(info.Key)
-		if !ok {
-			st.Unknown++
-			c.leave(info.Key, "its name is no pack id")
-			continue
-		}
-		indexes[p] = info
 	}
-	repack := map[string][]repackCandidate{}
-	for info, err := range c.store.List(ctx, backuprepo.PacksPrefix) {
+	return nil
+}
+
+// listed lists the packs (or indexes) of repo's key under prefix;
+// anything else there is left and counted.
+func (c *Collector) listed(ctx context.Context, repo *backuprepo.Repo, prefix string, parse func(string) (string, backuprepo.PackID, bool), st *Stats) (map[backuprepo.PackID]blob.Info, error) {
+	out := map[backuprepo.PackID]blob.Info{}
+	for info, err := range c.store.List(ctx, prefix+repo.Key().ID()+"/") {
 		if err != nil {
-			return err
+			return nil, err
 		}
-		st.Packs++
-		p, ok := backuprepo.ParsePackKey(info.Key)
-		if !ok {
+		keyID, p, ok := parse(info.Key)
+		if !ok || keyID != repo.Key().ID() {
 			st.Unknown++
 			c.leave(info.Key, "its name is no pack id")
 			continue
 		}
+		out[p] = info
+	}
+	return out, nil
+}
+
+func (c *Collector) markPacksOf(ctx context.Context, repo *backuprepo.Repo, sc *manifestScan, condemned map[string][]condemnedChunk, st *Stats) error {
+	now := c.opts.Now()
+	keyID := repo.Key().ID()
+	indexes, err := c.listed(ctx, repo, backuprepo.IndexPrefix, backuprepo.ParseIndexKey, st)
+	if err != nil {
+		return err
+	}
+	packs, err := c.listed(ctx, repo, backuprepo.PacksPrefix, backuprepo.ParsePackKey, st)
+	if err != nil {
+		return err
+	}
+	var repack []repackCandidate
+	for p, info := range packs {
+		st.Packs++
 		index, indexed := indexes[p]
 		if now.Sub(info.ModTime) < c.opts.Grace || indexed && now.Sub(index.ModTime) < c.opts.Grace {
 			st.Young++
 			continue
 		}
 		// A pack begins with a sealed chunk: its header names the key.
-		h, ok, err := readHeader(ctx, c.store, info.Key)
-		if blob.IsNotFound(err) {
-			continue
-		}
+		sealer, _, err := c.sealedBy(ctx, info.Key, "a pack of sealed cove chunks", map[string]bool{keyID: true}, st)
 		if err != nil {
 			return err
 		}
-		switch {
-		case !ok || h.Kind != backuprepo.KindChunk:
-			st.Unknown++
-			c.leave(info.Key, "not a pack of sealed cove chunks")
-			continue
-		case !want[h.KeyID]:
-			if c.repos[h.KeyID] == nil {
-				st.Foreign++
+		if sealer != keyID {
+			if sealer != "" { // a pack of another key under this one's name
+				c.leave(info.Key, "sealed with another key than its name's")
 			}
 			continue
 		}
 		if indexed {
-			live, total, err := c.packLive(ctx, c.repos[h.KeyID], p, sc.refs.mayHave)
+			live, total, err := c.packLive(ctx, repo, p, sc.refs.mayHave)
 			if err != nil {
 				c.log.Warn("backup gc: a pack's index cannot be read; pack kept", "pack", info.Key, "err", err)
 				continue
 			}
 			if live > 0 {
 				if total-live >= total/repackDead || info.Size < packSmall {
-					repack[h.KeyID] = append(repack[h.KeyID], repackCandidate{id: p, size: info.Size, dead: live < total})
+					repack = append(repack, repackCandidate{id: p, size: info.Size, dead: live < total})
 				}
 				continue
 			}
 		}
-		if len(condemned[h.KeyID]) < c.opts.MaxCondemned {
-			condemned[h.KeyID] = append(condemned[h.KeyID], packCondemned(p, info.Size))
+		if len(condemned[keyID]) < c.opts.MaxCondemned {
+			condemned[keyID] = append(condemned[keyID], packCondemned(p, info.Size))
 		}
 	}
-	for keyID, cands := range repack {
-		c.repack(ctx, c.repos[keyID], cands, sc, condemned, st)
+	slices.SortFunc(repack, func(a, b repackCandidate) int { return bytes.Compare(a.id[:], b.id[:]) })
+	c.repack(ctx, repo, repack, sc, condemned, st)
+	// An index without its pack, older than the grace, is what a writer
+	// stalled past a sweep, a crash or a deleted pack left: no reader
+	// uses it (LoadIndex needs the pack), and no pack can follow it (a
+	// pack is stored before its index). Deleted now.
+	for p, info := range indexes {
+		if _, ok := packs[p]; ok || now.Sub(info.ModTime) < c.opts.Grace {
+			continue
+		}
+		if err := c.store.Delete(ctx, info.Key); err != nil && !blob.IsNotFound(err) {
+			return err
+		}
+		st.Indexes++
+		c.log.Info("backup gc: deleted a pack index without its pack", "index", info.Key)
 	}
 	return nil
 }
@@ -218,7 +239,7 @@ func (c *Collector) keepLivePacks(ctx context.Context, repo *backuprepo.Repo, do
 			if !backuprepo.IsCorrupt(err) && !errors.Is(err, backuprepo.ErrWrongKey) {
 				return nil, err
 			}
-			c.log.Warn("backup gc: a condemned pack's index cannot be read; pack kept", "pack", backuprepo.PackKey(d.pack()), "err", err)
+			c.log.Warn("backup gc: a condemned pack's index cannot be read; pack kept", "pack", repo.PackKey(d.pack()), "err", err)
 			d.Size = 0
 			st.Kept++
 			continue
@@ -257,12 +278,12 @@ func keepPackOf(chunks []packChunk, doomed []condemnedChunk, id backuprepo.Chunk
 
 // deleteRecord deletes what a condemned record names: a chunk, or a pack's
 // index and then the pack.
-func (c *Collector) deleteRecord(ctx context.Context, d condemnedChunk) error {
+func (c *Collector) deleteRecord(ctx context.Context, repo *backuprepo.Repo, d condemnedChunk) error {
 	if !d.isPack() {
 		return c.store.Delete(ctx, backuprepo.ChunkKey(d.ID))
 	}
-	if err := c.store.Delete(ctx, backuprepo.IndexKey(d.pack())); err != nil && !blob.IsNotFound(err) {
+	if err := c.store.Delete(ctx, repo.IndexKey(d.pack())); err != nil && !blob.IsNotFound(err) {
 		return err
 	}
-	return c.store.Delete(ctx, backuprepo.PackKey(d.pack()))
+	return c.store.Delete(ctx, repo.PackKey(d.pack()))
 }

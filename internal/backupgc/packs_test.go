@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"testing"
 	"time"
 
@@ -24,7 +25,7 @@ func packsOf(t *testing.T, s blob.Store) map[backuprepo.PackID]bool {
 	out := map[backuprepo.PackID]bool{}
 	for info, err := range s.List(context.Background(), backuprepo.PacksPrefix) {
 		must(t, err)
-		p, ok := backuprepo.ParsePackKey(info.Key)
+		_, p, ok := backuprepo.ParsePackKey(info.Key)
 		if !ok {
 			t.Fatalf("%s: not a pack's key", info.Key)
 		}
@@ -69,11 +70,11 @@ func testRemovesDeadPacks(t *testing.T, s blob.Store) {
 	if st.Swept != 1 || st.SweptBytes < 2*fileSize {
 		t.Fatalf("sweep: %+v", st)
 	}
-	if exists(t, s, backuprepo.PackKey(dead[0])) || exists(t, s, backuprepo.IndexKey(dead[0])) {
+	if exists(t, s, repo.PackKey(dead[0])) || exists(t, s, repo.IndexKey(dead[0])) {
 		t.Error("the dead pack or its index is still stored")
 	}
 	for p := range kept {
-		if !exists(t, s, backuprepo.PackKey(p)) || !exists(t, s, backuprepo.IndexKey(p)) {
+		if !exists(t, s, repo.PackKey(p)) || !exists(t, s, repo.IndexKey(p)) {
 			t.Error("the live pack or its index was deleted")
 		}
 	}
@@ -159,7 +160,7 @@ func TestGCOrphanPack(t *testing.T) {
 	for q := range packsOf(t, s) {
 		p = q
 	}
-	must(t, s.Delete(ctx, backuprepo.IndexKey(p)))
+	must(t, s.Delete(ctx, backuprepo.IndexKey(k.ID(), p)))
 	must(t, s.Delete(ctx, backuprepo.ManifestKey("env1-a")))
 	clk := newClock()
 	gc := collector(s, clk, k)
@@ -169,14 +170,15 @@ func TestGCOrphanPack(t *testing.T) {
 	clk.Add(2 * time.Hour)
 	run(t, gc)
 	clk.Add(2 * time.Hour)
-	if st := run(t, gc); st.Swept != 1 || exists(t, s, backuprepo.PackKey(p)) {
+	if st := run(t, gc); st.Swept != 1 || exists(t, s, backuprepo.PackKey(k.ID(), p)) {
 		t.Fatalf("sweep: %+v, want the pack without index deleted", st)
 	}
 }
 
-// Objects under packs/ that are not packs of the collector's keys are
-// left: another organization's pack (whose index the collector cannot
-// read) and a file that is not a pack.
+// Objects under a collected key's packs/ that are not its packs are
+// left: a file that is not a pack, and another organization's pack put
+// under this key's name (the header names the key that sealed it); so is
+// another organization's own pack, not even listed.
 func TestGCForeignPacksLeft(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
@@ -184,7 +186,17 @@ func TestGCForeignPacksLeft(t *testing.T) {
 	other, _ := newKey(t)
 	backup(t, packedRepo(s, other), "env2-a", files("o", 5)...)
 	must(t, s.Delete(ctx, backuprepo.ManifestKey("env2-a")))
-	junk := backuprepo.PackKey(backuprepo.PackID{0xab})
+	var theirs backuprepo.PackID
+	for p := range packsOf(t, s) {
+		theirs = p
+	}
+	rc, err := s.Get(ctx, backuprepo.PackKey(other.ID(), theirs), blob.Range{})
+	must(t, err)
+	data, err := io.ReadAll(rc)
+	rc.Close()
+	must(t, err)
+	must(t, s.Put(ctx, backuprepo.PackKey(k.ID(), backuprepo.PackID{0xcd}), bytes.NewReader(data), int64(len(data))))
+	junk := backuprepo.PackKey(k.ID(), backuprepo.PackID{0xab})
 	must(t, s.Put(ctx, junk, bytes.NewReader([]byte("not a pack")), 10))
 	clk := newClock()
 	gc := collector(s, clk, k)
@@ -192,10 +204,10 @@ func TestGCForeignPacksLeft(t *testing.T) {
 	run(t, gc)
 	clk.Add(2 * time.Hour)
 	st := run(t, gc)
-	if st.Swept != 0 || st.Foreign == 0 || st.Unknown == 0 {
-		t.Fatalf("%+v: want the other organization's pack foreign, the junk unknown, nothing swept", st)
+	if st.Swept != 0 || st.Condemned != 0 || st.Unknown == 0 {
+		t.Fatalf("%+v: want the junk unknown, nothing condemned or swept", st)
 	}
-	if len(packsOf(t, s)) != 2 {
+	if len(packsOf(t, s)) != 3 {
 		t.Error("a pack not of the collector's keys was deleted")
 	}
 }

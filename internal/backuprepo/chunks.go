@@ -274,13 +274,36 @@ func (r *Repo) GetChunk(ctx context.Context, ref ChunkRef) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.OpenChunk(sc)
+	return r.OpenChunkOrCopy(ctx, sc)
+}
+
+// OpenChunkOrCopy is OpenChunk, and when the chunk read from a pack does
+// not check out, the other copies the index knows of it (a copy stored
+// again, or repacked) are read and opened in turn: the first that checks
+// out is returned, else the first error.
+func (r *Repo) OpenChunkOrCopy(ctx context.Context, sc *SealedChunk) ([]byte, error) {
+	data, err := r.OpenChunk(sc)
+	if err == nil || !IsCorrupt(err) || !sc.from.Packed {
+		return data, err
+	}
+	for _, l := range r.alternatives(sc.ref.ID, sc.from.Pack) {
+		other, ferr := r.fetchPacked(ctx, sc.ref, l)
+		if ferr != nil {
+			continue
+		}
+		if data, oerr := r.OpenChunk(other); oerr == nil {
+			r.log.Warn("backup: a chunk's copy does not check out; read another", "chunk", sc.ref.ID, "pack", sc.from.Pack, "err", err)
+			return data, nil
+		}
+	}
+	return nil, err
 }
 
 // SealedChunk is a chunk's object as stored, read but not opened.
 type SealedChunk struct {
 	ref    ChunkRef
 	sealed []byte
+	from   Location // where it was read (Packed false: an object of its own)
 }
 
 // FetchChunk reads the object of the chunk ref names: the part of
@@ -292,7 +315,7 @@ type SealedChunk struct {
 func (r *Repo) FetchChunk(ctx context.Context, ref ChunkRef) (*SealedChunk, error) {
 	name := ref.ID.String()
 	for again := true; ; again = false {
-		gen := r.indexGen()
+		seen := r.indexSeq()
 		if l, _, ok := r.locate(ref.ID); ok {
 			sc, err := r.fetchPacked(ctx, ref, l)
 			if err == nil || !blob.IsNotFound(err) || !again {
@@ -312,7 +335,7 @@ func (r *Repo) FetchChunk(ctx context.Context, ref ChunkRef) (*SealedChunk, erro
 			// Not an object of its own: in a pack stored since the index
 			// was read, or never read.
 		}
-		if err := r.refreshIndex(ctx, gen); err != nil {
+		if err := r.refreshIndex(ctx, seen); err != nil {
 			return nil, fmt.Errorf("chunk %s: %w", name, err)
 		}
 	}
@@ -323,7 +346,7 @@ func (r *Repo) fetchPacked(ctx context.Context, ref ChunkRef, l Location) (*Seal
 	if ref.Size != 0 && l.Length > int64(sealedHint(ref.Size)) {
 		return nil, fmt.Errorf("chunk %s: %d bytes in its pack, more than its size takes sealed: %w", ref.ID, l.Length, ErrCorrupt)
 	}
-	rc, err := r.store.Get(ctx, PackKey(l.Pack), blob.Range{Offset: l.Offset, Length: l.Length})
+	rc, err := r.store.Get(ctx, r.PackKey(l.Pack), blob.Range{Offset: l.Offset, Length: l.Length})
 	if errors.Is(err, blob.ErrRangeNotSatisfiable) {
 		return nil, fmt.Errorf("chunk %s: pack %s ends before it: %w", ref.ID, l.Pack, ErrCorrupt)
 	}
@@ -338,7 +361,7 @@ func (r *Repo) fetchPacked(ctx context.Context, ref ChunkRef, l Location) (*Seal
 		}
 		return nil, fmt.Errorf("chunk %s: read pack %s: %w", ref.ID, l.Pack, err)
 	}
-	return &SealedChunk{ref: ref, sealed: b}, nil
+	return &SealedChunk{ref: ref, sealed: b, from: l}, nil
 }
 
 // sealedFrom reads the object of chunk ref from rd.

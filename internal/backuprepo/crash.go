@@ -90,7 +90,7 @@ func (r *Repo) scrubSince(ctx context.Context, cs crashedStore, since time.Time)
 		if perr != nil || id.key() != info.Key {
 			continue // not a chunk's key
 		}
-		_, gerr := r.GetChunk(ctx, ChunkRef{ID: id})
+		_, gerr := r.getOwnChunk(ctx, ChunkRef{ID: id})
 		switch {
 		case gerr == nil, errors.Is(gerr, ErrWrongKey), blob.IsNotFound(gerr):
 		case IsCorrupt(gerr):
@@ -107,12 +107,27 @@ func (r *Repo) scrubSince(ctx context.Context, cs crashedStore, since time.Time)
 		}
 		checked++
 	}
-	for info, err := range r.store.List(ctx, PacksPrefix) {
-		if err != nil {
-			return checked, removed, fmt.Errorf("list packs: %w", err)
+	packs, err := r.listPacks(ctx, PacksPrefix, ParsePackKey)
+	if err != nil {
+		return checked, removed, fmt.Errorf("list packs: %w", err)
+	}
+	indexes, err := r.listPacks(ctx, IndexPrefix, ParseIndexKey)
+	if err != nil {
+		return checked, removed, fmt.Errorf("list pack indexes: %w", err)
+	}
+	for p, written := range indexes {
+		// An index whose pack the crash lost: nothing reads it (LoadIndex
+		// needs the pack listed); deleted, its content is stored again.
+		if _, ok := packs[p]; !ok && !written.Before(since) {
+			r.log.Warn("backup: a pack index written before a host crash has no pack; deleted", "index", r.IndexKey(p))
+			if err := r.dropPackObjects(ctx, p); err != nil {
+				return checked, removed, err
+			}
+			removed++
 		}
-		p, ok := ParsePackKey(info.Key)
-		if !ok || info.ModTime.Before(since) {
+	}
+	for p, written := range packs {
+		if written.Before(since) {
 			continue
 		}
 		n, damaged, err := r.scrubPack(ctx, p)
@@ -121,7 +136,7 @@ func (r *Repo) scrubSince(ctx context.Context, cs crashedStore, since time.Time)
 		}
 		checked += n
 		if damaged != nil {
-			r.log.Warn("backup: a pack written before a host crash does not check out; deleted", "pack", info.Key, "err", damaged)
+			r.log.Warn("backup: a pack written before a host crash does not check out; deleted", "pack", r.PackKey(p), "err", damaged)
 			if err := r.dropPackObjects(ctx, p); err != nil {
 				return checked, removed, err
 			}
@@ -171,7 +186,7 @@ func (r *Repo) scrubPack(ctx context.Context, p PackID) (int, error, error) {
 // dropPackObjects deletes pack p's index, then the pack, and forgets it.
 func (r *Repo) dropPackObjects(ctx context.Context, p PackID) error {
 	r.dropPack(p)
-	for _, key := range []string{IndexKey(p), PackKey(p)} {
+	for _, key := range []string{r.IndexKey(p), r.PackKey(p)} {
 		if err := r.store.Delete(ctx, key); err != nil && !blob.IsNotFound(err) {
 			return fmt.Errorf("delete a damaged pack: %w", err)
 		}
@@ -200,4 +215,15 @@ func (r *Repo) dropDamaged(ctx context.Context, cs crashedStore, id ChunkID) (dr
 		return false, fmt.Errorf("delete a damaged chunk: %w", err)
 	}
 	return true, nil
+}
+
+// getOwnChunk reads and opens chunk ref's object of its own (not a copy
+// in a pack, which GetChunk would prefer).
+func (r *Repo) getOwnChunk(ctx context.Context, ref ChunkRef) ([]byte, error) {
+	rc, err := r.store.Get(ctx, ref.ID.key(), blob.Range{})
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", ref.ID, err)
+	}
+	defer rc.Close()
+	return r.chunkFrom(rc, ref)
 }

@@ -176,7 +176,12 @@ func (r *Repo) PutGCObject(ctx context.Context, rel string, payload []byte) erro
 // GetGCObject reads and opens gc/<key id>/<rel>: blob.ErrNotFound when
 // missing, ErrCorrupt when it does not authenticate.
 func (r *Repo) GetGCObject(ctx context.Context, rel string) ([]byte, error) {
-	key := r.gcKey(rel)
+	return r.getSealed(ctx, kindGC, r.gcKey(rel))
+}
+
+// getSealed reads the object key and opens it as sealed of kind under
+// its key's name.
+func (r *Repo) getSealed(ctx context.Context, kind byte, key string) ([]byte, error) {
 	rc, err := r.store.Get(ctx, key, blob.Range{})
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", key, err)
@@ -186,7 +191,7 @@ func (r *Repo) GetGCObject(ctx context.Context, rel string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.key.open(kindGC, key, sealed)
+	return r.key.open(kind, key, sealed)
 }
 
 // SweepMarker records a sweep of garbage collection: writers that were

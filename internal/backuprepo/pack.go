@@ -32,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -63,38 +64,40 @@ type PackID [32]byte
 
 func (p PackID) String() string { return hex.EncodeToString(p[:]) }
 
-// PackKey returns the store key of pack p.
-func PackKey(p PackID) string {
-	s := p.String()
-	return PacksPrefix + s[:2] + "/" + s
-}
+// PackKey returns the store key of pack p of the organization whose key
+// id is keyID: packs/<key id>/<id>.
+func PackKey(keyID string, p PackID) string { return PacksPrefix + keyID + "/" + p.String() }
 
-// IndexKey returns the store key of pack p's index.
-func IndexKey(p PackID) string { return IndexPrefix + p.String() }
+// IndexKey returns the store key of pack p's index: index/<key id>/<id>.
+func IndexKey(keyID string, p PackID) string { return IndexPrefix + keyID + "/" + p.String() }
 
-// ParsePackKey returns the pack a store key names, or false for a key that
-// is not packs/<id[:2]>/<id>.
-func ParsePackKey(key string) (PackID, bool) {
-	rest, ok := strings.CutPrefix(key, PacksPrefix)
+// PackKey and IndexKey return the store keys of this repository's pack p
+// and of its index.
+func (r *Repo) PackKey(p PackID) string  { return PackKey(r.key.ID(), p) }
+func (r *Repo) IndexKey(p PackID) string { return IndexKey(r.key.ID(), p) }
+
+// ParsePackKey returns the key id and pack a store key names, or false
+// for a key that is not packs/<key id>/<id>.
+func ParsePackKey(key string) (string, PackID, bool) { return parseKeyed(key, PacksPrefix) }
+
+// ParseIndexKey returns the key id and pack whose index a store key is,
+// or false for a key that is not index/<key id>/<id>.
+func ParseIndexKey(key string) (string, PackID, bool) { return parseKeyed(key, IndexPrefix) }
+
+func parseKeyed(key, prefix string) (string, PackID, bool) {
+	rest, ok := strings.CutPrefix(key, prefix)
 	if !ok {
-		return PackID{}, false
+		return "", PackID{}, false
 	}
-	dir, name, ok := strings.Cut(rest, "/")
-	if !ok || len(dir) != 2 || !strings.HasPrefix(name, dir) {
-		return PackID{}, false
+	keyID, name, ok := strings.Cut(rest, "/")
+	if !ok || len(keyID) != 2*len(Key{}.keyID) || strings.ToLower(keyID) != keyID {
+		return "", PackID{}, false
+	}
+	if _, err := hex.DecodeString(keyID); err != nil {
+		return "", PackID{}, false
 	}
 	p, err := parsePackID(name)
-	return p, err == nil
-}
-
-// ParseIndexKey returns the pack whose index a store key is, or false.
-func ParseIndexKey(key string) (PackID, bool) {
-	name, ok := strings.CutPrefix(key, IndexPrefix)
-	if !ok {
-		return PackID{}, false
-	}
-	p, err := parsePackID(name)
-	return p, err == nil
+	return keyID, p, err == nil
 }
 
 func parsePackID(s string) (PackID, error) {
@@ -168,21 +171,25 @@ type packLoc struct {
 type packInfo struct {
 	id      PackID
 	written time.Time // its index's modification time, on the storage's clock
-	chunks  int
-	gone    bool // its index was not listed any more
+	seq     uint64    // the listing under way (or last done) when it was added
+	gone    bool      // its index was not listed any more
 }
 
 // packIndex is a Repo's index of its packs.
 type packIndex struct {
-	mu      sync.RWMutex
-	packs   []packInfo
-	byPack  map[PackID]int32
-	byID    map[ChunkID]packLoc
-	gen     uint64     // how many times it was brought up to date
-	refresh sync.Mutex // held while it is
+	mu     sync.RWMutex
+	packs  []packInfo
+	byPack map[PackID]int32
+	byID   map[ChunkID]packLoc
+	alts   map[ChunkID][]packLoc // other copies of a chunk (repacked, or stored again)
+	bad    map[PackID]bool       // indexes that do not check out: not read again
+	// Listings, in the order they start (refresh held): started counts
+	// them, done is the number of the last one finished.
+	started, done uint64
+	refresh       sync.Mutex // held while one lists
 }
 
-// Location is where a chunk is stored: in a pack (Pack true), or as an
+// Location is where a chunk is stored: in a pack (Packed true), or as an
 // object of its own.
 type Location struct {
 	Pack   PackID
@@ -191,7 +198,7 @@ type Location struct {
 	Length int64
 }
 
-// locate returns where the in-memory index has chunk id.
+// locate returns where the in-memory index has chunk id (its newest copy).
 func (r *Repo) locate(id ChunkID) (Location, time.Time, bool) {
 	x := &r.index
 	x.mu.RLock()
@@ -200,8 +207,26 @@ func (r *Repo) locate(id ChunkID) (Location, time.Time, bool) {
 	if !ok {
 		return Location{}, time.Time{}, false
 	}
-	p := x.packs[l.pack]
-	return Location{Pack: p.id, Packed: true, Offset: int64(l.offset), Length: int64(l.length)}, p.written, true
+	return x.location(l), x.packs[l.pack].written, true
+}
+
+func (x *packIndex) location(l packLoc) Location {
+	return Location{Pack: x.packs[l.pack].id, Packed: true, Offset: int64(l.offset), Length: int64(l.length)}
+}
+
+// alternatives returns the other copies of chunk id than the one in pack
+// not.
+func (r *Repo) alternatives(id ChunkID, not PackID) []Location {
+	x := &r.index
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var out []Location
+	for _, l := range append(x.alts[id], x.byID[id]) {
+		if loc := x.location(l); loc.Pack != not && !x.packs[l.pack].gone {
+			out = append(out, loc)
+		}
+	}
+	return out
 }
 
 // Locate returns where chunk id is stored, as far as the index read last
@@ -215,58 +240,89 @@ func (r *Repo) Locate(id ChunkID) (Location, bool) {
 // maxIndexReads bounds the index objects read at once.
 const maxIndexReads = 16
 
-// LoadIndex brings the in-memory index up to date with the store: it reads
-// the indexes of packs stored since it last did, and forgets packs whose
-// index is gone (garbage collected). An index that does not authenticate
-// or parse (not written by a holder of the key, or damaged) is logged and
-// left out: its chunks are stored again by the next writer that needs
-// them, and a restore that needs them reports them missing.
+// LoadIndex brings the in-memory index up to date with the store: it lists
+// this organization's packs and their indexes, reads the indexes it has
+// not read yet, and forgets packs whose index is gone (garbage
+// collected). An index is used only if its pack is listed too (a pack is
+// stored before its index, so an index without one is what a crash, a
+// collection racing a stalled writer, or someone deleting the pack left).
+// An index that does not authenticate or parse (not written by a holder
+// of the key, or damaged) is logged, left out and not read again: its
+// chunks are stored again by the next writer that needs them, and a
+// restore that needs them reports them missing. One that cannot be read
+// now (the store's error) is left out this time.
 func (r *Repo) LoadIndex(ctx context.Context) error {
 	r.index.refresh.Lock()
 	defer r.index.refresh.Unlock()
 	return r.loadIndexLocked(ctx)
 }
 
-// indexGen returns how many times the index was brought up to date.
-func (r *Repo) indexGen() uint64 {
+// indexSeq returns how many listings had started.
+func (r *Repo) indexSeq() uint64 {
 	r.index.mu.RLock()
 	defer r.index.mu.RUnlock()
-	return r.index.gen
+	return r.index.started
 }
 
-// refreshIndex brings the index up to date unless that was done since
-// generation seen (when a chunk was looked for and not found where the
-// index said): one listing serves every chunk found missing meanwhile.
+// refreshIndex brings the index up to date unless a listing that started
+// after seen (the listings started when a chunk was looked for and not
+// found where the index said) has finished since: one listing serves
+// every chunk found missing meanwhile.
 func (r *Repo) refreshIndex(ctx context.Context, seen uint64) error {
 	r.index.refresh.Lock()
 	defer r.index.refresh.Unlock()
-	if r.indexGen() != seen {
+	r.index.mu.RLock()
+	done := r.index.done
+	r.index.mu.RUnlock()
+	if done > seen {
 		return nil
 	}
 	return r.loadIndexLocked(ctx)
 }
 
+// listPacks lists the packs (or indexes) under prefix of this key.
+func (r *Repo) listPacks(ctx context.Context, prefix string, parse func(string) (string, PackID, bool)) (map[PackID]time.Time, error) {
+	out := map[PackID]time.Time{}
+	for info, err := range r.store.List(ctx, prefix+r.key.ID()+"/") {
+		if err != nil {
+			return nil, err
+		}
+		if keyID, p, ok := parse(info.Key); ok && keyID == r.key.ID() {
+			out[p] = info.ModTime
+		}
+	}
+	return out, nil
+}
+
 // loadIndexLocked is LoadIndex with index.refresh held.
 func (r *Repo) loadIndexLocked(ctx context.Context) error {
 	x := &r.index
-	listed := map[PackID]time.Time{}
-	for info, err := range r.store.List(ctx, IndexPrefix) {
-		if err != nil {
-			return fmt.Errorf("list pack indexes: %w", err)
-		}
-		if p, ok := ParseIndexKey(info.Key); ok {
-			listed[p] = info.ModTime
-		}
+	x.mu.Lock()
+	x.started++
+	seq := x.started
+	x.mu.Unlock()
+	listed, err := r.listPacks(ctx, IndexPrefix, ParseIndexKey)
+	if err != nil {
+		return fmt.Errorf("list pack indexes: %w", err)
+	}
+	packs, err := r.listPacks(ctx, PacksPrefix, ParsePackKey)
+	if err != nil {
+		return fmt.Errorf("list packs: %w", err)
 	}
 	x.mu.RLock()
 	var todo []PackID
 	for p := range listed {
-		if _, ok := x.byPack[p]; !ok {
+		if _, ok := packs[p]; !ok {
+			delete(listed, p) // an index without its pack
+			continue
+		}
+		if _, ok := x.byPack[p]; !ok && !x.bad[p] {
 			todo = append(todo, p)
 		}
 	}
 	x.mu.RUnlock()
 	loaded := make([][]PackEntry, len(todo))
+	bad := make([]bool, len(todo))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(maxIndexReads)
 	for i, p := range todo {
@@ -277,11 +333,12 @@ func (r *Repo) loadIndexLocked(ctx context.Context) error {
 				loaded[i] = entries
 			case blob.IsNotFound(err):
 			case IsCorrupt(err), errors.Is(err, ErrWrongKey):
-				if !errors.Is(err, ErrWrongKey) {
-					r.log.Warn("backup: ignoring a pack index that does not check out", "index", IndexKey(p), "err", err)
-				}
+				r.log.Warn("backup: ignoring a pack index that does not check out", "index", r.IndexKey(p), "err", err)
+				bad[i] = true
+			case gctx.Err() != nil:
+				return gctx.Err()
 			default:
-				return err
+				r.log.Warn("backup: a pack index cannot be read; its chunks are not reused this time", "index", r.IndexKey(p), "err", err)
 			}
 			return nil
 		})
@@ -291,33 +348,34 @@ func (r *Repo) loadIndexLocked(ctx context.Context) error {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	gone := map[int32]bool{}
 	for i, p := range x.packs {
-		if _, ok := listed[p.id]; !ok && !p.gone {
-			x.forgetLocked(int32(i))
+		// A pack added since this listing began (stored by this process)
+		// may be missing from it: kept.
+		if _, ok := listed[p.id]; !ok && !p.gone && p.seq < seq {
+			gone[int32(i)] = true
 		}
 	}
+	x.forgetLocked(gone)
 	for i, p := range todo {
-		if loaded[i] != nil {
-			x.addLocked(p, listed[p], loaded[i])
+		switch {
+		case loaded[i] != nil:
+			x.addLocked(p, listed[p], seq, loaded[i])
+		case bad[i]:
+			if x.bad == nil {
+				x.bad = map[PackID]bool{}
+			}
+			x.bad[p] = true
 		}
 	}
-	x.gen++
+	x.done = seq
 	return nil
 }
 
 // readIndex reads and opens the index of pack p.
 func (r *Repo) readIndex(ctx context.Context, p PackID) ([]PackEntry, error) {
-	key := IndexKey(p)
-	rc, err := r.store.Get(ctx, key, blob.Range{})
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", key, err)
-	}
-	sealed, err := readSealed(key, rc)
-	rc.Close()
-	if err != nil {
-		return nil, err
-	}
-	payload, err := r.key.open(kindIndex, key, sealed)
+	key := r.IndexKey(p)
+	payload, err := r.getSealed(ctx, kindIndex, key)
 	if err != nil {
 		return nil, err
 	}
@@ -330,9 +388,10 @@ func (r *Repo) ReadIndex(ctx context.Context, p PackID) ([]PackEntry, error) {
 }
 
 // addLocked adds pack p's entries (x.mu held). A chunk the index has in
-// another pack is pointed at the newer one: a chunk stored again because
-// its copy did not check out, or copied by garbage collection (Repack).
-func (x *packIndex) addLocked(p PackID, written time.Time, entries []PackEntry) {
+// another pack is pointed at the newer one (a chunk stored again because
+// its copy did not check out, or copied by garbage collection: Repack),
+// the other kept as an alternative.
+func (x *packIndex) addLocked(p PackID, written time.Time, seq uint64, entries []PackEntry) {
 	if x.byPack == nil {
 		x.byPack, x.byID = map[PackID]int32{}, map[ChunkID]packLoc{}
 	}
@@ -340,23 +399,64 @@ func (x *packIndex) addLocked(p PackID, written time.Time, entries []PackEntry) 
 		return
 	}
 	n := int32(len(x.packs))
-	x.packs = append(x.packs, packInfo{id: p, written: written, chunks: len(entries)})
+	x.packs = append(x.packs, packInfo{id: p, written: written, seq: seq})
 	x.byPack[p] = n
 	for _, e := range entries {
-		if l, ok := x.byID[e.ID]; ok && x.packs[l.pack].written.After(written) {
+		l := packLoc{pack: n, offset: e.Offset, length: e.Length}
+		old, ok := x.byID[e.ID]
+		if !ok {
+			x.byID[e.ID] = l
 			continue
 		}
-		x.byID[e.ID] = packLoc{pack: n, offset: e.Offset, length: e.Length}
+		if x.alts == nil {
+			x.alts = map[ChunkID][]packLoc{}
+		}
+		if x.packs[old.pack].written.After(written) {
+			old, l = l, old
+		}
+		x.byID[e.ID] = l
+		x.alts[e.ID] = append(x.alts[e.ID], old)
 	}
 }
 
-// forgetLocked drops pack i's chunks (its index is gone).
-func (x *packIndex) forgetLocked(i int32) {
-	x.packs[i].gone = true
-	delete(x.byPack, x.packs[i].id)
+// forgetLocked drops the chunks of the packs gone (their index is gone,
+// or they did not check out), in one pass.
+func (x *packIndex) forgetLocked(gone map[int32]bool) {
+	if len(gone) == 0 {
+		return
+	}
+	for i := range gone {
+		x.packs[i].gone = true
+		delete(x.byPack, x.packs[i].id)
+	}
 	for id, l := range x.byID {
-		if l.pack == i {
-			delete(x.byID, id)
+		if !gone[l.pack] {
+			continue
+		}
+		delete(x.byID, id)
+		// The newest copy left, if any, takes its place.
+		alts := slices.DeleteFunc(x.alts[id], func(a packLoc) bool { return gone[a.pack] })
+		if len(alts) > 0 {
+			best := 0
+			for k, a := range alts {
+				if x.packs[a.pack].written.After(x.packs[alts[best].pack].written) {
+					best = k
+				}
+			}
+			x.byID[id] = alts[best]
+			alts = slices.Delete(alts, best, best+1)
+		}
+		if len(alts) == 0 {
+			delete(x.alts, id)
+		} else {
+			x.alts[id] = alts
+		}
+	}
+	for id, alts := range x.alts {
+		if alts = slices.DeleteFunc(alts, func(a packLoc) bool { return gone[a.pack] }); len(alts) == 0 {
+			delete(x.alts, id)
+		} else {
+			x.alts[id] = alts
 		}
 	}
 }
@@ -367,14 +467,25 @@ func (r *Repo) dropPack(p PackID) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if i, ok := x.byPack[p]; ok {
-		x.forgetLocked(i)
+		x.forgetLocked(map[int32]bool{i: true})
 	}
 }
+
+// hasPacks reports whether the in-memory index knows any pack.
+func (r *Repo) hasPacks() bool {
+	r.index.mu.RLock()
+	defer r.index.mu.RUnlock()
+	return len(r.index.byPack) > 0
+}
+
+// maxPackEntries bounds the chunks of a pack: its index (40 bytes each)
+// stays well within what an object holds.
+const maxPackEntries = 1 << 16
 
 // putPack stores a pack and then its index, and adds it to the in-memory
 // index. It returns the bytes stored.
 func (r *Repo) putPack(ctx context.Context, p PackID, data []byte, entries []PackEntry) (int64, error) {
-	pk, ik := PackKey(p), IndexKey(p)
+	pk, ik := r.PackKey(p), r.IndexKey(p)
 	sealed, err := r.key.seal(kindIndex, ik, encodeIndex(entries))
 	if err != nil {
 		return 0, err
@@ -387,8 +498,9 @@ func (r *Repo) putPack(ctx context.Context, p PackID, data []byte, entries []Pac
 	}
 	x := &r.index
 	x.mu.Lock()
-	// Written now, on this machine's clock: a later LoadIndex keeps it.
-	x.addLocked(p, time.Now(), entries)
+	// Written now, on this machine's clock; a listing under way when it
+	// was added does not forget it.
+	x.addLocked(p, time.Now(), x.started, entries)
 	x.mu.Unlock()
 	return int64(len(data) + len(sealed)), nil
 }
@@ -441,15 +553,15 @@ func (r *Repo) Repack(ctx context.Context, packs []PackID, keep func(ChunkID) bo
 			}
 			end := int64(e.Offset) + int64(e.Length)
 			if end > int64(len(pack)) {
-				r.log.Warn("backup gc: a chunk past its pack's end is not copied", "pack", PackKey(p), "chunk", e.ID)
+				r.log.Warn("backup gc: a chunk past its pack's end is not copied", "pack", r.PackKey(p), "chunk", e.ID)
 				continue
 			}
 			sealed := pack[e.Offset:end]
 			if _, err := r.OpenChunk(&SealedChunk{ref: ChunkRef{ID: e.ID}, sealed: sealed}); err != nil {
-				r.log.Warn("backup gc: a chunk that does not check out is not copied", "pack", PackKey(p), "err", err)
+				r.log.Warn("backup gc: a chunk that does not check out is not copied", "pack", r.PackKey(p), "err", err)
 				continue
 			}
-			if len(data)+len(sealed) > packTarget {
+			if len(data)+len(sealed) > packTarget || len(entries) == maxPackEntries {
 				if err := flush(); err != nil {
 					return chunks, bytes, err
 				}
@@ -463,7 +575,7 @@ func (r *Repo) Repack(ctx context.Context, packs []PackID, keep func(ChunkID) bo
 
 // readPack reads pack p whole (at most maxPackSize bytes).
 func (r *Repo) readPack(ctx context.Context, p PackID) ([]byte, error) {
-	rc, err := r.store.Get(ctx, PackKey(p), blob.Range{})
+	rc, err := r.store.Get(ctx, r.PackKey(p), blob.Range{})
 	if err != nil {
 		return nil, err
 	}

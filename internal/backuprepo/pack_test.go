@@ -151,10 +151,10 @@ func TestPackIndexTampered(t *testing.T) {
 	if len(index) != 1 {
 		t.Fatalf("%d indexes, want 1", len(index))
 	}
-	p, _ := ParseIndexKey(index[0])
+	_, p, _ := ParseIndexKey(index[0])
 	// Moved under another name: authentication binds it to its pack.
 	other := PackID{1}
-	if err := os.Rename(filepath.Join(dir, index[0]), filepath.Join(dir, IndexKey(other))); err != nil {
+	if err := os.Rename(filepath.Join(dir, index[0]), filepath.Join(dir, r.IndexKey(other))); err != nil {
 		t.Fatal(err)
 	}
 	fresh := New(s, testKey(t, 1), nil)
@@ -165,12 +165,12 @@ func TestPackIndexTampered(t *testing.T) {
 	if _, err := m.Next(); err == nil || !blob.IsNotFound(err) {
 		t.Errorf("manifest whose pieces' index does not check out: %v, want not found", err)
 	}
-	if err := os.Rename(filepath.Join(dir, IndexKey(other)), filepath.Join(dir, index[0])); err != nil {
+	if err := os.Rename(filepath.Join(dir, r.IndexKey(other)), filepath.Join(dir, index[0])); err != nil {
 		t.Fatal(err)
 	}
 
 	// A byte changed in the pack: the chunk there is corrupt.
-	pf := filepath.Join(dir, PackKey(p))
+	pf := filepath.Join(dir, r.PackKey(p))
 	b, err := os.ReadFile(pf)
 	if err != nil {
 		t.Fatal(err)
@@ -249,13 +249,13 @@ func TestPackMovedFoundAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := keys(t, s, IndexPrefix)[0]
-	p, _ := ParseIndexKey(old)
+	_, p, _ := ParseIndexKey(old)
 	entries, err := r.ReadIndex(ctx, p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	data := func() []byte {
-		rc, err := s.Get(ctx, PackKey(p), blob.Range{})
+		rc, err := s.Get(ctx, r.PackKey(p), blob.Range{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -268,7 +268,7 @@ func TestPackMovedFoundAgain(t *testing.T) {
 	if _, err := r.putPack(ctx, moved, data, entries); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{IndexKey(p), PackKey(p)} {
+	for _, k := range []string{r.IndexKey(p), r.PackKey(p)} {
 		if err := s.Delete(ctx, k); err != nil {
 			t.Fatal(err)
 		}

@@ -67,7 +67,7 @@ func (w *Writer) finishPart(id ChunkID, part packPart, stored int64, err error) 
 }
 
 // addToPack appends a sealed chunk to the pack being filled, and stores
-// the pack once it holds packTarget bytes. An error is recorded as the
+// the pack once it holds packTarget bytes or maxPackEntries chunks. An error is recorded as the
 // outcome of the pack's chunks, this one included.
 func (w *Writer) addToPack(ctx context.Context, id ChunkID, sealed []byte, part packPart) error {
 	p := &w.pack
@@ -79,7 +79,7 @@ func (w *Writer) addToPack(ctx context.Context, id ChunkID, sealed []byte, part 
 	p.entries = append(p.entries, PackEntry{ID: id, Offset: uint32(len(p.data)), Length: uint32(len(sealed))})
 	p.data = append(p.data, sealed...)
 	p.parts = append(p.parts, part)
-	if len(p.data) < packTarget {
+	if len(p.data) < packTarget && len(p.entries) < maxPackEntries {
 		return nil
 	}
 	return w.flushPackLocked(ctx)

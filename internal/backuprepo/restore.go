@@ -195,7 +195,7 @@ func (r *Repo) checkChunk(ctx context.Context, ref ChunkRef, deep bool, packs ma
 		size, seen := packs[l.Pack]
 		if !seen {
 			size = -1
-			info, err := r.store.Stat(ctx, PackKey(l.Pack))
+			info, err := r.store.Stat(ctx, r.PackKey(l.Pack))
 			if err == nil {
 				size = info.Size
 			} else if !blob.IsNotFound(err) {
@@ -204,7 +204,7 @@ func (r *Repo) checkChunk(ctx context.Context, ref ChunkRef, deep bool, packs ma
 			packs[l.Pack] = size
 		}
 		if size < 0 {
-			return fmt.Errorf("chunk %s: pack %s: %w", ref.ID, l.Pack, blob.NotFound(PackKey(l.Pack)))
+			return fmt.Errorf("chunk %s: pack %s: %w", ref.ID, l.Pack, blob.NotFound(r.PackKey(l.Pack)))
 		}
 		if size < l.Offset+l.Length {
 			return fmt.Errorf("chunk %s: pack %s ends before it: %w", ref.ID, l.Pack, ErrCorrupt)

@@ -373,8 +373,10 @@ func (w *Writer) Commit(ctx context.Context) (Summary, error) {
 	sum := w.sum
 	w.mu.Unlock()
 	sum.Duration = time.Since(w.start)
+	// Version 4 whenever a chunk it names may be in a pack: a cove that
+	// does not read packs must refuse it.
 	version := manifestVersion
-	if w.repo.packs.Load() {
+	if w.repo.packs.Load() || w.repo.hasPacks() {
 		version = packedVersion
 	}
 	rt := root{Version: version, Name: w.name, Meta: w.meta, Summary: sum, Pieces: w.pieces}

@@ -41,8 +41,8 @@ func TestManifestWrittenLast(t *testing.T) {
 		t.Fatalf("puts %v: the manifest is not the last", rec.puts)
 	}
 	for i, k := range rec.puts[:len(rec.puts)-1] {
-		p, isPack := ParsePackKey(k)
-		if (!isPack || i+1 >= len(rec.puts) || rec.puts[i+1] != IndexKey(p)) && !strings.HasPrefix(k, IndexPrefix) {
+		_, p, isPack := ParsePackKey(k)
+		if (!isPack || i+1 >= len(rec.puts) || rec.puts[i+1] != r.IndexKey(p)) && !strings.HasPrefix(k, IndexPrefix) {
 			t.Errorf("put %q before the manifest: want packs, each followed by its index", k)
 		}
 	}
