@@ -41,7 +41,7 @@ fi
 # seed corpora also run above as ordinary tests). FUZZTIME=0 skips them.
 fuzztime=${FUZZTIME:-30s}
 if [[ "$fuzztime" != 0 ]]; then
-	for target in ./internal/confine:FuzzUnpack ./internal/devcontainer:FuzzParse ./internal/resources:FuzzParseOOMKill ./internal/backuprepo:FuzzManifestReader ./internal/backuprepo:FuzzChunkOpen ./internal/backupfs:FuzzRestore; do
+	for target in ./internal/confine:FuzzUnpack ./internal/devcontainer:FuzzParse ./internal/resources:FuzzParseOOMKill ./internal/backuprepo:FuzzManifestReader ./internal/backuprepo:FuzzChunkOpen ./internal/backuprepo:FuzzPackIndex ./internal/backupfs:FuzzRestore; do
 		pkg=${target%%:*} fn=${target##*:}
 		echo "== fuzz $fn ($pkg, $fuzztime)"
 		if ! go test -run '^$' -fuzz "^${fn}\$" -fuzztime "$fuzztime" "$pkg" >"$log.fuzz" 2>&1; then

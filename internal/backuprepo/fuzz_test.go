@@ -177,3 +177,52 @@ func FuzzChunkOpen(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPackIndex: any index payload, authenticated under the key (so only
+// its parsing stands between it and a reader), over any pack bytes: the
+// decoder accepts only entries in order, apart, each of a sealed chunk's
+// size and within a pack; a read through it returns the chunk's own
+// content or a categorized error, never another content.
+func FuzzPackIndex(f *testing.F) {
+	f.Add(encodeIndex([]PackEntry{{ID: ChunkID{1}, Offset: 0, Length: 100}}), []byte("not a pack"))
+	f.Add(encodeIndex([]PackEntry{{ID: ChunkID{1}, Offset: 10, Length: 60}, {ID: ChunkID{2}, Offset: 70, Length: 60}}), make([]byte, 200))
+	f.Add([]byte{1, 2, 3}, []byte{})
+	f.Fuzz(func(t *testing.T, index, pack []byte) {
+		entries, err := decodeIndex("index/x", index)
+		if err != nil {
+			if !IsCorrupt(err) {
+				t.Fatalf("error without a category: %v", err)
+			}
+			return
+		}
+		var end uint64
+		for _, e := range entries {
+			if uint64(e.Offset) < end || e.Length < uint32(minSealed) || e.Length > uint32(maxSealed) || uint64(e.Offset)+uint64(e.Length) > maxPackSize {
+				t.Fatalf("accepted entry %+v after %d", e, end)
+			}
+			end = uint64(e.Offset) + uint64(e.Length)
+		}
+		ctx := context.Background()
+		s := newMem()
+		r := New(s, testKey(t, 1), nil)
+		p := PackID{7}
+		sealed, err := r.key.seal(kindIndex, r.IndexKey(p), index)
+		if err != nil {
+			return
+		}
+		s.m[r.IndexKey(p)] = sealed
+		s.m[r.PackKey(p)] = pack
+		if err := r.LoadIndex(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries[:min(len(entries), 8)] {
+			got, err := r.GetChunk(ctx, ChunkRef{ID: e.ID})
+			if err == nil && r.ChunkIDOf(got) != e.ID {
+				t.Fatal("GetChunk returned content that is not the chunk's")
+			}
+			if err != nil && !IsCorrupt(err) && !errors.Is(err, ErrWrongKey) && !blob.IsNotFound(err) {
+				t.Fatalf("error without a category: %v", err)
+			}
+		}
+	})
+}
