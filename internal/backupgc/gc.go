@@ -194,6 +194,7 @@ func (c *Collector) sweepDue(ctx context.Context, repo *backuprepo.Repo, sc *man
 		return false, err
 	}
 	now := c.opts.Now()
+	var condemned *condemnedPacks
 	for _, g := range gens {
 		switch {
 		case g.root == nil:
@@ -207,7 +208,11 @@ func (c *Collector) sweepDue(ctx context.Context, repo *backuprepo.Repo, sc *man
 		case now.Sub(g.root.MarkedAt) < c.opts.Grace:
 			pending = true
 		default:
-			if err := c.sweep(ctx, repo, g, sc, st); err != nil {
+			if condemned == nil {
+				cp := condemnedPacksOf(ctx, repo, gens)
+				condemned = &cp
+			}
+			if err := c.sweep(ctx, repo, g, sc, *condemned, st); err != nil {
 				return pending, err
 			}
 		}
@@ -217,7 +222,7 @@ func (c *Collector) sweepDue(ctx context.Context, repo *backuprepo.Repo, sc *man
 
 // sweep deletes the chunks of the condemned list g that no manifest
 // references now.
-func (c *Collector) sweep(ctx context.Context, repo *backuprepo.Repo, g *generation, sc *manifestScan, st *Stats) error {
+func (c *Collector) sweep(ctx context.Context, repo *backuprepo.Repo, g *generation, sc *manifestScan, condemned condemnedPacks, st *Stats) error {
 	cs, err := readGeneration(ctx, repo, g)
 	if err != nil {
 		c.log.Warn("backup gc: dropping a condemned list that cannot be read", "list", g.name, "err", err)
@@ -234,12 +239,14 @@ func (c *Collector) sweep(ctx context.Context, repo *backuprepo.Repo, g *generat
 	}
 	slices.SortFunc(doomed, func(a, b condemnedChunk) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 	doomed = slices.CompactFunc(doomed, func(a, b condemnedChunk) bool { return a.ID == b.ID })
-	packed, err := c.keepLivePacks(ctx, repo, doomed, sc, st)
-	if err != nil {
+	// Packs kept by what the scan found: no sweep marker (no writer
+	// refused) when nothing is left to delete.
+	if _, err := c.keepLivePacks(ctx, repo, doomed, sc, condemned, st); err != nil {
 		return err
 	}
 	if slices.ContainsFunc(doomed, func(d condemnedChunk) bool { return d.Size != 0 }) {
-		if err := c.deleteUnreferenced(ctx, repo, g.name, doomed, packed, sc, st); err != nil {
+		packs := func() ([]packChunk, error) { return c.keepLivePacks(ctx, repo, doomed, sc, condemned, st) }
+		if err := c.deleteUnreferenced(ctx, repo, g.name, doomed, packs, sc, st); err != nil {
 			return err
 		}
 	}
@@ -253,7 +260,7 @@ const deleteParallelism = 16
 // after dropping from it what manifests committed since the scan
 // reference (marked kept by a zero size: a stored chunk is never empty),
 // a doomed pack's chunks (packed) included.
-func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Repo, gen string, doomed []condemnedChunk, packed []packChunk, sc *manifestScan, st *Stats) error {
+func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Repo, gen string, doomed []condemnedChunk, packs func() ([]packChunk, error), sc *manifestScan, st *Stats) error {
 	start := c.opts.Now()
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
@@ -271,6 +278,14 @@ func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Rep
 	// stored (the timeout counts from when its write returned).
 	dctx, cancel := context.WithTimeout(ctx, c.opts.SweepTimeout)
 	defer cancel()
+	// The doomed packs' indexes, read again now that the marker is
+	// written: an index stored since the first reading (a writer stalled
+	// between its pack and its index) names chunks a manifest committed
+	// before the marker may need.
+	packed, err := packs()
+	if err != nil {
+		return fmt.Errorf("sweep %s: %w", gen, err)
+	}
 	// Manifests committed since the scan: the marker is written, so any
 	// manifest not listed now is refused by its writer.
 	for info, err := range c.store.List(dctx, backuprepo.ManifestsPrefix) {
@@ -323,7 +338,7 @@ func (c *Collector) deleteUnreferenced(ctx context.Context, repo *backuprepo.Rep
 			return nil
 		})
 	}
-	err := eg.Wait()
+	err = eg.Wait()
 	if err == nil {
 		err = dctx.Err()
 	}

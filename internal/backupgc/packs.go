@@ -196,16 +196,18 @@ func (c *Collector) repack(ctx context.Context, repo *backuprepo.Repo, cands []r
 	for i, cd := range cands {
 		ids[i] = cd.id
 	}
-	chunks, bytes, err := repo.Repack(ctx, ids, sc.refs.mayHave)
+	emptied, chunks, bytes, err := repo.Repack(ctx, ids, sc.refs.mayHave)
 	if err != nil {
 		c.log.Warn("backup gc: repacking failed; nothing condemned of it", "keyID", repo.Key().ID(), "packs", len(ids), "err", err)
 		return
 	}
 	keyID := repo.Key().ID()
 	for _, cd := range cands {
-		condemned[keyID] = append(condemned[keyID], packCondemned(cd.id, cd.size))
+		if slices.Contains(emptied, cd.id) {
+			condemned[keyID] = append(condemned[keyID], packCondemned(cd.id, cd.size))
+		}
 	}
-	st.Repacked += len(cands)
+	st.Repacked += len(emptied)
 	st.RepackedBytes += bytes
 	c.log.Info("backup gc: repacked", "keyID", keyID, "packs", len(cands), "chunks", chunks, "bytes", bytes)
 }
@@ -219,17 +221,17 @@ type packChunk struct {
 
 // keepLivePacks marks kept (a zero size) each doomed pack a manifest of
 // sc references a chunk of, and returns the chunks of those left.
-func (c *Collector) keepLivePacks(ctx context.Context, repo *backuprepo.Repo, doomed []condemnedChunk, sc *manifestScan, st *Stats) ([]packChunk, error) {
-	if !slices.ContainsFunc(doomed, condemnedChunk.isPack) {
+func (c *Collector) keepLivePacks(ctx context.Context, repo *backuprepo.Repo, doomed []condemnedChunk, sc *manifestScan, condemned condemnedPacks, st *Stats) ([]packChunk, error) {
+	if !slices.ContainsFunc(doomed, func(d condemnedChunk) bool { return d.isPack() && d.Size != 0 }) {
 		return nil, nil
 	}
-	if err := repo.LoadIndex(ctx); err != nil {
+	if err := repo.LoadIndexWhole(ctx); err != nil {
 		return nil, err
 	}
 	var chunks []packChunk
 	for i := range doomed {
 		d := &doomed[i]
-		if !d.isPack() {
+		if !d.isPack() || d.Size == 0 {
 			continue
 		}
 		entries, err := repo.ReadIndex(ctx, d.pack())
@@ -244,11 +246,15 @@ func (c *Collector) keepLivePacks(ctx context.Context, repo *backuprepo.Repo, do
 			st.Kept++
 			continue
 		}
-		// A chunk in a newer pack too (repacked) keeps nothing: readers
-		// find it there.
+		// A chunk in another pack too (repacked, or stored again) keeps
+		// nothing, unless every other pack holding it is condemned as
+		// well (collectors deciding at once must not each delete the
+		// copy the other counted on).
 		needed := entries[:0]
 		for _, e := range entries {
-			if l, ok := repo.Locate(e.ID); !ok || l.Pack == d.pack() {
+			if !slices.ContainsFunc(repo.Copies(e.ID), func(l backuprepo.Location) bool {
+				return l.Pack != d.pack() && condemned.spares(l.Pack)
+			}) {
 				needed = append(needed, e)
 			}
 		}
@@ -263,6 +269,38 @@ func (c *Collector) keepLivePacks(ctx context.Context, repo *backuprepo.Repo, do
 	}
 	slices.SortFunc(chunks, func(a, b packChunk) int { return bytes.Compare(a.id[:], b.id[:]) })
 	return chunks, nil
+}
+
+// condemnedPacks is every pack an organization's condemned lists name
+// (all of them: due, pending, of this collector or another); unknown when
+// a list could not be read, and then no copy counts.
+type condemnedPacks struct {
+	packs   map[backuprepo.PackID]bool
+	unknown bool
+}
+
+// spares reports whether pack p can be counted on to hold its chunks.
+func (c condemnedPacks) spares(p backuprepo.PackID) bool { return !c.unknown && !c.packs[p] }
+
+// condemnedPacksOf reads the packs every list of gens names.
+func condemnedPacksOf(ctx context.Context, repo *backuprepo.Repo, gens []*generation) condemnedPacks {
+	out := condemnedPacks{packs: map[backuprepo.PackID]bool{}}
+	for _, g := range gens {
+		if g.root == nil {
+			continue // never acted upon
+		}
+		cs, err := readGeneration(ctx, repo, g)
+		if err != nil {
+			out.unknown = true
+			continue
+		}
+		for _, ch := range cs {
+			if ch.isPack() {
+				out.packs[ch.pack()] = true
+			}
+		}
+	}
+	return out
 }
 
 // keepPackOf marks kept the doomed pack holding chunk id, if any.

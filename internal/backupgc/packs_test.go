@@ -285,3 +285,42 @@ func TestGCRepackedPackKeptForNewReference(t *testing.T) {
 	complete(t, backuprepo.New(s, k, nil), "env1-c")
 	complete(t, backuprepo.New(s, k, nil), "env1-b")
 }
+
+// Two packs holding the same chunk, both condemned, the chunk referenced
+// again before the sweep: neither counts on the other (both are to be
+// deleted, maybe by two collectors at once, each counting on the copy the
+// other deletes), so both are kept (review S13-11).
+func TestGCCondemnedCopiesKeepEachOther(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	k, _ := newKey(t)
+	x := files("x", 61)
+	// b's writer read the index before a's pack existed: each stores x.
+	wb, err := packedRepo(s, k).NewWriter(ctx, "env2-b", backuprepo.Metadata{Time: time.Now(), Trigger: "manual"})
+	must(t, err)
+	backup(t, packedRepo(s, k), "env1-a", x...)
+	must(t, wb.Add(ctx, backuprepo.Entry{Path: ".", Type: backuprepo.TypeDir, Mode: 0o755}))
+	must(t, wb.AddFile(ctx, backuprepo.Entry{Path: x[0].path, Mode: 0o644}, bytes.NewReader(content(x[0].seed, fileSize))))
+	_, err = wb.CommitGCSafe(ctx)
+	must(t, err)
+	xid := packedRepo(s, k).ChunkIDOf(content(x[0].seed, fileSize))
+	reader := backuprepo.New(s, k, nil)
+	must(t, reader.LoadIndex(ctx))
+	if n := len(reader.Copies(xid)); n != 2 {
+		t.Fatalf("%d copies of x, want 2", n)
+	}
+	must(t, s.Delete(ctx, backuprepo.ManifestKey("env1-a")))
+	must(t, s.Delete(ctx, backuprepo.ManifestKey("env2-b")))
+	clk := newClock()
+	gc := collector(s, clk, k)
+	clk.Add(2 * time.Hour)
+	if st := run(t, gc); st.Condemned != 2 {
+		t.Fatalf("mark: %+v, want both packs condemned", st)
+	}
+	backup(t, packedRepo(s, k), "env3-c", x...) // x referenced again
+	clk.Add(2 * time.Hour)
+	if st := run(t, gc); st.Swept != 0 || st.Kept != 2 {
+		t.Fatalf("sweep: %+v, want both copies kept", st)
+	}
+	complete(t, backuprepo.New(s, k, nil), "env3-c")
+}

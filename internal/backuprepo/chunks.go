@@ -315,9 +315,17 @@ type SealedChunk struct {
 func (r *Repo) FetchChunk(ctx context.Context, ref ChunkRef) (*SealedChunk, error) {
 	name := ref.ID.String()
 	for again := true; ; again = false {
-		seen := r.indexSeq()
 		if l, _, ok := r.locate(ref.ID); ok {
 			sc, err := r.fetchPacked(ctx, ref, l)
+			if IsCorrupt(err) {
+				// The pack is shorter than its index says, or the entry
+				// too long for the chunk: another copy, if any.
+				for _, alt := range r.alternatives(ref.ID, l.Pack) {
+					if other, aerr := r.fetchPacked(ctx, ref, alt); aerr == nil {
+						return other, nil
+					}
+				}
+			}
 			if err == nil || !blob.IsNotFound(err) || !again {
 				return sc, err
 			}
@@ -335,7 +343,8 @@ func (r *Repo) FetchChunk(ctx context.Context, ref ChunkRef) (*SealedChunk, erro
 			// Not an object of its own: in a pack stored since the index
 			// was read, or never read.
 		}
-		if err := r.refreshIndex(ctx, seen); err != nil {
+		// Read after the miss: a listing begun since serves it.
+		if err := r.refreshIndex(ctx, r.indexSeq()); err != nil {
 			return nil, fmt.Errorf("chunk %s: %w", name, err)
 		}
 	}

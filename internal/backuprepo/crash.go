@@ -107,21 +107,27 @@ func (r *Repo) scrubSince(ctx context.Context, cs crashedStore, since time.Time)
 		}
 		checked++
 	}
-	packs, err := r.listPacks(ctx, PacksPrefix, ParsePackKey)
-	if err != nil {
-		return checked, removed, fmt.Errorf("list packs: %w", err)
-	}
+	// Indexes first: a pack is stored before its index, so an index
+	// listed before the packs whose pack is not listed lost it (another
+	// backup storing a pack and its index between the two listings shows
+	// both, or its pack only).
 	indexes, err := r.listPacks(ctx, IndexPrefix, ParseIndexKey)
 	if err != nil {
 		return checked, removed, fmt.Errorf("list pack indexes: %w", err)
 	}
+	packs, err := r.listPacks(ctx, PacksPrefix, ParsePackKey)
+	if err != nil {
+		return checked, removed, fmt.Errorf("list packs: %w", err)
+	}
 	for p, written := range indexes {
 		// An index whose pack the crash lost: nothing reads it (LoadIndex
-		// needs the pack listed); deleted, its content is stored again.
+		// needs the pack listed); deleted (the index only), its content
+		// is stored again.
 		if _, ok := packs[p]; !ok && !written.Before(since) {
 			r.log.Warn("backup: a pack index written before a host crash has no pack; deleted", "index", r.IndexKey(p))
-			if err := r.dropPackObjects(ctx, p); err != nil {
-				return checked, removed, err
+			r.dropPack(p)
+			if err := r.store.Delete(ctx, r.IndexKey(p)); err != nil && !blob.IsNotFound(err) {
+				return checked, removed, fmt.Errorf("delete a pack index without its pack: %w", err)
 			}
 			removed++
 		}

@@ -214,20 +214,29 @@ func (x *packIndex) location(l packLoc) Location {
 	return Location{Pack: x.packs[l.pack].id, Packed: true, Offset: int64(l.offset), Length: int64(l.length)}
 }
 
-// alternatives returns the other copies of chunk id than the one in pack
-// not.
+// alternatives returns the copies of chunk id the index knows (newest
+// first) but the one in pack not.
 func (r *Repo) alternatives(id ChunkID, not PackID) []Location {
 	x := &r.index
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	var out []Location
-	for _, l := range append(x.alts[id], x.byID[id]) {
+	add := func(l packLoc) {
 		if loc := x.location(l); loc.Pack != not && !x.packs[l.pack].gone {
 			out = append(out, loc)
 		}
 	}
+	if l, ok := x.byID[id]; ok {
+		add(l)
+	}
+	for _, l := range x.alts[id] {
+		add(l)
+	}
 	return out
 }
+
+// Copies returns every copy of chunk id the index knows, newest first.
+func (r *Repo) Copies(id ChunkID) []Location { return r.alternatives(id, PackID{}) }
 
 // Locate returns where chunk id is stored, as far as the index read last
 // says (LoadIndex); false means not in a pack (an object of its own, or
@@ -254,7 +263,15 @@ const maxIndexReads = 16
 func (r *Repo) LoadIndex(ctx context.Context) error {
 	r.index.refresh.Lock()
 	defer r.index.refresh.Unlock()
-	return r.loadIndexLocked(ctx)
+	return r.loadIndexLocked(ctx, false)
+}
+
+// LoadIndexWhole is LoadIndex failing when an index cannot be read (the
+// store's error): garbage collection decides from the whole index.
+func (r *Repo) LoadIndexWhole(ctx context.Context) error {
+	r.index.refresh.Lock()
+	defer r.index.refresh.Unlock()
+	return r.loadIndexLocked(ctx, true)
 }
 
 // indexSeq returns how many listings had started.
@@ -277,7 +294,7 @@ func (r *Repo) refreshIndex(ctx context.Context, seen uint64) error {
 	if done > seen {
 		return nil
 	}
-	return r.loadIndexLocked(ctx)
+	return r.loadIndexLocked(ctx, false)
 }
 
 // listPacks lists the packs (or indexes) under prefix of this key.
@@ -295,7 +312,7 @@ func (r *Repo) listPacks(ctx context.Context, prefix string, parse func(string) 
 }
 
 // loadIndexLocked is LoadIndex with index.refresh held.
-func (r *Repo) loadIndexLocked(ctx context.Context) error {
+func (r *Repo) loadIndexLocked(ctx context.Context, whole bool) error {
 	x := &r.index
 	x.mu.Lock()
 	x.started++
@@ -337,6 +354,8 @@ func (r *Repo) loadIndexLocked(ctx context.Context) error {
 				bad[i] = true
 			case gctx.Err() != nil:
 				return gctx.Err()
+			case whole:
+				return fmt.Errorf("read pack index %s: %w", p, err)
 			default:
 				r.log.Warn("backup: a pack index cannot be read; its chunks are not reused this time", "index", r.IndexKey(p), "err", err)
 			}
@@ -411,12 +430,23 @@ func (x *packIndex) addLocked(p PackID, written time.Time, seq uint64, entries [
 		if x.alts == nil {
 			x.alts = map[ChunkID][]packLoc{}
 		}
-		if x.packs[old.pack].written.After(written) {
+		if x.newer(old.pack, n) {
 			old, l = l, old
 		}
 		x.byID[e.ID] = l
 		x.alts[e.ID] = append(x.alts[e.ID], old)
 	}
+}
+
+// newer reports whether pack a's copies are preferred to pack b's: a
+// later index time, then the greater pack id (every reader breaks a tie
+// the same way, whatever order it read the indexes in).
+func (x *packIndex) newer(a, b int32) bool {
+	pa, pb := x.packs[a], x.packs[b]
+	if !pa.written.Equal(pb.written) {
+		return pa.written.After(pb.written)
+	}
+	return bytes.Compare(pa.id[:], pb.id[:]) > 0
 }
 
 // forgetLocked drops the chunks of the packs gone (their index is gone,
@@ -439,7 +469,7 @@ func (x *packIndex) forgetLocked(gone map[int32]bool) {
 		if len(alts) > 0 {
 			best := 0
 			for k, a := range alts {
-				if x.packs[a.pack].written.After(x.packs[alts[best].pack].written) {
+				if x.newer(a.pack, alts[best].pack) {
 					best = k
 				}
 			}
@@ -507,15 +537,23 @@ func (r *Repo) putPack(ctx context.Context, p PackID, data []byte, entries []Pac
 
 // Repack copies the chunks of packs that keep says are still needed into
 // new packs (of up to packTarget bytes), each chunk verified first, and
-// returns how many chunks and bytes it copied. Garbage collection then
-// deletes the old packs: the index points readers at the copies. A chunk
-// that does not check out is not copied (its pack then stays, as a chunk
-// needed and found nowhere else). Packs without an index are skipped.
-func (r *Repo) Repack(ctx context.Context, packs []PackID, keep func(ChunkID) bool) (chunks int, bytes int64, err error) {
+// returns the packs it emptied: those each needed chunk of which is now
+// in another pack (copied now, once however many candidates hold it, or
+// in a pack that is not a candidate already). Garbage collection then
+// deletes those: the index points readers at the copies. A needed chunk
+// that does not check out is not copied, and its pack is not returned
+// (it stays, as the only copy there is). Packs without an index are
+// skipped.
+func (r *Repo) Repack(ctx context.Context, packs []PackID, keep func(ChunkID) bool) (emptied []PackID, chunks int, bytes int64, err error) {
 	var (
 		data    []byte
 		entries []PackEntry
+		copied  = map[ChunkID]bool{}
+		cands   = map[PackID]bool{}
 	)
+	for _, p := range packs {
+		cands[p] = true
+	}
 	flush := func() error {
 		if len(entries) == 0 {
 			return nil
@@ -532,45 +570,63 @@ func (r *Repo) Repack(ctx context.Context, packs []PackID, keep func(ChunkID) bo
 		data, entries = nil, nil
 		return nil
 	}
+	elsewhere := func(id ChunkID) bool {
+		for _, l := range r.Copies(id) {
+			if !cands[l.Pack] {
+				return true
+			}
+		}
+		return false
+	}
 	for _, p := range packs {
 		idx, err := r.readIndex(ctx, p)
 		if blob.IsNotFound(err) {
 			continue
 		}
 		if err != nil {
-			return chunks, bytes, fmt.Errorf("repack: %w", err)
+			return emptied, chunks, bytes, fmt.Errorf("repack: %w", err)
 		}
 		pack, err := r.readPack(ctx, p)
 		if blob.IsNotFound(err) {
 			continue
 		}
 		if err != nil {
-			return chunks, bytes, fmt.Errorf("repack: %w", err)
+			return emptied, chunks, bytes, fmt.Errorf("repack: %w", err)
 		}
+		whole := true
 		for _, e := range idx {
-			if !keep(e.ID) {
+			if !keep(e.ID) || copied[e.ID] || elsewhere(e.ID) {
 				continue
 			}
 			end := int64(e.Offset) + int64(e.Length)
 			if end > int64(len(pack)) {
-				r.log.Warn("backup gc: a chunk past its pack's end is not copied", "pack", r.PackKey(p), "chunk", e.ID)
+				r.log.Warn("backup gc: a chunk past its pack's end is not copied; the pack is kept", "pack", r.PackKey(p), "chunk", e.ID)
+				whole = false
 				continue
 			}
 			sealed := pack[e.Offset:end]
 			if _, err := r.OpenChunk(&SealedChunk{ref: ChunkRef{ID: e.ID}, sealed: sealed}); err != nil {
-				r.log.Warn("backup gc: a chunk that does not check out is not copied", "pack", r.PackKey(p), "err", err)
+				r.log.Warn("backup gc: a chunk that does not check out is not copied; the pack is kept", "pack", r.PackKey(p), "err", err)
+				whole = false
 				continue
 			}
 			if len(data)+len(sealed) > packTarget || len(entries) == maxPackEntries {
 				if err := flush(); err != nil {
-					return chunks, bytes, err
+					return emptied, chunks, bytes, err
 				}
 			}
 			entries = append(entries, PackEntry{ID: e.ID, Offset: uint32(len(data)), Length: e.Length})
 			data = append(data, sealed...)
+			copied[e.ID] = true
+		}
+		if whole {
+			emptied = append(emptied, p)
 		}
 	}
-	return chunks, bytes, flush()
+	if err := flush(); err != nil {
+		return nil, chunks, bytes, err
+	}
+	return emptied, chunks, bytes, nil
 }
 
 // readPack reads pack p whole (at most maxPackSize bytes).
