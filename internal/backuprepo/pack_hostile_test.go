@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/covedev/cove/internal/blob"
 )
@@ -18,8 +19,9 @@ import (
 // durable hides localblob's Syncer: Puts durable on return (S3).
 type durable struct{ blob.Store }
 
-// A pack of many tiny distinct chunks needs an index larger than
-// MaxPayload: the pack cannot be stored, the backup can never commit.
+// Many tiny distinct chunks fill a pack's index before its bytes: a pack
+// holds at most maxPackEntries chunks, so its index fits an object and
+// the backup commits (review S13-2).
 func TestManyTinyFilesSplitPacks(t *testing.T) {
 	ctx := context.Background()
 	r, _, _ := packedRepo(t)
@@ -80,7 +82,7 @@ func (s *blockingList) List(ctx context.Context, prefix string) iter.Seq2[blob.I
 // A chunk of a backup committed while a listing was under way (a writer
 // starting on the same Repo) is looked for: that listing's end does not
 // stand for the refresh the miss asks for, which lists again and finds
-// it.
+// it (review S13-5).
 func TestRefreshAfterListingUnderWay(t *testing.T) {
 	ctx := context.Background()
 	base, _ := newLocal(t)
@@ -128,9 +130,8 @@ func TestRefreshAfterListingUnderWay(t *testing.T) {
 	}
 }
 
-// LoadIndex forgets a pack stored by a writer of the same Repo after its
-// listing: its chunks are no longer located (a later writer stores them
-// again).
+// A pack stored by a writer of the same Repo while a LoadIndex lists is
+// not forgotten by it: its chunks stay located (review S13-7).
 func TestLoadIndexKeepsPackStoredMeanwhile(t *testing.T) {
 	ctx := context.Background()
 	base, _ := newLocal(t)
@@ -170,9 +171,9 @@ func TestLoadIndexKeepsPackStoredMeanwhile(t *testing.T) {
 }
 
 // An index whose pack is gone (deleted by an attacker, an operator, or a
-// sweep that raced a stalled index PUT): on a store durable on Put, every
-// later writer reuses its chunks without asking the store, and commits a
-// backup naming chunks stored nowhere.
+// sweep that raced a stalled index PUT) is not used: a later writer on a
+// store durable on Put stores the content again instead of committing a
+// backup naming chunks stored nowhere (review S13-1).
 func TestIndexWithoutPackNotTrusted(t *testing.T) {
 	ctx := context.Background()
 	base, _ := newLocal(t)
@@ -208,8 +209,8 @@ func (s *countGets) Get(ctx context.Context, key string, rng blob.Range) (io.Rea
 	return s.Store.Get(ctx, key, rng)
 }
 
-// Another organization's indexes (or junk under index/) are read whole
-// again by every LoadIndex: nothing remembers they are not this key's.
+// Another organization's indexes are not even listed: they live under its
+// key id (review S13-3).
 func TestOtherKeysIndexesNotRead(t *testing.T) {
 	ctx := context.Background()
 	base, _ := newLocal(t)
@@ -229,14 +230,15 @@ func TestOtherKeysIndexesNotRead(t *testing.T) {
 	}
 }
 
-// A chunk held by two packs, the newer copy damaged (a Foreign store,
-// where no crash check runs): a read falls back to the other copy.
-func TestDamagedCopyReadElsewhere(t *testing.T) {
+// twoCopies backs up data and copies its pack as a newer one, whose
+// content damage then replaces: it returns the chunk's reference and a
+// repository that read the index, pointing at the damaged newer copy.
+func twoCopies(t *testing.T, data []byte, damage func(dir, pack string, packData []byte)) (ChunkRef, *Repo) {
+	t.Helper()
 	ctx := context.Background()
 	base, dir := newLocal(t)
 	s := durable{base}
 	r := New(s, testKey(t, 1), nil)
-	data := randomBytes(11, 100<<10)
 	backupOf(t, r, "a", data)
 	_, p1, _ := ParseIndexKey(keys(t, s, IndexPrefix)[0])
 	entries, err := r.ReadIndex(ctx, p1)
@@ -250,12 +252,11 @@ func TestDamagedCopyReadElsewhere(t *testing.T) {
 	if _, err := r.putPack(ctx, p2, bytes.Clone(packData), entries); err != nil { // the newer copy
 		t.Fatal(err)
 	}
-	for i := range packData {
-		packData[i] ^= 0xff
-	}
-	if err := os.WriteFile(filepath.Join(dir, r.PackKey(p2)), packData, 0o600); err != nil {
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, r.IndexKey(p2)), later, later); err != nil {
 		t.Fatal(err)
 	}
+	damage(dir, r.PackKey(p2), packData)
 	ref := ChunkRef{ID: r.ChunkIDOf(data), Size: uint32(len(data))}
 	fresh := New(s, testKey(t, 1), nil)
 	if err := fresh.LoadIndex(ctx); err != nil {
@@ -264,55 +265,39 @@ func TestDamagedCopyReadElsewhere(t *testing.T) {
 	if l, _ := fresh.Locate(ref.ID); l.Pack != p2 {
 		t.Fatalf("the index points at %s, want the newer copy %s", l.Pack, p2)
 	}
-	if got, err := fresh.GetChunk(ctx, ref); err != nil || !bytes.Equal(got, data) {
-		t.Errorf("chunk with a good older copy: %v", err)
+	return ref, fresh
+}
+
+// A chunk held by two packs, the newer copy damaged (a Foreign store,
+// where no crash check runs) or cut short (a crash, a partial restore of
+// the bucket): a read falls back to the other copy (review S13-4, S13-13).
+func TestDamagedCopyReadElsewhere(t *testing.T) {
+	data := randomBytes(11, 100<<10)
+	for name, damage := range map[string]func(dir, pack string, packData []byte){
+		"flipped": func(dir, pack string, packData []byte) {
+			for i := range packData {
+				packData[i] ^= 0xff
+			}
+			if err := os.WriteFile(filepath.Join(dir, pack), packData, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"cut short": func(dir, pack string, packData []byte) {
+			if err := os.WriteFile(filepath.Join(dir, pack), packData[:len(packData)/3], 0o600); err != nil {
+				t.Fatal(err)
+			}
+		},
+	} {
+		ref, fresh := twoCopies(t, data, damage)
+		if got, err := fresh.GetChunk(context.Background(), ref); err != nil || !bytes.Equal(got, data) {
+			t.Errorf("%s: chunk with a good older copy: %v", name, err)
+		}
 	}
 }
 
-// A host crash persists a pack's index but not the pack (unsynced files
-// reach the disk in no particular order). The crash check walks packs/
-// only, so the index stays; the repository is then trusted and the next
-// backup reuses the chunk without reading it: committed, unrestorable.
-func TestCrashLeavesIndexWithoutPack(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	key := testKey(t, 1)
-	store := batchedStore(t, dir, key)
-	r := New(store, key, nil)
-	w, err := r.NewWriter(ctx, "first", Metadata{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := randomBytes(8, 300<<10)
-	if _, _, err := w.StoreContent(ctx, bytes.NewReader(data)); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.wait(); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.flushPack(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.wait(); err != nil {
-		t.Fatal(err)
-	}
-	packs := keys(t, store, PacksPrefix)
-	if err := os.Remove(filepath.Join(dir, packs[0])); err != nil { // lost in the crash
-		t.Fatal(err)
-	}
-	plantCrashMarker(t, dir, key.ID(), thisMachine(t))
-
-	r = New(store, key, nil)
-	sum := backupOf(t, r, "b", data)
-	rep, err := New(store, key, nil).Check(ctx, "b", false)
-	if err != nil || !rep.Complete {
-		t.Errorf("backup b (%d chunks new) committed damaged: %+v, %v", sum.ChunksNew, rep, err)
-	}
-}
-
-// A writer with packs off reuses chunks it finds in packs and writes a
-// version 3 manifest: a cove that does not read packs accepts it and finds
-// its chunks missing, which version 4 exists to prevent.
+// A writer with packs off that names chunks of a repository with packs
+// writes version 4: a cove that does not read packs refuses the manifest
+// rather than find its chunks missing (review S13-6).
 func TestUnpackedWriterNamingPackedChunksWritesV4(t *testing.T) {
 	ctx := context.Background()
 	r, s, _ := packedRepo(t)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -327,20 +326,15 @@ func TestPackUploadFailsCommitsNothing(t *testing.T) {
 	}
 }
 
-// TestUnflushedPackStoredAgain: a host crash before a batched store's
-// Sync can leave a pack whose content never reached the disk (zeros
-// here) under an index that did. After the reboot (a crash marker of this
-// machine's earlier boot) the packs written since the marker are checked:
-// this one is deleted with its index, and the next backup of the same
-// content stores it again instead of reusing it.
-func TestUnflushedPackStoredAgain(t *testing.T) {
+// packBeforeCrash stores content in a pack on a batched directory store,
+// without committing: what a host crash can find half on disk. It returns
+// the store's directory, the store, the content and the pack's file.
+func packBeforeCrash(t *testing.T, key *Key) (string, blob.Store, []byte, string) {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	key := testKey(t, 1)
 	store := batchedStore(t, dir, key)
-	r := New(store, key, nil)
-	r.SetPacks(true)
-	w, err := r.NewWriter(ctx, "first", Metadata{}) // the store's epoch begins
+	w, err := New(store, key, nil).NewWriter(ctx, "first", Metadata{}) // the store's epoch begins
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,20 +342,23 @@ func TestUnflushedPackStoredAgain(t *testing.T) {
 	if _, _, err := w.StoreContent(ctx, bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.wait(); err != nil { // sealed and in the pack
-		t.Fatal(err)
-	}
-	if err := w.flushPack(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.wait(); err != nil {
-		t.Fatal(err)
-	}
+	settle(t, w) // stored, not committed
 	packs := keys(t, store, PacksPrefix)
 	if len(packs) != 1 {
 		t.Fatalf("packs %v, want one", packs)
 	}
-	pf := filepath.Join(dir, packs[0])
+	return dir, store, data, filepath.Join(dir, packs[0])
+}
+
+// TestUnflushedPackStoredAgain: a host crash before a batched store's
+// Sync can leave a pack whose content never reached the disk (zeros
+// here) under an index that did. After the reboot (a crash marker of this
+// machine's earlier boot) the packs written since the marker are checked:
+// this one is deleted with its index, and the next backup of the same
+// content stores it again instead of reusing it.
+func TestUnflushedPackStoredAgain(t *testing.T) {
+	key := testKey(t, 1)
+	dir, store, data, pf := packBeforeCrash(t, key)
 	fi, err := os.Stat(pf)
 	if err != nil {
 		t.Fatal(err)
@@ -371,13 +368,30 @@ func TestUnflushedPackStoredAgain(t *testing.T) {
 	}
 	plantCrashMarker(t, dir, key.ID(), thisMachine(t))
 
-	r = New(store, key, nil) // the backup child after the reboot
-	r.SetPacks(true)
+	r := New(store, key, nil) // the backup child after the reboot
 	if sum := backupOf(t, r, "b", data); sum.ChunksNew != 1 {
 		t.Errorf("summary %+v: the chunk of the unflushed pack was reused, not stored again", sum)
 	}
-	if slices.Contains(keys(t, store, PacksPrefix), packs[0]) || len(keys(t, store, IndexPrefix)) != 1 {
-		t.Errorf("the damaged pack %s is still stored, or its index", packs[0])
+	if _, err := os.Stat(pf); !os.IsNotExist(err) || len(keys(t, store, IndexPrefix)) != 1 {
+		t.Errorf("the damaged pack %s is still stored (%v), or its index", pf, err)
+	}
+}
+
+// A host crash can persist a pack's index but not the pack (unsynced
+// files reach the disk in no particular order): the crash check deletes
+// the index, and the next backup stores the content again rather than
+// reuse a chunk stored nowhere (review S13-1).
+func TestCrashLeavesIndexWithoutPack(t *testing.T) {
+	key := testKey(t, 1)
+	dir, store, data, pf := packBeforeCrash(t, key)
+	if err := os.Remove(pf); err != nil { // lost in the crash
+		t.Fatal(err)
+	}
+	plantCrashMarker(t, dir, key.ID(), thisMachine(t))
+	sum := backupOf(t, New(store, key, nil), "b", data)
+	rep, err := New(store, key, nil).Check(context.Background(), "b", false)
+	if err != nil || !rep.Complete || sum.ChunksNew != 1 {
+		t.Errorf("backup b (%d chunks new) committed damaged: %+v, %v", sum.ChunksNew, rep, err)
 	}
 }
 
