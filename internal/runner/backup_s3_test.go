@@ -63,8 +63,8 @@ func TestBackupAndRestoreOnS3(t *testing.T) {
 }
 
 // TestS3KilledMidUpload: the S3 server killed -9 while a stop's backup
-// uploads its chunks (one chunk's PUT held at the server's door until the
-// server is dead, others stored before it): the backup fails cleanly —
+// uploads its chunks (its first pack's PUT held at the server's door until
+// the server is dead): the backup fails cleanly —
 // no manifest in the bucket, nothing reported to the server, no backup
 // listed — and the stop tries it again once the wait before its retry is
 // over (the server back meanwhile, over the same directory): then it is
@@ -74,7 +74,7 @@ func TestS3KilledMidUpload(t *testing.T) {
 	s3 := s3test.Start(t)
 	bucket := s3.Bucket(t)
 
-	// The runner's way to the server: a proxy that holds the first chunk
+	// The runner's way to the server: a proxy that holds the first pack
 	// upload while gate is on, until the server is killed.
 	upstream, err := url.Parse(s3.Endpoint)
 	if err != nil {
@@ -87,7 +87,7 @@ func TestS3KilledMidUpload(t *testing.T) {
 	var gate, held atomic.Bool
 	reached, killed := make(chan struct{}), make(chan struct{})
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if gate.Load() && r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/chunks/") && held.CompareAndSwap(false, true) {
+		if gate.Load() && r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/packs/") && held.CompareAndSwap(false, true) {
 			close(reached)
 			<-killed
 		}
@@ -125,7 +125,7 @@ func TestS3KilledMidUpload(t *testing.T) {
 	env := c.env()
 	c.converge(backupRunner(c), env, func(s *covev1.EnvironmentSpec) { s.DesiredPhase = phaseRunning })
 	lay := c.runner(0, false).layout(env.Id)
-	big := make([]byte, 8<<20) // several chunks, uploaded concurrently
+	big := make([]byte, 8<<20) // several chunks, a pack stored while the backup goes on
 	if _, err := rand.Read(big); err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestS3KilledMidUpload(t *testing.T) {
 	gate.Store(false)
 
 	if !held.Load() || !restarted || retryWait != stopBackupRetries[0] {
-		t.Fatalf("chunk upload held: %v; the stop waited to try again after the kill: %v (wait %s, want %s)", held.Load(), restarted, retryWait, stopBackupRetries[0])
+		t.Fatalf("pack upload held: %v; the stop waited to try again after the kill: %v (wait %s, want %s)", held.Load(), restarted, retryWait, stopBackupRetries[0])
 	}
 	if len(manifestsWhileDown) != 0 || reportedWhileDown != 0 {
 		t.Fatalf("after the failed try: manifests %v in the bucket, %d backups reported; want none", manifestsWhileDown, reportedWhileDown)
@@ -183,8 +183,8 @@ func TestS3KilledMidUpload(t *testing.T) {
 		!(strings.Contains(msg, "cannot reach the storage") || strings.Contains(msg, "connection to the storage failed")) {
 		t.Errorf("progress reported while the stop waits to try again: %v; want in progress, saying the storage could not be reached and when it tries again", progressWhileDown)
 	}
-	if l := logs.String(); !strings.Contains(l, "backup on stop failed; trying again") || !strings.Contains(l, "cove/chunks/") {
-		t.Fatalf("the runner's log does not show the stop's backup failing on a chunk upload and tried again:\n%s", l)
+	if l := logs.String(); !strings.Contains(l, "backup on stop failed; trying again") || !strings.Contains(l, "store pack: blob put") || !strings.Contains(l, "cove/packs/") {
+		t.Fatalf("the runner's log does not show the stop's backup failing on a pack upload and tried again:\n%s", l)
 	}
 	got := srv.backups()
 	if len(got) != 1 || got[0].GetTrigger() != "stop" {
