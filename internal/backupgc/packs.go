@@ -70,6 +70,10 @@ func (c *Collector) listed(ctx context.Context, repo *backuprepo.Repo, prefix st
 func (c *Collector) markPacksOf(ctx context.Context, repo *backuprepo.Repo, sc *manifestScan, condemned map[string][]condemnedChunk, st *Stats) error {
 	now := c.opts.Now()
 	keyID := repo.Key().ID()
+	// Repacking decides from the copies the index knows now.
+	if err := repo.LoadIndexWhole(ctx); err != nil {
+		return err
+	}
 	indexes, err := c.listed(ctx, repo, backuprepo.IndexPrefix, backuprepo.ParseIndexKey, st)
 	if err != nil {
 		return err
@@ -246,14 +250,16 @@ func (c *Collector) keepLivePacks(ctx context.Context, repo *backuprepo.Repo, do
 			st.Kept++
 			continue
 		}
-		// A chunk in another pack too (repacked, or stored again) keeps
-		// nothing, unless every other pack holding it is condemned as
-		// well (collectors deciding at once must not each delete the
-		// copy the other counted on).
+		// A chunk in a newer pack too (repacked, or stored again because
+		// this copy did not check out) keeps nothing, unless each newer
+		// pack holding it is condemned as well (collectors deciding at
+		// once must not each delete the copy the other counted on). An
+		// older copy never serves (it may be the damaged one), and a
+		// newer one only once read and checked.
 		needed := entries[:0]
 		for _, e := range entries {
-			if !slices.ContainsFunc(repo.Copies(e.ID), func(l backuprepo.Location) bool {
-				return l.Pack != d.pack() && condemned.spares(l.Pack)
+			if !slices.ContainsFunc(repo.NewerCopies(e.ID, d.pack()), func(l backuprepo.Location) bool {
+				return condemned.spares(l.Pack) && repo.CheckCopy(ctx, e.ID, l) == nil
 			}) {
 				needed = append(needed, e)
 			}

@@ -93,8 +93,47 @@ func (r *Repo) alternatives(id ChunkID, not PackID) []Location {
 	return out
 }
 
-// Copies returns every copy of chunk id the index knows, newest first.
+// Copies returns every copy of chunk id the index knows, the newest first.
 func (r *Repo) Copies(id ChunkID) []Location { return r.alternatives(id, PackID{}) }
+
+// CheckCopy reads the copy of chunk id at l and checks it out (it opens,
+// and its content has the id): what a collector counting on that copy
+// to delete another does first.
+func (r *Repo) CheckCopy(ctx context.Context, id ChunkID, l Location) error {
+	sc, err := r.fetchPacked(ctx, ChunkRef{ID: id}, l)
+	if err != nil {
+		return err
+	}
+	_, err = r.OpenChunk(sc)
+	return err
+}
+
+// NewerCopies returns the copies of chunk id in packs preferred to pack p
+// (see newer): a chunk stored again because its copy did not check out,
+// or copied by a repack, is newer than the copy it replaces. None when
+// the index does not know p.
+func (r *Repo) NewerCopies(id ChunkID, p PackID) []Location {
+	x := &r.index
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	than, ok := x.byPack[p]
+	if !ok {
+		return nil
+	}
+	var out []Location
+	add := func(l packLoc) {
+		if l.pack != than && !x.packs[l.pack].gone && x.newer(l.pack, than) {
+			out = append(out, x.location(l))
+		}
+	}
+	if l, ok := x.byID[id]; ok {
+		add(l)
+	}
+	for _, l := range x.alts[id] {
+		add(l)
+	}
+	return out
+}
 
 // Locate returns where chunk id is stored, as far as the index read last
 // says (LoadIndex); false means not in a pack (an object of its own, or

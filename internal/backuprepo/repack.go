@@ -11,7 +11,7 @@ import (
 // new packs (of up to packTarget bytes), each chunk verified first, and
 // returns the packs it emptied: those each needed chunk of which is now
 // in another pack (copied now, once however many candidates hold it, or
-// in a pack that is not a candidate already). Garbage collection then
+// in a newer pack that is not a candidate already). Garbage collection then
 // deletes those: the index points readers at the copies. A needed chunk
 // that does not check out is not copied, and its pack is not returned
 // (it stays, as the only copy there is). Packs without an index are
@@ -42,9 +42,12 @@ func (r *Repo) Repack(ctx context.Context, packs []PackID, keep func(ChunkID) bo
 		data, entries = nil, nil
 		return nil
 	}
-	elsewhere := func(id ChunkID) bool {
-		for _, l := range r.Copies(id) {
-			if !cands[l.Pack] {
+	// A newer copy in a pack not repacked now serves, once read and
+	// checked: an older one may be the damaged copy a writer stored the
+	// chunk again for, and any copy may have rotted since.
+	elsewhere := func(id ChunkID, p PackID) bool {
+		for _, l := range r.NewerCopies(id, p) {
+			if !cands[l.Pack] && r.CheckCopy(ctx, id, l) == nil {
 				return true
 			}
 		}
@@ -67,7 +70,7 @@ func (r *Repo) Repack(ctx context.Context, packs []PackID, keep func(ChunkID) bo
 		}
 		whole := true
 		for _, e := range idx {
-			if !keep(e.ID) || copied[e.ID] || elsewhere(e.ID) {
+			if !keep(e.ID) || copied[e.ID] || elsewhere(e.ID, p) {
 				continue
 			}
 			end := int64(e.Offset) + int64(e.Length)
