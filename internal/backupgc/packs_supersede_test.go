@@ -63,7 +63,7 @@ func TestGCDamagedOlderCopyNotCountedOnRepack(t *testing.T) {
 	// whole seconds break by pack id): only reading it tells.
 	later := time.Now().Add(time.Hour)
 	must(t, os.Chtimes(filepath.Join(dir, backuprepo.IndexKey(k.ID(), a)), later, later))
-	complete(t, backuprepo.New(s, k, nil), "env2-b") // restores: x read from b's pack (newest)
+	complete(t, backuprepo.New(s, k, nil), "env2-b")          // restores: x read from b's pack (newest)
 	backup(t, packedRepo(s, k), "env3-c", files("c", 300)...) // another small pack: a repack
 	clk := newClock()
 	gc := collector(s, clk, k)
