@@ -286,17 +286,28 @@ func (r *Repo) OpenChunkOrCopy(ctx context.Context, sc *SealedChunk) ([]byte, er
 	if err == nil || !IsCorrupt(err) || !sc.from.Packed {
 		return data, err
 	}
-	for _, l := range r.alternatives(sc.ref.ID, sc.from.Pack) {
-		other, ferr := r.fetchPacked(ctx, sc.ref, l)
-		if ferr != nil {
-			continue
-		}
-		if data, oerr := r.OpenChunk(other); oerr == nil {
-			r.log.Warn("backup: a chunk's copy does not check out; read another", "chunk", sc.ref.ID, "pack", sc.from.Pack, "err", err)
-			return data, nil
+	var opened []byte
+	if r.otherCopy(ctx, sc.ref, sc.from.Pack, func(other *SealedChunk) bool {
+		var oerr error
+		opened, oerr = r.OpenChunk(other)
+		return oerr == nil
+	}) == nil {
+		return nil, err
+	}
+	r.log.Warn("backup: a chunk's copy does not check out; read another", "chunk", sc.ref.ID, "pack", sc.from.Pack, "err", err)
+	return opened, nil
+}
+
+// otherCopy fetches chunk ref from the copies the index knows besides the
+// one in pack not, in turn, and returns the first that fetches and that
+// ok accepts; nil when none does.
+func (r *Repo) otherCopy(ctx context.Context, ref ChunkRef, not PackID, ok func(*SealedChunk) bool) *SealedChunk {
+	for _, l := range r.alternatives(ref.ID, not) {
+		if other, err := r.fetchPacked(ctx, ref, l); err == nil && ok(other) {
+			return other
 		}
 	}
-	return nil, err
+	return nil
 }
 
 // SealedChunk is a chunk's object as stored, read but not opened.
@@ -320,10 +331,8 @@ func (r *Repo) FetchChunk(ctx context.Context, ref ChunkRef) (*SealedChunk, erro
 			if IsCorrupt(err) {
 				// The pack is shorter than its index says, or the entry
 				// too long for the chunk: another copy, if any.
-				for _, alt := range r.alternatives(ref.ID, l.Pack) {
-					if other, aerr := r.fetchPacked(ctx, ref, alt); aerr == nil {
-						return other, nil
-					}
+				if other := r.otherCopy(ctx, ref, l.Pack, func(*SealedChunk) bool { return true }); other != nil {
+					return other, nil
 				}
 			}
 			if err == nil || !blob.IsNotFound(err) || !again {

@@ -178,11 +178,7 @@ func (r *Repo) scrubPack(ctx context.Context, p PackID) (int, error, error) {
 		return 0, nil, fmt.Errorf("verify pack %s: %w", p, err)
 	}
 	for i, e := range entries {
-		end := int64(e.Offset) + int64(e.Length)
-		if end > int64(len(data)) {
-			return i, fmt.Errorf("pack %s: %d bytes, its index lists a chunk up to %d: %w", p, len(data), end, ErrCorrupt), nil
-		}
-		if _, err := r.OpenChunk(&SealedChunk{ref: ChunkRef{ID: e.ID}, sealed: data[e.Offset:end]}); err != nil {
+		if _, err := r.entryOf(p, data, e); err != nil {
 			return i + 1, err, nil
 		}
 	}

@@ -196,6 +196,20 @@ func (r *Repo) putPack(ctx context.Context, p PackID, data []byte, entries []Pac
 	return int64(len(data) + len(sealed)), nil
 }
 
+// entryOf returns the sealed chunk entry e lists in pack p (read whole),
+// once checked: within the pack, and opening to a chunk with its id.
+func (r *Repo) entryOf(p PackID, pack []byte, e PackEntry) ([]byte, error) {
+	end := int64(e.Offset) + int64(e.Length)
+	if end > int64(len(pack)) {
+		return nil, fmt.Errorf("pack %s: %d bytes, its index lists chunk %s up to %d: %w", p, len(pack), e.ID, end, ErrCorrupt)
+	}
+	sealed := pack[e.Offset:end]
+	if _, err := r.OpenChunk(&SealedChunk{ref: ChunkRef{ID: e.ID}, sealed: sealed}); err != nil {
+		return nil, err
+	}
+	return sealed, nil
+}
+
 // readPack reads pack p whole (at most maxPackSize bytes).
 func (r *Repo) readPack(ctx context.Context, p PackID) ([]byte, error) {
 	rc, err := r.store.Get(ctx, r.PackKey(p), blob.Range{})

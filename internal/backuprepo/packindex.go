@@ -72,16 +72,13 @@ func (x *packIndex) location(l packLoc) Location {
 	return Location{Pack: x.packs[l.pack].id, Packed: true, Offset: int64(l.offset), Length: int64(l.length)}
 }
 
-// alternatives returns the copies of chunk id the index knows (newest
-// first) but the one in pack not.
-func (r *Repo) alternatives(id ChunkID, not PackID) []Location {
-	x := &r.index
-	x.mu.RLock()
-	defer x.mu.RUnlock()
+// copiesLocked returns the copies of chunk id the index knows (the
+// preferred one first) in packs not gone that keep accepts; x.mu is held.
+func (x *packIndex) copiesLocked(id ChunkID, keep func(pack int32) bool) []Location {
 	var out []Location
 	add := func(l packLoc) {
-		if loc := x.location(l); loc.Pack != not && !x.packs[l.pack].gone {
-			out = append(out, loc)
+		if !x.packs[l.pack].gone && keep(l.pack) {
+			out = append(out, x.location(l))
 		}
 	}
 	if l, ok := x.byID[id]; ok {
@@ -91,6 +88,15 @@ func (r *Repo) alternatives(id ChunkID, not PackID) []Location {
 		add(l)
 	}
 	return out
+}
+
+// alternatives returns the copies of chunk id the index knows (newest
+// first) but the one in pack not.
+func (r *Repo) alternatives(id ChunkID, not PackID) []Location {
+	x := &r.index
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.copiesLocked(id, func(pack int32) bool { return x.packs[pack].id != not })
 }
 
 // Copies returns every copy of chunk id the index knows, the newest first.
@@ -120,19 +126,7 @@ func (r *Repo) NewerCopies(id ChunkID, p PackID) []Location {
 	if !ok {
 		return nil
 	}
-	var out []Location
-	add := func(l packLoc) {
-		if l.pack != than && !x.packs[l.pack].gone && x.newer(l.pack, than) {
-			out = append(out, x.location(l))
-		}
-	}
-	if l, ok := x.byID[id]; ok {
-		add(l)
-	}
-	for _, l := range x.alts[id] {
-		add(l)
-	}
-	return out
+	return x.copiesLocked(id, func(pack int32) bool { return pack != than && x.newer(pack, than) })
 }
 
 // Locate returns where chunk id is stored, as far as the index read last

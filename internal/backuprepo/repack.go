@@ -73,14 +73,8 @@ func (r *Repo) Repack(ctx context.Context, packs []PackID, keep func(ChunkID) bo
 			if !keep(e.ID) || copied[e.ID] || elsewhere(e.ID, p) {
 				continue
 			}
-			end := int64(e.Offset) + int64(e.Length)
-			if end > int64(len(pack)) {
-				r.log.Warn("backup gc: a chunk past its pack's end is not copied; the pack is kept", "pack", r.PackKey(p), "chunk", e.ID)
-				whole = false
-				continue
-			}
-			sealed := pack[e.Offset:end]
-			if _, err := r.OpenChunk(&SealedChunk{ref: ChunkRef{ID: e.ID}, sealed: sealed}); err != nil {
+			sealed, err := r.entryOf(p, pack, e)
+			if err != nil {
 				r.log.Warn("backup gc: a chunk that does not check out is not copied; the pack is kept", "pack", r.PackKey(p), "err", err)
 				whole = false
 				continue
